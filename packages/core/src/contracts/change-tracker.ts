@@ -1,0 +1,17 @@
+import type { DiskRef, Extent, OperationOptions } from './disk.js';
+import type { Snapshot } from './hypervisor.js';
+
+/** Reports the extents of a disk that changed between two snapshots (Xen CBT, Hyper-V RCT). */
+export interface ChangeTracker {
+  /**
+   * The extents of `disk` that changed between `base` and `current`, ascending and not
+   * overlapping, or `undefined` when the driver cannot tell (the engine then falls back to a hash
+   * diff). `disk` is the disk as listed in `current`.
+   */
+  changes(
+    disk: DiskRef,
+    base: Snapshot,
+    current: Snapshot,
+    options?: OperationOptions,
+  ): Promise<AsyncIterable<Extent> | undefined>;
+}

@@ -1,0 +1,149 @@
+import type { Capabilities } from './capabilities.js';
+import type { ChangeTracker } from './change-tracker.js';
+import type { DiskReader, DiskRef, DiskWriter, OperationOptions } from './disk.js';
+
+/** Power state of a VM as the driver reports it. */
+export type PowerState = 'running' | 'stopped' | 'paused' | 'unknown';
+
+/** A VM as a driver describes it. Plain data. */
+export interface VMInfo {
+  /** The driver's id for the VM (uuid, folder name…). */
+  id: string;
+  /** Display name. */
+  name: string;
+  /** Number of virtual CPUs. */
+  cpus: number;
+  /** Memory in MiB. */
+  memoryMiB: number;
+  /** Power state at the time of the call. */
+  powerState: PowerState;
+  /** The VM's disks in boot order. */
+  disks: DiskRef[];
+  /** Network interfaces (names or network ids), mapped onto the replica. */
+  networks?: string[];
+}
+
+/** A point-in-time view of all disks of a VM, taken at one instant. Plain data. */
+export interface Snapshot {
+  /** The driver's id for the snapshot. */
+  id: string;
+  /** The VM it was taken of. */
+  vmId: string;
+  /** The label given at creation. */
+  label: string;
+  /** ISO 8601 creation time. */
+  createdAt: string;
+  /** The frozen disks, in the VM's disk order; each has `snapshotId` set. */
+  disks: DiskRef[];
+  /** Driver-specific data the driver needs to find the snapshot again. */
+  meta?: Record<string, unknown>;
+}
+
+/** What the engine asks for when it creates or finds the replica of a VM. */
+export interface ReplicaSpec {
+  /** Name of the replica VM. The same name finds the same replica again. */
+  name: string;
+  /** The source VM (name, CPUs, memory and networks are copied onto the replica). */
+  source: VMInfo;
+  /** One entry per source disk, in order: the replica disk gets the same size. */
+  disks: Array<{ sourceDiskId: string; size: number; label?: string }>;
+  /** Driver-specific placement (target folder, SR, host path…), from the job's `target` section. */
+  placement?: Record<string, unknown>;
+}
+
+/** A replica VM on the target. Plain data. */
+export interface Replica {
+  /** The driver's id for the replica VM. */
+  id: string;
+  /** The replica's name. */
+  name: string;
+  /** The replica's disks, in the order of {@link ReplicaSpec.disks}. */
+  disks: DiskRef[];
+  /** True when `ensureReplica` created the replica (its disks read as zero). */
+  created: boolean;
+  /** Driver-specific data. */
+  meta?: Record<string, unknown>;
+}
+
+/**
+ * Identifies the replica's state: any boot, any write outside replikit, any change of size or
+ * snapshot chain gives a different `value`. Compare values; never parse them.
+ */
+export interface ReplicaFingerprint {
+  /** An opaque string; equal strings mean an untouched replica. */
+  value: string;
+  /** What the value was built from, for messages and logs. */
+  details?: Record<string, unknown>;
+}
+
+/** A complete version of a replica that it can be reverted to. Plain data. */
+export interface RestorePoint {
+  /** The driver's id for the point. */
+  id: string;
+  /** The replica it belongs to. */
+  replicaId: string;
+  /** The label given at creation (the engine uses the run id). */
+  label: string;
+  /** ISO 8601 creation time. */
+  createdAt: string;
+}
+
+/** Options of {@link Hypervisor.createRestorePoint}. */
+export interface RestorePointOptions extends OperationOptions {
+  /** Keep at most this many restore points; older ones are deleted. */
+  retention?: number;
+}
+
+/**
+ * One connection to a virtualisation platform (a XenServer pool, a Hyper-V host, a folder).
+ * Drivers implement it; the engine never talks to a platform except through it.
+ *
+ * Every object it returns ({@link VMInfo}, {@link Snapshot}, {@link Replica}, {@link RestorePoint})
+ * is plain data that the engine journals and may hand back after a restart of the process.
+ */
+export interface Hypervisor {
+  /** The driver kind: `xen`, `hyperv`, `file` or a third party's. */
+  readonly kind: string;
+  /** What this driver can do. */
+  readonly capabilities: Capabilities;
+  /** The change tracker, when `capabilities.changeTracking` is true. */
+  readonly changeTracker?: ChangeTracker;
+  /** Lists the VMs. */
+  listVMs(options?: OperationOptions): Promise<VMInfo[]>;
+  /** Finds a VM by id or name; rejects with `E_NOT_FOUND` when there is none. */
+  getVM(idOrName: string, options?: OperationOptions): Promise<VMInfo>;
+  /** Takes a crash-consistent snapshot of all the VM's disks at one instant. */
+  snapshot(vmId: string, label: string, options?: OperationOptions): Promise<Snapshot>;
+  /** Lists the snapshots of a VM, oldest first. */
+  listSnapshots(vmId: string, options?: OperationOptions): Promise<Snapshot[]>;
+  /** Deletes a snapshot. `keepMetadata` keeps what change tracking needs and drops the data. */
+  deleteSnapshot(snapshot: Snapshot, options?: OperationOptions & { keepMetadata?: boolean }): Promise<void>;
+  /** Opens a disk for reading: a snapshot disk, or a replica disk (its last complete version). */
+  openReader(disk: DiskRef, options?: OperationOptions): Promise<DiskReader>;
+  /** Creates the replica VM, or finds it when one of that name exists. */
+  ensureReplica(spec: ReplicaSpec, options?: OperationOptions): Promise<Replica>;
+  /** Deletes a replica VM and its disks (used when its first run fails: it never was complete). */
+  deleteReplica(replica: Replica, options?: OperationOptions): Promise<void>;
+  /** Opens one replica disk for writing. One writer per disk at a time. */
+  openWriter(replica: Replica, disk: DiskRef, options?: OperationOptions): Promise<DiskWriter>;
+  /** The replica's current fingerprint, to detect changes made outside replikit. */
+  replicaState(replica: Replica, options?: OperationOptions): Promise<ReplicaFingerprint>;
+  /** Marks the replica as being written (it then refuses to start) or as ready. */
+  markReplica(replica: Replica, state: 'in-progress' | 'ready', options?: OperationOptions): Promise<void>;
+  /** Returns `in-progress` or `ready`. */
+  replicaMark(replica: Replica, options?: OperationOptions): Promise<'in-progress' | 'ready'>;
+  /**
+   * Makes everything written since the last restore point durable and part of a new restore
+   * point. Idempotent per label: calling it again with the label of the newest point returns
+   * that point.
+   */
+  createRestorePoint(replica: Replica, label: string, options?: RestorePointOptions): Promise<RestorePoint>;
+  /** Lists the replica's restore points, oldest first. */
+  listRestorePoints(replica: Replica, options?: OperationOptions): Promise<RestorePoint[]>;
+  /** Drops every write made after `point` and returns the replica to it. */
+  revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void>;
+  /** Starts or shuts down a VM; starting a replica marked in-progress rejects with `E_REPLICA_IN_PROGRESS`. */
+  power(vmId: string, op: 'start' | 'shutdown', options?: OperationOptions): Promise<void>;
+  /** Closes the connection. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,15 @@
+export type { Capabilities } from './capabilities.js';
+export type { ChangeTracker } from './change-tracker.js';
+export type { DiskReader, DiskRef, DiskWriter, Extent, OperationOptions } from './disk.js';
+export type {
+  Hypervisor,
+  PowerState,
+  Replica,
+  ReplicaFingerprint,
+  ReplicaSpec,
+  RestorePoint,
+  RestorePointOptions,
+  Snapshot,
+  VMInfo,
+} from './hypervisor.js';
+export type { BlockChannel, BlockDigest, BlockOp, DiskChannel, SessionSpec, Transport } from './transport.js';

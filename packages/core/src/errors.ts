@@ -1,0 +1,197 @@
+/**
+ * Stable error codes. A code never changes meaning once released; new codes may be added.
+ *
+ * - `E_INPUT`: a value given by the caller is invalid (bad option, bad offset, bad job field).
+ * - `E_JOB`: a job file cannot be read or parsed.
+ * - `E_RULE`: a job breaks one or more validation rules.
+ * - `E_NOT_FOUND`: a VM, disk, snapshot, replica, run or restore point does not exist.
+ * - `E_CONFLICT`: the operation clashes with another one (a run already in progress, a locked disk).
+ * - `E_REPLICA_IN_PROGRESS`: the replica is being written and must not be started or read as complete.
+ * - `E_REPLICA_MODIFIED`: the replica changed outside replikit since the last run.
+ * - `E_STATE`: an invalid state transition or a journal that cannot be used.
+ * - `E_FORMAT`: a disk image, a journal or another file is malformed.
+ * - `E_IO`: the storage failed (I/O error, no space left).
+ * - `E_NO_SPACE`: the storage is full.
+ * - `E_TRANSPORT`: the block channel failed.
+ * - `E_AUTH`: authentication was refused.
+ * - `E_DRIVER`: a driver failed for a reason of its own.
+ * - `E_ABORTED`: the operation was cancelled through its `AbortSignal`.
+ * - `E_VERIFY`: a verification found different data.
+ */
+export type ErrorCode =
+  | 'E_INPUT'
+  | 'E_JOB'
+  | 'E_RULE'
+  | 'E_NOT_FOUND'
+  | 'E_CONFLICT'
+  | 'E_REPLICA_IN_PROGRESS'
+  | 'E_REPLICA_MODIFIED'
+  | 'E_STATE'
+  | 'E_FORMAT'
+  | 'E_IO'
+  | 'E_NO_SPACE'
+  | 'E_TRANSPORT'
+  | 'E_AUTH'
+  | 'E_DRIVER'
+  | 'E_ABORTED'
+  | 'E_VERIFY';
+
+/** Options shared by every replikit error. */
+export interface ReplikitErrorOptions {
+  /** The underlying error, if any. */
+  cause?: unknown;
+  /** Structured facts about the failure, safe to log as JSON. */
+  details?: Record<string, unknown>;
+}
+
+/**
+ * The base class of every error replikit throws. `code` is stable and documented; `message` says
+ * what happened and what to do about it; `details` carries structured facts.
+ */
+export class ReplikitError extends Error {
+  /** The stable error code. */
+  readonly code: ErrorCode;
+  /** Structured facts about the failure. */
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: ReplikitErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.details = options.details ?? {};
+  }
+}
+
+/** A caller passed an invalid value. */
+export class InputError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_INPUT', message, options);
+  }
+}
+
+/** A job file could not be read or does not match the job schema. */
+export class JobError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_JOB', message, options);
+  }
+}
+
+/** Something that was asked for does not exist. */
+export class NotFoundError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_NOT_FOUND', message, options);
+  }
+}
+
+/** The operation conflicts with another one in progress. */
+export class ConflictError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_CONFLICT', message, options);
+  }
+}
+
+/** The replica is being written: it must not be started, and its content is not a complete version. */
+export class ReplicaInProgressError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_REPLICA_IN_PROGRESS', message, options);
+  }
+}
+
+/** The replica was changed outside replikit since the last run (booted or written). */
+export class ReplicaModifiedError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_REPLICA_MODIFIED', message, options);
+  }
+}
+
+/** An invalid state transition, or a run journal that cannot be used. */
+export class StateError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_STATE', message, options);
+  }
+}
+
+/** A file (disk image, journal, metadata) is malformed. */
+export class FormatError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_FORMAT', message, options);
+  }
+}
+
+/** The storage failed. Use {@link toStorageError} to classify a Node.js error. */
+export class StorageError extends ReplikitError {}
+
+/** The block channel between source and target failed. */
+export class TransportError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_TRANSPORT', message, options);
+  }
+}
+
+/** A driver failed for a reason of its own. */
+export class DriverError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_DRIVER', message, options);
+  }
+}
+
+/** The operation was cancelled. */
+export class AbortError extends ReplikitError {
+  constructor(message = 'the operation was cancelled', options?: ReplikitErrorOptions) {
+    super('E_ABORTED', message, options);
+  }
+}
+
+/** A verification found that two things that must be equal are not. */
+export class VerifyError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_VERIFY', message, options);
+  }
+}
+
+/** True when `error` is a {@link ReplikitError}, optionally with the given code. */
+export function isReplikitError(error: unknown, code?: ErrorCode): error is ReplikitError {
+  return error instanceof ReplikitError && (code === undefined || error.code === code);
+}
+
+/**
+ * Turns a Node.js file-system error into a {@link StorageError} whose message names the file and
+ * says what to do. `ENOSPC` and `EDQUOT` become `E_NO_SPACE`; `ENOENT` becomes a {@link NotFoundError}.
+ * A {@link ReplikitError} is returned unchanged.
+ */
+export function toStorageError(error: unknown, what: string): ReplikitError {
+  if (error instanceof ReplikitError) return error;
+  const errno = (error as NodeJS.ErrnoException | undefined)?.code;
+  const path = (error as NodeJS.ErrnoException | undefined)?.path;
+  const details = { errno, path };
+  switch (errno) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new StorageError('E_NO_SPACE', `no space left while ${what}; free space on that file system and retry`, {
+        cause: error,
+        details,
+      });
+    case 'ENOENT':
+      return new NotFoundError(`${what}: ${path ?? 'a file'} does not exist`, { cause: error, details });
+    case 'EACCES':
+    case 'EPERM':
+      return new StorageError('E_IO', `permission denied while ${what}${path ? ` (${path})` : ''}`, {
+        cause: error,
+        details,
+      });
+    default:
+      return new StorageError('E_IO', `I/O error while ${what}: ${(error as Error)?.message ?? String(error)}`, {
+        cause: error,
+        details,
+      });
+  }
+}
+
+/** Throws an {@link AbortError} when `signal` is aborted. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) {
+    const reason = signal.reason;
+    if (reason instanceof ReplikitError) throw reason;
+    throw new AbortError(reason instanceof Error ? reason.message : 'the operation was cancelled', { cause: reason });
+  }
+}

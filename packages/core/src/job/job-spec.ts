@@ -1,0 +1,113 @@
+import { z } from 'zod';
+import { parseRate } from '../util/sizes.js';
+
+/** The replication methods core knows by name; drivers may add their own. */
+export const KNOWN_METHODS = ['xva', 'abd', 'qhybrid', 'cbt'] as const;
+
+const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+const sizeOrRate = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  try {
+    return parseRate(value);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^rate: /, '') });
+    return z.NEVER;
+  }
+});
+
+const abdSchema = z
+  .object({
+    /** IP addresses (or `dhcp`) the delegate appliance gets. */
+    ips: z.array(z.string().min(1)).default([]),
+    /** Storage repositories the delegate can see. */
+    srs: z.array(z.string().min(1)).optional(),
+    /** The SR holding the delegate's image. */
+    imageSr: z.string().min(1).optional(),
+    /** Pool the delegate runs in. */
+    pool: z.string().min(1).optional(),
+  })
+  .loose();
+
+const endpointSchema = z
+  .object({
+    driver: z
+      .string({ error: 'expected the driver kind as a string, such as "file", "xen" or "hyperv"' })
+      .regex(/^[a-z][a-z0-9-]*$/, 'a driver kind is lower-case letters, digits and dashes'),
+    pool: z.string().min(1).optional(),
+    sr: z.string().min(1).optional(),
+    abd: abdSchema.optional(),
+  })
+  .loose();
+
+const optionsSchema = z
+  .object({
+    replicationCache: z.boolean().default(false),
+    singlePass: z.boolean().default(false),
+    direction: z.enum(['push', 'pull']).default('push'),
+    schedule: z
+      .string()
+      .regex(/^\S+(\s+\S+){4}$/, 'expected a cron expression of five fields, such as "0 */4 * * *"')
+      .optional(),
+    retention: z.number().int().min(1).max(1000).default(3),
+    strongDigests: z.boolean().default(false),
+    bandwidthLimit: sizeOrRate.optional(),
+    parallelDisks: z.number().int().min(1).max(64).default(2),
+  })
+  .strict();
+
+const transportSchema = z
+  .object({
+    kind: z.enum(['inprocess', 'tcp', 'tls']).default('inprocess'),
+  })
+  .loose();
+
+const blockSizeSchema = z
+  .union([z.number(), z.string()])
+  .transform((value, ctx) => {
+    let bytes: number;
+    try {
+      bytes = parseRate(value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^rate: /, '') });
+      return z.NEVER;
+    }
+    if (bytes < 4096 || bytes > 16 * 1024 * 1024 || (bytes & (bytes - 1)) !== 0) {
+      ctx.addIssue({ code: 'custom', message: `expected a power of two from 4 KiB to 16 MiB, got ${value}` });
+      return z.NEVER;
+    }
+    return bytes;
+  })
+  .default(65536);
+
+/** The zod schema of a job file. Exported so tools can derive JSON Schema or editors' hints. */
+export const jobSpecSchema = z
+  .object({
+    name: z.string().regex(namePattern, 'a job name is 1-128 letters, digits, dots, dashes or underscores'),
+    source: endpointSchema.extend({ vm: z.string().min(1, 'name the source VM') }),
+    target: endpointSchema.extend({ replicaName: z.string().regex(namePattern).optional() }),
+    method: z.string().regex(/^[a-z][a-z0-9-]*$/, 'expected a method such as "qhybrid", "abd", "cbt" or "xva"'),
+    blockSize: blockSizeSchema,
+    options: optionsSchema.default(() => optionsSchema.parse({})),
+    transport: transportSchema.default(() => transportSchema.parse({})),
+  })
+  .strict();
+
+/** A job as written in a file (defaults not yet applied). */
+export type JobSpecInput = z.input<typeof jobSpecSchema>;
+
+/**
+ * A validated job with every default applied: keep replica `target` of VM `source.vm` up to date
+ * with `method`.
+ */
+export type JobSpec = z.output<typeof jobSpecSchema>;
+
+/** The driver-facing part of a job: `{ driver, … }` plus driver-specific fields. */
+export type EndpointSpec = JobSpec['source'] | JobSpec['target'];
+
+/** The resolved `options` section of a job. */
+export type JobOptions = JobSpec['options'];
+
+/** The name the replica gets when the job does not set `target.replicaName`. */
+export function replicaNameOf(job: JobSpec): string {
+  return job.target.replicaName ?? `${job.source.vm}-replica`;
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+// Bootstraps a fresh checkout with nothing but Node 20 and npm:
+//   1. a pinned pnpm, installed by npm into .tools/ (no global change),
+//   2. the workspace's dependencies (pnpm install, frozen lockfile),
+//   3. with --build: the packages' dist/ folders, rebuilt only when a source file is newer,
+//   4. the Debian packages listed in scripts/system-packages.txt, through apt-get, when missing.
+// Each step is skipped when already done, so running it before every command costs little.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const args = new Set(process.argv.slice(2));
+const quiet = args.has('--quiet');
+const rootPkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+const pnpmVersion = rootPkg.packageManager.replace(/^pnpm@/, '');
+
+function log(message) {
+  if (!quiet) console.error(`[setup] ${message}`);
+}
+
+function run(command, commandArgs, options = {}) {
+  const result = spawnSync(command, commandArgs, {
+    cwd: root,
+    stdio: quiet ? ['ignore', 'ignore', 'inherit'] : 'inherit',
+    env: { ...process.env, ...options.env },
+  });
+  if (result.error) throw new Error(`could not start ${command}: ${result.error.message}`);
+  if (result.status !== 0) {
+    console.error(`[setup] '${command} ${commandArgs.join(' ')}' failed with exit code ${result.status}`);
+    process.exit(result.status ?? 1);
+  }
+}
+
+function mtime(path) {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+function newestUnder(dir) {
+  let newest = 0;
+  if (!existsSync(dir)) return newest;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestUnder(path) : mtime(path));
+  }
+  return newest;
+}
+
+function ensurePnpm() {
+  const local = join(root, '.tools', 'node_modules', '.bin', 'pnpm');
+  if (existsSync(local)) return local;
+  log(`installing pnpm ${pnpmVersion} into .tools/ with npm`);
+  run('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--prefix', join(root, '.tools'), `pnpm@${pnpmVersion}`]);
+  return local;
+}
+
+function packageDirs() {
+  const dir = join(root, 'packages');
+  return readdirSync(dir)
+    .map((name) => join(dir, name))
+    .filter((path) => existsSync(join(path, 'package.json')));
+}
+
+function ensureDependencies(pnpm) {
+  const marker = join(root, 'node_modules', '.modules.yaml');
+  const inputs = [join(root, 'pnpm-lock.yaml'), join(root, 'package.json'), ...packageDirs().map((d) => join(d, 'package.json'))];
+  if (existsSync(marker) && inputs.every((input) => mtime(input) <= mtime(marker))) return;
+  log('installing dependencies with pnpm');
+  const frozen = existsSync(join(root, 'pnpm-lock.yaml')) ? ['--frozen-lockfile'] : [];
+  run(pnpm, ['install', ...frozen], { env: { CI: process.env.CI ?? 'true' } });
+}
+
+function ensureBuilt(pnpm) {
+  const stale = packageDirs().some((dir) => {
+    const built = mtime(join(dir, 'dist', 'index.js'));
+    return built === 0 || newestUnder(join(dir, 'src')) > built || mtime(join(dir, 'package.json')) > built;
+  });
+  if (!stale) return;
+  log('building packages');
+  run(pnpm, ['-r', '--filter', './packages/*', 'run', 'build']);
+}
+
+function ensureSystemPackages() {
+  const listFile = join(root, 'scripts', 'system-packages.txt');
+  if (!existsSync(listFile)) return;
+  const wanted = readFileSync(listFile, 'utf8')
+    .split('\n')
+    .map((line) => line.replace(/#.*/, '').trim())
+    .filter(Boolean)
+    .map((line) => line.split(/\s+/));
+  const missing = wanted.filter(([, command]) => spawnSync('sh', ['-c', `command -v "$1"`, 'sh', command]).status !== 0);
+  if (missing.length === 0) return;
+  const names = missing.map(([name]) => name);
+  if (process.getuid?.() !== 0) {
+    console.error(`[setup] missing system packages: ${names.join(' ')}; install them (apt-get install ${names.join(' ')}) and retry`);
+    process.exit(1);
+  }
+  log(`installing ${names.join(' ')} with apt-get`);
+  const env = { DEBIAN_FRONTEND: 'noninteractive' };
+  run('apt-get', ['update', '-qq'], { env });
+  run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...names], { env });
+}
+
+const pnpm = ensurePnpm();
+ensureDependencies(pnpm);
+if (!args.has('--no-system')) ensureSystemPackages();
+if (args.has('--build')) ensureBuilt(pnpm);
