@@ -1,0 +1,17 @@
+export {
+  BUILTIN_DRIVER_KINDS,
+  DriverKindRegistry,
+  driverKinds,
+  type RegisterDriverKindOptions,
+  registerDriverKind,
+} from './driver-kinds.js';
+export type { EnvironmentFacts, Rule, RuleContext, RuleSet, Severity, Violation } from './rule.js';
+export {
+  assertValid,
+  defaultRuleSets,
+  formatViolations,
+  type ValidateJobOptions,
+  type ValidationResult,
+  validateJob,
+} from './rule-validator.js';
+export { seedRules } from './seed-rules.js';
