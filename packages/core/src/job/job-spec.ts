@@ -5,15 +5,18 @@ import { parseRate } from '../util/sizes.js';
 export const KNOWN_METHODS = ['xva', 'abd', 'qhybrid', 'cbt'] as const;
 
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const nameRule = '1-128 letters, digits, dots, dashes or underscores, starting with a letter or digit';
 
-const sizeOrRate = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  try {
-    return parseRate(value);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^rate: /, '') });
-    return z.NEVER;
-  }
-});
+const sizeOrRate = z
+  .union([z.number(), z.string()], { error: 'expected bytes per second as a number or a rate such as "20MB/s"' })
+  .transform((value, ctx) => {
+    try {
+      return parseRate(value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^rate: /, '') });
+      return z.NEVER;
+    }
+  });
 
 const abdSchema = z
   .object({
@@ -62,7 +65,7 @@ const transportSchema = z
   .loose();
 
 const blockSizeSchema = z
-  .union([z.number(), z.string()])
+  .union([z.number(), z.string()], { error: 'expected a block size in bytes or with a unit, such as 65536 or "64KiB"' })
   .transform((value, ctx) => {
     let bytes: number;
     try {
@@ -82,9 +85,11 @@ const blockSizeSchema = z
 /** The zod schema of a job file. Exported so tools can derive JSON Schema or editors' hints. */
 export const jobSpecSchema = z
   .object({
-    name: z.string().regex(namePattern, 'a job name is 1-128 letters, digits, dots, dashes or underscores'),
+    name: z.string().regex(namePattern, `a job name is ${nameRule}`),
     source: endpointSchema.extend({ vm: z.string().min(1, 'name the source VM') }),
-    target: endpointSchema.extend({ replicaName: z.string().regex(namePattern).optional() }),
+    target: endpointSchema.extend({
+      replicaName: z.string().regex(namePattern, `a replica name is ${nameRule}`).optional(),
+    }),
     method: z.string().regex(/^[a-z][a-z0-9-]*$/, 'expected a method such as "qhybrid", "abd", "cbt" or "xva"'),
     blockSize: blockSizeSchema,
     options: optionsSchema.default(() => optionsSchema.parse({})),

@@ -29,14 +29,27 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   return value;
 }
 
+/** Issue codes whose message gains the received value (`…, got string "three"`). */
+const SHOWS_VALUE = new Set([
+  'invalid_type',
+  'invalid_value',
+  'invalid_union',
+  'invalid_format',
+  'too_small',
+  'too_big',
+]);
+
 function toIssues(error: z.ZodError, input: unknown): JobIssue[] {
   return error.issues.map((issue) => {
     const path = issue.path.length ? issue.path.map(String).join('.') : '(job)';
-    let message = issue.message;
-    if (issue.code === 'invalid_type') {
-      message = `${message.replace(/, received .*$/, '')}, got ${describe(valueAt(input, issue.path))}`;
-    } else if (issue.code === 'unrecognized_keys') {
+    let message = issue.message
+      .replace(/^(Invalid input|Invalid option|Invalid string|Too small|Too big): /, '')
+      .replace(/, received .*$/, '')
+      .replace(/\bexpected int\b/, 'expected a whole number');
+    if (issue.code === 'unrecognized_keys') {
       message = `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
+    } else if (SHOWS_VALUE.has(issue.code) && !/\bgot\b/.test(message)) {
+      message = `${message}, got ${describe(valueAt(input, issue.path))}`;
     }
     return { path, message };
   });
@@ -75,8 +88,11 @@ export async function loadJobFile(path: string): Promise<JobSpec> {
   try {
     document = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
-    const first = (error as Error).message.split('\n')[0];
+    const first = (error as Error).message.split('\n')[0]?.replace(/:$/, '');
     throw new JobError(`${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${first}`, { cause: error });
+  }
+  if (document === null || document === undefined) {
+    throw new JobError(`${path} is empty; a job needs at least name, source, target and method`);
   }
   return parseJob(document, path);
 }
