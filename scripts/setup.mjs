@@ -6,7 +6,7 @@
 //   4. the Debian packages listed in scripts/system-packages.txt, through apt-get, when missing.
 // Each step is skipped when already done, so running it before every command costs little.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -55,7 +55,15 @@ function ensurePnpm() {
   const local = join(root, '.tools', 'node_modules', '.bin', 'pnpm');
   if (existsSync(local)) return local;
   log(`installing pnpm ${pnpmVersion} into .tools/ with npm`);
-  run('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--prefix', join(root, '.tools'), `pnpm@${pnpmVersion}`]);
+  run('npm', [
+    'install',
+    '--no-save',
+    '--no-audit',
+    '--no-fund',
+    '--prefix',
+    join(root, '.tools'),
+    `pnpm@${pnpmVersion}`,
+  ]);
   return local;
 }
 
@@ -68,7 +76,11 @@ function packageDirs() {
 
 function ensureDependencies(pnpm) {
   const marker = join(root, 'node_modules', '.modules.yaml');
-  const inputs = [join(root, 'pnpm-lock.yaml'), join(root, 'package.json'), ...packageDirs().map((d) => join(d, 'package.json'))];
+  const inputs = [
+    join(root, 'pnpm-lock.yaml'),
+    join(root, 'package.json'),
+    ...packageDirs().map((d) => join(d, 'package.json')),
+  ];
   if (existsSync(marker) && inputs.every((input) => mtime(input) <= mtime(marker))) return;
   log('installing dependencies with pnpm');
   const frozen = existsSync(join(root, 'pnpm-lock.yaml')) ? ['--frozen-lockfile'] : [];
@@ -93,11 +105,15 @@ function ensureSystemPackages() {
     .map((line) => line.replace(/#.*/, '').trim())
     .filter(Boolean)
     .map((line) => line.split(/\s+/));
-  const missing = wanted.filter(([, command]) => spawnSync('sh', ['-c', `command -v "$1"`, 'sh', command]).status !== 0);
+  const missing = wanted.filter(
+    ([, command]) => spawnSync('sh', ['-c', `command -v "$1"`, 'sh', command]).status !== 0,
+  );
   if (missing.length === 0) return;
   const names = missing.map(([name]) => name);
   if (process.getuid?.() !== 0) {
-    console.error(`[setup] missing system packages: ${names.join(' ')}; install them (apt-get install ${names.join(' ')}) and retry`);
+    console.error(
+      `[setup] missing system packages: ${names.join(' ')}; install them (apt-get install ${names.join(' ')}) and retry`,
+    );
     process.exit(1);
   }
   log(`installing ${names.join(' ')} with apt-get`);

@@ -33,7 +33,9 @@ export function parseSize(value: number | string, what = 'size'): number {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
   const unit = match ? UNITS[match[2]!.toLowerCase()] : undefined;
   if (!match || unit === undefined) {
-    throw new InputError(`${what}: '${value}' is not a size; write bytes or a number with a unit such as 64KiB or 20MB`);
+    throw new InputError(
+      `${what}: '${value}' is not a size; write bytes or a number with a unit such as 64KiB or 20MB`,
+    );
   }
   const bytes = Math.round(Number(match[1]) * unit);
   if (!Number.isSafeInteger(bytes)) throw new InputError(`${what}: '${value}' is too large`);

@@ -1,0 +1,138 @@
+import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConflictError, FormatError, InputError, toStorageError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
+import type { JobRecord, RunRecord } from './run-record.js';
+import type { StateStore } from './state-store.js';
+
+const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
+
+function checkId(id: string, what: string): string {
+  if (!SAFE_ID.test(id) || id.includes('..')) {
+    throw new InputError(`${what} '${id}' is not valid: use letters, digits, dots, dashes and underscores`);
+  }
+  return id;
+}
+
+function isAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw toStorageError(error, `reading ${path}`);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (error) {
+    throw new FormatError(`${path} is not valid JSON; the state store is damaged (remove the file to forget it)`, {
+      cause: error,
+    });
+  }
+}
+
+/**
+ * The default {@link StateStore}: JSON files in a folder, each replaced atomically (temp file,
+ * fsync, rename). Layout: `runs/<runId>.json`, `jobs/<job>.json`, `locks/<job>.lock`.
+ */
+export class FileStateStore implements StateStore {
+  /** The store's folder. */
+  readonly dir: string;
+
+  /** @param dir - the folder; created on first write. */
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  private async ensure(sub: string): Promise<string> {
+    const path = join(this.dir, sub);
+    try {
+      await mkdir(path, { recursive: true });
+    } catch (error) {
+      throw toStorageError(error, `creating the state folder ${path}`);
+    }
+    return path;
+  }
+
+  async saveRun(record: RunRecord): Promise<void> {
+    const dir = await this.ensure('runs');
+    await writeFileAtomic(join(dir, `${checkId(record.runId, 'run id')}.json`), `${JSON.stringify(record, null, 2)}\n`);
+  }
+
+  async loadRun(runId: string): Promise<RunRecord | undefined> {
+    return readJson<RunRecord>(join(this.dir, 'runs', `${checkId(runId, 'run id')}.json`));
+  }
+
+  async listRuns(): Promise<RunRecord[]> {
+    let names: string[];
+    try {
+      names = await readdir(join(this.dir, 'runs'));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw toStorageError(error, `listing ${join(this.dir, 'runs')}`);
+    }
+    const records: RunRecord[] = [];
+    for (const name of names.filter((n) => n.endsWith('.json') && !n.startsWith('.'))) {
+      const record = await readJson<RunRecord>(join(this.dir, 'runs', name));
+      if (record) records.push(record);
+    }
+    return records.sort((a, b) => a.startedAt.localeCompare(b.startedAt) || a.runId.localeCompare(b.runId));
+  }
+
+  async saveJob(record: JobRecord): Promise<void> {
+    const dir = await this.ensure('jobs');
+    await writeFileAtomic(
+      join(dir, `${checkId(record.name, 'job name')}.json`),
+      `${JSON.stringify(record, null, 2)}\n`,
+    );
+  }
+
+  async loadJob(name: string): Promise<JobRecord | undefined> {
+    return readJson<JobRecord>(join(this.dir, 'jobs', `${checkId(name, 'job name')}.json`));
+  }
+
+  async lockJob(name: string, runId: string): Promise<() => Promise<void>> {
+    const dir = await this.ensure('locks');
+    const path = join(dir, `${checkId(name, 'job name')}.lock`);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const handle = await open(path, 'wx');
+        try {
+          await handle.writeFile(JSON.stringify({ pid: process.pid, runId }));
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        return async () => {
+          await rm(path, { force: true });
+        };
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw toStorageError(error, `locking job ${name}`);
+      }
+      const holder = await readJson<{ pid: number; runId: string }>(path).catch(() => undefined);
+      if (holder && isAlive(holder.pid) && holder.pid !== process.pid) {
+        throw new ConflictError(
+          `job '${name}' is being run by process ${holder.pid} (run ${holder.runId}); wait for it to finish`,
+          { details: { pid: holder.pid, runId: holder.runId } },
+        );
+      }
+      if (holder && holder.pid === process.pid && holder.runId !== runId) {
+        throw new ConflictError(`job '${name}' is already running in this process (run ${holder.runId})`, {
+          details: { runId: holder.runId },
+        });
+      }
+      await rm(path, { force: true });
+    }
+    throw new ConflictError(`could not lock job '${name}': another process keeps taking the lock`);
+  }
+}

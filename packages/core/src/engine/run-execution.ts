@@ -1,0 +1,471 @@
+import type { EventEmitter } from 'eventemitter3';
+import pLimit from 'p-limit';
+import type { DiskRef } from '../contracts/disk.js';
+import type { Hypervisor, Snapshot } from '../contracts/hypervisor.js';
+import type { BlockChannel, Transport } from '../contracts/transport.js';
+import { ConflictError, isReplikitError, NotFoundError, ReplikitError, StateError, throwIfAborted } from '../errors.js';
+import { replicaNameOf } from '../job/job-spec.js';
+import type { RuleSet } from '../rules/rule.js';
+import { assertValid, defaultRuleSets, validateJob } from '../rules/rule-validator.js';
+import { TokenBucket } from '../util/token-bucket.js';
+import type { BlockHasher } from './block-hasher.js';
+import { type BlockRange, countBlocks, toBlockRanges } from './block-ranges.js';
+import { transferDisk } from './disk-transfer.js';
+import type { DriverRegistry } from './driver-registry.js';
+import type { EngineEvents } from './events.js';
+import { ProgressReporter } from './progress-reporter.js';
+import { addStats, type DiskRecord, emptyStats, type PlanMode, type RunRecord } from './run-record.js';
+import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
+import type { StateStore } from './state-store.js';
+
+/** What a run needs from the engine that started it. */
+export interface RunDependencies {
+  store: StateStore;
+  drivers: DriverRegistry;
+  events: EventEmitter<EngineEvents>;
+  hasher: BlockHasher;
+  transport: (target: Hypervisor, record: RunRecord) => Transport | Promise<Transport>;
+  ruleSets?: readonly RuleSet[];
+  checkpointEveryMs: number;
+  readAhead: number;
+}
+
+/** Turns anything thrown into the `{ code, message }` a journal keeps. */
+function describeError(error: unknown): { code: string; message: string } {
+  if (isReplikitError(error)) return { code: error.code, message: error.message };
+  return { code: 'E_INTERNAL', message: error instanceof Error ? error.message : String(error) };
+}
+
+/**
+ * Drives one run through the state machine, from whatever state its journal holds to a terminal
+ * state. Every step is written so that running it again after a crash is safe: that is what
+ * makes `resume` work.
+ */
+export class RunExecution {
+  private source: Hypervisor | undefined;
+  private target: Hypervisor | undefined;
+  private saving: Promise<void> = Promise.resolve();
+  private readonly progress: ProgressReporter;
+
+  constructor(
+    private readonly deps: RunDependencies,
+    readonly record: RunRecord,
+    private readonly signal: AbortSignal,
+  ) {
+    this.progress = new ProgressReporter(record, deps.events);
+  }
+
+  /** Runs until the run ends. Resolves with the final record; rejects with the run's error. */
+  async drive(options: { rollback?: boolean } = {}): Promise<RunRecord> {
+    const record = this.record;
+    let failure: unknown;
+    const committed = record.state === 'cleanup' && record.outcome === 'completed';
+    if (options.rollback && committed) {
+      this.warn('W_ROLLBACK', `run ${record.runId} had already committed; it is finished instead of rolled back`);
+    } else if (options.rollback && !isTerminal(record.state)) {
+      record.outcome = 'cancelled';
+      record.rolledBack = true;
+      if (record.state !== 'cleanup') await this.transition('cleanup');
+    }
+    try {
+      while (!isTerminal(record.state) && record.state !== 'cleanup') {
+        throwIfAborted(this.signal);
+        await this.step(record.state);
+      }
+    } catch (error) {
+      failure = error;
+      record.outcome = isReplikitError(error, 'E_ABORTED') ? 'cancelled' : 'failed';
+      record.error = describeError(error);
+      if (record.state !== 'cleanup' && !isTerminal(record.state)) await this.transition('cleanup');
+    }
+    if (record.state === 'cleanup') {
+      try {
+        await this.cleanup(record.outcome ?? 'completed');
+      } catch (error) {
+        record.error = describeError(error);
+        await this.save();
+        await this.closeDrivers();
+        throw error;
+      }
+      await this.closeDrivers();
+      await this.transition(record.outcome ?? 'completed');
+    } else {
+      await this.closeDrivers();
+    }
+    if (failure !== undefined) throw failure;
+    if (record.outcome !== 'completed' && record.error) {
+      throw new ReplikitError(record.error.code as never, record.error.message, { details: { runId: record.runId } });
+    }
+    return record;
+  }
+
+  private async step(state: RunState): Promise<void> {
+    switch (state) {
+      case 'created':
+        return this.transition('validate');
+      case 'validate':
+        await this.validate();
+        return this.transition('prepare');
+      case 'prepare':
+        await this.prepare();
+        return this.transition('snapshot');
+      case 'snapshot':
+        await this.takeSnapshot();
+        return this.transition('plan');
+      case 'plan':
+        await this.plan();
+        return this.transition('transfer');
+      case 'transfer':
+        await this.transfer();
+        return this.transition('commit');
+      case 'commit':
+        await this.commit();
+        this.record.outcome = 'completed';
+        return this.transition('cleanup');
+      default:
+        throw new StateError(`run ${this.record.runId} cannot continue from state '${state}'`);
+    }
+  }
+
+  // ── journal ──────────────────────────────────────────────────────────────────────────────
+
+  private async transition(to: RunState): Promise<void> {
+    const record = this.record;
+    const from = record.state;
+    assertTransition(from, to);
+    const at = new Date().toISOString();
+    record.state = to;
+    record.history.push({ state: to, at });
+    if (isTerminal(to)) record.finishedAt = at;
+    await this.save();
+    this.deps.events.emit('state', { runId: record.runId, job: record.job.name, from, to, at });
+  }
+
+  /** Saves the record; saves are serialized so a slow one never overtakes a newer one. */
+  private save(): Promise<void> {
+    const record = this.record;
+    const next = this.saving.then(() => {
+      record.updatedAt = new Date().toISOString();
+      record.pid = process.pid;
+      return this.deps.store.saveRun(record);
+    });
+    this.saving = next.catch(() => undefined);
+    return next;
+  }
+
+  private warn(code: string, message: string): void {
+    this.record.warnings.push({ code, message });
+    this.deps.events.emit('warning', { runId: this.record.runId, job: this.record.job.name, code, message });
+  }
+
+  // ── drivers ──────────────────────────────────────────────────────────────────────────────
+
+  private async drivers(): Promise<{ source: Hypervisor; target: Hypervisor }> {
+    this.source ??= await this.deps.drivers.create(this.record.job.source);
+    this.target ??= await this.deps.drivers.create(this.record.job.target);
+    return { source: this.source, target: this.target };
+  }
+
+  private async closeDrivers(): Promise<void> {
+    const all = [this.source, this.target];
+    this.source = undefined;
+    this.target = undefined;
+    for (const driver of all) await driver?.close().catch(() => undefined);
+  }
+
+  // ── steps ────────────────────────────────────────────────────────────────────────────────
+
+  private async validate(): Promise<void> {
+    const job = this.record.job;
+    const history = await this.deps.store.loadJob(job.name);
+    const result = validateJob(job, {
+      ruleSets: this.deps.ruleSets ?? defaultRuleSets(),
+      ...(history ? { history: { method: history.method } } : {}),
+    });
+    for (const violation of result.violations) {
+      if (violation.severity !== 'error') this.warn('W_RULE', `${violation.ruleId}: ${violation.message}`);
+    }
+    assertValid(result);
+  }
+
+  private async prepare(): Promise<void> {
+    const record = this.record;
+    const job = record.job;
+    const { source, target } = await this.drivers();
+    const history = await this.deps.store.loadJob(job.name);
+    const vm = await source.getVM(job.source.vm, { signal: this.signal });
+    const { driver: _driver, ...placement } = job.target;
+    const replica = await target.ensureReplica(
+      {
+        name: replicaNameOf(job),
+        source: vm,
+        disks: vm.disks.map((disk) => ({
+          sourceDiskId: disk.id,
+          size: disk.size,
+          ...(disk.label ? { label: disk.label } : {}),
+        })),
+        placement,
+      },
+      { signal: this.signal },
+    );
+    // On a resume, keep what the first pass learnt: the replica was created by this run.
+    record.replicaCreated = (record.replicaCreated ?? false) || replica.created;
+    record.replica = { ...replica, created: record.replicaCreated };
+    const replicaVm = await target.getVM(replica.id, { signal: this.signal });
+    if (replicaVm.powerState === 'running') {
+      throw new ConflictError(
+        `replica '${replica.name}' is running; shut it down (or fail over properly) before replicating into it`,
+      );
+    }
+    if (record.restorePointBefore === undefined) {
+      const points = await target.listRestorePoints(replica, { signal: this.signal });
+      record.restorePointBefore = points[points.length - 1] ?? null;
+      record.baseSnapshot = history?.baseSnapshot;
+      if (history?.replicaFingerprint && !replica.created) {
+        const now = await target.replicaState(replica, { signal: this.signal });
+        if (now.value !== history.replicaFingerprint) {
+          record.replicaModified = true;
+          this.warn(
+            'W_REPLICA_MODIFIED',
+            `replica '${replica.name}' changed since the last run (booted or written outside replikit); this run compares every block with it`,
+          );
+        }
+      }
+    }
+    await this.save();
+  }
+
+  private async takeSnapshot(): Promise<void> {
+    const record = this.record;
+    if (record.snapshot) return;
+    const { source } = await this.drivers();
+    const label = `replikit-${record.runId}`;
+    const vm = await source.getVM(record.job.source.vm, { signal: this.signal });
+    // A crash between taking the snapshot and journaling it leaves one with our label: adopt it.
+    const existing = (await source.listSnapshots(vm.id, { signal: this.signal })).find((s) => s.label === label);
+    record.snapshot = existing ?? (await source.snapshot(vm.id, label, { signal: this.signal }));
+    await this.save();
+  }
+
+  private async plan(): Promise<void> {
+    const record = this.record;
+    const snapshot = record.snapshot!;
+    const replica = record.replica!;
+    const { source } = await this.drivers();
+    const firstRun = record.restorePointBefore === null || record.replicaCreated === true || !record.baseSnapshot;
+    record.disks = [];
+    for (const [position, disk] of snapshot.disks.entries()) {
+      const replicaDisk = replica.disks[position];
+      if (!replicaDisk || replicaDisk.size !== disk.size) {
+        throw new ConflictError(
+          `replica '${replica.name}' disk ${position} does not match source disk '${disk.id}' (${disk.size} bytes); seed a new replica`,
+        );
+      }
+      let mode: PlanMode = 'hash-diff';
+      if (firstRun) mode = 'full';
+      else if (!record.replicaModified && source.changeTracker && record.baseSnapshot) {
+        const changes = await source.changeTracker.changes(disk, record.baseSnapshot, snapshot, {
+          signal: this.signal,
+        });
+        if (changes) mode = 'tracked';
+      }
+      record.disks.push({
+        position,
+        sourceDiskId: disk.id,
+        replicaDiskId: replicaDisk.id,
+        size: disk.size,
+        mode,
+        targetKnownZero: record.replicaCreated === true,
+        checkpointBlock: 0,
+        done: false,
+        stats: emptyStats(),
+      });
+    }
+    // From here on the replica is written: it must refuse to start until commit.
+    record.replicaTouched = true;
+    await this.save();
+    const { target } = await this.drivers();
+    await target.markReplica(replica, 'in-progress', { signal: this.signal });
+  }
+
+  private async transfer(): Promise<void> {
+    const record = this.record;
+    const { source, target } = await this.drivers();
+    // Idempotent on resume: a crash may have come before the mark was written.
+    await target.markReplica(record.replica!, 'in-progress', { signal: this.signal });
+    const transport = await this.deps.transport(target, record);
+    const channel = await transport.open(
+      { runId: record.runId, replica: record.replica!, blockSize: record.blockSize, digest: record.digest },
+      { signal: this.signal },
+    );
+    const inner = new AbortController();
+    const signal = AbortSignal.any([this.signal, inner.signal]);
+    const limit = pLimit(record.job.options.parallelDisks);
+    const throttle = record.job.options.bandwidthLimit ? new TokenBucket(record.job.options.bandwidthLimit) : undefined;
+    const digestOnWire = transport.name !== 'inprocess';
+    this.progress.start();
+    let firstError: unknown;
+    const tasks = record.disks
+      .filter((disk) => !disk.done)
+      .map((disk) =>
+        limit(async () => {
+          try {
+            await this.transferOne(source, disk, channel, { signal, throttle, digestOnWire });
+          } catch (error) {
+            firstError ??= error;
+            inner.abort(error);
+          }
+        }),
+      );
+    try {
+      await Promise.all(tasks);
+      if (firstError !== undefined) throw firstError;
+    } finally {
+      this.progress.stop();
+      await channel.close().catch((error: unknown) => {
+        firstError ??= error;
+      });
+    }
+    if (firstError !== undefined) throw firstError;
+    this.sumStats();
+    this.progress.emit(true);
+  }
+
+  private async transferOne(
+    source: Hypervisor,
+    disk: DiskRecord,
+    channel: BlockChannel,
+    options: { signal: AbortSignal; throttle: TokenBucket | undefined; digestOnWire: boolean },
+  ): Promise<void> {
+    const record = this.record;
+    const snapshotDisk = record.snapshot!.disks[disk.position]!;
+    const replicaDisk = record.replica!.disks[disk.position]!;
+    const reader = await source.openReader(snapshotDisk, { signal: options.signal });
+    try {
+      const blockCount = Math.ceil(disk.size / record.blockSize);
+      const ranges = await this.rangesFor(source, disk, snapshotDisk, reader.allocated({ signal: options.signal }));
+      const examineAll = disk.mode === 'hash-diff' || (disk.mode === 'full' && !disk.targetKnownZero);
+      if (disk.stats.blocksTotal === 0) {
+        disk.stats.blocksTotal = examineAll ? blockCount : countBlocks(ranges);
+        disk.stats.bytesTotal = examineAll ? disk.size : Math.min(disk.size, countBlocks(ranges) * record.blockSize);
+      }
+      const diskChannel = await channel.openDisk(replicaDisk, { signal: options.signal });
+      try {
+        await transferDisk({
+          record: disk,
+          reader,
+          channel: diskChannel,
+          ranges,
+          examineAll,
+          compareWithReplica: disk.mode === 'hash-diff',
+          digestOnWire: options.digestOnWire,
+          blockSize: record.blockSize,
+          hasher: this.deps.hasher,
+          ...(options.throttle ? { throttle: options.throttle } : {}),
+          signal: options.signal,
+          checkpointEveryMs: this.deps.checkpointEveryMs,
+          readAhead: this.deps.readAhead,
+          onCheckpoint: async () => {
+            this.sumStats();
+            await this.save();
+          },
+          onProgress: () => this.progress.changed(),
+        });
+      } finally {
+        await diskChannel.close().catch(() => undefined);
+      }
+    } finally {
+      await reader.close().catch(() => undefined);
+    }
+  }
+
+  private async rangesFor(
+    source: Hypervisor,
+    disk: DiskRecord,
+    snapshotDisk: DiskRef,
+    allocated: AsyncIterable<{ offset: number; length: number }>,
+  ): Promise<BlockRange[]> {
+    const blockSize = this.record.blockSize;
+    const blockCount = Math.ceil(disk.size / blockSize);
+    if (disk.mode === 'tracked') {
+      const changes = await source.changeTracker!.changes(
+        snapshotDisk,
+        this.record.baseSnapshot!,
+        this.record.snapshot!,
+        {
+          signal: this.signal,
+        },
+      );
+      if (!changes)
+        throw new StateError(`the change tracker no longer knows the changes of disk '${disk.sourceDiskId}'`);
+      return toBlockRanges(changes, blockSize, blockCount, disk.checkpointBlock, { signal: this.signal, mergeGap: 0 });
+    }
+    return toBlockRanges(allocated, blockSize, blockCount, disk.checkpointBlock, { signal: this.signal });
+  }
+
+  private sumStats(): void {
+    const total = emptyStats();
+    for (const disk of this.record.disks) addStats(total, disk.stats);
+    this.record.stats = total;
+  }
+
+  private async commit(): Promise<void> {
+    const record = this.record;
+    const { target } = await this.drivers();
+    const replica = record.replica!;
+    record.restorePoint = await target.createRestorePoint(replica, record.runId, {
+      retention: record.job.options.retention,
+      signal: this.signal,
+    });
+    await this.save();
+    await target.markReplica(replica, 'ready', { signal: this.signal });
+    const fingerprint = await target.replicaState(replica, { signal: this.signal });
+    const previous = await this.deps.store.loadJob(record.job.name);
+    await this.deps.store.saveJob({
+      ...previous,
+      name: record.job.name,
+      method: record.job.method,
+      lastRunId: record.runId,
+      lastCompletedRunId: record.runId,
+      baseSnapshot: record.snapshot!,
+      replica: { ...replica, created: false },
+      replicaFingerprint: fingerprint.value,
+      updatedAt: new Date().toISOString(),
+    });
+  }
+
+  private async cleanup(outcome: RunOutcome): Promise<void> {
+    const record = this.record;
+    const { source, target } = await this.drivers();
+    if (outcome === 'completed') {
+      const base = record.baseSnapshot;
+      if (base && base.id !== record.snapshot?.id) await this.dropSnapshot(source, base, true);
+      return;
+    }
+    if (record.replicaTouched && record.replica) {
+      const replica = record.replica;
+      const before = record.restorePointBefore;
+      if (before) {
+        await target.revertTo(replica, before);
+        await target.markReplica(replica, 'ready');
+      } else {
+        // The replica never held a complete version: remove it rather than leave a partial one.
+        await target.deleteReplica(replica).catch((error: unknown) => {
+          if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
+        });
+      }
+      record.rolledBack = true;
+    }
+    if (record.snapshot) await this.dropSnapshot(source, record.snapshot, false);
+  }
+
+  private async dropSnapshot(source: Hypervisor, snapshot: Snapshot, warnOnly: boolean): Promise<void> {
+    try {
+      await source.deleteSnapshot(snapshot);
+    } catch (error) {
+      if (error instanceof NotFoundError) return;
+      if (!warnOnly) throw error;
+      this.warn('W_CLEANUP', `could not delete snapshot ${snapshot.id}: ${(error as Error).message}`);
+    }
+  }
+}

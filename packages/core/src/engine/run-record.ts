@@ -1,0 +1,146 @@
+import type { Replica, RestorePoint, Snapshot } from '../contracts/hypervisor.js';
+import type { JobSpec } from '../job/job-spec.js';
+import type { RunOutcome, RunState } from './run-state.js';
+
+/** How the blocks of one disk are chosen (DESIGN.md section 1, step 4). */
+export type PlanMode = 'full' | 'tracked' | 'hash-diff';
+
+/** Counters of a run or of one disk. All are absolute (totals so far), never deltas. */
+export interface TransferStats {
+  /** Blocks the plan covers (the disk's blocks, or the tracked ones). */
+  blocksTotal: number;
+  /** Blocks examined so far. */
+  blocksScanned: number;
+  /** Blocks sent with data. */
+  blocksChanged: number;
+  /** Blocks sent as zero operations (no payload). */
+  blocksZero: number;
+  /** Bytes read from the source. */
+  bytesRead: number;
+  /** Bytes read from the replica to compute its digests (verified diff). */
+  bytesReadReplica: number;
+  /** Bytes that crossed (or would cross) the wire: payload plus framing. */
+  bytesSent: number;
+  /** Bytes written to the replica. */
+  bytesWritten: number;
+  /** Bytes of the disks examined so far (the scan position, summed over disks). */
+  bytesScanned: number;
+  /** Bytes the plan covers in all. */
+  bytesTotal: number;
+}
+
+/** The journaled plan and progress of one disk. */
+export interface DiskRecord {
+  /** Position of the disk in the VM. */
+  position: number;
+  /** Source disk id. */
+  sourceDiskId: string;
+  /** Replica disk id. */
+  replicaDiskId: string;
+  /** Virtual size in bytes. */
+  size: number;
+  /** How its blocks are chosen. */
+  mode: PlanMode;
+  /** True when the replica disk is known to read as zero (newly created): holes need no zero operations. */
+  targetKnownZero: boolean;
+  /** Every block below this index is durable on the replica. */
+  checkpointBlock: number;
+  /** True when the disk's transfer finished. */
+  done: boolean;
+  /** The disk's counters. */
+  stats: TransferStats;
+}
+
+/** The journal of one run, saved at every transition and at every durable checkpoint. */
+export interface RunRecord {
+  /** Journal format version. */
+  version: 1;
+  /** The run's id: `<job>-<UTC time>-<random>`. */
+  runId: string;
+  /** The job, with defaults applied. */
+  job: JobSpec;
+  /** The current state. */
+  state: RunState;
+  /** Set once the run has decided how it ends (in `cleanup` and the terminal states). */
+  outcome?: RunOutcome;
+  /** The error that failed the run. */
+  error?: { code: string; message: string };
+  /** ISO times. */
+  startedAt: string;
+  updatedAt: string;
+  finishedAt?: string;
+  /** Process id of the process driving the run. */
+  pid: number;
+  /** Every state entered, with its time. */
+  history: Array<{ state: RunState; at: string }>;
+  /** Snapshot taken by this run. */
+  snapshot?: Snapshot;
+  /** The previous run's snapshot, kept as base until this run commits. */
+  baseSnapshot?: Snapshot;
+  /** The replica. */
+  replica?: Replica;
+  /** True when this run created the replica. */
+  replicaCreated?: boolean;
+  /** The restore point to roll back to (`null`: the replica has none yet). */
+  restorePointBefore?: RestorePoint | null;
+  /** The restore point this run committed. */
+  restorePoint?: RestorePoint;
+  /** Block size in bytes. */
+  blockSize: number;
+  /** Digest algorithm. */
+  digest: string;
+  /** Per-disk plan and progress. */
+  disks: DiskRecord[];
+  /** Totals over all disks. */
+  stats: TransferStats;
+  /** Warnings raised during the run. */
+  warnings: Array<{ code: string; message: string }>;
+  /** True once the run may have written the replica (from the end of `plan` on). */
+  replicaTouched?: boolean;
+  /** True when the replica changed outside replikit since the last run. */
+  replicaModified?: boolean;
+  /** Set when this run was rolled back. */
+  rolledBack?: boolean;
+}
+
+/** What the store keeps about a job between runs. */
+export interface JobRecord {
+  /** The job's name. */
+  name: string;
+  /** The method of its runs (rule `method-locked`). */
+  method: string;
+  /** The last run started. */
+  lastRunId?: string;
+  /** The last run that completed. */
+  lastCompletedRunId?: string;
+  /** The snapshot the last completed run left as base for the next. */
+  baseSnapshot?: Snapshot;
+  /** The replica. */
+  replica?: Replica;
+  /** The replica's fingerprint right after the last commit. */
+  replicaFingerprint?: string;
+  /** ISO time of the last change. */
+  updatedAt: string;
+}
+
+/** Fresh zeroed counters. */
+export function emptyStats(): TransferStats {
+  return {
+    blocksTotal: 0,
+    blocksScanned: 0,
+    blocksChanged: 0,
+    blocksZero: 0,
+    bytesRead: 0,
+    bytesReadReplica: 0,
+    bytesSent: 0,
+    bytesWritten: 0,
+    bytesScanned: 0,
+    bytesTotal: 0,
+  };
+}
+
+/** Sums counters. */
+export function addStats(into: TransferStats, from: TransferStats): TransferStats {
+  for (const key of Object.keys(into) as Array<keyof TransferStats>) into[key] += from[key];
+  return into;
+}

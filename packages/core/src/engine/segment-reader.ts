@@ -1,0 +1,96 @@
+import type { DiskReader, OperationOptions } from '../contracts/disk.js';
+import { throwIfAborted } from '../errors.js';
+import type { BlockRange } from './block-ranges.js';
+
+/**
+ * A run of consecutive blocks of the source disk: with `data` (read from the disk, `count`
+ * blocks, the last possibly short) or without (known to read as zero, never read).
+ */
+export interface Segment {
+  /** First block index. */
+  first: number;
+  /** Number of blocks. */
+  count: number;
+  /** The blocks' bytes, when they were read. */
+  data?: Uint8Array;
+}
+
+/** Options of {@link readSegments}. */
+export interface SegmentReaderOptions extends OperationOptions {
+  blockSize: number;
+  /** Number of blocks of the disk. */
+  blockCount: number;
+  /** First block to yield. */
+  fromBlock: number;
+  /** Yield the blocks outside `ranges` too, as segments without data. */
+  examineAll: boolean;
+  /** @default 1 MiB */
+  readBytes?: number;
+  /** Reads kept in flight ahead of the consumer. @default 4 */
+  readAhead?: number;
+}
+
+/**
+ * Walks a disk in block order, reading the blocks of `ranges` in requests of `readBytes` with
+ * `readAhead` requests in flight, so the disk works while the consumer hashes and sends. Memory
+ * is bounded by `readBytes × (readAhead + 1)`.
+ */
+export async function* readSegments(
+  reader: DiskReader,
+  ranges: readonly BlockRange[],
+  options: SegmentReaderOptions,
+): AsyncIterable<Segment> {
+  const { blockSize, blockCount, fromBlock, examineAll, signal } = options;
+  const blocksPerRead = Math.max(1, Math.floor((options.readBytes ?? 1024 * 1024) / blockSize));
+  const readAhead = Math.max(1, options.readAhead ?? 4);
+
+  const holeMax = blocksPerRead * 256;
+  function* holes(first: number, end: number): Generator<Segment> {
+    for (let at = first; at < end; at += holeMax) yield { first: at, count: Math.min(holeMax, end - at) };
+  }
+
+  // The plan, as a lazy list of segments without data; reads are attached in order below.
+  function* layout(): Generator<Segment> {
+    let cursor = fromBlock;
+    for (const range of ranges) {
+      const start = Math.max(range.start, cursor);
+      if (start >= range.end) continue;
+      if (examineAll && start > cursor) yield* holes(cursor, start);
+      for (let first = start; first < range.end; first += blocksPerRead) {
+        yield { first, count: Math.min(blocksPerRead, range.end - first), data: new Uint8Array(0) };
+      }
+      cursor = range.end;
+    }
+    if (examineAll) yield* holes(cursor, blockCount);
+  }
+
+  const read = (segment: Segment): Promise<Segment> => {
+    if (!segment.data) return Promise.resolve(segment);
+    const offset = segment.first * blockSize;
+    const length = Math.min(segment.count * blockSize, reader.size - offset);
+    return reader.read(offset, length, { signal }).then((data) => ({ ...segment, data }));
+  };
+
+  const queue: Array<Promise<Segment>> = [];
+  const plan = layout();
+  const fill = () => {
+    while (queue.length < readAhead) {
+      const next = plan.next();
+      if (next.done) return;
+      const promise = read(next.value);
+      promise.catch(() => undefined); // handled when awaited; avoids an unhandled rejection meanwhile
+      queue.push(promise);
+    }
+  };
+  try {
+    fill();
+    while (queue.length > 0) {
+      throwIfAborted(signal);
+      const segment = await queue.shift()!;
+      fill();
+      yield segment;
+    }
+  } finally {
+    await Promise.allSettled(queue);
+  }
+}

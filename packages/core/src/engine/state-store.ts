@@ -1,0 +1,24 @@
+import type { JobRecord, RunRecord } from './run-record.js';
+
+/**
+ * Where runs are journaled and jobs remember their last run. The engine saves a run's record at
+ * every transition and durable checkpoint, so a store must make each `saveRun` atomic and durable.
+ * The default is {@link FileStateStore}; the distributed queue keeps it in Redis.
+ */
+export interface StateStore {
+  /** Saves (replaces) a run's record, atomically and durably. */
+  saveRun(record: RunRecord): Promise<void>;
+  /** Loads a run's record, or `undefined` when there is none. */
+  loadRun(runId: string): Promise<RunRecord | undefined>;
+  /** Every run's record, oldest first. */
+  listRuns(): Promise<RunRecord[]>;
+  /** Saves what the store keeps of a job. */
+  saveJob(record: JobRecord): Promise<void>;
+  /** Loads a job's record, or `undefined` before its first run. */
+  loadJob(name: string): Promise<JobRecord | undefined>;
+  /**
+   * Takes the lock of a job for this process; resolves to a release function. Rejects with
+   * `E_CONFLICT` when a live process holds it. A lock left by a dead process is taken over.
+   */
+  lockJob(name: string, runId: string): Promise<() => Promise<void>>;
+}

@@ -1,0 +1,112 @@
+import type { DiskRef, OperationOptions } from '../contracts/disk.js';
+import type { Hypervisor } from '../contracts/hypervisor.js';
+import type {
+  BlockChannel,
+  BlockDigest,
+  BlockOp,
+  DiskChannel,
+  SessionSpec,
+  Transport,
+} from '../contracts/transport.js';
+import { createNodeHasher, type HasherFactory } from '../engine/block-hasher.js';
+import { TransportError, throwIfAborted } from '../errors.js';
+import { BlockTarget, type TargetDisk } from './block-target.js';
+import { FRAME_OVERHEAD_BYTES } from './frame-size.js';
+
+/** Options of {@link createInProcessTransport}. */
+export interface InProcessTransportOptions {
+  /** The target hypervisor the replica lives on. */
+  target: Hypervisor;
+  /**
+   * Resolves a hasher by algorithm for the target side's digests.
+   * @default node:crypto through {@link createNodeHasher}
+   */
+  hasher?: HasherFactory;
+  /**
+   * Check each block's digest on the target side even though it never left the process
+   * (useful in tests of the pipeline; costs one hash per block).
+   * @default false
+   */
+  verifyDigests?: boolean;
+}
+
+class InProcessDiskChannel implements DiskChannel {
+  bytesSent = 0;
+  private sentEnd = 0;
+  private closed = false;
+
+  constructor(
+    private readonly target: TargetDisk,
+    private readonly verifyDigests: boolean,
+  ) {}
+
+  get disk(): DiskRef {
+    return this.target.disk;
+  }
+
+  get bytesWritten(): number {
+    return this.target.bytesWritten;
+  }
+
+  replicaDigests(fromBlock: number, options?: OperationOptions): AsyncIterable<BlockDigest> {
+    return this.target.digests(fromBlock, options);
+  }
+
+  async send(op: BlockOp, options?: OperationOptions): Promise<void> {
+    if (this.closed) throw new TransportError(`disk channel ${this.disk.id} is closed`);
+    throwIfAborted(options?.signal);
+    if (op.index < this.sentEnd) {
+      throw new TransportError(`block ${op.index} sent out of order (after block ${this.sentEnd - 1})`);
+    }
+    const forwarded = op.kind === 'data' && !this.verifyDigests && op.digest ? { ...op, digest: undefined } : op;
+    await this.target.apply(forwarded, options);
+    this.bytesSent += FRAME_OVERHEAD_BYTES + (op.kind === 'data' ? op.data.length + (op.digest?.length ?? 0) : 0);
+    this.sentEnd = op.index + (op.kind === 'zero' ? op.count : 1);
+  }
+
+  async checkpoint(options?: OperationOptions): Promise<number> {
+    await this.target.flush(options);
+    return this.sentEnd;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.target.close();
+  }
+}
+
+/**
+ * A {@link Transport} whose target side runs in the same process: blocks are handed to the
+ * replica writer without a copy. The default when a job has no `transport` section.
+ */
+export function createInProcessTransport(options: InProcessTransportOptions): Transport {
+  const target = new BlockTarget(options.target, options.hasher ?? createNodeHasher);
+  const verifyDigests = options.verifyDigests ?? false;
+  return {
+    name: 'inprocess',
+    async open(session: SessionSpec): Promise<BlockChannel> {
+      const open = new Set<InProcessDiskChannel>();
+      return {
+        async openDisk(disk, diskOptions) {
+          const targetDisk = await target.openDisk(
+            session.replica,
+            disk,
+            session.blockSize,
+            session.digest,
+            diskOptions,
+          );
+          const channel = new InProcessDiskChannel(targetDisk, verifyDigests);
+          open.add(channel);
+          return channel;
+        },
+        async close() {
+          const errors: unknown[] = [];
+          for (const channel of open) await channel.close().catch((error: unknown) => errors.push(error));
+          open.clear();
+          if (errors.length) throw errors[0];
+        },
+      };
+    },
+  };
+}
