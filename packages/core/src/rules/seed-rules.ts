@@ -118,7 +118,7 @@ const cbtExclusive: Rule = {
   id: 'cbt-exclusive',
   severity: 'error',
   description: 'A CBT job is incompatible with regular replication of the same VM or replica.',
-  fix: "Give the jobs different source.vm or target.replicaName values, or set the same method ('cbt' or not) on both.",
+  fix: "Give the jobs different source.vm or target.replicaName values, or make both jobs use method 'cbt', or neither.",
   check({ job, otherJobs = [] }) {
     const messages: string[] = [];
     for (const other of otherJobs) {
@@ -163,7 +163,7 @@ const cacheIgnoredForPull: Rule = {
   id: 'cache-ignored-for-pull',
   severity: 'warning',
   description: 'The replication cache option has no effect on pull jobs.',
-  fix: 'Remove options.replicationCache (or set it to false), or set options.direction to push.',
+  fix: "Remove options.replicationCache (or set it to false), or set options.direction to 'push'.",
   check({ job }) {
     if (job.options.direction !== 'pull' || !job.options.replicationCache) return undefined;
     return "options.replicationCache is true, but it is ignored because options.direction is 'pull'";
