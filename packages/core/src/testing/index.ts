@@ -1,0 +1,16 @@
+/**
+ * `@replikit/core/testing`: the public conformance suite every replikit driver runs from its test
+ * file. It imports `vitest` (an optional peer dependency of `@replikit/core`).
+ *
+ * @example
+ * ```ts
+ * import { runDriverConformance } from '@replikit/core/testing';
+ *
+ * runDriverConformance({ name: 'my-driver', create: async () => createMyDriver(), fixtures });
+ * ```
+ *
+ * @packageDocumentation
+ */
+export type { DriverConformanceFixtures, DriverConformanceOptions, SourceVMSpec } from './conformance-types.js';
+export { runDriverConformance } from './driver-conformance.js';
+export { compareBytes, firstDifference, readWholeDisk, testPattern } from './test-data.js';

@@ -1,0 +1,82 @@
+import type { FileHandle } from 'node:fs/promises';
+
+/** The I/O unit of copies, commits and zero checks: 1 MiB. */
+export const IO_CHUNK = 1024 * 1024;
+
+/** A 1 MiB buffer of zeros. Never write into it. */
+export const ZEROS: Buffer = Buffer.alloc(IO_CHUNK);
+
+/** True when every byte of `data` is zero (memcmp against {@link ZEROS}, no per-byte loop in JS). */
+export function isAllZero(data: Uint8Array): boolean {
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  for (let at = 0; at < buf.length; at += IO_CHUNK) {
+    const end = Math.min(at + IO_CHUNK, buf.length);
+    if (!buf.subarray(at, end).equals(ZEROS.subarray(0, end - at))) return false;
+  }
+  return true;
+}
+
+/**
+ * Reads `length` bytes at file position `position` into `buffer` at `offset`, looping over short
+ * reads. Returns the number of bytes read: less than `length` only at the end of the file.
+ */
+export async function readFully(
+  fh: FileHandle,
+  buffer: Uint8Array,
+  offset: number,
+  length: number,
+  position: number,
+): Promise<number> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buffer, offset + done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+/** Writes all of `data` at file position `position`, looping over short writes. */
+export async function writeFully(fh: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** Writes all of `parts`, one after the other, at file position `position` (one `writev` when it can). */
+export async function writevFully(fh: FileHandle, parts: Uint8Array[], position: number): Promise<void> {
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  const { bytesWritten } = await fh.writev(parts, position);
+  if (bytesWritten === total) return;
+  // A short writev: finish part by part.
+  let skip = bytesWritten;
+  let at = position + bytesWritten;
+  for (const part of parts) {
+    if (skip >= part.length) {
+      skip -= part.length;
+      continue;
+    }
+    const rest = part.subarray(skip);
+    skip = 0;
+    await writeFully(fh, rest, at);
+    at += rest.length;
+  }
+}
+
+/**
+ * Makes `[offset, offset + length)` of the file read as zero, touching only what needs it: each
+ * 1 MiB chunk is read first and written only when it holds a non-zero byte, so holes stay holes and
+ * a region that already reads as zero costs reads only.
+ *
+ * @param scratch - A buffer of at least `min(length, IO_CHUNK)` bytes the function may overwrite.
+ */
+export async function zeroRange(fh: FileHandle, offset: number, length: number, scratch: Buffer): Promise<void> {
+  const step = Math.min(IO_CHUNK, scratch.length);
+  for (let at = offset; at < offset + length; at += step) {
+    const n = Math.min(step, offset + length - at);
+    const got = await readFully(fh, scratch, 0, n, at);
+    if (got < n || !isAllZero(scratch.subarray(0, n))) await writeFully(fh, ZEROS.subarray(0, n), at);
+  }
+}

@@ -1,0 +1,102 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { ConflictError, InputError, type PowerState, toStorageError, type VMInfo } from '@replikit/core';
+import { fsyncDir } from './atomic-write.js';
+import { assertSafeName } from './names.js';
+import { fileVmPaths } from './paths.js';
+import { toVMInfo, type VmJson, writeVmJson } from './vm-metadata.js';
+
+/** What {@link createFileVM} creates. */
+export interface CreateFileVMOptions {
+  /** VM name, also its folder name and id: a safe single path segment. */
+  name: string;
+  /** Virtual CPUs. @default 1 */
+  cpus?: number;
+  /** Memory in MiB. @default 512 */
+  memoryMiB?: number;
+  /** Networks the VM is attached to. */
+  networks?: string[];
+  /** Disks in boot order; each becomes a sparse raw image `<id>.raw` of `size` bytes (reads as zero). */
+  disks: Array<{ id: string; size: number; label?: string }>;
+  /** Initial power state. @default 'stopped' */
+  powerState?: PowerState;
+}
+
+/**
+ * Creates the VM folder `<root>/<name>/` with its `vm.json` and sparse raw images, atomically (built
+ * in a temporary folder, then renamed), creating `root` when needed.
+ *
+ * @returns The new VM, as `getVM` would describe it (its id is `name`).
+ * @throws {@link InputError} for a hostile name or a bad size, {@link ConflictError} when the VM exists.
+ * @example
+ * ```ts
+ * await createFileVM('/tmp/vms', { name: 'web', disks: [{ id: 'system', size: 64 * 1024 ** 2 }] });
+ * const hv = createFileDriver({ root: '/tmp/vms' });
+ * const snapshot = await hv.snapshot('web', 'before-upgrade');
+ * ```
+ */
+export async function createFileVM(root: string, options: CreateFileVMOptions): Promise<VMInfo> {
+  const paths = fileVmPaths(root, options.name);
+  const vm: VmJson = {
+    name: options.name,
+    cpus: positive(options.cpus ?? 1, 'cpus'),
+    memoryMiB: positive(options.memoryMiB ?? 512, 'memoryMiB'),
+    ...(options.networks ? { networks: [...options.networks] } : {}),
+    disks: (options.disks ?? []).map((d, i) => {
+      const id = assertSafeName(d.id, `disks[${i}].id`);
+      if (!Number.isSafeInteger(d.size) || d.size < 0) {
+        throw new InputError(`disks[${i}].size must be a whole number of bytes ≥ 0, got ${d.size}`);
+      }
+      return { id, file: `${id}.raw`, size: d.size, ...(d.label === undefined ? {} : { label: d.label }) };
+    }),
+    powerState: options.powerState ?? 'stopped',
+    bootCount: 0,
+  };
+  await createVmFolder(resolve(root), paths.dir, vm);
+  return toVMInfo(options.name, vm);
+}
+
+/**
+ * Creates the folder `dir` (a child of `root`) holding `vm` and a sparse image for each of its
+ * disks, atomically: everything is built in `<root>/.tmp-<pid>-<hex>/`, fsynced, then renamed.
+ *
+ * @throws {@link ConflictError} when `dir` exists.
+ */
+export async function createVmFolder(root: string, dir: string, vm: VmJson): Promise<void> {
+  const tmp = join(root, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    await mkdir(root, { recursive: true });
+    await mkdir(tmp);
+    for (const disk of vm.disks) {
+      const fh = await open(join(tmp, disk.file), 'wx', 0o644);
+      try {
+        await fh.truncate(disk.size);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
+    await writeVmJson(tmp, vm);
+    await fsyncDir(tmp);
+    try {
+      await rename(tmp, dir);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') {
+        throw new ConflictError(`${dir} already exists; pick another name or delete it first`, { details: { dir } });
+      }
+      throw error;
+    }
+    await fsyncDir(root);
+  } catch (error) {
+    await rm(tmp, { recursive: true, force: true });
+    throw toStorageError(error, `creating ${dir}`);
+  }
+}
+
+function positive(value: number, what: string): number {
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new InputError(`${what} must be a whole number ≥ 1, got ${value}`);
+  return value;
+}

@@ -1,0 +1,541 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readdir, rename, rm, stat } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import {
+  type Capabilities,
+  ConflictError,
+  type DiskReader,
+  type DiskRef,
+  type DiskWriter,
+  type Hypervisor,
+  InputError,
+  isReplikitError,
+  NotFoundError,
+  type OperationOptions,
+  type Replica,
+  type ReplicaFingerprint,
+  ReplicaInProgressError,
+  type ReplicaSpec,
+  type RestorePoint,
+  type RestorePointOptions,
+  type Snapshot,
+  StateError,
+  throwIfAborted,
+  toStorageError,
+  type VMInfo,
+} from '@replikit/core';
+import { fsyncDir } from './atomic-write.js';
+import { createVmFolder } from './create-file-vm.js';
+import { acquireLockFile, folderMutex } from './locks.js';
+import { assertSafeName, isSafeName } from './names.js';
+import { diskImagePath, diskLockPath, type FileVmPaths, fileVmPaths, rootFromMeta } from './paths.js';
+import { openRawReader } from './raw-reader.js';
+import { openDirectWriter, openOverlayWriter } from './raw-writer.js';
+import {
+  assertNoMarker,
+  assertReplica,
+  commitReplica,
+  type FaultHook,
+  hasMarker,
+  overlaySizes,
+  pendingCommitPointId,
+  recoverReplica,
+  revertReplica,
+  scanOverlay,
+  withReplicaExclusive,
+} from './replica-commit.js';
+import { type PointRecord, readPoints } from './restore-points.js';
+import { deleteSnapshotOf, listSnapshotsOf, locateSnapshotDisk, takeSnapshot } from './snapshots.js';
+import { checkDiskImages, checkImageSize, readVmJson, toVMInfo, type VmJson, writeVmJson } from './vm-metadata.js';
+
+/** Options of {@link createFileDriver}. */
+export interface FileDriverOptions {
+  /** The folder holding one sub-folder per VM (and per replica unless placed elsewhere). */
+  root: string;
+  /**
+   * Try copy-on-write clones (`COPYFILE_FICLONE_FORCE`) for snapshots before the sparse copy.
+   * @default true
+   */
+  reflink?: boolean;
+  /**
+   * Called at named instants of commits and reverts. For crash tests only.
+   * @internal
+   */
+  faultHook?: FaultHook;
+}
+
+/** The kind of the file driver. */
+export const FILE_DRIVER_KIND = 'file';
+
+/** What the file driver can do. */
+export const FILE_DRIVER_CAPABILITIES: Capabilities = Object.freeze({
+  methods: Object.freeze(['qhybrid']),
+  canBeSource: true,
+  canBeTarget: true,
+  changeTracking: false,
+  formats: Object.freeze(['raw']),
+  restorePoints: true,
+});
+
+/**
+ * Creates the embedded file driver: a VM is a folder `<root>/<name>/` holding `vm.json` and raw
+ * disk images; snapshots, replicas, restore points and modification detection all live on the
+ * local file system, crash-safely.
+ *
+ * Replica writes go straight into the images until the replica has its first restore point
+ * ("direct mode"), then into a per-disk append-only overlay that a commit applies (with undo files
+ * kept for older restore points). See the package README for the on-disk layout.
+ *
+ * @example
+ * ```ts
+ * import { createFileDriver, createFileVM } from '@replikit/driver-file';
+ *
+ * await createFileVM('/tmp/vms', { name: 'web', disks: [{ id: 'system', size: 64 * 1024 ** 2 }] });
+ * const hv = createFileDriver({ root: '/tmp/vms' });
+ * const snap = await hv.snapshot('web', 'run-1');
+ * const reader = await hv.openReader(snap.disks[0]!);
+ * for await (const extent of reader.allocated()) console.log(extent);
+ * await reader.close();
+ * ```
+ */
+export function createFileDriver(options: FileDriverOptions): Hypervisor {
+  if (typeof options?.root !== 'string' || options.root.length === 0 || options.root.includes('\0')) {
+    throw new InputError('createFileDriver: options.root must be a folder path');
+  }
+  return new FileDriver(options);
+}
+
+class FileDriver implements Hypervisor {
+  readonly kind = FILE_DRIVER_KIND;
+  readonly capabilities = FILE_DRIVER_CAPABILITIES;
+  private readonly root: string;
+  private readonly reflink: boolean;
+  private readonly faultHook: FaultHook | undefined;
+  private closed = false;
+
+  constructor(options: FileDriverOptions) {
+    this.root = resolve(options.root);
+    this.reflink = options.reflink ?? true;
+    this.faultHook = options.faultHook;
+  }
+
+  async listVMs(options?: OperationOptions): Promise<VMInfo[]> {
+    this.assertOpen();
+    let entries: string[];
+    try {
+      entries = (await readdir(this.root)).filter(isSafeName).sort();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new NotFoundError(`the file driver's root folder ${this.root} does not exist; create it or fix the path`);
+      }
+      throw toStorageError(error, `listing ${this.root}`);
+    }
+    const vms: VMInfo[] = [];
+    for (const entry of entries) {
+      throwIfAborted(options?.signal);
+      const paths = fileVmPaths(this.root, entry);
+      if (!(await stat(paths.vmJson).catch(() => undefined))) continue; // not a VM folder
+      vms.push(await this.describe(paths, entry));
+    }
+    return vms;
+  }
+
+  async getVM(idOrName: string, options?: OperationOptions): Promise<VMInfo> {
+    this.assertOpen();
+    const paths = fileVmPaths(this.root, idOrName);
+    try {
+      return await this.describe(paths, idOrName);
+    } catch (error) {
+      if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
+      const byName = (await this.listVMs(options)).find((vm) => vm.name === idOrName);
+      if (byName) return byName;
+      throw new NotFoundError(
+        `no VM '${idOrName}' under ${this.root} (no folder ${paths.dir}, and no vm.json names it)`,
+        {
+          cause: error,
+          details: { path: paths.dir },
+        },
+      );
+    }
+  }
+
+  async snapshot(vmId: string, label: string, options?: OperationOptions): Promise<Snapshot> {
+    this.assertOpen();
+    if (typeof label !== 'string') throw new InputError('a snapshot label must be a string');
+    const paths = fileVmPaths(this.root, vmId);
+    const vm = await readVmJson(paths.dir);
+    return takeSnapshot(paths, vmId, vm, label, { signal: options?.signal, reflink: this.reflink });
+  }
+
+  async listSnapshots(vmId: string): Promise<Snapshot[]> {
+    this.assertOpen();
+    const paths = fileVmPaths(this.root, vmId);
+    await readVmJson(paths.dir);
+    return listSnapshotsOf(paths, vmId);
+  }
+
+  async deleteSnapshot(snapshot: Snapshot, options?: OperationOptions & { keepMetadata?: boolean }): Promise<void> {
+    this.assertOpen();
+    const paths = fileVmPaths(this.root, snapshot?.vmId);
+    await deleteSnapshotOf(
+      paths,
+      snapshot.vmId,
+      assertSafeName(snapshot.id, 'snapshot id'),
+      options?.keepMetadata === true,
+    );
+  }
+
+  async openReader(disk: DiskRef): Promise<DiskReader> {
+    this.assertOpen();
+    const paths = fileVmPaths(rootFromMeta(disk?.meta, this.root), disk?.vmId);
+    assertSafeName(disk.id, 'disk id');
+    if (disk.snapshotId !== undefined) {
+      const located = await locateSnapshotDisk(paths, disk);
+      assertSameSize(disk, located.size);
+      return openRawReader(located.path, located.size, {
+        ...(located.map ? { map: located.map } : {}),
+        what: `disk '${disk.id}' of snapshot '${disk.snapshotId}' of VM '${disk.vmId}'`,
+      });
+    }
+    let vm = await readVmJson(paths.dir);
+    if (vm.replica) {
+      await recoverReplica(paths, { faultHook: this.faultHook });
+      vm = await readVmJson(paths.dir);
+      await assertNoMarker(paths, vm);
+    }
+    const found = findDisk(vm, disk.id, disk.vmId);
+    const path = diskImagePath(paths.dir, found.file);
+    await checkImageSize(path, found.id, found.size);
+    assertSameSize(disk, found.size);
+    return openRawReader(path, found.size, {
+      what: `disk '${disk.id}' of ${vm.replica ? 'replica' : 'VM'} '${disk.vmId}'`,
+    });
+  }
+
+  async ensureReplica(spec: ReplicaSpec, options?: OperationOptions): Promise<Replica> {
+    this.assertOpen();
+    throwIfAborted(options?.signal);
+    const name = assertSafeName(spec?.name, 'replica name');
+    const placementRoot = spec.placement?.root;
+    if (placementRoot !== undefined && (typeof placementRoot !== 'string' || !isAbsolute(placementRoot))) {
+      throw new InputError(`placement.root must be an absolute folder path, got ${JSON.stringify(placementRoot)}`);
+    }
+    const root = placementRoot === undefined ? this.root : resolve(placementRoot);
+    const metaRoot = root === this.root ? undefined : root;
+    const paths = fileVmPaths(root, name);
+    const wanted = validateSpecDisks(spec);
+    for (let attempt = 0; ; attempt++) {
+      let vm: VmJson;
+      try {
+        vm = await readVmJson(paths.dir);
+      } catch (error) {
+        if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
+        if (await stat(paths.dir).catch(() => undefined)) {
+          throw new ConflictError(`${paths.dir} exists but holds no vm.json; remove it or pick another replica name`);
+        }
+        const source = spec.source;
+        const created: VmJson = {
+          name,
+          cpus: positive(source?.cpus, 'source.cpus'),
+          memoryMiB: positive(source?.memoryMiB, 'source.memoryMiB'),
+          ...(Array.isArray(source.networks) ? { networks: source.networks.map(String) } : {}),
+          disks: wanted.map((d) => ({
+            id: d.id,
+            file: `${d.id}.raw`,
+            size: d.size,
+            ...(d.label ? { label: d.label } : {}),
+          })),
+          powerState: 'stopped',
+          bootCount: 0,
+          replica: { state: 'in-progress', writeGeneration: 0, sourceVm: String(source.id) },
+        };
+        try {
+          await createVmFolder(root, paths.dir, created);
+        } catch (createError) {
+          if (attempt === 0 && isReplikitError(createError, 'E_CONFLICT')) continue; // created meanwhile
+          throw createError;
+        }
+        return toReplica(name, created, true, metaRoot);
+      }
+      if (!vm.replica) {
+        throw new ConflictError(
+          `a VM named '${name}' exists at ${paths.dir} and is not a replica; pick another replica name`,
+          { details: { dir: paths.dir } },
+        );
+      }
+      const have = vm.disks.map((d) => d.size);
+      if (have.length !== wanted.length || have.some((size, i) => size !== wanted[i]!.size)) {
+        throw new ConflictError(
+          `replica '${name}' has disks of [${have.join(', ')}] bytes but the job needs [${wanted.map((d) => d.size).join(', ')}]; ` +
+            'delete the replica to seed it again, or point the job at another replica name',
+          { details: { have, wanted: wanted.map((d) => d.size) } },
+        );
+      }
+      await recoverReplica(paths, { faultHook: this.faultHook });
+      return toReplica(name, vm, false, metaRoot);
+    }
+  }
+
+  async deleteReplica(replica: Replica): Promise<void> {
+    this.assertOpen();
+    const paths = this.replicaPaths(replica);
+    let vm: VmJson;
+    try {
+      vm = await readVmJson(paths.dir);
+    } catch (error) {
+      if (isReplikitError(error, 'E_NOT_FOUND')) return; // already gone
+      throw error;
+    }
+    assertReplica(paths, vm);
+    await withReplicaExclusive(paths, vm, async () => {
+      const parent = resolve(paths.dir, '..');
+      const doomed = join(parent, `.deleting-${replica.id}-${randomBytes(4).toString('hex')}`);
+      try {
+        await rename(paths.dir, doomed);
+        await fsyncDir(parent);
+        await rm(doomed, { recursive: true, force: true });
+      } catch (error) {
+        throw toStorageError(error, `deleting replica '${replica.id}'`);
+      }
+    });
+  }
+
+  async openWriter(replica: Replica, disk: DiskRef): Promise<DiskWriter> {
+    this.assertOpen();
+    const paths = this.replicaPaths(replica);
+    assertSafeName(disk?.id, 'disk id');
+    await recoverReplica(paths, { faultHook: this.faultHook });
+    const vm = await readVmJson(paths.dir);
+    assertReplica(paths, vm);
+    const found = findDisk(vm, disk.id, replica.id);
+    await checkImageSize(diskImagePath(paths.dir, found.file), found.id, found.size);
+    const what = `disk '${found.id}' of replica '${replica.id}'`;
+    const lock = await acquireLockFile(diskLockPath(paths.dir, found.file), what);
+    try {
+      await assertNoMarker(paths, vm);
+      const points = await readPoints(paths.restorePoints);
+      if (points.length === 0) {
+        // Direct mode: the images are not a complete version until the first restore point.
+        await folderMutex.run(paths.dir, async () => {
+          const now = await readVmJson(paths.dir);
+          if (now.replica?.state !== 'in-progress') {
+            await writeVmJson(paths.dir, { ...now, replica: { ...now.replica!, state: 'in-progress' } });
+          }
+        });
+        return await openDirectWriter({ path: diskImagePath(paths.dir, found.file), size: found.size, lock, what });
+      }
+      const { validEnd } = await scanOverlay(paths, found.file, found.size, false);
+      return await openOverlayWriter({
+        path: `${diskImagePath(paths.dir, found.file)}.overlay`,
+        size: found.size,
+        lock,
+        what,
+        validLength: validEnd,
+      });
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+  }
+
+  async replicaState(replica: Replica): Promise<ReplicaFingerprint> {
+    this.assertOpen();
+    const paths = this.replicaPaths(replica);
+    await this.softRecover(paths);
+    const vm = await readVmJson(paths.dir);
+    assertReplica(paths, vm);
+    const disks: Array<Record<string, string>> = [];
+    for (const disk of vm.disks) {
+      const path = diskImagePath(paths.dir, disk.file);
+      const s = await stat(path, { bigint: true }).catch((error: unknown) => {
+        throw toStorageError(error, `reading the state of disk '${disk.id}' of replica '${replica.id}'`);
+      });
+      disks.push({
+        id: disk.id,
+        size: s.size.toString(),
+        mtimeNs: s.mtimeNs.toString(),
+        ctimeNs: s.ctimeNs.toString(),
+        ino: s.ino.toString(),
+        blocks: s.blocks.toString(),
+      });
+    }
+    const details = { bootCount: vm.bootCount, writeGeneration: vm.replica!.writeGeneration, disks };
+    const value = createHash('sha256').update(JSON.stringify(details)).digest('hex');
+    return { value, details };
+  }
+
+  async markReplica(replica: Replica, state: 'in-progress' | 'ready'): Promise<void> {
+    this.assertOpen();
+    if (state !== 'in-progress' && state !== 'ready') {
+      throw new InputError(`a replica mark is 'in-progress' or 'ready', got ${JSON.stringify(state)}`);
+    }
+    const paths = this.replicaPaths(replica);
+    await recoverReplica(paths, { faultHook: this.faultHook });
+    await folderMutex.run(paths.dir, async () => {
+      const vm = await readVmJson(paths.dir);
+      assertReplica(paths, vm);
+      if (vm.replica!.state !== state) await writeVmJson(paths.dir, { ...vm, replica: { ...vm.replica!, state } });
+    });
+  }
+
+  async replicaMark(replica: Replica): Promise<'in-progress' | 'ready'> {
+    this.assertOpen();
+    const paths = this.replicaPaths(replica);
+    await this.softRecover(paths);
+    const vm = await readVmJson(paths.dir);
+    assertReplica(paths, vm);
+    return computeMark(paths, vm);
+  }
+
+  async createRestorePoint(replica: Replica, label: string, options?: RestorePointOptions): Promise<RestorePoint> {
+    this.assertOpen();
+    const paths = this.replicaPaths(replica);
+    const record = await commitReplica(paths, label, { ...options, faultHook: this.faultHook });
+    return toRestorePoint(record, replica.id);
+  }
+
+  async listRestorePoints(replica: Replica): Promise<RestorePoint[]> {
+    this.assertOpen();
+    const paths = this.replicaPaths(replica);
+    await this.softRecover(paths);
+    const vm = await readVmJson(paths.dir);
+    assertReplica(paths, vm);
+    const unfinished = await pendingCommitPointId(paths);
+    return (await readPoints(paths.restorePoints))
+      .filter((p) => p.id !== unfinished)
+      .map((p) => toRestorePoint(p, replica.id));
+  }
+
+  async revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    this.assertOpen();
+    if (point?.replicaId !== replica?.id) {
+      throw new InputError(
+        `restore point '${point?.id}' belongs to replica '${point?.replicaId}', not '${replica?.id}'`,
+      );
+    }
+    const paths = this.replicaPaths(replica);
+    await revertReplica(paths, assertSafeName(point.id, 'restore point id'), {
+      ...(options?.signal ? { signal: options.signal } : {}),
+      faultHook: this.faultHook,
+    });
+  }
+
+  async power(vmId: string, op: 'start' | 'shutdown'): Promise<void> {
+    this.assertOpen();
+    if (op !== 'start' && op !== 'shutdown')
+      throw new InputError(`power: op must be 'start' or 'shutdown', got ${JSON.stringify(op)}`);
+    const paths = fileVmPaths(this.root, vmId);
+    if ((await readVmJson(paths.dir)).replica) await this.softRecover(paths);
+    await folderMutex.run(paths.dir, async () => {
+      const vm = await readVmJson(paths.dir);
+      if (op === 'shutdown') {
+        if (vm.powerState !== 'stopped') await writeVmJson(paths.dir, { ...vm, powerState: 'stopped' });
+        return;
+      }
+      if (vm.replica && (await computeMark(paths, vm)) === 'in-progress') {
+        throw new ReplicaInProgressError(
+          `replica '${vmId}' is being written by an unfinished run and must not start; finish the run with 'replikit resume <runId>' or roll it back to its last restore point, then start it`,
+          { details: { vmId } },
+        );
+      }
+      if (vm.powerState === 'running') throw new ConflictError(`VM '${vmId}' is already running; shut it down first`);
+      await checkDiskImages(paths.dir, vm);
+      await writeVmJson(paths.dir, { ...vm, powerState: 'running', bootCount: vm.bootCount + 1 });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  private async describe(paths: FileVmPaths, id: string): Promise<VMInfo> {
+    let vm = await readVmJson(paths.dir);
+    if (vm.replica && (await hasMarker(paths))) {
+      await this.softRecover(paths);
+      vm = await readVmJson(paths.dir);
+    }
+    await checkDiskImages(paths.dir, vm);
+    return toVMInfo(id, vm);
+  }
+
+  /**
+   * Finishes an interrupted commit or revert when it can; when it cannot right now (the disk is
+   * still full, another process holds the replica), read-only calls go on: the marker left behind
+   * makes the replica report `in-progress`, and the next writing call retries and reports the error.
+   */
+  private async softRecover(paths: FileVmPaths): Promise<void> {
+    try {
+      await recoverReplica(paths, { faultHook: this.faultHook });
+    } catch (error) {
+      if (!isReplikitError(error) || isReplikitError(error, 'E_FORMAT') || isReplikitError(error, 'E_INPUT'))
+        throw error;
+    }
+  }
+
+  private replicaPaths(replica: Pick<Replica, 'id' | 'meta'>): FileVmPaths {
+    return fileVmPaths(rootFromMeta(replica?.meta, this.root), replica?.id);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StateError('the file driver is closed; create a new one with createFileDriver');
+  }
+}
+
+/** `in-progress` when a marker or a pending overlay exists, else the vm.json state. */
+async function computeMark(paths: FileVmPaths, vm: VmJson): Promise<'in-progress' | 'ready'> {
+  if (await hasMarker(paths)) return 'in-progress';
+  for (const size of (await overlaySizes(paths, vm)).values()) if (size > 0) return 'in-progress';
+  return vm.replica?.state ?? 'ready';
+}
+
+function findDisk(vm: VmJson, diskId: string, vmId: string): VmJson['disks'][number] {
+  const disk = vm.disks.find((d) => d.id === diskId);
+  if (!disk) {
+    throw new NotFoundError(
+      `VM '${vmId}' has no disk '${diskId}' (it has ${vm.disks.map((d) => `'${d.id}'`).join(', ') || 'none'})`,
+      {
+        details: { vmId, diskId },
+      },
+    );
+  }
+  return disk;
+}
+
+function assertSameSize(ref: DiskRef, size: number): void {
+  if (ref.size !== size) {
+    throw new InputError(
+      `disk '${ref.id}' of '${ref.vmId}' is ${size} bytes but the reference says ${ref.size}; get a fresh reference (getVM, snapshot, ensureReplica)`,
+      { details: { declared: size, given: ref.size } },
+    );
+  }
+}
+
+function validateSpecDisks(spec: ReplicaSpec): Array<{ id: string; size: number; label?: string }> {
+  if (!Array.isArray(spec.disks)) throw new InputError('replica spec: disks must be an array');
+  const seen = new Set<string>();
+  return spec.disks.map((d, i) => {
+    const id = assertSafeName(d?.sourceDiskId, `replica spec: disks[${i}].sourceDiskId`);
+    if (seen.has(id)) throw new InputError(`replica spec: disk id '${id}' appears twice`);
+    seen.add(id);
+    if (!Number.isSafeInteger(d.size) || d.size < 0) {
+      throw new InputError(`replica spec: disks[${i}].size must be a whole number of bytes ≥ 0, got ${d.size}`);
+    }
+    return { id, size: d.size, ...(typeof d.label === 'string' ? { label: d.label } : {}) };
+  });
+}
+
+function positive(value: unknown, what: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    throw new InputError(`replica spec: ${what} must be a whole number ≥ 1, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function toReplica(name: string, vm: VmJson, created: boolean, root: string | undefined): Replica {
+  const info = toVMInfo(name, vm, root);
+  return { id: name, name, disks: info.disks, created, ...(root === undefined ? {} : { meta: { root } }) };
+}
+
+function toRestorePoint(record: PointRecord, replicaId: string): RestorePoint {
+  return { id: record.id, replicaId, label: record.label, createdAt: record.createdAt };
+}

@@ -1,0 +1,144 @@
+import { randomBytes } from 'node:crypto';
+import { link, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { ConflictError, toStorageError } from '@replikit/core';
+
+/** A held lock; release it in a `finally`. */
+export interface LockHandle {
+  /** The lock file. */
+  readonly path: string;
+  /** Removes the lock file. Calling it twice is harmless. */
+  release(): Promise<void>;
+}
+
+/** Lock files held by this process, by absolute path. */
+const held = new Set<string>();
+
+/**
+ * Takes the lock file `path`, for exclusive use of something by this process.
+ *
+ * The lock is a file holding `{ pid, host, since }`, created atomically (written under a temporary
+ * name, then hard-linked into place, which fails when the lock exists). A lock of this process
+ * fails at once (in-process lock); a lock whose process is dead is stale and taken over; a lock of
+ * a live process fails.
+ *
+ * @param what - What the lock protects, for the error message (`"disk 'd0' of replica 'web'"`).
+ * @throws {@link ConflictError} when the lock is held by this process or by another live process.
+ */
+export async function acquireLockFile(path: string, what: string): Promise<LockHandle> {
+  if (held.has(path)) {
+    throw new ConflictError(`${what} is in use by this process; wait for the other operation to finish or close it`, {
+      details: { lock: path },
+    });
+  }
+  held.add(path);
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await writeFile(tmp, JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() }));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await link(tmp, path);
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+        const owner = await readOwner(path);
+        if (owner !== undefined && owner !== process.pid && isAlive(owner)) {
+          throw new ConflictError(
+            `${what} is in use by process ${owner} (lock file ${path}); wait for it to finish, or remove the lock file if that process is not replikit`,
+            { details: { lock: path, pid: owner } },
+          );
+        }
+        if (attempt > 0) {
+          throw new ConflictError(`${what}: another process took the stale lock ${path} at the same time; retry`, {
+            details: { lock: path },
+          });
+        }
+        // Stale: its process is gone (or it is our own pid from an earlier life). Take it over.
+        await rm(path, { force: true });
+      }
+    }
+  } catch (error) {
+    held.delete(path);
+    throw toStorageError(error, `taking the lock ${path}`);
+  } finally {
+    await rm(tmp, { force: true });
+  }
+  let released = false;
+  return {
+    path,
+    async release() {
+      if (released) return;
+      released = true;
+      try {
+        await unlink(path);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+          throw toStorageError(error, `removing the lock ${path}`);
+      } finally {
+        held.delete(path);
+      }
+    },
+  };
+}
+
+/** True when this process holds the lock file `path`. */
+export function holdsLock(path: string): boolean {
+  return held.has(path);
+}
+
+/**
+ * Tells whether the lock file `path` is held by a live process (this one included).
+ * A missing, unreadable or stale lock counts as free.
+ */
+export async function isLockHeld(path: string): Promise<boolean> {
+  if (held.has(path)) return true;
+  const owner = await readOwner(path);
+  return owner !== undefined && owner !== process.pid && isAlive(owner);
+}
+
+async function readOwner(path: string): Promise<number | undefined> {
+  try {
+    const parsed = JSON.parse(await readFile(path, 'utf8')) as { pid?: unknown };
+    return typeof parsed.pid === 'number' && Number.isSafeInteger(parsed.pid) && parsed.pid > 0
+      ? parsed.pid
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Serialises async operations per key inside this process (a promise chain per key): used so that
+ * two calls of one process never interleave their read-modify-write of the same vm.json.
+ */
+export class KeyedMutex {
+  private readonly tails = new Map<string, Promise<unknown>>();
+
+  /** Runs `fn` once every earlier `run` with the same key has settled. */
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(key) ?? Promise.resolve();
+    const result = previous.then(fn, fn);
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tails.set(key, tail);
+    try {
+      return await result;
+    } finally {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+}
+
+/** The process-wide mutex of VM folders (shared by every driver instance of the process). */
+export const folderMutex = new KeyedMutex();
