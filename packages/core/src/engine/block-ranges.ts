@@ -46,3 +46,10 @@ export function countBlocks(ranges: readonly BlockRange[]): number {
   for (const range of ranges) total += range.end - range.start;
   return total;
 }
+
+/** Bytes of a disk of `size` bytes that the ranges cover (the last block may be short). */
+export function countBytes(ranges: readonly BlockRange[], blockSize: number, size: number): number {
+  let total = 0;
+  for (const range of ranges) total += Math.min(range.end * blockSize, size) - range.start * blockSize;
+  return total;
+}

@@ -9,7 +9,7 @@ import type { RuleSet } from '../rules/rule.js';
 import { assertValid, defaultRuleSets, validateJob } from '../rules/rule-validator.js';
 import { TokenBucket } from '../util/token-bucket.js';
 import type { BlockHasher } from './block-hasher.js';
-import { type BlockRange, countBlocks, toBlockRanges } from './block-ranges.js';
+import { type BlockRange, countBlocks, countBytes, toBlockRanges } from './block-ranges.js';
 import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
@@ -347,7 +347,7 @@ export class RunExecution {
       const examineAll = disk.mode === 'hash-diff' || (disk.mode === 'full' && !disk.targetKnownZero);
       if (disk.stats.blocksTotal === 0) {
         disk.stats.blocksTotal = examineAll ? blockCount : countBlocks(ranges);
-        disk.stats.bytesTotal = examineAll ? disk.size : Math.min(disk.size, countBlocks(ranges) * record.blockSize);
+        disk.stats.bytesTotal = examineAll ? disk.size : countBytes(ranges, record.blockSize, disk.size);
       }
       const diskChannel = await channel.openDisk(replicaDisk, { signal: options.signal });
       try {

@@ -1,0 +1,228 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  assertTransition,
+  DriverRegistry,
+  FileStateStore,
+  isReplikitError,
+  type JobSpecInput,
+  type ProgressEvent,
+  ReplicationEngine,
+  type RunRecord,
+} from '../src/index.js';
+import { createMemoryDriver, type MemoryDriver } from './helpers/memory-driver.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let source: MemoryDriver;
+let target: MemoryDriver;
+let registry: DriverRegistry;
+
+function job(overrides: Partial<JobSpecInput> = {}): JobSpecInput {
+  return {
+    name: 'unit',
+    source: { driver: 'memsrc', vm: 'vm1' },
+    target: { driver: 'memdst' },
+    method: 'qhybrid',
+    blockSize: 65536,
+    ...overrides,
+  };
+}
+
+function engine(extra: Partial<ConstructorParameters<typeof ReplicationEngine>[0]> = {}) {
+  return new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers: registry, ...extra });
+}
+
+function fill(data: Uint8Array, seed: number, from = 0, to = data.length) {
+  let x = seed;
+  for (let i = from; i < to; i++) {
+    x = (x * 1103515245 + 12345) & 0x7fffffff;
+    data[i] = x >>> 16;
+  }
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.compare(a, b) === 0;
+}
+
+function replicaDisk(id: string) {
+  const vm = target.vms.get('vm1-replica')!;
+  return vm.disks.get(id)!;
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'replikit-engine-'));
+  source = createMemoryDriver({ changeTracking: true });
+  target = createMemoryDriver();
+  registry = new DriverRegistry().register('memsrc', () => source).register('memdst', () => target);
+  const vm = source.addVm('vm1', [
+    { id: 'a', size: 4 * MiB },
+    { id: 'b', size: 2 * MiB + 12345 },
+  ]);
+  const a = source.vms.get(vm.id)!.disks.get('a')!;
+  const b = source.vms.get(vm.id)!.disks.get('b')!;
+  fill(a, 1, 0, MiB); // first MiB data, rest zero
+  fill(b, 2, MiB, b.length); // tail data, odd size
+});
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('ReplicationEngine', () => {
+  it('replicates in full, then sends only the changed blocks, and the replica equals the source', async () => {
+    const e = engine();
+    const first = await e.run(job());
+    expect(first.state).toBe('completed');
+    expect(first.disks.map((d) => d.mode)).toEqual(['full', 'full']);
+    expect(same(replicaDisk('a'), source.vms.get('vm1')!.disks.get('a'))).toBe(true);
+    expect(same(replicaDisk('b'), source.vms.get('vm1')!.disks.get('b'))).toBe(true);
+    // holes of a new replica are not sent at all
+    expect(first.stats.bytesSent).toBeLessThan(2.5 * MiB);
+
+    const a = source.vms.get('vm1')!.disks.get('a')!;
+    a.fill(7, 3 * MiB, 3 * MiB + 10); // one block changed in a zero region
+    a.fill(0, 0, 65536); // one block zeroed
+    const second = await e.run(job());
+    expect(second.disks.map((d) => d.mode)).toEqual(['tracked', 'tracked']);
+    expect(second.stats.blocksChanged).toBe(1);
+    expect(second.stats.blocksZero).toBe(1);
+    expect(same(replicaDisk('a'), a)).toBe(true);
+    // the first run's snapshot is gone, the second is kept as base
+    expect([...source.snapshots.values()].map((s) => s.snapshot.id)).toEqual([second.snapshot!.id]);
+  });
+
+  it('uses a verified hash diff when the source cannot track changes, reading the replica', async () => {
+    registry = new DriverRegistry()
+      .register('memsrc', () => {
+        const { changeTracker: _unused, ...rest } = source;
+        return { ...rest, capabilities: { ...source.capabilities, changeTracking: false } };
+      })
+      .register('memdst', () => target);
+    const e = engine();
+    await e.run(job());
+    const b = source.vms.get('vm1')!.disks.get('b')!;
+    b[b.length - 1] ^= 0xff; // the last, short block
+    const second = await e.run(job());
+    expect(second.disks.map((d) => d.mode)).toEqual(['hash-diff', 'hash-diff']);
+    expect(second.stats.blocksChanged).toBe(1);
+    expect(second.stats.bytesReadReplica).toBe(4 * MiB + 2 * MiB + 12345);
+    expect(same(replicaDisk('b'), b)).toBe(true);
+  });
+
+  it('detects a replica changed outside replikit and falls back from tracking to a verified diff', async () => {
+    const e = engine();
+    await e.run(job());
+    await target.power('vm1-replica', 'start');
+    await target.power('vm1-replica', 'shutdown');
+    replicaDisk('a').fill(9, 0, 100); // the booted guest wrote to its disk
+    const warnings: string[] = [];
+    e.on('warning', (w) => warnings.push(w.code));
+    const second = await e.run(job());
+    expect(warnings).toContain('W_REPLICA_MODIFIED');
+    expect(second.disks[0]!.mode).toBe('hash-diff');
+    expect(same(replicaDisk('a'), source.vms.get('vm1')!.disks.get('a'))).toBe(true);
+  });
+
+  it('stops a job that breaks a rule before touching anything, with E_RULE', async () => {
+    const e = engine();
+    const error = await e.run(job({ method: 'abd', options: { direction: 'pull' } })).catch((err: unknown) => err);
+    expect(isReplikitError(error, 'E_RULE')).toBe(true);
+    expect(target.vms.size).toBe(0);
+    expect(source.snapshots.size).toBe(0);
+    const [record] = await e.listRuns();
+    expect(record!.state).toBe('failed');
+  });
+
+  it('rolls the replica back to its last restore point when a write fails', async () => {
+    const e = engine();
+    await e.run(job());
+    const before = replicaDisk('a').slice();
+    const a = source.vms.get('vm1')!.disks.get('a')!;
+    fill(a, 9, 0, 2 * MiB);
+    let writes = 0;
+    target.hooks.beforeWrite = () => {
+      if (++writes === 5) throw Object.assign(new Error('no space'), { code: 'ENOSPC' });
+    };
+    const error = await e.run(job()).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(Error);
+    const runs = await e.listRuns();
+    const failed = runs[runs.length - 1]!;
+    expect(failed.state).toBe('failed');
+    expect(failed.rolledBack).toBe(true);
+    expect(same(replicaDisk('a'), before)).toBe(true);
+    expect(await target.replicaMark({ id: 'vm1-replica', name: 'vm1-replica', disks: [], created: false })).toBe(
+      'ready',
+    );
+    // the failed run's snapshot was dropped; the base stays
+    expect(source.snapshots.size).toBe(1);
+  });
+
+  it('removes a first replica that never completed', async () => {
+    target.hooks.beforeWrite = () => {
+      throw new Error('disk on fire');
+    };
+    await expect(engine().run(job())).rejects.toThrow('disk on fire');
+    expect(target.vms.has('vm1-replica')).toBe(false);
+  });
+
+  it('is cancelled through its AbortSignal, ends cancelled and rolls back', async () => {
+    const e = engine();
+    await e.run(job());
+    const a = source.vms.get('vm1')!.disks.get('a')!;
+    fill(a, 5);
+    const controller = new AbortController();
+    target.hooks.beforeWrite = () => controller.abort();
+    const error = await e.run(job(), { signal: controller.signal }).catch((err: unknown) => err);
+    expect(isReplikitError(error, 'E_ABORTED')).toBe(true);
+    const runs = await e.listRuns();
+    expect(runs[runs.length - 1]!.state).toBe('cancelled');
+    expect(same(replicaDisk('a'), a)).toBe(false);
+  });
+
+  it('reports progress with absolute, growing counters and journals every transition', async () => {
+    const e = engine({ checkpointEveryMs: 0 });
+    const events: ProgressEvent[] = [];
+    const states: string[] = [];
+    e.on('progress', (p) => events.push(p));
+    e.on('state', (s) => states.push(s.to));
+    const record: RunRecord = await e.run(job());
+    expect(states).toEqual(['validate', 'prepare', 'snapshot', 'plan', 'transfer', 'commit', 'cleanup', 'completed']);
+    expect(record.history.map((h) => h.state)).toEqual(['created', ...states]);
+    expect(events.length).toBeGreaterThan(0);
+    for (let i = 1; i < events.length; i++) {
+      expect(events[i]!.stats.bytesScanned).toBeGreaterThanOrEqual(events[i - 1]!.stats.bytesScanned);
+    }
+    const last = events[events.length - 1]!;
+    expect(last.stats.bytesScanned).toBe(last.stats.bytesTotal);
+  });
+
+  it('refuses a new run while an earlier one is unfinished', async () => {
+    const store = new FileStateStore(join(dir, 'state'));
+    const e = engine();
+    await e.run(job());
+    const [done] = await store.listRuns();
+    await store.saveRun({ ...done!, runId: 'unit-stuck', state: 'transfer', pid: 999999 });
+    await expect(e.run(job())).rejects.toMatchObject({ code: 'E_CONFLICT' });
+  });
+
+  it('keeps at most `retention` restore points', async () => {
+    const e = engine();
+    for (let i = 0; i < 4; i++) {
+      fill(source.vms.get('vm1')!.disks.get('a')!, 100 + i, 0, 4096);
+      await e.run(job({ options: { retention: 2 } }));
+    }
+    expect(target.vms.get('vm1-replica')!.replica!.points).toHaveLength(2);
+  });
+});
+
+describe('run state machine', () => {
+  it('throws E_STATE on an invalid transition', () => {
+    expect(() => assertTransition('transfer', 'snapshot')).toThrow(/invalid run transition transfer → snapshot/);
+    expect(() => assertTransition('completed', 'validate')).toThrowError(expect.objectContaining({ code: 'E_STATE' }));
+    expect(() => assertTransition('transfer', 'commit')).not.toThrow();
+    expect(() => assertTransition('plan', 'cleanup')).not.toThrow();
+  });
+});
