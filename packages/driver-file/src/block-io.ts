@@ -65,18 +65,34 @@ export async function writevFully(fh: FileHandle, parts: Uint8Array[], position:
   }
 }
 
+/** Granularity of {@link zeroRange}'s checks: a file system block. */
+const ZERO_CHECK = 4096;
+
 /**
- * Makes `[offset, offset + length)` of the file read as zero, touching only what needs it: each
- * 1 MiB chunk is read first and written only when it holds a non-zero byte, so holes stay holes and
- * a region that already reads as zero costs reads only.
+ * Makes `[offset, offset + length)` of the file read as zero, touching only what needs it: the range
+ * is read in 1 MiB chunks and zeros are written only over the 4 KiB blocks (aligned on the file)
+ * that hold a non-zero byte. Holes stay holes, a range that already reads as zero costs reads only,
+ * and no block that was unallocated gets allocated, so it works on a full file system.
  *
  * @param scratch - A buffer of at least `min(length, IO_CHUNK)` bytes the function may overwrite.
  */
 export async function zeroRange(fh: FileHandle, offset: number, length: number, scratch: Buffer): Promise<void> {
   const step = Math.min(IO_CHUNK, scratch.length);
-  for (let at = offset; at < offset + length; at += step) {
-    const n = Math.min(step, offset + length - at);
+  const end = offset + length;
+  for (let at = offset; at < end; at += step) {
+    const n = Math.min(step, end - at);
     const got = await readFully(fh, scratch, 0, n, at);
-    if (got < n || !isAllZero(scratch.subarray(0, n))) await writeFully(fh, ZEROS.subarray(0, n), at);
+    let run = -1; // start (file offset) of a run of blocks to zero
+    for (let block = at; block < at + got; ) {
+      const next = Math.min((Math.floor(block / ZERO_CHECK) + 1) * ZERO_CHECK, at + got);
+      const dirty = !isAllZero(scratch.subarray(block - at, next - at));
+      if (dirty && run < 0) run = block;
+      if (!dirty && run >= 0) {
+        await writeFully(fh, ZEROS.subarray(0, block - run), run);
+        run = -1;
+      }
+      block = next;
+    }
+    if (run >= 0) await writeFully(fh, ZEROS.subarray(0, at + got - run), run);
   }
 }

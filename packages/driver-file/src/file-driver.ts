@@ -147,7 +147,7 @@ class FileDriver implements Hypervisor {
       return await this.describe(paths, idOrName);
     } catch (error) {
       if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
-      const byName = (await this.listVMs(options)).find((vm) => vm.name === idOrName);
+      const byName = await this.findByName(idOrName, options);
       if (byName) return byName;
       throw new NotFoundError(
         `no VM '${idOrName}' under ${this.root} (no folder ${paths.dir}, and no vm.json names it)`,
@@ -446,6 +446,21 @@ class FileDriver implements Hypervisor {
 
   async close(): Promise<void> {
     this.closed = true;
+  }
+
+  /** The VM whose vm.json has `name`; folders whose vm.json cannot be read are passed over. */
+  private async findByName(name: string, options?: OperationOptions): Promise<VMInfo | undefined> {
+    const entries = await readdir(this.root).catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw toStorageError(error, `listing ${this.root}`);
+    });
+    for (const entry of entries.filter(isSafeName).sort()) {
+      throwIfAborted(options?.signal);
+      const paths = fileVmPaths(this.root, entry);
+      const vm = await readVmJson(paths.dir).catch(() => undefined);
+      if (vm?.name === name) return this.describe(paths, entry);
+    }
+    return undefined;
   }
 
   private async describe(paths: FileVmPaths, id: string): Promise<VMInfo> {

@@ -1,5 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import { link, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { readFile, readlink, rm, symlink, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { ConflictError, toStorageError } from '@replikit/core';
 
@@ -17,10 +16,11 @@ const held = new Set<string>();
 /**
  * Takes the lock file `path`, for exclusive use of something by this process.
  *
- * The lock is a file holding `{ pid, host, since }`, created atomically (written under a temporary
- * name, then hard-linked into place, which fails when the lock exists). A lock of this process
- * fails at once (in-process lock); a lock whose process is dead is stale and taken over; a lock of
- * a live process fails.
+ * The lock is a symbolic link whose target records the owner (`pid:<pid>@<host>`): creating it is
+ * atomic (it fails when the lock exists) and needs no data block, so locks still work on a full
+ * file system, where recovering and reverting a replica must remain possible. A lock of this
+ * process fails at once (in-process lock); a lock whose process is dead is stale and taken over; a
+ * lock of a live process fails.
  *
  * @param what - What the lock protects, for the error message (`"disk 'd0' of replica 'web'"`).
  * @throws {@link ConflictError} when the lock is held by this process or by another live process.
@@ -32,12 +32,10 @@ export async function acquireLockFile(path: string, what: string): Promise<LockH
     });
   }
   held.add(path);
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await writeFile(tmp, JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() }));
     for (let attempt = 0; ; attempt++) {
       try {
-        await link(tmp, path);
+        await symlink(`pid:${process.pid}@${hostname()}`, path);
         break;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
@@ -60,8 +58,6 @@ export async function acquireLockFile(path: string, what: string): Promise<LockH
   } catch (error) {
     held.delete(path);
     throw toStorageError(error, `taking the lock ${path}`);
-  } finally {
-    await rm(tmp, { force: true });
   }
   let released = false;
   return {
@@ -81,30 +77,20 @@ export async function acquireLockFile(path: string, what: string): Promise<LockH
   };
 }
 
-/** True when this process holds the lock file `path`. */
-export function holdsLock(path: string): boolean {
-  return held.has(path);
-}
-
-/**
- * Tells whether the lock file `path` is held by a live process (this one included).
- * A missing, unreadable or stale lock counts as free.
- */
-export async function isLockHeld(path: string): Promise<boolean> {
-  if (held.has(path)) return true;
-  const owner = await readOwner(path);
-  return owner !== undefined && owner !== process.pid && isAlive(owner);
-}
-
 async function readOwner(path: string): Promise<number | undefined> {
+  let target: string;
   try {
-    const parsed = JSON.parse(await readFile(path, 'utf8')) as { pid?: unknown };
-    return typeof parsed.pid === 'number' && Number.isSafeInteger(parsed.pid) && parsed.pid > 0
-      ? parsed.pid
-      : undefined;
-  } catch {
-    return undefined;
+    target = await readlink(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code !== 'EINVAL') throw error;
+    // Not a symbolic link: a lock file written by hand, holding JSON `{ "pid": … }` or a bare pid.
+    const text = await readFile(path, 'utf8').catch(() => '');
+    target = `pid:${/\d+/.exec(text)?.[0] ?? ''}`;
   }
+  const pid = Number(/^pid:(\d+)/.exec(target)?.[1]);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
 function isAlive(pid: number): boolean {

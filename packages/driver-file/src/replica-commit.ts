@@ -109,8 +109,8 @@ export async function hasMarker(paths: FileVmPaths): Promise<boolean> {
 }
 
 /**
- * Finishes a commit or revert that a crash interrupted: a leftover `revert.json` is completed
- * (it supersedes a `commit.json`), a leftover `commit.json` is rolled forward (its overlays
+ * Finishes a commit or revert that a crash interrupted: a leftover `revert.json` is completed,
+ * a leftover `commit.json` is rolled forward (its overlays
  * re-applied, which is idempotent). Does nothing when there is no marker.
  */
 export async function recoverReplica(paths: FileVmPaths, options: ReplicaOpOptions = {}): Promise<void> {
@@ -331,21 +331,15 @@ export async function revertReplica(
     const commit = await readMarker<CommitMarker>(paths.commitMarker, 'commit');
     const listed = commit ? (await readPoints(paths.restorePoints)).map((p) => p.id) : [];
     if (commit?.previousPointId && !listed.includes(commit.pointId) && listed.includes(commit.previousPointId)) {
-      // The interrupted commit has not recorded its point yet: roll it back rather than forward
-      // (its undo files are complete, and rolling back needs no new space on a full disk).
-      const vmNow = await readVmJson(paths.dir);
-      const back: RevertMarker = {
-        kind: 'revert',
-        pointId: commit.previousPointId,
-        generation: Math.max(vmNow.replica!.writeGeneration, commit.generation) + 1,
-        steps: [{ pointId: commit.pointId, undoFiles: commit.undoFiles }],
-      };
-      await writeJsonAtomic(paths.revertMarker, back);
-      await finishRevert(paths, back, options);
+      await rollBackCommit(paths, commit, options);
     } else if (commit) {
       await finishCommit(paths, commit, options);
     }
+    // Dropping the pending overlays first is always safe (it only returns to the newest point) and
+    // frees space before anything new is written: a revert must work on a full disk.
     const vm = await readVmJson(paths.dir);
+    for (const disk of vm.disks) await rm(overlayPath(paths.dir, disk.file), { force: true });
+    await fsyncDir(paths.dir);
     const points = await readPoints(paths.restorePoints);
     const index = points.findIndex((p) => p.id === pointId);
     if (index < 0) {
@@ -355,8 +349,6 @@ export async function revertReplica(
       );
     }
     if (index === points.length - 1) {
-      for (const disk of vm.disks) await rm(overlayPath(paths.dir, disk.file), { force: true });
-      await fsyncDir(paths.dir);
       if (vm.replica!.state !== 'ready')
         await writeVmJson(paths.dir, { ...vm, replica: { ...vm.replica!, state: 'ready' } });
       return;
@@ -381,19 +373,32 @@ export async function revertReplica(
   });
 }
 
-/** Completes a revert from its marker. Idempotent, like {@link finishCommit}. */
-async function finishRevert(paths: FileVmPaths, marker: RevertMarker, options: ReplicaOpOptions): Promise<void> {
-  const hook = options.faultHook;
+/**
+ * Undoes a commit that stopped after its marker but before recording its point (typically: the
+ * disk filled up while applying the overlays). It writes nothing new, so it works on a full disk:
+ * the commit's undo files (complete before the marker was written) are applied to the images, then
+ * the marker is deleted, which returns the replica to "previous point + pending overlays". A crash
+ * before the marker is deleted leaves a commit that rolls forward on the next call, which is just as
+ * consistent.
+ */
+async function rollBackCommit(paths: FileVmPaths, marker: CommitMarker, options: ReplicaOpOptions): Promise<void> {
   const vm = await readVmJson(paths.dir);
-  if (await exists(paths.commitMarker)) {
-    await rm(paths.commitMarker, { force: true });
-    await fsyncDir(paths.dir);
-  }
-  for (const disk of vm.disks) await rm(overlayPath(paths.dir, disk.file), { force: true });
+  await applyUndoSteps(paths, vm, [{ pointId: marker.pointId, undoFiles: marker.undoFiles }], options);
+  await rm(paths.commitMarker, { force: true });
   await fsyncDir(paths.dir);
-  await hook?.('revert:overlays-deleted');
+  await collectUndoGarbage(paths, await readPoints(paths.restorePoints));
+}
+
+/** Applies undo files to the images, steps in the given order (newest point first), and fsyncs. */
+async function applyUndoSteps(
+  paths: FileVmPaths,
+  vm: VmJson,
+  steps: RevertMarker['steps'],
+  options: ReplicaOpOptions,
+): Promise<void> {
+  const hook = options.faultHook;
   for (const disk of vm.disks) {
-    const undos = marker.steps.filter((s) => s.undoFiles.includes(disk.file));
+    const undos = steps.filter((s) => s.undoFiles.includes(disk.file));
     if (undos.length === 0) continue;
     await withFile(diskImagePath(paths.dir, disk.file), 'r+', `reverting disk '${disk.id}'`, async (base) => {
       for (const step of undos) {
@@ -412,6 +417,16 @@ async function finishRevert(paths: FileVmPaths, marker: RevertMarker, options: R
       await base.sync();
     });
   }
+}
+
+/** Completes a revert from its marker. Idempotent, like {@link finishCommit}. */
+async function finishRevert(paths: FileVmPaths, marker: RevertMarker, options: ReplicaOpOptions): Promise<void> {
+  const hook = options.faultHook;
+  const vm = await readVmJson(paths.dir);
+  for (const disk of vm.disks) await rm(overlayPath(paths.dir, disk.file), { force: true });
+  await fsyncDir(paths.dir);
+  await hook?.('revert:overlays-deleted');
+  await applyUndoSteps(paths, vm, marker.steps, options);
   await hook?.('revert:undo-applied');
   const points = await readPoints(paths.restorePoints);
   const index = points.findIndex((p) => p.id === marker.pointId);

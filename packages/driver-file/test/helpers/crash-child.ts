@@ -1,0 +1,36 @@
+/**
+ * Child process of the crash tests. Usage:
+ *
+ *   node --conditions=@replikit/source --import tsx crash-child.ts <request.json>
+ *
+ * The request names a driver root, a replica, an operation (`commit` or `revert`) and optionally a
+ * fault point and occurrence at which the process kills itself with SIGKILL (no `finally`, no
+ * exit handlers: exactly what a crash leaves). It prints `started` before the operation and `done`
+ * after it.
+ */
+import { readFileSync } from 'node:fs';
+import type { Replica, RestorePoint } from '@replikit/core';
+import { createFileDriver, type FaultPoint } from '../../src/index.js';
+
+interface CrashRequest {
+  root: string;
+  replica: Replica;
+  op: 'commit' | 'revert';
+  label?: string;
+  point?: RestorePoint;
+  killAt?: FaultPoint;
+  occurrence?: number;
+}
+
+const request = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as CrashRequest;
+let seen = 0;
+const hv = createFileDriver({
+  root: request.root,
+  faultHook: (point) => {
+    if (point === request.killAt && ++seen >= (request.occurrence ?? 1)) process.kill(process.pid, 'SIGKILL');
+  },
+});
+process.stdout.write('started\n');
+if (request.op === 'commit') await hv.createRestorePoint(request.replica, request.label ?? 'crash');
+else await hv.revertTo(request.replica, request.point!);
+process.stdout.write('done\n');
