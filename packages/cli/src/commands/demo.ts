@@ -1,0 +1,158 @@
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { formatBytes, type JobSpecInput, parseJob, parseSize, type RunRecord } from '@replikit/core';
+import { createFileDriver, createFileVM } from '@replikit/driver-file';
+import { stringify as toYaml } from 'yaml';
+import { UsageError } from '../cli-error.js';
+import { type CliContext, createEngine } from '../context.js';
+import { fillDemoDisk, writeLikeAGuest } from '../demo/demo-data.js';
+import { diskDigest } from '../demo/disk-digest.js';
+import { renderRunSummary } from '../output/run-summary.js';
+import { withProgress } from './run.js';
+
+/** Options of `replikit demo`. */
+export interface DemoOptions {
+  /** Folder for the demo's VMs, replicas and state; a fresh temporary folder when not given. */
+  dir?: string;
+  /** Keep the folder afterwards. */
+  keep?: boolean;
+  /** Virtual size of the first disk. @default 512MiB */
+  sizeA?: string;
+  /** Virtual size of the second disk. @default 256MiB */
+  sizeB?: string;
+}
+
+const MARKER = '.replikit-demo';
+const BLOCK = 64 * 1024;
+
+async function prepareFolder(dir: string | undefined, cwd: string): Promise<string> {
+  if (!dir) return mkdtemp(join(tmpdir(), 'replikit-demo-'));
+  const path = resolve(cwd, dir);
+  const entries = await readdir(path).catch(() => [] as string[]);
+  if (entries.length > 0 && !entries.includes(MARKER)) {
+    throw new UsageError(`--dir ${dir} is not empty and not a replikit demo folder; name a new or empty folder`);
+  }
+  await rm(path, { recursive: true, force: true });
+  await mkdir(path, { recursive: true });
+  return path;
+}
+
+async function verify(context: CliContext, record: RunRecord, roots: { vms: string; replicas: string }) {
+  const source = createFileDriver({ root: roots.vms });
+  const target = createFileDriver({ root: roots.replicas });
+  let ok = true;
+  try {
+    for (const [i, disk] of record.snapshot!.disks.entries()) {
+      const replicaDisk = record.replica!.disks[i]!;
+      const [want, got] = await Promise.all([diskDigest(source, disk), diskDigest(target, replicaDisk)]);
+      const same = want === got;
+      ok &&= same;
+      context.stdout.write(
+        `  disk ${disk.id}: snapshot sha256 ${want.slice(0, 16)}…, replica ${got.slice(0, 16)}… ${same ? 'equal' : 'DIFFERENT'}\n`,
+      );
+    }
+  } finally {
+    await source.close();
+    await target.close();
+  }
+  return ok;
+}
+
+/**
+ * `replikit demo`: builds a VM with two disks (a realistic mix of zero, compressible and random
+ * data), replicates it in full, changes about 2 % of its blocks as a guest would, replicates
+ * again, and after each run checks that every replica disk equals the snapshot it came from.
+ * Exit code 0 when both verifications pass, 1 otherwise.
+ */
+export async function demoCommand(context: CliContext, options: DemoOptions): Promise<number> {
+  const sizeA = parseSize(options.sizeA ?? '512MiB', '--size-a');
+  const sizeB = parseSize(options.sizeB ?? '256MiB', '--size-b');
+  for (const [flag, size] of [
+    ['--size-a', sizeA],
+    ['--size-b', sizeB],
+  ] as const) {
+    if (size < 1024 * 1024) throw new UsageError(`${flag} must be at least 1 MiB`);
+  }
+  const dir = await prepareFolder(options.dir, context.cwd);
+  const out = context.stdout;
+  try {
+    await writeFile(join(dir, MARKER), 'replikit demo folder: safe to delete\n');
+    const roots = { vms: join(dir, 'vms'), replicas: join(dir, 'replicas') };
+    await mkdir(roots.vms, { recursive: true });
+    await mkdir(roots.replicas, { recursive: true });
+
+    out.write(
+      `replikit demo in ${dir}\n\n1. creating VM 'demo-vm': disk 'system' ${formatBytes(sizeA)}, disk 'data' ${formatBytes(sizeB)}\n`,
+    );
+    await createFileVM(roots.vms, {
+      name: 'demo-vm',
+      cpus: 2,
+      memoryMiB: 2048,
+      disks: [
+        { id: 'system', size: sizeA, label: 'system' },
+        { id: 'data', size: sizeB, label: 'data' },
+      ],
+    });
+    const vmJson = JSON.parse(await readFile(join(roots.vms, 'demo-vm', 'vm.json'), 'utf8')) as {
+      disks: Array<{ id: string; file: string; size: number }>;
+    };
+    const images = vmJson.disks.map((disk) => ({ ...disk, path: join(roots.vms, 'demo-vm', disk.file) }));
+    for (const [i, image] of images.entries()) {
+      const layout = await fillDemoDisk(image.path, image.size, 1000 + i);
+      out.write(
+        `   ${image.id}: ${formatBytes(layout.random)} random, ${formatBytes(layout.compressible)} compressible, ${formatBytes(layout.zero)} zero\n`,
+      );
+    }
+
+    const jobInput: JobSpecInput = {
+      name: 'demo',
+      source: { driver: 'file', root: './vms', vm: 'demo-vm' },
+      target: { driver: 'file', root: './replicas', replicaName: 'demo-vm-replica' },
+      method: 'qhybrid',
+      blockSize: BLOCK,
+      options: { retention: 3 },
+    };
+    const jobFile = join(dir, 'demo-job.yaml');
+    await writeFile(jobFile, toYaml(jobInput));
+    const job = parseJob({
+      ...jobInput,
+      source: { ...jobInput.source, root: roots.vms },
+      target: { ...jobInput.target, root: roots.replicas },
+    });
+    const engine = createEngine(join(dir, 'state'));
+
+    out.write('\n2. first replication (full)\n');
+    const first = await withProgress(engine, context, () => engine.run(job, { signal: context.signal }));
+    out.write(`${renderRunSummary(first)}\n   verifying the replica against snapshot ${first.snapshot!.id}\n`);
+    const firstOk = await verify(context, first, roots);
+
+    let changed = 0;
+    for (const [i, image] of images.entries()) {
+      const disk = { root: roots.vms, name: 'demo-vm', diskId: image.id, size: image.size };
+      changed += await writeLikeAGuest(disk, BLOCK, 0.02, 2000 + i);
+    }
+    const blocks = images.reduce((sum, image) => sum + Math.ceil(image.size / BLOCK), 0);
+    out.write(
+      `\n3. the guest wrote 4 KiB into ${changed} of ${blocks} blocks (${((changed / blocks) * 100).toFixed(1)} %)\n\n4. second replication (incremental)\n`,
+    );
+    const second = await withProgress(engine, context, () => engine.run(job, { signal: context.signal }));
+    out.write(`${renderRunSummary(second)}\n   verifying the replica against snapshot ${second.snapshot!.id}\n`);
+    const secondOk = await verify(context, second, roots);
+
+    const ratio = first.stats.bytesSent ? second.stats.bytesSent / first.stats.bytesSent : 0;
+    out.write(
+      `\nthe incremental run sent ${formatBytes(second.stats.bytesSent)}, ${(ratio * 100).toFixed(2)} % of the full run's ${formatBytes(first.stats.bytesSent)}\n`,
+    );
+    const ok = firstOk && secondOk;
+    out.write(
+      ok
+        ? 'verification passed: every replica disk equals the source snapshot it came from\n'
+        : 'verification FAILED: a replica disk differs from its source snapshot\n',
+    );
+    if (options.keep) out.write(`the demo's files are kept in ${dir} (job file: ${jobFile})\n`);
+    return ok ? 0 : 1;
+  } finally {
+    if (!options.keep) await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,43 @@
+import type { ReplicationEngine, RunRecord } from '@replikit/core';
+import { type CliContext, createEngine } from '../context.js';
+import { loadJobForCli } from '../job-file.js';
+import { attachProgressView } from '../output/progress-view.js';
+import { renderRunSummary } from '../output/run-summary.js';
+
+/** Runs `work` with the progress view attached to `engine`, detaching it afterwards. */
+export async function withProgress<T>(
+  engine: ReplicationEngine,
+  context: CliContext,
+  work: () => Promise<T>,
+): Promise<T> {
+  const detach = attachProgressView(engine, { stream: context.stderr });
+  try {
+    return await work();
+  } finally {
+    detach();
+  }
+}
+
+/** `replikit run <job>`: runs a job once and prints its summary. */
+export async function runCommand(context: CliContext, file: string, stateDir: string): Promise<number> {
+  const job = await loadJobForCli(file, context.cwd);
+  const engine = createEngine(stateDir);
+  const record: RunRecord = await withProgress(engine, context, () => engine.run(job, { signal: context.signal }));
+  context.stdout.write(`${renderRunSummary(record)}\n`);
+  return 0;
+}
+
+/** `replikit resume <runId> [--rollback]`: continues (or rolls back) a run that stopped. */
+export async function resumeCommand(
+  context: CliContext,
+  runId: string,
+  stateDir: string,
+  options: { rollback: boolean },
+): Promise<number> {
+  const engine = createEngine(stateDir);
+  const record = await withProgress(engine, context, () =>
+    engine.resume(runId, { rollback: options.rollback, signal: context.signal }),
+  );
+  context.stdout.write(`${renderRunSummary(record)}\n`);
+  return record.state === 'completed' || (options.rollback && record.state === 'cancelled') ? 0 : 1;
+}

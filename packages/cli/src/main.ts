@@ -1,0 +1,92 @@
+import { parseArgs } from 'node:util';
+import { describeForUser, exitCodeOf, UsageError } from './cli-error.js';
+import { demoCommand } from './commands/demo.js';
+import { resumeCommand, runCommand } from './commands/run.js';
+import { runsCommand } from './commands/runs.js';
+import { validateCommand } from './commands/validate.js';
+import { type CliContext, stateDirOf } from './context.js';
+
+const HELP = `replikit: keep a VM replica in sync with its source, sending only what changed
+
+usage:
+  replikit demo [--dir DIR] [--keep] [--size-a SIZE] [--size-b SIZE]
+                                   build a demo VM, replicate it twice, verify the replica
+  replikit validate <job>... [--json]
+                                   check jobs against the rules, offline (exit 2 on an error)
+  replikit run <job>               run a job once
+  replikit resume <runId> [--rollback]
+                                   finish a run that stopped, or roll it back
+  replikit runs [--json]           list the runs
+  replikit help                    this text
+
+options:
+  --state-dir DIR   where runs are journaled (default: $REPLIKIT_STATE_DIR or ./.replikit)
+
+exit codes: 0 success, 1 the work failed, 2 the input is wrong.
+`;
+
+const OPTIONS = {
+  'state-dir': { type: 'string' },
+  json: { type: 'boolean', default: false },
+  rollback: { type: 'boolean', default: false },
+  dir: { type: 'string' },
+  keep: { type: 'boolean', default: false },
+  'size-a': { type: 'string' },
+  'size-b': { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+function one(positionals: string[], what: string): string {
+  if (positionals.length !== 1) throw new UsageError(`expected one ${what}, got ${positionals.length}`);
+  return positionals[0]!;
+}
+
+async function dispatch(context: CliContext, argv: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message.split('\n')[0]!.replace(/\. To specify a positional.*$/, ''));
+  }
+  const { values, positionals } = parsed;
+  const [command, ...rest] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    context.stdout.write(HELP);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  const stateDir = stateDirOf(context, values['state-dir']);
+  switch (command) {
+    case 'validate':
+      if (rest.length === 0) throw new UsageError('validate needs at least one job file');
+      return validateCommand(context, rest, { json: values.json });
+    case 'run':
+      return runCommand(context, one(rest, 'job file'), stateDir);
+    case 'resume':
+      return resumeCommand(context, one(rest, 'run id'), stateDir, { rollback: values.rollback });
+    case 'runs':
+      return runsCommand(context, stateDir, { json: values.json });
+    case 'demo':
+      return demoCommand(context, {
+        ...(values.dir ? { dir: values.dir } : {}),
+        keep: values.keep,
+        ...(values['size-a'] ? { sizeA: values['size-a'] } : {}),
+        ...(values['size-b'] ? { sizeB: values['size-b'] } : {}),
+      });
+    default:
+      throw new UsageError(`unknown command '${command}'`);
+  }
+}
+
+/**
+ * Runs the `replikit` command line with `argv` (without the node and script paths) and returns
+ * the exit code. Errors are printed as one line per problem on `stderr`; never as a stack unless
+ * `REPLIKIT_DEBUG=1`.
+ */
+export async function main(argv: string[], context: CliContext): Promise<number> {
+  try {
+    return await dispatch(context, argv);
+  } catch (error) {
+    context.stderr.write(`${describeForUser(error, context.env.REPLIKIT_DEBUG === '1')}\n`);
+    return exitCodeOf(error);
+  }
+}

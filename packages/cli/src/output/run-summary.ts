@@ -1,0 +1,45 @@
+import type { RunRecord, TransferStats } from '@replikit/core';
+import { formatBytes, formatCount, formatDuration, formatRate } from './format.js';
+import { renderTable } from './table.js';
+
+/** Wall-clock time of a run, from its first to its last journaled state. */
+export function runDurationMs(record: RunRecord): number {
+  const end = record.finishedAt ?? record.updatedAt;
+  return Math.max(0, Date.parse(end) - Date.parse(record.startedAt));
+}
+
+function row(label: string, mode: string, stats: TransferStats, ms?: number): string[] {
+  return [
+    label,
+    mode,
+    formatCount(stats.blocksScanned),
+    formatCount(stats.blocksChanged),
+    formatCount(stats.blocksZero),
+    formatBytes(stats.bytesRead + stats.bytesReadReplica),
+    formatBytes(stats.bytesSent),
+    ms === undefined ? '' : formatDuration(ms),
+    ms === undefined || ms === 0 ? '' : formatRate((stats.bytesScanned / ms) * 1000),
+  ];
+}
+
+/** A run's outcome and a table of its counters: one row per disk and a total. */
+export function renderRunSummary(record: RunRecord): string {
+  const ms = runDurationMs(record);
+  const table = renderTable(
+    [
+      { header: 'disk' },
+      { header: 'mode' },
+      { header: 'blocks scanned', align: 'right' },
+      { header: 'changed', align: 'right' },
+      { header: 'zero', align: 'right' },
+      { header: 'bytes read', align: 'right' },
+      { header: 'bytes sent', align: 'right' },
+      { header: 'time', align: 'right' },
+      { header: 'throughput', align: 'right' },
+    ],
+    [...record.disks.map((disk) => row(disk.sourceDiskId, disk.mode, disk.stats)), row('total', '', record.stats, ms)],
+  );
+  const outcome =
+    record.state === 'completed' ? 'completed' : `${record.state}${record.error ? `: ${record.error.message}` : ''}`;
+  return `run ${record.runId} (job ${record.job.name}) ${outcome}\n${table}`;
+}
