@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ConflictError, InputError, type PowerState, toStorageError, type VMInfo } from '@replikit/core';
 import { fsyncDir } from './atomic-write.js';
+import { isAlive } from './locks.js';
 import { assertSafeName } from './names.js';
 import { fileVmPaths } from './paths.js';
 import { toVMInfo, type VmJson, writeVmJson } from './vm-metadata.js';
@@ -67,6 +68,7 @@ export async function createVmFolder(root: string, dir: string, vm: VmJson): Pro
   const tmp = join(root, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     await mkdir(root, { recursive: true });
+    await sweepRoot(root);
     await mkdir(tmp);
     for (const disk of vm.disks) {
       const fh = await open(join(tmp, disk.file), 'wx', 0o644);
@@ -92,6 +94,17 @@ export async function createVmFolder(root: string, dir: string, vm: VmJson): Pro
   } catch (error) {
     await rm(tmp, { recursive: true, force: true });
     throw toStorageError(error, `creating ${dir}`);
+  }
+}
+
+/**
+ * Removes what crashed processes left in `root`: folders being built (`.tmp-<pid>-…`) or deleted
+ * (`.deleting-<pid>-…`) by a process that no longer runs.
+ */
+export async function sweepRoot(root: string): Promise<void> {
+  for (const entry of await readdir(root)) {
+    const match = /^\.(?:tmp|deleting)-(\d+)-/.exec(entry);
+    if (match && !isAlive(Number(match[1]))) await rm(join(root, entry), { recursive: true, force: true });
   }
 }
 

@@ -289,7 +289,7 @@ class FileDriver implements Hypervisor {
     assertReplica(paths, vm);
     await withReplicaExclusive(paths, vm, async () => {
       const parent = resolve(paths.dir, '..');
-      const doomed = join(parent, `.deleting-${replica.id}-${randomBytes(4).toString('hex')}`);
+      const doomed = join(parent, `.deleting-${process.pid}-${replica.id}-${randomBytes(4).toString('hex')}`);
       try {
         await rename(paths.dir, doomed);
         await fsyncDir(parent);

@@ -93,7 +93,8 @@ async function readOwner(path: string): Promise<number | undefined> {
   return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
-function isAlive(pid: number): boolean {
+/** True when a process with this pid exists (ours included). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -43,10 +43,13 @@ export type FaultHook = (point: FaultPoint) => void | Promise<void>;
 
 /** `commit.json`: a commit whose undo files are durable and whose overlays are being applied. */
 export interface CommitMarker {
+  /** Always `commit`. */
   kind: 'commit';
   /** The restore point the commit creates. */
   pointId: string;
+  /** Its label. */
   label: string;
+  /** Its ISO 8601 creation time. */
   createdAt: string;
   /** The replica's writeGeneration once committed. */
   generation: number;
@@ -62,6 +65,7 @@ export interface CommitMarker {
 
 /** `revert.json`: a revert that applies undo files, newest point first, down to `pointId`. */
 export interface RevertMarker {
+  /** Always `revert`. */
   kind: 'revert';
   /** The point the replica returns to. */
   pointId: string;
@@ -73,7 +77,9 @@ export interface RevertMarker {
 
 /** Options shared by commit and revert. */
 export interface ReplicaOpOptions {
+  /** Cancels the operation while it can still be cancelled cleanly. */
   signal?: AbortSignal;
+  /** Crash injection for tests. */
   faultHook?: FaultHook;
 }
 

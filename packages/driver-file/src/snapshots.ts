@@ -12,18 +12,27 @@ import { checkDiskImages, checkImageSize, type VmJson } from './vm-metadata.js';
 
 /** `snapshot.json`, in each snapshot folder. */
 export interface SnapshotJson {
+  /** Format version (1). */
   version: 1;
+  /** Snapshot id, also its folder name. */
   id: string;
+  /** The VM it was taken of. */
   vmId: string;
+  /** The label given at creation. */
   label: string;
+  /** ISO 8601 creation time. */
   createdAt: string;
   /** Set by `deleteSnapshot(…, { keepMetadata: true })`: the frozen images are gone. */
   dataDeleted?: boolean;
+  /** The frozen disks, in the VM's order. */
   disks: Array<{
+    /** Disk id. */
     id: string;
     /** The frozen image in the snapshot folder (same name as the VM's image). */
     file: string;
+    /** Virtual size in bytes. */
     size: number;
+    /** Human-readable name. */
     label?: string;
     /** `bitmap`: `<file>.alloc` holds its allocation map; `none`: unknown (reflinked copy). */
     allocation: 'bitmap' | 'none';
@@ -32,6 +41,7 @@ export interface SnapshotJson {
 
 /** Options of {@link takeSnapshot}. */
 export interface TakeSnapshotOptions {
+  /** Cancels the copy; the partial snapshot is removed. */
   signal?: AbortSignal | undefined;
   /** Try reflink clones first. @default true */
   reflink?: boolean | undefined;

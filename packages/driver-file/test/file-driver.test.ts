@@ -334,8 +334,11 @@ describe('file driver', () => {
     await createFileVM(root, { name: 'b', disks: [] });
     await createFileVM(root, { name: 'a', disks: [] });
     await mkdir(join(root, 'not-a-vm'));
-    await mkdir(join(root, '.tmp-123-abc'));
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    await mkdir(join(root, `.tmp-${dead}-abc`)); // what a crash while creating a VM leaves
     expect((await hv.listVMs()).map((v) => v.id)).toEqual(['a', 'b']);
+    await createFileVM(root, { name: 'c', disks: [] });
+    expect(await readdir(root)).not.toContain(`.tmp-${dead}-abc`);
     const missing = createFileDriver({ root: join(root, 'nope') });
     await expect(missing.listVMs()).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
     await hv.close();
