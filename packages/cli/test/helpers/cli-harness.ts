@@ -1,0 +1,70 @@
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { main } from '../../src/main.js';
+
+/** The repository root. */
+export const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url));
+
+/** The CLI's entry point, run from its TypeScript source through tsx. */
+export const binSource = fileURLToPath(new URL('../../src/bin.ts', import.meta.url));
+
+class Capture extends Writable {
+  text = '';
+  isTTY = false;
+  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
+    this.text += chunk.toString();
+    callback();
+  }
+}
+
+/** Runs `replikit <args>` in this process with captured streams. */
+export async function runCli(
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const code = await main(args, {
+    stdout: stdout as unknown as NodeJS.WriteStream,
+    stderr: stderr as unknown as NodeJS.WriteStream,
+    cwd: options.cwd ?? process.cwd(),
+    env: options.env ?? {},
+    signal: new AbortController().signal,
+  });
+  return { code, stdout: stdout.text, stderr: stderr.text };
+}
+
+/** tsx's loader, by absolute URL: children run in folders where `tsx` would not resolve. */
+const tsxLoader = pathToFileURL(
+  join(dirname(createRequire(import.meta.url).resolve('tsx/package.json')), 'dist', 'loader.mjs'),
+).href;
+
+/** Spawns `replikit <args>` as a child process (from source, through tsx). */
+export function spawnCli(args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }) {
+  return spawn(process.execPath, ['--conditions=@replikit/source', '--import', tsxLoader, binSource, ...args], {
+    cwd: options.cwd,
+    env: { ...process.env, ...options.env, NODE_OPTIONS: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+/** Waits for a child to exit; resolves with its code, stdout and stderr. */
+export function waitForExit(
+  child: ReturnType<typeof spawnCli>,
+): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
