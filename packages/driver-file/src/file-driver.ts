@@ -28,7 +28,7 @@ import { fsyncDir } from './atomic-write.js';
 import { createVmFolder } from './create-file-vm.js';
 import { acquireLockFile, folderMutex } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
-import { diskImagePath, diskLockPath, type FileVmPaths, fileVmPaths, rootFromMeta } from './paths.js';
+import { diskImagePath, diskLockPath, type FileVmPaths, fileVmPaths, overlayPath, rootFromMeta } from './paths.js';
 import { openRawReader } from './raw-reader.js';
 import { openDirectWriter, openOverlayWriter } from './raw-writer.js';
 import {
@@ -164,7 +164,17 @@ class FileDriver implements Hypervisor {
     if (typeof label !== 'string') throw new InputError('a snapshot label must be a string');
     const paths = fileVmPaths(this.root, vmId);
     const vm = await readVmJson(paths.dir);
-    return takeSnapshot(paths, vmId, vm, label, { signal: options?.signal, reflink: this.reflink });
+    const take = () => takeSnapshot(paths, vmId, vm, label, { signal: options?.signal, reflink: this.reflink });
+    if (!vm.replica) return take();
+    // A replica's images hold its last restore point; no commit or revert may run while they are copied.
+    await recoverReplica(paths, { faultHook: this.faultHook });
+    await assertNoMarker(paths, vm);
+    const lock = await acquireLockFile(paths.replicaLock, `replica '${vmId}' (a commit or revert is running)`);
+    try {
+      return await take();
+    } finally {
+      await lock.release();
+    }
   }
 
   async listSnapshots(vmId: string): Promise<Snapshot[]> {
@@ -326,7 +336,7 @@ class FileDriver implements Hypervisor {
       }
       const { validEnd } = await scanOverlay(paths, found.file, found.size, false);
       return await openOverlayWriter({
-        path: `${diskImagePath(paths.dir, found.file)}.overlay`,
+        path: overlayPath(paths.dir, found.file),
         size: found.size,
         lock,
         what,

@@ -275,6 +275,16 @@ describe('file driver', () => {
     expect((await hv.replicaState(replica)).details).toMatchObject({ bootCount: 1, writeGeneration: 1 });
   });
 
+  it('snapshots a replica as of its last restore point, never its pending writes', async () => {
+    const { hv } = await freshDriver();
+    const { replica, disk, model } = await replicaWithPoint(hv);
+    const w = await hv.openWriter(replica, disk);
+    await w.write(0, testPattern(9, 4096)); // pending in the overlay
+    const snap = await hv.snapshot(replica.id, 'of the replica'); // a writer may stay open
+    await w.close();
+    expect(compareBytes(await readWholeDisk(hv, snap.disks[0]!), model)).toBe('equal');
+  });
+
   it('refuses to delete or write a VM that is not a replica', async () => {
     const { root, hv } = await freshDriver();
     const vm = await createFileVM(root, { name: 'vm', disks: [{ id: 'd0', size: MiB }] });
