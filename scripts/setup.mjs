@@ -79,6 +79,8 @@ function ensureDependencies(pnpm) {
   const inputs = [
     join(root, 'pnpm-lock.yaml'),
     join(root, 'package.json'),
+    join(root, 'pnpm-workspace.yaml'),
+    join(root, 'examples', 'package.json'),
     ...packageDirs().map((d) => join(d, 'package.json')),
   ];
   if (existsSync(marker) && inputs.every((input) => mtime(input) <= mtime(marker))) return;

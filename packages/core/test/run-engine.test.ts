@@ -77,8 +77,8 @@ describe('ReplicationEngine', () => {
     const first = await e.run(job());
     expect(first.state).toBe('completed');
     expect(first.disks.map((d) => d.mode)).toEqual(['full', 'full']);
-    expect(same(replicaDisk('a'), source.vms.get('vm1')!.disks.get('a'))).toBe(true);
-    expect(same(replicaDisk('b'), source.vms.get('vm1')!.disks.get('b'))).toBe(true);
+    expect(same(replicaDisk('a'), source.vms.get('vm1')!.disks.get('a')!)).toBe(true);
+    expect(same(replicaDisk('b'), source.vms.get('vm1')!.disks.get('b')!)).toBe(true);
     // holes of a new replica are not sent at all
     expect(first.stats.bytesSent).toBeLessThan(2.5 * MiB);
 
@@ -104,7 +104,7 @@ describe('ReplicationEngine', () => {
     const e = engine();
     await e.run(job());
     const b = source.vms.get('vm1')!.disks.get('b')!;
-    b[b.length - 1] ^= 0xff; // the last, short block
+    b[b.length - 1]! ^= 0xff; // the last, short block
     const second = await e.run(job());
     expect(second.disks.map((d) => d.mode)).toEqual(['hash-diff', 'hash-diff']);
     expect(second.stats.blocksChanged).toBe(1);
@@ -123,7 +123,7 @@ describe('ReplicationEngine', () => {
     const second = await e.run(job());
     expect(warnings).toContain('W_REPLICA_MODIFIED');
     expect(second.disks[0]!.mode).toBe('hash-diff');
-    expect(same(replicaDisk('a'), source.vms.get('vm1')!.disks.get('a'))).toBe(true);
+    expect(same(replicaDisk('a'), source.vms.get('vm1')!.disks.get('a')!)).toBe(true);
   });
 
   it('stops a job that breaks a rule before touching anything, with E_RULE', async () => {
