@@ -4,7 +4,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileStateStore, ReplicationEngine, formatBytes, registerDriver } from '@replikit/core';
+import { FileStateStore, formatBytes, ReplicationEngine, registerDriver } from '@replikit/core';
 import { createFileDriver, createFileVM, writeGuestDisk } from '@replikit/driver-file';
 
 const dir = await mkdtemp(join(tmpdir(), 'replikit-example-'));

@@ -91,7 +91,7 @@ export class AllocationMap {
    * Parses an encoded map and checks it describes a disk of `expectedSize` bytes.
    *
    * @param file - The sidecar's path, named in error messages.
-   * @throws {@link FormatError} for a bad magic, version, checksum, size or length.
+   * @throws {@link @replikit/core!FormatError} for a bad magic, version, checksum, size or length.
    */
   static decode(data: Uint8Array, expectedSize: number, file: string): AllocationMap {
     const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);

@@ -29,7 +29,7 @@ export interface CreateFileVMOptions {
  * in a temporary folder, then renamed), creating `root` when needed.
  *
  * @returns The new VM, as `getVM` would describe it (its id is `name`).
- * @throws {@link InputError} for a hostile name or a bad size, {@link ConflictError} when the VM exists.
+ * @throws {@link @replikit/core!InputError} for a hostile name or a bad size, {@link @replikit/core!ConflictError} when the VM exists.
  * @example
  * ```ts
  * await createFileVM('/tmp/vms', { name: 'web', disks: [{ id: 'system', size: 64 * 1024 ** 2 }] });
@@ -62,7 +62,7 @@ export async function createFileVM(root: string, options: CreateFileVMOptions): 
  * Creates the folder `dir` (a child of `root`) holding `vm` and a sparse image for each of its
  * disks, atomically: everything is built in `<root>/.tmp-<pid>-<hex>/`, fsynced, then renamed.
  *
- * @throws {@link ConflictError} when `dir` exists.
+ * @throws {@link @replikit/core!ConflictError} when `dir` exists.
  */
 export async function createVmFolder(root: string, dir: string, vm: VmJson): Promise<void> {
   const tmp = join(root, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);

@@ -13,7 +13,7 @@ import { checkImageSize, readVmJson } from './vm-metadata.js';
  * (it rejects with `E_CONFLICT` while a snapshot is being taken). Used by demos and tests to make a
  * source VM change between runs.
  *
- * @throws {@link InputError} for a range outside the disk, {@link NotFoundError} for an unknown VM or disk.
+ * @throws {@link @replikit/core!InputError} for a range outside the disk, {@link @replikit/core!NotFoundError} for an unknown VM or disk.
  * @example
  * ```ts
  * await writeGuestDisk('/tmp/vms', 'web', 'system', 4096, new TextEncoder().encode('hello'));

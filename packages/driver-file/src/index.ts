@@ -14,7 +14,7 @@ export {
   type FileDriverOptions,
 } from './file-driver.js';
 export { writeGuestDisk } from './guest-io.js';
-export { assertSafeName } from './names.js';
+export { assertSafeName, MAX_NAME_LENGTH } from './names.js';
 export { diskImagePath, type FileVmPaths, fileVmPaths, overlayPath } from './paths.js';
 export type { FaultHook, FaultPoint } from './replica-commit.js';
 export { parseVmJson, type ReplicaJson, readVmJson, type VmDiskJson, type VmJson } from './vm-metadata.js';

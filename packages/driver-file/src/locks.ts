@@ -23,7 +23,7 @@ const held = new Set<string>();
  * lock of a live process fails.
  *
  * @param what - What the lock protects, for the error message (`"disk 'd0' of replica 'web'"`).
- * @throws {@link ConflictError} when the lock is held by this process or by another live process.
+ * @throws {@link @replikit/core!ConflictError} when the lock is held by this process or by another live process.
  */
 export async function acquireLockFile(path: string, what: string): Promise<LockHandle> {
   if (held.has(path)) {

@@ -13,7 +13,7 @@ export const MAX_NAME_LENGTH = 200;
  * @param value - The name to check (anything: it may come from a file or a journal).
  * @param what - What the name is, for the error message (`'VM name'`, `'disk id'`…).
  * @returns `value`, typed as a string.
- * @throws {@link InputError} when the name is not safe.
+ * @throws {@link @replikit/core!InputError} when the name is not safe.
  */
 export function assertSafeName(value: unknown, what: string): string {
   if (typeof value !== 'string' || value.length === 0) {

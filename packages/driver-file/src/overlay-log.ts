@@ -177,7 +177,7 @@ export interface WalkResult {
 /**
  * Reads the records of an overlay or undo file in order, verifying each one's header and CRC,
  * optionally applying them to a disk image. Stops at the first invalid record (a torn tail), or
- * throws a {@link FormatError} there when applying.
+ * throws a {@link @replikit/core!FormatError} there when applying.
  */
 export async function walkRecords(fh: FileHandle, options: WalkOptions): Promise<WalkResult> {
   const { end, diskSize, applyTo, what } = options;

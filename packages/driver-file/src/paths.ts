@@ -30,7 +30,7 @@ export interface FileVmPaths {
 /**
  * The paths of the VM folder `<root>/<vmName>`.
  *
- * @throws {@link InputError} when `vmName` is not a safe single path segment.
+ * @throws {@link @replikit/core!InputError} when `vmName` is not a safe single path segment.
  * @example
  * ```ts
  * const paths = fileVmPaths('/var/lib/replikit', 'web-01');
@@ -86,7 +86,7 @@ export function snapshotDir(dir: string, snapshotId: string): string {
  * Reads the `root` a replica or disk reference carries in its `meta` (set when a replica was
  * placed outside the driver's root), or returns `fallback`.
  *
- * @throws {@link InputError} when `meta.root` is present but not an absolute path.
+ * @throws {@link @replikit/core!InputError} when `meta.root` is present but not an absolute path.
  */
 export function rootFromMeta(meta: Record<string, unknown> | undefined, fallback: string): string {
   const root = meta?.root;

@@ -87,7 +87,7 @@ export interface ReplicaOpOptions {
  * Runs `fn` with exclusive use of the replica: the in-process folder mutex, the replica lock file
  * and the writer lock of every disk (so no writer, of this process or another, is open).
  *
- * @throws {@link ConflictError} when a writer is open or another process works on the replica.
+ * @throws {@link @replikit/core!ConflictError} when a writer is open or another process works on the replica.
  */
 export async function withReplicaExclusive<T>(paths: FileVmPaths, vm: VmJson, fn: () => Promise<T>): Promise<T> {
   return folderMutex.run(paths.dir, async () => {
@@ -322,7 +322,7 @@ async function finishCommit(paths: FileVmPaths, marker: CommitMarker, options: R
  * points. A commit interrupted after its marker is rolled back first when it has a point to go
  * back to. The state becomes `ready`.
  *
- * @throws {@link NotFoundError} when the replica has no such point.
+ * @throws {@link @replikit/core!NotFoundError} when the replica has no such point.
  */
 export async function revertReplica(
   paths: FileVmPaths,

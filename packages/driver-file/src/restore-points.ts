@@ -23,7 +23,7 @@ export interface PointRecord {
 /**
  * Reads a replica's restore points, oldest first; a missing file means none.
  *
- * @throws {@link FormatError} naming the file when it is malformed.
+ * @throws {@link @replikit/core!FormatError} naming the file when it is malformed.
  */
 export async function readPoints(file: string): Promise<PointRecord[]> {
   let text: string;

@@ -200,8 +200,8 @@ export async function deleteSnapshotOf(
  * Locates the frozen image of one snapshot disk and checks it.
  *
  * @returns The image path, its declared size and its allocation map (when it has one).
- * @throws {@link NotFoundError} for an unknown snapshot or disk, or deleted data.
- * @throws {@link FormatError} for a short image or a damaged allocation map.
+ * @throws {@link @replikit/core!NotFoundError} for an unknown snapshot or disk, or deleted data.
+ * @throws {@link @replikit/core!FormatError} for a short image or a damaged allocation map.
  */
 export async function locateSnapshotDisk(
   paths: FileVmPaths,

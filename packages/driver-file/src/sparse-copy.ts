@@ -34,7 +34,7 @@ export interface CopyOptions {
  * to `size` (so holes stay holes), and an {@link AllocationMap} of the written blocks is returned.
  * The destination is fsynced.
  *
- * @throws {@link FormatError} when the source is shorter than `size`.
+ * @throws {@link @replikit/core!FormatError} when the source is shorter than `size`.
  * @throws A storage error (`E_NO_SPACE`, `E_IO`) naming the file, or `E_ABORTED`.
  */
 export async function copyDiskImage(

@@ -66,8 +66,8 @@ const RESERVED_SUFFIXES = ['.overlay', '.lock', '.tmp', '.undo', '.alloc'];
  *
  * @param text - The file's content.
  * @param file - The file's path, named in error messages.
- * @throws {@link FormatError} naming the field and the file when a field is missing or malformed.
- * @throws {@link InputError} when a disk id or file name is not a safe single path segment.
+ * @throws {@link @replikit/core!FormatError} naming the field and the file when a field is missing or malformed.
+ * @throws {@link @replikit/core!InputError} when a disk id or file name is not a safe single path segment.
  */
 export function parseVmJson(text: string, file: string): VmJson {
   let raw: unknown;
@@ -162,8 +162,8 @@ export function parseVmJson(text: string, file: string): VmJson {
 /**
  * Reads and validates `<dir>/vm.json`.
  *
- * @throws {@link NotFoundError} naming the path when the folder or its vm.json does not exist.
- * @throws {@link FormatError} / {@link InputError} as {@link parseVmJson}.
+ * @throws {@link @replikit/core!NotFoundError} naming the path when the folder or its vm.json does not exist.
+ * @throws {@link @replikit/core!FormatError} / {@link @replikit/core!InputError} as {@link parseVmJson}.
  */
 export async function readVmJson(dir: string): Promise<VmJson> {
   const file = join(dir, VM_JSON);
@@ -196,7 +196,7 @@ export async function writeVmJson(dir: string, vm: VmJson): Promise<void> {
 /**
  * Checks that every disk image of the VM exists and is exactly as long as vm.json declares.
  *
- * @throws {@link FormatError} whose one-line message names the disk, the file, the actual and the
+ * @throws {@link @replikit/core!FormatError} whose one-line message names the disk, the file, the actual and the
  * declared sizes and says how to fix it, for a short, long or missing image.
  */
 export async function checkDiskImages(dir: string, vm: VmJson): Promise<void> {
@@ -207,7 +207,7 @@ export async function checkDiskImages(dir: string, vm: VmJson): Promise<void> {
  * Checks that the image `path` of disk `diskId` is exactly `declared` bytes long.
  *
  * @returns The file's stats.
- * @throws {@link FormatError} when it is missing, shorter or longer.
+ * @throws {@link @replikit/core!FormatError} when it is missing, shorter or longer.
  */
 export async function checkImageSize(path: string, diskId: string, declared: number): Promise<Stats> {
   let stats: Stats;
