@@ -81,6 +81,7 @@ function ensureDependencies(pnpm) {
     join(root, 'package.json'),
     join(root, 'pnpm-workspace.yaml'),
     join(root, 'examples', 'package.json'),
+    join(root, 'bench', 'package.json'),
     ...packageDirs().map((d) => join(d, 'package.json')),
   ];
   if (existsSync(marker) && inputs.every((input) => mtime(input) <= mtime(marker))) return;
@@ -90,10 +91,12 @@ function ensureDependencies(pnpm) {
 }
 
 function ensureBuilt(pnpm) {
-  const stale = packageDirs().some((dir) => {
-    const built = mtime(join(dir, 'dist', 'index.js'));
-    return built === 0 || newestUnder(join(dir, 'src')) > built || mtime(join(dir, 'package.json')) > built;
-  });
+  const stale =
+    args.has('--force-build') ||
+    packageDirs().some((dir) => {
+      const built = mtime(join(dir, 'dist', 'index.js'));
+      return built === 0 || newestUnder(join(dir, 'src')) > built || mtime(join(dir, 'package.json')) > built;
+    });
   if (!stale) return;
   log('building packages');
   run(pnpm, ['-r', '--filter', './packages/*', 'run', 'build']);
