@@ -45,7 +45,10 @@ export interface ReplicaSpec {
   name: string;
   /** The source VM (name, CPUs, memory and networks are copied onto the replica). */
   source: VMInfo;
-  /** One entry per source disk, in order: the replica disk gets the same size. */
+  /**
+   * One entry per source disk, in order: the replica disk gets the same size. A driver whose disk
+   * ids cannot be reused on its side (paths, say) maps them and keeps the order.
+   */
   disks: Array<{ sourceDiskId: string; size: number; label?: string }>;
   /** Driver-specific placement (target folder, SR, host path…), from the job's `target` section. */
   placement?: Record<string, unknown>;
@@ -118,7 +121,11 @@ export interface Hypervisor {
   listSnapshots(vmId: string, options?: OperationOptions): Promise<Snapshot[]>;
   /** Deletes a snapshot. `keepMetadata` keeps what change tracking needs and drops the data. */
   deleteSnapshot(snapshot: Snapshot, options?: OperationOptions & { keepMetadata?: boolean }): Promise<void>;
-  /** Opens a disk for reading: a snapshot disk, or a replica disk (its last complete version). */
+  /**
+   * Opens a disk for reading: a snapshot disk, or a replica disk. A replica disk reads as its last
+   * restore point (writes pending since then are not visible); before its first restore point it
+   * reads as its current content.
+   */
   openReader(disk: DiskRef, options?: OperationOptions): Promise<DiskReader>;
   /** Creates the replica VM, or finds it when one of that name exists. */
   ensureReplica(spec: ReplicaSpec, options?: OperationOptions): Promise<Replica>;
@@ -134,8 +141,8 @@ export interface Hypervisor {
   replicaMark(replica: Replica, options?: OperationOptions): Promise<'in-progress' | 'ready'>;
   /**
    * Makes everything written since the last restore point durable and part of a new restore
-   * point. Idempotent per label: calling it again with the label of the newest point returns
-   * that point.
+   * point. Every writer of the replica must be closed first. Idempotent per label: calling it
+   * again with the label of the newest point returns that point.
    */
   createRestorePoint(replica: Replica, label: string, options?: RestorePointOptions): Promise<RestorePoint>;
   /** Lists the replica's restore points, oldest first. */
