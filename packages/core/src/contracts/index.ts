@@ -13,3 +13,11 @@ export type {
   VMInfo,
 } from './hypervisor.js';
 export type { BlockChannel, BlockDigest, BlockOp, DiskChannel, SessionSpec, Transport } from './transport.js';
+export type {
+  CacheExpectation,
+  CacheKey,
+  CacheOpenResult,
+  CacheReader,
+  CacheWriter,
+  ReplicationCacheProvider,
+} from './replication-cache.js';
