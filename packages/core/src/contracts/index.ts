@@ -12,7 +12,6 @@ export type {
   Snapshot,
   VMInfo,
 } from './hypervisor.js';
-export type { BlockChannel, BlockDigest, BlockOp, DiskChannel, SessionSpec, Transport } from './transport.js';
 export type {
   CacheExpectation,
   CacheKey,
@@ -21,3 +20,4 @@ export type {
   CacheWriter,
   ReplicationCacheProvider,
 } from './replication-cache.js';
+export type { BlockChannel, BlockDigest, BlockOp, DiskChannel, SessionSpec, Transport } from './transport.js';

@@ -6,7 +6,7 @@ import type { BlockHasher } from './block-hasher.js';
 import { isZeroBlock, sameDigest } from './block-hasher.js';
 import type { BlockRange } from './block-ranges.js';
 import type { DiskRecord } from './run-record.js';
-import { readSegments } from './segment-reader.js';
+import { readSegments, type Segment } from './segment-reader.js';
 
 /** Options of {@link transferDisk}. */
 export interface DiskTransferOptions {
@@ -20,10 +20,17 @@ export interface DiskTransferOptions {
   ranges: readonly BlockRange[];
   /** Also examine the blocks outside `ranges` (they read as zero on the source). */
   examineAll: boolean;
-  /** Compare every examined block with the replica's digest and send only the differing ones. */
-  compareWithReplica: boolean;
+  /**
+   * The replica's digests from the checkpoint on, to send only the blocks that differ: the target's
+   * own (verified diff) or a trusted replication cache's. Without it every examined block is sent.
+   */
+  replicaDigests?: AsyncIterable<BlockDigest>;
   /** Attach each data block's digest so the target can check it. */
   digestOnWire: boolean;
+  /** Receives the digest of every block of the source from the checkpoint on (`null`: zeros), for a new cache. */
+  recordDigest?(index: number, digest: Uint8Array | null): Promise<void>;
+  /** Makes the recorded digests durable up to a block, before each checkpoint is journaled. */
+  digestsDurable?(blockCount: number): Promise<void>;
   blockSize: number;
   hasher: BlockHasher;
   /** Caps the bytes sent per second. */
@@ -39,11 +46,19 @@ export interface DiskTransferOptions {
   readAhead?: number;
 }
 
+/** A segment read and prepared: split in blocks, zero blocks found, the others hashed. */
+interface PreparedSegment extends Segment {
+  blocks?: Uint8Array[];
+  zero?: boolean[];
+  /** Digest of each non-zero block (undefined for zero blocks, or when nothing needs digests). */
+  digests?: Array<Uint8Array | undefined>;
+}
+
 /**
  * Moves one disk: source reader ─► zero check / hash / compare ─► (throttle) ─► channel, in
- * block order, from the record's checkpoint to the end. Everything below
- * `record.checkpointBlock` is durable on the replica each time `onCheckpoint` is called, so an
- * interrupted transfer resumes there.
+ * block order, from the record's checkpoint to the end. Reading and hashing run ahead of sending
+ * inside a bounded window. Everything below `record.checkpointBlock` is durable on the replica
+ * each time `onCheckpoint` is called, so an interrupted transfer resumes there.
  */
 export async function transferDisk(options: DiskTransferOptions): Promise<void> {
   const { record, reader, channel, blockSize, hasher, throttle, signal } = options;
@@ -53,20 +68,32 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const sentBefore = stats.bytesSent;
   const writtenBefore = stats.bytesWritten;
   const checkpointEveryMs = options.checkpointEveryMs ?? 1000;
-  const skipZeroWrites = record.targetKnownZero && !options.compareWithReplica;
+  const comparing = options.replicaDigests !== undefined;
+  const skipZeroWrites = record.targetKnownZero && !comparing;
+  const needDigests = comparing || options.digestOnWire || options.recordDigest !== undefined;
+  const record_ = options.recordDigest;
 
-  const digests: AsyncIterator<BlockDigest> | undefined = options.compareWithReplica
-    ? channel.replicaDigests(from, { signal })[Symbol.asyncIterator]()
-    : undefined;
+  const digests: AsyncIterator<BlockDigest> | undefined = options.replicaDigests?.[Symbol.asyncIterator]();
   const nextDigest = async (index: number): Promise<Uint8Array | null> => {
     const next = await digests!.next();
     if (next.done || next.value.index !== index) {
       throw new TransportError(
-        `the target sent the digest of block ${next.done ? 'none' : next.value.index} where block ${index} was expected`,
+        `the replica's digest of block ${next.done ? 'none' : next.value.index} came where block ${index} was expected`,
       );
     }
-    stats.bytesReadReplica += Math.min(blockSize, record.size - index * blockSize);
+    if (record.digestSource !== 'cache') stats.bytesReadReplica += Math.min(blockSize, record.size - index * blockSize);
     return next.value.digest;
+  };
+
+  const prepare = async (segment: Segment): Promise<PreparedSegment> => {
+    if (!segment.data) return segment;
+    const blocks: Uint8Array[] = [];
+    for (let at = 0; at < segment.data.length; at += blockSize) blocks.push(segment.data.subarray(at, at + blockSize));
+    const zero = blocks.map(isZeroBlock);
+    if (!needDigests) return { ...segment, blocks, zero };
+    const hashed = await hasher.hash(blocks.filter((_, i) => !zero[i]));
+    let next = 0;
+    return { ...segment, blocks, zero, digests: zero.map((z) => (z ? undefined : hashed[next++])) };
   };
 
   let zeroRun: { index: number; count: number } | undefined;
@@ -88,7 +115,10 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const sendData = async (index: number, data: Uint8Array, digest: Uint8Array | undefined) => {
     await flushZero();
     await throttle?.take(data.length, signal);
-    await channel.send({ kind: 'data', index, data, ...(digest ? { digest } : {}) }, { signal });
+    await channel.send(
+      { kind: 'data', index, data, ...(digest && options.digestOnWire ? { digest } : {}) },
+      { signal },
+    );
     stats.blocksChanged++;
   };
   const syncCounters = () => {
@@ -99,6 +129,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const checkpoint = async (cursor: number, done = false) => {
     await flushZero();
     await channel.checkpoint({ signal });
+    await options.digestsDurable?.(cursor);
     record.checkpointBlock = cursor;
     record.done = done;
     syncCounters();
@@ -107,43 +138,44 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   };
 
   try {
-    for await (const segment of readSegments(reader, options.ranges, {
-      blockSize,
-      blockCount,
-      fromBlock: from,
-      examineAll: options.examineAll,
-      readAhead: options.readAhead ?? 4,
-      signal,
-    })) {
+    for await (const segment of readSegments(
+      reader,
+      options.ranges,
+      {
+        blockSize,
+        blockCount,
+        fromBlock: from,
+        examineAll: options.examineAll,
+        readAhead: options.readAhead ?? 4,
+        signal,
+      },
+      prepare,
+    )) {
       throwIfAborted(signal);
-      const { first, count, data } = segment;
-      if (data) {
-        stats.bytesRead += data.length;
-        const blocks: Uint8Array[] = [];
-        for (let at = 0; at < data.length; at += blockSize) blocks.push(data.subarray(at, at + blockSize));
-        const zero = blocks.map(isZeroBlock);
-        const theirs: Array<Uint8Array | null> = [];
-        if (digests) for (let i = 0; i < blocks.length; i++) theirs.push(await nextDigest(first + i));
-        // Hash what needs a digest: blocks to compare, and blocks whose digest travels.
-        const toHash = blocks.filter((_, i) => !zero[i] && ((digests && theirs[i] !== null) || options.digestOnWire));
-        const hashes = toHash.length ? await hasher.hash(toHash) : [];
-        let h = 0;
+      const { first, count } = segment;
+      if (segment.blocks) {
+        stats.bytesRead += segment.data!.length;
+        const { blocks, zero, digests: mine } = segment;
         for (let i = 0; i < blocks.length; i++) {
           const index = first + i;
-          if (zero[i]) {
-            if (digests ? theirs[i] !== null : !skipZeroWrites) await sendZero(index);
+          const theirs = digests ? await nextDigest(index) : undefined;
+          const digest = mine?.[i];
+          await record_?.(index, zero![i] ? null : digest!);
+          if (zero![i]) {
+            if (digests ? theirs !== null : !skipZeroWrites) await sendZero(index);
             continue;
           }
-          const needsHash = (digests && theirs[i] !== null) || options.digestOnWire;
-          const mine = needsHash ? hashes[h++] : undefined;
-          if (digests && theirs[i] !== null && mine && sameDigest(mine, theirs[i]!)) continue;
-          await sendData(index, blocks[i]!, options.digestOnWire ? mine : undefined);
+          if (theirs && digest && sameDigest(digest, theirs)) continue;
+          await sendData(index, blocks[i]!, digest);
         }
       } else if (digests) {
         for (let i = 0; i < count; i++) {
-          if ((await nextDigest(first + i)) !== null) await sendZero(first + i);
+          const index = first + i;
+          await record_?.(index, null);
+          if ((await nextDigest(index)) !== null) await sendZero(index);
         }
       } else if (!skipZeroWrites) {
+        // A hole: zeros on the source. (A new cache records the gap as zeros by itself.)
         await sendZero(first, count);
       }
       stats.blocksScanned += count;

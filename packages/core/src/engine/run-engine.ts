@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'eventemitter3';
 import type { Hypervisor } from '../contracts/hypervisor.js';
+import type { ReplicationCacheProvider } from '../contracts/replication-cache.js';
 import type { Transport } from '../contracts/transport.js';
 import { AbortError, ConflictError, NotFoundError, StateError } from '../errors.js';
 import type { JobSpec, JobSpecInput } from '../job/job-spec.js';
@@ -29,12 +30,23 @@ export interface EngineOptions {
    * multi-threaded one.
    * @default node:crypto on the calling thread
    */
-  hasher?: (algorithm: string) => BlockHasher;
+  hasher?: (algorithm: string) => BlockHasher | Promise<BlockHasher>;
   /**
-   * The transport of a run.
+   * The digest of runs whose job does not ask for `strongDigests` (those use `sha256`). The
+   * hasher must know it: node:crypto's does not know `xxh128`, the dedup package's pool does.
+   * @default 'sha256'
+   */
+  digest?: string;
+  /**
+   * The transport of a run; `hasher` is the run's, for the target side's digests.
    * @default an in-process transport to the target driver
    */
-  transport?: (target: Hypervisor, run: RunRecord) => Transport | Promise<Transport>;
+  transport?: (target: Hypervisor, run: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
+  /**
+   * Where replication caches live; jobs with `options.replicationCache` use it (push jobs only).
+   * Without it the option has no effect and every incremental run reads the replica.
+   */
+  cache?: ReplicationCacheProvider;
   /**
    * Rule sets checked in `validate`.
    * @default defaultRuleSets()
@@ -80,7 +92,8 @@ function newRunId(job: string): string {
  * ```
  */
 export class ReplicationEngine extends EventEmitter<EngineEvents> {
-  private readonly options: Required<Omit<EngineOptions, 'ruleSets'>> & Pick<EngineOptions, 'ruleSets'>;
+  private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache'>> &
+    Pick<EngineOptions, 'ruleSets' | 'cache'>;
   private readonly active = new Map<string, AbortController>();
 
   constructor(options: EngineOptions) {
@@ -88,7 +101,8 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     this.options = {
       drivers: defaultDriverRegistry,
       hasher: createNodeHasher,
-      transport: (target) => createInProcessTransport({ target }),
+      transport: (target, _run, hasher) => createInProcessTransport({ target, hasher: () => hasher }),
+      digest: 'sha256',
       checkpointEveryMs: 1000,
       readAhead: 4,
       ...options,
@@ -117,8 +131,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       );
     }
     const now = new Date().toISOString();
-    // Every run uses a strong digest for now; the dedup package brings xxh128 for change detection.
-    const hasher = this.options.hasher('sha256');
+    const hasher = await this.options.hasher(spec.options.strongDigests ? 'sha256' : this.options.digest);
     const record: RunRecord = {
       version: 1,
       runId: newRunId(spec.name),
@@ -151,7 +164,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     if (record.version !== 1)
       throw new StateError(`run ${runId} was journaled by an unknown version (${record.version})`);
     if (isTerminal(record.state)) return record;
-    const hasher = this.options.hasher(record.digest);
+    const hasher = await this.options.hasher(record.digest);
     return this.execute(record, hasher, options, options.rollback ?? false);
   }
 
@@ -186,6 +199,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           events: this,
           hasher,
           transport: this.options.transport,
+          ...(this.options.cache ? { cache: this.options.cache } : {}),
           ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
           checkpointEveryMs: this.options.checkpointEveryMs,
           readAhead: this.options.readAhead,

@@ -2,7 +2,8 @@ import type { EventEmitter } from 'eventemitter3';
 import pLimit from 'p-limit';
 import type { DiskRef } from '../contracts/disk.js';
 import type { Hypervisor, Snapshot } from '../contracts/hypervisor.js';
-import type { BlockChannel, Transport } from '../contracts/transport.js';
+import type { CacheReader, CacheWriter, ReplicationCacheProvider } from '../contracts/replication-cache.js';
+import type { BlockChannel, BlockDigest, Transport } from '../contracts/transport.js';
 import { ConflictError, isReplikitError, NotFoundError, ReplikitError, StateError, throwIfAborted } from '../errors.js';
 import { replicaNameOf } from '../job/job-spec.js';
 import type { RuleSet } from '../rules/rule.js';
@@ -24,7 +25,8 @@ export interface RunDependencies {
   drivers: DriverRegistry;
   events: EventEmitter<EngineEvents>;
   hasher: BlockHasher;
-  transport: (target: Hypervisor, record: RunRecord) => Transport | Promise<Transport>;
+  transport: (target: Hypervisor, record: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
+  cache?: ReplicationCacheProvider;
   ruleSets?: readonly RuleSet[];
   checkpointEveryMs: number;
   readAhead: number;
@@ -253,6 +255,10 @@ export class RunExecution {
     const replica = record.replica!;
     const { source } = await this.drivers();
     const firstRun = record.restorePointBefore === null || record.replicaCreated === true || !record.baseSnapshot;
+    const options = record.job.options;
+    const cache = options.replicationCache && options.direction !== 'pull' ? this.deps.cache : undefined;
+    const fingerprint = cache && !firstRun ? (await (await this.drivers()).target.replicaState(replica)).value : '';
+    if (fingerprint) record.replicaFingerprintAtPlan = fingerprint;
     record.disks = [];
     for (const [position, disk] of snapshot.disks.entries()) {
       const replicaDisk = replica.disks[position];
@@ -263,7 +269,7 @@ export class RunExecution {
       }
       let mode: PlanMode = 'hash-diff';
       if (firstRun) mode = 'full';
-      else if (!record.replicaModified && source.changeTracker && record.baseSnapshot) {
+      else if (!cache && !record.replicaModified && source.changeTracker && record.baseSnapshot) {
         const changes = await source.changeTracker.changes(disk, record.baseSnapshot, snapshot, {
           signal: this.signal,
         });
@@ -275,6 +281,10 @@ export class RunExecution {
         replicaDiskId: replicaDisk.id,
         size: disk.size,
         mode,
+        ...(mode === 'hash-diff'
+          ? { digestSource: cache ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : 'replica' }
+          : {}),
+        writesCache: cache !== undefined,
         targetKnownZero: record.replicaCreated === true,
         checkpointBlock: 0,
         done: false,
@@ -288,12 +298,47 @@ export class RunExecution {
     await target.markReplica(replica, 'in-progress', { signal: this.signal });
   }
 
+  private cacheKey(disk: { replicaDiskId: string }) {
+    return { job: this.record.job.name, diskId: disk.replicaDiskId };
+  }
+
+  /** Decides whether a disk's replication cache can be trusted; says why not in a warning. */
+  private async checkCache(
+    cache: ReplicationCacheProvider,
+    diskId: string,
+    size: number,
+    fingerprint: string,
+  ): Promise<'cache' | 'replica'> {
+    const record = this.record;
+    const opened = await cache.open(
+      { job: record.job.name, diskId },
+      {
+        blockSize: record.blockSize,
+        blockCount: Math.ceil(size / record.blockSize),
+        digest: record.digest,
+        fingerprint,
+      },
+      { signal: this.signal },
+    );
+    if (opened.status === 'ok') {
+      await opened.reader.close();
+      return 'cache';
+    }
+    this.warn(
+      opened.status === 'missing' ? 'W_CACHE_MISSING' : 'W_CACHE_DISCARDED',
+      opened.status === 'missing'
+        ? `disk '${diskId}' has no replication cache yet; this run reads the replica and writes one`
+        : `the replication cache of disk '${diskId}' was discarded: ${opened.reason}; this run reads the replica (verified diff) and writes a new cache`,
+    );
+    return 'replica';
+  }
+
   private async transfer(): Promise<void> {
     const record = this.record;
     const { source, target } = await this.drivers();
     // Idempotent on resume: a crash may have come before the mark was written.
     await target.markReplica(record.replica!, 'in-progress', { signal: this.signal });
-    const transport = await this.deps.transport(target, record);
+    const transport = await this.deps.transport(target, record, this.deps.hasher);
     const channel = await transport.open(
       { runId: record.runId, replica: record.replica!, blockSize: record.blockSize, digest: record.digest },
       { signal: this.signal },
@@ -350,14 +395,27 @@ export class RunExecution {
         disk.stats.bytesTotal = examineAll ? disk.size : countBytes(ranges, record.blockSize, disk.size);
       }
       const diskChannel = await channel.openDisk(replicaDisk, { signal: options.signal });
+      const { reader: cacheReader, writer: cacheWriter } = await this.openCache(disk, blockCount);
       try {
+        let replicaDigests: AsyncIterable<BlockDigest> | undefined;
+        if (disk.mode === 'hash-diff') {
+          replicaDigests = cacheReader
+            ? cacheReader.digests(disk.checkpointBlock, { signal: options.signal })
+            : diskChannel.replicaDigests(disk.checkpointBlock, { signal: options.signal });
+        }
         await transferDisk({
           record: disk,
           reader,
           channel: diskChannel,
           ranges,
           examineAll,
-          compareWithReplica: disk.mode === 'hash-diff',
+          ...(replicaDigests ? { replicaDigests } : {}),
+          ...(cacheWriter
+            ? {
+                recordDigest: (index: number, digest: Uint8Array | null) => cacheWriter.append(index, digest),
+                digestsDurable: (count: number) => cacheWriter.checkpoint(count),
+              }
+            : {}),
           digestOnWire: options.digestOnWire,
           blockSize: record.blockSize,
           hasher: this.deps.hasher,
@@ -372,11 +430,63 @@ export class RunExecution {
           onProgress: () => this.progress.changed(),
         });
       } finally {
+        await cacheReader?.close().catch(() => undefined);
+        await cacheWriter?.close().catch(() => undefined);
         await diskChannel.close().catch(() => undefined);
       }
     } finally {
       await reader.close().catch(() => undefined);
     }
+  }
+
+  /** Opens the trusted cache a disk reads and the new cache it writes, falling back when they are gone. */
+  private async openCache(
+    disk: DiskRecord,
+    blockCount: number,
+  ): Promise<{ reader: CacheReader | undefined; writer: CacheWriter | undefined }> {
+    const cache = this.deps.cache;
+    const record = this.record;
+    let reader: CacheReader | undefined;
+    let writer: CacheWriter | undefined;
+    if (!cache) {
+      disk.digestSource = disk.digestSource && 'replica';
+      disk.writesCache = false;
+      return { reader, writer };
+    }
+    if (disk.mode === 'hash-diff' && disk.digestSource === 'cache') {
+      const fingerprint = record.replicaFingerprintAtPlan ?? '';
+      const opened = await cache.open(
+        this.cacheKey(disk),
+        { blockSize: record.blockSize, blockCount, digest: record.digest, fingerprint },
+        { signal: this.signal },
+      );
+      if (opened.status === 'ok') reader = opened.reader;
+      else {
+        disk.digestSource = 'replica';
+        this.warn(
+          'W_CACHE_DISCARDED',
+          `the replication cache of disk '${disk.replicaDiskId}' is no longer usable; reading the replica`,
+        );
+      }
+    }
+    if (disk.writesCache) {
+      writer = await cache.begin(
+        this.cacheKey(disk),
+        { runId: record.runId, blockSize: record.blockSize, blockCount, digest: record.digest },
+        disk.checkpointBlock,
+      );
+      if (writer.resumedFrom < disk.checkpointBlock) {
+        await writer.close();
+        await cache.abortPending(this.cacheKey(disk), record.runId);
+        writer = undefined;
+        disk.writesCache = false;
+        this.warn(
+          'W_CACHE_LOST',
+          `the new replication cache of disk '${disk.replicaDiskId}' was lost in the crash; the next run reads the replica`,
+        );
+      }
+    }
+    return { reader, writer };
   }
 
   private async rangesFor(
@@ -420,6 +530,11 @@ export class RunExecution {
     await this.save();
     await target.markReplica(replica, 'ready', { signal: this.signal });
     const fingerprint = await target.replicaState(replica, { signal: this.signal });
+    for (const disk of record.disks) {
+      if (disk.writesCache && this.deps.cache) {
+        await this.deps.cache.commitPending(this.cacheKey(disk), record.runId, fingerprint.value);
+      }
+    }
     const previous = await this.deps.store.loadJob(record.job.name);
     await this.deps.store.saveJob({
       ...previous,
@@ -441,6 +556,9 @@ export class RunExecution {
       const base = record.baseSnapshot;
       if (base && base.id !== record.snapshot?.id) await this.dropSnapshot(source, base, true);
       return;
+    }
+    for (const disk of record.disks) {
+      if (disk.writesCache && this.deps.cache) await this.deps.cache.abortPending(this.cacheKey(disk), record.runId);
     }
     if (record.replicaTouched && record.replica) {
       const replica = record.replica;

@@ -41,6 +41,13 @@ export interface DiskRecord {
   size: number;
   /** How its blocks are chosen. */
   mode: PlanMode;
+  /**
+   * Where the replica's digests come from in a `hash-diff`: the target reads the replica
+   * (`replica`, a verified diff) or a trusted replication cache (`cache`, the replica is not read).
+   */
+  digestSource?: 'replica' | 'cache';
+  /** True when the run writes a new replication cache for this disk. */
+  writesCache?: boolean;
   /** True when the replica disk is known to read as zero (newly created): holes need no zero operations. */
   targetKnownZero: boolean;
   /** Every block below this index is durable on the replica. */
@@ -97,6 +104,8 @@ export interface RunRecord {
   warnings: Array<{ code: string; message: string }>;
   /** True once the run may have written the replica (from the end of `plan` on). */
   replicaTouched?: boolean;
+  /** The replica's fingerprint when the run planned (what a trusted cache must match). */
+  replicaFingerprintAtPlan?: string;
   /** True when the replica changed outside replikit since the last run. */
   replicaModified?: boolean;
   /** Set when this run was rolled back. */

@@ -30,16 +30,20 @@ export interface SegmentReaderOptions extends OperationOptions {
   readAhead?: number;
 }
 
+/** Work done on each segment as soon as it is read, inside the read-ahead window (hashing). */
+export type SegmentTransform<T extends Segment> = (segment: Segment) => Promise<T>;
+
 /**
  * Walks a disk in block order, reading the blocks of `ranges` in requests of `readBytes` with
- * `readAhead` requests in flight, so the disk works while the consumer hashes and sends. Memory
- * is bounded by `readBytes × (readAhead + 1)`.
+ * `readAhead` requests in flight, each followed by `transform` (hashing, say), so the disk and the
+ * hashing threads work while the consumer sends. Memory is bounded by `readBytes × (readAhead + 1)`.
  */
-export async function* readSegments(
+export async function* readSegments<T extends Segment = Segment>(
   reader: DiskReader,
   ranges: readonly BlockRange[],
   options: SegmentReaderOptions,
-): AsyncIterable<Segment> {
+  transform?: SegmentTransform<T>,
+): AsyncIterable<T> {
   const { blockSize, blockCount, fromBlock, examineAll, signal } = options;
   const blocksPerRead = Math.max(1, Math.floor((options.readBytes ?? 1024 * 1024) / blockSize));
   const readAhead = Math.max(1, options.readAhead ?? 4);
@@ -64,14 +68,17 @@ export async function* readSegments(
     if (examineAll) yield* holes(cursor, blockCount);
   }
 
-  const read = (segment: Segment): Promise<Segment> => {
-    if (!segment.data) return Promise.resolve(segment);
-    const offset = segment.first * blockSize;
-    const length = Math.min(segment.count * blockSize, reader.size - offset);
-    return reader.read(offset, length, { signal }).then((data) => ({ ...segment, data }));
+  const read = async (segment: Segment): Promise<T> => {
+    let done = segment;
+    if (segment.data) {
+      const offset = segment.first * blockSize;
+      const length = Math.min(segment.count * blockSize, reader.size - offset);
+      done = { ...segment, data: await reader.read(offset, length, { signal }) };
+    }
+    return transform ? transform(done) : (done as T);
   };
 
-  const queue: Array<Promise<Segment>> = [];
+  const queue: Array<Promise<T>> = [];
   const plan = layout();
   const fill = () => {
     while (queue.length < readAhead) {

@@ -1,0 +1,153 @@
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { type BlockHasher, DriverError, InputError } from '@replikit/core';
+import { asDigestKind, DIGEST_LENGTH, type DigestKind } from './digest-kinds.js';
+
+/** Options of {@link createHashingPool}. */
+export interface HashingPoolOptions {
+  /** The digest. @default 'xxh128' */
+  algorithm?: DigestKind | string;
+  /** Worker threads. @default os.availableParallelism() */
+  threads?: number;
+  /** Bytes one worker hashes per message; larger batches are split. @default 4 MiB */
+  slotBytes?: number;
+}
+
+interface Slot {
+  worker: Worker;
+  input: SharedArrayBuffer;
+  output: SharedArrayBuffer;
+  busy: boolean;
+}
+
+interface Pending {
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+/**
+ * A {@link @replikit/core!BlockHasher} that hashes on worker threads: each batch is copied once
+ * into a worker's shared buffer (the only copy), hashed there, and the digests come back through
+ * another shared buffer. Batches go to idle workers, so concurrent batches (several disks, read-ahead)
+ * use every core.
+ *
+ * @example
+ * ```ts
+ * const pool = await createHashingPool({ algorithm: 'xxh128' });
+ * const [digest] = await pool.hash([block]);
+ * await pool.close();
+ * ```
+ */
+export async function createHashingPool(options: HashingPoolOptions = {}): Promise<BlockHasher> {
+  const algorithm = asDigestKind(options.algorithm ?? 'xxh128');
+  const threads = options.threads ?? Math.max(1, availableParallelism());
+  const slotBytes = options.slotBytes ?? 4 * 1024 * 1024;
+  if (!Number.isSafeInteger(threads) || threads < 1 || threads > 256) {
+    throw new InputError(`threads must be from 1 to 256, got ${threads}`);
+  }
+  const digestLength = DIGEST_LENGTH[algorithm];
+  const maxBlocks = Math.ceil(slotBytes / 512);
+  const url = new URL('./hash-worker.js', import.meta.url);
+  const slots: Slot[] = [];
+  const pending = new Map<number, Pending>();
+  const waiting: Array<(slot: Slot) => void> = [];
+  let nextId = 0;
+  let closed = false;
+
+  const fail = (error: unknown) => {
+    for (const job of pending.values()) job.reject(error);
+    pending.clear();
+  };
+  await Promise.all(
+    Array.from({ length: threads }, async () => {
+      const worker = new Worker(url, { workerData: { kind: algorithm } });
+      await new Promise<void>((resolve, reject) => {
+        worker.once('message', () => resolve());
+        worker.once('error', reject);
+      });
+      worker.on('message', (id: number) => {
+        const job = pending.get(id);
+        pending.delete(id);
+        job?.resolve();
+      });
+      worker.on('error', (error) =>
+        fail(new DriverError(`a hashing thread failed: ${error.message}`, { cause: error })),
+      );
+      worker.unref();
+      slots.push({
+        worker,
+        input: new SharedArrayBuffer(slotBytes),
+        output: new SharedArrayBuffer(maxBlocks * digestLength),
+        busy: false,
+      });
+    }),
+  );
+
+  const acquire = (): Promise<Slot> => {
+    const free = slots.find((slot) => !slot.busy);
+    if (free) {
+      free.busy = true;
+      return Promise.resolve(free);
+    }
+    return new Promise((resolve) => waiting.push(resolve));
+  };
+  const release = (slot: Slot) => {
+    const next = waiting.shift();
+    if (next) next(slot);
+    else slot.busy = false;
+  };
+
+  async function hashChunk(blocks: readonly Uint8Array[]): Promise<Uint8Array[]> {
+    const slot = await acquire();
+    try {
+      const input = new Uint8Array(slot.input);
+      const lengths: number[] = [];
+      let at = 0;
+      for (const block of blocks) {
+        input.set(block, at);
+        at += block.length;
+        lengths.push(block.length);
+      }
+      const id = nextId++;
+      await new Promise<void>((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        slot.worker.postMessage({ id, input: slot.input, output: slot.output, lengths, digestLength });
+      });
+      const output = new Uint8Array(slot.output);
+      return blocks.map((_, i) => output.slice(i * digestLength, (i + 1) * digestLength));
+    } finally {
+      release(slot);
+    }
+  }
+
+  return {
+    algorithm,
+    digestLength,
+    async hash(blocks) {
+      if (closed) throw new InputError('the hashing pool is closed');
+      // Split into slot-sized chunks, hashed in parallel on idle workers.
+      const chunks: Array<Promise<Uint8Array[]>> = [];
+      let start = 0;
+      let bytes = 0;
+      for (let i = 0; i < blocks.length; i++) {
+        const length = blocks[i]!.length;
+        if (length > slotBytes)
+          throw new InputError(`a block of ${length} bytes exceeds the pool's ${slotBytes}-byte slots`);
+        if (bytes + length > slotBytes || i - start >= maxBlocks) {
+          chunks.push(hashChunk(blocks.slice(start, i)));
+          start = i;
+          bytes = 0;
+        }
+        bytes += length;
+      }
+      if (start < blocks.length) chunks.push(hashChunk(blocks.slice(start)));
+      return (await Promise.all(chunks)).flat();
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      fail(new InputError('the hashing pool was closed'));
+      await Promise.all(slots.map((slot) => slot.worker.terminate()));
+    },
+  };
+}

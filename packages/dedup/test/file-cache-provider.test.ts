@@ -1,0 +1,151 @@
+import { randomFillSync } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BlockDigest, CacheExpectation } from '@replikit/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FileCacheProvider } from '../src/index.js';
+
+let dir: string;
+const key = { job: 'job1', diskId: 'system' };
+const expect16 = (fingerprint = 'fp-1'): CacheExpectation => ({
+  blockSize: 65536,
+  blockCount: 100,
+  digest: 'xxh128',
+  fingerprint,
+});
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'replikit-cache-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function collect(iterable: AsyncIterable<BlockDigest>): Promise<BlockDigest[]> {
+  const out: BlockDigest[] = [];
+  for await (const item of iterable) out.push(item);
+  return out;
+}
+
+/** Writes a cache of 100 blocks: digests for even blocks, zeros (null) for odd ones. */
+async function writeCache(provider: FileCacheProvider, runId = 'run-1', fingerprint = 'fp-1') {
+  const digests = Array.from({ length: 100 }, (_, i) => (i % 2 === 0 ? randomFillSync(new Uint8Array(16)) : null));
+  const writer = await provider.begin(key, { runId, blockSize: 65536, blockCount: 100, digest: 'xxh128' }, 0);
+  for (const [i, d] of digests.entries()) if (d) await writer.append(i, d);
+  await writer.checkpoint(100);
+  await writer.close();
+  expect(await provider.commitPending(key, runId, fingerprint)).toBe(true);
+  return digests;
+}
+
+describe('file replication cache', () => {
+  it('round-trips digests and zero blocks, from any block', async () => {
+    const provider = new FileCacheProvider(dir);
+    const digests = await writeCache(provider);
+    const opened = await provider.open(key, expect16());
+    expect(opened.status).toBe('ok');
+    if (opened.status !== 'ok') return;
+    const all = await collect(opened.reader.digests(0));
+    expect(all.map((d) => d.index)).toEqual(digests.map((_, i) => i));
+    for (const [i, d] of all.entries()) {
+      if (digests[i]) expect(Buffer.from(d.digest!).equals(digests[i]!)).toBe(true);
+      else expect(d.digest).toBeNull();
+    }
+    expect((await collect(opened.reader.digests(97))).map((d) => d.index)).toEqual([97, 98, 99]);
+    await opened.reader.close();
+    expect(await readdir(join(dir, 'job1'))).toEqual(['system.rkc']); // no temp file left
+  });
+
+  it('is missing before the first run', async () => {
+    expect((await new FileCacheProvider(dir).open(key, expect16())).status).toBe('missing');
+  });
+
+  it('is invalid for another fingerprint, block size, count or digest', async () => {
+    const provider = new FileCacheProvider(dir);
+    await writeCache(provider);
+    const cases: Array<[Partial<CacheExpectation>, RegExp]> = [
+      [{ fingerprint: 'fp-2' }, /replica changed/],
+      [{ blockSize: 32768 }, /written for/],
+      [{ blockCount: 101 }, /written for/],
+      [{ digest: 'sha256' }, /another digest/],
+    ];
+    for (const [change, reason] of cases) {
+      const opened = await provider.open(key, { ...expect16(), ...change });
+      expect(opened).toMatchObject({ status: 'invalid', reason: expect.stringMatching(reason) });
+    }
+  });
+
+  it('discards a corrupt, truncated or foreign file', async () => {
+    const provider = new FileCacheProvider(dir);
+    await writeCache(provider);
+    const path = join(dir, 'job1', 'system.rkc');
+    const good = await readFile(path);
+
+    const flipped = Buffer.from(good);
+    flipped[64 + 40]! ^= 1;
+    await writeFile(path, flipped);
+    expect(await provider.open(key, expect16())).toMatchObject({
+      status: 'invalid',
+      reason: expect.stringMatching(/corrupt/),
+    });
+
+    await writeFile(path, good);
+    await truncate(path, good.length - 10);
+    expect(await provider.open(key, expect16())).toMatchObject({
+      status: 'invalid',
+      reason: expect.stringMatching(/truncated/),
+    });
+
+    await writeFile(path, Buffer.from('this is not a cache file at all, just some text'.repeat(3)));
+    expect(await provider.open(key, expect16())).toMatchObject({
+      status: 'invalid',
+      reason: expect.stringMatching(/magic/),
+    });
+
+    await writeFile(path, Buffer.alloc(10));
+    expect((await provider.open(key, expect16())).status).toBe('invalid');
+  });
+
+  it('continues a pending cache after a crash, from the checkpoint', async () => {
+    const provider = new FileCacheProvider(dir);
+    const digests = Array.from({ length: 100 }, () => randomFillSync(new Uint8Array(16)));
+    const first = await provider.begin(key, { runId: 'r', blockSize: 65536, blockCount: 100, digest: 'xxh128' }, 0);
+    for (let i = 0; i < 60; i++) await first.append(i, digests[i]!);
+    await first.checkpoint(40); // durable below 40; 40..59 were appended but not checkpointed
+    await first.close();
+    const again = await provider.begin(key, { runId: 'r', blockSize: 65536, blockCount: 100, digest: 'xxh128' }, 40);
+    expect(again.resumedFrom).toBe(40);
+    for (let i = 40; i < 100; i++) await again.append(i, digests[i]!);
+    await again.close();
+    await provider.commitPending(key, 'r', 'fp');
+    const opened = await provider.open(key, { ...expect16('fp') });
+    if (opened.status !== 'ok') throw new Error(opened.status);
+    const all = await collect(opened.reader.digests(0));
+    expect(all.every((d, i) => Buffer.from(d.digest!).equals(digests[i]!))).toBe(true);
+    await opened.reader.close();
+  });
+
+  it('starts over when the pending file of a resumed run is gone, and says so', async () => {
+    const provider = new FileCacheProvider(dir);
+    const writer = await provider.begin(
+      key,
+      { runId: 'gone', blockSize: 65536, blockCount: 100, digest: 'xxh128' },
+      30,
+    );
+    expect(writer.resumedFrom).toBe(0);
+    await writer.close();
+    await provider.abortPending(key, 'gone');
+    expect(await provider.commitPending(key, 'gone', 'fp')).toBe(false);
+  });
+
+  it('refuses entries out of order and hostile job names', async () => {
+    const provider = new FileCacheProvider(dir);
+    const writer = await provider.begin(key, { runId: 'r', blockSize: 65536, blockCount: 10, digest: 'xxh128' }, 0);
+    await writer.append(5, new Uint8Array(16).fill(1));
+    await expect(writer.append(3, new Uint8Array(16))).rejects.toMatchObject({ code: 'E_INPUT' });
+    await expect(writer.append(10, new Uint8Array(16))).rejects.toMatchObject({ code: 'E_INPUT' });
+    await writer.close();
+    await expect(provider.open({ job: '../etc', diskId: 'x' }, expect16())).rejects.toMatchObject({ code: 'E_INPUT' });
+  });
+});

@@ -1,0 +1,58 @@
+import { createHash, randomFillSync } from 'node:crypto';
+import { createBLAKE3, createXXHash128 } from 'hash-wasm';
+import { describe, expect, it } from 'vitest';
+import { createHashingPool } from '../src/index.js';
+
+function blocks(count: number, size: number): Uint8Array[] {
+  return Array.from({ length: count }, (_, i) => randomFillSync(new Uint8Array(i === count - 1 ? size - 100 : size)));
+}
+
+describe('hashing pool', () => {
+  it.each(['xxh128', 'sha256', 'blake3'] as const)(
+    'gives the same %s digests as a direct hash, in order',
+    async (algorithm) => {
+      const pool = await createHashingPool({ algorithm, threads: 2, slotBytes: 256 * 1024 });
+      try {
+        const input = blocks(37, 65536); // several slots' worth, split over both threads
+        const digests = await pool.hash(input);
+        const reference =
+          algorithm === 'sha256' ? undefined : algorithm === 'xxh128' ? await createXXHash128() : await createBLAKE3();
+        for (const [i, block] of input.entries()) {
+          let want: Uint8Array;
+          if (reference) {
+            reference.init();
+            reference.update(block);
+            want = reference.digest('binary');
+          } else {
+            want = createHash('sha256').update(block).digest();
+          }
+          expect(Buffer.from(digests[i]!).equals(Buffer.from(want)), `block ${i}`).toBe(true);
+        }
+        expect(pool.digestLength).toBe(algorithm === 'xxh128' ? 16 : 32);
+      } finally {
+        await pool.close?.();
+      }
+    },
+  );
+
+  it('hashes concurrent batches on idle workers and stays correct', async () => {
+    const pool = await createHashingPool({ threads: 2, slotBytes: 128 * 1024 });
+    try {
+      const batches = Array.from({ length: 8 }, () => blocks(5, 32768));
+      const results = await Promise.all(batches.map((batch) => pool.hash(batch)));
+      const direct = await pool.hash(batches.flat());
+      expect(results.flat().map((d) => Buffer.from(d).toString('hex'))).toEqual(
+        direct.map((d) => Buffer.from(d).toString('hex')),
+      );
+    } finally {
+      await pool.close?.();
+    }
+  });
+
+  it('rejects a block larger than a slot, and use after close', async () => {
+    const pool = await createHashingPool({ threads: 1, slotBytes: 4096 });
+    await expect(pool.hash([new Uint8Array(8192)])).rejects.toMatchObject({ code: 'E_INPUT' });
+    await pool.close?.();
+    await expect(pool.hash([new Uint8Array(10)])).rejects.toMatchObject({ code: 'E_INPUT' });
+  });
+});
