@@ -1,5 +1,6 @@
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { FileStateStore, ReplicationEngine } from '@replikit/core';
+import { createHashingPool, FileCacheProvider } from '@replikit/dedup';
 import { registerBuiltinDrivers } from './drivers.js';
 
 /** What a command gets from the process: streams, folders and the environment. */
@@ -17,8 +18,16 @@ export function stateDirOf(context: CliContext, flag: string | undefined): strin
   return resolve(context.cwd, flag ?? context.env.REPLIKIT_STATE_DIR ?? '.replikit');
 }
 
-/** An engine with the built-in drivers and a file state store. */
+/**
+ * An engine with the built-in drivers, a file state store, xxh128 digests hashed on every core,
+ * and replication caches in `<stateDir>/cache` (used by jobs that set `options.replicationCache`).
+ */
 export function createEngine(stateDir: string): ReplicationEngine {
   registerBuiltinDrivers();
-  return new ReplicationEngine({ stateStore: new FileStateStore(stateDir) });
+  return new ReplicationEngine({
+    stateStore: new FileStateStore(stateDir),
+    digest: 'xxh128',
+    hasher: (algorithm) => createHashingPool({ algorithm }),
+    cache: new FileCacheProvider(join(stateDir, 'cache')),
+  });
 }

@@ -109,10 +109,16 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
         lengths.push(block.length);
       }
       const id = nextId++;
-      await new Promise<void>((resolve, reject) => {
-        pending.set(id, { resolve, reject });
-        slot.worker.postMessage({ id, input: slot.input, output: slot.output, lengths, digestLength });
-      });
+      // A busy worker keeps the process alive (an idle one does not: a forgotten pool never hangs it).
+      slot.worker.ref();
+      try {
+        await new Promise<void>((resolve, reject) => {
+          pending.set(id, { resolve, reject });
+          slot.worker.postMessage({ id, input: slot.input, output: slot.output, lengths, digestLength });
+        });
+      } finally {
+        slot.worker.unref();
+      }
       const output = new Uint8Array(slot.output);
       return blocks.map((_, i) => output.slice(i * digestLength, (i + 1) * digestLength));
     } finally {

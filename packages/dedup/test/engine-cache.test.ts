@@ -31,7 +31,7 @@ async function equalToSource(): Promise<boolean> {
 
 async function guestWrites(count: number) {
   for (let i = 0; i < count; i++) {
-    const offset = Math.floor(Math.random() * (8 * MiB - 4096));
+    const offset = Math.floor(Math.random() * ((8 * MiB) / 4096)) * 4096; // one 64 KiB block per write
     await writeGuestDisk(join(dir, 'vms'), 'web', 'system', offset, randomFillSync(new Uint8Array(4096)));
   }
 }

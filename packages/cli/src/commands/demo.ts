@@ -111,7 +111,7 @@ export async function demoCommand(context: CliContext, options: DemoOptions): Pr
       target: { driver: 'file', root: './replicas', replicaName: 'demo-vm-replica' },
       method: 'qhybrid',
       blockSize: BLOCK,
-      options: { retention: 3 },
+      options: { retention: 3, replicationCache: true },
     };
     const jobFile = join(dir, 'demo-job.yaml');
     await writeFile(jobFile, toYaml(jobInput));
@@ -140,6 +140,11 @@ export async function demoCommand(context: CliContext, options: DemoOptions): Pr
     out.write(`${renderRunSummary(second)}\n   verifying the replica against snapshot ${second.snapshot!.id}\n`);
     const secondOk = await verify(context, second, roots);
 
+    out.write(
+      second.stats.bytesReadReplica === 0
+        ? '   the replication cache was trusted: the incremental run read no replica block\n'
+        : `   the incremental run read ${formatBytes(second.stats.bytesReadReplica)} of the replica (verified diff)\n`,
+    );
     const ratio = first.stats.bytesSent ? second.stats.bytesSent / first.stats.bytesSent : 0;
     out.write(
       `\nthe incremental run sent ${formatBytes(second.stats.bytesSent)}, ${(ratio * 100).toFixed(2)} % of the full run's ${formatBytes(first.stats.bytesSent)}\n`,

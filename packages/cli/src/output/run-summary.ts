@@ -15,7 +15,8 @@ function row(label: string, mode: string, stats: TransferStats, ms?: number): st
     formatCount(stats.blocksScanned),
     formatCount(stats.blocksChanged),
     formatCount(stats.blocksZero),
-    formatBytes(stats.bytesRead + stats.bytesReadReplica),
+    formatBytes(stats.bytesRead),
+    formatBytes(stats.bytesReadReplica),
     formatBytes(stats.bytesSent),
     ms === undefined ? '' : formatDuration(ms),
     ms === undefined || ms === 0 ? '' : formatRate((stats.bytesScanned / ms) * 1000),
@@ -32,12 +33,18 @@ export function renderRunSummary(record: RunRecord): string {
       { header: 'blocks scanned', align: 'right' },
       { header: 'changed', align: 'right' },
       { header: 'zero', align: 'right' },
-      { header: 'bytes read', align: 'right' },
+      { header: 'source read', align: 'right' },
+      { header: 'replica read', align: 'right' },
       { header: 'bytes sent', align: 'right' },
       { header: 'time', align: 'right' },
       { header: 'throughput', align: 'right' },
     ],
-    [...record.disks.map((disk) => row(disk.sourceDiskId, disk.mode, disk.stats)), row('total', '', record.stats, ms)],
+    [
+      ...record.disks.map((disk) =>
+        row(disk.sourceDiskId, disk.digestSource === 'cache' ? `${disk.mode} (cache)` : disk.mode, disk.stats),
+      ),
+      row('total', '', record.stats, ms),
+    ],
   );
   const outcome =
     record.state === 'completed' ? 'completed' : `${record.state}${record.error ? `: ${record.error.message}` : ''}`;
