@@ -1,0 +1,61 @@
+import { type ByteSource, openFileSource, readBytes } from './byte-source.js';
+import type { ImageFormat, ImageReader } from './image.js';
+import type { ParentOptions } from './parent.js';
+import { RawReader } from './raw.js';
+import { openVhdSource } from './vhd/vhd-reader.js';
+import { openVhdxSource } from './vhdx/vhdx-reader.js';
+
+/** Tells the format of an image from its signatures: `vhdxfile`, `conectix` at 0 or at the end, else raw. */
+export async function detectFormat(source: ByteSource): Promise<ImageFormat> {
+  if (source.size >= 8) {
+    const head = new TextDecoder('latin1').decode(await readBytes(source, 0, 8, 'signature'));
+    if (head === 'vhdxfile') return 'vhdx';
+    if (head === 'conectix') return 'vhd';
+  }
+  if (source.size >= 512) {
+    const tail = new TextDecoder('latin1').decode(await readBytes(source, source.size - 512, 8, 'signature'));
+    if (tail === 'conectix') return 'vhd';
+  }
+  return 'raw';
+}
+
+/** Options of {@link openDisk}. */
+export interface OpenDiskOptions extends ParentOptions {
+  /** Skips detection and opens the file as this format. */
+  format?: ImageFormat;
+}
+
+/**
+ * Opens a disk image of any supported format (raw, VHD, VHDX), detected from its content, and
+ * returns a {@link ImageReader}. A differencing image opens its parents.
+ *
+ * @example
+ * ```ts
+ * const disk = await openDisk('/images/web.vhdx');
+ * console.log(disk.info.format, disk.size);
+ * for await (const extent of disk.allocated()) console.log(extent);
+ * await disk.close();
+ * ```
+ */
+export async function openDisk(path: string, options: OpenDiskOptions = {}): Promise<ImageReader> {
+  const source = await openFileSource(path);
+  try {
+    return await openSource(source, options);
+  } catch (error) {
+    await source.close();
+    throw error;
+  }
+}
+
+/** {@link openDisk} over any {@link ByteSource} (in-memory images, tests). */
+export async function openSource(source: ByteSource, options: OpenDiskOptions = {}): Promise<ImageReader> {
+  const format = options.format ?? (await detectFormat(source));
+  switch (format) {
+    case 'vhdx':
+      return openVhdxSource(source, options);
+    case 'vhd':
+      return openVhdSource(source, options);
+    default:
+      return new RawReader(source, undefined);
+  }
+}

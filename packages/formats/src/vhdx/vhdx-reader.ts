@@ -1,0 +1,394 @@
+import { checkRange, type Extent, FormatError, throwIfAborted } from '@replikit/core';
+import { type ByteSource, openFileSource, readBytes } from '../byte-source.js';
+import { crc32c } from '../crc32c.js';
+import { Cursor } from '../cursor.js';
+import { formatGuid, parseGuid } from '../guid.js';
+import { coalesce, type ImageInfo, type ImageReader, unionExtents } from '../image.js';
+import { checkDepth, firstExisting, type ParentOptions, parentCandidates } from '../parent.js';
+import {
+  BAT_STATE,
+  batGeometry,
+  currentHeader,
+  MIB,
+  parseMetadata,
+  parseRegionTable,
+  parseVhdxHeader,
+  VHDX_GUID,
+  type VhdxHeader,
+  type VhdxMetadata,
+  type VhdxRegion,
+} from './vhdx-structs.js';
+
+/** A reader of a VHDX image (fixed, dynamic or differencing). */
+export class VhdxReader implements ImageReader {
+  readonly size: number;
+  readonly blockSize: number;
+  readonly info: ImageInfo;
+  private readonly bitmaps = new Map<number, Uint8Array>();
+  private closed = false;
+
+  /** @internal use {@link openVhdx}. */
+  constructor(
+    private readonly source: ByteSource,
+    /** The current header. */
+    readonly header: VhdxHeader,
+    /** The metadata items. */
+    readonly metadata: VhdxMetadata,
+    /** Payload block states (BAT bits 0–2), one per block. */
+    readonly states: Uint8Array,
+    /** Payload block file offsets in bytes (meaningful for present blocks). */
+    readonly offsets: Float64Array,
+    /** Sector bitmap file offsets per chunk (0 = not present). */
+    readonly bitmapOffsets: Float64Array,
+    readonly parent: ImageReader | undefined,
+    parentPath: string | undefined,
+  ) {
+    this.size = metadata.virtualSize;
+    this.blockSize = metadata.blockSize;
+    let present = 0;
+    for (const s of states) if (s === BAT_STATE.fullyPresent || s === BAT_STATE.partiallyPresent) present++;
+    this.info = {
+      format: 'vhdx',
+      subformat: metadata.hasParent ? 'differencing' : metadata.leaveBlocksAllocated ? 'fixed' : 'dynamic',
+      path: source.name,
+      size: this.size,
+      blockSize: this.blockSize,
+      logicalSectorSize: metadata.logicalSectorSize,
+      fileSize: source.size,
+      ...(parentPath ? { parent: parentPath } : {}),
+      id: formatGuid(metadata.diskId),
+      extra: {
+        physicalSectorSize: metadata.physicalSectorSize,
+        headerSequence: header.sequenceNumber.toString(),
+        currentHeader: header.slot,
+        dataWriteGuid: formatGuid(header.dataWriteGuid),
+        allocatedBlocks: present,
+        ...(metadata.parentLocator ? { parentLocator: Object.fromEntries(metadata.parentLocator) } : {}),
+      },
+    };
+  }
+
+  async *allocated(options: { signal?: AbortSignal } = {}): AsyncGenerator<Extent> {
+    throwIfAborted(options.signal);
+    const bs = this.blockSize;
+    const list: Extent[] = [];
+    for (let b = 0; b < this.states.length; b++) {
+      const s = this.states[b];
+      if (s === BAT_STATE.fullyPresent || s === BAT_STATE.partiallyPresent) {
+        list.push({ offset: b * bs, length: Math.min(bs, this.size - b * bs) });
+      }
+    }
+    const own = [...coalesce(list)];
+    if (!this.parent) {
+      yield* own;
+      return;
+    }
+    yield* unionExtents(
+      (async function* () {
+        yield* own;
+      })(),
+      this.parent.allocated(options),
+    );
+  }
+
+  async read(offset: number, length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+    checkRange(this.size, offset, length, `reading ${this.source.name}`);
+    throwIfAborted(options.signal);
+    const out = new Uint8Array(length);
+    const bs = this.blockSize;
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const b = Math.floor(pos / bs);
+      const inBlock = pos - b * bs;
+      const n = Math.min(bs - inBlock, end - pos);
+      const target = out.subarray(pos - offset, pos - offset + n);
+      const state = this.states[b]!;
+      if (state === BAT_STATE.fullyPresent) {
+        await this.source.readInto(target, this.offsets[b]! + inBlock, `VHDX block ${b}`);
+      } else if (state === BAT_STATE.partiallyPresent) {
+        await this.readPartial(b, inBlock, target, pos, options);
+      } else if (state !== BAT_STATE.zero && this.parent) {
+        target.set(await this.parent.read(pos, n, options));
+      }
+      pos += n;
+    }
+    return out;
+  }
+
+  private async readPartial(
+    b: number,
+    inBlock: number,
+    target: Uint8Array,
+    pos: number,
+    options: { signal?: AbortSignal },
+  ): Promise<void> {
+    const sectorSize = this.metadata.logicalSectorSize;
+    const { chunkRatio } = batGeometry(this.metadata);
+    const chunk = Math.floor(b / chunkRatio);
+    const bitmap = await this.bitmap(chunk);
+    // sector index within the chunk's bitmap
+    const firstSector = (b - chunk * chunkRatio) * (this.blockSize / sectorSize);
+    const n = target.length;
+    let at = 0;
+    while (at < n) {
+      const s = firstSector + Math.floor((inBlock + at) / sectorSize);
+      const set = (bitmap[s >> 3]! & (1 << (s & 7))) !== 0;
+      const lastSector = firstSector + Math.floor((inBlock + n - 1) / sectorSize);
+      let next = s + 1;
+      while (next <= lastSector) {
+        if ((next & 7) === 0 && next + 8 <= lastSector + 1 && bitmap[next >> 3] === (set ? 0xff : 0)) {
+          next += 8;
+          continue;
+        }
+        if (((bitmap[next >> 3]! & (1 << (next & 7))) !== 0) !== set) break;
+        next++;
+      }
+      const runEnd = Math.min(n, (next - firstSector) * sectorSize - inBlock);
+      const piece = target.subarray(at, runEnd);
+      if (set) await this.source.readInto(piece, this.offsets[b]! + inBlock + at, `VHDX block ${b}`);
+      else if (this.parent) piece.set(await this.parent.read(pos + at, piece.length, options));
+      at = runEnd;
+    }
+  }
+
+  private async bitmap(chunk: number): Promise<Uint8Array> {
+    let bitmap = this.bitmaps.get(chunk);
+    if (!bitmap) {
+      const offset = this.bitmapOffsets[chunk] ?? 0;
+      bitmap =
+        offset === 0 ? new Uint8Array(MIB) : await readBytes(this.source, offset, MIB, `VHDX sector bitmap ${chunk}`);
+      if (this.bitmaps.size >= 16) this.bitmaps.clear();
+      this.bitmaps.set(chunk, bitmap);
+    }
+    return bitmap;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.parent?.close();
+    await this.source.close();
+  }
+}
+
+/** Opens a VHDX file. A differencing image opens its parent chain (see {@link ParentOptions}). */
+export async function openVhdx(path: string, options: ParentOptions = {}): Promise<VhdxReader> {
+  const source = await openFileSource(path);
+  try {
+    return await openVhdxSource(source, options);
+  } catch (error) {
+    await source.close();
+    throw error;
+  }
+}
+
+function overlaps(a: { offset: number; length: number }, b: { offset: number; length: number }): boolean {
+  return a.offset < b.offset + b.length && b.offset < a.offset + a.length;
+}
+
+/** Opens a VHDX from any {@link ByteSource} (the source is closed with the reader). */
+export async function openVhdxSource(source: ByteSource, options: ParentOptions = {}): Promise<VhdxReader> {
+  const file = source.name;
+  if (source.size < MIB) {
+    throw new FormatError(`${file}: ${source.size} bytes is too short for a VHDX (the header section alone is 1 MiB)`);
+  }
+  new Cursor(await readBytes(source, 0, 8, 'VHDX file identifier'), file, 'VHDX file identifier').expectSignature(
+    0,
+    'vhdxfile',
+  );
+  const raw1 = await readBytes(source, 64 * 1024, 4096, 'VHDX header 1');
+  const raw2 = await readBytes(source, 128 * 1024, 4096, 'VHDX header 2');
+  const attempt = (raw: Uint8Array, slot: 1 | 2) => {
+    try {
+      return parseVhdxHeader(raw, file, slot);
+    } catch (error) {
+      if (error instanceof FormatError) return error;
+      throw error;
+    }
+  };
+  const header = currentHeader(file, attempt(raw1, 1), attempt(raw2, 2), raw1, raw2);
+  const log = { offset: header.logOffset, length: header.logLength };
+  if (header.logGuid.some((x) => x !== 0)) await refuseActiveLog(source, header);
+
+  let regions: VhdxRegion[] | undefined;
+  let firstError: unknown;
+  for (const base of [192 * 1024, 256 * 1024]) {
+    try {
+      regions = parseRegionTable(await readBytes(source, base, 64 * 1024, 'VHDX region table'), file, base);
+      break;
+    } catch (error) {
+      if (!(error instanceof FormatError)) throw error;
+      firstError ??= error;
+    }
+  }
+  if (!regions) throw firstError;
+  const find = (guid: Uint8Array, what: string): VhdxRegion => {
+    const region = regions!.find((r) => Buffer.compare(r.guid, guid) === 0);
+    if (!region) throw new FormatError(`${file}: VHDX region table has no ${what} region`);
+    if (region.offset + region.length > source.size) {
+      throw new FormatError(
+        `${file}: VHDX ${what} region (${region.length} bytes at ${region.offset}) ends past the end of the file (${source.size} bytes)`,
+      );
+    }
+    return region;
+  };
+  const batRegion = find(VHDX_GUID.bat, 'BAT');
+  const metaRegion = find(VHDX_GUID.metadata, 'metadata');
+  const reserved = [{ offset: 0, length: MIB }, ...(log.length ? [log] : []), ...regions];
+  for (let i = 0; i < reserved.length; i++) {
+    for (let j = i + 1; j < reserved.length; j++) {
+      if (overlaps(reserved[i]!, reserved[j]!)) {
+        throw new FormatError(
+          `${file}: VHDX regions overlap: ${reserved[i]!.length} bytes at ${reserved[i]!.offset} and ${reserved[j]!.length} bytes at ${reserved[j]!.offset}`,
+        );
+      }
+    }
+  }
+  const metadata = parseMetadata(
+    await readBytes(source, metaRegion.offset, metaRegion.length, 'VHDX metadata region'),
+    file,
+    metaRegion.offset,
+  );
+  const geo = batGeometry(metadata);
+  if (geo.entries * 8 > batRegion.length) {
+    throw new FormatError(
+      `${file}: VHDX BAT region holds ${batRegion.length / 8} entries, but ${geo.entries} are needed for ${metadata.virtualSize} bytes in blocks of ${metadata.blockSize}`,
+    );
+  }
+  const batBytes = await readBytes(source, batRegion.offset, geo.entries * 8, 'VHDX BAT');
+  const bat = new DataView(batBytes.buffer);
+  const states = new Uint8Array(geo.dataBlocks);
+  const offsets = new Float64Array(geo.dataBlocks);
+  const bitmapOffsets = new Float64Array(geo.bitmapBlocks);
+  const entryOffset = (i: number) => {
+    const low = bat.getUint32(i * 8, true);
+    const high = bat.getUint32(i * 8 + 4, true);
+    // an offset past 2^53 becomes Infinity, which every range check below rejects
+    const offset = high > 0x1fffff ? Number.POSITIVE_INFINITY : high * 2 ** 32 + ((low & 0xfff00000) >>> 0);
+    return { state: low & 7, offset };
+  };
+  const checkBlock = (i: number, what: string, state: number, offset: number, length: number) => {
+    const at = batRegion.offset + i * 8;
+    if (offset < MIB || offset + length > source.size) {
+      throw new FormatError(
+        `${file}: VHDX BAT entry ${i} (at byte ${at}, ${what}, state ${state}) points at byte ${offset}, outside the data area of the ${source.size}-byte file: the image is truncated or corrupt`,
+        { details: { file, entry: i, offset } },
+      );
+    }
+    const r = reserved.find((x) => overlaps(x, { offset, length }));
+    if (r) {
+      throw new FormatError(
+        `${file}: VHDX BAT entry ${i} (at byte ${at}, ${what}) at byte ${offset} overlaps the structure at ${r.offset}`,
+      );
+    }
+  };
+  for (let b = 0; b < geo.dataBlocks; b++) {
+    const i = b + Math.floor(b / geo.chunkRatio);
+    const { state, offset } = entryOffset(i);
+    switch (state) {
+      case BAT_STATE.fullyPresent:
+      case BAT_STATE.partiallyPresent: {
+        if (state === BAT_STATE.partiallyPresent && !metadata.hasParent) {
+          throw new FormatError(
+            `${file}: VHDX BAT entry ${i} (at byte ${batRegion.offset + i * 8}) is partially present in a disk without a parent`,
+          );
+        }
+        checkBlock(
+          i,
+          `block ${b}`,
+          state,
+          offset,
+          Math.min(metadata.blockSize, metadata.virtualSize - b * metadata.blockSize),
+        );
+        offsets[b] = offset;
+        break;
+      }
+      case BAT_STATE.notPresent:
+      case BAT_STATE.undefined:
+      case BAT_STATE.zero:
+      case BAT_STATE.unmapped:
+      case BAT_STATE.unmappedOld:
+        break;
+      default:
+        throw new FormatError(
+          `${file}: VHDX BAT entry ${i} (at byte ${batRegion.offset + i * 8}) has reserved state ${state} (expected 0, 1, 2, 3, 6 or 7)`,
+        );
+    }
+    states[b] = state;
+  }
+  if (metadata.hasParent) {
+    for (let c = 0; c < geo.bitmapBlocks; c++) {
+      const i = c * (geo.chunkRatio + 1) + geo.chunkRatio;
+      const { state, offset } = entryOffset(i);
+      if (state === BAT_STATE.fullyPresent) {
+        checkBlock(i, `sector bitmap ${c}`, state, offset, MIB);
+        bitmapOffsets[c] = offset;
+      }
+    }
+  }
+  let parent: ImageReader | undefined;
+  let parentPath: string | undefined;
+  if (metadata.hasParent) {
+    const locator = metadata.parentLocator!;
+    const depth = checkDepth(file, options);
+    const located = ['relative_path', 'volume_path', 'absolute_win32_path']
+      .map((k) => locator.get(k))
+      .filter((v): v is string => !!v);
+    const candidates = parentCandidates(file, located);
+    if (options.resolveParent) {
+      parent = await options.resolveParent(file, candidates);
+    } else {
+      parentPath = await firstExisting(file, candidates);
+      parent = await openVhdx(parentPath, { ...options, depth: depth + 1 });
+    }
+    parentPath ??= parent.info.path;
+    const linkage = parseGuid(locator.get('parent_linkage')!);
+    const found = (parent as Partial<VhdxReader>).header?.dataWriteGuid;
+    if (!linkage || !found || Buffer.compare(linkage, found) !== 0) {
+      await parent.close();
+      throw new FormatError(
+        `${file}: parent ${parentPath} is not the image this differencing VHDX was made from: parent_linkage ${locator.get('parent_linkage')}, parent's data write GUID ${found ? `{${formatGuid(found)}}` : 'none (not a VHDX)'}`,
+      );
+    }
+    if (parent.size !== metadata.virtualSize) {
+      await parent.close();
+      throw new FormatError(
+        `${file}: parent ${parentPath} has ${parent.size} bytes, the child ${metadata.virtualSize}`,
+      );
+    }
+  }
+  return new VhdxReader(source, header, metadata, states, offsets, bitmapOffsets, parent, parentPath);
+}
+
+/**
+ * A VHDX whose header names a log GUID may hold metadata updates that were never applied. This
+ * reader does not replay logs: it refuses such a file, unless no valid entry of that log exists.
+ */
+async function refuseActiveLog(source: ByteSource, header: VhdxHeader): Promise<void> {
+  const file = source.name;
+  const { logOffset, logLength } = header;
+  if (logLength === 0 || logOffset + logLength > source.size) {
+    throw new FormatError(
+      `${file}: VHDX header names a log (${logLength} bytes at ${logOffset}) that lies outside the file`,
+    );
+  }
+  if (logLength > 256 * MIB) {
+    throw new FormatError(`${file}: VHDX log of ${logLength} bytes is larger than the 256 MiB this reader inspects`);
+  }
+  const log = await readBytes(source, logOffset, logLength, 'VHDX log');
+  const view = new DataView(log.buffer);
+  for (let at = 0; at + 64 <= log.length; at += 4096) {
+    if (view.getUint32(at, false) !== 0x6c6f6765 /* 'loge' */) continue;
+    const entryLength = view.getUint32(at + 8, true);
+    if (entryLength === 0 || entryLength % 4096 !== 0 || at + entryLength > log.length) continue;
+    if (Buffer.compare(log.subarray(at + 32, at + 48), header.logGuid) !== 0) continue;
+    const entry = log.slice(at, at + entryLength);
+    new DataView(entry.buffer).setUint32(4, 0, true);
+    if (crc32c(entry) !== view.getUint32(at + 4, true)) continue;
+    throw new FormatError(
+      `${file}: VHDX log holds unapplied updates (log entry at byte ${logOffset + at}); replikit does not replay VHDX logs: open the disk once in Hyper-V, or run 'qemu-img check -r all' on it, then retry`,
+      { details: { file, logOffset: logOffset + at } },
+    );
+  }
+}
