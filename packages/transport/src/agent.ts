@@ -1,0 +1,206 @@
+import type { Server } from 'node:net';
+import type { Duplex } from 'node:stream';
+import {
+  BlockTarget,
+  createNodeHasher,
+  type HasherFactory,
+  type Hypervisor,
+  isReplikitError,
+  type ReplikitError,
+  TransportError,
+} from '@replikit/core';
+import { availableCodecs } from './codecs.js';
+import { FrameConnection } from './connection.js';
+import { handshake } from './handshake.js';
+import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
+import { serveTargetSession, type TargetSessionResult } from './target-session.js';
+
+/** What an agent reports, one event per session or refusal. */
+export type AgentEvent =
+  | ({ type: 'session'; peer: string } & TargetSessionResult)
+  | { type: 'refused'; peer: string; error: ReplikitError };
+
+/** Options of {@link createAgent}. */
+export interface AgentOptions {
+  /** The hypervisor whose replicas the agent writes (the file driver beside the disks). */
+  target: Hypervisor;
+  /** How connections are secured; must match the source side's. */
+  security: Security;
+  /** Hashers by algorithm for digest checks. @default node:crypto */
+  hasher?: HasherFactory;
+  /** One line per session or refusal. @default nothing */
+  log?: (line: string) => void;
+  /** Structured events (tests, metrics). */
+  onEvent?: (event: AgentEvent) => void;
+}
+
+/** A running `replikit-agent`: serves target sessions, pushed to it or pulled by it. */
+export interface Agent {
+  /** Listens for source sides that push (push mode). Resolves with the bound address. */
+  listen(address: Address): Promise<Address>;
+  /** Connects to a source side that waits for it (pull mode), again after each session. */
+  pullFrom(address: Address): void;
+  /**
+   * Stops: no new connections; each running session finishes the block it is applying, makes
+   * everything durable, acks it, and ends with a retryable error so its source can resume later.
+   */
+  stop(): Promise<void>;
+  /** Sessions running now. */
+  readonly activeSessions: number;
+}
+
+function describe(result: TargetSessionResult, peer: string): string {
+  const outcome = result.committed ? 'committed' : `ended: ${result.error?.code ?? ''} ${result.error?.message ?? ''}`;
+  return `session ${result.sessionId ?? '-'} run ${result.runId ?? '-'} from ${peer}: ${result.bytesWritten} bytes written, ${outcome.trim()}`;
+}
+
+/**
+ * Creates a delegate agent for a target hypervisor.
+ *
+ * @example
+ * ```ts
+ * const agent = createAgent({
+ *   target: createFileDriver({ root: '/srv/replicas' }),
+ *   security: { kind: 'tls', psk: { identity: 'site-a', key } },
+ *   log: console.log,
+ * });
+ * await agent.listen({ host: '0.0.0.0', port: 7400 });
+ * process.once('SIGTERM', () => void agent.stop());
+ * ```
+ */
+export function createAgent(options: AgentOptions): Agent {
+  checkSecurity(options.security);
+  const target = new BlockTarget(options.target, options.hasher ?? createNodeHasher);
+  const key = options.security.kind === 'tcp' ? options.security.key : undefined;
+  const log = options.log ?? (() => undefined);
+  const stopping = new AbortController();
+  const servers: Server[] = [];
+  const connections = new Set<FrameConnection>();
+  const work = new Set<Promise<void>>();
+  const bySession = new Map<string, { conn: FrameConnection; done: Promise<void> }>();
+  let active = 0;
+
+  const refused = (error: ReplikitError, peer: string) => {
+    log(`refused ${peer}: ${error.code} ${error.message}`);
+    options.onEvent?.({ type: 'refused', peer, error });
+  };
+
+  const serve = async (socket: Duplex, peer: string, dialer: boolean): Promise<void> => {
+    const conn = new FrameConnection(socket, dialer ? `source ${peer}` : `source ${peer}`);
+    connections.add(conn);
+    let finished!: () => void;
+    const done = new Promise<void>((resolve) => {
+      finished = resolve;
+    });
+    try {
+      try {
+        await handshake(conn, { role: 'target', dialer, codecs: availableCodecs(), key });
+      } catch (error) {
+        const refusal = isReplikitError(error, 'E_AUTH') || (isReplikitError(error) && error.details.protocol === true);
+        if (!stopping.signal.aborted && refusal) refused(error as ReplikitError, peer);
+        else if (!stopping.signal.aborted) log(`connection from ${peer} dropped during the handshake`);
+        return;
+      }
+      let sessionId: string | undefined;
+      const result = await serveTargetSession(conn, target, {
+        stopping: stopping.signal,
+        onSession: async (id) => {
+          sessionId = id;
+          active++;
+          // A reconnect of a session whose old connection is not yet known dead: end that one first.
+          const older = bySession.get(id);
+          if (older) {
+            older.conn.destroy();
+            await older.done;
+          }
+          bySession.set(id, { conn, done });
+        },
+      });
+      if (result.sessionId === undefined && !result.committed && result.error && isReplikitError(result.error)) {
+        if (!stopping.signal.aborted && result.error.details.protocol === true) refused(result.error, peer);
+        return;
+      }
+      if (sessionId) active--;
+      log(describe(result, peer));
+      options.onEvent?.({ type: 'session', peer, ...result });
+      if (sessionId && bySession.get(sessionId)?.conn === conn) bySession.delete(sessionId);
+    } finally {
+      finished();
+      connections.delete(conn);
+      await conn.close().catch(() => undefined);
+    }
+  };
+
+  const track = (promise: Promise<void>) => {
+    work.add(promise);
+    void promise.finally(() => work.delete(promise));
+  };
+
+  return {
+    get activeSessions() {
+      return active;
+    },
+    async listen(address) {
+      const server = createSecureServer(options.security, {
+        onConnection: (socket, peer) => {
+          if (stopping.signal.aborted) {
+            socket.destroy();
+            return;
+          }
+          track(serve(socket, peer, false));
+        },
+        onRefused: refused,
+      });
+      servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(address.port, address.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const bound = server.address();
+      if (!bound || typeof bound === 'string') throw new TransportError('the agent has no address');
+      log(`listening on ${bound.address}:${bound.port} (${options.security.kind})`);
+      return { host: bound.address, port: bound.port };
+    },
+    pullFrom(address) {
+      const peer = `${address.host}:${address.port}`;
+      log(`pulling from ${peer} (${options.security.kind})`);
+      const loop = async () => {
+        let delay = 50;
+        while (!stopping.signal.aborted) {
+          let socket: Duplex;
+          try {
+            socket = await dial(address, options.security, { signal: stopping.signal });
+          } catch (error) {
+            if (stopping.signal.aborted) break;
+            if (isReplikitError(error, 'E_AUTH')) refused(error, peer);
+            await new Promise<void>((resolve) => {
+              const timer = setTimeout(resolve, delay);
+              stopping.signal.addEventListener('abort', () => {
+                clearTimeout(timer);
+                resolve();
+              });
+            });
+            delay = Math.min(2000, delay * 2);
+            continue;
+          }
+          delay = 50;
+          await serve(socket, peer, true);
+        }
+      };
+      track(loop());
+    },
+    async stop() {
+      stopping.abort(new TransportError('the agent is stopping'));
+      await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+      // Connections still in the handshake or waiting for a session have nothing to finish.
+      for (const conn of connections) {
+        if (![...bySession.values()].some((entry) => entry.conn === conn)) conn.destroy();
+      }
+      await Promise.all([...work]);
+      log('stopped');
+    },
+  };
+}

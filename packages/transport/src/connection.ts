@@ -1,0 +1,224 @@
+import type { Duplex } from 'node:stream';
+import { ReplikitError, TransportError } from '@replikit/core';
+import { FrameDecoder } from './protocol/frame-decoder.js';
+import { encodeMessage, type Message, parseFrame } from './protocol/messages.js';
+import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
+
+/** Frames decoded but not yet taken before the socket is paused (back-pressure on reads). */
+const QUEUE_HIGH = 64;
+
+/** An error the peer reported in an `error` frame. */
+export class RemoteError extends ReplikitError {}
+
+/** Turns a received `error` frame into an error of the same code. */
+function remoteError(message: Extract<Message, { type: 'error' }>, peer: string): ReplikitError {
+  return new RemoteError(message.code, `${peer} reported: ${message.message}`, {
+    details: {
+      remote: true,
+      retry: message.retry,
+      ...(message.message.startsWith('protocol error') ? { protocol: true } : {}),
+    },
+  });
+}
+
+/**
+ * One byte stream carrying frames: writes messages with the stream's back-pressure, reads them
+ * through a bounded queue (the socket is paused while the queue is full). The first failure —
+ * a malformed frame, an `error` frame from the peer, a reset — ends the connection, and every
+ * waiting reader gets it.
+ */
+export class FrameConnection {
+  private readonly decoder: FrameDecoder;
+  private readonly queue: Message[] = [];
+  private waiter: { resolve(m: Message): void; reject(e: unknown): void } | undefined;
+  private failure: ReplikitError | undefined;
+  private drainWaiters: Array<{ resolve(): void; reject(e: unknown): void }> = [];
+  /** Bytes written to the stream. */
+  bytesOut = 0;
+  /** Bytes read from the stream. */
+  bytesIn = 0;
+  /** Resolves when the stream is closed, with the error that ended it, if any. */
+  readonly closed: Promise<ReplikitError | undefined>;
+  private resolveClosed!: (error: ReplikitError | undefined) => void;
+
+  constructor(
+    readonly socket: Duplex,
+    /** Who is at the other end, for messages (`agent 127.0.0.1:7400`). */
+    readonly peer: string,
+  ) {
+    this.decoder = new FrameDecoder();
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.settleDrain());
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      this.fail(
+        new TransportError(`connection to ${peer} failed: ${error.code ?? ''} ${error.message}`.trim(), {
+          cause: error,
+          details: { errno: error.code },
+        }),
+      );
+    });
+    socket.on('end', () => {
+      this.fail(new TransportError(`${peer} closed the connection`));
+      socket.end();
+    });
+    socket.on('close', () => {
+      this.fail(new TransportError(`connection to ${peer} closed`));
+      this.resolveClosed(this.failure);
+    });
+  }
+
+  /** Raises the bound of `block` frames once the session's block size is known. */
+  setMaxBlockPayload(bytes: number): void {
+    this.decoder.setMaxBlockPayload(bytes);
+  }
+
+  /** The error that ended the connection, if it ended. */
+  get error(): ReplikitError | undefined {
+    return this.failure;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.failure) return;
+    this.bytesIn += chunk.length;
+    let messages: Message[];
+    try {
+      messages = this.decoder.push(chunk).map(parseFrame);
+    } catch (error) {
+      this.abort(error as ReplikitError, { retry: isDamaged(error) });
+      return;
+    }
+    for (const message of messages) {
+      if (message.type === 'error') {
+        this.fail(remoteError(message, this.peer));
+        this.socket.destroy();
+        return;
+      }
+      if (this.waiter) {
+        const waiter = this.waiter;
+        this.waiter = undefined;
+        waiter.resolve(message);
+      } else {
+        this.queue.push(message);
+      }
+    }
+    if (this.queue.length >= QUEUE_HIGH) this.socket.pause();
+  }
+
+  /** The next message from the peer. Rejects once the connection has failed. */
+  next(): Promise<Message> {
+    const message = this.queue.shift();
+    if (message) {
+      if (this.queue.length < QUEUE_HIGH / 2 && this.socket.isPaused()) this.socket.resume();
+      return Promise.resolve(message);
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.socket.isPaused()) this.socket.resume();
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** The next message, which must be of type `type`. */
+  async expect<T extends Message['type']>(type: T): Promise<Extract<Message, { type: T }>> {
+    const message = await this.next();
+    if (message.type !== type) {
+      const error = new TransportError(
+        `protocol error: expected a '${type}' frame from ${this.peer}, got '${message.type}'`,
+        {
+          details: { protocol: true },
+        },
+      );
+      this.abort(error);
+      throw error;
+    }
+    return message as Extract<Message, { type: T }>;
+  }
+
+  /**
+   * Writes a message. Returns false when the stream's buffer is above its high-water mark: the
+   * caller should await {@link FrameConnection.drained} before writing more.
+   */
+  send(message: Message): boolean {
+    if (this.failure) throw this.failure;
+    const chunks = encodeMessage(message);
+    let ok = true;
+    if (chunks.length > 1) this.socket.cork();
+    for (const chunk of chunks) {
+      this.bytesOut += chunk.length;
+      ok = this.socket.write(chunk);
+    }
+    if (chunks.length > 1) this.socket.uncork();
+    return ok;
+  }
+
+  /** Resolves when the stream can take more (at once when it can now). */
+  drained(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (!this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve, reject) => this.drainWaiters.push({ resolve, reject }));
+  }
+
+  private settleDrain(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const waiter of waiters) waiter.resolve();
+  }
+
+  private fail(error: ReplikitError): void {
+    if (this.failure) return;
+    this.failure = error;
+    this.queue.length = 0;
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.reject(error);
+    const drains = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const d of drains) d.reject(error);
+  }
+
+  /**
+   * Ends the connection because of `error`: tells the peer in an `error` frame (unless the error
+   * came from the peer), then closes.
+   */
+  abort(error: ReplikitError, options: { retry?: boolean } = {}): void {
+    if (!this.failure && !(error instanceof RemoteError)) {
+      try {
+        const message = error.message.slice(0, 4000);
+        for (const chunk of encodeMessage({
+          type: 'error',
+          code: error.code,
+          message,
+          retry: options.retry ?? false,
+        })) {
+          this.socket.write(chunk);
+        }
+      } catch {
+        // The stream is already gone; closing below is all that is left to do.
+      }
+    }
+    this.fail(error);
+    this.socket.end();
+    // Give the error frame a moment to leave, then make sure the socket goes away.
+    const timer = setTimeout(() => this.socket.destroy(), isProtocolError(error) ? 200 : 1000);
+    timer.unref();
+    this.socket.once('close', () => clearTimeout(timer));
+  }
+
+  /** Closes the connection without an error (after a completed exchange). */
+  close(): Promise<void> {
+    this.fail(new TransportError(`connection to ${this.peer} was closed by this side`));
+    this.socket.end();
+    const timer = setTimeout(() => this.socket.destroy(), 1000);
+    timer.unref();
+    return this.closed.then(() => clearTimeout(timer));
+  }
+
+  /** Destroys the stream at once. */
+  destroy(): void {
+    this.fail(new TransportError(`connection to ${this.peer} was dropped by this side`));
+    this.socket.destroy();
+  }
+}

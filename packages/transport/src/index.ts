@@ -1,0 +1,42 @@
+/**
+ * `@replikit/transport`: the replikit block-stream protocol over TCP and TLS. Push sessions dial
+ * a target agent; pull sessions wait for the agent to dial in. Blocks are verified by digest,
+ * written and acked in order; a dropped connection resumes from the last ack.
+ *
+ * @packageDocumentation
+ */
+export { type Agent, type AgentEvent, type AgentOptions, createAgent } from './agent.js';
+export { type AgentCliIO, runAgentCli } from './agent-cli.js';
+export {
+  availableCodecs,
+  type BlockCodec,
+  codecByName,
+  DEFAULT_CODEC,
+  MIN_SAVING,
+  maybeCompress,
+} from './codecs.js';
+export { FrameConnection, RemoteError } from './connection.js';
+export { type HandshakeOptions, type HandshakeResult, handshake, PROTOCOL_NAME } from './handshake.js';
+export {
+  createNetworkTransport,
+  createPullTransport,
+  type NetworkTransportOptions,
+  type PullTransport,
+  type PullTransportOptions,
+  type SessionTuning,
+} from './network-transport.js';
+export { FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD, PROTOCOL_VERSION } from './protocol/constants.js';
+export { FrameDecoder, type RawFrame } from './protocol/frame-decoder.js';
+export { encodeMessage, type Message, parseFrame } from './protocol/messages.js';
+export { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+export {
+  type Address,
+  type CertificateCredentials,
+  certificateFingerprint,
+  createSecureServer,
+  dial,
+  type PskCredentials,
+  type Security,
+} from './security.js';
+export { type ReconnectPolicy, SourceSession } from './source-session.js';
+export { serveTargetSession, type TargetSessionResult } from './target-session.js';

@@ -1,0 +1,76 @@
+/** The two bytes every frame starts with: ASCII `RK`. */
+export const FRAME_MAGIC = 0x524b;
+
+/** The protocol version this implementation speaks (the only one so far). */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Bytes of the fixed frame header: magic (2), version (1), type (1), payload length (4), body
+ * check (4: CRC-32 of the covered payload), header check (4: CRC-32 of the 12 bytes before it).
+ */
+export const HEADER_BYTES = 16;
+
+/** Largest payload of a control (JSON) frame. */
+export const MAX_CONTROL_PAYLOAD = 64 * 1024;
+
+/** Largest block size a session may use (the job schema's upper bound). */
+export const MAX_BLOCK_SIZE = 16 * 1024 * 1024;
+
+/** Longest digest a frame may carry (SHA-512, BLAKE3-512). */
+export const MAX_DIGEST_BYTES = 64;
+
+/** Bytes of a `block` frame's fixed part, before the digest and the payload. */
+export const BLOCK_FIXED_BYTES = 20;
+
+/** Most digests one `digests` frame may carry. */
+export const MAX_DIGESTS_PER_FRAME = 4096;
+
+/** Frame types. Numbers are part of the wire format and never change meaning. */
+export const FrameType = {
+  hello: 1,
+  auth: 2,
+  session: 3,
+  sessionOk: 4,
+  openDisk: 5,
+  diskOpened: 6,
+  block: 7,
+  zero: 8,
+  flush: 9,
+  ack: 10,
+  digestsRequest: 11,
+  digests: 12,
+  closeDisk: 13,
+  diskClosed: 14,
+  commit: 15,
+  committed: 16,
+  error: 17,
+} as const;
+
+/** A frame type number. */
+export type FrameTypeNumber = (typeof FrameType)[keyof typeof FrameType];
+
+/** Frame types whose payload is UTF-8 JSON (at most {@link MAX_CONTROL_PAYLOAD} bytes). */
+export const CONTROL_TYPES: ReadonlySet<number> = new Set([
+  FrameType.hello,
+  FrameType.auth,
+  FrameType.session,
+  FrameType.sessionOk,
+  FrameType.openDisk,
+  FrameType.diskOpened,
+  FrameType.commit,
+  FrameType.committed,
+  FrameType.error,
+]);
+
+/** Exact payload sizes of the fixed-size binary frames. */
+export const FIXED_PAYLOAD: ReadonlyMap<number, number> = new Map([
+  [FrameType.zero, 20],
+  [FrameType.flush, 4],
+  [FrameType.ack, 12],
+  [FrameType.digestsRequest, 16],
+  [FrameType.closeDisk, 4],
+  [FrameType.diskClosed, 12],
+]);
+
+/** Flag bit of a `block` frame: the payload is compressed with the frame's codec. */
+export const BLOCK_FLAG_COMPRESSED = 1;

@@ -1,0 +1,604 @@
+import { randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import {
+  AbortError,
+  type BlockChannel,
+  type BlockDigest,
+  type BlockHasher,
+  type BlockOp,
+  createNodeHasher,
+  type DiskChannel,
+  type DiskRef,
+  isReplikitError,
+  type OperationOptions,
+  type ReplikitError,
+  type SessionSpec,
+  type TokenBucket,
+  TransportError,
+  throwIfAborted,
+} from '@replikit/core';
+import { availableCodecs, type BlockCodec, maybeCompress } from './codecs.js';
+import { FrameConnection } from './connection.js';
+import { handshake } from './handshake.js';
+import { BLOCK_FIXED_BYTES, HEADER_BYTES, MAX_DIGEST_BYTES } from './protocol/constants.js';
+import type { Message } from './protocol/messages.js';
+import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
+import { DIGEST_BATCH } from './target-session.js';
+
+/** How a broken connection is retried. */
+export interface ReconnectPolicy {
+  /**
+   * Attempts after a connection drops, before the session fails.
+   * @default 10
+   */
+  attempts: number;
+  /**
+   * Delay before the first attempt, doubled after each failed one.
+   * @default 50
+   */
+  initialDelayMs: number;
+  /**
+   * Longest delay between attempts.
+   * @default 2000
+   */
+  maxDelayMs: number;
+}
+
+/** What a source session needs; resolved by the transports' factories. */
+export interface SourceSessionOptions {
+  /** Opens a fresh authenticated byte stream to the target side (dial, or wait for a pulled one). */
+  connect(signal: AbortSignal): Promise<Duplex>;
+  /** Whether this side opened the stream (push) or the target did (pull). */
+  dialer: boolean;
+  /** Who is at the other end, for messages. */
+  peer: string;
+  /** Shared key for the `hello` proofs (plain TCP). */
+  key: Uint8Array | undefined;
+  /** Codec for compressible blocks (undefined: never compress). */
+  codec: BlockCodec | undefined;
+  /** Bytes of block payload sent but not yet acked as durable, at most. */
+  windowBytes: number;
+  reconnect: ReconnectPolicy;
+  /** Caps wire bytes per second. */
+  throttle: TokenBucket | undefined;
+  /** Computes a block's digest when the caller sent none. */
+  hasher?: (algorithm: string) => BlockHasher;
+}
+
+/** Errors a reconnect cannot cure. */
+function isFatal(error: unknown): boolean {
+  if (!isReplikitError(error)) return true;
+  if (error.details.remote === true) return error.details.retry !== true;
+  if (isDamaged(error)) return false;
+  if (isProtocolError(error)) return true;
+  return error.code !== 'E_TRANSPORT';
+}
+
+/** An operation of the window: kept until the target acks it durable, resent after a reconnect. */
+interface Pending {
+  message: Message;
+  /** Block index after the operation. */
+  end: number;
+  /** Payload bytes held. */
+  bytes: number;
+  /** Data bytes the target writes for it. */
+  rawBytes: number;
+}
+
+class Waiters {
+  private waiting = new Set<() => void>();
+
+  notify(): void {
+    const all = this.waiting;
+    this.waiting = new Set();
+    for (const wake of all) wake();
+  }
+
+  /** Waits until `ready()` holds; `check()` throws when waiting is pointless (session failed). */
+  async until(ready: () => boolean, check: () => void, signal?: AbortSignal): Promise<void> {
+    while (!ready()) {
+      check();
+      throwIfAborted(signal);
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => {
+          this.waiting.delete(wake);
+          reject(new AbortError('the transfer was cancelled'));
+        };
+        const wake = () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        this.waiting.add(wake);
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+    check();
+  }
+}
+
+class SourceDiskChannel implements DiskChannel {
+  bytesSent = 0;
+  /** Block index after the last operation sent. */
+  sentEnd = 0;
+  ackedEnd = 0;
+  private ackedRaw = 0;
+  private closedBytes: number | undefined;
+  readonly window: Pending[] = [];
+  private windowBytes = 0;
+  flushRequested = false;
+  /** Highest block a checkpoint waits to see acked. */
+  private wantEnd = 0;
+  /** Senders waiting for room in the window. */
+  private roomWaiters = 0;
+  closing = false;
+  closed = false;
+  blockCount = 0;
+  /** Replica digests received but not yet consumed, and the request state. */
+  digestQueue: Array<BlockDigest> = [];
+  digestNext = 0;
+  digestRequestedEnd = 0;
+  digestEnd = false;
+  digestsActive = false;
+  private hasher: BlockHasher | undefined;
+
+  constructor(
+    private readonly session: SourceSession,
+    readonly stream: number,
+    readonly disk: DiskRef,
+  ) {}
+
+  get bytesWritten(): number {
+    return this.closedBytes ?? this.ackedRaw;
+  }
+
+  /** Wire bytes a message takes. */
+  private static frameBytes(message: Message): number {
+    if (message.type === 'block')
+      return HEADER_BYTES + BLOCK_FIXED_BYTES + message.digest.length + message.payload.length;
+    return HEADER_BYTES + 20;
+  }
+
+  async send(op: BlockOp, options?: OperationOptions): Promise<void> {
+    const session = this.session;
+    session.check();
+    throwIfAborted(options?.signal);
+    if (this.closing) throw new TransportError(`disk channel ${this.disk.id} is closed`);
+    if (!Number.isSafeInteger(op.index) || op.index < this.sentEnd) {
+      throw new TransportError(`block ${op.index} sent out of order (after block ${this.sentEnd - 1})`);
+    }
+    let pending: Pending;
+    if (op.kind === 'zero') {
+      pending = {
+        message: { type: 'zero', stream: this.stream, index: op.index, count: op.count },
+        end: op.index + op.count,
+        bytes: 0,
+        rawBytes: 0,
+      };
+    } else {
+      let digest = op.digest;
+      if (!digest) {
+        this.hasher ??= (session.options.hasher ?? createNodeHasher)(session.spec.digest);
+        [digest] = await this.hasher.hash([op.data]);
+      }
+      const compressed = maybeCompress(session.options.codec, op.data);
+      const payload = compressed ?? op.data;
+      pending = {
+        message: {
+          type: 'block',
+          stream: this.stream,
+          index: op.index,
+          codec: compressed ? session.options.codec!.id : 0,
+          compressed: compressed !== undefined,
+          rawLength: op.data.length,
+          digest: digest ?? new Uint8Array(0),
+          payload,
+        },
+        end: op.index + 1,
+        bytes: payload.length,
+        rawBytes: op.data.length,
+      };
+    }
+    const wire = SourceDiskChannel.frameBytes(pending.message);
+    await session.options.throttle?.take(wire, options?.signal);
+    // Back-pressure: room in the window of unacked bytes (the target acks after a flush).
+    const limit = session.options.windowBytes;
+    if (this.windowBytes + pending.bytes > limit && this.window.length > 0) {
+      this.requestFlush();
+      this.roomWaiters++;
+      try {
+        await session.waiters.until(
+          () => this.windowBytes + pending.bytes <= limit || this.window.length === 0,
+          () => session.check(),
+          options?.signal,
+        );
+      } finally {
+        this.roomWaiters--;
+      }
+    }
+    this.window.push(pending);
+    this.windowBytes += pending.bytes;
+    this.sentEnd = pending.end;
+    this.bytesSent += wire;
+    await session.transmit(pending.message, options?.signal);
+    if (this.windowBytes >= limit / 2) this.requestFlush();
+  }
+
+  /** Asks the target to make the stream durable and ack it (once per outstanding flush). */
+  requestFlush(): void {
+    if (this.flushRequested) return;
+    this.flushRequested = true;
+    this.session.post({ type: 'flush', stream: this.stream });
+  }
+
+  onAck(end: number): void {
+    this.flushRequested = false;
+    if (end > this.ackedEnd) this.ackedEnd = end;
+    while (this.window.length > 0 && this.window[0]!.end <= this.ackedEnd) {
+      const done = this.window.shift()!;
+      this.windowBytes -= done.bytes;
+      this.ackedRaw += done.rawBytes;
+    }
+    // More may have been sent after the flush: keep the window moving while anyone waits.
+    const behind = this.ackedEnd < this.wantEnd || this.roomWaiters > 0;
+    if (this.window.length > 0 && (behind || this.windowBytes >= this.session.options.windowBytes / 2)) {
+      this.requestFlush();
+    }
+  }
+
+  onClosed(bytesWritten: number): void {
+    this.closed = true;
+    this.closedBytes = bytesWritten;
+    this.onAck(this.sentEnd);
+  }
+
+  /** Re-sends what a new connection must know about this stream: unacked operations, requests. */
+  replay(conn: FrameConnection): void {
+    for (const pending of this.window) conn.send(pending.message);
+    this.flushRequested = false;
+    if (this.window.length > 0) this.requestFlush();
+    if (this.digestsActive && !this.digestEnd) {
+      this.digestRequestedEnd = this.digestNext + this.digestQueue.length;
+      this.requestDigests();
+    }
+    if (this.closing) conn.send({ type: 'close-disk', stream: this.stream });
+  }
+
+  async checkpoint(options?: OperationOptions): Promise<number> {
+    const session = this.session;
+    const target = this.sentEnd;
+    if (this.ackedEnd >= target && this.window.length === 0) return target;
+    this.wantEnd = Math.max(this.wantEnd, target);
+    this.requestFlush();
+    await session.waiters.until(
+      () => this.ackedEnd >= target,
+      () => session.check(),
+      options?.signal,
+    );
+    return target;
+  }
+
+  private requestDigests(): void {
+    if (this.digestEnd || this.digestRequestedEnd >= this.blockCount) return;
+    const count = Math.min(DIGEST_BATCH, this.blockCount - this.digestRequestedEnd);
+    this.session.post({ type: 'digests-request', stream: this.stream, from: this.digestRequestedEnd, count });
+    this.digestRequestedEnd += count;
+  }
+
+  onDigests(from: number, digests: Array<Uint8Array | null>, last: boolean): void {
+    const expected = this.digestNext + this.digestQueue.length;
+    if (from !== expected) return; // a stale answer from before a reconnect
+    for (const [i, digest] of digests.entries()) this.digestQueue.push({ index: from + i, digest });
+    if (last || from + digests.length >= this.blockCount) this.digestEnd = true;
+    this.session.waiters.notify();
+  }
+
+  async *replicaDigests(fromBlock: number, options?: OperationOptions): AsyncIterable<BlockDigest> {
+    const session = this.session;
+    if (this.digestsActive) throw new TransportError(`replica digests of ${this.disk.id} are already being read`);
+    this.digestsActive = true;
+    this.digestQueue = [];
+    this.digestNext = fromBlock;
+    this.digestRequestedEnd = fromBlock;
+    this.digestEnd = fromBlock >= this.blockCount;
+    try {
+      this.requestDigests();
+      for (;;) {
+        if (
+          this.digestQueue.length < DIGEST_BATCH / 2 &&
+          this.digestRequestedEnd - this.digestNext < DIGEST_BATCH * 2
+        ) {
+          this.requestDigests();
+        }
+        if (this.digestQueue.length === 0) {
+          if (this.digestEnd) return;
+          await session.waiters.until(
+            () => this.digestQueue.length > 0 || this.digestEnd,
+            () => session.check(),
+            options?.signal,
+          );
+          continue;
+        }
+        const next = this.digestQueue.shift()!;
+        this.digestNext = next.index + 1;
+        yield next;
+      }
+    } finally {
+      this.digestsActive = false;
+    }
+  }
+
+  async close(options?: OperationOptions): Promise<void> {
+    if (this.closed) return;
+    const session = this.session;
+    if (!this.closing) {
+      this.closing = true;
+      if (session.failure) return;
+      session.post({ type: 'close-disk', stream: this.stream });
+    }
+    await session.waiters.until(
+      () => this.closed,
+      () => session.check(),
+      options?.signal,
+    );
+    session.streams.delete(this.stream);
+  }
+}
+
+/**
+ * The source side of a network session: a {@link BlockChannel} whose operations travel as frames
+ * to a target agent. Keeps a bounded window of unacked operations; when the connection drops it
+ * reconnects with backoff, reopens the session and its disks, and resends the window, so the
+ * engine never notices a drop that a reconnect cures.
+ */
+export class SourceSession implements BlockChannel {
+  readonly id = randomUUID();
+  readonly streams = new Map<number, SourceDiskChannel>();
+  readonly waiters = new Waiters();
+  failure: ReplikitError | undefined;
+  private conn: FrameConnection | undefined;
+  private connecting: Promise<FrameConnection> | undefined;
+  private nextStream = 1;
+  private committed = false;
+  private committing = false;
+  private readonly lifetime = new AbortController();
+  /** Connections made (1 + reconnects). */
+  connections = 0;
+
+  constructor(
+    readonly spec: SessionSpec,
+    readonly options: SourceSessionOptions,
+  ) {}
+
+  /** Throws the session's failure, if it failed. */
+  check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  /** Opens the first connection; an error here (refused, unreachable) fails `open`. */
+  async start(signal?: AbortSignal): Promise<void> {
+    throwIfAborted(signal);
+    try {
+      this.conn = await this.establish(true, signal);
+    } catch (error) {
+      if (isFatal(error) || signal?.aborted) {
+        this.fail(error);
+        throw error;
+      }
+      // A link that drops while the session opens is retried like any other drop.
+      await this.reconnect(error);
+    }
+  }
+
+  private async establish(first: boolean, signal?: AbortSignal): Promise<FrameConnection> {
+    const abort = signal ? AbortSignal.any([signal, this.lifetime.signal]) : this.lifetime.signal;
+    const raw = await this.options.connect(abort);
+    const conn = new FrameConnection(raw, this.options.peer);
+    try {
+      await handshake(conn, {
+        role: 'source',
+        dialer: this.options.dialer,
+        codecs: availableCodecs(),
+        key: this.options.key,
+      });
+      conn.send({
+        type: 'session',
+        sessionId: this.id,
+        spec: this.spec,
+        resume: !first,
+        codec: this.options.codec?.name ?? 'none',
+      });
+      await conn.expect('session-ok');
+      for (const stream of this.streams.values()) {
+        if (stream.closed) continue;
+        conn.send({ type: 'open-disk', stream: stream.stream, disk: stream.disk });
+        const opened = await conn.expect('disk-opened');
+        stream.blockCount = opened.blockCount;
+      }
+    } catch (error) {
+      conn.destroy();
+      throw error;
+    }
+    this.connections++;
+    // From here on the connection is live: resend what the target has not made durable.
+    this.conn = conn;
+    for (const stream of this.streams.values()) if (!stream.closed) stream.replay(conn);
+    if (this.committing) conn.send({ type: 'commit' });
+    void this.pump(conn);
+    return conn;
+  }
+
+  /** Reads the target's answers on one connection until it ends. */
+  private async pump(conn: FrameConnection): Promise<void> {
+    for (;;) {
+      let message: Message;
+      try {
+        message = await conn.next();
+      } catch (error) {
+        if (this.conn === conn) this.lost(conn, error);
+        return;
+      }
+      const stream = 'stream' in message ? this.streams.get(message.stream) : undefined;
+      switch (message.type) {
+        case 'ack':
+          if (stream && message.end > stream.sentEnd) {
+            const error = new TransportError(
+              `protocol error: ${conn.peer} acked block ${message.end - 1}, which was never sent`,
+              { details: { protocol: true } },
+            );
+            conn.abort(error);
+            this.fail(error);
+            return;
+          }
+          stream?.onAck(message.end);
+          break;
+        case 'digests':
+          stream?.onDigests(message.from, message.digests, message.last);
+          break;
+        case 'disk-closed':
+          stream?.onClosed(message.bytesWritten);
+          break;
+        case 'disk-opened':
+          if (stream) stream.blockCount = message.blockCount;
+          break;
+        case 'committed':
+          this.committed = true;
+          break;
+        default: {
+          const error = new TransportError(`protocol error: unexpected '${message.type}' frame from ${conn.peer}`, {
+            details: { protocol: true },
+          });
+          conn.abort(error);
+          this.fail(error);
+          return;
+        }
+      }
+      this.waiters.notify();
+    }
+  }
+
+  /** A live connection broke: reconnect in the background unless the error is final. */
+  private lost(conn: FrameConnection, error: unknown): void {
+    this.conn = undefined;
+    conn.destroy();
+    if (this.committed || this.failure) return;
+    if (isFatal(error)) {
+      this.fail(error);
+      return;
+    }
+    this.reconnect(error);
+  }
+
+  private reconnect(cause: unknown): Promise<FrameConnection> {
+    if (this.connecting) return this.connecting;
+    const attempt = async (): Promise<FrameConnection> => {
+      const policy = this.options.reconnect;
+      let delay = policy.initialDelayMs;
+      let last = cause;
+      for (let i = 0; i < policy.attempts; i++) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          this.lifetime.signal.addEventListener('abort', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+        this.check();
+        if (this.lifetime.signal.aborted) throw new AbortError('the session was closed');
+        delay = Math.min(policy.maxDelayMs, delay * 2);
+        try {
+          return await this.establish(false);
+        } catch (error) {
+          last = error;
+          if (isFatal(error)) throw error;
+        }
+      }
+      throw new TransportError(
+        `lost the connection to ${this.options.peer} and could not resume after ${policy.attempts} attempts: ${(last as Error)?.message ?? last}`,
+        { cause: last },
+      );
+    };
+    this.connecting = attempt()
+      .catch((error: unknown) => {
+        this.fail(error);
+        throw error;
+      })
+      .finally(() => {
+        this.connecting = undefined;
+        this.waiters.notify();
+      });
+    this.connecting.catch(() => undefined);
+    return this.connecting;
+  }
+
+  private fail(error: unknown): void {
+    if (this.failure) return;
+    this.failure = isReplikitError(error)
+      ? error
+      : new TransportError(`the session failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+    this.conn?.destroy();
+    this.conn = undefined;
+    this.lifetime.abort(this.failure);
+    this.waiters.notify();
+  }
+
+  /** Sends a message now if connected; otherwise the next connection's replay covers it. */
+  post(message: Message): void {
+    const conn = this.conn;
+    if (!conn || conn.error) return;
+    try {
+      conn.send(message);
+    } catch {
+      // The connection just broke; the pump notices and the replay resends.
+    }
+  }
+
+  /** Sends an operation and waits for the socket to take it (its back-pressure). */
+  async transmit(message: Message, signal?: AbortSignal): Promise<void> {
+    const conn = this.conn;
+    if (!conn || conn.error) return;
+    try {
+      if (!conn.send(message)) await conn.drained();
+    } catch {
+      // Same as above: a broken connection is the pump's business.
+    }
+    throwIfAborted(signal);
+  }
+
+  async openDisk(disk: DiskRef, options?: OperationOptions): Promise<DiskChannel> {
+    this.check();
+    const stream = new SourceDiskChannel(this, this.nextStream++, disk);
+    this.streams.set(stream.stream, stream);
+    if (this.conn && !this.conn.error) {
+      this.conn.send({ type: 'open-disk', stream: stream.stream, disk });
+    }
+    await this.waiters.until(
+      () => stream.blockCount > 0 || disk.size === 0,
+      () => this.check(),
+      options?.signal,
+    );
+    return stream;
+  }
+
+  async close(): Promise<void> {
+    try {
+      if (this.failure) return;
+      for (const stream of [...this.streams.values()]) await stream.close();
+      this.committing = true;
+      this.post({ type: 'commit' });
+      await this.waiters.until(
+        () => this.committed,
+        () => this.check(),
+      );
+    } finally {
+      this.lifetime.abort(new AbortError('the session is closed'));
+      const conn = this.conn;
+      this.conn = undefined;
+      await conn?.close();
+    }
+  }
+}
+
+/** Block frames' bound for a block size, for buffers sized by callers. */
+export function maxBlockFrame(blockSize: number): number {
+  return HEADER_BYTES + BLOCK_FIXED_BYTES + MAX_DIGEST_BYTES + blockSize;
+}

@@ -1,0 +1,174 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { availableCodecs, codecByName, maybeCompress } from '../src/codecs.js';
+import { FRAME_MAGIC, FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD } from '../src/protocol/constants.js';
+import { crc32 } from '../src/protocol/crc32.js';
+import { coveredLength } from '../src/protocol/frame-check.js';
+import { FrameDecoder, payloadBound } from '../src/protocol/frame-decoder.js';
+import { encodeMessage, type Message, parseFrame } from '../src/protocol/messages.js';
+import { isProtocolError } from '../src/protocol/protocol-error.js';
+
+const spec = {
+  runId: 'r1',
+  blockSize: 65536,
+  digest: 'sha256',
+  replica: { id: 'rep', name: 'rep', disks: [{ id: 'd0', vmId: 'rep', size: 1 << 20 }], created: false },
+};
+
+const samples: Message[] = [
+  { type: 'hello', protocol: 'replikit-blocks', versions: [1, 1], role: 'source', nonce: 'ab', codecs: ['none'] },
+  { type: 'auth', proof: 'cd' },
+  { type: 'session', sessionId: 's', spec: spec as never, resume: false, codec: 'none' },
+  { type: 'session-ok', sessionId: 's' },
+  { type: 'open-disk', stream: 1, disk: { id: 'd0', vmId: 'rep', size: 1 << 20 } },
+  { type: 'disk-opened', stream: 1, blockCount: 16 },
+  {
+    type: 'block',
+    stream: 1,
+    index: 2 ** 40 + 3,
+    codec: 0,
+    compressed: false,
+    rawLength: 5,
+    digest: new Uint8Array(32).fill(9),
+    payload: new Uint8Array([1, 2, 3, 4, 5]),
+  },
+  { type: 'zero', stream: 1, index: 7, count: 2 ** 33 },
+  { type: 'flush', stream: 3 },
+  { type: 'ack', stream: 3, end: 99 },
+  { type: 'digests-request', stream: 1, from: 5, count: 100 },
+  { type: 'digests', stream: 1, from: 5, digests: [new Uint8Array(32).fill(1), null], last: true },
+  { type: 'close-disk', stream: 1 },
+  { type: 'disk-closed', stream: 1, bytesWritten: 123 },
+  { type: 'commit' },
+  { type: 'committed' },
+  { type: 'error', code: 'E_AUTH', message: 'no', retry: false },
+];
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+function decodeAll(bytes: Uint8Array, decoder = new FrameDecoder(1 << 20)): Message[] {
+  return decoder.push(bytes).map(parseFrame);
+}
+
+/** Recomputes a frame's header check after a test changed its header. */
+function reseal(bytes: Uint8Array): void {
+  new DataView(bytes.buffer, bytes.byteOffset).setUint32(12, crc32(bytes.subarray(0, 12)));
+}
+
+function normalize(message: Message): unknown {
+  return JSON.parse(JSON.stringify(message, (_k, v) => (v instanceof Uint8Array ? [...v] : v)));
+}
+
+describe('frames', () => {
+  it('round-trips every message type, whole and split at every byte', () => {
+    const wire = concat(samples.flatMap(encodeMessage));
+    expect(decodeAll(wire).map(normalize)).toEqual(samples.map(normalize));
+    for (let cut = 1; cut < wire.length; cut += 7) {
+      const decoder = new FrameDecoder(1 << 20);
+      const out = [...decoder.push(wire.subarray(0, cut)), ...decoder.push(wire.subarray(cut))].map(parseFrame);
+      expect(out.map(normalize)).toEqual(samples.map(normalize));
+    }
+  });
+
+  it('refuses a bad magic, a future version, an unknown type and an oversized length before buffering', () => {
+    const good = concat(encodeMessage({ type: 'flush', stream: 1 }));
+    const cases: Array<[string, (b: Uint8Array) => void, RegExp]> = [
+      ['magic', (b) => (b[0] = 0x16), /TLS records/],
+      ['version', (b) => (b[2] = 2), /version 2/],
+      ['type', (b) => (b[3] = 200), /unknown frame type 200/],
+      ['fixed length', (b) => new DataView(b.buffer).setUint32(4, 5), /bound is 4/],
+      ['damaged header', (b) => (b[5] ^= 1), /header arrived damaged/],
+      ['damaged body', (b) => (b[HEADER_BYTES + 1] ^= 1), /arrived damaged/],
+    ];
+    for (const [name, mutate, message] of cases) {
+      const bytes = good.slice();
+      mutate(bytes);
+      if (!name.startsWith('damaged')) reseal(bytes);
+      const decoder = new FrameDecoder();
+      let error: unknown;
+      try {
+        decoder.push(bytes);
+      } catch (e) {
+        error = e;
+      }
+      expect(isProtocolError(error)).toBe(true);
+      expect((error as Error).message).toMatch(message);
+      expect(decoder.buffered).toBe(0);
+    }
+    // A block frame claiming 4 GiB is refused from its header alone.
+    const header = new Uint8Array(HEADER_BYTES);
+    const view = new DataView(header.buffer);
+    view.setUint16(0, FRAME_MAGIC);
+    view.setUint8(2, 1);
+    view.setUint8(3, FrameType.block);
+    view.setUint32(4, 0xffffffff);
+    reseal(header);
+    expect(() => new FrameDecoder(1 << 20).push(header)).toThrow(/bound is 1048576/);
+  });
+
+  it('fuzz: random and mutated frames never crash the decoder nor buffer beyond the bound', () => {
+    const wire = concat(samples.flatMap(encodeMessage));
+    const bound = 1 << 16;
+    for (let round = 0; round < 3000; round++) {
+      const decoder = new FrameDecoder(bound);
+      let input: Uint8Array;
+      if (round % 3 === 0) {
+        input = randomBytes(HEADER_BYTES + (round % 300));
+        if (round % 2 === 0) {
+          // A valid header in front of random bytes, so the parsers see hostile payloads too.
+          input.set([0x52, 0x4b, 1, 1 + (round % 17)]);
+          const view = new DataView(input.buffer, input.byteOffset);
+          view.setUint32(4, input.length - HEADER_BYTES);
+          const payload = input.subarray(HEADER_BYTES);
+          view.setUint32(8, crc32(payload.subarray(0, coveredLength(input[3]!, payload))));
+          reseal(input);
+        }
+      } else {
+        input = wire.slice();
+        for (let flips = 1 + (round % 4); flips > 0; flips--) {
+          input[Math.floor(Math.random() * input.length)] = Math.floor(Math.random() * 256);
+        }
+      }
+      let at = 0;
+      try {
+        while (at < input.length) {
+          const step = 1 + Math.floor(Math.random() * 64);
+          for (const frame of decoder.push(input.subarray(at, at + step))) {
+            expect(frame.payload.length).toBeLessThanOrEqual(Math.max(bound, MAX_CONTROL_PAYLOAD * 5));
+            expect(frame.payload.length).toBeLessThanOrEqual(payloadBound(frame.type, bound));
+            parseFrame(frame);
+          }
+          expect(decoder.buffered).toBeLessThanOrEqual(HEADER_BYTES + MAX_CONTROL_PAYLOAD * 5);
+          at += step;
+        }
+      } catch (error) {
+        // Anything wrong is a protocol error, never a crash of another kind.
+        expect(isProtocolError(error), String(error)).toBe(true);
+      }
+    }
+  });
+});
+
+describe('codecs', () => {
+  it('round-trip, send incompressible blocks raw, and refuse a payload that decodes too long', () => {
+    const text = Buffer.from('2026-11-25 host=demo status=200 bytes=1234\n'.repeat(2000)).subarray(0, 65536);
+    const noise = randomBytes(65536);
+    for (const name of availableCodecs().filter((n) => n !== 'none')) {
+      const codec = codecByName(name)!;
+      const packed = maybeCompress(codec, text)!;
+      expect(packed.length).toBeLessThan(text.length / 2);
+      expect(Buffer.from(codec.decode(packed, text.length)).equals(text)).toBe(true);
+      expect(maybeCompress(codec, noise)).toBeUndefined();
+      let error: unknown;
+      try {
+        codec.decode(packed, text.length - 1);
+      } catch (e) {
+        error = e;
+      }
+      expect(isProtocolError(error)).toBe(true);
+      expect(() => codec.decode(randomBytes(100), 65536)).toThrow();
+    }
+  });
+});
