@@ -28,3 +28,14 @@ export { vhdGeometry } from './vhd/vhd-structs.js';
 export { type CreateVhdOptions, createVhd, type VhdWriter, vhdParentRef } from './vhd/vhd-writer.js';
 export { openVhdx, openVhdxSource, VhdxReader } from './vhdx/vhdx-reader.js';
 export { type CreateVhdxOptions, createVhdx, type VhdxWriter } from './vhdx/vhdx-writer.js';
+export { decodeXapi, encodeXapi, type XapiValue } from './xva/ova-xml.js';
+export { parseOvaXml, type ReadXvaOptions, readXva, type XvaContents, type XvaVdi } from './xva/xva-reader.js';
+export {
+  buildOvaXml,
+  chunkName,
+  XVA_CHUNK,
+  type XvaDiskSource,
+  type XvaStreamOptions,
+  type XvaVmSpec,
+  xvaStream,
+} from './xva/xva-writer.js';

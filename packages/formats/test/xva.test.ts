@@ -1,0 +1,103 @@
+import { execFile } from 'node:child_process';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRaw, openDisk, readXva, xvaStream } from '../src/index.js';
+import { pattern, tempDir } from './helpers/qemu.js';
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+let dir: string;
+let cleanup: () => Promise<void>;
+let xva: string;
+const sizes = [5 * MiB, 4 * MiB + 4096];
+const contents: Uint8Array[] = [];
+
+beforeAll(async () => {
+  ({ dir, cleanup } = await tempDir());
+  for (const [i, size] of sizes.entries()) {
+    const bytes = new Uint8Array(size);
+    bytes.set(pattern(100_000, i + 1), 1000);
+    bytes.set(pattern(MiB, i + 10), 3 * MiB - 512); // crosses a chunk boundary; chunk 1 (and 2 of disk 0) stay zero
+    bytes.set(pattern(300, i + 20), size - 300);
+    contents.push(bytes);
+    await writeFile(join(dir, `disk${i}.raw`), bytes);
+  }
+  const readers = await Promise.all(sizes.map((_, i) => openDisk(join(dir, `disk${i}.raw`))));
+  xva = join(dir, 'vm.xva');
+  await pipeline(
+    Readable.from(xvaStream({ vm: { name: 'web <&> "one"', cpus: 2 }, disks: readers.map((reader) => ({ reader })) })),
+    createWriteStream(xva),
+  );
+  await Promise.all(readers.map((r) => r.close()));
+});
+afterAll(async () => cleanup?.());
+
+async function readBack(path: string) {
+  const out: string[] = [];
+  const result = await readXva(createReadStream(path, { highWaterMark: MiB }), {
+    name: path,
+    openWriter: async (vdi) => {
+      const file = join(dir, `back-${vdi.ref.replace(':', '')}.raw`);
+      out.push(file);
+      return createRaw(file, { size: vdi.size });
+    },
+  });
+  return { result, out };
+}
+
+describe('XVA', () => {
+  it('round-trips byte-identical disks, omitting zero chunks', async () => {
+    const { result, out } = await readBack(xva);
+    expect(result.vm.name_label).toBe('web <&> "one"');
+    expect(result.vm.VCPUs_max).toBe('2');
+    expect(result.vdis.map((v) => v.size)).toEqual(sizes);
+    for (const [i, file] of out.entries()) expect(Buffer.compare(await readFile(file), contents[i]!)).toBe(0);
+    // each disk: chunks 0, 2, 3 and 4 (the last, a partial one in disk 1); chunk 1 is zero and omitted
+    expect(result.chunks).toBe(8);
+  });
+
+  it('is a valid POSIX tar for GNU tar, with ova.xml first and a checksum after each chunk', async () => {
+    const { stdout } = await run('tar', ['--format=posix', '-tvf', xva]);
+    const names = stdout
+      .trim()
+      .split('\n')
+      .map((line) => line.split(/\s+/).pop());
+    expect(names[0]).toBe('ova.xml');
+    expect(names).toContain('Ref:10/00000000');
+    expect(names).toContain('Ref:10/00000000.checksum');
+    expect(names).not.toContain('Ref:10/00000001');
+    const extract = join(dir, 'extracted');
+    await mkdir(extract);
+    await run('tar', ['-xf', xva, '-C', extract]);
+    const chunk = await readFile(join(extract, 'Ref:12', '00000004'));
+    expect(Buffer.compare(chunk, contents[1]!.subarray(4 * MiB))).toBe(0);
+    const { stdout: sum } = await run('sha1sum', [join(extract, 'Ref:12', '00000004')]);
+    expect((await readFile(join(extract, 'Ref:12', '00000004.checksum'), 'utf8')).trim()).toBe(sum.split(' ')[0]);
+  });
+
+  it('reports a flipped bit with the chunk name', async () => {
+    const bytes = new Uint8Array(await readFile(xva));
+    // find chunk Ref:10/00000002's data: the block after its tar header
+    const header = Buffer.from(bytes).indexOf('Ref:10/00000002\0');
+    expect(header).toBeGreaterThan(0);
+    bytes[header + 512 + 12345]! ^= 0x10;
+    const bad = join(dir, 'flipped.xva');
+    await writeFile(bad, bytes);
+    await expect(readBack(bad)).rejects.toMatchObject({
+      code: 'E_FORMAT',
+      message: expect.stringMatching(/chunk Ref:10\/00000002 is damaged/),
+    });
+  });
+
+  it('refuses a truncated archive', async () => {
+    const bytes = await readFile(xva);
+    const cut = join(dir, 'cut.xva');
+    await writeFile(cut, bytes.subarray(0, bytes.length - 2048));
+    await expect(readBack(cut)).rejects.toMatchObject({ code: 'E_FORMAT' });
+  });
+});
