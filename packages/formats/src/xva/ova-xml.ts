@@ -3,19 +3,19 @@ import { FormatError } from '@replikit/core';
 /** A value of XAPI's XML-RPC encoding, as used in `ova.xml`. */
 export type XapiValue = string | number | boolean | XapiValue[] | { [key: string]: XapiValue };
 
-const escape = (text: string) =>
+const escapeXml = (text: string) =>
   text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** Encodes a value the way XAPI writes `ova.xml` (strings bare, maps as structs, sets as arrays). */
 export function encodeXapi(value: XapiValue): string {
-  if (typeof value === 'string') return `<value>${escape(value)}</value>`;
+  if (typeof value === 'string') return `<value>${escapeXml(value)}</value>`;
   if (typeof value === 'boolean') return `<value><boolean>${value ? 1 : 0}</boolean></value>`;
   if (typeof value === 'number') {
     return Number.isInteger(value) ? `<value><i4>${value}</i4></value>` : `<value><double>${value}</double></value>`;
   }
   if (Array.isArray(value)) return `<value><array><data>${value.map(encodeXapi).join('')}</data></array></value>`;
   const members = Object.entries(value)
-    .map(([k, v]) => `<member><name>${escape(k)}</name>${encodeXapi(v)}</member>`)
+    .map(([k, v]) => `<member><name>${escapeXml(k)}</name>${encodeXapi(v)}</member>`)
     .join('');
   return `<value><struct>${members}</struct></value>`;
 }
