@@ -17,6 +17,7 @@ import { serveTargetSession, type TargetSessionResult } from './target-session.j
 
 /** What an agent reports, one event per session or refusal. */
 export type AgentEvent =
+  | { type: 'session-start'; peer: string; sessionId: string; runId: string }
   | ({ type: 'session'; peer: string } & TargetSessionResult)
   | { type: 'refused'; peer: string; error: ReplikitError };
 
@@ -104,9 +105,10 @@ export function createAgent(options: AgentOptions): Agent {
       let sessionId: string | undefined;
       const result = await serveTargetSession(conn, target, {
         stopping: stopping.signal,
-        onSession: async (id) => {
+        onSession: async (id, spec) => {
           sessionId = id;
           active++;
+          options.onEvent?.({ type: 'session-start', peer, sessionId: id, runId: spec.runId });
           // A reconnect of a session whose old connection is not yet known dead: end that one first.
           const older = bySession.get(id);
           if (older) {

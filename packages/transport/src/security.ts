@@ -3,6 +3,20 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { AbortError, InputError, ReplikitError, TransportError } from '@replikit/core';
+import { encodeMessage } from './protocol/messages.js';
+
+/** Tells the peer why it is refused (an `error` frame), then closes the socket. */
+function refuseSocket(socket: tls.TLSSocket, error: ReplikitError): void {
+  try {
+    for (const chunk of encodeMessage({ type: 'error', code: error.code, message: error.message, retry: false })) {
+      socket.write(chunk);
+    }
+  } catch {
+    // Already gone.
+  }
+  socket.end();
+  setTimeout(() => socket.destroy(), 500).unref();
+}
 
 /** TLS with a pre-shared key (TLS-PSK): both ends hold the same secret; no certificates. */
 export interface PskCredentials {
@@ -185,7 +199,7 @@ export function dial(address: Address, security: Security, options: { signal?: A
         if (security.certificate) {
           const refused = checkPinned(tlsSocket, security.certificate.trust, `agent ${peer}`);
           if (refused) {
-            tlsSocket.destroy();
+            refuseSocket(tlsSocket, refused);
             reject(refused);
             return;
           }
@@ -248,7 +262,7 @@ export function createSecureServer(security: Security, handlers: ListenHandlers)
       const refused = checkPinned(socket, security.certificate.trust, `client ${peer}`);
       if (refused) {
         handlers.onRefused(refused, peer);
-        socket.destroy();
+        refuseSocket(socket, refused);
         return;
       }
     }

@@ -122,7 +122,6 @@ class SourceDiskChannel implements DiskChannel {
   sentEnd = 0;
   ackedEnd = 0;
   private ackedRaw = 0;
-  private closedBytes: number | undefined;
   readonly window: Pending[] = [];
   private windowBytes = 0;
   flushRequested = false;
@@ -148,7 +147,7 @@ class SourceDiskChannel implements DiskChannel {
   ) {}
 
   get bytesWritten(): number {
-    return this.closedBytes ?? this.ackedRaw;
+    return this.ackedRaw;
   }
 
   /** Wire bytes a message takes. */
@@ -245,9 +244,8 @@ class SourceDiskChannel implements DiskChannel {
     }
   }
 
-  onClosed(bytesWritten: number): void {
+  onClosed(): void {
     this.closed = true;
-    this.closedBytes = bytesWritten;
     this.onAck(this.sentEnd);
   }
 
@@ -455,7 +453,7 @@ export class SourceSession implements BlockChannel {
           stream?.onDigests(message.from, message.digests, message.last);
           break;
         case 'disk-closed':
-          stream?.onClosed(message.bytesWritten);
+          stream?.onClosed();
           break;
         case 'disk-opened':
           if (stream) stream.blockCount = message.blockCount;

@@ -79,8 +79,8 @@ describe('frames', () => {
       ['version', (b) => (b[2] = 2), /version 2/],
       ['type', (b) => (b[3] = 200), /unknown frame type 200/],
       ['fixed length', (b) => new DataView(b.buffer).setUint32(4, 5), /bound is 4/],
-      ['damaged header', (b) => (b[5] ^= 1), /header arrived damaged/],
-      ['damaged body', (b) => (b[HEADER_BYTES + 1] ^= 1), /arrived damaged/],
+      ['damaged header', (b) => (b[5]! ^= 1), /header arrived damaged/],
+      ['damaged body', (b) => (b[HEADER_BYTES + 1]! ^= 1), /arrived damaged/],
     ];
     for (const [name, mutate, message] of cases) {
       const bytes = good.slice();

@@ -7,8 +7,8 @@ import {
   MAX_CONTROL_PAYLOAD,
   PROTOCOL_VERSION,
 } from './constants.js';
-import { coveredLength } from './frame-check.js';
 import { crc32 } from './crc32.js';
+import { coveredLength } from './frame-check.js';
 import { DamagedFrameError, ProtocolError } from './protocol-error.js';
 
 /** One frame as cut from the byte stream: its type and payload (not yet parsed). */
