@@ -1,6 +1,7 @@
 import { access } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { FormatError } from '@replikit/core';
+import { printable } from './cursor.js';
 import type { ImageReader } from './image.js';
 
 /** How a differencing image finds its parent. */
@@ -50,7 +51,7 @@ export async function firstExisting(child: string, candidates: string[]): Promis
     }
   }
   throw new FormatError(
-    `${child}: differencing image, but its parent was not found (looked for ${candidates.join(', ') || 'nothing: no parent locator'})`,
+    `${child}: differencing image, but its parent was not found (looked for ${printable(candidates.join(', ')) || 'nothing: no parent locator'})`,
     { details: { file: child, candidates } },
   );
 }

@@ -1,7 +1,7 @@
 import { checkRange, type Extent, FormatError, throwIfAborted } from '@replikit/core';
 import { type ByteSource, openFileSource, readBytes } from '../byte-source.js';
 import { crc32c } from '../crc32c.js';
-import { Cursor } from '../cursor.js';
+import { Cursor, printable } from '../cursor.js';
 import { formatGuid, parseGuid } from '../guid.js';
 import { coalesce, type ImageInfo, type ImageReader, unionExtents } from '../image.js';
 import { checkDepth, firstExisting, type ParentOptions, parentCandidates } from '../parent.js';
@@ -348,7 +348,7 @@ export async function openVhdxSource(source: ByteSource, options: ParentOptions 
     if (!linkage || !found || Buffer.compare(linkage, found) !== 0) {
       await parent.close();
       throw new FormatError(
-        `${file}: parent ${parentPath} is not the image this differencing VHDX was made from: parent_linkage ${locator.get('parent_linkage')}, parent's data write GUID ${found ? `{${formatGuid(found)}}` : 'none (not a VHDX)'}`,
+        `${file}: parent ${parentPath} is not the image this differencing VHDX was made from: parent_linkage ${printable(locator.get('parent_linkage')!)}, parent's data write GUID ${found ? `{${formatGuid(found)}}` : 'none (not a VHDX)'}`,
       );
     }
     if (parent.size !== metadata.virtualSize) {

@@ -1,4 +1,5 @@
 import { FormatError } from '@replikit/core';
+import { printable } from '../cursor.js';
 
 /** A value of XAPI's XML-RPC encoding, as used in `ova.xml`. */
 export type XapiValue = string | number | boolean | XapiValue[] | { [key: string]: XapiValue };
@@ -49,13 +50,13 @@ export function decodeXapi(xml: string, file: string): XapiValue {
       pos += tag.length + 3;
       return false; // empty element
     }
-    if (!xml.startsWith(`<${tag}>`, pos)) fail(`expected <${tag}>, found '${xml.slice(pos, pos + 20)}'`);
+    if (!xml.startsWith(`<${tag}>`, pos)) fail(`expected <${tag}>, found '${printable(xml.slice(pos, pos + 20))}'`);
     pos += tag.length + 2;
     return true;
   };
   const close = (tag: string) => {
     skipSpace();
-    if (!xml.startsWith(`</${tag}>`, pos)) fail(`expected </${tag}>, found '${xml.slice(pos, pos + 20)}'`);
+    if (!xml.startsWith(`</${tag}>`, pos)) fail(`expected </${tag}>, found '${printable(xml.slice(pos, pos + 20))}'`);
     pos += tag.length + 3;
   };
   const text = (): string => {
