@@ -16,12 +16,14 @@ function digest(view) {
 }
 
 parentPort.on('message', (job) => {
+  // Blocks lie back to back in the pool's slot, or at `offsets` in a buffer the engine shares.
   const input = new Uint8Array(job.input);
   const output = new Uint8Array(job.output);
   let at = 0;
   for (let i = 0; i < job.lengths.length; i++) {
     const length = job.lengths[i];
-    output.set(digest(input.subarray(at, at + length)), i * job.digestLength);
+    const start = job.offsets ? job.offsets[i] : at;
+    output.set(digest(input.subarray(start, start + length)), i * job.digestLength);
     at += length;
   }
   parentPort.postMessage(job.id);

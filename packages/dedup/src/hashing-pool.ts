@@ -100,13 +100,22 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
   async function hashChunk(blocks: readonly Uint8Array[]): Promise<Uint8Array[]> {
     const slot = await acquire();
     try {
-      const input = new Uint8Array(slot.input);
-      const lengths: number[] = [];
-      let at = 0;
-      for (const block of blocks) {
-        input.set(block, at);
-        at += block.length;
-        lengths.push(block.length);
+      const lengths = blocks.map((block) => block.length);
+      // Blocks in one shared buffer (from `allocate`) are hashed where they are; others are copied
+      // once into the worker's slot.
+      const shared = blocks[0]?.buffer;
+      const inPlace = shared instanceof SharedArrayBuffer && blocks.every((block) => block.buffer === shared);
+      let message: { input: SharedArrayBuffer; offsets?: number[] };
+      if (inPlace) {
+        message = { input: shared, offsets: blocks.map((block) => block.byteOffset) };
+      } else {
+        const input = new Uint8Array(slot.input);
+        let at = 0;
+        for (const block of blocks) {
+          input.set(block, at);
+          at += block.length;
+        }
+        message = { input: slot.input };
       }
       const id = nextId++;
       // A busy worker keeps the process alive (an idle one does not: a forgotten pool never hangs it).
@@ -114,7 +123,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       try {
         await new Promise<void>((resolve, reject) => {
           pending.set(id, { resolve, reject });
-          slot.worker.postMessage({ id, input: slot.input, output: slot.output, lengths, digestLength });
+          slot.worker.postMessage({ id, ...message, output: slot.output, lengths, digestLength });
         });
       } finally {
         slot.worker.unref();
@@ -148,6 +157,9 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       }
       if (start < blocks.length) chunks.push(hashChunk(blocks.slice(start)));
       return (await Promise.all(chunks)).flat();
+    },
+    allocate(bytes: number): Uint8Array {
+      return new Uint8Array(new SharedArrayBuffer(bytes));
     },
     async close() {
       if (closed) return;

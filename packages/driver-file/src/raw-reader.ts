@@ -69,9 +69,17 @@ class RawDiskReader implements DiskReader {
 
   async read(offset: number, length: number, options?: OperationOptions): Promise<Uint8Array> {
     checkRange(this.size, offset, length, `reading ${this.what}`);
+    const buffer = Buffer.allocUnsafeSlow(length);
+    await this.readInto(offset, buffer, options);
+    return buffer;
+  }
+
+  async readInto(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void> {
+    const length = target.length;
+    checkRange(this.size, offset, length, `reading ${this.what}`);
     this.assertOpen();
     throwIfAborted(options?.signal);
-    const buffer = Buffer.allocUnsafeSlow(length);
+    const buffer = target;
     let got: number;
     try {
       got = await readFully(this.fh, buffer, 0, length, offset);
@@ -84,7 +92,6 @@ class RawDiskReader implements DiskReader {
         { details: { path: this.path, size: this.size } },
       );
     }
-    return buffer;
   }
 
   async close(): Promise<void> {

@@ -48,6 +48,11 @@ export interface DiskReader {
   allocated(options?: OperationOptions): AsyncIterable<Extent>;
   /** Reads `length` bytes at `offset`; the range must lie inside the disk. */
   read(offset: number, length: number, options?: OperationOptions): Promise<Uint8Array>;
+  /**
+   * Optional: reads `target.length` bytes at `offset` into `target`, so the engine can reuse its
+   * buffers (fresh memory for every read costs page faults). Same rules as {@link DiskReader.read}.
+   */
+  readInto?(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void>;
   /** Releases the reader. Calling it twice is harmless. */
   close(): Promise<void>;
 }

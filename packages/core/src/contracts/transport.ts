@@ -62,6 +62,12 @@ export interface DiskChannel {
    * blocks from the start of the disk below which everything sent is durable.
    */
   checkpoint(options?: OperationOptions): Promise<number>;
+  /**
+   * True when the channel is done with a data op's bytes once `send` resolves (it wrote or copied
+   * them), so the engine may reuse the buffer. A channel that keeps blocks for a resend after a
+   * reconnect leaves it unset.
+   */
+  readonly releasesDataOnSend?: boolean;
   /** Payload and framing bytes that crossed (or would cross) the wire so far. */
   readonly bytesSent: number;
   /** Bytes written to the replica disk so far. */

@@ -13,6 +13,11 @@ export interface BlockHasher {
   readonly digestLength: number;
   /** Digests of `blocks`, in order. */
   hash(blocks: readonly Uint8Array[]): Promise<Uint8Array[]>;
+  /**
+   * Optional: allocates a buffer the hasher can read without copying (shared with its threads).
+   * The engine reads blocks into such buffers when it can reuse them.
+   */
+  allocate?(bytes: number): Uint8Array;
   /** Releases threads or buffers, if any. */
   close?(): Promise<void>;
 }

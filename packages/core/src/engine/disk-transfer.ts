@@ -44,6 +44,8 @@ export interface DiskTransferOptions {
   onProgress(record: DiskRecord): void;
   /** Reads kept in flight. @default 4 */
   readAhead?: number;
+  /** Read buffers to reuse (used only when the channel releases data on send). */
+  buffers?: Uint8Array[];
 }
 
 /** A segment read and prepared: split in blocks, zero blocks found, the others hashed. */
@@ -148,6 +150,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
         examineAll: options.examineAll,
         readAhead: options.readAhead ?? 4,
         signal,
+        ...(options.buffers && channel.releasesDataOnSend ? { buffers: options.buffers } : {}),
       },
       prepare,
     )) {

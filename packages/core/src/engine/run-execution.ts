@@ -32,6 +32,9 @@ export interface RunDependencies {
   readAhead: number;
 }
 
+/** Bytes per source read (the segment reader's default). */
+const READ_BYTES = 1024 * 1024;
+
 /** Turns anything thrown into the `{ code, message }` a journal keeps. */
 function describeError(error: unknown): { code: string; message: string } {
   if (isReplikitError(error)) return { code: error.code, message: error.message };
@@ -417,6 +420,10 @@ export class RunExecution {
               }
             : {}),
           digestOnWire: options.digestOnWire,
+          buffers: Array.from(
+            { length: this.deps.readAhead + 2 },
+            () => this.deps.hasher.allocate?.(READ_BYTES) ?? new Uint8Array(READ_BYTES),
+          ),
           blockSize: record.blockSize,
           hasher: this.deps.hasher,
           ...(options.throttle ? { throttle: options.throttle } : {}),

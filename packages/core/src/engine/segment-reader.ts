@@ -28,6 +28,11 @@ export interface SegmentReaderOptions extends OperationOptions {
   readBytes?: number;
   /** Reads kept in flight ahead of the consumer. @default 4 */
   readAhead?: number;
+  /**
+   * Reuse these buffers (at least `readAhead + 2`, each `readBytes` long) through the reader's
+   * `readInto`: a segment's data is then valid only until the consumer asks for the next one.
+   */
+  buffers?: Uint8Array[];
 }
 
 /** Work done on each segment as soon as it is read, inside the read-ahead window (hashing). */
@@ -68,14 +73,29 @@ export async function* readSegments<T extends Segment = Segment>(
     if (examineAll) yield* holes(cursor, blockCount);
   }
 
+  const free = options.buffers && reader.readInto ? [...options.buffers] : undefined;
   const read = async (segment: Segment): Promise<T> => {
     let done = segment;
     if (segment.data) {
       const offset = segment.first * blockSize;
       const length = Math.min(segment.count * blockSize, reader.size - offset);
-      done = { ...segment, data: await reader.read(offset, length, { signal }) };
+      const buffer = free?.pop();
+      if (buffer) {
+        const view = buffer.subarray(0, length);
+        await reader.readInto!(offset, view, { signal });
+        done = { ...segment, data: view };
+      } else {
+        done = { ...segment, data: await reader.read(offset, length, { signal }) };
+      }
     }
     return transform ? transform(done) : (done as T);
+  };
+  // The pool's buffers start at offset 0 of their ArrayBuffer: a view goes back as the whole buffer.
+  const release = (segment: Segment) => {
+    if (free && segment.data && segment.data.byteOffset === 0) {
+      const owner = options.buffers!.find((b) => b.buffer === segment.data!.buffer);
+      if (owner) free.push(owner);
+    }
   };
 
   const queue: Array<Promise<T>> = [];
@@ -96,6 +116,8 @@ export async function* readSegments<T extends Segment = Segment>(
       const segment = await queue.shift()!;
       fill();
       yield segment;
+      // The consumer asked for the next segment: it is done with this one's buffer.
+      release(segment);
     }
   } finally {
     await Promise.allSettled(queue);

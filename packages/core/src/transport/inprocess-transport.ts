@@ -31,6 +31,8 @@ export interface InProcessTransportOptions {
 }
 
 class InProcessDiskChannel implements DiskChannel {
+  /** Every op is written before `send` resolves. */
+  readonly releasesDataOnSend = true;
   bytesSent = 0;
   private sentEnd = 0;
   private closed = false;
