@@ -321,7 +321,11 @@ describe('fuzz: mutated images give a result or a FormatError, nothing else', ()
         casesRun++;
         const length = c.cut ?? base.length;
         const bytes = base.slice(0, length);
-        for (const p of c.patches) p.bytes.forEach((b, i) => p.offset + i < length && (bytes[p.offset + i] = b));
+        for (const p of c.patches) {
+          p.bytes.forEach((b, i) => {
+            if (p.offset + i < length) bytes[p.offset + i] = b;
+          });
+        }
         if (c.fixChecksums) {
           for (const [a] of hot.slice(1)) {
             if (a + 512 > length) continue;

@@ -1,5 +1,5 @@
 import { FormatError } from '@replikit/core';
-import { Cursor } from '../cursor.js';
+import { Cursor, printable } from '../cursor.js';
 
 /** One 512-byte tar block. */
 export const TAR_BLOCK = 512;
@@ -59,14 +59,14 @@ export function parseTarHeader(block: Uint8Array, offset: number, file: string):
       return value;
     }
     const text = field(at, len).trim();
-    if (!/^[0-7]*$/.test(text)) throw c.error(at, `${what} '${text}' is not an octal number`);
+    if (!/^[0-7]*$/.test(text)) throw c.error(at, `${what} '${printable(text)}' is not an octal number`);
     return text === '' ? 0 : Number.parseInt(text, 8);
   };
   const stored = octal(148, 8, 'checksum');
   let sum = 0;
   for (let i = 0; i < TAR_BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]!;
   if (stored !== sum) throw c.error(148, `header checksum mismatch: stored ${stored}, computed ${sum}`);
-  if (field(257, 5) !== 'ustar') throw c.error(257, `not a ustar header (magic '${field(257, 6)}')`);
+  if (field(257, 5) !== 'ustar') throw c.error(257, `not a ustar header (magic '${printable(field(257, 6))}')`);
   const prefix = field(345, 155);
   const name = field(0, 100);
   return {
