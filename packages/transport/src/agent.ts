@@ -105,6 +105,7 @@ export function createAgent(options: AgentOptions): Agent {
       let sessionId: string | undefined;
       const result = await serveTargetSession(conn, target, {
         stopping: stopping.signal,
+        ...(options.hasher ? { hasher: options.hasher } : {}),
         onSession: async (id, spec) => {
           sessionId = id;
           active++;

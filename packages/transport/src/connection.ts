@@ -7,6 +7,12 @@ import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
 /** Frames decoded but not yet taken before the socket is paused (back-pressure on reads). */
 const QUEUE_HIGH = 64;
 
+/**
+ * Bytes queued on the stream before a writer is told to wait. Well above the socket's own
+ * 16 KiB mark, so that a block writer does not stall on every 64 KiB block.
+ */
+const SEND_HIGH = 1024 * 1024;
+
 /** An error the peer reported in an `error` frame. */
 export class RemoteError extends ReplikitError {}
 
@@ -138,7 +144,7 @@ export class FrameConnection {
   }
 
   /**
-   * Writes a message. Returns false when the stream's buffer is above its high-water mark: the
+   * Writes a message. Returns false when more than 1 MiB waits in the stream's buffer: the
    * caller should await {@link FrameConnection.drained} before writing more.
    */
   send(message: Message): boolean {
@@ -151,13 +157,13 @@ export class FrameConnection {
       ok = this.socket.write(chunk);
     }
     if (chunks.length > 1) this.socket.uncork();
-    return ok;
+    return ok || this.socket.writableLength < SEND_HIGH;
   }
 
   /** Resolves when the stream can take more (at once when it can now). */
   drained(): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    if (!this.socket.writableNeedDrain) return Promise.resolve();
+    if (!this.socket.writableNeedDrain || this.socket.writableLength < SEND_HIGH) return Promise.resolve();
     return new Promise((resolve, reject) => this.drainWaiters.push({ resolve, reject }));
   }
 

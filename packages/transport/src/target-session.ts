@@ -1,9 +1,13 @@
 import {
   type BlockDigest,
+  type BlockOp,
   type BlockTarget,
+  createNodeHasher,
+  type HasherFactory,
   isReplikitError,
   ReplikitError,
   type SessionSpec,
+  sameDigest,
   type TargetDisk,
   TransportError,
 } from '@replikit/core';
@@ -22,7 +26,16 @@ interface TargetStream {
   digests?: { iterator: AsyncIterator<BlockDigest>; next: number };
   /** Serializes digest requests of this stream. */
   digestWork: Promise<void>;
+  /** Writes of verified blocks, in order; the next block is decoded and checked meanwhile. */
+  writes: Promise<void>;
+  /** Bytes queued in `writes`. */
+  queued: number;
+  /** Flushes and their acks, in order; they run beside the reading of later blocks. */
+  flushes: Promise<void>;
 }
+
+/** Verified bytes a stream may queue for writing before the reader waits for the writer. */
+const WRITE_QUEUE_BYTES = 8 * 1024 * 1024;
 
 /** What {@link serveTargetSession} reports when a session ends. */
 export interface TargetSessionResult {
@@ -41,6 +54,8 @@ export interface TargetSessionOptions {
   onSession?(sessionId: string, spec: SessionSpec): Promise<void>;
   /** Aborted when the agent stops: the session acks what it applied and ends with a retryable error. */
   stopping?: AbortSignal;
+  /** Hashers for the digest check, by algorithm. @default node:crypto */
+  hasher?: HasherFactory;
 }
 
 function asReplikit(error: unknown): ReplikitError {
@@ -70,6 +85,22 @@ export async function serveTargetSession(
     if (stopping?.aborted) resolve(undefined);
     stopping?.addEventListener('abort', onStop, { once: true });
   });
+
+  const hasherFor = options.hasher ?? createNodeHasher;
+  let hasher!: ReturnType<HasherFactory>;
+
+  /** Chains a write behind the stream's earlier ones; waits when too much is queued. */
+  const queueWrite = async (s: TargetStream, op: BlockOp, bytes: number): Promise<void> => {
+    s.queued += bytes;
+    s.writes = s.writes.then(async () => {
+      await s.disk.apply(op);
+      s.queued -= bytes;
+      result.bytesWritten += bytes;
+    });
+    // A failed write is seen at the next wait on `writes` (and nothing after it is written).
+    s.writes.catch(() => undefined);
+    if (s.queued > WRITE_QUEUE_BYTES) await s.writes;
+  };
 
   const stream = (id: number): TargetStream => {
     const found = streams.get(id);
@@ -103,7 +134,14 @@ export async function serveTargetSession(
         if (streams.has(message.stream)) throw new ProtocolError(`stream ${message.stream} is already open`);
         if (streams.size >= 64) throw new ProtocolError('more than 64 disks open in one session');
         const disk = await target.openDisk(spec!.replica, message.disk, spec!.blockSize, spec!.digest);
-        streams.set(message.stream, { disk, end: 0, digestWork: Promise.resolve() });
+        streams.set(message.stream, {
+          disk,
+          end: 0,
+          digestWork: Promise.resolve(),
+          writes: Promise.resolve(),
+          queued: 0,
+          flushes: Promise.resolve(),
+        });
         conn.send({ type: 'disk-opened', stream: message.stream, blockCount: disk.blockCount });
         return true;
       }
@@ -123,28 +161,42 @@ export async function serveTargetSession(
             });
           }
         }
-        const before = s.disk.bytesWritten;
-        await s.disk.apply({
-          kind: 'data',
-          index: message.index,
-          data,
-          ...(message.digest.length ? { digest: message.digest } : {}),
-        });
-        result.bytesWritten += s.disk.bytesWritten - before;
+        if (message.digest.length === 0) throw new ProtocolError(`block ${message.index} carries no digest`);
+        if (message.digest.length !== hasher.digestLength) {
+          throw new ProtocolError(`block ${message.index} carries a ${message.digest.length}-byte digest`);
+        }
+        const [actual] = await hasher.hash([data]);
+        if (!actual || !sameDigest(actual, message.digest)) {
+          throw new TransportError(
+            `block ${message.index} of disk ${s.disk.disk.id} arrived damaged (digest mismatch)`,
+            {
+              details: { index: message.index },
+            },
+          );
+        }
+        // Verified: write it in order behind the blocks before it, and read on meanwhile.
+        await queueWrite(s, { kind: 'data', index: message.index, data }, data.length);
         s.end = message.index + 1;
         return true;
       }
       case 'zero': {
         const s = stream(message.stream);
         if (message.index < s.end) throw new ProtocolError(`zero run at ${message.index} arrived out of order`);
-        await s.disk.apply({ kind: 'zero', index: message.index, count: message.count });
+        await queueWrite(s, { kind: 'zero', index: message.index, count: message.count }, 0);
         s.end = message.index + message.count;
         return true;
       }
       case 'flush': {
         const s = stream(message.stream);
-        await s.disk.flush();
-        conn.send({ type: 'ack', stream: message.stream, end: s.end });
+        // Everything accepted so far is written, made durable and acked while reading goes on.
+        const end = s.end;
+        const written = s.writes;
+        s.flushes = s.flushes.then(async () => {
+          await written;
+          await s.disk.flush();
+          if (!conn.error) conn.send({ type: 'ack', stream: message.stream, end });
+        });
+        s.flushes.catch((error: unknown) => conn.abort(asReplikit(error)));
         return true;
       }
       case 'digests-request': {
@@ -159,6 +211,8 @@ export async function serveTargetSession(
         const s = stream(message.stream);
         await s.digestWork;
         await s.digests?.iterator.return?.();
+        await s.writes;
+        await s.flushes;
         await s.disk.flush();
         await s.disk.close();
         streams.delete(message.stream);
@@ -168,6 +222,8 @@ export async function serveTargetSession(
       case 'commit': {
         for (const [id, s] of streams) {
           await s.digestWork;
+          await s.writes;
+          await s.flushes;
           await s.disk.flush();
           await s.disk.close();
           streams.delete(id);
@@ -184,6 +240,7 @@ export async function serveTargetSession(
   try {
     const session = await conn.expect('session');
     spec = session.spec;
+    hasher = hasherFor(spec.digest);
     result.sessionId = session.sessionId;
     result.runId = spec.runId;
     await options.onSession?.(session.sessionId, spec);
@@ -198,6 +255,8 @@ export async function serveTargetSession(
     if (stopping?.aborted && !result.committed) {
       // Graceful stop: everything applied is made durable and acked before the connection ends.
       for (const [id, s] of streams) {
+        await s.writes;
+        await s.flushes.catch(() => undefined);
         await s.disk.flush();
         conn.send({ type: 'ack', stream: id, end: s.end });
       }
@@ -214,6 +273,8 @@ export async function serveTargetSession(
   } finally {
     stopping?.removeEventListener('abort', onStop);
     for (const s of streams.values()) {
+      await s.writes.catch(() => undefined);
+      await s.flushes.catch(() => undefined);
       await s.digestWork.catch(() => undefined);
       await s.digests?.iterator.return?.().catch(() => undefined);
       await s.disk.close().catch(() => undefined);

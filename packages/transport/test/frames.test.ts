@@ -58,7 +58,14 @@ function reseal(bytes: Uint8Array): void {
 }
 
 function normalize(message: Message): unknown {
-  return JSON.parse(JSON.stringify(message, (_k, v) => (v instanceof Uint8Array ? [...v] : v)));
+  // Buffers turn into { type: 'Buffer', data } before a replacer sees them: compare bytes only.
+  return JSON.parse(
+    JSON.stringify(message, (_k, v) => {
+      if (v instanceof Uint8Array) return [...v];
+      if (v && typeof v === 'object' && v.type === 'Buffer' && Array.isArray(v.data)) return v.data;
+      return v;
+    }),
+  );
 }
 
 describe('frames', () => {

@@ -86,7 +86,8 @@ export class FrameDecoder {
           at += take;
           if (this.headerFill < HEADER_BYTES) break;
           const length = this.checkHeader(new DataView(this.header.buffer, 0, HEADER_BYTES));
-          this.payload = new Uint8Array(length);
+          // Not zero-filled: every byte is written below before the frame is handed out.
+          this.payload = Buffer.allocUnsafe(length);
           this.payloadLength = length;
           this.payloadFill = 0;
         }

@@ -1,0 +1,270 @@
+// Transport throughput, per issue 5. Two Node processes on loopback: this one is the source, a
+// forked peer is the target. The peer either sinks bytes from a bare TCP or TLS socket (the
+// wire's limit, no protocol), or runs a replikit agent that decodes frames, checks each block's
+// sha256 and writes it into a file (flushed with fdatasync at every ack). Every run moves the
+// same demo-like mix (4 MiB stripes: 40 % zero, 30 % text, 30 % random), with the block digests
+// computed beforehand (hashing is the engine's work, not the transport's).
+// Flags: --size=256MiB --only=tls,tcp,codecs
+import { fork } from 'node:child_process';
+import { createHash, randomBytes, randomFillSync } from 'node:crypto';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { type DiskWriter, formatBytes, type Hypervisor, parseSize, type Replica } from '@replikit/core';
+import {
+  availableCodecs,
+  codecByName,
+  createAgent,
+  createNetworkTransport,
+  DEFAULT_CODEC,
+  maybeCompress,
+  type Security,
+} from '@replikit/transport';
+
+const BLOCK = 64 * 1024;
+const STRIPE = 4 * 1024 * 1024;
+const here = fileURLToPath(import.meta.url);
+
+interface Block {
+  index: number;
+  data: Uint8Array;
+  digest: Uint8Array;
+}
+
+function flag(flags: string[], name: string, fallback: string): string {
+  return flags.find((f) => f.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
+}
+
+function textStripe(seed: number): Buffer {
+  const lines: string[] = [];
+  let length = 0;
+  for (let i = 0; length < STRIPE; i++) {
+    const line = `2026-11-25T03:${String(i % 60).padStart(2, '0')}:00Z host=vm${seed} unit=app[${1000 + (i % 17)}] request=${i} status=${i % 13 ? 200 : 404} bytes=${(i * 7919) % 65536}\n`;
+    lines.push(line);
+    length += line.length;
+  }
+  return Buffer.from(lines.join('')).subarray(0, STRIPE);
+}
+
+/** The demo-like mix: returns the non-zero blocks (zero stripes become zero runs). */
+function makeMix(size: number): { blocks: Block[]; compressible: Block[]; blockCount: number } {
+  const blocks: Block[] = [];
+  const compressible: Block[] = [];
+  for (let offset = 0, stripe = 0; offset < size; offset += STRIPE, stripe++) {
+    const kind = (stripe * 7) % 10; // 0-3 zero, 4-6 text, 7-9 random
+    if (kind < 4) continue;
+    const data = kind < 7 ? textStripe(stripe) : randomFillSync(Buffer.allocUnsafe(STRIPE));
+    for (let at = 0; at < STRIPE; at += BLOCK) {
+      const chunk = new Uint8Array(data.buffer, data.byteOffset + at, BLOCK);
+      const block = { index: (offset + at) / BLOCK, data: chunk, digest: createHash('sha256').update(chunk).digest() };
+      blocks.push(block);
+      if (kind < 7) compressible.push(block);
+    }
+  }
+  return { blocks, compressible, blockCount: size / BLOCK };
+}
+
+// ── the peer process ──────────────────────────────────────────────────────────────────────────
+
+/** A hypervisor whose only replica disk is a plain file (what the agent needs to write). */
+function fileSink(path: string): Hypervisor {
+  return {
+    async openWriter(_replica: Replica, disk: { size: number }): Promise<DiskWriter> {
+      const handle = await open(path, 'w+');
+      await handle.truncate(disk.size);
+      return {
+        size: disk.size,
+        async write(offset: number, data: Uint8Array) {
+          await handle.write(data, 0, data.length, offset);
+        },
+        async writeZeroes() {
+          // A fresh sparse file already reads as zero.
+        },
+        flush: () => (process.env.BENCH_NOSYNC ? Promise.resolve() : handle.datasync()),
+        close: () => handle.close(),
+      };
+    },
+  } as unknown as Hypervisor;
+}
+
+async function peer(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'replikit-bench-peer-'));
+  const send = (message: unknown) => process.send!(message);
+  process.on('message', async (message: { cmd: string; kind?: 'tcp' | 'tls'; bytes?: number; security?: unknown }) => {
+    if (message.cmd === 'bare') {
+      const psk = Buffer.from(process.env.BENCH_PSK!, 'hex');
+      let seen = 0;
+      const onSocket = (socket: net.Socket) => {
+        socket.on('data', (chunk: Buffer) => {
+          seen += chunk.length;
+          if (seen >= message.bytes!) socket.end('k');
+        });
+      };
+      const server =
+        message.kind === 'tls'
+          ? tls.createServer(
+              { pskCallback: () => psk, ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384' },
+              onSocket,
+            )
+          : net.createServer(onSocket);
+      server.listen(0, '127.0.0.1', () => send({ port: (server.address() as net.AddressInfo).port }));
+      server.unref();
+    } else if (message.cmd === 'agent') {
+      const security = revive(message.security as Security);
+      const agent = createAgent({ target: fileSink(join(dir, `replica-${Date.now()}.raw`)), security });
+      const address = await agent.listen({ host: '127.0.0.1', port: 0 });
+      send({ port: address.port });
+    } else if (message.cmd === 'exit') {
+      await rm(dir, { recursive: true, force: true });
+      process.exit(0);
+    }
+  });
+  send({ ready: true });
+}
+
+/** Keys travel over IPC as plain objects; make them bytes again. */
+function revive(security: Security): Security {
+  const bytes = (v: unknown) => new Uint8Array(Buffer.from((v as { data: number[] }).data ?? (v as number[])));
+  if (security.kind === 'tcp') return { kind: 'tcp', ...(security.key ? { key: bytes(security.key) } : {}) };
+  return { kind: 'tls', psk: { identity: security.psk!.identity, key: bytes(security.psk!.key) } };
+}
+
+// ── the source side ───────────────────────────────────────────────────────────────────────────
+
+function startPeer(psk: Buffer) {
+  const child = fork(here, ['--peer'], {
+    execArgv: [
+      '--conditions=@replikit/source',
+      '--import',
+      'tsx',
+      ...(process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : []),
+    ],
+    env: { ...process.env, BENCH_PSK: psk.toString('hex') },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const next = () =>
+    new Promise<{ port: number; ready?: boolean }>((resolve) => child.once('message', (m) => resolve(m as never)));
+  const ask = (message: unknown) => {
+    const answer = next();
+    child.send(message as never);
+    return answer;
+  };
+  return { child, next, ask };
+}
+
+async function bare(
+  peerProcess: ReturnType<typeof startPeer>,
+  kind: 'tcp' | 'tls',
+  blocks: Block[],
+  psk: Buffer,
+): Promise<number> {
+  const bytes = blocks.length * BLOCK;
+  const { port } = await peerProcess.ask({ cmd: 'bare', kind, bytes });
+  const start = performance.now();
+  const socket: net.Socket =
+    kind === 'tls'
+      ? tls.connect({
+          port,
+          host: '127.0.0.1',
+          pskCallback: () => ({ psk, identity: 'bench' }),
+          ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384',
+          checkServerIdentity: () => undefined,
+        })
+      : net.connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    socket.once(kind === 'tls' ? 'secureConnect' : 'connect', () => resolve());
+    socket.once('error', reject);
+  });
+  const done = new Promise<void>((resolve) => socket.once('data', () => resolve()));
+  for (const block of blocks) {
+    if (!socket.write(block.data)) await new Promise((resolve) => socket.once('drain', resolve));
+  }
+  await done;
+  socket.destroy();
+  return (bytes / ((performance.now() - start) / 1000)) | 0;
+}
+
+async function session(
+  peerProcess: ReturnType<typeof startPeer>,
+  security: Security,
+  codec: string,
+  blocks: Block[],
+  blockCount: number,
+): Promise<{ rate: number; wire: number; raw: number }> {
+  const { port } = await peerProcess.ask({ cmd: 'agent', security });
+  const transport = createNetworkTransport({ address: { host: '127.0.0.1', port }, security, codec });
+  const disk = { id: 'd0', vmId: 'replica', size: blockCount * BLOCK };
+  const replica = { id: 'replica', name: 'replica', disks: [disk], created: true } as unknown as Replica;
+  const start = performance.now();
+  const channel = await transport.open({ runId: 'bench', replica, blockSize: BLOCK, digest: 'sha256' });
+  const stream = await channel.openDisk(disk);
+  let next = 0;
+  for (const block of blocks) {
+    if (block.index > next) await stream.send({ kind: 'zero', index: next, count: block.index - next });
+    await stream.send({ kind: 'data', index: block.index, data: block.data, digest: block.digest });
+    next = block.index + 1;
+  }
+  await stream.checkpoint();
+  const wire = stream.bytesSent;
+  await stream.close();
+  await channel.close();
+  const raw = blocks.length * BLOCK;
+  return { rate: (raw / ((performance.now() - start) / 1000)) | 0, wire, raw };
+}
+
+const mbs = (bytesPerSecond: number) => `${(bytesPerSecond / 1e6).toFixed(0)} MB/s`;
+
+/** Compression alone on one core, no wire: what each codec costs. */
+function codecSpeed(name: string, blocks: Block[]): { rate: number; ratio: number } {
+  const codec = codecByName(name);
+  let out = 0;
+  const start = performance.now();
+  for (const block of blocks) out += maybeCompress(codec, block.data)?.length ?? block.data.length;
+  const seconds = (performance.now() - start) / 1000;
+  return { rate: (blocks.length * BLOCK) / seconds, ratio: out / (blocks.length * BLOCK) };
+}
+
+export async function run(flags: string[]): Promise<void> {
+  const size = parseSize(flag(flags, 'size', '256MiB'), '--size');
+  const only = flag(flags, 'only', 'tcp,tls,codecs').split(',');
+  const { blocks, compressible, blockCount } = makeMix(Math.ceil(size / STRIPE) * STRIPE);
+  const psk = randomBytes(32);
+  const tlsSecurity: Security = { kind: 'tls', psk: { identity: 'bench', key: psk } };
+  const tcpSecurity: Security = { kind: 'tcp', key: psk };
+  console.log(
+    `data: ${formatBytes(blockCount * BLOCK)} virtual, ${formatBytes(blocks.length * BLOCK)} non-zero (${formatBytes(compressible.length * BLOCK)} compressible); codecs here: ${availableCodecs().join(', ')} (no zstd in Node ${process.versions.node})`,
+  );
+  const peerProcess = startPeer(psk);
+  await peerProcess.next();
+  try {
+    const lines: string[] = [];
+    for (const kind of ['tcp', 'tls'] as const) {
+      if (!only.includes(kind)) continue;
+      const wire = await bare(peerProcess, kind, blocks, psk);
+      const result = await session(peerProcess, kind === 'tls' ? tlsSecurity : tcpSecurity, 'none', blocks, blockCount);
+      lines.push(
+        `${kind.padEnd(4)} bare socket ${mbs(wire).padStart(10)} | session, codec none ${mbs(result.rate).padStart(10)} = ${((result.rate / wire) * 100).toFixed(0)} % of the bare socket`,
+      );
+    }
+    for (const line of lines) console.log(line);
+    if (only.includes('codecs')) {
+      console.log('\ncodec        alone (1 core)         session over TLS, whole mix        compressible part only');
+      for (const name of availableCodecs()) {
+        const alone = name === 'none' ? undefined : codecSpeed(name, compressible);
+        const mix = await session(peerProcess, tlsSecurity, name, blocks, blockCount);
+        const text = await session(peerProcess, tlsSecurity, name, compressible, blockCount);
+        console.log(
+          `${name.padEnd(12)} ${alone ? `${mbs(alone.rate)}, ratio ${alone.ratio.toFixed(3)}` : '-'.padEnd(21)}   ${mbs(mix.rate).padStart(10)}, wire/data ${(mix.wire / mix.raw).toFixed(3)}          ${mbs(text.rate).padStart(10)}, wire/data ${(text.wire / text.raw).toFixed(3)}`,
+        );
+      }
+      console.log(`default codec: ${DEFAULT_CODEC}`);
+    }
+  } finally {
+    peerProcess.child.send({ cmd: 'exit' });
+  }
+}
+
+if (process.argv.includes('--peer')) await peer();
