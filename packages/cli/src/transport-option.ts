@@ -1,0 +1,148 @@
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import {
+  createInProcessTransport,
+  type EngineOptions,
+  InputError,
+  type JobSpec,
+  parseRate,
+  type Transport,
+} from '@replikit/core';
+import { createNetworkTransport, createPullTransport, type PullTransport, type Security } from '@replikit/transport';
+
+/**
+ * A job's `transport` section as the CLI reads it:
+ *
+ * ```yaml
+ * transport:
+ *   kind: tls                      # inprocess (default) | tcp | tls
+ *   agent: 10.0.0.7:7400           # push: the target's replikit-agent
+ *   pull: { listen: 0.0.0.0:7401 } # or pull: wait here for `replikit-agent --pull-from`
+ *   psk: { identity: site-a, keyFile: ./site-a.psk }   # TLS-PSK (or keyEnv: VAR), key in hex
+ *   certificate: { cert: me.pem, key: me.key, trust: [<sha256 of the agent's certificate>] }
+ *   key: { keyEnv: REPLIKIT_TRANSPORT_KEY }            # plain tcp: a shared key proven in hello
+ *   codec: zlib-deflate            # none | deflate | zlib-deflate | brotli
+ *   window: 32MiB
+ *   bandwidthLimit: 50MB/s         # cap on wire bytes (the job's own option caps data bytes)
+ * ```
+ */
+export interface TransportSection {
+  kind: 'inprocess' | 'tcp' | 'tls';
+  [field: string]: unknown;
+}
+
+/** Where relative file names and `keyEnv` variables of a transport section are looked up. */
+export interface TransportContext {
+  /** The job file's folder. */
+  base: string;
+  env: NodeJS.ProcessEnv;
+}
+
+function address(value: unknown, field: string): { host: string; port: number } {
+  const match = typeof value === 'string' ? /^(.+):(\d{1,5})$/.exec(value) : null;
+  if (!match || Number(match[2]) > 65535) throw new InputError(`transport.${field} must be "host:port", got ${value}`);
+  return { host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) };
+}
+
+function record(value: unknown, field: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) throw new InputError(`transport.${field} must be a mapping`);
+  return value as Record<string, unknown>;
+}
+
+function secret(spec: Record<string, unknown>, field: string, context: TransportContext): Uint8Array {
+  let hex: string | undefined;
+  if (typeof spec.keyFile === 'string') {
+    hex = readFileSync(resolve(context.base, spec.keyFile), 'utf8');
+  } else if (typeof spec.keyEnv === 'string') {
+    hex = context.env[spec.keyEnv];
+    if (!hex) throw new InputError(`transport.${field}.keyEnv names ${spec.keyEnv}, which is not set`);
+  } else {
+    throw new InputError(`transport.${field} needs keyFile or keyEnv (keys are never written in a job file)`);
+  }
+  const clean = hex.trim();
+  if (!/^([0-9a-fA-F]{2}){16,}$/.test(clean))
+    throw new InputError(`the key of transport.${field} must be 16+ bytes of hex`);
+  return Buffer.from(clean, 'hex');
+}
+
+function securityOf(section: TransportSection, context: TransportContext): Security {
+  if (section.kind === 'tcp') {
+    return { kind: 'tcp', ...(section.key ? { key: secret(record(section.key, 'key'), 'key', context) } : {}) };
+  }
+  if (section.psk) {
+    const psk = record(section.psk, 'psk');
+    return {
+      kind: 'tls',
+      psk: { identity: typeof psk.identity === 'string' ? psk.identity : 'replikit', key: secret(psk, 'psk', context) },
+    };
+  }
+  if (section.certificate) {
+    const cert = record(section.certificate, 'certificate');
+    const file = (name: string) => {
+      const value = cert[name];
+      if (typeof value !== 'string') throw new InputError(`transport.certificate.${name} must be a file name`);
+      return readFileSync(isAbsolute(value) ? value : resolve(context.base, value), 'utf8');
+    };
+    if (!Array.isArray(cert.trust) || !cert.trust.every((t) => typeof t === 'string')) {
+      throw new InputError('transport.certificate.trust must list the SHA-256 fingerprints of trusted peers');
+    }
+    return { kind: 'tls', certificate: { cert: file('cert'), key: file('key'), trust: cert.trust as string[] } };
+  }
+  throw new InputError('transport kind tls needs psk or certificate');
+}
+
+/**
+ * Builds the transport of one run from its job's `transport` section: in-process to the target
+ * driver, or TCP/TLS to a `replikit-agent` (push), or waiting for one (pull).
+ */
+export function transportForJob(
+  job: Pick<JobSpec, 'transport'>,
+  target: Parameters<NonNullable<EngineOptions['transport']>>[0],
+  context: TransportContext,
+): Transport {
+  const section = job.transport as TransportSection;
+  if (section.kind === 'inprocess') return createInProcessTransport({ target });
+  const security = securityOf(section, context);
+  const tuning = {
+    security,
+    ...(typeof section.codec === 'string' ? { codec: section.codec } : {}),
+    ...(section.window !== undefined ? { windowBytes: parseRate(section.window as string | number) } : {}),
+    ...(section.bandwidthLimit !== undefined ? { bandwidthLimit: parseRate(section.bandwidthLimit as string) } : {}),
+  };
+  if (section.pull !== undefined) {
+    const pull = record(section.pull, 'pull');
+    return lazyPull(createPullTransport({ ...tuning, listen: address(pull.listen, 'pull.listen') }));
+  }
+  return createNetworkTransport({ ...tuning, address: address(section.agent, 'agent') });
+}
+
+/** A pull transport that starts listening on its first session and stops after each one. */
+function lazyPull(pull: PullTransport): Transport {
+  return {
+    name: pull.name,
+    async open(spec, options) {
+      await pull.listen();
+      try {
+        const channel = await pull.open(spec, options);
+        return {
+          openDisk: (disk, diskOptions) => channel.openDisk(disk, diskOptions),
+          async close() {
+            try {
+              await channel.close();
+            } finally {
+              await pull.close();
+            }
+          },
+        };
+      } catch (error) {
+        await pull.close();
+        throw error;
+      }
+    },
+  };
+}
+
+/** The engine's `transport` option for the CLI: each run's transport from its job file. */
+export function cliTransport(context: TransportContext): NonNullable<EngineOptions['transport']> {
+  return (target, run) => transportForJob(run.job, target, context);
+}

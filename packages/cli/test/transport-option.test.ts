@@ -1,0 +1,83 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Hypervisor, parseJob } from '@replikit/core';
+import { createFileDriver } from '@replikit/driver-file';
+import { createAgent } from '@replikit/transport';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { transportForJob } from '../src/transport-option.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'replikit-transport-option-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const job = (transport: Record<string, unknown>) =>
+  parseJob({
+    name: 'j',
+    source: { driver: 'file', root: dir, vm: 'v' },
+    target: { driver: 'file', root: dir },
+    method: 'qhybrid',
+    transport: transport as never,
+  });
+const target = {} as Hypervisor;
+
+describe('the transport section of a job', () => {
+  it('inprocess by default, tls with a key file or a key variable, tcp, pull', async () => {
+    const key = randomBytes(32).toString('hex');
+    await writeFile(join(dir, 'psk.hex'), `${key}\n`);
+    const context = { base: dir, env: { PSK: key } };
+    expect(transportForJob(job({}), target, context).name).toBe('inprocess');
+    const fromFile = job({ kind: 'tls', agent: '127.0.0.1:7400', psk: { identity: 'a', keyFile: 'psk.hex' } });
+    expect(transportForJob(fromFile, target, context).name).toBe('tls');
+    const fromEnv = job({ kind: 'tcp', agent: '127.0.0.1:7400', key: { keyEnv: 'PSK' }, codec: 'brotli' });
+    expect(transportForJob(fromEnv, target, context).name).toBe('tcp');
+    const pull = job({ kind: 'tls', pull: { listen: '127.0.0.1:0' }, psk: { keyEnv: 'PSK' } });
+    expect(transportForJob(pull, target, context).name).toBe('tls');
+  });
+
+  it('says what is wrong with a bad section', () => {
+    const context = { base: dir, env: {} };
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ kind: 'tls', agent: '127.0.0.1:7400' }, /needs psk or certificate/],
+      [{ kind: 'tls', agent: 'nowhere', psk: { keyEnv: 'X' } }, /keyEnv names X, which is not set/],
+      [{ kind: 'tls', agent: 'nowhere', psk: { identity: 'a' } }, /needs keyFile or keyEnv/],
+      [{ kind: 'tcp', agent: 'nowhere' }, /transport.agent must be "host:port"/],
+      [{ kind: 'tcp', agent: '127.0.0.1:1', codec: 'lz9' }, /unknown codec 'lz9'/],
+    ];
+    for (const [section, message] of cases) {
+      expect(() => transportForJob(job(section), target, context)).toThrow(message);
+    }
+  });
+
+  it('a tls job section reaches a running agent', async () => {
+    const key = randomBytes(32);
+    const agent = createAgent({
+      target: createFileDriver({ root: dir }),
+      security: { kind: 'tls', psk: { identity: 'site', key } },
+    });
+    const address = await agent.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const transport = transportForJob(
+        job({ kind: 'tls', agent: `127.0.0.1:${address.port}`, psk: { identity: 'site', keyEnv: 'K' } }),
+        target,
+        { base: dir, env: { K: key.toString('hex') } },
+      );
+      // The session opens (auth passed); an unknown replica disk is then refused by the agent.
+      const channel = await transport.open({
+        runId: 'r',
+        replica: { id: 'x', name: 'x', disks: [], created: false } as never,
+        blockSize: 65536,
+        digest: 'sha256',
+      });
+      await expect(channel.openDisk({ id: 'd', vmId: 'x', size: 65536 })).rejects.toThrow(/no disk 'd'/);
+      await channel.close();
+    } finally {
+      await agent.stop();
+    }
+  });
+});
