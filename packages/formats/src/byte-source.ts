@@ -111,3 +111,11 @@ export function isZero(data: Uint8Array): boolean {
   }
   return true;
 }
+
+/**
+ * A new array of `length` bytes whose content is undefined (not zeroed): for reads that overwrite
+ * every byte, saving the zero-fill of a fresh array. Never pooled, so it owns its ArrayBuffer.
+ */
+export function allocUninitialized(length: number): Uint8Array {
+  return new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
+}

@@ -1,5 +1,5 @@
 import { type DiskReader, type Extent, throwIfAborted } from '@replikit/core';
-import { coalesce } from './image.js';
+import { coalesce, type ImageReader } from './image.js';
 
 /** The result of {@link compareDisks}. */
 export interface CompareResult {
@@ -35,12 +35,21 @@ export async function compareDisks(
     ),
   ];
   const chunk = 1024 * 1024;
+  const bufA = new Uint8Array(chunk);
+  const bufB = new Uint8Array(chunk);
+  const fill = async (reader: DiskReader, buffer: Uint8Array, at: number, n: number): Promise<Uint8Array> => {
+    const into = (reader as Partial<ImageReader>).readInto;
+    if (!into) return reader.read(at, n);
+    const view = buffer.subarray(0, n);
+    await into.call(reader, at, view);
+    return view;
+  };
   for (const e of extents) {
     const end = Math.min(size, e.offset + e.length);
     for (let at = e.offset; at < end; at += chunk) {
       throwIfAborted(options.signal);
       const n = Math.min(chunk, end - at);
-      const [x, y] = await Promise.all([a.read(at, n), b.read(at, n)]);
+      const [x, y] = await Promise.all([fill(a, bufA, at, n), fill(b, bufB, at, n)]);
       const bx = Buffer.from(x.buffer, x.byteOffset, x.byteLength);
       const by = Buffer.from(y.buffer, y.byteOffset, y.byteLength);
       if (bx.equals(by)) continue;

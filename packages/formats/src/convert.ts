@@ -1,6 +1,6 @@
 import { type DiskReader, type DiskWriter, type Extent, InputError, throwIfAborted } from '@replikit/core';
 import { isZero } from './byte-source.js';
-import type { ImageFormat } from './image.js';
+import type { ImageFormat, ImageReader } from './image.js';
 import { openDisk } from './open-disk.js';
 import { createRaw } from './raw.js';
 import { createVhd } from './vhd/vhd-writer.js';
@@ -26,6 +26,11 @@ export interface CopyDiskOptions {
    * @default true
    */
   targetIsEmpty?: boolean;
+  /**
+   * Chunks read and written at once.
+   * @default 4
+   */
+  concurrency?: number;
   /** Called after each chunk. */
   onProgress?: (progress: CopyProgress) => void;
   signal?: AbortSignal;
@@ -57,22 +62,38 @@ export async function copyDisk(reader: DiskReader, writer: DiskWriter, options: 
     }
   };
   let done = 0;
-  let pending: Promise<void> = Promise.resolve();
+  let failed = false;
   const it = pieces();
-  let current = it.next();
-  let data = current.done ? undefined : reader.read(current.value.offset, current.value.length);
-  while (!current.done && data) {
-    throwIfAborted(options.signal);
-    const piece = current.value;
-    const bytes = await data;
-    current = it.next();
-    data = current.done ? undefined : reader.read(current.value.offset, current.value.length);
-    await pending;
-    pending = skipZero && isZero(bytes) ? Promise.resolve() : writer.write(piece.offset, bytes);
-    done += piece.length;
-    options.onProgress?.({ done, total });
-  }
-  await pending;
+  // a few chunks in flight at once: reads and writes overlap on libuv's thread pool
+  const readInto = (reader as Partial<ImageReader>).readInto?.bind(reader);
+  const worker = async () => {
+    // one buffer per worker, reused: fresh buffers cost more (page faults) than the copy itself
+    const buffer = readInto ? new Uint8Array(chunk) : undefined;
+    for (let next = it.next(); !next.done && !failed; next = it.next()) {
+      throwIfAborted(options.signal);
+      const piece = next.value;
+      let bytes: Uint8Array;
+      if (readInto && buffer) {
+        bytes = buffer.subarray(0, piece.length);
+        await readInto(piece.offset, bytes);
+      } else {
+        bytes = await reader.read(piece.offset, piece.length);
+      }
+      if (!(skipZero && isZero(bytes))) await writer.write(piece.offset, bytes);
+      done += piece.length;
+      options.onProgress?.({ done, total });
+    }
+  };
+  const results = await Promise.allSettled(
+    Array.from({ length: Math.max(1, options.concurrency ?? 4) }, () =>
+      worker().catch((error) => {
+        failed = true;
+        throw error;
+      }),
+    ),
+  );
+  const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (rejected) throw rejected.reason;
   await writer.flush();
 }
 
@@ -86,6 +107,11 @@ export interface ConvertOptions extends CopyDiskOptions {
   subformat?: 'fixed' | 'dynamic';
   /** Logical sector size of a VHDX output. @default the source's (512 for raw and VHD) */
   logicalSectorSize?: 512 | 4096;
+  /**
+   * fsync the output before returning, so it survives a crash of the host.
+   * @default true
+   */
+  sync?: boolean;
 }
 
 /**
@@ -98,21 +124,24 @@ export interface ConvertOptions extends CopyDiskOptions {
  * ```
  */
 export async function convertDisk(input: string, output: string, options: ConvertOptions): Promise<void> {
-  const reader = await openDisk(input);
+  const reader = await openDisk(input, { scanRawHoles: false });
   try {
     const type = options.subformat ?? 'dynamic';
+    const sync = options.sync ?? true;
     const writer =
       options.to === 'raw'
-        ? await createRaw(output, { size: reader.size })
+        ? await createRaw(output, { size: reader.size, sync })
         : options.to === 'vhd'
           ? await createVhd(output, {
               size: reader.size,
               type,
+              sync,
               ...(options.blockSize ? { blockSize: options.blockSize } : {}),
             })
           : await createVhdx(output, {
               size: reader.size,
               type,
+              sync,
               ...(options.blockSize ? { blockSize: options.blockSize } : {}),
               logicalSectorSize: options.logicalSectorSize ?? (reader.info.logicalSectorSize === 4096 ? 4096 : 512),
             });

@@ -33,6 +33,11 @@ export interface ImageReader extends DiskReader {
   readonly info: ImageInfo;
   /** The parent of a differencing image, opened, or undefined. */
   readonly parent: ImageReader | undefined;
+  /**
+   * Reads `target.length` bytes at `offset` into `target` (no allocation: copy loops reuse their
+   * buffers). The range must lie inside the disk.
+   */
+  readInto(offset: number, target: Uint8Array, options?: { signal?: AbortSignal }): Promise<void>;
 }
 
 /** Merges sorted extents that touch or overlap. */

@@ -23,6 +23,12 @@ export async function detectFormat(source: ByteSource): Promise<ImageFormat> {
 export interface OpenDiskOptions extends ParentOptions {
   /** Skips detection and opens the file as this format. */
   format?: ImageFormat;
+  /**
+   * For raw images: find holes by reading the file in `allocated()`. Turn it off when the caller
+   * skips zeroes itself (convert, compare), so the file is read once.
+   * @default true
+   */
+  scanRawHoles?: boolean;
 }
 
 /**
@@ -56,6 +62,6 @@ export async function openSource(source: ByteSource, options: OpenDiskOptions = 
     case 'vhd':
       return openVhdSource(source, options);
     default:
-      return new RawReader(source, undefined);
+      return new RawReader(source, undefined, options.scanRawHoles ?? true);
   }
 }

@@ -1,6 +1,6 @@
 import { type FileHandle, open } from 'node:fs/promises';
 import { checkRange, type DiskWriter, type Extent, InputError, throwIfAborted, toStorageError } from '@replikit/core';
-import { type ByteSource, isZero, openFileSource, ZERO_MIB } from './byte-source.js';
+import { allocUninitialized, type ByteSource, isZero, openFileSource, ZERO_MIB } from './byte-source.js';
 import type { ImageInfo, ImageReader } from './image.js';
 import { writeAll } from './vhd/vhd-writer.js';
 
@@ -10,7 +10,8 @@ export const RAW_GRANULE = 64 * 1024;
 /**
  * A reader of a raw image. Node cannot ask the file system where the holes are (no SEEK_HOLE),
  * so `allocated()` detects them by content: a 64 KiB granule that reads as zeroes is a hole.
- * When the file occupies no blocks at all, the scan is skipped.
+ * When the file occupies no blocks at all, the scan is skipped; with `scanHoles: false` the whole
+ * disk is one extent (for callers that skip zeroes as they copy, to read the file once).
  */
 export class RawReader implements ImageReader {
   readonly size: number;
@@ -23,6 +24,7 @@ export class RawReader implements ImageReader {
   constructor(
     private readonly source: ByteSource,
     private readonly diskBlocks: number | undefined,
+    private readonly scanHoles = true,
   ) {
     this.size = source.size;
     this.info = {
@@ -39,6 +41,10 @@ export class RawReader implements ImageReader {
 
   async *allocated(options: { signal?: AbortSignal } = {}): AsyncGenerator<Extent> {
     if (this.diskBlocks === 0) return;
+    if (!this.scanHoles) {
+      if (this.size > 0) yield { offset: 0, length: this.size };
+      return;
+    }
     const chunk = new Uint8Array(ZERO_MIB.length);
     let pending: Extent | undefined;
     for (let at = 0; at < this.size; at += chunk.length) {
@@ -62,9 +68,15 @@ export class RawReader implements ImageReader {
   async read(offset: number, length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
     checkRange(this.size, offset, length, `reading ${this.source.name}`);
     throwIfAborted(options.signal);
-    const out = new Uint8Array(length);
+    const out = allocUninitialized(length);
     if (length > 0) await this.source.readInto(out, offset, 'raw data');
     return out;
+  }
+
+  async readInto(offset: number, target: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+    checkRange(this.size, offset, target.length, `reading ${this.source.name}`);
+    throwIfAborted(options.signal);
+    if (target.length > 0) await this.source.readInto(target, offset, 'raw data');
   }
 
   async close(): Promise<void> {
@@ -75,7 +87,7 @@ export class RawReader implements ImageReader {
 }
 
 /** Opens a raw image. */
-export async function openRaw(path: string): Promise<RawReader> {
+export async function openRaw(path: string, options: { scanHoles?: boolean } = {}): Promise<RawReader> {
   const source = await openFileSource(path);
   let blocks: number | undefined;
   try {
@@ -84,7 +96,7 @@ export async function openRaw(path: string): Promise<RawReader> {
   } catch {
     blocks = undefined;
   }
-  return new RawReader(source, blocks);
+  return new RawReader(source, blocks, options.scanHoles ?? true);
 }
 
 /** A writer of a raw image. */
@@ -98,7 +110,7 @@ export interface RawWriter extends DiskWriter {
  * were never written, stay holes: Node cannot punch holes, so zeroing data written earlier in
  * the same session writes zeroes.
  */
-export async function createRaw(path: string, options: { size: number }): Promise<RawWriter> {
+export async function createRaw(path: string, options: { size: number; sync?: boolean }): Promise<RawWriter> {
   if (!Number.isSafeInteger(options.size) || options.size < 0) {
     throw new InputError(`raw size ${options.size} is not a whole number of bytes`);
   }
@@ -109,7 +121,7 @@ export async function createRaw(path: string, options: { size: number }): Promis
   } catch (error) {
     throw toStorageError(error, `creating ${path}`);
   }
-  return new RawFileWriter(path, handle, options.size);
+  return new RawFileWriter(path, handle, options.size, options.sync ?? true);
 }
 
 class RawFileWriter implements RawWriter {
@@ -120,6 +132,7 @@ class RawFileWriter implements RawWriter {
     readonly path: string,
     private readonly handle: FileHandle,
     readonly size: number,
+    private readonly sync: boolean,
   ) {
     this.touched = new Uint8Array(Math.ceil(size / RAW_GRANULE / 8));
   }
@@ -150,6 +163,7 @@ class RawFileWriter implements RawWriter {
     }
   }
   async flush(): Promise<void> {
+    if (!this.sync) return;
     await this.handle.sync().catch((error) => {
       throw toStorageError(error, `flushing ${this.path}`);
     });

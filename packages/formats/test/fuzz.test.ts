@@ -207,6 +207,9 @@ beforeAll(async () => {
       async read(offset, length) {
         return bytes.slice(offset, offset + length);
       },
+      async readInto(offset, target) {
+        target.set(bytes.subarray(offset, offset + target.length));
+      },
       async close() {},
     };
   };

@@ -1,5 +1,5 @@
 import { checkRange, type Extent, FormatError, throwIfAborted } from '@replikit/core';
-import { type ByteSource, checkInside, openFileSource, readBytes } from '../byte-source.js';
+import { allocUninitialized, type ByteSource, checkInside, openFileSource, readBytes } from '../byte-source.js';
 import { formatHex } from '../hex.js';
 import { coalesce, type ImageInfo, type ImageReader, unionExtents } from '../image.js';
 import { checkDepth, firstExisting, type ParentOptions, parentCandidates } from '../parent.js';
@@ -97,11 +97,18 @@ export class VhdReader implements ImageReader {
 
   async read(offset: number, length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
     checkRange(this.size, offset, length, `reading ${this.source.name}`);
+    const out = allocUninitialized(length);
+    await this.readInto(offset, out, options);
+    return out;
+  }
+
+  async readInto(offset: number, out: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const length = out.length;
+    checkRange(this.size, offset, length, `reading ${this.source.name}`);
     throwIfAborted(options.signal);
-    const out = new Uint8Array(length);
     if (!this.bat) {
       if (length > 0) await this.source.readInto(out, offset, 'VHD data');
-      return out;
+      return;
     }
     const bs = this.blockSize;
     let pos = offset;
@@ -113,7 +120,8 @@ export class VhdReader implements ImageReader {
       const target = out.subarray(pos - offset, pos - offset + n);
       const entry = this.bat[b]!;
       if (entry === VHD_BAT_FREE) {
-        if (this.parent) target.set(await this.parent.read(pos, n, options));
+        if (this.parent) await this.parent.readInto(pos, target, options);
+        else target.fill(0);
       } else {
         const dataStart = entry * 512 + this.bitmapSize;
         if (!this.parent) {
@@ -124,7 +132,7 @@ export class VhdReader implements ImageReader {
       }
       pos += n;
     }
-    return out;
+    return;
   }
 
   private async readDifferencing(
@@ -158,7 +166,7 @@ export class VhdReader implements ImageReader {
       const runEnd = Math.min(n, last * 512 - inBlock);
       const piece = target.subarray(at, runEnd);
       if (set) await this.source.readInto(piece, dataStart + inBlock + at, `VHD block ${b}`);
-      else piece.set(await this.parent!.read(pos + at, piece.length, options));
+      else await this.parent!.readInto(pos + at, piece, options);
       at = runEnd;
     }
   }

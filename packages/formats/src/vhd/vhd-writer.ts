@@ -24,6 +24,12 @@ export interface CreateVhdOptions {
   blockSize?: number;
   /** The parent of a differencing disk: an opened VHD reader. Sectors not written read from it. */
   parent?: VhdReader;
+  /**
+   * fsync the file in `flush()` and `close()`, so the image survives a crash of the host. Turn it
+   * off for scratch images (qemu-img convert does not sync by default either).
+   * @default true
+   */
+  sync?: boolean;
 }
 
 /** A writer of a new VHD file; `close()` writes the BAT and the footers. */
@@ -68,8 +74,8 @@ export async function createVhd(path: string, options: CreateVhdOptions): Promis
   } catch (error) {
     throw toStorageError(error, `creating ${path}`);
   }
-  if (type === 'fixed') return new FixedVhdWriter(path, handle, layout.size);
-  return new DynamicVhdWriter(path, handle, layout, parent);
+  if (type === 'fixed') return new FixedVhdWriter(path, handle, layout.size, options.sync ?? true);
+  return new DynamicVhdWriter(path, handle, layout, parent, options.sync ?? true);
 }
 
 class FixedVhdWriter implements VhdWriter {
@@ -79,6 +85,7 @@ class FixedVhdWriter implements VhdWriter {
     readonly path: string,
     private readonly handle: FileHandle,
     readonly size: number,
+    private readonly sync: boolean,
   ) {}
   async write(offset: number, data: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
     checkRange(this.size, offset, data.length, `writing ${this.path}`);
@@ -100,9 +107,10 @@ class FixedVhdWriter implements VhdWriter {
       dataOffset: 0xffffffffffffffffn,
     });
     await writeAll(this.handle, footer, this.size, this.path);
-    await this.handle.sync().catch((error) => {
-      throw toStorageError(error, `flushing ${this.path}`);
-    });
+    if (this.sync)
+      await this.handle.sync().catch((error) => {
+        throw toStorageError(error, `flushing ${this.path}`);
+      });
   }
   async close(): Promise<void> {
     if (this.closed) return;
@@ -130,6 +138,7 @@ class DynamicVhdWriter implements VhdWriter {
     private readonly handle: FileHandle,
     private readonly layout: VhdLayout,
     private readonly parent: ImageReader | undefined,
+    private readonly sync: boolean,
   ) {
     this.size = layout.size;
     this.bat = new Uint32Array(layout.entries).fill(VHD_BAT_FREE);
@@ -264,9 +273,10 @@ class DynamicVhdWriter implements VhdWriter {
     await this.handle.truncate(this.nextFree + 512).catch((error) => {
       throw toStorageError(error, `writing ${this.path}`);
     });
-    await this.handle.sync().catch((error) => {
-      throw toStorageError(error, `flushing ${this.path}`);
-    });
+    if (this.sync)
+      await this.handle.sync().catch((error) => {
+        throw toStorageError(error, `flushing ${this.path}`);
+      });
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,5 @@
 import { checkRange, type Extent, FormatError, throwIfAborted } from '@replikit/core';
-import { type ByteSource, openFileSource, readBytes } from '../byte-source.js';
+import { allocUninitialized, type ByteSource, openFileSource, readBytes } from '../byte-source.js';
 import { crc32c } from '../crc32c.js';
 import { Cursor, printable } from '../cursor.js';
 import { formatGuid, parseGuid } from '../guid.js';
@@ -93,8 +93,15 @@ export class VhdxReader implements ImageReader {
 
   async read(offset: number, length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
     checkRange(this.size, offset, length, `reading ${this.source.name}`);
+    const out = allocUninitialized(length);
+    await this.readInto(offset, out, options);
+    return out;
+  }
+
+  async readInto(offset: number, out: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const length = out.length;
+    checkRange(this.size, offset, length, `reading ${this.source.name}`);
     throwIfAborted(options.signal);
-    const out = new Uint8Array(length);
     const bs = this.blockSize;
     let pos = offset;
     const end = offset + length;
@@ -109,11 +116,13 @@ export class VhdxReader implements ImageReader {
       } else if (state === BAT_STATE.partiallyPresent) {
         await this.readPartial(b, inBlock, target, pos, options);
       } else if (state !== BAT_STATE.zero && this.parent) {
-        target.set(await this.parent.read(pos, n, options));
+        await this.parent.readInto(pos, target, options);
+      } else {
+        target.fill(0);
       }
       pos += n;
     }
-    return out;
+    return;
   }
 
   private async readPartial(
@@ -147,7 +156,8 @@ export class VhdxReader implements ImageReader {
       const runEnd = Math.min(n, (next - firstSector) * sectorSize - inBlock);
       const piece = target.subarray(at, runEnd);
       if (set) await this.source.readInto(piece, this.offsets[b]! + inBlock + at, `VHDX block ${b}`);
-      else if (this.parent) piece.set(await this.parent.read(pos + at, piece.length, options));
+      else if (this.parent) await this.parent.readInto(pos + at, piece, options);
+      else piece.fill(0);
       at = runEnd;
     }
   }

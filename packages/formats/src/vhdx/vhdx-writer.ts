@@ -28,6 +28,12 @@ export interface CreateVhdxOptions {
   physicalSectorSize?: 512 | 4096;
   /** The parent of a differencing disk: an opened VHDX reader. */
   parent?: VhdxReader;
+  /**
+   * fsync the file in `flush()` and `close()`, so the image survives a crash of the host. Turn it
+   * off for scratch images (qemu-img convert does not sync by default either).
+   * @default true
+   */
+  sync?: boolean;
 }
 
 /** A writer of a new VHDX file; `flush()`/`close()` write the BAT, then the headers last. */
@@ -85,7 +91,15 @@ export async function createVhdx(path: string, options: CreateVhdxOptions): Prom
   } catch (error) {
     throw toStorageError(error, `creating ${path}`);
   }
-  const writer = new VhdxFileWriter(path, handle, { size, type, blockSize, logical, physical, parent });
+  const writer = new VhdxFileWriter(path, handle, {
+    size,
+    type,
+    blockSize,
+    logical,
+    physical,
+    parent,
+    sync: options.sync ?? true,
+  });
   try {
     await writer.init();
   } catch (error) {
@@ -102,6 +116,7 @@ interface Params {
   logical: number;
   physical: number;
   parent: VhdxReader | undefined;
+  sync: boolean;
 }
 
 class VhdxFileWriter implements VhdxWriter {
@@ -397,6 +412,7 @@ class VhdxFileWriter implements VhdxWriter {
   }
 
   private async sync(): Promise<void> {
+    if (!this.p.sync) return;
     await this.handle.sync().catch((error) => {
       throw toStorageError(error, `flushing ${this.path}`);
     });
