@@ -5,6 +5,8 @@
  * @packageDocumentation
  */
 
+export { decodeChunk, encodeChunk, MAX_CHUNK_BYTES } from './block-store/chunk-codec.js';
+export { FileBlockStore, type GcReport, type VerifyReport } from './block-store/file-block-store.js';
 export {
   CACHE_HEADER_BYTES,
   CACHE_MAGIC,

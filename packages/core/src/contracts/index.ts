@@ -1,3 +1,10 @@
+export type {
+  BackupDiskWriter,
+  BackupSession,
+  BackupSink,
+  BackupVersionInfo,
+  BackupVersionSpec,
+} from './backup-sink.js';
 export type { Capabilities } from './capabilities.js';
 export type { ChangeTracker } from './change-tracker.js';
 export type { DiskReader, DiskRef, DiskWriter, Extent, OperationOptions } from './disk.js';

@@ -29,8 +29,15 @@ export interface DiskTransferOptions {
   digestOnWire: boolean;
   /** Receives the digest of every block of the source from the checkpoint on (`null`: zeros), for a new cache. */
   recordDigest?(index: number, digest: Uint8Array | null): Promise<void>;
-  /** Makes the recorded digests durable up to a block, before each checkpoint is journaled. */
-  digestsDurable?(blockCount: number): Promise<void>;
+  /**
+   * Records the blocks of a single-pass backup version: the bytes of every block sent (`null` for
+   * zeros), and with `backupHasBase` false, of every non-zero block examined.
+   */
+  backupPut?(index: number, data: Uint8Array | null): Promise<void>;
+  /** The backup version inherits the blocks it is not given from the previous version. */
+  backupHasBase?: boolean;
+  /** Makes side records (new cache, backup) durable up to a block, before each checkpoint is journaled. */
+  beforeCheckpoint?(blockCount: number): Promise<void>;
   blockSize: number;
   hasher: BlockHasher;
   /** Caps the bytes sent per second. */
@@ -74,6 +81,11 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const skipZeroWrites = record.targetKnownZero && !comparing;
   const needDigests = comparing || options.digestOnWire || options.recordDigest !== undefined;
   const record_ = options.recordDigest;
+  const put = options.backupPut;
+  const putAll = put !== undefined && !options.backupHasBase;
+  const putZero = async (index: number, count = 1) => {
+    if (put && !putAll) for (let i = 0; i < count; i++) await put(index + i, null);
+  };
 
   const digests: AsyncIterator<BlockDigest> | undefined = options.replicaDigests?.[Symbol.asyncIterator]();
   const nextDigest = async (index: number): Promise<Uint8Array | null> => {
@@ -131,7 +143,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const checkpoint = async (cursor: number, done = false) => {
     await flushZero();
     await channel.checkpoint({ signal });
-    await options.digestsDurable?.(cursor);
+    await options.beforeCheckpoint?.(cursor);
     record.checkpointBlock = cursor;
     record.done = done;
     syncCounters();
@@ -165,21 +177,32 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
           const digest = mine?.[i];
           await record_?.(index, zero![i] ? null : digest!);
           if (zero![i]) {
-            if (digests ? theirs !== null : !skipZeroWrites) await sendZero(index);
+            if (digests ? theirs !== null : !skipZeroWrites) {
+              await sendZero(index);
+              await putZero(index);
+            }
             continue;
           }
-          if (theirs && digest && sameDigest(digest, theirs)) continue;
+          if (theirs && digest && sameDigest(digest, theirs)) {
+            if (putAll) await put!(index, blocks[i]!);
+            continue;
+          }
           await sendData(index, blocks[i]!, digest);
+          await put?.(index, blocks[i]!);
         }
       } else if (digests) {
         for (let i = 0; i < count; i++) {
           const index = first + i;
           await record_?.(index, null);
-          if ((await nextDigest(index)) !== null) await sendZero(index);
+          if ((await nextDigest(index)) !== null) {
+            await sendZero(index);
+            await putZero(index);
+          }
         }
       } else if (!skipZeroWrites) {
         // A hole: zeros on the source. (A new cache records the gap as zeros by itself.)
         await sendZero(first, count);
+        await putZero(first, count);
       }
       stats.blocksScanned += count;
       stats.bytesScanned += Math.min(count * blockSize, record.size - first * blockSize);

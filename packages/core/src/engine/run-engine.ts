@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'eventemitter3';
+import type { BackupSink } from '../contracts/backup-sink.js';
 import type { Hypervisor } from '../contracts/hypervisor.js';
 import type { ReplicationCacheProvider } from '../contracts/replication-cache.js';
 import type { Transport } from '../contracts/transport.js';
@@ -48,6 +49,11 @@ export interface EngineOptions {
    */
   cache?: ReplicationCacheProvider;
   /**
+   * Where single-pass runs (`options.singlePass`) record a backup version of exactly the data they
+   * replicated, reading the source once. Without it such jobs fail in `prepare` with `E_INPUT`.
+   */
+  backup?: BackupSink;
+  /**
    * Rule sets checked in `validate`.
    * @default defaultRuleSets()
    */
@@ -92,8 +98,8 @@ function newRunId(job: string): string {
  * ```
  */
 export class ReplicationEngine extends EventEmitter<EngineEvents> {
-  private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache'>> &
-    Pick<EngineOptions, 'ruleSets' | 'cache'>;
+  private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache' | 'backup'>> &
+    Pick<EngineOptions, 'ruleSets' | 'cache' | 'backup'>;
   private readonly active = new Map<string, AbortController>();
 
   constructor(options: EngineOptions) {
@@ -200,6 +206,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           hasher,
           transport: this.options.transport,
           ...(this.options.cache ? { cache: this.options.cache } : {}),
+          ...(this.options.backup ? { backup: this.options.backup } : {}),
           ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
           checkpointEveryMs: this.options.checkpointEveryMs,
           readAhead: this.options.readAhead,

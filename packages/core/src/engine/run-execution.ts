@@ -1,10 +1,19 @@
 import type { EventEmitter } from 'eventemitter3';
 import pLimit from 'p-limit';
+import type { BackupSession, BackupSink } from '../contracts/backup-sink.js';
 import type { DiskRef } from '../contracts/disk.js';
 import type { Hypervisor, Snapshot } from '../contracts/hypervisor.js';
 import type { CacheReader, CacheWriter, ReplicationCacheProvider } from '../contracts/replication-cache.js';
 import type { BlockChannel, BlockDigest, Transport } from '../contracts/transport.js';
-import { ConflictError, isReplikitError, NotFoundError, ReplikitError, StateError, throwIfAborted } from '../errors.js';
+import {
+  ConflictError,
+  InputError,
+  isReplikitError,
+  NotFoundError,
+  ReplikitError,
+  StateError,
+  throwIfAborted,
+} from '../errors.js';
 import { replicaNameOf } from '../job/job-spec.js';
 import type { RuleSet } from '../rules/rule.js';
 import { assertValid, defaultRuleSets, validateJob } from '../rules/rule-validator.js';
@@ -27,6 +36,7 @@ export interface RunDependencies {
   hasher: BlockHasher;
   transport: (target: Hypervisor, record: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
   cache?: ReplicationCacheProvider;
+  backup?: BackupSink;
   ruleSets?: readonly RuleSet[];
   checkpointEveryMs: number;
   readAhead: number;
@@ -196,6 +206,11 @@ export class RunExecution {
   private async prepare(): Promise<void> {
     const record = this.record;
     const job = record.job;
+    if (job.options.singlePass && !this.deps.backup) {
+      throw new InputError(
+        'options.singlePass needs a block store to record backup versions in; give the engine one (`backup: new FileBlockStore(dir)` from @replikit/dedup)',
+      );
+    }
     const { source, target } = await this.drivers();
     const history = await this.deps.store.loadJob(job.name);
     const vm = await source.getVM(job.source.vm, { signal: this.signal });
@@ -294,6 +309,12 @@ export class RunExecution {
         stats: emptyStats(),
       });
     }
+    if (record.job.options.singlePass) {
+      // Blocks this run does not send are the previous version's, when the replica still holds it.
+      const history = await this.deps.store.loadJob(record.job.name);
+      const base = !firstRun && !record.replicaModified ? history?.lastBackupVersion : undefined;
+      record.backup = base ? { baseVersion: base } : {};
+    }
     // From here on the replica is written: it must refuse to start until commit.
     record.replicaTouched = true;
     await this.save();
@@ -351,6 +372,7 @@ export class RunExecution {
     const limit = pLimit(record.job.options.parallelDisks);
     const throttle = record.job.options.bandwidthLimit ? new TokenBucket(record.job.options.bandwidthLimit) : undefined;
     const digestOnWire = transport.name !== 'inprocess';
+    const backup = await this.openBackup();
     this.progress.start();
     let firstError: unknown;
     const tasks = record.disks
@@ -358,7 +380,7 @@ export class RunExecution {
       .map((disk) =>
         limit(async () => {
           try {
-            await this.transferOne(source, disk, channel, { signal, throttle, digestOnWire });
+            await this.transferOne(source, disk, channel, { signal, throttle, digestOnWire, backup });
           } catch (error) {
             firstError ??= error;
             inner.abort(error);
@@ -373,6 +395,9 @@ export class RunExecution {
       await channel.close().catch((error: unknown) => {
         firstError ??= error;
       });
+      await backup?.close().catch((error: unknown) => {
+        firstError ??= error;
+      });
     }
     if (firstError !== undefined) throw firstError;
     this.sumStats();
@@ -383,7 +408,12 @@ export class RunExecution {
     source: Hypervisor,
     disk: DiskRecord,
     channel: BlockChannel,
-    options: { signal: AbortSignal; throttle: TokenBucket | undefined; digestOnWire: boolean },
+    options: {
+      signal: AbortSignal;
+      throttle: TokenBucket | undefined;
+      digestOnWire: boolean;
+      backup: BackupSession | undefined;
+    },
   ): Promise<void> {
     const record = this.record;
     const snapshotDisk = record.snapshot!.disks[disk.position]!;
@@ -414,11 +444,18 @@ export class RunExecution {
           examineAll,
           ...(replicaDigests ? { replicaDigests } : {}),
           ...(cacheWriter
+            ? { recordDigest: (index: number, digest: Uint8Array | null) => cacheWriter.append(index, digest) }
+            : {}),
+          ...(options.backup
             ? {
-                recordDigest: (index: number, digest: Uint8Array | null) => cacheWriter.append(index, digest),
-                digestsDurable: (count: number) => cacheWriter.checkpoint(count),
+                backupPut: options.backup.disk(snapshotDisk.id).put,
+                backupHasBase: record.backup?.baseVersion !== undefined,
               }
             : {}),
+          beforeCheckpoint: async (count: number) => {
+            await cacheWriter?.checkpoint(count);
+            await options.backup?.checkpoint();
+          },
           digestOnWire: options.digestOnWire,
           buffers: Array.from(
             { length: this.deps.readAhead + 2 },
@@ -444,6 +481,23 @@ export class RunExecution {
     } finally {
       await reader.close().catch(() => undefined);
     }
+  }
+
+  /** Starts (or continues) the single-pass backup version of this run. */
+  private async openBackup(): Promise<BackupSession | undefined> {
+    const record = this.record;
+    if (!record.backup || !this.deps.backup) return undefined;
+    const snapshot = record.snapshot!;
+    return this.deps.backup.begin(
+      {
+        vm: snapshot.vmId,
+        runId: record.runId,
+        blockSize: record.blockSize,
+        disks: snapshot.disks.map((disk) => ({ id: disk.id, size: disk.size })),
+        ...(record.backup.baseVersion ? { baseVersion: record.backup.baseVersion } : {}),
+      },
+      { signal: this.signal },
+    );
   }
 
   /** Opens the trusted cache a disk reads and the new cache it writes, falling back when they are gone. */
@@ -542,6 +596,15 @@ export class RunExecution {
         await this.deps.cache.commitPending(this.cacheKey(disk), record.runId, fingerprint.value);
       }
     }
+    if (record.backup && this.deps.backup) {
+      const version = await this.deps.backup.commitPending(record.snapshot!.vmId, record.runId);
+      if (version) record.backup.version = version.id;
+      else
+        this.warn(
+          'W_BACKUP_LOST',
+          `the backup version of run ${record.runId} was lost; the next single-pass run records a full one`,
+        );
+    }
     const previous = await this.deps.store.loadJob(record.job.name);
     await this.deps.store.saveJob({
       ...previous,
@@ -552,6 +615,7 @@ export class RunExecution {
       baseSnapshot: record.snapshot!,
       replica: { ...replica, created: false },
       replicaFingerprint: fingerprint.value,
+      ...(record.backup ? { lastBackupVersion: record.backup.version } : {}),
       updatedAt: new Date().toISOString(),
     });
   }
@@ -566,6 +630,9 @@ export class RunExecution {
     }
     for (const disk of record.disks) {
       if (disk.writesCache && this.deps.cache) await this.deps.cache.abortPending(this.cacheKey(disk), record.runId);
+    }
+    if (record.backup && this.deps.backup && record.snapshot) {
+      await this.deps.backup.abortPending(record.snapshot.vmId, record.runId);
     }
     if (record.replicaTouched && record.replica) {
       const replica = record.replica;

@@ -108,6 +108,8 @@ export interface RunRecord {
   replicaFingerprintAtPlan?: string;
   /** True when the replica changed outside replikit since the last run. */
   replicaModified?: boolean;
+  /** The single-pass backup version this run records (`options.singlePass`). */
+  backup?: { baseVersion?: string; version?: string };
   /** Set when this run was rolled back. */
   rolledBack?: boolean;
 }
@@ -128,6 +130,8 @@ export interface JobRecord {
   replica?: Replica;
   /** The replica's fingerprint right after the last commit. */
   replicaFingerprint?: string;
+  /** The backup version the last single-pass run recorded (the replica's content). */
+  lastBackupVersion?: string;
   /** ISO time of the last change. */
   updatedAt: string;
 }

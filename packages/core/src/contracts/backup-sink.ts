@@ -1,0 +1,53 @@
+import type { OperationOptions } from './disk.js';
+
+/** What a single-pass run records: one backup version of the exact data it replicated. */
+export interface BackupVersionSpec {
+  /** The source VM's id. */
+  vm: string;
+  /** The run writing the version (a resumed run finds its pending version by it). */
+  runId: string;
+  blockSize: number;
+  disks: Array<{ id: string; size: number }>;
+  /**
+   * The version the replica held before this run. Blocks the run does not put are taken from it
+   * (they did not change); without a base they read as zero.
+   */
+  baseVersion?: string;
+}
+
+/** A committed backup version, as listed. */
+export interface BackupVersionInfo {
+  id: string;
+  vm: string;
+  runId: string;
+  createdAt: string;
+  disks: Array<{ id: string; size: number }>;
+}
+
+/** One disk of a backup being written. */
+export interface BackupDiskWriter {
+  /** Records block `index`: its bytes, or `null` for an all-zero block. */
+  put(index: number, data: Uint8Array | null): Promise<void>;
+}
+
+/** A backup version being written by a run. */
+export interface BackupSession {
+  disk(id: string): BackupDiskWriter;
+  /** Makes everything put so far durable (called at the run's checkpoints). */
+  checkpoint(): Promise<void>;
+  /** Makes everything durable and releases the session; the version stays pending. */
+  close(): Promise<void>;
+}
+
+/**
+ * Where single-pass runs record backup versions (`options.singlePass`). `@replikit/dedup`
+ * supplies the content-addressed block store.
+ */
+export interface BackupSink {
+  /** Starts, or after a crash continues, the pending version of `spec.runId`. */
+  begin(spec: BackupVersionSpec, options?: OperationOptions): Promise<BackupSession>;
+  /** Commits the pending version of a run; returns it, or `undefined` when there is none. */
+  commitPending(vm: string, runId: string): Promise<BackupVersionInfo | undefined>;
+  /** Drops the pending version of a run, if any. */
+  abortPending(vm: string, runId: string): Promise<void>;
+}

@@ -1,0 +1,57 @@
+import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
+import { FormatError } from '@replikit/core';
+
+/** Largest block a chunk may hold (the largest replication block). */
+export const MAX_CHUNK_BYTES = 16 * 1024 * 1024;
+
+const RAW = 0;
+const DEFLATE = 1;
+const HEADER = 9;
+
+/**
+ * Encodes a block for the store: a 9-byte header (codec, plain length, CRC-32 of the payload) and
+ * the payload, deflated (level 1) unless that saves less than 1/16 of the block, then stored raw.
+ * The CRC catches any flipped bit of the stored payload, even one that would still decode.
+ */
+export function encodeChunk(plain: Uint8Array): Uint8Array {
+  const packed = deflateRawSync(plain, { level: 1 });
+  const useDeflate = packed.length < plain.length - (plain.length >> 4);
+  const payload = useDeflate ? packed : plain;
+  const out = new Uint8Array(HEADER + payload.length);
+  out[0] = useDeflate ? DEFLATE : RAW;
+  const view = new DataView(out.buffer);
+  view.setUint32(1, plain.length, true);
+  view.setUint32(5, crc32(payload), true);
+  out.set(payload, HEADER);
+  return out;
+}
+
+/**
+ * Decodes a chunk, checking every field: the codec is known, the plain length is in bounds, and
+ * the payload decodes to exactly that length (never more: inflation is capped).
+ *
+ * @throws {@link @replikit/core!FormatError} naming `what` otherwise.
+ */
+export function decodeChunk(bytes: Uint8Array, what: string): Uint8Array {
+  if (bytes.length < HEADER) throw new FormatError(`${what}: truncated chunk (${bytes.length} bytes)`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const codec = view.getUint8(0);
+  const length = view.getUint32(1, true);
+  if (length > MAX_CHUNK_BYTES) throw new FormatError(`${what}: chunk claims ${length} bytes, more than the limit`);
+  const payload = bytes.subarray(HEADER);
+  if (crc32(payload) !== view.getUint32(5, true)) throw new FormatError(`${what}: damaged (checksum mismatch)`);
+  if (codec === RAW) {
+    if (payload.length !== length)
+      throw new FormatError(`${what}: raw chunk holds ${payload.length} of ${length} bytes`);
+    return payload;
+  }
+  if (codec !== DEFLATE) throw new FormatError(`${what}: unknown chunk codec ${codec}`);
+  let plain: Buffer;
+  try {
+    plain = inflateRawSync(payload, { maxOutputLength: Math.max(1, length) });
+  } catch (error) {
+    throw new FormatError(`${what}: chunk does not inflate (${(error as Error).message})`, { cause: error });
+  }
+  if (plain.length !== length) throw new FormatError(`${what}: chunk inflates to ${plain.length} of ${length} bytes`);
+  return plain;
+}
