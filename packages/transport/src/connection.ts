@@ -76,6 +76,11 @@ export class FrameConnection {
     });
   }
 
+  /** Hands a received frame's payload back for reuse once it is no longer needed. */
+  release(payload: Uint8Array): void {
+    this.decoder.release(payload);
+  }
+
   /** Raises the bound of `block` frames once the session's block size is known. */
   setMaxBlockPayload(bytes: number): void {
     this.decoder.setMaxBlockPayload(bytes);

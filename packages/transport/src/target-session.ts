@@ -90,12 +90,13 @@ export async function serveTargetSession(
   let hasher!: ReturnType<HasherFactory>;
 
   /** Chains a write behind the stream's earlier ones; waits when too much is queued. */
-  const queueWrite = async (s: TargetStream, op: BlockOp, bytes: number): Promise<void> => {
+  const queueWrite = async (s: TargetStream, op: BlockOp, bytes: number, done?: () => void): Promise<void> => {
     s.queued += bytes;
     s.writes = s.writes.then(async () => {
       await s.disk.apply(op);
       s.queued -= bytes;
       result.bytesWritten += bytes;
+      done?.();
     });
     // A failed write is seen at the next wait on `writes` (and nothing after it is written).
     s.writes.catch(() => undefined);
@@ -174,8 +175,10 @@ export async function serveTargetSession(
             },
           );
         }
-        // Verified: write it in order behind the blocks before it, and read on meanwhile.
-        await queueWrite(s, { kind: 'data', index: message.index, data }, data.length);
+        // Verified: write it in order behind the blocks before it, and read on meanwhile. The
+        // frame's memory goes back to the decoder once nothing refers to it any more.
+        if (data !== message.payload) conn.release(message.payload);
+        await queueWrite(s, { kind: 'data', index: message.index, data }, data.length, () => conn.release(data));
         s.end = message.index + 1;
         return true;
       }

@@ -21,6 +21,9 @@ export interface RawFrame {
 
 const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
 
+/** Payload buffers kept for reuse. */
+const POOL_SIZE = 256;
+
 /** The largest payload a frame of `type` may have, given the current bound of block frames. */
 export function payloadBound(type: number, maxBlockPayload: number): number {
   if (CONTROL_TYPES.has(type)) return MAX_CONTROL_PAYLOAD;
@@ -48,6 +51,10 @@ export class FrameDecoder {
   private failed = false;
   /** Bytes currently buffered for an incomplete frame. */
   buffered = 0;
+  /** Payload buffers handed back by {@link FrameDecoder.release}, ready for the next frames. */
+  private readonly pool: ArrayBuffer[] = [];
+  /** The buffers this decoder allocated (only those may come back to the pool). */
+  private readonly owned = new WeakSet<ArrayBuffer>();
 
   /**
    * @param maxBlockPayload - Bound of a `block` frame's payload; raise it with
@@ -86,8 +93,7 @@ export class FrameDecoder {
           at += take;
           if (this.headerFill < HEADER_BYTES) break;
           const length = this.checkHeader(new DataView(this.header.buffer, 0, HEADER_BYTES));
-          // Not zero-filled: every byte is written below before the frame is handed out.
-          this.payload = Buffer.allocUnsafe(length);
+          this.payload = this.allocate(length);
           this.payloadLength = length;
           this.payloadFill = 0;
         }
@@ -109,6 +115,39 @@ export class FrameDecoder {
     }
     this.buffered = this.headerFill + (this.payload ? this.payloadFill : 0);
     return frames;
+  }
+
+  /**
+   * Hands a frame's payload back once the caller is done with it (written, decoded), so that a
+   * later frame reuses its memory instead of allocating: a steady stream of 64 KiB blocks then
+   * allocates nothing. Payloads the decoder did not allocate are ignored.
+   */
+  release(payload: Uint8Array): void {
+    const buffer = payload.buffer as ArrayBuffer;
+    if (this.owned.has(buffer) && this.pool.length < POOL_SIZE && buffer.byteLength === this.poolBytes) {
+      this.owned.delete(buffer);
+      this.pool.push(buffer);
+    }
+  }
+
+  /** Bytes of each pooled buffer: the bound of block frames. */
+  private get poolBytes(): number {
+    return Math.max(this.maxBlockPayload, MAX_CONTROL_PAYLOAD);
+  }
+
+  private allocate(length: number): Uint8Array {
+    let buffer: ArrayBuffer | undefined;
+    if (length <= this.poolBytes) {
+      for (;;) {
+        buffer = this.pool.pop();
+        if (!buffer || buffer.byteLength === this.poolBytes) break;
+      }
+      // Not zero-filled: every byte is written before the frame is handed out.
+      buffer ??= Buffer.allocUnsafeSlow(this.poolBytes).buffer as ArrayBuffer;
+      this.owned.add(buffer);
+      return new Uint8Array(buffer, 0, length);
+    }
+    return new Uint8Array(length);
   }
 
   /** True when no partial frame is buffered. */
