@@ -24,9 +24,10 @@ export { createRaw, openRaw, RAW_GRANULE, RawReader, type RawWriter } from './ra
 export type { VhdParentRef } from './vhd/vhd-layout.js';
 export { openVhd, openVhdSource, VhdReader } from './vhd/vhd-reader.js';
 export { type VhdStreamOptions, vhdStream, vhdStreamLength } from './vhd/vhd-stream.js';
-export { vhdGeometry } from './vhd/vhd-structs.js';
+export { type VhdFooter, type VhdHeader, type VhdParentLocator, vhdGeometry } from './vhd/vhd-structs.js';
 export { type CreateVhdOptions, createVhd, type VhdWriter, vhdParentRef } from './vhd/vhd-writer.js';
 export { openVhdx, openVhdxSource, VhdxReader } from './vhdx/vhdx-reader.js';
+export type { VhdxHeader, VhdxMetadata } from './vhdx/vhdx-structs.js';
 export { type CreateVhdxOptions, createVhdx, type VhdxWriter } from './vhdx/vhdx-writer.js';
 export { decodeXapi, encodeXapi, type XapiValue } from './xva/ova-xml.js';
 export { parseOvaXml, type ReadXvaOptions, readXva, type XvaContents, type XvaVdi } from './xva/xva-reader.js';
