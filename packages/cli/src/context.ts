@@ -1,6 +1,6 @@
 import { join, resolve } from 'node:path';
 import { FileStateStore, ReplicationEngine } from '@replikit/core';
-import { createHashingPool, FileCacheProvider } from '@replikit/dedup';
+import { createHashingPool, FileBlockStore, FileCacheProvider } from '@replikit/dedup';
 import { registerBuiltinDrivers } from './drivers.js';
 
 /** What a command gets from the process: streams, folders and the environment. */
@@ -20,7 +20,8 @@ export function stateDirOf(context: CliContext, flag: string | undefined): strin
 
 /**
  * An engine with the built-in drivers, a file state store, xxh128 digests hashed on every core,
- * and replication caches in `<stateDir>/cache` (used by jobs that set `options.replicationCache`).
+ * replication caches in `<stateDir>/cache` (jobs with `options.replicationCache`) and the block
+ * store in `<stateDir>/store` (jobs with `options.singlePass`).
  */
 export function createEngine(stateDir: string): ReplicationEngine {
   registerBuiltinDrivers();
@@ -29,5 +30,6 @@ export function createEngine(stateDir: string): ReplicationEngine {
     digest: 'xxh128',
     hasher: (algorithm) => createHashingPool({ algorithm }),
     cache: new FileCacheProvider(join(stateDir, 'cache')),
+    backup: new FileBlockStore(join(stateDir, 'store')),
   });
 }

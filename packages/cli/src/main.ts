@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { describeForUser, exitCodeOf, UsageError } from './cli-error.js';
+import { backupCommand } from './commands/backup.js';
 import { demoCommand } from './commands/demo.js';
 import { resumeCommand, runCommand } from './commands/run.js';
 import { runsCommand } from './commands/runs.js';
@@ -9,7 +10,7 @@ import { type CliContext, stateDirOf } from './context.js';
 const HELP = `replikit: keep a VM replica in sync with its source, sending only what changed
 
 usage:
-  replikit demo [--dir DIR] [--keep] [--size-a SIZE] [--size-b SIZE]
+  replikit demo [--dir DIR] [--keep] [--size-a SIZE] [--size-b SIZE] [--single-pass]
                                    build a demo VM, replicate it twice, verify the replica
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
@@ -17,6 +18,9 @@ usage:
   replikit resume <runId> [--rollback]
                                    finish a run that stopped, or roll it back
   replikit runs [--json]           list the runs
+  replikit backup list [vm] | verify <vm> <version> | restore <vm> <version> <disk> <out.raw>
+                | delete <vm> <version> | gc
+                                   backup versions recorded by single-pass runs
   replikit help                    this text
 
 options:
@@ -33,6 +37,7 @@ const OPTIONS = {
   keep: { type: 'boolean', default: false },
   'size-a': { type: 'string' },
   'size-b': { type: 'string' },
+  'single-pass': { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -65,10 +70,13 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
       return resumeCommand(context, one(rest, 'run id'), stateDir, { rollback: values.rollback });
     case 'runs':
       return runsCommand(context, stateDir, { json: values.json });
+    case 'backup':
+      return backupCommand(context, rest, stateDir, values.json);
     case 'demo':
       return demoCommand(context, {
         ...(values.dir ? { dir: values.dir } : {}),
         keep: values.keep,
+        singlePass: values['single-pass'],
         ...(values['size-a'] ? { sizeA: values['size-a'] } : {}),
         ...(values['size-b'] ? { sizeB: values['size-b'] } : {}),
       });

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -9,6 +11,7 @@ import { type CliContext, createEngine } from '../context.js';
 import { fillDemoDisk, writeLikeAGuest } from '../demo/demo-data.js';
 import { diskDigest } from '../demo/disk-digest.js';
 import { renderRunSummary } from '../output/run-summary.js';
+import { blockStoreOf } from './backup.js';
 import { withProgress } from './run.js';
 
 /** Options of `replikit demo`. */
@@ -21,6 +24,8 @@ export interface DemoOptions {
   sizeA?: string;
   /** Virtual size of the second disk. @default 256MiB */
   sizeB?: string;
+  /** Record a backup version in each run (single pass), then list the versions and restore one. */
+  singlePass?: boolean;
 }
 
 const MARKER = '.replikit-demo';
@@ -57,6 +62,45 @@ async function verify(context: CliContext, record: RunRecord, roots: { vms: stri
     await target.close();
   }
   return ok;
+}
+
+/** Lists the backup versions the single-pass runs recorded, restores the newest, compares it with the replica. */
+async function checkBackups(context: CliContext, stateDir: string, run: RunRecord, roots: { replicas: string }) {
+  const out = context.stdout;
+  const store = blockStoreOf(stateDir);
+  const versions = await store.list(run.snapshot!.vmId);
+  out.write(`\n5. backup versions recorded in the same pass (${store.dir})\n`);
+  for (const version of versions) out.write(`   ${version.id}  ${version.createdAt}\n`);
+  const newest = versions[versions.length - 1];
+  if (!newest || newest.id !== run.backup?.version) {
+    out.write('   the second run recorded no version: FAILED\n');
+    return false;
+  }
+  const target = createFileDriver({ root: roots.replicas });
+  let ok = true;
+  try {
+    for (const [i, disk] of newest.disks.entries()) {
+      const file = join(stateDir, `restored-${disk.id}.raw`);
+      await store.restore(newest.vm, newest.id, disk.id, file, { signal: context.signal });
+      const [restored, replica] = await Promise.all([fileDigest(file), diskDigest(target, run.replica!.disks[i]!)]);
+      const same = restored === replica;
+      ok &&= same;
+      out.write(
+        `   restored disk ${disk.id} of ${newest.id}: sha256 ${restored.slice(0, 16)}…, replica ${replica.slice(0, 16)}… ${same ? 'equal' : 'DIFFERENT'}\n`,
+      );
+      await rm(file, { force: true });
+    }
+  } finally {
+    await target.close();
+  }
+  return ok;
+}
+
+/** sha256 of a file, streamed. */
+async function fileDigest(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 /**
@@ -111,7 +155,7 @@ export async function demoCommand(context: CliContext, options: DemoOptions): Pr
       target: { driver: 'file', root: './replicas', replicaName: 'demo-vm-replica' },
       method: 'qhybrid',
       blockSize: BLOCK,
-      options: { retention: 3, replicationCache: true },
+      options: { retention: 3, replicationCache: true, singlePass: options.singlePass ?? false },
     };
     const jobFile = join(dir, 'demo-job.yaml');
     await writeFile(jobFile, toYaml(jobInput));
@@ -145,11 +189,12 @@ export async function demoCommand(context: CliContext, options: DemoOptions): Pr
         ? '   the replication cache was trusted: the incremental run read no replica block\n'
         : `   the incremental run read ${formatBytes(second.stats.bytesReadReplica)} of the replica (verified diff)\n`,
     );
+    const backupOk = options.singlePass ? await checkBackups(context, join(dir, 'state'), second, roots) : true;
     const ratio = first.stats.bytesSent ? second.stats.bytesSent / first.stats.bytesSent : 0;
     out.write(
       `\nthe incremental run sent ${formatBytes(second.stats.bytesSent)}, ${(ratio * 100).toFixed(2)} % of the full run's ${formatBytes(first.stats.bytesSent)}\n`,
     );
-    const ok = firstOk && secondOk;
+    const ok = firstOk && secondOk && backupOk;
     out.write(
       ok
         ? 'verification passed: every replica disk equals the source snapshot it came from\n'
