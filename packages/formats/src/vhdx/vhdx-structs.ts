@@ -119,7 +119,8 @@ export function currentHeader(
   raw2: Uint8Array,
 ): VhdxHeader {
   if (h1 instanceof FormatError && h2 instanceof FormatError) {
-    throw new FormatError(`${file}: no valid VHDX header: ${h1.message}; ${h2.message}`);
+    const strip = (e: FormatError) => e.message.replace(`${file}: `, '');
+    throw new FormatError(`${file}: no valid VHDX header: ${strip(h1)}; ${strip(h2)}`);
   }
   if (h1 instanceof FormatError) return h2 as VhdxHeader;
   if (h2 instanceof FormatError) return h1;
