@@ -1,4 +1,13 @@
-import { brotliCompressSync, brotliDecompressSync, constants, deflateRawSync, inflateRawSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import {
+  brotliCompress,
+  brotliCompressSync,
+  brotliDecompressSync,
+  constants,
+  deflateRaw,
+  deflateRawSync,
+  inflateRawSync,
+} from 'node:zlib';
 import { InputError } from '@replikit/core';
 import { deflateSync as fflateDeflate, inflateSync as fflateInflate } from 'fflate';
 import { ProtocolError } from './protocol/protocol-error.js';
@@ -14,6 +23,8 @@ export interface BlockCodec {
   readonly id: number;
   /** Compresses a block. */
   encode(block: Uint8Array): Uint8Array;
+  /** Compresses a block off the main thread (libuv's pool), when the codec can. */
+  encodeAsync?(block: Uint8Array): Promise<Uint8Array>;
   /** Decompresses a payload to exactly `rawLength` bytes, or throws. */
   decode(payload: Uint8Array, rawLength: number): Uint8Array;
 }
@@ -58,24 +69,29 @@ function zlibDecode(name: string, run: (payload: Uint8Array, max: number) => Buf
 }
 
 /** node:zlib raw deflate (level 1), native. */
+const deflateRawAsync = promisify(deflateRaw);
+const brotliAsync = promisify(brotliCompress);
+
 const zlibDeflateCodec: BlockCodec = {
   name: 'zlib-deflate',
   id: 2,
   encode: (block) => deflateRawSync(block, { level: 1 }),
+  encodeAsync: (block) => deflateRawAsync(block, { level: 1 }),
   decode: zlibDecode('zlib-deflate', (payload, max) => inflateRawSync(payload, { maxOutputLength: max })),
 };
+
+function brotliOptions(block: Uint8Array) {
+  return {
+    params: { [constants.BROTLI_PARAM_QUALITY]: 1, [constants.BROTLI_PARAM_SIZE_HINT]: block.length },
+  };
+}
 
 /** node:zlib brotli at quality 1 (fast), native. */
 const brotliCodec: BlockCodec = {
   name: 'brotli',
   id: 3,
-  encode: (block) =>
-    brotliCompressSync(block, {
-      params: {
-        [constants.BROTLI_PARAM_QUALITY]: 1,
-        [constants.BROTLI_PARAM_SIZE_HINT]: block.length,
-      },
-    }),
+  encode: (block) => brotliCompressSync(block, brotliOptions(block)),
+  encodeAsync: (block) => brotliAsync(block, brotliOptions(block)),
   decode: zlibDecode('brotli', (payload, max) => brotliDecompressSync(payload, { maxOutputLength: max })),
 };
 
@@ -113,12 +129,33 @@ export const DEFAULT_CODEC = 'zlib-deflate';
  */
 export const MIN_SAVING = 1 / 8;
 
+/** Bytes of a block compressed first to see whether the whole block is worth compressing. */
+const PROBE_BYTES = 4096;
+
+/**
+ * A cheap look before compressing a large block: its first 4 KiB, compressed. Random or
+ * already-compressed data shows at once and goes raw for 1/16 of the cost of trying it all.
+ */
+function worthTrying(codec: BlockCodec, block: Uint8Array): boolean {
+  if (block.length < PROBE_BYTES * 4) return true;
+  const probe = block.subarray(0, PROBE_BYTES);
+  return codec.encode(probe).length <= PROBE_BYTES * (1 - MIN_SAVING / 2);
+}
+
 /**
  * Compresses `block` with `codec` when that pays; returns the compressed bytes or `undefined`
  * (send raw).
  */
 export function maybeCompress(codec: BlockCodec | undefined, block: Uint8Array): Uint8Array | undefined {
-  if (!codec) return undefined;
+  if (!codec || !worthTrying(codec, block)) return undefined;
   const out = codec.encode(block);
+  return out.length <= block.length * (1 - MIN_SAVING) ? out : undefined;
+}
+
+/** Like {@link maybeCompress}, on libuv's thread pool when the codec can. */
+export async function compressBlock(codec: BlockCodec | undefined, block: Uint8Array): Promise<Uint8Array | undefined> {
+  if (!codec) return undefined;
+  if (!worthTrying(codec, block)) return undefined;
+  const out = codec.encodeAsync ? await codec.encodeAsync(block) : codec.encode(block);
   return out.length <= block.length * (1 - MIN_SAVING) ? out : undefined;
 }

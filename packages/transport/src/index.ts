@@ -27,7 +27,29 @@ export {
 } from './network-transport.js';
 export { FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD, PROTOCOL_VERSION } from './protocol/constants.js';
 export { FrameDecoder, type RawFrame } from './protocol/frame-decoder.js';
-export { encodeMessage, type Message, parseFrame } from './protocol/messages.js';
+export {
+  type AckMessage,
+  type AuthMessage,
+  type BlockMessage,
+  type CloseDiskMessage,
+  type CommitMessage,
+  type CommittedMessage,
+  type DigestsMessage,
+  type DigestsRequestMessage,
+  type DiskClosedMessage,
+  type DiskOpenedMessage,
+  type ErrorMessage,
+  encodeMessage,
+  type FlushMessage,
+  type HelloMessage,
+  type Message,
+  type OpenDiskMessage,
+  parseFrame,
+  type Role,
+  type SessionMessage,
+  type SessionOkMessage,
+  type ZeroMessage,
+} from './protocol/messages.js';
 export { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
 export {
   type Address,
@@ -35,8 +57,9 @@ export {
   certificateFingerprint,
   createSecureServer,
   dial,
+  type ListenHandlers,
   type PskCredentials,
   type Security,
 } from './security.js';
-export { type ReconnectPolicy, SourceSession } from './source-session.js';
-export { serveTargetSession, type TargetSessionResult } from './target-session.js';
+export type { ReconnectPolicy } from './source-session.js';
+export { serveTargetSession, type TargetSessionOptions, type TargetSessionResult } from './target-session.js';

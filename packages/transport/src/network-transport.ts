@@ -69,7 +69,7 @@ function resolveTuning(options: SessionTuning): Resolved {
 }
 
 /**
- * Push: a {@link Transport} that dials a target agent (`replikit-agent`) over TCP or TLS and
+ * Push: a {@link @replikit/core!Transport} that dials a target agent (`replikit-agent`) over TCP or TLS and
  * sends the blocks there. Named after its security: `tcp` or `tls`.
  *
  * @example

@@ -82,7 +82,7 @@ export function certificateFingerprint(pem: string | Uint8Array): string {
   return createHash('sha256').update(cert.raw).digest('hex');
 }
 
-/** Checks a {@link Security} value; throws {@link InputError} on a mistake. */
+/** Checks a {@link Security} value; throws {@link @replikit/core!InputError} on a mistake. */
 export function checkSecurity(security: Security): void {
   if (security.kind === 'tcp') {
     if (security.key && security.key.length < 16) throw new InputError('a transport key must have at least 16 bytes');
@@ -229,7 +229,7 @@ export function dial(address: Address, security: Security, options: { signal?: A
   });
 }
 
-/** Callbacks of {@link listen}. */
+/** Callbacks of {@link createSecureServer}. */
 export interface ListenHandlers {
   /** A connection passed the transport's checks (TLS and pinning); frames may flow. */
   onConnection(socket: Duplex, peer: string): void;

@@ -17,13 +17,16 @@ import {
   TransportError,
   throwIfAborted,
 } from '@replikit/core';
-import { availableCodecs, type BlockCodec, maybeCompress } from './codecs.js';
+import { availableCodecs, type BlockCodec, compressBlock } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import { BLOCK_FIXED_BYTES, HEADER_BYTES, MAX_DIGEST_BYTES } from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
 import { DIGEST_BATCH } from './target-session.js';
+
+/** Operations being encoded or waiting for the window, per disk, before `send` waits. */
+const PIPELINE_DEPTH = 8;
 
 /** How a broken connection is retried. */
 export interface ReconnectPolicy {
@@ -120,6 +123,12 @@ class SourceDiskChannel implements DiskChannel {
   bytesSent = 0;
   /** Block index after the last operation sent. */
   sentEnd = 0;
+  /** Block index after the last operation given to `send` (perhaps still being encoded). */
+  private acceptedEnd = 0;
+  /** Operations between `send` and the window. */
+  private inPipeline = 0;
+  private tail: Promise<void> = Promise.resolve();
+  private pipelineError: unknown;
   ackedEnd = 0;
   private ackedRaw = 0;
   readonly window: Pending[] = [];
@@ -160,45 +169,88 @@ class SourceDiskChannel implements DiskChannel {
   async send(op: BlockOp, options?: OperationOptions): Promise<void> {
     const session = this.session;
     session.check();
+    this.checkPipeline();
     throwIfAborted(options?.signal);
     if (this.closing) throw new TransportError(`disk channel ${this.disk.id} is closed`);
-    if (!Number.isSafeInteger(op.index) || op.index < this.sentEnd) {
-      throw new TransportError(`block ${op.index} sent out of order (after block ${this.sentEnd - 1})`);
+    if (!Number.isSafeInteger(op.index) || op.index < this.acceptedEnd) {
+      throw new TransportError(`block ${op.index} sent out of order (after block ${this.acceptedEnd - 1})`);
     }
-    let pending: Pending;
+    this.acceptedEnd = op.kind === 'zero' ? op.index + op.count : op.index + 1;
+    // Encoding (digest, compression on the thread pool) of the next blocks overlaps the sending
+    // of earlier ones; frames still leave in order.
+    const prepared = this.prepare(op);
+    prepared.catch(() => undefined);
+    this.inPipeline++;
+    this.tail = this.tail
+      .then(async () => this.admit(await prepared, options?.signal))
+      .catch((error: unknown) => {
+        this.pipelineError ??= error;
+      })
+      .finally(() => {
+        this.inPipeline--;
+        session.waiters.notify();
+      });
+    if (this.inPipeline >= PIPELINE_DEPTH) {
+      await session.waiters.until(
+        () => this.inPipeline < PIPELINE_DEPTH,
+        () => {
+          session.check();
+          this.checkPipeline();
+        },
+        options?.signal,
+      );
+    }
+  }
+
+  private checkPipeline(): void {
+    if (this.pipelineError !== undefined) throw this.pipelineError;
+  }
+
+  /** Waits until every operation given to `send` is in the window (sent or to be replayed). */
+  private async drain(): Promise<void> {
+    await this.tail;
+    this.checkPipeline();
+  }
+
+  private async prepare(op: BlockOp): Promise<Pending> {
+    const session = this.session;
     if (op.kind === 'zero') {
-      pending = {
+      return {
         message: { type: 'zero', stream: this.stream, index: op.index, count: op.count },
         end: op.index + op.count,
         bytes: 0,
         rawBytes: 0,
       };
-    } else {
-      let digest = op.digest;
-      if (!digest) {
-        this.hasher ??= (session.options.hasher ?? createNodeHasher)(session.spec.digest);
-        [digest] = await this.hasher.hash([op.data]);
-      }
-      const compressed = maybeCompress(session.options.codec, op.data);
-      const payload = compressed ?? op.data;
-      pending = {
-        message: {
-          type: 'block',
-          stream: this.stream,
-          index: op.index,
-          codec: compressed ? session.options.codec!.id : 0,
-          compressed: compressed !== undefined,
-          rawLength: op.data.length,
-          digest: digest ?? new Uint8Array(0),
-          payload,
-        },
-        end: op.index + 1,
-        bytes: payload.length,
-        rawBytes: op.data.length,
-      };
     }
+    let digest = op.digest;
+    if (!digest) {
+      this.hasher ??= (session.options.hasher ?? createNodeHasher)(session.spec.digest);
+      [digest] = await this.hasher.hash([op.data]);
+    }
+    const compressed = await compressBlock(session.options.codec, op.data);
+    const payload = compressed ?? op.data;
+    return {
+      message: {
+        type: 'block',
+        stream: this.stream,
+        index: op.index,
+        codec: compressed ? session.options.codec!.id : 0,
+        compressed: compressed !== undefined,
+        rawLength: op.data.length,
+        digest: digest ?? new Uint8Array(0),
+        payload,
+      },
+      end: op.index + 1,
+      bytes: payload.length,
+      rawBytes: op.data.length,
+    };
+  }
+
+  /** Puts a prepared operation into the window (waiting for room) and on the wire. */
+  private async admit(pending: Pending, signal?: AbortSignal): Promise<void> {
+    const session = this.session;
     const wire = SourceDiskChannel.frameBytes(pending.message);
-    await session.options.throttle?.take(wire, options?.signal);
+    await session.options.throttle?.take(wire, signal);
     // Back-pressure: room in the window of unacked bytes (the target acks after a flush).
     const limit = session.options.windowBytes;
     if (this.windowBytes + pending.bytes > limit && this.window.length > 0) {
@@ -208,7 +260,7 @@ class SourceDiskChannel implements DiskChannel {
         await session.waiters.until(
           () => this.windowBytes + pending.bytes <= limit || this.window.length === 0,
           () => session.check(),
-          options?.signal,
+          signal,
         );
       } finally {
         this.roomWaiters--;
@@ -218,7 +270,7 @@ class SourceDiskChannel implements DiskChannel {
     this.windowBytes += pending.bytes;
     this.sentEnd = pending.end;
     this.bytesSent += wire;
-    await session.transmit(pending.message, options?.signal);
+    await session.transmit(pending.message, signal);
     if (this.windowBytes >= limit / 2) this.requestFlush();
   }
 
@@ -263,6 +315,7 @@ class SourceDiskChannel implements DiskChannel {
 
   async checkpoint(options?: OperationOptions): Promise<number> {
     const session = this.session;
+    await this.drain();
     const target = this.sentEnd;
     if (this.ackedEnd >= target && this.window.length === 0) return target;
     this.wantEnd = Math.max(this.wantEnd, target);
@@ -329,6 +382,7 @@ class SourceDiskChannel implements DiskChannel {
     if (this.closed) return;
     const session = this.session;
     if (!this.closing) {
+      await this.tail;
       this.closing = true;
       if (session.failure) return;
       session.post({ type: 'close-disk', stream: this.stream });
@@ -343,7 +397,7 @@ class SourceDiskChannel implements DiskChannel {
 }
 
 /**
- * The source side of a network session: a {@link BlockChannel} whose operations travel as frames
+ * The source side of a network session: a {@link @replikit/core!BlockChannel} whose operations travel as frames
  * to a target agent. Keeps a bounded window of unacked operations; when the connection drops it
  * reconnects with backoff, reopens the session and its disks, and resends the window, so the
  * engine never notices a drop that a reconnect cures.
