@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { describeForUser, exitCodeOf, UsageError } from './cli-error.js';
 import { backupCommand } from './commands/backup.js';
 import { demoCommand } from './commands/demo.js';
+import { diskCommand } from './commands/disk.js';
 import { resumeCommand, runCommand } from './commands/run.js';
 import { runsCommand } from './commands/runs.js';
 import { validateCommand } from './commands/validate.js';
@@ -21,6 +22,9 @@ usage:
   replikit backup list [vm] | verify <vm> <version> | restore <vm> <version> <disk> <out.raw>
                 | delete <vm> <version> | gc
                                    backup versions recorded by single-pass runs
+  replikit disk info <file> [--json] | convert <in> <out> --to raw|vhd|vhdx [--block-size N]
+                | compare <a> <b> | check <file>
+                                   inspect, convert, compare (exit 1 if different), check images
   replikit help                    this text
 
 options:
@@ -38,6 +42,8 @@ const OPTIONS = {
   'size-a': { type: 'string' },
   'size-b': { type: 'string' },
   'single-pass': { type: 'boolean', default: false },
+  to: { type: 'string' },
+  'block-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -72,6 +78,8 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
       return runsCommand(context, stateDir, { json: values.json });
     case 'backup':
       return backupCommand(context, rest, stateDir, values.json);
+    case 'disk':
+      return diskCommand(context, rest, { json: values.json, to: values.to, blockSize: values['block-size'] });
     case 'demo':
       return demoCommand(context, {
         ...(values.dir ? { dir: values.dir } : {}),

@@ -1,0 +1,73 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from './helpers/cli-harness.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'replikit-disk-cli-'));
+  const bytes = new Uint8Array(6 * MiB);
+  for (let i = 0; i < 200_000; i++) bytes[i] = (i * 31) & 255;
+  bytes.fill(0x5a, 4 * MiB, 4 * MiB + 4096);
+  await writeFile(join(dir, 'a.raw'), bytes);
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+describe('replikit disk', () => {
+  it('converts raw to VHDX and VHD, and the results compare equal (exit 0)', async () => {
+    const vhdx = await runCli(['disk', 'convert', 'a.raw', 'a.vhdx', '--to', 'vhdx', '--block-size', '2MiB'], {
+      cwd: dir,
+    });
+    expect(vhdx).toMatchObject({ code: 0, stderr: '' });
+    expect(vhdx.stdout).toMatch(/converted a\.raw to a\.vhdx \(vhdx\)/);
+    expect((await runCli(['disk', 'convert', 'a.vhdx', 'a.vhd', '--to', 'vhd'], { cwd: dir })).code).toBe(0);
+    const same = await runCli(['disk', 'compare', 'a.raw', 'a.vhd'], { cwd: dir });
+    expect(same).toMatchObject({ code: 0 });
+    expect(same.stdout).toMatch(/equal contents/);
+  });
+
+  it('info prints the format, as text and as JSON', async () => {
+    const text = await runCli(['disk', 'info', 'a.vhdx'], { cwd: dir });
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/format: +vhdx \(dynamic\)/);
+    const json = await runCli(['disk', 'info', 'a.vhdx', '--json'], { cwd: dir });
+    const info = JSON.parse(json.stdout);
+    expect(info).toMatchObject({ format: 'vhdx', subformat: 'dynamic', size: 6 * MiB, blockSize: 2 * MiB });
+    expect(info.allocatedBytes).toBe(4 * MiB); // blocks 0 and 2; block 1 and the last one hold only zeroes
+  });
+
+  it('compare exits 1 with the first differing offset', async () => {
+    const bytes = new Uint8Array(await readFile(join(dir, 'a.raw')));
+    bytes[4 * MiB + 100] = 1;
+    await writeFile(join(dir, 'b.raw'), bytes);
+    const diff = await runCli(['disk', 'compare', 'a.vhdx', 'b.raw'], { cwd: dir });
+    expect(diff.code).toBe(1);
+    expect(diff.stdout).toContain(`first difference at byte ${4 * MiB + 100}`);
+  });
+
+  it('check: 0 for a good image, 1 with a clear message for a damaged one', async () => {
+    expect(await runCli(['disk', 'check', 'a.vhdx'], { cwd: dir })).toMatchObject({ code: 0 });
+    const bytes = new Uint8Array(await readFile(join(dir, 'a.vhd')));
+    bytes[bytes.length - 512 + 70]! ^= 0xff; // inside the footer: its checksum no longer matches
+    bytes[70]! ^= 0xff; // and its copy at offset 0
+    await writeFile(join(dir, 'bad.vhd'), bytes);
+    const bad = await runCli(['disk', 'check', 'bad.vhd'], { cwd: dir });
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/VHD footer at byte \d+: checksum mismatch/);
+    const info = await runCli(['disk', 'info', 'bad.vhd'], { cwd: dir });
+    expect(info.code).toBe(1);
+    expect(info.stderr).toMatch(/^replikit: E_FORMAT: .*checksum mismatch/);
+  });
+
+  it('usage errors exit 2', async () => {
+    expect((await runCli(['disk', 'convert', 'a.raw', 'x.img', '--to', 'qcow2'], { cwd: dir })).code).toBe(2);
+    expect((await runCli(['disk', 'info'], { cwd: dir })).code).toBe(2);
+    expect((await runCli(['disk', 'frobnicate'], { cwd: dir })).code).toBe(2);
+    expect(
+      (await runCli(['disk', 'convert', 'a.raw', 'y.vhdx', '--to', 'vhdx', '--block-size', '3MiB'], { cwd: dir })).code,
+    ).toBe(2);
+  });
+});
