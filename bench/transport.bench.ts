@@ -1,10 +1,11 @@
 // Transport throughput, per issue 5. Two Node processes on loopback: this one is the source, a
 // forked peer is the target. The peer either sinks bytes from a bare TCP or TLS socket (the
 // wire's limit, no protocol), or runs a replikit agent that decodes frames, checks each block's
-// sha256 and writes it into a file (flushed with fdatasync at every ack). Every run moves the
+// sha256 and writes it into a file (page cache; also measured with an fdatasync at every ack,
+// the durable mode the protocol's acks promise, bound by the disk). Every run moves the
 // same demo-like mix (4 MiB stripes: 40 % zero, 30 % text, 30 % random), with the block digests
 // computed beforehand (hashing is the engine's work, not the transport's).
-// Flags: --size=256MiB --only=tls,tcp,codecs
+// Flags: --size=256MiB --repeat=3 --only=tls,tcp,codecs
 import { fork } from 'node:child_process';
 import { createHash, randomBytes, randomFillSync } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
@@ -70,7 +71,7 @@ function makeMix(size: number): { blocks: Block[]; compressible: Block[]; blockC
 // ── the peer process ──────────────────────────────────────────────────────────────────────────
 
 /** A hypervisor whose only replica disk is a plain file (what the agent needs to write). */
-function fileSink(path: string): Hypervisor {
+function fileSink(path: string, durable: boolean): Hypervisor {
   return {
     async openWriter(_replica: Replica, disk: { size: number }): Promise<DiskWriter> {
       const handle = await open(path, 'w+');
@@ -83,7 +84,7 @@ function fileSink(path: string): Hypervisor {
         async writeZeroes() {
           // A fresh sparse file already reads as zero.
         },
-        flush: () => (process.env.BENCH_NOSYNC ? Promise.resolve() : handle.datasync()),
+        flush: () => (durable ? handle.datasync() : Promise.resolve()),
         close: () => handle.close(),
       };
     },
@@ -93,35 +94,41 @@ function fileSink(path: string): Hypervisor {
 async function peer(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'replikit-bench-peer-'));
   const send = (message: unknown) => process.send!(message);
-  process.on('message', async (message: { cmd: string; kind?: 'tcp' | 'tls'; bytes?: number; security?: unknown }) => {
-    if (message.cmd === 'bare') {
-      const psk = Buffer.from(process.env.BENCH_PSK!, 'hex');
-      let seen = 0;
-      const onSocket = (socket: net.Socket) => {
-        socket.on('data', (chunk: Buffer) => {
-          seen += chunk.length;
-          if (seen >= message.bytes!) socket.end('k');
+  process.on(
+    'message',
+    async (message: { cmd: string; kind?: 'tcp' | 'tls'; bytes?: number; security?: unknown; durable?: boolean }) => {
+      if (message.cmd === 'bare') {
+        const psk = Buffer.from(process.env.BENCH_PSK!, 'hex');
+        let seen = 0;
+        const onSocket = (socket: net.Socket) => {
+          socket.on('data', (chunk: Buffer) => {
+            seen += chunk.length;
+            if (seen >= message.bytes!) socket.end('k');
+          });
+        };
+        const server =
+          message.kind === 'tls'
+            ? tls.createServer(
+                { pskCallback: () => psk, ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384' },
+                onSocket,
+              )
+            : net.createServer(onSocket);
+        server.listen(0, '127.0.0.1', () => send({ port: (server.address() as net.AddressInfo).port }));
+        server.unref();
+      } else if (message.cmd === 'agent') {
+        const security = revive(message.security as Security);
+        const agent = createAgent({
+          target: fileSink(join(dir, `replica-${Date.now()}.raw`), message.durable === true),
+          security,
         });
-      };
-      const server =
-        message.kind === 'tls'
-          ? tls.createServer(
-              { pskCallback: () => psk, ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384' },
-              onSocket,
-            )
-          : net.createServer(onSocket);
-      server.listen(0, '127.0.0.1', () => send({ port: (server.address() as net.AddressInfo).port }));
-      server.unref();
-    } else if (message.cmd === 'agent') {
-      const security = revive(message.security as Security);
-      const agent = createAgent({ target: fileSink(join(dir, `replica-${Date.now()}.raw`)), security });
-      const address = await agent.listen({ host: '127.0.0.1', port: 0 });
-      send({ port: address.port });
-    } else if (message.cmd === 'exit') {
-      await rm(dir, { recursive: true, force: true });
-      process.exit(0);
-    }
-  });
+        const address = await agent.listen({ host: '127.0.0.1', port: 0 });
+        send({ port: address.port });
+      } else if (message.cmd === 'exit') {
+        await rm(dir, { recursive: true, force: true });
+        process.exit(0);
+      }
+    },
+  );
   send({ ready: true });
 }
 
@@ -193,8 +200,9 @@ async function session(
   codec: string,
   blocks: Block[],
   blockCount: number,
+  durable = false,
 ): Promise<{ rate: number; wire: number; raw: number }> {
-  const { port } = await peerProcess.ask({ cmd: 'agent', security });
+  const { port } = await peerProcess.ask({ cmd: 'agent', security, durable });
   const transport = createNetworkTransport({ address: { host: '127.0.0.1', port }, security, codec });
   const disk = { id: 'd0', vmId: 'replica', size: blockCount * BLOCK };
   const replica = { id: 'replica', name: 'replica', disks: [disk], created: true } as unknown as Replica;
@@ -227,38 +235,54 @@ function codecSpeed(name: string, blocks: Block[]): { rate: number; ratio: numbe
   return { rate: (blocks.length * BLOCK) / seconds, ratio: out / (blocks.length * BLOCK) };
 }
 
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
 export async function run(flags: string[]): Promise<void> {
   const size = parseSize(flag(flags, 'size', '256MiB'), '--size');
+  const repeat = Math.max(1, Number(flag(flags, 'repeat', '3')));
   const only = flag(flags, 'only', 'tcp,tls,codecs').split(',');
   const { blocks, compressible, blockCount } = makeMix(Math.ceil(size / STRIPE) * STRIPE);
   const psk = randomBytes(32);
   const tlsSecurity: Security = { kind: 'tls', psk: { identity: 'bench', key: psk } };
   const tcpSecurity: Security = { kind: 'tcp', key: psk };
   console.log(
-    `data: ${formatBytes(blockCount * BLOCK)} virtual, ${formatBytes(blocks.length * BLOCK)} non-zero (${formatBytes(compressible.length * BLOCK)} compressible); codecs here: ${availableCodecs().join(', ')} (no zstd in Node ${process.versions.node})`,
+    `data: ${formatBytes(blockCount * BLOCK)} virtual, ${formatBytes(blocks.length * BLOCK)} non-zero (${formatBytes(compressible.length * BLOCK)} compressible); codecs here: ${availableCodecs().join(', ')} (no zstd in Node ${process.versions.node}); ${repeat} runs each, interleaved, median shown (best in brackets)`,
   );
   const peerProcess = startPeer(psk);
   await peerProcess.next();
   try {
-    const lines: string[] = [];
     for (const kind of ['tcp', 'tls'] as const) {
       if (!only.includes(kind)) continue;
-      const wire = await bare(peerProcess, kind, blocks, psk);
-      const result = await session(peerProcess, kind === 'tls' ? tlsSecurity : tcpSecurity, 'none', blocks, blockCount);
-      lines.push(
-        `${kind.padEnd(4)} bare socket ${mbs(wire).padStart(10)} | session, codec none ${mbs(result.rate).padStart(10)} = ${((result.rate / wire) * 100).toFixed(0)} % of the bare socket`,
+      const wire: number[] = [];
+      const sessions: number[] = [];
+      const durable: number[] = [];
+      const security = kind === 'tls' ? tlsSecurity : tcpSecurity;
+      for (let i = 0; i < repeat; i++) {
+        wire.push(await bare(peerProcess, kind, blocks, psk));
+        sessions.push((await session(peerProcess, security, 'none', blocks, blockCount)).rate);
+        durable.push((await session(peerProcess, security, 'none', blocks, blockCount, true)).rate);
+      }
+      const ratio = (values: number[]) =>
+        `${((median(values) / median(wire)) * 100).toFixed(0)} % (pairwise ${values.map((v, i) => `${((v / wire[i]!) * 100).toFixed(0)}`).join('/')} %)`;
+      console.log(
+        `${kind.padEnd(4)} bare socket ${mbs(median(wire))} [${mbs(Math.max(...wire))}]; session, codec none, written to a file ${mbs(median(sessions))} [${mbs(Math.max(...sessions))}] = ${ratio(sessions)} of the bare socket; with fdatasync at each ack ${mbs(median(durable))} = ${ratio(durable)}`,
       );
     }
-    for (const line of lines) console.log(line);
     if (only.includes('codecs')) {
-      console.log('\ncodec        alone (1 core)         session over TLS, whole mix        compressible part only');
+      console.log(
+        '\ncodec        alone, 1 core (ratio)        session over TLS: compressible part (wire/data)   whole mix (wire/data)',
+      );
       for (const name of availableCodecs()) {
         const alone = name === 'none' ? undefined : codecSpeed(name, compressible);
+        const text: Array<{ rate: number; wire: number; raw: number }> = [];
+        for (let i = 0; i < repeat; i++)
+          text.push(await session(peerProcess, tlsSecurity, name, compressible, blockCount));
         const mix = await session(peerProcess, tlsSecurity, name, blocks, blockCount);
-        const text = await session(peerProcess, tlsSecurity, name, compressible, blockCount);
-        console.log(
-          `${name.padEnd(12)} ${alone ? `${mbs(alone.rate)}, ratio ${alone.ratio.toFixed(3)}` : '-'.padEnd(21)}   ${mbs(mix.rate).padStart(10)}, wire/data ${(mix.wire / mix.raw).toFixed(3)}          ${mbs(text.rate).padStart(10)}, wire/data ${(text.wire / text.raw).toFixed(3)}`,
-        );
+        const rates = text.map((t) => t.rate);
+        const aloneText = alone ? `${mbs(alone.rate)} (${alone.ratio.toFixed(3)})` : '-';
+        const textPart = `${mbs(median(rates)).padStart(9)} [${mbs(Math.max(...rates))}] (${(text[0]!.wire / text[0]!.raw).toFixed(3)})`;
+        const mixPart = `${mbs(mix.rate).padStart(9)} (${(mix.wire / mix.raw).toFixed(3)})`;
+        console.log(`${name.padEnd(12)} ${aloneText.padEnd(27)} ${textPart.padEnd(50)} ${mixPart}`);
       }
       console.log(`default codec: ${DEFAULT_CODEC}`);
     }
