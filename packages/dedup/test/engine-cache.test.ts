@@ -82,6 +82,9 @@ describe('trusted replication cache', () => {
     ]);
     expect(second.stats.bytesReadReplica).toBe(0);
     expect(second.stats.blocksChanged).toBeGreaterThan(0);
+    // A 4 KiB write travels as a delta from the block the replica holds, not as 64 KiB.
+    expect(second.stats.blocksDelta).toBe(second.stats.blocksChanged);
+    expect(second.stats.bytesSent).toBeLessThan(second.stats.blocksChanged * 8 * 1024);
     expect(second.stats.blocksChanged).toBeLessThanOrEqual(20);
     expect(await equalToSource()).toBe(true);
   });

@@ -27,4 +27,12 @@ export type {
   CacheWriter,
   ReplicationCacheProvider,
 } from './replication-cache.js';
-export type { BlockChannel, BlockDigest, BlockOp, DiskChannel, SessionSpec, Transport } from './transport.js';
+export type {
+  BlockChannel,
+  BlockDigest,
+  BlockOp,
+  DeltaOp,
+  DiskChannel,
+  SessionSpec,
+  Transport,
+} from './transport.js';

@@ -23,6 +23,19 @@ export type BlockOp =
       count: number;
     };
 
+/**
+ * A block sent as its difference from the replica's current block, through
+ * {@link DiskChannel.sendDelta}: only when the source knows the replica's block (its digest matched).
+ */
+export interface DeltaOp {
+  /** Block index. */
+  index: number;
+  /** Raw deflate of `newBlock XOR replicaBlock`. */
+  delta: Uint8Array;
+  /** The digest of the new block, checked by the target after applying. */
+  digest?: Uint8Array;
+}
+
 /** The digest of one replica block, or `null` when the block reads as all zeros. */
 export interface BlockDigest {
   /** Block index. */
@@ -68,6 +81,11 @@ export interface DiskChannel {
    * reconnect leaves it unset.
    */
   readonly releasesDataOnSend?: boolean;
+  /**
+   * Optional: sends a block as a {@link DeltaOp}; same ordering and back-pressure rules as `send`.
+   * Channels without it receive whole blocks.
+   */
+  sendDelta?(op: DeltaOp, options?: OperationOptions): Promise<void>;
   /** Payload and framing bytes that crossed (or would cross) the wire so far. */
   readonly bytesSent: number;
   /** Bytes written to the replica disk so far. */

@@ -1,3 +1,4 @@
+import { deflateRawSync } from 'node:zlib';
 import type { DiskReader } from '../contracts/disk.js';
 import type { BlockDigest, DiskChannel } from '../contracts/transport.js';
 import { TransportError, throwIfAborted } from '../errors.js';
@@ -53,6 +54,12 @@ export interface DiskTransferOptions {
   readAhead?: number;
   /** Read buffers to reuse (used only when the channel releases data on send). */
   buffers?: Uint8Array[];
+  /**
+   * The previous snapshot of the source disk. When a changed block's previous content has the
+   * replica's digest, the replica holds it: the block then travels as a compressed difference
+   * from it (if the channel takes deltas and the delta is under half the block).
+   */
+  deltaBase?: DiskReader;
 }
 
 /** A segment read and prepared: split in blocks, zero blocks found, the others hashed. */
@@ -135,6 +142,23 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     );
     stats.blocksChanged++;
   };
+  const deltaChannel = options.deltaBase && channel.sendDelta ? channel : undefined;
+  /** The block as a delta from the replica's block, or undefined when that does not pay or is unsafe. */
+  const makeDelta = async (index: number, block: Uint8Array, theirs: Uint8Array | null) => {
+    if (theirs === null) {
+      // The replica's block is all zeros: the difference is the block itself.
+      const delta = deflateRawSync(block, { level: 1 });
+      return delta.length <= block.length >> 1 ? delta : undefined;
+    }
+    const base = await options.deltaBase!.read(index * blockSize, block.length, { signal });
+    stats.bytesRead += base.length;
+    const [digest] = await hasher.hash([base]);
+    if (!digest || !sameDigest(digest, theirs)) return undefined; // the replica does not hold it
+    const xor = Buffer.allocUnsafe(block.length);
+    for (let i = 0; i < block.length; i++) xor[i] = block[i]! ^ base[i]!;
+    const delta = deflateRawSync(xor, { level: 1 });
+    return delta.length <= block.length >> 1 ? delta : undefined;
+  };
   const syncCounters = () => {
     stats.bytesSent = sentBefore + channel.bytesSent;
     stats.bytesWritten = writtenBefore + channel.bytesWritten;
@@ -187,7 +211,19 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
             if (putAll) await put!(index, blocks[i]!);
             continue;
           }
-          await sendData(index, blocks[i]!, digest);
+          const delta = deltaChannel && theirs !== undefined ? await makeDelta(index, blocks[i]!, theirs) : undefined;
+          if (delta) {
+            await flushZero();
+            await throttle?.take(delta.length, signal);
+            await deltaChannel!.sendDelta!(
+              { index, delta, ...(digest && options.digestOnWire ? { digest } : {}) },
+              { signal },
+            );
+            stats.blocksChanged++;
+            stats.blocksDelta++;
+          } else {
+            await sendData(index, blocks[i]!, digest);
+          }
           await put?.(index, blocks[i]!);
         }
       } else if (digests) {

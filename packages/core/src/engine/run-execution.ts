@@ -1,10 +1,10 @@
 import type { EventEmitter } from 'eventemitter3';
 import pLimit from 'p-limit';
 import type { BackupSession, BackupSink } from '../contracts/backup-sink.js';
-import type { DiskRef } from '../contracts/disk.js';
+import type { DiskReader, DiskRef } from '../contracts/disk.js';
 import type { Hypervisor, Snapshot } from '../contracts/hypervisor.js';
 import type { CacheReader, CacheWriter, ReplicationCacheProvider } from '../contracts/replication-cache.js';
-import type { BlockChannel, BlockDigest, Transport } from '../contracts/transport.js';
+import type { BlockChannel, BlockDigest, DiskChannel, Transport } from '../contracts/transport.js';
 import {
   ConflictError,
   InputError,
@@ -428,6 +428,7 @@ export class RunExecution {
         disk.stats.bytesTotal = examineAll ? disk.size : countBytes(ranges, record.blockSize, disk.size);
       }
       const diskChannel = await channel.openDisk(replicaDisk, { signal: options.signal });
+      const deltaBase = await this.openDeltaBase(source, disk, diskChannel);
       const { reader: cacheReader, writer: cacheWriter } = await this.openCache(disk, blockCount);
       try {
         let replicaDigests: AsyncIterable<BlockDigest> | undefined;
@@ -452,6 +453,7 @@ export class RunExecution {
                 backupHasBase: record.backup?.baseVersion !== undefined,
               }
             : {}),
+          ...(deltaBase ? { deltaBase } : {}),
           beforeCheckpoint: async (count: number) => {
             await cacheWriter?.checkpoint(count);
             await options.backup?.checkpoint();
@@ -474,6 +476,7 @@ export class RunExecution {
           onProgress: () => this.progress.changed(),
         });
       } finally {
+        await deltaBase?.close().catch(() => undefined);
         await cacheReader?.close().catch(() => undefined);
         await cacheWriter?.close().catch(() => undefined);
         await diskChannel.close().catch(() => undefined);
@@ -481,6 +484,17 @@ export class RunExecution {
     } finally {
       await reader.close().catch(() => undefined);
     }
+  }
+
+  /** The previous snapshot's disk, for sending changed blocks as deltas, when it can serve. */
+  private async openDeltaBase(
+    source: Hypervisor,
+    disk: DiskRecord,
+    channel: DiskChannel,
+  ): Promise<DiskReader | undefined> {
+    const base = this.record.baseSnapshot?.disks[disk.position];
+    if (disk.mode !== 'hash-diff' || !channel.sendDelta || !base || base.size !== disk.size) return undefined;
+    return source.openReader(base, { signal: this.signal }).catch(() => undefined);
   }
 
   /** Starts (or continues) the single-pass backup version of this run. */

@@ -15,6 +15,8 @@ export interface TransferStats {
   blocksChanged: number;
   /** Blocks sent as zero operations (no payload). */
   blocksZero: number;
+  /** Of the changed blocks, those sent as a compressed difference from the replica's block. */
+  blocksDelta: number;
   /** Bytes read from the source. */
   bytesRead: number;
   /** Bytes read from the replica to compute its digests (verified diff). */
@@ -143,6 +145,7 @@ export function emptyStats(): TransferStats {
     blocksScanned: 0,
     blocksChanged: 0,
     blocksZero: 0,
+    blocksDelta: 0,
     bytesRead: 0,
     bytesReadReplica: 0,
     bytesSent: 0,

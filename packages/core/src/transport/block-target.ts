@@ -1,6 +1,7 @@
+import { inflateRawSync } from 'node:zlib';
 import type { DiskReader, DiskRef, DiskWriter, OperationOptions } from '../contracts/disk.js';
 import type { Hypervisor, Replica } from '../contracts/hypervisor.js';
-import type { BlockDigest, BlockOp } from '../contracts/transport.js';
+import type { BlockDigest, BlockOp, DeltaOp } from '../contracts/transport.js';
 import type { BlockHasher } from '../engine/block-hasher.js';
 import { isZeroBlock, sameDigest } from '../engine/block-hasher.js';
 import { InputError, NotFoundError, TransportError, throwIfAborted } from '../errors.js';
@@ -21,6 +22,7 @@ export class TargetDisk {
   /** Bytes of the replica read to compute digests. */
   bytesRead = 0;
   private writer: DiskWriter | undefined;
+  private deltaReader: DiskReader | undefined;
   private readonly blockSize: number;
 
   constructor(
@@ -68,16 +70,60 @@ export class TargetDisk {
       );
     }
     checkRange(this.disk.size, offset, op.data.length, `block ${op.index}`);
-    if (op.digest) {
-      const [actual] = await this.hasher.hash([op.data]);
-      if (!actual || !sameDigest(actual, op.digest)) {
-        throw new TransportError(`block ${op.index} of disk ${this.disk.id} arrived damaged (digest mismatch)`, {
-          details: { index: op.index },
-        });
-      }
-    }
+    if (op.digest) await this.checkDigest(op.index, op.data, op.digest);
     await writer.write(offset, op.data, options);
     this.bytesWritten += op.data.length;
+  }
+
+  private async checkDigest(index: number, data: Uint8Array, digest: Uint8Array): Promise<void> {
+    const [actual] = await this.hasher.hash([data]);
+    if (!actual || !sameDigest(actual, digest)) {
+      throw new TransportError(`block ${index} of disk ${this.disk.id} arrived damaged (digest mismatch)`, {
+        details: { index },
+      });
+    }
+  }
+
+  /**
+   * Applies a {@link DeltaOp}: rebuilds the block from the replica's current block (bounded
+   * inflate, exact length), checks its digest when given, writes it.
+   */
+  async applyDelta(op: DeltaOp, options?: OperationOptions): Promise<void> {
+    const writer = this.open;
+    if (!Number.isSafeInteger(op.index) || op.index < 0 || op.index >= this.blockCount) {
+      throw new InputError(`block ${op.index} is outside replica disk ${this.disk.id} (${this.blockCount} blocks)`);
+    }
+    const offset = op.index * this.blockSize;
+    const length = Math.min(this.blockSize, this.disk.size - offset);
+    const data = await this.rebuild(offset, length, op.delta, op.index, options);
+    if (op.digest) await this.checkDigest(op.index, data, op.digest);
+    await writer.write(offset, data, options);
+    this.bytesWritten += data.length;
+  }
+
+  private async rebuild(
+    offset: number,
+    length: number,
+    delta: Uint8Array,
+    index: number,
+    options?: OperationOptions,
+  ): Promise<Uint8Array> {
+    let xor: Buffer;
+    try {
+      xor = inflateRawSync(delta, { maxOutputLength: Math.max(1, length) });
+    } catch (error) {
+      throw new TransportError(`the delta of block ${index} does not inflate: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    if (xor.length !== length) {
+      throw new TransportError(`the delta of block ${index} inflates to ${xor.length} bytes, not ${length}`);
+    }
+    this.deltaReader ??= await this.openReader(options);
+    const current = await this.deltaReader.read(offset, length, options);
+    this.bytesRead += length;
+    for (let i = 0; i < length; i++) xor[i]! ^= current[i]!;
+    return xor;
   }
 
   /**
@@ -133,7 +179,10 @@ export class TargetDisk {
   /** Flushes and closes the writer. */
   async close(): Promise<void> {
     const writer = this.writer;
+    const reader = this.deltaReader;
     this.writer = undefined;
+    this.deltaReader = undefined;
+    await reader?.close().catch(() => undefined);
     await writer?.close();
   }
 

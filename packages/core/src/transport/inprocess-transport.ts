@@ -4,6 +4,7 @@ import type {
   BlockChannel,
   BlockDigest,
   BlockOp,
+  DeltaOp,
   DiskChannel,
   SessionSpec,
   Transport,
@@ -64,6 +65,17 @@ class InProcessDiskChannel implements DiskChannel {
     await this.target.apply(forwarded, options);
     this.bytesSent += FRAME_OVERHEAD_BYTES + (op.kind === 'data' ? op.data.length + (op.digest?.length ?? 0) : 0);
     this.sentEnd = op.index + (op.kind === 'zero' ? op.count : 1);
+  }
+
+  async sendDelta(op: DeltaOp, options?: OperationOptions): Promise<void> {
+    if (this.closed) throw new TransportError(`disk channel ${this.disk.id} is closed`);
+    throwIfAborted(options?.signal);
+    if (op.index < this.sentEnd) {
+      throw new TransportError(`block ${op.index} sent out of order (after block ${this.sentEnd - 1})`);
+    }
+    await this.target.applyDelta(this.verifyDigests ? op : { index: op.index, delta: op.delta }, options);
+    this.bytesSent += FRAME_OVERHEAD_BYTES + op.delta.length + (op.digest?.length ?? 0);
+    this.sentEnd = op.index + 1;
   }
 
   async checkpoint(options?: OperationOptions): Promise<number> {
