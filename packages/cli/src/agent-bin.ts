@@ -2,6 +2,7 @@
 // `replikit-agent`: serves replica writes for replikit sessions (push or pull), for the drivers
 // the CLI ships with. Flags and REPLIKIT_AGENT_* variables: `replikit-agent --help`.
 import { defaultDriverRegistry, isReplikitError } from '@replikit/core';
+import { createHashingPool } from '@replikit/dedup';
 import { runAgentCli } from '@replikit/transport';
 import { registerBuiltinDrivers } from './drivers.js';
 
@@ -19,6 +20,7 @@ try {
     env: process.env,
     log: (line) => process.stdout.write(`${new Date().toISOString()} ${line}\n`),
     drivers: defaultDriverRegistry,
+    hasher: (algorithm) => createHashingPool({ algorithm }),
     signal: controller.signal,
   });
 } catch (error) {

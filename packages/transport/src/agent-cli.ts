@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { type DriverRegistry, type EndpointSpec, InputError, isReplikitError } from '@replikit/core';
 import { createAgent } from './agent.js';
+import type { AnyHasherFactory } from './hasher.js';
 import type { Address, Security } from './security.js';
 
 /** What {@link runAgentCli} needs from its process. */
@@ -14,6 +15,8 @@ export interface AgentCliIO {
   drivers: DriverRegistry;
   /** Aborted on SIGTERM/SIGINT: the agent stops gracefully and the promise resolves. */
   signal: AbortSignal;
+  /** Hashers for the digest checks (the CLI passes the dedup pool, which knows `xxh128`). */
+  hasher?: AnyHasherFactory;
   /** Called once the agent listens or pulls (tests wait for it instead of sleeping). */
   onReady?(address: Address | undefined): void;
 }
@@ -107,7 +110,7 @@ export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<numbe
   }
   const endpoint = { driver: values.driver ?? 'file', root } as EndpointSpec;
   const target = await io.drivers.create(endpoint);
-  const agent = createAgent({ target, security, log: io.log });
+  const agent = createAgent({ target, security, log: io.log, ...(io.hasher ? { hasher: io.hasher } : {}) });
   try {
     let address: Address | undefined;
     if (listen) address = await agent.listen(parseAddress(listen, '--listen'));

@@ -1,9 +1,9 @@
 import type { Server } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
+  type BlockHasher,
   BlockTarget,
   createNodeHasher,
-  type HasherFactory,
   type Hypervisor,
   isReplikitError,
   type ReplikitError,
@@ -12,6 +12,7 @@ import {
 import { availableCodecs } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
+import type { AnyHasherFactory } from './hasher.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { serveTargetSession, type TargetSessionResult } from './target-session.js';
 
@@ -27,8 +28,12 @@ export interface AgentOptions {
   target: Hypervisor;
   /** How connections are secured; must match the source side's. */
   security: Security;
-  /** Hashers by algorithm for digest checks. @default node:crypto */
-  hasher?: HasherFactory;
+  /**
+   * Hashers by algorithm for digest checks (the dedup package's pool knows `xxh128`). One hasher
+   * per algorithm is made and kept until {@link Agent.stop}, which closes it.
+   * @default node:crypto on the calling thread
+   */
+  hasher?: AnyHasherFactory;
   /** One line per session or refusal. @default nothing */
   log?: (line: string) => void;
   /** Structured events (tests, metrics). */
@@ -71,7 +76,24 @@ function describe(result: TargetSessionResult, peer: string): string {
  */
 export function createAgent(options: AgentOptions): Agent {
   checkSecurity(options.security);
-  const target = new BlockTarget(options.target, options.hasher ?? createNodeHasher);
+  const makeHasher = options.hasher ?? createNodeHasher;
+  // One hasher per algorithm, made on first use (a pool may take a moment) and closed at stop.
+  const ready = new Map<string, BlockHasher>();
+  const making = new Map<string, Promise<BlockHasher>>();
+  const hasherFor = (algorithm: string): Promise<BlockHasher> => {
+    let hasher = making.get(algorithm);
+    if (!hasher) {
+      hasher = Promise.resolve(makeHasher(algorithm)).then((made) => {
+        ready.set(algorithm, made);
+        return made;
+      });
+      hasher.catch(() => making.delete(algorithm));
+      making.set(algorithm, hasher);
+    }
+    return hasher;
+  };
+  // Sessions resolve their hasher before they open a disk, so the target finds it ready.
+  const target = new BlockTarget(options.target, (algorithm) => ready.get(algorithm) ?? createNodeHasher(algorithm));
   const key = options.security.kind === 'tcp' ? options.security.key : undefined;
   const log = options.log ?? (() => undefined);
   const stopping = new AbortController();
@@ -105,7 +127,7 @@ export function createAgent(options: AgentOptions): Agent {
       let sessionId: string | undefined;
       const result = await serveTargetSession(conn, target, {
         stopping: stopping.signal,
-        ...(options.hasher ? { hasher: options.hasher } : {}),
+        hasher: hasherFor,
         onSession: async (id, spec) => {
           sessionId = id;
           active++;
@@ -203,6 +225,9 @@ export function createAgent(options: AgentOptions): Agent {
         if (![...bySession.values()].some((entry) => entry.conn === conn)) conn.destroy();
       }
       await Promise.all([...work]);
+      for (const hasher of ready.values()) await hasher.close?.();
+      ready.clear();
+      making.clear();
       log('stopped');
     },
   };

@@ -17,6 +17,7 @@ export {
 } from './codecs.js';
 export { FrameConnection, RemoteError } from './connection.js';
 export { type HandshakeOptions, type HandshakeResult, handshake, PROTOCOL_NAME } from './handshake.js';
+export type { AnyHasherFactory } from './hasher.js';
 export {
   createNetworkTransport,
   createPullTransport,

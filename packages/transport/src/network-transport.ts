@@ -2,7 +2,6 @@ import type { Server } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   type BlockChannel,
-  type HasherFactory,
   InputError,
   type OperationOptions,
   type ReplikitError,
@@ -12,6 +11,7 @@ import {
   TransportError,
 } from '@replikit/core';
 import { codecByName, DEFAULT_CODEC } from './codecs.js';
+import type { AnyHasherFactory } from './hasher.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { type ReconnectPolicy, SourceSession } from './source-session.js';
 
@@ -35,7 +35,7 @@ export interface SessionTuning {
   /** Caps the bytes per second this side puts on the wire (frames included). */
   bandwidthLimit?: number;
   /** Computes block digests the caller did not send. @default node:crypto */
-  hasher?: HasherFactory;
+  hasher?: AnyHasherFactory;
 }
 
 /** Options of {@link createNetworkTransport}. */

@@ -20,6 +20,7 @@ import {
 import { availableCodecs, type BlockCodec, compressBlock } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
+import type { AnyHasherFactory } from './hasher.js';
 import { BLOCK_FIXED_BYTES, HEADER_BYTES, MAX_DIGEST_BYTES } from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
@@ -65,7 +66,7 @@ export interface SourceSessionOptions {
   /** Caps wire bytes per second. */
   throttle: TokenBucket | undefined;
   /** Computes a block's digest when the caller sent none. */
-  hasher?: (algorithm: string) => BlockHasher;
+  hasher?: AnyHasherFactory;
 }
 
 /** Errors a reconnect cannot cure. */
@@ -224,7 +225,7 @@ class SourceDiskChannel implements DiskChannel {
     }
     let digest = op.digest;
     if (!digest) {
-      this.hasher ??= (session.options.hasher ?? createNodeHasher)(session.spec.digest);
+      this.hasher ??= await (session.options.hasher ?? createNodeHasher)(session.spec.digest);
       [digest] = await this.hasher.hash([op.data]);
     }
     const compressed = await compressBlock(session.options.codec, op.data);

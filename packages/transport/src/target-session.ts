@@ -1,9 +1,9 @@
 import {
   type BlockDigest,
+  type BlockHasher,
   type BlockOp,
   type BlockTarget,
   createNodeHasher,
-  type HasherFactory,
   isReplikitError,
   ReplikitError,
   type SessionSpec,
@@ -13,6 +13,7 @@ import {
 } from '@replikit/core';
 import { codecById } from './codecs.js';
 import type { FrameConnection } from './connection.js';
+import type { AnyHasherFactory } from './hasher.js';
 import { BLOCK_FIXED_BYTES, MAX_DIGEST_BYTES, MAX_DIGESTS_PER_FRAME } from './protocol/constants.js';
 import type { DigestsRequestMessage, Message } from './protocol/messages.js';
 import { ProtocolError } from './protocol/protocol-error.js';
@@ -55,7 +56,7 @@ export interface TargetSessionOptions {
   /** Aborted when the agent stops: the session acks what it applied and ends with a retryable error. */
   stopping?: AbortSignal;
   /** Hashers for the digest check, by algorithm. @default node:crypto */
-  hasher?: HasherFactory;
+  hasher?: AnyHasherFactory;
 }
 
 function asReplikit(error: unknown): ReplikitError {
@@ -87,7 +88,7 @@ export async function serveTargetSession(
   });
 
   const hasherFor = options.hasher ?? createNodeHasher;
-  let hasher!: ReturnType<HasherFactory>;
+  let hasher!: BlockHasher;
 
   /** Chains a write behind the stream's earlier ones; waits when too much is queued. */
   const queueWrite = async (s: TargetStream, op: BlockOp, bytes: number, done?: () => void): Promise<void> => {
@@ -243,7 +244,7 @@ export async function serveTargetSession(
   try {
     const session = await conn.expect('session');
     spec = session.spec;
-    hasher = hasherFor(spec.digest);
+    hasher = await hasherFor(spec.digest);
     result.sessionId = session.sessionId;
     result.runId = spec.runId;
     await options.onSession?.(session.sessionId, spec);

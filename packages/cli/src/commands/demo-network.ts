@@ -11,6 +11,7 @@ import {
   type RunRecord,
   type Transport,
 } from '@replikit/core';
+import { createHashingPool } from '@replikit/dedup';
 import { createFileDriver, createFileVM } from '@replikit/driver-file';
 import { createAgent, createNetworkTransport, createPullTransport, type Security } from '@replikit/transport';
 import { UsageError } from '../cli-error.js';
@@ -69,6 +70,7 @@ export async function demoNetworkCommand(context: CliContext, options: NetworkDe
   const agent = createAgent({
     target: createFileDriver({ root: roots.replicas }),
     security,
+    hasher: (algorithm) => createHashingPool({ algorithm }),
     log: (line) => out.write(`   [agent] ${line}\n`),
   });
   let transport: Transport | undefined;
@@ -97,8 +99,11 @@ export async function demoNetworkCommand(context: CliContext, options: NetworkDe
     const address = await agent.listen({ host: '127.0.0.1', port: 0 });
     out.write(`\n2. agent started on ${address.host}:${address.port} (TLS with a pre-shared key)\n`);
     registerBuiltinDrivers();
+    // As `replikit run` does: xxh128 block digests hashed on every core, checked by the agent too.
     const engine = new ReplicationEngine({
       stateStore: new FileStateStore(join(dir, 'state')),
+      digest: 'xxh128',
+      hasher: (algorithm) => createHashingPool({ algorithm }),
       transport: () => transport!,
     });
     const job = parseJob({
