@@ -1,6 +1,6 @@
 import { readFile, readlink, rm, symlink, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { ConflictError, toStorageError } from '@replikit/core';
+import { ConflictError, isProcessAlive, toStorageError } from '@replikit/core';
 
 /** A held lock; release it in a `finally`. */
 export interface LockHandle {
@@ -94,14 +94,7 @@ async function readOwner(path: string): Promise<number | undefined> {
 }
 
 /** True when a process with this pid exists (ours included). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+export const isAlive = isProcessAlive;
 
 /**
  * Serialises async operations per key inside this process (a promise chain per key): used so that

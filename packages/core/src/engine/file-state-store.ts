@@ -2,6 +2,7 @@ import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConflictError, FormatError, InputError, toStorageError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
+import { isProcessAlive } from '../util/process-alive.js';
 import type { JobRecord, RunRecord } from './run-record.js';
 import type { StateStore } from './state-store.js';
 
@@ -12,16 +13,6 @@ function checkId(id: string, what: string): string {
     throw new InputError(`${what} '${id}' is not valid: use letters, digits, dots, dashes and underscores`);
   }
   return id;
-}
-
-function isAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -120,7 +111,7 @@ export class FileStateStore implements StateStore {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw toStorageError(error, `locking job ${name}`);
       }
       const holder = await readJson<{ pid: number; runId: string }>(path).catch(() => undefined);
-      if (holder && isAlive(holder.pid) && holder.pid !== process.pid) {
+      if (holder && isProcessAlive(holder.pid) && holder.pid !== process.pid) {
         throw new ConflictError(
           `job '${name}' is being run by process ${holder.pid} (run ${holder.runId}); wait for it to finish`,
           { details: { pid: holder.pid, runId: holder.runId } },

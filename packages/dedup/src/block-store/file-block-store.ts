@@ -23,6 +23,7 @@ import {
   FormatError,
   fsyncDirectory,
   InputError,
+  isProcessAlive,
   NotFoundError,
   type OperationOptions,
   throwIfAborted,
@@ -53,15 +54,6 @@ export interface GcReport {
   kept: number;
   deleted: number;
   bytesFreed: number;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -403,7 +395,7 @@ export class FileBlockStore implements BackupSink {
 
   private async gcRunning(): Promise<boolean> {
     const holder = await readJson<{ pid: number }>(this.paths.gcLock).catch(() => undefined);
-    return holder !== undefined && holder.pid !== process.pid && isAlive(holder.pid);
+    return holder !== undefined && holder.pid !== process.pid && isProcessAlive(holder.pid);
   }
 
   /**
@@ -422,7 +414,7 @@ export class FileBlockStore implements BackupSink {
           const dir = join(this.paths.pending, vm, runId);
           const spec = await readJson<PendingSpec>(join(dir, 'spec.json'));
           if (!spec) continue;
-          if (isAlive(spec.pid) && spec.pid !== process.pid) {
+          if (isProcessAlive(spec.pid) && spec.pid !== process.pid) {
             throw new ConflictError(`run ${runId} is writing a backup version; collect garbage when it has finished`);
           }
           for (const disk of spec.disks) {
