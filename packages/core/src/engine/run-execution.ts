@@ -271,11 +271,11 @@ export class RunExecution {
     const record = this.record;
     const snapshot = record.snapshot!;
     const replica = record.replica!;
-    const { source } = await this.drivers();
+    const { source, target } = await this.drivers();
     const firstRun = record.restorePointBefore === null || record.replicaCreated === true || !record.baseSnapshot;
     const options = record.job.options;
     const cache = options.replicationCache && options.direction !== 'pull' ? this.deps.cache : undefined;
-    const fingerprint = cache && !firstRun ? (await (await this.drivers()).target.replicaState(replica)).value : '';
+    const fingerprint = cache && !firstRun ? (await target.replicaState(replica, { signal: this.signal })).value : '';
     if (fingerprint) record.replicaFingerprintAtPlan = fingerprint;
     record.disks = [];
     for (const [position, disk] of snapshot.disks.entries()) {
@@ -318,7 +318,6 @@ export class RunExecution {
     // From here on the replica is written: it must refuse to start until commit.
     record.replicaTouched = true;
     await this.save();
-    const { target } = await this.drivers();
     await target.markReplica(replica, 'in-progress', { signal: this.signal });
   }
 
