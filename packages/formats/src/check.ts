@@ -42,6 +42,7 @@ export async function checkImage(path: string): Promise<CheckReport> {
       });
       const source = await openFileSource(path);
       try {
+        // dynamic and differencing disks keep a copy of the footer at offset 0 (fixed ones do not)
         const head = await readBytes(source, 0, 512, 'VHD footer copy');
         const tail = await readBytes(source, source.size - 512, 512, 'VHD footer');
         if (Buffer.compare(head, tail) !== 0) warnings.push('the footer copy at offset 0 differs from the footer');

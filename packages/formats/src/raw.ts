@@ -1,4 +1,4 @@
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, stat } from 'node:fs/promises';
 import { checkRange, type DiskWriter, type Extent, InputError, throwIfAborted, toStorageError } from '@replikit/core';
 import { allocUninitialized, type ByteSource, isZero, openFileSource, ZERO_MIB } from './byte-source.js';
 import type { ImageInfo, ImageReader } from './image.js';
@@ -91,7 +91,6 @@ export async function openRaw(path: string, options: { scanHoles?: boolean } = {
   const source = await openFileSource(path);
   let blocks: number | undefined;
   try {
-    const { stat } = await import('node:fs/promises');
     blocks = (await stat(path)).blocks;
   } catch {
     blocks = undefined;
