@@ -2,6 +2,7 @@ import { join, resolve } from 'node:path';
 import { FileStateStore, ReplicationEngine } from '@replikit/core';
 import { createHashingPool, FileBlockStore, FileCacheProvider } from '@replikit/dedup';
 import { registerBuiltinDrivers } from './drivers.js';
+import { cliTransport } from './transport-option.js';
 
 /** What a command gets from the process: streams, folders and the environment. */
 export interface CliContext {
@@ -31,5 +32,8 @@ export function createEngine(stateDir: string): ReplicationEngine {
     hasher: (algorithm) => createHashingPool({ algorithm }),
     cache: new FileCacheProvider(join(stateDir, 'cache')),
     backup: new FileBlockStore(join(stateDir, 'store')),
+    // A job's `transport` section: in-process, or TCP/TLS to a replikit-agent (key files relative
+    // to the working folder).
+    transport: cliTransport({ base: process.cwd(), env: process.env }),
   });
 }

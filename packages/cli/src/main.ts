@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { describeForUser, exitCodeOf, UsageError } from './cli-error.js';
 import { backupCommand } from './commands/backup.js';
 import { demoCommand } from './commands/demo.js';
+import { demoNetworkCommand } from './commands/demo-network.js';
 import { diskCommand } from './commands/disk.js';
 import { resumeCommand, runCommand } from './commands/run.js';
 import { runsCommand } from './commands/runs.js';
@@ -13,6 +14,8 @@ const HELP = `replikit: keep a VM replica in sync with its source, sending only 
 usage:
   replikit demo [--dir DIR] [--keep] [--size-a SIZE] [--size-b SIZE] [--single-pass]
                                    build a demo VM, replicate it twice, verify the replica
+  replikit demo --network [--keep] [--size-a SIZE] [--size-b SIZE]
+                                   the same through a local agent over TLS: push, then pull
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
   replikit run <job>               run a job once
@@ -42,6 +45,7 @@ const OPTIONS = {
   'size-a': { type: 'string' },
   'size-b': { type: 'string' },
   'single-pass': { type: 'boolean', default: false },
+  network: { type: 'boolean', default: false },
   to: { type: 'string' },
   'block-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
@@ -81,6 +85,13 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
     case 'disk':
       return diskCommand(context, rest, { json: values.json, to: values.to, blockSize: values['block-size'] });
     case 'demo':
+      if (values.network) {
+        return demoNetworkCommand(context, {
+          keep: values.keep,
+          ...(values['size-a'] ? { sizeA: values['size-a'] } : {}),
+          ...(values['size-b'] ? { sizeB: values['size-b'] } : {}),
+        });
+      }
       return demoCommand(context, {
         ...(values.dir ? { dir: values.dir } : {}),
         keep: values.keep,

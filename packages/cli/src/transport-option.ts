@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import {
+  type BlockHasher,
   createInProcessTransport,
   type EngineOptions,
   InputError,
@@ -99,9 +100,12 @@ export function transportForJob(
   job: Pick<JobSpec, 'transport'>,
   target: Parameters<NonNullable<EngineOptions['transport']>>[0],
   context: TransportContext,
+  hasher?: BlockHasher,
 ): Transport {
   const section = job.transport as TransportSection;
-  if (section.kind === 'inprocess') return createInProcessTransport({ target });
+  if (section.kind === 'inprocess') {
+    return createInProcessTransport({ target, ...(hasher ? { hasher: () => hasher } : {}) });
+  }
   const security = securityOf(section, context);
   const tuning = {
     security,
@@ -144,5 +148,5 @@ function lazyPull(pull: PullTransport): Transport {
 
 /** The engine's `transport` option for the CLI: each run's transport from its job file. */
 export function cliTransport(context: TransportContext): NonNullable<EngineOptions['transport']> {
-  return (target, run) => transportForJob(run.job, target, context);
+  return (target, run, hasher) => transportForJob(run.job, target, context, hasher);
 }

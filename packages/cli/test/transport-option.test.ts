@@ -3,10 +3,14 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Hypervisor, parseJob } from '@replikit/core';
+import { createHashingPool } from '@replikit/dedup';
 import { createFileDriver } from '@replikit/driver-file';
 import { createAgent } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
 import { transportForJob } from '../src/transport-option.js';
+import { runCli } from './helpers/cli-harness.js';
+import { createRandomVm, digestOf } from './helpers/file-vm.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -76,6 +80,49 @@ describe('the transport section of a job', () => {
       });
       await expect(channel.openDisk({ id: 'd', vmId: 'x', size: 65536 })).rejects.toThrow(/no disk 'd'/);
       await channel.close();
+    } finally {
+      await agent.stop();
+    }
+  });
+});
+
+describe('replikit run with a tls transport section', () => {
+  it('replicates through a replikit agent, with xxh128 digests checked on the agent', async () => {
+    const key = randomBytes(32);
+    await writeFile(join(dir, 'site.psk'), key.toString('hex'));
+    await createRandomVm(join(dir, 'vms'), 'web', [{ id: 'd0', size: 4 * 1024 * 1024 }], 0.6);
+    const agent = createAgent({
+      target: createFileDriver({ root: join(dir, 'replicas') }),
+      security: { kind: 'tls', psk: { identity: 'site', key } },
+      hasher: (algorithm) => createHashingPool({ algorithm }),
+    });
+    const address = await agent.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const jobFile = join(dir, 'job.yaml');
+      await writeFile(
+        jobFile,
+        stringify({
+          name: 'net',
+          source: { driver: 'file', root: './vms', vm: 'web' },
+          target: { driver: 'file', root: './replicas' },
+          method: 'qhybrid',
+          transport: {
+            kind: 'tls',
+            agent: `127.0.0.1:${address.port}`,
+            psk: { identity: 'site', keyFile: join(dir, 'site.psk') },
+          },
+        }),
+      );
+      const { code, stdout, stderr } = await runCli(['run', jobFile, '--state-dir', join(dir, 'state')], { cwd: dir });
+      expect(code, stderr).toBe(0);
+      expect(stdout).toMatch(/completed/);
+      const source = createFileDriver({ root: join(dir, 'vms') });
+      const target = createFileDriver({ root: join(dir, 'replicas') });
+      const vm = (await source.listVMs())[0]!;
+      const replica = (await target.listVMs())[0]!;
+      expect(await digestOf(target, replica.disks[0]!)).toBe(await digestOf(source, vm.disks[0]!));
+      await source.close();
+      await target.close();
     } finally {
       await agent.stop();
     }
