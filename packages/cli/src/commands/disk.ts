@@ -21,7 +21,7 @@ function files(args: string[], count: number, usage: string): string[] {
   return args;
 }
 
-function describe(info: ImageInfo): string {
+function describe(info: ImageInfo & { allocatedBytes?: number }): string {
   const lines = [
     `${info.path}`,
     `  format:        ${info.format}${info.subformat === 'raw' ? '' : ` (${info.subformat})`}`,
@@ -30,10 +30,14 @@ function describe(info: ImageInfo): string {
     `  sector size:   ${info.logicalSectorSize} bytes`,
     `  file size:     ${formatBytes(info.fileSize)}`,
   ];
+  if (info.allocatedBytes !== undefined) lines.push(`  allocated:     ${formatBytes(info.allocatedBytes)}`);
   if (info.id) lines.push(`  id:            ${info.id}`);
   if (info.parent) lines.push(`  parent:        ${info.parent}`);
   for (const [key, value] of Object.entries(info.extra)) {
-    lines.push(`  ${`${key}:`.padEnd(15)}${typeof value === 'object' ? JSON.stringify(value) : String(value)}`);
+    const label = `${key}:`.padEnd(15);
+    lines.push(
+      `  ${label}${label.length > 15 ? ' ' : ''}${typeof value === 'object' ? JSON.stringify(value) : String(value)}`,
+    );
   }
   return `${lines.join('\n')}\n`;
 }
