@@ -36,7 +36,7 @@ function describe(info: ImageInfo & { allocatedBytes?: number }): string {
   for (const [key, value] of Object.entries(info.extra)) {
     const label = `${key}:`.padEnd(15);
     lines.push(
-      `  ${label}${label.length > 15 ? ' ' : ''}${typeof value === 'object' ? JSON.stringify(value) : String(value)}`,
+      `  ${label}${label.length >= 15 ? ' ' : ''}${typeof value === 'object' ? JSON.stringify(value) : String(value)}`,
     );
   }
   return `${lines.join('\n')}\n`;
