@@ -1,21 +1,31 @@
 // Transport throughput, per issue 5. Two Node processes on loopback: this one is the source, a
 // forked peer is the target. The peer either sinks bytes from a bare TCP or TLS socket (the
 // wire's limit, no protocol), or runs a replikit agent that decodes frames, checks each block's
-// sha256 and writes it into a file (page cache; also measured with an fdatasync at every ack,
+// digest (xxh128 on the dedup package's worker pool, as `replikit run` and `replikit-agent`
+// do) and writes it into a file (page cache; also measured with an fdatasync at every ack,
 // the durable mode the protocol's acks promise, bound by the disk). Every run moves the
 // same demo-like mix (4 MiB stripes: 40 % zero, 30 % text, 30 % random), with the block digests
 // computed beforehand (hashing is the engine's work, not the transport's).
 // Flags: --size=256MiB --repeat=3 --only=tls,tcp,codecs
 import { fork } from 'node:child_process';
-import { createHash, randomBytes, randomFillSync } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { type DiskWriter, formatBytes, type Hypervisor, parseSize, type Replica } from '@replikit/core';
 import {
+  type BlockHasher,
+  type DiskWriter,
+  formatBytes,
+  type Hypervisor,
+  parseSize,
+  type Replica,
+} from '@replikit/core';
+import { createHashingPool } from '@replikit/dedup';
+import {
+  type Agent,
   availableCodecs,
   codecByName,
   createAgent,
@@ -51,7 +61,10 @@ function textStripe(seed: number): Buffer {
 }
 
 /** The demo-like mix: returns the non-zero blocks (zero stripes become zero runs). */
-function makeMix(size: number): { blocks: Block[]; compressible: Block[]; blockCount: number } {
+async function makeMix(
+  size: number,
+  hasher: BlockHasher,
+): Promise<{ blocks: Block[]; compressible: Block[]; blockCount: number }> {
   const blocks: Block[] = [];
   const compressible: Block[] = [];
   for (let offset = 0, stripe = 0; offset < size; offset += STRIPE, stripe++) {
@@ -60,7 +73,8 @@ function makeMix(size: number): { blocks: Block[]; compressible: Block[]; blockC
     const data = kind < 7 ? textStripe(stripe) : randomFillSync(Buffer.allocUnsafe(STRIPE));
     for (let at = 0; at < STRIPE; at += BLOCK) {
       const chunk = new Uint8Array(data.buffer, data.byteOffset + at, BLOCK);
-      const block = { index: (offset + at) / BLOCK, data: chunk, digest: createHash('sha256').update(chunk).digest() };
+      const [digest] = await hasher.hash([chunk]);
+      const block = { index: (offset + at) / BLOCK, data: chunk, digest: new Uint8Array(digest!) };
       blocks.push(block);
       if (kind < 7) compressible.push(block);
     }
@@ -94,6 +108,7 @@ function fileSink(path: string, durable: boolean): Hypervisor {
 async function peer(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'replikit-bench-peer-'));
   const send = (message: unknown) => process.send!(message);
+  let previous: Agent | undefined;
   process.on(
     'message',
     async (message: { cmd: string; kind?: 'tcp' | 'tls'; bytes?: number; security?: unknown; durable?: boolean }) => {
@@ -116,11 +131,14 @@ async function peer(): Promise<void> {
         server.listen(0, '127.0.0.1', () => send({ port: (server.address() as net.AddressInfo).port }));
         server.unref();
       } else if (message.cmd === 'agent') {
+        await previous?.stop();
         const security = revive(message.security as Security);
         const agent = createAgent({
           target: fileSink(join(dir, `replica-${Date.now()}.raw`), message.durable === true),
           security,
+          hasher: (algorithm) => createHashingPool({ algorithm }),
         });
+        previous = agent;
         const address = await agent.listen({ host: '127.0.0.1', port: 0 });
         send({ port: address.port });
       } else if (message.cmd === 'exit') {
@@ -207,7 +225,7 @@ async function session(
   const disk = { id: 'd0', vmId: 'replica', size: blockCount * BLOCK };
   const replica = { id: 'replica', name: 'replica', disks: [disk], created: true } as unknown as Replica;
   const start = performance.now();
-  const channel = await transport.open({ runId: 'bench', replica, blockSize: BLOCK, digest: 'sha256' });
+  const channel = await transport.open({ runId: 'bench', replica, blockSize: BLOCK, digest: 'xxh128' });
   const stream = await channel.openDisk(disk);
   let next = 0;
   for (const block of blocks) {
@@ -241,7 +259,9 @@ export async function run(flags: string[]): Promise<void> {
   const size = parseSize(flag(flags, 'size', '256MiB'), '--size');
   const repeat = Math.max(1, Number(flag(flags, 'repeat', '3')));
   const only = flag(flags, 'only', 'tcp,tls,codecs').split(',');
-  const { blocks, compressible, blockCount } = makeMix(Math.ceil(size / STRIPE) * STRIPE);
+  const hasher = await createHashingPool({ algorithm: 'xxh128' });
+  const { blocks, compressible, blockCount } = await makeMix(Math.ceil(size / STRIPE) * STRIPE, hasher);
+  await hasher.close?.();
   const psk = randomBytes(32);
   const tlsSecurity: Security = { kind: 'tls', psk: { identity: 'bench', key: psk } };
   const tcpSecurity: Security = { kind: 'tcp', key: psk };

@@ -59,6 +59,11 @@ export interface TargetSessionOptions {
   hasher?: AnyHasherFactory;
 }
 
+/** A block that arrived damaged (its digest or its compressed data): worth a resend. */
+function isDamage(error: unknown): boolean {
+  return isReplikitError(error, 'E_TRANSPORT') && typeof error.details.index === 'number';
+}
+
 function asReplikit(error: unknown): ReplikitError {
   if (error instanceof ReplikitError) return error;
   return new TransportError(`the target failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
@@ -91,9 +96,16 @@ export async function serveTargetSession(
   let hasher!: BlockHasher;
 
   /** Chains a write behind the stream's earlier ones; waits when too much is queued. */
-  const queueWrite = async (s: TargetStream, op: BlockOp, bytes: number, done?: () => void): Promise<void> => {
+  const queueWrite = async (
+    s: TargetStream,
+    op: BlockOp,
+    bytes: number,
+    done?: () => void,
+    verify?: () => Promise<void>,
+  ): Promise<void> => {
     s.queued += bytes;
     s.writes = s.writes.then(async () => {
+      await verify?.();
       await s.disk.apply(op);
       s.queued -= bytes;
       result.bytesWritten += bytes;
@@ -167,19 +179,24 @@ export async function serveTargetSession(
         if (message.digest.length !== hasher.digestLength) {
           throw new ProtocolError(`block ${message.index} carries a ${message.digest.length}-byte digest`);
         }
-        const [actual] = await hasher.hash([data]);
-        if (!actual || !sameDigest(actual, message.digest)) {
-          throw new TransportError(
-            `block ${message.index} of disk ${s.disk.disk.id} arrived damaged (digest mismatch)`,
-            {
-              details: { index: message.index },
-            },
-          );
-        }
-        // Verified: write it in order behind the blocks before it, and read on meanwhile. The
-        // frame's memory goes back to the decoder once nothing refers to it any more.
+        // The digest is computed now (on the hasher's threads when it has some) and checked in
+        // the write queue, right before the write: nothing unverified is ever written, and
+        // the next blocks are read and hashed meanwhile.
+        const index = message.index;
+        const expected = Uint8Array.from(message.digest);
+        const verified = hasher.hash([data]);
+        verified.catch(() => undefined);
+        const verify = async () => {
+          const [actual] = await verified;
+          if (!actual || !sameDigest(actual, expected)) {
+            throw new TransportError(`block ${index} of disk ${s.disk.disk.id} arrived damaged (digest mismatch)`, {
+              details: { index },
+            });
+          }
+        };
+        // The frame's memory goes back to the decoder once nothing refers to it any more.
         if (data !== message.payload) conn.release(message.payload);
-        await queueWrite(s, { kind: 'data', index: message.index, data }, data.length, () => conn.release(data));
+        await queueWrite(s, { kind: 'data', index, data }, data.length, () => conn.release(data), verify);
         s.end = message.index + 1;
         return true;
       }
@@ -200,7 +217,7 @@ export async function serveTargetSession(
           await s.disk.flush();
           if (!conn.error) conn.send({ type: 'ack', stream: message.stream, end });
         });
-        s.flushes.catch((error: unknown) => conn.abort(asReplikit(error)));
+        s.flushes.catch((error: unknown) => conn.abort(asReplikit(error), { retry: isDamage(error) }));
         return true;
       }
       case 'digests-request': {
@@ -272,8 +289,7 @@ export async function serveTargetSession(
     const failure = asReplikit(error);
     result.error = conn.error ?? failure;
     // A damaged block is the link's fault: the source resends it on a new connection.
-    const damaged = isReplikitError(failure, 'E_TRANSPORT') && typeof failure.details.index === 'number';
-    if (!conn.error) conn.abort(failure, { retry: damaged });
+    if (!conn.error) conn.abort(failure, { retry: isDamage(failure) });
   } finally {
     stopping?.removeEventListener('abort', onStop);
     for (const s of streams.values()) {
