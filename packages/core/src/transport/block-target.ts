@@ -133,16 +133,21 @@ export class TargetDisk {
   async *digests(fromBlock: number, options?: OperationOptions): AsyncIterable<BlockDigest> {
     if (!Number.isSafeInteger(fromBlock) || fromBlock < 0) throw new InputError(`invalid first block ${fromBlock}`);
     const reader = await this.openReader(options);
+    // The next read is issued before this one is hashed; when the consumer stops early it may
+    // still be running (or fail with the abort reason): it is always settled before the reader closes.
+    let pending: Promise<Uint8Array> | undefined;
     try {
       const blocksPerRead = Math.max(1, Math.floor(DIGEST_READ_BYTES / this.blockSize));
       const readAt = (index: number): Promise<Uint8Array> | undefined => {
         if (index >= this.blockCount) return undefined;
         const offset = index * this.blockSize;
         const length = Math.min(blocksPerRead * this.blockSize, this.disk.size - offset);
-        return reader.read(offset, length, options);
+        const read = reader.read(offset, length, options);
+        read.catch(() => undefined); // awaited below; this only keeps an abandoned read from going unhandled
+        return read;
       };
       let index = fromBlock;
-      let pending = readAt(index);
+      pending = readAt(index);
       while (pending) {
         throwIfAborted(options?.signal);
         const chunk = await pending;
@@ -161,8 +166,8 @@ export class TargetDisk {
           yield { index: first + i, digest: zero[i] ? null : digests[next++]! };
         }
       }
-      await pending;
     } finally {
+      await pending?.catch(() => undefined);
       await reader.close();
     }
   }
