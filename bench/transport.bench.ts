@@ -25,7 +25,6 @@ import {
 } from '@replikit/core';
 import { createHashingPool } from '@replikit/dedup';
 import {
-  type Agent,
   availableCodecs,
   codecByName,
   createAgent,
@@ -108,7 +107,7 @@ function fileSink(path: string, durable: boolean): Hypervisor {
 async function peer(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'replikit-bench-peer-'));
   const send = (message: unknown) => process.send!(message);
-  let previous: Agent | undefined;
+  const agents = new Map<string, number>();
   process.on(
     'message',
     async (message: { cmd: string; kind?: 'tcp' | 'tls'; bytes?: number; security?: unknown; durable?: boolean }) => {
@@ -131,16 +130,21 @@ async function peer(): Promise<void> {
         server.listen(0, '127.0.0.1', () => send({ port: (server.address() as net.AddressInfo).port }));
         server.unref();
       } else if (message.cmd === 'agent') {
-        await previous?.stop();
+        // One long-running agent per security kind and write mode, as in production: its
+        // hashing threads and compiled code are warm after the first session.
         const security = revive(message.security as Security);
-        const agent = createAgent({
-          target: fileSink(join(dir, `replica-${Date.now()}.raw`), message.durable === true),
-          security,
-          hasher: (algorithm) => createHashingPool({ algorithm }),
-        });
-        previous = agent;
-        const address = await agent.listen({ host: '127.0.0.1', port: 0 });
-        send({ port: address.port });
+        const key = `${security.kind}:${message.durable === true}`;
+        let port = agents.get(key);
+        if (port === undefined) {
+          const agent = createAgent({
+            target: fileSink(join(dir, `replica-${agents.size}.raw`), message.durable === true),
+            security,
+            hasher: (algorithm) => createHashingPool({ algorithm }),
+          });
+          port = (await agent.listen({ host: '127.0.0.1', port: 0 })).port;
+          agents.set(key, port);
+        }
+        send({ port });
       } else if (message.cmd === 'exit') {
         await rm(dir, { recursive: true, force: true });
         process.exit(0);

@@ -13,6 +13,7 @@ import {
 } from '@replikit/core';
 import { codecById } from './codecs.js';
 import type { FrameConnection } from './connection.js';
+import { HashBatcher } from './hash-batcher.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { BLOCK_FIXED_BYTES, MAX_DIGEST_BYTES, MAX_DIGESTS_PER_FRAME } from './protocol/constants.js';
 import type { DigestsRequestMessage, Message } from './protocol/messages.js';
@@ -94,6 +95,7 @@ export async function serveTargetSession(
 
   const hasherFor = options.hasher ?? createNodeHasher;
   let hasher!: BlockHasher;
+  let batcher!: HashBatcher;
 
   /** Chains a write behind the stream's earlier ones; waits when too much is queued. */
   const queueWrite = async (
@@ -184,10 +186,10 @@ export async function serveTargetSession(
         // the next blocks are read and hashed meanwhile.
         const index = message.index;
         const expected = Uint8Array.from(message.digest);
-        const verified = hasher.hash([data]);
+        const verified = batcher.hash(data);
         verified.catch(() => undefined);
         const verify = async () => {
-          const [actual] = await verified;
+          const actual = await verified;
           if (!actual || !sameDigest(actual, expected)) {
             throw new TransportError(`block ${index} of disk ${s.disk.disk.id} arrived damaged (digest mismatch)`, {
               details: { index },
@@ -262,6 +264,7 @@ export async function serveTargetSession(
     const session = await conn.expect('session');
     spec = session.spec;
     hasher = await hasherFor(spec.digest);
+    batcher = new HashBatcher(hasher);
     result.sessionId = session.sessionId;
     result.runId = spec.runId;
     await options.onSession?.(session.sessionId, spec);

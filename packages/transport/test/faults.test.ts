@@ -92,7 +92,7 @@ describe('dropped connections', () => {
         const vm = `flip${run}`;
         await createMixedVm(world, vm, 512 * KiB);
         // Past the handshake: somewhere in the block frames.
-        proxy.faults.push({ direction: 'up', flipAt: 1500 + Math.floor(Math.random() * 300 * KiB) });
+        proxy.faults.push({ direction: 'up', flipAt: 1500 + Math.floor(Math.random() * 200 * KiB) });
         let record: RunRecord | undefined;
         try {
           record = await engineFor(world, () => transport).run(jobFor(world, vm));
