@@ -5,12 +5,11 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { FileStateStore, isReplikitError, isTerminal, type Replica } from '@replikit/core';
 import { createFileDriver } from '@replikit/driver-file';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { spawnCli, waitForExit } from './helpers/cli-harness.js';
+import { killDuringTransfer, spawnCli, waitForExit } from './helpers/cli-harness.js';
 import { createRandomVm, digestOf, guestChanges } from './helpers/file-vm.js';
 
 const MiB = 1024 * 1024;
@@ -64,25 +63,6 @@ async function replicaView(): Promise<{ replica: Replica; mark: string; digests:
   }
 }
 
-async function runUntilKilled(delayMs: number): Promise<boolean> {
-  const child = spawnCli(['run', 'job.yaml'], { cwd: dir });
-  const exit = waitForExit(child);
-  let seenTransfer = false;
-  await new Promise<void>((resolve) => {
-    child.stderr!.on('data', (chunk: Buffer) => {
-      if (!seenTransfer && chunk.toString().includes('] transfer')) {
-        seenTransfer = true;
-        resolve();
-      }
-    });
-    child.on('close', () => resolve());
-  });
-  await sleep(delayMs);
-  const killed = child.kill('SIGKILL');
-  const result = await exit;
-  return killed && result.signal === 'SIGKILL';
-}
-
 describe('SIGKILL at random points of a run', () => {
   it(`leaves a replica that is always complete or refuses to start, and resume restores it (at least 20 kills)`, async () => {
     await createRandomVm(join(dir, 'vms'), 'guest', DISKS, 0.7);
@@ -107,7 +87,7 @@ describe('SIGKILL at random points of a run', () => {
     for (let round = 0; round < MAX_ROUNDS && kills < KILLS; round++) {
       if (round > 0) for (const disk of DISKS) await guestChanges(join(dir, 'vms'), 'guest', disk, 0.6);
       const wanted = await sourceDigests();
-      const killed = await runUntilKilled(Math.floor(Math.random() * 700));
+      const killed = await killDuringTransfer(['run', 'job.yaml'], dir, Math.floor(Math.random() * 700));
       if (killed) kills++;
 
       const view = await replicaView();

@@ -4,12 +4,11 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { FileStateStore, isTerminal } from '@replikit/core';
 import { FileBlockStore } from '@replikit/dedup';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { runCli, spawnCli, waitForExit } from './helpers/cli-harness.js';
+import { killDuringTransfer, runCli } from './helpers/cli-harness.js';
 import { createRandomVm, guestChanges } from './helpers/file-vm.js';
 
 const MiB = 1024 * 1024;
@@ -51,17 +50,7 @@ describe('SIGKILL during a single-pass backup', () => {
     expect(await restoredDigest(store, v1!.id)).toBe(v1Digest);
 
     await guestChanges(join(dir, 'vms'), 'guest', DISKS[0]!, 0.7);
-    const child = spawnCli(['run', 'job.yaml'], { cwd: dir });
-    const exit = waitForExit(child);
-    await new Promise<void>((resolve) => {
-      child.stderr!.on('data', (chunk: Buffer) => {
-        if (chunk.toString().includes('] transfer')) resolve();
-      });
-      child.on('close', () => resolve());
-    });
-    await sleep(400);
-    child.kill('SIGKILL');
-    expect((await exit).signal).toBe('SIGKILL');
+    expect(await killDuringTransfer(['run', 'job.yaml'], dir, 400)).toBe(true);
 
     // Only the first version exists, and it is intact.
     expect((await store.list('guest')).map((v) => v.id)).toEqual([v1!.id]);

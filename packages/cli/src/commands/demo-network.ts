@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -12,11 +12,11 @@ import {
   type Transport,
 } from '@replikit/core';
 import { createHashingPool } from '@replikit/dedup';
-import { createFileDriver, createFileVM } from '@replikit/driver-file';
+import { createFileDriver } from '@replikit/driver-file';
 import { createAgent, createNetworkTransport, createPullTransport, type Security } from '@replikit/transport';
 import { UsageError } from '../cli-error.js';
 import type { CliContext } from '../context.js';
-import { fillDemoDisk, writeLikeAGuest } from '../demo/demo-data.js';
+import { createDemoVm, writeLikeAGuest } from '../demo/demo-data.js';
 import { diskDigest } from '../demo/disk-digest.js';
 import { registerBuiltinDrivers } from '../drivers.js';
 import { renderRunSummary } from '../output/run-summary.js';
@@ -80,21 +80,7 @@ export async function demoNetworkCommand(context: CliContext, options: NetworkDe
     out.write(
       `replikit network demo in ${dir}\n\n1. creating VM 'demo-vm' (${formatBytes(sizeA)} + ${formatBytes(sizeB)})\n`,
     );
-    await createFileVM(roots.vms, {
-      name: 'demo-vm',
-      cpus: 2,
-      memoryMiB: 2048,
-      disks: [
-        { id: 'system', size: sizeA, label: 'system' },
-        { id: 'data', size: sizeB, label: 'data' },
-      ],
-    });
-    const vmJson = JSON.parse(await readFile(join(roots.vms, 'demo-vm', 'vm.json'), 'utf8')) as {
-      disks: Array<{ id: string; file: string; size: number }>;
-    };
-    for (const [i, disk] of vmJson.disks.entries()) {
-      await fillDemoDisk(join(roots.vms, 'demo-vm', disk.file), disk.size, 1000 + i);
-    }
+    const images = await createDemoVm(roots.vms, sizeA, sizeB);
 
     const address = await agent.listen({ host: '127.0.0.1', port: 0 });
     out.write(`\n2. agent started on ${address.host}:${address.port} (TLS with a pre-shared key)\n`);
@@ -122,7 +108,7 @@ export async function demoNetworkCommand(context: CliContext, options: NetworkDe
     const pushOk = await verify(context, pushed, roots);
 
     let changed = 0;
-    for (const disk of vmJson.disks) {
+    for (const disk of images) {
       const vm = { root: roots.vms, name: 'demo-vm', diskId: disk.id, size: disk.size };
       changed += await writeLikeAGuest(vm, BLOCK, 0.02, 2000 + changed);
     }

@@ -1,14 +1,14 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { formatBytes, type JobSpecInput, parseJob, parseSize, type RunRecord } from '@replikit/core';
-import { createFileDriver, createFileVM } from '@replikit/driver-file';
+import { createFileDriver } from '@replikit/driver-file';
 import { stringify as toYaml } from 'yaml';
 import { UsageError } from '../cli-error.js';
 import { type CliContext, createEngine } from '../context.js';
-import { fillDemoDisk, writeLikeAGuest } from '../demo/demo-data.js';
+import { createDemoVm, writeLikeAGuest } from '../demo/demo-data.js';
 import { diskDigest } from '../demo/disk-digest.js';
 import { renderRunSummary } from '../output/run-summary.js';
 import { blockStoreOf } from './backup.js';
@@ -129,21 +129,9 @@ export async function demoCommand(context: CliContext, options: DemoOptions): Pr
     out.write(
       `replikit demo in ${dir}\n\n1. creating VM 'demo-vm': disk 'system' ${formatBytes(sizeA)}, disk 'data' ${formatBytes(sizeB)}\n`,
     );
-    await createFileVM(roots.vms, {
-      name: 'demo-vm',
-      cpus: 2,
-      memoryMiB: 2048,
-      disks: [
-        { id: 'system', size: sizeA, label: 'system' },
-        { id: 'data', size: sizeB, label: 'data' },
-      ],
-    });
-    const vmJson = JSON.parse(await readFile(join(roots.vms, 'demo-vm', 'vm.json'), 'utf8')) as {
-      disks: Array<{ id: string; file: string; size: number }>;
-    };
-    const images = vmJson.disks.map((disk) => ({ ...disk, path: join(roots.vms, 'demo-vm', disk.file) }));
-    for (const [i, image] of images.entries()) {
-      const layout = await fillDemoDisk(image.path, image.size, 1000 + i);
+    const images = await createDemoVm(roots.vms, sizeA, sizeB);
+    for (const image of images) {
+      const { layout } = image;
       out.write(
         `   ${image.id}: ${formatBytes(layout.random)} random, ${formatBytes(layout.compressible)} compressible, ${formatBytes(layout.zero)} zero\n`,
       );

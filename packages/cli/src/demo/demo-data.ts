@@ -1,6 +1,7 @@
 import { randomFillSync } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { writeGuestDisk } from '@replikit/driver-file';
+import { join } from 'node:path';
+import { createFileVM, readVmJson, writeGuestDisk } from '@replikit/driver-file';
 
 /** A small, seeded pseudo-random generator (mulberry32): the demo's layout is the same every time. */
 export function seededRandom(seed: number): () => number {
@@ -93,4 +94,35 @@ export async function writeLikeAGuest(
     );
   }
   return chosen.size;
+}
+
+/** A disk of the demo VM: its image and what {@link fillDemoDisk} put in it. */
+export interface DemoImage {
+  id: string;
+  size: number;
+  path: string;
+  layout: DemoLayout;
+}
+
+/**
+ * Creates the demo VM `demo-vm` under `root` with a 'system' and a 'data' disk of the given sizes,
+ * filled with the demo's mix of zero, compressible and random data.
+ */
+export async function createDemoVm(root: string, sizeA: number, sizeB: number): Promise<DemoImage[]> {
+  await createFileVM(root, {
+    name: 'demo-vm',
+    cpus: 2,
+    memoryMiB: 2048,
+    disks: [
+      { id: 'system', size: sizeA, label: 'system' },
+      { id: 'data', size: sizeB, label: 'data' },
+    ],
+  });
+  const vm = await readVmJson(join(root, 'demo-vm'));
+  const images: DemoImage[] = [];
+  for (const [i, disk] of vm.disks.entries()) {
+    const path = join(root, 'demo-vm', disk.file);
+    images.push({ id: disk.id, size: disk.size, path, layout: await fillDemoDisk(path, disk.size, 1000 + i) });
+  }
+  return images;
 }

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { main } from '../../src/main.js';
 
@@ -67,4 +68,23 @@ export function waitForExit(
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
+}
+
+/**
+ * Spawns `replikit <args>`, waits until its run enters `transfer`, waits `delayMs` more and
+ * kills it with SIGKILL. Resolves true when the kill landed (the run had not ended by itself).
+ */
+export async function killDuringTransfer(args: string[], cwd: string, delayMs: number): Promise<boolean> {
+  const child = spawnCli(args, { cwd });
+  const exit = waitForExit(child);
+  await new Promise<void>((resolve) => {
+    child.stderr!.on('data', (chunk: Buffer) => {
+      if (chunk.toString().includes('] transfer')) resolve();
+    });
+    child.on('close', () => resolve());
+  });
+  await sleep(delayMs);
+  const killed = child.kill('SIGKILL');
+  const result = await exit;
+  return killed && result.signal === 'SIGKILL';
 }
