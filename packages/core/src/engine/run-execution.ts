@@ -650,7 +650,13 @@ export class RunExecution {
     if (record.replicaTouched && record.replica) {
       const replica = record.replica;
       const before = record.restorePointBefore;
-      if (before) {
+      const points = before ? await target.listRestorePoints(replica) : [];
+      if (before && !points.some((point) => point.id === before.id) && points.at(-1)?.label === record.runId) {
+        // The run's own restore point exists and retention already dropped the one before it:
+        // the replica holds this run's complete version, which is kept.
+        this.warn('W_ROLLBACK', `run ${record.runId} had committed its restore point; the replica keeps that version`);
+        await target.markReplica(replica, 'ready');
+      } else if (before) {
         await target.revertTo(replica, before);
         await target.markReplica(replica, 'ready');
       } else {
