@@ -1,8 +1,8 @@
 import { type FileHandle, open, stat } from 'node:fs/promises';
 import { checkRange, type DiskWriter, type Extent, InputError, throwIfAborted, toStorageError } from '@replikit/core';
 import { allocUninitialized, type ByteSource, isZero, openFileSource, ZERO_MIB } from './byte-source.js';
+import { syncIf, writeAll } from './file-io.js';
 import type { ImageInfo, ImageReader } from './image.js';
-import { writeAll } from './vhd/vhd-writer.js';
 
 /** Granularity of the zero detection of raw images. */
 export const RAW_GRANULE = 64 * 1024;
@@ -162,10 +162,7 @@ class RawFileWriter implements RawWriter {
     }
   }
   async flush(): Promise<void> {
-    if (!this.sync) return;
-    await this.handle.sync().catch((error) => {
-      throw toStorageError(error, `flushing ${this.path}`);
-    });
+    await syncIf(this.sync, this.handle, this.path);
   }
   async close(): Promise<void> {
     if (this.closed) return;

@@ -2,6 +2,7 @@ import { type FileHandle, open } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { checkRange, type DiskWriter, InputError, throwIfAborted, toStorageError } from '@replikit/core';
 import { ZERO_MIB } from '../byte-source.js';
+import { syncIf, writeAll } from '../file-io.js';
 import { randomGuid } from '../guid.js';
 import type { ImageReader } from '../image.js';
 import { VHD_DEFAULT_BLOCK_SIZE, type VhdLayout, type VhdParentRef, vhdLayout } from './vhd-layout.js';
@@ -107,10 +108,7 @@ class FixedVhdWriter implements VhdWriter {
       dataOffset: 0xffffffffffffffffn,
     });
     await writeAll(this.handle, footer, this.size, this.path);
-    if (this.sync)
-      await this.handle.sync().catch((error) => {
-        throw toStorageError(error, `flushing ${this.path}`);
-      });
+    await syncIf(this.sync, this.handle, this.path);
   }
   async close(): Promise<void> {
     if (this.closed) return;
@@ -273,10 +271,7 @@ class DynamicVhdWriter implements VhdWriter {
     await this.handle.truncate(this.nextFree + 512).catch((error) => {
       throw toStorageError(error, `writing ${this.path}`);
     });
-    if (this.sync)
-      await this.handle.sync().catch((error) => {
-        throw toStorageError(error, `flushing ${this.path}`);
-      });
+    await syncIf(this.sync, this.handle, this.path);
   }
 
   async close(): Promise<void> {
@@ -305,18 +300,5 @@ export function setBitsMsb(bitmap: Uint8Array, first: number, count: number): vo
   while (i < end) {
     bitmap[i >> 3]! |= 0x80 >> (i & 7);
     i++;
-  }
-}
-
-/** Writes all of `data` at `offset`. */
-export async function writeAll(handle: FileHandle, data: Uint8Array, offset: number, path: string): Promise<void> {
-  let done = 0;
-  try {
-    while (done < data.length) {
-      const { bytesWritten } = await handle.write(data, done, data.length - done, offset + done);
-      done += bytesWritten;
-    }
-  } catch (error) {
-    throw toStorageError(error, `writing ${path}`);
   }
 }

@@ -3,8 +3,8 @@ import { dirname, relative, resolve } from 'node:path';
 import { checkRange, type DiskWriter, InputError, throwIfAborted, toStorageError } from '@replikit/core';
 import { ZERO_MIB } from '../byte-source.js';
 import { isPowerOfTwo, roundUp } from '../cursor.js';
+import { syncIf, writeAll } from '../file-io.js';
 import { formatGuid, randomGuid } from '../guid.js';
-import { writeAll } from '../vhd/vhd-writer.js';
 import type { VhdxReader } from './vhdx-reader.js';
 import { BAT_STATE, batGeometry, MIB, sealCrc, VHDX_GUID, VHDX_MAX_SIZE } from './vhdx-structs.js';
 
@@ -412,10 +412,7 @@ class VhdxFileWriter implements VhdxWriter {
   }
 
   private async sync(): Promise<void> {
-    if (!this.p.sync) return;
-    await this.handle.sync().catch((error) => {
-      throw toStorageError(error, `flushing ${this.path}`);
-    });
+    await syncIf(this.p.sync, this.handle, this.path);
   }
 
   async close(): Promise<void> {
