@@ -24,7 +24,7 @@ import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
 import { ProgressReporter } from './progress-reporter.js';
-import { addStats, type DiskRecord, emptyStats, type PlanMode, type RunRecord } from './run-record.js';
+import { addStats, type DiskRecord, emptyStats, type JobRecord, type PlanMode, type RunRecord } from './run-record.js';
 import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
 import type { StateStore } from './state-store.js';
 
@@ -60,6 +60,7 @@ export class RunExecution {
   private source: Hypervisor | undefined;
   private target: Hypervisor | undefined;
   private saving: Promise<void> = Promise.resolve();
+  private history: Promise<JobRecord | undefined> | undefined;
   private readonly progress: ProgressReporter;
 
   constructor(
@@ -173,6 +174,12 @@ export class RunExecution {
     this.deps.events.emit('warning', { runId: this.record.runId, job: this.record.job.name, code, message });
   }
 
+  /** What the store keeps of the job, read once per execution (the job lock keeps it unchanged). */
+  private jobHistory(): Promise<JobRecord | undefined> {
+    this.history ??= this.deps.store.loadJob(this.record.job.name);
+    return this.history;
+  }
+
   // ── drivers ──────────────────────────────────────────────────────────────────────────────
 
   private async drivers(): Promise<{ source: Hypervisor; target: Hypervisor }> {
@@ -192,7 +199,7 @@ export class RunExecution {
 
   private async validate(): Promise<void> {
     const job = this.record.job;
-    const history = await this.deps.store.loadJob(job.name);
+    const history = await this.jobHistory();
     const result = validateJob(job, {
       ruleSets: this.deps.ruleSets ?? defaultRuleSets(),
       ...(history ? { history: { method: history.method } } : {}),
@@ -212,7 +219,7 @@ export class RunExecution {
       );
     }
     const { source, target } = await this.drivers();
-    const history = await this.deps.store.loadJob(job.name);
+    const history = await this.jobHistory();
     const vm = await source.getVM(job.source.vm, { signal: this.signal });
     const { driver: _driver, ...placement } = job.target;
     const replica = await target.ensureReplica(
@@ -311,7 +318,7 @@ export class RunExecution {
     }
     if (record.job.options.singlePass) {
       // Blocks this run does not send are the previous version's, when the replica still holds it.
-      const history = await this.deps.store.loadJob(record.job.name);
+      const history = await this.jobHistory();
       const base = !firstRun && !record.replicaModified ? history?.lastBackupVersion : undefined;
       record.backup = base ? { baseVersion: base } : {};
     }
@@ -618,7 +625,7 @@ export class RunExecution {
           `the backup version of run ${record.runId} was lost; the next single-pass run records a full one`,
         );
     }
-    const previous = await this.deps.store.loadJob(record.job.name);
+    const previous = await this.jobHistory();
     await this.deps.store.saveJob({
       ...previous,
       name: record.job.name,
