@@ -26,6 +26,12 @@ export interface DiskTransferOptions {
    * own (verified diff) or a trusted replication cache's. Without it every examined block is sent.
    */
   replicaDigests?: AsyncIterable<BlockDigest>;
+  /**
+   * With `replicaDigests` and tracked `ranges`: the blocks outside `ranges` did not change since
+   * the replica's digests were recorded (a change tracker says so). They are not read; their
+   * digests are carried over to `recordDigest` as they are.
+   */
+  unchangedOutsideRanges?: boolean;
   /** Attach each data block's digest so the target can check it. */
   digestOnWire: boolean;
   /** Receives the digest of every block of the source from the checkpoint on (`null`: zeros), for a new cache. */
@@ -95,6 +101,16 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   };
 
   const digests: AsyncIterator<BlockDigest> | undefined = options.replicaDigests?.[Symbol.asyncIterator]();
+  const carrying = digests !== undefined && options.unchangedOutsideRanges === true;
+  let digestCursor = from;
+  /** Carries the replica's digests of the unchanged blocks below `end` into the new record. */
+  const carryUnchanged = async (end: number) => {
+    if (!carrying) return;
+    for (; digestCursor < end; digestCursor++) {
+      const theirs = await nextDigest(digestCursor);
+      await record_?.(digestCursor, theirs);
+    }
+  };
   const nextDigest = async (index: number): Promise<Uint8Array | null> => {
     const next = await digests!.next();
     if (next.done || next.value.index !== index) {
@@ -192,6 +208,8 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     )) {
       throwIfAborted(signal);
       const { first, count } = segment;
+      await carryUnchanged(first);
+      digestCursor = first + count;
       if (segment.blocks) {
         stats.bytesRead += segment.data!.length;
         const { blocks, zero, digests: mine } = segment;
@@ -246,6 +264,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
       options.onProgress(record);
       if (performance.now() - lastCheckpoint >= checkpointEveryMs) await checkpoint(first + count);
     }
+    await carryUnchanged(blockCount);
     await checkpoint(blockCount, true);
   } finally {
     await digests?.return?.();

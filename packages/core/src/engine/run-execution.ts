@@ -293,12 +293,18 @@ export class RunExecution {
         );
       }
       let mode: PlanMode = 'hash-diff';
+      let digestSource: 'replica' | 'cache' | undefined;
       if (firstRun) mode = 'full';
-      else if (!cache && !record.replicaModified && source.changeTracker && record.baseSnapshot) {
-        const changes = await source.changeTracker.changes(disk, record.baseSnapshot, snapshot, {
-          signal: this.signal,
-        });
-        if (changes) mode = 'tracked';
+      else {
+        const tracked =
+          !record.replicaModified && source.changeTracker && record.baseSnapshot
+            ? await source.changeTracker.changes(disk, record.baseSnapshot, snapshot, { signal: this.signal })
+            : undefined;
+        digestSource = cache ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : 'replica';
+        // Tracked blocks only: alone, or compared with a trusted cache (which the run then carries
+        // forward for the blocks it does not read). An untrusted cache is rebuilt by a verified diff.
+        if (tracked && (!cache || digestSource === 'cache')) mode = 'tracked';
+        if (mode === 'tracked' && !cache) digestSource = undefined;
       }
       record.disks.push({
         position,
@@ -306,9 +312,7 @@ export class RunExecution {
         replicaDiskId: replicaDisk.id,
         size: disk.size,
         mode,
-        ...(mode === 'hash-diff'
-          ? { digestSource: cache ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : 'replica' }
-          : {}),
+        ...(digestSource ? { digestSource } : {}),
         writesCache: cache !== undefined,
         targetKnownZero: record.replicaCreated === true,
         checkpointBlock: 0,
@@ -438,7 +442,8 @@ export class RunExecution {
       const { reader: cacheReader, writer: cacheWriter } = await this.openCache(disk, blockCount);
       try {
         let replicaDigests: AsyncIterable<BlockDigest> | undefined;
-        if (disk.mode === 'hash-diff') {
+        const trackedWithCache = disk.mode === 'tracked' && cacheReader !== undefined;
+        if (disk.mode === 'hash-diff' || trackedWithCache) {
           replicaDigests = cacheReader
             ? cacheReader.digests(disk.checkpointBlock, { signal: options.signal })
             : diskChannel.replicaDigests(disk.checkpointBlock, { signal: options.signal });
@@ -450,6 +455,7 @@ export class RunExecution {
           ranges,
           examineAll,
           ...(replicaDigests ? { replicaDigests } : {}),
+          unchangedOutsideRanges: trackedWithCache,
           ...(cacheWriter
             ? { recordDigest: (index: number, digest: Uint8Array | null) => cacheWriter.append(index, digest) }
             : {}),
@@ -499,7 +505,8 @@ export class RunExecution {
     channel: DiskChannel,
   ): Promise<DiskReader | undefined> {
     const base = this.record.baseSnapshot?.disks[disk.position];
-    if (disk.mode !== 'hash-diff' || !channel.sendDelta || !base || base.size !== disk.size) return undefined;
+    const compared = disk.mode === 'hash-diff' || (disk.mode === 'tracked' && disk.digestSource === 'cache');
+    if (!compared || !channel.sendDelta || !base || base.size !== disk.size) return undefined;
     return source.openReader(base, { signal: this.signal }).catch(() => undefined);
   }
 
@@ -534,7 +541,7 @@ export class RunExecution {
       disk.writesCache = false;
       return { reader, writer };
     }
-    if (disk.mode === 'hash-diff' && disk.digestSource === 'cache') {
+    if (disk.mode !== 'full' && disk.digestSource === 'cache') {
       const fingerprint = record.replicaFingerprintAtPlan ?? '';
       const opened = await cache.open(
         this.cacheKey(disk),
@@ -542,7 +549,16 @@ export class RunExecution {
         { signal: this.signal },
       );
       if (opened.status === 'ok') reader = opened.reader;
-      else {
+      else if (disk.mode === 'tracked') {
+        // The tracked blocks still go (whole); the cache cannot be carried forward without the old one.
+        delete disk.digestSource;
+        if (disk.writesCache) await cache.abortPending(this.cacheKey(disk), record.runId);
+        disk.writesCache = false;
+        this.warn(
+          'W_CACHE_DISCARDED',
+          `the replication cache of disk '${disk.replicaDiskId}' is no longer usable; this run sends every tracked block whole and the next one reads the replica`,
+        );
+      } else {
         disk.digestSource = 'replica';
         this.warn(
           'W_CACHE_DISCARDED',

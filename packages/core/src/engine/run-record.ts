@@ -46,6 +46,8 @@ export interface DiskRecord {
   /**
    * Where the replica's digests come from in a `hash-diff`: the target reads the replica
    * (`replica`, a verified diff) or a trusted replication cache (`cache`, the replica is not read).
+   * A `tracked` disk with `cache` compares its changed blocks with the cache and carries the
+   * cache's digests of the other blocks into the new one.
    */
   digestSource?: 'replica' | 'cache';
   /** True when the run writes a new replication cache for this disk. */
