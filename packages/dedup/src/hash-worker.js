@@ -15,16 +15,36 @@ function digest(view) {
   return wasm.digest('binary');
 }
 
+const ZERO = Buffer.alloc(1024 * 1024);
+
+/** True when every byte of the view is zero (memcmp against a zero page). */
+function isZero(view) {
+  const bytes = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+  for (let at = 0; at < bytes.length; at += ZERO.length) {
+    const end = Math.min(at + ZERO.length, bytes.length);
+    if (bytes.compare(ZERO, 0, end - at, at, end) !== 0) return false;
+  }
+  return true;
+}
+
 parentPort.on('message', (job) => {
   // Blocks lie back to back in the pool's slot, or at `offsets` in a buffer the engine shares.
+  // With `zeroFlags`, an all-zero block is not hashed: its flag byte (after the digests) is set.
   const input = new Uint8Array(job.input);
   const output = new Uint8Array(job.output);
+  const flags = job.zeroFlags ? job.lengths.length * job.digestLength : -1;
   let at = 0;
   for (let i = 0; i < job.lengths.length; i++) {
     const length = job.lengths[i];
     const start = job.offsets ? job.offsets[i] : at;
-    output.set(digest(input.subarray(start, start + length)), i * job.digestLength);
+    const view = input.subarray(start, start + length);
     at += length;
+    if (flags >= 0) {
+      const zero = isZero(view);
+      output[flags + i] = zero ? 1 : 0;
+      if (zero) continue;
+    }
+    output.set(digest(view), i * job.digestLength);
   }
   parentPort.postMessage(job.id);
 });

@@ -77,7 +77,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       slots.push({
         worker,
         input: new SharedArrayBuffer(slotBytes),
-        output: new SharedArrayBuffer(maxBlocks * digestLength),
+        output: new SharedArrayBuffer(maxBlocks * (digestLength + 1)),
         busy: false,
       });
     }),
@@ -97,7 +97,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     else slot.busy = false;
   };
 
-  async function hashChunk(blocks: readonly Uint8Array[]): Promise<Uint8Array[]> {
+  async function hashChunk(blocks: readonly Uint8Array[], zeroFlags: boolean): Promise<Array<Uint8Array | null>> {
     const slot = await acquire();
     try {
       const lengths = blocks.map((block) => block.length);
@@ -123,40 +123,50 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       try {
         await new Promise<void>((resolve, reject) => {
           pending.set(id, { resolve, reject });
-          slot.worker.postMessage({ id, ...message, output: slot.output, lengths, digestLength });
+          slot.worker.postMessage({ id, ...message, output: slot.output, lengths, digestLength, zeroFlags });
         });
       } finally {
         slot.worker.unref();
       }
       const output = new Uint8Array(slot.output);
-      return blocks.map((_, i) => output.slice(i * digestLength, (i + 1) * digestLength));
+      const flags = blocks.length * digestLength;
+      return blocks.map((_, i) =>
+        zeroFlags && output[flags + i] === 1 ? null : output.slice(i * digestLength, (i + 1) * digestLength),
+      );
     } finally {
       release(slot);
     }
+  }
+
+  /** Splits a batch into slot-sized chunks, hashed in parallel on idle workers. */
+  async function hashAll(blocks: readonly Uint8Array[], zeroFlags: boolean): Promise<Array<Uint8Array | null>> {
+    if (closed) throw new InputError('the hashing pool is closed');
+    const chunks: Array<Promise<Array<Uint8Array | null>>> = [];
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < blocks.length; i++) {
+      const length = blocks[i]!.length;
+      if (length > slotBytes)
+        throw new InputError(`a block of ${length} bytes exceeds the pool's ${slotBytes}-byte slots`);
+      if (bytes + length > slotBytes || i - start >= maxBlocks) {
+        chunks.push(hashChunk(blocks.slice(start, i), zeroFlags));
+        start = i;
+        bytes = 0;
+      }
+      bytes += length;
+    }
+    if (start < blocks.length) chunks.push(hashChunk(blocks.slice(start), zeroFlags));
+    return (await Promise.all(chunks)).flat();
   }
 
   return {
     algorithm,
     digestLength,
     async hash(blocks) {
-      if (closed) throw new InputError('the hashing pool is closed');
-      // Split into slot-sized chunks, hashed in parallel on idle workers.
-      const chunks: Array<Promise<Uint8Array[]>> = [];
-      let start = 0;
-      let bytes = 0;
-      for (let i = 0; i < blocks.length; i++) {
-        const length = blocks[i]!.length;
-        if (length > slotBytes)
-          throw new InputError(`a block of ${length} bytes exceeds the pool's ${slotBytes}-byte slots`);
-        if (bytes + length > slotBytes || i - start >= maxBlocks) {
-          chunks.push(hashChunk(blocks.slice(start, i)));
-          start = i;
-          bytes = 0;
-        }
-        bytes += length;
-      }
-      if (start < blocks.length) chunks.push(hashChunk(blocks.slice(start)));
-      return (await Promise.all(chunks)).flat();
+      return (await hashAll(blocks, false)) as Uint8Array[];
+    },
+    hashOrZero(blocks) {
+      return hashAll(blocks, true);
     },
     allocate(bytes: number): Uint8Array {
       return new Uint8Array(new SharedArrayBuffer(bytes));

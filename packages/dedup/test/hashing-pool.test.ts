@@ -49,6 +49,30 @@ describe('hashing pool', () => {
     }
   });
 
+  it('finds all-zero blocks on its threads (null) and hashes the others, in place or copied', async () => {
+    const pool = await createHashingPool({ threads: 2, slotBytes: 256 * 1024 });
+    try {
+      const shared = pool.allocate!(8 * 65536);
+      randomFillSync(shared);
+      shared.fill(0, 65536, 3 * 65536); // blocks 1 and 2 zero
+      shared[3 * 65536 + 65535] = 0;
+      shared[3 * 65536 + 65534] = 1; // block 3: a single non-zero byte near its end
+      shared.fill(0, 3 * 65536, 3 * 65536 + 65534);
+      const inPlace = Array.from({ length: 8 }, (_, i) => shared.subarray(i * 65536, (i + 1) * 65536));
+      const copied = inPlace.map((block) => block.slice());
+      for (const input of [inPlace, copied]) {
+        const found = await pool.hashOrZero!(input);
+        expect(found.map((d) => d === null)).toEqual([false, true, true, false, false, false, false, false]);
+        const digests = await pool.hash(input);
+        for (const [i, digest] of found.entries()) {
+          if (digest) expect(Buffer.from(digest).equals(Buffer.from(digests[i]!)), `block ${i}`).toBe(true);
+        }
+      }
+    } finally {
+      await pool.close?.();
+    }
+  });
+
   it('rejects a block larger than a slot, and use after close', async () => {
     const pool = await createHashingPool({ threads: 1, slotBytes: 4096 });
     await expect(pool.hash([new Uint8Array(8192)])).rejects.toMatchObject({ code: 'E_INPUT' });

@@ -14,6 +14,11 @@ export interface BlockHasher {
   /** Digests of `blocks`, in order. */
   hash(blocks: readonly Uint8Array[]): Promise<Uint8Array[]>;
   /**
+   * Optional: like {@link BlockHasher.hash}, but an all-zero block gets `null` instead of a
+   * digest. A pool checks for zeros on its threads, which spares the caller a pass over the data.
+   */
+  hashOrZero?(blocks: readonly Uint8Array[]): Promise<Array<Uint8Array | null>>;
+  /**
    * Optional: allocates a buffer the hasher can read without copying (shared with its threads).
    * The engine reads blocks into such buffers when it can reuse them.
    */

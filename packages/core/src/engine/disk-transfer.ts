@@ -126,6 +126,10 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     if (!segment.data) return segment;
     const blocks: Uint8Array[] = [];
     for (let at = 0; at < segment.data.length; at += blockSize) blocks.push(segment.data.subarray(at, at + blockSize));
+    if (needDigests && hasher.hashOrZero) {
+      const found = await hasher.hashOrZero(blocks);
+      return { ...segment, blocks, zero: found.map((d) => d === null), digests: found.map((d) => d ?? undefined) };
+    }
     const zero = blocks.map(isZeroBlock);
     if (!needDigests) return { ...segment, blocks, zero };
     const hashed = await hasher.hash(blocks.filter((_, i) => !zero[i]));
