@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   assertTransition,
+  createNodeHasher,
   DriverRegistry,
   FileStateStore,
   isReplikitError,
@@ -219,6 +220,23 @@ describe('ReplicationEngine', () => {
 });
 
 describe('run state machine', () => {
+  it('closes its hasher after each run, or keeps it for later runs with keepHashers until close()', async () => {
+    const made: string[] = [];
+    let closed = 0;
+    const hasher = (algorithm: string) => {
+      made.push(algorithm);
+      return { ...createNodeHasher(algorithm), close: async () => void closed++ };
+    };
+    await engine({ hasher }).run(job());
+    expect([made.length, closed]).toEqual([1, 1]);
+    const keeping = engine({ hasher, keepHashers: true });
+    await keeping.run(job());
+    await keeping.run(job());
+    expect([made.length, closed]).toEqual([2, 1]);
+    await keeping.close();
+    expect(closed).toBe(2);
+  });
+
   it('throws E_STATE on an invalid transition', () => {
     expect(() => assertTransition('transfer', 'snapshot')).toThrow(/invalid run transition transfer → snapshot/);
     expect(() => assertTransition('completed', 'validate')).toThrowError(expect.objectContaining({ code: 'E_STATE' }));

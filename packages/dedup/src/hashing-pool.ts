@@ -60,7 +60,8 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
   };
   await Promise.all(
     Array.from({ length: threads }, async () => {
-      const worker = new Worker(url, { workerData: { kind: algorithm } });
+      // The worker is plain JavaScript: it needs none of the parent's loaders (tsx, say), which cost startup time.
+      const worker = new Worker(url, { workerData: { kind: algorithm }, execArgv: [] });
       await new Promise<void>((resolve, reject) => {
         worker.once('message', () => resolve());
         worker.once('error', reject);

@@ -68,6 +68,13 @@ export interface EngineOptions {
    * @default 4
    */
   readAhead?: number;
+  /**
+   * Keep each hasher the factory made (a pool's threads) for the engine's later runs instead of
+   * closing it after every run: for a long-lived process that runs jobs on a schedule. Call
+   * {@link ReplicationEngine.close} to release them.
+   * @default false
+   */
+  keepHashers?: boolean;
 }
 
 /** Options of {@link ReplicationEngine.run} and {@link ReplicationEngine.resume}. */
@@ -101,6 +108,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
   private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache' | 'backup'>> &
     Pick<EngineOptions, 'ruleSets' | 'cache' | 'backup'>;
   private readonly active = new Map<string, AbortController>();
+  private readonly kept = new Map<string, Promise<BlockHasher>>();
 
   constructor(options: EngineOptions) {
     super();
@@ -111,8 +119,30 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       digest: 'sha256',
       checkpointEveryMs: 1000,
       readAhead: 4,
+      keepHashers: false,
       ...options,
     };
+  }
+
+  /** Releases the hashers kept between runs (`keepHashers`). The engine can still run afterwards. */
+  async close(): Promise<void> {
+    const kept = [...this.kept.values()];
+    this.kept.clear();
+    for (const hasher of await Promise.allSettled(kept)) {
+      if (hasher.status === 'fulfilled') await hasher.value.close?.();
+    }
+  }
+
+  /** The hasher of a run: a new one, or the one kept for the algorithm. */
+  private async hasherFor(algorithm: string): Promise<BlockHasher> {
+    if (!this.options.keepHashers) return this.options.hasher(algorithm);
+    let hasher = this.kept.get(algorithm);
+    if (!hasher) {
+      hasher = Promise.resolve(this.options.hasher(algorithm));
+      hasher.catch(() => this.kept.delete(algorithm));
+      this.kept.set(algorithm, hasher);
+    }
+    return hasher;
   }
 
   /** The state store runs are journaled in. */
@@ -137,7 +167,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       );
     }
     const now = new Date().toISOString();
-    const hasher = await this.options.hasher(spec.options.strongDigests ? 'sha256' : this.options.digest);
+    const hasher = await this.hasherFor(spec.options.strongDigests ? 'sha256' : this.options.digest);
     const record: RunRecord = {
       version: 1,
       runId: newRunId(spec.name),
@@ -170,7 +200,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     if (record.version !== 1)
       throw new StateError(`run ${runId} was journaled by an unknown version (${record.version})`);
     if (isTerminal(record.state)) return record;
-    const hasher = await this.options.hasher(record.digest);
+    const hasher = await this.hasherFor(record.digest);
     return this.execute(record, hasher, options, options.rollback ?? false);
   }
 
@@ -217,7 +247,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       return await execution.drive({ rollback });
     } finally {
       this.active.delete(record.runId);
-      await hasher.close?.();
+      if (!this.options.keepHashers) await hasher.close?.();
       await release();
     }
   }
