@@ -284,6 +284,14 @@ export class RunExecution {
     const cache = options.replicationCache && options.direction !== 'pull' ? this.deps.cache : undefined;
     const fingerprint = cache && !firstRun ? (await target.replicaState(replica, { signal: this.signal })).value : '';
     if (fingerprint) record.replicaFingerprintAtPlan = fingerprint;
+    if (options.singlePass) {
+      // Blocks this run does not send are the previous version's, when the replica still holds it.
+      const history = await this.jobHistory();
+      const base = !firstRun && !record.replicaModified ? history?.lastBackupVersion : undefined;
+      record.backup = base ? { baseVersion: base } : {};
+    }
+    // A backup version without a base needs every block: the source is read in full.
+    const mayTrack = !options.singlePass || record.backup?.baseVersion !== undefined;
     record.disks = [];
     for (const [position, disk] of snapshot.disks.entries()) {
       const replicaDisk = replica.disks[position];
@@ -297,7 +305,7 @@ export class RunExecution {
       if (firstRun) mode = 'full';
       else {
         const tracked =
-          !record.replicaModified && source.changeTracker && record.baseSnapshot
+          mayTrack && !record.replicaModified && source.changeTracker && record.baseSnapshot
             ? await source.changeTracker.changes(disk, record.baseSnapshot, snapshot, { signal: this.signal })
             : undefined;
         digestSource = cache ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : 'replica';
@@ -319,12 +327,6 @@ export class RunExecution {
         done: false,
         stats: emptyStats(),
       });
-    }
-    if (record.job.options.singlePass) {
-      // Blocks this run does not send are the previous version's, when the replica still holds it.
-      const history = await this.jobHistory();
-      const base = !firstRun && !record.replicaModified ? history?.lastBackupVersion : undefined;
-      record.backup = base ? { baseVersion: base } : {};
     }
     // From here on the replica is written: it must refuse to start until commit.
     record.replicaTouched = true;
