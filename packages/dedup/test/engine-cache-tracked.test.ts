@@ -1,13 +1,13 @@
 // Change tracking and the trusted replication cache together: the engine reads only the tracked
 // blocks, compares them with the cache, and carries the cache's digests of every other block into
 // the new cache, which must describe the replica exactly.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '@replikit/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createMemoryDriver, type MemoryDriver } from '../../core/test/helpers/memory-driver.js';
-import { createHashingPool, FileCacheProvider } from '../src/index.js';
+import { createHashingPool, FileBlockStore, FileCacheProvider } from '../src/index.js';
 
 const MiB = 1024 * 1024;
 const BLOCK = 65536;
@@ -140,5 +140,35 @@ describe('tracked blocks with a trusted cache', () => {
     expect(third.disks[0]).toMatchObject({ mode: 'tracked', digestSource: 'cache' });
     expect(equal('a')).toBe(true);
     expect(await cacheMatchesSource('a')).toBe(true);
+  });
+
+  it('single-pass: reads in full when there is no base version, then only tracked blocks', async () => {
+    const store = new FileBlockStore(join(dir, 'store'));
+    const withStore = new ReplicationEngine({
+      stateStore: new FileStateStore(join(dir, 'state')),
+      drivers: new DriverRegistry().register('memsrc', () => source).register('memdst', () => target),
+      digest: 'xxh128',
+      hasher: (algorithm) => createHashingPool({ algorithm, threads: 2 }),
+      cache,
+      backup: store,
+    });
+    await withStore.run(job); // no backup yet
+    sourceDisk('a').fill(9, 7 * BLOCK, 7 * BLOCK + 4096);
+    const singlePass = { ...job, options: { ...job.options, singlePass: true } };
+    const second = await withStore.run(singlePass);
+    expect(second.disks.map((d) => d.mode)).toEqual(['hash-diff', 'hash-diff']); // no base version: every block
+    const asOfSecond = ['a', 'b'].map((id) => replicaDisk(id).slice());
+    sourceDisk('a').fill(8, 9 * BLOCK, 9 * BLOCK + 4096);
+    const third = await withStore.run(singlePass);
+    expect(third.disks.map((d) => d.mode)).toEqual(['tracked', 'tracked']);
+    const restored = async (version: string, id: string) => {
+      const path = join(dir, `${version}-${id}.raw`);
+      await store.restore('vm1', version, id, path);
+      return readFile(path);
+    };
+    for (const [i, id] of ['a', 'b'].entries()) {
+      expect(Buffer.compare(await restored(second.backup!.version!, id), asOfSecond[i]!), id).toBe(0);
+      expect(Buffer.compare(await restored(third.backup!.version!, id), replicaDisk(id)), id).toBe(0);
+    }
   });
 });
