@@ -53,6 +53,45 @@ export class AllocationMap {
     return ((this.bits[index >>> 3] ?? 0) & (1 << (index & 7))) !== 0;
   }
 
+  /**
+   * Marks blocks `first` to `last` (inclusive).
+   *
+   * @returns The range of bitmap bytes that changed (`[start, end)`), or `undefined` when every bit was already set.
+   */
+  setRange(first: number, last: number): { start: number; end: number } | undefined {
+    let start = -1;
+    let end = -1;
+    for (let index = first; index <= last; index++) {
+      const byte = index >>> 3;
+      const bit = 1 << (index & 7);
+      const value = this.bits[byte]!;
+      if ((value & bit) !== 0) continue;
+      this.bits[byte] = value | bit;
+      if (start < 0) start = byte;
+      end = byte + 1;
+    }
+    return start < 0 ? undefined : { start, end };
+  }
+
+  /** Sets every bit that is set in `other` (a map of the same size and granule). */
+  union(other: AllocationMap): this {
+    if (other.bits.length !== this.bits.length || other.granule !== this.granule) {
+      throw new RangeError('union of allocation maps of different sizes or granules');
+    }
+    for (let i = 0; i < this.bits.length; i++) this.bits[i]! |= other.bits[i]!;
+    return this;
+  }
+
+  /** A copy of this map. */
+  clone(): AllocationMap {
+    return new AllocationMap(this.size, this.granule, this.bits.slice());
+  }
+
+  /** True when no bit is set. */
+  isEmpty(): boolean {
+    return this.bits.every((b) => b === 0);
+  }
+
   /** The allocated extents: runs of set bits merged, ascending, the last one clipped to the disk size. */
   *extents(): Generator<Extent> {
     const blocks = Math.ceil(this.size / this.granule);

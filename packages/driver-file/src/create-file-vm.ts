@@ -3,6 +3,7 @@ import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ConflictError, InputError, type PowerState, toStorageError, type VMInfo } from '@replikit/core';
 import { fsyncDir } from './atomic-write.js';
+import { ChangeBitmap, cbtPathOf, stampOf, writeChangeBitmap } from './change-bitmap.js';
 import { isAlive } from './locks.js';
 import { assertSafeName } from './names.js';
 import { fileVmPaths } from './paths.js';
@@ -22,6 +23,15 @@ export interface CreateFileVMOptions {
   disks: Array<{ id: string; size: number; label?: string }>;
   /** Initial power state. @default 'stopped' */
   powerState?: PowerState;
+  /**
+   * Changed-block tracking (like XAPI's `VDI.enable_cbt`): each disk gets a dirty bitmap
+   * `<image>.cbt` that guest writes through {@link writeGuestDisk} / {@link openGuestDisk} keep up to
+   * date, so that snapshots store only the changed 64 KiB blocks and the driver's `changeTracker`
+   * reports them. Writes to the image by anything else are detected by its size, mtime, ctime and
+   * inode and make the next snapshot a full copy (see the package README for the limit).
+   * @default false
+   */
+  changeTracking?: boolean;
 }
 
 /**
@@ -53,7 +63,11 @@ export async function createFileVM(root: string, options: CreateFileVMOptions): 
     }),
     powerState: options.powerState ?? 'stopped',
     bootCount: 0,
+    ...(options.changeTracking === true ? { changeTracking: true } : {}),
   };
+  if (options.changeTracking !== undefined && typeof options.changeTracking !== 'boolean') {
+    throw new InputError(`changeTracking must be true or false, got ${JSON.stringify(options.changeTracking)}`);
+  }
   await createVmFolder(resolve(root), paths.dir, vm);
   return toVMInfo(options.name, vm);
 }
@@ -75,6 +89,11 @@ export async function createVmFolder(root: string, dir: string, vm: VmJson): Pro
       try {
         await fh.truncate(disk.size);
         await fh.sync();
+        if (vm.changeTracking) {
+          // Nothing written yet: an empty bitmap counting from the creation (epoch '').
+          const cbt = new ChangeBitmap(disk.size, '', stampOf(await fh.stat({ bigint: true })));
+          await writeChangeBitmap(cbtPathOf(join(tmp, disk.file)), cbt);
+        }
       } finally {
         await fh.close();
       }

@@ -3,6 +3,7 @@ import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import {
   type Capabilities,
+  type ChangeTracker,
   ConflictError,
   type DiskReader,
   type DiskRef,
@@ -25,8 +26,10 @@ import {
   type VMInfo,
 } from '@replikit/core';
 import { fsyncDir } from './atomic-write.js';
+import { openChainReader } from './chain-reader.js';
+import { chainChanges } from './change-tracker.js';
 import { createVmFolder } from './create-file-vm.js';
-import { acquireLockFile, folderMutex } from './locks.js';
+import { acquireLockFile, folderMutex, snapshotMutex } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
 import { diskImagePath, diskLockPath, type FileVmPaths, fileVmPaths, overlayPath, rootFromMeta } from './paths.js';
 import { openRawReader } from './raw-reader.js';
@@ -45,7 +48,14 @@ import {
   withReplicaExclusive,
 } from './replica-commit.js';
 import { type PointRecord, readPoints } from './restore-points.js';
-import { deleteSnapshotOf, listSnapshotsOf, locateSnapshotDisk, takeSnapshot } from './snapshots.js';
+import { deleteSnapshotOf, hasPendingMerge, recoverSnapshotMerge } from './snapshot-merge.js';
+import {
+  type ChainLayer,
+  listSnapshotsOf,
+  locateSnapshotChain,
+  readSnapshotJsonText,
+  takeSnapshot,
+} from './snapshots.js';
 import { checkDiskImages, checkImageSize, readVmJson, toVMInfo, type VmJson, writeVmJson } from './vm-metadata.js';
 
 /** Options of {@link createFileDriver}. */
@@ -72,7 +82,7 @@ export const FILE_DRIVER_CAPABILITIES: Capabilities = Object.freeze({
   methods: Object.freeze(['qhybrid']),
   canBeSource: true,
   canBeTarget: true,
-  changeTracking: false,
+  changeTracking: true,
   formats: Object.freeze(['raw']),
   restorePoints: true,
 });
@@ -108,6 +118,7 @@ export function createFileDriver(options: FileDriverOptions): Hypervisor {
 class FileDriver implements Hypervisor {
   readonly kind = FILE_DRIVER_KIND;
   readonly capabilities = FILE_DRIVER_CAPABILITIES;
+  readonly changeTracker: ChangeTracker;
   private readonly root: string;
   private readonly reflink: boolean;
   private readonly faultHook: FaultHook | undefined;
@@ -117,6 +128,9 @@ class FileDriver implements Hypervisor {
     this.root = resolve(options.root);
     this.reflink = options.reflink ?? true;
     this.faultHook = options.faultHook;
+    this.changeTracker = {
+      changes: (disk, base, current, opts) => this.changes(disk, base, current, opts),
+    };
   }
 
   async listVMs(options?: OperationOptions): Promise<VMInfo[]> {
@@ -164,7 +178,14 @@ class FileDriver implements Hypervisor {
     if (typeof label !== 'string') throw new InputError('a snapshot label must be a string');
     const paths = fileVmPaths(this.root, vmId);
     const vm = await readVmJson(paths.dir);
-    const take = () => takeSnapshot(paths, vmId, vm, label, { signal: options?.signal, reflink: this.reflink });
+    const take = () =>
+      snapshotMutex.run(paths.dir, () =>
+        takeSnapshot(paths, vmId, vm, label, {
+          signal: options?.signal,
+          reflink: this.reflink,
+          faultHook: this.faultHook,
+        }),
+      );
     if (!vm.replica) return take();
     // A replica's images hold its last restore point; no commit or revert may run while they are copied.
     await recoverReplica(paths, { faultHook: this.faultHook });
@@ -181,32 +202,77 @@ class FileDriver implements Hypervisor {
     this.assertOpen();
     const paths = fileVmPaths(this.root, vmId);
     await readVmJson(paths.dir);
-    return listSnapshotsOf(paths, vmId);
+    return snapshotMutex.run(paths.dir, async () => {
+      if (await hasPendingMerge(paths)) {
+        try {
+          await recoverSnapshotMerge(paths, vmId, this.faultHook);
+        } catch (error) {
+          // Another process holds the VM (and is probably finishing it): list what is there.
+          if (!isReplikitError(error, 'E_CONFLICT')) throw error;
+        }
+      }
+      return listSnapshotsOf(paths, vmId);
+    });
   }
 
   async deleteSnapshot(snapshot: Snapshot, options?: OperationOptions & { keepMetadata?: boolean }): Promise<void> {
     this.assertOpen();
     const paths = fileVmPaths(this.root, snapshot?.vmId);
-    await deleteSnapshotOf(
-      paths,
-      snapshot.vmId,
-      assertSafeName(snapshot.id, 'snapshot id'),
-      options?.keepMetadata === true,
-    );
+    const id = assertSafeName(snapshot.id, 'snapshot id');
+    await snapshotMutex.run(paths.dir, async () => {
+      const readers = openSnapshotReaders.get(`${paths.dir}\0${id}`) ?? 0;
+      if (readers > 0) {
+        throw new ConflictError(
+          `snapshot '${id}' of VM '${snapshot.vmId}' has ${readers} open reader(s) in this process; close them before deleting it`,
+        );
+      }
+      await deleteSnapshotOf(paths, snapshot.vmId, id, options?.keepMetadata === true, this.faultHook);
+    });
+  }
+
+  private async changes(
+    disk: DiskRef,
+    base: Snapshot,
+    current: Snapshot,
+    options?: OperationOptions,
+  ): Promise<AsyncIterable<{ offset: number; length: number }> | undefined> {
+    this.assertOpen();
+    const paths = fileVmPaths(this.root, current?.vmId);
+    assertSafeName(disk?.id, 'disk id');
+    return snapshotMutex.run(paths.dir, async () => {
+      await recoverSnapshotMerge(paths, current.vmId, this.faultHook);
+      return chainChanges(paths, disk, base, current, options);
+    });
+  }
+
+  private async openSnapshotReader(paths: FileVmPaths, disk: DiskRef): Promise<DiskReader> {
+    return snapshotMutex.run(paths.dir, async () => {
+      await recoverSnapshotMerge(paths, disk.vmId, this.faultHook);
+      const what = `disk '${disk.id}' of snapshot '${disk.snapshotId}' of VM '${disk.vmId}'`;
+      for (let attempt = 0; ; attempt++) {
+        const { layers, size } = await locateSnapshotChain(paths, disk);
+        assertSameSize(disk, size);
+        const top = layers[0]!;
+        const reader =
+          layers.length === 1
+            ? await openRawReader(top.path, size, { ...(top.map ? { map: top.map } : {}), what })
+            : await openChainReader(layers, size, what);
+        // Another process may have merged this chain while it was opened: keep the reader only if
+        // nothing moved (open file handles keep their content through a later merge).
+        if (await chainUnchanged(paths, disk.vmId, layers)) return trackReader(reader, paths.dir, top.snapshotId);
+        await reader.close();
+        if (attempt >= 2) {
+          throw new ConflictError(`${what} is being merged by another process; retry when it is done`);
+        }
+      }
+    });
   }
 
   async openReader(disk: DiskRef): Promise<DiskReader> {
     this.assertOpen();
     const paths = fileVmPaths(rootFromMeta(disk?.meta, this.root), disk?.vmId);
     assertSafeName(disk.id, 'disk id');
-    if (disk.snapshotId !== undefined) {
-      const located = await locateSnapshotDisk(paths, disk);
-      assertSameSize(disk, located.size);
-      return openRawReader(located.path, located.size, {
-        ...(located.map ? { map: located.map } : {}),
-        what: `disk '${disk.id}' of snapshot '${disk.snapshotId}' of VM '${disk.vmId}'`,
-      });
-    }
+    if (disk.snapshotId !== undefined) return this.openSnapshotReader(paths, disk);
     let vm = await readVmJson(paths.dir);
     if (vm.replica) {
       await recoverReplica(paths, { faultHook: this.faultHook });
@@ -504,6 +570,37 @@ class FileDriver implements Hypervisor {
   private assertOpen(): void {
     if (this.closed) throw new StateError('the file driver is closed; create a new one with createFileDriver');
   }
+}
+
+/** Open snapshot readers of this process, by `<VM folder>\0<snapshot id>`. */
+const openSnapshotReaders = new Map<string, number>();
+
+/** Counts `reader` in {@link openSnapshotReaders} until it is closed. */
+function trackReader(reader: DiskReader, dir: string, snapshotId: string): DiskReader {
+  const key = `${dir}\0${snapshotId}`;
+  openSnapshotReaders.set(key, (openSnapshotReaders.get(key) ?? 0) + 1);
+  let closed = false;
+  const close = reader.close.bind(reader);
+  reader.close = async () => {
+    if (!closed) {
+      closed = true;
+      const left = (openSnapshotReaders.get(key) ?? 1) - 1;
+      if (left > 0) openSnapshotReaders.set(key, left);
+      else openSnapshotReaders.delete(key);
+    }
+    await close();
+  };
+  return reader;
+}
+
+/** True when no merge is pending and every layer's snapshot.json still reads as it did. */
+async function chainUnchanged(paths: FileVmPaths, vmId: string, layers: ChainLayer[]): Promise<boolean> {
+  if (await hasPendingMerge(paths)) return false;
+  for (const layer of layers) {
+    const now = await readSnapshotJsonText(paths, vmId, layer.snapshotId).catch(() => undefined);
+    if (now?.text !== layer.text) return false;
+  }
+  return true;
 }
 
 /** `in-progress` when a marker or a pending overlay exists, else the vm.json state. */

@@ -13,7 +13,7 @@ export {
   FILE_DRIVER_KIND,
   type FileDriverOptions,
 } from './file-driver.js';
-export { writeGuestDisk } from './guest-io.js';
+export { type GuestDiskHandle, openGuestDisk, writeGuestDisk } from './guest-io.js';
 export { assertSafeName, MAX_NAME_LENGTH } from './names.js';
 export { diskImagePath, type FileVmPaths, fileVmPaths, overlayPath } from './paths.js';
 export type { FaultHook, FaultPoint } from './replica-commit.js';

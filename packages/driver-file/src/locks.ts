@@ -122,3 +122,9 @@ export class KeyedMutex {
 
 /** The process-wide mutex of VM folders (shared by every driver instance of the process). */
 export const folderMutex = new KeyedMutex();
+
+/**
+ * The process-wide mutex of snapshot chains, keyed by VM folder: snapshots, deletions (merges),
+ * merge recovery and the opening of snapshot readers never interleave inside one process.
+ */
+export const snapshotMutex = new KeyedMutex();

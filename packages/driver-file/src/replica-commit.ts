@@ -21,7 +21,7 @@ import { type PointRecord, readPoints, writePoints } from './restore-points.js';
 import { readVmJson, type VmJson, writeVmJson } from './vm-metadata.js';
 
 /**
- * Named instants of a commit or a revert at which tests inject a crash (see
+ * Named instants of a commit, a revert, a snapshot or a snapshot merge at which tests inject a crash (see
  * `FileDriverOptions.faultHook`). Each one is reached after the step it names is durable.
  */
 export type FaultPoint =
@@ -36,7 +36,15 @@ export type FaultPoint =
   | 'revert:overlays-deleted'
   | 'revert:record-applied'
   | 'revert:undo-applied'
-  | 'revert:points-written';
+  | 'revert:points-written'
+  | 'snapshot:copied'
+  | 'snapshot:committed'
+  | 'snapshot:tracking-reset'
+  | 'delete:tracking-folded'
+  | 'merge:journal-written'
+  | 'merge:copied'
+  | 'merge:switched'
+  | 'merge:dropped';
 
 /** Called at each {@link FaultPoint}; a test makes it throw or kill the process. */
 export type FaultHook = (point: FaultPoint) => void | Promise<void>;

@@ -1,19 +1,47 @@
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type DiskRef, FormatError, NotFoundError, type Snapshot, toStorageError } from '@replikit/core';
 import { ALLOCATION_GRANULE, AllocationMap } from './allocation-map.js';
 import { fsyncDir, writeFileAtomic, writeJsonAtomic } from './atomic-write.js';
+import { ChangeBitmap, cbtPathOf, readChangeBitmap, sameStamp, stampOf, writeChangeBitmap } from './change-bitmap.js';
 import { newSortableId } from './ids.js';
 import { acquireLockFile } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
 import { type FileVmPaths, snapshotDir } from './paths.js';
-import { copyDiskImage } from './sparse-copy.js';
+import type { FaultHook } from './replica-commit.js';
+import { finishSnapshotMerge } from './snapshot-merge.js';
+import { copyDirtyGranules, copyDiskImage } from './sparse-copy.js';
 import { checkDiskImages, checkImageSize, type VmJson } from './vm-metadata.js';
+
+/** One frozen disk in `snapshot.json`. */
+export interface SnapshotDiskJson {
+  /** Disk id. */
+  id: string;
+  /** The frozen image in the snapshot folder (same name as the VM's image). */
+  file: string;
+  /** Virtual size in bytes. */
+  size: number;
+  /** Human-readable name. */
+  label?: string;
+  /**
+   * `bitmap`: `<file>.alloc` holds its allocation map (for a `diff`, the granules the file holds);
+   * `none`: unknown (reflinked copy, every block counts as allocated).
+   */
+  allocation: 'bitmap' | 'none';
+  /**
+   * `full` (the default, and the only kind of version 1): `<file>` holds the whole disk.
+   * `diff` (version 2): `<file>` holds only the granules of its map, at their natural offsets
+   * (a sparse file); every other granule reads as in snapshot `base`.
+   */
+  kind?: 'full' | 'diff';
+  /** The snapshot a `diff` builds on (an older snapshot of the same VM); absent on a `full` disk. */
+  base?: string;
+}
 
 /** `snapshot.json`, in each snapshot folder. */
 export interface SnapshotJson {
-  /** Format version (1). */
-  version: 1;
+  /** Format version: 1 (only full disks), or 2 when a disk is a `diff`. */
+  version: 1 | 2;
   /** Snapshot id, also its folder name. */
   id: string;
   /** The VM it was taken of. */
@@ -25,18 +53,7 @@ export interface SnapshotJson {
   /** Set by `deleteSnapshot(…, { keepMetadata: true })`: the frozen images are gone. */
   dataDeleted?: boolean;
   /** The frozen disks, in the VM's order. */
-  disks: Array<{
-    /** Disk id. */
-    id: string;
-    /** The frozen image in the snapshot folder (same name as the VM's image). */
-    file: string;
-    /** Virtual size in bytes. */
-    size: number;
-    /** Human-readable name. */
-    label?: string;
-    /** `bitmap`: `<file>.alloc` holds its allocation map; `none`: unknown (reflinked copy). */
-    allocation: 'bitmap' | 'none';
-  }>;
+  disks: SnapshotDiskJson[];
 }
 
 /** Options of {@link takeSnapshot}. */
@@ -45,16 +62,26 @@ export interface TakeSnapshotOptions {
   signal?: AbortSignal | undefined;
   /** Try reflink clones first. @default true */
   reflink?: boolean | undefined;
+  /** Crash injection for tests. */
+  faultHook?: FaultHook | undefined;
 }
 
-const SNAPSHOT_JSON = 'snapshot.json';
+/** Name of the metadata file of a snapshot folder. */
+export const SNAPSHOT_JSON = 'snapshot.json';
 
 /**
  * Freezes every disk of the VM at one instant: takes the VM lock (guest writes through
  * `writeGuestDisk` wait for no one: they fail with `E_CONFLICT` while it is held), copies each image
- * (reflink, or a sparse copy with an allocation map) into `snapshots/.tmp-<id>/`, writes
- * `snapshot.json`, then renames the folder to `snapshots/<id>/`. A crash leaves either no snapshot
- * or a complete one (temporary folders are removed by the next snapshot).
+ * into `snapshots/.tmp-<id>/`, writes `snapshot.json`, then renames the folder to
+ * `snapshots/<id>/`. A crash leaves either no snapshot or a complete one (temporary folders are
+ * removed by the next snapshot).
+ *
+ * A disk is copied whole (reflink, or a sparse copy with an allocation map) unless the VM has change
+ * tracking, its `.cbt` bitmap is intact, the image's stamp matches the one recorded with it, and the
+ * newest snapshot that still has its data was taken at or after the bitmap's epoch: then only the
+ * dirty granules are copied (a `diff` on that snapshot). Once the snapshot is committed, each bitmap
+ * is reset to empty with the new snapshot as its epoch; a crash before that only makes the next
+ * snapshot copy more than needed.
  */
 export async function takeSnapshot(
   paths: FileVmPaths,
@@ -69,6 +96,7 @@ export async function takeSnapshot(
   );
   let tmp: string | undefined;
   try {
+    await finishSnapshotMerge(paths, vmId, options.faultHook);
     await checkDiskImages(paths.dir, vm);
     await mkdir(paths.snapshots, { recursive: true });
     const existing = await readdir(paths.snapshots);
@@ -79,23 +107,59 @@ export async function takeSnapshot(
     const id = newSortableId('snap', existing.filter(isSafeName));
     tmp = join(paths.snapshots, `.tmp-${id}`);
     await mkdir(tmp);
+    const tracking = vm.changeTracking === true && !vm.replica;
+    const newest = tracking ? await newestWithData(paths, vmId, existing) : undefined;
     const meta: SnapshotJson = { version: 1, id, vmId, label, createdAt: new Date().toISOString(), disks: [] };
+    const resets: Array<{ path: string; cbt: ChangeBitmap }> = [];
     for (const disk of vm.disks) {
-      const copy = await copyDiskImage(join(paths.dir, disk.file), join(tmp, disk.file), disk.size, options);
-      if (copy.map) await writeFileAtomic(join(tmp, `${disk.file}.alloc`), copy.map.encode());
-      meta.disks.push({
+      const image = join(paths.dir, disk.file);
+      const entry: SnapshotDiskJson = {
         id: disk.id,
         file: disk.file,
         size: disk.size,
         ...(disk.label === undefined ? {} : { label: disk.label }),
-        allocation: copy.map ? 'bitmap' : 'none',
-      });
+        allocation: 'bitmap',
+      };
+      let dirty: AllocationMap | undefined;
+      if (tracking) {
+        // The stamp before the copy: a write behind our back during the copy shows up next time.
+        const stamp = stampOf(await stat(image, { bigint: true }));
+        const cbtPath = cbtPathOf(image);
+        const found = await readChangeBitmap(cbtPath, disk.size);
+        const baseDisk = newest?.disks.find((d) => d.id === disk.id && d.size === disk.size && d.file === disk.file);
+        if (
+          found.state === 'valid' &&
+          sameStamp(found.cbt.stamp, stamp) &&
+          newest &&
+          baseDisk &&
+          (found.cbt.epoch === '' || newest.id >= found.cbt.epoch)
+        ) {
+          dirty = found.cbt.map;
+          entry.kind = 'diff';
+          entry.base = newest.id;
+          meta.version = 2;
+        }
+        resets.push({ path: cbtPath, cbt: new ChangeBitmap(disk.size, id, stamp) });
+      }
+      if (dirty) {
+        await copyDirtyGranules(image, join(tmp, disk.file), disk.size, dirty, options);
+        await writeFileAtomic(join(tmp, `${disk.file}.alloc`), dirty.encode());
+      } else {
+        const copy = await copyDiskImage(image, join(tmp, disk.file), disk.size, options);
+        if (copy.map) await writeFileAtomic(join(tmp, `${disk.file}.alloc`), copy.map.encode());
+        else entry.allocation = 'none';
+      }
+      meta.disks.push(entry);
     }
     await writeJsonAtomic(join(tmp, SNAPSHOT_JSON), meta);
+    await options.faultHook?.('snapshot:copied');
     const final = snapshotDir(paths.dir, id);
     await rename(tmp, final);
     tmp = undefined;
     await fsyncDir(paths.snapshots);
+    await options.faultHook?.('snapshot:committed');
+    for (const reset of resets) await writeChangeBitmap(reset.path, reset.cbt);
+    if (resets.length > 0) await options.faultHook?.('snapshot:tracking-reset');
     return toSnapshot(meta);
   } catch (error) {
     if (tmp) await rm(tmp, { recursive: true, force: true });
@@ -105,8 +169,27 @@ export async function takeSnapshot(
   }
 }
 
+/** The newest snapshot of the VM whose data was not deleted, among the folder names `entries`. */
+async function newestWithData(paths: FileVmPaths, vmId: string, entries: string[]): Promise<SnapshotJson | undefined> {
+  const ids = entries.filter(isSafeName).sort();
+  for (let i = ids.length - 1; i >= 0; i--) {
+    const meta = await readSnapshotJson(paths, vmId, ids[i]!);
+    if (!meta.dataDeleted) return meta;
+  }
+  return undefined;
+}
+
 /** Reads and validates `snapshots/<snapshotId>/snapshot.json`. */
 export async function readSnapshotJson(paths: FileVmPaths, vmId: string, snapshotId: string): Promise<SnapshotJson> {
+  return (await readSnapshotJsonText(paths, vmId, snapshotId)).meta;
+}
+
+/** {@link readSnapshotJson}, also returning the file's text (to notice a concurrent change). */
+export async function readSnapshotJsonText(
+  paths: FileVmPaths,
+  vmId: string,
+  snapshotId: string,
+): Promise<{ meta: SnapshotJson; text: string }> {
   const file = join(snapshotDir(paths.dir, snapshotId), SNAPSHOT_JSON);
   let text: string;
   try {
@@ -117,6 +200,17 @@ export async function readSnapshotJson(paths: FileVmPaths, vmId: string, snapsho
     }
     throw toStorageError(error, `reading ${file}`);
   }
+  return { meta: parseSnapshotJson(text, file, snapshotId), text };
+}
+
+/**
+ * Parses and validates the text of a `snapshot.json` (version 1 or 2).
+ *
+ * @param file - The file's path, named in error messages.
+ * @param snapshotId - The id the snapshot must have (its folder name).
+ * @throws {@link @replikit/core!FormatError} for a malformed field, {@link @replikit/core!InputError} for an unsafe name.
+ */
+export function parseSnapshotJson(text: string, file: string, snapshotId: string): SnapshotJson {
   const bad = (why: string): never => {
     throw new FormatError(`${file} is malformed (${why}); delete the snapshot folder and take a new snapshot`, {
       details: { file },
@@ -128,21 +222,39 @@ export async function readSnapshotJson(paths: FileVmPaths, vmId: string, snapsho
   } catch {
     return bad('not JSON');
   }
-  if (raw?.version !== 1 || raw.id !== snapshotId) bad('wrong version or id');
+  if (typeof raw !== 'object' || raw === null) return bad('not an object');
+  if ((raw.version !== 1 && raw.version !== 2) || raw.id !== snapshotId) bad('wrong version or id');
   if (typeof raw.label !== 'string' || typeof raw.createdAt !== 'string' || typeof raw.vmId !== 'string')
     bad('label, createdAt or vmId');
+  if (raw.dataDeleted !== undefined && typeof raw.dataDeleted !== 'boolean') bad('dataDeleted');
   if (!Array.isArray(raw.disks)) return bad('no disks array');
   for (const [i, d] of raw.disks.entries()) {
-    assertSafeName(d?.id, `${file}: disks[${i}].id`);
-    assertSafeName(d?.file, `${file}: disks[${i}].file`);
+    if (typeof d !== 'object' || d === null) bad(`disks[${i}] is not an object`);
+    assertSafeName(d.id, `${file}: disks[${i}].id`);
+    assertSafeName(d.file, `${file}: disks[${i}].file`);
     if (!Number.isSafeInteger(d.size) || d.size < 0) bad(`disks[${i}].size`);
+    if (d.label !== undefined && typeof d.label !== 'string') bad(`disks[${i}].label`);
     if (d.allocation !== 'bitmap' && d.allocation !== 'none') bad(`disks[${i}].allocation`);
+    if (d.kind !== undefined && d.kind !== 'full' && d.kind !== 'diff') bad(`disks[${i}].kind`);
+    if (d.kind === 'diff') {
+      if (raw.version !== 2) bad(`disks[${i}].kind diff in a version 1 file`);
+      assertSafeName(d.base, `${file}: disks[${i}].base`);
+      if (!(d.base! < snapshotId)) bad(`disks[${i}].base must be an older snapshot`);
+      if (d.allocation !== 'bitmap') bad(`disks[${i}].allocation of a diff must be bitmap`);
+    } else if (d.base !== undefined) {
+      bad(`disks[${i}].base on a full disk`);
+    }
   }
   return raw as SnapshotJson;
 }
 
 /** Lists the VM's snapshots, oldest first (ids sort by creation). */
 export async function listSnapshotsOf(paths: FileVmPaths, vmId: string): Promise<Snapshot[]> {
+  return (await listSnapshotJsons(paths, vmId)).map(toSnapshot);
+}
+
+/** The `snapshot.json` of every snapshot of the VM, oldest first. */
+export async function listSnapshotJsons(paths: FileVmPaths, vmId: string): Promise<SnapshotJson[]> {
   let entries: string[];
   try {
     entries = await readdir(paths.snapshots);
@@ -151,83 +263,90 @@ export async function listSnapshotsOf(paths: FileVmPaths, vmId: string): Promise
     throw toStorageError(error, `listing ${paths.snapshots}`);
   }
   const ids = entries.filter(isSafeName).sort();
-  const snapshots: Snapshot[] = [];
-  for (const id of ids) snapshots.push(toSnapshot(await readSnapshotJson(paths, vmId, id)));
-  return snapshots;
+  const metas: SnapshotJson[] = [];
+  for (const id of ids) metas.push(await readSnapshotJson(paths, vmId, id));
+  return metas;
+}
+
+/** One layer of a snapshot disk's chain: the disk of one snapshot. */
+export interface ChainLayer {
+  /** The snapshot holding this layer. */
+  snapshotId: string;
+  /** `full` (the bottom of a chain) or `diff`. */
+  kind: 'full' | 'diff';
+  /** The layer's image. */
+  path: string;
+  /** Its allocation map: the granules a diff holds; for a full image, undefined when unknown (reflink). */
+  map?: AllocationMap;
+  /** The text of its snapshot.json when it was read. */
+  text: string;
 }
 
 /**
- * Deletes a snapshot. With `keepMetadata`, only the frozen images and allocation maps are deleted:
- * `snapshot.json` stays (marked `dataDeleted`), the snapshot is still listed (with
- * `meta.dataDeleted: true`), and opening a reader on it fails with `E_NOT_FOUND`. Without it, the
- * folder is renamed away (atomic) and then removed. Deleting a missing snapshot does nothing.
- */
-export async function deleteSnapshotOf(
-  paths: FileVmPaths,
-  vmId: string,
-  snapshotId: string,
-  keepMetadata: boolean,
-): Promise<void> {
-  const folder = snapshotDir(paths.dir, snapshotId);
-  if (!(await stat(folder).catch(() => undefined))) return;
-  const lock = await acquireLockFile(
-    paths.vmLock,
-    `VM '${vmId}' (a snapshot is being taken or a guest write is running)`,
-  );
-  try {
-    if (keepMetadata) {
-      const meta = await readSnapshotJson(paths, vmId, snapshotId);
-      if (!meta.dataDeleted) await writeJsonAtomic(join(folder, SNAPSHOT_JSON), { ...meta, dataDeleted: true });
-      for (const disk of meta.disks) {
-        await rm(join(folder, disk.file), { force: true });
-        await rm(join(folder, `${disk.file}.alloc`), { force: true });
-      }
-      await fsyncDir(folder);
-      return;
-    }
-    const doomed = join(paths.snapshots, `.deleting-${snapshotId}`);
-    await rename(folder, doomed);
-    await fsyncDir(paths.snapshots);
-    await rm(doomed, { recursive: true, force: true });
-  } catch (error) {
-    throw toStorageError(error, `deleting snapshot '${snapshotId}' of VM '${vmId}'`);
-  } finally {
-    await lock.release();
-  }
-}
-
-/**
- * Locates the frozen image of one snapshot disk and checks it.
+ * Locates the frozen image of one snapshot disk and the chain of snapshots it builds on, and checks
+ * them: each layer's `snapshot.json`, image size and allocation map.
  *
- * @returns The image path, its declared size and its allocation map (when it has one).
+ * @returns The layers, the requested snapshot first and a full image last, and the declared size.
  * @throws {@link @replikit/core!NotFoundError} for an unknown snapshot or disk, or deleted data.
- * @throws {@link @replikit/core!FormatError} for a short image or a damaged allocation map.
+ * @throws {@link @replikit/core!FormatError} for a short image, a damaged allocation map or a broken chain.
  */
-export async function locateSnapshotDisk(
+export async function locateSnapshotChain(
   paths: FileVmPaths,
   ref: DiskRef,
-): Promise<{ path: string; size: number; map?: AllocationMap }> {
+): Promise<{ layers: ChainLayer[]; size: number }> {
   const snapshotId = assertSafeName(ref.snapshotId, 'snapshot id');
-  const meta = await readSnapshotJson(paths, ref.vmId, snapshotId);
-  if (meta.dataDeleted) {
-    throw new NotFoundError(
-      `the data of snapshot '${snapshotId}' of VM '${ref.vmId}' was deleted (only its metadata was kept)`,
-    );
+  const layers: ChainLayer[] = [];
+  let size = -1;
+  let current: string | undefined = snapshotId;
+  while (current !== undefined) {
+    const { meta, text } = await readSnapshotJsonText(paths, ref.vmId, current);
+    const top = layers.length === 0;
+    if (meta.dataDeleted) {
+      if (top) {
+        throw new NotFoundError(
+          `the data of snapshot '${snapshotId}' of VM '${ref.vmId}' was deleted (only its metadata was kept)`,
+        );
+      }
+      throw new FormatError(
+        `snapshot '${snapshotId}' of VM '${ref.vmId}' builds on '${current}', whose data was deleted; delete the snapshot and take a new one`,
+      );
+    }
+    const disk = meta.disks.find((d) => d.id === ref.id);
+    if (!disk) {
+      if (top) throw new NotFoundError(`snapshot '${snapshotId}' of VM '${ref.vmId}' has no disk '${ref.id}'`);
+      throw new FormatError(`snapshot '${current}' of VM '${ref.vmId}' has no disk '${ref.id}' for its successors`);
+    }
+    if (top) size = disk.size;
+    else if (disk.size !== size) {
+      throw new FormatError(
+        `disk '${ref.id}' of snapshot '${current}' is ${disk.size} bytes, its successor ${size}; delete the snapshots and take new ones`,
+      );
+    }
+    const path = join(snapshotDir(paths.dir, current), disk.file);
+    await checkImageSize(path, disk.id, disk.size);
+    const kind = disk.kind ?? 'full';
+    let map: AllocationMap | undefined;
+    if (disk.allocation === 'bitmap') {
+      const mapFile = `${path}.alloc`;
+      let data: Uint8Array;
+      try {
+        data = await readFile(mapFile);
+      } catch (error) {
+        throw toStorageError(error, `reading the allocation map of disk '${disk.id}'`);
+      }
+      map = AllocationMap.decode(data, disk.size, mapFile);
+      if (map.granule !== ALLOCATION_GRANULE && kind === 'diff') {
+        throw new FormatError(`${mapFile}: a diff map must have ${ALLOCATION_GRANULE}-byte granules`);
+      }
+    }
+    layers.push({ snapshotId: current, kind, path, ...(map ? { map } : {}), text });
+    if (kind === 'diff') {
+      if (layers.length > 10_000) throw new FormatError(`the snapshot chain of '${snapshotId}' is too long`);
+      if (!(disk.base! < current)) throw new FormatError(`snapshot '${current}' names a newer base`);
+      current = disk.base;
+    } else current = undefined;
   }
-  const disk = meta.disks.find((d) => d.id === ref.id);
-  if (!disk) throw new NotFoundError(`snapshot '${snapshotId}' of VM '${ref.vmId}' has no disk '${ref.id}'`);
-  const folder = snapshotDir(paths.dir, snapshotId);
-  const path = join(folder, disk.file);
-  await checkImageSize(path, disk.id, disk.size);
-  if (disk.allocation === 'none') return { path, size: disk.size };
-  const mapFile = `${path}.alloc`;
-  let data: Uint8Array;
-  try {
-    data = await readFile(mapFile);
-  } catch (error) {
-    throw toStorageError(error, `reading the allocation map of disk '${disk.id}'`);
-  }
-  return { path, size: disk.size, map: AllocationMap.decode(data, disk.size, mapFile) };
+  return { layers, size };
 }
 
 /** The public {@link Snapshot} of a `snapshot.json`. */
@@ -248,6 +367,35 @@ export function toSnapshot(meta: SnapshotJson): Snapshot {
     ),
     ...(meta.dataDeleted ? { meta: { dataDeleted: true } } : {}),
   };
+}
+
+/** True when `path` exists. */
+export async function pathExists(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined)) !== undefined;
+}
+
+/** Opens `path` and fsyncs it (a file or a folder). Missing files are ignored. */
+export async function fsyncPath(path: string): Promise<void> {
+  let fh: Awaited<ReturnType<typeof open>> | undefined;
+  try {
+    fh = await open(path, 'r');
+    await fh.sync();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw toStorageError(error, `syncing ${path}`);
+  } finally {
+    await fh?.close();
+  }
+}
+
+/** Removes a snapshot folder durably: renamed to `.deleting-<id>` (atomic), then removed. */
+export async function removeSnapshotFolder(paths: FileVmPaths, snapshotId: string): Promise<void> {
+  const folder = snapshotDir(paths.dir, snapshotId);
+  if (!(await pathExists(folder))) return;
+  const doomed = join(paths.snapshots, `.deleting-${snapshotId}`);
+  await rm(doomed, { recursive: true, force: true });
+  await rename(folder, doomed);
+  await fsyncDir(paths.snapshots);
+  await rm(doomed, { recursive: true, force: true });
 }
 
 /** Block size a snapshot reader reports: the allocation granule. */

@@ -130,3 +130,53 @@ export async function writeNonZeroBlocks(
   if (runStart >= 0) await flushRun(chunk.length);
   return written;
 }
+
+/**
+ * Copies the granules marked in `dirty` from the raw image `src` (exactly `size` bytes) into a new
+ * sparse file `dst` of `size` bytes, at their natural offsets: runs of marked granules are read in
+ * chunks of up to 1 MiB, and only their non-zero granules are written (a marked granule that reads
+ * as zero stays a hole, which reads as zero too). The destination is fsynced.
+ *
+ * @returns The number of bytes written.
+ * @throws {@link @replikit/core!FormatError} when the source is shorter than a marked granule.
+ * @throws A storage error (`E_NO_SPACE`, `E_IO`) naming the file, or `E_ABORTED`.
+ */
+export async function copyDirtyGranules(
+  src: string,
+  dst: string,
+  size: number,
+  dirty: AllocationMap,
+  options: { signal?: AbortSignal | undefined } = {},
+): Promise<number> {
+  throwIfAborted(options.signal);
+  let input: FileHandle | undefined;
+  let output: FileHandle | undefined;
+  try {
+    input = await open(src, 'r');
+    output = await open(dst, 'w');
+    await output.truncate(size);
+    const buffer = Buffer.allocUnsafeSlow(IO_CHUNK);
+    const scratch = new AllocationMap(size, dirty.granule);
+    let bytesWritten = 0;
+    for (const extent of dirty.extents()) {
+      for (let at = extent.offset; at < extent.offset + extent.length; at += IO_CHUNK) {
+        throwIfAborted(options.signal);
+        const length = Math.min(IO_CHUNK, extent.offset + extent.length - at);
+        const got = await readFully(input, buffer, 0, length, at);
+        if (got < length) {
+          throw new FormatError(`image ${src} ended at ${at + got} bytes while copying ${size}; it shrank`, {
+            details: { path: src, size },
+          });
+        }
+        bytesWritten += await writeNonZeroBlocks(output, buffer.subarray(0, length), at, scratch);
+      }
+    }
+    await output.sync();
+    return bytesWritten;
+  } catch (error) {
+    throw toStorageError(error, `copying the changed blocks of ${src} to ${dst}`);
+  } finally {
+    await input?.close();
+    await output?.close();
+  }
+}

@@ -54,12 +54,17 @@ export interface VmJson {
   bootCount: number;
   /** Present on replicas only. */
   replica?: ReplicaJson;
+  /**
+   * Changed-block tracking: every disk keeps a dirty bitmap `<image>.cbt`, so snapshots copy only
+   * what changed and the driver's change tracker reports it. Never set on replicas.
+   */
+  changeTracking?: boolean;
 }
 
 const POWER_STATES: readonly string[] = ['running', 'stopped', 'paused', 'unknown'];
 /** File names a disk image may not take: they belong to the driver. */
 const RESERVED_FILES = new Set([VM_JSON, 'restore-points.json', 'commit.json', 'revert.json', 'snapshots', 'undo']);
-const RESERVED_SUFFIXES = ['.overlay', '.lock', '.tmp', '.undo', '.alloc'];
+const RESERVED_SUFFIXES = ['.overlay', '.lock', '.tmp', '.undo', '.alloc', '.cbt'];
 
 /**
  * Parses and validates the text of a `vm.json`.
@@ -147,6 +152,11 @@ export function parseVmJson(text: string, file: string): VmJson {
       sourceVm: r.sourceVm as string,
     };
   }
+  const changeTracking = raw.changeTracking;
+  if (changeTracking !== undefined && typeof changeTracking !== 'boolean') {
+    bad('changeTracking', 'true or false', changeTracking);
+  }
+  if (changeTracking === true && replica) bad('changeTracking', 'absent on a replica', changeTracking);
   return {
     name: name as string,
     cpus: cpus as number,
@@ -156,6 +166,7 @@ export function parseVmJson(text: string, file: string): VmJson {
     powerState: powerState as PowerState,
     bootCount: bootCount as number,
     ...(replica ? { replica } : {}),
+    ...(changeTracking ? { changeTracking: true } : {}),
   };
 }
 

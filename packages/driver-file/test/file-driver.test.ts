@@ -46,7 +46,7 @@ describe('file driver', () => {
       methods: ['qhybrid'],
       canBeSource: true,
       canBeTarget: true,
-      changeTracking: false,
+      changeTracking: true,
       formats: ['raw'],
       restorePoints: true,
     });

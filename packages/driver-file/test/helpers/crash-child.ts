@@ -3,19 +3,25 @@
  *
  *   node --conditions=@replikit/source --import tsx crash-child.ts <request.json>
  *
- * The request names a driver root, a replica, an operation (`commit` or `revert`) and optionally a
+ * The request names a driver root, a replica, an operation (`commit`, `revert`, `snapshot` of a VM or
+ * `delete` of a snapshot) and optionally a
  * fault point and occurrence at which the process kills itself with SIGKILL (no `finally`, no
  * exit handlers: exactly what a crash leaves). It prints `started` before the operation and `done`
  * after it.
  */
 import { readFileSync } from 'node:fs';
-import type { Replica, RestorePoint } from '@replikit/core';
+import type { Replica, RestorePoint, Snapshot } from '@replikit/core';
 import { createFileDriver, type FaultPoint } from '../../src/index.js';
 
 interface CrashRequest {
   root: string;
   replica: Replica;
-  op: 'commit' | 'revert';
+  op: 'commit' | 'revert' | 'snapshot' | 'delete';
+  /** `snapshot`: the VM. */
+  vm?: string;
+  /** `delete`: the snapshot. */
+  snapshot?: Snapshot;
+  keepMetadata?: boolean;
   label?: string;
   point?: RestorePoint;
   killAt?: FaultPoint;
@@ -32,5 +38,7 @@ const hv = createFileDriver({
 });
 process.stdout.write('started\n');
 if (request.op === 'commit') await hv.createRestorePoint(request.replica, request.label ?? 'crash');
-else await hv.revertTo(request.replica, request.point!);
+else if (request.op === 'revert') await hv.revertTo(request.replica, request.point!);
+else if (request.op === 'snapshot') await hv.snapshot(request.vm!, request.label ?? 'crash');
+else await hv.deleteSnapshot(request.snapshot!, { keepMetadata: request.keepMetadata === true });
 process.stdout.write('done\n');

@@ -1,0 +1,137 @@
+import { type FileHandle, open } from 'node:fs/promises';
+import {
+  checkRange,
+  type DiskReader,
+  type Extent,
+  FormatError,
+  type OperationOptions,
+  StateError,
+  throwIfAborted,
+  toStorageError,
+} from '@replikit/core';
+import { ALLOCATION_GRANULE, type AllocationMap } from './allocation-map.js';
+import { readFully } from './block-io.js';
+
+/** One open layer of a {@link openChainReader} chain. */
+export interface ReaderLayer {
+  /** The layer's image. */
+  path: string;
+  /** Granules a diff layer holds; for the bottom (full) layer, its allocation map or undefined (all allocated). */
+  map?: AllocationMap | undefined;
+}
+
+/**
+ * Opens a reader over a chain of snapshot layers: `layers[0]` is the snapshot read, each later one
+ * the snapshot the previous one builds on, the last a full image. A granule is read from the first
+ * layer whose map holds it, else from the full image. Runs of neighbouring granules that come from
+ * the same layer are read with one call, and the runs of one read are issued together.
+ * `allocated()` is the union of the layers' maps (the whole disk when the full image has no map).
+ */
+export async function openChainReader(layers: ReaderLayer[], size: number, what: string): Promise<DiskReader> {
+  const handles: FileHandle[] = [];
+  try {
+    for (const layer of layers) handles.push(await open(layer.path, 'r'));
+  } catch (error) {
+    for (const fh of handles) await fh.close().catch(() => undefined);
+    throw toStorageError(error, `opening ${what}`);
+  }
+  return new ChainReader(layers, handles, size, what);
+}
+
+class ChainReader implements DiskReader {
+  readonly size: number;
+  readonly blockSize = ALLOCATION_GRANULE;
+  private readonly layers: ReaderLayer[];
+  private readonly handles: FileHandle[];
+  private readonly what: string;
+  private closed = false;
+
+  constructor(layers: ReaderLayer[], handles: FileHandle[], size: number, what: string) {
+    this.layers = layers;
+    this.handles = handles;
+    this.size = size;
+    this.what = what;
+  }
+
+  async *allocated(options?: OperationOptions): AsyncIterable<Extent> {
+    this.assertOpen();
+    const bottom = this.layers.at(-1)!;
+    if (!bottom.map) {
+      if (this.size > 0) yield { offset: 0, length: this.size };
+      return;
+    }
+    const union = bottom.map.clone();
+    for (const layer of this.layers.slice(0, -1)) union.union(layer.map!);
+    for (const extent of union.extents()) {
+      throwIfAborted(options?.signal);
+      yield extent;
+    }
+  }
+
+  async read(offset: number, length: number, options?: OperationOptions): Promise<Uint8Array> {
+    checkRange(this.size, offset, length, `reading ${this.what}`);
+    const buffer = Buffer.allocUnsafeSlow(length);
+    await this.readInto(offset, buffer, options);
+    return buffer;
+  }
+
+  async readInto(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void> {
+    const length = target.length;
+    checkRange(this.size, offset, length, `reading ${this.what}`);
+    this.assertOpen();
+    throwIfAborted(options?.signal);
+    if (length === 0) return;
+    const end = offset + length;
+    const reads: Array<Promise<void>> = [];
+    let position = offset;
+    while (position < end) {
+      const owner = this.owner(Math.floor(position / ALLOCATION_GRANULE));
+      let runEnd = Math.min(end, (Math.floor(position / ALLOCATION_GRANULE) + 1) * ALLOCATION_GRANULE);
+      while (runEnd < end && this.owner(runEnd / ALLOCATION_GRANULE) === owner) {
+        runEnd = Math.min(end, runEnd + ALLOCATION_GRANULE);
+      }
+      reads.push(this.readRun(owner, target, position - offset, runEnd - position, position));
+      position = runEnd;
+    }
+    const results = await Promise.allSettled(reads);
+    for (const result of results) if (result.status === 'rejected') throw result.reason;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const fh of this.handles) await fh.close().catch(() => undefined);
+  }
+
+  /** Index of the layer granule `index` is read from. */
+  private owner(index: number): number {
+    const last = this.layers.length - 1;
+    for (let i = 0; i < last; i++) if (this.layers[i]!.map!.has(index)) return i;
+    return last;
+  }
+
+  private async readRun(
+    layer: number,
+    target: Uint8Array,
+    at: number,
+    length: number,
+    position: number,
+  ): Promise<void> {
+    let got: number;
+    try {
+      got = await readFully(this.handles[layer]!, target, at, length, position);
+    } catch (error) {
+      throw toStorageError(error, `reading ${this.what} (${this.layers[layer]!.path})`);
+    }
+    if (got < length) {
+      throw new FormatError(
+        `${this.what}: image ${this.layers[layer]!.path} ends at ${position + got} bytes, shorter than the declared ${this.size}; it was truncated while open`,
+        { details: { path: this.layers[layer]!.path, size: this.size } },
+      );
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StateError(`${this.what}: the reader is closed; open a new one`);
+  }
+}
