@@ -9,6 +9,7 @@ import {
   type ReplikitError,
   TransportError,
 } from '@replikit/core';
+import { coalescingHypervisor } from './coalescing-writer.js';
 import { availableCodecs } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
@@ -93,7 +94,10 @@ export function createAgent(options: AgentOptions): Agent {
     return hasher;
   };
   // Sessions resolve their hasher before they open a disk, so the target finds it ready.
-  const target = new BlockTarget(options.target, (algorithm) => ready.get(algorithm) ?? createNodeHasher(algorithm));
+  const target = new BlockTarget(
+    coalescingHypervisor(options.target),
+    (algorithm) => ready.get(algorithm) ?? createNodeHasher(algorithm),
+  );
   const key = options.security.kind === 'tcp' ? options.security.key : undefined;
   const log = options.log ?? (() => undefined);
   const stopping = new AbortController();

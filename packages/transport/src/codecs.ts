@@ -2,10 +2,12 @@ import { promisify } from 'node:util';
 import {
   brotliCompress,
   brotliCompressSync,
+  brotliDecompress,
   brotliDecompressSync,
   constants,
   deflateRaw,
   deflateRawSync,
+  inflateRaw,
   inflateRawSync,
 } from 'node:zlib';
 import { InputError } from '@replikit/core';
@@ -27,6 +29,8 @@ export interface BlockCodec {
   encodeAsync?(block: Uint8Array): Promise<Uint8Array>;
   /** Decompresses a payload to exactly `rawLength` bytes, or throws. */
   decode(payload: Uint8Array, rawLength: number): Uint8Array;
+  /** Like `decode`, off the main thread (libuv's pool), when the codec can. */
+  decodeAsync?(payload: Uint8Array, rawLength: number): Promise<Uint8Array>;
 }
 
 function exact(out: Uint8Array, rawLength: number, name: string): Uint8Array {
@@ -68,9 +72,23 @@ function zlibDecode(name: string, run: (payload: Uint8Array, max: number) => Buf
   };
 }
 
+function zlibDecodeAsync(name: string, run: (payload: Uint8Array, max: number) => Promise<Buffer>) {
+  return async (payload: Uint8Array, rawLength: number): Promise<Uint8Array> => {
+    let out: Buffer;
+    try {
+      out = await run(payload, rawLength);
+    } catch (error) {
+      throw new ProtocolError(`a ${name} block does not decode: ${(error as Error).message}`);
+    }
+    return exact(out, rawLength, name);
+  };
+}
+
 /** node:zlib raw deflate (level 1), native. */
 const deflateRawAsync = promisify(deflateRaw);
+const inflateRawAsync = promisify(inflateRaw);
 const brotliAsync = promisify(brotliCompress);
+const unbrotliAsync = promisify(brotliDecompress);
 
 const zlibDeflateCodec: BlockCodec = {
   name: 'zlib-deflate',
@@ -78,6 +96,7 @@ const zlibDeflateCodec: BlockCodec = {
   encode: (block) => deflateRawSync(block, { level: 1 }),
   encodeAsync: (block) => deflateRawAsync(block, { level: 1 }),
   decode: zlibDecode('zlib-deflate', (payload, max) => inflateRawSync(payload, { maxOutputLength: max })),
+  decodeAsync: zlibDecodeAsync('zlib-deflate', (payload, max) => inflateRawAsync(payload, { maxOutputLength: max })),
 };
 
 function brotliOptions(block: Uint8Array) {
@@ -93,6 +112,7 @@ const brotliCodec: BlockCodec = {
   encode: (block) => brotliCompressSync(block, brotliOptions(block)),
   encodeAsync: (block) => brotliAsync(block, brotliOptions(block)),
   decode: zlibDecode('brotli', (payload, max) => brotliDecompressSync(payload, { maxOutputLength: max })),
+  decodeAsync: zlibDecodeAsync('brotli', (payload, max) => unbrotliAsync(payload, { maxOutputLength: max })),
 };
 
 const CODECS: readonly BlockCodec[] = [fflateCodec, zlibDeflateCodec, brotliCodec];

@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { ReplikitError, TransportError } from '@replikit/core';
+import type { BlockArena } from './protocol/block-arena.js';
 import { FrameDecoder } from './protocol/frame-decoder.js';
 import { encodeMessage, type Message, parseFrame } from './protocol/messages.js';
 import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
@@ -76,9 +77,14 @@ export class FrameConnection {
     });
   }
 
-  /** Hands a received frame's payload back for reuse once it is no longer needed. */
-  release(payload: Uint8Array): void {
-    this.decoder.release(payload);
+  /** Hands a received block's data back to the arena once it is no longer needed. */
+  release(data: Uint8Array): void {
+    this.decoder.release(data);
+  }
+
+  /** Reads the data of later `block` frames into `arena` (see {@link FrameDecoder.useArena}). */
+  useArena(arena: BlockArena | undefined): void {
+    this.decoder.useArena(arena);
   }
 
   /** Raises the bound of `block` frames once the session's block size is known. */

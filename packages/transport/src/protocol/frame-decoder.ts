@@ -1,10 +1,13 @@
+import type { BlockArena } from './block-arena.js';
 import {
+  BLOCK_FIXED_BYTES,
   CONTROL_TYPES,
   FIXED_PAYLOAD,
   FRAME_MAGIC,
   FrameType,
   HEADER_BYTES,
   MAX_CONTROL_PAYLOAD,
+  MAX_DIGEST_BYTES,
   PROTOCOL_VERSION,
 } from './constants.js';
 import { crc32 } from './crc32.js';
@@ -15,14 +18,19 @@ import { DamagedFrameError, ProtocolError } from './protocol-error.js';
 export interface RawFrame {
   /** Frame type number. */
   type: number;
-  /** The payload; a view into the received bytes when the frame arrived in one chunk. */
+  /**
+   * The payload. For a `block` frame cut by the {@link FrameDecoder}, only its fixed part and
+   * digest: the block's bytes are in `data`.
+   */
   payload: Uint8Array;
+  /**
+   * A `block` frame's data (raw or compressed), kept apart from its fixed part so that it can
+   * land in a {@link BlockArena} slot. When absent, the data follows the digest in `payload`.
+   */
+  data?: Uint8Array;
 }
 
 const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
-
-/** Payload buffers kept for reuse. */
-const POOL_SIZE = 256;
 
 /** The largest payload a frame of `type` may have, given the current bound of block frames. */
 export function payloadBound(type: number, maxBlockPayload: number): number {
@@ -34,27 +42,42 @@ export function payloadBound(type: number, maxBlockPayload: number): number {
   return 0;
 }
 
+/** What the decoder reads next: the 16-byte header, */
+const HEADER = 0;
+/** the payload of a frame other than `block`, */
+const BODY = 1;
+/** a `block` frame's fixed part and digest (what the body check covers), */
+const BLOCK_HEAD = 2;
+/** or a `block` frame's data. */
+const BLOCK_DATA = 3;
+
 /**
  * Cuts a byte stream into frames. It never trusts a length: the header is checked (magic,
  * version, known type, payload length within the type's bound) before a byte of payload is
- * buffered, so it holds at most one frame's bound in memory. Any violation throws a
- * {@link ProtocolError} and the decoder refuses further input.
+ * buffered, so it holds at most one frame's bound in memory. A `block` frame's fixed part and
+ * digest are checked (body check, digest length) before its data is buffered, and the data goes
+ * into a slot of the {@link BlockArena} when one is set (see {@link FrameDecoder.useArena}).
+ * Any violation throws a {@link ProtocolError} and the decoder refuses further input.
  */
 export class FrameDecoder {
   private readonly header = new Uint8Array(HEADER_BYTES);
-  private headerFill = 0;
+  private readonly headerView = new DataView(this.header.buffer);
+  /** A block frame's fixed part and digest, gathered before its data. */
+  private readonly blockHead = new Uint8Array(BLOCK_FIXED_BYTES + MAX_DIGEST_BYTES);
+  private state = HEADER;
+  /** Bytes of the current part (header, payload, block head or block data) read so far. */
+  private fill = 0;
+  /** Bytes of the current part. */
+  private need = HEADER_BYTES;
   private type = 0;
+  private length = 0;
   private bodyCheck = 0;
-  private payload: Uint8Array | undefined;
-  private payloadLength = 0;
-  private payloadFill = 0;
+  private target: Uint8Array | undefined;
+  private blockHeadBytes = 0;
   private failed = false;
+  private arena: BlockArena | undefined;
   /** Bytes currently buffered for an incomplete frame. */
   buffered = 0;
-  /** Payload buffers handed back by {@link FrameDecoder.release}, ready for the next frames. */
-  private readonly pool: ArrayBuffer[] = [];
-  /** The buffers this decoder allocated (only those may come back to the pool). */
-  private readonly owned = new WeakSet<ArrayBuffer>();
 
   /**
    * @param maxBlockPayload - Bound of a `block` frame's payload; raise it with
@@ -67,6 +90,24 @@ export class FrameDecoder {
     this.maxBlockPayload = bytes;
   }
 
+  /** Reads the data of later `block` frames into `arena`'s slots while it has free ones. */
+  useArena(arena: BlockArena | undefined): void {
+    this.arena = arena;
+  }
+
+  /**
+   * Hands a block's data back once the caller is done with it (written, decoded), so that a
+   * later frame reuses its arena slot. Data outside the arena is ignored.
+   */
+  release(data: Uint8Array): void {
+    this.arena?.release(data);
+  }
+
+  /** True when no partial frame is buffered. */
+  get idle(): boolean {
+    return this.state === HEADER && this.fill === 0;
+  }
+
   /** Feeds received bytes; returns the frames they complete, in order. */
   push(chunk: Uint8Array): RawFrame[] {
     if (this.failed) throw new ProtocolError('the stream already broke the protocol');
@@ -74,96 +115,127 @@ export class FrameDecoder {
     let at = 0;
     try {
       while (at < chunk.length) {
-        if (this.payload === undefined) {
-          // Fast path: a whole frame inside this chunk, no copy.
-          if (this.headerFill === 0 && chunk.length - at >= HEADER_BYTES) {
+        if (this.state === HEADER) {
+          // Fast path: a whole frame other than a block inside this chunk, no copy.
+          if (this.fill === 0 && chunk.length - at >= HEADER_BYTES) {
             const view = new DataView(chunk.buffer, chunk.byteOffset + at, HEADER_BYTES);
-            const length = this.checkHeader(view);
-            if (chunk.length - at - HEADER_BYTES >= length) {
+            const length = this.checkHeader(view, chunk.subarray(at, at + 12));
+            if (this.type !== FrameType.block && chunk.length - at - HEADER_BYTES >= length) {
               const payload = chunk.subarray(at + HEADER_BYTES, at + HEADER_BYTES + length);
               this.checkBody(payload);
               frames.push({ type: this.type, payload });
               at += HEADER_BYTES + length;
               continue;
             }
+            at += HEADER_BYTES;
+            this.startPayload(length);
+            this.advance(frames);
+            continue;
           }
-          const take = Math.min(HEADER_BYTES - this.headerFill, chunk.length - at);
-          this.header.set(chunk.subarray(at, at + take), this.headerFill);
-          this.headerFill += take;
+          const take = Math.min(HEADER_BYTES - this.fill, chunk.length - at);
+          this.header.set(chunk.subarray(at, at + take), this.fill);
+          this.fill += take;
           at += take;
-          if (this.headerFill < HEADER_BYTES) break;
-          const length = this.checkHeader(new DataView(this.header.buffer, 0, HEADER_BYTES));
-          this.payload = this.allocate(length);
-          this.payloadLength = length;
-          this.payloadFill = 0;
+          if (this.fill < HEADER_BYTES) break;
+          this.startPayload(this.checkHeader(this.headerView, this.header.subarray(0, 12)));
+          this.advance(frames);
+          continue;
         }
-        const take = Math.min(this.payloadLength - this.payloadFill, chunk.length - at);
-        this.payload.set(chunk.subarray(at, at + take), this.payloadFill);
-        this.payloadFill += take;
+        const take = Math.min(this.need - this.fill, chunk.length - at);
+        this.target!.set(chunk.subarray(at, at + take), this.fill);
+        this.fill += take;
         at += take;
-        if (this.payloadFill === this.payloadLength) {
-          this.checkBody(this.payload);
-          frames.push({ type: this.type, payload: this.payload });
-          this.payload = undefined;
-          this.headerFill = 0;
-        }
+        if (this.fill < this.need) break;
+        this.advance(frames);
       }
     } catch (error) {
       this.failed = true;
-      this.payload = undefined;
+      this.target = undefined;
+      this.buffered = 0;
       throw error;
     }
-    this.buffered = this.headerFill + (this.payload ? this.payloadFill : 0);
+    this.buffered = this.state === HEADER ? this.fill : this.blockHeadBytes + this.fill;
     return frames;
   }
 
-  /**
-   * Hands a frame's payload back once the caller is done with it (written, decoded), so that a
-   * later frame reuses its memory instead of allocating: a steady stream of 64 KiB blocks then
-   * allocates nothing. Payloads the decoder did not allocate are ignored.
-   */
-  release(payload: Uint8Array): void {
-    const buffer = payload.buffer as ArrayBuffer;
-    if (this.owned.has(buffer) && this.pool.length < POOL_SIZE && buffer.byteLength === this.poolBytes) {
-      this.owned.delete(buffer);
-      this.pool.push(buffer);
+  /** Completes the parts that are complete (an empty one is complete at once). */
+  private advance(frames: RawFrame[]): void {
+    while (this.state !== HEADER && this.fill >= this.need) {
+      const frame = this.partDone();
+      if (frame) frames.push(frame);
     }
   }
 
-  /** Bytes of each pooled buffer: the bound of block frames. */
-  private get poolBytes(): number {
-    return Math.max(this.maxBlockPayload, MAX_CONTROL_PAYLOAD);
+  /** The header checked out: gets ready for the payload of `length` bytes. */
+  private startPayload(length: number): void {
+    this.length = length;
+    this.fill = 0;
+    this.blockHeadBytes = 0;
+    if (this.type === FrameType.block && length >= BLOCK_FIXED_BYTES) {
+      this.state = BLOCK_HEAD;
+      this.target = this.blockHead;
+      this.need = BLOCK_FIXED_BYTES;
+    } else {
+      this.state = BODY;
+      this.target = new Uint8Array(length);
+      this.need = length;
+    }
   }
 
-  private allocate(length: number): Uint8Array {
-    let buffer: ArrayBuffer | undefined;
-    if (length <= this.poolBytes) {
-      for (;;) {
-        buffer = this.pool.pop();
-        if (!buffer || buffer.byteLength === this.poolBytes) break;
+  /** The current part is complete: returns the frame it ends, if it ends one. */
+  private partDone(): RawFrame | undefined {
+    if (this.state === BODY) {
+      const payload = this.target!;
+      this.checkBody(payload);
+      this.reset();
+      return { type: this.type, payload };
+    }
+    if (this.state === BLOCK_HEAD) {
+      if (this.need === BLOCK_FIXED_BYTES) {
+        // The fixed part is in: its digest length says how much more the body check covers.
+        const digestLength = this.blockHead[14]!;
+        if (digestLength > MAX_DIGEST_BYTES) throw new ProtocolError(`block digest of ${digestLength} bytes`);
+        if (BLOCK_FIXED_BYTES + digestLength > this.length) {
+          throw new ProtocolError(`block frame of ${this.length} bytes cannot hold a ${digestLength}-byte digest`);
+        }
+        if (digestLength > 0) {
+          this.need = BLOCK_FIXED_BYTES + digestLength;
+          return undefined;
+        }
       }
-      // Not zero-filled: every byte is written before the frame is handed out.
-      buffer ??= Buffer.allocUnsafeSlow(this.poolBytes).buffer as ArrayBuffer;
-      this.owned.add(buffer);
-      return new Uint8Array(buffer, 0, length);
+      // Fixed part and digest are in: check them before a byte of data is buffered.
+      const head = this.blockHead.subarray(0, this.need);
+      this.checkBody(head);
+      this.blockHeadBytes = this.need;
+      const dataLength = this.length - this.need;
+      this.state = BLOCK_DATA;
+      this.fill = 0;
+      this.need = dataLength;
+      this.target = this.arena?.take(dataLength) ?? new Uint8Array(dataLength);
+      return undefined;
     }
-    return new Uint8Array(length);
+    // BLOCK_DATA
+    const frame = { type: this.type, payload: this.blockHead.slice(0, this.blockHeadBytes), data: this.target! };
+    this.reset();
+    return frame;
   }
 
-  /** True when no partial frame is buffered. */
-  get idle(): boolean {
-    return this.headerFill === 0 && this.payload === undefined;
+  private reset(): void {
+    this.state = HEADER;
+    this.fill = 0;
+    this.need = HEADER_BYTES;
+    this.target = undefined;
+    this.blockHeadBytes = 0;
   }
 
-  private checkHeader(view: DataView): number {
+  private checkHeader(view: DataView, first12: Uint8Array): number {
     const magic = view.getUint16(0, false);
     if (magic !== FRAME_MAGIC) {
       const first = view.getUint8(0);
       const hint = first === 0x15 || first === 0x16 ? ' (TLS records: one end uses TLS, the other plain TCP)' : '';
       throw new ProtocolError(`not a replikit frame (magic 0x${magic.toString(16).padStart(4, '0')})${hint}`);
     }
-    const header = new Uint8Array(view.buffer, view.byteOffset, 12);
-    if (crc32(header) !== view.getUint32(12, false)) throw new DamagedFrameError('a frame header arrived damaged');
+    if (crc32(first12) !== view.getUint32(12, false)) throw new DamagedFrameError('a frame header arrived damaged');
     const version = view.getUint8(2);
     if (version !== PROTOCOL_VERSION) {
       throw new ProtocolError(`frame of protocol version ${version}; this side speaks version ${PROTOCOL_VERSION}`, {

@@ -493,7 +493,9 @@ export function parseFrame(frame: RawFrame): Message {
       const rawLength = cursor.u32();
       if (rawLength < 1 || rawLength > MAX_BLOCK_SIZE) throw new ProtocolError(`block of ${rawLength} bytes`);
       const digest = cursor.bytesOf(digestLength);
-      const data = cursor.bytesOf(cursor.remaining);
+      // The decoder hands the data apart (it may lie in an arena slot); otherwise it follows.
+      const data = frame.data ?? cursor.bytesOf(cursor.remaining);
+      if (frame.data) cursor.end();
       const compressed = (flags & BLOCK_FLAG_COMPRESSED) !== 0;
       if (!compressed && data.length !== rawLength) {
         throw new ProtocolError(`block ${index} carries ${data.length} bytes but says ${rawLength}`);

@@ -1,0 +1,147 @@
+import { randomBytes } from 'node:crypto';
+import type { DiskWriter } from '@replikit/core';
+import { describe, expect, it } from 'vitest';
+import { coalesceWrites } from '../src/coalescing-writer.js';
+import { BlockArena } from '../src/protocol/block-arena.js';
+import { FrameDecoder } from '../src/protocol/frame-decoder.js';
+import { type BlockMessage, encodeMessage, parseFrame } from '../src/protocol/messages.js';
+import { WriteLane } from '../src/write-lane.js';
+
+const BLOCK = 4096;
+
+function blockFrame(index: number, data: Uint8Array): Uint8Array[] {
+  return encodeMessage({
+    type: 'block',
+    stream: 1,
+    index,
+    codec: 0,
+    compressed: false,
+    rawLength: data.length,
+    digest: new Uint8Array(16).fill(index),
+    payload: data,
+  });
+}
+
+describe('block arena and decoder', () => {
+  it('reads block data into consecutive slots, in any chunking, and reuses released slots', () => {
+    const blocks = Array.from({ length: 12 }, () => randomBytes(BLOCK));
+    const wire = Buffer.concat(blocks.flatMap((data, i) => blockFrame(i, data)));
+    for (const step of [1, 7, 100, 4096, 5000, wire.length]) {
+      const arena = new BlockArena(new Uint8Array(BLOCK * 8), BLOCK);
+      const decoder = new FrameDecoder(20 + 64 + BLOCK);
+      decoder.useArena(arena);
+      const got: BlockMessage[] = [];
+      for (let at = 0; at < wire.length; at += step) {
+        for (const frame of decoder.push(wire.subarray(at, at + step))) got.push(parseFrame(frame) as BlockMessage);
+      }
+      expect(got.map((m) => m.index)).toEqual(blocks.map((_, i) => i));
+      for (const [i, message] of got.entries()) {
+        expect(Buffer.from(message.payload).equals(blocks[i]!)).toBe(true);
+        expect(message.digest).toEqual(new Uint8Array(16).fill(i));
+      }
+      // The first eight blocks filled the arena back to back; the rest were allocated.
+      for (let i = 0; i < 8; i++) {
+        expect(got[i]!.payload.buffer).toBe(arena.memory.buffer);
+        expect(got[i]!.payload.byteOffset).toBe(i * BLOCK);
+      }
+      expect(got[8]!.payload.buffer).not.toBe(arena.memory.buffer);
+      for (const message of got) decoder.release(message.payload);
+      expect(arena.take(BLOCK)).toBeDefined();
+    }
+  });
+
+  it('checks a block frame digest length and fixed part before buffering its data', () => {
+    const frame = Buffer.concat(blockFrame(3, randomBytes(BLOCK)));
+    const damaged = Buffer.from(frame);
+    damaged[16 + 5]! ^= 1; // inside the fixed part
+    const decoder = new FrameDecoder(20 + 64 + BLOCK);
+    expect(() => decoder.push(damaged.subarray(0, 16 + 20 + 16))).toThrow(/arrived damaged/);
+  });
+});
+
+describe('write lane', () => {
+  it('starts writes in order, runs several at once, and settles after all of them', async () => {
+    const lane = new WriteLane(3, 1 << 20);
+    const started: number[] = [];
+    let running = 0;
+    let most = 0;
+    for (let i = 0; i < 8; i++) {
+      await lane.push(10, async () => async () => {
+        started.push(i);
+        running++;
+        most = Math.max(most, running);
+        for (let turns = 8 - i; turns > 0; turns--) await new Promise((resolve) => setImmediate(resolve));
+        running--;
+      });
+    }
+    await lane.settled();
+    expect(running).toBe(0);
+    expect(started).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(most).toBe(3);
+    expect(lane.queued).toBe(0);
+  });
+
+  it('starts nothing after a failed check and reports the failure', async () => {
+    const lane = new WriteLane(4, 1 << 20);
+    const written: number[] = [];
+    await lane.push(1, async () => async () => void written.push(0));
+    await lane.push(1, async () => {
+      throw new Error('digest mismatch');
+    });
+    await lane.push(1, async () => async () => void written.push(2)).catch(() => undefined);
+    await expect(lane.settled()).rejects.toThrow(/digest mismatch/);
+    expect(written).toEqual([0]);
+  });
+});
+
+describe('coalescing writer', () => {
+  function recorder() {
+    const writes: Array<{ offset: number; length: number }> = [];
+    let fail = false;
+    const writer: DiskWriter = {
+      size: 1 << 30,
+      async write(offset, data) {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (fail) throw new Error('disk full');
+        writes.push({ offset, length: data.length });
+      },
+      writeZeroes: async () => undefined,
+      flush: async () => undefined,
+      close: async () => undefined,
+    };
+    return { writer, writes, failNext: () => (fail = true) };
+  }
+
+  it('merges writes adjacent on disk and in memory, and resolves each once its bytes are written', async () => {
+    const { writer, writes } = recorder();
+    const merged = coalesceWrites(writer);
+    const memory = new Uint8Array(BLOCK * 8);
+    const slot = (i: number) => memory.subarray(i * BLOCK, (i + 1) * BLOCK);
+    const done = [
+      merged.write(0, slot(0)),
+      merged.write(BLOCK, slot(1)),
+      merged.write(2 * BLOCK, slot(2)),
+      merged.write(10 * BLOCK, slot(3)), // not adjacent on disk
+      merged.write(11 * BLOCK, new Uint8Array(BLOCK)), // not adjacent in memory
+    ];
+    await Promise.all(done);
+    expect(writes).toEqual([
+      { offset: 0, length: 3 * BLOCK },
+      { offset: 10 * BLOCK, length: BLOCK },
+      { offset: 11 * BLOCK, length: BLOCK },
+    ]);
+    await merged.flush();
+  });
+
+  it('rejects every write of a failed merged write', async () => {
+    const { writer, failNext } = recorder();
+    const merged = coalesceWrites(writer);
+    const memory = new Uint8Array(BLOCK * 2);
+    failNext();
+    const results = await Promise.allSettled([
+      merged.write(0, memory.subarray(0, BLOCK)),
+      merged.write(BLOCK, memory.subarray(BLOCK)),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+  });
+});
