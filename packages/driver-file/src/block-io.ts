@@ -96,3 +96,42 @@ export async function zeroRange(fh: FileHandle, offset: number, length: number, 
     if (run >= 0) await writeFully(fh, ZEROS.subarray(0, at + got - run), run);
   }
 }
+
+/** The pieces of at most `max` bytes that `extents` split into, in order. */
+export function* splitExtents(
+  extents: Iterable<{ offset: number; length: number }>,
+  max: number,
+): Generator<{ offset: number; length: number }> {
+  for (const e of extents) {
+    for (let at = e.offset; at < e.offset + e.length; at += max) {
+      yield { offset: at, length: Math.min(max, e.offset + e.length - at) };
+    }
+  }
+}
+
+/**
+ * Runs `work` on every item of `items` with at most `concurrency` calls in flight, each call given
+ * the index of its lane (to reuse a buffer per lane). Stops at the first failure and rejects with it
+ * once the calls in flight have settled.
+ */
+export async function forEachConcurrently<T>(
+  items: Iterable<T>,
+  concurrency: number,
+  work: (item: T, lane: number) => Promise<void>,
+): Promise<void> {
+  const iterator = items[Symbol.iterator]();
+  let failed: { error: unknown } | undefined;
+  const lane = async (index: number): Promise<void> => {
+    while (!failed) {
+      const next = iterator.next();
+      if (next.done) return;
+      try {
+        await work(next.value, index);
+      } catch (error) {
+        failed ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, (_, i) => lane(i)));
+  if (failed) throw failed.error;
+}

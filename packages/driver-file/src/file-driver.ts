@@ -56,6 +56,7 @@ import {
   readSnapshotJsonText,
   takeSnapshot,
 } from './snapshots.js';
+import { settleDiscards } from './trash.js';
 import { checkDiskImages, checkImageSize, readVmJson, toVMInfo, type VmJson, writeVmJson } from './vm-metadata.js';
 
 /** Options of {@link createFileDriver}. */
@@ -522,6 +523,7 @@ class FileDriver implements Hypervisor {
 
   async close(): Promise<void> {
     this.closed = true;
+    await settleDiscards();
   }
 
   /** The VM whose vm.json has `name`; folders whose vm.json cannot be read are passed over. */

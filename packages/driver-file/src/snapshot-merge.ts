@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { FormatError, StateError, toStorageError } from '@replikit/core';
 import { AllocationMap } from './allocation-map.js';
 import { fsyncDir, writeFileAtomic, writeJsonAtomic } from './atomic-write.js';
-import { IO_CHUNK, isAllZero, readFully, writeFully } from './block-io.js';
+import { forEachConcurrently, IO_CHUNK, isAllZero, readFully, splitExtents, writeFully } from './block-io.js';
 import { cbtPathOf, readChangeBitmap, writeChangeBitmap } from './change-bitmap.js';
 import { acquireLockFile } from './locks.js';
 import { assertSafeName } from './names.js';
@@ -18,6 +18,8 @@ import {
   type SnapshotDiskJson,
   type SnapshotJson,
 } from './snapshots.js';
+import { COPY_LANES } from './sparse-copy.js';
+import { discard } from './trash.js';
 import { readVmJson } from './vm-metadata.js';
 
 /**
@@ -34,7 +36,10 @@ interface MergeJournal {
   child: string;
   /** Keep the doomed snapshot's `snapshot.json`, marked `dataDeleted`. */
   keepMetadata: boolean;
-  /** `copy`: data is being copied; `switch`: files are being moved and the child's json rewritten; `drop`: the doomed data is being removed. */
+  /**
+   * `copy`: data is being copied (nothing moved yet); `switch`: files are being moved, the child's
+   * json rewritten, then the doomed data removed (`drop` is accepted and treated like `switch`).
+   */
   phase: 'copy' | 'switch' | 'drop';
   /** Per disk of the child that builds on the doomed snapshot: how it is merged. */
   steps: Array<{ file: string; mode: 'into-child-diff' | 'into-doomed-full' }>;
@@ -185,7 +190,7 @@ async function dropData(paths: FileVmPaths, meta: SnapshotJson, keepMetadata: bo
   const folder = snapshotDir(paths.dir, meta.id);
   if (!meta.dataDeleted) await writeJsonAtomic(join(folder, SNAPSHOT_JSON), { ...meta, dataDeleted: true });
   for (const disk of meta.disks) {
-    await rm(join(folder, disk.file), { force: true });
+    await discard(paths.snapshots, join(folder, disk.file), `${meta.id}-${disk.file}`);
     await rm(join(folder, `${disk.file}.alloc`), { force: true });
     await rm(stagedMap(folder, disk.file), { force: true });
   }
@@ -241,14 +246,18 @@ async function runMerge(paths: FileVmPaths, vmId: string, journal: MergeJournal,
     await writeJsonAtomic(journalPath(paths), journal);
     await hook?.('merge:copied');
   }
-  if (journal.phase === 'switch') {
+  if (journal.phase === 'switch' || journal.phase === 'drop') {
     for (const step of journal.steps) {
       const cStaged = stagedMap(cDir, step.file);
       const sStaged = stagedMap(sDir, step.file);
       if (step.mode === 'into-child-diff') {
         if (await pathExists(cStaged)) await rename(cStaged, join(cDir, `${step.file}.alloc`));
       } else {
-        if (await pathExists(join(sDir, step.file))) await rename(join(sDir, step.file), join(cDir, step.file));
+        if (await pathExists(join(sDir, step.file))) {
+          // The child's diff goes first (unlinking it would cost ~0.1 s here), then the image takes its place.
+          await discard(paths.snapshots, join(cDir, step.file), `${journal.child}-${step.file}`);
+          await rename(join(sDir, step.file), join(cDir, step.file));
+        }
         if (await pathExists(sStaged)) await rename(sStaged, join(cDir, `${step.file}.alloc`));
         const entry = journal.childDisks.find((d) => d.file === step.file);
         if (entry?.allocation === 'none') await rm(join(cDir, `${step.file}.alloc`), { force: true });
@@ -259,8 +268,7 @@ async function runMerge(paths: FileVmPaths, vmId: string, journal: MergeJournal,
     const version = journal.childDisks.some((d) => d.kind === 'diff') ? 2 : 1;
     const merged: SnapshotJson = { ...child, version, disks: journal.childDisks };
     await writeJsonAtomic(join(cDir, SNAPSHOT_JSON), merged);
-    journal.phase = 'drop';
-    await writeJsonAtomic(journalPath(paths), journal);
+    // No 'drop' record needed: finishing the switch again is idempotent.
     await hook?.('merge:switched');
   }
   if (await pathExists(sDir)) {
@@ -295,23 +303,23 @@ async function copyGranules(src: string, dst: string, which: AllocationMap, skip
   try {
     input = await open(src, 'r');
     output = await open(dst, 'r+');
-    const buffer = Buffer.allocUnsafeSlow(IO_CHUNK);
     const granule = which.granule;
-    for (const extent of which.extents()) {
-      for (let at = extent.offset; at < extent.offset + extent.length; at += IO_CHUNK) {
-        const length = Math.min(IO_CHUNK, extent.offset + extent.length - at);
-        const got = await readFully(input, buffer, 0, length, at);
-        if (got < length) throw new FormatError(`${src} ends at ${at + got} bytes, inside a granule it must hold`);
-        if (!skipZeros) {
-          await writeFully(output, buffer.subarray(0, length), at);
-          continue;
-        }
-        for (let g = 0; g < length; g += granule) {
-          const part = buffer.subarray(g, Math.min(g + granule, length));
-          if (!isAllZero(part)) await writeFully(output, part, at + g);
-        }
+    const buffers = Array.from({ length: COPY_LANES }, () => Buffer.allocUnsafeSlow(IO_CHUNK));
+    await forEachConcurrently(splitExtents(which.extents(), IO_CHUNK), COPY_LANES, async (piece, lane) => {
+      const buffer = buffers[lane]!;
+      const got = await readFully(input!, buffer, 0, piece.length, piece.offset);
+      if (got < piece.length) {
+        throw new FormatError(`${src} ends at ${piece.offset + got} bytes, inside a granule it must hold`);
       }
-    }
+      if (!skipZeros) {
+        await writeFully(output!, buffer.subarray(0, piece.length), piece.offset);
+        return;
+      }
+      for (let g = 0; g < piece.length; g += granule) {
+        const part = buffer.subarray(g, Math.min(g + granule, piece.length));
+        if (!isAllZero(part)) await writeFully(output!, part, piece.offset + g);
+      }
+    });
     await output.sync();
   } finally {
     await input?.close();

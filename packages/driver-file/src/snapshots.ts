@@ -11,6 +11,7 @@ import { type FileVmPaths, snapshotDir } from './paths.js';
 import type { FaultHook } from './replica-commit.js';
 import { finishSnapshotMerge } from './snapshot-merge.js';
 import { copyDirtyGranules, copyDiskImage } from './sparse-copy.js';
+import { DISCARD_PREFIX, discard, removeInBackground } from './trash.js';
 import { checkDiskImages, checkImageSize, type VmJson } from './vm-metadata.js';
 
 /** One frozen disk in `snapshot.json`. */
@@ -101,8 +102,10 @@ export async function takeSnapshot(
     await mkdir(paths.snapshots, { recursive: true });
     const existing = await readdir(paths.snapshots);
     for (const entry of existing) {
-      if (entry.startsWith('.tmp-') || entry.startsWith('.deleting-'))
-        await rm(join(paths.snapshots, entry), { recursive: true, force: true });
+      const path = join(paths.snapshots, entry);
+      if (entry.startsWith('.tmp-')) await rm(path, { recursive: true, force: true });
+      // Left by a crash (this process's own are being removed already).
+      else if (entry.startsWith(DISCARD_PREFIX)) removeInBackground(path);
     }
     const id = newSortableId('snap', existing.filter(isSafeName));
     tmp = join(paths.snapshots, `.tmp-${id}`);
@@ -387,15 +390,12 @@ export async function fsyncPath(path: string): Promise<void> {
   }
 }
 
-/** Removes a snapshot folder durably: renamed to `.deleting-<id>` (atomic), then removed. */
+/**
+ * Removes a snapshot folder durably: renamed to `.deleting-<id>-<hex>` (atomic, fsynced), then
+ * removed in the background (see {@link discard}).
+ */
 export async function removeSnapshotFolder(paths: FileVmPaths, snapshotId: string): Promise<void> {
-  const folder = snapshotDir(paths.dir, snapshotId);
-  if (!(await pathExists(folder))) return;
-  const doomed = join(paths.snapshots, `.deleting-${snapshotId}`);
-  await rm(doomed, { recursive: true, force: true });
-  await rename(folder, doomed);
-  await fsyncDir(paths.snapshots);
-  await rm(doomed, { recursive: true, force: true });
+  await discard(paths.snapshots, snapshotDir(paths.dir, snapshotId), snapshotId);
 }
 
 /** Block size a snapshot reader reports: the allocation granule. */

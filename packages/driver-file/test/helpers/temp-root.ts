@@ -11,6 +11,7 @@ import {
   readVmJson,
   writeGuestDisk,
 } from '../../src/index.js';
+import { settleDiscards } from '../../src/trash.js';
 
 /** Temporary folders made by {@link makeTempRoot}, removed by {@link removeTempRoots}. */
 const made: string[] = [];
@@ -24,6 +25,7 @@ export async function makeTempRoot(tag = 'rk-file-'): Promise<string> {
 
 /** Removes every folder {@link makeTempRoot} made. */
 export async function removeTempRoots(): Promise<void> {
+  await settleDiscards();
   for (const dir of made.splice(0)) await rm(dir, { recursive: true, force: true });
 }
 

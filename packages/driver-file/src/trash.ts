@@ -1,0 +1,49 @@
+import { randomBytes } from 'node:crypto';
+import { rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { toStorageError } from '@replikit/core';
+import { fsyncDir } from './atomic-write.js';
+
+/** Removals running in the background, by the path being removed. */
+const pending = new Map<string, Promise<void>>();
+
+/** Prefix of the entries of a `snapshots/` folder that are being removed. */
+export const DISCARD_PREFIX = '.deleting-';
+
+/**
+ * Moves `path` (a file or a folder inside the VM's `snapshots` folder, or one of its snapshot
+ * folders) to `snapshots/.deleting-<tag>-<hex>` with a durable rename, then removes it in the
+ * background: unlinking a large image costs the file system up to a second (it frees every extent),
+ * which need not be waited for. A crash leaves the `.deleting-` entry, which the next snapshot
+ * removes. {@link settleDiscards} waits for the removals of this process.
+ */
+export async function discard(snapshots: string, path: string, tag: string): Promise<void> {
+  const target = join(snapshots, `${DISCARD_PREFIX}${tag}-${randomBytes(4).toString('hex')}`);
+  try {
+    await rename(path, target);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw toStorageError(error, `moving ${path} out of the way`);
+  }
+  await fsyncDir(snapshots);
+  removeInBackground(target);
+}
+
+/** Starts removing `path` (recursively) in the background, once. */
+export function removeInBackground(path: string): void {
+  if (pending.has(path)) return;
+  const removal = rm(path, { recursive: true, force: true })
+    .catch(() => undefined) // left for the next sweep
+    .finally(() => pending.delete(path));
+  pending.set(path, removal);
+}
+
+/** True while this process removes `path` in the background. */
+export function isBeingDiscarded(path: string): boolean {
+  return pending.has(path);
+}
+
+/** Waits until every background removal of this process has ended. */
+export async function settleDiscards(): Promise<void> {
+  while (pending.size > 0) await Promise.all(pending.values());
+}
