@@ -17,7 +17,7 @@ import {
   TransportError,
   throwIfAborted,
 } from '@replikit/core';
-import { availableCodecs, type BlockCodec, compressBlock } from './codecs.js';
+import { availableCodecs, type BlockCodec, maybeCompress } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
@@ -228,7 +228,7 @@ class SourceDiskChannel implements DiskChannel {
       this.hasher ??= await (session.options.hasher ?? createNodeHasher)(session.spec.digest);
       [digest] = await this.hasher.hash([op.data]);
     }
-    const compressed = await compressBlock(session.options.codec, op.data);
+    const compressed = maybeCompress(session.options.codec, op.data);
     const payload = compressed ?? op.data;
     return {
       message: {
