@@ -1,5 +1,6 @@
+import { randomInt } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { type FileHandle, readFile, rm } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { FormatError, toStorageError } from '@replikit/core';
 import { ALLOCATION_GRANULE, AllocationMap } from './allocation-map.js';
@@ -21,6 +22,17 @@ export interface ImageStamp {
 /** The {@link ImageStamp} of a `stat(…, { bigint: true })` result. */
 export function stampOf(stats: BigIntStats): ImageStamp {
   return { size: stats.size, mtimeNs: stats.mtimeNs, ctimeNs: stats.ctimeNs, ino: stats.ino };
+}
+
+/**
+ * Gives the open image a modification time of the driver's own (now, minus a random fraction of a
+ * millisecond) and returns its new stamp. A later write by anything else sets the kernel's
+ * tick-granular time instead, so it changes the stamp even within the same clock tick.
+ */
+export async function stampWithOwnTime(fh: FileHandle): Promise<ImageStamp> {
+  const now = Date.now() / 1000;
+  await fh.utimes(now, now - randomInt(1, 1_000_000) / 1e9);
+  return stampOf(await fh.stat({ bigint: true }));
 }
 
 /** True when two stamps are equal field by field. */

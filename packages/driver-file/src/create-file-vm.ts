@@ -3,7 +3,7 @@ import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ConflictError, InputError, type PowerState, toStorageError, type VMInfo } from '@replikit/core';
 import { fsyncDir } from './atomic-write.js';
-import { ChangeBitmap, cbtPathOf, stampOf, writeChangeBitmap } from './change-bitmap.js';
+import { ChangeBitmap, cbtPathOf, stampWithOwnTime, writeChangeBitmap } from './change-bitmap.js';
 import { isAlive } from './locks.js';
 import { assertSafeName } from './names.js';
 import { fileVmPaths } from './paths.js';
@@ -91,7 +91,7 @@ export async function createVmFolder(root: string, dir: string, vm: VmJson): Pro
         await fh.sync();
         if (vm.changeTracking) {
           // Nothing written yet: an empty bitmap counting from the creation (epoch '').
-          const cbt = new ChangeBitmap(disk.size, '', stampOf(await fh.stat({ bigint: true })));
+          const cbt = new ChangeBitmap(disk.size, '', await stampWithOwnTime(fh));
           await writeChangeBitmap(cbtPathOf(join(tmp, disk.file)), cbt);
         }
       } finally {

@@ -220,15 +220,16 @@ class FileDriver implements Hypervisor {
     this.assertOpen();
     const paths = fileVmPaths(this.root, snapshot?.vmId);
     const id = assertSafeName(snapshot.id, 'snapshot id');
-    await snapshotMutex.run(paths.dir, async () => {
-      const readers = openSnapshotReaders.get(`${paths.dir}\0${id}`) ?? 0;
-      if (readers > 0) {
-        throw new ConflictError(
-          `snapshot '${id}' of VM '${snapshot.vmId}' has ${readers} open reader(s) in this process; close them before deleting it`,
-        );
-      }
-      await deleteSnapshotOf(paths, snapshot.vmId, id, options?.keepMetadata === true, this.faultHook);
-    });
+    await snapshotMutex.run(paths.dir, () =>
+      deleteSnapshotOf(
+        paths,
+        snapshot.vmId,
+        id,
+        options?.keepMetadata === true,
+        this.faultHook,
+        (snapshotId) => openSnapshotReaders.get(`${paths.dir}\0${snapshotId}`) ?? 0,
+      ),
+    );
   }
 
   private async changes(

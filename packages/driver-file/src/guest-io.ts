@@ -1,4 +1,3 @@
-import { randomInt } from 'node:crypto';
 import { type FileHandle, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkRange, NotFoundError, StateError, toStorageError } from '@replikit/core';
@@ -12,6 +11,7 @@ import {
   readChangeBitmap,
   sameStamp,
   stampOf,
+  stampWithOwnTime,
 } from './change-bitmap.js';
 import { acquireLockFile, type LockHandle } from './locks.js';
 import { assertSafeName } from './names.js';
@@ -119,6 +119,8 @@ class GuestDisk implements GuestDiskHandle {
   private known: ImageStamp | undefined;
   private closed = false;
   private failed: unknown;
+  /** The writes in flight, chained. */
+  private queue: Promise<void> = Promise.resolve();
   /** New bits were written since the session was opened. */
   private bitsWritten = false;
 
@@ -135,7 +137,14 @@ class GuestDisk implements GuestDiskHandle {
     return this.cbt !== undefined;
   }
 
-  async write(offset: number, data: Uint8Array): Promise<void> {
+  write(offset: number, data: Uint8Array): Promise<void> {
+    // One at a time: each write's stamp check relies on the previous write's stamp.
+    const result = this.queue.then(() => this.writeNow(offset, data));
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async writeNow(offset: number, data: Uint8Array): Promise<void> {
     if (this.closed) throw new StateError(`${this.place.what}: the guest disk handle is closed; open a new one`);
     if (this.failed)
       throw new StateError(`${this.place.what}: an earlier write failed; close the handle and reopen it`);
@@ -143,14 +152,8 @@ class GuestDisk implements GuestDiskHandle {
     try {
       if (this.cbt && data.length > 0) await this.track(offset, data.length);
       await writeFully(this.fh, data, offset);
-      if (this.cbt) {
-        // A modification time of our own, with random sub-millisecond digits: a later write by
-        // anything else sets the kernel's (tick-granular) time instead, so even a write within the
-        // same clock tick changes the stamp.
-        const now = Date.now() / 1000;
-        await this.fh.utimes(now, now - randomInt(1, 1_000_000) / 1e9);
-        this.known = stampOf(await this.fh.stat({ bigint: true }));
-      }
+      // A modification time of our own: a later write by anything else changes the stamp.
+      if (this.cbt) this.known = await stampWithOwnTime(this.fh);
     } catch (error) {
       this.failed = error;
       throw toStorageError(error, `writing ${this.place.what}`);
@@ -159,6 +162,7 @@ class GuestDisk implements GuestDiskHandle {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    await this.queue;
     this.closed = true;
     try {
       if (this.cbt && this.cbtFh && !this.failed) {

@@ -1,6 +1,6 @@
 import { type FileHandle, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FormatError, StateError, toStorageError } from '@replikit/core';
+import { ConflictError, FormatError, StateError, toStorageError } from '@replikit/core';
 import { AllocationMap } from './allocation-map.js';
 import { fsyncDir, writeFileAtomic, writeJsonAtomic } from './atomic-write.js';
 import { forEachConcurrently, IO_CHUNK, isAllZero, readFully, splitExtents, writeFully } from './block-io.js';
@@ -107,7 +107,11 @@ export async function recoverSnapshotMerge(paths: FileVmPaths, vmId: string, hoo
  *   becomes C's full image with the union of both allocation maps.
  *
  * With `keepMetadata`, `snapshot.json` stays (marked `dataDeleted`) and only the data goes.
- * Deleting a missing snapshot does nothing. The caller holds neither the VM lock nor the mutex.
+ * Deleting a missing snapshot does nothing. The caller holds neither the VM lock nor the lock file.
+ *
+ * @param openReaders - How many readers of a snapshot this process has open: a full snapshot that a
+ * successor builds on cannot be deleted while it is read (`E_CONFLICT`); other deletions leave open
+ * readers their data (unlinked files stay readable through open handles).
  */
 export async function deleteSnapshotOf(
   paths: FileVmPaths,
@@ -115,6 +119,7 @@ export async function deleteSnapshotOf(
   snapshotId: string,
   keepMetadata: boolean,
   hook?: FaultHook,
+  openReaders: (snapshotId: string) => number = () => 0,
 ): Promise<void> {
   const folder = snapshotDir(paths.dir, snapshotId);
   if (!(await pathExists(folder)) && !(await hasPendingMerge(paths))) return;
@@ -146,6 +151,13 @@ export async function deleteSnapshotOf(
       return;
     }
     const journal = planMerge(doomed, child, keepMetadata);
+    const readers = openReaders(snapshotId);
+    if (readers > 0 && journal.steps.some((step) => step.mode === 'into-doomed-full')) {
+      // Its image is about to receive the successor's blocks: an open reader would see them.
+      throw new ConflictError(
+        `snapshot '${snapshotId}' of VM '${vmId}' has ${readers} open reader(s) in this process and its image is about to become '${child.id}''s; close them before deleting it`,
+      );
+    }
     await writeJsonAtomic(journalPath(paths), journal);
     await hook?.('merge:journal-written');
     await runMerge(paths, vmId, journal, hook);

@@ -1,9 +1,18 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type DiskRef, FormatError, NotFoundError, type Snapshot, toStorageError } from '@replikit/core';
 import { ALLOCATION_GRANULE, AllocationMap } from './allocation-map.js';
 import { fsyncDir, writeFileAtomic, writeJsonAtomic } from './atomic-write.js';
-import { ChangeBitmap, cbtPathOf, readChangeBitmap, sameStamp, stampOf, writeChangeBitmap } from './change-bitmap.js';
+import { writeFully } from './block-io.js';
+import {
+  ChangeBitmap,
+  cbtPathOf,
+  readChangeBitmap,
+  sameStamp,
+  stampOf,
+  stampWithOwnTime,
+  writeChangeBitmap,
+} from './change-bitmap.js';
 import { newSortableId } from './ids.js';
 import { acquireLockFile } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
@@ -125,22 +134,27 @@ export async function takeSnapshot(
       };
       let dirty: AllocationMap | undefined;
       if (tracking) {
-        // The stamp before the copy: a write behind our back during the copy shows up next time.
-        const stamp = stampOf(await stat(image, { bigint: true }));
         const cbtPath = cbtPathOf(image);
         const found = await readChangeBitmap(cbtPath, disk.size);
+        const valid =
+          found.state === 'valid' && sameStamp(found.cbt.stamp, stampOf(await stat(image, { bigint: true })));
         const baseDisk = newest?.disks.find((d) => d.id === disk.id && d.size === disk.size && d.file === disk.file);
-        if (
-          found.state === 'valid' &&
-          sameStamp(found.cbt.stamp, stamp) &&
-          newest &&
-          baseDisk &&
-          (found.cbt.epoch === '' || newest.id >= found.cbt.epoch)
-        ) {
+        if (valid && newest && baseDisk && (found.cbt.epoch === '' || newest.id >= found.cbt.epoch)) {
           dirty = found.cbt.map;
           entry.kind = 'diff';
           entry.base = newest.id;
           meta.version = 2;
+        }
+        // The stamp the new bitmap starts from, taken before the copy with a time of our own: a
+        // write behind our back, even during the copy or within the same clock tick, changes it.
+        const stamp = await withHandle(image, 'r', stampWithOwnTime);
+        if (valid) {
+          // The current bitmap follows (durably), so that a crash before the reset keeps it valid.
+          found.cbt.stamp = stamp;
+          await withHandle(cbtPath, 'r+', async (fh) => {
+            await writeFully(fh, found.cbt.encodeHeader(), 0);
+            await fh.datasync();
+          });
         }
         resets.push({ path: cbtPath, cbt: new ChangeBitmap(disk.size, id, stamp) });
       }
@@ -169,6 +183,16 @@ export async function takeSnapshot(
     throw toStorageError(error, `taking a snapshot of VM '${vmId}'`);
   } finally {
     await lock.release();
+  }
+}
+
+/** Runs `fn` on `path` opened with `flags`, closing it after. */
+async function withHandle<T>(path: string, flags: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+  const fh = await open(path, flags);
+  try {
+    return await fn(fh);
+  } finally {
+    await fh.close();
   }
 }
 

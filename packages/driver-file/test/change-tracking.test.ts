@@ -109,6 +109,41 @@ describe('file driver: change tracking and differencing snapshots', () => {
     expect(await snapshotKinds(root, 'vm', s4)).toEqual(['full']);
   });
 
+  it('a write behind the driver right after creation or a snapshot is noticed', async () => {
+    const root = await makeTempRoot();
+    const hv = createFileDriver({ root, reflink: false });
+    await createFileVM(root, { name: 'vm', disks: [{ id: 'd0', size: MiB }], changeTracking: true });
+    await writeOutside(root, 'vm', 'd0.raw', 0, testPattern(1, 10)); // the same clock tick, likely
+    const s1 = await hv.snapshot('vm', 'a');
+    await writeOutside(root, 'vm', 'd0.raw', G, testPattern(2, 10));
+    const s2 = await hv.snapshot('vm', 'b');
+    expect(await snapshotKinds(root, 'vm', s2)).toEqual(['full']);
+    expect(await hv.changeTracker!.changes(s2.disks[0]!, s1, s2)).toBeUndefined();
+    expect(compareBytes((await readWholeDisk(hv, s2.disks[0]!)).subarray(G, G + 10), testPattern(2, 10))).toBe('equal');
+  });
+
+  it('readers: a full base cannot be merged away while read; a successor read during the merge stays right', async () => {
+    const root = await makeTempRoot();
+    const hv = createFileDriver({ root, reflink: false });
+    await createFileVM(root, { name: 'vm', disks: [{ id: 'd0', size: MiB }], changeTracking: true });
+    await writeGuestDisk(root, 'vm', 'd0', 0, testPattern(1, 2 * G));
+    const s1 = await hv.snapshot('vm', 'a');
+    const disk = await openGuestDisk(root, 'vm', 'd0');
+    await Promise.all([disk.write(G, testPattern(2, 10)), disk.write(3 * G, testPattern(3, 10))]);
+    await disk.close();
+    const s2 = await hv.snapshot('vm', 'b');
+    const expected = await readWholeDisk(hv, s2.disks[0]!);
+    const r1 = await hv.openReader(s1.disks[0]!);
+    await expect(hv.deleteSnapshot(s1)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    await r1.close();
+    const r2 = await hv.openReader(s2.disks[0]!);
+    await hv.deleteSnapshot(s1);
+    expect(compareBytes(await r2.read(0, MiB), expected)).toBe('equal');
+    await r2.close();
+    expect(compareBytes(await readWholeDisk(hv, s2.disks[0]!), expected)).toBe('equal');
+    expect(await snapshotKinds(root, 'vm', s2)).toEqual(['full']);
+  });
+
   it('a corrupt or missing bitmap is discarded: full copy, then tracking again', async () => {
     const root = await makeTempRoot();
     const hv = createFileDriver({ root, reflink: false });
