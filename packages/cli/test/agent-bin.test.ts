@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createNetworkTransport } from '@replikit/transport';
+import { createNetworkTransport, dial } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 const agentBin = fileURLToPath(new URL('../src/agent-bin.ts', import.meta.url));
@@ -76,5 +76,29 @@ describe('replikit-agent', () => {
     const agent = startAgent(['--root', dir], {});
     expect((await agent.exit).code).toBe(2);
     expect(agent.output()).toMatch(/replikit-agent: E_INPUT: TLS needs a pre-shared key/);
+  });
+
+  it('closes a connection that sends nothing after --idle-timeout, and refuses a bad value', async () => {
+    const key = randomBytes(32);
+    const bad = startAgent(['--root', dir, '--idle-timeout', 'soon'], { REPLIKIT_AGENT_PSK: key.toString('hex') });
+    expect((await bad.exit).code).toBe(2);
+    expect(bad.output()).toMatch(/--idle-timeout must be a number of seconds \(0: never\), got 'soon'/);
+    const agent = startAgent(['--root', dir, '--listen', '127.0.0.1:0', '--idle-timeout', '0.2'], {
+      REPLIKIT_AGENT_PSK: key.toString('hex'),
+    });
+    const [, port] = await agent.line(/listening on 127\.0\.0\.1:(\d+) \(tls\)/);
+    const socket = await dial(
+      { host: '127.0.0.1', port: Number(port) },
+      {
+        kind: 'tls',
+        psk: { identity: 'replikit', key },
+      },
+    );
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.resume();
+    await agent.line(/closed idle connection from 127\.0\.0\.1:\d+: .*sent nothing for 200 ms/);
+    await closed;
+    agent.child.kill('SIGTERM');
+    expect((await agent.exit).code).toBe(0);
   });
 });

@@ -31,6 +31,8 @@ usage:
   --root DIR           the driver's root folder (env REPLIKIT_AGENT_ROOT)
   --listen HOST:PORT   accept pushed sessions (default 127.0.0.1:7400; env REPLIKIT_AGENT_LISTEN)
   --pull-from HOST:PORT connect to a source that waits for this agent (env REPLIKIT_AGENT_PULL_FROM)
+  --idle-timeout SECONDS close a connection whose source sent nothing for this long; 0: never
+                       (default 300; env REPLIKIT_AGENT_IDLE_TIMEOUT)
 security (TLS by default):
   --psk-identity ID    TLS-PSK identity; the key (hex, >= 16 bytes) comes from env REPLIKIT_AGENT_PSK
                        or --key-file
@@ -71,6 +73,7 @@ export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<numbe
       key: { type: 'string' },
       trust: { type: 'string' },
       tcp: { type: 'boolean', default: false },
+      'idle-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -108,9 +111,20 @@ export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<numbe
       psk: { identity: values['psk-identity'] ?? 'replikit', key: parseKey(keyHex, 'the pre-shared key') },
     };
   }
+  const idleText = values['idle-timeout'] ?? env.REPLIKIT_AGENT_IDLE_TIMEOUT;
+  const idleSeconds = idleText === undefined ? undefined : Number(idleText);
+  if (idleSeconds !== undefined && !(Number.isFinite(idleSeconds) && idleSeconds >= 0)) {
+    throw new InputError(`--idle-timeout must be a number of seconds (0: never), got '${idleText}'`);
+  }
   const endpoint = { driver: values.driver ?? 'file', root } as EndpointSpec;
   const target = await io.drivers.create(endpoint);
-  const agent = createAgent({ target, security, log: io.log, ...(io.hasher ? { hasher: io.hasher } : {}) });
+  const agent = createAgent({
+    target,
+    security,
+    log: io.log,
+    ...(io.hasher ? { hasher: io.hasher } : {}),
+    ...(idleSeconds !== undefined ? { idleTimeoutMs: Math.round(idleSeconds * 1000) } : {}),
+  });
   try {
     let address: Address | undefined;
     if (listen) address = await agent.listen(parseAddress(listen, '--listen'));

@@ -5,6 +5,7 @@ import {
   BlockTarget,
   createNodeHasher,
   type Hypervisor,
+  InputError,
   isReplikitError,
   type ReplikitError,
   TransportError,
@@ -16,6 +17,9 @@ import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { serveTargetSession, type TargetSessionResult } from './target-session.js';
+
+/** How long an agent waits for a connection's next frame by default: 5 minutes. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 
 /** What an agent reports, one event per session or refusal. */
 export type AgentEvent =
@@ -37,6 +41,13 @@ export interface AgentOptions {
   hasher?: AnyHasherFactory;
   /** One line per session or refusal. @default nothing */
   log?: (line: string) => void;
+  /**
+   * Milliseconds the agent waits for a connection's next frame (in the handshake or during a
+   * session) before it closes the connection as idle; `0` never does. A source side that is
+   * alive reconnects and resumes from its last ack.
+   * @default 300000 (5 minutes)
+   */
+  idleTimeoutMs?: number;
   /** Structured events (tests, metrics). */
   onEvent?: (event: AgentEvent) => void;
 }
@@ -77,6 +88,10 @@ function describe(result: TargetSessionResult, peer: string): string {
  */
 export function createAgent(options: AgentOptions): Agent {
   checkSecurity(options.security);
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  if (!Number.isSafeInteger(idleTimeoutMs) || idleTimeoutMs < 0) {
+    throw new InputError(`idleTimeoutMs must be a whole number of milliseconds >= 0, got ${idleTimeoutMs}`);
+  }
   const makeHasher = options.hasher ?? createNodeHasher;
   // One hasher per algorithm, made on first use (a pool may take a moment) and closed at stop.
   const ready = new Map<string, BlockHasher>();
@@ -113,7 +128,8 @@ export function createAgent(options: AgentOptions): Agent {
   };
 
   const serve = async (socket: Duplex, peer: string, dialer: boolean): Promise<void> => {
-    const conn = new FrameConnection(socket, dialer ? `source ${peer}` : `source ${peer}`);
+    const conn = new FrameConnection(socket, `source ${peer}`);
+    conn.setIdleTimeout(idleTimeoutMs);
     connections.add(conn);
     let finished!: () => void;
     const done = new Promise<void>((resolve) => {
@@ -125,6 +141,7 @@ export function createAgent(options: AgentOptions): Agent {
       } catch (error) {
         const refusal = isReplikitError(error, 'E_AUTH') || (isReplikitError(error) && error.details.protocol === true);
         if (!stopping.signal.aborted && refusal) refused(error as ReplikitError, peer);
+        else if (conn.error?.details.idle === true) log(`closed idle connection from ${peer}: ${conn.error.message}`);
         else if (!stopping.signal.aborted) log(`connection from ${peer} dropped during the handshake`);
         return;
       }

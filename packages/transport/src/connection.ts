@@ -46,6 +46,9 @@ export class FrameConnection {
   bytesIn = 0;
   /** Resolves when the stream is closed, with the error that ended it, if any. */
   readonly closed: Promise<ReplikitError | undefined>;
+  /** When bytes last arrived, or a reader started to wait (ms, `performance.now()`). */
+  private lastActivity = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
   private resolveClosed!: (error: ReplikitError | undefined) => void;
 
   constructor(
@@ -100,6 +103,7 @@ export class FrameConnection {
   private onData(chunk: Buffer): void {
     if (this.failure) return;
     this.bytesIn += chunk.length;
+    this.lastActivity = performance.now();
     let messages: Message[];
     try {
       messages = this.decoder.push(chunk).map(parseFrame);
@@ -133,9 +137,39 @@ export class FrameConnection {
     }
     if (this.failure) return Promise.reject(this.failure);
     if (this.socket.isPaused()) this.socket.resume();
+    this.lastActivity = performance.now();
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
     });
+  }
+
+  /**
+   * Ends the connection when a reader has waited `ms` for the peer's next frame without a byte
+   * arriving (a peer that vanished without closing, a client that connects and says nothing).
+   * Time spent on this side (a slow write while the socket is paused) does not count. The
+   * `error` frame says `retry: true`: a live source side reconnects and resumes. `0` or
+   * `undefined` turns the check off.
+   */
+  setIdleTimeout(ms: number | undefined): void {
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.idleTimer = undefined;
+    if (!ms || this.failure) return;
+    this.lastActivity = performance.now();
+    this.idleTimer = setInterval(
+      () => {
+        if (!this.waiter || performance.now() - this.lastActivity < ms) return;
+        const seconds = ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`;
+        this.abort(
+          new TransportError(
+            `${this.peer} sent nothing for ${seconds}: closed the idle connection (a source side reconnects and resumes)`,
+            { details: { idle: true, idleTimeoutMs: ms } },
+          ),
+          { retry: true },
+        );
+      },
+      Math.max(10, Math.min(1000, ms / 4)),
+    );
+    this.idleTimer.unref();
   }
 
   /** The next message, which must be of type `type`. */
@@ -187,6 +221,8 @@ export class FrameConnection {
   private fail(error: ReplikitError): void {
     if (this.failure) return;
     this.failure = error;
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.idleTimer = undefined;
     this.queue.length = 0;
     const waiter = this.waiter;
     this.waiter = undefined;

@@ -5,7 +5,7 @@
  *
  * @packageDocumentation
  */
-export { type Agent, type AgentEvent, type AgentOptions, createAgent } from './agent.js';
+export { type Agent, type AgentEvent, type AgentOptions, createAgent, DEFAULT_IDLE_TIMEOUT_MS } from './agent.js';
 export { type AgentCliIO, runAgentCli } from './agent-cli.js';
 export {
   availableCodecs,
