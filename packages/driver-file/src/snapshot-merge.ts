@@ -1,7 +1,7 @@
 import { type FileHandle, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConflictError, FormatError, StateError, toStorageError } from '@replikit/core';
-import { AllocationMap } from './allocation-map.js';
+import { ALLOCATION_GRANULE, AllocationMap } from './allocation-map.js';
 import { fsyncDir, writeFileAtomic, writeJsonAtomic } from './atomic-write.js';
 import { forEachConcurrently, IO_CHUNK, isAllZero, readFully, splitExtents, writeFully } from './block-io.js';
 import { cbtPathOf, readChangeBitmap, writeChangeBitmap } from './change-bitmap.js';
@@ -301,7 +301,11 @@ async function readMap(image: string, size: number): Promise<AllocationMap> {
   } catch (error) {
     throw toStorageError(error, `reading the allocation map ${file}`);
   }
-  return AllocationMap.decode(data, size, file);
+  const map = AllocationMap.decode(data, size, file);
+  if (map.granule !== ALLOCATION_GRANULE) {
+    throw new FormatError(`${file} has ${map.granule}-byte granules, not ${ALLOCATION_GRANULE}; it cannot be merged`);
+  }
+  return map;
 }
 
 /**

@@ -362,8 +362,10 @@ export async function locateSnapshotChain(
         throw toStorageError(error, `reading the allocation map of disk '${disk.id}'`);
       }
       map = AllocationMap.decode(data, disk.size, mapFile);
-      if (map.granule !== ALLOCATION_GRANULE && kind === 'diff') {
-        throw new FormatError(`${mapFile}: a diff map must have ${ALLOCATION_GRANULE}-byte granules`);
+      if (map.granule !== ALLOCATION_GRANULE && (kind === 'diff' || layers.length > 0)) {
+        throw new FormatError(
+          `${mapFile}: a map in a snapshot chain must have ${ALLOCATION_GRANULE}-byte granules, not ${map.granule}; delete the snapshot and take a new one`,
+        );
       }
     }
     layers.push({ snapshotId: current, kind, path, ...(map ? { map } : {}), text });

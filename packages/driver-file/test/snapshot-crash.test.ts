@@ -123,6 +123,16 @@ describe('file driver: crash safety of snapshots and merges (SIGKILL of a child 
     );
   });
 
+  it('a guest writer killed before close makes the next snapshot a full copy, with every write in it', async () => {
+    const c = await prepareChain();
+    const hv = await kill(c, { op: 'guest-write', vm: 'vm' }, 'commit:applied'); // killAt unused: it kills itself
+    for (let i = 0; i < 5; i++) c.live[0]!.fill(i + 1, i * 300_000 + 11, i * 300_000 + 11 + 9000);
+    const s4 = await hv.snapshot('vm', 's4');
+    expect(await snapshotKinds(c.root, 'vm', s4)).toEqual(['full', `diff:${c.kept[2]!.snap.id}`]);
+    expect(await hv.changeTracker!.changes(s4.disks[0]!, c.kept[2]!.snap, s4)).toBeUndefined();
+    await expectHealthy(c, hv, [...c.kept, { snap: s4, content: c.live.map((l) => l.slice()) }]);
+  });
+
   it('deleting the newest diff killed after the bitmap took its blocks', async () => {
     const c = await prepareChain();
     const doomed = c.kept[2]!.snap;
