@@ -63,6 +63,17 @@ try {
     console.log(
       `${vm}: changes(r1, r2) = ${changes === undefined ? 'undefined' : `${changes / ALLOCATION_GRANULE} granules`}`,
     );
+    for (const [name, snap] of [
+      ['r1', s1],
+      ['r2', s2],
+    ] as const) {
+      await time(`${vm}: read all of ${name} (readInto, 1 MiB)`, async () => {
+        const reader = await hv.openReader(snap.disks[0]!);
+        const buffer = new Uint8Array(1024 * 1024);
+        for (let at = 0; at < size; at += buffer.length) await reader.readInto!(at, buffer);
+        await reader.close();
+      });
+    }
     await time(`${vm}: delete r1 (the engine's cleanup after a good run)`, () => hv.deleteSnapshot(s1));
     await dirtyOnePercent(root, vm);
     const s3 = await time(`${vm}: next snapshot with 1 % dirty`, () => hv.snapshot(vm, 'r3'));
