@@ -128,6 +128,16 @@ export class FrameConnection {
     if (this.queue.length >= QUEUE_HIGH) this.socket.pause();
   }
 
+  /**
+   * The next message if one is already queued (no promise, no turn of the event loop), else
+   * `undefined`; {@link FrameConnection.next} waits for one.
+   */
+  poll(): Message | undefined {
+    const message = this.queue.shift();
+    if (message && this.queue.length < QUEUE_HIGH / 2 && this.socket.isPaused()) this.socket.resume();
+    return message;
+  }
+
   /** The next message from the peer. Rejects once the connection has failed. */
   next(): Promise<Message> {
     const message = this.queue.shift();

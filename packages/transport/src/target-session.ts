@@ -17,7 +17,7 @@ import { HashBatcher } from './hash-batcher.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { BlockArena } from './protocol/block-arena.js';
 import { BLOCK_FIXED_BYTES, MAX_DIGEST_BYTES, MAX_DIGESTS_PER_FRAME } from './protocol/constants.js';
-import type { DigestsRequestMessage, Message } from './protocol/messages.js';
+import type { BlockMessage, DigestsRequestMessage, Message } from './protocol/messages.js';
 import { ProtocolError } from './protocol/protocol-error.js';
 import { WriteLane } from './write-lane.js';
 
@@ -183,63 +183,21 @@ export async function serveTargetSession(
     conn.send({ type: 'digests', stream: request.stream, from: request.from, digests, last });
   };
 
-  const handle = async (message: Message): Promise<boolean> => {
+  /**
+   * Applies one message. The frequent ones (`block`, `zero`, `flush`, `digests-request`) are
+   * handled without a promise unless the stream's write queue is full.
+   */
+  const handle = (message: Message): boolean | Promise<boolean> => {
     switch (message.type) {
-      case 'open-disk': {
-        if (streams.has(message.stream)) throw new ProtocolError(`stream ${message.stream} is already open`);
-        if (streams.size >= 64) throw new ProtocolError('more than 64 disks open in one session');
-        const disk = await target.openDisk(spec!.replica, message.disk, spec!.blockSize, spec!.digest);
-        streams.set(message.stream, {
-          disk,
-          end: 0,
-          digestWork: Promise.resolve(),
-          writes: new WriteLane(WRITE_DEPTH, WRITE_QUEUE_BYTES),
-          flushes: Promise.resolve(),
-        });
-        conn.send({ type: 'disk-opened', stream: message.stream, blockCount: disk.blockCount });
-        return true;
-      }
-      case 'block': {
-        const s = stream(message.stream);
-        if (message.index < s.end) throw new ProtocolError(`block ${message.index} arrived out of order`);
-        if (message.rawLength > spec!.blockSize) throw new ProtocolError(`block of ${message.rawLength} bytes`);
-        if (message.digest.length === 0) throw new ProtocolError(`block ${message.index} carries no digest`);
-        if (message.digest.length !== hasher.digestLength) {
-          throw new ProtocolError(`block ${message.index} carries a ${message.digest.length}-byte digest`);
-        }
-        const index = message.index;
-        const expected = message.digest;
-        const received = message.payload;
-        // The digest is computed on the hasher's threads while the next frames are read, and
-        // checked in the write lane, right before the write starts: nothing unverified is ever
-        // written.
-        const bytes = message.compressed ? decodeBlock(codecById(message.codec), message, arena) : received;
-        const digest = batcher.hash(bytes);
-        digest.catch(() => undefined);
-        await s.writes.push(message.rawLength, async () => {
-          const actual = await digest;
-          if (!actual || !sameDigest(actual, expected)) {
-            throw new TransportError(`block ${index} of disk ${s.disk.disk.id} arrived damaged (digest mismatch)`, {
-              details: { index },
-            });
-          }
-          return async () => {
-            await s.disk.apply({ kind: 'data', index, data: bytes });
-            bytesWritten(bytes.length);
-            // The arena slot goes back to the decoder once the block is written.
-            conn.release(bytes);
-          };
-        });
-        s.end = message.index + 1;
-        return true;
-      }
+      case 'block':
+        return onBlock(message);
       case 'zero': {
         const s = stream(message.stream);
         if (message.index < s.end) throw new ProtocolError(`zero run at ${message.index} arrived out of order`);
         const op: BlockOp = { kind: 'zero', index: message.index, count: message.count };
-        await s.writes.push(0, async () => () => s.disk.apply(op));
+        const room = s.writes.push(0, async () => () => s.disk.apply(op));
         s.end = message.index + message.count;
-        return true;
+        return room ? room.then(() => true) : true;
       }
       case 'flush': {
         const s = stream(message.stream);
@@ -261,6 +219,61 @@ export async function serveTargetSession(
         s.digestWork = s.digestWork
           .then(() => serveDigests(s, message))
           .catch((error: unknown) => conn.abort(asReplikit(error)));
+        return true;
+      }
+      default:
+        return handleControl(message);
+    }
+  };
+
+  const onBlock = (message: BlockMessage): true | Promise<true> => {
+    const s = stream(message.stream);
+    if (message.index < s.end) throw new ProtocolError(`block ${message.index} arrived out of order`);
+    if (message.rawLength > spec!.blockSize) throw new ProtocolError(`block of ${message.rawLength} bytes`);
+    if (message.digest.length === 0) throw new ProtocolError(`block ${message.index} carries no digest`);
+    if (message.digest.length !== hasher.digestLength) {
+      throw new ProtocolError(`block ${message.index} carries a ${message.digest.length}-byte digest`);
+    }
+    const index = message.index;
+    const expected = message.digest;
+    // The digest is computed on the hasher's threads while the next frames are read, and
+    // checked in the write lane, right before the write starts: nothing unverified is ever
+    // written.
+    const bytes = message.compressed ? decodeBlock(codecById(message.codec), message, arena) : message.payload;
+    const digest = batcher.hash(bytes);
+    digest.catch(() => undefined);
+    const room = s.writes.push(message.rawLength, async () => {
+      const actual = await digest;
+      if (!actual || !sameDigest(actual, expected)) {
+        throw new TransportError(`block ${index} of disk ${s.disk.disk.id} arrived damaged (digest mismatch)`, {
+          details: { index },
+        });
+      }
+      return async () => {
+        await s.disk.apply({ kind: 'data', index, data: bytes });
+        bytesWritten(bytes.length);
+        // The arena slot goes back to the decoder once the block is written.
+        conn.release(bytes);
+      };
+    });
+    s.end = message.index + 1;
+    return room ? room.then(() => true as const) : true;
+  };
+
+  const handleControl = async (message: Message): Promise<boolean> => {
+    switch (message.type) {
+      case 'open-disk': {
+        if (streams.has(message.stream)) throw new ProtocolError(`stream ${message.stream} is already open`);
+        if (streams.size >= 64) throw new ProtocolError('more than 64 disks open in one session');
+        const disk = await target.openDisk(spec!.replica, message.disk, spec!.blockSize, spec!.digest);
+        streams.set(message.stream, {
+          disk,
+          end: 0,
+          digestWork: Promise.resolve(),
+          writes: new WriteLane(WRITE_DEPTH, WRITE_QUEUE_BYTES),
+          flushes: Promise.resolve(),
+        });
+        conn.send({ type: 'disk-opened', stream: message.stream, blockCount: disk.blockCount });
         return true;
       }
       case 'close-disk': {
@@ -307,9 +320,11 @@ export async function serveTargetSession(
     conn.send({ type: 'session-ok', sessionId: session.sessionId });
     for (;;) {
       if (stopping?.aborted) break;
-      const next = await Promise.race([conn.next(), stopped]);
+      // A queued frame is taken at once; only an empty queue costs a wait.
+      const next = conn.poll() ?? (await Promise.race([conn.next(), stopped]));
       if (next === undefined) break;
-      if (!(await handle(next))) break;
+      const handled = handle(next);
+      if (!(handled === true || (handled !== false && (await handled)))) break;
     }
     if (stopping?.aborted && !result.committed) {
       // Graceful stop: everything applied is made durable and acked before the connection ends.

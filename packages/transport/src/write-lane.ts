@@ -25,9 +25,11 @@ export class WriteLane {
   /**
    * Queues an operation of `bytes` bytes. `prepare` runs after the previous operation was
    * started and returns the write to start (it throws when the operation must not be written).
-   * Resolves once the queue has room again; rejects with the lane's failure, if any.
+   * Returns `undefined` when the queue has room for more, or a promise that resolves once it has
+   * room again (so that a reader that need not wait allocates nothing for it); throws, or
+   * rejects, with the lane's failure, if any.
    */
-  async push(bytes: number, prepare: () => Promise<() => Promise<void>>): Promise<void> {
+  push(bytes: number, prepare: () => Promise<() => Promise<void>>): Promise<void> | undefined {
     this.check();
     this.queued += bytes;
     this.chain = this.chain.then(async () => {
@@ -51,6 +53,10 @@ export class WriteLane {
         this.fail(error);
       }
     });
+    return this.queued > this.maxQueued ? this.room() : undefined;
+  }
+
+  private async room(): Promise<void> {
     while (this.queued > this.maxQueued && !this.failure) {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
