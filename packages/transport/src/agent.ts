@@ -15,6 +15,7 @@ import { availableCodecs } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
+import { ArenaPool } from './protocol/block-arena.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { serveTargetSession, type TargetSessionResult } from './target-session.js';
 
@@ -120,6 +121,7 @@ export function createAgent(options: AgentOptions): Agent {
   const connections = new Set<FrameConnection>();
   const work = new Set<Promise<void>>();
   const bySession = new Map<string, { conn: FrameConnection; done: Promise<void> }>();
+  const arenas = new ArenaPool();
   let active = 0;
 
   const refused = (error: ReplikitError, peer: string) => {
@@ -149,6 +151,7 @@ export function createAgent(options: AgentOptions): Agent {
       const result = await serveTargetSession(conn, target, {
         stopping: stopping.signal,
         hasher: hasherFor,
+        arenas,
         onSession: async (id, spec) => {
           sessionId = id;
           active++;

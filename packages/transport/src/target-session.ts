@@ -15,7 +15,7 @@ import { type BlockCodec, codecById } from './codecs.js';
 import type { FrameConnection } from './connection.js';
 import { HashBatcher } from './hash-batcher.js';
 import type { AnyHasherFactory } from './hasher.js';
-import { BlockArena } from './protocol/block-arena.js';
+import { type ArenaPool, BlockArena } from './protocol/block-arena.js';
 import { BLOCK_FIXED_BYTES, MAX_DIGEST_BYTES, MAX_DIGESTS_PER_FRAME } from './protocol/constants.js';
 import type { BlockMessage, DigestsRequestMessage, Message } from './protocol/messages.js';
 import { ProtocolError } from './protocol/protocol-error.js';
@@ -55,11 +55,10 @@ const ARENA_BYTES = 16 * 1024 * 1024;
  * block data cut from TLS records (measured: 3 GB/s instead of 50). The hasher's own aligned
  * copy of a whole block costs less. None when fewer than two blocks fit.
  */
-function arenaFor(blockSize: number): BlockArena | undefined {
+function arenaFor(blockSize: number, pool: ArenaPool | undefined): BlockArena | undefined {
   const slots = Math.floor(ARENA_BYTES / blockSize);
   if (slots < 2) return undefined;
-  const bytes = slots * blockSize;
-  return new BlockArena(new Uint8Array(bytes), blockSize);
+  return pool ? pool.take(blockSize, slots) : new BlockArena(new Uint8Array(slots * blockSize), blockSize);
 }
 
 /**
@@ -113,6 +112,12 @@ export interface TargetSessionOptions {
   stopping?: AbortSignal;
   /** Hashers for the digest check, by algorithm. @default node:crypto */
   hasher?: AnyHasherFactory;
+  /**
+   * Where the session takes the arena it reads block data into, and gives it back once the
+   * connection is closed (an agent keeps one pool for all its sessions).
+   * @default a new arena per session
+   */
+  arenas?: ArenaPool;
 }
 
 /** A block that arrived damaged (its digest or its compressed data): worth a resend. */
@@ -315,8 +320,11 @@ export async function serveTargetSession(
     result.runId = spec.runId;
     await options.onSession?.(session.sessionId, spec);
     conn.setMaxBlockPayload(BLOCK_FIXED_BYTES + MAX_DIGEST_BYTES + spec.blockSize);
-    arena = arenaFor(spec.blockSize);
+    arena = arenaFor(spec.blockSize, options.arenas);
     conn.useArena(arena);
+    const used = arena;
+    // Back to the pool only once the connection is closed: no late frame can land in it then.
+    if (used && options.arenas) void conn.closed.then(() => options.arenas!.give(used));
     conn.send({ type: 'session-ok', sessionId: session.sessionId });
     for (;;) {
       if (stopping?.aborted) break;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { DiskWriter } from '@replikit/core';
 import { describe, expect, it } from 'vitest';
 import { coalesceWrites } from '../src/coalescing-writer.js';
-import { BlockArena } from '../src/protocol/block-arena.js';
+import { ArenaPool, BlockArena } from '../src/protocol/block-arena.js';
 import { FrameDecoder } from '../src/protocol/frame-decoder.js';
 import { type BlockMessage, encodeMessage, parseFrame } from '../src/protocol/messages.js';
 import { WriteLane } from '../src/write-lane.js';
@@ -48,6 +48,21 @@ describe('block arena and decoder', () => {
       for (const message of got) decoder.release(message.payload);
       expect(arena.take(BLOCK)).toBeDefined();
     }
+  });
+
+  it('an arena pool hands an arena back out only after it was given back, with every slot free', () => {
+    const pool = new ArenaPool(1);
+    const first = pool.take(BLOCK, 4);
+    first.take(BLOCK);
+    first.take(BLOCK);
+    const second = pool.take(BLOCK, 4);
+    expect(second).not.toBe(first);
+    pool.give(first);
+    pool.give(second); // beyond what the pool keeps
+    const again = pool.take(BLOCK, 4);
+    expect(again).toBe(first);
+    expect(Array.from({ length: 4 }, () => again.take(BLOCK)?.byteOffset)).toEqual([0, BLOCK, 2 * BLOCK, 3 * BLOCK]);
+    expect(pool.take(BLOCK, 4)).not.toBe(second);
   });
 
   it('checks a block frame digest length and fixed part before buffering its data', () => {
