@@ -213,7 +213,7 @@ async function bare(
   }
   await done;
   socket.destroy();
-  return (bytes / ((performance.now() - start) / 1000)) | 0;
+  return Math.round(bytes / ((performance.now() - start) / 1000));
 }
 
 async function session(
@@ -242,7 +242,7 @@ async function session(
   await stream.close();
   await channel.close();
   const raw = blocks.length * BLOCK;
-  return { rate: (raw / ((performance.now() - start) / 1000)) | 0, wire, raw };
+  return { rate: Math.round(raw / ((performance.now() - start) / 1000)), wire, raw };
 }
 
 const mbs = (bytesPerSecond: number) => `${(bytesPerSecond / 1e6).toFixed(0)} MB/s`;
