@@ -54,7 +54,7 @@ describe('driver kinds', () => {
   it('declares xen, hyperv and file', () => {
     expect(BUILTIN_DRIVER_KINDS.get('xen')?.methods).toEqual(['xva', 'abd', 'qhybrid', 'cbt']);
     expect(BUILTIN_DRIVER_KINDS.get('hyperv')).toMatchObject({ methods: ['qhybrid', 'cbt'], formats: ['vhdx', 'vhd'] });
-    expect(BUILTIN_DRIVER_KINDS.get('file')).toMatchObject({ methods: ['qhybrid'], changeTracking: false });
+    expect(BUILTIN_DRIVER_KINDS.get('file')).toMatchObject({ methods: ['qhybrid'], changeTracking: true });
   });
 
   it('registers a new kind and refuses to replace one without override', () => {

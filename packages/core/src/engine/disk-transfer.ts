@@ -3,6 +3,7 @@ import type { DiskReader } from '../contracts/disk.js';
 import type { BlockDigest, DiskChannel } from '../contracts/transport.js';
 import { TransportError, throwIfAborted } from '../errors.js';
 import type { TokenBucket } from '../util/token-bucket.js';
+import { xorInto } from '../util/xor.js';
 import type { BlockHasher } from './block-hasher.js';
 import { isZeroBlock, sameDigest } from './block-hasher.js';
 import type { BlockRange } from './block-ranges.js';
@@ -66,6 +67,11 @@ export interface DiskTransferOptions {
    * from it (if the channel takes deltas and the delta is under half the block).
    */
   deltaBase?: DiskReader;
+  /**
+   * Read and hash the `deltaBase` blocks of each segment along with the segment, inside the
+   * read-ahead window: for tracked ranges, where nearly every block read has changed.
+   */
+  prefetchDeltaBase?: boolean;
 }
 
 /** A segment read and prepared: split in blocks, zero blocks found, the others hashed. */
@@ -74,6 +80,8 @@ interface PreparedSegment extends Segment {
   zero?: boolean[];
   /** Digest of each non-zero block (undefined for zero blocks, or when nothing needs digests). */
   digests?: Array<Uint8Array | undefined>;
+  /** The delta base's blocks at the same indexes, and their digests (`null`: zeros), when prefetched. */
+  base?: { blocks: Uint8Array[]; digests: Array<Uint8Array | null> };
 }
 
 /**
@@ -122,10 +130,29 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     return next.value.digest;
   };
 
+  const prefetch = options.deltaBase && channel.sendDelta && options.prefetchDeltaBase ? options.deltaBase : undefined;
+  const prepareBase = async (segment: Segment): Promise<PreparedSegment['base']> => {
+    const data = await prefetch!.read(segment.first * blockSize, segment.data!.length, { signal });
+    stats.bytesRead += data.length;
+    const blocks: Uint8Array[] = [];
+    for (let at = 0; at < data.length; at += blockSize) blocks.push(data.subarray(at, at + blockSize));
+    const digests = hasher.hashOrZero
+      ? await hasher.hashOrZero(blocks)
+      : await Promise.all(blocks.map(async (b) => (isZeroBlock(b) ? null : (await hasher.hash([b]))[0]!)));
+    return { blocks, digests };
+  };
   const prepare = async (segment: Segment): Promise<PreparedSegment> => {
     if (!segment.data) return segment;
+    if (prefetch) {
+      const [prepared, base] = await Promise.all([prepareOwn(segment), prepareBase(segment)]);
+      return { ...prepared, base };
+    }
+    return prepareOwn(segment);
+  };
+  const prepareOwn = async (segment: Segment): Promise<PreparedSegment> => {
     const blocks: Uint8Array[] = [];
-    for (let at = 0; at < segment.data.length; at += blockSize) blocks.push(segment.data.subarray(at, at + blockSize));
+    for (let at = 0; at < segment.data!.length; at += blockSize)
+      blocks.push(segment.data!.subarray(at, at + blockSize));
     if (needDigests && hasher.hashOrZero) {
       const found = await hasher.hashOrZero(blocks);
       return { ...segment, blocks, zero: found.map((d) => d === null), digests: found.map((d) => d ?? undefined) };
@@ -164,18 +191,28 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   };
   const deltaChannel = options.deltaBase && channel.sendDelta ? channel : undefined;
   /** The block as a delta from the replica's block, or undefined when that does not pay or is unsafe. */
-  const makeDelta = async (index: number, block: Uint8Array, theirs: Uint8Array | null) => {
+  const makeDelta = async (
+    index: number,
+    block: Uint8Array,
+    theirs: Uint8Array | null,
+    prefetched?: { block: Uint8Array; digest: Uint8Array | null },
+  ) => {
     if (theirs === null) {
       // The replica's block is all zeros: the difference is the block itself.
       const delta = deflateRawSync(block, { level: 1 });
       return delta.length <= block.length >> 1 ? delta : undefined;
     }
-    const base = await options.deltaBase!.read(index * blockSize, block.length, { signal });
-    stats.bytesRead += base.length;
-    const [digest] = await hasher.hash([base]);
+    let base = prefetched?.block;
+    let digest = prefetched?.digest;
+    if (!base) {
+      base = await options.deltaBase!.read(index * blockSize, block.length, { signal });
+      stats.bytesRead += base.length;
+      [digest] = await hasher.hash([base]);
+    }
     if (!digest || !sameDigest(digest, theirs)) return undefined; // the replica does not hold it
-    const xor = Buffer.allocUnsafe(block.length);
-    for (let i = 0; i < block.length; i++) xor[i] = block[i]! ^ base[i]!;
+    const xor = Buffer.allocUnsafeSlow(block.length);
+    xor.set(block);
+    xorInto(xor, base);
     const delta = deflateRawSync(xor, { level: 1 });
     return delta.length <= block.length >> 1 ? delta : undefined;
   };
@@ -233,7 +270,11 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
             if (putAll) await put!(index, blocks[i]!);
             continue;
           }
-          const delta = deltaChannel && theirs !== undefined ? await makeDelta(index, blocks[i]!, theirs) : undefined;
+          const prefetched = segment.base
+            ? { block: segment.base.blocks[i]!, digest: segment.base.digests[i]! }
+            : undefined;
+          const delta =
+            deltaChannel && theirs !== undefined ? await makeDelta(index, blocks[i]!, theirs, prefetched) : undefined;
           if (delta) {
             await flushZero();
             await throttle?.take(delta.length, signal);

@@ -467,7 +467,7 @@ export class RunExecution {
                 backupHasBase: record.backup?.baseVersion !== undefined,
               }
             : {}),
-          ...(deltaBase ? { deltaBase } : {}),
+          ...(deltaBase ? { deltaBase, prefetchDeltaBase: disk.mode === 'tracked' } : {}),
           beforeCheckpoint: async (count: number) => {
             await cacheWriter?.checkpoint(count);
             await options.backup?.checkpoint();

@@ -44,7 +44,7 @@ export const BUILTIN_DRIVER_KINDS: ReadonlyMap<string, Capabilities> = new Map([
       methods: ['qhybrid'],
       canBeSource: true,
       canBeTarget: true,
-      changeTracking: false,
+      changeTracking: true,
       formats: ['raw'],
       restorePoints: true,
     }),

@@ -6,6 +6,7 @@ import type { BlockHasher } from '../engine/block-hasher.js';
 import { isZeroBlock, sameDigest } from '../engine/block-hasher.js';
 import { InputError, NotFoundError, TransportError, throwIfAborted } from '../errors.js';
 import { checkRange } from '../util/range.js';
+import { xorInto } from '../util/xor.js';
 
 /** Bytes read from the replica per request when computing its digests. */
 const DIGEST_READ_BYTES = 1024 * 1024;
@@ -122,7 +123,7 @@ export class TargetDisk {
     this.deltaReader ??= await this.openReader(options);
     const current = await this.deltaReader.read(offset, length, options);
     this.bytesRead += length;
-    for (let i = 0; i < length; i++) xor[i]! ^= current[i]!;
+    xorInto(xor, current);
     return xor;
   }
 
