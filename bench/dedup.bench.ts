@@ -1,17 +1,30 @@
 // Incremental replication against rsync, per issue 4: a raw image (2 GiB by default, about 60 %
 // allocated with compressible and random data) is replicated once; then 1 % of its 64 KiB blocks
-// get a 4 KiB guest write. On copies of the same pair, `rsync --inplace --no-whole-file` and
-// replikit's incremental run (trusted replication cache) are timed, with the bytes each sends.
-// Also: full-scan read+hash throughput against `cat image >/dev/null`, and peak memory.
-// Flags: --size=2GiB --threads=N
+// get a 4 KiB guest write (through the file driver, which tracks changed blocks like Xen CBT). On
+// copies of the same pair, `rsync --inplace --no-whole-file` and replikit's incremental run
+// (tracked blocks compared with the trusted replication cache) are timed, with the bytes each sends.
+// Also: the engine's full scan (a source without change tracking: every allocated block read,
+// hashed and compared with the cache) against `cat image >/dev/null`, with a warm page cache and,
+// when this process may drop the page cache (root), a cold one; and peak memory.
+// Flags: --size=2GiB --allocated=0.6 --changed=0.01 --threads=N --skip-rsync
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DriverRegistry, FileStateStore, formatBytes, parseSize, ReplicationEngine } from '@replikit/core';
+import {
+  DriverRegistry,
+  FileStateStore,
+  formatBytes,
+  type Hypervisor,
+  InputError,
+  parseSize,
+  ReplicationEngine,
+  type RunRecord,
+} from '@replikit/core';
 import { createHashingPool, FileCacheProvider } from '@replikit/dedup';
-import { createFileDriver, createFileVM } from '@replikit/driver-file';
+import { createFileDriver, createFileVM, openGuestDisk } from '@replikit/driver-file';
 
 const BLOCK = 64 * 1024;
 
@@ -19,7 +32,14 @@ function flag(flags: string[], name: string, fallback: string): string {
   return flags.find((f) => f.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
 }
 
-async function fillImage(path: string, size: number): Promise<void> {
+function fraction(flags: string[], name: string, fallback: string): number {
+  const value = Number(flag(flags, name, fallback));
+  if (!(value >= 0 && value <= 1)) throw new InputError(`--${name} must be a fraction from 0 to 1`);
+  return value;
+}
+
+/** Fills 4 MiB stripes: a share `allocated` of them hold data (half text, half random), the rest stay holes. */
+async function fillImage(path: string, size: number, allocated: number): Promise<void> {
   const handle = await open(path, 'r+');
   const stripe = 4 * 1024 * 1024;
   const text = Buffer.from('INFO request served in 12ms path=/api/v1/items status=200\n'.repeat(80000)).subarray(
@@ -29,29 +49,59 @@ async function fillImage(path: string, size: number): Promise<void> {
   const noise = Buffer.allocUnsafe(stripe);
   try {
     for (let offset = 0, i = 0; offset < size; offset += stripe, i++) {
-      const kind = (i * 7) % 10; // 0-3 zero, 4-6 compressible, 7-9 random: 60 % allocated
-      if (kind < 4) continue;
-      await handle.write(kind < 7 ? text : randomFillSync(noise), 0, Math.min(stripe, size - offset), offset);
+      const u = ((i * 37) % 100) / 100;
+      if (u >= allocated) continue;
+      await handle.write(u < allocated / 2 ? text : randomFillSync(noise), 0, Math.min(stripe, size - offset), offset);
     }
   } finally {
     await handle.close();
   }
 }
 
-async function guestWrites(path: string, size: number, fraction: number): Promise<number> {
-  const handle = await open(path, 'r+');
+/** 4 KiB guest writes, through the driver (so its change tracking sees them), into a share of the blocks. */
+async function guestWrites(root: string, size: number, share: number): Promise<number> {
   const page = Buffer.allocUnsafe(4096);
   let changed = 0;
+  const disk = await openGuestDisk(root, 'bench', 'disk');
   try {
-    for (let block = 0; block < size / BLOCK; block++) {
-      if ((block * 2654435761) % 1000 >= fraction * 1000) continue;
-      await handle.write(randomFillSync(page), 0, 4096, block * BLOCK + ((block * 7) % 16) * 4096);
+    for (let block = 0; block < Math.floor(size / BLOCK); block++) {
+      if ((block * 2654435761) % 1000 >= share * 1000) continue;
+      await disk.write(block * BLOCK + ((block * 7) % 16) * 4096, randomFillSync(page));
       changed++;
     }
   } finally {
-    await handle.close();
+    await disk.close();
   }
   return changed;
+}
+
+/** The same driver, without its change tracker: what a source without CBT looks like. */
+function withoutTracking(driver: Hypervisor): Hypervisor {
+  const capabilities = { ...driver.capabilities, changeTracking: false };
+  return new Proxy(driver, {
+    get(target, property) {
+      if (property === 'changeTracker') return undefined;
+      if (property === 'capabilities') return capabilities;
+      const value = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+/** Drops the page cache (root only); false when this process may not. */
+function dropCaches(): boolean {
+  try {
+    execFileSync('sync');
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function stateSeconds(record: RunRecord, from: string, to: string): number {
+  const at = (state: string) => Date.parse(record.history.find((h) => h.state === state)!.at);
+  return (at(to) - at(from)) / 1000;
 }
 
 function seconds(start: bigint): number {
@@ -60,22 +110,31 @@ function seconds(start: bigint): number {
 
 export async function run(flags: string[]): Promise<void> {
   const size = parseSize(flag(flags, 'size', '2GiB'), '--size');
+  const allocated = fraction(flags, 'allocated', '0.6');
+  const share = fraction(flags, 'changed', '0.01');
   const threads = Number(flag(flags, 'threads', '0')) || undefined;
+  const skipRsync = flags.includes('--skip-rsync');
   const dir = await mkdtemp(join(tmpdir(), 'replikit-bench-dedup-'));
   try {
     const vms = join(dir, 'vms');
     const replicas = join(dir, 'replicas');
-    await createFileVM(vms, { name: 'bench', disks: [{ id: 'disk', size }] });
+    await createFileVM(vms, { name: 'bench', disks: [{ id: 'disk', size }], changeTracking: true });
     const image = join(vms, 'bench', 'disk.raw');
-    await fillImage(image, size);
-    const drivers = new DriverRegistry().register('file', (o) => createFileDriver({ root: String(o.root) }));
-    const engine = new ReplicationEngine({
-      stateStore: new FileStateStore(join(dir, 'state')),
-      drivers,
-      digest: 'xxh128',
-      hasher: (algorithm) => createHashingPool({ algorithm, ...(threads ? { threads } : {}) }),
-      cache: new FileCacheProvider(join(dir, 'state', 'cache')),
-    });
+    await fillImage(image, size, allocated);
+    const engineFor = (hideTracking: boolean) =>
+      new ReplicationEngine({
+        stateStore: new FileStateStore(join(dir, 'state')),
+        drivers: new DriverRegistry().register('file', (o) => {
+          const driver = createFileDriver({ root: String(o.root) });
+          return hideTracking ? withoutTracking(driver) : driver;
+        }),
+        digest: 'xxh128',
+        hasher: (algorithm) => createHashingPool({ algorithm, ...(threads ? { threads } : {}) }),
+        cache: new FileCacheProvider(join(dir, 'state', 'cache')),
+        // A long-lived process (a scheduler) keeps its hashing threads between runs.
+        keepHashers: true,
+      });
+    const engine = engineFor(false);
     const job = {
       name: 'bench',
       source: { driver: 'file', root: vms, vm: 'bench' },
@@ -83,86 +142,93 @@ export async function run(flags: string[]): Promise<void> {
       method: 'qhybrid',
       options: { replicationCache: true },
     };
-    console.log(`image ${formatBytes(size)}, 60 % allocated; first (full) replication…`);
+    console.log(`image ${formatBytes(size)}, ${Math.round(allocated * 100)} % allocated; first (full) replication…`);
     await engine.run(job);
 
     // rsync's pair: copies of the source and of the replica as they are now.
-    await mkdir(join(dir, 'rsync'));
     const rsyncSource = join(dir, 'rsync', 'source.raw');
     const rsyncTarget = join(dir, 'rsync', 'target.raw');
-    execFileSync('cp', ['--sparse=always', image, rsyncTarget]);
-    const changed = await guestWrites(image, size, 0.01);
-    execFileSync('cp', ['--sparse=always', image, rsyncSource]);
-    console.log(`guest wrote 4 KiB into ${changed} of ${size / BLOCK} blocks (1 %)`);
+    if (!skipRsync) {
+      await mkdir(join(dir, 'rsync'));
+      execFileSync('cp', ['--sparse=always', image, rsyncTarget]);
+    }
+    const changed = await guestWrites(vms, size, share);
+    if (!skipRsync) execFileSync('cp', ['--sparse=always', image, rsyncSource]);
+    console.log(`guest wrote 4 KiB into ${changed} of ${Math.floor(size / BLOCK)} blocks (${share * 100} %)`);
 
     execFileSync('sync');
-    let start = process.hrtime.bigint();
-    const rsync = spawnSync('rsync', ['--inplace', '--no-whole-file', '--stats', rsyncSource, rsyncTarget], {
-      encoding: 'utf8',
-    });
-    const rsyncSeconds = seconds(start);
-    if (rsync.status !== 0) throw new Error(`rsync failed: ${rsync.stderr}`);
-    const sent = Number(/Total bytes sent: ([\d,]+)/.exec(rsync.stdout)?.[1]?.replace(/,/g, '') ?? Number.NaN);
-    const received = Number(/Total bytes received: ([\d,]+)/.exec(rsync.stdout)?.[1]?.replace(/,/g, '') ?? Number.NaN);
-    const rsyncBytes = sent + received;
+    let rsyncSeconds = Number.NaN;
+    let rsyncBytes = Number.NaN;
+    if (!skipRsync) {
+      const start = process.hrtime.bigint();
+      const rsync = spawnSync('rsync', ['--inplace', '--no-whole-file', '--stats', rsyncSource, rsyncTarget], {
+        encoding: 'utf8',
+      });
+      rsyncSeconds = seconds(start);
+      if (rsync.status !== 0) throw new Error(`rsync failed: ${rsync.stderr}`);
+      const count = (what: string) =>
+        Number(new RegExp(`Total bytes ${what}: ([\\d,]+)`).exec(rsync.stdout)?.[1]?.replace(/,/g, '') ?? Number.NaN);
+      rsyncBytes = count('sent') + count('received');
+      await rm(join(dir, 'rsync'), { recursive: true, force: true });
+    }
 
-    start = process.hrtime.bigint();
+    const start = process.hrtime.bigint();
     const incremental = await engine.run(job);
     const replikitSeconds = seconds(start);
-    const transferMs =
-      Date.parse(incremental.history.find((h) => h.state === 'commit')!.at) -
-      Date.parse(incremental.history.find((h) => h.state === 'transfer')!.at);
-    const snapshotMs =
-      Date.parse(incremental.history.find((h) => h.state === 'plan')!.at) -
-      Date.parse(incremental.history.find((h) => h.state === 'snapshot')!.at);
+    const mode = incremental.disks.map((d) => (d.digestSource ? `${d.mode}+${d.digestSource}` : d.mode)).join(', ');
 
-    // Full-scan read + hash of the snapshot image vs cat.
-    execFileSync('sh', ['-c', `cat "${image}" > /dev/null`]);
-    start = process.hrtime.bigint();
-    execFileSync('sh', ['-c', `cat "${image}" > /dev/null`]);
-    const catSeconds = seconds(start);
-    // The engine's read path: the driver's reader fills reused shared buffers, hashed in place.
-    const pool = await createHashingPool({ algorithm: 'xxh128', ...(threads ? { threads } : {}) });
-    const driver = createFileDriver({ root: vms });
-    const [disk] = (await driver.getVM('bench')).disks;
-    const reader = await driver.openReader(disk!);
-    const ring = Array.from({ length: 6 }, () => pool.allocate!(1024 * 1024));
-    start = process.hrtime.bigint();
-    const inFlight: Array<Promise<unknown>> = [];
-    for (let offset = 0, n = 0; offset < size; offset += 1024 * 1024, n++) {
-      const buffer = ring[n % ring.length]!.subarray(0, Math.min(1024 * 1024, size - offset));
-      if (inFlight.length >= 4) await inFlight.shift();
-      await reader.readInto!(offset, buffer);
-      const blocks: Uint8Array[] = [];
-      for (let at = 0; at < buffer.length; at += BLOCK) blocks.push(buffer.subarray(at, at + BLOCK));
-      inFlight.push(pool.hash(blocks));
+    // The full scan: a source that cannot track changes makes the engine read and hash every
+    // allocated block (holes are known from the snapshot's allocation map) and compare it with the cache.
+    const scanEngine = engineFor(true);
+    await scanEngine.run(job); // starts its threads and warms the page cache
+    const scanWarm = await scanEngine.run(job);
+    const cat = (): number => {
+      const begin = process.hrtime.bigint();
+      execFileSync('sh', ['-c', 'cat "$1" > /dev/null', 'cat', image]);
+      return seconds(begin);
+    };
+    cat();
+    const catWarm = cat();
+    let catCold = Number.NaN;
+    let scanCold: RunRecord | undefined;
+    if (dropCaches()) {
+      catCold = cat();
+      dropCaches();
+      scanCold = await scanEngine.run(job);
     }
-    await Promise.all(inFlight);
-    const hashSeconds = seconds(start);
-    await reader.close();
-    await driver.close();
-    await pool.close?.();
 
     const rows = [
-      ['rsync --inplace --no-whole-file', `${rsyncSeconds.toFixed(2)} s`, formatBytes(rsyncBytes)],
       [
-        'replikit incremental (trusted cache)',
-        `${replikitSeconds.toFixed(2)} s`,
-        formatBytes(incremental.stats.bytesSent),
+        'rsync --inplace --no-whole-file',
+        skipRsync ? 'skipped' : `${rsyncSeconds.toFixed(2)} s`,
+        formatBytes(rsyncBytes),
       ],
+      [`replikit incremental (${mode})`, `${replikitSeconds.toFixed(2)} s`, formatBytes(incremental.stats.bytesSent)],
     ];
-    for (const row of rows) console.log(`${row[0]!.padEnd(40)} ${row[1]!.padStart(10)} ${row[2]!.padStart(12)}`);
+    for (const row of rows) console.log(`${row[0]!.padEnd(44)} ${row[1]!.padStart(10)} ${row[2]!.padStart(12)}`);
     console.log(
-      `  replikit: snapshot ${(snapshotMs / 1000).toFixed(2)} s, transfer ${(transferMs / 1000).toFixed(2)} s, replica read ${formatBytes(incremental.stats.bytesReadReplica)}`,
+      `  replikit: snapshot ${stateSeconds(incremental, 'snapshot', 'plan').toFixed(2)} s, transfer ${stateSeconds(incremental, 'transfer', 'commit').toFixed(2)} s, ` +
+        `commit+cleanup ${stateSeconds(incremental, 'commit', 'completed').toFixed(2)} s; read ${formatBytes(incremental.stats.bytesRead)} of the source, ` +
+        `${formatBytes(incremental.stats.bytesReadReplica)} of the replica; ${incremental.stats.blocksChanged} blocks changed, ${incremental.stats.blocksDelta} as deltas`,
     );
-    console.log(`speed ratio rsync/replikit: ${(rsyncSeconds / replikitSeconds).toFixed(2)}x`);
-    console.log(`bytes ratio replikit/rsync: ${(incremental.stats.bytesSent / rsyncBytes).toFixed(3)}`);
-    const catRate = size / catSeconds;
-    const hashRate = size / hashSeconds;
-    console.log(
-      `full-scan read+hash (xxh128, pool): ${formatBytes(hashRate)}/s; cat: ${formatBytes(catRate)}/s; ratio ${(hashRate / catRate).toFixed(2)}`,
-    );
-    console.log(`peak RSS: ${formatBytes(process.resourceUsage().maxRSS * 1024)}`);
+    if (!skipRsync) {
+      console.log(`speed ratio rsync/replikit: ${(rsyncSeconds / replikitSeconds).toFixed(2)}x (goal ≥ 10x)`);
+      console.log(`bytes ratio replikit/rsync: ${(incremental.stats.bytesSent / rsyncBytes).toFixed(3)} (goal ≤ 1)`);
+    }
+    const scanLine = (label: string, record: RunRecord, catSeconds: number) => {
+      const scanRate = size / stateSeconds(record, 'transfer', 'commit');
+      const catRate = size / catSeconds;
+      console.log(
+        `full scan, ${label}: engine read+hash+compare ${formatBytes(scanRate)}/s (read ${formatBytes(record.stats.bytesRead)}), ` +
+          `cat ${formatBytes(catRate)}/s; ratio ${(scanRate / catRate).toFixed(2)} (goal ≥ 0.7)`,
+      );
+    };
+    scanLine('warm page cache', scanWarm, catWarm);
+    if (scanCold) scanLine('cold page cache', scanCold, catCold);
+    else console.log('full scan, cold page cache: skipped (cannot drop the page cache without root)');
+    console.log(`peak RSS of this process: ${formatBytes(process.resourceUsage().maxRSS * 1024)}`);
+    await engine.close();
+    await scanEngine.close();
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -113,6 +113,7 @@ export async function createDemoVm(root: string, sizeA: number, sizeB: number): 
     name: 'demo-vm',
     cpus: 2,
     memoryMiB: 2048,
+    changeTracking: true,
     disks: [
       { id: 'system', size: sizeA, label: 'system' },
       { id: 'data', size: sizeB, label: 'data' },
