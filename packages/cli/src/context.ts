@@ -32,8 +32,8 @@ export function createEngine(stateDir: string): ReplicationEngine {
     hasher: (algorithm) => createHashingPool({ algorithm }),
     cache: new FileCacheProvider(join(stateDir, 'cache')),
     backup: new FileBlockStore(join(stateDir, 'store')),
-    // A job's `transport` section: in-process, or TCP/TLS to a replikit-agent (key files relative
-    // to the working folder).
+    // A job's `transport` section: in-process, or TCP/TLS to a replikit-agent. Key files of a job
+    // file are already absolute (loadJobForCli); other relative paths are taken from the working folder.
     transport: cliTransport({ base: process.cwd(), env: process.env }),
   });
 }

@@ -2,8 +2,9 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { type JobSpec, loadJobFile } from '@replikit/core';
 
 /**
- * Loads a job file for the CLI: relative `root` paths of its source and target are resolved
- * against the job file's folder, so a job can be run from anywhere.
+ * Loads a job file for the CLI: relative `root` paths of its source and target, and relative key
+ * and certificate files of its `transport` section, are resolved against the job file's folder, so
+ * a job can be run from anywhere.
  */
 export async function loadJobForCli(path: string, cwd: string): Promise<JobSpec> {
   const absolute = resolve(cwd, path);
@@ -11,6 +12,20 @@ export async function loadJobForCli(path: string, cwd: string): Promise<JobSpec>
   const base = dirname(absolute);
   for (const endpoint of [job.source, job.target] as Array<Record<string, unknown>>) {
     if (typeof endpoint.root === 'string' && !isAbsolute(endpoint.root)) endpoint.root = resolve(base, endpoint.root);
+  }
+  const transport = job.transport as Record<string, unknown>;
+  const files: Array<[string, string]> = [
+    ['psk', 'keyFile'],
+    ['key', 'keyFile'],
+    ['certificate', 'cert'],
+    ['certificate', 'key'],
+  ];
+  for (const [section, field] of files) {
+    const entry = transport[section];
+    if (typeof entry !== 'object' || entry === null) continue;
+    const value = (entry as Record<string, unknown>)[field];
+    if (typeof value === 'string' && !isAbsolute(value))
+      (entry as Record<string, unknown>)[field] = resolve(base, value);
   }
   return job;
 }

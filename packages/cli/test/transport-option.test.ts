@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Hypervisor, parseJob } from '@replikit/core';
@@ -8,6 +8,7 @@ import { createFileDriver } from '@replikit/driver-file';
 import { createAgent } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { loadJobForCli } from '../src/job-file.js';
 import { transportForJob } from '../src/transport-option.js';
 import { runCli } from './helpers/cli-harness.js';
 import { createRandomVm, digestOf } from './helpers/file-vm.js';
@@ -126,5 +127,31 @@ describe('replikit run with a tls transport section', () => {
     } finally {
       await agent.stop();
     }
+  });
+
+  it('resolves relative key and certificate files against the job file, not the working folder', async () => {
+    const jobFile = join(dir, 'jobs', 'site.yaml');
+    await mkdir(join(dir, 'jobs'));
+    await writeFile(
+      jobFile,
+      stringify({
+        name: 'j',
+        source: { driver: 'file', root: 'vms', vm: 'v' },
+        target: { driver: 'file', root: '/abs/replicas' },
+        method: 'qhybrid',
+        transport: {
+          kind: 'tls',
+          agent: '127.0.0.1:9',
+          psk: { identity: 'a', keyFile: 'keys/site.psk' },
+          certificate: { cert: 'me.pem', key: '/etc/me.key', trust: [] },
+        },
+      }),
+    );
+    const loaded = await loadJobForCli('jobs/site.yaml', dir);
+    const transport = loaded.transport as Record<string, Record<string, unknown>>;
+    expect(transport.psk!.keyFile).toBe(join(dir, 'jobs', 'keys', 'site.psk'));
+    expect(transport.certificate!.cert).toBe(join(dir, 'jobs', 'me.pem'));
+    expect(transport.certificate!.key).toBe('/etc/me.key');
+    expect((loaded.source as unknown as { root: string }).root).toBe(join(dir, 'jobs', 'vms'));
   });
 });

@@ -65,7 +65,11 @@ export interface DiskReader {
 export interface DiskWriter {
   /** Virtual size in bytes. */
   readonly size: number;
-  /** Writes `data` at `offset`; the range must lie inside the disk. */
+  /**
+   * Writes `data` at `offset`; the range must lie inside the disk. Callers may keep several
+   * writes (and zero writes) in flight at once on ranges that do not overlap; a writer must
+   * accept that (the network agent does it), and `flush` covers every write that resolved.
+   */
   write(offset: number, data: Uint8Array, options?: OperationOptions): Promise<void>;
   /** Makes `[offset, offset + length)` read as zero, deallocating it where the storage can. */
   writeZeroes(offset: number, length: number, options?: OperationOptions): Promise<void>;
