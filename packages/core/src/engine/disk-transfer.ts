@@ -134,34 +134,20 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const prepareBase = async (segment: Segment): Promise<PreparedSegment['base']> => {
     const data = await prefetch!.read(segment.first * blockSize, segment.data!.length, { signal });
     stats.bytesRead += data.length;
-    const blocks: Uint8Array[] = [];
-    for (let at = 0; at < data.length; at += blockSize) blocks.push(data.subarray(at, at + blockSize));
-    const digests = hasher.hashOrZero
-      ? await hasher.hashOrZero(blocks)
-      : await Promise.all(blocks.map(async (b) => (isZeroBlock(b) ? null : (await hasher.hash([b]))[0]!)));
-    return { blocks, digests };
+    const blocks = splitBlocks(data, blockSize);
+    return { blocks, digests: await digestsOrZero(hasher, blocks) };
+  };
+  const prepareOwn = async (segment: Segment): Promise<PreparedSegment> => {
+    const blocks = splitBlocks(segment.data!, blockSize);
+    if (!needDigests) return { ...segment, blocks, zero: blocks.map(isZeroBlock) };
+    const found = await digestsOrZero(hasher, blocks);
+    return { ...segment, blocks, zero: found.map((d) => d === null), digests: found.map((d) => d ?? undefined) };
   };
   const prepare = async (segment: Segment): Promise<PreparedSegment> => {
     if (!segment.data) return segment;
-    if (prefetch) {
-      const [prepared, base] = await Promise.all([prepareOwn(segment), prepareBase(segment)]);
-      return { ...prepared, base };
-    }
-    return prepareOwn(segment);
-  };
-  const prepareOwn = async (segment: Segment): Promise<PreparedSegment> => {
-    const blocks: Uint8Array[] = [];
-    for (let at = 0; at < segment.data!.length; at += blockSize)
-      blocks.push(segment.data!.subarray(at, at + blockSize));
-    if (needDigests && hasher.hashOrZero) {
-      const found = await hasher.hashOrZero(blocks);
-      return { ...segment, blocks, zero: found.map((d) => d === null), digests: found.map((d) => d ?? undefined) };
-    }
-    const zero = blocks.map(isZeroBlock);
-    if (!needDigests) return { ...segment, blocks, zero };
-    const hashed = await hasher.hash(blocks.filter((_, i) => !zero[i]));
-    let next = 0;
-    return { ...segment, blocks, zero, digests: zero.map((z) => (z ? undefined : hashed[next++])) };
+    if (!prefetch) return prepareOwn(segment);
+    const [prepared, base] = await Promise.all([prepareOwn(segment), prepareBase(segment)]);
+    return { ...prepared, base };
   };
 
   let zeroRun: { index: number; count: number } | undefined;
@@ -314,4 +300,20 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   } finally {
     await digests?.return?.();
   }
+}
+
+/** Views of `data` cut into blocks (the last one possibly short). */
+function splitBlocks(data: Uint8Array, blockSize: number): Uint8Array[] {
+  const blocks: Uint8Array[] = [];
+  for (let at = 0; at < data.length; at += blockSize) blocks.push(data.subarray(at, at + blockSize));
+  return blocks;
+}
+
+/** The digest of each block, `null` for an all-zero one: on the hasher's threads when it can, in one batch. */
+async function digestsOrZero(hasher: BlockHasher, blocks: Uint8Array[]): Promise<Array<Uint8Array | null>> {
+  if (hasher.hashOrZero) return hasher.hashOrZero(blocks);
+  const zero = blocks.map(isZeroBlock);
+  const hashed = await hasher.hash(blocks.filter((_, i) => !zero[i]));
+  let next = 0;
+  return zero.map((z) => (z ? null : hashed[next++]!));
 }

@@ -304,15 +304,17 @@ export class RunExecution {
       let digestSource: 'replica' | 'cache' | undefined;
       if (firstRun) mode = 'full';
       else {
-        const tracked =
-          mayTrack && !record.replicaModified && source.changeTracker && record.baseSnapshot
-            ? await source.changeTracker.changes(disk, record.baseSnapshot, snapshot, { signal: this.signal })
-            : undefined;
-        digestSource = cache ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : 'replica';
+        const trusted = cache ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : undefined;
         // Tracked blocks only: alone, or compared with a trusted cache (which the run then carries
         // forward for the blocks it does not read). An untrusted cache is rebuilt by a verified diff.
-        if (tracked && (!cache || digestSource === 'cache')) mode = 'tracked';
-        if (mode === 'tracked' && !cache) digestSource = undefined;
+        const canTrack = mayTrack && !record.replicaModified && (!cache || trusted === 'cache');
+        if (canTrack && source.changeTracker && record.baseSnapshot) {
+          const changes = await source.changeTracker.changes(disk, record.baseSnapshot, snapshot, {
+            signal: this.signal,
+          });
+          if (changes) mode = 'tracked';
+        }
+        digestSource = mode === 'tracked' ? trusted : (trusted ?? 'replica');
       }
       record.disks.push({
         position,
