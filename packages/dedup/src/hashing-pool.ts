@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type BlockHasher, DriverError, InputError } from '@replikit/core';
 import { asDigestKind, DIGEST_LENGTH, type DigestKind } from './digest-kinds.js';
+import { createHashMemory, type HashMemory, MAX_HASH_MEMORY_BYTES } from './xxh3/xxh3.js';
 
 /** Options of {@link createHashingPool}. */
 export interface HashingPoolOptions {
@@ -15,7 +16,8 @@ export interface HashingPoolOptions {
 
 interface Slot {
   worker: Worker;
-  input: SharedArrayBuffer;
+  /** Where copied blocks go: a SharedArrayBuffer, or the room of a hash memory (xxh128). */
+  input: Uint8Array;
   output: SharedArrayBuffer;
   busy: boolean;
 }
@@ -29,7 +31,11 @@ interface Pending {
  * A {@link @replikit/core!BlockHasher} that hashes on worker threads: each batch is copied once
  * into a worker's shared buffer (the only copy), hashed there, and the digests come back through
  * another shared buffer. Batches go to idle workers, so concurrent batches (several disks, read-ahead)
- * use every core.
+ * use every core. Blocks in buffers from `allocate()` are hashed where they are, without a copy.
+ *
+ * xxh128 runs on a WebAssembly SIMD kernel (XXH3-128, bit-identical to hash-wasm's, which stays
+ * the fallback where SIMD is missing); its shared buffers are WebAssembly memories, so the kernel
+ * reads blocks in place.
  *
  * @example
  * ```ts
@@ -53,15 +59,31 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
   const waiting: Array<(slot: Slot) => void> = [];
   let nextId = 0;
   let closed = false;
+  // For xxh128, shared buffers are hash memories (WebAssembly) that the workers' kernel reads in
+  // place: each has an id, so a worker instantiates the kernel once per memory, and is told when
+  // the memory is gone.
+  const memories = new WeakMap<ArrayBufferLike, { memory: HashMemory; memoryId: number }>();
+  const dropped = new FinalizationRegistry<number>((memoryId) => {
+    if (!closed) for (const slot of slots) slot.worker.postMessage({ drop: memoryId });
+  });
+  let nextMemoryId = 0;
+  const sharedBuffer = (bytes: number): Uint8Array => {
+    if (algorithm !== 'xxh128') return new Uint8Array(new SharedArrayBuffer(bytes));
+    const { memory, view } = createHashMemory(bytes);
+    const memoryId = nextMemoryId++;
+    memories.set(view.buffer, { memory, memoryId });
+    dropped.register(view.buffer, memoryId);
+    return view;
+  };
 
   const fail = (error: unknown) => {
     for (const job of pending.values()) job.reject(error);
     pending.clear();
   };
   await Promise.all(
-    Array.from({ length: threads }, async () => {
+    Array.from({ length: threads }, async (_, thread) => {
       // The worker is plain JavaScript: it needs none of the parent's loaders (tsx, say), which cost startup time.
-      const worker = new Worker(url, { workerData: { kind: algorithm }, execArgv: [] });
+      const worker = new Worker(url, { workerData: { kind: algorithm, thread }, execArgv: [] });
       await new Promise<void>((resolve, reject) => {
         worker.once('message', () => resolve());
         worker.once('error', reject);
@@ -77,7 +99,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       worker.unref();
       slots.push({
         worker,
-        input: new SharedArrayBuffer(slotBytes),
+        input: sharedBuffer(slotBytes),
         output: new SharedArrayBuffer(maxBlocks * (digestLength + 1)),
         busy: false,
       });
@@ -106,17 +128,19 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       // once into the worker's slot.
       const shared = blocks[0]?.buffer;
       const inPlace = shared instanceof SharedArrayBuffer && blocks.every((block) => block.buffer === shared);
-      let message: { input: SharedArrayBuffer; offsets?: number[] };
+      let message: { input: SharedArrayBuffer; offsets: number[]; memory?: HashMemory; memoryId?: number };
       if (inPlace) {
-        message = { input: shared, offsets: blocks.map((block) => block.byteOffset) };
+        message = { input: shared, offsets: blocks.map((block) => block.byteOffset), ...memories.get(shared) };
       } else {
-        const input = new Uint8Array(slot.input);
+        const offsets: number[] = [];
         let at = 0;
         for (const block of blocks) {
-          input.set(block, at);
+          slot.input.set(block, at);
+          offsets.push(slot.input.byteOffset + at);
           at += block.length;
         }
-        message = { input: slot.input };
+        const input = slot.input.buffer as SharedArrayBuffer;
+        message = { input, offsets, ...memories.get(input) };
       }
       const id = nextId++;
       // A busy worker keeps the process alive (an idle one does not: a forgotten pool never hangs it).
@@ -170,7 +194,10 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       return hashAll(blocks, true);
     },
     allocate(bytes: number): Uint8Array {
-      return new Uint8Array(new SharedArrayBuffer(bytes));
+      if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes > MAX_HASH_MEMORY_BYTES) {
+        throw new InputError(`allocate takes a byte count from 0 to ${MAX_HASH_MEMORY_BYTES}, got ${bytes}`);
+      }
+      return sharedBuffer(bytes);
     },
     async close() {
       if (closed) return;
