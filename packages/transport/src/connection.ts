@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { ReplikitError, TransportError } from '@replikit/core';
 import type { BlockArena } from './protocol/block-arena.js';
-import { FrameDecoder } from './protocol/frame-decoder.js';
+import { FrameDecoder, type RawFrame } from './protocol/frame-decoder.js';
 import { encodeMessage, type Message, parseFrame } from './protocol/messages.js';
 import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
 
@@ -37,7 +37,9 @@ function remoteError(message: Extract<Message, { type: 'error' }>, peer: string)
 export class FrameConnection {
   private readonly decoder: FrameDecoder;
   private readonly queue: Message[] = [];
-  private waiter: { resolve(m: Message): void; reject(e: unknown): void } | undefined;
+  private waiter:
+    | { resolve(m: Message | undefined): void; reject(e: unknown): void; interruptible: boolean }
+    | undefined;
   private failure: ReplikitError | undefined;
   private drainWaiters: Array<{ resolve(): void; reject(e: unknown): void }> = [];
   /** Bytes written to the stream. */
@@ -104,14 +106,21 @@ export class FrameConnection {
     if (this.failure) return;
     this.bytesIn += chunk.length;
     this.lastActivity = performance.now();
-    let messages: Message[];
+    let frames: RawFrame[];
     try {
-      messages = this.decoder.push(chunk).map(parseFrame);
+      frames = this.decoder.push(chunk);
     } catch (error) {
       this.abort(error as ReplikitError, { retry: isDamaged(error) });
       return;
     }
-    for (const message of messages) {
+    for (let i = 0; i < frames.length; i++) {
+      let message: Message;
+      try {
+        message = parseFrame(frames[i]!);
+      } catch (error) {
+        this.abort(error as ReplikitError, { retry: isDamaged(error) });
+        return;
+      }
       if (message.type === 'error') {
         this.fail(remoteError(message, this.peer));
         this.socket.destroy();
@@ -140,6 +149,26 @@ export class FrameConnection {
 
   /** The next message from the peer. Rejects once the connection has failed. */
   next(): Promise<Message> {
+    return this.wait(false) as Promise<Message>;
+  }
+
+  /**
+   * Like {@link FrameConnection.next}, but resolves `undefined` when {@link FrameConnection.interrupt}
+   * is called while it waits (an agent that stops wakes its sessions' readers this way).
+   */
+  nextOrInterrupt(): Promise<Message | undefined> {
+    return this.wait(true);
+  }
+
+  /** Wakes a reader waiting in {@link FrameConnection.nextOrInterrupt} with `undefined`. */
+  interrupt(): void {
+    const waiter = this.waiter;
+    if (!waiter?.interruptible) return;
+    this.waiter = undefined;
+    waiter.resolve(undefined);
+  }
+
+  private wait(interruptible: boolean): Promise<Message | undefined> {
     const message = this.queue.shift();
     if (message) {
       if (this.queue.length < QUEUE_HIGH / 2 && this.socket.isPaused()) this.socket.resume();
@@ -149,7 +178,7 @@ export class FrameConnection {
     if (this.socket.isPaused()) this.socket.resume();
     this.lastActivity = performance.now();
     return new Promise((resolve, reject) => {
-      this.waiter = { resolve, reject };
+      this.waiter = { resolve, reject, interruptible };
     });
   }
 

@@ -7,9 +7,12 @@ import type { BlockHasher } from '@replikit/core';
  * hashed; otherwise the blocks wait for the next batch to come back (the busier the hasher, the
  * larger the batches, and never more than one turn of delay when it is idle).
  */
+/** Receives a block's digest, or the hasher's error. */
+export type DigestCallback = (digest: Uint8Array | undefined, error?: unknown) => void;
+
 export class HashBatcher {
   private blocks: Uint8Array[] = [];
-  private waiters: Array<{ resolve(digest: Uint8Array): void; reject(error: unknown): void }> = [];
+  private callbacks: DigestCallback[] = [];
   private scheduled = false;
   private inFlight = 0;
 
@@ -27,34 +30,47 @@ export class HashBatcher {
   /** The digest of `block`, computed with the next batch. */
   hash(block: Uint8Array): Promise<Uint8Array> {
     return new Promise((resolve, reject) => {
-      this.blocks.push(block);
-      this.waiters.push({ resolve, reject });
-      if (this.blocks.length >= this.maxBlocks) this.flush();
-      else if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => {
-          this.scheduled = false;
-          if (this.inFlight < this.maxInFlight) this.flush();
-        });
-      }
+      this.submit(block, (digest, error) => (digest ? resolve(digest) : reject(error)));
     });
   }
 
+  /**
+   * Hashes `block` with the next batch and calls `done` with its digest (or the hasher's error):
+   * the hot path's form of {@link HashBatcher.hash}, which allocates no promise per block.
+   */
+  submit(block: Uint8Array, done: DigestCallback): void {
+    this.blocks.push(block);
+    this.callbacks.push(done);
+    if (this.blocks.length >= this.maxBlocks) this.flush();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.onTurnEnd);
+    }
+  }
+
+  private readonly onTurnEnd = (): void => {
+    this.scheduled = false;
+    if (this.inFlight < this.maxInFlight) this.flush();
+  };
+
   private flush(): void {
     const blocks = this.blocks;
-    const waiters = this.waiters;
+    const callbacks = this.callbacks;
     if (blocks.length === 0) return;
     this.blocks = [];
-    this.waiters = [];
+    this.callbacks = [];
     this.inFlight++;
     this.hasher.hash(blocks).then(
       (digests) => {
         this.settled();
-        for (const [i, waiter] of waiters.entries()) waiter.resolve(digests[i]!);
+        for (let i = 0; i < callbacks.length; i++) {
+          const digest = digests[i];
+          callbacks[i]!(digest, digest ? undefined : new Error('the hasher returned too few digests'));
+        }
       },
       (error: unknown) => {
         this.settled();
-        for (const waiter of waiters) waiter.reject(error);
+        for (const done of callbacks) done(undefined, error ?? new Error('the hasher failed'));
       },
     );
   }

@@ -146,12 +146,8 @@ export async function serveTargetSession(
   let spec: SessionSpec | undefined;
   const stopping = options.stopping;
   // Wakes the read loop when the agent stops: the message being applied finishes first.
-  let onStop = () => {};
-  const stopped = new Promise<undefined>((resolve) => {
-    onStop = () => resolve(undefined);
-    if (stopping?.aborted) resolve(undefined);
-    stopping?.addEventListener('abort', onStop, { once: true });
-  });
+  const onStop = () => conn.interrupt();
+  stopping?.addEventListener('abort', onStop, { once: true });
 
   const hasherFor = options.hasher ?? createNodeHasher;
   let hasher!: BlockHasher;
@@ -200,9 +196,9 @@ export async function serveTargetSession(
         const s = stream(message.stream);
         if (message.index < s.end) throw new ProtocolError(`zero run at ${message.index} arrived out of order`);
         const op: BlockOp = { kind: 'zero', index: message.index, count: message.count };
-        const room = s.writes.push(0, async () => () => s.disk.apply(op));
+        s.writes.add(0, () => s.disk.apply(op));
         s.end = message.index + message.count;
-        return room ? room.then(() => true) : true;
+        return s.writes.full ? s.writes.room().then(() => true) : true;
       }
       case 'flush': {
         const s = stream(message.stream);
@@ -241,28 +237,43 @@ export async function serveTargetSession(
     }
     const index = message.index;
     const expected = message.digest;
-    // The digest is computed on the hasher's threads while the next frames are read, and
-    // checked in the write lane, right before the write starts: nothing unverified is ever
-    // written.
+    const writes = s.writes;
+    // The digest is computed on the hasher's threads while the next frames are read; the write
+    // is queued now and starts, in order, only once the digest checked out: nothing unverified
+    // is ever written.
     const bytes = message.compressed ? decodeBlock(codecById(message.codec), message, arena) : message.payload;
-    const digest = batcher.hash(bytes);
-    digest.catch(() => undefined);
-    const room = s.writes.push(message.rawLength, async () => {
-      const actual = await digest;
-      if (!actual || !sameDigest(actual, expected)) {
-        throw new TransportError(`block ${index} of disk ${s.disk.disk.id} arrived damaged (digest mismatch)`, {
-          details: { index },
-        });
-      }
-      return async () => {
+    const entry = writes.add(
+      message.rawLength,
+      async () => {
         await s.disk.apply({ kind: 'data', index, data: bytes });
         bytesWritten(bytes.length);
         // The arena slot goes back to the decoder once the block is written.
         conn.release(bytes);
-      };
+      },
+      false,
+    );
+    batcher.submit(bytes, (actual, error) => {
+      if (actual && sameDigest(actual, expected)) writes.ready(entry);
+      else {
+        writes.fail(
+          error ??
+            new TransportError(`block ${index} of disk ${s.disk.disk.id} arrived damaged (digest mismatch)`, {
+              details: { index },
+            }),
+        );
+      }
     });
     s.end = message.index + 1;
-    return room ? room.then(() => true as const) : true;
+    return writes.full ? writes.room().then(() => true as const) : true;
+  };
+
+  /** A stream's write lane; its failure (a damaged block, a failed write) ends the connection at once. */
+  const lane = (): WriteLane => {
+    const writes = new WriteLane(WRITE_DEPTH, WRITE_QUEUE_BYTES);
+    writes.onFail = (error) => {
+      if (!conn.error) conn.abort(asReplikit(error), { retry: isDamage(error) });
+    };
+    return writes;
   };
 
   const handleControl = async (message: Message): Promise<boolean> => {
@@ -275,7 +286,7 @@ export async function serveTargetSession(
           disk,
           end: 0,
           digestWork: Promise.resolve(),
-          writes: new WriteLane(WRITE_DEPTH, WRITE_QUEUE_BYTES),
+          writes: lane(),
           flushes: Promise.resolve(),
         });
         conn.send({ type: 'disk-opened', stream: message.stream, blockCount: disk.blockCount });
@@ -329,7 +340,7 @@ export async function serveTargetSession(
     for (;;) {
       if (stopping?.aborted) break;
       // A queued frame is taken at once; only an empty queue costs a wait.
-      const next = conn.poll() ?? (await Promise.race([conn.next(), stopped]));
+      const next = conn.poll() ?? (await conn.nextOrInterrupt());
       if (next === undefined) break;
       const handled = handle(next);
       if (!(handled === true || (handled !== false && (await handled)))) break;

@@ -81,7 +81,7 @@ describe('write lane', () => {
     let running = 0;
     let most = 0;
     for (let i = 0; i < 8; i++) {
-      await lane.push(10, async () => async () => {
+      lane.add(10, async () => {
         started.push(i);
         running++;
         most = Math.max(most, running);
@@ -96,15 +96,41 @@ describe('write lane', () => {
     expect(lane.queued).toBe(0);
   });
 
+  it('starts an operation only once it is ready, and those after it only after it', async () => {
+    const lane = new WriteLane(4, 1 << 20);
+    const started: number[] = [];
+    const first = lane.add(1, async () => void started.push(0), false);
+    lane.add(1, async () => void started.push(1));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(started).toEqual([]);
+    lane.ready(first);
+    await lane.settled();
+    expect(started).toEqual([0, 1]);
+  });
+
+  it('settles for what was queued before, not for what came after', async () => {
+    const lane = new WriteLane(4, 1 << 20);
+    lane.add(1, async () => undefined);
+    const settled = lane.settled();
+    const later = lane.add(1, async () => undefined, false);
+    await settled;
+    expect(later.done).toBe(false);
+    lane.ready(later);
+    await lane.settled();
+    expect(later.done).toBe(true);
+  });
+
   it('asks the reader to wait only when the queue is full', async () => {
     const lane = new WriteLane(1, 10);
     let finish!: () => void;
     const blocked = new Promise<void>((resolve) => {
       finish = resolve;
     });
-    expect(lane.push(6, async () => () => blocked)).toBeUndefined();
-    const room = lane.push(6, async () => async () => undefined);
-    expect(room).toBeInstanceOf(Promise);
+    lane.add(6, () => blocked);
+    expect(lane.full).toBe(false);
+    lane.add(6, async () => undefined);
+    expect(lane.full).toBe(true);
+    const room = lane.room();
     finish();
     await room;
     await lane.settled();
@@ -114,17 +140,27 @@ describe('write lane', () => {
   it('starts nothing after a failed check and reports the failure', async () => {
     const lane = new WriteLane(4, 1 << 20);
     const written: number[] = [];
-    await lane.push(1, async () => async () => void written.push(0));
-    await lane.push(1, async () => {
-      throw new Error('digest mismatch');
-    });
-    try {
-      await lane.push(1, async () => async () => void written.push(2));
-    } catch {
-      // The lane may already know of the failure.
-    }
+    const failures: unknown[] = [];
+    lane.onFail = (error) => failures.push(error);
+    lane.add(1, async () => void written.push(0));
+    const second = lane.add(1, async () => void written.push(1), false);
+    lane.add(1, async () => void written.push(2));
+    await new Promise((resolve) => setImmediate(resolve));
+    lane.fail(new Error('digest mismatch'));
+    lane.ready(second);
+    expect(() => lane.add(1, async () => void written.push(3))).toThrow(/digest mismatch/);
     await expect(lane.settled()).rejects.toThrow(/digest mismatch/);
     expect(written).toEqual([0]);
+    expect(failures).toHaveLength(1);
+  });
+
+  it('fails when a write fails, and idles once what runs has ended', async () => {
+    const lane = new WriteLane(2, 1 << 20);
+    lane.add(1, async () => {
+      throw new Error('disk full');
+    });
+    await expect(lane.settled()).rejects.toThrow(/disk full/);
+    await lane.idle();
   });
 });
 
