@@ -4,6 +4,8 @@ import { type BlockHasher, DriverError, InputError } from '@replikit/core';
 import { asDigestKind, DIGEST_LENGTH, type DigestKind } from './digest-kinds.js';
 import { createHashMemory, type HashMemory, MAX_HASH_MEMORY_BYTES } from './xxh3/xxh3.js';
 
+const SLOTS_PER_THREAD = 2;
+
 /** Options of {@link createHashingPool}. */
 export interface HashingPoolOptions {
   /** The digest. @default 'xxh128' */
@@ -14,10 +16,20 @@ export interface HashingPoolOptions {
   slotBytes?: number;
 }
 
-interface Slot {
+interface Thread {
   worker: Worker;
-  /** Where copied blocks go: a SharedArrayBuffer, or the room of a hash memory (xxh128). */
-  input: Uint8Array;
+  /** Its slots that are busy: while any is, the worker keeps the process alive. */
+  active: number;
+}
+
+/**
+ * What one message to a thread uses. Each thread has {@link SLOTS_PER_THREAD}, so a second batch
+ * is queued while the first is hashed: the thread never idles through a message round trip.
+ */
+interface Slot {
+  thread: Thread;
+  /** Where copied blocks go (made on first use): a SharedArrayBuffer, or the room of a hash memory (xxh128). */
+  input?: Uint8Array;
   output: SharedArrayBuffer;
   busy: boolean;
 }
@@ -54,6 +66,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
   const digestLength = DIGEST_LENGTH[algorithm];
   const maxBlocks = Math.ceil(slotBytes / 512);
   const url = new URL('./hash-worker.js', import.meta.url);
+  const workers: Thread[] = [];
   const slots: Slot[] = [];
   const pending = new Map<number, Pending>();
   const waiting: Array<(slot: Slot) => void> = [];
@@ -64,7 +77,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
   // the memory is gone.
   const memories = new WeakMap<ArrayBufferLike, { memory: HashMemory; memoryId: number }>();
   const dropped = new FinalizationRegistry<number>((memoryId) => {
-    if (!closed) for (const slot of slots) slot.worker.postMessage({ drop: memoryId });
+    if (!closed) for (const { worker } of workers) worker.postMessage({ drop: memoryId });
   });
   let nextMemoryId = 0;
   const sharedBuffer = (bytes: number): Uint8Array => {
@@ -80,8 +93,8 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     for (const job of pending.values()) job.reject(error);
     pending.clear();
   };
-  await Promise.all(
-    Array.from({ length: threads }, async (_, thread) => {
+  const started = await Promise.all(
+    Array.from({ length: threads }, async (_, thread): Promise<Thread> => {
       // The worker is plain JavaScript: it needs none of the parent's loaders (tsx, say), which cost startup time.
       const worker = new Worker(url, { workerData: { kind: algorithm, thread }, execArgv: [] });
       await new Promise<void>((resolve, reject) => {
@@ -97,27 +110,41 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
         fail(new DriverError(`a hashing thread failed: ${error.message}`, { cause: error })),
       );
       worker.unref();
-      slots.push({
-        worker,
-        input: sharedBuffer(slotBytes),
-        output: new SharedArrayBuffer(maxBlocks * (digestLength + 1)),
-        busy: false,
-      });
+      return { worker, active: 0 };
     }),
   );
+  workers.push(...started);
+  for (let i = 0; i < SLOTS_PER_THREAD; i++) {
+    for (const thread of started) {
+      slots.push({ thread, output: new SharedArrayBuffer(maxBlocks * (digestLength + 1)), busy: false });
+    }
+  }
 
+  // A busy worker keeps the process alive (an idle one does not: a forgotten pool never hangs it).
+  const take = (slot: Slot) => {
+    slot.busy = true;
+    if (slot.thread.active++ === 0) slot.thread.worker.ref();
+  };
   const acquire = (): Promise<Slot> => {
-    const free = slots.find((slot) => !slot.busy);
+    // a free slot of the least busy thread
+    let free: Slot | undefined;
+    for (const slot of slots) {
+      if (!slot.busy && (!free || slot.thread.active < free.thread.active)) free = slot;
+    }
     if (free) {
-      free.busy = true;
+      take(free);
       return Promise.resolve(free);
     }
     return new Promise((resolve) => waiting.push(resolve));
   };
   const release = (slot: Slot) => {
     const next = waiting.shift();
-    if (next) next(slot);
-    else slot.busy = false;
+    if (next) {
+      next(slot);
+    } else {
+      slot.busy = false;
+      if (--slot.thread.active === 0) slot.thread.worker.unref();
+    }
   };
 
   async function hashChunk(blocks: readonly Uint8Array[], zeroFlags: boolean): Promise<Array<Uint8Array | null>> {
@@ -132,6 +159,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       if (inPlace) {
         message = { input: shared, offsets: blocks.map((block) => block.byteOffset), ...memories.get(shared) };
       } else {
+        slot.input ??= sharedBuffer(slotBytes);
         const offsets: number[] = [];
         let at = 0;
         for (const block of blocks) {
@@ -143,16 +171,10 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
         message = { input, offsets, ...memories.get(input) };
       }
       const id = nextId++;
-      // A busy worker keeps the process alive (an idle one does not: a forgotten pool never hangs it).
-      slot.worker.ref();
-      try {
-        await new Promise<void>((resolve, reject) => {
-          pending.set(id, { resolve, reject });
-          slot.worker.postMessage({ id, ...message, output: slot.output, lengths, digestLength, zeroFlags });
-        });
-      } finally {
-        slot.worker.unref();
-      }
+      await new Promise<void>((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        slot.thread.worker.postMessage({ id, ...message, output: slot.output, lengths, digestLength, zeroFlags });
+      });
       const output = new Uint8Array(slot.output);
       const flags = blocks.length * digestLength;
       return blocks.map((_, i) =>
@@ -203,7 +225,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       if (closed) return;
       closed = true;
       fail(new InputError('the hashing pool was closed'));
-      await Promise.all(slots.map((slot) => slot.worker.terminate()));
+      await Promise.all(workers.map(({ worker }) => worker.terminate()));
     },
   };
 }

@@ -2,21 +2,21 @@
 
 /**
  * A shared `WebAssembly.Memory` (typed loosely: this project's TypeScript libraries have no
- * WebAssembly types). Its first {@link HASH_MEMORY_RESERVED} bytes belong to the XXH3 module.
+ * WebAssembly types). Its last {@link HASH_MEMORY_RESERVED} bytes belong to the XXH3 module.
  */
 export interface HashMemory {
   readonly buffer: SharedArrayBuffer;
 }
 
 /**
- * Bytes at the start of every hash memory that belong to the module: the XXH3 secret at 0..191
- * (written, always with the same bytes, by each instantiation) and a 16-byte digest slot per
- * thread from 256 on. Blocks to hash start at or after this offset.
+ * Bytes at the end of every hash memory that belong to the module: the XXH3 secret in the first
+ * 192 (written, always with the same bytes, by each instantiation) and a 16-byte digest slot per
+ * thread from 256 on. Blocks to hash lie before them, so a buffer can start at offset 0.
  */
 export const HASH_MEMORY_RESERVED: number;
 /** Threads that may hash in one hash memory at once (each has its own digest slot). */
 export const HASH_MEMORY_THREADS: number;
-/** The largest buffer {@link createHashMemory} makes (4 GiB less the reserved head). */
+/** The largest buffer {@link createHashMemory} makes (4 GiB less the reserved tail). */
 export const MAX_HASH_MEMORY_BYTES: number;
 
 /** True when this runtime validates a WebAssembly SIMD128 module. */
@@ -29,7 +29,8 @@ export function simdSupported(): boolean;
 export function xxh3Module(): object | null;
 
 /**
- * A shared memory with room for `bytes` bytes after the reserved head.
+ * A shared memory with room for `bytes` bytes before the reserved tail: `view` is that room, at
+ * offset 0 of `memory.buffer` (as the engine expects of `allocate()`d buffers).
  *
  * @throws RangeError when `bytes` is not an integer from 0 to {@link MAX_HASH_MEMORY_BYTES}.
  */
@@ -42,7 +43,7 @@ export interface BoundXxh128 {
    * (canonical: big-endian high half, then low half, as hash-wasm's `digest('binary')`) at
    * `outAt` of `out`.
    *
-   * @throws RangeError when the bytes are not in the memory (or start in its reserved head), or
+   * @throws RangeError when the bytes are not in the memory (or reach its reserved tail), or
    * `out` has no room at `outAt`.
    */
   digestInto(at: number, length: number, out: Uint8Array, outAt?: number): void;
@@ -51,7 +52,8 @@ export interface BoundXxh128 {
 /**
  * Instantiates the module over `memory` for thread `thread` (0 to {@link HASH_MEMORY_THREADS} - 1).
  *
- * @throws Error where {@link xxh3Module} is `null`; RangeError for a bad `thread`.
+ * @throws Error where {@link xxh3Module} is `null`; RangeError for a bad `thread`, or a memory
+ * smaller than {@link HASH_MEMORY_RESERVED}.
  */
 export function bindXxh128(memory: HashMemory, thread?: number): BoundXxh128;
 

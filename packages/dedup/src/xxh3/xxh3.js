@@ -3,7 +3,7 @@
 // way from src/ and dist/. Types: xxh3.d.ts.
 import { XXH3_WASM_BASE64 } from './xxh3-wasm.js';
 
-/** Bytes at the start of every hash memory that belong to the module (see xxh3.d.ts). */
+/** Bytes at the end of every hash memory that belong to the module (see xxh3.d.ts). */
 export const HASH_MEMORY_RESERVED = 8192;
 /** Threads that may hash in one hash memory at once: each has its own 16-byte digest slot. */
 export const HASH_MEMORY_THREADS = 256;
@@ -33,7 +33,7 @@ export function xxh3Module() {
   try {
     const module = new WebAssembly.Module(Buffer.from(XXH3_WASM_BASE64, 'base64'));
     // Shared memories need SharedArrayBuffer: try one instance before promising anything.
-    new WebAssembly.Instance(module, { env: { memory: newMemory(1) } });
+    new WebAssembly.Instance(module, { env: { memory: newMemory(1), secret: PAGE - HASH_MEMORY_RESERVED } });
     compiled = module;
   } catch {
     compiled = null;
@@ -55,13 +55,13 @@ function checkLength(name, value, max) {
 export const MAX_HASH_MEMORY_BYTES = MAX_PAGES * PAGE - HASH_MEMORY_RESERVED;
 
 /**
- * A shared WebAssembly memory with room for `bytes` bytes after the module's reserved head; `view`
- * is that room. The memory never grows, so `view` stays valid.
+ * A shared WebAssembly memory with room for `bytes` bytes before the module's reserved tail; `view`
+ * is that room, at offset 0 of the memory's buffer. The memory never grows, so `view` stays valid.
  */
 export function createHashMemory(bytes) {
   checkLength('bytes', bytes, MAX_HASH_MEMORY_BYTES);
-  const memory = newMemory(Math.max(1, Math.ceil((HASH_MEMORY_RESERVED + bytes) / PAGE)));
-  return { memory, view: new Uint8Array(memory.buffer, HASH_MEMORY_RESERVED, bytes) };
+  const memory = newMemory(Math.max(1, Math.ceil((bytes + HASH_MEMORY_RESERVED) / PAGE)));
+  return { memory, view: new Uint8Array(memory.buffer, 0, bytes) };
 }
 
 /**
@@ -72,15 +72,17 @@ export function bindXxh128(memory, thread = 0) {
   const module = xxh3Module();
   if (!module) throw new Error('WebAssembly SIMD is not available');
   checkLength('thread', thread, HASH_MEMORY_THREADS - 1);
-  const { xxh128 } = new WebAssembly.Instance(module, { env: { memory } }).exports;
-  const size = memory.buffer.byteLength;
-  const slot = DIGEST_SLOTS + 16 * thread;
+  // The module's bytes: the last HASH_MEMORY_RESERVED of the memory (which never grows).
+  const end = memory.buffer.byteLength - HASH_MEMORY_RESERVED;
+  if (end < 0) throw new RangeError(`a hash memory has at least ${HASH_MEMORY_RESERVED} bytes`);
+  const { xxh128 } = new WebAssembly.Instance(module, { env: { memory, secret: end } }).exports;
+  const slot = end + DIGEST_SLOTS + 16 * thread;
   const digest = new Uint8Array(memory.buffer, slot, 16);
   return {
     digestInto(at, length, out, outAt = 0) {
-      checkLength('length', length, size);
-      if (!Number.isSafeInteger(at) || at < HASH_MEMORY_RESERVED || at > size - length) {
-        throw new RangeError(`bytes ${at}..${at + length} are not in the memory's buffer (${size} bytes)`);
+      checkLength('length', length, end);
+      if (!Number.isSafeInteger(at) || at < 0 || at > end - length) {
+        throw new RangeError(`bytes ${at}..${at + length} are not in the memory's first ${end} bytes`);
       }
       if (!Number.isSafeInteger(outAt) || outAt < 0 || outAt > out.length - 16) {
         throw new RangeError(`no room for a 16-byte digest at ${outAt} of ${out.length} bytes`);
@@ -108,7 +110,7 @@ export function createXxh128() {
         bound = bindXxh128(memory);
       }
       heap.set(data);
-      bound.digestInto(HASH_MEMORY_RESERVED, data.length, out, outAt);
+      bound.digestInto(0, data.length, out, outAt);
     },
     digest(data) {
       const out = new Uint8Array(16);

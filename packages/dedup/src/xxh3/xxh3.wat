@@ -1,10 +1,20 @@
 ;; XXH3-128 (seed 0, default secret), written from xxHash's public specification (doc/xxhash_spec.md).
-;; See packages/dedup/src/xxh3/README.md for the memory layout and how the module is built.
+;; Built by packages/dedup/scripts/build-xxh3.mjs (wabt) into xxh3-wasm.js; run through xxh3.js.
+;;
+;; Export: xxh128(p, len, out) hashes the len bytes at p and stores the 16-byte canonical digest
+;; (high half then low half, each big-endian: hash-wasm's 'binary' digest) at out. Imports: a
+;; shared memory, and $secret: the address of the module's own bytes (the 192-byte secret, written
+;; by every instantiation, always with the same bytes); xxh3.js puts them at the memory's end, so
+;; buffers hashed in place start at offset 0, and each thread's out slot after the secret.
+;; Inputs longer than 240 bytes take the SIMD path: 8 accumulators in 4 v128, one 64-byte stripe
+;; per iteration, a scramble every 16 stripes, then the last 64 bytes.
 (module
   (import "env" "memory" (memory 1 65536 shared))
+  ;; where the module's own bytes start: the secret, then one 16-byte digest slot per thread
+  (import "env" "secret" (global $secret i32))
 
-  ;; the default 192-byte secret, at address 0 (bytes 0..255 are the module's own)
-  (data (i32.const 0)
+  ;; the default 192-byte secret
+  (data (global.get $secret)
     "\b8\fe\6c\39\23\a4\4b\be\7c\01\81\2c\f7\21\ad\1c"
     "\de\d4\6d\e9\83\90\97\db\72\40\a4\a4\b7\b3\67\1f"
     "\cb\79\e6\4e\cc\c0\e5\78\82\5a\d0\7d\cc\ff\72\21"
@@ -78,8 +88,8 @@
     (if (i32.eqz (local.get $len))
       (then
         (call $store (local.get $out)
-          (call $avalanche_xxh64 (i64.xor (i64.load (i32.const 64)) (i64.load (i32.const 72))))
-          (call $avalanche_xxh64 (i64.xor (i64.load (i32.const 80)) (i64.load (i32.const 88)))))
+          (call $avalanche_xxh64 (i64.xor (i64.load offset=64 (global.get $secret)) (i64.load offset=72 (global.get $secret))))
+          (call $avalanche_xxh64 (i64.xor (i64.load offset=80 (global.get $secret)) (i64.load offset=88 (global.get $secret)))))
         (return)))
     (if (i32.le_u (local.get $len) (i32.const 3))
       (then
@@ -94,18 +104,18 @@
         (call $store (local.get $out)
           (call $avalanche_xxh64
             (i64.xor
-              (i64.extend_i32_u (i32.xor (i32.load (i32.const 0)) (i32.load (i32.const 4))))
+              (i64.extend_i32_u (i32.xor (i32.load offset=0 (global.get $secret)) (i32.load offset=4 (global.get $secret))))
               (i64.extend_i32_u (local.get $combined))))
           (call $avalanche_xxh64
             (i64.xor
-              (i64.extend_i32_u (i32.xor (i32.load (i32.const 8)) (i32.load (i32.const 12))))
+              (i64.extend_i32_u (i32.xor (i32.load offset=8 (global.get $secret)) (i32.load offset=12 (global.get $secret))))
               (i64.extend_i32_u (i32.rotl (call $bswap32 (local.get $combined)) (i32.const 13))))))
         (return)))
     (if (i32.le_u (local.get $len) (i32.const 8))
       (then
         (local.set $v
           (i64.xor
-            (i64.xor (i64.load (i32.const 16)) (i64.load (i32.const 24)))
+            (i64.xor (i64.load offset=16 (global.get $secret)) (i64.load offset=24 (global.get $secret)))
             (i64.or
               (i64.load32_u (local.get $p))
               (i64.shl
@@ -127,9 +137,9 @@
     (local.set $last (i64.load (i32.sub (i32.add (local.get $p) (local.get $len)) (i32.const 8))))
     (local.set $v
       (i64.xor
-        (i64.xor (i64.load (i32.const 32)) (i64.load (i32.const 40)))
+        (i64.xor (i64.load offset=32 (global.get $secret)) (i64.load offset=40 (global.get $secret)))
         (i64.xor (local.get $first) (local.get $last))))
-    (local.set $val2 (i64.xor (i64.xor (i64.load (i32.const 48)) (i64.load (i32.const 56))) (local.get $last)))
+    (local.set $val2 (i64.xor (i64.xor (i64.load offset=48 (global.get $secret)) (i64.load offset=56 (global.get $secret))) (local.get $last)))
     (local.set $lo
       (i64.add
         (i64.mul (local.get $v) (i64.const 0x9E3779B185EBCA87))
@@ -149,8 +159,9 @@
 
   ;; ---- 17 to 240 bytes ----
 
-  ;; one 16-byte chunk at $d mixed with the secret at $s
+  ;; one 16-byte chunk at $d mixed with the secret at offset $s
   (func $mix (param $d i32) (param $s i32) (result i64)
+    (local.set $s (i32.add (global.get $secret) (local.get $s)))
     (call $fold
       (i64.xor (i64.load (local.get $d)) (i64.load (local.get $s)))
       (i64.xor (i64.load offset=8 (local.get $d)) (i64.load offset=8 (local.get $s)))))
@@ -251,7 +262,9 @@
     (local $d0 v128) (local $d1 v128) (local $d2 v128) (local $d3 v128)
     (local $k0 v128) (local $k1 v128) (local $k2 v128) (local $k3 v128)
     (local $lo v128) (local $hi v128) (local $prime v128)
-    (local $n i32) (local $k i32) (local $last i32) (local $end i32) (local $l i64)
+    (local $n i32) (local $k i32) (local $kend i32) (local $last i32) (local $end i32) (local $l i64)
+    (local.set $k (global.get $secret))
+    (local.set $kend (i32.add (global.get $secret) (i32.const 128)))
     (local.set $end (i32.add (local.get $p) (local.get $len)))
     (local.set $a0 (v128.const i64x2 0xC2B2AE3D 0x9E3779B185EBCA87))
     (local.set $a1 (v128.const i64x2 0xC2B2AE3D27D4EB4F 0x165667B19E3779F9))
@@ -268,7 +281,7 @@
             (local.set $last (i32.const 1))
             (local.set $n (i32.const 1))
             (local.set $p (i32.sub (local.get $end) (i32.const 64)))
-            (local.set $k (i32.const 121))))
+            (local.set $k (i32.add (global.get $secret) (i32.const 121)))))
         (local.set $d0 (v128.load (local.get $p)))
         (local.set $d1 (v128.load offset=16 (local.get $p)))
         (local.set $d2 (v128.load offset=32 (local.get $p)))
@@ -301,39 +314,39 @@
         (local.set $p (i32.add (local.get $p) (i32.const 64)))
         (local.set $k (i32.add (local.get $k) (i32.const 8)))
         (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-        (if (i32.eq (local.get $k) (i32.const 128))
+        (if (i32.eq (local.get $k) (local.get $kend))
           (then
-            (local.set $k (i32.const 0))
+            (local.set $k (global.get $secret))
             (local.set $a0
               (i64x2.mul
                 (v128.xor
                   (v128.xor (local.get $a0) (i64x2.shr_u (local.get $a0) (i32.const 47)))
-                  (v128.load (i32.const 128)))
+                  (v128.load offset=128 (global.get $secret)))
                 (local.get $prime)))
             (local.set $a1
               (i64x2.mul
                 (v128.xor
                   (v128.xor (local.get $a1) (i64x2.shr_u (local.get $a1) (i32.const 47)))
-                  (v128.load (i32.const 144)))
+                  (v128.load offset=144 (global.get $secret)))
                 (local.get $prime)))
             (local.set $a2
               (i64x2.mul
                 (v128.xor
                   (v128.xor (local.get $a2) (i64x2.shr_u (local.get $a2) (i32.const 47)))
-                  (v128.load (i32.const 160)))
+                  (v128.load offset=160 (global.get $secret)))
                 (local.get $prime)))
             (local.set $a3
               (i64x2.mul
                 (v128.xor
                   (v128.xor (local.get $a3) (i64x2.shr_u (local.get $a3) (i32.const 47)))
-                  (v128.load (i32.const 176)))
+                  (v128.load offset=176 (global.get $secret)))
                 (local.get $prime)))))
         (br $stripes)))
     (local.set $l (i64.extend_i32_u (local.get $len)))
     (call $store (local.get $out)
-      (call $merge (local.get $a0) (local.get $a1) (local.get $a2) (local.get $a3) (i32.const 11)
+      (call $merge (local.get $a0) (local.get $a1) (local.get $a2) (local.get $a3) (i32.add (global.get $secret) (i32.const 11))
         (i64.mul (local.get $l) (i64.const 0x9E3779B185EBCA87)))
-      (call $merge (local.get $a0) (local.get $a1) (local.get $a2) (local.get $a3) (i32.const 117)
+      (call $merge (local.get $a0) (local.get $a1) (local.get $a2) (local.get $a3) (i32.add (global.get $secret) (i32.const 117))
         (i64.xor (i64.mul (local.get $l) (i64.const 0xC2B2AE3D27D4EB4F)) (i64.const -1)))))
 
   ;; xxh128 of the $len bytes at $p: the 16-byte canonical digest at $out
