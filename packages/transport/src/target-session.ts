@@ -17,6 +17,7 @@ import { HashBatcher } from './hash-batcher.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { type ArenaPool, BlockArena } from './protocol/block-arena.js';
 import { BLOCK_FIXED_BYTES, MAX_DIGEST_BYTES, MAX_DIGESTS_PER_FRAME } from './protocol/constants.js';
+import { copyBytes } from './protocol/copy-bytes.js';
 import type { BlockMessage, DigestsRequestMessage, Message } from './protocol/messages.js';
 import { ProtocolError } from './protocol/protocol-error.js';
 import { WriteLane } from './write-lane.js';
@@ -45,20 +46,31 @@ const WRITE_QUEUE_BYTES = 8 * 1024 * 1024;
  */
 const WRITE_DEPTH = 128;
 
+/**
+ * Batches of blocks sent to the hasher: up to 64 blocks (4 MiB of 64 KiB blocks, one slot of the
+ * dedup package's pool), at least 16 while blocks keep arriving (each batch is a round trip to a
+ * hashing thread), two at a time.
+ */
+const HASH_BATCH = { maxBlocks: 64, minBlocks: 16, maxInFlight: 2 };
+
 /** Bytes of the arena into which a connection reads block data (bounded like the write queue). */
 const ARENA_BYTES = 16 * 1024 * 1024;
 
 /**
- * An arena for the blocks of a session, in plain memory. Not in memory shared with the
- * hasher's threads (`BlockHasher.allocate`): V8 copies into shared memory with relaxed atomic
- * stores, byte by byte when source and destination are not aligned alike, which is the case for
- * block data cut from TLS records (measured: 3 GB/s instead of 50). The hasher's own aligned
- * copy of a whole block costs less. None when fewer than two blocks fit.
+ * An arena for the blocks of a session, in the hasher's shared memory when it has some
+ * (`BlockHasher.allocate`: the dedup package's pool hashes blocks there in place, without copying
+ * each batch into its own buffer), else in plain memory. Block data is copied into it with a
+ * native `memcpy` (see `copyBytes`), not with `TypedArray#set`, which V8 runs byte by byte with
+ * relaxed atomic stores into shared memory when source and destination are not aligned alike (as
+ * block data cut from TLS records is not: measured 3 GB/s instead of 50). None when fewer than
+ * two blocks fit.
  */
-function arenaFor(blockSize: number, pool: ArenaPool | undefined): BlockArena | undefined {
+function arenaFor(blockSize: number, pool: ArenaPool | undefined, hasher: BlockHasher): BlockArena | undefined {
   const slots = Math.floor(ARENA_BYTES / blockSize);
   if (slots < 2) return undefined;
-  return pool ? pool.take(blockSize, slots) : new BlockArena(new Uint8Array(slots * blockSize), blockSize);
+  if (pool) return pool.take(blockSize, slots, hasher);
+  const bytes = slots * blockSize;
+  return new BlockArena(hasher.allocate ? hasher.allocate(bytes) : new Uint8Array(bytes), blockSize);
 }
 
 /**
@@ -89,7 +101,7 @@ function decodeBlock(
     return decoded;
   }
   const slot = new Uint8Array(payload.buffer, payload.byteOffset, rawLength);
-  slot.set(decoded);
+  copyBytes(slot, 0, decoded);
   return slot;
 }
 
@@ -326,12 +338,12 @@ export async function serveTargetSession(
     const session = await conn.expect('session');
     spec = session.spec;
     hasher = await hasherFor(spec.digest);
-    batcher = new HashBatcher(hasher, 64, 2);
+    batcher = new HashBatcher(hasher, { ...HASH_BATCH, activity: () => conn.bytesIn });
     result.sessionId = session.sessionId;
     result.runId = spec.runId;
     await options.onSession?.(session.sessionId, spec);
     conn.setMaxBlockPayload(BLOCK_FIXED_BYTES + MAX_DIGEST_BYTES + spec.blockSize);
-    arena = arenaFor(spec.blockSize, options.arenas);
+    arena = arenaFor(spec.blockSize, options.arenas, hasher);
     conn.useArena(arena);
     const used = arena;
     // Back to the pool only once the connection is closed: no late frame can land in it then.

@@ -71,6 +71,12 @@ export class BlockArena {
   }
 }
 
+/** What can allocate an arena's memory: a hasher with shared buffers it reads in place. */
+export interface ArenaMemorySource {
+  /** Allocates `bytes` bytes (see `BlockHasher.allocate`). */
+  allocate?(bytes: number): Uint8Array;
+}
+
 /**
  * Arenas kept from one connection to the next (an agent serves many sessions): a new arena's
  * pages are mapped and zeroed by the kernel as they are first touched, thousands of page faults
@@ -79,15 +85,27 @@ export class BlockArena {
  */
 export class ArenaPool {
   private readonly spare: BlockArena[] = [];
+  /** Where each arena's memory came from (`undefined`: plain memory). */
+  private readonly sources = new WeakMap<BlockArena, ArenaMemorySource | undefined>();
 
   /** @param keep - Spare arenas kept at most. */
   constructor(private readonly keep = 2) {}
 
-  /** An arena of `slots` slots of `slotBytes` bytes, reused when one is spare. */
-  take(slotBytes: number, slots: number): BlockArena {
-    const at = this.spare.findIndex((a) => a.slotBytes === slotBytes && a.slots === slots);
+  /**
+   * An arena of `slots` slots of `slotBytes` bytes, reused when one is spare. With a `source`
+   * that can allocate (a hasher whose threads read its buffers in place), the memory is the
+   * source's, and only an arena made by the same source is reused.
+   */
+  take(slotBytes: number, slots: number, source?: ArenaMemorySource): BlockArena {
+    const from = source?.allocate ? source : undefined;
+    const at = this.spare.findIndex(
+      (a) => a.slotBytes === slotBytes && a.slots === slots && this.sources.get(a) === from,
+    );
     if (at >= 0) return this.spare.splice(at, 1)[0]!.reset();
-    return new BlockArena(new Uint8Array(slotBytes * slots), slotBytes);
+    const bytes = slotBytes * slots;
+    const arena = new BlockArena(from ? from.allocate!(bytes) : new Uint8Array(bytes), slotBytes);
+    this.sources.set(arena, from);
+    return arena;
   }
 
   /** Keeps `arena` for a later connection (or lets it go when enough are kept). */

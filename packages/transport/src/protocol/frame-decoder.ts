@@ -10,6 +10,7 @@ import {
   MAX_DIGEST_BYTES,
   PROTOCOL_VERSION,
 } from './constants.js';
+import { copyBytes } from './copy-bytes.js';
 import { crc32 } from './crc32.js';
 import { coveredLength } from './frame-check.js';
 import { DamagedFrameError, ProtocolError } from './protocol-error.js';
@@ -142,7 +143,7 @@ export class FrameDecoder {
           continue;
         }
         const take = Math.min(this.need - this.fill, chunk.length - at);
-        this.target!.set(chunk.subarray(at, at + take), this.fill);
+        copyBytes(this.target!, this.fill, chunk.subarray(at, at + take));
         this.fill += take;
         at += take;
         if (this.fill < this.need) break;
