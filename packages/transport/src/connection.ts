@@ -255,6 +255,11 @@ export class FrameConnection {
     this.socket.uncork();
   };
 
+  /** True when the stream's buffer is below the mark at which {@link FrameConnection.send} says wait. */
+  get writable(): boolean {
+    return !this.failure && (!this.socket.writableNeedDrain || this.socket.writableLength < SEND_HIGH);
+  }
+
   /** Resolves when the stream can take more (at once when it can now). */
   drained(): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);

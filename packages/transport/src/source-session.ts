@@ -93,6 +93,7 @@ class Waiters {
   private waiting = new Set<() => void>();
 
   notify(): void {
+    if (this.waiting.size === 0) return;
     const all = this.waiting;
     this.waiting = new Set();
     for (const wake of all) wake();
@@ -177,9 +178,17 @@ class SourceDiskChannel implements DiskChannel {
       throw new TransportError(`block ${op.index} sent out of order (after block ${this.acceptedEnd - 1})`);
     }
     this.acceptedEnd = op.kind === 'zero' ? op.index + op.count : op.index + 1;
-    // Encoding (digest, compression on the thread pool) of the next blocks overlaps the sending
-    // of earlier ones; frames still leave in order.
-    const prepared = this.prepare(op);
+    // The usual case goes on the wire at once, without a promise: nothing queued before it, its
+    // digest given, room in the window and in the socket's buffer.
+    let ready: Pending | undefined;
+    if (this.inPipeline === 0 && (op.kind === 'zero' || op.digest)) {
+      ready = this.prepareNow(op);
+      if (this.admitNow(ready)) return;
+    }
+    // Otherwise encoding (a digest to compute) of the next blocks overlaps the sending of earlier
+    // ones, and sending waits for the throttle, the window or the socket; frames still leave in
+    // order.
+    const prepared = ready ? Promise.resolve(ready) : this.prepare(op);
     prepared.catch(() => undefined);
     this.inPipeline++;
     this.tail = this.tail
@@ -214,6 +223,15 @@ class SourceDiskChannel implements DiskChannel {
   }
 
   private async prepare(op: BlockOp): Promise<Pending> {
+    if (op.kind === 'zero' || op.digest) return this.prepareNow(op);
+    const session = this.session;
+    this.hasher ??= await (session.options.hasher ?? createNodeHasher)(session.spec.digest);
+    const [digest] = await this.hasher.hash([op.data]);
+    return this.prepareNow(op, digest);
+  }
+
+  /** Encodes an operation whose digest is known (compression, if any, runs here, synchronously). */
+  private prepareNow(op: BlockOp, computed?: Uint8Array): Pending {
     const session = this.session;
     if (op.kind === 'zero') {
       return {
@@ -223,11 +241,7 @@ class SourceDiskChannel implements DiskChannel {
         rawBytes: 0,
       };
     }
-    let digest = op.digest;
-    if (!digest) {
-      this.hasher ??= await (session.options.hasher ?? createNodeHasher)(session.spec.digest);
-      [digest] = await this.hasher.hash([op.data]);
-    }
+    const digest = op.digest ?? computed;
     const compressed = maybeCompress(session.options.codec, op.data);
     const payload = compressed ?? op.data;
     return {
@@ -245,6 +259,26 @@ class SourceDiskChannel implements DiskChannel {
       bytes: payload.length,
       rawBytes: op.data.length,
     };
+  }
+
+  /**
+   * Puts a prepared operation into the window and on the wire at once when that needs no wait:
+   * no throttle, room in the window, and a live connection whose buffer is below its mark.
+   * Returns false (having done nothing) otherwise.
+   */
+  private admitNow(pending: Pending): boolean {
+    const session = this.session;
+    if (session.options.throttle) return false;
+    const limit = session.options.windowBytes;
+    if (this.windowBytes + pending.bytes > limit && this.window.length > 0) return false;
+    if (!session.canSendNow()) return false;
+    this.window.push(pending);
+    this.windowBytes += pending.bytes;
+    this.sentEnd = pending.end;
+    this.bytesSent += SourceDiskChannel.frameBytes(pending.message);
+    session.post(pending.message);
+    if (this.windowBytes >= limit / 2) this.requestFlush();
+    return true;
   }
 
   /** Puts a prepared operation into the window (waiting for room) and on the wire. */
@@ -603,6 +637,12 @@ export class SourceSession implements BlockChannel {
     } catch {
       // The connection just broke; the pump notices and the replay resends.
     }
+  }
+
+  /** True when a frame can be written now without waiting for the socket to drain. */
+  canSendNow(): boolean {
+    const conn = this.conn;
+    return conn !== undefined && !conn.error && !this.connecting && conn.writable;
   }
 
   /** Sends an operation and waits for the socket to take it (its back-pressure). */

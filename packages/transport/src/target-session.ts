@@ -51,7 +51,7 @@ const WRITE_DEPTH = 128;
  * dedup package's pool), at least 16 while blocks keep arriving (each batch is a round trip to a
  * hashing thread), two at a time.
  */
-const HASH_BATCH = { maxBlocks: 64, minBlocks: 16, maxInFlight: 2 };
+const HASH_BATCH = { maxBlocks: 64, minBlocks: 32, maxInFlight: 2 };
 
 /** Bytes of the arena into which a connection reads block data (bounded like the write queue). */
 const ARENA_BYTES = 16 * 1024 * 1024;
