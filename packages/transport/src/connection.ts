@@ -1,8 +1,9 @@
 import type { Duplex } from 'node:stream';
 import { ReplikitError, TransportError } from '@replikit/core';
 import type { BlockArena } from './protocol/block-arena.js';
+import { FrameType } from './protocol/constants.js';
 import { FrameDecoder, type RawFrame } from './protocol/frame-decoder.js';
-import { encodeMessage, type Message, parseFrame } from './protocol/messages.js';
+import { encodeMessage, type Message, parseBlockFrame, parseFrame } from './protocol/messages.js';
 import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
 
 /** Frames decoded but not yet taken before the socket is paused (back-pressure on reads). */
@@ -116,7 +117,8 @@ export class FrameConnection {
     for (let i = 0; i < frames.length; i++) {
       let message: Message;
       try {
-        message = parseFrame(frames[i]!);
+        const frame = frames[i]!;
+        message = frame.type === FrameType.block ? parseBlockFrame(frame) : parseFrame(frame);
       } catch (error) {
         this.abort(error as ReplikitError, { retry: isDamaged(error) });
         return;

@@ -334,6 +334,22 @@ export async function serveTargetSession(
     }
   };
 
+  /**
+   * Reads and applies frames until the session commits, the agent stops or the connection fails.
+   * Kept apart and small: it is the hot loop, and the JIT compiles it alone.
+   */
+  const readFrames = async (): Promise<void> => {
+    for (;;) {
+      if (stopping?.aborted) return;
+      // A queued frame is taken at once; only an empty queue costs a wait.
+      const next = conn.poll() ?? (await conn.nextOrInterrupt());
+      if (next === undefined) return;
+      const handled = handle(next);
+      if (handled === true) continue;
+      if (handled === false || !(await handled)) return;
+    }
+  };
+
   try {
     const session = await conn.expect('session');
     spec = session.spec;
@@ -349,14 +365,7 @@ export async function serveTargetSession(
     // Back to the pool only once the connection is closed: no late frame can land in it then.
     if (used && options.arenas) void conn.closed.then(() => options.arenas!.give(used));
     conn.send({ type: 'session-ok', sessionId: session.sessionId });
-    for (;;) {
-      if (stopping?.aborted) break;
-      // A queued frame is taken at once; only an empty queue costs a wait.
-      const next = conn.poll() ?? (await conn.nextOrInterrupt());
-      if (next === undefined) break;
-      const handled = handle(next);
-      if (!(handled === true || (handled !== false && (await handled)))) break;
-    }
+    await readFrames();
     if (stopping?.aborted && !result.committed) {
       // Graceful stop: everything applied is made durable and acked before the connection ends.
       for (const [id, s] of streams) {
