@@ -42,8 +42,9 @@ interface Pending {
 /**
  * A {@link @replikit/core!BlockHasher} that hashes on worker threads: each batch is copied once
  * into a worker's shared buffer (the only copy), hashed there, and the digests come back through
- * another shared buffer. Batches go to idle workers, so concurrent batches (several disks, read-ahead)
- * use every core. Blocks in buffers from `allocate()` are hashed where they are, without a copy.
+ * another shared buffer. Batches go to the least busy thread (each queues up to two), so concurrent
+ * batches (several disks, read-ahead) use every core. Blocks in buffers from `allocate()` (which
+ * start at offset 0 of their `SharedArrayBuffer`) are hashed where they are, without a copy.
  *
  * xxh128 runs on a WebAssembly SIMD kernel (XXH3-128, bit-identical to hash-wasm's, which stays
  * the fallback where SIMD is missing); its shared buffers are WebAssembly memories, so the kernel
