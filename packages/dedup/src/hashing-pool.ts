@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type BlockHasher, DriverError, InputError } from '@replikit/core';
 import { asDigestKind, DIGEST_LENGTH, type DigestKind } from './digest-kinds.js';
-import { createHashMemory, type HashMemory, MAX_HASH_MEMORY_BYTES } from './xxh3/xxh3.js';
+import { copyInto, createHashMemory, type HashMemory, MAX_HASH_MEMORY_BYTES } from './xxh3/xxh3.js';
 
 const SLOTS_PER_THREAD = 2;
 
@@ -164,7 +164,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
         const offsets: number[] = [];
         let at = 0;
         for (const block of blocks) {
-          slot.input.set(block, at);
+          copyInto(slot.input, at, block);
           offsets.push(slot.input.byteOffset + at);
           at += block.length;
         }

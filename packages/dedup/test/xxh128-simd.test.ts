@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { createHashingPool } from '../src/index.js';
 import {
   bindXxh128,
+  copyInto,
   createHashMemory,
   createXxh128,
   HASH_MEMORY_RESERVED,
@@ -130,6 +131,26 @@ describe('xxh128 on WebAssembly SIMD', () => {
     bound.digestInto(0, 4096, out);
     expect(hex(out)).toBe(want(new Uint8Array(4096)));
     expect(view.every((byte) => byte === 0)).toBe(true);
+  });
+
+  it('copies into shared memory exactly, at any alignment, and only where it fits', () => {
+    const { view } = createHashMemory(8192);
+    const source = bytes(5000, 99);
+    for (const [from, length, to] of [
+      [0, 5000, 0],
+      [3, 4000, 5],
+      [1, 255, 7],
+      [2, 256, 4096],
+      [0, 0, 8192],
+    ] as const) {
+      view.fill(0xaa);
+      copyInto(view, to, source.subarray(from, from + length));
+      expect(Buffer.from(view.subarray(to, to + length)).equals(source.subarray(from, from + length))).toBe(true);
+      expect(view.subarray(0, to).every((byte) => byte === 0xaa)).toBe(true);
+      expect(view.subarray(to + length).every((byte) => byte === 0xaa)).toBe(true);
+    }
+    expect(() => copyInto(view, 8192 - 4999, source)).toThrow(RangeError);
+    expect(() => copyInto(view, -1, source.subarray(0, 1))).toThrow(RangeError);
   });
 
   it('gives the pool the same digests as before: hash and hashOrZero, in place and copied', async () => {

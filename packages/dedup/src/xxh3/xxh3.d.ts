@@ -19,6 +19,14 @@ export const HASH_MEMORY_THREADS: number;
 /** The largest buffer {@link createHashMemory} makes (4 GiB less the reserved tail). */
 export const MAX_HASH_MEMORY_BYTES: number;
 
+/**
+ * Copies `source` into `target` at `offset` with one native memcpy (`TypedArray#set` into shared
+ * memory is several times slower, and byte by byte when the two are not aligned alike).
+ *
+ * @throws RangeError when `source` does not fit at `offset`.
+ */
+export function copyInto(target: Uint8Array, offset: number, source: Uint8Array): void;
+
 /** True when this runtime validates a WebAssembly SIMD128 module. */
 export function simdSupported(): boolean;
 
