@@ -203,6 +203,46 @@ describe('coalescing writer', () => {
     await merged.flush();
   });
 
+  it('runs one write at a time, and merges what arrives meanwhile into the next', async () => {
+    const { writer, writes } = recorder();
+    let running = 0;
+    let most = 0;
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const counting: DiskWriter = {
+      ...writer,
+      async write(offset, data) {
+        running++;
+        most = Math.max(most, running);
+        try {
+          if (offset === 0) await gate; // the first write takes its time
+          await writer.write(offset, data);
+        } finally {
+          running--;
+        }
+      },
+    };
+    const merged = coalesceWrites(counting);
+    const memory = new Uint8Array(BLOCK * 8);
+    const slot = (i: number) => memory.subarray(i * BLOCK, (i + 1) * BLOCK);
+    const first = merged.write(0, slot(0));
+    await new Promise((resolve) => setImmediate(resolve)); // the first write starts
+    const later = [1, 2, 3].map((i) => merged.write(i * BLOCK, slot(i)));
+    await new Promise((resolve) => setImmediate(resolve)); // turns pass while it runs
+    later.push(merged.write(4 * BLOCK, slot(4)));
+    await new Promise((resolve) => setImmediate(resolve));
+    open();
+    await Promise.all([first, ...later]);
+    await merged.flush();
+    expect(most).toBe(1);
+    expect(writes).toEqual([
+      { offset: 0, length: BLOCK },
+      { offset: BLOCK, length: 4 * BLOCK },
+    ]);
+  });
+
   it('rejects every write of a failed merged write', async () => {
     const { writer, failNext } = recorder();
     const merged = coalesceWrites(writer);
