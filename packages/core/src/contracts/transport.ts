@@ -30,7 +30,10 @@ export type BlockOp =
 export interface DeltaOp {
   /** Block index. */
   index: number;
-  /** Raw deflate of `newBlock XOR replicaBlock`. */
+  /**
+   * How the block differs from the replica's block: the changed ranges as `newBlock XOR
+   * replicaBlock` records, deflated when large (the format is documented in `util/block-delta.ts`).
+   */
   delta: Uint8Array;
   /** The digest of the new block, checked by the target after applying. */
   digest?: Uint8Array;
@@ -86,6 +89,12 @@ export interface DiskChannel {
    * Channels without it receive whole blocks.
    */
   sendDelta?(op: DeltaOp, options?: OperationOptions): Promise<void>;
+  /**
+   * How many `send`/`sendDelta` calls may be pending at once: a caller may start the next one
+   * before the previous has resolved, up to this many, still in ascending block order. Unset: one
+   * at a time. `checkpoint` may be called only when none is pending.
+   */
+  readonly maxPendingSends?: number;
   /** Payload and framing bytes that crossed (or would cross) the wire so far. */
   readonly bytesSent: number;
   /** Bytes written to the replica disk so far. */

@@ -1,14 +1,14 @@
-import { deflateRawSync } from 'node:zlib';
 import type { DiskReader } from '../contracts/disk.js';
 import type { BlockDigest, DiskChannel } from '../contracts/transport.js';
 import { TransportError, throwIfAborted } from '../errors.js';
+import { encodeBlockDelta } from '../util/block-delta.js';
 import type { TokenBucket } from '../util/token-bucket.js';
-import { xorInto } from '../util/xor.js';
 import type { BlockHasher } from './block-hasher.js';
 import { isZeroBlock, sameDigest } from './block-hasher.js';
 import type { BlockRange } from './block-ranges.js';
 import type { DiskRecord } from './run-record.js';
 import { readSegments, type Segment } from './segment-reader.js';
+import { SendWindow } from './send-window.js';
 
 /** Options of {@link transferDisk}. */
 export interface DiskTransferOptions {
@@ -150,12 +150,15 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     return { ...prepared, base };
   };
 
+  // Zero runs and deltas own their bytes: several may be pending at once when the channel allows.
+  // Data ops are awaited, as their bytes may live in a read buffer that is reused.
+  const sends = new SendWindow(channel.maxPendingSends ?? 1);
   let zeroRun: { index: number; count: number } | undefined;
   const flushZero = async () => {
     if (!zeroRun) return;
     const run = zeroRun;
     zeroRun = undefined;
-    await channel.send({ kind: 'zero', index: run.index, count: run.count }, { signal });
+    await sends.start(() => channel.send({ kind: 'zero', index: run.index, count: run.count }, { signal }));
     stats.blocksZero += run.count;
   };
   const sendZero = async (index: number, count = 1) => {
@@ -169,6 +172,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const sendData = async (index: number, data: Uint8Array, digest: Uint8Array | undefined) => {
     await flushZero();
     await throttle?.take(data.length, signal);
+    await sends.drain();
     await channel.send(
       { kind: 'data', index, data, ...(digest && options.digestOnWire ? { digest } : {}) },
       { signal },
@@ -183,11 +187,9 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     theirs: Uint8Array | null,
     prefetched?: { block: Uint8Array; digest: Uint8Array | null },
   ) => {
-    if (theirs === null) {
-      // The replica's block is all zeros: the difference is the block itself.
-      const delta = deflateRawSync(block, { level: 1 });
-      return delta.length <= block.length >> 1 ? delta : undefined;
-    }
+    // A delta pays when it is at most half the block.
+    const limit = block.length >> 1;
+    if (theirs === null) return encodeBlockDelta(block, undefined, limit); // the replica's block is all zeros
     let base = prefetched?.block;
     let digest = prefetched?.digest;
     if (!base) {
@@ -196,11 +198,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
       [digest] = await hasher.hash([base]);
     }
     if (!digest || !sameDigest(digest, theirs)) return undefined; // the replica does not hold it
-    const xor = Buffer.allocUnsafeSlow(block.length);
-    xor.set(block);
-    xorInto(xor, base);
-    const delta = deflateRawSync(xor, { level: 1 });
-    return delta.length <= block.length >> 1 ? delta : undefined;
+    return encodeBlockDelta(block, base, limit);
   };
   const syncCounters = () => {
     stats.bytesSent = sentBefore + channel.bytesSent;
@@ -209,6 +207,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   let lastCheckpoint = performance.now();
   const checkpoint = async (cursor: number, done = false) => {
     await flushZero();
+    await sends.drain();
     await channel.checkpoint({ signal });
     await options.beforeCheckpoint?.(cursor);
     record.checkpointBlock = cursor;
@@ -264,10 +263,8 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
           if (delta) {
             await flushZero();
             await throttle?.take(delta.length, signal);
-            await deltaChannel!.sendDelta!(
-              { index, delta, ...(digest && options.digestOnWire ? { digest } : {}) },
-              { signal },
-            );
+            const op = { index, delta, ...(digest && options.digestOnWire ? { digest } : {}) };
+            await sends.start(() => deltaChannel!.sendDelta!(op, { signal }));
             stats.blocksChanged++;
             stats.blocksDelta++;
           } else {
@@ -298,6 +295,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     await carryUnchanged(blockCount);
     await checkpoint(blockCount, true);
   } finally {
+    await sends.drain().catch(() => undefined); // after a failure: let pending sends settle first
     await digests?.return?.();
   }
 }

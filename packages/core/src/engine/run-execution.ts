@@ -20,6 +20,7 @@ import { assertValid, defaultRuleSets, validateJob } from '../rules/rule-validat
 import { TokenBucket } from '../util/token-bucket.js';
 import type { BlockHasher } from './block-hasher.js';
 import { type BlockRange, countBlocks, countBytes, toBlockRanges } from './block-ranges.js';
+import { coalescingHasher } from './coalescing-hasher.js';
 import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
@@ -452,6 +453,8 @@ export class RunExecution {
             ? cacheReader.digests(disk.checkpointBlock, { signal: options.signal })
             : diskChannel.replicaDigests(disk.checkpointBlock, { signal: options.signal });
         }
+        // Tracked blocks are scattered: small segments, so more of them are kept in flight.
+        const readAhead = disk.mode === 'tracked' ? this.deps.readAhead * 8 : this.deps.readAhead;
         await transferDisk({
           record: disk,
           reader,
@@ -476,15 +479,16 @@ export class RunExecution {
           },
           digestOnWire: options.digestOnWire,
           buffers: Array.from(
-            { length: this.deps.readAhead + 2 },
+            { length: readAhead + 2 },
             () => this.deps.hasher.allocate?.(READ_BYTES) ?? new Uint8Array(READ_BYTES),
           ),
           blockSize: record.blockSize,
-          hasher: this.deps.hasher,
+          // Tracked blocks come one by one: their digests are computed in batches all the same.
+          hasher: disk.mode === 'tracked' ? coalescingHasher(this.deps.hasher) : this.deps.hasher,
           ...(options.throttle ? { throttle: options.throttle } : {}),
           signal: options.signal,
           checkpointEveryMs: this.deps.checkpointEveryMs,
-          readAhead: this.deps.readAhead,
+          readAhead,
           onCheckpoint: async () => {
             this.sumStats();
             await this.save();

@@ -1,11 +1,15 @@
-import { inflateRawSync } from 'node:zlib';
 import type { DiskReader, DiskRef, DiskWriter, OperationOptions } from '../contracts/disk.js';
 import type { Hypervisor, Replica } from '../contracts/hypervisor.js';
 import type { BlockDigest, BlockOp, DeltaOp } from '../contracts/transport.js';
 import type { BlockHasher } from '../engine/block-hasher.js';
 import { isZeroBlock, sameDigest } from '../engine/block-hasher.js';
 import { InputError, NotFoundError, TransportError, throwIfAborted } from '../errors.js';
+import { type DeltaRecord, decodeBlockDelta } from '../util/block-delta.js';
 import { checkRange } from '../util/range.js';
+
+/** Pages a delta is applied in. */
+const SPAN_PAGE = 4096;
+
 import { xorInto } from '../util/xor.js';
 
 /** Bytes read from the replica per request when computing its digests. */
@@ -23,7 +27,7 @@ export class TargetDisk {
   /** Bytes of the replica read to compute digests. */
   bytesRead = 0;
   private writer: DiskWriter | undefined;
-  private deltaReader: DiskReader | undefined;
+  private deltaReaderOpening: Promise<DiskReader> | undefined;
   private readonly blockSize: number;
 
   constructor(
@@ -86,8 +90,9 @@ export class TargetDisk {
   }
 
   /**
-   * Applies a {@link DeltaOp}: rebuilds the block from the replica's current block (bounded
-   * inflate, exact length), checks its digest when given, writes it.
+   * Applies a {@link DeltaOp}: decodes it (every field bounds-checked) and rewrites only the 4 KiB
+   * pages it changes, each rebuilt from the replica's current bytes. With a digest, the whole
+   * block is rebuilt and checked before anything is written.
    */
   async applyDelta(op: DeltaOp, options?: OperationOptions): Promise<void> {
     const writer = this.open;
@@ -96,35 +101,43 @@ export class TargetDisk {
     }
     const offset = op.index * this.blockSize;
     const length = Math.min(this.blockSize, this.disk.size - offset);
-    const data = await this.rebuild(offset, length, op.delta, op.index, options);
-    if (op.digest) await this.checkDigest(op.index, data, op.digest);
-    await writer.write(offset, data, options);
-    this.bytesWritten += data.length;
+    const records = decodeBlockDelta(op.delta, length, op.index);
+    const spans = pageSpans(records, length);
+    const reader = await this.deltaReader(options);
+    const rebuilt: Array<{ start: number; data: Uint8Array }> = [];
+    if (op.digest) {
+      const block = await reader.read(offset, length, options);
+      this.bytesRead += length;
+      for (const record of records)
+        xorInto(block.subarray(record.offset, record.offset + record.xor.length), record.xor);
+      await this.checkDigest(op.index, block, op.digest);
+      for (const span of spans) rebuilt.push({ start: span.start, data: block.subarray(span.start, span.end) });
+    } else {
+      let next = 0;
+      for (const span of spans) {
+        const data = await reader.read(offset + span.start, span.end - span.start, options);
+        this.bytesRead += data.length;
+        for (; next < records.length && records[next]!.offset < span.end; next++) {
+          const record = records[next]!;
+          const at = record.offset - span.start;
+          xorInto(data.subarray(at, at + record.xor.length), record.xor);
+        }
+        rebuilt.push({ start: span.start, data });
+      }
+    }
+    for (const { start, data } of rebuilt) {
+      await writer.write(offset + start, data, options);
+      this.bytesWritten += data.length;
+    }
   }
 
-  private async rebuild(
-    offset: number,
-    length: number,
-    delta: Uint8Array,
-    index: number,
-    options?: OperationOptions,
-  ): Promise<Uint8Array> {
-    let xor: Buffer;
-    try {
-      xor = inflateRawSync(delta, { maxOutputLength: Math.max(1, length) });
-    } catch (error) {
-      throw new TransportError(`the delta of block ${index} does not inflate: ${(error as Error).message}`, {
-        cause: error,
-      });
+  /** The reader of the replica's current blocks, for deltas: opened once, on first use. */
+  private deltaReader(options?: OperationOptions): Promise<DiskReader> {
+    if (!this.deltaReaderOpening) {
+      this.deltaReaderOpening = this.openReader(options);
+      this.deltaReaderOpening.catch(() => undefined); // awaited by the caller; a later close ignores it
     }
-    if (xor.length !== length) {
-      throw new TransportError(`the delta of block ${index} inflates to ${xor.length} bytes, not ${length}`);
-    }
-    this.deltaReader ??= await this.openReader(options);
-    const current = await this.deltaReader.read(offset, length, options);
-    this.bytesRead += length;
-    xorInto(xor, current);
-    return xor;
+    return this.deltaReaderOpening;
   }
 
   /**
@@ -185,10 +198,10 @@ export class TargetDisk {
   /** Flushes and closes the writer. */
   async close(): Promise<void> {
     const writer = this.writer;
-    const reader = this.deltaReader;
+    const reader = this.deltaReaderOpening;
     this.writer = undefined;
-    this.deltaReader = undefined;
-    await reader?.close().catch(() => undefined);
+    this.deltaReaderOpening = undefined;
+    await reader?.then((r) => r.close()).catch(() => undefined);
     await writer?.close();
   }
 
@@ -196,6 +209,23 @@ export class TargetDisk {
   get replicaId(): string {
     return this.replica.id;
   }
+}
+
+/** Most separate writes a delta turns into; more changed pages are written as one range. */
+const MAX_SPANS = 8;
+
+/** The 4 KiB-aligned ranges of a block that `records` touch (sorted, merged when they touch). */
+function pageSpans(records: readonly DeltaRecord[], length: number): Array<{ start: number; end: number }> {
+  const spans: Array<{ start: number; end: number }> = [];
+  for (const record of records) {
+    const start = Math.floor(record.offset / SPAN_PAGE) * SPAN_PAGE;
+    const end = Math.min(Math.ceil((record.offset + record.xor.length) / SPAN_PAGE) * SPAN_PAGE, length);
+    const last = spans.at(-1);
+    if (last && start <= last.end) last.end = Math.max(last.end, end);
+    else spans.push({ start, end });
+  }
+  if (spans.length > MAX_SPANS) return [{ start: spans[0]!.start, end: spans.at(-1)!.end }];
+  return spans;
 }
 
 /**

@@ -34,6 +34,8 @@ export interface InProcessTransportOptions {
 class InProcessDiskChannel implements DiskChannel {
   /** Every op is written before `send` resolves. */
   readonly releasesDataOnSend = true;
+  /** Blocks go to the replica writer as they come; non-overlapping writes may overlap in time. */
+  readonly maxPendingSends = 32;
   bytesSent = 0;
   private sentEnd = 0;
   private closed = false;
@@ -62,9 +64,10 @@ class InProcessDiskChannel implements DiskChannel {
       throw new TransportError(`block ${op.index} sent out of order (after block ${this.sentEnd - 1})`);
     }
     const forwarded = op.kind === 'data' && !this.verifyDigests && op.digest ? { ...op, digest: undefined } : op;
+    // The order is checked when a send starts: several may be pending (see maxPendingSends).
+    this.sentEnd = op.index + (op.kind === 'zero' ? op.count : 1);
     await this.target.apply(forwarded, options);
     this.bytesSent += FRAME_OVERHEAD_BYTES + (op.kind === 'data' ? op.data.length + (op.digest?.length ?? 0) : 0);
-    this.sentEnd = op.index + (op.kind === 'zero' ? op.count : 1);
   }
 
   async sendDelta(op: DeltaOp, options?: OperationOptions): Promise<void> {
@@ -73,9 +76,9 @@ class InProcessDiskChannel implements DiskChannel {
     if (op.index < this.sentEnd) {
       throw new TransportError(`block ${op.index} sent out of order (after block ${this.sentEnd - 1})`);
     }
+    this.sentEnd = op.index + 1;
     await this.target.applyDelta(this.verifyDigests ? op : { index: op.index, delta: op.delta }, options);
     this.bytesSent += FRAME_OVERHEAD_BYTES + op.delta.length + (op.digest?.length ?? 0);
-    this.sentEnd = op.index + 1;
   }
 
   async checkpoint(options?: OperationOptions): Promise<number> {

@@ -1,0 +1,178 @@
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { TransportError } from '../errors.js';
+import { xorInto } from './xor.js';
+
+/**
+ * The bytes of a {@link DeltaOp}: how a block differs from the replica's current block.
+ *
+ * Byte 0 is the format: `1` for plain records, `2` for the same records compressed with raw
+ * deflate. The records follow, back to back to the end; each is
+ * `gap` (LEB128: unchanged bytes since the previous record's end), `length` (LEB128, > 0) and
+ * `length` bytes of `newBlock XOR oldBlock` for that range. Unchanged bytes cost nothing, and only
+ * changed ranges are read and written on the target.
+ *
+ * Deflate is tried only on large record bodies: on this data each zlib call costs ~0.1–0.2 ms of
+ * set-up, more than it saves on a few KiB.
+ *
+ * @module
+ */
+
+/** Format byte: records as they are. */
+const FORMAT_RECORDS = 1;
+/** Format byte: records, raw-deflated. */
+const FORMAT_DEFLATED = 2;
+/** The page size blocks are compared in before a byte-level scan. */
+const PAGE = 4096;
+/** Zero bytes inside a changed page that end a record (shorter runs stay in the record). */
+const MIN_GAP = 16;
+/** Record bodies at least this large are tried with deflate. */
+const DEFLATE_FROM = 16 * 1024;
+const ZERO_PAGE = Buffer.alloc(PAGE);
+
+/** One changed range of a block, as decoded from a delta. */
+export interface DeltaRecord {
+  /** Offset inside the block. */
+  offset: number;
+  /** `newBlock XOR oldBlock` over the range (a view into the delta). */
+  xor: Uint8Array;
+}
+
+/**
+ * Encodes how `block` differs from `base` (same length). Returns `undefined` when the encoding
+ * would exceed `limit` bytes (the caller sends the whole block instead).
+ *
+ * @param base - The block the replica holds; `undefined` means all zeros.
+ */
+export function encodeBlockDelta(
+  block: Uint8Array,
+  base: Uint8Array | undefined,
+  limit: number,
+): Uint8Array | undefined {
+  const length = block.length;
+  if (base && base.length !== length) throw new RangeError('encodeBlockDelta: the blocks differ in length');
+  // Records are at least 1 byte and at least MIN_GAP bytes apart, each with at most 10 bytes of header.
+  const out = new Uint8Array(1 + length + Math.ceil(length / (MIN_GAP + 1) + 1) * 10);
+  let at = 1;
+  let end = 0; // block offset where the previous record ended
+  const mine = Buffer.from(block.buffer, block.byteOffset, length);
+  const theirs = base ? Buffer.from(base.buffer, base.byteOffset, length) : undefined;
+  const xor = new Uint8Array(PAGE);
+  for (let page = 0; page < length; page += PAGE) {
+    const pageEnd = Math.min(page + PAGE, length);
+    const n = pageEnd - page;
+    const view = xor.subarray(0, n);
+    if (theirs) {
+      if (mine.compare(theirs, page, pageEnd, page, pageEnd) === 0) continue;
+      view.set(mine.subarray(page, pageEnd));
+      xorInto(view, theirs.subarray(page, pageEnd));
+    } else {
+      if (mine.compare(ZERO_PAGE, 0, n, page, pageEnd) === 0) continue;
+      view.set(mine.subarray(page, pageEnd));
+    }
+    // Records over this page: non-zero runs, split where at least MIN_GAP zero bytes lie between.
+    let i = 0;
+    while (i < n) {
+      while (i < n && view[i] === 0) i++;
+      if (i === n) break;
+      const start = i;
+      let zeros = 0;
+      let j = i;
+      for (; j < n; j++) {
+        if (view[j] === 0) {
+          if (++zeros >= MIN_GAP) break;
+        } else zeros = 0;
+      }
+      const stop = j === n ? n - trailingZeros(view, start, n) : j + 1 - zeros;
+      const recordLength = stop - start;
+      at = writeVarint(out, at, page + start - end);
+      at = writeVarint(out, at, recordLength);
+      out.set(view.subarray(start, stop), at);
+      at += recordLength;
+      end = page + stop;
+      i = stop;
+    }
+  }
+  out[0] = FORMAT_RECORDS;
+  const plain = out.subarray(0, at);
+  if (at - 1 >= DEFLATE_FROM) {
+    const packed = deflateRawSync(plain.subarray(1), { level: 1 });
+    if (packed.length + 1 < at * 0.75) {
+      const result = new Uint8Array(packed.length + 1);
+      result[0] = FORMAT_DEFLATED;
+      result.set(packed, 1);
+      return result.length <= limit ? result : undefined;
+    }
+  }
+  return at <= limit ? plain : undefined;
+}
+
+/**
+ * Decodes a delta for a block of `length` bytes into its records, in block order. Every field is
+ * bounds-checked: a delta that is malformed, runs past the block or inflates past its bound throws
+ * a {@link TransportError}.
+ */
+export function decodeBlockDelta(delta: Uint8Array, length: number, index: number): DeltaRecord[] {
+  const fail = (why: string): never => {
+    throw new TransportError(`the delta of block ${index} is malformed: ${why}`, { details: { index } });
+  };
+  if (delta.length === 0) fail('it is empty');
+  let body: Uint8Array;
+  if (delta[0] === FORMAT_RECORDS) body = delta.subarray(1);
+  else if (delta[0] === FORMAT_DEFLATED) {
+    // A valid body holds at most `length` XOR bytes and one 10-byte header per record of at least one byte.
+    const bound = length * 11 + 1;
+    try {
+      body = inflateRawSync(delta.subarray(1), { maxOutputLength: bound });
+    } catch (error) {
+      return fail(`it does not inflate (${(error as Error).message})`);
+    }
+  } else return fail(`unknown format ${delta[0]}`);
+  const records: DeltaRecord[] = [];
+  let at = 0;
+  let end = 0;
+  while (at < body.length) {
+    const gap = readVarint(body, at) ?? fail('a truncated gap');
+    at = gap.next;
+    const size = readVarint(body, at) ?? fail('a truncated length');
+    at = size.next;
+    const offset = end + gap.value;
+    if (size.value === 0) fail('an empty record');
+    if (offset + size.value > length) fail(`a record runs past the block's ${length} bytes`);
+    if (at + size.value > body.length) fail('a record runs past the delta');
+    records.push({ offset, xor: body.subarray(at, at + size.value) });
+    at += size.value;
+    end = offset + size.value;
+  }
+  return records;
+}
+
+/** Zero bytes at the end of `view[start, end)`. */
+function trailingZeros(view: Uint8Array, start: number, end: number): number {
+  let n = 0;
+  while (end - n > start && view[end - n - 1] === 0) n++;
+  return n;
+}
+
+function writeVarint(out: Uint8Array, at: number, value: number): number {
+  let v = value;
+  while (v >= 0x80) {
+    out[at++] = (v & 0x7f) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[at++] = v;
+  return at;
+}
+
+/** Reads an unsigned LEB128 of at most 5 bytes (values below 2^35); `undefined` when truncated or too long. */
+function readVarint(body: Uint8Array, at: number): { value: number; next: number } | undefined {
+  let value = 0;
+  let scale = 1;
+  for (let i = 0; i < 5; i++) {
+    if (at + i >= body.length) return undefined;
+    const byte = body[at + i]!;
+    value += (byte & 0x7f) * scale;
+    if ((byte & 0x80) === 0) return { value, next: at + i + 1 };
+    scale *= 128;
+  }
+  return undefined;
+}
