@@ -48,13 +48,80 @@ function isZero(bytes: Uint8Array): boolean {
   return true;
 }
 
+/** Pages of digests kept by {@link FileCacheReader.digestAt} (64 KiB each). */
+const RANDOM_PAGES = 16;
+const RANDOM_PAGE_BYTES = 64 * 1024;
+
 class FileCacheReader implements CacheReader {
+  private readonly pages = new Map<number, Buffer>();
+
   constructor(
-    private readonly handle: FileHandle,
+    readonly handle: FileHandle,
     private readonly path: string,
-    private readonly digestLength: number,
-    private readonly blockCount: number,
+    readonly digestLength: number,
+    readonly blockCount: number,
   ) {}
+
+  async digestAt(index: number, options?: OperationOptions): Promise<Uint8Array | null> {
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.blockCount) {
+      throw new InputError(`cache entry ${index} is outside the cache's ${this.blockCount} blocks`);
+    }
+    const perPage = Math.floor(RANDOM_PAGE_BYTES / this.digestLength);
+    const pageNo = Math.floor(index / perPage);
+    let page = this.pages.get(pageNo);
+    if (page) {
+      this.pages.delete(pageNo); // most recently used goes last
+    } else {
+      throwIfAborted(options?.signal);
+      const first = pageNo * perPage;
+      const length = Math.min(perPage, this.blockCount - first) * this.digestLength;
+      page = Buffer.allocUnsafe(length);
+      await this.readExactly(page, CACHE_HEADER_BYTES + first * this.digestLength);
+      if (this.pages.size >= RANDOM_PAGES) this.pages.delete(this.pages.keys().next().value!);
+    }
+    this.pages.set(pageNo, page);
+    const at = (index - pageNo * perPage) * this.digestLength;
+    const digest = page.subarray(at, at + this.digestLength);
+    return isZero(digest) ? null : Uint8Array.from(digest);
+  }
+
+  /** A window of the file's digests kept for {@link FileCacheReader.copyEntries}. */
+  private window: { first: number; count: number; bytes: Buffer } | undefined;
+
+  /**
+   * Copies the raw entries `[index, index + count)` into `target`, through a 1 MiB window read
+   * ahead (a bulk carry walks the file forward: one read per MiB of entries).
+   */
+  async copyEntries(target: Buffer, index: number, count: number): Promise<void> {
+    let done = 0;
+    while (done < count) {
+      const at = index + done;
+      let window = this.window;
+      if (!window || at < window.first || at >= window.first + window.count) {
+        const perWindow = Math.floor(PAGE_BYTES / this.digestLength);
+        const windowCount = Math.min(perWindow, this.blockCount - at);
+        const bytes =
+          window?.bytes.length === windowCount * this.digestLength
+            ? window.bytes
+            : Buffer.allocUnsafe(windowCount * this.digestLength);
+        await this.readExactly(bytes, CACHE_HEADER_BYTES + at * this.digestLength);
+        window = { first: at, count: windowCount, bytes };
+        this.window = window;
+      }
+      const take = Math.min(count - done, window.first + window.count - at);
+      const from = (at - window.first) * this.digestLength;
+      window.bytes.copy(target, done * this.digestLength, from, from + take * this.digestLength);
+      done += take;
+    }
+  }
+
+  /** Fills `buffer` from file position `position`; a short read means the file was truncated. */
+  async readExactly(buffer: Buffer, position: number): Promise<void> {
+    const { bytesRead } = await this.handle.read(buffer, 0, buffer.length, position).catch((error: unknown) => {
+      throw toStorageError(error, `reading ${this.path}`);
+    });
+    if (bytesRead !== buffer.length) throw new FormatError(`${this.path}: truncated while reading`);
+  }
 
   async *digests(fromBlock: number, options?: OperationOptions): AsyncIterable<BlockDigest> {
     const perPage = Math.floor(PAGE_BYTES / this.digestLength);
@@ -121,6 +188,32 @@ class FileCacheWriter implements CacheWriter {
     while (this.next < index) await this.put(null);
   }
 
+  async carry(source: CacheReader, fromBlock: number, toBlock: number): Promise<boolean> {
+    if (!(source instanceof FileCacheReader)) return false;
+    if (source.digestLength !== this.digestLength || source.blockCount !== this.blockCount) return false;
+    if (!Number.isSafeInteger(fromBlock) || fromBlock < this.next || toBlock < fromBlock || toBlock > this.blockCount) {
+      throw new InputError(
+        `cache entries ${fromBlock}–${toBlock} out of order (next is ${this.next} of ${this.blockCount})`,
+      );
+    }
+    try {
+      await this.fillTo(fromBlock);
+      // Page by page through the write buffer: bounded memory, and the buffer's file position stays right.
+      for (let index = fromBlock; index < toBlock; ) {
+        if (this.buffered * this.digestLength >= this.buffer.length) await this.flushBuffer();
+        const room = this.buffer.length / this.digestLength - this.buffered;
+        const count = Math.min(room, toBlock - index);
+        await source.copyEntries(this.buffer.subarray(this.buffered * this.digestLength), index, count);
+        this.buffered += count;
+        this.next += count;
+        index += count;
+      }
+    } catch (error) {
+      throw toStorageError(error, `writing ${this.temp}`);
+    }
+    return true;
+  }
+
   async append(index: number, digest: Uint8Array | null): Promise<void> {
     if (!Number.isSafeInteger(index) || index < this.next || index >= this.blockCount) {
       throw new InputError(`cache entry ${index} out of order (next is ${this.next} of ${this.blockCount})`);
@@ -158,26 +251,28 @@ class FileCacheWriter implements CacheWriter {
   }
 }
 
-async function writeFingerprint(handle: FileHandle, fingerprint: string, path: string): Promise<void> {
-  const head = Buffer.alloc(CACHE_HEADER_BYTES);
-  await handle.read(head, 0, CACHE_HEADER_BYTES, 0);
-  const header = decodeHeader(head, path);
-  await handle.write(
-    encodeHeader({ ...header, fingerprintHash: hashFingerprint(fingerprint) }),
-    0,
-    CACHE_HEADER_BYTES,
-    0,
-  );
-  await handle.sync();
-}
-
-/** Appends the trailer checksum (unless present) and renames the temp file over the cache. */
-async function seal(temp: string, final: string): Promise<void> {
-  const handle = await open(temp, 'r+');
+/**
+ * Seals a run's new cache (false when it does not exist): writes the replica's fingerprint into the header, cuts the file to its
+ * body, appends the trailer checksum, makes it durable (one fsync), and renames it over the cache.
+ */
+async function seal(temp: string, final: string, fingerprint: string): Promise<boolean> {
+  let handle: FileHandle;
+  try {
+    handle = await open(temp, 'r+');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw toStorageError(error, `opening ${temp}`);
+  }
   try {
     const head = Buffer.alloc(CACHE_HEADER_BYTES);
     await handle.read(head, 0, CACHE_HEADER_BYTES, 0);
     const header = decodeHeader(head, temp);
+    await handle.write(
+      encodeHeader({ ...header, fingerprintHash: hashFingerprint(fingerprint) }),
+      0,
+      CACHE_HEADER_BYTES,
+      0,
+    );
     const body = CACHE_HEADER_BYTES + header.blockCount * header.digestLength;
     const { size } = await handle.stat();
     if (size < body) throw new FormatError(`${temp}: incomplete (${size} of ${body} bytes)`);
@@ -193,6 +288,7 @@ async function seal(temp: string, final: string): Promise<void> {
     throw toStorageError(error, `replacing ${final}`);
   });
   await fsyncDirectory(join(final, '..'));
+  return true;
 }
 
 /**
@@ -297,20 +393,7 @@ export class FileCacheProvider implements ReplicationCacheProvider {
 
   async commitPending(key: CacheKey, runId: string, fingerprint: string): Promise<boolean> {
     const { final, temp } = this.paths(key, runId);
-    let handle: FileHandle;
-    try {
-      handle = await open(temp, 'r+');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw toStorageError(error, `opening ${temp}`);
-    }
-    try {
-      await writeFingerprint(handle, fingerprint, temp);
-    } finally {
-      await handle.close();
-    }
-    await seal(temp, final);
-    return true;
+    return seal(temp, final, fingerprint);
   }
 
   async abortPending(key: CacheKey, runId: string): Promise<void> {

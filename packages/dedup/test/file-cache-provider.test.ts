@@ -57,6 +57,47 @@ describe('file replication cache', () => {
     expect(await readdir(join(dir, 'job1'))).toEqual(['system.rkc']); // no temp file left
   });
 
+  it('reads single entries at random and carries ranges in bulk into the next cache', async () => {
+    const provider = new FileCacheProvider(dir);
+    const digests = await writeCache(provider);
+    const opened = await provider.open(key, expect16());
+    if (opened.status !== 'ok') throw new Error(opened.status);
+    const reader = opened.reader;
+    for (const i of [99, 0, 51, 50, 7]) {
+      const got = await reader.digestAt!(i);
+      if (digests[i]) expect(Buffer.from(got!).equals(digests[i]!)).toBe(true);
+      else expect(got).toBeNull();
+    }
+    await expect(reader.digestAt!(100)).rejects.toThrow(/outside/);
+    // The next run: blocks 10 and 60 changed, everything else carried.
+    const writer = await provider.begin(
+      key,
+      { runId: 'run-2', blockSize: 65536, blockCount: 100, digest: 'xxh128' },
+      0,
+    );
+    const changed = randomFillSync(new Uint8Array(16));
+    expect(await writer.carry!(reader, 0, 10)).toBe(true);
+    await writer.append(10, changed);
+    expect(await writer.carry!(reader, 11, 60)).toBe(true);
+    await writer.append(60, null);
+    expect(await writer.carry!(reader, 61, 100)).toBe(true);
+    await expect(writer.carry!(reader, 50, 60)).rejects.toThrow(/out of order/);
+    expect(await writer.carry!({ digests: reader.digests, close: async () => {} }, 99, 100)).toBe(false);
+    await writer.checkpoint(100);
+    await writer.close();
+    await reader.close();
+    expect(await provider.commitPending(key, 'run-2', 'fp-2')).toBe(true);
+    const next = await provider.open(key, expect16('fp-2'));
+    if (next.status !== 'ok') throw new Error(next.status);
+    const all = await collect(next.reader.digests(0));
+    await next.reader.close();
+    for (const [i, d] of all.entries()) {
+      const want = i === 10 ? changed : i === 60 ? null : digests[i];
+      if (want) expect(Buffer.from(d.digest!).equals(want)).toBe(true);
+      else expect(d.digest).toBeNull();
+    }
+  });
+
   it('is missing before the first run', async () => {
     expect((await new FileCacheProvider(dir).open(key, expect16())).status).toBe('missing');
   });

@@ -30,6 +30,11 @@ export type CacheOpenResult =
 export interface CacheReader {
   /** Digests from `fromBlock` to the end, in order, read page by page (bounded memory). */
   digests(fromBlock: number, options?: OperationOptions): AsyncIterable<BlockDigest>;
+  /**
+   * Optional: the digest of one block (`null`: all zeros), read at random. With
+   * {@link CacheWriter.carry}, lets a run that reads only tracked blocks skip the rest of the cache.
+   */
+  digestAt?(index: number, options?: OperationOptions): Promise<Uint8Array | null>;
   close(): Promise<void>;
 }
 
@@ -44,6 +49,12 @@ export interface CacheWriter {
   readonly resumedFrom: number;
   /** Records block `index`'s digest (`null`: all zeros). Blocks skipped since the last call are all zeros. */
   append(index: number, digest: Uint8Array | null): Promise<void>;
+  /**
+   * Optional: records the entries `[fromBlock, toBlock)` as `source` (a trusted cache of the same
+   * disk, opened from the same provider) holds them, in bulk; same ordering rules as `append`.
+   * Resolves `false`, having recorded nothing, when `source` is not one it can copy from.
+   */
+  carry?(source: CacheReader, fromBlock: number, toBlock: number): Promise<boolean>;
   /** Makes everything appended below `blockCount` durable (called at the run's checkpoints). */
   checkpoint(blockCount: number): Promise<void>;
   /** Flushes and closes the writer; the pending cache stays for commit or abort. */

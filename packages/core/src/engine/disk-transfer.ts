@@ -33,6 +33,13 @@ export interface DiskTransferOptions {
    * digests are carried over to `recordDigest` as they are.
    */
   unchangedOutsideRanges?: boolean;
+  /**
+   * With `unchangedOutsideRanges`, instead of walking `replicaDigests`: the replica's digest of one
+   * block, read at random (a cache's `digestAt`)…
+   */
+  replicaDigestAt?(index: number): Promise<Uint8Array | null>;
+  /** …and a bulk copy of the digests of the unchanged blocks `[from, to)` into the new record. */
+  carryDigests?(from: number, to: number): Promise<void>;
   /** Attach each data block's digest so the target can check it. */
   digestOnWire: boolean;
   /** Receives the digest of every block of the source from the checkpoint on (`null`: zeros), for a new cache. */
@@ -98,7 +105,11 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const sentBefore = stats.bytesSent;
   const writtenBefore = stats.bytesWritten;
   const checkpointEveryMs = options.checkpointEveryMs ?? 1000;
-  const comparing = options.replicaDigests !== undefined;
+  const randomAccess =
+    options.unchangedOutsideRanges === true &&
+    options.replicaDigestAt !== undefined &&
+    options.carryDigests !== undefined;
+  const comparing = options.replicaDigests !== undefined || randomAccess;
   const skipZeroWrites = record.targetKnownZero && !comparing;
   const needDigests = comparing || options.digestOnWire || options.recordDigest !== undefined;
   const record_ = options.recordDigest;
@@ -108,18 +119,26 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     if (put && !putAll) for (let i = 0; i < count; i++) await put(index + i, null);
   };
 
-  const digests: AsyncIterator<BlockDigest> | undefined = options.replicaDigests?.[Symbol.asyncIterator]();
-  const carrying = digests !== undefined && options.unchangedOutsideRanges === true;
+  const digests: AsyncIterator<BlockDigest> | undefined = randomAccess
+    ? undefined
+    : options.replicaDigests?.[Symbol.asyncIterator]();
+  const carrying = comparing && options.unchangedOutsideRanges === true;
   let digestCursor = from;
   /** Carries the replica's digests of the unchanged blocks below `end` into the new record. */
   const carryUnchanged = async (end: number) => {
     if (!carrying) return;
+    if (randomAccess) {
+      if (end > digestCursor) await options.carryDigests!(digestCursor, end);
+      digestCursor = Math.max(digestCursor, end);
+      return;
+    }
     for (; digestCursor < end; digestCursor++) {
       const theirs = await nextDigest(digestCursor);
       await record_?.(digestCursor, theirs);
     }
   };
   const nextDigest = async (index: number): Promise<Uint8Array | null> => {
+    if (randomAccess) return options.replicaDigestAt!(index);
     const next = await digests!.next();
     if (next.done || next.value.index !== index) {
       throw new TransportError(
@@ -241,11 +260,11 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
         const { blocks, zero, digests: mine } = segment;
         for (let i = 0; i < blocks.length; i++) {
           const index = first + i;
-          const theirs = digests ? await nextDigest(index) : undefined;
+          const theirs = comparing ? await nextDigest(index) : undefined;
           const digest = mine?.[i];
           await record_?.(index, zero![i] ? null : digest!);
           if (zero![i]) {
-            if (digests ? theirs !== null : !skipZeroWrites) {
+            if (comparing ? theirs !== null : !skipZeroWrites) {
               await sendZero(index);
               await putZero(index);
             }
@@ -272,7 +291,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
           }
           await put?.(index, blocks[i]!);
         }
-      } else if (digests) {
+      } else if (comparing) {
         for (let i = 0; i < count; i++) {
           const index = first + i;
           await record_?.(index, null);

@@ -448,7 +448,22 @@ export class RunExecution {
       try {
         let replicaDigests: AsyncIterable<BlockDigest> | undefined;
         const trackedWithCache = disk.mode === 'tracked' && cacheReader !== undefined;
-        if (disk.mode === 'hash-diff' || trackedWithCache) {
+        // Tracked blocks with a cache that reads at random and a writer that copies in bulk: the
+        // cache is not walked block by block, only the tracked blocks' entries are looked up.
+        const randomAccess =
+          trackedWithCache && cacheReader.digestAt !== undefined && cacheWriter?.carry !== undefined
+            ? {
+                replicaDigestAt: (index: number) => cacheReader.digestAt!(index, { signal: options.signal }),
+                carryDigests: async (from: number, to: number) => {
+                  if (await cacheWriter.carry!(cacheReader, from, to)) return;
+                  // This writer cannot copy from this reader: entry by entry.
+                  for (let index = from; index < to; index++) {
+                    await cacheWriter.append(index, await cacheReader.digestAt!(index, { signal: options.signal }));
+                  }
+                },
+              }
+            : undefined;
+        if (!randomAccess && (disk.mode === 'hash-diff' || trackedWithCache)) {
           replicaDigests = cacheReader
             ? cacheReader.digests(disk.checkpointBlock, { signal: options.signal })
             : diskChannel.replicaDigests(disk.checkpointBlock, { signal: options.signal });
@@ -463,6 +478,7 @@ export class RunExecution {
           examineAll,
           ...(replicaDigests ? { replicaDigests } : {}),
           unchangedOutsideRanges: trackedWithCache,
+          ...randomAccess,
           ...(cacheWriter
             ? { recordDigest: (index: number, digest: Uint8Array | null) => cacheWriter.append(index, digest) }
             : {}),
