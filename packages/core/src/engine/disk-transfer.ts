@@ -69,6 +69,11 @@ export interface DiskTransferOptions {
   /** Read buffers to reuse (used only when the channel releases data on send). */
   buffers?: Uint8Array[];
   /**
+   * One more buffer per read buffer (same length), for the delta base's bytes of the same
+   * segment: they live exactly as long as the segment's own.
+   */
+  baseBuffers?: Uint8Array[];
+  /**
    * The previous snapshot of the source disk. When a changed block's previous content has the
    * replica's digest, the replica holds it: the block then travels as a compressed difference
    * from it (if the channel takes deltas and the delta is under half the block).
@@ -150,8 +155,23 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   };
 
   const prefetch = options.deltaBase && channel.sendDelta && options.prefetchDeltaBase ? options.deltaBase : undefined;
+  const reuse = options.buffers !== undefined && channel.releasesDataOnSend === true;
+  const pairedBase = new Map<ArrayBufferLike, Uint8Array>();
+  if (reuse && options.baseBuffers && prefetch?.readInto) {
+    options.buffers!.forEach((buffer, i) => {
+      const base = options.baseBuffers![i];
+      if (base && base.length >= buffer.length) pairedBase.set(buffer.buffer, base);
+    });
+  }
   const prepareBase = async (segment: Segment): Promise<PreparedSegment['base']> => {
-    const data = await prefetch!.read(segment.first * blockSize, segment.data!.length, { signal });
+    const length = segment.data!.length;
+    const offset = segment.first * blockSize;
+    const paired = segment.data!.byteOffset === 0 ? pairedBase.get(segment.data!.buffer) : undefined;
+    let data: Uint8Array;
+    if (paired) {
+      data = paired.subarray(0, length);
+      await prefetch!.readInto!(offset, data, { signal });
+    } else data = await prefetch!.read(offset, length, { signal });
     stats.bytesRead += data.length;
     const blocks = splitBlocks(data, blockSize);
     return { blocks, digests: await digestsOrZero(hasher, blocks) };
@@ -247,7 +267,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
         examineAll: options.examineAll,
         readAhead: options.readAhead ?? 4,
         signal,
-        ...(options.buffers && channel.releasesDataOnSend ? { buffers: options.buffers } : {}),
+        ...(reuse ? { buffers: options.buffers } : {}),
       },
       prepare,
     )) {

@@ -498,6 +498,14 @@ export class RunExecution {
             { length: readAhead + 2 },
             () => this.deps.hasher.allocate?.(READ_BYTES) ?? new Uint8Array(READ_BYTES),
           ),
+          ...(deltaBase && disk.mode === 'tracked'
+            ? {
+                baseBuffers: Array.from(
+                  { length: readAhead + 2 },
+                  () => this.deps.hasher.allocate?.(READ_BYTES) ?? new Uint8Array(READ_BYTES),
+                ),
+              }
+            : {}),
           blockSize: record.blockSize,
           // Tracked blocks come one by one: their digests are computed in batches all the same.
           hasher: disk.mode === 'tracked' ? coalescingHasher(this.deps.hasher) : this.deps.hasher,
