@@ -154,7 +154,12 @@ export class RunExecution {
     record.state = to;
     record.history.push({ state: to, at });
     if (isTerminal(to)) record.finishedAt = at;
-    await this.save();
+    // Each step journals what it did before doing what depends on it (the replica it created, the
+    // snapshot it took, the plan, every checkpoint, the restore point), and a step started again
+    // after a crash finds that. So entering a working state needs no save of its own (each costs
+    // an fsync or two); the new state is written with the step's next save. Entering cleanup does:
+    // it says whether the run committed (a rollback must not undo a committed run), as do the ends.
+    if (to === 'cleanup' || isTerminal(to)) await this.save();
     this.deps.events.emit('state', { runId: record.runId, job: record.job.name, from, to, at });
   }
 
