@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { createNodeHasher } from '../src/engine/block-hasher.js';
-import { coalescingHasher } from '../src/engine/coalescing-hasher.js';
 import { SendWindow } from '../src/engine/send-window.js';
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
@@ -51,40 +50,5 @@ describe('send window', () => {
       finished = true;
     });
     expect(finished).toBe(true);
-  });
-});
-
-describe('coalescing hasher', () => {
-  it('merges the calls of one turn into one batch and gives each caller its own digests', async () => {
-    const inner = createNodeHasher('sha256');
-    const batches: number[] = [];
-    const counting = {
-      ...inner,
-      async hash(blocks: readonly Uint8Array[]) {
-        batches.push(blocks.length);
-        return inner.hash(blocks);
-      },
-    };
-    const hasher = coalescingHasher(counting);
-    const blocks = Array.from({ length: 10 }, (_, i) => new Uint8Array(100).fill(i + 1));
-    const results = await Promise.all(blocks.map((block) => hasher.hash([block])));
-    const direct = await inner.hash(blocks);
-    expect(results.map((r) => Buffer.from(r[0]!).toString('hex'))).toEqual(
-      direct.map((d) => Buffer.from(d).toString('hex')),
-    );
-    expect(batches).toEqual([10]);
-  });
-
-  it('passes a failure to every caller of the batch', async () => {
-    const failing = {
-      algorithm: 'x',
-      digestLength: 16,
-      async hash(): Promise<Uint8Array[]> {
-        throw new Error('thread died');
-      },
-    };
-    const hasher = coalescingHasher(failing);
-    const calls = [hasher.hash([new Uint8Array(4)]), hasher.hash([new Uint8Array(4)])];
-    for (const call of calls) await expect(call).rejects.toThrow('thread died');
   });
 });

@@ -1,10 +1,48 @@
+import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type BlockHasher, DriverError, InputError } from '@replikit/core';
 import { asDigestKind, DIGEST_LENGTH, type DigestKind } from './digest-kinds.js';
-import { copyInto, createHashMemory, type HashMemory, MAX_HASH_MEMORY_BYTES } from './xxh3/xxh3.js';
+import {
+  copyInto,
+  createHashMemory,
+  createXxh128,
+  type HashMemory,
+  MAX_HASH_MEMORY_BYTES,
+  simdSupported,
+} from './xxh3/xxh3.js';
 
 const SLOTS_PER_THREAD = 2;
+
+/**
+ * Batches of up to this many bytes are hashed on the calling thread: a round trip to a worker
+ * (two thread wake-ups, ~0.1 ms on a 2-core VM, far more when the cores are busy) costs more than
+ * hashing them (a few µs per 64 KiB block with the SIMD kernel). Scattered changed blocks come
+ * one or two at a time.
+ */
+const INLINE_BYTES = 256 * 1024;
+
+const ZERO_PAGE = Buffer.alloc(64 * 1024);
+
+/** True when every byte of `block` is zero (memcmp against a zero page). */
+function isZero(block: Uint8Array): boolean {
+  const bytes = Buffer.from(block.buffer, block.byteOffset, block.byteLength);
+  for (let at = 0; at < bytes.length; at += ZERO_PAGE.length) {
+    const end = Math.min(at + ZERO_PAGE.length, bytes.length);
+    if (bytes.compare(ZERO_PAGE, 0, end - at, at, end) !== 0) return false;
+  }
+  return true;
+}
+
+/** A digest on the calling thread, where one is fast enough for {@link INLINE_BYTES}: xxh128 with SIMD, sha256. */
+function inlineDigest(algorithm: DigestKind): ((block: Uint8Array) => Uint8Array) | undefined {
+  if (algorithm === 'sha256') return (block) => new Uint8Array(createHash('sha256').update(block).digest());
+  if (algorithm === 'xxh128' && simdSupported()) {
+    const xxh = createXxh128();
+    return (block) => xxh.digest(block);
+  }
+  return undefined;
+}
 
 /** Options of {@link createHashingPool}. */
 export interface HashingPoolOptions {
@@ -45,6 +83,9 @@ interface Pending {
  * another shared buffer. Batches go to the least busy thread (each queues up to two), so concurrent
  * batches (several disks, read-ahead) use every core. Blocks in buffers from `allocate()` (which
  * start at offset 0 of their `SharedArrayBuffer`) are hashed where they are, without a copy.
+ *
+ * A batch of at most 256 KiB (a few scattered changed blocks) is hashed on the calling thread
+ * instead: the round trip to a worker would cost more than the hashing (xxh128 with SIMD, sha256).
  *
  * xxh128 runs on a WebAssembly SIMD kernel (XXH3-128, bit-identical to hash-wasm's, which stays
  * the fallback where SIMD is missing); its shared buffers are WebAssembly memories, so the kernel
@@ -186,16 +227,22 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     }
   }
 
-  /** Splits a batch into slot-sized chunks, hashed in parallel on idle workers. */
+  const inline = inlineDigest(algorithm);
+
+  /** Splits a batch into slot-sized chunks, hashed in parallel on idle workers (small ones here). */
   async function hashAll(blocks: readonly Uint8Array[], zeroFlags: boolean): Promise<Array<Uint8Array | null>> {
     if (closed) throw new InputError('the hashing pool is closed');
+    const tooLarge = blocks.find((block) => block.length > slotBytes);
+    if (tooLarge)
+      throw new InputError(`a block of ${tooLarge.length} bytes exceeds the pool's ${slotBytes}-byte slots`);
+    if (inline && blocks.reduce((sum, block) => sum + block.length, 0) <= INLINE_BYTES) {
+      return blocks.map((block) => (zeroFlags && isZero(block) ? null : inline(block)));
+    }
     const chunks: Array<Promise<Array<Uint8Array | null>>> = [];
     let start = 0;
     let bytes = 0;
     for (let i = 0; i < blocks.length; i++) {
       const length = blocks[i]!.length;
-      if (length > slotBytes)
-        throw new InputError(`a block of ${length} bytes exceeds the pool's ${slotBytes}-byte slots`);
       if (bytes + length > slotBytes || i - start >= maxBlocks) {
         chunks.push(hashChunk(blocks.slice(start, i), zeroFlags));
         start = i;

@@ -73,6 +73,22 @@ describe('hashing pool', () => {
     }
   });
 
+  it('hashes small batches on the calling thread with the same digests and zero checks as its threads', async () => {
+    for (const algorithm of ['xxh128', 'sha256'] as const) {
+      const pool = await createHashingPool({ algorithm, threads: 2 });
+      const blocks = Array.from({ length: 40 }, (_, i) =>
+        i % 5 === 0 ? new Uint8Array(65536) : randomFillSync(new Uint8Array(65536)),
+      );
+      const onThreads = await pool.hashOrZero!(blocks); // 2.5 MiB: on the threads
+      const one = await Promise.all(blocks.map((block) => pool.hashOrZero!([block]))); // 64 KiB each: inline
+      for (const [i, digest] of onThreads.entries()) {
+        if (i % 5 === 0) expect(one[i]![0]).toBeNull();
+        else expect(Buffer.from(one[i]![0]!).equals(digest!)).toBe(true);
+      }
+      await pool.close?.();
+    }
+  });
+
   it('rejects a block larger than a slot, and use after close', async () => {
     const pool = await createHashingPool({ threads: 1, slotBytes: 4096 });
     await expect(pool.hash([new Uint8Array(8192)])).rejects.toMatchObject({ code: 'E_INPUT' });

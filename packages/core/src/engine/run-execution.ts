@@ -20,7 +20,6 @@ import { assertValid, defaultRuleSets, validateJob } from '../rules/rule-validat
 import { TokenBucket } from '../util/token-bucket.js';
 import type { BlockHasher } from './block-hasher.js';
 import { type BlockRange, countBlocks, countBytes, toBlockRanges } from './block-ranges.js';
-import { coalescingHasher } from './coalescing-hasher.js';
 import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
@@ -512,8 +511,7 @@ export class RunExecution {
               }
             : {}),
           blockSize: record.blockSize,
-          // Tracked blocks come one by one: their digests are computed in batches all the same.
-          hasher: disk.mode === 'tracked' ? coalescingHasher(this.deps.hasher) : this.deps.hasher,
+          hasher: this.deps.hasher,
           ...(options.throttle ? { throttle: options.throttle } : {}),
           signal: options.signal,
           checkpointEveryMs: this.deps.checkpointEveryMs,
