@@ -22,6 +22,49 @@ describe('HashBatcher', () => {
     expect(calls).toEqual([4, 4, 2]);
   });
 
+  it('holds a small batch while data keeps arriving, and sends it in the first turn without any', async () => {
+    const node = createNodeHasher('sha256');
+    const calls: number[] = [];
+    const counting: BlockHasher = {
+      ...node,
+      hash: (blocks) => {
+        calls.push(blocks.length);
+        return node.hash(blocks);
+      },
+    };
+    let bytesIn = 0;
+    const batcher = new HashBatcher(counting, { maxBlocks: 8, minBlocks: 4, activity: () => bytesIn });
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    const digests: Array<Uint8Array | undefined> = [];
+    let allDone!: () => void;
+    const done = new Promise<void>((resolve) => {
+      allDone = resolve;
+    });
+    const submit = () =>
+      batcher.submit(randomBytes(100), (digest) => {
+        digests.push(digest);
+        if (digests.length === 5) allDone();
+      });
+    submit();
+    submit();
+    for (let i = 0; i < 3; i++) {
+      bytesIn += 1000; // data keeps arriving: two blocks are not a batch yet
+      await turn();
+    }
+    expect(calls).toEqual([]);
+    submit();
+    submit();
+    bytesIn += 1000;
+    await turn(); // four blocks: they leave
+    expect(calls).toEqual([4]);
+    submit();
+    await turn(); // a turn with no new bytes sends what waits: a pause never holds blocks back
+    await turn();
+    expect(calls).toEqual([4, 1]);
+    await done;
+    expect(digests.filter(Boolean)).toHaveLength(5);
+  });
+
   it('passes a failure of the hasher to every block of the batch', async () => {
     const failing: BlockHasher = {
       algorithm: 'x',
