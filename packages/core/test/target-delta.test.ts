@@ -48,7 +48,7 @@ function setup() {
 }
 
 describe('delta on the target', () => {
-  it('reads and writes only the changed pages, and the block ends up right', async () => {
+  it('writes only the changed ranges, reads nothing, and the block ends up right', async () => {
     const { image, reads, writes, target } = setup();
     const old = image.slice(BLOCK, 2 * BLOCK);
     const block = old.slice();
@@ -58,10 +58,10 @@ describe('delta on the target', () => {
     expect(Buffer.from(image.subarray(BLOCK, 2 * BLOCK)).equals(block)).toBe(true);
     expect(writes).toEqual([
       [BLOCK + 8192, 4096],
-      [BLOCK + 36864, 4096],
+      [BLOCK + 40000, 64], // ten bytes: their 64-byte chunk
     ]);
-    expect(reads).toEqual(writes);
-    expect(target.bytesWritten).toBe(8192);
+    expect(reads).toEqual([]);
+    expect(target.bytesWritten).toBe(4096 + 64);
   });
 
   it('with a digest, checks the whole rebuilt block and writes nothing when it is wrong', async () => {
@@ -77,6 +77,17 @@ describe('delta on the target', () => {
     await target.applyDelta({ index: 0, delta, digest: right! });
     expect(Buffer.from(image.subarray(0, BLOCK)).equals(block)).toBe(true);
     expect(writes).toEqual([[0, 4096]]);
+  });
+
+  it('turns many scattered records into one write, reading the bytes between them', async () => {
+    const { image, reads, writes, target } = setup();
+    const old = image.slice(2 * BLOCK, 3 * BLOCK);
+    const block = old.slice();
+    for (let i = 0; i < 20; i++) block[1000 + i * 2000] = block[1000 + i * 2000]! ^ 0xff;
+    await target.applyDelta({ index: 2, delta: encodeBlockDelta(block, old, BLOCK)! });
+    expect(Buffer.from(image.subarray(2 * BLOCK, 3 * BLOCK)).equals(block)).toBe(true);
+    expect(writes).toHaveLength(1);
+    expect(reads).toEqual(writes);
   });
 
   it('refuses a delta for a block outside the disk', async () => {

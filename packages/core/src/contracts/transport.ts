@@ -31,8 +31,8 @@ export interface DeltaOp {
   /** Block index. */
   index: number;
   /**
-   * How the block differs from the replica's block: the changed ranges as `newBlock XOR
-   * replicaBlock` records, deflated when large (the format is documented in `util/block-delta.ts`).
+   * How the block differs from the replica's block: the new bytes of its changed ranges, deflated
+   * when large (the format is documented in `util/block-delta.ts`).
    */
   delta: Uint8Array;
   /** The digest of the new block, checked by the target after applying. */

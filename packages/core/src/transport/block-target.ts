@@ -7,11 +7,6 @@ import { InputError, NotFoundError, TransportError, throwIfAborted } from '../er
 import { type DeltaRecord, decodeBlockDelta } from '../util/block-delta.js';
 import { checkRange } from '../util/range.js';
 
-/** Pages a delta is applied in. */
-const SPAN_PAGE = 4096;
-
-import { xorInto } from '../util/xor.js';
-
 /** Bytes read from the replica per request when computing its digests. */
 const DIGEST_READ_BYTES = 1024 * 1024;
 
@@ -90,9 +85,11 @@ export class TargetDisk {
   }
 
   /**
-   * Applies a {@link DeltaOp}: decodes it (every field bounds-checked) and rewrites only the 4 KiB
-   * pages it changes, each rebuilt from the replica's current bytes. With a digest, the whole
-   * block is rebuilt and checked before anything is written.
+   * Applies a {@link DeltaOp}: decodes it (every field bounds-checked) and writes its records, the
+   * new bytes of the changed ranges, without reading the replica. With a digest, the replica's
+   * block is read and the rebuilt block checked before anything is written. More than
+   * {@link MAX_WRITES} records become one write from the first to the last (the bytes between them
+   * read from the replica).
    */
   async applyDelta(op: DeltaOp, options?: OperationOptions): Promise<void> {
     const writer = this.open;
@@ -102,32 +99,25 @@ export class TargetDisk {
     const offset = op.index * this.blockSize;
     const length = Math.min(this.blockSize, this.disk.size - offset);
     const records = decodeBlockDelta(op.delta, length, op.index);
-    const spans = pageSpans(records, length);
-    const reader = await this.deltaReader(options);
-    const rebuilt: Array<{ start: number; data: Uint8Array }> = [];
-    if (op.digest) {
-      const block = await reader.read(offset, length, options);
-      this.bytesRead += length;
-      for (const record of records)
-        xorInto(block.subarray(record.offset, record.offset + record.xor.length), record.xor);
-      await this.checkDigest(op.index, block, op.digest);
-      for (const span of spans) rebuilt.push({ start: span.start, data: block.subarray(span.start, span.end) });
-    } else {
-      let next = 0;
-      for (const span of spans) {
-        const data = await reader.read(offset + span.start, span.end - span.start, options);
-        this.bytesRead += data.length;
-        for (; next < records.length && records[next]!.offset < span.end; next++) {
-          const record = records[next]!;
-          const at = record.offset - span.start;
-          xorInto(data.subarray(at, at + record.xor.length), record.xor);
-        }
-        rebuilt.push({ start: span.start, data });
-      }
+    if (records.length === 0) return;
+    let writes: DeltaRecord[] = records;
+    if (op.digest || records.length > MAX_WRITES) {
+      const first = records[0]!.offset;
+      const last = records.at(-1)!;
+      const stop = last.offset + last.data.length;
+      // With a digest the whole block is rebuilt; otherwise the range the records span.
+      const from = op.digest ? 0 : first;
+      const to = op.digest ? length : stop;
+      const reader = await this.deltaReader(options);
+      const span = await reader.read(offset + from, to - from, options);
+      this.bytesRead += span.length;
+      for (const record of records) span.set(record.data, record.offset - from);
+      if (op.digest) await this.checkDigest(op.index, span, op.digest);
+      if (records.length > MAX_WRITES) writes = [{ offset: first, data: span.subarray(first - from, stop - from) }];
     }
-    for (const { start, data } of rebuilt) {
-      await writer.write(offset + start, data, options);
-      this.bytesWritten += data.length;
+    for (const write of writes) {
+      await writer.write(offset + write.offset, write.data, options);
+      this.bytesWritten += write.data.length;
     }
   }
 
@@ -211,22 +201,8 @@ export class TargetDisk {
   }
 }
 
-/** Most separate writes a delta turns into; more changed pages are written as one range. */
-const MAX_SPANS = 8;
-
-/** The 4 KiB-aligned ranges of a block that `records` touch (sorted, merged when they touch). */
-function pageSpans(records: readonly DeltaRecord[], length: number): Array<{ start: number; end: number }> {
-  const spans: Array<{ start: number; end: number }> = [];
-  for (const record of records) {
-    const start = Math.floor(record.offset / SPAN_PAGE) * SPAN_PAGE;
-    const end = Math.min(Math.ceil((record.offset + record.xor.length) / SPAN_PAGE) * SPAN_PAGE, length);
-    const last = spans.at(-1);
-    if (last && start <= last.end) last.end = Math.max(last.end, end);
-    else spans.push({ start, end });
-  }
-  if (spans.length > MAX_SPANS) return [{ start: spans[0]!.start, end: spans.at(-1)!.end }];
-  return spans;
-}
+/** Most separate writes a delta turns into; more records are written as one range. */
+const MAX_WRITES = 8;
 
 /**
  * The target side of sessions: opens {@link TargetDisk}s of a replica on a target hypervisor. A
