@@ -26,7 +26,7 @@ export {
   type PullTransportOptions,
   type SessionTuning,
 } from './network-transport.js';
-export { ArenaPool, BlockArena } from './protocol/block-arena.js';
+export { type ArenaMemorySource, ArenaPool, BlockArena } from './protocol/block-arena.js';
 export { FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD, PROTOCOL_VERSION } from './protocol/constants.js';
 export { FrameDecoder, type RawFrame } from './protocol/frame-decoder.js';
 export {
