@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { createNodeHasher } from '../src/engine/block-hasher.js';
 import { SendWindow } from '../src/engine/send-window.js';
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));

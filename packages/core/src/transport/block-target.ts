@@ -88,7 +88,7 @@ export class TargetDisk {
    * Applies a {@link DeltaOp}: decodes it (every field bounds-checked) and writes its records, the
    * new bytes of the changed ranges, without reading the replica. With a digest, the replica's
    * block is read and the rebuilt block checked before anything is written. More than
-   * {@link MAX_WRITES} records become one write from the first to the last (the bytes between them
+   * eight records become one write from the first to the last (the bytes between them
    * read from the replica).
    */
   async applyDelta(op: DeltaOp, options?: OperationOptions): Promise<void> {
