@@ -20,7 +20,8 @@ export interface BlockHasher {
   hashOrZero?(blocks: readonly Uint8Array[]): Promise<Array<Uint8Array | null>>;
   /**
    * Optional: allocates a buffer the hasher can read without copying (shared with its threads).
-   * The engine reads blocks into such buffers when it can reuse them.
+   * The engine reads blocks into such buffers when it can reuse them. The view must start at byte
+   * 0 of its `buffer`: the engine recognises its buffers that way when it recycles them.
    */
   allocate?(bytes: number): Uint8Array;
   /** Releases threads or buffers, if any. */
