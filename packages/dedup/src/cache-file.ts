@@ -86,10 +86,10 @@ export async function hashFileRange(handle: FileHandle, length: number, path: st
   return hash.digest();
 }
 
-/** Opens a file for reading, or returns undefined when it does not exist. */
-export async function openIfExists(path: string): Promise<FileHandle | undefined> {
+/** Opens a file (for reading unless `flags` say otherwise), or returns undefined when it does not exist. */
+export async function openIfExists(path: string, flags = 'r'): Promise<FileHandle | undefined> {
   try {
-    return await open(path, 'r');
+    return await open(path, flags);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw toStorageError(error, `opening ${path}`);

@@ -129,13 +129,10 @@ class FileCacheReader implements CacheReader {
     for (let first = fromBlock; first < this.blockCount; first += perPage) {
       throwIfAborted(options?.signal);
       const count = Math.min(perPage, this.blockCount - first);
-      const length = count * this.digestLength;
-      const { bytesRead } = await this.handle
-        .read(buffer, 0, length, CACHE_HEADER_BYTES + first * this.digestLength)
-        .catch((error: unknown) => {
-          throw toStorageError(error, `reading ${this.path}`);
-        });
-      if (bytesRead !== length) throw new FormatError(`${this.path}: truncated while reading`);
+      await this.readExactly(
+        buffer.subarray(0, count * this.digestLength),
+        CACHE_HEADER_BYTES + first * this.digestLength,
+      );
       for (let i = 0; i < count; i++) {
         const digest = buffer.subarray(i * this.digestLength, (i + 1) * this.digestLength);
         yield { index: first + i, digest: isZero(digest) ? null : Uint8Array.from(digest) };
@@ -252,17 +249,13 @@ class FileCacheWriter implements CacheWriter {
 }
 
 /**
- * Seals a run's new cache (false when it does not exist): writes the replica's fingerprint into the header, cuts the file to its
- * body, appends the trailer checksum, makes it durable (one fsync), and renames it over the cache.
+ * Seals a run's new cache (false when it does not exist): writes the replica's fingerprint into
+ * the header, cuts the file to its body, appends the trailer checksum, makes it durable (one
+ * fsync), and renames it over the cache.
  */
 async function seal(temp: string, final: string, fingerprint: string): Promise<boolean> {
-  let handle: FileHandle;
-  try {
-    handle = await open(temp, 'r+');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw toStorageError(error, `opening ${temp}`);
-  }
+  const handle = await openIfExists(temp, 'r+');
+  if (!handle) return false;
   try {
     const head = Buffer.alloc(CACHE_HEADER_BYTES);
     await handle.read(head, 0, CACHE_HEADER_BYTES, 0);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { type BlockHasher, DriverError, InputError } from '@replikit/core';
+import { type BlockHasher, DriverError, InputError, isZeroBlock } from '@replikit/core';
 import { asDigestKind, DIGEST_LENGTH, type DigestKind } from './digest-kinds.js';
 import {
   copyInto,
@@ -21,18 +21,6 @@ const SLOTS_PER_THREAD = 2;
  * one or two at a time.
  */
 const INLINE_BYTES = 256 * 1024;
-
-const ZERO_PAGE = Buffer.alloc(64 * 1024);
-
-/** True when every byte of `block` is zero (memcmp against a zero page). */
-function isZero(block: Uint8Array): boolean {
-  const bytes = Buffer.from(block.buffer, block.byteOffset, block.byteLength);
-  for (let at = 0; at < bytes.length; at += ZERO_PAGE.length) {
-    const end = Math.min(at + ZERO_PAGE.length, bytes.length);
-    if (bytes.compare(ZERO_PAGE, 0, end - at, at, end) !== 0) return false;
-  }
-  return true;
-}
 
 /** A digest on the calling thread, where one is fast enough for {@link INLINE_BYTES}: xxh128 with SIMD, sha256. */
 function inlineDigest(algorithm: DigestKind): ((block: Uint8Array) => Uint8Array) | undefined {
@@ -236,7 +224,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     if (tooLarge)
       throw new InputError(`a block of ${tooLarge.length} bytes exceeds the pool's ${slotBytes}-byte slots`);
     if (inline && blocks.reduce((sum, block) => sum + block.length, 0) <= INLINE_BYTES) {
-      return blocks.map((block) => (zeroFlags && isZero(block) ? null : inline(block)));
+      return blocks.map((block) => (zeroFlags && isZeroBlock(block) ? null : inline(block)));
     }
     const chunks: Array<Promise<Array<Uint8Array | null>>> = [];
     let start = 0;

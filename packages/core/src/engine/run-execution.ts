@@ -474,6 +474,11 @@ export class RunExecution {
         }
         // Tracked blocks are scattered: small segments, so more of them are kept in flight.
         const readAhead = disk.mode === 'tracked' ? this.deps.readAhead * 8 : this.deps.readAhead;
+        const readBuffers = () =>
+          Array.from(
+            { length: readAhead + 2 },
+            () => this.deps.hasher.allocate?.(READ_BYTES) ?? new Uint8Array(READ_BYTES),
+          );
         await transferDisk({
           record: disk,
           reader,
@@ -498,18 +503,8 @@ export class RunExecution {
             await options.backup?.checkpoint();
           },
           digestOnWire: options.digestOnWire,
-          buffers: Array.from(
-            { length: readAhead + 2 },
-            () => this.deps.hasher.allocate?.(READ_BYTES) ?? new Uint8Array(READ_BYTES),
-          ),
-          ...(deltaBase && disk.mode === 'tracked'
-            ? {
-                baseBuffers: Array.from(
-                  { length: readAhead + 2 },
-                  () => this.deps.hasher.allocate?.(READ_BYTES) ?? new Uint8Array(READ_BYTES),
-                ),
-              }
-            : {}),
+          buffers: readBuffers(),
+          ...(deltaBase && disk.mode === 'tracked' ? { baseBuffers: readBuffers() } : {}),
           blockSize: record.blockSize,
           hasher: this.deps.hasher,
           ...(options.throttle ? { throttle: options.throttle } : {}),
