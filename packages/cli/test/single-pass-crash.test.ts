@@ -49,8 +49,8 @@ describe('SIGKILL during a single-pass backup', () => {
     const v1Digest = sha(await readFile(join(dir, 'replicas', 'guest-replica', 'system.raw')));
     expect(await restoredDigest(store, v1!.id)).toBe(v1Digest);
 
-    await guestChanges(join(dir, 'vms'), 'guest', DISKS[0]!, 0.7);
-    expect(await killDuringTransfer(['run', 'job.yaml'], dir, 400)).toBe(true);
+    await guestChanges(join(dir, 'vms'), 'guest', DISKS[0]!, 0.7, 65536);
+    expect((await killDuringTransfer(['run', 'job.yaml'], dir, 400)).killed).toBe(true);
 
     // Only the first version exists, and it is intact.
     expect((await store.list('guest')).map((v) => v.id)).toEqual([v1!.id]);

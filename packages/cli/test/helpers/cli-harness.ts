@@ -70,21 +70,34 @@ export function waitForExit(
   });
 }
 
+/** What `killDuringTransfer` found. */
+export interface KillResult {
+  /** True when the kill landed (the run had not ended by itself). */
+  killed: boolean;
+  /** The last state the run announced on stderr before the kill (or before it ended). */
+  lastState: string | undefined;
+}
+
 /**
  * Spawns `replikit <args>`, waits until its run enters `transfer`, waits `delayMs` more and
- * kills it with SIGKILL. Resolves true when the kill landed (the run had not ended by itself).
+ * kills it with SIGKILL.
  */
-export async function killDuringTransfer(args: string[], cwd: string, delayMs: number): Promise<boolean> {
+export async function killDuringTransfer(args: string[], cwd: string, delayMs: number): Promise<KillResult> {
   const child = spawnCli(args, { cwd });
   const exit = waitForExit(child);
+  let lastState: string | undefined;
+  let announced = '';
   await new Promise<void>((resolve) => {
     child.stderr!.on('data', (chunk: Buffer) => {
-      if (chunk.toString().includes('] transfer')) resolve();
+      announced += chunk.toString();
+      for (const match of announced.matchAll(/\] ([a-z-]+)\n/g)) lastState = match[1];
+      announced = announced.slice(announced.lastIndexOf('\n') + 1);
+      if (lastState === 'transfer') resolve();
     });
     child.on('close', () => resolve());
   });
   await sleep(delayMs);
   const killed = child.kill('SIGKILL');
   const result = await exit;
-  return killed && result.signal === 'SIGKILL';
+  return { killed: killed && result.signal === 'SIGKILL', lastState };
 }

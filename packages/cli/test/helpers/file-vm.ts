@@ -27,13 +27,26 @@ export async function createRandomVm(
   }
 }
 
-/** Writes random 4 KiB pages into `fraction` of a disk's 64 KiB blocks, as a guest would. */
-export async function guestChanges(root: string, vm: string, disk: { id: string; size: number }, fraction: number) {
+/**
+ * Writes `writeSize` random bytes (a 4 KiB page by default, at a random page of the block) into
+ * `fraction` of a disk's 64 KiB blocks, as a guest would. Tests that need a run to last (to kill it
+ * mid-transfer) rewrite whole blocks: a page costs only its changed bytes on the wire.
+ */
+export async function guestChanges(
+  root: string,
+  vm: string,
+  disk: { id: string; size: number },
+  fraction: number,
+  writeSize = 4096,
+) {
   const blocks = Math.ceil(disk.size / 65536);
+  const pages = Math.max(1, 65536 / writeSize);
   for (let block = 0; block < blocks; block++) {
     if (Math.random() >= fraction) continue;
-    const offset = Math.min(block * 65536 + Math.floor(Math.random() * 16) * 4096, disk.size - 4096);
-    await writeGuestDisk(root, vm, disk.id, offset, randomFillSync(new Uint8Array(4096)));
+    const start = block * 65536 + Math.floor(Math.random() * pages) * writeSize;
+    const length = Math.min(writeSize, disk.size - block * 65536);
+    const offset = Math.min(start, disk.size - length);
+    await writeGuestDisk(root, vm, disk.id, offset, randomFillSync(new Uint8Array(length)));
   }
 }
 
