@@ -1,22 +1,23 @@
 // Worker thread of the hashing pool (plain JavaScript so it loads the same way from src/ and
-// dist/). It hashes blocks that lie in a SharedArrayBuffer and writes their digests into another;
-// messages carry only offsets and lengths. xxh128 runs on our WebAssembly SIMD kernel (xxh3/),
-// in place when the blocks' buffer is a hash memory the message names; hash-wasm where SIMD is
-// missing. Both give the same digests.
+// dist/). It hashes blocks that lie in a SharedArrayBuffer and writes their digests into another.
+// Each buffer is sent once; a job names it by id, with the blocks' offsets and lengths. xxh128
+// runs on our WebAssembly SIMD kernel (xxh3/), in place when the buffer is a hash memory;
+// hash-wasm where SIMD is missing. Both give the same digests.
 import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { createBLAKE3, createXXHash128 } from 'hash-wasm';
 import { bindXxh128, createXxh128, xxh3Module } from './xxh3/xxh3.js';
 
-const { kind, thread = 0 } = workerData;
+const { kind, thread = 0, digestLength } = workerData;
 const simd = kind === 'xxh128' && xxh3Module() !== null;
 const wasm =
   kind === 'xxh128' && !simd ? await createXXHash128() : kind === 'blake3' ? await createBLAKE3() : undefined;
 /** For xxh128 blocks outside a hash memory: copied into a private one. */
 const copying = simd ? createXxh128() : undefined;
-/** Instances bound to the hash memories that messages named, by id, the most recently used last. */
-const bound = new Map();
-const MAX_BOUND = 64;
+/** The shared buffers the pool sent, by id: a view, and the kernel bound to it when it is a hash memory. */
+const buffers = new Map();
+/** The pool's output buffers, by slot number. */
+const outputs = [];
 
 function digestInto(view, output, at) {
   if (copying) return copying.digestInto(view, output, at);
@@ -24,21 +25,6 @@ function digestInto(view, output, at) {
   wasm.init();
   wasm.update(view);
   output.set(wasm.digest('binary'), at);
-}
-
-/** The kernel bound to the job's hash memory, if it names one (instantiated once per memory). */
-function boundFor(job) {
-  if (!simd || job.memory === undefined) return undefined;
-  let entry = bound.get(job.memoryId);
-  if (entry) {
-    bound.delete(job.memoryId);
-  } else {
-    entry = bindXxh128(job.memory, thread);
-    // The pool says when a memory is dropped; this cap only bounds what a missed notice could keep.
-    if (bound.size >= MAX_BOUND) bound.delete(bound.keys().next().value);
-  }
-  bound.set(job.memoryId, entry);
-  return entry;
 }
 
 const ZERO = Buffer.alloc(1024 * 1024);
@@ -53,30 +39,43 @@ function isZero(view) {
   return true;
 }
 
-parentPort.on('message', (job) => {
-  if (job.drop !== undefined) {
-    bound.delete(job.drop);
-    return;
-  }
-  // Blocks lie back to back in the pool's slot, or at `offsets` in a buffer the engine shares.
-  // With `zeroFlags`, an all-zero block is not hashed: its flag byte (after the digests) is set.
-  const input = new Uint8Array(job.input);
-  const output = new Uint8Array(job.output);
-  const flags = job.zeroFlags ? job.lengths.length * job.digestLength : -1;
-  const inPlace = boundFor(job);
-  let at = 0;
-  for (let i = 0; i < job.lengths.length; i++) {
-    const length = job.lengths[i];
-    const start = job.offsets ? job.offsets[i] : at;
-    at += length;
+/**
+ * Hashes the blocks at `places` ([offset, length] pairs) of a buffer the pool sent before into
+ * the slot's output; with `zeroFlags`, an all-zero block is not hashed: its flag byte (after the
+ * digests) is set.
+ */
+function hashJob(job) {
+  const entry = buffers.get(job.buffer);
+  if (!entry) throw new Error(`the pool named buffer ${job.buffer}, which this thread does not hold`);
+  const { view, bound } = entry;
+  const output = outputs[job.output];
+  const places = job.places;
+  const count = places.length / 2;
+  const flags = job.zeroFlags ? count * digestLength : -1;
+  for (let i = 0; i < count; i++) {
+    const start = places[2 * i];
+    const length = places[2 * i + 1];
     if (flags >= 0) {
-      const zero = isZero(input.subarray(start, start + length));
+      const zero = isZero(view.subarray(start, start + length));
       output[flags + i] = zero ? 1 : 0;
       if (zero) continue;
     }
-    if (inPlace) inPlace.digestInto(start, length, output, i * job.digestLength);
-    else digestInto(input.subarray(start, start + length), output, i * job.digestLength);
+    if (bound) bound.digestInto(start, length, output, i * digestLength);
+    else digestInto(view.subarray(start, start + length), output, i * digestLength);
   }
-  parentPort.postMessage(job.id);
+}
+
+parentPort.on('message', (message) => {
+  if (message.id !== undefined) {
+    hashJob(message);
+    parentPort.postMessage(message.id);
+  } else if (message.add !== undefined) {
+    const bound = simd && message.memory ? bindXxh128(message.memory, thread) : undefined;
+    buffers.set(message.add, { view: new Uint8Array(message.buffer), bound });
+  } else if (message.drop !== undefined) {
+    buffers.delete(message.drop);
+  } else if (message.output !== undefined) {
+    outputs[message.output] = new Uint8Array(message.buffer);
+  }
 });
 parentPort.postMessage('ready');
