@@ -92,7 +92,15 @@ class FileCacheReader implements CacheReader {
    * Copies the raw entries `[index, index + count)` into `target`, through a 1 MiB window read
    * ahead (a bulk carry walks the file forward: one read per MiB of entries).
    */
-  async copyEntries(target: Buffer, index: number, count: number): Promise<void> {
+  async copyEntries(target: Uint8Array, index: number, count: number): Promise<void> {
+    if (!Number.isSafeInteger(index) || !Number.isSafeInteger(count) || index < 0 || count < 0) {
+      throw new InputError(`cache entries ${index}+${count} are not a valid range`);
+    }
+    if (index + count > this.blockCount || count * this.digestLength > target.length) {
+      throw new InputError(
+        `cache entries ${index}–${index + count} do not fit the cache's ${this.blockCount} blocks or the target`,
+      );
+    }
     let done = 0;
     while (done < count) {
       const at = index + done;
@@ -110,7 +118,7 @@ class FileCacheReader implements CacheReader {
       }
       const take = Math.min(count - done, window.first + window.count - at);
       const from = (at - window.first) * this.digestLength;
-      window.bytes.copy(target, done * this.digestLength, from, from + take * this.digestLength);
+      target.set(window.bytes.subarray(from, from + take * this.digestLength), done * this.digestLength);
       done += take;
     }
   }
@@ -221,6 +229,36 @@ class FileCacheWriter implements CacheWriter {
     try {
       await this.fillTo(index);
       await this.put(digest);
+    } catch (error) {
+      throw toStorageError(error, `writing ${this.temp}`);
+    }
+  }
+
+  async appendEntries(index: number, entries: Uint8Array): Promise<void> {
+    const count = entries.length / this.digestLength;
+    if (
+      !Number.isInteger(count) ||
+      !Number.isSafeInteger(index) ||
+      index < this.next ||
+      index + count > this.blockCount
+    ) {
+      throw new InputError(
+        `cache entries ${index}+${entries.length / this.digestLength} out of order or not whole (next is ${this.next} of ${this.blockCount})`,
+      );
+    }
+    try {
+      await this.fillTo(index);
+      for (let done = 0; done < count; ) {
+        if (this.buffered * this.digestLength >= this.buffer.length) await this.flushBuffer();
+        const take = Math.min(count - done, this.buffer.length / this.digestLength - this.buffered);
+        this.buffer.set(
+          entries.subarray(done * this.digestLength, (done + take) * this.digestLength),
+          this.buffered * this.digestLength,
+        );
+        this.buffered += take;
+        this.next += take;
+        done += take;
+      }
     } catch (error) {
       throw toStorageError(error, `writing ${this.temp}`);
     }

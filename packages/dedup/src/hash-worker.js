@@ -4,6 +4,7 @@
 // runs on our WebAssembly SIMD kernel (xxh3/), in place when the buffer is a hash memory;
 // hash-wasm where SIMD is missing. Both give the same digests.
 import { createHash } from 'node:crypto';
+import { readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { createBLAKE3, createXXHash128 } from 'hash-wasm';
 import { bindXxh128, createXxh128, xxh3Module } from './xxh3/xxh3.js';
@@ -65,8 +66,40 @@ function hashJob(job) {
   }
 }
 
+/**
+ * Reads the job's spans ([fd, position, length, offset] each; the descriptors are the source
+ * reader's, shared by every thread of the process) into its buffer. Returns the failure to report
+ * (the span's index, with the error or the bytes read before the file ended), or undefined.
+ */
+function readJob(job) {
+  const { view } = buffers.get(job.buffer) ?? {};
+  if (!view) throw new Error(`the pool named buffer ${job.buffer}, which this thread does not hold`);
+  const reads = job.reads;
+  for (let i = 0; i < reads.length / 4; i++) {
+    const fd = reads[4 * i];
+    const position = reads[4 * i + 1];
+    const length = reads[4 * i + 2];
+    const offset = reads[4 * i + 3];
+    if (offset < 0 || offset + length > view.length)
+      throw new Error(`a read of ${length} bytes at ${offset} overruns the buffer`);
+    let got = 0;
+    try {
+      while (got < length) {
+        const n = readSync(fd, view, offset + got, length - got, position + got);
+        if (n === 0) return { id: job.id, span: i, got };
+        got += n;
+      }
+    } catch (error) {
+      return { id: job.id, span: i, error: { message: error.message, code: error.code } };
+    }
+  }
+  return undefined;
+}
+
 parentPort.on('message', (message) => {
   if (message.id !== undefined) {
+    const failed = message.reads ? readJob(message) : undefined;
+    if (failed) return parentPort.postMessage(failed);
     hashJob(message);
     parentPort.postMessage(message.id);
   } else if (message.add !== undefined) {

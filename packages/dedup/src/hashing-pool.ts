@@ -1,7 +1,17 @@
 import { createHash } from 'node:crypto';
+import { readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { type BlockHasher, DriverError, InputError, isZeroBlock } from '@replikit/core';
+import {
+  type BlockHasher,
+  DriverError,
+  type FileSpan,
+  InputError,
+  isZeroBlock,
+  StorageError,
+  throwIfAborted,
+  toStorageError,
+} from '@replikit/core';
 import { asDigestKind, DIGEST_LENGTH, type DigestKind } from './digest-kinds.js';
 import {
   copyInto,
@@ -68,6 +78,16 @@ interface Slot {
 interface Pending {
   resolve(): void;
   reject(error: unknown): void;
+  /** The file reads of the job, for error messages. */
+  spans?: readonly FileSpan[];
+}
+
+/** What a thread answers when a job's file read failed: the span, and the error or the bytes it got. */
+interface ReadFailure {
+  id: number;
+  span: number;
+  got?: number;
+  error?: { message: string; code?: string };
 }
 
 /**
@@ -157,10 +177,12 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
         worker.once('message', () => resolve());
         worker.once('error', reject);
       });
-      worker.on('message', (id: number) => {
+      worker.on('message', (reply: number | ReadFailure) => {
+        const id = typeof reply === 'number' ? reply : reply.id;
         const job = pending.get(id);
         pending.delete(id);
-        job?.resolve();
+        if (typeof reply === 'number') job?.resolve();
+        else job?.reject(readError(reply, job.spans?.[reply.span]));
       });
       worker.on('error', (error) =>
         fail(new DriverError(`a hashing thread failed: ${error.message}`, { cause: error })),
@@ -206,7 +228,15 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     }
   };
 
-  async function hashChunk(blocks: readonly Uint8Array[], zeroFlags: boolean): Promise<Array<Uint8Array | null>> {
+  /**
+   * Hashes `blocks` on a thread. With `reads` ([fd, position, length, offset] per span, the offset
+   * in the blocks' shared buffer), the thread first reads the spans into the buffer.
+   */
+  async function hashChunk(
+    blocks: readonly Uint8Array[],
+    zeroFlags: boolean,
+    reads?: { places: Float64Array; spans: readonly FileSpan[] },
+  ): Promise<Array<Uint8Array | null>> {
     const slot = await acquire();
     try {
       const count = blocks.length;
@@ -236,15 +266,23 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       const buffer = bufferIdFor(slot.thread, input);
       const id = nextId++;
       await new Promise<void>((resolve, reject) => {
-        pending.set(id, { resolve, reject });
-        slot.thread.worker.postMessage({ id, buffer, output: slot.index, places, zeroFlags });
+        pending.set(id, { resolve, reject, ...(reads ? { spans: reads.spans } : {}) });
+        slot.thread.worker.postMessage({
+          id,
+          buffer,
+          output: slot.index,
+          places,
+          zeroFlags,
+          ...(reads ? { reads: reads.places } : {}),
+        });
       });
-      const output = slot.output;
+      // One copy of the job's digests (the slot is reused), viewed per block.
       const flags = count * digestLength;
+      const output = slot.output.slice(0, flags + count);
       const digests: Array<Uint8Array | null> = new Array(count);
       for (let i = 0; i < count; i++) {
         digests[i] =
-          zeroFlags && output[flags + i] === 1 ? null : output.slice(i * digestLength, (i + 1) * digestLength);
+          zeroFlags && output[flags + i] === 1 ? null : output.subarray(i * digestLength, (i + 1) * digestLength);
       }
       return digests;
     } finally {
@@ -279,6 +317,63 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     return (await Promise.all(chunks)).flat();
   }
 
+  /**
+   * Reads the spans into `target` and hashes it in `blockSize` blocks: on the threads, a chunk of
+   * at most a slot per job, when `target` lies in a buffer of this pool's; else here.
+   */
+  async function readAndHash(
+    spans: readonly FileSpan[],
+    target: Uint8Array,
+    blockSize: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Array<Uint8Array | null>> {
+    if (closed) throw new InputError('the hashing pool is closed');
+    if (!Number.isSafeInteger(blockSize) || blockSize < 1 || blockSize > slotBytes) {
+      throw new InputError(`blockSize must be from 1 to the pool's ${slotBytes}-byte slots, got ${blockSize}`);
+    }
+    let total = 0;
+    for (const span of spans) {
+      if (!(Number.isSafeInteger(span.length) && span.length > 0 && Number.isSafeInteger(span.position))) {
+        throw new InputError(`a file span must have a positive length and a position, got ${JSON.stringify(span)}`);
+      }
+      total += span.length;
+    }
+    if (total !== target.length) {
+      throw new InputError(`the file spans cover ${total} bytes, the target holds ${target.length}`);
+    }
+    throwIfAborted(signal);
+    const shared = target.buffer instanceof SharedArrayBuffer ? target.buffer : undefined;
+    if (!shared || !buffers.has(shared) || target.length <= INLINE_BYTES) {
+      readSpans(spans, target);
+      return hashAll(cut(target, blockSize), true);
+    }
+    // Chunks of whole blocks, each read and hashed by one thread.
+    const chunkBytes = Math.min(Math.floor(slotBytes / blockSize), maxBlocks) * blockSize;
+    const chunks: Array<Promise<Array<Uint8Array | null>>> = [];
+    let span = 0;
+    let within = 0; // bytes of spans[span] already assigned
+    for (let start = 0; start < target.length; start += chunkBytes) {
+      const end = Math.min(target.length, start + chunkBytes);
+      const places: number[] = [];
+      const used: FileSpan[] = [];
+      for (let at = start; at < end; ) {
+        const current = spans[span]!;
+        const length = Math.min(current.length - within, end - at);
+        places.push(current.fd, current.position + within, length, target.byteOffset + at);
+        used.push(current);
+        at += length;
+        within += length;
+        if (within === current.length) {
+          span++;
+          within = 0;
+        }
+      }
+      const view = target.subarray(start, end);
+      chunks.push(hashChunk(cut(view, blockSize), true, { places: Float64Array.from(places), spans: used }));
+    }
+    return (await Promise.all(chunks)).flat();
+  }
+
   return {
     algorithm,
     digestLength,
@@ -287,6 +382,9 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     },
     hashOrZero(blocks) {
       return hashAll(blocks, true);
+    },
+    readAndHashOrZero(spans, target, blockSize, options) {
+      return readAndHash(spans, target, blockSize, options?.signal);
     },
     allocate(bytes: number): Uint8Array {
       if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes > MAX_HASH_MEMORY_BYTES) {
@@ -301,4 +399,46 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       await Promise.all(workers.map(({ worker }) => worker.terminate()));
     },
   };
+}
+
+/** Views of `data` cut into `blockSize` blocks (the last one possibly short). */
+function cut(data: Uint8Array, blockSize: number): Uint8Array[] {
+  const blocks: Uint8Array[] = [];
+  for (let at = 0; at < data.length; at += blockSize) blocks.push(data.subarray(at, at + blockSize));
+  return blocks;
+}
+
+/** Reads the spans back to back into `target` on this thread. */
+function readSpans(spans: readonly FileSpan[], target: Uint8Array): void {
+  let at = 0;
+  spans.forEach((span, index) => {
+    let got = 0;
+    try {
+      while (got < span.length) {
+        const n = readSync(span.fd, target, at + got, span.length - got, span.position + got);
+        if (n === 0) break;
+        got += n;
+      }
+    } catch (error) {
+      const { message, code } = error as NodeJS.ErrnoException;
+      throw readError({ id: -1, span: index, error: { message, ...(code ? { code } : {}) } }, span);
+    }
+    if (got < span.length) throw readError({ id: -1, span: index, got }, span);
+    at += span.length;
+  });
+}
+
+/** The error for a failed read of a span (by a thread or here). */
+function readError(failure: ReadFailure, span: FileSpan | undefined): Error {
+  const where = span ? `${span.path} at ${span.position}` : 'a source file';
+  if (failure.error) {
+    const cause = Object.assign(new Error(failure.error.message), { code: failure.error.code, path: span?.path });
+    return toStorageError(cause, `reading ${where}`);
+  }
+  const end = span ? span.position + (failure.got ?? 0) : 0;
+  return new StorageError(
+    'E_IO',
+    `reading ${where}: the file ends at ${end} bytes, before the ${span ? span.position + span.length : 0} the disk needs; it was truncated while open`,
+    { details: { path: span?.path, end } },
+  );
 }

@@ -1,12 +1,14 @@
 // The replication cache at work in the engine, on the real file driver: a trusted cache means the
 // replica is never read; a booted or damaged replica/cache is detected and re-verified.
 import { randomFillSync } from 'node:crypto';
-import { mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '@replikit/core';
 import { createFileDriver, createFileVM, writeGuestDisk } from '@replikit/driver-file';
+import { createXXHash128 } from 'hash-wasm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CACHE_HEADER_BYTES } from '../src/cache-file.js';
 import { createHashingPool, FileCacheProvider } from '../src/index.js';
 
 const MiB = 1024 * 1024;
@@ -87,6 +89,33 @@ describe('trusted replication cache', () => {
     expect(second.stats.bytesSent).toBeLessThan(second.stats.blocksChanged * 8 * 1024);
     expect(second.stats.blocksChanged).toBeLessThanOrEqual(20);
     expect(await equalToSource()).toBe(true);
+  });
+
+  it("a scan compares and records a segment per call: the new cache holds every source block's digest", async () => {
+    await engine.run(job);
+    await guestWrites(10);
+    // Zeros over data the replica holds: zero blocks the scan must send and record as zeros.
+    await writeGuestDisk(join(dir, 'vms'), 'web', 'system', 2 * MiB, new Uint8Array(256 * 1024));
+    const second = await engine.run(job);
+    expect(second.disks.map((d) => d.digestSource)).toEqual(['cache', 'cache']);
+    expect(second.stats.blocksZero).toBeGreaterThanOrEqual(4);
+    expect(await equalToSource()).toBe(true);
+    const xxh = await createXXHash128();
+    const source = createFileDriver({ root: join(dir, 'vms') });
+    for (const disk of (await source.getVM('web')).disks) {
+      const reader = await source.openReader(disk);
+      const bytes = await reader.read(0, disk.size);
+      await reader.close();
+      const file = await readFile(join(dir, 'state', 'cache', 'cached', `${disk.id}.rkc`));
+      for (let block = 0; block < disk.size / 65536; block++) {
+        const data = bytes.subarray(block * 65536, (block + 1) * 65536);
+        xxh.init();
+        xxh.update(data);
+        const want = data.every((b) => b === 0) ? Buffer.alloc(16) : Buffer.from(xxh.digest('binary'));
+        const at = CACHE_HEADER_BYTES + block * 16;
+        expect(file.subarray(at, at + 16).toString('hex'), `${disk.id} block ${block}`).toBe(want.toString('hex'));
+      }
+    }
   });
 
   it('re-verifies a replica booted between runs, then trusts the new cache', async () => {

@@ -180,6 +180,48 @@ describe('file replication cache', () => {
     expect(await provider.commitPending(key, 'gone', 'fp')).toBe(false);
   });
 
+  it('copies entries out in bulk and appends them in bulk, with gaps as zeros', async () => {
+    const provider = new FileCacheProvider(dir);
+    const digests = await writeCache(provider);
+    const opened = await provider.open(key, expect16());
+    if (opened.status !== 'ok') throw new Error(opened.status);
+    const reader = opened.reader;
+    const entries = new Uint8Array(30 * 16);
+    await reader.copyEntries!(entries, 35, 30);
+    for (let i = 0; i < 30; i++) {
+      const want = digests[35 + i] ?? new Uint8Array(16);
+      expect(Buffer.from(entries.subarray(i * 16, (i + 1) * 16)).equals(want)).toBe(true);
+    }
+    await expect(reader.copyEntries!(entries, 90, 11)).rejects.toMatchObject({ code: 'E_INPUT' });
+    await expect(reader.copyEntries!(entries, 0, 31)).rejects.toMatchObject({ code: 'E_INPUT' });
+
+    // Entries 35–64 at 35, nothing before (zeros), then single appends, then bulk again.
+    const writer = await provider.begin(
+      key,
+      { runId: 'run-2', blockSize: 65536, blockCount: 100, digest: 'xxh128' },
+      0,
+    );
+    await writer.appendEntries!(35, entries);
+    await writer.append(70, digests[70]!);
+    const tail = new Uint8Array(29 * 16);
+    await reader.copyEntries!(tail, 71, 29);
+    await writer.appendEntries!(71, tail);
+    await expect(writer.appendEntries!(80, tail)).rejects.toMatchObject({ code: 'E_INPUT' }); // out of order
+    await expect(writer.appendEntries!(100, new Uint8Array(8))).rejects.toMatchObject({ code: 'E_INPUT' });
+    await writer.checkpoint(100);
+    await writer.close();
+    await reader.close();
+    expect(await provider.commitPending(key, 'run-2', 'fp-2')).toBe(true);
+    const next = await provider.open(key, expect16('fp-2'));
+    if (next.status !== 'ok') throw new Error(next.status);
+    const got = await collect(next.reader.digests(0));
+    await next.reader.close();
+    const want = digests.map((d, i) => ((i >= 35 && i < 65) || i >= 70 ? d : null));
+    expect(got.map((g) => g.digest && Buffer.from(g.digest).toString('hex'))).toEqual(
+      want.map((d) => d && Buffer.from(d).toString('hex')),
+    );
+  });
+
   it('refuses entries out of order and hostile job names', async () => {
     const provider = new FileCacheProvider(dir);
     const writer = await provider.begin(key, { runId: 'r', blockSize: 65536, blockCount: 10, digest: 'xxh128' }, 0);

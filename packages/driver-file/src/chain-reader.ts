@@ -3,6 +3,7 @@ import {
   checkRange,
   type DiskReader,
   type Extent,
+  type FileSpan,
   FormatError,
   type OperationOptions,
   StateError,
@@ -76,25 +77,42 @@ class ChainReader implements DiskReader {
   }
 
   async readInto(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void> {
-    const length = target.length;
-    checkRange(this.size, offset, length, `reading ${this.what}`);
+    checkRange(this.size, offset, target.length, `reading ${this.what}`);
     this.assertOpen();
     throwIfAborted(options?.signal);
-    if (length === 0) return;
-    const end = offset + length;
-    const reads: Array<Promise<void>> = [];
-    let position = offset;
-    while (position < end) {
-      const owner = this.owner(Math.floor(position / ALLOCATION_GRANULE));
-      let runEnd = Math.min(end, (Math.floor(position / ALLOCATION_GRANULE) + 1) * ALLOCATION_GRANULE);
-      while (runEnd < end && this.owner(runEnd / ALLOCATION_GRANULE) === owner) {
-        runEnd = Math.min(end, runEnd + ALLOCATION_GRANULE);
-      }
-      reads.push(this.readRun(owner, target, position - offset, runEnd - position, position));
-      position = runEnd;
-    }
+    const reads = this.runs(offset, target.length).map((run) =>
+      this.readRun(run.layer, target, run.position - offset, run.length, run.position),
+    );
     const results = await Promise.allSettled(reads);
     for (const result of results) if (result.status === 'rejected') throw result.reason;
+  }
+
+  fileSpans(offset: number, length: number): FileSpan[] {
+    checkRange(this.size, offset, length, `reading ${this.what}`);
+    this.assertOpen();
+    return this.runs(offset, length).map((run) => ({
+      fd: this.handles[run.layer]!.fd,
+      position: run.position,
+      length: run.length,
+      path: this.layers[run.layer]!.path,
+    }));
+  }
+
+  /** The runs of neighbouring granules of `[offset, offset + length)` that come from the same layer. */
+  private runs(offset: number, length: number): Array<{ layer: number; position: number; length: number }> {
+    const end = offset + length;
+    const runs: Array<{ layer: number; position: number; length: number }> = [];
+    let position = offset;
+    while (position < end) {
+      const layer = this.owner(Math.floor(position / ALLOCATION_GRANULE));
+      let runEnd = Math.min(end, (Math.floor(position / ALLOCATION_GRANULE) + 1) * ALLOCATION_GRANULE);
+      while (runEnd < end && this.owner(runEnd / ALLOCATION_GRANULE) === layer) {
+        runEnd = Math.min(end, runEnd + ALLOCATION_GRANULE);
+      }
+      runs.push({ layer, position, length: runEnd - position });
+      position = runEnd;
+    }
+    return runs;
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,7 @@ import {
   checkRange,
   type DiskReader,
   type Extent,
+  type FileSpan,
   FormatError,
   type OperationOptions,
   StateError,
@@ -92,6 +93,12 @@ class RawDiskReader implements DiskReader {
         { details: { path: this.path, size: this.size } },
       );
     }
+  }
+
+  fileSpans(offset: number, length: number): FileSpan[] {
+    checkRange(this.size, offset, length, `reading ${this.what}`);
+    this.assertOpen();
+    return length === 0 ? [] : [{ fd: this.fh.fd, position: offset, length, path: this.path }];
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
+import { readSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Hypervisor, VMInfo } from '@replikit/core';
+import type { DiskReader, Hypervisor, VMInfo } from '@replikit/core';
 import { compareBytes, readWholeDisk, runDriverConformance, testPattern } from '@replikit/core/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -353,5 +354,55 @@ describe('file driver', () => {
     await expect(missing.listVMs()).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
     await hv.close();
     await expect(hv.listVMs()).rejects.toMatchObject({ code: 'E_STATE' });
+  });
+});
+
+describe('file driver: file spans of a reader', () => {
+  /** Reads what `fileSpans` names with plain positional reads. */
+  function readSpans(reader: DiskReader, offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    let at = 0;
+    for (const span of reader.fileSpans!(offset, length)) {
+      expect(span.length).toBeGreaterThan(0);
+      expect(readSync(span.fd, out, at, span.length, span.position)).toBe(span.length);
+      at += span.length;
+    }
+    expect(at).toBe(length);
+    return out;
+  }
+
+  it('names exactly the bytes readInto reads, for a snapshot chain and a single image', async () => {
+    const { root, hv } = await freshDriver();
+    const size = 8 * MiB;
+    await createFileVM(root, { name: 'vm', disks: [{ id: 'd0', size }], changeTracking: true });
+    await writeGuestDisk(root, 'vm', 'd0', 0, testPattern(1, 3 * MiB));
+    const first = await hv.snapshot('vm', 'first');
+    await writeGuestDisk(root, 'vm', 'd0', MiB + 100, testPattern(2, 200 * KiB));
+    await writeGuestDisk(root, 'vm', 'd0', 6 * MiB, testPattern(3, 10));
+    const second = await hv.snapshot('vm', 'second');
+    for (const snap of [first, second]) {
+      const reader = await hv.openReader(snap.disks[0]!);
+      try {
+        for (const [offset, length] of [
+          [0, size],
+          [MiB - 4096, 300 * KiB],
+          [6 * MiB - 1, 4097],
+          [size - 1, 1],
+        ] as const) {
+          const expected = new Uint8Array(length);
+          await reader.readInto!(offset, expected);
+          expect(compareBytes(readSpans(reader, offset, length), expected), `${snap.id} ${offset}+${length}`).toBe(
+            'equal',
+          );
+        }
+        // The second snapshot reads from two layers: its own changes and the first snapshot's image.
+        const files = new Set(reader.fileSpans!(0, size).map((span) => span.path));
+        expect(files.size).toBe(snap === second ? 2 : 1);
+        expect(() => reader.fileSpans!(size - 10, 11)).toThrow(expect.objectContaining({ code: 'E_INPUT' }));
+      } finally {
+        await reader.close();
+      }
+      expect(() => reader.fileSpans!(0, 10)).toThrow(expect.objectContaining({ code: 'E_STATE' }));
+    }
   });
 });

@@ -13,6 +13,20 @@ export interface Extent {
 }
 
 /**
+ * Where a run of a disk's bytes lies in a local file: see {@link DiskReader.fileSpans}.
+ */
+export interface FileSpan {
+  /** A file descriptor the reader holds open; valid until the reader is closed. */
+  fd: number;
+  /** Byte position of the run in that file. */
+  position: number;
+  /** Number of bytes; greater than zero. */
+  length: number;
+  /** The file's path, for error messages. */
+  path: string;
+}
+
+/**
  * Names one disk of a VM, of a snapshot or of a replica. It is plain data: it survives
  * `JSON.stringify`/`JSON.parse` and can be handed back to the driver after a restart.
  */
@@ -53,6 +67,15 @@ export interface DiskReader {
    * buffers (fresh memory for every read costs page faults). Same rules as {@link DiskReader.read}.
    */
   readInto?(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void>;
+  /**
+   * Optional, for a reader whose bytes lie in local files (a raw image, a chain of snapshot
+   * layers): the file ranges `[offset, offset + length)` reads from, in order, covering it exactly.
+   * A hasher that reads files on its own threads (the dedup package's pool) then reads and hashes
+   * a range there, in parallel, and the bytes never cross the caller's thread unless they are
+   * sent. Same range rules as {@link DiskReader.read}. The descriptors are the reader's own: they
+   * stay valid until it is closed, and the caller must not close it while such reads run.
+   */
+  fileSpans?(offset: number, length: number): FileSpan[];
   /** Releases the reader. Calling it twice is harmless. */
   close(): Promise<void>;
 }

@@ -7,7 +7,7 @@ export type {
 } from './backup-sink.js';
 export type { Capabilities } from './capabilities.js';
 export type { ChangeTracker } from './change-tracker.js';
-export type { DiskReader, DiskRef, DiskWriter, Extent, OperationOptions } from './disk.js';
+export type { DiskReader, DiskRef, DiskWriter, Extent, FileSpan, OperationOptions } from './disk.js';
 export type {
   Hypervisor,
   PowerState,

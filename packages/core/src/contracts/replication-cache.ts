@@ -35,6 +35,13 @@ export interface CacheReader {
    * {@link CacheWriter.carry}, lets a run that reads only tracked blocks skip the rest of the cache.
    */
   digestAt?(index: number, options?: OperationOptions): Promise<Uint8Array | null>;
+  /**
+   * Optional: copies the digests of blocks `[index, index + count)` into `target`, back to back
+   * (the cache's digest length each; all zero bytes for an all-zero block). With
+   * {@link CacheWriter.appendEntries}, lets a scan compare a whole segment per call instead of
+   * a block per call.
+   */
+  copyEntries?(target: Uint8Array, index: number, count: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -55,6 +62,12 @@ export interface CacheWriter {
    * Resolves `false`, having recorded nothing, when `source` is not one it can copy from.
    */
   carry?(source: CacheReader, fromBlock: number, toBlock: number): Promise<boolean>;
+  /**
+   * Optional: records the digests of blocks `[index, index + n)` given back to back in `entries`
+   * (`n` = its length over the digest length; all zero bytes for an all-zero block); same
+   * ordering rules as `append`.
+   */
+  appendEntries?(index: number, entries: Uint8Array): Promise<void>;
   /** Makes everything appended below `blockCount` durable (called at the run's checkpoints). */
   checkpoint(blockCount: number): Promise<void>;
   /** Flushes and closes the writer; the pending cache stays for commit or abort. */

@@ -1,4 +1,5 @@
 import { createHash, getHashes } from 'node:crypto';
+import type { FileSpan, OperationOptions } from '../contracts/disk.js';
 import { InputError } from '../errors.js';
 
 /**
@@ -24,6 +25,20 @@ export interface BlockHasher {
    * 0 of its `buffer`: the engine recognises its buffers that way when it recycles them.
    */
   allocate?(bytes: number): Uint8Array;
+  /**
+   * Optional: reads `spans` (from a reader's {@link DiskReader.fileSpans}) back to back into
+   * `target`, which must be exactly as long as they are, then returns what
+   * {@link BlockHasher.hashOrZero} returns for `target` cut into `blockSize` blocks. A pool reads
+   * and hashes on its threads, so reading runs on every core and the caller's thread only posts
+   * the work; `target` may come from {@link BlockHasher.allocate}. A file that ends before a span
+   * does rejects with an `E_IO` error.
+   */
+  readAndHashOrZero?(
+    spans: readonly FileSpan[],
+    target: Uint8Array,
+    blockSize: number,
+    options?: OperationOptions,
+  ): Promise<Array<Uint8Array | null>>;
   /** Releases threads or buffers, if any. */
   close?(): Promise<void>;
 }

@@ -40,6 +40,15 @@ export interface DiskTransferOptions {
   replicaDigestAt?(index: number): Promise<Uint8Array | null>;
   /** …and a bulk copy of the digests of the unchanged blocks `[from, to)` into the new record. */
   carryDigests?(from: number, to: number): Promise<void>;
+  /**
+   * With `replicaDigests` and without `unchangedOutsideRanges`: copies the replica's digests of
+   * blocks `[from, from + count)` into `target` back to back (all zero bytes: a zero block), to
+   * compare a segment per call instead of walking `replicaDigests` a block per call (a cache's
+   * `copyEntries`).
+   */
+  replicaDigestsInto?(target: Uint8Array, from: number, count: number): Promise<void>;
+  /** Instead of `recordDigest`: records a data segment's digests at once, in the same form. */
+  recordDigestEntries?(from: number, entries: Uint8Array): Promise<void>;
   /** Attach each data block's digest so the target can check it. */
   digestOnWire: boolean;
   /** Receives the digest of every block of the source from the checkpoint on (`null`: zeros), for a new cache. */
@@ -66,6 +75,8 @@ export interface DiskTransferOptions {
   onProgress(record: DiskRecord): void;
   /** Reads kept in flight. @default 4 */
   readAhead?: number;
+  /** Bytes per read (the length of `buffers`). @default 1 MiB */
+  readBytes?: number;
   /** Read buffers to reuse (used only when the channel releases data on send). */
   buffers?: Uint8Array[];
   /**
@@ -76,12 +87,15 @@ export interface DiskTransferOptions {
   /**
    * The previous snapshot of the source disk. When a changed block's previous content has the
    * replica's digest, the replica holds it: the block then travels as a compressed difference
-   * from it (if the channel takes deltas and the delta is under half the block).
+   * from it (if the channel takes deltas and the delta is under half the block). Or a function
+   * that opens it (undefined: it cannot serve), called when the first changed block needs it: a
+   * scan that finds nothing changed never opens it. The caller closes it.
    */
-  deltaBase?: DiskReader;
+  deltaBase?: DiskReader | (() => Promise<DiskReader | undefined>);
   /**
    * Read and hash the `deltaBase` blocks of each segment along with the segment, inside the
-   * read-ahead window: for tracked ranges, where nearly every block read has changed.
+   * read-ahead window: for tracked ranges, where nearly every block read has changed. Needs
+   * `deltaBase` as an open reader.
    */
   prefetchDeltaBase?: boolean;
 }
@@ -154,7 +168,30 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     return next.value.digest;
   };
 
-  const prefetch = options.deltaBase && channel.sendDelta && options.prefetchDeltaBase ? options.deltaBase : undefined;
+  // A segment's digests in bulk (a cache that copies entries): compared and recorded per segment.
+  const digestLength = hasher.digestLength;
+  const readEntries = comparing && !carrying ? options.replicaDigestsInto : undefined;
+  const recordEntries = options.recordDigestEntries;
+  let theirEntries = new Uint8Array(0);
+  let myEntries = new Uint8Array(0);
+  const entriesOf = async (first: number, count: number) => {
+    if (theirEntries.length < count * digestLength) theirEntries = new Uint8Array(count * digestLength);
+    const entries = theirEntries.subarray(0, count * digestLength);
+    await readEntries!(entries, first, count);
+    if (record.digestSource !== 'cache')
+      stats.bytesReadReplica += Math.min(count * blockSize, record.size - first * blockSize);
+    return entries;
+  };
+  const givenBase = options.deltaBase;
+  const prefetch =
+    givenBase && typeof givenBase !== 'function' && channel.sendDelta && options.prefetchDeltaBase
+      ? givenBase
+      : undefined;
+  let openedBase: Promise<DiskReader | undefined> | undefined;
+  const deltaBase = () => {
+    openedBase ??= typeof givenBase === 'function' ? givenBase() : Promise.resolve(givenBase);
+    return openedBase;
+  };
   const reuse = options.buffers !== undefined && channel.releasesDataOnSend === true;
   const pairedBase = new Map<ArrayBufferLike, Uint8Array>();
   if (reuse && options.baseBuffers && prefetch?.readInto) {
@@ -176,8 +213,18 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     const blocks = splitBlocks(data, blockSize);
     return { blocks, digests: await digestsOrZero(hasher, blocks) };
   };
+  // The hasher reads the source's files itself, on its threads, when both sides allow it and
+  // every block is hashed anyway: then reading runs on every core, not only on this thread.
+  const readAndHash =
+    reuse && needDigests && !prefetch && reader.fileSpans !== undefined && hasher.readAndHashOrZero !== undefined;
   const prepareOwn = async (segment: Segment): Promise<PreparedSegment> => {
-    const blocks = splitBlocks(segment.data!, blockSize);
+    const data = segment.data!;
+    const blocks = splitBlocks(data, blockSize);
+    if (segment.unread) {
+      const spans = reader.fileSpans!(segment.first * blockSize, data.length);
+      const found = await hasher.readAndHashOrZero!(spans, data, blockSize, { signal });
+      return { ...segment, blocks, zero: found.map((d) => d === null), digests: found.map((d) => d ?? undefined) };
+    }
     if (!needDigests) return { ...segment, blocks, zero: blocks.map(isZeroBlock) };
     const found = await digestsOrZero(hasher, blocks);
     return { ...segment, blocks, zero: found.map((d) => d === null), digests: found.map((d) => d ?? undefined) };
@@ -232,7 +279,9 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     let base = prefetched?.block;
     let digest = prefetched?.digest;
     if (!base) {
-      base = await options.deltaBase!.read(index * blockSize, block.length, { signal });
+      const baseReader = await deltaBase();
+      if (!baseReader) return undefined;
+      base = await baseReader.read(index * blockSize, block.length, { signal });
       stats.bytesRead += base.length;
       [digest] = await hasher.hash([base]);
     }
@@ -267,7 +316,8 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
         examineAll: options.examineAll,
         readAhead: options.readAhead ?? 4,
         signal,
-        ...(reuse ? { buffers: options.buffers } : {}),
+        ...(options.readBytes ? { readBytes: options.readBytes } : {}),
+        ...(reuse ? { buffers: options.buffers, leaveUnread: readAndHash } : {}),
       },
       prepare,
     )) {
@@ -275,14 +325,27 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
       const { first, count } = segment;
       await carryUnchanged(first);
       digestCursor = first + count;
+      const theirsAll = readEntries ? await entriesOf(first, count) : undefined;
       if (segment.blocks) {
         stats.bytesRead += segment.data!.length;
         const { blocks, zero, digests: mine } = segment;
+        let entries: Uint8Array | undefined;
+        if (recordEntries) {
+          if (myEntries.length < count * digestLength) myEntries = new Uint8Array(count * digestLength);
+          entries = myEntries.subarray(0, count * digestLength);
+          entries.fill(0);
+        }
         for (let i = 0; i < blocks.length; i++) {
           const index = first + i;
-          const theirs = comparing ? await nextDigest(index) : undefined;
+          const theirs = theirsAll
+            ? entryAt(theirsAll, i, digestLength)
+            : comparing
+              ? await nextDigest(index)
+              : undefined;
           const digest = mine?.[i];
-          await record_?.(index, zero![i] ? null : digest!);
+          if (entries) {
+            if (!zero![i]) entries.set(digest!, i * digestLength);
+          } else await record_?.(index, zero![i] ? null : digest!);
           if (zero![i]) {
             if (comparing ? theirs !== null : !skipZeroWrites) {
               await sendZero(index);
@@ -310,6 +373,15 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
             await sendData(index, blocks[i]!, digest);
           }
           await put?.(index, blocks[i]!);
+        }
+        if (entries) await recordEntries!(first, entries);
+      } else if (theirsAll) {
+        // A hole: nothing to record (a cache writer records the blocks it skips as zeros).
+        for (let i = 0; i < count; i++) {
+          if (entryAt(theirsAll, i, digestLength) !== null) {
+            await sendZero(first + i);
+            await putZero(first + i);
+          }
         }
       } else if (comparing) {
         for (let i = 0; i < count; i++) {
@@ -353,4 +425,13 @@ async function digestsOrZero(hasher: BlockHasher, blocks: Uint8Array[]): Promise
   const hashed = await hasher.hash(blocks.filter((_, i) => !zero[i]));
   let next = 0;
   return zero.map((z) => (z ? null : hashed[next++]!));
+}
+
+/** Entry `i` of back-to-back digests (a view), or `null` when it is all zero bytes (a zero block). */
+function entryAt(entries: Uint8Array, i: number, digestLength: number): Uint8Array | null {
+  const start = i * digestLength;
+  for (let at = start; at < start + digestLength; at++) {
+    if (entries[at] !== 0) return entries.subarray(start, start + digestLength);
+  }
+  return null;
 }

@@ -10,6 +10,7 @@ import { parseJob } from '../job/parse-job.js';
 import type { RuleSet } from '../rules/rule.js';
 import { createInProcessTransport } from '../transport/inprocess-transport.js';
 import { type BlockHasher, createNodeHasher } from './block-hasher.js';
+import { BufferShelf } from './buffer-shelf.js';
 import { type DriverRegistry, defaultDriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
 import { RunExecution } from './run-execution.js';
@@ -109,6 +110,8 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     Pick<EngineOptions, 'ruleSets' | 'cache' | 'backup'>;
   private readonly active = new Map<string, AbortController>();
   private readonly kept = new Map<string, Promise<BlockHasher>>();
+  /** Read buffers kept between disks and runs, per hasher. */
+  private readonly buffers = new BufferShelf();
 
   constructor(options: EngineOptions) {
     super();
@@ -240,6 +243,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
           checkpointEveryMs: this.options.checkpointEveryMs,
           readAhead: this.options.readAhead,
+          buffers: this.buffers,
         },
         record,
         signal,

@@ -20,6 +20,7 @@ import { assertValid, defaultRuleSets, validateJob } from '../rules/rule-validat
 import { TokenBucket } from '../util/token-bucket.js';
 import type { BlockHasher } from './block-hasher.js';
 import { type BlockRange, countBlocks, countBytes, toBlockRanges } from './block-ranges.js';
+import type { BufferShelf } from './buffer-shelf.js';
 import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
@@ -40,10 +41,14 @@ export interface RunDependencies {
   ruleSets?: readonly RuleSet[];
   checkpointEveryMs: number;
   readAhead: number;
+  /** Read buffers kept between disks and runs. */
+  buffers: BufferShelf;
 }
 
-/** Bytes per source read (the segment reader's default). */
+/** Bytes per source read of tracked blocks (the segment reader's default). */
 const READ_BYTES = 1024 * 1024;
+/** Bytes per source read of a scan. */
+const SCAN_READ_BYTES = 4 * 1024 * 1024;
 
 /** Turns anything thrown into the `{ code, message }` a journal keeps. */
 function describeError(error: unknown): { code: string; message: string } {
@@ -447,8 +452,25 @@ export class RunExecution {
         disk.stats.bytesTotal = examineAll ? disk.size : countBytes(ranges, record.blockSize, disk.size);
       }
       const diskChannel = await channel.openDisk(replicaDisk, { signal: options.signal });
-      const deltaBase = await this.openDeltaBase(source, disk, diskChannel);
+      const tracked = disk.mode === 'tracked';
+      // Tracked blocks prefetch their delta base with every segment: it is opened now. A scan
+      // opens it when the first changed block needs it (one that finds no change never does).
+      let deltaBase: Promise<DiskReader | undefined> | undefined;
+      const openDeltaBase = () => {
+        deltaBase ??= this.openDeltaBase(source, disk, diskChannel);
+        return deltaBase;
+      };
+      const trackedBase = tracked ? await openDeltaBase() : undefined;
       const { reader: cacheReader, writer: cacheWriter } = await this.openCache(disk, blockCount);
+      // Read buffers come from the engine's shelf (kept from earlier disks and runs), and go back
+      // to it once the transfer is over. Tracked blocks are scattered: small segments, so more of
+      // them are kept in flight. A scan reads larger segments: fewer messages to hashing threads.
+      const readAhead = tracked ? this.deps.readAhead * 8 : this.deps.readAhead;
+      const readBytes = tracked ? READ_BYTES : SCAN_READ_BYTES;
+      const shelf = this.deps.buffers;
+      const hasher = this.deps.hasher;
+      const buffers = shelf.take(hasher, readAhead + 2, readBytes);
+      const baseBuffers = trackedBase ? shelf.take(hasher, readAhead + 2, readBytes) : undefined;
       try {
         let replicaDigests: AsyncIterable<BlockDigest> | undefined;
         const trackedWithCache = disk.mode === 'tracked' && cacheReader !== undefined;
@@ -472,13 +494,6 @@ export class RunExecution {
             ? cacheReader.digests(disk.checkpointBlock, { signal: options.signal })
             : diskChannel.replicaDigests(disk.checkpointBlock, { signal: options.signal });
         }
-        // Tracked blocks are scattered: small segments, so more of them are kept in flight.
-        const readAhead = disk.mode === 'tracked' ? this.deps.readAhead * 8 : this.deps.readAhead;
-        const readBuffers = () =>
-          Array.from(
-            { length: readAhead + 2 },
-            () => this.deps.hasher.allocate?.(READ_BYTES) ?? new Uint8Array(READ_BYTES),
-          );
         await transferDisk({
           record: disk,
           reader,
@@ -491,22 +506,39 @@ export class RunExecution {
           ...(cacheWriter
             ? { recordDigest: (index: number, digest: Uint8Array | null) => cacheWriter.append(index, digest) }
             : {}),
+          // A scan compares and records a segment's digests per call where the cache can.
+          ...(replicaDigests && cacheReader?.copyEntries
+            ? {
+                replicaDigestsInto: (target: Uint8Array, from: number, count: number) =>
+                  cacheReader.copyEntries!(target, from, count),
+              }
+            : {}),
+          ...(cacheWriter?.appendEntries
+            ? {
+                recordDigestEntries: (from: number, entries: Uint8Array) => cacheWriter.appendEntries!(from, entries),
+              }
+            : {}),
           ...(options.backup
             ? {
                 backupPut: options.backup.disk(snapshotDisk.id).put,
                 backupHasBase: record.backup?.baseVersion !== undefined,
               }
             : {}),
-          ...(deltaBase ? { deltaBase, prefetchDeltaBase: disk.mode === 'tracked' } : {}),
+          ...(trackedBase
+            ? { deltaBase: trackedBase, prefetchDeltaBase: true }
+            : tracked
+              ? {}
+              : { deltaBase: openDeltaBase }),
           beforeCheckpoint: async (count: number) => {
             await cacheWriter?.checkpoint(count);
             await options.backup?.checkpoint();
           },
           digestOnWire: options.digestOnWire,
-          buffers: readBuffers(),
-          ...(deltaBase && disk.mode === 'tracked' ? { baseBuffers: readBuffers() } : {}),
+          buffers,
+          ...(baseBuffers ? { baseBuffers } : {}),
+          readBytes,
           blockSize: record.blockSize,
-          hasher: this.deps.hasher,
+          hasher,
           ...(options.throttle ? { throttle: options.throttle } : {}),
           signal: options.signal,
           checkpointEveryMs: this.deps.checkpointEveryMs,
@@ -518,7 +550,10 @@ export class RunExecution {
           onProgress: () => this.progress.changed(),
         });
       } finally {
-        await deltaBase?.close().catch(() => undefined);
+        // transferDisk has settled every read and send that used the buffers.
+        shelf.give(hasher, buffers);
+        if (baseBuffers) shelf.give(hasher, baseBuffers);
+        await (await deltaBase)?.close().catch(() => undefined);
         await cacheReader?.close().catch(() => undefined);
         await cacheWriter?.close().catch(() => undefined);
         await diskChannel.close().catch(() => undefined);

@@ -13,6 +13,8 @@ export interface Segment {
   count: number;
   /** The blocks' bytes, when they were read. */
   data?: Uint8Array;
+  /** Set when `data` is a buffer of the right length that was left unread (`leaveUnread`): the transform fills it. */
+  unread?: true;
 }
 
 /** Options of {@link readSegments}. */
@@ -33,6 +35,11 @@ export interface SegmentReaderOptions extends OperationOptions {
    * `readInto`: a segment's data is then valid only until the consumer asks for the next one.
    */
   buffers?: Uint8Array[];
+  /**
+   * With `buffers`: do not read, hand the transform each segment's buffer unread (`unread` set),
+   * for a transform that reads and hashes the bytes itself (on a pool's threads).
+   */
+  leaveUnread?: boolean;
 }
 
 /** Work done on each segment as soon as it is read, inside the read-ahead window (hashing). */
@@ -73,14 +80,16 @@ export async function* readSegments<T extends Segment = Segment>(
     if (examineAll) yield* holes(cursor, blockCount);
   }
 
-  const free = options.buffers && reader.readInto ? [...options.buffers] : undefined;
+  const free = options.buffers && (reader.readInto || options.leaveUnread) ? [...options.buffers] : undefined;
   const read = async (segment: Segment): Promise<T> => {
     let done = segment;
     if (segment.data) {
       const offset = segment.first * blockSize;
       const length = Math.min(segment.count * blockSize, reader.size - offset);
       const buffer = free?.pop();
-      if (buffer) {
+      if (buffer && options.leaveUnread) {
+        done = { ...segment, data: buffer.subarray(0, length), unread: true };
+      } else if (buffer) {
         const view = buffer.subarray(0, length);
         await reader.readInto!(offset, view, { signal });
         done = { ...segment, data: view };

@@ -1,3 +1,4 @@
+import { readSync } from 'node:fs';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DiskRef, Extent, Hypervisor, Replica, ReplicaSpec, VMInfo } from '../contracts/index.js';
 import type { ErrorCode } from '../errors.js';
@@ -11,7 +12,8 @@ const MiB = 1024 * 1024;
  * behaviour the engine relies on, through the {@link Hypervisor} contract only.
  *
  * Cases: sane capabilities; `getVM`/`listVMs` and `E_NOT_FOUND`; snapshots frozen at one instant
- * across disks and usable after a JSON round trip; reads at odd offsets and sizes, and `E_INPUT`
+ * across disks and usable after a JSON round trip; reads at odd offsets and sizes (and, where a
+ * reader names them, its file spans), and `E_INPUT`
  * outside the disk; sparse `allocated()` extents; replica writes (with `writeZeroes`) read back
  * after a restore point; replica marking and `E_REPLICA_IN_PROGRESS`; restore points, retention
  * and revert; fingerprints that change on boot and outside writes only; `ensureReplica`
@@ -212,6 +214,23 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
         expect(compareBytes(await reader.read(size - 1, 1), model.subarray(size - 1))).toBe('equal');
         expect(compareBytes(await reader.read(4000, 10_000), model.subarray(4000, 14_000))).toBe('equal');
         expect(compareBytes(await reader.read(0, size), model)).toBe('equal');
+        // A reader that names its file spans must name exactly what it reads.
+        if (reader.fileSpans) {
+          for (const [offset, length] of [
+            [4000, 10_000],
+            [0, size],
+          ] as const) {
+            const bytes = new Uint8Array(length);
+            let at = 0;
+            for (const span of reader.fileSpans(offset, length)) {
+              expect(span.length).toBeGreaterThan(0);
+              expect(readSync(span.fd, bytes, at, span.length, span.position)).toBe(span.length);
+              at += span.length;
+            }
+            expect(at).toBe(length);
+            expect(compareBytes(bytes, model.subarray(offset, offset + length))).toBe('equal');
+          }
+        }
       } finally {
         await reader.close();
       }
