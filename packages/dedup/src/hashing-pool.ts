@@ -371,7 +371,12 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       const view = target.subarray(start, end);
       chunks.push(hashChunk(cut(view, blockSize), true, { places: Float64Array.from(places), spans: used }));
     }
-    return (await Promise.all(chunks)).flat();
+    // Every chunk settles before this does: a thread must never read into `target` (or through
+    // the reader's descriptors) after the caller was told the work is over, even when one failed.
+    const settled = await Promise.allSettled(chunks);
+    const failed = settled.find((result) => result.status === 'rejected');
+    if (failed) throw failed.reason;
+    return settled.flatMap((result) => (result as PromiseFulfilledResult<Array<Uint8Array | null>>).value);
   }
 
   return {
