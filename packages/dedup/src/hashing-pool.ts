@@ -360,7 +360,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
         const current = spans[span]!;
         const length = Math.min(current.length - within, end - at);
         places.push(current.fd, current.position + within, length, target.byteOffset + at);
-        used.push(current);
+        used.push({ ...current, position: current.position + within, length });
         at += length;
         within += length;
         if (within === current.length) {

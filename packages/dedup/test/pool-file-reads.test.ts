@@ -86,12 +86,22 @@ describe('hashing pool: reading file spans', () => {
     const pool = await createHashingPool({ threads: 2 });
     const fa = await open(a.path, 'r');
     try {
-      const spans: FileSpan[] = [{ fd: fa.fd, position: 38 * BLOCK, length: 8 * BLOCK, path: a.path }];
-      for (const target of [pool.allocate!(8 * BLOCK), new Uint8Array(8 * BLOCK)]) {
-        const failed = pool.readAndHashOrZero!(spans, target, BLOCK);
+      // The file is 40 blocks long: the read from block 38 ends 6 blocks short (in a later chunk
+      // of a 2-block-slot pool, so the failed piece starts inside the span).
+      const small = await createHashingPool({ threads: 2, slotBytes: 2 * BLOCK });
+      const spans: FileSpan[] = [{ fd: fa.fd, position: 36 * BLOCK, length: 10 * BLOCK, path: a.path }];
+      for (const [hasher, target] of [
+        [pool, pool.allocate!(10 * BLOCK)],
+        [pool, new Uint8Array(10 * BLOCK)],
+        [small, small.allocate!(10 * BLOCK)],
+      ] as const) {
+        const failed = hasher.readAndHashOrZero!(spans, target, BLOCK);
         await expect(failed).rejects.toMatchObject({ code: 'E_IO' });
-        await expect(failed).rejects.toThrow(/a\.raw.*truncated/);
+        await expect(failed).rejects.toThrow(
+          new RegExp(`a\\.raw at \\d+: the file ends at ${40 * BLOCK} bytes.*truncated`),
+        );
       }
+      await small.close?.();
     } finally {
       await Promise.all([fa.close(), pool.close?.()]);
     }
