@@ -9,6 +9,7 @@
 // Flags: --size=256MiB --repeat=3 --only=tls,tcp,codecs
 import { fork } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
+import { writeSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -35,6 +36,8 @@ import {
 } from '@replikit/transport';
 
 const BLOCK = 64 * 1024;
+/** The file driver's switch (`REPLIKIT_FILE_IO=threadpool` writes through libuv's pool). */
+const SYNC_IO = process.env.REPLIKIT_FILE_IO !== 'threadpool';
 const STRIPE = 4 * 1024 * 1024;
 const here = fileURLToPath(import.meta.url);
 
@@ -92,7 +95,12 @@ function fileSink(path: string, durable: boolean): Hypervisor {
       return {
         size: disk.size,
         async write(offset: number, data: Uint8Array) {
-          await handle.write(data, 0, data.length, offset);
+          // As the file driver writes (packages/driver-file/src/block-io.ts, SYNC_IO): positional
+          // writes into the page cache run on the calling thread, not through libuv's pool.
+          if (SYNC_IO) {
+            for (let done = 0; done < data.length; )
+              done += writeSync(handle.fd, data, done, data.length - done, offset + done);
+          } else await handle.write(data, 0, data.length, offset);
         },
         async writeZeroes() {
           // A fresh sparse file already reads as zero.
