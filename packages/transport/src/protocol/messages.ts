@@ -401,6 +401,38 @@ const ERROR_CODES = new Set([
  * {@link parseFrame} so that it stays small); throws {@link ProtocolError}.
  */
 export function parseBlockFrame(frame: RawFrame): BlockMessage {
+  const p = frame.payload;
+  // The usual case: the decoder handed the data apart and the head holds exactly the fixed part
+  // and the digest. Read without a cursor (no DataView per block); anything else takes the
+  // general path, which also words the errors.
+  if (frame.data === undefined || p.length < BLOCK_FIXED_BYTES || p.length !== BLOCK_FIXED_BYTES + p[14]!) {
+    return parseBlockFrameWithCursor(frame);
+  }
+  const index = u32At(p, 4) * 2 ** 32 + u32At(p, 8);
+  if (!Number.isSafeInteger(index)) throw new ProtocolError('block frame holds an integer beyond 2^53');
+  const flags = p[12]!;
+  const digestLength = p[14]!;
+  if ((flags & ~BLOCK_FLAG_COMPRESSED) !== 0 || p[15] !== 0) throw new ProtocolError('block frame has unknown flags');
+  if (digestLength > MAX_DIGEST_BYTES) throw new ProtocolError(`block digest of ${digestLength} bytes`);
+  const rawLength = u32At(p, 16);
+  if (rawLength < 1 || rawLength > MAX_BLOCK_SIZE) throw new ProtocolError(`block of ${rawLength} bytes`);
+  const data = frame.data;
+  const compressed = (flags & BLOCK_FLAG_COMPRESSED) !== 0;
+  if (!compressed && data.length !== rawLength) {
+    throw new ProtocolError(`block ${index} carries ${data.length} bytes but says ${rawLength}`);
+  }
+  if (compressed && data.length >= rawLength) throw new ProtocolError(`compressed block ${index} is not smaller`);
+  const digest = p.subarray(BLOCK_FIXED_BYTES, BLOCK_FIXED_BYTES + digestLength);
+  return { type: 'block', stream: u32At(p, 0), index, codec: p[13]!, compressed, rawLength, digest, payload: data };
+}
+
+/** The big-endian 32-bit unsigned integer at `at` of `bytes` (which holds it). */
+function u32At(bytes: Uint8Array, at: number): number {
+  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>> 0;
+}
+
+/** {@link parseBlockFrame} for any payload, every field read through a bounds-checked cursor. */
+function parseBlockFrameWithCursor(frame: RawFrame): BlockMessage {
   const payload = frame.payload;
   const cursor = new ByteCursor(payload, 'block');
   const stream = cursor.u32();
