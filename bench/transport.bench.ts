@@ -86,10 +86,19 @@ async function makeMix(
 
 // ── the peer process ──────────────────────────────────────────────────────────────────────────
 
-/** A hypervisor whose only replica disk is a plain file (what the agent needs to write). */
-function fileSink(path: string, durable: boolean): Hypervisor {
+/**
+ * A hypervisor whose only replica disk is a plain file (what the agent needs to write): a new,
+ * empty file for each session, whose path goes into `files`. The peer deletes the files of
+ * earlier sessions before it answers for the next one, outside the timed part: reopening one file
+ * with `w+` made every session first truncate the previous session's 152 MiB of page cache
+ * (20–50 ms inside the timed part), which no agent does (the file driver opens its images `r+`).
+ */
+function fileSink(name: string, durable: boolean, files: string[]): Hypervisor {
+  let opened = 0;
   return {
     async openWriter(_replica: Replica, disk: { size: number }): Promise<DiskWriter> {
+      const path = `${name}-${opened++}.raw`;
+      files.push(path);
       const handle = await open(path, 'w+');
       await handle.truncate(disk.size);
       return {
@@ -116,6 +125,7 @@ async function peer(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'replikit-bench-peer-'));
   const send = (message: unknown) => process.send!(message);
   const agents = new Map<string, number>();
+  const files: string[] = [];
   process.on(
     'message',
     async (message: { cmd: string; kind?: 'tcp' | 'tls'; bytes?: number; security?: unknown; durable?: boolean }) => {
@@ -138,6 +148,8 @@ async function peer(): Promise<void> {
         server.listen(0, '127.0.0.1', () => send({ port: (server.address() as net.AddressInfo).port }));
         server.unref();
       } else if (message.cmd === 'agent') {
+        // The files of earlier sessions go before the next one starts (see fileSink).
+        for (const file of files.splice(0)) await rm(file, { force: true });
         // One long-running agent per security kind and write mode, as in production: its
         // hashing threads and compiled code are warm after the first session.
         const security = revive(message.security as Security);
@@ -145,7 +157,7 @@ async function peer(): Promise<void> {
         let port = agents.get(key);
         if (port === undefined) {
           const agent = createAgent({
-            target: fileSink(join(dir, `replica-${agents.size}.raw`), message.durable === true),
+            target: fileSink(join(dir, `replica-${agents.size}`), message.durable === true, files),
             security,
             hasher: (algorithm) => createHashingPool({ algorithm }),
           });
