@@ -14,15 +14,23 @@ import {
 } from '@replikit/core';
 import { asDigestKind, DIGEST_LENGTH, type DigestKind } from './digest-kinds.js';
 import {
+  bindXxh128,
   copyInto,
   createHashMemory,
   createXxh128,
+  HASH_MEMORY_THREADS,
   type HashMemory,
   MAX_HASH_MEMORY_BYTES,
   simdSupported,
 } from './xxh3/xxh3.js';
 
 const SLOTS_PER_THREAD = 2;
+
+/** Threads of a pool at most: each has a digest slot in a hash memory, and the caller's thread one more. */
+const MAX_THREADS = HASH_MEMORY_THREADS - 1;
+
+/** The digest slot of the calling thread (the pool's threads use 0 to `threads - 1`). */
+const CALLER_SLOT = HASH_MEMORY_THREADS - 1;
 
 /**
  * Batches of up to this many bytes are hashed on the calling thread: a round trip to a worker
@@ -115,8 +123,8 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
   const algorithm = asDigestKind(options.algorithm ?? 'xxh128');
   const threads = options.threads ?? Math.max(1, availableParallelism());
   const slotBytes = options.slotBytes ?? 4 * 1024 * 1024;
-  if (!Number.isSafeInteger(threads) || threads < 1 || threads > 256) {
-    throw new InputError(`threads must be from 1 to 256, got ${threads}`);
+  if (!Number.isSafeInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+    throw new InputError(`threads must be from 1 to ${MAX_THREADS}, got ${threads}`);
   }
   const digestLength = DIGEST_LENGTH[algorithm];
   const maxBlocks = Math.ceil(slotBytes / 512);
@@ -291,6 +299,25 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
   }
 
   const inline = inlineDigest(algorithm);
+  // A block in one of this pool's hash memories is hashed where it lies on the calling thread too,
+  // with the kernel bound to that memory (once) and the digest slot no thread of the pool uses.
+  const boundHere = new WeakMap<ArrayBufferLike, ReturnType<typeof bindXxh128>>();
+  const inPlace =
+    algorithm === 'xxh128' && simdSupported()
+      ? (block: Uint8Array): Uint8Array | undefined => {
+          const memory = buffers.get(block.buffer)?.memory;
+          if (!memory) return undefined;
+          let kernel = boundHere.get(block.buffer);
+          if (!kernel) {
+            kernel = bindXxh128(memory, CALLER_SLOT);
+            boundHere.set(block.buffer, kernel);
+          }
+          const digest = new Uint8Array(16);
+          kernel.digestInto(block.byteOffset, block.length, digest, 0);
+          return digest;
+        }
+      : undefined;
+  const hashHere = (block: Uint8Array): Uint8Array => inPlace?.(block) ?? inline!(block);
 
   /** Splits a batch into slot-sized chunks, hashed in parallel on idle workers (small ones here). */
   async function hashAll(blocks: readonly Uint8Array[], zeroFlags: boolean): Promise<Array<Uint8Array | null>> {
@@ -299,7 +326,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     if (tooLarge)
       throw new InputError(`a block of ${tooLarge.length} bytes exceeds the pool's ${slotBytes}-byte slots`);
     if (inline && blocks.reduce((sum, block) => sum + block.length, 0) <= INLINE_BYTES) {
-      return blocks.map((block) => (zeroFlags && isZeroBlock(block) ? null : inline(block)));
+      return blocks.map((block) => (zeroFlags && isZeroBlock(block) ? null : hashHere(block)));
     }
     const chunks: Array<Promise<Array<Uint8Array | null>>> = [];
     let start = 0;

@@ -81,9 +81,22 @@ describe('hashing pool', () => {
       );
       const onThreads = await pool.hashOrZero!(blocks); // 2.5 MiB: on the threads
       const one = await Promise.all(blocks.map((block) => pool.hashOrZero!([block]))); // 64 KiB each: inline
+      // Blocks in the pool's own memory (at odd offsets): hashed where they lie, on this thread too.
+      const shared = pool.allocate!(41 * 65536);
+      const inShared = blocks.map((block, i) => {
+        const view = shared.subarray(i * 65536 + 7, (i + 1) * 65536 + 7);
+        view.set(block);
+        return view;
+      });
+      const sharedOne = await Promise.all(inShared.map((block) => pool.hashOrZero!([block])));
       for (const [i, digest] of onThreads.entries()) {
-        if (i % 5 === 0) expect(one[i]![0]).toBeNull();
-        else expect(Buffer.from(one[i]![0]!).equals(digest!)).toBe(true);
+        if (i % 5 === 0) {
+          expect(one[i]![0]).toBeNull();
+          expect(sharedOne[i]![0]).toBeNull();
+        } else {
+          expect(Buffer.from(one[i]![0]!).equals(digest!)).toBe(true);
+          expect(Buffer.from(sharedOne[i]![0]!).equals(digest!)).toBe(true);
+        }
       }
       await pool.close?.();
     }
