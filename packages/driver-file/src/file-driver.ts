@@ -56,7 +56,6 @@ import {
   readSnapshotJsonText,
   takeSnapshot,
 } from './snapshots.js';
-import { settleDiscards } from './trash.js';
 import { checkDiskImages, checkImageSize, readVmJson, toVMInfo, type VmJson, writeVmJson } from './vm-metadata.js';
 
 /** Options of {@link createFileDriver}. */
@@ -522,9 +521,15 @@ class FileDriver implements Hypervisor {
     });
   }
 
+  /**
+   * Closes the driver. Data of deleted snapshots that is still being unlinked in the background
+   * (freeing a large image's extents takes the file system up to a second) goes on being removed:
+   * a run does not wait for it, and its fsyncs would otherwise queue behind it. The removals keep
+   * the process alive until they end; one cut short leaves a `.deleting-` entry that the next
+   * snapshot of the VM removes. `settleDiscards()` (exported by this package) waits for them.
+   */
   async close(): Promise<void> {
     this.closed = true;
-    await settleDiscards();
   }
 
   /** The VM whose vm.json has `name`; folders whose vm.json cannot be read are passed over. */
