@@ -360,8 +360,17 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     }
     let total = 0;
     for (const span of spans) {
-      if (!(Number.isSafeInteger(span.length) && span.length > 0 && Number.isSafeInteger(span.position))) {
-        throw new InputError(`a file span must have a positive length and a position, got ${JSON.stringify(span)}`);
+      const valid =
+        Number.isSafeInteger(span.fd) &&
+        span.fd >= 0 &&
+        Number.isSafeInteger(span.position) &&
+        span.position >= 0 &&
+        Number.isSafeInteger(span.length) &&
+        span.length > 0;
+      if (!valid) {
+        throw new InputError(
+          `a file span needs a descriptor, a position and a positive length (whole numbers), got ${JSON.stringify(span)}`,
+        );
       }
       total += span.length;
     }

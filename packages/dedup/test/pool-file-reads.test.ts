@@ -118,9 +118,13 @@ describe('hashing pool: reading file spans', () => {
       await expect(pool.readAndHashOrZero!(spans, pool.allocate!(4 * BLOCK), BLOCK)).rejects.toMatchObject({
         code: 'E_INPUT',
       });
-      await expect(
-        pool.readAndHashOrZero!([{ ...spans[0]!, length: 0 }], pool.allocate!(0), BLOCK),
-      ).rejects.toMatchObject({ code: 'E_INPUT' });
+      for (const bad of [{ length: 0 }, { fd: -1 }, { position: -4096 }, { position: 0.5 }]) {
+        const span = { ...spans[0]!, length: 4 * BLOCK, ...bad };
+        await expect(
+          pool.readAndHashOrZero!([span], pool.allocate!(span.length), BLOCK),
+          JSON.stringify(bad),
+        ).rejects.toMatchObject({ code: 'E_INPUT' });
+      }
     } finally {
       await pool.close?.();
     }
