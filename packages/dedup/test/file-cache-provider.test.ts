@@ -2,7 +2,7 @@ import { randomFillSync } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { BlockDigest, CacheExpectation } from '@replikit/core';
+import type { BlockDigest, CacheExpectation, CacheWriter } from '@replikit/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileCacheProvider } from '../src/index.js';
 
@@ -26,6 +26,18 @@ async function collect(iterable: AsyncIterable<BlockDigest>): Promise<BlockDiges
   const out: BlockDigest[] = [];
   for await (const item of iterable) out.push(item);
   return out;
+}
+
+/** Closes the writer of run `run-2`'s cache of 100 blocks, seals it and reads every entry back. */
+async function sealAndRead(provider: FileCacheProvider, writer: CacheWriter): Promise<BlockDigest[]> {
+  await writer.checkpoint(100);
+  await writer.close();
+  expect(await provider.commitPending(key, 'run-2', 'fp-2')).toBe(true);
+  const next = await provider.open(key, expect16('fp-2'));
+  if (next.status !== 'ok') throw new Error(next.status);
+  const all = await collect(next.reader.digests(0));
+  await next.reader.close();
+  return all;
 }
 
 /** Writes a cache of 100 blocks: digests for even blocks, zeros (null) for odd ones. */
@@ -83,14 +95,8 @@ describe('file replication cache', () => {
     expect(await writer.carry!(reader, 61, 100)).toBe(true);
     await expect(writer.carry!(reader, 50, 60)).rejects.toThrow(/out of order/);
     expect(await writer.carry!({ digests: reader.digests, close: async () => {} }, 99, 100)).toBe(false);
-    await writer.checkpoint(100);
-    await writer.close();
     await reader.close();
-    expect(await provider.commitPending(key, 'run-2', 'fp-2')).toBe(true);
-    const next = await provider.open(key, expect16('fp-2'));
-    if (next.status !== 'ok') throw new Error(next.status);
-    const all = await collect(next.reader.digests(0));
-    await next.reader.close();
+    const all = await sealAndRead(provider, writer);
     for (const [i, d] of all.entries()) {
       const want = i === 10 ? changed : i === 60 ? null : digests[i];
       if (want) expect(Buffer.from(d.digest!).equals(want)).toBe(true);
@@ -208,14 +214,8 @@ describe('file replication cache', () => {
     await writer.appendEntries!(71, tail);
     await expect(writer.appendEntries!(80, tail)).rejects.toMatchObject({ code: 'E_INPUT' }); // out of order
     await expect(writer.appendEntries!(100, new Uint8Array(8))).rejects.toMatchObject({ code: 'E_INPUT' });
-    await writer.checkpoint(100);
-    await writer.close();
     await reader.close();
-    expect(await provider.commitPending(key, 'run-2', 'fp-2')).toBe(true);
-    const next = await provider.open(key, expect16('fp-2'));
-    if (next.status !== 'ok') throw new Error(next.status);
-    const got = await collect(next.reader.digests(0));
-    await next.reader.close();
+    const got = await sealAndRead(provider, writer);
     const want = digests.map((d, i) => ((i >= 35 && i < 65) || i >= 70 ? d : null));
     expect(got.map((g) => g.digest && Buffer.from(g.digest).toString('hex'))).toEqual(
       want.map((d) => d && Buffer.from(d).toString('hex')),

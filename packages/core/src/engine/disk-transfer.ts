@@ -172,10 +172,10 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const digestLength = hasher.digestLength;
   const readEntries = comparing && !carrying ? options.replicaDigestsInto : undefined;
   const recordEntries = options.recordDigestEntries;
-  let theirEntries = new Uint8Array(0);
-  let myEntries = new Uint8Array(0);
+  let theirEntries: Uint8Array = new Uint8Array(0);
+  let myEntries: Uint8Array = new Uint8Array(0);
   const entriesOf = async (first: number, count: number) => {
-    if (theirEntries.length < count * digestLength) theirEntries = new Uint8Array(count * digestLength);
+    theirEntries = atLeast(theirEntries, count * digestLength);
     const entries = theirEntries.subarray(0, count * digestLength);
     await readEntries!(entries, first, count);
     if (record.digestSource !== 'cache')
@@ -220,13 +220,12 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
   const prepareOwn = async (segment: Segment): Promise<PreparedSegment> => {
     const data = segment.data!;
     const blocks = splitBlocks(data, blockSize);
-    if (segment.unread) {
-      const spans = reader.fileSpans!(segment.first * blockSize, data.length);
-      const found = await hasher.readAndHashOrZero!(spans, data, blockSize, { signal });
-      return { ...segment, blocks, zero: found.map((d) => d === null), digests: found.map((d) => d ?? undefined) };
-    }
     if (!needDigests) return { ...segment, blocks, zero: blocks.map(isZeroBlock) };
-    const found = await digestsOrZero(hasher, blocks);
+    const found = segment.unread
+      ? await hasher.readAndHashOrZero!(reader.fileSpans!(segment.first * blockSize, data.length), data, blockSize, {
+          signal,
+        })
+      : await digestsOrZero(hasher, blocks);
     return { ...segment, blocks, zero: found.map((d) => d === null), digests: found.map((d) => d ?? undefined) };
   };
   const prepare = async (segment: Segment): Promise<PreparedSegment> => {
@@ -331,7 +330,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
         const { blocks, zero, digests: mine } = segment;
         let entries: Uint8Array | undefined;
         if (recordEntries) {
-          if (myEntries.length < count * digestLength) myEntries = new Uint8Array(count * digestLength);
+          myEntries = atLeast(myEntries, count * digestLength);
           entries = myEntries.subarray(0, count * digestLength);
           entries.fill(0);
         }
@@ -434,4 +433,9 @@ function entryAt(entries: Uint8Array, i: number, digestLength: number): Uint8Arr
     if (entries[at] !== 0) return entries.subarray(start, start + digestLength);
   }
   return null;
+}
+
+/** `buffer` when it holds at least `bytes`, else a new one that does (scratch space reused per segment). */
+function atLeast(buffer: Uint8Array, bytes: number): Uint8Array {
+  return buffer.length >= bytes ? buffer : new Uint8Array(bytes);
 }

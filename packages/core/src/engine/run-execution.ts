@@ -461,6 +461,9 @@ export class RunExecution {
         return deltaBase;
       };
       const trackedBase = tracked ? await openDeltaBase() : undefined;
+      const deltaBaseOptions = tracked
+        ? trackedBase && { deltaBase: trackedBase, prefetchDeltaBase: true }
+        : { deltaBase: openDeltaBase };
       const { reader: cacheReader, writer: cacheWriter } = await this.openCache(disk, blockCount);
       // Read buffers come from the engine's shelf (kept from earlier disks and runs), and go back
       // to it once the transfer is over. Tracked blocks are scattered: small segments, so more of
@@ -524,11 +527,7 @@ export class RunExecution {
                 backupHasBase: record.backup?.baseVersion !== undefined,
               }
             : {}),
-          ...(trackedBase
-            ? { deltaBase: trackedBase, prefetchDeltaBase: true }
-            : tracked
-              ? {}
-              : { deltaBase: openDeltaBase }),
+          ...deltaBaseOptions,
           beforeCheckpoint: async (count: number) => {
             await cacheWriter?.checkpoint(count);
             await options.backup?.checkpoint();

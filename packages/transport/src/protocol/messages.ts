@@ -410,20 +410,35 @@ export function parseBlockFrame(frame: RawFrame): BlockMessage {
   }
   const index = u32At(p, 4) * 2 ** 32 + u32At(p, 8);
   if (!Number.isSafeInteger(index)) throw new ProtocolError('block frame holds an integer beyond 2^53');
-  const flags = p[12]!;
-  const digestLength = p[14]!;
-  if ((flags & ~BLOCK_FLAG_COMPRESSED) !== 0 || p[15] !== 0) throw new ProtocolError('block frame has unknown flags');
+  checkBlockHead(p[12]!, p[14]!, p[15]!, u32At(p, 16));
+  const digest = p.subarray(BLOCK_FIXED_BYTES, BLOCK_FIXED_BYTES + p[14]!);
+  return blockMessage(u32At(p, 0), index, p[12]!, p[13]!, u32At(p, 16), digest, frame.data);
+}
+
+/** Checks a block frame's flags, reserved byte, digest length and block length; throws {@link ProtocolError}. */
+function checkBlockHead(flags: number, digestLength: number, reserved: number, rawLength: number): void {
+  if ((flags & ~BLOCK_FLAG_COMPRESSED) !== 0 || reserved !== 0)
+    throw new ProtocolError('block frame has unknown flags');
   if (digestLength > MAX_DIGEST_BYTES) throw new ProtocolError(`block digest of ${digestLength} bytes`);
-  const rawLength = u32At(p, 16);
   if (rawLength < 1 || rawLength > MAX_BLOCK_SIZE) throw new ProtocolError(`block of ${rawLength} bytes`);
-  const data = frame.data;
+}
+
+/** The block message, once its data's length agrees with the frame's head; throws {@link ProtocolError}. */
+function blockMessage(
+  stream: number,
+  index: number,
+  flags: number,
+  codec: number,
+  rawLength: number,
+  digest: Uint8Array,
+  data: Uint8Array,
+): BlockMessage {
   const compressed = (flags & BLOCK_FLAG_COMPRESSED) !== 0;
   if (!compressed && data.length !== rawLength) {
     throw new ProtocolError(`block ${index} carries ${data.length} bytes but says ${rawLength}`);
   }
   if (compressed && data.length >= rawLength) throw new ProtocolError(`compressed block ${index} is not smaller`);
-  const digest = p.subarray(BLOCK_FIXED_BYTES, BLOCK_FIXED_BYTES + digestLength);
-  return { type: 'block', stream: u32At(p, 0), index, codec: p[13]!, compressed, rawLength, digest, payload: data };
+  return { type: 'block', stream, index, codec, compressed, rawLength, digest, payload: data };
 }
 
 /** The big-endian 32-bit unsigned integer at `at` of `bytes` (which holds it). */
@@ -441,21 +456,13 @@ function parseBlockFrameWithCursor(frame: RawFrame): BlockMessage {
   const codec = cursor.u8();
   const digestLength = cursor.u8();
   const reserved = cursor.u8();
-  if ((flags & ~BLOCK_FLAG_COMPRESSED) !== 0 || reserved !== 0)
-    throw new ProtocolError('block frame has unknown flags');
-  if (digestLength > MAX_DIGEST_BYTES) throw new ProtocolError(`block digest of ${digestLength} bytes`);
   const rawLength = cursor.u32();
-  if (rawLength < 1 || rawLength > MAX_BLOCK_SIZE) throw new ProtocolError(`block of ${rawLength} bytes`);
+  checkBlockHead(flags, digestLength, reserved, rawLength);
   const digest = cursor.bytesOf(digestLength);
   // The decoder hands the data apart (it may lie in an arena slot); otherwise it follows.
   const data = frame.data ?? cursor.bytesOf(cursor.remaining);
   if (frame.data) cursor.end();
-  const compressed = (flags & BLOCK_FLAG_COMPRESSED) !== 0;
-  if (!compressed && data.length !== rawLength) {
-    throw new ProtocolError(`block ${index} carries ${data.length} bytes but says ${rawLength}`);
-  }
-  if (compressed && data.length >= rawLength) throw new ProtocolError(`compressed block ${index} is not smaller`);
-  return { type: 'block', stream, index, codec, compressed, rawLength, digest, payload: data };
+  return blockMessage(stream, index, flags, codec, rawLength, digest, data);
 }
 
 /** Parses a frame cut by the {@link FrameDecoder} into a message; throws {@link ProtocolError}. */
