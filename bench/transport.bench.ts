@@ -1,6 +1,8 @@
 // Transport throughput, per issue 5. Two Node processes on loopback: this one is the source, a
 // forked peer is the target. The peer either sinks bytes from a bare TCP or TLS socket (the
-// wire's limit, no protocol), or runs a replikit agent that decodes frames, checks each block's
+// wire's limit, no protocol), or does the same and writes what it receives into a new file with
+// `writev` (the least any receiver that keeps the bytes must do: what the session costs beyond
+// it is the protocol's), or runs a replikit agent that decodes frames, checks each block's
 // digest (xxh128 on the dedup package's worker pool, as `replikit run` and `replikit-agent`
 // do) and writes it into a file (page cache; also measured with an fdatasync at every ack,
 // the durable mode the protocol's acks promise, bound by the disk). Every run moves the
@@ -11,7 +13,7 @@
 // Flags: --size=256MiB --repeat=3 --only=tls,tcp,codecs
 import { fork } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync, writevSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -123,6 +125,40 @@ function fileSink(name: string, durable: boolean, files: string[]): Hypervisor {
   } as unknown as Hypervisor;
 }
 
+/**
+ * The least any receiver that keeps the bytes must do: gather what the socket delivers (no
+ * copy) and write each 4 MiB of it into a new file with one synchronous positional `writev`,
+ * as the agent's sink writes; no framing, no digest, no copy into a buffer of its own.
+ */
+function bareFileSink(path: string, files: string[]): { take(chunk: Buffer): void; end(): void } {
+  files.push(path);
+  const fd = openSync(path, 'w+');
+  let gathered: Buffer[] = [];
+  let bytes = 0;
+  let position = 0;
+  const flush = () => {
+    for (let done = 0; done < bytes; ) {
+      const n = writevSync(fd, gathered, position + done);
+      done += n;
+      if (done < bytes) gathered = [Buffer.concat(gathered).subarray(n)];
+    }
+    position += bytes;
+    gathered = [];
+    bytes = 0;
+  };
+  return {
+    take(chunk) {
+      gathered.push(chunk);
+      bytes += chunk.length;
+      if (bytes >= STRIPE) flush();
+    },
+    end() {
+      flush();
+      closeSync(fd);
+    },
+  };
+}
+
 async function peer(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'replikit-bench-peer-'));
   const send = (message: unknown) => process.send!(message);
@@ -130,14 +166,27 @@ async function peer(): Promise<void> {
   const files: string[] = [];
   process.on(
     'message',
-    async (message: { cmd: string; kind?: 'tcp' | 'tls'; bytes?: number; security?: unknown; durable?: boolean }) => {
+    async (message: {
+      cmd: string;
+      kind?: 'tcp' | 'tls';
+      bytes?: number;
+      security?: unknown;
+      durable?: boolean;
+      toFile?: boolean;
+    }) => {
       if (message.cmd === 'bare') {
+        for (const file of files.splice(0)) await rm(file, { force: true });
         const psk = Buffer.from(process.env.BENCH_PSK!, 'hex');
+        const sink = message.toFile ? bareFileSink(join(dir, `bare-${Date.now()}.raw`), files) : undefined;
         let seen = 0;
         const onSocket = (socket: net.Socket) => {
           socket.on('data', (chunk: Buffer) => {
             seen += chunk.length;
-            if (seen >= message.bytes!) socket.end('k');
+            sink?.take(chunk);
+            if (seen >= message.bytes!) {
+              sink?.end();
+              socket.end('k');
+            }
           });
         };
         const server =
@@ -211,9 +260,10 @@ async function bare(
   kind: 'tcp' | 'tls',
   blocks: Block[],
   psk: Buffer,
+  toFile = false,
 ): Promise<number> {
   const bytes = blocks.length * BLOCK;
-  const { port } = await peerProcess.ask({ cmd: 'bare', kind, bytes });
+  const { port } = await peerProcess.ask({ cmd: 'bare', kind, bytes, toFile });
   const start = performance.now();
   const socket: net.Socket =
     kind === 'tls'
@@ -300,6 +350,7 @@ export async function run(flags: string[]): Promise<void> {
     for (const kind of ['tcp', 'tls'] as const) {
       if (!only.includes(kind)) continue;
       const wire: number[] = [];
+      const wireToFile: number[] = [];
       const sessions: number[] = [];
       const durable: number[] = [];
       const security = kind === 'tls' ? tlsSecurity : tcpSecurity;
@@ -308,19 +359,25 @@ export async function run(flags: string[]): Promise<void> {
       // benchmark of any JIT-compiled server does; its numbers are printed, not counted.
       const cold = {
         wire: await bare(peerProcess, kind, blocks, psk),
+        wireToFile: await bare(peerProcess, kind, blocks, psk, true),
         session: (await session(peerProcess, security, 'none', blocks, blockCount)).rate,
       };
       await session(peerProcess, security, 'none', blocks, blockCount, true);
       for (let i = 0; i < repeat; i++) {
         wire.push(await bare(peerProcess, kind, blocks, psk));
+        wireToFile.push(await bare(peerProcess, kind, blocks, psk, true));
         sessions.push((await session(peerProcess, security, 'none', blocks, blockCount)).rate);
         durable.push((await session(peerProcess, security, 'none', blocks, blockCount, true)).rate);
       }
-      const ratio = (values: number[]) =>
-        `${((median(values) / median(wire)) * 100).toFixed(0)} % (pairwise ${values.map((v, i) => `${((v / wire[i]!) * 100).toFixed(0)}`).join('/')} %)`;
+      const ratio = (values: number[], base = wire) =>
+        `${((median(values) / median(base)) * 100).toFixed(0)} % (pairwise ${values.map((v, i) => `${((v / base[i]!) * 100).toFixed(0)}`).join('/')} %)`;
       console.log(
         `${kind.padEnd(4)} bare socket ${mbs(median(wire))} [${mbs(Math.max(...wire))}]; session, codec none, written to a file ${mbs(median(sessions))} [${mbs(Math.max(...sessions))}] = ${ratio(sessions)} of the bare socket; with fdatasync at each ack ${mbs(median(durable))} = ${ratio(durable)}` +
           `; untimed first round: session ${mbs(cold.session)} against bare ${mbs(cold.wire)} (${((cold.session / cold.wire) * 100).toFixed(0)} %)`,
+      );
+      console.log(
+        `${''.padEnd(4)} bare socket whose receiver writes the bytes into a new file ${mbs(median(wireToFile))} [${mbs(Math.max(...wireToFile))}] = ${ratio(wireToFile)} of the bare socket; ` +
+          `the session is ${ratio(sessions, wireToFile)} of it (untimed first round: ${mbs(cold.wireToFile)})`,
       );
     }
     if (only.includes('codecs')) {
