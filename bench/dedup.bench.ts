@@ -6,11 +6,11 @@
 // Also: the engine's full scan (a source without change tracking: every allocated block read,
 // hashed and compared with the cache) against `cat image >/dev/null`, with a warm page cache and,
 // when this process may drop the page cache (root), a cold one (medians of three interleaved tries
-// each); and peak memory.
+// each, with the time the disk was busy in each try beside its wall time); and peak memory.
 // Flags: --size=2GiB --allocated=0.6 --changed=0.01 --threads=N --skip-rsync
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -99,6 +99,28 @@ function dropCaches(): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Milliseconds so far during which the disk that holds `path` had I/O in flight (`io_ticks` of
+ * /proc/diskstats), or undefined where that cannot be read. A cold try whose wall time is far
+ * above its device time spent the rest elsewhere: on this development VM, mostly faulting in the
+ * new page-cache pages (the host takes freed guest memory back at once, so every page that
+ * `drop_caches` freed costs a host fault when it is used again).
+ */
+function deviceBusyMs(path: string): number | undefined {
+  try {
+    const dev = statSync(path).dev;
+    const major = (dev >> 8) & 0xfff;
+    const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    const line = readFileSync('/proc/diskstats', 'utf8')
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .find((f) => Number(f[0]) === major && Number(f[1]) === minor);
+    return line ? Number(line[12]) : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -202,10 +224,23 @@ export async function run(flags: string[]): Promise<void> {
     }
     const coldCat: number[] = [];
     const coldScan: number[] = [];
+    const coldDevice: string[] = [];
     for (let i = 0; i < TRIES && dropCaches(); i++) {
+      const busyBeforeCat = deviceBusyMs(image);
       coldCat.push(cat());
+      const busyAfterCat = deviceBusyMs(image);
       dropCaches();
-      coldScan.push(scanSeconds(await scanEngine.run(job)));
+      const busyBeforeScan = deviceBusyMs(image);
+      const runStart = process.hrtime.bigint();
+      const record = await scanEngine.run(job);
+      const runMs = Math.round(seconds(runStart) * 1000);
+      const busyAfterScan = deviceBusyMs(image);
+      coldScan.push(scanSeconds(record));
+      if (busyBeforeCat !== undefined && busyAfterScan !== undefined) {
+        coldDevice.push(
+          `cat ${busyAfterCat! - busyBeforeCat} of ${Math.round(coldCat[i]! * 1000)} ms, scan run ${busyAfterScan - busyBeforeScan!} of ${runMs} ms`,
+        );
+      }
     }
     const bytesScanned = size;
 
@@ -237,8 +272,10 @@ export async function run(flags: string[]): Promise<void> {
       );
     };
     scanLine('warm page cache', warmScan, warmCat);
-    if (coldScan.length > 0) scanLine('cold page cache', coldScan, coldCat);
-    else console.log('full scan, cold page cache: skipped (cannot drop the page cache without root)');
+    if (coldScan.length > 0) {
+      scanLine('cold page cache', coldScan, coldCat);
+      if (coldDevice.length > 0) console.log(`  cold tries, disk busy of wall time: ${coldDevice.join('; ')}`);
+    } else console.log('full scan, cold page cache: skipped (cannot drop the page cache without root)');
     console.log(`peak RSS of this process: ${formatBytes(process.resourceUsage().maxRSS * 1024)}`);
     await engine.close();
     await scanEngine.close();
