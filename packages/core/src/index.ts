@@ -54,6 +54,7 @@ export { BlockTarget, TargetDisk } from './transport/block-target.js';
 export { FRAME_OVERHEAD_BYTES } from './transport/frame-size.js';
 export { createInProcessTransport, type InProcessTransportOptions } from './transport/inprocess-transport.js';
 export { fsyncDirectory, writeFileAtomic } from './util/atomic-file.js';
+export { worthCompressing } from './util/compressibility.js';
 export { isProcessAlive } from './util/process-alive.js';
 export { checkRange } from './util/range.js';
 export { formatBytes, parseRate, parseSize } from './util/sizes.js';

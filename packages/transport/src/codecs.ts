@@ -1,5 +1,5 @@
 import { brotliCompressSync, brotliDecompressSync, constants, deflateRawSync, inflateRawSync } from 'node:zlib';
-import { InputError } from '@replikit/core';
+import { InputError, worthCompressing } from '@replikit/core';
 import { deflateSync as fflateDeflate, inflateSync as fflateInflate } from 'fflate';
 import { ProtocolError } from './protocol/protocol-error.js';
 
@@ -117,46 +117,6 @@ export const DEFAULT_CODEC = 'zlib-deflate';
  * otherwise (random data, already-compressed files) it goes raw and decoding costs nothing.
  */
 export const MIN_SAVING = 1 / 8;
-
-/** Bytes of a block sampled to estimate whether the whole block is worth compressing. */
-const SAMPLE_BYTES = 4096;
-
-/** Slices the sample is taken from, spread over the block. */
-const SAMPLE_SLICES = 16;
-
-/**
- * Order-0 entropy, in bits per byte, above which a block is sent raw without trying: at 7.5
- * bits even a perfect byte coder saves only 1/16, half of {@link MIN_SAVING}.
- */
-const MAX_ENTROPY = 7.5;
-
-const counts = new Uint32Array(256);
-
-/**
- * A cheap look before compressing a large block: the order-0 entropy of 4 KiB sampled from 16
- * places of the block (a few microseconds on the main thread). Random and already-compressed
- * data (7.9+ bits per byte) goes raw at once; text, zeros and most disk content (well under 7)
- * is compressed.
- */
-export function worthCompressing(block: Uint8Array): boolean {
-  if (block.length < SAMPLE_BYTES * 4) return true;
-  counts.fill(0);
-  const slice = SAMPLE_BYTES / SAMPLE_SLICES;
-  const stride = Math.floor(block.length / SAMPLE_SLICES);
-  for (let s = 0; s < SAMPLE_SLICES; s++) {
-    const start = s * stride;
-    for (let i = start; i < start + slice; i++) counts[block[i]!]!++;
-  }
-  let entropy = 0;
-  for (let b = 0; b < 256; b++) {
-    const c = counts[b]!;
-    if (c > 0) {
-      const p = c / SAMPLE_BYTES;
-      entropy -= p * Math.log2(p);
-    }
-  }
-  return entropy < MAX_ENTROPY;
-}
 
 /**
  * Compresses `block` with `codec` when that pays; returns the compressed bytes or `undefined`

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { mkdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import {
   copyFile,
   type FileHandle,
@@ -97,9 +98,34 @@ async function* readTable(path: string, blockCount: number): AsyncIterable<[numb
   }
 }
 
+/** Chunks whose fsync starts together, in the background, while later chunks are written. */
+const SYNC_BATCH = 64;
+/** Batches being synced at once before a `put` waits for the oldest (bounds open files and memory). */
+const SYNC_BATCHES_IN_FLIGHT = 4;
+
+/** fsyncs each file, then each folder that holds one (so their new entries are durable too). */
+async function syncFiles(paths: readonly string[], folders: ReadonlySet<string>): Promise<void> {
+  await Promise.all(
+    paths.map(async (path) => {
+      const handle = await open(path, 'r');
+      try {
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+    }),
+  );
+  await Promise.all([...folders].map((folder) => fsyncDirectory(folder)));
+}
+
 class PendingVersion implements BackupSession {
   private readonly tables = new Map<string, { handle: FileHandle; blockCount: number }>();
-  private readonly unsynced = new Set<string>();
+  /** Chunks written and not yet handed to a background sync, with the folders they changed. */
+  private unsynced: string[] = [];
+  private unsyncedFolders = new Set<string>();
+  /** Background syncs, oldest first; their first failure is kept for the next checkpoint. */
+  private syncing: Array<Promise<void>> = [];
+  private syncFailure: unknown;
 
   constructor(
     private readonly store: FileBlockStore,
@@ -126,32 +152,47 @@ class PendingVersion implements BackupSession {
         let address: Buffer = ZERO_ADDRESS;
         if (data) {
           address = createHash('sha256').update(data).digest();
-          const path = await this.store.putChunk(address.toString('hex'), data);
-          if (path) this.unsynced.add(path);
+          const written = this.store.writeChunk(address.toString('hex'), data);
+          if (written) await this.written(written);
         }
-        await table.handle.write(address, 0, ADDRESS_BYTES, index * ADDRESS_BYTES);
+        try {
+          // 32 bytes into a file of this run's own: a synchronous positional write (see writeChunk).
+          writeSync(table.handle.fd, address, 0, ADDRESS_BYTES, index * ADDRESS_BYTES);
+        } catch (error) {
+          throw toStorageError(error, `recording block ${index} of disk '${id}' in the backup version`);
+        }
       },
     };
   }
 
+  /** Queues a new chunk for syncing; every {@link SYNC_BATCH} chunks a background sync starts. */
+  private async written(chunk: { path: string; folders: string[] }): Promise<void> {
+    this.unsynced.push(chunk.path);
+    for (const folder of chunk.folders) this.unsyncedFolders.add(folder);
+    if (this.unsynced.length < SYNC_BATCH) return;
+    this.startSync();
+    if (this.syncing.length > SYNC_BATCHES_IN_FLIGHT) await this.syncing.shift();
+    if (this.syncFailure !== undefined)
+      throw toStorageError(this.syncFailure, 'syncing the chunks of a backup version');
+  }
+
+  private startSync(): void {
+    if (this.unsynced.length === 0) return;
+    const sync = syncFiles(this.unsynced, this.unsyncedFolders).catch((error: unknown) => {
+      this.syncFailure ??= error;
+    });
+    this.unsynced = [];
+    this.unsyncedFolders = new Set();
+    this.syncing.push(sync);
+  }
+
   async checkpoint(): Promise<void> {
-    const paths = [...this.unsynced];
-    this.unsynced.clear();
-    const dirs = new Set<string>();
-    for (let i = 0; i < paths.length; i += 16) {
-      await Promise.all(
-        paths.slice(i, i + 16).map(async (path) => {
-          const handle = await open(path, 'r');
-          try {
-            await handle.datasync();
-          } finally {
-            await handle.close();
-          }
-          dirs.add(dirname(path));
-        }),
-      );
-    }
-    for (const dir of dirs) await fsyncDirectory(dir);
+    this.startSync();
+    const syncing = this.syncing;
+    this.syncing = [];
+    await Promise.all(syncing);
+    if (this.syncFailure !== undefined)
+      throw toStorageError(this.syncFailure, 'syncing the chunks of a backup version');
     for (const table of this.tables.values()) await table.handle.datasync();
   }
 
@@ -181,6 +222,13 @@ class PendingVersion implements BackupSession {
 export class FileBlockStore implements BackupSink {
   private readonly paths: ReturnType<typeof storePaths>;
 
+  /**
+   * Chunk folders this store saw exist, so a chunk costs no `mkdir`; forgotten when a version
+   * begins and after a garbage collection (nothing deletes a folder meanwhile: GC never runs
+   * beside a writer).
+   */
+  private readonly knownFolders = new Set<string>();
+
   /** @param dir - the store's folder. */
   constructor(readonly dir: string) {
     this.paths = storePaths(dir);
@@ -188,23 +236,41 @@ export class FileBlockStore implements BackupSink {
 
   /** Writes a chunk unless the store has it; returns its path when written (to be synced). */
   async putChunk(address: string, data: Uint8Array): Promise<string | undefined> {
+    return this.writeChunk(address, data)?.path;
+  }
+
+  /**
+   * Writes a chunk unless the store has it (a temporary file renamed into place); returns its path
+   * and the folders whose entries changed (its own, and any folder it created), which must be
+   * synced with it. Each call is a few small file operations, run synchronously on the calling
+   * thread: about 10–50 µs each against the page cache, where a round trip through libuv's thread
+   * pool costs 150–400 µs on a 2-core VM, and a chunk takes five of them.
+   */
+  writeChunk(address: string, data: Uint8Array): { path: string; folders: string[] } | undefined {
     const path = this.paths.chunk(address);
-    try {
-      await stat(path);
-      return undefined;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw toStorageError(error, `reading ${path}`);
-    }
+    const folder = dirname(path);
     const temp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+    const folders = [folder];
     try {
-      await mkdir(dirname(path), { recursive: true });
-      await writeFile(temp, encodeChunk(data));
-      await rename(temp, path);
+      if (statSync(path, { throwIfNoEntry: false })) return undefined;
+      if (!this.knownFolders.has(folder)) {
+        // The first folder mkdir creates, if any: its parent's entry changed too.
+        const created = mkdirSync(folder, { recursive: true });
+        if (created) folders.push(dirname(created));
+        if (created && created !== folder) folders.push(created);
+        this.knownFolders.add(folder);
+      }
+      writeFileSync(temp, encodeChunk(data));
+      renameSync(temp, path);
     } catch (error) {
-      await rm(temp, { force: true }).catch(() => undefined);
+      try {
+        rmSync(temp, { force: true });
+      } catch {
+        // the error that matters is the one below
+      }
       throw toStorageError(error, `writing chunk ${address}`);
     }
-    return path;
+    return { path, folders };
   }
 
   /** Reads and checks one chunk: decoded, and its sha256 equals its address. */
@@ -228,6 +294,7 @@ export class FileBlockStore implements BackupSink {
 
   async begin(spec: BackupVersionSpec, options?: OperationOptions): Promise<BackupSession> {
     throwIfAborted(options?.signal);
+    this.knownFolders.clear();
     const dir = this.paths.pendingDir(spec.vm, spec.runId);
     try {
       const existing = await readJson<PendingSpec>(join(dir, 'spec.json'));
@@ -455,6 +522,7 @@ export class FileBlockStore implements BackupSink {
       }
       return report;
     } finally {
+      this.knownFolders.clear();
       await rm(this.paths.gcLock, { force: true });
     }
   }
