@@ -6,7 +6,7 @@
 // Also: the engine's full scan (a source without change tracking: every allocated block read,
 // hashed and compared with the cache) against `cat image >/dev/null`, with a warm page cache and,
 // when this process may drop the page cache (root), a cold one (medians of three interleaved tries
-// each, with the time the disk was busy in each try beside its wall time); and peak memory.
+// each, with the disk's busy time and read requests in each try beside its wall time); and peak memory.
 // Flags: --size=2GiB --allocated=0.6 --changed=0.01 --threads=N --skip-rsync
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -102,26 +102,42 @@ function dropCaches(): boolean {
   }
 }
 
+/** What /proc/diskstats counts for a disk: ms with I/O in flight, read requests, bytes read. */
+interface DiskCounters {
+  busyMs: number;
+  reads: number;
+  readBytes: number;
+}
+
 /**
- * Milliseconds so far during which the disk that holds `path` had I/O in flight (`io_ticks` of
- * /proc/diskstats), or undefined where that cannot be read. A cold try whose wall time is far
- * above its device time spent the rest elsewhere: on this development VM, mostly faulting in the
- * new page-cache pages (the host takes freed guest memory back at once, so every page that
- * `drop_caches` freed costs a host fault when it is used again).
+ * The counters of the disk that holds `path`, or undefined where they cannot be read. A cold try
+ * whose wall time is far above its busy time spent the rest elsewhere: on this development VM,
+ * mostly faulting in the new page-cache pages (the host takes freed guest memory back at once, so
+ * every page that `drop_caches` freed costs a host fault when it is used again).
  */
-function deviceBusyMs(path: string): number | undefined {
+function diskCounters(path: string): DiskCounters | undefined {
   try {
     const dev = statSync(path).dev;
     const major = (dev >> 8) & 0xfff;
     const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
-    const line = readFileSync('/proc/diskstats', 'utf8')
+    const fields = readFileSync('/proc/diskstats', 'utf8')
       .split('\n')
       .map((l) => l.trim().split(/\s+/))
       .find((f) => Number(f[0]) === major && Number(f[1]) === minor);
-    return line ? Number(line[12]) : undefined;
+    return fields
+      ? { busyMs: Number(fields[12]), reads: Number(fields[3]), readBytes: Number(fields[5]) * 512 }
+      : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** `after - before` as "busy X of W ms, N reads of M KiB on average". */
+function describeIo(before: DiskCounters | undefined, after: DiskCounters | undefined, wallMs: number): string {
+  if (!before || !after) return `${Math.round(wallMs)} ms`;
+  const reads = after.reads - before.reads;
+  const average = reads > 0 ? (after.readBytes - before.readBytes) / reads / 1024 : 0;
+  return `busy ${after.busyMs - before.busyMs} of ${Math.round(wallMs)} ms, ${reads} reads of ${average.toFixed(0)} KiB on average`;
 }
 
 function stateSeconds(record: RunRecord, from: string, to: string): number {
@@ -226,19 +242,19 @@ export async function run(flags: string[]): Promise<void> {
     const coldScan: number[] = [];
     const coldDevice: string[] = [];
     for (let i = 0; i < TRIES && dropCaches(); i++) {
-      const busyBeforeCat = deviceBusyMs(image);
+      const beforeCat = diskCounters(image);
       coldCat.push(cat());
-      const busyAfterCat = deviceBusyMs(image);
+      const afterCat = diskCounters(image);
       dropCaches();
-      const busyBeforeScan = deviceBusyMs(image);
+      const beforeScan = diskCounters(image);
       const runStart = process.hrtime.bigint();
       const record = await scanEngine.run(job);
-      const runMs = Math.round(seconds(runStart) * 1000);
-      const busyAfterScan = deviceBusyMs(image);
+      const runMs = seconds(runStart) * 1000;
+      const afterScan = diskCounters(image);
       coldScan.push(scanSeconds(record));
-      if (busyBeforeCat !== undefined && busyAfterScan !== undefined) {
+      if (beforeCat) {
         coldDevice.push(
-          `cat ${busyAfterCat! - busyBeforeCat} of ${Math.round(coldCat[i]! * 1000)} ms, scan run ${busyAfterScan - busyBeforeScan!} of ${runMs} ms`,
+          `cat ${describeIo(beforeCat, afterCat, coldCat[i]! * 1000)}; whole scan run (its journal and cache fsyncs included) ${describeIo(beforeScan, afterScan, runMs)}`,
         );
       }
     }
@@ -274,7 +290,7 @@ export async function run(flags: string[]): Promise<void> {
     scanLine('warm page cache', warmScan, warmCat);
     if (coldScan.length > 0) {
       scanLine('cold page cache', coldScan, coldCat);
-      if (coldDevice.length > 0) console.log(`  cold tries, disk busy of wall time: ${coldDevice.join('; ')}`);
+      for (const [i, line] of coldDevice.entries()) console.log(`  cold try ${i + 1}: ${line}`);
     } else console.log('full scan, cold page cache: skipped (cannot drop the page cache without root)');
     console.log(`peak RSS of this process: ${formatBytes(process.resourceUsage().maxRSS * 1024)}`);
     await engine.close();
