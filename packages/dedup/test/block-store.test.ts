@@ -142,6 +142,26 @@ describe('block store', () => {
     expect(await store.list('vm1')).toEqual([]);
   });
 
+  it('fails the checkpoint when a written chunk cannot be made durable, never silently', async () => {
+    const store = new FileBlockStore(dir);
+    const blocks = Array.from({ length: 64 }, () => randomFillSync(new Uint8Array(BLOCK)));
+    const session = await store.begin({
+      vm: 'vm1',
+      runId: 'run-1',
+      blockSize: BLOCK,
+      disks: [{ id: 'd0', size: blocks.length * BLOCK }],
+    });
+    const disk = session.disk('d0');
+    for (let i = 0; i < 63; i++) await disk.put(i, blocks[i]!);
+    // A chunk written but not yet synced disappears: the batch the 64th chunk starts cannot sync it.
+    const address = createHash('sha256').update(blocks[5]!).digest('hex');
+    await rm(join(dir, 'chunks', address.slice(0, 2), address.slice(2, 4), address));
+    await disk.put(63, blocks[63]!);
+    await expect(session.checkpoint()).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    await expect(session.close()).rejects.toBeDefined();
+    expect(await store.list('vm1')).toEqual([]);
+  });
+
   it('refuses gc while a live process writes a version', async () => {
     const store = new FileBlockStore(dir);
     const session = await store.begin({
