@@ -16,6 +16,7 @@ import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { ArenaPool } from './protocol/block-arena.js';
+import { FEATURE_DELTA } from './protocol/constants.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { serveTargetSession, type TargetSessionResult } from './target-session.js';
 
@@ -139,7 +140,7 @@ export function createAgent(options: AgentOptions): Agent {
     });
     try {
       try {
-        await handshake(conn, { role: 'target', dialer, codecs: availableCodecs(), key });
+        await handshake(conn, { role: 'target', dialer, codecs: availableCodecs(), features: [FEATURE_DELTA], key });
       } catch (error) {
         const refusal = isReplikitError(error, 'E_AUTH') || (isReplikitError(error) && error.details.protocol === true);
         if (!stopping.signal.aborted && refusal) refused(error as ReplikitError, peer);

@@ -13,6 +13,8 @@ export interface HandshakeResult {
   version: number;
   /** The codecs the peer offers. */
   peerCodecs: string[];
+  /** The protocol features the peer lists (`delta`: a target that applies delta blocks). */
+  peerFeatures: string[];
 }
 
 /** Options of {@link handshake}. */
@@ -23,6 +25,8 @@ export interface HandshakeOptions {
   dialer: boolean;
   /** The codecs this end offers. */
   codecs: string[];
+  /** The protocol features this end supports. @default none */
+  features?: string[];
   /** Shared key of a plain TCP connection: both ends prove they hold it. */
   key?: Uint8Array | undefined;
   /** Versions this end speaks. @default [1, 1] */
@@ -87,6 +91,7 @@ export async function handshake(conn: FrameConnection, options: HandshakeOptions
     role: options.role,
     nonce,
     codecs: options.codecs,
+    ...(options.features?.length ? { features: options.features } : {}),
     ...extra,
   });
   const key = options.key;
@@ -102,7 +107,7 @@ export async function handshake(conn: FrameConnection, options: HandshakeOptions
     } else if (theirs.proof !== undefined) {
       refuse(conn, `${conn.peer} expects a transport key; configure the same key on both ends`);
     }
-    return { version, peerCodecs: theirs.codecs };
+    return { version, peerCodecs: theirs.codecs, peerFeatures: theirs.features ?? [] };
   }
   const theirs = await conn.expect('hello');
   const version = checkPeer(theirs, options, conn);
@@ -113,5 +118,5 @@ export async function handshake(conn: FrameConnection, options: HandshakeOptions
       refuse(conn, `${conn.peer} does not hold the transport key; refused`);
     }
   }
-  return { version, peerCodecs: theirs.codecs };
+  return { version, peerCodecs: theirs.codecs, peerFeatures: theirs.features ?? [] };
 }

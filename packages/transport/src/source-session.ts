@@ -7,6 +7,7 @@ import {
   type BlockHasher,
   type BlockOp,
   createNodeHasher,
+  type DeltaOp,
   type DiskChannel,
   type DiskRef,
   isReplikitError,
@@ -21,7 +22,7 @@ import { availableCodecs, type BlockCodec, maybeCompress } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
-import { BLOCK_FIXED_BYTES, HEADER_BYTES, MAX_DIGEST_BYTES } from './protocol/constants.js';
+import { BLOCK_FIXED_BYTES, FEATURE_DELTA, HEADER_BYTES, MAX_DIGEST_BYTES } from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
 import { DIGEST_BATCH } from './target-session.js';
@@ -151,11 +152,19 @@ class SourceDiskChannel implements DiskChannel {
   digestsActive = false;
   private hasher: BlockHasher | undefined;
 
+  /**
+   * Sends a changed block as a delta: present only when the agent said (in its `hello`) that it
+   * applies them, so the engine sends whole blocks to an agent that does not.
+   */
+  readonly sendDelta?: (op: DeltaOp, options?: OperationOptions) => Promise<void>;
+
   constructor(
     private readonly session: SourceSession,
     readonly stream: number,
     readonly disk: DiskRef,
-  ) {}
+  ) {
+    if (session.peerTakesDeltas) this.sendDelta = (op, options) => this.sendDeltaOp(op, options);
+  }
 
   get bytesWritten(): number {
     return this.ackedRaw;
@@ -188,7 +197,54 @@ class SourceDiskChannel implements DiskChannel {
     // Otherwise encoding (a digest to compute) of the next blocks overlaps the sending of earlier
     // ones, and sending waits for the throttle, the window or the socket; frames still leave in
     // order.
-    const prepared = ready ? Promise.resolve(ready) : this.prepare(op);
+    await this.queue(ready ? Promise.resolve(ready) : this.prepare(op), options);
+  }
+
+  /**
+   * Sends a block as a delta (the new bytes of its changed ranges, in core's block-delta format)
+   * in a `block` frame flagged as one; the target applies it to the replica's current block and
+   * checks the digest of the result before writing. Resent as it is after a reconnect (applying
+   * it again gives the same block).
+   */
+  private async sendDeltaOp(op: DeltaOp, options?: OperationOptions): Promise<void> {
+    const session = this.session;
+    session.check();
+    this.checkPipeline();
+    throwIfAborted(options?.signal);
+    if (this.closing) throw new TransportError(`disk channel ${this.disk.id} is closed`);
+    if (!Number.isSafeInteger(op.index) || op.index < this.acceptedEnd) {
+      throw new TransportError(`block ${op.index} sent out of order (after block ${this.acceptedEnd - 1})`);
+    }
+    const rawLength = Math.min(session.spec.blockSize, this.disk.size - op.index * session.spec.blockSize);
+    if (!op.digest || op.delta.length === 0 || op.delta.length >= rawLength) {
+      throw new TransportError(
+        `the delta of block ${op.index} must carry a digest and be shorter than the block (${op.delta.length} of ${rawLength} bytes)`,
+      );
+    }
+    this.acceptedEnd = op.index + 1;
+    const pending: Pending = {
+      message: {
+        type: 'block',
+        stream: this.stream,
+        index: op.index,
+        codec: 0,
+        compressed: false,
+        delta: true,
+        rawLength,
+        digest: op.digest,
+        payload: op.delta,
+      },
+      end: op.index + 1,
+      bytes: op.delta.length,
+      rawBytes: op.delta.length,
+    };
+    if (this.inPipeline === 0 && this.admitNow(pending)) return;
+    await this.queue(Promise.resolve(pending), options);
+  }
+
+  /** Puts an operation being prepared behind those before it, waiting while the pipeline is full. */
+  private async queue(prepared: Promise<Pending>, options?: OperationOptions): Promise<void> {
+    const session = this.session;
     prepared.catch(() => undefined);
     this.inPipeline++;
     this.tail = this.tail
@@ -450,6 +506,8 @@ export class SourceSession implements BlockChannel {
   private readonly lifetime = new AbortController();
   /** Connections made (1 + reconnects). */
   connections = 0;
+  /** True when the agent of the first connection applies delta blocks (its `hello` says so). */
+  peerTakesDeltas = false;
 
   constructor(
     readonly spec: SessionSpec,
@@ -481,12 +539,21 @@ export class SourceSession implements BlockChannel {
     const raw = await this.options.connect(abort);
     const conn = new FrameConnection(raw, this.options.peer);
     try {
-      await handshake(conn, {
+      const { peerFeatures } = await handshake(conn, {
         role: 'source',
         dialer: this.options.dialer,
         codecs: availableCodecs(),
         key: this.options.key,
       });
+      const takesDeltas = peerFeatures.includes(FEATURE_DELTA);
+      if (first) this.peerTakesDeltas = takesDeltas;
+      else if (this.peerTakesDeltas && !takesDeltas) {
+        // Another agent answered the reconnect (a downgrade): the deltas of this run cannot go on.
+        throw new TransportError(
+          `${this.options.peer} no longer applies delta blocks (a different agent version answered the reconnect); run the job again`,
+          { details: { protocol: true } },
+        );
+      }
       conn.send({
         type: 'session',
         sessionId: this.id,

@@ -248,6 +248,7 @@ export async function serveTargetSession(
     const index = message.index;
     const expected = message.digest;
     const writes = s.writes;
+    if (message.delta) return onDelta(s, message);
     // The write is queued now and starts, in order, only once the digest checked out: nothing
     // unverified is ever written. Each block is hashed alone, as it arrives: the dedup package's
     // pool hashes a batch of up to 256 KiB on the calling thread (xxh128 with SIMD, ~4 µs per
@@ -279,6 +280,28 @@ export async function serveTargetSession(
       (error: unknown) => writes.fail(error ?? new Error('the hasher failed')),
     );
     s.end = message.index + 1;
+    return writes.full ? writes.room().then(() => true as const) : true;
+  };
+
+  /**
+   * A delta block, applied in order with the writes before it: `TargetDisk.applyDelta` reads the
+   * replica's current block, applies the records, checks the digest of the result and only then
+   * writes (a damaged or misapplied delta writes nothing and ends the connection for a resend).
+   */
+  const onDelta = (s: TargetStream, message: BlockMessage): true | Promise<true> => {
+    const { index, payload, digest } = message;
+    const blockBytes = Math.min(spec!.blockSize, s.disk.disk.size - index * spec!.blockSize);
+    if (blockBytes <= 0 || message.rawLength !== blockBytes) {
+      throw new ProtocolError(`the delta of block ${index} says the block holds ${message.rawLength} bytes`);
+    }
+    const writes = s.writes;
+    writes.add(payload.length, () =>
+      s.disk.applyDelta({ index, delta: payload, digest }).then(() => {
+        bytesWritten(payload.length);
+        conn.release(payload);
+      }),
+    );
+    s.end = index + 1;
     return writes.full ? writes.room().then(() => true as const) : true;
   };
 

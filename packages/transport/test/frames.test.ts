@@ -17,6 +17,15 @@ const spec = {
 
 const samples: Message[] = [
   { type: 'hello', protocol: 'replikit-blocks', versions: [1, 1], role: 'source', nonce: 'ab', codecs: ['none'] },
+  {
+    type: 'hello',
+    protocol: 'replikit-blocks',
+    versions: [1, 1],
+    role: 'target',
+    nonce: 'ef',
+    codecs: ['none'],
+    features: ['delta'],
+  },
   { type: 'auth', proof: 'cd' },
   { type: 'session', sessionId: 's', spec: spec as never, resume: false, codec: 'none' },
   { type: 'session-ok', sessionId: 's' },
@@ -28,9 +37,21 @@ const samples: Message[] = [
     index: 2 ** 40 + 3,
     codec: 0,
     compressed: false,
+    delta: false,
     rawLength: 5,
     digest: new Uint8Array(32).fill(9),
     payload: new Uint8Array([1, 2, 3, 4, 5]),
+  },
+  {
+    type: 'block',
+    stream: 1,
+    index: 4,
+    codec: 0,
+    compressed: false,
+    delta: true,
+    rawLength: 65536,
+    digest: new Uint8Array(16).fill(7),
+    payload: new Uint8Array([1, 0, 3, 9, 9, 9]),
   },
   { type: 'zero', stream: 1, index: 7, count: 2 ** 33 },
   { type: 'flush', stream: 3 },
@@ -113,6 +134,33 @@ describe('frames', () => {
     view.setUint32(4, 0xffffffff);
     reseal(header);
     expect(() => new FrameDecoder(1 << 20).push(header)).toThrow(/bound is 1048576/);
+  });
+
+  it('refuses a block frame that is both compressed and a delta, or a delta not shorter than its block', () => {
+    const block = (flags: number, payload: number) => {
+      const bytes = concat(
+        encodeMessage({
+          type: 'block',
+          stream: 1,
+          index: 0,
+          codec: 1,
+          compressed: false,
+          rawLength: 16,
+          digest: new Uint8Array(16),
+          payload: new Uint8Array(payload).fill(1),
+        }),
+      );
+      bytes[HEADER_BYTES + 12] = flags;
+      // the flags lie in the covered part: recompute the body check, then the header check
+      const view = new DataView(bytes.buffer, bytes.byteOffset);
+      view.setUint32(8, crc32(bytes.subarray(HEADER_BYTES, HEADER_BYTES + 20 + 16)));
+      reseal(bytes);
+      return bytes;
+    };
+    expect(() => decodeAll(block(3, 8))).toThrow(/both compressed and a delta/);
+    expect(() => decodeAll(block(2, 16))).toThrow(/delta of block 0 holds 16 bytes/);
+    expect(() => decodeAll(block(4, 16))).toThrow(/unknown flags/);
+    expect(decodeAll(block(2, 8))[0]).toMatchObject({ type: 'block', delta: true, compressed: false, rawLength: 16 });
   });
 
   it('fuzz: random and mutated frames never crash the decoder nor buffer beyond the bound', () => {

@@ -74,3 +74,17 @@ export const FIXED_PAYLOAD: ReadonlyMap<number, number> = new Map([
 
 /** Flag bit of a `block` frame: the payload is compressed with the frame's codec. */
 export const BLOCK_FLAG_COMPRESSED = 1;
+
+/**
+ * Flag bit of a `block` frame: the payload is a delta (core's block-delta format: the new bytes of
+ * the block's changed ranges) to apply to the replica's current block. Sent only to a target
+ * whose `hello` lists the feature {@link FEATURE_DELTA}; never together with
+ * {@link BLOCK_FLAG_COMPRESSED} (the delta format deflates itself).
+ */
+export const BLOCK_FLAG_DELTA = 2;
+
+/** The `hello` feature of a target that applies delta blocks ({@link BLOCK_FLAG_DELTA}). */
+export const FEATURE_DELTA = 'delta';
+
+/** Most features a `hello` may list. */
+export const MAX_FEATURES = 16;

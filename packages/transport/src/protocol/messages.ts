@@ -3,6 +3,7 @@ import { ByteCursor, writeU64 } from './byte-cursor.js';
 import {
   BLOCK_FIXED_BYTES,
   BLOCK_FLAG_COMPRESSED,
+  BLOCK_FLAG_DELTA,
   FRAME_MAGIC,
   FrameType,
   HEADER_BYTES,
@@ -10,6 +11,7 @@ import {
   MAX_CONTROL_PAYLOAD,
   MAX_DIGEST_BYTES,
   MAX_DIGESTS_PER_FRAME,
+  MAX_FEATURES,
   PROTOCOL_VERSION,
 } from './constants.js';
 import { crc32 } from './crc32.js';
@@ -32,6 +34,11 @@ export interface HelloMessage {
   nonce: string;
   /** Codec names the sender can decode/encode. */
   codecs: string[];
+  /**
+   * Optional protocol features the sender supports (absent: none). A target that lists `delta`
+   * applies delta blocks.
+   */
+  features?: string[];
   /** The listener's key proof (plain TCP with a key only), hex. */
   proof?: string;
 }
@@ -80,6 +87,12 @@ export interface BlockMessage {
   /** Codec id of the payload when `compressed`. */
   codec: number;
   compressed: boolean;
+  /**
+   * The payload is a delta to apply to the replica's current block (core's block-delta format),
+   * not the block itself; `rawLength` is the block's length and `digest` the digest of the block
+   * once the delta is applied. Absent: false.
+   */
+  delta?: boolean;
   /** Length of the block once decoded. */
   rawLength: number;
   /** Digest of the decoded block (empty when not sent). */
@@ -244,7 +257,7 @@ function encodeUnsealed(message: Message): Uint8Array[] {
       const at = HEADER_BYTES;
       view.setUint32(at, message.stream, false);
       writeU64(view, at + 4, message.index);
-      view.setUint8(at + 12, message.compressed ? BLOCK_FLAG_COMPRESSED : 0);
+      view.setUint8(at + 12, (message.compressed ? BLOCK_FLAG_COMPRESSED : 0) | (message.delta ? BLOCK_FLAG_DELTA : 0));
       view.setUint8(at + 13, message.codec);
       view.setUint8(at + 14, message.digest.length);
       view.setUint8(at + 15, 0);
@@ -417,8 +430,10 @@ export function parseBlockFrame(frame: RawFrame): BlockMessage {
 
 /** Checks a block frame's flags, reserved byte, digest length and block length; throws {@link ProtocolError}. */
 function checkBlockHead(flags: number, digestLength: number, reserved: number, rawLength: number): void {
-  if ((flags & ~BLOCK_FLAG_COMPRESSED) !== 0 || reserved !== 0)
+  if ((flags & ~(BLOCK_FLAG_COMPRESSED | BLOCK_FLAG_DELTA)) !== 0 || reserved !== 0)
     throw new ProtocolError('block frame has unknown flags');
+  if (flags === (BLOCK_FLAG_COMPRESSED | BLOCK_FLAG_DELTA))
+    throw new ProtocolError('block frame is both compressed and a delta');
   if (digestLength > MAX_DIGEST_BYTES) throw new ProtocolError(`block digest of ${digestLength} bytes`);
   if (rawLength < 1 || rawLength > MAX_BLOCK_SIZE) throw new ProtocolError(`block of ${rawLength} bytes`);
 }
@@ -434,11 +449,15 @@ function blockMessage(
   data: Uint8Array,
 ): BlockMessage {
   const compressed = (flags & BLOCK_FLAG_COMPRESSED) !== 0;
-  if (!compressed && data.length !== rawLength) {
+  const delta = (flags & BLOCK_FLAG_DELTA) !== 0;
+  if (!compressed && !delta && data.length !== rawLength) {
     throw new ProtocolError(`block ${index} carries ${data.length} bytes but says ${rawLength}`);
   }
   if (compressed && data.length >= rawLength) throw new ProtocolError(`compressed block ${index} is not smaller`);
-  return { type: 'block', stream, index, codec, compressed, rawLength, digest, payload: data };
+  if (delta && (data.length === 0 || data.length >= rawLength)) {
+    throw new ProtocolError(`the delta of block ${index} holds ${data.length} bytes, not 1 to ${rawLength - 1}`);
+  }
+  return { type: 'block', stream, index, codec, compressed, delta, rawLength, digest, payload: data };
 }
 
 /** The big-endian 32-bit unsigned integer at `at` of `bytes` (which holds it). */
@@ -491,6 +510,15 @@ export function parseFrame(frame: RawFrame): Message {
       }
       const nonce = str(body, 'nonce', 'hello', 128);
       const proof = body.proof === undefined ? undefined : str(body, 'proof', 'hello', 128);
+      const features = body.features;
+      if (
+        features !== undefined &&
+        (!Array.isArray(features) ||
+          features.length > MAX_FEATURES ||
+          !features.every((f) => typeof f === 'string' && f.length < 32))
+      ) {
+        throw new ProtocolError('hello.features must be a list of names');
+      }
       return {
         type: 'hello',
         protocol: str(body, 'protocol', 'hello', 64),
@@ -498,6 +526,7 @@ export function parseFrame(frame: RawFrame): Message {
         role,
         nonce,
         codecs: codecs as string[],
+        ...(features !== undefined ? { features: features as string[] } : {}),
         ...(proof !== undefined ? { proof } : {}),
       };
     }
