@@ -1,7 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { isReplikitError, type RunRecord } from '@replikit/core';
 import { writeGuestDisk } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { availableCodecs } from '../src/codecs.js';
+import { FrameConnection } from '../src/connection.js';
+import { handshake } from '../src/handshake.js';
 import { createNetworkTransport } from '../src/network-transport.js';
 import type { Security } from '../src/security.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
@@ -126,6 +130,46 @@ describe('deltas over the network', () => {
     } finally {
       await proxy.close();
       await agent.stop();
+    }
+  });
+
+  it('a source sends deltas only to an agent whose hello lists the feature (an older agent gets whole blocks)', async () => {
+    for (const features of [[], ['delta']]) {
+      // A minimal target that answers the handshake, the session and one open-disk, as an agent
+      // of a given age would.
+      const sockets: net.Socket[] = [];
+      const server = net.createServer(async (socket) => {
+        sockets.push(socket);
+        const conn = new FrameConnection(socket, 'test source');
+        try {
+          await handshake(conn, { role: 'target', dialer: false, codecs: availableCodecs(), features });
+          const session = await conn.expect('session');
+          conn.send({ type: 'session-ok', sessionId: session.sessionId });
+          const open = await conn.expect('open-disk');
+          conn.send({ type: 'disk-opened', stream: open.stream, blockCount: 16 });
+        } catch {
+          conn.destroy();
+        }
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const { port } = server.address() as net.AddressInfo;
+      try {
+        const transport = createNetworkTransport({
+          address: { host: '127.0.0.1', port },
+          security: { kind: 'tcp' },
+          reconnect: { attempts: 1, initialDelayMs: 1, maxDelayMs: 1 },
+        });
+        const disk = { id: 'd0', vmId: 'r', size: 16 * BLOCK };
+        const replica = { id: 'r', name: 'r', disks: [disk], created: true } as never;
+        const channel = await transport.open({ runId: 'run', replica, blockSize: BLOCK, digest: 'sha256' });
+        const stream = await channel.openDisk(disk);
+        expect(typeof stream.sendDelta, `features ${JSON.stringify(features)}`).toBe(
+          features.length > 0 ? 'function' : 'undefined',
+        );
+      } finally {
+        for (const socket of sockets) socket.destroy();
+        await new Promise((resolve) => server.close(resolve));
+      }
     }
   });
 });
