@@ -506,7 +506,7 @@ export class SourceSession implements BlockChannel {
   private readonly lifetime = new AbortController();
   /** Connections made (1 + reconnects). */
   connections = 0;
-  /** True when the agent of the first connection applies delta blocks (its `hello` says so). */
+  /** True when the agent of the first connection that opened applies delta blocks (its `hello` says so). */
   peerTakesDeltas = false;
 
   constructor(
@@ -546,7 +546,8 @@ export class SourceSession implements BlockChannel {
         key: this.options.key,
       });
       const takesDeltas = peerFeatures.includes(FEATURE_DELTA);
-      if (first) this.peerTakesDeltas = takesDeltas;
+      // Decided by the first connection that opens (disk channels are made after it).
+      if (this.connections === 0) this.peerTakesDeltas = takesDeltas;
       else if (this.peerTakesDeltas && !takesDeltas) {
         // Another agent answered the reconnect (a downgrade): the deltas of this run cannot go on.
         throw new TransportError(
