@@ -291,8 +291,11 @@ export async function serveTargetSession(
   const onDelta = (s: TargetStream, message: BlockMessage): true | Promise<true> => {
     const { index, payload, digest } = message;
     const blockBytes = Math.min(spec!.blockSize, s.disk.disk.size - index * spec!.blockSize);
-    if (blockBytes <= 0 || message.rawLength !== blockBytes) {
-      throw new ProtocolError(`the delta of block ${index} says the block holds ${message.rawLength} bytes`);
+    if (blockBytes <= 0) throw new ProtocolError(`delta for block ${index}, past the end of the disk`);
+    if (message.rawLength !== blockBytes) {
+      throw new ProtocolError(
+        `the delta of block ${index} says the block holds ${message.rawLength} bytes, not ${blockBytes}`,
+      );
     }
     const writes = s.writes;
     writes.add(payload.length, () =>
