@@ -177,15 +177,19 @@ class SourceDiskChannel implements DiskChannel {
     return HEADER_BYTES + 20;
   }
 
-  async send(op: BlockOp, options?: OperationOptions): Promise<void> {
-    const session = this.session;
-    session.check();
+  /** What every operation must pass before it is taken: a live session and channel, block order. */
+  private checkAccept(index: number, options?: OperationOptions): void {
+    this.session.check();
     this.checkPipeline();
     throwIfAborted(options?.signal);
     if (this.closing) throw new TransportError(`disk channel ${this.disk.id} is closed`);
-    if (!Number.isSafeInteger(op.index) || op.index < this.acceptedEnd) {
-      throw new TransportError(`block ${op.index} sent out of order (after block ${this.acceptedEnd - 1})`);
+    if (!Number.isSafeInteger(index) || index < this.acceptedEnd) {
+      throw new TransportError(`block ${index} sent out of order (after block ${this.acceptedEnd - 1})`);
     }
+  }
+
+  async send(op: BlockOp, options?: OperationOptions): Promise<void> {
+    this.checkAccept(op.index, options);
     this.acceptedEnd = op.kind === 'zero' ? op.index + op.count : op.index + 1;
     // The usual case goes on the wire at once, without a promise: nothing queued before it, its
     // digest given, room in the window and in the socket's buffer.
@@ -208,13 +212,7 @@ class SourceDiskChannel implements DiskChannel {
    */
   private async sendDeltaOp(op: DeltaOp, options?: OperationOptions): Promise<void> {
     const session = this.session;
-    session.check();
-    this.checkPipeline();
-    throwIfAborted(options?.signal);
-    if (this.closing) throw new TransportError(`disk channel ${this.disk.id} is closed`);
-    if (!Number.isSafeInteger(op.index) || op.index < this.acceptedEnd) {
-      throw new TransportError(`block ${op.index} sent out of order (after block ${this.acceptedEnd - 1})`);
-    }
+    this.checkAccept(op.index, options);
     const rawLength = Math.min(session.spec.blockSize, this.disk.size - op.index * session.spec.blockSize);
     if (!op.digest || op.delta.length === 0 || op.delta.length >= rawLength) {
       throw new TransportError(
