@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { isReplikitError, type RunRecord } from '@replikit/core';
 import { createFileDriver } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type AgentEvent, createAgent } from '../src/agent.js';
@@ -7,6 +6,7 @@ import { createNetworkTransport } from '../src/network-transport.js';
 import type { Security } from '../src/security.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import {
+  completedIntact,
   createMixedVm,
   createWorld,
   engineFor,
@@ -93,17 +93,8 @@ describe('dropped connections', () => {
         await createMixedVm(world, vm, 512 * KiB);
         // Past the handshake: somewhere in the block frames.
         proxy.faults.push({ direction: 'up', flipAt: 1500 + Math.floor(Math.random() * 200 * KiB) });
-        let record: RunRecord | undefined;
-        try {
-          record = await engineFor(world, () => transport).run(jobFor(world, vm));
-        } catch (error) {
-          expect(isReplikitError(error, 'E_TRANSPORT'), String(error)).toBe(true);
-        }
+        if (await completedIntact(world, () => engineFor(world, () => transport).run(jobFor(world, vm)))) completed++;
         proxy.faults.length = 0;
-        if (record) {
-          completed++;
-          expect(await replicaMatches(world, record)).toBe(true);
-        }
       }
       expect(completed).toBeGreaterThanOrEqual(8);
       const caught = events.filter((e) => e.type === 'session' && e.error && /damaged/.test(e.error.message));

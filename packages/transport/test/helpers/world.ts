@@ -7,12 +7,14 @@ import {
   DriverRegistry,
   FileStateStore,
   type Hypervisor,
+  isReplikitError,
   type JobSpecInput,
   ReplicationEngine,
   type RunRecord,
   type Transport,
 } from '@replikit/core';
 import { createFileDriver, createFileVM } from '@replikit/driver-file';
+import { expect } from 'vitest';
 import { type Agent, type AgentEvent, createAgent } from '../../src/agent.js';
 import type { Address, Security } from '../../src/security.js';
 
@@ -116,6 +118,23 @@ export async function replicaMatches(world: World, record: RunRecord): Promise<b
     await source.close();
     await target.close();
   }
+}
+
+/**
+ * Runs a job across a link that damages it: true when the run completed and its replica equals
+ * the source, false when it failed with `E_TRANSPORT` (a clear failure). Any other outcome (another
+ * error, a wrong replica) fails the test.
+ */
+export async function completedIntact(world: World, run: () => Promise<RunRecord>): Promise<boolean> {
+  let record: RunRecord;
+  try {
+    record = await run();
+  } catch (error) {
+    expect(isReplikitError(error, 'E_TRANSPORT'), String(error)).toBe(true);
+    return false;
+  }
+  expect(await replicaMatches(world, record)).toBe(true);
+  return true;
 }
 
 /** An agent on 127.0.0.1 writing into the world's replicas, with its events recorded. */
