@@ -18,7 +18,7 @@ const HEADER = 9;
 export function encodeChunk(plain: Uint8Array): Uint8Array {
   const packed = worthCompressing(plain) ? deflateRawSync(plain, { level: 1 }) : undefined;
   const useDeflate = packed !== undefined && packed.length < plain.length - (plain.length >> 4);
-  const payload = useDeflate ? packed! : plain;
+  const payload = useDeflate ? packed : plain;
   const out = new Uint8Array(HEADER + payload.length);
   out[0] = useDeflate ? DEFLATE : RAW;
   const view = new DataView(out.buffer);

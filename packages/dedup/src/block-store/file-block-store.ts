@@ -172,6 +172,11 @@ class PendingVersion implements BackupSession {
     if (this.unsynced.length < SYNC_BATCH) return;
     this.startSync();
     if (this.syncing.length > SYNC_BATCHES_IN_FLIGHT) await this.syncing.shift();
+    this.throwIfSyncFailed();
+  }
+
+  /** Throws the first failure of a background sync, if one failed. */
+  private throwIfSyncFailed(): void {
     if (this.syncFailure !== undefined)
       throw toStorageError(this.syncFailure, 'syncing the chunks of a backup version');
   }
@@ -191,8 +196,7 @@ class PendingVersion implements BackupSession {
     const syncing = this.syncing;
     this.syncing = [];
     await Promise.all(syncing);
-    if (this.syncFailure !== undefined)
-      throw toStorageError(this.syncFailure, 'syncing the chunks of a backup version');
+    this.throwIfSyncFailed();
     for (const table of this.tables.values()) await table.handle.datasync();
   }
 
