@@ -38,6 +38,13 @@ async function smallWrites(vm: string, blocks: number[]): Promise<void> {
   for (const block of blocks) await writeGuestDisk(world.vms, vm, 'd0', block * BLOCK + 8 * KiB, randomBytes(4 * KiB));
 }
 
+/** A 1 MiB mixed VM replicated once, then changed by 4 KiB writes into ten of its data blocks. */
+async function replicatedThenChanged(engine: ReturnType<typeof engineFor>, vm: string): Promise<void> {
+  await createMixedVm(world, vm, 1024 * KiB);
+  await engine.run(jobFor(world, vm));
+  await smallWrites(vm, [1, 2, 3, 6, 7, 8, 11, 12, 13, 14]);
+}
+
 describe('deltas over the network', () => {
   it('a block changed by a 4 KiB write travels as a delta over TCP and TLS, and the replica equals the source', async () => {
     for (const security of [TCP_KEY, TLS_PSK]) {
@@ -78,9 +85,7 @@ describe('deltas over the network', () => {
       let resumed = 0;
       for (let run = 0; run < 12; run++) {
         const vm = `cut${run}`;
-        await createMixedVm(world, vm, 1024 * KiB);
-        await engine.run(jobFor(world, vm));
-        await smallWrites(vm, [1, 2, 3, 6, 7, 8, 11, 12, 13, 14]);
+        await replicatedThenChanged(engine, vm);
         // Past the handshake and the session's opening, somewhere among the delta frames.
         proxy.faults.push({ direction: 'up', cutAfter: 600 + Math.floor(Math.random() * 40 * KiB) });
         const before = proxy.connections;
@@ -107,9 +112,7 @@ describe('deltas over the network', () => {
       let completed = 0;
       for (let run = 0; run < 8; run++) {
         const vm = `flip${run}`;
-        await createMixedVm(world, vm, 1024 * KiB);
-        await engine.run(jobFor(world, vm));
-        await smallWrites(vm, [1, 2, 3, 6, 7, 8, 11, 12, 13, 14]);
+        await replicatedThenChanged(engine, vm);
         // The deltas are ~4.2 KiB each, after about 1 KiB of handshake and session frames.
         proxy.faults.push({ direction: 'up', flipAt: 1200 + Math.floor(Math.random() * 38 * KiB) });
         if (await completedIntact(world, () => engine.run(jobFor(world, vm)))) completed++;
