@@ -56,7 +56,10 @@ export interface HashingPoolOptions {
   algorithm?: DigestKind | string;
   /** Worker threads. @default os.availableParallelism() */
   threads?: number;
-  /** Bytes one worker hashes per message; larger batches are split. @default 4 MiB */
+  /**
+   * Bytes one worker hashes per message; larger batches are split. A block larger than a slot is
+   * hashed whole all the same, alone in its message. @default 4 MiB
+   */
   slotBytes?: number;
 }
 
@@ -260,13 +263,21 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
           places[2 * i + 1] = blocks[i]!.length;
         }
       } else {
-        slot.input ??= sharedBuffer(slotBytes);
-        input = slot.input.buffer as SharedArrayBuffer;
+        // A block larger than a slot (blocks of up to 16 MiB) comes alone: it gets a buffer of its
+        // own for this job, dropped afterwards, so slots stay small.
+        const total = blocks.reduce((sum, block) => sum + block.length, 0);
+        let room: Uint8Array;
+        if (total > slotBytes) room = sharedBuffer(total);
+        else {
+          slot.input ??= sharedBuffer(slotBytes);
+          room = slot.input;
+        }
+        input = room.buffer as SharedArrayBuffer;
         let at = 0;
         for (let i = 0; i < count; i++) {
           const block = blocks[i]!;
-          copyInto(slot.input, at, block);
-          places[2 * i] = slot.input.byteOffset + at;
+          copyInto(room, at, block);
+          places[2 * i] = room.byteOffset + at;
           places[2 * i + 1] = block.length;
           at += block.length;
         }
@@ -322,9 +333,6 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
   /** Splits a batch into slot-sized chunks, hashed in parallel on idle workers (small ones here). */
   async function hashAll(blocks: readonly Uint8Array[], zeroFlags: boolean): Promise<Array<Uint8Array | null>> {
     if (closed) throw new InputError('the hashing pool is closed');
-    const tooLarge = blocks.find((block) => block.length > slotBytes);
-    if (tooLarge)
-      throw new InputError(`a block of ${tooLarge.length} bytes exceeds the pool's ${slotBytes}-byte slots`);
     if (inline && blocks.reduce((sum, block) => sum + block.length, 0) <= INLINE_BYTES) {
       return blocks.map((block) => (zeroFlags && isZeroBlock(block) ? null : hashHere(block)));
     }
@@ -333,7 +341,8 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     let bytes = 0;
     for (let i = 0; i < blocks.length; i++) {
       const length = blocks[i]!.length;
-      if (bytes + length > slotBytes || i - start >= maxBlocks) {
+      // A chunk is at most a slot, or a single block when one is larger than a slot.
+      if (i > start && (bytes + length > slotBytes || i - start >= maxBlocks)) {
         chunks.push(hashChunk(blocks.slice(start, i), zeroFlags));
         start = i;
         bytes = 0;
@@ -355,8 +364,8 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     signal: AbortSignal | undefined,
   ): Promise<Array<Uint8Array | null>> {
     if (closed) throw new InputError('the hashing pool is closed');
-    if (!Number.isSafeInteger(blockSize) || blockSize < 1 || blockSize > slotBytes) {
-      throw new InputError(`blockSize must be from 1 to the pool's ${slotBytes}-byte slots, got ${blockSize}`);
+    if (!Number.isSafeInteger(blockSize) || blockSize < 1) {
+      throw new InputError(`blockSize must be a positive whole number of bytes, got ${blockSize}`);
     }
     let total = 0;
     for (const span of spans) {
@@ -383,8 +392,9 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       readSpans(spans, target);
       return hashAll(cut(target, blockSize), true);
     }
-    // Chunks of whole blocks, each read and hashed by one thread.
-    const chunkBytes = Math.min(Math.floor(slotBytes / blockSize), maxBlocks) * blockSize;
+    // Chunks of whole blocks, each read and hashed by one thread: a slot's worth, or one block
+    // when a block is larger than a slot (it is read and hashed in place, in `target`).
+    const chunkBytes = Math.max(1, Math.min(Math.floor(slotBytes / blockSize), maxBlocks)) * blockSize;
     const chunks: Array<Promise<Array<Uint8Array | null>>> = [];
     let span = 0;
     let within = 0; // bytes of spans[span] already assigned

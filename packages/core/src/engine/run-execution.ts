@@ -27,6 +27,7 @@ import type { EngineEvents } from './events.js';
 import { ProgressReporter } from './progress-reporter.js';
 import { addStats, type DiskRecord, emptyStats, type JobRecord, type PlanMode, type RunRecord } from './run-record.js';
 import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
+import { segmentBytes } from './segment-reader.js';
 import type { StateStore } from './state-store.js';
 
 /** What a run needs from the engine that started it. */
@@ -45,9 +46,9 @@ export interface RunDependencies {
   buffers: BufferShelf;
 }
 
-/** Bytes per source read of tracked blocks (the segment reader's default). */
+/** Bytes per source read of tracked blocks (the segment reader's default), or one block when larger. */
 const READ_BYTES = 1024 * 1024;
-/** Bytes per source read of a scan. */
+/** Bytes per source read of a scan, or one block when larger. */
 const SCAN_READ_BYTES = 4 * 1024 * 1024;
 
 /** Turns anything thrown into the `{ code, message }` a journal keeps. */
@@ -468,8 +469,16 @@ export class RunExecution {
       // Read buffers come from the engine's shelf (kept from earlier disks and runs), and go back
       // to it once the transfer is over. Tracked blocks are scattered: small segments, so more of
       // them are kept in flight. A scan reads larger segments: fewer messages to hashing threads.
-      const readAhead = tracked ? this.deps.readAhead * 8 : this.deps.readAhead;
-      const readBytes = tracked ? READ_BYTES : SCAN_READ_BYTES;
+      // Whole blocks per read, at least one, so a block larger than the read size is read whole.
+      // Reads larger than planned (blocks of 2 MiB and more) are kept fewer in flight: the read
+      // buffers stay within what the default sizes use (at least two reads ahead all the same).
+      const plannedBytes = tracked ? READ_BYTES : SCAN_READ_BYTES;
+      const readBytes = segmentBytes(plannedBytes, record.blockSize);
+      const plannedAhead = tracked ? this.deps.readAhead * 8 : this.deps.readAhead;
+      const readAhead =
+        readBytes > plannedBytes
+          ? Math.min(plannedAhead, Math.max(2, Math.floor((plannedAhead * plannedBytes) / readBytes)))
+          : plannedAhead;
       const shelf = this.deps.buffers;
       const hasher = this.deps.hasher;
       const buffers = shelf.take(hasher, readAhead + 2, readBytes);

@@ -26,13 +26,18 @@ export interface SegmentReaderOptions extends OperationOptions {
   fromBlock: number;
   /** Yield the blocks outside `ranges` too, as segments without data. */
   examineAll: boolean;
-  /** @default 1 MiB */
+  /**
+   * Bytes per read, rounded down to whole blocks; a read is never less than one block, however
+   * large the block (see {@link segmentBytes}).
+   * @default 1 MiB
+   */
   readBytes?: number;
   /** Reads kept in flight ahead of the consumer. @default 4 */
   readAhead?: number;
   /**
-   * Reuse these buffers (at least `readAhead + 2`, each `readBytes` long) through the reader's
-   * `readInto`: a segment's data is then valid only until the consumer asks for the next one.
+   * Reuse these buffers (at least `readAhead + 2`, each {@link segmentBytes} long) through the
+   * reader's `readInto`: a segment's data is then valid only until the consumer asks for the next
+   * one. A buffer too short for a segment is not used: that segment is read into new memory.
    */
   buffers?: Uint8Array[];
   /**
@@ -40,6 +45,15 @@ export interface SegmentReaderOptions extends OperationOptions {
    * for a transform that reads and hashes the bytes itself (on a pool's threads).
    */
   leaveUnread?: boolean;
+}
+
+/**
+ * The bytes of one read of whole blocks: `readBytes` rounded down to a multiple of `blockSize`,
+ * and at least one block. A block larger than the read size is still read whole: a short read
+ * would cut it (and a zero check of the part read would take a changed block for zeros).
+ */
+export function segmentBytes(readBytes: number, blockSize: number): number {
+  return Math.max(1, Math.floor(readBytes / blockSize)) * blockSize;
 }
 
 /** Work done on each segment as soon as it is read, inside the read-ahead window (hashing). */
@@ -57,7 +71,7 @@ export async function* readSegments<T extends Segment = Segment>(
   transform?: SegmentTransform<T>,
 ): AsyncIterable<T> {
   const { blockSize, blockCount, fromBlock, examineAll, signal } = options;
-  const blocksPerRead = Math.max(1, Math.floor((options.readBytes ?? 1024 * 1024) / blockSize));
+  const blocksPerRead = segmentBytes(options.readBytes ?? 1024 * 1024, blockSize) / blockSize;
   const readAhead = Math.max(1, options.readAhead ?? 4);
 
   const holeMax = blocksPerRead * 256;
@@ -86,7 +100,12 @@ export async function* readSegments<T extends Segment = Segment>(
     if (segment.data) {
       const offset = segment.first * blockSize;
       const length = Math.min(segment.count * blockSize, reader.size - offset);
-      const buffer = free?.pop();
+      let buffer = free?.pop();
+      if (buffer && buffer.length < length) {
+        // Never a partial read of a block: a buffer too short stays free, the segment gets its own.
+        free!.push(buffer);
+        buffer = undefined;
+      }
       if (buffer && options.leaveUnread) {
         done = { ...segment, data: buffer.subarray(0, length), unread: true };
       } else if (buffer) {
