@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { statfsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,6 +60,20 @@ export interface CellResult {
   backup: string[];
 }
 
+/**
+ * Where cells make their folders: a RAM-backed folder when the machine has one with room (a cell
+ * spends most of its time in fsync otherwise), else the OS temporary folder.
+ */
+export function scratchBase(): string {
+  try {
+    const shm = statfsSync('/dev/shm');
+    if (shm.bavail * shm.bsize >= 2 * 1024 ** 3) return '/dev/shm';
+  } catch {
+    // no /dev/shm here
+  }
+  return tmpdir();
+}
+
 /** The model of a disk: applies writes, clipped to the disk. */
 export function applyWrites(model: Uint8Array, writes: readonly GuestWrite[]): void {
   for (const write of writes) model.set(write.data.subarray(0, Math.max(0, model.length - write.offset)), write.offset);
@@ -77,7 +92,7 @@ export function clipWrites(writes: readonly GuestWrite[], size: number): GuestWr
  * version) with a model of the guest's disk after each run. Removes its folder.
  */
 export async function runCell(spec: CellSpec): Promise<CellResult> {
-  const dir = await mkdtemp(join(tmpdir(), 'replikit-block-size-'));
+  const dir = await mkdtemp(join(scratchBase(), 'replikit-block-size-'));
   const vms = join(dir, 'vms');
   const replicas = join(dir, 'replicas');
   const tracking = spec.tracking ?? tracksByDefault(spec.mode);
