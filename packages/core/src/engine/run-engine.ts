@@ -65,7 +65,8 @@ export interface EngineOptions {
    */
   checkpointEveryMs?: number;
   /**
-   * Source reads kept in flight per disk (1 MiB each).
+   * Source reads kept in flight per disk (1 MiB each, or one block when blocks are larger: then
+   * fewer reads are kept in flight, at least two, so the read buffers take about as much memory).
    * @default 4
    */
   readAhead?: number;
