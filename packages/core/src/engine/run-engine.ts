@@ -66,7 +66,7 @@ export interface EngineOptions {
   checkpointEveryMs?: number;
   /**
    * Source reads kept in flight per disk (1 MiB each, or one block when blocks are larger: then
-   * fewer reads are kept in flight, at least two, so the read buffers take about as much memory).
+   * fewer are kept in flight for about the same bytes, but at least two).
    * @default 4
    */
   readAhead?: number;
