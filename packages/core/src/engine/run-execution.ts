@@ -470,8 +470,8 @@ export class RunExecution {
       // to it once the transfer is over. Tracked blocks are scattered: small segments, so more of
       // them are kept in flight. A scan reads larger segments: fewer messages to hashing threads.
       // Whole blocks per read, at least one, so a block larger than the read size is read whole.
-      // Reads larger than planned (blocks of 2 MiB and more) are kept fewer in flight: the read
-      // buffers stay within what the default sizes use (at least two reads ahead all the same).
+      // Reads larger than planned (blocks of 2 MiB and more) are kept fewer in flight, for about
+      // the planned bytes in flight, but always at least two reads ahead.
       const plannedBytes = tracked ? READ_BYTES : SCAN_READ_BYTES;
       const readBytes = segmentBytes(plannedBytes, record.blockSize);
       const plannedAhead = tracked ? this.deps.readAhead * 8 : this.deps.readAhead;
