@@ -239,6 +239,17 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     }
   };
 
+  // Copies of blocks larger than a slot, kept for the next such blocks: at most one per thread
+  // (as many as can be hashed at once), made only when such blocks come.
+  const large: Uint8Array[] = [];
+  const borrowLarge = (bytes: number): Uint8Array => {
+    const at = large.findIndex((buffer) => buffer.length >= bytes);
+    return at >= 0 ? large.splice(at, 1)[0]! : sharedBuffer(bytes);
+  };
+  const returnLarge = (buffer: Uint8Array) => {
+    if (large.length < threads) large.push(buffer);
+  };
+
   /**
    * Hashes `blocks` on a thread. With `reads` ([fd, position, length, offset] per span, the offset
    * in the blocks' shared buffer), the thread first reads the spans into the buffer.
@@ -249,6 +260,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     reads?: { places: Float64Array; spans: readonly FileSpan[] },
   ): Promise<Array<Uint8Array | null>> {
     const slot = await acquire();
+    let borrowed: Uint8Array | undefined;
     try {
       const count = blocks.length;
       // [offset, length] of each block in the shared buffer: blocks in one shared buffer (from
@@ -263,12 +275,14 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
           places[2 * i + 1] = blocks[i]!.length;
         }
       } else {
-        // A block larger than a slot (blocks of up to 16 MiB) comes alone: it gets a buffer of its
-        // own for this job, dropped afterwards, so slots stay small.
+        // A block larger than a slot (blocks of up to 16 MiB) comes alone: it is copied into a
+        // large buffer borrowed for this job, so slots stay small.
         const total = blocks.reduce((sum, block) => sum + block.length, 0);
         let room: Uint8Array;
-        if (total > slotBytes) room = sharedBuffer(total);
-        else {
+        if (total > slotBytes) {
+          borrowed = borrowLarge(total);
+          room = borrowed;
+        } else {
           slot.input ??= sharedBuffer(slotBytes);
           room = slot.input;
         }
@@ -305,6 +319,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       }
       return digests;
     } finally {
+      if (borrowed) returnLarge(borrowed);
       release(slot);
     }
   }
