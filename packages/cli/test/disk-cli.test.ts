@@ -71,3 +71,20 @@ describe('replikit disk', () => {
     ).toBe(2);
   });
 });
+
+describe('replikit disk convert into its own input', () => {
+  it('refuses the same path, a symbolic link or a hard link with E_INPUT and exit 2, input intact', async () => {
+    const { link, symlink } = await import('node:fs/promises');
+    const before = await readFile(join(dir, 'a.raw'));
+    await symlink(join(dir, 'a.raw'), join(dir, 'a-link.raw'));
+    await link(join(dir, 'a.raw'), join(dir, 'a-hard.raw'));
+    for (const output of ['a.raw', 'a-link.raw', 'a-hard.raw']) {
+      for (const to of ['raw', 'vhd', 'vhdx']) {
+        const result = await runCli(['disk', 'convert', 'a.raw', output, '--to', to], { cwd: dir });
+        expect(result).toMatchObject({ code: 2, stdout: '' });
+        expect(result.stderr).toMatch(/^replikit: E_INPUT: .*same file as the input.*\n$/);
+      }
+    }
+    expect(Buffer.compare(await readFile(join(dir, 'a.raw')), before)).toBe(0);
+  });
+});

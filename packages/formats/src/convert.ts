@@ -2,6 +2,7 @@ import { type DiskReader, type DiskWriter, type Extent, InputError, throwIfAbort
 import { isZero } from './byte-source.js';
 import type { ImageFormat, ImageReader } from './image.js';
 import { openDisk } from './open-disk.js';
+import { pendingOutput, refuseSameFile } from './output-file.js';
 import { createRaw } from './raw.js';
 import { createVhd } from './vhd/vhd-writer.js';
 import { createVhdx } from './vhdx/vhdx-writer.js';
@@ -116,7 +117,13 @@ export interface ConvertOptions extends CopyDiskOptions {
 
 /**
  * Converts the image at `input` (any format, a differencing chain flattened) into a new image at
- * `output`.
+ * `output`. The image is written to a temporary file beside `output` and renamed over it when
+ * complete (fsynced unless `sync: false`): a failure leaves no partial file and an existing
+ * `output` untouched.
+ *
+ * @throws {@link @replikit/core!InputError} when `output` is the input file or one of its parents
+ * (same device and inode: the same path, a symbolic or a hard link), or exists and is not a
+ * regular file.
  *
  * @example
  * ```ts
@@ -126,31 +133,37 @@ export interface ConvertOptions extends CopyDiskOptions {
 export async function convertDisk(input: string, output: string, options: ConvertOptions): Promise<void> {
   const reader = await openDisk(input, { scanRawHoles: false });
   try {
-    const type = options.subformat ?? 'dynamic';
+    await refuseSameFile(reader, output);
     const sync = options.sync ?? true;
-    const writer =
-      options.to === 'raw'
-        ? await createRaw(output, { size: reader.size, sync })
-        : options.to === 'vhd'
-          ? await createVhd(output, {
-              size: reader.size,
-              type,
-              sync,
-              ...(options.blockSize ? { blockSize: options.blockSize } : {}),
-            })
-          : await createVhdx(output, {
-              size: reader.size,
-              type,
-              sync,
-              ...(options.blockSize ? { blockSize: options.blockSize } : {}),
-              logicalSectorSize: options.logicalSectorSize ?? (reader.info.logicalSectorSize === 4096 ? 4096 : 512),
-            });
+    // written beside the output and renamed over it once complete: the input is read in full
+    // before anything at `output` changes, and a failure leaves an existing output as it was
+    const pending = await pendingOutput(output);
     try {
-      await copyDisk(reader, writer, options);
+      const writer = await createWriter(pending.path, reader, options, sync);
+      try {
+        await copyDisk(reader, writer, options);
+      } finally {
+        await writer.close();
+      }
+      await pending.commit(sync);
     } finally {
-      await writer.close();
+      await pending.discard();
     }
   } finally {
     await reader.close();
   }
+}
+
+async function createWriter(path: string, reader: ImageReader, options: ConvertOptions, sync: boolean) {
+  const type = options.subformat ?? 'dynamic';
+  const blockSize = options.blockSize ? { blockSize: options.blockSize } : {};
+  if (options.to === 'raw') return createRaw(path, { size: reader.size, sync });
+  if (options.to === 'vhd') return createVhd(path, { size: reader.size, type, sync, ...blockSize });
+  return createVhdx(path, {
+    size: reader.size,
+    type,
+    sync,
+    ...blockSize,
+    logicalSectorSize: options.logicalSectorSize ?? (reader.info.logicalSectorSize === 4096 ? 4096 : 512),
+  });
 }
