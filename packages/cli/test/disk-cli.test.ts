@@ -88,3 +88,25 @@ describe('replikit disk convert into its own input', () => {
     expect(Buffer.compare(await readFile(join(dir, 'a.raw')), before)).toBe(0);
   });
 });
+
+describe('replikit disk on an image format it does not read', () => {
+  it('info, check, compare and convert refuse a qcow2 made by qemu-img, saying how to convert it', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const qcow2 = join(dir, 'vm.qcow2');
+    await promisify(execFile)('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', join(dir, 'a.raw'), qcow2]);
+    const says = /\S*vm\.qcow2 is a QEMU qcow2 image.*qemu-img convert -f qcow2 -O raw .*vm\.qcow2 <out\.raw>/;
+    for (const args of [
+      ['info', 'vm.qcow2'],
+      ['compare', 'a.raw', 'vm.qcow2'],
+      ['convert', 'vm.qcow2', 'q.raw', '--to', 'raw'],
+    ]) {
+      const result = await runCli(['disk', ...args], { cwd: dir });
+      expect(result).toMatchObject({ code: 1, stdout: '' });
+      expect(result.stderr).toMatch(new RegExp(`^replikit: E_FORMAT: ${says.source}\\n$`));
+    }
+    const check = await runCli(['disk', 'check', 'vm.qcow2'], { cwd: dir });
+    expect(check.code).toBe(1);
+    expect(check.stdout).toMatch(says);
+  });
+});

@@ -18,6 +18,13 @@ export {
 } from './convert.js';
 export { crc32c } from './crc32c.js';
 export type { ImageFormat, ImageInfo, ImageReader } from './image.js';
+export {
+  type ImageKind,
+  identifyImage,
+  identifyImageBytes,
+  MAGIC_HEAD_BYTES,
+  unreadableImageError,
+} from './image-magic.js';
 export { detectFormat, type OpenDiskOptions, openDisk, openSource } from './open-disk.js';
 export type { ParentOptions } from './parent.js';
 export { createRaw, openRaw, RAW_GRANULE, RawReader, type RawWriter } from './raw.js';

@@ -1,22 +1,22 @@
-import { type ByteSource, openFileSource, readBytes } from './byte-source.js';
+import { type ByteSource, openFileSource } from './byte-source.js';
 import type { ImageFormat, ImageReader } from './image.js';
+import { identifyImage, unreadableImageError } from './image-magic.js';
 import type { ParentOptions } from './parent.js';
 import { RawReader } from './raw.js';
 import { openVhdSource } from './vhd/vhd-reader.js';
 import { openVhdxSource } from './vhdx/vhdx-reader.js';
 
-/** Tells the format of an image from its signatures: `vhdxfile`, `conectix` at 0 or at the end, else raw. */
+/**
+ * Tells the format of an image from its signatures: `vhdxfile`, `conectix` at 0 or at the end,
+ * else raw.
+ *
+ * @throws {@link @replikit/core!FormatError} for a file of a known format replikit does not read
+ * (qcow2, VMDK, VDI, QED, LUKS, a compressed file…), saying what it is and how to convert it.
+ */
 export async function detectFormat(source: ByteSource): Promise<ImageFormat> {
-  if (source.size >= 8) {
-    const head = new TextDecoder('latin1').decode(await readBytes(source, 0, 8, 'signature'));
-    if (head === 'vhdxfile') return 'vhdx';
-    if (head === 'conectix') return 'vhd';
-  }
-  if (source.size >= 512) {
-    const tail = new TextDecoder('latin1').decode(await readBytes(source, source.size - 512, 8, 'signature'));
-    if (tail === 'conectix') return 'vhd';
-  }
-  return 'raw';
+  const kind = await identifyImage(source);
+  if (!kind.readable) throw unreadableImageError(source.name, kind);
+  return kind.format as ImageFormat;
 }
 
 /** Options of {@link openDisk}. */
