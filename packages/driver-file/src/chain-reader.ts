@@ -1,4 +1,4 @@
-import { type FileHandle, open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import {
   checkRange,
   type DiskReader,
@@ -12,6 +12,7 @@ import {
 } from '@replikit/core';
 import { ALLOCATION_GRANULE, type AllocationMap } from './allocation-map.js';
 import { readFully } from './block-io.js';
+import { openDataFile, READ } from './data-file.js';
 
 /** One open layer of a {@link openChainReader} chain. */
 export interface ReaderLayer {
@@ -31,7 +32,7 @@ export interface ReaderLayer {
 export async function openChainReader(layers: ReaderLayer[], size: number, what: string): Promise<DiskReader> {
   const handles: FileHandle[] = [];
   try {
-    for (const layer of layers) handles.push(await open(layer.path, 'r'));
+    for (const layer of layers) handles.push(await openDataFile(layer.path, READ, { what }));
   } catch (error) {
     for (const fh of handles) await fh.close().catch(() => undefined);
     throw toStorageError(error, `opening ${what}`);

@@ -32,6 +32,7 @@ import { createVmFolder } from './create-file-vm.js';
 import { acquireLockFile, folderMutex, snapshotMutex } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
 import { diskImagePath, diskLockPath, type FileVmPaths, fileVmPaths, overlayPath, rootFromMeta } from './paths.js';
+import { assertRawImage } from './raw-image-check.js';
 import { openRawReader } from './raw-reader.js';
 import { openDirectWriter, openOverlayWriter } from './raw-writer.js';
 import {
@@ -283,6 +284,7 @@ class FileDriver implements Hypervisor {
     const found = findDisk(vm, disk.id, disk.vmId);
     const path = diskImagePath(paths.dir, found.file);
     await checkImageSize(path, found.id, found.size);
+    if (!vm.replica) await assertRawImage(path, found.id);
     assertSameSize(disk, found.size);
     return openRawReader(path, found.size, {
       what: `disk '${disk.id}' of ${vm.replica ? 'replica' : 'VM'} '${disk.vmId}'`,

@@ -1,4 +1,4 @@
-import { type FileHandle, open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkRange, NotFoundError, StateError, toStorageError } from '@replikit/core';
 import { writeFully } from './block-io.js';
@@ -13,6 +13,7 @@ import {
   stampOf,
   stampWithOwnTime,
 } from './change-bitmap.js';
+import { openDataFile, READ_WRITE } from './data-file.js';
 import { acquireLockFile, type LockHandle } from './locks.js';
 import { assertSafeName } from './names.js';
 import { fileVmPaths } from './paths.js';
@@ -73,14 +74,14 @@ export async function openGuestDisk(root: string, vmName: string, diskId: string
   let fh: FileHandle | undefined;
   let cbtFh: FileHandle | undefined;
   try {
-    fh = await open(path, 'r+');
+    fh = await openDataFile(path, READ_WRITE, { what });
     let cbt: ChangeBitmap | undefined;
     const cbtPath = cbtPathOf(path);
     if (vm.changeTracking && !vm.replica) {
       const found = await readChangeBitmap(cbtPath, disk.size);
       if (found.state === 'valid' && sameStamp(found.cbt.stamp, stampOf(await fh.stat({ bigint: true })))) {
         cbt = found.cbt;
-        cbtFh = await open(cbtPath, 'r+');
+        cbtFh = await openDataFile(cbtPath, READ_WRITE, { what: `the change bitmap of ${what}` });
         // Durably "open" first: from here on new bits are written without a flush each, and a
         // crash before close leaves this flag, which makes the next snapshot a full copy.
         cbt.sessionOpen = true;

@@ -1,4 +1,4 @@
-import { type FileHandle, open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import {
   checkRange,
   type DiskReader,
@@ -12,6 +12,7 @@ import {
 } from '@replikit/core';
 import type { AllocationMap } from './allocation-map.js';
 import { readFully } from './block-io.js';
+import { openDataFile, READ } from './data-file.js';
 
 /** Options of {@link openRawReader}. */
 export interface RawReaderOptions {
@@ -31,7 +32,7 @@ export interface RawReaderOptions {
 export async function openRawReader(path: string, size: number, options: RawReaderOptions): Promise<DiskReader> {
   let fh: FileHandle;
   try {
-    fh = await open(path, 'r');
+    fh = await openDataFile(path, READ, { what: options.what });
   } catch (error) {
     throw toStorageError(error, `opening ${options.what} (${path})`);
   }

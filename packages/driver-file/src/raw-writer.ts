@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { type FileHandle, open, rm } from 'node:fs/promises';
+import { type FileHandle, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import {
   checkRange,
@@ -12,6 +12,7 @@ import {
 } from '@replikit/core';
 import { fsyncDir } from './atomic-write.js';
 import { IO_CHUNK, writeFully, writevFully, zeroRange } from './block-io.js';
+import { openDataFile, READ_WRITE } from './data-file.js';
 import type { LockHandle } from './locks.js';
 import { encodeRecordHeader, RECORD_HEADER_SIZE } from './overlay-log.js';
 
@@ -36,7 +37,7 @@ interface WriterParts {
 export async function openDirectWriter(parts: WriterParts): Promise<DiskWriter> {
   let fh: FileHandle;
   try {
-    fh = await open(parts.path, 'r+');
+    fh = await openDataFile(parts.path, READ_WRITE, { what: parts.what });
   } catch (error) {
     throw toStorageError(error, `opening ${parts.what} for writing`);
   }
@@ -52,7 +53,7 @@ export async function openDirectWriter(parts: WriterParts): Promise<DiskWriter> 
 export async function openOverlayWriter(parts: WriterParts & { validLength: number }): Promise<DiskWriter> {
   let fh: FileHandle;
   try {
-    fh = await open(parts.path, constants.O_RDWR | constants.O_CREAT, 0o644);
+    fh = await openDataFile(parts.path, constants.O_RDWR | constants.O_CREAT, { what: `the overlay of ${parts.what}` });
     if (parts.validLength === 0) await fsyncDir(dirname(parts.path)); // the overlay may be new
   } catch (error) {
     throw toStorageError(error, `opening the overlay of ${parts.what}`);

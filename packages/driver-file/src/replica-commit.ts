@@ -1,4 +1,4 @@
-import { type FileHandle, mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type Extent,
@@ -12,6 +12,7 @@ import {
 } from '@replikit/core';
 import { fsyncDir, writeJsonAtomic } from './atomic-write.js';
 import { IO_CHUNK, isAllZero, readFully, writevFully } from './block-io.js';
+import { flagsOf, openDataFile, READ_WRITE } from './data-file.js';
 import { newSortableId } from './ids.js';
 import { acquireLockFile, folderMutex, type LockHandle } from './locks.js';
 import { isSafeName } from './names.js';
@@ -478,7 +479,7 @@ export async function scanOverlay(
   const path = overlayPath(paths.dir, file);
   let fh: FileHandle;
   try {
-    fh = await open(path, 'r+');
+    fh = await openDataFile(path, READ_WRITE, { what: 'overlay' });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { validEnd: 0, records: 0, ranges: [] };
     throw toStorageError(error, `opening the overlay ${path}`);
@@ -655,10 +656,15 @@ async function readMarker<T extends CommitMarker | RevertMarker>(
   return marker as unknown as T;
 }
 
-async function withFile<T>(path: string, flags: string, what: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+async function withFile<T>(
+  path: string,
+  flags: 'r' | 'r+' | 'w',
+  what: string,
+  fn: (fh: FileHandle) => Promise<T>,
+): Promise<T> {
   let fh: FileHandle;
   try {
-    fh = await open(path, flags);
+    fh = await openDataFile(path, flagsOf(flags), { what });
   } catch (error) {
     throw toStorageError(error, what);
   }

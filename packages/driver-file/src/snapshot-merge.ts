@@ -1,10 +1,11 @@
-import { type FileHandle, open, readFile, rename, rm } from 'node:fs/promises';
+import { type FileHandle, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConflictError, FormatError, StateError, toStorageError } from '@replikit/core';
 import { ALLOCATION_GRANULE, AllocationMap } from './allocation-map.js';
 import { fsyncDir, writeFileAtomic, writeJsonAtomic } from './atomic-write.js';
 import { forEachConcurrently, IO_CHUNK, isAllZero, readFully, splitExtents, writeFully } from './block-io.js';
 import { cbtPathOf, readChangeBitmap, writeChangeBitmap } from './change-bitmap.js';
+import { openDataFile, READ, READ_WRITE } from './data-file.js';
 import { acquireLockFile } from './locks.js';
 import { assertSafeName } from './names.js';
 import { type FileVmPaths, snapshotDir } from './paths.js';
@@ -317,8 +318,8 @@ async function copyGranules(src: string, dst: string, which: AllocationMap, skip
   let input: FileHandle | undefined;
   let output: FileHandle | undefined;
   try {
-    input = await open(src, 'r');
-    output = await open(dst, 'r+');
+    input = await openDataFile(src, READ, { what: 'a snapshot layer' });
+    output = await openDataFile(dst, READ_WRITE, { what: 'a snapshot layer' });
     const granule = which.granule;
     const buffers = Array.from({ length: COPY_LANES }, () => Buffer.allocUnsafeSlow(IO_CHUNK));
     await forEachConcurrently(splitExtents(which.extents(), IO_CHUNK), COPY_LANES, async (piece, lane) => {

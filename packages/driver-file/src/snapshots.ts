@@ -13,6 +13,7 @@ import {
   stampWithOwnTime,
   writeChangeBitmap,
 } from './change-bitmap.js';
+import { flagsOf, openDataFile } from './data-file.js';
 import { newSortableId } from './ids.js';
 import { acquireLockFile } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
@@ -187,8 +188,8 @@ export async function takeSnapshot(
 }
 
 /** Runs `fn` on `path` opened with `flags`, closing it after. */
-async function withHandle<T>(path: string, flags: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
-  const fh = await open(path, flags);
+async function withHandle<T>(path: string, flags: 'r' | 'r+', fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+  const fh = await openDataFile(path, flagsOf(flags), { what: 'a disk image' });
   try {
     return await fn(fh);
   } finally {

@@ -1,8 +1,9 @@
 import { constants } from 'node:fs';
-import { copyFile, type FileHandle, open } from 'node:fs/promises';
-import { FormatError, throwIfAborted, toStorageError } from '@replikit/core';
+import { copyFile, type FileHandle, lstat, rm } from 'node:fs/promises';
+import { ConflictError, FormatError, throwIfAborted, toStorageError } from '@replikit/core';
 import { ALLOCATION_GRANULE, AllocationMap } from './allocation-map.js';
 import { forEachConcurrently, IO_CHUNK, isAllZero, readFully, splitExtents, writeFully } from './block-io.js';
+import { CREATE, openDataFile, READ } from './data-file.js';
 
 /** Pieces of a granule copy in flight at once. */
 export const COPY_LANES = 8;
@@ -47,22 +48,14 @@ export async function copyDiskImage(
   options: CopyOptions = {},
 ): Promise<CopyResult> {
   throwIfAborted(options.signal);
-  if (options.reflink !== false) {
-    try {
-      await copyFile(src, dst, constants.COPYFILE_FICLONE_FORCE);
-      return { method: 'reflink', bytesWritten: 0 };
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'ENOENT') throw toStorageError(error, `cloning ${src}`);
-      // Not supported here (ENOTSUP, EXDEV, EINVAL…): fall back to the sparse copy.
-    }
-  }
   let input: FileHandle | undefined;
   let output: FileHandle | undefined;
   let pending: Promise<number> | undefined;
   try {
-    input = await open(src, 'r');
-    output = await open(dst, 'w');
+    // opened first, without following a link: the clone below copies this very file
+    input = await openDataFile(src, READ, { what: 'a disk image' });
+    if (options.reflink !== false && (await cloned(src, dst, input))) return { method: 'reflink', bytesWritten: 0 };
+    output = await openDataFile(dst, CREATE, { what: 'a disk image copy' });
     await output.truncate(size);
     const map = new AllocationMap(size);
     const buffers = [Buffer.allocUnsafeSlow(IO_CHUNK), Buffer.allocUnsafeSlow(IO_CHUNK)] as const;
@@ -100,6 +93,27 @@ export async function copyDiskImage(
     await input?.close();
     await output?.close();
   }
+}
+
+/**
+ * Asks the file system for a copy-on-write clone of `src` (open as `input`) at `dst`. Returns
+ * false when cloning is not supported here. The clone copies by name, so `src` is checked to be
+ * still the file `input` holds (not swapped for a link meanwhile); if not, the clone is removed.
+ */
+async function cloned(src: string, dst: string, input: FileHandle): Promise<boolean> {
+  try {
+    await copyFile(src, dst, constants.COPYFILE_FICLONE_FORCE);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'ENOENT') throw toStorageError(error, `cloning ${src}`);
+    return false; // Not supported here (ENOTSUP, EXDEV, EINVAL…): the caller makes a sparse copy.
+  }
+  const [opened, named] = await Promise.all([input.stat(), lstat(src)]);
+  if (opened.dev !== named.dev || opened.ino !== named.ino) {
+    await rm(dst, { force: true });
+    throw new ConflictError(`${src} was replaced while it was being cloned; retry`, { details: { path: src } });
+  }
+  return true;
 }
 
 /**
@@ -155,8 +169,8 @@ export async function copyDirtyGranules(
   let input: FileHandle | undefined;
   let output: FileHandle | undefined;
   try {
-    input = await open(src, 'r');
-    output = await open(dst, 'w');
+    input = await openDataFile(src, READ, { what: 'a disk image' });
+    output = await openDataFile(dst, CREATE, { what: 'a disk image copy' });
     await output.truncate(size);
     const scratch = new AllocationMap(size, dirty.granule);
     const buffers = Array.from({ length: COPY_LANES }, () => Buffer.allocUnsafeSlow(IO_CHUNK));

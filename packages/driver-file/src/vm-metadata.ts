@@ -1,5 +1,5 @@
 import type { Stats } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { type FileHandle, lstat, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type DiskRef,
@@ -11,8 +11,10 @@ import {
   type VMInfo,
 } from '@replikit/core';
 import { writeJsonAtomic } from './atomic-write.js';
+import { linkError, openDataFile, READ } from './data-file.js';
 import { assertSafeName } from './names.js';
 import { VM_JSON } from './paths.js';
+import { assertRawImage } from './raw-image-check.js';
 
 /** One disk in `vm.json`. */
 export interface VmDiskJson {
@@ -179,8 +181,10 @@ export function parseVmJson(text: string, file: string): VmJson {
 export async function readVmJson(dir: string): Promise<VmJson> {
   const file = join(dir, VM_JSON);
   let text: string;
+  let fh: FileHandle | undefined;
   try {
-    text = await readFile(file, 'utf8');
+    fh = await openDataFile(file, READ, { what: 'the VM metadata' });
+    text = await fh.readFile('utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
       const folderExists = await stat(dir).then(
@@ -195,6 +199,8 @@ export async function readVmJson(dir: string): Promise<VmJson> {
       );
     }
     throw toStorageError(error, `reading ${file}`);
+  } finally {
+    await fh?.close().catch(() => undefined);
   }
   return parseVmJson(text, file);
 }
@@ -205,25 +211,31 @@ export async function writeVmJson(dir: string, vm: VmJson): Promise<void> {
 }
 
 /**
- * Checks that every disk image of the VM exists and is exactly as long as vm.json declares.
+ * Checks that every disk image of the VM exists, is a regular file (not a symbolic link) exactly as
+ * long as vm.json declares and, for a source VM (not a replica), is a raw image (see
+ * {@link assertRawImage}).
  *
  * @throws {@link @replikit/core!FormatError} whose one-line message names the disk, the file, the actual and the
  * declared sizes and says how to fix it, for a short, long or missing image.
  */
 export async function checkDiskImages(dir: string, vm: VmJson): Promise<void> {
-  for (const disk of vm.disks) await checkImageSize(join(dir, disk.file), disk.id, disk.size);
+  for (const disk of vm.disks) {
+    await checkImageSize(join(dir, disk.file), disk.id, disk.size);
+    if (!vm.replica) await assertRawImage(join(dir, disk.file), disk.id);
+  }
 }
 
 /**
- * Checks that the image `path` of disk `diskId` is exactly `declared` bytes long.
+ * Checks that the image `path` of disk `diskId` is a regular file (a symbolic link is refused, not
+ * followed) exactly `declared` bytes long.
  *
  * @returns The file's stats.
- * @throws {@link @replikit/core!FormatError} when it is missing, shorter or longer.
+ * @throws {@link @replikit/core!FormatError} when it is missing, a link, not a file, shorter or longer.
  */
 export async function checkImageSize(path: string, diskId: string, declared: number): Promise<Stats> {
   let stats: Stats;
   try {
-    stats = await stat(path);
+    stats = await lstat(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new FormatError(
@@ -233,6 +245,7 @@ export async function checkImageSize(path: string, diskId: string, declared: num
     }
     throw toStorageError(error, `reading the size of ${path}`);
   }
+  if (stats.isSymbolicLink()) throw linkError(path, `disk '${diskId}'`);
   if (!stats.isFile()) {
     throw new FormatError(`disk '${diskId}': ${path} is not a regular file; replace it with a raw image`, {
       details: { diskId, path },
