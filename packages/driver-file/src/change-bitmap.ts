@@ -1,10 +1,11 @@
 import { randomInt } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { type FileHandle, readFile, rm } from 'node:fs/promises';
+import { type FileHandle, rm } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { FormatError, toStorageError } from '@replikit/core';
 import { ALLOCATION_GRANULE, AllocationMap } from './allocation-map.js';
 import { fsyncDir, writeFileAtomic } from './atomic-write.js';
+import { readDataFile } from './data-file.js';
 import { MAX_NAME_LENGTH } from './names.js';
 
 /** What identifies one state of a live image: size, mtime and ctime (ns), inode. */
@@ -176,9 +177,10 @@ export type ChangeBitmapRead =
 export async function readChangeBitmap(path: string, size: number): Promise<ChangeBitmapRead> {
   let data: Buffer;
   try {
-    data = await readFile(path);
+    data = await readDataFile(path, 'a change bitmap');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'missing' };
+    if (error instanceof FormatError) return { state: 'corrupt', reason: error.message }; // a link, a FIFO…
     throw toStorageError(error, `reading ${path}`);
   }
   try {

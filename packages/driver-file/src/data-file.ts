@@ -43,6 +43,16 @@ export async function openDataFile(path: string, flags: number, options: DataFil
   }
 }
 
+/** Reads the whole of a VM folder's file through {@link openDataFile} (no link followed). */
+export async function readDataFile(path: string, what: string): Promise<Buffer> {
+  const handle = await openDataFile(path, READ, { what });
+  try {
+    return await handle.readFile();
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
 /** The error for a VM folder entry that is a symbolic link. */
 export function linkError(path: string, what: string, cause?: unknown): FormatError {
   return new FormatError(

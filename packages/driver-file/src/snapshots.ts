@@ -13,7 +13,7 @@ import {
   stampWithOwnTime,
   writeChangeBitmap,
 } from './change-bitmap.js';
-import { flagsOf, openDataFile } from './data-file.js';
+import { flagsOf, openDataFile, readDataFile } from './data-file.js';
 import { newSortableId } from './ids.js';
 import { acquireLockFile } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
@@ -358,7 +358,7 @@ export async function locateSnapshotChain(
       const mapFile = `${path}.alloc`;
       let data: Uint8Array;
       try {
-        data = await readFile(mapFile);
+        data = await readDataFile(mapFile, `the allocation map of disk '${disk.id}'`);
       } catch (error) {
         throw toStorageError(error, `reading the allocation map of disk '${disk.id}'`);
       }
