@@ -50,10 +50,34 @@ function record(value: unknown, field: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/**
+ * Reads a key or certificate file named by `transport.<field>`: a file that cannot be read is a
+ * one-line {@link InputError} naming the field and the file (exit status 2), not a raw `ENOENT`.
+ */
+function readNamedFile(path: string, field: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'it is a folder'
+            : ((error as Error).message ?? String(error));
+    throw new InputError(
+      `transport.${field}: cannot read ${path}: ${why}; check the path (a relative one is taken from the job file's folder)`,
+      { cause: error, details: { field, path } },
+    );
+  }
+}
+
 function secret(spec: Record<string, unknown>, field: string, context: TransportContext): Uint8Array {
   let hex: string | undefined;
   if (typeof spec.keyFile === 'string') {
-    hex = readFileSync(resolve(context.base, spec.keyFile), 'utf8');
+    hex = readNamedFile(resolve(context.base, spec.keyFile), `${field}.keyFile`);
   } else if (typeof spec.keyEnv === 'string') {
     hex = context.env[spec.keyEnv];
     if (!hex) throw new InputError(`transport.${field}.keyEnv names ${spec.keyEnv}, which is not set`);
@@ -82,7 +106,7 @@ function securityOf(section: TransportSection, context: TransportContext): Secur
     const file = (name: string) => {
       const value = cert[name];
       if (typeof value !== 'string') throw new InputError(`transport.certificate.${name} must be a file name`);
-      return readFileSync(isAbsolute(value) ? value : resolve(context.base, value), 'utf8');
+      return readNamedFile(isAbsolute(value) ? value : resolve(context.base, value), `certificate.${name}`);
     };
     if (!Array.isArray(cert.trust) || !cert.trust.every((t) => typeof t === 'string')) {
       throw new InputError('transport.certificate.trust must list the SHA-256 fingerprints of trusted peers');

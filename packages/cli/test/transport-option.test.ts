@@ -155,3 +155,37 @@ describe('replikit run with a tls transport section', () => {
     expect((loaded.source as unknown as { root: string }).root).toBe(join(dir, 'jobs', 'vms'));
   });
 });
+
+describe('a key or certificate file that cannot be read', () => {
+  it('is a one-line E_INPUT naming the field and the file, and `replikit run` exits 2', async () => {
+    const missing = join(dir, 'nowhere.psk');
+    for (const section of [
+      { kind: 'tls', agent: '127.0.0.1:9', psk: { identity: 'a', keyFile: missing } },
+      { kind: 'tcp', agent: '127.0.0.1:9', key: { keyFile: missing } },
+      { kind: 'tls', agent: '127.0.0.1:9', certificate: { cert: missing, key: missing, trust: [] } },
+    ]) {
+      expect(() => transportForJob(job(section), target, { base: dir, env: {} })).toThrow(
+        expect.objectContaining({ code: 'E_INPUT', message: expect.stringMatching(/^transport\.[^\n]*nowhere\.psk/) }),
+      );
+    }
+    await createRandomVm(join(dir, 'vms'), 'web', [{ id: 'd0', size: 1024 * 1024 }], 0.5);
+    const jobFile = join(dir, 'job.yaml');
+    await writeFile(
+      jobFile,
+      stringify({
+        name: 'net',
+        source: { driver: 'file', root: './vms', vm: 'web' },
+        target: { driver: 'file', root: './replicas' },
+        method: 'qhybrid',
+        transport: { kind: 'tls', agent: '127.0.0.1:9', psk: { identity: 'site', keyFile: 'nowhere.psk' } },
+      }),
+    );
+    const { code, stderr } = await runCli(['run', jobFile, '--state-dir', join(dir, 'state')], { cwd: dir });
+    expect(code).toBe(2);
+    // the last line of stderr (progress lines come before it) is the error, on one line
+    expect(stderr.trimEnd().split('\n').at(-1)).toMatch(
+      /^replikit: E_INPUT: transport\.psk\.keyFile: [^\n]*nowhere\.psk/,
+    );
+    expect(stderr).not.toMatch(/unexpected/);
+  });
+});
