@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { main } from './main.js';
+import { interruptNotice, main } from './main.js';
 
 const controller = new AbortController();
 let interrupted = 0;
@@ -7,7 +7,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     interrupted++;
     if (interrupted > 1) process.exit(130);
-    process.stderr.write(`replikit: ${signal}: stopping; the run is rolled back (send it again to quit at once)\n`);
+    process.stderr.write(interruptNotice(process.argv.slice(2), signal));
     controller.abort();
   });
 }

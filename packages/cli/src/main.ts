@@ -104,6 +104,24 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
   }
 }
 
+/** Commands that run (or resume) a replication run, which an interruption rolls back. */
+const RUN_COMMANDS = new Set(['run', 'resume', 'demo']);
+
+/**
+ * The line printed when `signal` interrupts `replikit <argv>`: only commands that run a
+ * replication speak of rolling a run back; `disk convert` says its output is left as it was.
+ */
+export function interruptNotice(argv: string[], signal: string): string {
+  const [command, sub] = argv.filter((arg) => !arg.startsWith('-'));
+  const what =
+    command !== undefined && RUN_COMMANDS.has(command)
+      ? 'stopping; the run is rolled back'
+      : command === 'disk' && sub === 'convert'
+        ? 'stopping; the output file is left as it was'
+        : 'stopping';
+  return `replikit: ${signal}: ${what} (send it again to quit at once)\n`;
+}
+
 /**
  * Runs the `replikit` command line with `argv` (without the node and script paths) and returns
  * the exit code. Errors are printed as one line per problem on `stderr`; never as a stack unless

@@ -110,3 +110,39 @@ describe('replikit disk on an image format it does not read', () => {
     expect(check.stdout).toMatch(says);
   });
 });
+
+describe('replikit disk on what is not a file', () => {
+  it('refuses a FIFO at once (E_INPUT, exit 2) instead of waiting for a writer', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { spawnCli, waitForExit } = await import('./helpers/cli-harness.js');
+    const fifo = join(dir, 'pipe');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    for (const args of [
+      ['info', 'pipe'],
+      ['check', 'pipe'],
+      ['compare', 'a.raw', 'pipe'],
+      ['convert', 'pipe', 'p.raw', '--to', 'raw'],
+    ]) {
+      const child = spawnCli(['disk', ...args], { cwd: dir });
+      try {
+        const result = await waitForExit(child);
+        expect(result).toMatchObject({ code: 2, stdout: '' });
+        expect(result.stderr).toMatch(/^replikit: E_INPUT: \S*pipe is a FIFO, not a disk image[^\n]*\n$/);
+      } finally {
+        child.kill('SIGKILL');
+      }
+    }
+  });
+
+  it('the message on SIGTERM speaks of a run only for commands that run one', async () => {
+    const { interruptNotice } = await import('../src/main.js');
+    expect(interruptNotice(['run', 'job.yaml'], 'SIGTERM')).toMatch(/the run is rolled back/);
+    expect(interruptNotice(['resume', 'r1'], 'SIGINT')).toMatch(/the run is rolled back/);
+    for (const argv of [['disk', 'info', 'x.raw'], ['disk', 'compare', 'a', 'b'], ['validate', 'j.yaml'], []]) {
+      const notice = interruptNotice(argv, 'SIGTERM');
+      expect(notice).toMatch(/^replikit: SIGTERM: stopping/);
+      expect(notice).not.toMatch(/\brun\b/);
+    }
+    expect(interruptNotice(['disk', 'convert', 'a', 'b', '--to', 'raw'], 'SIGTERM')).toMatch(/output .*as it was/);
+  });
+});

@@ -1,3 +1,4 @@
+import { constants, type Stats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { FormatError, InputError, toStorageError } from '@replikit/core';
 
@@ -67,22 +68,40 @@ class FileByteSource implements ByteSource {
   }
 }
 
-/** Opens a file for reading as a {@link ByteSource}. */
+/**
+ * Opens a file for reading as a {@link ByteSource}. Only a regular file or a block device is
+ * accepted; the file is opened with `O_NONBLOCK` and checked before any read, so a FIFO, a socket
+ * or a terminal is refused at once instead of blocking the process.
+ *
+ * @throws {@link @replikit/core!InputError} when `path` is not a regular file or a block device.
+ */
 export async function openFileSource(path: string): Promise<ByteSource> {
   let handle: FileHandle;
   try {
-    handle = await open(path, 'r');
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (error) {
     throw toStorageError(error, `opening ${path}`);
   }
   try {
     const stat = await handle.stat();
-    if (!stat.isFile() && !stat.isBlockDevice()) throw new InputError(`${path} is not a file`);
+    if (!stat.isFile() && !stat.isBlockDevice()) {
+      throw new InputError(`${path} is ${kindOf(stat)}, not a disk image; give a regular file or a block device`, {
+        details: { file: path },
+      });
+    }
     return new FileByteSource(path, stat.size, handle);
   } catch (error) {
     await handle.close().catch(() => undefined);
     throw toStorageError(error, `opening ${path}`);
   }
+}
+
+function kindOf(stat: Stats): string {
+  if (stat.isFIFO()) return 'a FIFO';
+  if (stat.isDirectory()) return 'a folder';
+  if (stat.isSocket()) return 'a socket';
+  if (stat.isCharacterDevice()) return 'a character device';
+  return 'not a regular file';
 }
 
 /** An in-memory {@link ByteSource} (used by tests and by callers that already hold an image). */
