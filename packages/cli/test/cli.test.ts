@@ -71,6 +71,27 @@ describe('replikit validate', () => {
     noStack(stderr);
   });
 
+  it('refuses a path-like VM name for the file driver, naming the field, offline', async () => {
+    for (const vm of ['../../etc', '/etc', 'a/b', 'a\\b', '..', '.hidden', 'a\u0000b']) {
+      const path = await jobFile(fileJob({ source: { driver: 'file', root: './vms', vm } }));
+      const { code, stdout, stderr } = await runCli(['validate', path], { cwd: dir });
+      expect({ vm, code, stdout }).toEqual({ vm, code: 2, stdout: '' });
+      expect(stderr.trim().split('\n')).toHaveLength(1);
+      expect(stderr).toMatch(/^replikit: E_JOB: .*source\.vm: .*folder name/);
+      noStack(stderr);
+    }
+    const replica = await jobFile(
+      fileJob({ target: { driver: 'file', root: './replicas', replicaName: 'a..b' }, name: 'cli' }),
+    );
+    const bad = await runCli(['validate', replica], { cwd: dir });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/target\.replicaName: /);
+    // another driver's VM names are not paths: a slash is its business, NUL is refused everywhere
+    const xen = (vm: string) => ({ ...fileJob(), source: { driver: 'xen', vm, pool: 'p' }, method: 'xva' });
+    expect((await runCli(['validate', await jobFile(xen('web/01'))], { cwd: dir })).stderr).not.toMatch(/source\.vm/);
+    expect((await runCli(['validate', await jobFile(xen('a\u0000b'))], { cwd: dir })).stderr).toMatch(/source\.vm: /);
+  });
+
   it('says a job file is missing or not YAML, in one line', async () => {
     const missing = await runCli(['validate', 'nope.yaml'], { cwd: dir });
     expect(missing.code).toBe(2);

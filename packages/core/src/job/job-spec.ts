@@ -7,6 +7,20 @@ export const KNOWN_METHODS = ['xva', 'abd', 'qhybrid', 'cbt'] as const;
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const nameRule = '1-128 letters, digits, dots, dashes or underscores, starting with a letter or digit';
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what we refuse
+const controlCharacters = /[\u0000-\u001f\u007f]/;
+
+/**
+ * True when `name` cannot be one folder name of a driver that keeps a VM as a folder (the file
+ * driver): the same rule as its `assertSafeName`, checked here so `replikit validate` says it
+ * offline. Other drivers pass names to an API, where a `/` is their business.
+ */
+function pathLike(name: string): boolean {
+  return /[/\\]/.test(name) || name.startsWith('.') || name.includes('..') || controlCharacters.test(name);
+}
+
+const FOLDER_RULE = "one folder name: no '/', '\\', '..', control characters or leading '.'";
+
 const sizeOrRate = z
   .union([z.number(), z.string()], { error: 'expected bytes per second as a number or a rate such as "20MB/s"' })
   .transform((value, ctx) => {
@@ -95,7 +109,27 @@ export const jobSpecSchema = z
     options: optionsSchema.default(() => optionsSchema.parse({})),
     transport: transportSchema.default(() => transportSchema.parse({})),
   })
-  .strict();
+  .strict()
+  .superRefine((job, ctx) => {
+    // a file-driver VM or replica name becomes a folder under the driver's root
+    if (job.source.driver === 'file' && pathLike(job.source.vm)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['source', 'vm'],
+        message: `a file-driver VM name is ${FOLDER_RULE}, got ${JSON.stringify(job.source.vm)}`,
+      });
+    } else if (job.source.vm.includes('\u0000')) {
+      ctx.addIssue({ code: 'custom', path: ['source', 'vm'], message: 'a VM name cannot hold a NUL character' });
+    }
+    const replicaName = job.target.replicaName;
+    if (job.target.driver === 'file' && replicaName !== undefined && pathLike(replicaName)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['target', 'replicaName'],
+        message: `a file-driver replica name is ${FOLDER_RULE}, got ${JSON.stringify(replicaName)}`,
+      });
+    }
+  });
 
 /** A job as written in a file (defaults not yet applied). */
 export type JobSpecInput = z.input<typeof jobSpecSchema>;
