@@ -1,5 +1,6 @@
-import { constants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { type FileHandle, lstat, open } from 'node:fs/promises';
+import { isAbsolute, join, relative, sep } from 'node:path';
 import { FormatError, toStorageError } from '@replikit/core';
 
 /** Options of {@link openDataFile}. */
@@ -50,6 +51,36 @@ export async function readDataFile(path: string, what: string): Promise<Buffer> 
     return await handle.readFile();
   } finally {
     await handle.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Checks that every folder from `folder` (excluded) down to `inner` (included) is a real folder,
+ * not a symbolic link: files opened under `inner` then lie inside `folder`. A missing folder
+ * passes (opening a file in it reports it).
+ *
+ * @throws {@link @replikit/core!FormatError} naming the link, or when `inner` is not under `folder`.
+ */
+export async function assertRealFolders(folder: string, inner: string, what: string): Promise<void> {
+  const rel = relative(folder, inner);
+  if (rel === '') return;
+  if (rel.startsWith('..') || isAbsolute(rel)) {
+    throw new FormatError(`${what}: ${inner} is not inside ${folder}`, { details: { path: inner, folder } });
+  }
+  let at = folder;
+  for (const part of rel.split(sep)) {
+    at = join(at, part);
+    let stats: Stats;
+    try {
+      stats = await lstat(at);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw toStorageError(error, `checking ${at}`);
+    }
+    if (stats.isSymbolicLink()) throw linkError(at, what);
+    if (!stats.isDirectory()) {
+      throw new FormatError(`${what}: ${at} is not a folder; remove it`, { details: { path: at } });
+    }
   }
 }
 

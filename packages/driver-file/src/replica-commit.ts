@@ -12,7 +12,7 @@ import {
 } from '@replikit/core';
 import { fsyncDir, writeJsonAtomic } from './atomic-write.js';
 import { IO_CHUNK, isAllZero, readFully, writevFully } from './block-io.js';
-import { flagsOf, openDataFile, READ_WRITE } from './data-file.js';
+import { assertRealFolders, flagsOf, openDataFile, READ_WRITE } from './data-file.js';
 import { newSortableId } from './ids.js';
 import { acquireLockFile, folderMutex, type LockHandle } from './locks.js';
 import { isSafeName } from './names.js';
@@ -213,6 +213,7 @@ export async function commitReplica(
       const folder = undoDir(paths.dir, pointId);
       try {
         await mkdir(folder, { recursive: true });
+        await assertRealFolders(paths.dir, folder, 'undo files'); // a link would put them outside
         for (const p of pending) {
           const disk = vm.disks.find((d) => d.file === p.file)!;
           await writeUndo(
@@ -377,6 +378,7 @@ export async function revertReplica(
         const disk = vm.disks.find((d) => d.file === file);
         if (!disk)
           throw new FormatError(`restore point ${step.pointId} names an undo file for unknown disk file ${file}`);
+        await assertRealFolders(paths.dir, undoDir(paths.dir, step.pointId), 'undo files');
         await checkUndoFile(undoPath(paths.dir, step.pointId, file), disk.size);
       }
     }

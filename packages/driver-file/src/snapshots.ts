@@ -1,4 +1,4 @@
-import { type FileHandle, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type DiskRef, FormatError, NotFoundError, type Snapshot, toStorageError } from '@replikit/core';
 import { ALLOCATION_GRANULE, AllocationMap } from './allocation-map.js';
@@ -13,7 +13,7 @@ import {
   stampWithOwnTime,
   writeChangeBitmap,
 } from './change-bitmap.js';
-import { flagsOf, openDataFile, readDataFile } from './data-file.js';
+import { assertRealFolders, flagsOf, openDataFile, readDataFile } from './data-file.js';
 import { newSortableId } from './ids.js';
 import { acquireLockFile } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
@@ -110,6 +110,8 @@ export async function takeSnapshot(
     await finishSnapshotMerge(paths, vmId, options.faultHook);
     await checkDiskImages(paths.dir, vm);
     await mkdir(paths.snapshots, { recursive: true });
+    // copies are written under snapshots/: a link there would put them outside the VM folder
+    await assertRealFolders(paths.dir, paths.snapshots, `the snapshots of VM '${vmId}'`);
     const existing = await readdir(paths.snapshots);
     for (const entry of existing) {
       const path = join(paths.snapshots, entry);
@@ -218,10 +220,13 @@ export async function readSnapshotJsonText(
   vmId: string,
   snapshotId: string,
 ): Promise<{ meta: SnapshotJson; text: string }> {
-  const file = join(snapshotDir(paths.dir, snapshotId), SNAPSHOT_JSON);
+  const folder = snapshotDir(paths.dir, snapshotId);
+  const file = join(folder, SNAPSHOT_JSON);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    // every layer of a snapshot is read from this folder: it must lie inside the VM folder
+    await assertRealFolders(paths.dir, folder, `snapshot '${snapshotId}' of VM '${vmId}'`);
+    text = (await readDataFile(file, `snapshot '${snapshotId}' of VM '${vmId}'`)).toString('utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new NotFoundError(`VM '${vmId}' has no snapshot '${snapshotId}' (no ${file})`, { details: { path: file } });

@@ -64,6 +64,25 @@ describe('file driver: disk files that are symbolic links are refused, never fol
     await expectIntact(secret);
   });
 
+  it('a snapshots folder linked outside the VM folder is neither written nor read', async () => {
+    const root = await makeTempRoot();
+    const hv = createFileDriver({ root });
+    await createFileVM(root, { name: 'vm', disks: [{ id: 'd0', size: 2 * MiB }] });
+    await writeGuestDisk(root, 'vm', 'd0', 0, testPattern(1, 8192));
+    const elsewhere = await makeTempRoot('rk-outside-');
+    const snapshots = join(fileVmPaths(root, 'vm').dir, 'snapshots');
+    await symlink(elsewhere, snapshots);
+    await expect(hv.snapshot('vm', 'x')).rejects.toMatchObject(refusedLink(snapshots));
+    expect(await readdir(elsewhere)).toEqual([]);
+    // a snapshot taken before, whose folder is then moved out and linked back
+    await rm(snapshots);
+    const snap = await hv.snapshot('vm', 'y');
+    const folder = join(snapshots, snap.id);
+    await rename(folder, join(elsewhere, snap.id));
+    await symlink(join(elsewhere, snap.id), folder);
+    await expect(hv.openReader(snap.disks[0]!)).rejects.toMatchObject(refusedLink(folder));
+  });
+
   it('a replica disk linked outside is not written through, before or after its first restore point', async () => {
     const root = await makeTempRoot();
     const hv = createFileDriver({ root });
@@ -87,6 +106,32 @@ describe('file driver: disk files that are symbolic links are refused, never fol
     await symlink(secret.path, overlay);
     await expect(hv.openWriter(replica, replica.disks[0]!)).rejects.toMatchObject(refusedLink(overlay));
     await expectIntact(secret);
+  });
+});
+
+describe('file driver: undo files stay inside the replica folder', () => {
+  it('an undo folder linked outside is refused, and nothing is written there', async () => {
+    const root = await makeTempRoot();
+    const hv = createFileDriver({ root });
+    const replica = await hv.ensureReplica({ name: 'rep', source: SOURCE, disks: [{ sourceDiskId: 'd0', size: MiB }] });
+    for (const [seed, label] of [
+      [1, 'v1'],
+      [2, 'v2'],
+    ] as const) {
+      const writer = await hv.openWriter(replica, replica.disks[0]!);
+      await writer.write(0, testPattern(seed, 4096));
+      await writer.close();
+      await hv.createRestorePoint(replica, label);
+    }
+    const elsewhere = await makeTempRoot('rk-outside-');
+    const undo = join(fileVmPaths(root, 'rep').dir, 'undo');
+    await rm(undo, { recursive: true, force: true });
+    await symlink(elsewhere, undo);
+    const writer = await hv.openWriter(replica, replica.disks[0]!);
+    await writer.write(0, testPattern(3, 4096));
+    await writer.close();
+    await expect(hv.createRestorePoint(replica, 'v3')).rejects.toMatchObject(refusedLink(undo));
+    expect(await readdir(elsewhere)).toEqual([]);
   });
 });
 
