@@ -119,7 +119,8 @@ export interface ConvertOptions extends CopyDiskOptions {
  * Converts the image at `input` (any format, a differencing chain flattened) into a new image at
  * `output`. The image is written to a temporary file beside `output` and renamed over it when
  * complete (fsynced unless `sync: false`): a failure leaves no partial file and an existing
- * `output` untouched.
+ * `output` untouched. An `output` that is a symbolic link (to another file) is replaced by the new
+ * image, not written through.
  *
  * @throws {@link @replikit/core!InputError} when `output` is the input file or one of its parents
  * (same device and inode: the same path, a symbolic or a hard link), or exists and is not a
