@@ -2,8 +2,9 @@ import { execFile } from 'node:child_process';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkImage, compareDisks, convertDisk, openDisk } from '../src/index.js';
+import { checkImage, compareDisks, convertDisk, identifyImageBytes, MAGIC_HEAD_BYTES, openDisk } from '../src/index.js';
 import { pattern, qemuOk, requireQemu, tempDir } from './helpers/qemu.js';
 
 const run = promisify(execFile);
@@ -103,5 +104,49 @@ describe('images of formats replikit does not read are refused, never read as ra
     } finally {
       await reader.close();
     }
+  });
+});
+
+describe('identifyImageBytes (property)', () => {
+  const magics: Array<[string, number[]]> = [
+    ['qcow2', [0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3]],
+    ['qcow', [0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 1]],
+    ['qed', [0x51, 0x45, 0x44, 0]],
+    ['vmdk', [...'KDMV'].map((c) => c.charCodeAt(0))],
+    ['luks', [0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]],
+    ['xz', [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0]],
+    ['zstd', [0x28, 0xb5, 0x2f, 0xfd]],
+    ['vhdx', [...'vhdxfile'].map((c) => c.charCodeAt(0))],
+  ];
+
+  it('never throws, and says readable exactly for raw, VHD and VHDX', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 512 }),
+        fc.option(fc.uint8Array({ minLength: 512, maxLength: 512 })),
+        (head, tail) => {
+          const kind = identifyImageBytes(head, tail ?? undefined);
+          expect(kind.readable).toBe(['raw', 'vhd', 'vhdx'].includes(kind.format));
+          if (!kind.readable) expect(kind.howToConvert).toMatch(/<in>/);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('a signature at byte 0 wins over whatever follows it', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...magics),
+        fc.uint8Array({ minLength: 64, maxLength: MAGIC_HEAD_BYTES }),
+        ([format, magic], rest) => {
+          const head = new Uint8Array(Math.max(rest.length, magic.length));
+          head.set(rest);
+          head.set(magic, 0);
+          expect(identifyImageBytes(head).format).toBe(format);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });

@@ -56,7 +56,9 @@ export async function diskCommand(context: CliContext, args: string[], options: 
       const reader = await openDisk(at(file!), { scanRawHoles: false });
       try {
         let allocated = 0;
-        if (reader.info.format !== 'raw') for await (const e of reader.allocated()) allocated += e.length;
+        if (reader.info.format !== 'raw') {
+          for await (const e of reader.allocated({ signal: context.signal })) allocated += e.length;
+        }
         const info = { ...reader.info, ...(reader.info.format !== 'raw' ? { allocatedBytes: allocated } : {}) };
         context.stdout.write(options.json ? `${JSON.stringify(info, null, 2)}\n` : describe(info));
       } finally {
