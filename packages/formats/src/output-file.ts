@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { InputError, toStorageError } from '@replikit/core';
+import { InputError, NotFoundError, toStorageError } from '@replikit/core';
 import type { ImageReader } from './image.js';
 
 /** Device and inode of a file: what makes two paths (links included) the same file. */
@@ -63,7 +63,8 @@ export interface PendingOutput {
  * output with one rename, and a failure leaves an existing output untouched.
  */
 export async function pendingOutput(output: string): Promise<PendingOutput> {
-  const path = join(dirname(output), `.${basename(output)}.${randomBytes(6).toString('hex')}.tmp`);
+  // a long name is cut so the temporary one stays within NAME_MAX (255 bytes on most file systems)
+  const path = join(dirname(output), `.${basename(output).slice(0, 160)}.${randomBytes(6).toString('hex')}.tmp`);
   let handle: FileHandle;
   try {
     const existing = await stat(output).catch(() => undefined);
@@ -75,6 +76,12 @@ export async function pendingOutput(output: string): Promise<PendingOutput> {
     }
   } catch (error) {
     await rm(path, { force: true }).catch(() => undefined);
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new NotFoundError(`cannot write ${output}: its folder ${dirname(output)} does not exist`, {
+        cause: error,
+        details: { output },
+      });
+    }
     throw toStorageError(error, `creating a temporary file beside ${output}`);
   }
   let committed = false;

@@ -63,6 +63,14 @@ describe('convertDisk never destroys its input', () => {
     expect((await readdir(dir)).filter((name) => name.includes('.tmp'))).toEqual([]);
   });
 
+  it('says when the output folder does not exist', async () => {
+    const input = await rawFile('lonely.raw');
+    await expect(convertDisk(input, join(dir, 'no-such-folder', 'out.raw'), { to: 'raw' })).rejects.toMatchObject({
+      code: 'E_NOT_FOUND',
+      message: expect.stringMatching(/no-such-folder does not exist$/),
+    });
+  });
+
   it('replaces an existing output only once the new image is complete', async () => {
     const input = await rawFile('whole.raw');
     const output = join(dir, 'whole.vhdx');
