@@ -4,11 +4,15 @@ import { identifyImageBytes, MAGIC_HEAD_BYTES } from '@replikit/formats';
 import { readFully } from './block-io.js';
 import { openDataFile, READ } from './data-file.js';
 
+/** Signatures a guest may well write at the start of its own raw disk: they never refuse a disk. */
+const GUEST_CONTENT = new Set(['raw', 'luks', 'gzip', 'xz', 'zstd', 'bzip2']);
+
 /**
  * Checks from its signatures that the image `path` of disk `diskId` is a raw image: a qcow2, VMDK,
- * VDI, QED, VHD or VHDX file, or a compressed one, would be copied as its container's bytes, not
- * as the disk it holds. A LUKS header or an ISO 9660 volume is raw content a guest may well write
- * on its disk, so both pass.
+ * VDI, QED, VHD or VHDX file would be copied as its container's bytes, not as the disk it holds.
+ * A LUKS header, an ISO 9660 volume or a compressed stream is content a guest may well write on
+ * its raw disk (a backup written straight to a data disk, say), and their 2–6 byte signatures are
+ * too weak to refuse a VM for, so they pass.
  *
  * @throws {@link @replikit/core!FormatError} naming the disk, the file, what it is and how to convert it.
  */
@@ -28,7 +32,7 @@ export async function assertRawImage(path: string, diskId: string): Promise<void
   } finally {
     await fh?.close().catch(() => undefined);
   }
-  if (kind.format === 'raw' || kind.format === 'luks') return;
+  if (GUEST_CONTENT.has(kind.format)) return;
   const how = (kind.howToConvert ?? 'replikit disk convert <in> <out.raw> --to raw').replace('<in>', path);
   throw new FormatError(
     `disk '${diskId}': image ${path} is ${kind.description}, not a raw image, the only kind the file driver reads; ` +

@@ -151,6 +151,18 @@ describe('file driver: a VM disk that is not a raw image is refused', () => {
     await expect(hv.snapshot('vm', 'x')).rejects.toMatchObject(refused);
     await expect(hv.openReader({ id: 'd0', vmId: 'vm', size })).rejects.toMatchObject(refused);
   });
+
+  it('passes a raw disk whose guest wrote a compressed stream at byte 0 (guest content, not a container)', async () => {
+    const root = await makeTempRoot();
+    const hv = createFileDriver({ root });
+    await createFileVM(root, { name: 'vm', disks: [{ id: 'd0', size: 1024 * 1024 }] });
+    const gzipHead = Uint8Array.from([0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0]);
+    await writeGuestDisk(root, 'vm', 'd0', 0, gzipHead);
+    const snapshot = await hv.snapshot('vm', 'x');
+    const reader = await hv.openReader(snapshot.disks[0]!);
+    expect(Array.from(await reader.read(0, 8))).toEqual(Array.from(gzipHead));
+    await reader.close();
+  });
 });
 
 describe('openDataFile', () => {
