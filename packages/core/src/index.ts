@@ -21,7 +21,7 @@ export {
 } from './engine/driver-registry.js';
 export type { DiskProgress, EngineEvents, ProgressEvent, StateEvent, WarningEvent } from './engine/events.js';
 export { FileStateStore } from './engine/file-state-store.js';
-export { type EngineOptions, ReplicationEngine, type RunOptions } from './engine/run-engine.js';
+export { type EngineOptions, ReplicationEngine, type ResumeOptions, type RunOptions } from './engine/run-engine.js';
 export {
   type DiskRecord,
   emptyStats,

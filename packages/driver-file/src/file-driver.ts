@@ -16,6 +16,7 @@ import {
   type Replica,
   type ReplicaFingerprint,
   ReplicaInProgressError,
+  type ReplicaOwner,
   type ReplicaSpec,
   type RestorePoint,
   type RestorePointOptions,
@@ -24,6 +25,7 @@ import {
   throwIfAborted,
   toStorageError,
   type VMInfo,
+  type WriterOptions,
 } from '@replikit/core';
 import { fsyncDir } from './atomic-write.js';
 import { openChainReader } from './chain-reader.js';
@@ -48,6 +50,14 @@ import {
   scanOverlay,
   withReplicaExclusive,
 } from './replica-commit.js';
+import {
+  dropOverlay,
+  dropOwner,
+  readOverlayRun,
+  readOwner,
+  takeOwner,
+  writeOverlayRun,
+} from './replica-owner.js';
 import { type PointRecord, readPoints } from './restore-points.js';
 import { deleteSnapshotOf, hasPendingMerge, recoverSnapshotMerge } from './snapshot-merge.js';
 import {
@@ -350,7 +360,8 @@ class FileDriver implements Hypervisor {
           { details: { have, wanted: wanted.map((d) => d.size) } },
         );
       }
-      await recoverReplica(paths, { faultHook: this.faultHook });
+      // Another process may be committing it right now: it finishes its own commit.
+      await this.softRecover(paths);
       return toReplica(name, vm, false, metaRoot);
     }
   }
@@ -379,7 +390,7 @@ class FileDriver implements Hypervisor {
     });
   }
 
-  async openWriter(replica: Replica, disk: DiskRef): Promise<DiskWriter> {
+  async openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
     this.assertOpen();
     const paths = this.replicaPaths(replica);
     assertSafeName(disk?.id, 'disk id');
@@ -390,8 +401,16 @@ class FileDriver implements Hypervisor {
     await checkImageSize(diskImagePath(paths.dir, found.file), found.id, found.size);
     const what = `disk '${found.id}' of replica '${replica.id}'`;
     const lock = await acquireLockFile(diskLockPath(paths.dir, found.file), what);
+    const runId = options?.runId;
     try {
       await assertNoMarker(paths, vm);
+      const owner = await readOwner(paths);
+      if (owner && owner.runId !== runId) {
+        throw new ConflictError(
+          `replica '${replica.id}' is held by run ${owner.runId} (host ${owner.host}, pid ${owner.pid}); only that run writes it until it ends`,
+          { details: { owner } },
+        );
+      }
       const points = await readPoints(paths.restorePoints);
       if (points.length === 0) {
         // Direct mode: the images are not a complete version until the first restore point.
@@ -403,7 +422,13 @@ class FileDriver implements Hypervisor {
         });
         return await openDirectWriter({ path: diskImagePath(paths.dir, found.file), size: found.size, lock, what });
       }
-      const { validEnd } = await scanOverlay(paths, found.file, found.size, false);
+      let { validEnd } = await scanOverlay(paths, found.file, found.size, false);
+      if (validEnd > 0 && (await readOverlayRun(paths.dir, found.file)) !== runId) {
+        // Writes another run (or session) left pending are never continued: they are dropped.
+        await dropOverlay(paths.dir, found.file);
+        validEnd = 0;
+      }
+      if (validEnd === 0) await writeOverlayRun(paths.dir, found.file, runId);
       return await openOverlayWriter({
         path: overlayPath(paths.dir, found.file),
         size: found.size,
@@ -438,7 +463,17 @@ class FileDriver implements Hypervisor {
         blocks: s.blocks.toString(),
       });
     }
-    const details = { bootCount: vm.bootCount, writeGeneration: vm.replica!.writeGeneration, disks };
+    // Writes pending since the last restore point (whoever made them) are part of the state.
+    const pending: Array<Record<string, string>> = [];
+    for (const [file, size] of await overlaySizes(paths, vm)) {
+      if (size > 0) pending.push({ file, size: String(size), run: (await readOverlayRun(paths.dir, file)) ?? '' });
+    }
+    const details = {
+      bootCount: vm.bootCount,
+      writeGeneration: vm.replica!.writeGeneration,
+      disks,
+      ...(pending.length > 0 ? { pending } : {}),
+    };
     const value = createHash('sha256').update(JSON.stringify(details)).digest('hex');
     return { value, details };
   }
@@ -455,6 +490,47 @@ class FileDriver implements Hypervisor {
       assertReplica(paths, vm);
       if (vm.replica!.state !== state) await writeVmJson(paths.dir, { ...vm, replica: { ...vm.replica!, state } });
     });
+  }
+
+  async claimReplica(replica: Replica, owner: ReplicaOwner): Promise<ReplicaOwner> {
+    this.assertOpen();
+    if (typeof owner?.runId !== 'string' || owner.runId.length === 0) {
+      throw new InputError('claimReplica: owner.runId must be a non-empty string');
+    }
+    const paths = this.replicaPaths(replica);
+    assertReplica(paths, await readVmJson(paths.dir));
+    const fresh = (await readOwner(paths))?.runId !== owner.runId;
+    const holder = await takeOwner(paths, owner);
+    if (holder.runId !== owner.runId) return holder;
+    try {
+      await recoverReplica(paths, { faultHook: this.faultHook });
+      const vm = await readVmJson(paths.dir);
+      // The holder never adopts writes it did not make: those pending from others are dropped.
+      await withReplicaExclusive(paths, vm, async () => {
+        for (const disk of vm.disks) {
+          const { validEnd } = await scanOverlay(paths, disk.file, disk.size, false);
+          if (validEnd > 0 && (await readOverlayRun(paths.dir, disk.file)) !== owner.runId) {
+            await dropOverlay(paths.dir, disk.file);
+          }
+        }
+      });
+    } catch (error) {
+      if (fresh) await dropOwner(paths, owner.runId).catch(() => undefined);
+      throw error;
+    }
+    return holder;
+  }
+
+  async releaseReplica(replica: Replica, runId: string): Promise<void> {
+    this.assertOpen();
+    const paths = this.replicaPaths(replica);
+    if (!(await stat(paths.dir).catch(() => undefined))) return; // deleted with its hold
+    await dropOwner(paths, runId);
+  }
+
+  async replicaOwner(replica: Replica): Promise<ReplicaOwner | undefined> {
+    this.assertOpen();
+    return readOwner(this.replicaPaths(replica));
   }
 
   async replicaMark(replica: Replica): Promise<'in-progress' | 'ready'> {

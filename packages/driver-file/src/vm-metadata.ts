@@ -65,8 +65,16 @@ export interface VmJson {
 
 const POWER_STATES: readonly string[] = ['running', 'stopped', 'paused', 'unknown'];
 /** File names a disk image may not take: they belong to the driver. */
-const RESERVED_FILES = new Set([VM_JSON, 'restore-points.json', 'commit.json', 'revert.json', 'snapshots', 'undo']);
-const RESERVED_SUFFIXES = ['.overlay', '.lock', '.tmp', '.undo', '.alloc', '.cbt'];
+const RESERVED_FILES = new Set([
+  VM_JSON,
+  'restore-points.json',
+  'commit.json',
+  'revert.json',
+  'owner.json',
+  'snapshots',
+  'undo',
+]);
+const RESERVED_SUFFIXES = ['.overlay', '.overlay-run', '.lock', '.tmp', '.undo', '.alloc', '.cbt'];
 
 /**
  * Parses and validates the text of a `vm.json`.

@@ -322,7 +322,11 @@ export async function serveTargetSession(
       case 'open-disk': {
         if (streams.has(message.stream)) throw new ProtocolError(`stream ${message.stream} is already open`);
         if (streams.size >= 64) throw new ProtocolError('more than 64 disks open in one session');
-        const disk = await target.openDisk(spec!.replica, message.disk, spec!.blockSize, spec!.digest);
+        // The session's run id goes with every writer: the target refuses it while another run
+        // holds the replica, and never continues writes another run left pending.
+        const disk = await target.openDisk(spec!.replica, message.disk, spec!.blockSize, spec!.digest, {
+          runId: spec!.runId,
+        });
         streams.set(message.stream, {
           disk,
           end: 0,

@@ -91,6 +91,34 @@ export interface RestorePoint {
   createdAt: string;
 }
 
+/**
+ * The run that holds a replica, from its `prepare` to its `cleanup`: only that run writes, commits
+ * or reverts it. Plain data, kept by the driver on the target side (beside the replica), so runs
+ * journaled in different state folders, or on different hosts, see one another.
+ */
+export interface ReplicaOwner {
+  /** The run's id: the same id re-takes its own hold (a resumed run). */
+  runId: string;
+  /** Host name of the process driving the run. */
+  host: string;
+  /** Process id of the process driving the run (on `host`). */
+  pid: number;
+  /** The state folder (or store) the run is journaled in, where `replikit resume` finds it. */
+  stateDir?: string;
+  /** ISO 8601 time the run started. */
+  startedAt: string;
+}
+
+/** Options of {@link Hypervisor.openWriter}. */
+export interface WriterOptions extends OperationOptions {
+  /**
+   * The run that writes. A driver refuses a writer of another run while the replica is held
+   * ({@link Hypervisor.claimReplica}), and never continues writes pending from another run: they
+   * are dropped first (the replica returns to its last restore point).
+   */
+  runId?: string;
+}
+
 /** Options of {@link Hypervisor.createRestorePoint}. */
 export interface RestorePointOptions extends OperationOptions {
   /** Keep at most this many restore points; older ones are deleted. */
@@ -131,9 +159,30 @@ export interface Hypervisor {
   ensureReplica(spec: ReplicaSpec, options?: OperationOptions): Promise<Replica>;
   /** Deletes a replica VM and its disks (used when its first run fails: it never was complete). */
   deleteReplica(replica: Replica, options?: OperationOptions): Promise<void>;
-  /** Opens one replica disk for writing. One writer per disk at a time. */
-  openWriter(replica: Replica, disk: DiskRef, options?: OperationOptions): Promise<DiskWriter>;
-  /** The replica's current fingerprint, to detect changes made outside replikit. */
+  /**
+   * Opens one replica disk for writing. One writer per disk at a time. With `runId`, rejects with
+   * `E_CONFLICT` when another run holds the replica, and drops writes pending from another run
+   * (or from a writer without a run id) instead of continuing them.
+   */
+  openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter>;
+  /**
+   * Takes the replica for a run, atomically (two claims at once: one wins). Resolves with the
+   * replica's holder after the call: `owner` itself when the replica was free or already held by
+   * the same `runId` (its record is then refreshed: a resumed run re-takes its hold), or the other
+   * run that holds it, in which case nothing changed. On success, writes pending since the last
+   * restore point that `owner.runId` did not make are dropped: a run never adopts another's.
+   * The hold survives the process (a crashed run keeps the replica until it is resumed, rolled
+   * back or abandoned).
+   */
+  claimReplica(replica: Replica, owner: ReplicaOwner, options?: OperationOptions): Promise<ReplicaOwner>;
+  /** Ends the hold of run `runId`. Does nothing when the replica is free or held by another run. */
+  releaseReplica(replica: Replica, runId: string, options?: OperationOptions): Promise<void>;
+  /** The run holding the replica, or `undefined` when it is free. */
+  replicaOwner(replica: Replica, options?: OperationOptions): Promise<ReplicaOwner | undefined>;
+  /**
+   * The replica's current fingerprint, to detect changes made outside replikit. Writes pending
+   * since the last restore point count: they change it.
+   */
   replicaState(replica: Replica, options?: OperationOptions): Promise<ReplicaFingerprint>;
   /** Marks the replica as being written (it then refuses to start) or as ready. */
   markReplica(replica: Replica, state: 'in-progress' | 'ready', options?: OperationOptions): Promise<void>;

@@ -13,11 +13,13 @@ export type {
   PowerState,
   Replica,
   ReplicaFingerprint,
+  ReplicaOwner,
   ReplicaSpec,
   RestorePoint,
   RestorePointOptions,
   Snapshot,
   VMInfo,
+  WriterOptions,
 } from './hypervisor.js';
 export type {
   CacheExpectation,

@@ -1,5 +1,5 @@
 import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ConflictError, FormatError, InputError, toStorageError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { isProcessAlive } from '../util/process-alive.js';
@@ -43,6 +43,11 @@ export class FileStateStore implements StateStore {
   /** @param dir - the folder; created on first write. */
   constructor(dir: string) {
     this.dir = dir;
+  }
+
+  /** The store's folder, absolute. */
+  get location(): string {
+    return resolve(this.dir);
   }
 
   private async ensure(sub: string): Promise<string> {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { EventEmitter } from 'eventemitter3';
 import type { BackupSink } from '../contracts/backup-sink.js';
 import type { Hypervisor } from '../contracts/hypervisor.js';
@@ -13,6 +14,7 @@ import { type BlockHasher, createNodeHasher } from './block-hasher.js';
 import { BufferShelf } from './buffer-shelf.js';
 import { type DriverRegistry, defaultDriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
+import { adviceFor } from './replica-hold.js';
 import { RunExecution } from './run-execution.js';
 import { emptyStats, type RunRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
@@ -83,6 +85,18 @@ export interface EngineOptions {
 export interface RunOptions {
   /** Cancels the run: it is rolled back and ends `cancelled`. */
   signal?: AbortSignal;
+}
+
+/** Options of {@link ReplicationEngine.resume}. */
+export interface ResumeOptions extends RunOptions {
+  /** Roll the run back instead of finishing it (only its own writes are ever undone). */
+  rollback?: boolean;
+  /**
+   * End the run without finishing or rolling it back: for a run that can do neither (its base
+   * restore point is gone, its replica is held by another run). Another run's replica state is
+   * never touched; the run's own hold, pending writes and snapshot are dropped.
+   */
+  abandon?: boolean;
 }
 
 function newRunId(job: string): string {
@@ -165,10 +179,11 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     const spec = parseJob(job, 'job');
     const unfinished = (await this.store.listRuns()).find((r) => r.job.name === spec.name && !isTerminal(r.state));
     if (unfinished && !this.active.has(unfinished.runId)) {
-      throw new ConflictError(
-        `run ${unfinished.runId} of job '${spec.name}' did not finish (stopped in '${unfinished.state}'); resume it with \`replikit resume ${unfinished.runId}\` or roll it back with \`replikit resume ${unfinished.runId} --rollback\``,
-        { details: { runId: unfinished.runId, state: unfinished.state } },
-      );
+      const advice = adviceFor(unfinished.runId, unfinished.pid, unfinished.host, this.store.location);
+      const what = advice.startsWith('it is running now') ? 'is unfinished' : `did not finish (stopped in '${unfinished.state}')`;
+      throw new ConflictError(`run ${unfinished.runId} of job '${spec.name}' ${what}; ${advice}`, {
+        details: { runId: unfinished.runId, state: unfinished.state, pid: unfinished.pid },
+      });
     }
     const now = new Date().toISOString();
     const hasher = await this.hasherFor(spec.options.strongDigests ? 'sha256' : this.options.digest);
@@ -180,6 +195,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       startedAt: now,
       updatedAt: now,
       pid: process.pid,
+      host: hostname(),
       history: [{ state: 'created', at: now }],
       blockSize: spec.blockSize,
       digest: hasher.algorithm,
@@ -187,7 +203,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       stats: emptyStats(),
       warnings: [],
     };
-    return this.execute(record, hasher, options, false);
+    return this.execute(record, hasher, options, 'run');
   }
 
   /**
@@ -195,17 +211,22 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
    * state and checkpoint, or rolls it back (`rollback: true`) to the replica's last restore point.
    * A run that already ended is returned as it is.
    *
+   * A rollback only ever undoes the run's own writes: when the replica is held by another run or
+   * has a restore point newer than the run's base, nothing is reverted and the run ends `failed`
+   * with a warning. `abandon: true` ends the run without either (see {@link ResumeOptions}).
+   *
    * @throws {@link NotFoundError} for an unknown run id; {@link ConflictError} when a live process
-   * still drives it.
+   * still drives it, or when the replica is held by another run.
    */
-  async resume(runId: string, options: RunOptions & { rollback?: boolean } = {}): Promise<RunRecord> {
+  async resume(runId: string, options: ResumeOptions = {}): Promise<RunRecord> {
     const record = await this.store.loadRun(runId);
     if (!record) throw new NotFoundError(`there is no run '${runId}'; \`replikit runs\` lists them`);
     if (record.version !== 1)
       throw new StateError(`run ${runId} was journaled by an unknown version (${record.version})`);
     if (isTerminal(record.state)) return record;
     const hasher = await this.hasherFor(record.digest);
-    return this.execute(record, hasher, options, options.rollback ?? false);
+    const mode = options.abandon ? 'abandon' : options.rollback ? 'rollback' : 'resume';
+    return this.execute(record, hasher, options, mode);
   }
 
   /** Cancels a run driven by this engine. Returns false when it is not running here. */
@@ -225,7 +246,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     record: RunRecord,
     hasher: BlockHasher,
     options: RunOptions,
-    rollback: boolean,
+    mode: 'run' | 'resume' | 'rollback' | 'abandon',
   ): Promise<RunRecord> {
     const release = await this.store.lockJob(record.job.name, record.runId);
     const controller = new AbortController();
@@ -245,11 +266,12 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           checkpointEveryMs: this.options.checkpointEveryMs,
           readAhead: this.options.readAhead,
           buffers: this.buffers,
+          ...(this.store.location === undefined ? {} : { stateDir: this.store.location }),
         },
         record,
         signal,
       );
-      return await execution.drive({ rollback });
+      return await execution.drive({ rollback: mode === 'rollback', abandon: mode === 'abandon' });
     } finally {
       this.active.delete(record.runId);
       if (!this.options.keepHashers) await hasher.close?.();

@@ -2,7 +2,7 @@ import type { EventEmitter } from 'eventemitter3';
 import pLimit from 'p-limit';
 import type { BackupSession, BackupSink } from '../contracts/backup-sink.js';
 import type { DiskReader, DiskRef } from '../contracts/disk.js';
-import type { Hypervisor, Snapshot } from '../contracts/hypervisor.js';
+import type { Hypervisor, Replica, ReplicaOwner, Snapshot } from '../contracts/hypervisor.js';
 import type { CacheReader, CacheWriter, ReplicationCacheProvider } from '../contracts/replication-cache.js';
 import type { BlockChannel, BlockDigest, DiskChannel, Transport } from '../contracts/transport.js';
 import {
@@ -25,6 +25,7 @@ import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
 import { ProgressReporter } from './progress-reporter.js';
+import { heldByAnother, ownerOfRun, runIsAlive } from './replica-hold.js';
 import { addStats, type DiskRecord, emptyStats, type JobRecord, type PlanMode, type RunRecord } from './run-record.js';
 import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
 import { segmentBytes } from './segment-reader.js';
@@ -44,6 +45,8 @@ export interface RunDependencies {
   readAhead: number;
   /** Read buffers kept between disks and runs. */
   buffers: BufferShelf;
+  /** Where the store journals runs, named in the owner record the run puts on its replica. */
+  stateDir?: string;
 }
 
 /** Bytes per source read of tracked blocks (the segment reader's default), or one block when larger. */
@@ -77,12 +80,21 @@ export class RunExecution {
     this.progress = new ProgressReporter(record, deps.events);
   }
 
-  /** Runs until the run ends. Resolves with the final record; rejects with the run's error. */
-  async drive(options: { rollback?: boolean } = {}): Promise<RunRecord> {
+  /**
+   * Runs until the run ends. Resolves with the final record; rejects with the run's error.
+   * `rollback` undoes the run's own writes; `abandon` ends it without reverting anything.
+   */
+  async drive(options: { rollback?: boolean; abandon?: boolean } = {}): Promise<RunRecord> {
     const record = this.record;
     let failure: unknown;
     const committed = record.state === 'cleanup' && record.outcome === 'completed';
-    if (options.rollback && committed) {
+    const resumedAfterPrepare = ['snapshot', 'plan', 'transfer', 'commit'].includes(record.state);
+    if (options.abandon && !committed && !isTerminal(record.state)) {
+      record.outcome = 'cancelled';
+      record.abandoned = true;
+      if (record.state === 'created') await this.transition('validate');
+      if (record.state !== 'cleanup') await this.transition('cleanup');
+    } else if (options.rollback && committed) {
       this.warn('W_ROLLBACK', `run ${record.runId} had already committed; it is finished instead of rolled back`);
     } else if (options.rollback && !isTerminal(record.state)) {
       record.outcome = 'cancelled';
@@ -90,6 +102,8 @@ export class RunExecution {
       if (record.state !== 'cleanup') await this.transition('cleanup');
     }
     try {
+      // A resumed run takes its replica again, and goes on only if nothing was committed meanwhile.
+      if (resumedAfterPrepare && record.state !== 'cleanup') await this.holdForResume();
       while (!isTerminal(record.state) && record.state !== 'cleanup') {
         throwIfAborted(this.signal);
         await this.step(record.state);
@@ -115,7 +129,9 @@ export class RunExecution {
       await this.closeDrivers();
     }
     if (failure !== undefined) throw failure;
-    if (record.outcome !== 'completed' && record.error) {
+    // A rollback or an abandon that did its work returns the record: the error that stopped the
+    // run stays in its journal but is not the outcome of this call.
+    if (record.outcome === 'failed' && record.error) {
       throw new ReplikitError(record.error.code as never, record.error.message, { details: { runId: record.runId } });
     }
     return record;
@@ -249,6 +265,13 @@ export class RunExecution {
     // On a resume, keep what the first pass learnt: the replica was created by this run.
     record.replicaCreated = (record.replicaCreated ?? false) || replica.created;
     record.replica = { ...replica, created: record.replicaCreated };
+    const firstPass = record.restorePointBefore === undefined;
+    // Read before the hold is taken: writes another session left pending count as a change.
+    const fingerprint =
+      firstPass && history?.replicaFingerprint && !replica.created
+        ? (await target.replicaState(replica, { signal: this.signal })).value
+        : undefined;
+    await this.hold(target, replica);
     const replicaVm = await target.getVM(replica.id, { signal: this.signal });
     if (replicaVm.powerState === 'running') {
       throw new ConflictError(
@@ -259,9 +282,8 @@ export class RunExecution {
       const points = await target.listRestorePoints(replica, { signal: this.signal });
       record.restorePointBefore = points[points.length - 1] ?? null;
       record.baseSnapshot = history?.baseSnapshot;
-      if (history?.replicaFingerprint && !replica.created) {
-        const now = await target.replicaState(replica, { signal: this.signal });
-        if (now.value !== history.replicaFingerprint) {
+      if (fingerprint !== undefined) {
+        if (fingerprint !== history?.replicaFingerprint) {
           record.replicaModified = true;
           this.warn(
             'W_REPLICA_MODIFIED',
@@ -735,6 +757,7 @@ export class RunExecution {
     if (outcome === 'completed') {
       const base = record.baseSnapshot;
       if (base && base.id !== record.snapshot?.id) await this.dropSnapshot(source, base, true);
+      await this.release(target);
       return;
     }
     for (const disk of record.disks) {
@@ -743,27 +766,180 @@ export class RunExecution {
     if (record.backup && this.deps.backup && record.snapshot) {
       await this.deps.backup.abortPending(record.snapshot.vmId, record.runId);
     }
-    if (record.replicaTouched && record.replica) {
-      const replica = record.replica;
-      const before = record.restorePointBefore;
-      const points = before ? await target.listRestorePoints(replica) : [];
-      if (before && !points.some((point) => point.id === before.id) && points.at(-1)?.label === record.runId) {
-        // The run's own restore point exists and retention already dropped the one before it:
-        // the replica holds this run's complete version, which is kept.
-        this.warn('W_ROLLBACK', `run ${record.runId} had committed its restore point; the replica keeps that version`);
-        await target.markReplica(replica, 'ready');
-      } else if (before) {
-        await target.revertTo(replica, before);
-        await target.markReplica(replica, 'ready');
-      } else {
-        // The replica never held a complete version: remove it rather than leave a partial one.
-        await target.deleteReplica(replica).catch((error: unknown) => {
-          if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
-        });
-      }
-      record.rolledBack = true;
+    if (record.abandoned) await this.abandonReplica(target);
+    else if (record.replicaTouched && record.replica) await this.rollBack(target, record.replica);
+    if (record.snapshot) await this.dropSnapshot(source, record.snapshot, record.abandoned === true);
+    await this.release(target);
+  }
+
+  // ── the replica's hold ───────────────────────────────────────────────────────────────────
+
+  /**
+   * Takes the replica for this run (its owner record on the target side), or fails with
+   * `E_CONFLICT` naming the run that holds it. A hold left by a dead run of this same store whose
+   * journal is gone or ended is taken over: nothing could ever resume that run.
+   */
+  private async hold(target: Hypervisor, replica: Replica): Promise<void> {
+    const record = this.record;
+    const owner = ownerOfRun(record, this.deps.stateDir);
+    // The journal must name the run before its hold exists: a crash between the two leaves a
+    // hold that `resume` can take again, never one no journal knows.
+    await this.save();
+    let holder = await target.claimReplica(replica, owner, { signal: this.signal });
+    if (holder.runId !== record.runId && (await this.isStale(holder))) {
+      await target.releaseReplica(replica, holder.runId, { signal: this.signal });
+      holder = await target.claimReplica(replica, owner, { signal: this.signal });
     }
-    if (record.snapshot) await this.dropSnapshot(source, record.snapshot, false);
+    if (holder.runId !== record.runId) throw heldByAnother(replica.name, holder);
+  }
+
+  /** True for the hold of a dead run of this store that its journal no longer lists as unfinished. */
+  private async isStale(holder: { runId: string; pid: number; host: string; stateDir?: string }): Promise<boolean> {
+    if (this.deps.stateDir === undefined || holder.stateDir !== this.deps.stateDir) return false;
+    if (runIsAlive(holder.pid, holder.host) !== false) return false;
+    const journal = await this.deps.store.loadRun(holder.runId).catch(() => undefined);
+    return journal === undefined || isTerminal(journal.state);
+  }
+
+  /** A resumed run takes its replica again; it goes on only from the restore point it started from. */
+  private async holdForResume(): Promise<void> {
+    const record = this.record;
+    const replica = record.replica;
+    if (!replica) return;
+    const { target } = await this.drivers();
+    await this.hold(target, replica);
+    const conflict = await this.newerPoint(target, replica);
+    if (conflict) {
+      throw new ConflictError(
+        `${conflict}; run ${record.runId} can no longer finish: end it with \`replikit resume ${record.runId} --abandon\``,
+        { details: { runId: record.runId } },
+      );
+    }
+  }
+
+  /**
+   * Says why the replica is not where this run left it: a restore point this run did not make is
+   * newer than its base, or its base is gone. `undefined` when the newest point is the base (or
+   * this run's own).
+   */
+  private async newerPoint(target: Hypervisor, replica: Replica): Promise<string | undefined> {
+    const record = this.record;
+    const before = record.restorePointBefore;
+    const points = await target.listRestorePoints(replica, { signal: this.signal });
+    const newest = points.at(-1);
+    if (newest?.label === record.runId) return undefined;
+    if (before ? newest?.id === before.id : newest === undefined) return undefined;
+    const base = before ? `restore point ${before.id}` : 'no restore point';
+    const gone = before && !points.some((p) => p.id === before.id) ? ', which is gone' : '';
+    return newest
+      ? `replica '${replica.name}' has restore point ${newest.id} (of run ${newest.label}), newer than the one run ${record.runId} started from (${base}${gone})`
+      : `replica '${replica.name}' no longer has ${base}, which run ${record.runId} started from`;
+  }
+
+  /**
+   * Undoes this run's own writes, and nothing else: a replica held by another run is not touched,
+   * and one that has a restore point newer than this run's base keeps it (only the writes this run
+   * left pending are dropped). Either way the run then ends `failed`, with a warning saying why.
+   */
+  private async rollBack(target: Hypervisor, replica: Replica): Promise<void> {
+    const record = this.record;
+    let holder: ReplicaOwner;
+    try {
+      holder = await target.claimReplica(replica, ownerOfRun(record, this.deps.stateDir));
+    } catch (error) {
+      if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
+      // The replica is gone: a run that created it had already removed it; another cannot be undone.
+      if (record.restorePointBefore) this.endNotRolledBack(`run ${record.runId} found replica '${replica.name}' gone`);
+      else record.rolledBack = true;
+      return;
+    }
+    if (holder.runId !== record.runId) {
+      this.endNotRolledBack(
+        `run ${record.runId} did not roll replica '${replica.name}' back: ${heldByAnother(replica.name, holder).message}; what is on the replica is that run's`,
+      );
+      return;
+    }
+    const before = record.restorePointBefore;
+    const points = await target.listRestorePoints(replica);
+    const newest = points.at(-1);
+    const ownNewest = newest?.label === record.runId;
+    const hasBefore = before ? points.some((point) => point.id === before.id) : false;
+    if (before && ownNewest && !hasBefore) {
+      // The run's own restore point exists and retention already dropped the one before it:
+      // the replica holds this run's complete version, which is kept.
+      this.warn('W_ROLLBACK', `run ${record.runId} had committed its restore point; the replica keeps that version`);
+      await target.markReplica(replica, 'ready');
+    } else if (before && (newest?.id === before.id || (ownNewest && points.at(-2)?.id === before.id))) {
+      await target.revertTo(replica, before);
+      await target.markReplica(replica, 'ready');
+      record.rolledBack = true;
+    } else if (!before && points.every((point) => point.label === record.runId)) {
+      // The replica never held a complete version: remove it rather than leave a partial one.
+      await target.deleteReplica(replica).catch((error: unknown) => {
+        if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
+      });
+      record.rolledBack = true;
+    } else {
+      // Returning to the newest point drops only what is pending: this run's writes (it holds the replica).
+      if (newest) {
+        await target.revertTo(replica, newest);
+        await target.markReplica(replica, 'ready');
+      }
+      const why = (await this.newerPoint(target, replica)) ?? `replica '${replica.name}' moved on`;
+      this.endNotRolledBack(
+        `run ${record.runId} did not roll replica '${replica.name}' back: ${why}; reverting would lose it, so the replica keeps ${newest ? `that version (only this run's pending writes were dropped)` : 'what it has'}`,
+      );
+    }
+  }
+
+  /** Ends the run `failed`, saying in a warning and its error why its writes were not rolled back. */
+  private endNotRolledBack(message: string): void {
+    this.warn('W_NOT_ROLLED_BACK', message);
+    this.record.outcome = 'failed';
+    this.record.error = { code: 'E_CONFLICT', message };
+  }
+
+  /**
+   * An abandoned run drops what is its own on the replica (its pending writes, when it holds the
+   * replica) and leaves everything else as it is; it says what it did in a warning.
+   */
+  private async abandonReplica(target: Hypervisor): Promise<void> {
+    const record = this.record;
+    const replica = record.replica;
+    if (!replica) {
+      this.warn('W_ABANDONED', `run ${record.runId} was abandoned before it touched a replica`);
+      return;
+    }
+    const holder = await target.replicaOwner(replica).catch((error: unknown) => {
+      if (isReplikitError(error, 'E_NOT_FOUND')) return undefined;
+      throw error;
+    });
+    if (holder?.runId !== record.runId) {
+      const why = holder ? `it is held by run ${holder.runId}` : 'this run does not hold it';
+      this.warn(
+        'W_ABANDONED',
+        `run ${record.runId} was abandoned; replica '${replica.name}' was left as it is (${why}) and no restore point was reverted`,
+      );
+      return;
+    }
+    const newest = (await target.listRestorePoints(replica)).at(-1);
+    if (record.replicaTouched && newest) {
+      await target.revertTo(replica, newest);
+      await target.markReplica(replica, 'ready');
+    }
+    this.warn(
+      'W_ABANDONED',
+      `run ${record.runId} was abandoned: ${record.replicaTouched && newest ? `its pending writes on replica '${replica.name}' were dropped (the replica is at restore point ${newest.id}), ` : ''}its hold on the replica is released and no restore point was reverted`,
+    );
+  }
+
+  /** Ends this run's hold on its replica (nothing when another run holds it, or it is gone). */
+  private async release(target: Hypervisor): Promise<void> {
+    const replica = this.record.replica;
+    if (!replica) return;
+    await target.releaseReplica(replica, this.record.runId).catch((error: unknown) => {
+      if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
+    });
   }
 
   private async dropSnapshot(source: Hypervisor, snapshot: Snapshot, warnOnly: boolean): Promise<void> {

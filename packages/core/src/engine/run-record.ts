@@ -82,6 +82,8 @@ export interface RunRecord {
   finishedAt?: string;
   /** Process id of the process driving the run. */
   pid: number;
+  /** Host name of the machine driving the run (absent in records of older versions). */
+  host?: string;
   /** Every state entered, with its time. */
   history: Array<{ state: RunState; at: string }>;
   /** Snapshot taken by this run. */
@@ -116,6 +118,8 @@ export interface RunRecord {
   backup?: { baseVersion?: string; version?: string };
   /** Set when this run was rolled back. */
   rolledBack?: boolean;
+  /** Set when this run was abandoned (`replikit resume <id> --abandon`): ended without a rollback. */
+  abandoned?: boolean;
 }
 
 /** What the store keeps about a job between runs. */

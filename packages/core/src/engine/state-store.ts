@@ -6,6 +6,11 @@ import type { JobRecord, RunRecord } from './run-record.js';
  * The default is {@link FileStateStore}; the distributed queue keeps it in Redis.
  */
 export interface StateStore {
+  /**
+   * Where the store is (a folder, a URL), named in the owner record a run puts on its replica
+   * and in messages that tell how to resume a run. Optional.
+   */
+  readonly location?: string;
   /** Saves (replaces) a run's record, atomically and durably. */
   saveRun(record: RunRecord): Promise<void>;
   /** Loads a run's record, or `undefined` when there is none. */

@@ -17,7 +17,9 @@ const MiB = 1024 * 1024;
  * outside the disk; sparse `allocated()` extents; replica writes (with `writeZeroes`) read back
  * after a restore point; replica marking and `E_REPLICA_IN_PROGRESS`; restore points, retention
  * and revert; fingerprints that change on boot and outside writes only; `ensureReplica`
- * idempotence; one writer per disk; bad input. Cases that need a capability the driver does not
+ * idempotence; one writer per disk; bad input; a replica held by one run at a time (atomic claims,
+ * re-taken by the same run id, other runs' writers refused) and writes pending from another run
+ * that change the fingerprint and are dropped, never continued or committed. Cases that need a capability the driver does not
  * declare (`canBeSource`, `canBeTarget`, `restorePoints`) are skipped.
  *
  * @example
@@ -85,8 +87,9 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
       disk: DiskRef,
       model: Uint8Array,
       writes: Array<{ offset: number; data?: Uint8Array; zeroes?: number }>,
+      runId?: string,
     ): Promise<void> => {
-      const writer = await hv.openWriter(replica, disk);
+      const writer = await hv.openWriter(replica, disk, runId === undefined ? {} : { runId });
       try {
         expect(writer.size).toBe(disk.size);
         for (const w of writes) {
@@ -482,6 +485,66 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
       }
       const second = await hv.openWriter(replica, disk);
       await second.close();
+    });
+
+    it('gives a replica to one run at a time, and again to the same run id', async (ctx) => {
+      if (!hv.capabilities.canBeTarget) ctx.skip();
+      const { replica } = await seedReplica('owner');
+      const owner = (runId: string, pid = 4242) => ({
+        runId,
+        host: 'conformance-host',
+        pid,
+        stateDir: '/state',
+        startedAt: new Date().toISOString(),
+      });
+      expect(await hv.replicaOwner(replica)).toBeUndefined();
+      // Two claims at once: exactly one run gets the replica, the other is told which one.
+      const claims = await Promise.all([hv.claimReplica(replica, owner('run-a')), hv.claimReplica(replica, owner('run-b'))]);
+      const winner = claims[0]!.runId;
+      expect(['run-a', 'run-b']).toContain(winner);
+      expect(claims[1]!.runId).toBe(winner);
+      const loser = winner === 'run-a' ? 'run-b' : 'run-a';
+      expect(await hv.claimReplica(replica, owner(loser))).toMatchObject({ runId: winner, pid: 4242 });
+      const again = await hv.claimReplica(JSON.parse(JSON.stringify(replica)), owner(winner, 4343));
+      expect(again).toMatchObject({ runId: winner, pid: 4343, host: 'conformance-host', stateDir: '/state' });
+      expect(await hv.replicaOwner(replica)).toEqual(again);
+      await expectCode(() => hv.openWriter(replica, replica.disks[0]!, { runId: loser }), 'E_CONFLICT');
+      await expectCode(() => hv.openWriter(replica, replica.disks[0]!), 'E_CONFLICT');
+      await hv.releaseReplica(replica, loser);
+      expect((await hv.replicaOwner(replica))?.runId).toBe(winner);
+      const writer = await hv.openWriter(replica, replica.disks[0]!, { runId: winner });
+      await writer.close();
+      await hv.releaseReplica(replica, winner);
+      expect(await hv.replicaOwner(replica)).toBeUndefined();
+      expect((await hv.claimReplica(replica, owner(loser))).runId).toBe(loser);
+      await hv.releaseReplica(replica, loser);
+    });
+
+    it("never continues or commits writes another run left pending, and they change the fingerprint", async (ctx) => {
+      if (!hv.capabilities.canBeTarget || !hv.capabilities.restorePoints) ctx.skip();
+      const { replica } = await seedReplica('foreign');
+      const disk = replica.disks[0]!;
+      const model = new Uint8Array(size);
+      await writeReplica(replica, disk, model, [{ offset: 0, data: testPattern(50, 300_000) }], 'run-1');
+      await hv.createRestorePoint(replica, 'run-1');
+      await hv.markReplica(replica, 'ready');
+      const committed = (await hv.replicaState(replica)).value;
+      // A peer writes without holding the replica and leaves its writes pending.
+      await writeReplica(replica, disk, new Uint8Array(size), [{ offset: 4096, data: testPattern(51, 70_000) }], 'peer');
+      expect((await hv.replicaState(replica)).value).not.toBe(committed);
+      // The next run takes the replica: the peer's writes are gone, its own go on across writers.
+      const owner = { runId: 'run-2', host: 'conformance-host', pid: 4242, startedAt: new Date().toISOString() };
+      expect((await hv.claimReplica(replica, owner)).runId).toBe('run-2');
+      await writeReplica(replica, disk, model, [{ offset: MiB, data: testPattern(52, 5000) }], 'run-2');
+      await writeReplica(replica, disk, model, [{ offset: 2 * MiB, data: testPattern(53, 5000) }], 'run-2');
+      await hv.createRestorePoint(replica, 'run-2');
+      await hv.releaseReplica(replica, 'run-2');
+      await expectDisk(disk, model);
+      // A writer of another run does not continue them either, held or not.
+      await writeReplica(replica, disk, new Uint8Array(size), [{ offset: 0, zeroes: 65_536 }], 'peer');
+      await writeReplica(replica, disk, model, [{ offset: 3 * MiB, data: testPattern(54, 5000) }], 'run-3');
+      await hv.createRestorePoint(replica, 'run-3');
+      await expectDisk(disk, model);
     });
 
     it('deletes a replica', async (ctx) => {

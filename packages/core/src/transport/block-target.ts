@@ -1,5 +1,5 @@
 import type { DiskReader, DiskRef, DiskWriter, OperationOptions } from '../contracts/disk.js';
-import type { Hypervisor, Replica } from '../contracts/hypervisor.js';
+import type { Hypervisor, Replica, WriterOptions } from '../contracts/hypervisor.js';
 import type { BlockDigest, BlockOp, DeltaOp } from '../contracts/transport.js';
 import type { BlockHasher } from '../engine/block-hasher.js';
 import { isZeroBlock, sameDigest } from '../engine/block-hasher.js';
@@ -214,8 +214,11 @@ export class BlockTarget {
     private readonly hasherFor: (algorithm: string) => BlockHasher,
   ) {}
 
-  /** Opens the writer of one replica disk for a session. */
-  async openDisk(replica: Replica, disk: DiskRef, blockSize: number, digest: string, options?: OperationOptions) {
+  /**
+   * Opens the writer of one replica disk for a session; `options.runId` is the session's run (the
+   * driver refuses it when another run holds the replica, and never continues another's writes).
+   */
+  async openDisk(replica: Replica, disk: DiskRef, blockSize: number, digest: string, options?: WriterOptions) {
     const known = replica.disks.find((d) => d.id === disk.id);
     if (!known) throw new NotFoundError(`replica ${replica.name} has no disk '${disk.id}'`);
     const writer = await this.hypervisor.openWriter(replica, known, options);

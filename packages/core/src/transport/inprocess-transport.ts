@@ -111,7 +111,7 @@ export function createInProcessTransport(options: InProcessTransportOptions): Tr
             disk,
             session.blockSize,
             session.digest,
-            diskOptions,
+            { ...diskOptions, runId: session.runId },
           );
           const channel = new InProcessDiskChannel(targetDisk, verifyDigests);
           open.add(channel);

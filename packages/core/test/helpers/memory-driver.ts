@@ -9,10 +9,12 @@ import {
   type DiskRef,
   type DiskWriter,
   type Extent,
+  ConflictError,
   type Hypervisor,
   NotFoundError,
   type Replica,
   ReplicaInProgressError,
+  type ReplicaOwner,
   type RestorePoint,
   type Snapshot,
   type VMInfo,
@@ -21,7 +23,11 @@ import {
 interface MemoryVm {
   info: VMInfo;
   disks: Map<string, Uint8Array>;
-  replica?: { mark: 'in-progress' | 'ready'; points: Array<{ point: RestorePoint; disks: Map<string, Uint8Array> }> };
+  replica?: {
+    mark: 'in-progress' | 'ready';
+    points: Array<{ point: RestorePoint; disks: Map<string, Uint8Array> }>;
+    owner?: ReplicaOwner;
+  };
   boots: number;
   writes: number;
 }
@@ -176,8 +182,10 @@ export function createMemoryDriver(options: { changeTracking?: boolean } = {}): 
     async deleteReplica(replica) {
       vms.delete(replica.id);
     },
-    async openWriter(replica: Replica, disk: DiskRef): Promise<DiskWriter> {
+    async openWriter(replica: Replica, disk: DiskRef, opts): Promise<DiskWriter> {
       const vm = vmOf(replica.id);
+      const owner = vm.replica?.owner;
+      if (owner && owner.runId !== opts?.runId) throw new ConflictError(`replica is held by run ${owner.runId}`);
       const data = vm.disks.get(disk.id);
       if (!data) throw new NotFoundError(`no disk ${disk.id}`);
       return {
@@ -202,6 +210,19 @@ export function createMemoryDriver(options: { changeTracking?: boolean } = {}): 
     },
     async markReplica(replica, state) {
       vmOf(replica.id).replica!.mark = state;
+    },
+    async claimReplica(replica, owner) {
+      const state = vmOf(replica.id).replica!;
+      if (state.owner && state.owner.runId !== owner.runId) return state.owner;
+      state.owner = { ...owner };
+      return state.owner;
+    },
+    async releaseReplica(replica, runId) {
+      const state = vms.get(replica.id)?.replica;
+      if (state?.owner?.runId === runId) delete state.owner;
+    },
+    async replicaOwner(replica) {
+      return vmOf(replica.id).replica!.owner;
     },
     async replicaMark(replica) {
       return vmOf(replica.id).replica!.mark;
