@@ -206,7 +206,22 @@ describe('ReplicationEngine', () => {
     await e.run(job());
     const [done] = await store.listRuns();
     await store.saveRun({ ...done!, runId: 'unit-stuck', state: 'transfer', pid: 999999 });
-    await expect(e.run(job())).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    const refused = e.run(job());
+    await expect(refused).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    await expect(refused).rejects.toThrow(/did not finish .*its process is gone.*resume unit-stuck.*--rollback.*--abandon/);
+  });
+
+  it('tells a second run that the first is running now, not that it did not finish', async () => {
+    const store = new FileStateStore(join(dir, 'state'));
+    await engine().run(job());
+    const [done] = await store.listRuns();
+    // A run of another process of this host that is still going (this test's own pid lives).
+    await store.saveRun({ ...done!, runId: 'unit-live', state: 'transfer', pid: process.pid });
+    const refused = engine().run(job());
+    await expect(refused).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    await expect(refused).rejects.toThrow(
+      `run unit-live of job 'unit' is unfinished; it is running now (pid ${process.pid}); wait for it to finish or cancel it`,
+    );
   });
 
   it('keeps at most `retention` restore points', async () => {
