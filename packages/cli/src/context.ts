@@ -1,4 +1,5 @@
-import { join, resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
 import { FileStateStore, ReplicationEngine } from '@replikit/core';
 import { createHashingPool, FileBlockStore, FileCacheProvider } from '@replikit/dedup';
 import { registerBuiltinDrivers } from './drivers.js';
@@ -14,9 +15,17 @@ export interface CliContext {
   signal: AbortSignal;
 }
 
-/** The state folder: `--state-dir`, else `$REPLIKIT_STATE_DIR`, else `.replikit` in the working folder. */
+/**
+ * The state folder: `--state-dir`, else `$REPLIKIT_STATE_DIR`, else `$XDG_STATE_HOME/replikit`,
+ * else `~/.local/state/replikit`. One per user, whatever the working folder: a shell and cron
+ * journal the same runs (and see each other's unfinished ones).
+ */
 export function stateDirOf(context: CliContext, flag: string | undefined): string {
-  return resolve(context.cwd, flag ?? context.env.REPLIKIT_STATE_DIR ?? '.replikit');
+  const env = context.env;
+  const given = flag ?? (env.REPLIKIT_STATE_DIR || undefined);
+  if (given !== undefined) return resolve(context.cwd, given);
+  if (env.XDG_STATE_HOME && isAbsolute(env.XDG_STATE_HOME)) return join(env.XDG_STATE_HOME, 'replikit');
+  return join(env.HOME || homedir(), '.local', 'state', 'replikit');
 }
 
 /**

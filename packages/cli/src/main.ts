@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { describeForUser, exitCodeOf, UsageError } from './cli-error.js';
 import { backupCommand } from './commands/backup.js';
@@ -9,7 +11,7 @@ import { runsCommand } from './commands/runs.js';
 import { validateCommand } from './commands/validate.js';
 import { type CliContext, stateDirOf } from './context.js';
 
-const HELP = `replikit: keep a VM replica in sync with its source, sending only what changed
+const help = (stateDir: string) => `replikit: keep a VM replica in sync with its source, sending only what changed
 
 usage:
   replikit demo [--dir DIR] [--keep] [--size-a SIZE] [--size-b SIZE] [--single-pass]
@@ -19,8 +21,9 @@ usage:
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
   replikit run <job>               run a job once
-  replikit resume <runId> [--rollback]
-                                   finish a run that stopped, or roll it back
+  replikit resume <runId> [--rollback | --abandon]
+                                   finish a run that stopped, roll back its own writes, or
+                                   abandon it (end it, reverting nothing, releasing its replica)
   replikit runs [--json]           list the runs
   replikit backup list [vm] | verify <vm> <version> | restore <vm> <version> <disk> <out.raw>
                 | delete <vm> <version> | gc
@@ -31,7 +34,9 @@ usage:
   replikit help                    this text
 
 options:
-  --state-dir DIR   where runs are journaled (default: $REPLIKIT_STATE_DIR or ./.replikit)
+  --state-dir DIR   where runs are journaled; default: $REPLIKIT_STATE_DIR, else
+                    $XDG_STATE_HOME/replikit, else ~/.local/state/replikit (one per user,
+                    whatever the working folder). Here: ${stateDir}
 
 exit codes: 0 success, 1 the work failed, 2 the input is wrong.
 `;
@@ -40,6 +45,7 @@ const OPTIONS = {
   'state-dir': { type: 'string' },
   json: { type: 'boolean', default: false },
   rollback: { type: 'boolean', default: false },
+  abandon: { type: 'boolean', default: false },
   dir: { type: 'string' },
   keep: { type: 'boolean', default: false },
   'size-a': { type: 'string' },
@@ -65,11 +71,12 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   const [command, ...rest] = positionals;
+  const stateDir = stateDirOf(context, values['state-dir']);
   if (values.help || command === undefined || command === 'help') {
-    context.stdout.write(HELP);
+    context.stdout.write(help(stateDir));
     return command === undefined && !values.help ? 2 : 0;
   }
-  const stateDir = stateDirOf(context, values['state-dir']);
+  if (['run', 'resume', 'runs', 'backup'].includes(command)) noteOldStateDir(context, stateDir, values['state-dir']);
   switch (command) {
     case 'validate':
       if (rest.length === 0) throw new UsageError('validate needs at least one job file');
@@ -77,7 +84,11 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
     case 'run':
       return runCommand(context, one(rest, 'job file'), stateDir);
     case 'resume':
-      return resumeCommand(context, one(rest, 'run id'), stateDir, { rollback: values.rollback });
+      if (values.rollback && values.abandon) throw new UsageError('resume takes --rollback or --abandon, not both');
+      return resumeCommand(context, one(rest, 'run id'), stateDir, {
+        rollback: values.rollback,
+        abandon: values.abandon,
+      });
     case 'runs':
       return runsCommand(context, stateDir, { json: values.json });
     case 'backup':
@@ -120,6 +131,20 @@ export function interruptNotice(argv: string[], signal: string): string {
         ? 'stopping; the output file is left as it was'
         : 'stopping';
   return `replikit: ${signal}: ${what} (send it again to quit at once)\n`;
+}
+
+/**
+ * Says so when the working folder has a `.replikit` state folder of an older version (the default
+ * was per working folder) that is not the one in use: its unfinished runs are not seen from here.
+ */
+function noteOldStateDir(context: CliContext, stateDir: string, flag: string | undefined): void {
+  if (flag !== undefined || context.env.REPLIKIT_STATE_DIR) return;
+  const old = join(context.cwd, '.replikit');
+  if (old !== stateDir && existsSync(join(old, 'runs'))) {
+    context.stderr.write(
+      `note: runs are journaled in ${stateDir}; ${old} (the old default) is not read: pass --state-dir .replikit to work on its runs\n`,
+    );
+  }
 }
 
 /**

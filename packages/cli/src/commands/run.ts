@@ -27,17 +27,21 @@ export async function runCommand(context: CliContext, file: string, stateDir: st
   return 0;
 }
 
-/** `replikit resume <runId> [--rollback]`: continues (or rolls back) a run that stopped. */
+/**
+ * `replikit resume <runId> [--rollback | --abandon]`: continues a run that stopped, rolls back its
+ * own writes, or abandons it (ends it without reverting anything, releasing its replica).
+ */
 export async function resumeCommand(
   context: CliContext,
   runId: string,
   stateDir: string,
-  options: { rollback: boolean },
+  options: { rollback: boolean; abandon?: boolean },
 ): Promise<number> {
   const engine = createEngine(stateDir);
   const record = await withProgress(engine, context, () =>
-    engine.resume(runId, { rollback: options.rollback, signal: context.signal }),
+    engine.resume(runId, { rollback: options.rollback, abandon: options.abandon ?? false, signal: context.signal }),
   );
   context.stdout.write(`${renderRunSummary(record)}\n`);
-  return record.state === 'completed' || (options.rollback && record.state === 'cancelled') ? 0 : 1;
+  const ended = (options.rollback || options.abandon) && record.state === 'cancelled';
+  return record.state === 'completed' || ended ? 0 : 1;
 }

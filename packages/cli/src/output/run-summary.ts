@@ -48,7 +48,12 @@ export function renderRunSummary(record: RunRecord): string {
       row('total', '', record.stats, ms),
     ],
   );
-  const outcome =
-    record.state === 'completed' ? 'completed' : `${record.state}${record.error ? `: ${record.error.message}` : ''}`;
+  // A run rolled back or abandoned on request says so; the error that once stopped it is history.
+  let outcome = `${record.state}${record.error ? `: ${record.error.message}` : ''}`;
+  if (record.state === 'completed') outcome = 'completed';
+  else if (record.state === 'cancelled' && record.abandoned) {
+    const said = record.warnings.filter((w) => w.code === 'W_ABANDONED').at(-1);
+    outcome = `abandoned${said ? `: ${said.message}` : ''}`;
+  } else if (record.state === 'cancelled' && record.rolledBack) outcome = 'rolled back to its last restore point';
   return `run ${record.runId} (job ${record.job.name}) ${outcome}\n${table}`;
 }

@@ -32,7 +32,8 @@ export async function runCli(
     stdout: stdout as unknown as NodeJS.WriteStream,
     stderr: stderr as unknown as NodeJS.WriteStream,
     cwd: options.cwd ?? process.cwd(),
-    env: options.env ?? {},
+    // The state folder of the tests is the old default, `.replikit` in the working folder.
+    env: { REPLIKIT_STATE_DIR: join(options.cwd ?? process.cwd(), '.replikit'), ...options.env },
     signal: new AbortController().signal,
   });
   return { code, stdout: stdout.text, stderr: stderr.text };
@@ -47,7 +48,7 @@ const tsxLoader = pathToFileURL(
 export function spawnCli(args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }) {
   return spawn(process.execPath, ['--conditions=@replikit/source', '--import', tsxLoader, binSource, ...args], {
     cwd: options.cwd,
-    env: { ...process.env, ...options.env, NODE_OPTIONS: '' },
+    env: { ...process.env, REPLIKIT_STATE_DIR: join(options.cwd, '.replikit'), ...options.env, NODE_OPTIONS: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 }
