@@ -208,7 +208,9 @@ describe('ReplicationEngine', () => {
     await store.saveRun({ ...done!, runId: 'unit-stuck', state: 'transfer', pid: 999999 });
     const refused = e.run(job());
     await expect(refused).rejects.toMatchObject({ code: 'E_CONFLICT' });
-    await expect(refused).rejects.toThrow(/did not finish .*its process is gone.*resume unit-stuck.*--rollback.*--abandon/);
+    await expect(refused).rejects.toThrow(
+      /did not finish .*its process is gone.*resume unit-stuck.*--rollback.*--abandon/,
+    );
   });
 
   it('tells a second run that the first is running now, not that it did not finish', async () => {

@@ -50,14 +50,7 @@ import {
   scanOverlay,
   withReplicaExclusive,
 } from './replica-commit.js';
-import {
-  dropOverlay,
-  dropOwner,
-  readOverlayRun,
-  readOwner,
-  takeOwner,
-  writeOverlayRun,
-} from './replica-owner.js';
+import { dropOverlay, dropOwner, readOverlayRun, readOwner, takeOwner, writeOverlayRun } from './replica-owner.js';
 import { type PointRecord, readPoints } from './restore-points.js';
 import { deleteSnapshotOf, hasPendingMerge, recoverSnapshotMerge } from './snapshot-merge.js';
 import {

@@ -93,4 +93,101 @@ describe('file driver: two state folders run one job at the same time', () => {
     console.info(`two state folders: ${losers} of ${ROUNDS} rounds had a loser`);
     await Promise.all(engines.map((e) => e.close()));
   }, 120_000);
+
+  it('a run that stopped never reverts a restore point it did not make, and can be abandoned', async () => {
+    const dir = await makeTempRoot();
+    const vms = join(dir, 'vms');
+    registerDriver('file', (options) => createFileDriver({ root: String(options.root), reflink: false }), {
+      replace: true,
+    });
+    await createFileVM(vms, { name: 'web', disks: [{ id: 'system', size: 4 * MiB }], changeTracking: true });
+    const job = {
+      name: 'web',
+      source: { driver: 'file', root: vms, vm: 'web' },
+      target: { driver: 'file', root: join(dir, 'replicas') },
+      method: 'qhybrid',
+      options: { retention: 1000 },
+    };
+    const guestWrite = async (seed: number) => {
+      const guest = await openGuestDisk(vms, 'web', 'system');
+      await guest.write(seed * 65536, testPattern(seed, 200_000));
+      await guest.close();
+    };
+    // Folder X's journal stops working in the middle of a transfer: its run stays unfinished.
+    const inner = new FileStateStore(join(dir, 'x'));
+    let broken = false;
+    let breakAtTransfer = false;
+    const storeX: StateStore = {
+      location: inner.location,
+      saveRun: (record) => (broken ? Promise.reject(new Error('the state disk is gone')) : inner.saveRun(record)),
+      loadRun: (id) => inner.loadRun(id),
+      listRuns: () => inner.listRuns(),
+      saveJob: (record) => inner.saveJob(record),
+      loadJob: (name) => inner.loadJob(name),
+      lockJob: (name, id) => inner.lockJob(name, id),
+    };
+    const x = new ReplicationEngine({ stateStore: storeX, checkpointEveryMs: 0 });
+    const y = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'y')) });
+    x.on('state', (event) => {
+      if (event.to === 'transfer' && breakAtTransfer) broken = true;
+    });
+    const stopped = async (): Promise<RunRecord> => {
+      await guestWrite(Math.floor(Math.random() * 40));
+      breakAtTransfer = true;
+      await expect(x.run(job)).rejects.toThrow('the state disk is gone');
+      breakAtTransfer = false;
+      broken = false;
+      const [run] = (await inner.listRuns()).filter((r) => !['completed', 'failed', 'cancelled'].includes(r.state));
+      return run!;
+    };
+    const target = createFileDriver({ root: join(dir, 'replicas') });
+    const replica = (await y.run(job)).replica!;
+    const points = async () => (await target.listRestorePoints(replica)).map((p) => p.id);
+    const content = async () => readWholeDisk(target, replica.disks[0]!);
+
+    // A run of X stops holding the replica; its hold is then lost (as with a version without holds)
+    // and Y commits a newer point. X's rollback must not revert it.
+    const a = await stopped();
+    expect((await target.replicaOwner(replica))?.runId).toBe(a.runId);
+    await target.releaseReplica(replica, a.runId);
+    await guestWrite(50);
+    await y.run(job);
+    const kept = await points();
+    const version = await content();
+    const rollback = x.resume(a.runId, { rollback: true });
+    await expect(rollback).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    await expect(rollback).rejects.toThrow(/did not roll replica '.+' back: .* newer than the one run .+ started from/);
+    expect(await points()).toEqual(kept);
+    expect(compareBytes(await content(), version)).toBe('equal');
+    const ended = (await inner.loadRun(a.runId))!;
+    expect(ended.state).toBe('failed');
+    expect(ended.warnings.map((w) => w.code)).toContain('W_NOT_ROLLED_BACK');
+    expect(await target.replicaOwner(replica)).toBeUndefined();
+
+    // Same story, resumed forward: it cannot finish on top of another run's point; it ends.
+    const b = await stopped();
+    await target.releaseReplica(replica, b.runId);
+    await guestWrite(51);
+    await y.run(job);
+    const forward = x.resume(b.runId);
+    await expect(forward).rejects.toThrow(`can no longer finish: end it with \`replikit resume ${b.runId} --abandon\``);
+    expect((await inner.loadRun(b.runId))!.state).toBe('failed');
+
+    // A run that holds the replica, abandoned: its pending writes go, no point is reverted, the hold ends.
+    const before = await points();
+    const committed = await content();
+    const c = await stopped();
+    const abandoned = await x.resume(c.runId, { abandon: true });
+    expect(abandoned.state).toBe('cancelled');
+    expect(abandoned.warnings.find((w) => w.code === 'W_ABANDONED')?.message).toMatch(
+      /its pending writes on replica '.+' were dropped .*its hold on the replica is released and no restore point was reverted/,
+    );
+    expect(await points()).toEqual(before);
+    expect(compareBytes(await content(), committed)).toBe('equal');
+    expect(await target.replicaOwner(replica)).toBeUndefined();
+    expect(await target.replicaMark(replica)).toBe('ready');
+    // And the job goes on from folder X.
+    expect((await x.run(job)).state).toBe('completed');
+    await Promise.all([x.close(), y.close()]);
+  }, 120_000);
 });

@@ -1,7 +1,16 @@
 import { createNodeHasher } from '@replikit/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createNetworkTransport } from '../src/network-transport.js';
-import { createMixedVm, createWorld, engineFor, jobFor, replicaMatches, startAgent, TLS_PSK, type World } from './helpers/world.js';
+import {
+  createMixedVm,
+  createWorld,
+  engineFor,
+  jobFor,
+  replicaMatches,
+  startAgent,
+  TLS_PSK,
+  type World,
+} from './helpers/world.js';
 
 const MiB = 1024 * 1024;
 let world: World;

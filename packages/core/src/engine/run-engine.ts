@@ -180,7 +180,9 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     const unfinished = (await this.store.listRuns()).find((r) => r.job.name === spec.name && !isTerminal(r.state));
     if (unfinished && !this.active.has(unfinished.runId)) {
       const advice = adviceFor(unfinished.runId, unfinished.pid, unfinished.host, this.store.location);
-      const what = advice.startsWith('it is running now') ? 'is unfinished' : `did not finish (stopped in '${unfinished.state}')`;
+      const what = advice.startsWith('it is running now')
+        ? 'is unfinished'
+        : `did not finish (stopped in '${unfinished.state}')`;
       throw new ConflictError(`run ${unfinished.runId} of job '${spec.name}' ${what}; ${advice}`, {
         details: { runId: unfinished.runId, state: unfinished.state, pid: unfinished.pid },
       });

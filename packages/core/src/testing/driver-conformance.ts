@@ -499,7 +499,10 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
       });
       expect(await hv.replicaOwner(replica)).toBeUndefined();
       // Two claims at once: exactly one run gets the replica, the other is told which one.
-      const claims = await Promise.all([hv.claimReplica(replica, owner('run-a')), hv.claimReplica(replica, owner('run-b'))]);
+      const claims = await Promise.all([
+        hv.claimReplica(replica, owner('run-a')),
+        hv.claimReplica(replica, owner('run-b')),
+      ]);
       const winner = claims[0]!.runId;
       expect(['run-a', 'run-b']).toContain(winner);
       expect(claims[1]!.runId).toBe(winner);
@@ -520,7 +523,7 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
       await hv.releaseReplica(replica, loser);
     });
 
-    it("never continues or commits writes another run left pending, and they change the fingerprint", async (ctx) => {
+    it('never continues or commits writes another run left pending, and they change the fingerprint', async (ctx) => {
       if (!hv.capabilities.canBeTarget || !hv.capabilities.restorePoints) ctx.skip();
       const { replica } = await seedReplica('foreign');
       const disk = replica.disks[0]!;
@@ -530,7 +533,13 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
       await hv.markReplica(replica, 'ready');
       const committed = (await hv.replicaState(replica)).value;
       // A peer writes without holding the replica and leaves its writes pending.
-      await writeReplica(replica, disk, new Uint8Array(size), [{ offset: 4096, data: testPattern(51, 70_000) }], 'peer');
+      await writeReplica(
+        replica,
+        disk,
+        new Uint8Array(size),
+        [{ offset: 4096, data: testPattern(51, 70_000) }],
+        'peer',
+      );
       expect((await hv.replicaState(replica)).value).not.toBe(committed);
       // The next run takes the replica: the peer's writes are gone, its own go on across writers.
       const owner = { runId: 'run-2', host: 'conformance-host', pid: 4242, startedAt: new Date().toISOString() };

@@ -106,13 +106,10 @@ export function createInProcessTransport(options: InProcessTransportOptions): Tr
       const open = new Set<InProcessDiskChannel>();
       return {
         async openDisk(disk, diskOptions) {
-          const targetDisk = await target.openDisk(
-            session.replica,
-            disk,
-            session.blockSize,
-            session.digest,
-            { ...diskOptions, runId: session.runId },
-          );
+          const targetDisk = await target.openDisk(session.replica, disk, session.blockSize, session.digest, {
+            ...diskOptions,
+            runId: session.runId,
+          });
           const channel = new InProcessDiskChannel(targetDisk, verifyDigests);
           open.add(channel);
           return channel;

@@ -4,12 +4,12 @@
 import {
   type Capabilities,
   type ChangeTracker,
+  ConflictError,
   checkRange,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
   type Extent,
-  ConflictError,
   type Hypervisor,
   NotFoundError,
   type Replica,
