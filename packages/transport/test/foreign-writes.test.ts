@@ -1,4 +1,5 @@
 import { createNodeHasher } from '@replikit/core';
+import { createFileDriver } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createNetworkTransport } from '../src/network-transport.js';
 import {
@@ -49,6 +50,29 @@ describe('writes another session left pending', () => {
       expect(await replicaMatches(world, second), "the replica holds the peer's bytes").toBe(true);
       // Not a clean run over foreign bytes: the run says the replica had changed.
       expect(second.warnings.map((w) => w.code)).toContain('W_REPLICA_MODIFIED');
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  it('are refused while a run holds the replica', async () => {
+    const { agent, address } = await startAgent(world, TLS_PSK);
+    try {
+      await createMixedVm(world, 'db', 2 * MiB);
+      const transport = createNetworkTransport({ address, security: TLS_PSK });
+      const first = await engineFor(world, () => transport).run(jobFor(world, 'db'));
+      const target = createFileDriver({ root: world.replicas });
+      const owner = { runId: 'owner-run', host: 'here', pid: process.pid, startedAt: new Date().toISOString() };
+      expect((await target.claimReplica(first.replica!, owner)).runId).toBe('owner-run');
+      const peer = createNetworkTransport({ address, security: TLS_PSK });
+      const blockSize = first.blockSize;
+      const session = await peer.open({ runId: 'peer-run', replica: first.replica!, blockSize, digest: 'sha256' });
+      try {
+        await expect(session.openDisk(first.replica!.disks[0]!)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      } finally {
+        await session.close().catch(() => undefined);
+      }
+      await target.releaseReplica(first.replica!, 'owner-run');
     } finally {
       await agent.stop();
     }
