@@ -65,8 +65,8 @@ export async function readOwner(paths: FileVmPaths): Promise<ReplicaOwner | unde
 /**
  * Takes the owner record for `owner.runId`, atomically: the record is written whole into a
  * temporary file, then linked to its name, which fails when a record exists (two claims at once:
- * one link wins). A record of the same run is replaced (atomic rename). Returns the holder after
- * the call.
+ * one link wins). A record of the same run is refreshed (atomic rename, best effort). Returns the
+ * holder after the call.
  */
 export async function takeOwner(paths: FileVmPaths, owner: ReplicaOwner): Promise<ReplicaOwner> {
   const file = ownerPath(paths);
@@ -81,7 +81,12 @@ export async function takeOwner(paths: FileVmPaths, owner: ReplicaOwner): Promis
     const held = await readOwner(paths);
     if (held && held.runId !== record.runId) return held;
     if (held) {
-      await writeJsonAtomic(file, record);
+      // The same run re-takes its hold. The refresh of its identity (a resumed run has a new pid)
+      // is for messages only, and is skipped when nothing changed or it cannot be written: a
+      // rollback must work on a full disk.
+      if (held.pid !== record.pid || held.host !== record.host || held.stateDir !== record.stateDir) {
+        await writeJsonAtomic(file, record).catch(() => undefined);
+      }
       return record;
     }
     if (await linkNew(file, `${JSON.stringify(record, null, 2)}\n`)) {

@@ -287,7 +287,7 @@ export class RunExecution {
           record.replicaModified = true;
           this.warn(
             'W_REPLICA_MODIFIED',
-            `replica '${replica.name}' changed since the last run (booted or written outside replikit); this run compares every block with it`,
+            `replica '${replica.name}' changed since the last run (booted, written outside replikit, or left with another session's pending writes, which are dropped); this run compares every block with it`,
           );
         }
       }
