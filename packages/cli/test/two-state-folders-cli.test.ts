@@ -52,6 +52,7 @@ describe('two replikit processes with two state folders run one job', () => {
         losers++;
         expect(lost.code, lost.stderr).toBe(1);
         expect(lost.stderr).toMatch(/is held by run \S+ \(host .+, pid \d+, state folder .+(cron|shell)\)/);
+        expect(lost.stderr).toMatch(/, so run \S+ stopped before writing anything; it is running now \(pid \d+\)/);
         expect(lost.stderr).toMatch(/wait for it to finish or cancel it/);
       }
       const after = (await target.listRestorePoints(ref)).map((p) => p.id);

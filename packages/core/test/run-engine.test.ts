@@ -1,5 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -224,6 +224,25 @@ describe('ReplicationEngine', () => {
     await expect(refused).rejects.toThrow(
       `run unit-live of job 'unit' is unfinished; it is running now (pid ${process.pid}); wait for it to finish or cancel it`,
     );
+  });
+
+  it('refuses a replica held by a dead run of another folder, and takes over a stale hold of its own', async () => {
+    const first = await engine().run(job());
+    const replica = first.replica!;
+    const stateDir = new FileStateStore(join(dir, 'state')).location;
+    const dead = { runId: 'unit-gone', host: hostname(), pid: 999999, startedAt: first.startedAt };
+    // A run of another state folder crashed holding the replica: nothing here may touch it.
+    await target.claimReplica(replica, { ...dead, stateDir: '/elsewhere' });
+    const refused = engine().run(job());
+    await expect(refused).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    await expect(refused).rejects.toThrow(
+      /is held by run unit-gone \(host .+, pid 999999, state folder \/elsewhere\).*its process is gone.*`replikit --state-dir "\/elsewhere" resume unit-gone --abandon`/,
+    );
+    // The same hold left by a run of this folder that its journal does not know: taken over.
+    await target.releaseReplica(replica, 'unit-gone');
+    await target.claimReplica(replica, { ...dead, stateDir });
+    expect((await engine().run(job())).state).toBe('completed');
+    expect(await target.replicaOwner(replica)).toBeUndefined();
   });
 
   it('keeps at most `retention` restore points', async () => {

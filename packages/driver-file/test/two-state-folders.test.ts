@@ -71,6 +71,7 @@ describe('file driver: two state folders run one job at the same time', () => {
         // The loser says who holds the replica and what to do, and ends: nothing is left to resume.
         expect(isReplikitError(o.error, 'E_CONFLICT'), String(o.error)).toBe(true);
         expect((o.error as Error).message).toMatch(/is held by run .+ \(host .+, pid \d+, state folder .+\)/);
+        expect((o.error as Error).message).toMatch(/, so run \S+ stopped before writing anything; /);
         expect((o.error as Error).message).toMatch(/running now.*wait for it to finish or cancel it/);
         const runs = await o.store.listRuns();
         expect(runs.filter((r) => !['completed', 'failed', 'cancelled'].includes(r.state))).toEqual([]);

@@ -40,13 +40,14 @@ export function adviceFor(runId: string, pid: number, host: string | undefined, 
 }
 
 /**
- * The error of a run that finds its replica held by another run: which run, where, whether its
- * process lives, and what to do.
+ * The error of a run that finds its replica held by another run: which run, where, what that
+ * meant for this run (`consequence`), whether the holder's process lives, and what to do.
  */
-export function heldByAnother(replicaName: string, holder: ReplicaOwner): ConflictError {
+export function heldByAnother(replicaName: string, holder: ReplicaOwner, consequence?: string): ConflictError {
   const where = `host ${holder.host}, pid ${holder.pid}, state folder ${holder.stateDir ?? 'unknown'}`;
+  const so = consequence === undefined ? '' : `, so ${consequence}`;
   return new ConflictError(
-    `replica '${replicaName}' is held by run ${holder.runId} (${where}), started ${holder.startedAt}; ${adviceFor(holder.runId, holder.pid, holder.host, holder.stateDir)}`,
+    `replica '${replicaName}' is held by run ${holder.runId} (${where}), started ${holder.startedAt}${so}; ${adviceFor(holder.runId, holder.pid, holder.host, holder.stateDir)}`,
     { details: { owner: holder, alive: runIsAlive(holder.pid, holder.host) ?? null } },
   );
 }

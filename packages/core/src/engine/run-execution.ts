@@ -790,7 +790,9 @@ export class RunExecution {
       await target.releaseReplica(replica, holder.runId, { signal: this.signal });
       holder = await target.claimReplica(replica, owner, { signal: this.signal });
     }
-    if (holder.runId !== record.runId) throw heldByAnother(replica.name, holder);
+    if (holder.runId !== record.runId) {
+      throw heldByAnother(replica.name, holder, `run ${record.runId} stopped before writing anything`);
+    }
   }
 
   /** True for the hold of a dead run of this store that its journal no longer lists as unfinished. */
