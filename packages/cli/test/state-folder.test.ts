@@ -35,7 +35,11 @@ describe('the default state folder', () => {
 });
 
 describe('replikit resume', () => {
-  it('says a run was rolled back without printing the error that once stopped it', async () => {
+  /**
+   * A job with one committed run, and a second run whose commit, then rollback, met a replica lock
+   * of another live process: it stays in cleanup with that error, holding the replica.
+   */
+  async function stuckInCleanup() {
     const vms = join(dir, 'vms');
     const replicas = join(dir, 'replicas');
     const disk = { id: 'd0', size: 4 * MiB };
@@ -53,7 +57,6 @@ describe('replikit resume', () => {
     const [replica] = await target.listVMs();
     const committed = await digestOf(target, replica!.disks[0]!);
 
-    // A run whose commit, then rollback, meet a replica lock of another live process: it stays in cleanup.
     await guestChanges(vms, 'web', disk, 0.5);
     const engine = new ReplicationEngine({
       stateStore: new FileStateStore(join(dir, '.replikit')),
@@ -66,13 +69,34 @@ describe('replikit resume', () => {
     await expect(engine.run(job)).rejects.toMatchObject({ code: 'E_CONFLICT' });
     const [stuck] = (await new FileStateStore(join(dir, '.replikit')).listRuns()).filter((r) => r.state === 'cleanup');
     expect(stuck?.error?.message).toContain('in use by process 1');
-
     await rm(lock);
-    const resumed = await runCli(['resume', stuck!.runId, '--rollback'], { cwd: dir });
+    return { target, replica: replica!, committed, runId: stuck!.runId };
+  }
+
+  it('says a run was rolled back without printing the error that once stopped it', async () => {
+    const { target, replica, committed, runId } = await stuckInCleanup();
+    const resumed = await runCli(['resume', runId, '--rollback'], { cwd: dir });
     expect(resumed.code, resumed.stderr).toBe(0);
-    expect(resumed.stdout).toContain(`run ${stuck!.runId} (job web) rolled back to its last restore point`);
+    expect(resumed.stdout).toContain(`run ${runId} (job web) rolled back to its last restore point`);
     expect(`${resumed.stdout}${resumed.stderr}`).not.toContain('in use by process 1');
-    expect(await digestOf(target, replica!.disks[0]!)).toBe(committed);
+    expect(await digestOf(target, replica.disks[0]!)).toBe(committed);
+  });
+
+  it('abandons a run: says what it did, drops only its own pending writes and releases the replica', async () => {
+    const { target, replica, committed, runId } = await stuckInCleanup();
+    const points = await target.listRestorePoints({ ...replica, created: false });
+    const abandoned = await runCli(['resume', runId, '--abandon'], { cwd: dir });
+    expect(abandoned.code, abandoned.stderr).toBe(0);
+    expect(abandoned.stdout).toMatch(
+      new RegExp(
+        `run ${runId} \\(job web\\) abandoned: .*pending writes on replica .* were dropped .*no restore point was reverted`,
+      ),
+    );
+    expect(await target.listRestorePoints({ ...replica, created: false })).toEqual(points);
+    expect(await target.replicaOwner({ ...replica, created: false })).toBeUndefined();
+    expect(await digestOf(target, replica.disks[0]!)).toBe(committed);
+    const again = await runCli(['runs', '--json'], { cwd: dir });
+    expect(JSON.parse(again.stdout).at(-1)).toMatchObject({ runId, state: 'cancelled', abandoned: true });
   });
 
   it('takes --rollback or --abandon, not both', async () => {
