@@ -1,3 +1,4 @@
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   FileStateStore,
@@ -190,5 +191,62 @@ describe('file driver: two state folders run one job at the same time', () => {
     // And the job goes on from folder X.
     expect((await x.run(job)).state).toBe('completed');
     await Promise.all([x.close(), y.close()]);
+  }, 120_000);
+
+  it('a run of an older version, resumed, makes again the writes its replica no longer knows as its own', async () => {
+    const dir = await makeTempRoot();
+    const vms = join(dir, 'vms');
+    registerDriver('file', (options) => createFileDriver({ root: String(options.root), reflink: false }), {
+      replace: true,
+    });
+    await createFileVM(vms, { name: 'web', disks: [{ id: 'system', size: 8 * MiB }] });
+    const job = {
+      name: 'web',
+      source: { driver: 'file', root: vms, vm: 'web' },
+      target: { driver: 'file', root: join(dir, 'replicas') },
+      method: 'qhybrid',
+    };
+    const inner = new FileStateStore(join(dir, 'state'));
+    let transferSaves = -1; // counting once the transfer starts
+    const store: StateStore = {
+      location: inner.location,
+      saveRun: (record) => {
+        if (transferSaves >= 0 && ++transferSaves > 2) return Promise.reject(new Error('the state disk is gone'));
+        return inner.saveRun(record);
+      },
+      loadRun: (id) => inner.loadRun(id),
+      listRuns: () => inner.listRuns(),
+      saveJob: (record) => inner.saveJob(record),
+      loadJob: (name) => inner.loadJob(name),
+      lockJob: (name, id) => inner.lockJob(name, id),
+    };
+    const engine = new ReplicationEngine({ stateStore: store, checkpointEveryMs: 0 });
+    await engine.run(job);
+    const guest = await openGuestDisk(vms, 'web', 'system');
+    for (let at = 0; at < 8 * MiB; at += MiB) await guest.write(at + 4096, testPattern(at + 7, 300_000));
+    await guest.close();
+    engine.on('state', (event) => {
+      if (event.to === 'transfer') transferSaves = 0;
+    });
+    await expect(engine.run(job)).rejects.toThrow('the state disk is gone');
+    transferSaves = -1;
+    const [stopped] = (await inner.listRuns()).filter((r) => r.state === 'plan' || r.state === 'transfer');
+    expect(stopped!.disks[0]!.checkpointBlock).toBeGreaterThan(0);
+    // An older version wrote overlays without saying which run they belong to.
+    const replicaDir = join(dir, 'replicas', stopped!.replica!.id);
+    for (const name of await readdir(replicaDir)) if (name.endsWith('.overlay-run')) await rm(join(replicaDir, name));
+
+    const resumed = await engine.resume(stopped!.runId);
+    expect(resumed.state).toBe('completed');
+    const source = createFileDriver({ root: vms });
+    const target = createFileDriver({ root: join(dir, 'replicas') });
+    expect(
+      compareBytes(
+        await readWholeDisk(target, resumed.replica!.disks[0]!),
+        await readWholeDisk(source, resumed.snapshot!.disks[0]!),
+      ),
+    ).toBe('equal');
+    expect(resumed.warnings.map((w) => w.code)).toContain('W_TRANSFER_RESTARTED');
+    await engine.close();
   }, 120_000);
 });

@@ -809,7 +809,15 @@ export class RunExecution {
     const replica = record.replica;
     if (!replica) return;
     const { target } = await this.drivers();
+    // Taking the replica drops pending writes the driver cannot tell as this run's (a journal of
+    // an older version, whose writes carry no run id); that changes the fingerprint. Then the
+    // checkpoints no longer say what the replica holds: the transfer starts again.
+    const wrote = record.disks.some((disk) => disk.checkpointBlock > 0 || disk.done);
+    const pending = wrote ? (await target.replicaState(replica, { signal: this.signal })).value : undefined;
     await this.hold(target, replica);
+    if (pending !== undefined && (await target.replicaState(replica, { signal: this.signal })).value !== pending) {
+      this.restartTransfer();
+    }
     const conflict = await this.newerPoint(target, replica);
     if (conflict) {
       throw new ConflictError(
@@ -817,6 +825,26 @@ export class RunExecution {
         { details: { runId: record.runId } },
       );
     }
+  }
+
+  /** Forgets every checkpoint of the transfer: its writes were dropped, they are made again. */
+  private restartTransfer(): void {
+    const record = this.record;
+    if (record.state === 'commit') {
+      throw new ConflictError(
+        `the writes run ${record.runId} left pending on replica '${record.replica?.name}' are gone (a journal of an older version?); roll the run back with \`replikit resume ${record.runId} --rollback\` and run the job again`,
+      );
+    }
+    for (const disk of record.disks) {
+      disk.checkpointBlock = 0;
+      disk.done = false;
+      disk.stats = emptyStats();
+    }
+    this.sumStats();
+    this.warn(
+      'W_TRANSFER_RESTARTED',
+      `the writes run ${record.runId} left pending on replica '${record.replica?.name}' were not its own as far as the replica can tell (journaled by an older version?) and were dropped; the transfer starts again from the first block`,
+    );
   }
 
   /**
