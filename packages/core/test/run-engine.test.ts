@@ -226,23 +226,32 @@ describe('ReplicationEngine', () => {
     );
   });
 
-  it('refuses a replica held by a dead run of another folder, and takes over a stale hold of its own', async () => {
+  it('refuses a replica held by a dead run of another folder, and takes over a hold no journal keeps', async () => {
     const first = await engine().run(job());
     const replica = first.replica!;
     const stateDir = new FileStateStore(join(dir, 'state')).location;
+    const elsewhere = new FileStateStore(join(dir, 'elsewhere'));
     const dead = { runId: 'unit-gone', host: hostname(), pid: 999999, startedAt: first.startedAt };
-    // A run of another state folder crashed holding the replica: nothing here may touch it.
-    await target.claimReplica(replica, { ...dead, stateDir: '/elsewhere' });
+    // A run of another state folder crashed holding the replica and its journal there says so:
+    // nothing here may touch the replica.
+    await elsewhere.saveRun({ ...first, runId: 'unit-gone', state: 'transfer', pid: 999999 });
+    await target.claimReplica(replica, { ...dead, stateDir: elsewhere.location });
     const refused = engine().run(job());
     await expect(refused).rejects.toMatchObject({ code: 'E_CONFLICT' });
     await expect(refused).rejects.toThrow(
-      /is held by run unit-gone \(host .+, pid 999999, state folder \/elsewhere\).*its process is gone.*`replikit --state-dir "\/elsewhere" resume unit-gone --abandon`/,
+      /is held by run unit-gone \(host .+, pid 999999, state folder .*elsewhere\).*its process is gone.*`replikit --state-dir ".*elsewhere" resume unit-gone --abandon`/,
     );
+    // That state folder deleted: no journal can ever resume or abandon the run, the hold is taken over.
+    await rm(elsewhere.location, { recursive: true });
+    expect((await engine().run(job())).state).toBe('completed');
+    expect(await target.replicaOwner(replica)).toBeUndefined();
     // The same hold left by a run of this folder that its journal does not know: taken over.
-    await target.releaseReplica(replica, 'unit-gone');
     await target.claimReplica(replica, { ...dead, stateDir });
     expect((await engine().run(job())).state).toBe('completed');
     expect(await target.replicaOwner(replica)).toBeUndefined();
+    // A hold of a live process is never taken over, whatever its journal says.
+    await target.claimReplica(replica, { ...dead, pid: process.pid, stateDir: join(dir, 'nowhere') });
+    await expect(engine().run(job())).rejects.toThrow(/it is running now/);
   });
 
   it('keeps at most `retention` restore points', async () => {

@@ -1,3 +1,4 @@
+import { isAbsolute } from 'node:path';
 import type { EventEmitter } from 'eventemitter3';
 import pLimit from 'p-limit';
 import type { BackupSession, BackupSink } from '../contracts/backup-sink.js';
@@ -24,6 +25,7 @@ import type { BufferShelf } from './buffer-shelf.js';
 import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
+import { FileStateStore } from './file-state-store.js';
 import { ProgressReporter } from './progress-reporter.js';
 import { heldByAnother, ownerOfRun, runIsAlive } from './replica-hold.js';
 import { addStats, type DiskRecord, emptyStats, type JobRecord, type PlanMode, type RunRecord } from './run-record.js';
@@ -795,11 +797,23 @@ export class RunExecution {
     }
   }
 
-  /** True for the hold of a dead run of this store that its journal no longer lists as unfinished. */
+  /**
+   * True for the hold of a dead run (its process gone, on this host) that no journal lists as
+   * unfinished: its state folder (this one, or the one its owner record names) no longer holds the
+   * run, or holds it ended. Nothing could ever resume or abandon such a run, so its hold is taken
+   * over. A journal that cannot be read keeps the hold: only a journal that says so frees it.
+   */
   private async isStale(holder: { runId: string; pid: number; host: string; stateDir?: string }): Promise<boolean> {
-    if (this.deps.stateDir === undefined || holder.stateDir !== this.deps.stateDir) return false;
     if (runIsAlive(holder.pid, holder.host) !== false) return false;
-    const journal = await this.deps.store.loadRun(holder.runId).catch(() => undefined);
+    const own = this.deps.stateDir !== undefined && holder.stateDir === this.deps.stateDir;
+    if (!own && (holder.stateDir === undefined || !isAbsolute(holder.stateDir))) return false;
+    const store = own ? this.deps.store : new FileStateStore(holder.stateDir!);
+    let journal: RunRecord | undefined;
+    try {
+      journal = await store.loadRun(holder.runId);
+    } catch {
+      return own;
+    }
     return journal === undefined || isTerminal(journal.state);
   }
 
