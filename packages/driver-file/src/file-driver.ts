@@ -33,7 +33,16 @@ import { chainChanges } from './change-tracker.js';
 import { createVmFolder } from './create-file-vm.js';
 import { acquireLockFile, folderMutex, snapshotMutex } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
-import { diskImagePath, diskLockPath, type FileVmPaths, fileVmPaths, overlayPath, rootFromMeta } from './paths.js';
+import {
+  assertInsideRoot,
+  confinedRoot,
+  diskImagePath,
+  diskLockPath,
+  type FileVmPaths,
+  fileVmPaths,
+  overlayPath,
+  rootFromMeta,
+} from './paths.js';
 import { assertRawImage } from './raw-image-check.js';
 import { openRawReader } from './raw-reader.js';
 import { openDirectWriter, openOverlayWriter } from './raw-writer.js';
@@ -76,6 +85,14 @@ export interface FileDriverOptions {
    * @internal
    */
   faultHook?: FaultHook;
+  /**
+   * Keep every replica and disk under `root`: a `meta.root` or `placement.root` naming another
+   * folder is refused (`E_INPUT`, `details.confined`), and so is a VM folder that is a symbolic
+   * link leading out of `root`. `replikit-agent` creates its driver this way, since the replica
+   * references it receives come from a peer.
+   * @default false
+   */
+  confine?: boolean;
 }
 
 /** The kind of the file driver. */
@@ -126,12 +143,14 @@ class FileDriver implements Hypervisor {
   private readonly root: string;
   private readonly reflink: boolean;
   private readonly faultHook: FaultHook | undefined;
+  private readonly confine: boolean;
   private closed = false;
 
   constructor(options: FileDriverOptions) {
     this.root = resolve(options.root);
     this.reflink = options.reflink ?? true;
     this.faultHook = options.faultHook;
+    this.confine = options.confine === true;
     this.changeTracker = {
       changes: (disk, base, current, opts) => this.changes(disk, base, current, opts),
     };
@@ -275,7 +294,7 @@ class FileDriver implements Hypervisor {
 
   async openReader(disk: DiskRef): Promise<DiskReader> {
     this.assertOpen();
-    const paths = fileVmPaths(rootFromMeta(disk?.meta, this.root), disk?.vmId);
+    const paths = await this.pathsOf(disk?.meta, disk?.vmId, `disk '${String(disk?.id)}'`);
     assertSafeName(disk.id, 'disk id');
     if (disk.snapshotId !== undefined) return this.openSnapshotReader(paths, disk);
     let vm = await readVmJson(paths.dir);
@@ -302,9 +321,11 @@ class FileDriver implements Hypervisor {
     if (placementRoot !== undefined && (typeof placementRoot !== 'string' || !isAbsolute(placementRoot))) {
       throw new InputError(`placement.root must be an absolute folder path, got ${JSON.stringify(placementRoot)}`);
     }
-    const root = placementRoot === undefined ? this.root : resolve(placementRoot);
+    let root = placementRoot === undefined ? this.root : resolve(placementRoot);
+    if (this.confine) root = confinedRoot(root, this.root, `replica '${name}'`);
     const metaRoot = root === this.root ? undefined : root;
     const paths = fileVmPaths(root, name);
+    if (this.confine) await assertInsideRoot(paths.dir, this.root);
     const wanted = validateSpecDisks(spec);
     for (let attempt = 0; ; attempt++) {
       let vm: VmJson;
@@ -361,7 +382,7 @@ class FileDriver implements Hypervisor {
 
   async deleteReplica(replica: Replica): Promise<void> {
     this.assertOpen();
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     let vm: VmJson;
     try {
       vm = await readVmJson(paths.dir);
@@ -385,7 +406,7 @@ class FileDriver implements Hypervisor {
 
   async openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
     this.assertOpen();
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     assertSafeName(disk?.id, 'disk id');
     await recoverReplica(paths, { faultHook: this.faultHook });
     const vm = await readVmJson(paths.dir);
@@ -437,7 +458,7 @@ class FileDriver implements Hypervisor {
 
   async replicaState(replica: Replica): Promise<ReplicaFingerprint> {
     this.assertOpen();
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     await this.softRecover(paths);
     const vm = await readVmJson(paths.dir);
     assertReplica(paths, vm);
@@ -476,7 +497,7 @@ class FileDriver implements Hypervisor {
     if (state !== 'in-progress' && state !== 'ready') {
       throw new InputError(`a replica mark is 'in-progress' or 'ready', got ${JSON.stringify(state)}`);
     }
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     await recoverReplica(paths, { faultHook: this.faultHook });
     await folderMutex.run(paths.dir, async () => {
       const vm = await readVmJson(paths.dir);
@@ -528,7 +549,7 @@ class FileDriver implements Hypervisor {
 
   async replicaMark(replica: Replica): Promise<'in-progress' | 'ready'> {
     this.assertOpen();
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     await this.softRecover(paths);
     const vm = await readVmJson(paths.dir);
     assertReplica(paths, vm);
@@ -537,14 +558,14 @@ class FileDriver implements Hypervisor {
 
   async createRestorePoint(replica: Replica, label: string, options?: RestorePointOptions): Promise<RestorePoint> {
     this.assertOpen();
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     const record = await commitReplica(paths, label, { ...options, faultHook: this.faultHook });
     return toRestorePoint(record, replica.id);
   }
 
   async listRestorePoints(replica: Replica): Promise<RestorePoint[]> {
     this.assertOpen();
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     await this.softRecover(paths);
     const vm = await readVmJson(paths.dir);
     assertReplica(paths, vm);
@@ -561,7 +582,7 @@ class FileDriver implements Hypervisor {
         `restore point '${point?.id}' belongs to replica '${point?.replicaId}', not '${replica?.id}'`,
       );
     }
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     await revertReplica(paths, assertSafeName(point.id, 'restore point id'), {
       ...(options?.signal ? { signal: options.signal } : {}),
       faultHook: this.faultHook,
@@ -642,8 +663,20 @@ class FileDriver implements Hypervisor {
     }
   }
 
-  private replicaPaths(replica: Pick<Replica, 'id' | 'meta'>): FileVmPaths {
-    return fileVmPaths(rootFromMeta(replica?.meta, this.root), replica?.id);
+  private replicaPaths(replica: Pick<Replica, 'id' | 'meta'>): Promise<FileVmPaths> {
+    return this.pathsOf(replica?.meta, replica?.id, `replica '${String(replica?.id)}'`);
+  }
+
+  /**
+   * The paths of the VM folder `id` under the root a reference's `meta` names (or the driver's);
+   * a confined driver refuses any other root and a folder that links out of its root.
+   */
+  private async pathsOf(meta: Record<string, unknown> | undefined, id: unknown, what: string): Promise<FileVmPaths> {
+    if (!this.confine) return fileVmPaths(rootFromMeta(meta, this.root), id as string);
+    const root = confinedRoot(rootFromMeta(meta, this.root), this.root, what);
+    const paths = fileVmPaths(root, id as string);
+    await assertInsideRoot(paths.dir, this.root);
+    return paths;
   }
 
   private assertOpen(): void {

@@ -1,5 +1,6 @@
-import { isAbsolute, join, resolve } from 'node:path';
-import { InputError } from '@replikit/core';
+import { realpath } from 'node:fs/promises';
+import { isAbsolute, join, resolve, sep } from 'node:path';
+import { InputError, toStorageError } from '@replikit/core';
 import { assertSafeName } from './names.js';
 
 /** Name of the metadata file of a VM folder. */
@@ -95,4 +96,49 @@ export function rootFromMeta(meta: Record<string, unknown> | undefined, fallback
     throw new InputError(`meta.root must be an absolute folder path, got ${JSON.stringify(root)}`);
   }
   return resolve(root);
+}
+
+/**
+ * The root of a driver confined to `root` (`createFileDriver({ confine: true })`, as
+ * `replikit-agent` creates it): the `root` a replica or disk reference claims in its `meta`, or a
+ * placement asks for, must be `root` itself; anything else is refused, so that a peer cannot
+ * point the driver at a folder outside it.
+ *
+ * @param claimed - The folder claimed (a `meta.root` or `placement.root`), `undefined` when none.
+ * @param root - The driver's root, already resolved.
+ * @param what - What claims it, for the message (`replica 'web'`).
+ * @throws {@link @replikit/core!InputError} (`details.confined: true`) when `claimed` is another folder.
+ */
+export function confinedRoot(claimed: string | undefined, root: string, what: string): string {
+  if (claimed === undefined || claimed === root) return root;
+  throw new InputError(
+    `${what} is placed in ${claimed}, outside ${root}, the only folder this driver may touch ` +
+      '(replikit-agent serves only its --root); place the replica under that folder or run an agent for the other one',
+    { details: { confined: true, root, claimed } },
+  );
+}
+
+/**
+ * Checks that the folder `dir`, once symbolic links are resolved, still lies inside `root` (also
+ * resolved): a folder under the root that is a link to elsewhere is refused. A `dir` that does not
+ * exist yet passes (it will be created under `root`).
+ *
+ * @throws {@link @replikit/core!InputError} (`details.confined: true`) when `dir` leads outside `root`.
+ */
+export async function assertInsideRoot(dir: string, root: string): Promise<void> {
+  let real: string;
+  let realRoot: string;
+  try {
+    [real, realRoot] = await Promise.all([realpath(dir), realpath(root)]);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw toStorageError(error, `resolving ${dir}`);
+  }
+  if (real !== realRoot && !real.startsWith(realRoot.endsWith(sep) ? realRoot : `${realRoot}${sep}`)) {
+    throw new InputError(
+      `${dir} leads to ${real} (a symbolic link), outside ${realRoot}, the only folder this driver may touch; ` +
+        'replace the link with the folder itself',
+      { details: { confined: true, root: realRoot, dir, real } },
+    );
+  }
 }
