@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { readSync } from 'node:fs';
-import { appendFile, mkdir, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readFile, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DiskReader, Hypervisor, VMInfo } from '@replikit/core';
 import { compareBytes, readWholeDisk, runDriverConformance, testPattern } from '@replikit/core/testing';
@@ -338,6 +338,45 @@ describe('file driver', () => {
     await expect(
       hv.ensureReplica({ name: 'x', source: SOURCE, disks: [], placement: { root: 'relative/path' } }),
     ).rejects.toMatchObject({ code: 'E_INPUT' });
+  });
+
+  it('a confined driver refuses every folder outside its root, also through a symbolic link', async () => {
+    const root = await makeTempRoot();
+    const elsewhere = await makeTempRoot();
+    const open = createFileDriver({ root });
+    const far = await open.ensureReplica({
+      name: 'far',
+      source: SOURCE,
+      disks: [{ sourceDiskId: 'd0', size: MiB }],
+      placement: { root: elsewhere },
+    });
+    const confined = createFileDriver({ root, confine: true });
+    const refused = { code: 'E_INPUT', details: { confined: true } };
+    await expect(confined.openWriter(far, far.disks[0]!)).rejects.toMatchObject(refused);
+    await expect(confined.openReader(far.disks[0]!)).rejects.toMatchObject(refused);
+    await expect(confined.replicaState(far)).rejects.toMatchObject(refused);
+    await expect(
+      confined.ensureReplica({ name: 'x', source: SOURCE, disks: [], placement: { root: elsewhere } }),
+    ).rejects.toMatchObject(refused);
+    // A folder under the root that links to a replica elsewhere is refused too.
+    await symlink(join(elsewhere, 'far'), join(root, 'link'));
+    const linked = { ...far, id: 'link', name: 'link', meta: undefined as never };
+    await expect(confined.openWriter(linked, { ...far.disks[0]!, vmId: 'link' })).rejects.toMatchObject(refused);
+    // Its own root, named or not, is served.
+    const own = await confined.ensureReplica({
+      name: 'own',
+      source: SOURCE,
+      disks: [{ sourceDiskId: 'd0', size: MiB }],
+      placement: { root },
+    });
+    const w = await confined.openWriter({ ...own, meta: { root } }, own.disks[0]!);
+    await w.write(0, testPattern(2, 10));
+    await w.close();
+    expect(compareBytes((await readWholeDisk(confined, own.disks[0]!)).subarray(0, 10), testPattern(2, 10))).toBe(
+      'equal',
+    );
+    await open.close();
+    await confined.close();
   });
 
   it('lists only VM folders and fails clearly on a missing root', async () => {
