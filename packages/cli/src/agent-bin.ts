@@ -4,6 +4,7 @@
 import { defaultDriverRegistry, isReplikitError } from '@replikit/core';
 import { createHashingPool } from '@replikit/dedup';
 import { runAgentCli } from '@replikit/transport';
+import { exitCodeOf } from './cli-error.js';
 import { registerBuiltinDrivers } from './drivers.js';
 
 const controller = new AbortController();
@@ -24,7 +25,12 @@ try {
     signal: controller.signal,
   });
 } catch (error) {
-  const message = isReplikitError(error) ? `${error.code}: ${error.message}` : (error as Error).message;
-  process.stderr.write(`replikit-agent: ${message} (see \`replikit-agent --help\`)\n`);
-  process.exitCode = 2;
+  // The same exit statuses as `replikit`: 2 for wrong input (E_INPUT), 1 for a failure.
+  const code = exitCodeOf(error);
+  const message = isReplikitError(error)
+    ? `${error.code}: ${error.message}`
+    : `unexpected error: ${(error as Error).message}`;
+  const hint = code === 2 ? ' (see `replikit-agent --help`)' : '';
+  process.stderr.write(`replikit-agent: ${message}${hint}\n`);
+  process.exitCode = code;
 }

@@ -9,6 +9,10 @@ import { createFileDriver } from '@replikit/driver-file';
 export function registerBuiltinDrivers(): void {
   if (!defaultDriverRegistry.has('file')) {
     defaultDriverRegistry.register('file', (options) =>
-      createFileDriver({ root: String(options.root ?? '.'), confine: (options as { confine?: unknown }).confine === true }),);
+      createFileDriver({
+        root: String(options.root ?? '.'),
+        confine: (options as { confine?: unknown }).confine === true,
+      }),
+    );
   }
 }

@@ -1,10 +1,13 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { ReplikitError } from '@replikit/core';
+import { createFileDriver, createFileVM } from '@replikit/driver-file';
 import { createNetworkTransport, dial } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -17,7 +20,11 @@ let dir: string;
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'replikit-agent-bin-'));
 });
+const started: ChildProcess[] = [];
 afterEach(async () => {
+  // An agent a failed test left running must not outlive the test.
+  for (const child of started.splice(0))
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -26,6 +33,7 @@ function startAgent(args: string[], env: NodeJS.ProcessEnv) {
     env: { ...process.env, ...env, NODE_OPTIONS: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  started.push(child);
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => {
@@ -100,5 +108,83 @@ describe('replikit-agent', () => {
     await closed;
     agent.child.kill('SIGTERM');
     expect((await agent.exit).code).toBe(0);
+  });
+
+  it('writes only inside --root: a session whose replica claims another root is refused with E_INPUT', async () => {
+    const served = join(dir, 'served');
+    const outside = join(dir, 'outside');
+    await mkdir(served);
+    await mkdir(outside);
+    // A replica elsewhere on the host, which the agent must never write.
+    const source = await createFileVM(join(dir, 'vms-src'), { name: 'vm', disks: [{ id: 'd0', size: 1 << 20 }] });
+    const owner = createFileDriver({ root: outside });
+    const victim = await owner.ensureReplica({
+      name: 'victim',
+      source,
+      disks: [{ sourceDiskId: 'd0', size: 1 << 20 }],
+    });
+    await owner.close();
+    const agent = startAgent(['--root', served, '--listen', '127.0.0.1:0', '--tcp'], {});
+    const [, port] = await agent.line(/listening on 127\.0\.0\.1:(\d+) \(tcp\)/);
+    const transport = createNetworkTransport({
+      address: { host: '127.0.0.1', port: Number(port) },
+      security: { kind: 'tcp' },
+      reconnect: { attempts: 1, initialDelayMs: 1, maxDelayMs: 1 },
+    });
+    const meta = { root: outside };
+    const claimed = { ...victim, meta, disks: victim.disks.map((d) => ({ ...d, meta })) };
+    const error = (await (async () => {
+      const channel = await transport.open({ runId: 'evil', replica: claimed, blockSize: 65536, digest: 'sha256' });
+      try {
+        const disk = await channel.openDisk(claimed.disks[0]!);
+        await disk.send({ kind: 'data', index: 0, data: new Uint8Array(65536).fill(0xee) });
+        await disk.close();
+      } finally {
+        await channel.close();
+      }
+    })().then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as ReplikitError | undefined;
+    expect(error?.code).toBe('E_INPUT');
+    expect(error?.message).toMatch(/outside .*, the only folder this driver may touch/);
+    const bytes = await readFile(join(outside, 'victim', 'd0.raw'));
+    expect(bytes.every((b) => b === 0)).toBe(true);
+    agent.child.kill('SIGTERM');
+    expect((await agent.exit).code).toBe(0);
+  });
+
+  it('refuses a keyless --tcp agent on an address other than loopback, with exit code 2', async () => {
+    const agent = startAgent(['--root', dir, '--listen', '0.0.0.0:0', '--tcp'], {});
+    expect((await agent.exit).code).toBe(2);
+    expect(agent.output()).toMatch(/replikit-agent: E_INPUT: plain --tcp without a key .*loopback/);
+    expect(agent.output().trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a bad --listen is E_INPUT with exit code 2', async () => {
+    const agent = startAgent(['--root', dir, '--listen', 'nowhere', '--tcp'], {});
+    expect((await agent.exit).code).toBe(2);
+    expect(agent.output()).toMatch(/replikit-agent: E_INPUT: --listen must be HOST:PORT, got 'nowhere'/);
+  });
+
+  it('an address in use is E_CONFLICT with exit code 1', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const agent = startAgent(['--root', dir, '--listen', `127.0.0.1:${port}`, '--tcp'], {});
+      expect((await agent.exit).code).toBe(1);
+      expect(agent.output()).toMatch(
+        new RegExp(`replikit-agent: E_CONFLICT: 127\\.0\\.0\\.1:${port} is already in use`),
+      );
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('a missing --key-file is E_INPUT with exit code 2, not an unexpected ENOENT', async () => {
+    const agent = startAgent(['--root', dir, '--key-file', join(dir, 'no-such.key')], {});
+    expect((await agent.exit).code).toBe(2);
+    expect(agent.output()).toMatch(/replikit-agent: E_INPUT: cannot read the key file .*no-such\.key/);
   });
 });

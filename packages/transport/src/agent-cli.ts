@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
-import { type DriverRegistry, type EndpointSpec, InputError, isReplikitError } from '@replikit/core';
+import { type DriverRegistry, type EndpointSpec, InputError } from '@replikit/core';
 import { createAgent } from './agent.js';
 import type { AnyHasherFactory } from './hasher.js';
 import type { Address, Security } from './security.js';
@@ -33,12 +34,24 @@ usage:
   --pull-from HOST:PORT connect to a source that waits for this agent (env REPLIKIT_AGENT_PULL_FROM)
   --idle-timeout SECONDS close a connection whose source sent nothing for this long; 0: never
                        (default 300; env REPLIKIT_AGENT_IDLE_TIMEOUT)
+  --handshake-timeout SECONDS drop a connection that has not completed the TLS handshake and
+                       hello this long after it was accepted; 0: never
+                       (default 10; env REPLIKIT_AGENT_HANDSHAKE_TIMEOUT)
+  --max-unauthenticated N connections still in their handshake, at most; one more drops the
+                       oldest of them (default 128; env REPLIKIT_AGENT_MAX_UNAUTHENTICATED)
+  --max-unauthenticated-per-address N the same, per remote address
+                       (default 16; env REPLIKIT_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS)
 security (TLS by default):
   --psk-identity ID    TLS-PSK identity; the key (hex, >= 16 bytes) comes from env REPLIKIT_AGENT_PSK
                        or --key-file
   --cert FILE --key FILE --trust SHA256[,SHA256]
                        TLS with this certificate, accepting only the pinned peer certificates
-  --tcp                plain TCP; a key from REPLIKIT_AGENT_PSK/--key-file is then proven in hello
+  --tcp                plain TCP; a key from REPLIKIT_AGENT_PSK/--key-file is then proven in hello;
+                       without a key, only on a loopback address (127.0.0.0/8, ::1, localhost)
+
+The agent writes only replicas under --root: a session whose replica is placed elsewhere is
+refused with E_INPUT.
+exit codes: 0 stopped; 1 failed (E_CONFLICT: the address is in use); 2 wrong input (E_INPUT)
 `;
 
 function parseAddress(value: string, what: string): Address {
@@ -48,35 +61,125 @@ function parseAddress(value: string, what: string): Address {
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
+/** True for an address only this machine reaches: 127.0.0.0/8, ::1 (also IPv4-mapped), `localhost`. */
+export function isLoopback(host: string): boolean {
+  const bare = host.toLowerCase();
+  if (bare === 'localhost') return true;
+  const v4 = bare.startsWith('::ffff:') ? bare.slice(7) : bare;
+  if (isIP(v4) === 4) return v4.startsWith('127.');
+  return isIP(bare) === 6 && /^(0{0,4}:){2,7}0{0,3}1$|^::1$/.test(bare);
+}
+
+/** Reads a file named by a flag; a file that cannot be read is the caller's mistake (`E_INPUT`). */
+async function readInput(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    const errno = (error as NodeJS.ErrnoException).code;
+    const why = errno === 'ENOENT' ? 'it does not exist' : errno === 'EACCES' ? 'permission denied' : String(errno);
+    throw new InputError(`cannot read ${what} ${path}: ${why}`, { cause: error, details: { errno, path } });
+  }
+}
+
 function parseKey(hex: string, what: string): Uint8Array {
   const clean = hex.trim();
   if (!/^([0-9a-fA-F]{2}){16,}$/.test(clean)) throw new InputError(`${what} must be at least 16 bytes of hex`);
   return Buffer.from(clean, 'hex');
 }
 
+function parseSeconds(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const seconds = Number(text);
+  if (!(Number.isFinite(seconds) && seconds >= 0)) {
+    throw new InputError(`${flag} must be a number of seconds (0: never), got '${text}'`);
+  }
+  return Math.round(seconds * 1000);
+}
+
+function parseCount(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new InputError(`${flag} must be a whole number >= 1, got '${text}'`);
+  return value;
+}
+
+const FLAGS = {
+  driver: { type: 'string' },
+  root: { type: 'string' },
+  listen: { type: 'string' },
+  'pull-from': { type: 'string' },
+  'psk-identity': { type: 'string' },
+  'key-file': { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
+  trust: { type: 'string' },
+  tcp: { type: 'boolean', default: false },
+  'idle-timeout': { type: 'string' },
+  'handshake-timeout': { type: 'string' },
+  'max-unauthenticated': { type: 'string' },
+  'max-unauthenticated-per-address': { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+/** Parses the command line; a mistake (an unknown flag, a missing value) is `E_INPUT`. */
+function parseFlags(argv: string[]) {
+  try {
+    return parseArgs({ args: argv, strict: true, options: FLAGS }).values;
+  } catch (error) {
+    throw new InputError((error as Error).message, { cause: error });
+  }
+}
+
+/** How connections are secured, from the flags and the environment. */
+async function securityOf(
+  values: ReturnType<typeof parseFlags>,
+  env: NodeJS.ProcessEnv,
+  endpoints: Array<Address | undefined>,
+): Promise<Security> {
+  const keyHex = values['key-file'] ? await readInput(values['key-file'], 'the key file') : env.REPLIKIT_AGENT_PSK;
+  if (values.tcp) {
+    const security: Security = { kind: 'tcp', ...(keyHex ? { key: parseKey(keyHex, 'the transport key') } : {}) };
+    // Without a key, whoever reaches the address writes replicas: only this machine may.
+    const open = endpoints.find((at) => at && !isLoopback(at.host));
+    if (!security.key && open) {
+      throw new InputError(
+        `plain --tcp without a key listens or pulls only on a loopback address, not ${open.host}; give a key (REPLIKIT_AGENT_PSK or --key-file) or use TLS`,
+      );
+    }
+    return security;
+  }
+  if (values.cert || values.key) {
+    if (!values.cert || !values.key || !values.trust) {
+      throw new InputError('TLS with certificates needs --cert, --key and --trust');
+    }
+    return {
+      kind: 'tls',
+      certificate: {
+        cert: await readInput(values.cert, 'the certificate file'),
+        key: await readInput(values.key, 'the private key file'),
+        trust: values.trust.split(',').filter(Boolean),
+      },
+    };
+  }
+  if (!keyHex) {
+    throw new InputError('TLS needs a pre-shared key (REPLIKIT_AGENT_PSK or --key-file) or --cert/--key/--trust');
+  }
+  return {
+    kind: 'tls',
+    psk: { identity: values['psk-identity'] ?? 'replikit', key: parseKey(keyHex, 'the pre-shared key') },
+  };
+}
+
 /**
  * The `replikit-agent` program: parses flags (and `REPLIKIT_AGENT_*` variables), opens the
- * driver, starts the agent, and runs until `io.signal` aborts. Returns the exit code.
+ * driver confined to `--root`, starts the agent, and runs until `io.signal` aborts; then resolves
+ * 0. Wrong input throws an `E_INPUT` error; an agent that cannot start throws its error (an
+ * address in use: `E_CONFLICT`). The caller maps the code to an exit status as `replikit` does
+ * (2 for `E_INPUT`, else 1).
  */
 export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      driver: { type: 'string' },
-      root: { type: 'string' },
-      listen: { type: 'string' },
-      'pull-from': { type: 'string' },
-      'psk-identity': { type: 'string' },
-      'key-file': { type: 'string' },
-      cert: { type: 'string' },
-      key: { type: 'string' },
-      trust: { type: 'string' },
-      tcp: { type: 'boolean', default: false },
-      'idle-timeout': { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
+  const values = parseFlags(argv);
   if (values.help) {
     io.log(AGENT_USAGE);
     return 0;
@@ -86,49 +189,44 @@ export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<numbe
   if (!root) throw new InputError('name the folder the agent serves with --root (or REPLIKIT_AGENT_ROOT)');
   const pullFrom = values['pull-from'] ?? env.REPLIKIT_AGENT_PULL_FROM;
   const listen = values.listen ?? env.REPLIKIT_AGENT_LISTEN ?? (pullFrom ? undefined : '127.0.0.1:7400');
-  const keyHex = values['key-file'] ? await readFile(values['key-file'], 'utf8') : env.REPLIKIT_AGENT_PSK;
-  let security: Security;
-  if (values.tcp) {
-    security = { kind: 'tcp', ...(keyHex ? { key: parseKey(keyHex, 'the transport key') } : {}) };
-  } else if (values.cert || values.key) {
-    if (!values.cert || !values.key || !values.trust) {
-      throw new InputError('TLS with certificates needs --cert, --key and --trust');
-    }
-    security = {
-      kind: 'tls',
-      certificate: {
-        cert: await readFile(values.cert, 'utf8'),
-        key: await readFile(values.key, 'utf8'),
-        trust: values.trust.split(',').filter(Boolean),
-      },
-    };
-  } else {
-    if (!keyHex) {
-      throw new InputError('TLS needs a pre-shared key (REPLIKIT_AGENT_PSK or --key-file) or --cert/--key/--trust');
-    }
-    security = {
-      kind: 'tls',
-      psk: { identity: values['psk-identity'] ?? 'replikit', key: parseKey(keyHex, 'the pre-shared key') },
-    };
-  }
-  const idleText = values['idle-timeout'] ?? env.REPLIKIT_AGENT_IDLE_TIMEOUT;
-  const idleSeconds = idleText === undefined ? undefined : Number(idleText);
-  if (idleSeconds !== undefined && !(Number.isFinite(idleSeconds) && idleSeconds >= 0)) {
-    throw new InputError(`--idle-timeout must be a number of seconds (0: never), got '${idleText}'`);
-  }
-  const endpoint = { driver: values.driver ?? 'file', root } as EndpointSpec;
+  const listenAt = listen ? parseAddress(listen, '--listen') : undefined;
+  const pullAt = pullFrom ? parseAddress(pullFrom, '--pull-from') : undefined;
+  const security = await securityOf(values, env, [listenAt, pullAt]);
+  const idleTimeoutMs = parseSeconds(values['idle-timeout'] ?? env.REPLIKIT_AGENT_IDLE_TIMEOUT, '--idle-timeout');
+  const handshakeTimeoutMs = parseSeconds(
+    values['handshake-timeout'] ?? env.REPLIKIT_AGENT_HANDSHAKE_TIMEOUT,
+    '--handshake-timeout',
+  );
+  const maxUnauthenticated = parseCount(
+    values['max-unauthenticated'] ?? env.REPLIKIT_AGENT_MAX_UNAUTHENTICATED,
+    '--max-unauthenticated',
+  );
+  const maxUnauthenticatedPerAddress = parseCount(
+    values['max-unauthenticated-per-address'] ?? env.REPLIKIT_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+    '--max-unauthenticated-per-address',
+  );
+  // The replica references come from peers: the driver refuses any folder outside --root.
+  const endpoint = { driver: values.driver ?? 'file', root, confine: true } as EndpointSpec;
   const target = await io.drivers.create(endpoint);
-  const agent = createAgent({
-    target,
-    security,
-    log: io.log,
-    ...(io.hasher ? { hasher: io.hasher } : {}),
-    ...(idleSeconds !== undefined ? { idleTimeoutMs: Math.round(idleSeconds * 1000) } : {}),
-  });
   try {
+    const agent = createAgent({
+      target,
+      security,
+      log: io.log,
+      ...(io.hasher ? { hasher: io.hasher } : {}),
+      ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
+      ...(handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs } : {}),
+      ...(maxUnauthenticated !== undefined ? { maxUnauthenticated } : {}),
+      ...(maxUnauthenticatedPerAddress !== undefined ? { maxUnauthenticatedPerAddress } : {}),
+    });
     let address: Address | undefined;
-    if (listen) address = await agent.listen(parseAddress(listen, '--listen'));
-    if (pullFrom) agent.pullFrom(parseAddress(pullFrom, '--pull-from'));
+    try {
+      if (listenAt) address = await agent.listen(listenAt);
+      if (pullAt) agent.pullFrom(pullAt);
+    } catch (error) {
+      await agent.stop();
+      throw error;
+    }
     io.onReady?.(address);
     await new Promise<void>((resolve) => {
       if (io.signal.aborted) resolve();
@@ -137,9 +235,6 @@ export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<numbe
     io.log('stopping: finishing the blocks in flight');
     await agent.stop();
     return 0;
-  } catch (error) {
-    io.log(`failed: ${isReplikitError(error) ? `${error.code} ${error.message}` : String(error)}`);
-    return 1;
   } finally {
     await target.close();
   }

@@ -1,4 +1,4 @@
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   type BlockHasher,
@@ -10,6 +10,15 @@ import {
   type ReplikitError,
   TransportError,
 } from '@replikit/core';
+import {
+  Admission,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_MAX_UNAUTHENTICATED,
+  DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+  type DropReason,
+} from './admission.js';
+import { bindError } from './bind-error.js';
+import { BurstLog } from './burst-log.js';
 import { coalescingHypervisor } from './coalescing-writer.js';
 import { availableCodecs } from './codecs.js';
 import { FrameConnection } from './connection.js';
@@ -27,7 +36,9 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 export type AgentEvent =
   | { type: 'session-start'; peer: string; sessionId: string; runId: string }
   | ({ type: 'session'; peer: string } & TargetSessionResult)
-  | { type: 'refused'; peer: string; error: ReplikitError };
+  | { type: 'refused'; peer: string; error: ReplikitError }
+  /** A connection that had not authenticated was dropped: past the handshake deadline, or over a cap. */
+  | { type: 'dropped'; peer: string; reason: DropReason };
 
 /** Options of {@link createAgent}. */
 export interface AgentOptions {
@@ -50,6 +61,26 @@ export interface AgentOptions {
    * @default 300000 (5 minutes)
    */
   idleTimeoutMs?: number;
+  /**
+   * Milliseconds a pushed connection has, from accept, to complete the TLS handshake and `hello`
+   * (with the key proof on plain TCP); past it the connection is dropped, however slowly bytes
+   * trickle in. `0`: no deadline (not advised on a network).
+   * @default 10000 (10 s)
+   */
+  handshakeTimeoutMs?: number;
+  /**
+   * Pushed connections that have not completed their handshake, at most; one more drops the
+   * oldest waiting one (a legitimate source's handshake is the newest while it waits, so it gets
+   * through a flood; see {@link Admission}).
+   * @default 128
+   */
+  maxUnauthenticated?: number;
+  /**
+   * Like {@link AgentOptions.maxUnauthenticated}, per remote address: one more from that address
+   * drops its own oldest waiting connection.
+   * @default 16
+   */
+  maxUnauthenticatedPerAddress?: number;
   /** Structured events (tests, metrics). */
   onEvent?: (event: AgentEvent) => void;
 }
@@ -74,6 +105,45 @@ function describe(result: TargetSessionResult, peer: string): string {
   return `session ${result.sessionId ?? '-'} run ${result.runId ?? '-'} from ${peer}: ${result.bytesWritten} bytes written, ${outcome.trim()}`;
 }
 
+/** The remote address of a peer named `address:port`. */
+function addressOf(peer: string): string {
+  const colon = peer.lastIndexOf(':');
+  return colon > 0 ? peer.slice(0, colon) : peer;
+}
+
+function describeMs(ms: number): string {
+  return ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`;
+}
+
+function wholeAtLeast(value: number, least: number, what: string): number {
+  if (!Number.isSafeInteger(value) || value < least) {
+    throw new InputError(`${what} must be a whole number >= ${least}, got ${value}`);
+  }
+  return value;
+}
+
+/** The agent's time and connection limits with their defaults, checked. */
+function resolveLimits(options: AgentOptions) {
+  return {
+    idleTimeoutMs: wholeAtLeast(options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, 0, 'idleTimeoutMs (milliseconds)'),
+    handshakeTimeoutMs: wholeAtLeast(
+      options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      0,
+      'handshakeTimeoutMs (milliseconds)',
+    ),
+    maxUnauthenticated: wholeAtLeast(
+      options.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED,
+      1,
+      'maxUnauthenticated',
+    ),
+    maxUnauthenticatedPerAddress: wholeAtLeast(
+      options.maxUnauthenticatedPerAddress ?? DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+      1,
+      'maxUnauthenticatedPerAddress',
+    ),
+  };
+}
+
 /**
  * Creates a delegate agent for a target hypervisor.
  *
@@ -90,10 +160,8 @@ function describe(result: TargetSessionResult, peer: string): string {
  */
 export function createAgent(options: AgentOptions): Agent {
   checkSecurity(options.security);
-  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-  if (!Number.isSafeInteger(idleTimeoutMs) || idleTimeoutMs < 0) {
-    throw new InputError(`idleTimeoutMs must be a whole number of milliseconds >= 0, got ${idleTimeoutMs}`);
-  }
+  const { idleTimeoutMs, handshakeTimeoutMs, maxUnauthenticated, maxUnauthenticatedPerAddress } =
+    resolveLimits(options);
   const makeHasher = options.hasher ?? createNodeHasher;
   // One hasher per algorithm, made on first use (a pool may take a moment) and closed at stop.
   const ready = new Map<string, BlockHasher>();
@@ -117,6 +185,21 @@ export function createAgent(options: AgentOptions): Agent {
   );
   const key = options.security.kind === 'tcp' ? options.security.key : undefined;
   const log = options.log ?? (() => undefined);
+  // Drops, refusals and connections that vanish before they authenticate come in floods.
+  const burst = new BurstLog(log);
+  const admission = new Admission({
+    handshakeTimeoutMs,
+    maxUnauthenticated,
+    maxUnauthenticatedPerAddress,
+    onDrop: (peer, address, reason) => {
+      const why =
+        reason === 'deadline'
+          ? `no handshake within ${describeMs(handshakeTimeoutMs)}`
+          : 'over the cap of connections that have not authenticated';
+      burst.add(`dropped (${why})`, address, `dropped connection from ${peer}: ${why}`);
+      options.onEvent?.({ type: 'dropped', peer, reason });
+    },
+  });
   const stopping = new AbortController();
   const servers: Server[] = [];
   const connections = new Set<FrameConnection>();
@@ -126,8 +209,12 @@ export function createAgent(options: AgentOptions): Agent {
   let active = 0;
 
   const refused = (error: ReplikitError, peer: string) => {
-    log(`refused ${peer}: ${error.code} ${error.message}`);
+    if (admission.droppedPeer(peer)) return;
+    burst.add(`refused (${error.code})`, addressOf(peer), `refused ${peer}: ${error.code} ${error.message}`);
     options.onEvent?.({ type: 'refused', peer, error });
+  };
+  const leftEarly = (peer: string, what: string) => {
+    if (!admission.droppedPeer(peer)) burst.add(what, addressOf(peer), `${what}: ${peer}`);
   };
 
   const serve = async (socket: Duplex, peer: string, dialer: boolean): Promise<void> => {
@@ -141,11 +228,20 @@ export function createAgent(options: AgentOptions): Agent {
     try {
       try {
         await handshake(conn, { role: 'target', dialer, codecs: availableCodecs(), features: [FEATURE_DELTA], key });
+        if (!dialer) admission.passed(peer);
       } catch (error) {
         const refusal = isReplikitError(error, 'E_AUTH') || (isReplikitError(error) && error.details.protocol === true);
-        if (!stopping.signal.aborted && refusal) refused(error as ReplikitError, peer);
-        else if (conn.error?.details.idle === true) log(`closed idle connection from ${peer}: ${conn.error.message}`);
-        else if (!stopping.signal.aborted) log(`connection from ${peer} dropped during the handshake`);
+        if (stopping.signal.aborted) return;
+        if (refusal) refused(error as ReplikitError, peer);
+        else if (conn.error?.details.idle === true) {
+          if (!admission.droppedPeer(peer)) {
+            burst.add(
+              'closed idle connections',
+              addressOf(peer),
+              `closed idle connection from ${peer}: ${conn.error.message}`,
+            );
+          }
+        } else leftEarly(peer, 'connection dropped during the handshake');
         return;
       }
       let sessionId: string | undefined;
@@ -200,15 +296,18 @@ export function createAgent(options: AgentOptions): Agent {
           track(serve(socket, peer, false));
         },
         onRefused: refused,
+        onAbandoned: (peer) => leftEarly(peer, 'connection dropped during the TLS handshake'),
       });
-      servers.push(server);
+      // Before the TLS layer sees the socket: the deadline and the caps start at accept.
+      server.prependListener('connection', (socket: Socket) => admission.admit(socket));
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (error) => reject(bindError(error, address)));
         server.listen(address.port, address.host, () => {
-          server.off('error', reject);
+          server.removeAllListeners('error');
           resolve();
         });
       });
+      servers.push(server);
       const bound = server.address();
       if (!bound || typeof bound === 'string') throw new TransportError('the agent has no address');
       log(`listening on ${bound.address}:${bound.port} (${options.security.kind})`);
@@ -227,11 +326,15 @@ export function createAgent(options: AgentOptions): Agent {
             if (stopping.signal.aborted) break;
             if (isReplikitError(error, 'E_AUTH')) refused(error, peer);
             await new Promise<void>((resolve) => {
-              const timer = setTimeout(resolve, delay);
-              stopping.signal.addEventListener('abort', () => {
+              const wake = () => {
                 clearTimeout(timer);
                 resolve();
-              });
+              };
+              const timer = setTimeout(() => {
+                stopping.signal.removeEventListener('abort', wake);
+                resolve();
+              }, delay);
+              stopping.signal.addEventListener('abort', wake, { once: true });
             });
             delay = Math.min(2000, delay * 2);
             continue;
@@ -245,6 +348,7 @@ export function createAgent(options: AgentOptions): Agent {
     async stop() {
       stopping.abort(new TransportError('the agent is stopping'));
       await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+      admission.close();
       // Connections still in the handshake or waiting for a session have nothing to finish.
       for (const conn of connections) {
         if (![...bySession.values()].some((entry) => entry.conn === conn)) conn.destroy();
@@ -253,6 +357,7 @@ export function createAgent(options: AgentOptions): Agent {
       for (const hasher of ready.values()) await hasher.close?.();
       ready.clear();
       making.clear();
+      burst.close();
       log('stopped');
     },
   };

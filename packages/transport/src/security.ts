@@ -235,7 +235,16 @@ export interface ListenHandlers {
   onConnection(socket: Duplex, peer: string): void;
   /** A connection was refused before any frame (bad TLS handshake, unpinned certificate). */
   onRefused(error: ReplikitError, peer: string): void;
+  /**
+   * A connection ended during the TLS handshake without a refusal: the client left, or this side
+   * dropped it (a deadline, a cap). Its `peer` may be `?:?` when the socket was already gone.
+   * @default a refusal
+   */
+  onAbandoned?(peer: string, error: NodeJS.ErrnoException): void;
 }
+
+/** Errors of a TLS handshake that ended because the connection went away, not because of its content. */
+const ABANDONED = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_TLS_HANDSHAKE_TIMEOUT', 'ETIMEDOUT']);
 
 /** Creates a server for `security`; call `listen` on it. */
 export function createSecureServer(security: Security, handlers: ListenHandlers): net.Server {
@@ -270,6 +279,10 @@ export function createSecureServer(security: Security, handlers: ListenHandlers)
   });
   server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
     const peer = peerOf(socket);
+    if (handlers.onAbandoned && (ABANDONED.has(error.code ?? '') || socket.remoteAddress === undefined)) {
+      handlers.onAbandoned(peer, error);
+      return;
+    }
     const plain = /WRONG_VERSION_NUMBER|HTTP_REQUEST|UNKNOWN_PROTOCOL|record layer/i.test(
       `${error.code} ${error.message}`,
     );

@@ -68,7 +68,7 @@ export async function demoNetworkCommand(context: CliContext, options: NetworkDe
   const roots = { vms: join(dir, 'vms'), replicas: join(dir, 'replicas') };
   const security: Security = { kind: 'tls', psk: { identity: 'demo', key: randomBytes(32) } };
   const agent = createAgent({
-    target: createFileDriver({ root: roots.replicas }),
+    target: createFileDriver({ root: roots.replicas, confine: true }),
     security,
     hasher: (algorithm) => createHashingPool({ algorithm }),
     log: (line) => out.write(`   [agent] ${line}\n`),
