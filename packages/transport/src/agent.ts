@@ -296,7 +296,10 @@ export function createAgent(options: AgentOptions): Agent {
           track(serve(socket, peer, false));
         },
         onRefused: refused,
-        onAbandoned: (peer) => leftEarly(peer, 'connection dropped during the TLS handshake'),
+        // A peer without an address was already gone: dropped by the admission (and logged there).
+        onAbandoned: (peer) => {
+          if (!peer.startsWith('?')) leftEarly(peer, 'connection dropped during the TLS handshake');
+        },
       });
       // Before the TLS layer sees the socket: the deadline and the caps start at accept.
       server.prependListener('connection', (socket: Socket) => admission.admit(socket));
