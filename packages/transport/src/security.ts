@@ -222,6 +222,7 @@ export function dial(address: Address, security: Security, options: { signal?: A
         reject(tlsFailure(error, peer));
       });
       tlsSocket.once('close', () => {
+        done();
         if (!secured) reject(new ReplikitError('E_AUTH', `${peer} closed the connection during the TLS handshake`));
       });
     }

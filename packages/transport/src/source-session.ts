@@ -648,12 +648,18 @@ export class SourceSession implements BlockChannel {
       let delay = policy.initialDelayMs;
       let last = cause;
       for (let i = 0; i < policy.attempts; i++) {
+        // The listener goes when the wait ends: one per attempt would pile up on the session's signal.
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, delay);
-          this.lifetime.signal.addEventListener('abort', () => {
+          const signal = this.lifetime.signal;
+          const wake = () => {
             clearTimeout(timer);
             resolve();
-          });
+          };
+          const timer = setTimeout(() => {
+            signal.removeEventListener('abort', wake);
+            resolve();
+          }, delay);
+          signal.addEventListener('abort', wake, { once: true });
         });
         this.check();
         if (this.lifetime.signal.aborted) throw new AbortError('the session was closed');

@@ -82,6 +82,39 @@ describe('dropped connections', () => {
     }
   });
 
+  it('a run that reconnects many times adds no listener it does not remove (no MaxListenersExceededWarning)', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    const { agent, address } = await startAgent(world, TCP_KEY);
+    const proxy = await startFaultProxy(address);
+    try {
+      await createMixedVm(world, 'vm', 2 * 1024 * KiB, 16 * KiB);
+      // Twenty connections in a row are cut after some blocks: twenty reconnects in one run.
+      for (let i = 0; i < 20; i++) proxy.faults.push({ direction: 'up', cutAfter: 40 * KiB });
+      const transport = createNetworkTransport({
+        address: proxy.address,
+        security: TCP_KEY,
+        windowBytes: 64 * KiB,
+        reconnect: { attempts: 30, initialDelayMs: 1, maxDelayMs: 5 },
+      });
+      // The run has a signal of its own, as under the CLI: the reconnects must not pile on it either.
+      const record = await engineFor(world, () => transport).run(jobFor(world, 'vm', { blockSize: 16 * KiB }), {
+        signal: new AbortController().signal,
+      });
+      expect(record.state).toBe('completed');
+      expect(proxy.connections).toBeGreaterThan(20);
+      expect(await replicaMatches(world, record)).toBe(true);
+      // A warning is emitted on the next turn of the event loop after the listener is added.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message)).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      await proxy.close();
+      await agent.stop();
+    }
+  });
+
   it('a flipped byte is caught (frame check or block digest): resent, or a clear failure; never a wrong replica', async () => {
     const { agent, address, events } = await startAgent(world, TCP_KEY);
     const proxy = await startFaultProxy(address);
