@@ -26,15 +26,26 @@ export interface FloodOptions {
 
 /** A running flood. */
 export interface Flood {
-  /** Connections opened so far (first ones and reopened ones). */
-  readonly opened: number;
-  /** Connections the agent closed (every close counts; the flood never closes one itself before `stop`). */
+  /** Connections established so far (first ones and reopened ones). */
+  readonly connected: number;
+  /** Established connections the agent closed (the flood never closes one itself before `stop`). */
   readonly closedByAgent: number;
+  /** Connection attempts that failed or were still waiting for the agent's accept at `stop`. */
+  readonly neverConnected: number;
   /** Connections open now. */
   readonly live: number;
-  /** The longest a connection of this flood stayed open, in ms (measured from `connect`). */
+  /**
+   * The longest a connection of this flood stayed open before the agent closed it, in ms (from
+   * `connect`, so time in the agent's accept queue counts), among those closed before `stop`.
+   */
   readonly longestLifeMs: number;
-  /** Stops reopening; resolves once the agent has closed every connection still open. */
+  /**
+   * Stops reopening and gives up the attempts the agent has not accepted yet (they wait in its
+   * listen queue); resolves once the agent has closed every established connection. A silent
+   * connection sends one byte (the first of a TLS record) first: one the kernel completed while
+   * the agent's accept queue was full, and that the agent never saw, looks established from this
+   * side until it sends something; the byte makes the agent's kernel reset it.
+   */
   stop(): Promise<void>;
   /** Destroys every connection at once and stops. */
   destroy(): void;
@@ -46,8 +57,9 @@ const RECORD_HEADER = Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00]);
 /** Opens the flood's connections (spread over `from`) and keeps them open as the options say. */
 export function startFlood(options: FloodOptions): Flood {
   const sockets = new Set<net.Socket>();
-  let opened = 0;
+  let connected = 0;
   let closedByAgent = 0;
+  let neverConnected = 0;
   let longestLifeMs = 0;
   let stopping = false;
   let destroyed = false;
@@ -58,11 +70,11 @@ export function startFlood(options: FloodOptions): Flood {
     if (stopping) return;
     const localAddress = options.from[next++ % options.from.length]!;
     const socket = net.connect({ host: options.target.host, port: options.target.port, localAddress });
-    opened++;
     sockets.add(socket);
     let since = 0;
     let trickle: NodeJS.Timeout | undefined;
     socket.on('connect', () => {
+      connected++;
       since = performance.now();
       if (!slow) return;
       let sent = 0;
@@ -77,8 +89,11 @@ export function startFlood(options: FloodOptions): Flood {
       if (trickle) clearInterval(trickle);
       sockets.delete(socket);
       if (destroyed) return;
-      closedByAgent++;
-      if (since > 0) longestLifeMs = Math.max(longestLifeMs, performance.now() - since);
+      if (since > 0) {
+        closedByAgent++;
+        // After `stop`, a connection the agent never accepted also closes (on the probe byte).
+        if (!stopping) longestLifeMs = Math.max(longestLifeMs, performance.now() - since);
+      } else neverConnected++;
       if (!stopping) setTimeout(() => open(slow), options.reopenMs).unref();
       if (stopping && sockets.size === 0) settle?.();
     });
@@ -88,11 +103,14 @@ export function startFlood(options: FloodOptions): Flood {
   for (let i = 0; i < options.slowLoris; i++) open(true);
 
   return {
-    get opened() {
-      return opened;
+    get connected() {
+      return connected;
     },
     get closedByAgent() {
       return closedByAgent;
+    },
+    get neverConnected() {
+      return neverConnected;
     },
     get live() {
       return sockets.size;
@@ -102,6 +120,10 @@ export function startFlood(options: FloodOptions): Flood {
     },
     stop() {
       stopping = true;
+      for (const socket of sockets) {
+        if (socket.connecting) socket.destroy();
+        else socket.write(RECORD_HEADER.subarray(0, 1));
+      }
       if (sockets.size === 0) return Promise.resolve();
       return new Promise<void>((resolve) => {
         settle = resolve;
