@@ -105,6 +105,20 @@ function describe(result: TargetSessionResult, peer: string): string {
   return `session ${result.sessionId ?? '-'} run ${result.runId ?? '-'} from ${peer}: ${result.bytesWritten} bytes written, ${outcome.trim()}`;
 }
 
+/** `line` with its control characters escaped (`\n` → `\\n`, others as `\\u00XX`). */
+function printable(line: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what is escaped
+  return line.replace(/[\u0000-\u001f\u007f]/g, (c) =>
+    c === '\n'
+      ? '\\n'
+      : c === '\r'
+        ? '\\r'
+        : c === '\t'
+          ? '\\t'
+          : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
 /** The remote address of a peer named `address:port`. */
 function addressOf(peer: string): string {
   const colon = peer.lastIndexOf(':');
@@ -184,7 +198,9 @@ export function createAgent(options: AgentOptions): Agent {
     (algorithm) => ready.get(algorithm) ?? createNodeHasher(algorithm),
   );
   const key = options.security.kind === 'tcp' ? options.security.key : undefined;
-  const log = options.log ?? (() => undefined);
+  const sink = options.log ?? (() => undefined);
+  // Lines carry what peers sent (run ids, messages): escaped, a peer cannot forge a line.
+  const log = (line: string) => sink(printable(line));
   // Drops, refusals and connections that vanish before they authenticate come in floods.
   const burst = new BurstLog(log);
   const admission = new Admission({
