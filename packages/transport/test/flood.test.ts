@@ -1,7 +1,9 @@
+import net from 'node:net';
 import { createFileDriver } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type AgentEvent, createAgent } from '../src/agent.js';
 import { createNetworkTransport } from '../src/network-transport.js';
+import { encodeMessage } from '../src/protocol/messages.js';
 import { startFlood } from './helpers/flood.js';
 import {
   createMixedVm,
@@ -74,6 +76,44 @@ describe('an agent under a flood of connections that never authenticate', () => 
       expect(events.filter((e) => e.type === 'refused')).toEqual([]);
     } finally {
       flood.destroy();
+      await agent.stop();
+    }
+  });
+
+  it('a plain TCP agent drops a client that trickles its hello at the handshake deadline, though it is never idle', async () => {
+    const events: AgentEvent[] = [];
+    const agent = createAgent({
+      target: createFileDriver({ root: world.replicas, confine: true }),
+      security: { kind: 'tcp' },
+      idleTimeoutMs: 60_000,
+      handshakeTimeoutMs: 300,
+      onEvent: (event) => events.push(event),
+    });
+    const address = await agent.listen({ host: '127.0.0.1', port: 0 });
+    const socket = net.connect({ host: address.host, port: address.port });
+    // A genuine hello, one byte every 20 ms: never idle, and the frame never completes in time.
+    const hello = Buffer.concat(
+      encodeMessage({
+        type: 'hello',
+        protocol: 'replikit-blocks',
+        versions: [1, 1],
+        role: 'source',
+        nonce: 'ab'.repeat(32),
+        codecs: ['none'],
+      }),
+    );
+    let sent = 0;
+    const trickle = setInterval(() => {
+      if (sent < hello.length - 1) socket.write(hello.subarray(sent, ++sent));
+    }, 20);
+    try {
+      socket.on('error', () => undefined);
+      socket.resume();
+      await new Promise((resolve) => socket.once('close', resolve));
+      expect(events).toContainEqual(expect.objectContaining({ type: 'dropped', reason: 'deadline' }));
+    } finally {
+      clearInterval(trickle);
+      socket.destroy();
       await agent.stop();
     }
   });
