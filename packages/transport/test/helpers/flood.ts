@@ -9,8 +9,9 @@ export interface FloodOptions {
   /** Connections that connect and never send a byte (a silent or half-open TLS client). */
   silent: number;
   /**
-   * Connections that trickle a TLS record header claiming 16 KiB, then one byte every
-   * `trickleMs`, so that neither the TLS handshake nor a `hello` ever completes (slow-loris).
+   * Connections that trickle, one byte every `trickleMs`, a TLS record announcing 16 KiB that
+   * starts like a ClientHello, so that neither the TLS handshake nor a `hello` ever completes
+   * (slow-loris).
    */
   slowLoris: number;
   /** Milliseconds between two bytes of a slow-loris connection. */
@@ -53,10 +54,18 @@ export interface Flood {
 
 /** A TLS handshake record header that announces 16 KiB of body, which never comes in full. */
 const RECORD_HEADER = Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00]);
+/**
+ * What a slow-loris connection trickles: the record header, then the start of a ClientHello that
+ * fills the record (type 1, 16,380 bytes, TLS 1.2), so that the TLS layer waits for the rest
+ * instead of refusing a malformed message.
+ */
+const SLOW_PREFIX = Buffer.concat([RECORD_HEADER, Buffer.from([0x01, 0x00, 0x3f, 0xfc, 0x03, 0x03])]);
 
 /** Opens the flood's connections (spread over `from`) and keeps them open as the options say. */
 export function startFlood(options: FloodOptions): Flood {
   const sockets = new Set<net.Socket>();
+  /** The slow-loris sockets (they send already: no probe byte for them). */
+  const slowOnes = new WeakSet<net.Socket>();
   let connected = 0;
   let closedByAgent = 0;
   let neverConnected = 0;
@@ -71,6 +80,7 @@ export function startFlood(options: FloodOptions): Flood {
     const localAddress = options.from[next++ % options.from.length]!;
     const socket = net.connect({ host: options.target.host, port: options.target.port, localAddress });
     sockets.add(socket);
+    if (slow) slowOnes.add(socket);
     let since = 0;
     let trickle: NodeJS.Timeout | undefined;
     socket.on('connect', () => {
@@ -79,7 +89,7 @@ export function startFlood(options: FloodOptions): Flood {
       if (!slow) return;
       let sent = 0;
       trickle = setInterval(() => {
-        socket.write(sent < RECORD_HEADER.length ? RECORD_HEADER.subarray(sent, sent + 1) : Buffer.from([sent & 0xff]));
+        socket.write(sent < SLOW_PREFIX.length ? SLOW_PREFIX.subarray(sent, sent + 1) : Buffer.from([sent & 0xff]));
         sent++;
       }, options.trickleMs);
     });
@@ -122,7 +132,7 @@ export function startFlood(options: FloodOptions): Flood {
       stopping = true;
       for (const socket of sockets) {
         if (socket.connecting) socket.destroy();
-        else socket.write(RECORD_HEADER.subarray(0, 1));
+        else if (!slowOnes.has(socket)) socket.write(RECORD_HEADER.subarray(0, 1));
       }
       if (sockets.size === 0) return Promise.resolve();
       return new Promise<void>((resolve) => {
