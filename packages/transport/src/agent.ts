@@ -326,6 +326,10 @@ export function createAgent(options: AgentOptions): Agent {
           resolve();
         });
       });
+      // A failed accept (EMFILE when descriptors run out) is logged, never a crash.
+      server.on('error', (error: NodeJS.ErrnoException) =>
+        burst.add('accept failed', '-', `accept failed: ${error.code ?? ''} ${error.message}`.trim()),
+      );
       servers.push(server);
       const bound = server.address();
       if (!bound || typeof bound === 'string') throw new TransportError('the agent has no address');
