@@ -511,7 +511,7 @@ class FileDriver implements Hypervisor {
     if (typeof owner?.runId !== 'string' || owner.runId.length === 0) {
       throw new InputError('claimReplica: owner.runId must be a non-empty string');
     }
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     assertReplica(paths, await readVmJson(paths.dir));
     const fresh = (await readOwner(paths))?.runId !== owner.runId;
     const holder = await takeOwner(paths, owner);
@@ -537,14 +537,14 @@ class FileDriver implements Hypervisor {
 
   async releaseReplica(replica: Replica, runId: string): Promise<void> {
     this.assertOpen();
-    const paths = this.replicaPaths(replica);
+    const paths = await this.replicaPaths(replica);
     if (!(await stat(paths.dir).catch(() => undefined))) return; // deleted with its hold
     await dropOwner(paths, runId);
   }
 
   async replicaOwner(replica: Replica): Promise<ReplicaOwner | undefined> {
     this.assertOpen();
-    return readOwner(this.replicaPaths(replica));
+    return readOwner(await this.replicaPaths(replica));
   }
 
   async replicaMark(replica: Replica): Promise<'in-progress' | 'ready'> {
