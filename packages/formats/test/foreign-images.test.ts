@@ -40,17 +40,16 @@ const foreign: Array<{ name: string; make: (path: string) => Promise<void>; says
     name: 'luks',
     make: async (path: string) => {
       const secret = ['--object', 'secret,id=s0,data=replikit'];
-      await qemuOk('qemu-img', [
-        'create',
-        '-q',
-        '-f',
-        'luks',
-        ...secret,
-        '-o',
-        'key-secret=s0,iter-time=10',
-        path,
-        '4M',
-      ]);
+      const args = ['create', '-q', '-f', 'luks', ...secret, '-o', 'key-secret=s0,iter-time=10', path, '4M'];
+      // qemu-img times its key derivation in thread CPU time; on a busy machine that clock can
+      // read the same before and after ("Unable to get accurate CPU usage"): that alone is retried.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await qemuOk('qemu-img', args);
+        } catch (error) {
+          if (attempt >= 5 || !/accurate CPU usage/.test(String(error))) throw error;
+        }
+      }
     },
     says: /LUKS.*encrypted.*qemu-img convert/,
   },
