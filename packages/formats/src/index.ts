@@ -36,8 +36,19 @@ export { type CreateVhdOptions, createVhd, type VhdWriter, vhdParentRef } from '
 export { openVhdx, openVhdxSource, VhdxReader } from './vhdx/vhdx-reader.js';
 export type { VhdxHeader, VhdxMetadata } from './vhdx/vhdx-structs.js';
 export { type CreateVhdxOptions, createVhdx, type VhdxWriter } from './vhdx/vhdx-writer.js';
+export { ChunkPlacer } from './xva/chunk-placement.js';
+export { decompressXva, type XvaCompression } from './xva/decompress.js';
 export { decodeXapi, encodeXapi, type XapiValue } from './xva/ova-xml.js';
-export { parseOvaXml, type ReadXvaOptions, readXva, type XvaContents, type XvaVdi } from './xva/xva-reader.js';
+export {
+  parseOvaXml,
+  type ReadXvaHeaderOptions,
+  type ReadXvaOptions,
+  readXva,
+  readXvaHeader,
+  type XvaContents,
+  type XvaHeader,
+  type XvaVdi,
+} from './xva/xva-reader.js';
 export {
   buildOvaXml,
   chunkName,

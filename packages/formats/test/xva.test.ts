@@ -94,6 +94,30 @@ describe('XVA', () => {
     });
   });
 
+  it('always writes chunk 0 and the last chunk, even of an all-zero disk of 3 MiB + 512 B', async () => {
+    // XAPI's importer assumes chunk 0 is there and sizes gaps by its length
+    // (xapi-project/xen-api ocaml/xapi/stream_vdi.ml recv_all_vdi)
+    const zero = join(dir, 'zero.raw');
+    await writeFile(zero, new Uint8Array(3 * MiB + 512));
+    const reader = await openDisk(zero);
+    const path = join(dir, 'zero.xva');
+    await pipeline(Readable.from(xvaStream({ vm: { name: 'z' }, disks: [{ reader }] })), createWriteStream(path));
+    await reader.close();
+    const { stdout } = await run('tar', ['-tf', path]);
+    expect(stdout.trim().split('\n')).toEqual([
+      'ova.xml',
+      'Ref:10/00000000',
+      'Ref:10/00000000.checksum',
+      'Ref:10/00000003',
+      'Ref:10/00000003.checksum',
+    ]);
+    const { result, out } = await readBack(path);
+    expect(result.chunks).toBe(2);
+    const back = await readFile(out[0]!);
+    expect(back.length).toBe(3 * MiB + 512);
+    expect(back.every((x) => x === 0)).toBe(true);
+  });
+
   it('refuses a truncated archive', async () => {
     const bytes = await readFile(xva);
     const cut = join(dir, 'cut.xva');

@@ -40,7 +40,13 @@ export interface TarEntry {
   offset: number;
 }
 
-/** Parses a tar header block; `undefined` for an all-zero (end-of-archive) block. */
+/**
+ * Parses a tar header block; `undefined` for an all-zero (end-of-archive) block. Accepts the
+ * three header styles XVAs come in: POSIX ustar (`ustar\0` `00`, whose prefix field extends the
+ * name), GNU (`ustar  \0`, whose prefix area holds other fields) and pre-POSIX V7 headers without
+ * a magic, as XAPI writes them (its `Tar.Header.make`: typeflag NUL, mode 0, mtime 0). The header
+ * checksum is always verified (as an unsigned, or as old tars did, a signed byte sum).
+ */
 export function parseTarHeader(block: Uint8Array, offset: number, file: string): TarEntry | undefined {
   if (block.every((b) => b === 0)) return undefined;
   const c = new Cursor(block, file, 'tar header', offset);
@@ -64,10 +70,22 @@ export function parseTarHeader(block: Uint8Array, offset: number, file: string):
   };
   const stored = octal(148, 8, 'checksum');
   let sum = 0;
-  for (let i = 0; i < TAR_BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]!;
-  if (stored !== sum) throw c.error(148, `header checksum mismatch: stored ${stored}, computed ${sum}`);
-  if (field(257, 5) !== 'ustar') throw c.error(257, `not a ustar header (magic '${printable(field(257, 6))}')`);
-  const prefix = field(345, 155);
+  let signedSum = 0;
+  for (let i = 0; i < TAR_BLOCK; i++) {
+    const b = i >= 148 && i < 156 ? 0x20 : block[i]!;
+    sum += b;
+    signedSum += b > 127 ? b - 256 : b;
+  }
+  if (stored !== sum && stored !== signedSum) {
+    throw c.error(148, `header checksum mismatch: stored ${stored}, computed ${sum}`);
+  }
+  const magic = field(257, 6);
+  const posix = magic === 'ustar' && block[262] === 0;
+  const gnu = magic === 'ustar ' || (magic === 'ustar' && block[262] === 0x20);
+  if (!posix && !gnu && block.subarray(257, 265).some((b) => b !== 0)) {
+    throw c.error(257, `unknown tar header magic '${printable(field(257, 8))}' (expected ustar, GNU or none)`);
+  }
+  const prefix = posix ? field(345, 155) : '';
   const name = field(0, 100);
   return {
     name: prefix ? `${prefix}/${name}` : name,

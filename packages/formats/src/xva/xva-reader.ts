@@ -1,8 +1,11 @@
-import { createHash } from 'node:crypto';
 import { type DiskWriter, FormatError, throwIfAborted } from '@replikit/core';
+import { isZero } from '../byte-source.js';
 import { printable } from '../cursor.js';
+import { checksumKind, verifyChunk } from './chunk-checksum.js';
+import { ChunkPlacer } from './chunk-placement.js';
+import { decompressXva, type XvaCompression } from './decompress.js';
 import { decodeXapi, type XapiValue } from './ova-xml.js';
-import { parseTarHeader, TAR_BLOCK } from './tar.js';
+import { parseTarHeader, TAR_BLOCK, type TarEntry } from './tar.js';
 import { XVA_CHUNK } from './xva-writer.js';
 
 /** A VDI described by an XVA's `ova.xml`. */
@@ -21,14 +24,19 @@ export interface XvaContents {
   vm: Record<string, XapiValue>;
   /** The VDIs, in `ova.xml` order. */
   vdis: XvaVdi[];
-  /** Chunk files read and verified. */
+  /** Chunk files read and verified (keep-alive chunks included). */
   chunks: number;
+  /** How the archive was compressed. */
+  compression: XvaCompression;
 }
 
 /** Options of {@link readXva}. */
 export interface ReadXvaOptions {
-  /** Opens the writer a VDI's content goes to (a fresh, zeroed disk of `vdi.size` bytes). It is closed by readXva. */
-  openWriter(vdi: XvaVdi): Promise<DiskWriter>;
+  /**
+   * Opens the writer a VDI's content goes to (a fresh, zeroed disk of `vdi.size` bytes), or
+   * `undefined` to verify that VDI's chunks without keeping them. Writers are closed by readXva.
+   */
+  openWriter(vdi: XvaVdi): Promise<DiskWriter | undefined>;
   /** Name of the archive, for messages. @default 'xva' */
   name?: string;
   /**
@@ -88,51 +96,75 @@ class ByteQueue {
   }
 }
 
-const CHUNK_NAME = /^(Ref:[^/]+)\/(\d{8})$/;
+/** A chunk file's name: the VDI's folder, then its number (XAPI writes 8 digits). */
+const CHUNK_NAME = /^(.+)\/(\d{1,9})$/;
 
 function asString(v: XapiValue | undefined): string {
   return typeof v === 'string' ? v : typeof v === 'number' ? String(v) : '';
 }
 
-/** Finds the VM and VDI records of a decoded `ova.xml`. */
+const isRecord = (v: XapiValue | undefined): v is Record<string, XapiValue> =>
+  typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * Finds the VM and VDI records of a decoded `ova.xml`. VDIs attached only through CD drives are
+ * left out: XAPI streams no data for them (ocaml/xapi/import.ml `non_cdrom_vdis`).
+ */
 export function parseOvaXml(xml: string, file: string): { vm: Record<string, XapiValue>; vdis: XvaVdi[] } {
   const doc = decodeXapi(xml, file);
-  const objects = !Array.isArray(doc) && typeof doc === 'object' ? doc.objects : undefined;
+  const objects = isRecord(doc) ? doc.objects : undefined;
   if (!Array.isArray(objects)) throw new FormatError(`${file}: ova.xml has no 'objects' list`);
   let vm: Record<string, XapiValue> | undefined;
   const vdis: XvaVdi[] = [];
+  const cdVdis = new Set<string>();
   for (const o of objects) {
-    if (typeof o !== 'object' || Array.isArray(o)) continue;
+    if (!isRecord(o) || !isRecord(o.snapshot)) continue;
+    if (o.class === 'VBD' && asString(o.snapshot.type).toLowerCase() === 'cd') cdVdis.add(asString(o.snapshot.VDI));
+  }
+  for (const o of objects) {
+    if (!isRecord(o)) continue;
     const snapshot = o.snapshot;
-    if (typeof snapshot !== 'object' || Array.isArray(snapshot)) continue;
+    if (!isRecord(snapshot)) continue;
     if (o.class === 'VM' && !vm) vm = snapshot;
-    if (o.class === 'VDI') {
+    if (o.class === 'VDI' && !cdVdis.has(asString(o.id))) {
       const sizeText = asString(snapshot.virtual_size);
       const size = Number(sizeText);
       if (!/^\d+$/.test(sizeText) || !Number.isSafeInteger(size)) {
-        throw new FormatError(`${file}: ova.xml VDI ${asString(o.id)} has virtual_size '${printable(sizeText)}'`);
+        throw new FormatError(
+          `${file}: ova.xml VDI ${printable(asString(o.id))} has virtual_size '${printable(sizeText)}'`,
+        );
       }
-      vdis.push({ ref: asString(o.id), uuid: asString(snapshot.uuid), name: asString(snapshot.name_label), size });
+      const ref = asString(o.id);
+      if (ref === '' || vdis.some((v) => v.ref === ref)) {
+        throw new FormatError(`${file}: ova.xml has a VDI without a unique id ('${printable(ref)}')`);
+      }
+      vdis.push({ ref, uuid: asString(snapshot.uuid), name: asString(snapshot.name_label), size });
     }
   }
   if (!vm) throw new FormatError(`${file}: ova.xml has no VM object`);
   return { vm, vdis };
 }
 
-/**
- * Reads an XVA stream: `ova.xml`, then every chunk file, each verified against its `.checksum`
- * (SHA-1) before it is written to its VDI's writer. Omitted chunks are zeroes. A damaged chunk,
- * a truncated archive or a malformed record is a {@link FormatError} naming the chunk or record.
- * Memory stays at about one chunk.
- */
-export async function readXva(source: AsyncIterable<Uint8Array>, options: ReadXvaOptions): Promise<XvaContents> {
-  const file = options.name ?? 'xva';
-  const maxXml = options.maxOvaXml ?? 16 * 1024 * 1024;
-  const q = new ByteQueue(source);
-  const writers = new Map<string, { vdi: XvaVdi; writer: DiskWriter; last: number }>();
-  let chunks = 0;
-  let contents: { vm: Record<string, XapiValue>; vdis: XvaVdi[] } | undefined;
-  let pending: { name: string; ref: string; index: number; data: Uint8Array } | undefined;
+/** Options of {@link readXvaHeader}. */
+export interface ReadXvaHeaderOptions {
+  /** Name of the archive, for messages. @default 'xva' */
+  name?: string;
+  /** Largest `ova.xml` accepted. @default 16 MiB */
+  maxOvaXml?: number;
+}
+
+/** An open archive: its byte queue (decompressed), a tar entry reader and its ova.xml. */
+interface OpenArchive {
+  q: ByteQueue;
+  next(): Promise<TarEntry | undefined>;
+  body(size: number, what: string): Promise<Uint8Array>;
+  contents: { vm: Record<string, XapiValue>; vdis: XvaVdi[] };
+  compression: XvaCompression;
+}
+
+async function openArchive(source: AsyncIterable<Uint8Array>, file: string, maxXml: number): Promise<OpenArchive> {
+  let compression: XvaCompression = 'none';
+  const q = new ByteQueue(decompressXva(source, file, (c) => (compression = c)));
   const body = async (size: number, what: string): Promise<Uint8Array> => {
     const data = await q.read(size);
     if (data.length < size) throw new FormatError(`${file}: ${what} is cut short: the archive is truncated`);
@@ -141,9 +173,10 @@ export async function readXva(source: AsyncIterable<Uint8Array>, options: ReadXv
       throw new FormatError(`${file}: ${what} is cut short: the archive is truncated`);
     return data;
   };
-  try {
+  /** The next regular file's header (GNU long names and pax paths applied), `undefined` at the end. */
+  const next = async (): Promise<TarEntry | undefined> => {
+    let longName: string | undefined;
     for (;;) {
-      throwIfAborted(options.signal);
       const at = q.position;
       const block = await q.read(TAR_BLOCK);
       if (block.length === 0) throw new FormatError(`${file}: the archive ends without tar's end-of-archive blocks`);
@@ -154,92 +187,134 @@ export async function readXva(source: AsyncIterable<Uint8Array>, options: ReadXv
         if (second.length < TAR_BLOCK || second.some((b) => b !== 0)) {
           throw new FormatError(`${file}: incomplete end-of-archive marker at byte ${at}`);
         }
-        break;
+        return undefined;
       }
-      if (pending && entry.name !== `${pending.name}.checksum`) {
-        throw new FormatError(
-          `${file}: chunk ${pending.name} has no checksum file after it (found '${printable(entry.name)}')`,
-        );
+      if (entry.type === 'L' || entry.type === 'x') {
+        // GNU long name, or a POSIX pax header that may carry the next entry's path
+        if (entry.size > 64 * 1024) throw new FormatError(`${file}: tar extended header at byte ${at} is too large`);
+        const text = new TextDecoder().decode(await body(entry.size, `tar extended header at byte ${at}`));
+        if (entry.type === 'L') longName = text.replace(/\0+$/, '');
+        else {
+          const path = /(?:^|\n)\d+ path=([^\n]*)\n/.exec(text);
+          if (path) longName = path[1];
+        }
+        continue;
       }
-      if (entry.type !== '0' && entry.type !== '\0') {
-        // pax headers, directories and the like: skip their bodies, bounded
-        if (entry.size > maxXml)
+      if (entry.type !== '0' && entry.type !== '\0' && entry.type !== '7') {
+        // directories, global pax headers and the like: skip their bodies, bounded
+        if (entry.size > maxXml) {
           throw new FormatError(
             `${file}: tar entry '${printable(entry.name)}' of type '${printable(entry.type)}' is too large`,
           );
+        }
         await body(entry.size, `tar entry '${printable(entry.name)}'`);
         continue;
       }
-      if (!contents) {
-        if (entry.name !== 'ova.xml') {
-          throw new FormatError(`${file}: the first entry is '${printable(entry.name)}', expected ova.xml`);
-        }
-        if (entry.size > maxXml) throw new FormatError(`${file}: ova.xml is ${entry.size} bytes (limit ${maxXml})`);
-        contents = parseOvaXml(new TextDecoder().decode(await body(entry.size, 'ova.xml')), file);
-        continue;
-      }
+      return longName === undefined ? entry : { ...entry, name: longName };
+    }
+  };
+  try {
+    const first = await next();
+    if (!first) throw new FormatError(`${file}: the archive holds no ova.xml`);
+    if (first.name !== 'ova.xml') {
+      throw new FormatError(`${file}: the first entry is '${printable(first.name)}', expected ova.xml`);
+    }
+    if (first.size > maxXml) throw new FormatError(`${file}: ova.xml is ${first.size} bytes (limit ${maxXml})`);
+    const contents = parseOvaXml(new TextDecoder().decode(await body(first.size, 'ova.xml')), file);
+    return { q, next, body, contents, compression };
+  } catch (error) {
+    await q.close();
+    throw error;
+  }
+}
+
+/** What {@link readXvaHeader} found. */
+export interface XvaHeader {
+  /** The VM record, as decoded. */
+  vm: Record<string, XapiValue>;
+  /** The VDIs whose data the archive carries. */
+  vdis: XvaVdi[];
+  /** How the archive is compressed. */
+  compression: XvaCompression;
+}
+
+/** Reads only an XVA's `ova.xml` (the VM and its disks), then stops reading the stream. */
+export async function readXvaHeader(
+  source: AsyncIterable<Uint8Array>,
+  options: ReadXvaHeaderOptions = {},
+): Promise<XvaHeader> {
+  const archive = await openArchive(source, options.name ?? 'xva', options.maxOvaXml ?? 16 * 1024 * 1024);
+  await archive.q.close();
+  return { ...archive.contents, compression: archive.compression };
+}
+
+/**
+ * Reads an XVA stream (plain, gzip- or zstd-compressed tar): `ova.xml`, then every chunk file,
+ * each verified against the `.xxhash` (XXH64) or `.checksum` (SHA-1) file after it before it is
+ * written to its VDI's writer. Chunks are placed as XAPI's importer places them (see
+ * {@link ChunkPlacer}); skipped chunks are zeros. A damaged chunk, a chunk outside its VDI, a VDI
+ * left incomplete, a truncated archive or a malformed record is a {@link FormatError} naming the
+ * chunk or record. Memory stays at about one chunk.
+ */
+export async function readXva(source: AsyncIterable<Uint8Array>, options: ReadXvaOptions): Promise<XvaContents> {
+  const file = options.name ?? 'xva';
+  throwIfAborted(options.signal);
+  const archive = await openArchive(source, file, options.maxOvaXml ?? 16 * 1024 * 1024);
+  const { contents, next, body, q } = archive;
+  const writers = new Map<string, { writer: DiskWriter | undefined }>();
+  const target = async (vdi: XvaVdi) => {
+    let t = writers.get(vdi.ref);
+    if (!t) {
+      t = { writer: await options.openWriter(vdi) };
+      writers.set(vdi.ref, t);
+    }
+    return t.writer;
+  };
+  const placer = new ChunkPlacer(contents.vdis, file);
+  let chunks = 0;
+  try {
+    for (;;) {
+      throwIfAborted(options.signal);
+      const entry = await next();
+      if (!entry) break;
       const chunk = CHUNK_NAME.exec(entry.name);
-      if (chunk) {
-        const ref = chunk[1]!;
-        const index = Number(chunk[2]);
-        const vdi = contents.vdis.find((v) => v.ref === ref);
-        if (!vdi) throw new FormatError(`${file}: chunk ${entry.name} belongs to no VDI of ova.xml`);
-        if (entry.size > XVA_CHUNK || index * XVA_CHUNK + entry.size > vdi.size) {
-          throw new FormatError(
-            `${file}: chunk ${entry.name} (${entry.size} bytes) lies outside its VDI of ${vdi.size} bytes`,
-          );
+      if (!chunk || !contents.vdis.some((v) => v.ref === chunk[1])) {
+        if (entry.name.endsWith('.xxhash') || entry.name.endsWith('.checksum')) {
+          throw new FormatError(`${file}: checksum file ${printable(entry.name)} follows no chunk`);
         }
-        pending = { name: entry.name, ref, index, data: await body(entry.size, `chunk ${entry.name}`) };
+        // an unknown regular file: skip it, bounded
+        if (entry.size > (options.maxOvaXml ?? 16 * 1024 * 1024)) {
+          throw new FormatError(`${file}: unexpected entry '${printable(entry.name)}' of ${entry.size} bytes`);
+        }
+        await body(entry.size, `entry '${printable(entry.name)}'`);
         continue;
       }
-      if (pending && entry.name === `${pending.name}.checksum`) {
-        if (entry.size > 256) throw new FormatError(`${file}: checksum file ${entry.name} is ${entry.size} bytes`);
-        const expected = new TextDecoder()
-          .decode(await body(entry.size, entry.name))
-          .trim()
-          .toLowerCase();
-        const computed = createHash('sha1').update(pending.data).digest('hex');
-        if (expected !== computed) {
-          throw new FormatError(
-            `${file}: chunk ${pending.name} is damaged: its SHA-1 is ${computed}, the archive says ${printable(expected)}`,
-            { details: { file, chunk: pending.name, expected, computed } },
-          );
-        }
-        let target = writers.get(pending.ref);
-        if (!target) {
-          const vdi = contents.vdis.find((v) => v.ref === pending!.ref)!;
-          target = { vdi, writer: await options.openWriter(vdi), last: -1 };
-          writers.set(pending.ref, target);
-        }
-        if (pending.index <= target.last) {
-          throw new FormatError(`${file}: chunk ${pending.name} comes after chunk ${target.last} of the same VDI`);
-        }
-        target.last = pending.index;
-        await target.writer.write(pending.index * XVA_CHUNK, pending.data);
-        chunks++;
-        pending = undefined;
-        continue;
+      if (entry.size > XVA_CHUNK) {
+        throw new FormatError(`${file}: chunk ${entry.name} is ${entry.size} bytes, more than 1 MiB`);
       }
-      if (entry.name.endsWith('.xxhash')) {
+      const place = placer.place(chunk[1]!, Number(chunk[2]), entry.size, entry.name);
+      const data = await body(entry.size, `chunk ${entry.name}`);
+      const sumEntry = await next();
+      const kind = sumEntry ? checksumKind(sumEntry.name, entry.name) : undefined;
+      if (!sumEntry || !kind) {
         throw new FormatError(
-          `${file}: ${entry.name}: xxhash chunk checksums are not supported (only SHA-1 .checksum files)`,
+          `${file}: chunk ${entry.name} has no .xxhash or .checksum file after it (found ${sumEntry ? `'${printable(sumEntry.name)}'` : 'the end of the archive'})`,
         );
       }
-      // unknown regular file: skip it, bounded
-      if (entry.size > maxXml)
-        throw new FormatError(`${file}: unexpected entry '${printable(entry.name)}' of ${entry.size} bytes`);
-      await body(entry.size, `entry '${printable(entry.name)}'`);
+      if (sumEntry.size > 256)
+        throw new FormatError(`${file}: checksum file ${sumEntry.name} is ${sumEntry.size} bytes`);
+      await verifyChunk(file, entry.name, kind, await body(sumEntry.size, sumEntry.name), data);
+      const writer = await target(place.vdi);
+      if (writer && data.length > 0 && !isZero(data)) await writer.write(place.offset, data);
+      chunks++;
     }
-    if (!contents) throw new FormatError(`${file}: the archive holds no ova.xml`);
-    if (pending) throw new FormatError(`${file}: chunk ${pending.name} has no checksum file`);
-    // VDIs without any chunk are all zeroes: still give them a writer so the caller gets a disk
-    for (const vdi of contents.vdis) {
-      if (!writers.has(vdi.ref)) writers.set(vdi.ref, { vdi, writer: await options.openWriter(vdi), last: -1 });
-    }
-    for (const { writer } of writers.values()) await writer.flush();
-    return { ...contents, chunks };
+    placer.finish();
+    // every VDI gets a writer, so the caller gets a disk even for an empty one
+    for (const vdi of contents.vdis) await target(vdi);
+    for (const { writer } of writers.values()) await writer?.flush();
+    return { vm: contents.vm, vdis: contents.vdis, chunks, compression: archive.compression };
   } finally {
-    for (const { writer } of writers.values()) await writer.close().catch(() => undefined);
+    for (const { writer } of writers.values()) await writer?.close().catch(() => undefined);
     await q.close();
   }
 }

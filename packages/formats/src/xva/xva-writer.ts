@@ -159,8 +159,10 @@ export function chunkName(ref: string, index: number): string {
 /**
  * Produces an XVA (XenServer VM export) as a stream of byte chunks: a POSIX tar with `ova.xml`
  * first, then each disk as 1 MiB chunk files each followed by its `.checksum` (SHA-1, hex). All-zero
- * chunks are omitted, except the last chunk of every disk, which is always written so the
- * importer sees where the disk ends. The archive ends with the two zero blocks of tar.
+ * chunks are omitted, except the first and the last chunk of every disk, which are always written
+ * as XAPI writes them: chunk N is then at N MiB both for readers that place chunks by number and
+ * for XAPI's importer, which sizes gaps by the first chunk. The archive ends with tar's two zero
+ * blocks.
  *
  * @example
  * ```ts
@@ -188,12 +190,14 @@ export async function* xvaStream(options: XvaStreamOptions): AsyncGenerator<Uint
     for await (const e of reader.allocated(options.signal ? { signal: options.signal } : {})) {
       for (let c = Math.floor(e.offset / XVA_CHUNK); c * XVA_CHUNK < e.offset + e.length; c++) wanted.add(c);
     }
-    if (chunks > 0) wanted.add(chunks - 1);
+    // XAPI always writes the first and the last chunk, and its importer sizes every gap by the
+    // first chunk's length (xapi-project/xen-api ocaml/xapi/stream_vdi.ml send_one, recv_all_vdi)
+    if (chunks > 0) wanted.add(0).add(chunks - 1);
     for (const c of [...wanted].sort((a, b) => a - b)) {
       throwIfAborted(options.signal);
       const length = Math.min(XVA_CHUNK, reader.size - c * XVA_CHUNK);
       const data = await reader.read(c * XVA_CHUNK, length);
-      if (c !== chunks - 1 && isZero(data)) continue;
+      if (c !== 0 && c !== chunks - 1 && isZero(data)) continue;
       const name = chunkName(vdiRef(i), c);
       yield tarHeader(name, data.length, mtime);
       yield data;
