@@ -38,6 +38,7 @@ export type { VhdxHeader, VhdxMetadata } from './vhdx/vhdx-structs.js';
 export { type CreateVhdxOptions, createVhdx, type VhdxWriter } from './vhdx/vhdx-writer.js';
 export { ChunkPlacer } from './xva/chunk-placement.js';
 export { decompressXva, type XvaCompression } from './xva/decompress.js';
+export { NULL_REF, OVA_REQUIRED_FIELDS } from './xva/ova-datamodel.js';
 export { decodeXapi, encodeXapi, type XapiValue } from './xva/ova-xml.js';
 export {
   parseOvaXml,
@@ -52,6 +53,7 @@ export {
 export {
   buildOvaXml,
   chunkName,
+  type OvaDisk,
   XVA_CHUNK,
   type XvaDiskSource,
   type XvaStreamOptions,

@@ -6,7 +6,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRaw, openDisk, readXva, xvaStream } from '../src/index.js';
+import { createRaw, decodeXapi, openDisk, readXva, type XapiValue, xvaStream } from '../src/index.js';
+import { OVA_REQUIRED_FIELDS } from '../src/xva/ova-datamodel.js';
 import { pattern, tempDir } from './helpers/qemu.js';
 
 const run = promisify(execFile);
@@ -116,6 +117,46 @@ describe('XVA', () => {
     const back = await readFile(out[0]!);
     expect(back.length).toBe(3 * MiB + 512);
     expect(back.every((x) => x === 0)).toBe(true);
+  });
+
+  it('writes an ova.xml whose records have every field the datamodel gives no default', async () => {
+    const extract = join(dir, 'ova-check');
+    await mkdir(extract);
+    await run('tar', ['-xf', xva, '-C', extract, 'ova.xml']);
+    const doc = decodeXapi(await readFile(join(extract, 'ova.xml'), 'utf8'), 'ova.xml') as Record<string, XapiValue>;
+    const objects = doc.objects as { class: string; id: string; snapshot: Record<string, XapiValue> }[];
+    const byClass = (c: string) => objects.filter((o) => o.class === c);
+    expect(byClass('VM')).toHaveLength(1);
+    expect(byClass('VDI')).toHaveLength(2);
+    expect(byClass('VBD')).toHaveLength(2);
+    expect(byClass('SR')).toHaveLength(1);
+    // the fields XAPI's import was seen to miss, named literally, plus the whole table (which cites
+    // ocaml/idl/datamodel.ml and datamodel_vm.ml)
+    const named = {
+      SR: ['physical_size', 'type'],
+      VDI: ['managed', 'missing'],
+      VBD: ['storage_lock'],
+      VM: ['resident_on', 'domid'],
+    };
+    for (const [cls, fields] of Object.entries(named)) {
+      for (const o of byClass(cls)) for (const f of fields) expect(o.snapshot, `${cls}.${f}`).toHaveProperty(f);
+    }
+    for (const [cls, fields] of Object.entries(OVA_REQUIRED_FIELDS)) {
+      for (const o of byClass(cls)) {
+        const missing = fields.filter((f) => !(f in o.snapshot));
+        expect(missing, `${cls} ${o.id} lacks`).toEqual([]);
+      }
+    }
+    // cross-references inside the archive agree
+    const vm = byClass('VM')[0]!;
+    expect(vm.snapshot.VCPUs_max).toBe('2');
+    for (const vbd of byClass('VBD')) {
+      expect(vbd.snapshot.VM).toBe(vm.id);
+      expect(vm.snapshot.VBDs).toContain(vbd.id);
+      const vdi = objects.find((o) => o.id === vbd.snapshot.VDI)!;
+      expect(vdi.snapshot.VBDs).toEqual([vbd.id]);
+      expect(byClass('SR')[0]!.snapshot.VDIs).toContain(vdi.id);
+    }
   });
 
   it('refuses a truncated archive', async () => {

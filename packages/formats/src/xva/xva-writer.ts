@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { type DiskReader, throwIfAborted } from '@replikit/core';
 import { isZero } from '../byte-source.js';
+import { NULL_REF } from './ova-datamodel.js';
 import { encodeXapi, type XapiValue } from './ova-xml.js';
 import { TAR_BLOCK, tarHeader, tarPadding } from './tar.js';
 
@@ -19,16 +20,26 @@ export interface XvaDiskSource {
   bootable?: boolean;
 }
 
-/** The VM an XVA describes. */
+/** The VM an XVA describes. Fields replikit does not know fall back to a plain HVM guest. */
 export interface XvaVmSpec {
   name: string;
   description?: string;
   /** @default random */
   uuid?: string;
-  /** @default 1 */
+  /** Virtual CPUs. @default 1 */
   cpus?: number;
-  /** @default 1 GiB */
+  /** Memory in bytes (static and dynamic, min and max alike). @default 1 GiB */
   memoryBytes?: number;
+  /** Firmware, written as `HVM_boot_params.firmware`. @default 'bios' */
+  firmware?: 'bios' | 'uefi';
+  /** HVM boot order (`HVM_boot_params.order`): c = disk, d = CD, n = network. @default 'cdn' */
+  bootOrder?: string;
+  /** XAPI's `domain_type`. @default 'hvm' */
+  domainType?: 'hvm' | 'pv' | 'pv_in_pvh' | 'pvh';
+  /** `platform` keys, added to (and overriding) replikit's defaults (acpi, apic, pae, viridian, nx…). */
+  platform?: Record<string, string>;
+  /** `other_config` keys. */
+  otherConfig?: Record<string, string>;
 }
 
 /** Options of {@link xvaStream}. */
@@ -40,58 +51,138 @@ export interface XvaStreamOptions {
   signal?: AbortSignal;
 }
 
-/** The `ova.xml` document for a VM and its disks (VM, VBD, VDI and SR records). */
-export function buildOvaXml(vm: XvaVmSpec, disks: { name: string; uuid: string; size: number; bootable: boolean }[]) {
+/** A disk as {@link buildOvaXml} describes it. */
+export interface OvaDisk {
+  name: string;
+  uuid: string;
+  size: number;
+  bootable: boolean;
+}
+
+/**
+ * The `ova.xml` document for a VM and its disks: one VM, one SR, and a VDI and a VBD per disk,
+ * each record complete: every field XAPI's datamodel declares without a default is present (see
+ * {@link OVA_REQUIRED_FIELDS}), with the VM's CPUs, memory, firmware, boot order and platform
+ * from `vm`. References between the records use the archive's `Ref:N` ids; references to objects
+ * outside the archive (host, metrics) are XAPI's null reference.
+ */
+export function buildOvaXml(vm: XvaVmSpec, disks: OvaDisk[]) {
   const vmRef = 'Ref:0';
   const srRef = 'Ref:1';
   const vdiRef = (i: number) => `Ref:${10 + 2 * i}`;
   const vbdRef = (i: number) => `Ref:${11 + 2 * i}`;
   const memory = String(vm.memoryBytes ?? 1024 ** 3);
   const cpus = String(vm.cpus ?? 1);
-  const objects: XapiValue[] = [
-    {
-      class: 'VM',
-      id: vmRef,
-      snapshot: {
-        uuid: vm.uuid ?? randomUUID(),
-        name_label: vm.name,
-        name_description: vm.description ?? '',
-        power_state: 'Halted',
-        user_version: '1',
-        is_a_template: false,
-        is_a_snapshot: false,
-        domain_type: 'hvm',
-        memory_static_min: memory,
-        memory_static_max: memory,
-        memory_dynamic_min: memory,
-        memory_dynamic_max: memory,
-        VCPUs_max: cpus,
-        VCPUs_at_startup: cpus,
-        VCPUs_params: {},
-        actions_after_shutdown: 'destroy',
-        actions_after_reboot: 'restart',
-        actions_after_crash: 'restart',
-        HVM_boot_policy: 'BIOS order',
-        HVM_boot_params: { order: 'cdn' },
-        HVM_shadow_multiplier: 1.0,
-        PV_bootloader: '',
-        PV_kernel: '',
-        PV_ramdisk: '',
-        PV_args: '',
-        PV_bootloader_args: '',
-        PV_legacy_args: '',
-        platform: { acpi: '1', apic: 'true', pae: 'true', viridian: 'true', nx: 'true' },
-        other_config: {},
-        blocked_operations: {},
-        tags: [],
-        VBDs: disks.map((_, i) => vbdRef(i)),
-        VIFs: [],
-      },
+  const firmware = vm.firmware ?? 'bios';
+  const vmRecord: Record<string, XapiValue> = {
+    uuid: vm.uuid ?? randomUUID(),
+    allowed_operations: [],
+    current_operations: {},
+    power_state: 'Halted',
+    name_label: vm.name,
+    name_description: vm.description ?? '',
+    user_version: '1',
+    is_a_template: false,
+    is_default_template: false,
+    suspend_VDI: NULL_REF,
+    resident_on: NULL_REF,
+    affinity: NULL_REF,
+    memory_overhead: '0',
+    memory_target: '0',
+    memory_static_max: memory,
+    memory_dynamic_max: memory,
+    memory_dynamic_min: memory,
+    memory_static_min: memory,
+    VCPUs_params: {},
+    VCPUs_max: cpus,
+    VCPUs_at_startup: cpus,
+    actions_after_shutdown: 'destroy',
+    actions_after_reboot: 'restart',
+    actions_after_crash: 'restart',
+    consoles: [],
+    VIFs: [],
+    VBDs: disks.map((_, i) => vbdRef(i)),
+    VUSBs: [],
+    crash_dumps: [],
+    VTPMs: [],
+    PV_bootloader: '',
+    PV_kernel: '',
+    PV_ramdisk: '',
+    PV_args: '',
+    PV_bootloader_args: '',
+    PV_legacy_args: '',
+    HVM_boot_policy: vm.domainType === 'pv' ? '' : 'BIOS order',
+    HVM_boot_params: { order: vm.bootOrder ?? 'cdn', firmware },
+    platform: {
+      acpi: '1',
+      apic: 'true',
+      pae: 'true',
+      viridian: 'true',
+      nx: 'true',
+      ...(firmware === 'uefi' ? { secureboot: 'false' } : {}),
+      ...vm.platform,
     },
+    PCI_bus: '',
+    other_config: { ...vm.otherConfig },
+    domid: '-1',
+    domarch: '',
+    last_boot_CPU_flags: {},
+    is_control_domain: false,
+    metrics: NULL_REF,
+    guest_metrics: NULL_REF,
+    last_booted_record: '',
+    recommendations: '',
+    xenstore_data: {},
+    ha_always_run: false,
+    ha_restart_priority: '',
+    is_a_snapshot: false,
+    snapshot_of: NULL_REF,
+    snapshots: [],
+    transportable_snapshot_id: '',
+    blobs: {},
+    tags: [],
+    blocked_operations: {},
+    snapshot_info: {},
+    snapshot_metadata: '',
+    parent: NULL_REF,
+    children: [],
+    bios_strings: {},
+    VGPUs: [],
+    attached_PCIs: [],
+    suspend_SR: NULL_REF,
+    version: '0',
+    generation_id: '0:0',
+    hardware_platform_version: '0',
+    has_vendor_device: false,
+    requires_reboot: false,
+    reference_label: '',
+    domain_type: vm.domainType ?? 'hvm',
+    NVRAM: {},
+  };
+  const objects: XapiValue[] = [
+    { class: 'VM', id: vmRef, snapshot: vmRecord },
     {
       class: 'SR',
       id: srRef,
-      snapshot: { uuid: randomUUID(), name_label: 'replikit export', name_description: '', content_type: 'user' },
+      snapshot: {
+        uuid: randomUUID(),
+        name_label: 'replikit export',
+        name_description: '',
+        allowed_operations: [],
+        current_operations: {},
+        VDIs: disks.map((_, i) => vdiRef(i)),
+        PBDs: [],
+        virtual_allocation: String(disks.reduce((n, d) => n + d.size, 0)),
+        physical_utilisation: '0',
+        physical_size: '0',
+        type: 'ext',
+        content_type: 'user',
+        shared: false,
+        other_config: {},
+        tags: [],
+        sm_config: {},
+        blobs: {},
+      },
     },
   ];
   disks.forEach((d, i) => {
@@ -102,16 +193,27 @@ export function buildOvaXml(vm: XvaVmSpec, disks: { name: string; uuid: string; 
         uuid: d.uuid,
         name_label: d.name,
         name_description: '',
+        allowed_operations: [],
+        current_operations: {},
+        SR: srRef,
+        VBDs: [vbdRef(i)],
+        crash_dumps: [],
         virtual_size: String(d.size),
         physical_utilisation: String(d.size),
         type: 'user',
         sharable: false,
         read_only: false,
-        SR: srRef,
-        VBDs: [vbdRef(i)],
         other_config: {},
-        sm_config: {},
+        storage_lock: false,
+        location: '',
+        managed: true,
+        missing: false,
+        parent: NULL_REF,
         xenstore_data: {},
+        sm_config: {},
+        is_a_snapshot: false,
+        snapshot_of: NULL_REF,
+        snapshots: [],
         tags: [],
       },
     });
@@ -120,6 +222,8 @@ export function buildOvaXml(vm: XvaVmSpec, disks: { name: string; uuid: string; 
       id: vbdRef(i),
       snapshot: {
         uuid: randomUUID(),
+        allowed_operations: [],
+        current_operations: {},
         VM: vmRef,
         VDI: vdiRef(i),
         device: `xvd${String.fromCharCode(97 + (i % 26))}`,
@@ -128,10 +232,17 @@ export function buildOvaXml(vm: XvaVmSpec, disks: { name: string; uuid: string; 
         mode: 'RW',
         type: 'Disk',
         unpluggable: true,
+        storage_lock: false,
         empty: false,
         other_config: { owner: 'true' },
+        currently_attached: false,
+        status_code: '0',
+        status_detail: '',
+        runtime_properties: {},
         qos_algorithm_type: '',
         qos_algorithm_params: {},
+        qos_supported_algorithms: [],
+        metrics: NULL_REF,
       },
     });
   });
