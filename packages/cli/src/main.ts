@@ -28,9 +28,11 @@ usage:
   replikit backup list [vm] | verify <vm> <version> | restore <vm> <version> <disk> <out.raw>
                 | delete <vm> <version> | gc
                                    backup versions recorded by single-pass runs
-  replikit disk info <file> [--json] | convert <in> <out> --to raw|vhd|vhdx [--block-size N]
-                | compare <a> <b> | check <file>
-                                   inspect, convert, compare (exit 1 if different), check images
+  replikit disk info <file> [--json] | convert <in> <out> [--to raw|vhd|vhdx|xva] [--block-size N]
+                [--disk N|Ref:N] | compare <a> <b> | check <file>
+                                   inspect, convert, compare (exit 1 if different), check images;
+                                   an XVA is listed by info, and convert takes one disk out of it
+                                   (--disk when it holds several) or writes a one-disk XVA
   replikit help                    this text
 
 options:
@@ -53,6 +55,7 @@ const OPTIONS = {
   'single-pass': { type: 'boolean', default: false },
   network: { type: 'boolean', default: false },
   to: { type: 'string' },
+  disk: { type: 'string' },
   'block-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
@@ -94,7 +97,12 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
     case 'backup':
       return backupCommand(context, rest, stateDir, values.json);
     case 'disk':
-      return diskCommand(context, rest, { json: values.json, to: values.to, blockSize: values['block-size'] });
+      return diskCommand(context, rest, {
+        json: values.json,
+        to: values.to,
+        disk: values.disk,
+        blockSize: values['block-size'],
+      });
     case 'demo':
       if (values.network) {
         return demoNetworkCommand(context, {

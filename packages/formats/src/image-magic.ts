@@ -5,7 +5,7 @@ import { type ByteSource, readBytes } from './byte-source.js';
 export interface ImageKind {
   /**
    * The format, by qemu-img's name for it: `raw`, `vhd`, `vhdx` (read by replikit), or `qcow`,
-   * `qcow2`, `qed`, `vmdk`, `vdi`, `parallels`, `luks`, `gzip`, `xz`, `zstd`, `bzip2`.
+   * `qcow2`, `qed`, `vmdk`, `vdi`, `parallels`, `luks`, `xva`, `gzip`, `xz`, `zstd`, `bzip2`.
    */
   format: string;
   /** True for the formats replikit reads (`raw`, `vhd`, `vhdx`). */
@@ -67,6 +67,13 @@ export function identifyImageBytes(head: Uint8Array, tail?: Uint8Array): ImageKi
       'luks',
       'a LUKS-encrypted volume (its disk is the decrypted content)',
       'qemu-img convert --object secret,id=key,file=<passphrase file> --image-opts driver=luks,key-secret=key,file.filename=<in> -O raw <out.raw>',
+    );
+  }
+  if (text(head, 0, 8) === 'ova.xml\0' && /^[0-7 \0]{8}$/.test(text(head, 148, 8))) {
+    return foreign(
+      'xva',
+      'a XenServer VM export (XVA)',
+      'replikit disk convert <in> <out.raw> (with --disk N when it holds several disks)',
     );
   }
   if (head[0] === 0x1f && head[1] === 0x8b && head[2] === 8) {

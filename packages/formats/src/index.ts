@@ -41,6 +41,14 @@ export { decompressXva, type XvaCompression } from './xva/decompress.js';
 export { NULL_REF, OVA_REQUIRED_FIELDS } from './xva/ova-datamodel.js';
 export { decodeXapi, encodeXapi, type XapiValue } from './xva/ova-xml.js';
 export {
+  convertDiskToXva,
+  convertXvaToDisk,
+  type DiskToXvaOptions,
+  isXvaFile,
+  readXvaFileHeader,
+  type XvaToDiskOptions,
+} from './xva/xva-convert.js';
+export {
   parseOvaXml,
   type ReadXvaHeaderOptions,
   type ReadXvaOptions,

@@ -20,6 +20,12 @@ async function identityOf(path: string): Promise<(FileIdentity & { regular: bool
   }
 }
 
+/** An input file and its parents: an {@link ImageReader}, or any file named by `info.path`. */
+export interface InputChain {
+  info: { path: string };
+  parent?: InputChain | undefined;
+}
+
 /**
  * Refuses an `output` that is the file `reader` reads (or one of its parents): the same path, a
  * symbolic link to it or a hard link, told apart by device and inode. Also refuses an output that
@@ -27,10 +33,10 @@ async function identityOf(path: string): Promise<(FileIdentity & { regular: bool
  *
  * @throws {@link @replikit/core!InputError} naming both files.
  */
-export async function refuseSameFile(reader: ImageReader, output: string): Promise<void> {
+export async function refuseSameFile(reader: InputChain, output: string): Promise<void> {
   const target = await identityOf(output);
   if (!target) return;
-  for (let image: ImageReader | undefined = reader; image; image = image.parent) {
+  for (let image: InputChain | undefined = reader; image; image = image.parent) {
     const source = await identityOf(image.info.path);
     if (source && source.dev === target.dev && source.ino === target.ino) {
       const what = image === reader ? 'the input' : `the input's parent image ${image.info.path}`;

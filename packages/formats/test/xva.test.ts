@@ -159,6 +159,13 @@ describe('XVA', () => {
     }
   });
 
+  it('is not opened as a raw disk: openDisk says how to take a disk out of it', async () => {
+    await expect(openDisk(xva)).rejects.toMatchObject({
+      code: 'E_FORMAT',
+      message: expect.stringMatching(/is a XenServer VM export \(XVA\).*replikit disk convert .*vm\.xva <out\.raw>/),
+    });
+  });
+
   it('refuses a truncated archive', async () => {
     const bytes = await readFile(xva);
     const cut = join(dir, 'cut.xva');

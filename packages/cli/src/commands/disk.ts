@@ -1,20 +1,31 @@
 import { resolve } from 'node:path';
 import { formatBytes, parseSize } from '@replikit/core';
-import { checkImage, compareDisks, convertDisk, type ImageFormat, type ImageInfo, openDisk } from '@replikit/formats';
+import {
+  checkImage,
+  compareDisks,
+  convertDisk,
+  type ImageFormat,
+  type ImageInfo,
+  isXvaFile,
+  openDisk,
+} from '@replikit/formats';
 import { UsageError } from '../cli-error.js';
 import type { CliContext } from '../context.js';
 import { formatDuration } from '../output/format.js';
+import { diskToXva, outputFormat, xvaInfo, xvaToDisk } from './disk-xva.js';
 
 /** Options of `replikit disk …` taken from the command line. */
 export interface DiskCommandOptions {
   json: boolean;
-  /** `--to raw|vhd|vhdx` of `disk convert`. */
+  /** `--to raw|vhd|vhdx|xva` of `disk convert` (else taken from the output's extension). */
   to?: string | undefined;
+  /** `--disk N|Ref:N|uuid` of `disk convert` from an XVA holding several disks. */
+  disk?: string | undefined;
   /** `--block-size N` of `disk convert`. */
   blockSize?: string | undefined;
 }
 
-const FORMATS: readonly ImageFormat[] = ['raw', 'vhd', 'vhdx'];
+const FORMATS: readonly string[] = ['raw', 'vhd', 'vhdx', 'xva'];
 
 function files(args: string[], count: number, usage: string): string[] {
   if (args.length !== count) throw new UsageError(`expected ${usage}, got ${args.length} argument(s)`);
@@ -44,7 +55,7 @@ function describe(info: ImageInfo & { allocatedBytes?: number }): string {
 
 /**
  * `replikit disk info|convert|compare|check`: inspect, convert, compare and check disk images
- * (raw, VHD, VHDX). `compare` exits 0 when the virtual contents are equal and 1 (with the first
+ * (raw, VHD, VHDX; XVA for `info` and `convert`, one disk out or one disk in). `compare` exits 0 when the virtual contents are equal and 1 (with the first
  * differing offset) when not; `check` exits 1 when it finds a problem.
  */
 export async function diskCommand(context: CliContext, args: string[], options: DiskCommandOptions): Promise<number> {
@@ -53,6 +64,10 @@ export async function diskCommand(context: CliContext, args: string[], options: 
   switch (sub) {
     case 'info': {
       const [file] = files(rest, 1, 'disk info <file>');
+      if (await isXvaFile(at(file!))) {
+        await xvaInfo(context, at(file!), file!, options.json);
+        return 0;
+      }
       const reader = await openDisk(at(file!), { scanRawHoles: false });
       try {
         let allocated = 0;
@@ -67,16 +82,40 @@ export async function diskCommand(context: CliContext, args: string[], options: 
       return 0;
     }
     case 'convert': {
-      const [input, output] = files(rest, 2, 'disk convert <in> <out> --to raw|vhd|vhdx');
-      const to = options.to as ImageFormat | undefined;
-      if (!to || !FORMATS.includes(to))
-        throw new UsageError(`disk convert needs --to raw, vhd or vhdx (got ${to ?? 'nothing'})`);
+      const [input, output] = files(rest, 2, 'disk convert <in> <out> [--to raw|vhd|vhdx|xva]');
+      const to = outputFormat(options.to, output!);
+      if (!to || !FORMATS.includes(to)) {
+        throw new UsageError(
+          `disk convert needs --to raw, vhd, vhdx or xva (got ${to ?? `nothing, and ${output} has no known extension`})`,
+        );
+      }
       const blockSize = options.blockSize === undefined ? undefined : parseSize(options.blockSize, '--block-size');
+      const fromXva = await isXvaFile(at(input!));
+      if (to === 'xva' && fromXva) throw new UsageError('disk convert reads an XVA or writes one, not both');
+      if (to === 'xva' && blockSize)
+        throw new UsageError('--block-size does not apply to an XVA (its chunks are 1 MiB)');
+      if (options.disk !== undefined && !fromXva) throw new UsageError('--disk applies only to an XVA input');
       const started = performance.now();
-      await convertDisk(at(input!), at(output!), { to, ...(blockSize ? { blockSize } : {}), signal: context.signal });
+      let note = '';
+      if (fromXva) {
+        const vdi = await xvaToDisk(
+          context,
+          { input: at(input!), output: at(output!), shown: input! },
+          { to: to as ImageFormat, disk: options.disk, blockSize },
+        );
+        note = `, disk ${vdi.ref}${vdi.name ? ` '${vdi.name}'` : ''}`;
+      } else if (to === 'xva') {
+        await diskToXva(context, at(input!), at(output!));
+      } else {
+        await convertDisk(at(input!), at(output!), {
+          to: to as ImageFormat,
+          ...(blockSize ? { blockSize } : {}),
+          signal: context.signal,
+        });
+      }
       const ms = performance.now() - started;
       if (options.json) context.stdout.write(`${JSON.stringify({ input, output, to, ms: Math.round(ms) })}\n`);
-      else context.stdout.write(`converted ${input} to ${output} (${to}) in ${formatDuration(ms)}\n`);
+      else context.stdout.write(`converted ${input} to ${output} (${to}${note}) in ${formatDuration(ms)}\n`);
       return 0;
     }
     case 'compare': {
