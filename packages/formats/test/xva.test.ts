@@ -159,6 +159,67 @@ describe('XVA', () => {
     }
   });
 
+  it('writes every chunk after a first disk smaller than 1 MiB, so XAPI, which sizes gaps by the first chunk, places them right', async () => {
+    const small = join(dir, 'small.raw');
+    const big = join(dir, 'big.raw');
+    const smallBytes = pattern(300 * 1024, 41);
+    const bigBytes = new Uint8Array(3 * MiB);
+    bigBytes.set(pattern(1000, 42), 0);
+    bigBytes.set(pattern(1000, 43), 2 * MiB); // chunk 1 is zero
+    await writeFile(small, smallBytes);
+    await writeFile(big, bigBytes);
+    const readers = [await openDisk(small), await openDisk(big)];
+    const path = join(dir, 'small-first.xva');
+    await pipeline(
+      Readable.from(xvaStream({ vm: { name: 's' }, disks: readers.map((reader) => ({ reader })) })),
+      createWriteStream(path),
+    );
+    for (const r of readers) await r.close();
+    const { stdout } = await run('tar', ['-tf', path]);
+    expect(stdout).toContain('Ref:12/00000001\n');
+    const { out } = await readBack(path);
+    expect(Buffer.compare(await readFile(out[0]!), smallBytes)).toBe(0);
+    expect(Buffer.compare(await readFile(out[1]!), bigBytes)).toBe(0);
+  });
+
+  it('writes the disks in the order XAPI fills them (references sorted as strings: Ref:100 before Ref:12)', async () => {
+    const disks = Array.from({ length: 46 }, (_, i) => pattern(512, 100 + i));
+    const readers = disks.map((bytes) => ({
+      size: bytes.length,
+      async *allocated() {
+        yield { offset: 0, length: bytes.length };
+      },
+      async read(offset: number, length: number) {
+        return bytes.slice(offset, offset + length);
+      },
+    }));
+    const parts: Uint8Array[] = [];
+    for await (const p of xvaStream({
+      vm: { name: 'many' },
+      disks: readers.map((r) => ({ reader: r as unknown as Parameters<typeof xvaStream>[0]['disks'][0]['reader'] })),
+    })) {
+      parts.push(p);
+    }
+    const got = new Map<string, Uint8Array>();
+    async function* one() {
+      yield new Uint8Array(Buffer.concat(parts));
+    }
+    const result = await readXva(one(), {
+      openWriter: async (vdi) => ({
+        size: vdi.size,
+        async write(offset: number, data: Uint8Array) {
+          got.set(vdi.ref, data.slice());
+          expect(offset).toBe(0);
+        },
+        async writeZeroes() {},
+        async flush() {},
+        async close() {},
+      }),
+    });
+    expect(result.vdis).toHaveLength(46);
+    for (const [i, v] of result.vdis.entries()) expect(Buffer.compare(got.get(v.ref)!, disks[i]!)).toBe(0);
+  });
+
   it('is not opened as a raw disk: openDisk says how to take a disk out of it', async () => {
     await expect(openDisk(xva)).rejects.toMatchObject({
       code: 'E_FORMAT',

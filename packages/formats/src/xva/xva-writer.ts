@@ -294,21 +294,32 @@ export async function* xvaStream(options: XvaStreamOptions): AsyncGenerator<Uint
   yield tarHeader('ova.xml', xmlBytes.length, mtime);
   yield xmlBytes;
   yield tarPadding(xmlBytes.length);
-  for (let i = 0; i < options.disks.length; i++) {
+  // XAPI's importer fills the VDIs in the order of their references as strings (Ref:100 before
+  // Ref:12) and sizes every gap by the archive's first chunk (xapi-project/xen-api
+  // ocaml/xapi/stream_vdi.ml for_each_vdi, recv_all_vdi): the disks go in that order, and when the
+  // first chunk is shorter than 1 MiB (a first disk under 1 MiB) no chunk is left out
+  const order = options.disks
+    .map((_, i) => i)
+    .sort((a, b) => (vdiRef(a) < vdiRef(b) ? -1 : vdiRef(a) > vdiRef(b) ? 1 : 0));
+  const first = order.find((i) => options.disks[i]!.reader.size > 0);
+  const dense = first !== undefined && options.disks[first]!.reader.size < XVA_CHUNK;
+  for (const i of order) {
     const reader = options.disks[i]!.reader;
     const chunks = Math.ceil(reader.size / XVA_CHUNK);
     const wanted = new Set<number>();
-    for await (const e of reader.allocated(options.signal ? { signal: options.signal } : {})) {
-      for (let c = Math.floor(e.offset / XVA_CHUNK); c * XVA_CHUNK < e.offset + e.length; c++) wanted.add(c);
+    if (dense) for (let c = 0; c < chunks; c++) wanted.add(c);
+    else {
+      for await (const e of reader.allocated(options.signal ? { signal: options.signal } : {})) {
+        for (let c = Math.floor(e.offset / XVA_CHUNK); c * XVA_CHUNK < e.offset + e.length; c++) wanted.add(c);
+      }
     }
-    // XAPI always writes the first and the last chunk, and its importer sizes every gap by the
-    // first chunk's length (xapi-project/xen-api ocaml/xapi/stream_vdi.ml send_one, recv_all_vdi)
+    // XAPI always writes the first and the last chunk (stream_vdi.ml send_one)
     if (chunks > 0) wanted.add(0).add(chunks - 1);
     for (const c of [...wanted].sort((a, b) => a - b)) {
       throwIfAborted(options.signal);
       const length = Math.min(XVA_CHUNK, reader.size - c * XVA_CHUNK);
       const data = await reader.read(c * XVA_CHUNK, length);
-      if (c !== 0 && c !== chunks - 1 && isZero(data)) continue;
+      if (!dense && c !== 0 && c !== chunks - 1 && isZero(data)) continue;
       const name = chunkName(vdiRef(i), c);
       yield tarHeader(name, data.length, mtime);
       yield data;
