@@ -272,8 +272,9 @@ export function chunkName(ref: string, index: number): string {
  * first, then each disk as 1 MiB chunk files each followed by its `.checksum` (SHA-1, hex). All-zero
  * chunks are omitted, except the first and the last chunk of every disk, which are always written
  * as XAPI writes them: chunk N is then at N MiB both for readers that place chunks by number and
- * for XAPI's importer, which sizes gaps by the first chunk. The archive ends with tar's two zero
- * blocks.
+ * for XAPI's importer, which sizes gaps by the first chunk (so when the first disk is under 1 MiB,
+ * no chunk is left out). Disks are written in the order XAPI's importer fills them, their
+ * references sorted as strings. The archive ends with tar's two zero blocks.
  *
  * @example
  * ```ts
