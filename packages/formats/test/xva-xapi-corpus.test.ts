@@ -108,7 +108,9 @@ async function buildXva(
     return `${out}.gz`;
   }
   if (opts.compress === 'zstd') {
-    await run('zstd', ['-q', '-f', '--rm', out]);
+    await run('zstd', ['-q', '-f', '--rm', out]).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'ENOENT' ? new Error('zstd is missing: install it (apt-get install zstd) and retry') : error;
+    });
     return `${out}.zst`;
   }
   return out;
