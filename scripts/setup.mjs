@@ -1,9 +1,12 @@
 #!/usr/bin/env node
-// Bootstraps a fresh checkout with nothing but Node 20 and npm:
+// Bootstraps a fresh checkout with nothing but Node.js (20, 22 or 24) and npm:
 //   1. a pinned pnpm, installed by npm into .tools/ (no global change),
 //   2. the workspace's dependencies (pnpm install, frozen lockfile),
 //   3. with --build: the packages' dist/ folders, rebuilt only when a source file is newer,
-//   4. the Debian packages listed in scripts/system-packages.txt, through apt-get, when missing.
+//   4. with --system (`npm test` only): the Debian packages that some tests use as real peers,
+//      listed in scripts/system-packages.txt, through apt-get as root, when missing.
+// Without --system nothing outside the checkout is needed or touched: `npm run demo` and the CLI
+// run as an ordinary user with only node, npm and sh on PATH.
 // Each step is skipped when already done, so running it before every command costs little.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -116,8 +119,9 @@ function ensureSystemPackages() {
   if (missing.length === 0) return;
   const names = missing.map(([name]) => name);
   if (process.getuid?.() !== 0) {
+    const users = missing.map(([name, command, ...tests]) => `${name} (${command}: ${tests.join(' ')})`);
     console.error(
-      `[setup] missing system packages: ${names.join(' ')}; install them (apt-get install ${names.join(' ')}) and retry`,
+      `[setup] the tests need system packages that are missing: ${users.join('; ')}; install them (apt-get install ${names.join(' ')}) or run npm test as root, and retry`,
     );
     process.exit(1);
   }
@@ -129,5 +133,5 @@ function ensureSystemPackages() {
 
 const pnpm = ensurePnpm();
 ensureDependencies(pnpm);
-if (!args.has('--no-system')) ensureSystemPackages();
+if (args.has('--system')) ensureSystemPackages();
 if (args.has('--build')) ensureBuilt(pnpm);
