@@ -25,7 +25,7 @@ function log(message) {
 
 function run(command, commandArgs, options = {}) {
   const result = spawnSync(command, commandArgs, {
-    cwd: root,
+    cwd: options.cwd ?? root,
     stdio: quiet ? ['ignore', 'ignore', 'inherit'] : 'inherit',
     env: { ...process.env, ...options.env },
   });
@@ -93,6 +93,38 @@ function ensureDependencies(pnpm) {
   run(pnpm, ['install', ...frozen], { env: { CI: process.env.CI ?? 'true' } });
 }
 
+/** The workspace packages in dependency order: a package comes after the packages it uses. */
+function packagesInBuildOrder() {
+  const manifests = new Map(
+    packageDirs().map((dir) => [dir, JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'))]),
+  );
+  const byName = new Map([...manifests].map(([dir, manifest]) => [manifest.name, dir]));
+  const ordered = [];
+  const visit = (dir) => {
+    if (ordered.includes(dir)) return;
+    const manifest = manifests.get(dir);
+    for (const dependency of Object.keys({ ...manifest.dependencies, ...manifest.devDependencies })) {
+      const dependencyDir = byName.get(dependency);
+      if (dependencyDir && dependencyDir !== dir) visit(dependencyDir);
+    }
+    if (!ordered.includes(dir)) ordered.push(dir);
+  };
+  for (const dir of manifests.keys()) visit(dir);
+  return ordered.map((dir) => ({ dir, manifest: manifests.get(dir) }));
+}
+
+/** The JavaScript file behind a root dev dependency's command, e.g. tsup's dist/cli-default.js. */
+function binScript(packageName, command) {
+  const manifestPath = join(root, 'node_modules', packageName, 'package.json');
+  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8'));
+  const relative = typeof manifest.bin === 'string' ? manifest.bin : manifest.bin?.[command];
+  if (!relative) throw new Error(`${packageName} has no '${command}' command`);
+  return join(dirname(manifestPath), relative);
+}
+
+// Each package's build script is `tsup`. It runs as `node <tsup's script>`, not through pnpm run:
+// the node_modules/.bin shims pnpm writes are shell scripts that call sed, dirname and uname, which
+// a user with only node, npm and sh on PATH does not have.
 function ensureBuilt(pnpm) {
   const stale =
     args.has('--force-build') ||
@@ -102,7 +134,14 @@ function ensureBuilt(pnpm) {
     });
   if (!stale) return;
   log('building packages');
-  run(pnpm, ['-r', '--filter', './packages/*', 'run', 'build']);
+  for (const { dir, manifest } of packagesInBuildOrder()) {
+    if (manifest.scripts?.build === 'tsup') {
+      log(`building ${manifest.name}`);
+      run(process.execPath, [binScript('tsup', 'tsup')], { cwd: dir });
+    } else {
+      run(pnpm, ['run', 'build'], { cwd: dir });
+    }
+  }
 }
 
 function ensureSystemPackages() {
