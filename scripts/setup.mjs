@@ -3,8 +3,9 @@
 //   1. a pinned pnpm, installed by npm into .tools/ (no global change),
 //   2. the workspace's dependencies (pnpm install, frozen lockfile),
 //   3. with --build: the packages' dist/ folders, rebuilt only when a source file is newer,
-//   4. with --system (`npm test` only): the Debian packages that some tests use as real peers,
-//      listed in scripts/system-packages.txt, through apt-get as root, when missing.
+//   4. with --system (`npm test`): the Debian packages that some tests use as real peers, listed in
+//      scripts/system-packages.txt, through apt-get as root, when missing; with --bench too
+//      (`npm run bench`), the benchmarks' peers as well.
 // Without --system nothing outside the checkout is needed or touched: `npm run demo` and the CLI
 // run as an ordinary user with only node, npm and sh on PATH.
 // Each step is skipped when already done, so running it before every command costs little.
@@ -151,16 +152,17 @@ function ensureSystemPackages() {
     .split('\n')
     .map((line) => line.replace(/#.*/, '').trim())
     .filter(Boolean)
-    .map((line) => line.split(/\s+/));
+    .map((line) => line.split(/\s+/))
+    .filter(([, , purpose]) => purpose === 'test' || (purpose === 'bench' && args.has('--bench')));
   const missing = wanted.filter(
     ([, command]) => spawnSync('sh', ['-c', `command -v "$1"`, 'sh', command]).status !== 0,
   );
   if (missing.length === 0) return;
   const names = missing.map(([name]) => name);
   if (process.getuid?.() !== 0) {
-    const users = missing.map(([name, command, ...tests]) => `${name} (${command}: ${tests.join(' ')})`);
+    const users = missing.map(([name, command, , ...tests]) => `${name} (${command}: ${tests.join(' ')})`);
     console.error(
-      `[setup] the tests need system packages that are missing: ${users.join('; ')}; install them (apt-get install ${names.join(' ')}) or run npm test as root, and retry`,
+      `[setup] missing system packages that ${args.has('--bench') ? 'the tests and benchmarks' : 'the tests'} use: ${users.join('; ')}; install them (apt-get install ${names.join(' ')}) or run as root, and retry`,
     );
     process.exit(1);
   }
