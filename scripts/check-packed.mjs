@@ -8,7 +8,7 @@
 //      typescript and @types/node as a consumer would,
 //   4. runs an ESM script that replicates a small VM and compares the replica's bytes,
 //   5. typechecks a TypeScript consumer strictly (`--moduleResolution nodenext`, no skipLibCheck),
-//   6. runs `npx replikit demo` from the installed CLI.
+//   6. runs `npx replikit demo` (and --single-pass, --network; small disks) from the installed CLI.
 // Exits non-zero, naming the package and what is wrong, at the first failed check.
 //   node scripts/check-packed.mjs [--keep]
 import { spawnSync } from 'node:child_process';
@@ -195,8 +195,10 @@ try {
   run('node', ['consumer.mjs'], project);
   log('TypeScript consumer: tsc --strict --moduleResolution nodenext, no skipLibCheck');
   run('npx', ['--no-install', 'tsc', '-p', 'tsconfig.json'], project);
-  log('npx replikit demo from the installed CLI');
-  run('npx', ['--no-install', 'replikit', 'demo', '--size-a', '32MiB', '--size-b', '16MiB'], project);
+  for (const variant of [[], ['--single-pass'], ['--network']]) {
+    log(`npx replikit ${['demo', ...variant].join(' ')} from the installed CLI`);
+    run('npx', ['--no-install', 'replikit', 'demo', ...variant, '--size-a', '32MiB', '--size-b', '16MiB'], project);
+  }
   log(`all ${files.length} packages install and work from their tarballs`);
 } finally {
   if (keep) log(`kept ${work}`);
