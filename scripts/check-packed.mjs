@@ -162,45 +162,45 @@ const consumerTsconfig = {
 };
 
 const work = mkdtempSync(join(tmpdir(), 'replikit-check-packed-'));
-try {
-  const tarballs = join(work, 'tarballs');
-  mkdirSync(tarballs);
-  const packageDirs = readdirSync(join(root, 'packages'))
-    .map((name) => join(root, 'packages', name))
-    .filter((dir) => existsSync(join(dir, 'package.json')))
-    .filter((dir) => !JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).private);
-  for (const dir of packageDirs) {
-    log(`packing ${dir} (its prepack builds dist/)`);
-    run(pnpm, ['pack', '--pack-destination', tarballs], dir);
-  }
-  const files = readdirSync(tarballs).map((name) => join(tarballs, name));
-  if (files.length !== packageDirs.length) fail(`${packageDirs.length} packages gave ${files.length} tarballs`);
-  files.forEach(checkTarball);
-
-  const project = join(work, 'project');
-  mkdirSync(project);
-  writeFileSync(
-    join(project, 'package.json'),
-    `${JSON.stringify({ name: 'replikit-consumer', private: true, type: 'module' }, null, 2)}\n`,
-  );
-  writeFileSync(join(project, 'consumer.mjs'), consumerScript);
-  writeFileSync(join(project, 'consumer.ts'), consumerTypes);
-  writeFileSync(join(project, 'tsconfig.json'), `${JSON.stringify(consumerTsconfig, null, 2)}\n`);
-  const typescript = rootPkg.devDependencies.typescript;
-  const nodeTypes = `@types/node@${process.versions.node.split('.')[0]}`;
-  log(`installing the ${files.length} tarballs, typescript@${typescript} and ${nodeTypes} with npm`);
-  run('npm', ['install', '--no-audit', '--no-fund', ...files, `typescript@${typescript}`, nodeTypes], project);
-
-  log('ESM consumer: replicating a small VM');
-  run('node', ['consumer.mjs'], project);
-  log('TypeScript consumer: tsc --strict --moduleResolution nodenext, no skipLibCheck');
-  run('npx', ['--no-install', 'tsc', '-p', 'tsconfig.json'], project);
-  for (const variant of [[], ['--single-pass'], ['--network']]) {
-    log(`npx replikit ${['demo', ...variant].join(' ')} from the installed CLI`);
-    run('npx', ['--no-install', 'replikit', 'demo', ...variant, '--size-a', '32MiB', '--size-b', '16MiB'], project);
-  }
-  log(`all ${files.length} packages install and work from their tarballs`);
-} finally {
+// On every exit, fail()'s included: the temporary project goes unless --keep asks for it.
+process.on('exit', () => {
   if (keep) log(`kept ${work}`);
   else rmSync(work, { recursive: true, force: true });
+});
+const tarballs = join(work, 'tarballs');
+mkdirSync(tarballs);
+const packageDirs = readdirSync(join(root, 'packages'))
+  .map((name) => join(root, 'packages', name))
+  .filter((dir) => existsSync(join(dir, 'package.json')))
+  .filter((dir) => !JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).private);
+for (const dir of packageDirs) {
+  log(`packing ${dir} (its prepack builds dist/)`);
+  run(pnpm, ['pack', '--pack-destination', tarballs], dir);
 }
+const files = readdirSync(tarballs).map((name) => join(tarballs, name));
+if (files.length !== packageDirs.length) fail(`${packageDirs.length} packages gave ${files.length} tarballs`);
+files.forEach(checkTarball);
+
+const project = join(work, 'project');
+mkdirSync(project);
+writeFileSync(
+  join(project, 'package.json'),
+  `${JSON.stringify({ name: 'replikit-consumer', private: true, type: 'module' }, null, 2)}\n`,
+);
+writeFileSync(join(project, 'consumer.mjs'), consumerScript);
+writeFileSync(join(project, 'consumer.ts'), consumerTypes);
+writeFileSync(join(project, 'tsconfig.json'), `${JSON.stringify(consumerTsconfig, null, 2)}\n`);
+const typescript = rootPkg.devDependencies.typescript;
+const nodeTypes = `@types/node@${process.versions.node.split('.')[0]}`;
+log(`installing the ${files.length} tarballs, typescript@${typescript} and ${nodeTypes} with npm`);
+run('npm', ['install', '--no-audit', '--no-fund', ...files, `typescript@${typescript}`, nodeTypes], project);
+
+log('ESM consumer: replicating a small VM');
+run('node', ['consumer.mjs'], project);
+log('TypeScript consumer: tsc --strict --moduleResolution nodenext, no skipLibCheck');
+run('npx', ['--no-install', 'tsc', '-p', 'tsconfig.json'], project);
+for (const variant of [[], ['--single-pass'], ['--network']]) {
+  log(`npx replikit ${['demo', ...variant].join(' ')} from the installed CLI`);
+  run('npx', ['--no-install', 'replikit', 'demo', ...variant, '--size-a', '32MiB', '--size-b', '16MiB'], project);
+}
+log(`all ${files.length} packages install and work from their tarballs`);
