@@ -1,4 +1,4 @@
-import { defaultDriverRegistry } from '@replikit/core';
+import { BUILTIN_DRIVER_KINDS, defaultDriverRegistry, type JobSpec } from '@replikit/core';
 import { createFileDriver } from '@replikit/driver-file';
 
 /**
@@ -15,4 +15,29 @@ export function registerBuiltinDrivers(): void {
       }),
     );
   }
+}
+
+/** The npm package that provides the driver of a kind replikit knows: `@replikit/driver-<kind>`. */
+export function driverPackageOf(kind: string): string {
+  return `@replikit/driver-${kind}`;
+}
+
+/**
+ * Registers the built-in drivers, then loads the driver package of each kind of `job` that replikit
+ * knows but that is not registered yet (`@replikit/driver-xen`…; importing it registers its kind).
+ * Resolves with the kinds whose package is not installed: a run of the job would stop on them.
+ */
+export async function loadDriverPackages(job: JobSpec): Promise<string[]> {
+  registerBuiltinDrivers();
+  const missing: string[] = [];
+  for (const kind of new Set([job.source.driver, job.target.driver])) {
+    if (defaultDriverRegistry.has(kind) || !BUILTIN_DRIVER_KINDS.has(kind)) continue;
+    try {
+      await import(driverPackageOf(kind));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    }
+    if (!defaultDriverRegistry.has(kind)) missing.push(kind);
+  }
+  return missing;
 }

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { describeForUser, exitCodeOf, UsageError } from './cli-error.js';
@@ -6,6 +6,7 @@ import { backupCommand } from './commands/backup.js';
 import { demoCommand } from './commands/demo.js';
 import { demoNetworkCommand } from './commands/demo-network.js';
 import { diskCommand } from './commands/disk.js';
+import { pointsCommand } from './commands/points.js';
 import { resumeCommand, runCommand } from './commands/run.js';
 import { runsCommand } from './commands/runs.js';
 import { validateCommand } from './commands/validate.js';
@@ -25,6 +26,9 @@ usage:
                                    finish a run that stopped, roll back its own writes, or
                                    abandon it (end it, reverting nothing, releasing its replica)
   replikit runs [--json]           list the runs
+  replikit points list <job> [--json] | revert <job> <point-id>
+                                   a replica's restore points (through the job's target driver,
+                                   without its source); revert refuses while a run holds it
   replikit backup list [vm] | verify <vm> <version> | restore <vm> <version> <disk> <out.raw>
                 | delete <vm> <version> | gc
                                    backup versions recorded by single-pass runs
@@ -33,12 +37,21 @@ usage:
                                    inspect, convert, compare (exit 1 if different), check images;
                                    an XVA is listed by info, and convert takes one disk out of it
                                    (--disk when it holds several) or writes a one-disk XVA
-  replikit help                    this text
+  replikit help | --version        this text | the version
+
+  replikit-agent ...               the agent on the target's host (a second command of this
+                                   package): a job reaches it through its \`transport\` section
+                                   (kind: tcp | tls; agent: HOST:PORT to push, or pull: { listen }
+                                   for \`replikit-agent --pull-from\`; psk, certificate or key).
+                                   \`replikit-agent --help\` lists its options
 
 options:
   --state-dir DIR   where runs are journaled; default: $REPLIKIT_STATE_DIR, else
                     $XDG_STATE_HOME/replikit, else ~/.local/state/replikit (one per user,
                     whatever the working folder). Here: ${stateDir}
+                    It holds the run journals (runs/), replication caches (cache/) and the
+                    single-pass block store (store/). A replica's restore points and its hold
+                    live beside the replica, on the target.
 
 exit codes: 0 success, 1 the work failed, 2 the input is wrong.
 `;
@@ -58,7 +71,14 @@ const OPTIONS = {
   disk: { type: 'string' },
   'block-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
+  version: { type: 'boolean', short: 'V', default: false },
 } as const;
+
+/** The CLI package's version, from its package.json (beside dist/ and src/). */
+function cliVersion(): string {
+  const text = readFileSync(new URL('../package.json', import.meta.url), 'utf8');
+  return (JSON.parse(text) as { version: string }).version;
+}
 
 function one(positionals: string[], what: string): string {
   if (positionals.length !== 1) throw new UsageError(`expected one ${what}, got ${positionals.length}`);
@@ -75,6 +95,10 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parsed;
   const [command, ...rest] = positionals;
   const stateDir = stateDirOf(context, values['state-dir']);
+  if (values.version) {
+    context.stdout.write(`replikit ${cliVersion()}\n`);
+    return 0;
+  }
   if (values.help || command === undefined || command === 'help') {
     context.stdout.write(help(stateDir));
     return command === undefined && !values.help ? 2 : 0;
@@ -94,6 +118,8 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
       });
     case 'runs':
       return runsCommand(context, stateDir, { json: values.json });
+    case 'points':
+      return pointsCommand(context, rest, values.json);
     case 'backup':
       return backupCommand(context, rest, stateDir, values.json);
     case 'disk':

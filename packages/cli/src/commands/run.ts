@@ -1,5 +1,6 @@
-import type { ReplicationEngine, RunRecord } from '@replikit/core';
+import { NotFoundError, type ReplicationEngine, type RunRecord } from '@replikit/core';
 import { type CliContext, createEngine } from '../context.js';
+import { driverPackageOf, loadDriverPackages } from '../drivers.js';
 import { loadJobForCli } from '../job-file.js';
 import { attachProgressView } from '../output/progress-view.js';
 import { renderRunSummary } from '../output/run-summary.js';
@@ -21,6 +22,12 @@ export async function withProgress<T>(
 /** `replikit run <job>`: runs a job once and prints its summary. */
 export async function runCommand(context: CliContext, file: string, stateDir: string): Promise<number> {
   const job = await loadJobForCli(file, context.cwd);
+  const [missing] = await loadDriverPackages(job);
+  if (missing !== undefined) {
+    throw new NotFoundError(
+      `the driver of kind '${missing}' is not installed; install it with \`npm install ${driverPackageOf(missing)}\` beside @replikit/cli`,
+    );
+  }
   const engine = createEngine(stateDir);
   const record: RunRecord = await withProgress(engine, context, () => engine.run(job, { signal: context.signal }));
   context.stdout.write(`${renderRunSummary(record)}\n`);

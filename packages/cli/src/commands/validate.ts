@@ -1,6 +1,20 @@
 import { formatViolations, type JobSpec, type Violation, validateJob } from '@replikit/core';
 import type { CliContext } from '../context.js';
+import { driverPackageOf, loadDriverPackages } from '../drivers.js';
 import { loadJobForCli } from '../job-file.js';
+
+/**
+ * Warnings for the sides of `job` whose driver kind replikit knows (so its rules judged the job)
+ * but whose driver package is not installed here: `replikit run` would stop on it.
+ */
+export async function missingDriverPackages(job: JobSpec): Promise<Violation[]> {
+  return (await loadDriverPackages(job)).map((kind) => ({
+    ruleId: 'driver-package-missing',
+    severity: 'warning' as const,
+    message: `the driver of kind '${kind}' is not installed here, so \`replikit run\` of this job would stop`,
+    fix: `npm install ${driverPackageOf(kind)} (beside @replikit/cli, on the host that runs the job)`,
+  }));
+}
 
 /**
  * `replikit validate <job…> [--json]`: checks jobs offline against the rules (the jobs named
@@ -18,7 +32,8 @@ export async function validateCommand(
   for (const { file, job } of jobs) {
     const otherJobs = jobs.filter((other) => other.job !== job).map((other) => other.job);
     const result = validateJob(job, { otherJobs });
-    reports.push({ file, job: job.name, ok: result.ok, violations: result.violations });
+    const violations = [...result.violations, ...(await missingDriverPackages(job))];
+    reports.push({ file, job: job.name, ok: result.ok, violations });
   }
   if (options.json) {
     context.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);
