@@ -10,6 +10,7 @@ import { pointsCommand } from './commands/points.js';
 import { resumeCommand, runCommand } from './commands/run.js';
 import { runsCommand } from './commands/runs.js';
 import { validateCommand } from './commands/validate.js';
+import { vmCommand } from './commands/vm.js';
 import { type CliContext, stateDirOf } from './context.js';
 
 const help = (stateDir: string) => `replikit: keep a VM replica in sync with its source, sending only what changed
@@ -37,6 +38,10 @@ usage:
                                    inspect, convert, compare (exit 1 if different), check images;
                                    an XVA is listed by info, and convert takes one disk out of it
                                    (--disk when it holds several) or writes a one-disk XVA
+  replikit vm import <name> <image>... [--copy] | create <name> --disk id:size... | list [--json]
+                [--root DIR]       VM folders of the file driver (root: the working folder):
+                                   import hard-links existing raw images (a KVM guest's disks)
+                                   into a VM folder, never copying them unless --copy
   replikit help | --version        this text | the version
 
   replikit-agent ...               the agent on the target's host (a second command of this
@@ -68,16 +73,24 @@ const OPTIONS = {
   'single-pass': { type: 'boolean', default: false },
   network: { type: 'boolean', default: false },
   to: { type: 'string' },
-  disk: { type: 'string' },
   'block-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
   version: { type: 'boolean', short: 'V', default: false },
+  root: { type: 'string' },
+  copy: { type: 'boolean', default: false },
+  disk: { type: 'string', multiple: true },
 } as const;
 
 /** The CLI package's version, from its package.json (beside dist/ and src/). */
 function cliVersion(): string {
   const text = readFileSync(new URL('../package.json', import.meta.url), 'utf8');
   return (JSON.parse(text) as { version: string }).version;
+}
+
+/** `--disk` of `disk convert`: at most one (the flag repeats only for `vm create`). */
+function oneDisk(values: string[] | undefined): string | undefined {
+  if (values && values.length > 1) throw new UsageError(`disk convert takes one --disk, got ${values.length}`);
+  return values?.[0];
 }
 
 function one(positionals: string[], what: string): string {
@@ -120,13 +133,20 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
       return runsCommand(context, stateDir, { json: values.json });
     case 'points':
       return pointsCommand(context, rest, values.json);
+    case 'vm':
+      return vmCommand(context, rest, {
+        ...(values.root ? { root: values.root } : {}),
+        ...(values.disk ? { disks: values.disk } : {}),
+        copy: values.copy,
+        json: values.json,
+      });
     case 'backup':
       return backupCommand(context, rest, stateDir, values.json);
     case 'disk':
       return diskCommand(context, rest, {
         json: values.json,
         to: values.to,
-        disk: values.disk,
+        disk: oneDisk(values.disk),
         blockSize: values['block-size'],
       });
     case 'demo':

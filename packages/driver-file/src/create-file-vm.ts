@@ -74,17 +74,27 @@ export async function createFileVM(root: string, options: CreateFileVMOptions): 
 
 /**
  * Creates the folder `dir` (a child of `root`) holding `vm` and a sparse image for each of its
- * disks, atomically: everything is built in `<root>/.tmp-<pid>-<hex>/`, fsynced, then renamed.
+ * disks (or what `place` puts at each image's path), atomically: everything is built in
+ * `<root>/.tmp-<pid>-<hex>/`, fsynced, then renamed.
  *
  * @throws {@link @replikit/core!ConflictError} when `dir` exists.
  */
-export async function createVmFolder(root: string, dir: string, vm: VmJson): Promise<void> {
+export async function createVmFolder(
+  root: string,
+  dir: string,
+  vm: VmJson,
+  place?: (disk: VmJson['disks'][number], path: string) => Promise<void>,
+): Promise<void> {
   const tmp = join(root, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     await mkdir(root, { recursive: true });
     await sweepRoot(root);
     await mkdir(tmp);
     for (const disk of vm.disks) {
+      if (place) {
+        await place(disk, join(tmp, disk.file));
+        continue;
+      }
       const fh = await open(join(tmp, disk.file), 'wx', 0o644);
       try {
         await fh.truncate(disk.size);

@@ -14,6 +14,13 @@ export {
   type FileDriverOptions,
 } from './file-driver.js';
 export { type GuestDiskHandle, openGuestDisk, writeGuestDisk } from './guest-io.js';
+export {
+  type ImportedDisk,
+  type ImportedImage,
+  type ImportFileVMOptions,
+  type ImportFileVMResult,
+  importFileVM,
+} from './import-file-vm.js';
 export { assertSafeName, MAX_NAME_LENGTH } from './names.js';
 export { diskImagePath, type FileVmPaths, fileVmPaths, overlayPath } from './paths.js';
 export type { FaultHook, FaultPoint } from './replica-commit.js';
