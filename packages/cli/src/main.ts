@@ -29,7 +29,8 @@ usage:
   replikit runs [--json]           list the runs
   replikit points list <job> [--json] | revert <job> <point-id>
                                    a replica's restore points (through the job's target driver,
-                                   without its source); revert refuses while a run holds it
+                                   without its source); revert drops the newer points, and
+                                   refuses while a run holds the replica
   replikit backup list [vm] | verify <vm> <version> | restore <vm> <version> <disk> <out.raw>
                 | delete <vm> <version> | gc
                                    backup versions recorded by single-pass runs

@@ -95,7 +95,10 @@ describe('replikit points', () => {
     const reverted = await runCli(['points', 'revert', job, points[0]!.id], { cwd: dir });
     expect(reverted.stderr).toBe('');
     expect(reverted.code).toBe(0);
+    expect(reverted.stdout).toContain('the 1 newer point dropped');
     expect((await readFile(join(dir, 'replicas', 'web-replica', 'd0.raw'))).equals(first)).toBe(true);
+    const after = JSON.parse((await runCli(['points', 'list', job, '--json'], { cwd: dir })).stdout) as unknown[];
+    expect(after).toEqual([points[0]]);
     // The revert released its hold: the next run takes the replica.
     expect((await runCli(['run', job], { cwd: dir })).code).toBe(0);
   });
@@ -117,6 +120,18 @@ describe('replikit points', () => {
     expect((await readFile(join(dir, 'replicas', 'web-replica', 'd0.raw'))).equals(second)).toBe(true);
     await driver.releaseReplica(replica, 'run-held');
     await driver.close();
+  });
+
+  it('run of a job naming xen stops with the install command (before: "install and register its package")', async () => {
+    const job = await jobFile({
+      name: 'x2f',
+      source: { driver: 'xen', vm: 'db', pool: 'p1' },
+      target: { driver: 'file', root: './replicas' },
+      method: 'qhybrid',
+    });
+    const { code, stderr } = await runCli(['run', job], { cwd: dir });
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/^replikit: E_NOT_FOUND: .*'xen' is not installed.*npm install @replikit\/driver-xen/);
   });
 
   it('says which point ids exist when the id is wrong (exit 1, E_NOT_FOUND)', async () => {

@@ -46,7 +46,7 @@ function renderPoints(replica: Replica, points: RestorePoint[]): string {
  * `replikit points list <job> [--json]` and `replikit points revert <job> <point-id>`: a replica's
  * restore points, read through the job's target driver (the source is not needed: it may be the
  * site that was lost). A revert takes the replica's hold for its duration and refuses while a run
- * holds it.
+ * holds it. A revert drops the restore points newer than the one it returns to.
  */
 export async function pointsCommand(context: CliContext, args: string[], json: boolean): Promise<number> {
   const [sub, file, pointId, ...extra] = args;
@@ -74,7 +74,11 @@ export async function pointsCommand(context: CliContext, args: string[], json: b
       );
     }
     await revertHolding(target, replica, point, context);
-    context.stdout.write(`replica '${replica.name}' reverted to restore point ${point.id} (${point.createdAt})\n`);
+    const dropped = points.length - 1 - points.indexOf(point);
+    const what = dropped === 0 ? 'no newer point' : `the ${dropped} newer point${dropped > 1 ? 's' : ''} dropped`;
+    context.stdout.write(
+      `replica '${replica.name}' reverted to restore point ${point.id} (${point.createdAt}; ${what}); the next run compares the whole replica\n`,
+    );
     return 0;
   } finally {
     await target.close();
