@@ -45,7 +45,8 @@ const foreign: Array<{ name: string; make: (path: string) => Promise<void>; says
       // read the same before and after ("Unable to get accurate CPU usage"): that alone is retried.
       for (let attempt = 1; ; attempt++) {
         try {
-          return await qemuOk('qemu-img', args);
+          await qemuOk('qemu-img', args);
+          return;
         } catch (error) {
           if (attempt >= 5 || !/accurate CPU usage/.test(String(error))) throw error;
         }
