@@ -45,10 +45,30 @@ export interface ReplikitErrorOptions {
 }
 
 /**
+ * The brand every {@link ReplikitError} carries. It is a registered symbol (`Symbol.for`), so an
+ * error made by another installed copy of `@replikit/core` carries the same brand and is still
+ * recognised by {@link isReplikitError} and `instanceof ReplikitError`.
+ */
+export const REPLIKIT_ERROR_BRAND: unique symbol = Symbol.for('replikit.error') as never;
+
+/**
  * The base class of every error replikit throws. `code` is stable and documented; `message` says
  * what happened and what to do about it; `details` carries structured facts.
  */
 export class ReplikitError extends Error {
+  /** Marks replikit errors across installed copies of `@replikit/core` (see {@link REPLIKIT_ERROR_BRAND}). */
+  readonly [REPLIKIT_ERROR_BRAND] = true;
+
+  /** True for any error branded by some copy of `@replikit/core`, not only by this one. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== ReplikitError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return (
+      typeof value === 'object' &&
+      value !== null &&
+      (value as { [REPLIKIT_ERROR_BRAND]?: unknown })[REPLIKIT_ERROR_BRAND] === true
+    );
+  }
+
   /** The stable error code. */
   readonly code: ErrorCode;
   /** Structured facts about the failure. */

@@ -1,0 +1,82 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { isReplikitError, NotFoundError, REPLIKIT_ERROR_BRAND, ReplikitError } from '../src/errors.js';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** Every `.ts` file under `dir`, recursively. */
+async function sources(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...(await sources(path)));
+    else if (entry.name.endsWith('.ts')) out.push(path);
+  }
+  return out;
+}
+
+/** The `E_*`/`W_*` codes inside string literals (quotes or backticks) of `text`. */
+function codesIn(text: string): string[] {
+  const codes: string[] = [];
+  for (const literal of text.match(/'[^'\n]*'|"[^"\n]*"|`[^`]*`/g) ?? []) {
+    codes.push(...(literal.match(/\b[EW]_[A-Z_]+\b/g) ?? []));
+  }
+  return codes;
+}
+
+describe('docs/errors.md', () => {
+  it('lists every E_* and W_* code used in packages/*/src', async () => {
+    const doc = await readFile(join(repo, 'docs/errors.md'), 'utf8');
+    const listed = new Set(doc.match(/`[EW]_[A-Z_]+`/g)?.map((c) => c.slice(1, -1)));
+    const missing = new Map<string, string>();
+    const packages = await readdir(join(repo, 'packages'));
+    for (const pkg of packages) {
+      const src = join(repo, 'packages', pkg, 'src');
+      const files = await sources(src).catch(() => []);
+      for (const file of files) {
+        for (const code of codesIn(await readFile(file, 'utf8'))) {
+          if (!listed.has(code)) missing.set(code, file.slice(repo.length + 1));
+        }
+      }
+    }
+    expect(Object.fromEntries(missing)).toEqual({});
+    expect(listed.size).toBeGreaterThan(20);
+  });
+
+  it('finds codes in every kind of string literal, not outside them', () => {
+    expect(codesIn(`throw x('E_ONE'); warn("W_TWO: a"); \`see E_THREE\`; const E_FOUR = 1;`)).toEqual([
+      'E_ONE',
+      'W_TWO',
+      'E_THREE',
+    ]);
+  });
+});
+
+describe('ReplikitError brand', () => {
+  it('recognises an error made by another installed copy of @replikit/core', () => {
+    // What a second copy of core would define: its own class, the same registered brand.
+    class OtherCopyError extends Error {
+      readonly [Symbol.for('replikit.error')] = true;
+      readonly code = 'E_NOT_FOUND';
+    }
+    const foreign = new OtherCopyError('no VM x');
+    expect(isReplikitError(foreign)).toBe(true);
+    expect(isReplikitError(foreign, 'E_NOT_FOUND')).toBe(true);
+    expect(isReplikitError(foreign, 'E_INPUT')).toBe(false);
+    expect(foreign instanceof ReplikitError).toBe(true);
+    expect(REPLIKIT_ERROR_BRAND).toBe(Symbol.for('replikit.error'));
+  });
+
+  it('still tells subclasses and plain errors apart', () => {
+    const own = new NotFoundError('x');
+    expect(own instanceof ReplikitError).toBe(true);
+    expect(own instanceof NotFoundError).toBe(true);
+    expect(new Error('x') instanceof ReplikitError).toBe(false);
+    expect(isReplikitError(new Error('x'))).toBe(false);
+    expect(isReplikitError({ code: 'E_IO' })).toBe(false);
+    expect(isReplikitError(null)).toBe(false);
+    expect(new ReplikitError('E_IO', 'x') instanceof NotFoundError).toBe(false);
+  });
+});
