@@ -61,6 +61,7 @@ export class ReplikitError extends Error {
 
   /** True for any error branded by some copy of `@replikit/core`, not only by this one. */
   static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: a subclass (`NotFoundError`) keeps the prototype check
     if (this !== ReplikitError) return Function.prototype[Symbol.hasInstance].call(this, value);
     return (
       typeof value === 'object' &&
