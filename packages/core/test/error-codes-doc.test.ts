@@ -58,8 +58,11 @@ describe('ReplikitError brand', () => {
   it('recognises an error made by another installed copy of @replikit/core', () => {
     // What a second copy of core would define: its own class, the same registered brand.
     class OtherCopyError extends Error {
-      readonly [Symbol.for('replikit.error')] = true;
       readonly code = 'E_NOT_FOUND';
+      constructor(message: string) {
+        super(message);
+        Object.defineProperty(this, Symbol.for('replikit.error'), { value: true });
+      }
     }
     const foreign = new OtherCopyError('no VM x');
     expect(isReplikitError(foreign)).toBe(true);
