@@ -145,6 +145,8 @@ class FileDriver implements Hypervisor {
   private readonly faultHook: FaultHook | undefined;
   private readonly confine: boolean;
   private closed = false;
+  /** Readers and writers handed out and not closed yet. */
+  private readonly handedOut = new Set<{ close(): Promise<void> }>();
 
   constructor(options: FileDriverOptions) {
     this.root = resolve(options.root);
@@ -240,6 +242,7 @@ class FileDriver implements Hypervisor {
 
   async deleteSnapshot(snapshot: Snapshot, options?: OperationOptions & { keepMetadata?: boolean }): Promise<void> {
     this.assertOpen();
+    throwIfAborted(options?.signal);
     const paths = fileVmPaths(this.root, snapshot?.vmId);
     const id = assertSafeName(snapshot.id, 'snapshot id');
     await snapshotMutex.run(paths.dir, () =>
@@ -293,6 +296,11 @@ class FileDriver implements Hypervisor {
   }
 
   async openReader(disk: DiskRef): Promise<DiskReader> {
+    return this.handOut(await this.openAnyReader(disk));
+  }
+
+  /** Opens the reader {@link openReader} hands out. */
+  private async openAnyReader(disk: DiskRef): Promise<DiskReader> {
     this.assertOpen();
     const paths = await this.pathsOf(disk?.meta, disk?.vmId, `disk '${String(disk?.id)}'`);
     assertSafeName(disk.id, 'disk id');
@@ -380,8 +388,9 @@ class FileDriver implements Hypervisor {
     }
   }
 
-  async deleteReplica(replica: Replica): Promise<void> {
+  async deleteReplica(replica: Replica, options?: OperationOptions): Promise<void> {
     this.assertOpen();
+    throwIfAborted(options?.signal);
     const paths = await this.replicaPaths(replica);
     let vm: VmJson;
     try {
@@ -405,6 +414,11 @@ class FileDriver implements Hypervisor {
   }
 
   async openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
+    return this.handOut(await this.openAnyWriter(replica, disk, options));
+  }
+
+  /** Opens the writer {@link openWriter} hands out. */
+  private async openAnyWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
     this.assertOpen();
     const paths = await this.replicaPaths(replica);
     assertSafeName(disk?.id, 'disk id');
@@ -558,6 +572,7 @@ class FileDriver implements Hypervisor {
 
   async createRestorePoint(replica: Replica, label: string, options?: RestorePointOptions): Promise<RestorePoint> {
     this.assertOpen();
+    throwIfAborted(options?.signal);
     const paths = await this.replicaPaths(replica);
     const record = await commitReplica(paths, label, { ...options, faultHook: this.faultHook });
     return toRestorePoint(record, replica.id);
@@ -577,6 +592,7 @@ class FileDriver implements Hypervisor {
 
   async revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
     this.assertOpen();
+    throwIfAborted(options?.signal);
     if (point?.replicaId !== replica?.id) {
       throw new InputError(
         `restore point '${point?.id}' belongs to replica '${point?.replicaId}', not '${replica?.id}'`,
@@ -622,6 +638,23 @@ class FileDriver implements Hypervisor {
    */
   async close(): Promise<void> {
     this.closed = true;
+    // Readers and writers still open are closed (writers flush and release their disk locks).
+    const open = [...this.handedOut];
+    this.handedOut.clear();
+    const results = await Promise.allSettled(open.map((handle) => handle.close()));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** Remembers `handle` until it is closed, so that {@link close} can close it. */
+  private handOut<T extends { close(): Promise<void> }>(handle: T): T {
+    const close = handle.close.bind(handle);
+    handle.close = async () => {
+      this.handedOut.delete(handle);
+      await close();
+    };
+    this.handedOut.add(handle);
+    return handle;
   }
 
   /** The VM whose vm.json has `name`; folders whose vm.json cannot be read are passed over. */

@@ -2,6 +2,7 @@ import { readSync } from 'node:fs';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DiskRef, Extent, Hypervisor, Replica, ReplicaSpec, VMInfo } from '../contracts/index.js';
 import type { ErrorCode } from '../errors.js';
+import { checkAbortHonoured, checkChangeTrackerModel, checkCloseReleases } from './conformance-checks.js';
 import type { DriverConformanceOptions } from './conformance-types.js';
 import { compareBytes, readWholeDisk, testPattern } from './test-data.js';
 
@@ -19,7 +20,9 @@ const MiB = 1024 * 1024;
  * and revert; fingerprints that change on boot and outside writes only; `ensureReplica`
  * idempotence; one writer per disk; bad input; a replica held by one run at a time (atomic claims,
  * re-taken by the same run id, other runs' writers refused) and writes pending from another run
- * that change the fingerprint and are dropped, never continued or committed. Cases that need a capability the driver does not
+ * that change the fingerprint and are dropped, never continued or committed; a change tracker whose
+ * extents cover every changed byte (see {@link checkChangeTrackerModel}); `E_ABORTED` from every
+ * long method; `close()` closing what it handed out. Cases that need a capability the driver does not
  * declare (`canBeSource`, `canBeTarget`, `restorePoints`) are skipped.
  *
  * @example
@@ -554,6 +557,18 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
       await writeReplica(replica, disk, model, [{ offset: 3 * MiB, data: testPattern(54, 5000) }], 'run-3');
       await hv.createRestorePoint(replica, 'run-3');
       await expectDisk(disk, model);
+    });
+
+    it('tracks every changed byte between any two snapshots, also after deleteSnapshot({ keepMetadata })', async () => {
+      await checkChangeTrackerModel({ hv, fixtures, name: unique('model'), size });
+    });
+
+    it('rejects every long method with E_ABORTED on an aborted signal, and does nothing', async () => {
+      await checkAbortHonoured({ hv, fixtures, name: unique('abort'), size });
+    });
+
+    it('closes the readers and writers it handed out on close()', async () => {
+      await checkCloseReleases({ hv, fixtures, name: unique('close'), size });
     });
 
     it('deletes a replica', async (ctx) => {

@@ -11,6 +11,23 @@
  *
  * @packageDocumentation
  */
+
+export {
+  assertCovers,
+  type ConformanceCheckContext,
+  ConformanceCheckError,
+  checkAbortHonoured,
+  checkChangeTrackerModel,
+  checkCloseReleases,
+} from './conformance-checks.js';
 export type { DriverConformanceFixtures, DriverConformanceOptions, SourceVMSpec } from './conformance-types.js';
 export { runDriverConformance } from './driver-conformance.js';
+export {
+  createMemoryDriver,
+  MEMORY_BLOCK_SIZE,
+  type MemoryDriver,
+  type MemoryDriverFaults,
+  type MemoryDriverOptions,
+  memoryFixtures,
+} from './memory-driver.js';
 export { compareBytes, firstDifference, readWholeDisk, testPattern } from './test-data.js';
