@@ -24,10 +24,10 @@ export type { DriverConformanceFixtures, DriverConformanceOptions, SourceVMSpec 
 export { runDriverConformance } from './driver-conformance.js';
 export {
   createMemoryDriver,
-  MEMORY_BLOCK_SIZE,
   type MemoryDriver,
   type MemoryDriverFaults,
   type MemoryDriverOptions,
   memoryFixtures,
 } from './memory-driver.js';
+export { MEMORY_BLOCK_SIZE, type MemoryTrackerFaults } from './memory-tracker.js';
 export { compareBytes, firstDifference, readWholeDisk, testPattern } from './test-data.js';

@@ -1,10 +1,8 @@
 import type {
   Capabilities,
-  ChangeTracker,
   DiskReader,
   DiskRef,
   DiskWriter,
-  Extent,
   Hypervisor,
   OperationOptions,
   Replica,
@@ -16,20 +14,22 @@ import type {
 import { ConflictError, NotFoundError, ReplicaInProgressError, StateError, throwIfAborted } from '../errors.js';
 import { checkRange } from '../util/range.js';
 import type { DriverConformanceFixtures } from './conformance-types.js';
+import {
+  blocksOf,
+  createMemoryTracker,
+  extentsOf,
+  MEMORY_BLOCK_SIZE,
+  type MemorySnapshotRecord,
+  type MemoryTrackerFaults,
+} from './memory-tracker.js';
 
-/** Block size of the memory driver: the granule of its change tracking and `allocated()` extents. */
-export const MEMORY_BLOCK_SIZE = 4096;
 const B = MEMORY_BLOCK_SIZE;
 
 /**
  * Faults the conformance suite's own tests inject to prove its checks catch them. A real driver
  * never sets these.
  */
-export interface MemoryDriverFaults {
-  /** The tracker leaves out one extent (the middle one) of what changed. */
-  dropExtent?: boolean;
-  /** The tracker leaves out the last block when it is shorter than a whole block. */
-  dropTailBlock?: boolean;
+export interface MemoryDriverFaults extends MemoryTrackerFaults {
   /** `snapshot()` ignores its `AbortSignal`. */
   ignoreSignal?: boolean;
   /** `close()` leaves the writers it handed out open. */
@@ -60,13 +60,6 @@ interface Vm {
     outside: number;
   };
 }
-interface SnapshotRecord {
-  snapshot: Snapshot;
-  seq: number;
-  /** Undefined once deleted with `keepMetadata`: only the changed blocks are kept. */
-  data?: Map<string, Uint8Array>;
-  changed: Map<string, Set<number>>;
-}
 
 /** The memory reference driver: a {@link Hypervisor} plus the hooks its fixtures use. */
 export interface MemoryDriver extends Hypervisor {
@@ -76,26 +69,6 @@ export interface MemoryDriver extends Hypervisor {
   guestWrite(vmId: string, diskId: string, offset: number, data: Uint8Array): void;
   /** Writes into a replica's committed disk behind replikit's back (changes its fingerprint). */
   outsideWrite(replicaId: string, diskId: string, offset: number, data: Uint8Array): void;
-}
-
-/** Blocks `[first, last]` that the byte range touches. */
-function blocksOf(offset: number, length: number): number[] {
-  const out: number[] = [];
-  for (let b = Math.floor(offset / B); b * B < offset + length; b++) out.push(b);
-  return out;
-}
-
-/** Ascending extents of the given blocks, merged, clipped to `size`. */
-function extentsOf(blocks: Iterable<number>, size: number): Extent[] {
-  const out: Extent[] = [];
-  for (const b of [...blocks].sort((x, y) => x - y)) {
-    const offset = b * B;
-    const length = Math.min(B, size - offset);
-    const last = out[out.length - 1];
-    if (last && last.offset + last.length === offset) last.length += length;
-    else out.push({ offset, length });
-  }
-  return out;
 }
 
 const copyAll = (m: Map<string, Uint8Array>) => new Map([...m].map(([k, v]) => [k, v.slice()]));
@@ -110,7 +83,7 @@ const copyAll = (m: Map<string, Uint8Array>) => new Map([...m].map(([k, v]) => [
 export function createMemoryDriver(options: MemoryDriverOptions = {}): MemoryDriver {
   const faults = options.faults ?? {};
   const vms = new Map<string, Vm>();
-  const snaps = new Map<string, SnapshotRecord>();
+  const snaps = new Map<string, MemorySnapshotRecord>();
   const writers = new Map<string, DiskWriter>(); // key: replica id + disk id
   const handedOut = new Set<{ close(): Promise<void> }>();
   let counter = 0;
@@ -155,32 +128,7 @@ export function createMemoryDriver(options: MemoryDriverOptions = {}): MemoryDri
     return handle;
   };
 
-  const changeTracker: ChangeTracker = {
-    async changes(disk, base, current) {
-      enter();
-      const a = snaps.get(base.id);
-      const b = snaps.get(current.id);
-      if (!a || !b || a.snapshot.vmId !== b.snapshot.vmId || a.seq > b.seq) return undefined;
-      const blocks = new Set<number>();
-      for (const r of snaps.values()) {
-        if (r.snapshot.vmId === a.snapshot.vmId && r.seq > a.seq && r.seq <= b.seq) {
-          for (const block of r.changed.get(disk.id) ?? []) blocks.add(block);
-        }
-      }
-      const size = b.snapshot.disks.find((d) => d.id === disk.id)?.size ?? 0;
-      let extents = extentsOf(blocks, size);
-      if (faults.dropExtent && extents.length > 0) extents.splice(extents.length >> 1, 1);
-      const tail = extents[extents.length - 1];
-      if (faults.dropTailBlock && tail && tail.offset + tail.length === size && size % B !== 0) {
-        tail.length -= size % B;
-        if (tail.length === 0) extents.pop();
-      }
-      extents = extents.filter((e) => e.length > 0);
-      return (async function* () {
-        yield* extents;
-      })();
-    },
-  };
+  const changeTracker = createMemoryTracker(snaps, faults, () => enter());
 
   const driver: MemoryDriver = {
     kind: 'memory',
