@@ -36,7 +36,7 @@ export { type CreateVhdOptions, createVhd, type VhdWriter, vhdParentRef } from '
 export { openVhdx, openVhdxSource, VhdxReader } from './vhdx/vhdx-reader.js';
 export type { VhdxHeader, VhdxMetadata } from './vhdx/vhdx-structs.js';
 export { type CreateVhdxOptions, createVhdx, type VhdxWriter } from './vhdx/vhdx-writer.js';
-export { ChunkPlacer } from './xva/chunk-placement.js';
+export { type ChunkPlace, ChunkPlacer, type PlacedVdi } from './xva/chunk-placement.js';
 export { decompressXva, type XvaCompression } from './xva/decompress.js';
 export { NULL_REF, OVA_REQUIRED_FIELDS } from './xva/ova-datamodel.js';
 export { decodeXapi, encodeXapi, type XapiValue } from './xva/ova-xml.js';

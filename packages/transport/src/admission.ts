@@ -7,10 +7,10 @@ export const DEFAULT_MAX_UNAUTHENTICATED = 128;
 /** Connections from one remote address that have not completed their handshake, at most, by default. */
 export const DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS = 16;
 
-/** Why {@link Admission} dropped a connection. */
+/** Why the agent's admission control dropped a connection. */
 export type DropReason = 'deadline' | 'cap';
 
-/** Options of {@link Admission}. */
+/** Options of the agent's admission control. */
 export interface AdmissionOptions {
   /** Milliseconds from accept to a completed handshake; `0`: no deadline. */
   handshakeTimeoutMs: number;

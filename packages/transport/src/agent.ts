@@ -71,7 +71,7 @@ export interface AgentOptions {
   /**
    * Pushed connections that have not completed their handshake, at most; one more drops the
    * oldest waiting one (a legitimate source's handshake is the newest while it waits, so it gets
-   * through a flood; see {@link Admission}).
+   * through a flood; see the agent's admission control).
    * @default 128
    */
   maxUnauthenticated?: number;

@@ -5,6 +5,8 @@
  *
  * @packageDocumentation
  */
+
+export type { DropReason } from './admission.js';
 export { type Agent, type AgentEvent, type AgentOptions, createAgent, DEFAULT_IDLE_TIMEOUT_MS } from './agent.js';
 export { type AgentCliIO, runAgentCli } from './agent-cli.js';
 export {

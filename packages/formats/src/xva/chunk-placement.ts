@@ -2,7 +2,9 @@ import { FormatError } from '@replikit/core';
 
 /** A VDI whose chunks an XVA streams: its folder in the archive and its size. */
 export interface PlacedVdi {
+  /** The VDI's reference, which names its folder in the archive (`Ref:10`). */
   ref: string;
+  /** The VDI's virtual size in bytes. */
   size: number;
 }
 
