@@ -19,23 +19,36 @@ const ROUNDS = 20;
 /** What one of the two racing runs came to. */
 type Outcome = { store: StateStore; record: RunRecord } | { store: StateStore; error: unknown };
 
+/**
+ * A file VM `web` with one disk `system` in a new temporary folder, the file driver registered
+ * without reflinks, and a qhybrid job replicating it into `<dir>/replicas`.
+ */
+async function webVm(options: { size: number; changeTracking?: boolean; retention?: number }) {
+  const dir = await makeTempRoot();
+  const vms = join(dir, 'vms');
+  registerDriver('file', (driverOptions) => createFileDriver({ root: String(driverOptions.root), reflink: false }), {
+    replace: true,
+  });
+  await createFileVM(vms, {
+    name: 'web',
+    disks: [{ id: 'system', size: options.size }],
+    ...(options.changeTracking ? { changeTracking: true } : {}),
+  });
+  const job = {
+    name: 'web',
+    source: { driver: 'file', root: vms, vm: 'web' },
+    target: { driver: 'file', root: join(dir, 'replicas') },
+    method: 'qhybrid',
+    ...(options.retention === undefined ? {} : { options: { retention: options.retention } }),
+  };
+  return { dir, vms, job };
+}
+
 describe('file driver: two state folders run one job at the same time', () => {
   afterAll(removeTempRoots);
 
   it(`keeps every committed restore point and a verified replica, ${ROUNDS} times`, async () => {
-    const dir = await makeTempRoot();
-    const vms = join(dir, 'vms');
-    registerDriver('file', (options) => createFileDriver({ root: String(options.root), reflink: false }), {
-      replace: true,
-    });
-    await createFileVM(vms, { name: 'web', disks: [{ id: 'system', size: 4 * MiB }], changeTracking: true });
-    const job = {
-      name: 'web',
-      source: { driver: 'file', root: vms, vm: 'web' },
-      target: { driver: 'file', root: join(dir, 'replicas') },
-      method: 'qhybrid',
-      options: { retention: 1000 },
-    };
+    const { dir, vms, job } = await webVm({ size: 4 * MiB, changeTracking: true, retention: 1000 });
     // cron's state folder and a shell's.
     const stores = [new FileStateStore(join(dir, 'cron')), new FileStateStore(join(dir, 'shell'))];
     const engines = stores.map((stateStore) => new ReplicationEngine({ stateStore }));
@@ -97,19 +110,7 @@ describe('file driver: two state folders run one job at the same time', () => {
   }, 120_000);
 
   it('a run that stopped never reverts a restore point it did not make, and can be abandoned', async () => {
-    const dir = await makeTempRoot();
-    const vms = join(dir, 'vms');
-    registerDriver('file', (options) => createFileDriver({ root: String(options.root), reflink: false }), {
-      replace: true,
-    });
-    await createFileVM(vms, { name: 'web', disks: [{ id: 'system', size: 4 * MiB }], changeTracking: true });
-    const job = {
-      name: 'web',
-      source: { driver: 'file', root: vms, vm: 'web' },
-      target: { driver: 'file', root: join(dir, 'replicas') },
-      method: 'qhybrid',
-      options: { retention: 1000 },
-    };
+    const { dir, vms, job } = await webVm({ size: 4 * MiB, changeTracking: true, retention: 1000 });
     const guestWrite = async (seed: number) => {
       const guest = await openGuestDisk(vms, 'web', 'system');
       await guest.write(seed * 65536, testPattern(seed, 200_000));
@@ -194,18 +195,7 @@ describe('file driver: two state folders run one job at the same time', () => {
   }, 120_000);
 
   it('a run of an older version, resumed, makes again the writes its replica no longer knows as its own', async () => {
-    const dir = await makeTempRoot();
-    const vms = join(dir, 'vms');
-    registerDriver('file', (options) => createFileDriver({ root: String(options.root), reflink: false }), {
-      replace: true,
-    });
-    await createFileVM(vms, { name: 'web', disks: [{ id: 'system', size: 8 * MiB }] });
-    const job = {
-      name: 'web',
-      source: { driver: 'file', root: vms, vm: 'web' },
-      target: { driver: 'file', root: join(dir, 'replicas') },
-      method: 'qhybrid',
-    };
+    const { dir, vms, job } = await webVm({ size: 8 * MiB });
     const inner = new FileStateStore(join(dir, 'state'));
     let transferSaves = -1; // counting once the transfer starts
     const store: StateStore = {
