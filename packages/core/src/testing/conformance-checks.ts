@@ -165,15 +165,7 @@ export async function checkAbortHonoured(ctx: ConformanceCheckContext): Promise<
     await hv.deleteSnapshot(snap);
   }
   if (hv.capabilities.canBeTarget) {
-    const source = {
-      id: `${ctx.name}-src`,
-      name: `${ctx.name}-src`,
-      cpus: 1,
-      memoryMiB: 256,
-      powerState: 'stopped' as const,
-      disks: [{ id: 'disk0', vmId: `${ctx.name}-src`, size: ctx.size }],
-    };
-    const spec = { name: `${ctx.name}-rep`, source, disks: [{ sourceDiskId: 'disk0', size: ctx.size }] };
+    const spec = replicaSpecOf(ctx);
     await expectAborted('ensureReplica', () => hv.ensureReplica(spec, { signal }));
     const replica = await hv.ensureReplica(spec);
     if (!replica.created) fail('an aborted ensureReplica() created the replica');
@@ -190,6 +182,19 @@ export async function checkAbortHonoured(ctx: ConformanceCheckContext): Promise<
   }
 }
 
+/** The spec of the one-disk replica `<name>-rep` the checks make (of a source VM that need not exist). */
+function replicaSpecOf(ctx: ConformanceCheckContext) {
+  const source = {
+    id: `${ctx.name}-src`,
+    name: `${ctx.name}-src`,
+    cpus: 1,
+    memoryMiB: 256,
+    powerState: 'stopped' as const,
+    disks: [{ id: 'disk0', vmId: `${ctx.name}-src`, size: ctx.size }],
+  };
+  return { name: `${ctx.name}-rep`, source, disks: [{ sourceDiskId: 'disk0', size: ctx.size }] };
+}
+
 /**
  * `close()` closes the readers and writers the driver handed out: after it, each of them refuses
  * to work (a writer left open would keep the disk locked and its data unflushed).
@@ -200,19 +205,7 @@ export async function checkCloseReleases(ctx: ConformanceCheckContext): Promise<
   const { hv, fixtures } = ctx;
   const probes: Array<{ what: string; use: () => Promise<unknown> }> = [];
   if (hv.capabilities.canBeTarget) {
-    const source = {
-      id: `${ctx.name}-src`,
-      name: `${ctx.name}-src`,
-      cpus: 1,
-      memoryMiB: 256,
-      powerState: 'stopped' as const,
-      disks: [{ id: 'disk0', vmId: `${ctx.name}-src`, size: ctx.size }],
-    };
-    const replica = await hv.ensureReplica({
-      name: `${ctx.name}-rep`,
-      source,
-      disks: [{ sourceDiskId: 'disk0', size: ctx.size }],
-    });
+    const replica = await hv.ensureReplica(replicaSpecOf(ctx));
     const writer = await hv.openWriter(replica, replica.disks[0]!);
     await writer.write(0, new Uint8Array(10).fill(1));
     probes.push({ what: 'writer.write', use: () => writer.write(10, new Uint8Array(10).fill(2)) });
