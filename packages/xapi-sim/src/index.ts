@@ -1,0 +1,14 @@
+/**
+ * `@replikit/xapi-sim`: a simulator of a XenServer/XCP-ng pool on loopback, for testing XAPI
+ * clients without a host: XAPI's JSON-RPC and XML-RPC control plane, sessions, tasks, events,
+ * and SRs as folders with snapshots and changed block tracking.
+ *
+ * @packageDocumentation
+ */
+
+export { NULL_REF } from './ids.js';
+export type { PoolRefs, SimSession } from './sim-state.js';
+export { SimState } from './sim-state.js';
+export { buildMethodTable, startXapiSim, type XapiSim, type XapiSimOptions } from './simulator.js';
+export { CBT_BLOCK, CbtStore } from './storage/cbt-store.js';
+export { fault, XapiFault } from './xapi-fault.js';
