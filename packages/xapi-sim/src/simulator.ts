@@ -13,7 +13,9 @@ import { registerVdi } from './api/vdi.js';
 import { registerVm } from './api/vm.js';
 import { bootstrapPool } from './bootstrap.js';
 import { guestWrite } from './guest.js';
+import { exportRawVdi } from './http/export-raw-vdi.js';
 import { createRequestHandler } from './http/http-server.js';
+import { importRawVdi } from './http/import-raw-vdi.js';
 import { Database } from './model/database.js';
 import { type PoolRefs, SimState } from './sim-state.js';
 import { CbtStore } from './storage/cbt-store.js';
@@ -94,7 +96,7 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     { user: options.user ?? 'root', password: options.password ?? 'password' },
     srDir,
   );
-  const handler = createRequestHandler(state, {});
+  const handler = createRequestHandler(state, { '/export_raw_vdi': exportRawVdi, '/import_raw_vdi': importRawVdi });
   const server: Server = options.tls
     ? createHttpsServer({ key: options.tls.key, cert: options.tls.cert }, handler)
     : createHttpServer(handler);
