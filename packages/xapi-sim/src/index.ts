@@ -11,4 +11,5 @@ export type { PoolRefs, SimSession } from './sim-state.js';
 export { SimState } from './sim-state.js';
 export { buildMethodTable, startXapiSim, type XapiSim, type XapiSimOptions } from './simulator.js';
 export { CBT_BLOCK, CbtStore } from './storage/cbt-store.js';
+export type { TlsMaterial } from './tls/self-signed.js';
 export { fault, XapiFault } from './xapi-fault.js';

@@ -36,6 +36,8 @@ export class SimState {
   private readonly closer = new AbortController();
   private queue: Promise<unknown> = Promise.resolve();
   private domid = 0;
+  /** Where the NBD server listens and the certificate it presents, once started. */
+  nbd: { readonly address: string; readonly port: number; readonly cert: string; readonly subject: string } | undefined;
 
   constructor(
     readonly db: Database,

@@ -17,8 +17,10 @@ import { exportRawVdi } from './http/export-raw-vdi.js';
 import { createRequestHandler } from './http/http-server.js';
 import { importRawVdi } from './http/import-raw-vdi.js';
 import { Database } from './model/database.js';
+import { type NbdServer, startNbdServer } from './nbd/nbd-server.js';
 import { type PoolRefs, SimState } from './sim-state.js';
 import { CbtStore } from './storage/cbt-store.js';
+import { makeSelfSigned, type TlsMaterial } from './tls/self-signed.js';
 
 /** Options of {@link startXapiSim}. */
 export interface XapiSimOptions {
@@ -34,14 +36,23 @@ export interface XapiSimOptions {
   readonly port?: number;
   /** Size of the local SR in bytes; VDIs beyond it fail with `SR_FULL`. @default 1 TiB */
   readonly srSize?: number;
-  /** PEM key and certificate to serve HTTPS; plain HTTP when absent. */
-  readonly tls?: { readonly key: string; readonly cert: string };
+  /** Serve the control plane and data paths over HTTPS with the host certificate. @default false */
+  readonly https?: boolean;
+  /**
+   * Run an NBD server like xapi-nbd (STARTTLS with the host certificate); `VDI.get_nbd_info`
+   * returns `[]` without it. XAPI's port is 10809; 0 picks a free one. @default false
+   */
+  readonly nbd?: boolean | { readonly port?: number };
+  /** The host certificate (PEM). When HTTPS or NBD needs one and none is given, `openssl` makes a self-signed one. */
+  readonly tls?: { readonly key: string; readonly cert: string; readonly subject?: string };
 }
 
 /** A running simulator. */
 export interface XapiSim {
   /** The URL to give a XAPI client (`http://127.0.0.1:<port>`). */
   readonly url: string;
+  /** The host certificate (PEM) and qemu-style folder of it, when HTTPS or NBD is on. */
+  readonly tls: TlsMaterial | undefined;
   /** The refs of the pool, master host, dom0, local SR and management network. */
   readonly refs: PoolRefs;
   /** The simulator's state (database, sessions, CBT), for tests that look inside. */
@@ -96,18 +107,32 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     { user: options.user ?? 'root', password: options.password ?? 'password' },
     srDir,
   );
+  const needTls = options.https === true || (options.nbd !== undefined && options.nbd !== false);
+  const tls: TlsMaterial | undefined = !needTls
+    ? undefined
+    : options.tls
+      ? { key: options.tls.key, cert: options.tls.cert, subject: options.tls.subject ?? 'xapi-sim', dir: '' }
+      : await makeSelfSigned(join(options.dir, 'tls'), host);
+  let nbd: NbdServer | undefined;
+  if (tls !== undefined && options.nbd !== undefined && options.nbd !== false) {
+    const port = typeof options.nbd === 'object' ? (options.nbd.port ?? 0) : 0;
+    nbd = await startNbdServer(state, host, port, tls);
+    state.nbd = { address: host, port: nbd.port, cert: tls.cert, subject: tls.subject };
+  }
   const handler = createRequestHandler(state, { '/export_raw_vdi': exportRawVdi, '/import_raw_vdi': importRawVdi });
-  const server: Server = options.tls
-    ? createHttpsServer({ key: options.tls.key, cert: options.tls.cert }, handler)
-    : createHttpServer(handler);
+  const server: Server =
+    options.https === true && tls !== undefined
+      ? createHttpsServer({ key: tls.key, cert: tls.cert }, handler)
+      : createHttpServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, host, () => resolve());
   });
   const { port } = server.address() as AddressInfo;
-  const url = `${options.tls ? 'https' : 'http'}://${host}:${port}`;
+  const url = `${options.https === true ? 'https' : 'http'}://${host}:${port}`;
   return {
     url,
+    tls,
     refs,
     state,
     call: (method, ...params) => state.call(method, params as never),
@@ -123,6 +148,7 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     },
     async close() {
       state.close();
+      await nbd?.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

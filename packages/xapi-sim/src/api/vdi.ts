@@ -142,6 +142,32 @@ export function registerVdi(table: MethodTable): void {
       }),
   });
   table.add({
+    name: 'VDI.get_nbd_info',
+    arity: 1,
+    run: ({ sim, session }, a) => {
+      const vdi = str(a, 0);
+      const rec = sim.db.get('VDI', vdi);
+      if (rec.type === 'cbt_metadata') throw fault('VDI_INCOMPATIBLE_TYPE', vdi, 'cbt_metadata');
+      const nbd = sim.nbd;
+      const served = sim.db
+        .entries('network')
+        .some(
+          ([, n]) =>
+            (n.purpose as string[]).some((p) => p === 'nbd' || p === 'insecure_nbd') && (n.PIFs as string[]).length > 0,
+        );
+      if (nbd === undefined || !served) return [];
+      return [
+        {
+          exportname: `/${rec.uuid as string}?session_id=${session}`,
+          address: nbd.address,
+          port: nbd.port,
+          cert: nbd.cert,
+          subject: nbd.subject,
+        },
+      ];
+    },
+  });
+  table.add({
     name: 'VDI.list_changed_blocks',
     arity: 2,
     run: ({ sim }, a) => {
