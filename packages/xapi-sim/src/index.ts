@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 
+export { Faults } from './faults.js';
 export { NULL_REF } from './ids.js';
 export type { PoolRefs, SimSession } from './sim-state.js';
 export { SimState } from './sim-state.js';

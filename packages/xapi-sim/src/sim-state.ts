@@ -1,5 +1,6 @@
 import type { CallContext, MethodTable } from './api/registry.js';
 import { startTask } from './api/task-runner.js';
+import { Faults } from './faults.js';
 import type { Database } from './model/database.js';
 import type { Wire } from './model/wire.js';
 import type { CbtStore } from './storage/cbt-store.js';
@@ -33,6 +34,8 @@ export class SimState {
   readonly running = new Map<string, AbortController>();
   /** Methods held back on demand (fault injection): tasks of these stay pending until released. */
   readonly holds = new Map<string, Promise<void>>();
+  /** Failures on demand. */
+  readonly faults = new Faults();
   private readonly closer = new AbortController();
   private queue: Promise<unknown> = Promise.resolve();
   private domid = 0;
@@ -99,7 +102,11 @@ export class SimState {
     }
     const session = takesSession ? this.checkSession(params[0]) : '';
     const args = params.slice(extra);
-    if (isAsync) return startTask(this, session, spec, args);
+    if (isAsync) {
+      this.faults.checkPendingTasks(this);
+      return startTask(this, session, spec, args);
+    }
+    this.faults.takeFailure(spec.name);
     const ctx: CallContext = { sim: this, session };
     const result = await spec.run(ctx, args);
     return result === undefined ? '' : result;

@@ -12,6 +12,7 @@ import { registerVbd } from './api/vbd.js';
 import { registerVdi } from './api/vdi.js';
 import { registerVm } from './api/vm.js';
 import { bootstrapPool } from './bootstrap.js';
+import type { Faults } from './faults.js';
 import { guestWrite } from './guest.js';
 import { exportRawVdi } from './http/export-raw-vdi.js';
 import { createRequestHandler } from './http/http-server.js';
@@ -65,6 +66,8 @@ export interface XapiSim {
   vdiPath(vdi: string): string;
   /** Holds every `Async.<method>` task pending until the returned function is called (faults on demand). */
   hold(method: string): () => void;
+  /** Failures on demand: a call failing once, a pending-task limit, the unplug race. */
+  readonly faults: Faults;
   /** Stops the server and ends long-polls. */
   close(): Promise<void>;
 }
@@ -138,6 +141,7 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     call: (method, ...params) => state.call(method, params as never),
     guestWrite: (vm, userdevice, offset, data) => guestWrite(state, vm, userdevice, offset, data),
     vdiPath: (vdi) => state.vdiPath(vdi),
+    faults: state.faults,
     hold(method) {
       let release!: () => void;
       state.holds.set(method, new Promise<void>((r) => (release = r)));

@@ -85,7 +85,9 @@ export async function duplicateVdi(
 export async function deleteVdi(sim: SimState, vdi: string, op = 'destroy'): Promise<void> {
   const rec = sim.db.get('VDI', vdi);
   const vbds = rec.VBDs as string[];
-  if (vbds.some((v) => sim.db.field<boolean>('VBD', v, 'currently_attached'))) throw fault('VDI_IN_USE', vdi, op);
+  if (vbds.some((v) => sim.db.field<boolean>('VBD', v, 'currently_attached')) || sim.faults.isLingering(vdi)) {
+    throw fault('VDI_IN_USE', vdi, op);
+  }
   for (const vbd of vbds) {
     const vm = sim.db.field<string>('VBD', vbd, 'VM');
     sim.db.destroy('VBD', vbd);

@@ -59,6 +59,7 @@ export function startTask(sim: SimState, session: string, spec: MethodSpec, args
     }
     if (controller.signal.aborted) return cancelledTask(sim, task);
     try {
+      sim.faults.takeFailure(spec.name);
       const result = await spec.run({ sim, session, signal: controller.signal }, args);
       if (controller.signal.aborted) cancelledTask(sim, task);
       else succeedTask(sim, task, result as Wire | undefined);

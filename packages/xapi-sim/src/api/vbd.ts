@@ -93,6 +93,8 @@ export function registerVbd(table: MethodTable): void {
       const vbd = str(a, 0);
       if (!sim.db.field<boolean>('VBD', vbd, 'currently_attached')) throw fault('DEVICE_ALREADY_DETACHED', vbd);
       sim.db.update('VBD', vbd, { currently_attached: false });
+      const vdi = sim.db.field<string>('VBD', vbd, 'VDI');
+      if (vdi !== NULL_REF) sim.faults.unplugged(vdi);
     },
   });
 }

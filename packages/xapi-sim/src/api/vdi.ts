@@ -133,7 +133,7 @@ export function registerVdi(table: MethodTable): void {
         const rec = sim.db.get('VDI', vdi);
         if (rec.type === 'cbt_metadata') return;
         if (rec.is_a_snapshot !== true || rec.cbt_enabled !== true) throw fault('VDI_NO_CBT_METADATA', vdi);
-        if (isAttached(sim, vdi)) throw fault('VDI_IN_USE', vdi, 'data_destroy');
+        if (isAttached(sim, vdi) || sim.faults.isLingering(vdi)) throw fault('VDI_IN_USE', vdi, 'data_destroy');
         await removeVdiFile(sim.vdiPath(vdi));
         const sr = rec.SR as string;
         const used = sim.db.field<number>('SR', sr, 'virtual_allocation');

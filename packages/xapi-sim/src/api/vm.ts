@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { NULL_REF } from '../ids.js';
 import { RECORD_DEFAULTS } from '../model/defaults.js';
 import type { XRecord } from '../model/wire.js';
+import type { SimState } from '../sim-state.js';
 import { fault } from '../xapi-fault.js';
 import { type MethodTable, str, strSet } from './registry.js';
 import { checkNotBlocked, checkPower, deleteVm, duplicateVm, newVif, powerOff, powerOn } from './vm-ops.js';
@@ -22,6 +23,12 @@ const CTOR_SKIP = new Set([
   'children',
   'consoles',
 ]);
+
+function checkNotControlDomain(sim: SimState, vm: string): void {
+  if (sim.db.field<boolean>('VM', vm, 'is_control_domain')) {
+    throw fault('OPERATION_NOT_ALLOWED', 'This operation is not allowed on the control domain');
+  }
+}
 
 /** The `VM` messages: create, destroy, power, snapshot, clone, copy; and `VIF.create/destroy`. */
 export function registerVm(table: MethodTable): void {
@@ -46,7 +53,7 @@ export function registerVm(table: MethodTable): void {
     async: true,
     run: ({ sim }, a) => {
       const vm = str(a, 0);
-      if (sim.db.field<boolean>('VM', vm, 'is_control_domain')) throw fault('OPERATION_NOT_ALLOWED', 'control domain');
+      checkNotControlDomain(sim, vm);
       checkNotBlocked(sim, vm, 'destroy');
       checkPower(sim, vm, 'Halted', 'Suspended');
       deleteVm(sim, vm);
@@ -58,6 +65,7 @@ export function registerVm(table: MethodTable): void {
     async: true,
     run: ({ sim }, a) => {
       const vm = str(a, 0);
+      checkNotControlDomain(sim, vm);
       if (sim.db.field<boolean>('VM', vm, 'is_a_template')) throw fault('VM_IS_TEMPLATE', vm);
       checkNotBlocked(sim, vm, 'start');
       checkPower(sim, vm, 'Halted');
@@ -75,6 +83,7 @@ export function registerVm(table: MethodTable): void {
       async: true,
       run: ({ sim }, a) => {
         const vm = str(a, 0);
+        checkNotControlDomain(sim, vm);
         checkNotBlocked(sim, vm, name.slice(3));
         checkPower(sim, vm, ...states);
         powerOff(sim, vm);
@@ -88,6 +97,7 @@ export function registerVm(table: MethodTable): void {
     async: true,
     run: ({ sim }, a) => {
       const vm = str(a, 0);
+      checkNotControlDomain(sim, vm);
       if (sim.db.field<boolean>('VM', vm, 'is_a_snapshot')) throw fault('VM_IS_SNAPSHOT', vm);
       checkNotBlocked(sim, vm, 'snapshot');
       const ignoreVdis = a.length > 2 ? strSet(a, 2, 'ignore_vdis') : [];
