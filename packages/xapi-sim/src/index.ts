@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 
+export { type DemoPool, populateDemo } from './demo-pool.js';
 export { Faults } from './faults.js';
 export { NULL_REF } from './ids.js';
 export type { PoolRefs, SimSession } from './sim-state.js';

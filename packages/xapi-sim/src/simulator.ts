@@ -11,7 +11,7 @@ import { registerTasks } from './api/task.js';
 import { registerVbd } from './api/vbd.js';
 import { registerVdi } from './api/vdi.js';
 import { registerVm } from './api/vm.js';
-import { bootstrapPool } from './bootstrap.js';
+import { addLocalSr, bootstrapPool } from './bootstrap.js';
 import type { Faults } from './faults.js';
 import { guestWrite } from './guest.js';
 import { exportRawVdi } from './http/export-raw-vdi.js';
@@ -66,6 +66,10 @@ export interface XapiSim {
   vdiPath(vdi: string): string;
   /** Holds every `Async.<method>` task pending until the returned function is called (faults on demand). */
   hold(method: string): () => void;
+  /** The user name and password clients log in with. */
+  readonly credentials: { readonly user: string; readonly password: string };
+  /** Adds another local SR (a folder) of `size` bytes; returns its ref. */
+  addSr(name: string, size?: number): Promise<string>;
   /** Failures on demand: a call failing once, a pending-task limit, the unplug race. */
   readonly faults: Faults;
   /** Stops the server and ends long-polls. */
@@ -142,6 +146,8 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     guestWrite: (vm, userdevice, offset, data) => guestWrite(state, vm, userdevice, offset, data),
     vdiPath: (vdi) => state.vdiPath(vdi),
     faults: state.faults,
+    credentials: state.credentials,
+    addSr: (name, size) => addLocalSr(db, options.dir, refs.host, name, size ?? options.srSize ?? 2 ** 40),
     hold(method) {
       let release!: () => void;
       state.holds.set(method, new Promise<void>((r) => (release = r)));
