@@ -15,8 +15,10 @@ import { addLocalSr, bootstrapPool } from './bootstrap.js';
 import type { Faults } from './faults.js';
 import { guestWrite } from './guest.js';
 import { exportRawVdi } from './http/export-raw-vdi.js';
+import { exportXva } from './http/export-xva.js';
 import { createRequestHandler } from './http/http-server.js';
 import { importRawVdi } from './http/import-raw-vdi.js';
+import { importXva } from './http/import-xva.js';
 import { Database } from './model/database.js';
 import { type NbdServer, startNbdServer } from './nbd/nbd-server.js';
 import { type PoolRefs, SimState } from './sim-state.js';
@@ -126,7 +128,12 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     nbd = await startNbdServer(state, host, port, tls);
     state.nbd = { address: host, port: nbd.port, cert: tls.cert, subject: tls.subject };
   }
-  const handler = createRequestHandler(state, { '/export_raw_vdi': exportRawVdi, '/import_raw_vdi': importRawVdi });
+  const handler = createRequestHandler(state, {
+    '/export_raw_vdi': exportRawVdi,
+    '/import_raw_vdi': importRawVdi,
+    '/export': exportXva,
+    '/import': importXva,
+  });
   const server: Server =
     options.https === true && tls !== undefined
       ? createHttpsServer({ key: tls.key, cert: tls.cert }, handler)
