@@ -15,6 +15,11 @@ export class Faults {
   /** Whether `VBD.unplug` leaves its VDI lingering (see {@link Faults.releaseUnplugged}). */
   unplugRace = false;
 
+  /** Cut the connection of the next data export (raw, VHD or XVA) after this many body bytes. */
+  dropNextExportAfter: number | undefined;
+  /** Limit every data path (export and import bodies) to this many bytes per second: a slow link. */
+  linkBytesPerSecond: number | undefined;
+
   /** The next call of `method` (wire name without `Async.`) fails with this error description. */
   failNext(method: string, code: string, ...params: string[]): void {
     const queue = this.failures.get(method) ?? [];

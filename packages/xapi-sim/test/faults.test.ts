@@ -53,6 +53,30 @@ describe('faults on demand, seen through the real xen-api client', () => {
     expect(await xapi.callAsync('VDI.destroy', vdi)).toBe('');
   });
 
+  it('drops an export mid-stream on demand: the body comes short and the task fails', async () => {
+    const { vdi } = await makeVm(fx, 'f4', 4 * 1024 * 1024);
+    fx.sim.faults.dropNextExportAfter = 1024 * 1024 + 17;
+    const response = await xapi.getResource('/export_raw_vdi', { query: { vdi, format: 'raw' } });
+    const body = await response.body.arrayBuffer().then(
+      (b) => b.byteLength,
+      () => -1,
+    );
+    expect(body).toBeLessThan(4 * 1024 * 1024);
+    await expect(response.task).rejects.toMatchObject({ code: 'VDI_IO_ERROR' });
+    // only the next export: the one after is whole
+    const again = await xapi.getResource('/export_raw_vdi', { query: { vdi, format: 'raw' } });
+    expect((await again.body.arrayBuffer()).byteLength).toBe(4 * 1024 * 1024);
+  });
+
+  it('still moves the right bytes over a slow link (the rate itself is not timed here)', async () => {
+    const { vdi } = await makeVm(fx, 'f5', 1024 * 1024);
+    fx.sim.faults.linkBytesPerSecond = 8 * 1024 * 1024;
+    const data = Buffer.alloc(1024 * 1024, 0x5a);
+    expect(await xapi.putResource(data, '/import_raw_vdi', { query: { vdi, format: 'raw' } })).toBe(vdi);
+    const response = await xapi.getResource('/export_raw_vdi', { query: { vdi, format: 'raw' } });
+    expect(Buffer.from(await response.body.arrayBuffer()).equals(data)).toBe(true);
+  });
+
   it('refuses power operations on the control domain', async () => {
     expect(await codeOf(xapi.callAsync('VM.hard_shutdown', fx.sim.refs.dom0))).toMatchObject({
       code: 'OPERATION_NOT_ALLOWED',

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { TokenBucket } from '@replikit/core';
 import { createTask, failTask } from '../api/task-runner.js';
 import type { SimState } from '../sim-state.js';
 import { fault } from '../xapi-fault.js';
@@ -80,4 +81,34 @@ export function startCloseDelimited(res: ServerResponse, status: number, headers
 export function refuse(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, { 'content-type': 'text/plain', connection: 'close' });
   res.end(`${text}\n`);
+}
+
+/**
+ * Writes an export body with back-pressure, applying the faults asked for: a slow link (a token
+ * bucket) and a connection dropped after some bytes (the next export only).
+ */
+export function bodyWriter(sim: SimState, res: ServerResponse): (chunk: Uint8Array) => Promise<void> {
+  const rate = sim.faults.linkBytesPerSecond;
+  const bucket = rate === undefined ? undefined : new TokenBucket(rate);
+  let dropAt = sim.faults.dropNextExportAfter;
+  sim.faults.dropNextExportAfter = undefined;
+  let sent = 0;
+  return async (chunk) => {
+    if (res.destroyed) throw fault('VDI_IO_ERROR', 'the client closed the connection');
+    if (dropAt !== undefined && sent + chunk.length >= dropAt) {
+      const part = chunk.subarray(0, dropAt - sent);
+      dropAt = undefined;
+      res.write(part);
+      res.destroy();
+      throw fault('VDI_IO_ERROR', 'the connection was dropped (fault on demand)');
+    }
+    await bucket?.take(chunk.length);
+    sent += chunk.length;
+    if (!res.write(chunk)) {
+      await new Promise<void>((resolve, reject) => {
+        res.once('drain', resolve);
+        res.once('close', () => reject(fault('VDI_IO_ERROR', 'the client closed the connection')));
+      });
+    }
+  };
 }

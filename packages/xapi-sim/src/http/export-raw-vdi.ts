@@ -3,20 +3,10 @@ import { vhdStream } from '@replikit/formats';
 import { failTask, succeedTask } from '../api/task-runner.js';
 import type { SimState } from '../sim-state.js';
 import { fault } from '../xapi-fault.js';
-import { openDataRequest, refuse, resolveVdi, startCloseDelimited } from './data-request.js';
+import { bodyWriter, openDataRequest, refuse, resolveVdi, startCloseDelimited } from './data-request.js';
 import { exportBlocks, openVdiRead, readBlock, uuidBytes, VHD_BLOCK } from './vdi-blocks.js';
 
 const CONTENT_TYPES: Record<string, string> = { raw: 'application/octet-stream', vhd: 'application/vhd' };
-
-async function write(res: ServerResponse, chunk: Uint8Array): Promise<void> {
-  if (res.destroyed) throw fault('VDI_IO_ERROR', 'the client closed the connection');
-  if (!res.write(chunk)) {
-    await new Promise<void>((resolve, reject) => {
-      res.once('drain', resolve);
-      res.once('close', () => reject(fault('VDI_IO_ERROR', 'the client closed the connection')));
-    });
-  }
-}
 
 /**
  * `GET /export_raw_vdi?vdi=&format=raw|vhd[&base=]`: the VDI's bytes, or a dynamic VHD of its
@@ -50,11 +40,12 @@ export async function exportRawVdi(sim: SimState, req: IncomingMessage, res: Ser
     'content-type': CONTENT_TYPES[format]!,
     'content-disposition': `attachment; filename="${rec.uuid as string}.${format}"`,
   });
+  const write = bodyWriter(sim, res);
   const fh = await openVdiRead(sim.vdiPath(vdi));
   const baseFh = base === undefined ? undefined : await openVdiRead(sim.vdiPath(base));
   try {
     if (format === 'raw') {
-      for (let i = 0; i * VHD_BLOCK < size; i++) await write(res, await readBlock(fh, i, size));
+      for (let i = 0; i * VHD_BLOCK < size; i++) await write(await readBlock(fh, i, size));
     } else {
       const blocks = await exportBlocks(fh, size, baseFh);
       const baseUuid = base === undefined ? undefined : sim.db.field<string>('VDI', base, 'uuid');
@@ -71,7 +62,7 @@ export async function exportRawVdi(sim: SimState, req: IncomingMessage, res: Ser
               path: `${rec.uuid}.vhd`,
             }),
       });
-      for await (const chunk of stream) await write(res, chunk);
+      for await (const chunk of stream) await write(chunk);
     }
     res.end();
     succeedTask(sim, data.task, undefined);

@@ -5,7 +5,7 @@ import { checkPower } from '../api/vm-ops.js';
 import { NULL_REF } from '../ids.js';
 import type { SimState } from '../sim-state.js';
 import { fault } from '../xapi-fault.js';
-import { openDataRequest, refuse, startCloseDelimited } from './data-request.js';
+import { bodyWriter, openDataRequest, refuse, startCloseDelimited } from './data-request.js';
 
 function resolveVm(sim: SimState, url: URL): string | undefined {
   const ref = url.searchParams.get('ref');
@@ -68,10 +68,8 @@ export async function exportXva(sim: SimState, req: IncomingMessage, res: Server
         bootable: d.bootable as boolean,
       })),
     });
-    for await (const chunk of stream) {
-      if (res.destroyed) throw fault('VDI_IO_ERROR', 'the client closed the connection');
-      if (!res.write(chunk)) await new Promise<void>((resolve) => res.once('drain', resolve));
-    }
+    const write = bodyWriter(sim, res);
+    for await (const chunk of stream) await write(chunk);
     res.end();
     succeedTask(sim, data.task, undefined);
   } catch (error) {

@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
+import { TokenBucket } from '@replikit/core';
 import { failTask, succeedTask } from '../api/task-runner.js';
 import { newUuid } from '../ids.js';
 import type { SimState } from '../sim-state.js';
@@ -13,10 +14,12 @@ import { applyVhd } from './vhd-apply.js';
 const UNKNOWN_LENGTH = 1125899906842624;
 
 /** Reads the body into `sink` until its end, or until the client closes (the 1 PiB case). */
-async function drain(req: IncomingMessage, sink: (chunk: Buffer) => Promise<void>): Promise<number> {
+async function drain(req: IncomingMessage, sink: (chunk: Buffer) => Promise<void>, rate?: number): Promise<number> {
   let total = 0;
+  const bucket = rate === undefined ? undefined : new TokenBucket(rate);
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) {
+      await bucket?.take(chunk.length);
       await sink(chunk);
       total += chunk.length;
     }
@@ -63,10 +66,14 @@ export async function importRawVdi(sim: SimState, req: IncomingMessage, res: Ser
   try {
     if (format === 'raw') {
       let offset = 0;
-      const total = await drain(req, async (chunk) => {
-        await writeAt(offset, chunk);
-        offset += chunk.length;
-      });
+      const total = await drain(
+        req,
+        async (chunk) => {
+          await writeAt(offset, chunk);
+          offset += chunk.length;
+        },
+        sim.faults.linkBytesPerSecond,
+      );
       if (Number.isFinite(declared) && declared !== UNKNOWN_LENGTH && total < declared) {
         throw fault('VDI_IO_ERROR', `the upload ended after ${total} of ${declared} bytes`);
       }
@@ -78,10 +85,14 @@ export async function importRawVdi(sim: SimState, req: IncomingMessage, res: Ser
       );
       try {
         let at = 0;
-        const total = await drain(req, async (chunk) => {
-          await tmp.write(chunk, 0, chunk.length, at);
-          at += chunk.length;
-        });
+        const total = await drain(
+          req,
+          async (chunk) => {
+            await tmp.write(chunk, 0, chunk.length, at);
+            at += chunk.length;
+          },
+          sim.faults.linkBytesPerSecond,
+        );
         await applyVhd(tmp, total, writeAt, size);
       } finally {
         await tmp.close();
