@@ -14,4 +14,4 @@ export { SimState } from './sim-state.js';
 export { buildMethodTable, startXapiSim, type XapiSim, type XapiSimOptions } from './simulator.js';
 export { CBT_BLOCK, CbtStore } from './storage/cbt-store.js';
 export type { TlsMaterial } from './tls/self-signed.js';
-export { fault, XapiFault } from './xapi-fault.js';
+export { describeError, fault, XapiFault } from './xapi-fault.js';

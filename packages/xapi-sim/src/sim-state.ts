@@ -4,7 +4,7 @@ import { Faults } from './faults.js';
 import type { Database } from './model/database.js';
 import type { Wire } from './model/wire.js';
 import type { CbtStore } from './storage/cbt-store.js';
-import { fault, XapiFault } from './xapi-fault.js';
+import { fault } from './xapi-fault.js';
 
 /** A logged-in session. */
 export interface SimSession {
@@ -110,11 +110,5 @@ export class SimState {
     const ctx: CallContext = { sim: this, session };
     const result = await spec.run(ctx, args);
     return result === undefined ? '' : result;
-  }
-
-  /** The ErrorDescription of any thrown value (non-XAPI errors become INTERNAL_ERROR). */
-  static describe(error: unknown): string[] {
-    if (error instanceof XapiFault) return error.description;
-    return ['INTERNAL_ERROR', error instanceof Error ? error.message : String(error)];
   }
 }

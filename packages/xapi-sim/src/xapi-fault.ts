@@ -31,3 +31,9 @@ export function fault(code: string, ...params: (string | number)[]): XapiFault {
     params.map((p) => String(p)),
   );
 }
+
+/** The ErrorDescription of any thrown value (errors that are not XAPI's become INTERNAL_ERROR). */
+export function describeError(error: unknown): string[] {
+  if (error instanceof XapiFault) return error.description;
+  return ['INTERNAL_ERROR', error instanceof Error ? error.message : String(error)];
+}

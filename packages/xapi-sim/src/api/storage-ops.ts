@@ -30,7 +30,7 @@ export async function newVdi(sim: SimState, sr: string, fields: XRecord): Promis
     await createVdiFile(sim.vdiPath(ref), size);
   } catch (error) {
     sim.db.destroy('VDI', ref);
-    throw fault('SR_BACKEND_FAILURE_', String((error as Error).message));
+    throw fault('SR_BACKEND_FAILURE', 'EIO', '', String((error as Error).message));
   }
   sim.db.addToSet('SR', sr, 'VDIs', ref);
   account(sim, sr, size);

@@ -1,7 +1,8 @@
 import { newUuid, xapiDate } from '../ids.js';
 import type { Wire } from '../model/wire.js';
 import { encodeXmlValue } from '../rpc/xml-value.js';
-import { SimState } from '../sim-state.js';
+import type { SimState } from '../sim-state.js';
+import { describeError } from '../xapi-fault.js';
 import type { MethodSpec } from './registry.js';
 
 /** Creates a pending task record resident on the master. */
@@ -35,7 +36,7 @@ export function failTask(sim: SimState, task: string, error: unknown): void {
   sim.db.update('task', task, {
     status: 'failure',
     progress: 1,
-    error_info: SimState.describe(error),
+    error_info: describeError(error),
     finished: xapiDate(),
     allowed_operations: [],
   });

@@ -68,7 +68,7 @@ export async function duplicateVm(
     is_a_template: isSnap ? true : (src.is_a_template as boolean),
     snapshot_of: isSnap ? vm : NULL_REF,
     snapshot_time: isSnap ? xapiDate() : '19700101T00:00:00Z',
-    parent: isSnap ? NULL_REF : NULL_REF,
+    parent: NULL_REF,
   });
   disks.forEach((d, i) => {
     newVbd(sim, { ...d.vbd, VM: ref, VDI: copies[i]!, userdevice: d.vbd.userdevice! });

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Wire } from '../model/wire.js';
-import { SimState } from '../sim-state.js';
+import type { SimState } from '../sim-state.js';
+import { describeError } from '../xapi-fault.js';
 import { methodResponse, parseMethodCall } from './xml-value.js';
 
 /** Largest RPC body accepted (XAPI's own limit is in the same range). */
@@ -62,7 +63,7 @@ export async function handleJsonRpc(sim: SimState, req: IncomingMessage, res: Se
     const reply = envelope.v2 ? { jsonrpc: '2.0', result, id } : { result, error: null, id };
     send(res, 200, 'application/json', JSON.stringify(reply));
   } catch (error) {
-    send(res, 200, 'application/json', jsonError(envelope, SimState.describe(error)));
+    send(res, 200, 'application/json', jsonError(envelope, describeError(error)));
   }
 }
 
@@ -75,7 +76,7 @@ export async function handleXmlRpc(sim: SimState, req: IncomingMessage, res: Ser
     const { method, params } = parseMethodCall(text);
     reply = { Status: 'Success', Value: await sim.call(method, params) };
   } catch (error) {
-    reply = { Status: 'Failure', ErrorDescription: SimState.describe(error) };
+    reply = { Status: 'Failure', ErrorDescription: describeError(error) };
   }
   send(res, 200, 'text/xml', methodResponse(reply));
 }
