@@ -6,9 +6,13 @@
  * @packageDocumentation
  */
 
+export type { CallContext, MethodSpec } from './api/registry.js';
+export { MethodTable } from './api/registry.js';
 export { type DemoPool, populateDemo } from './demo-pool.js';
 export { Faults } from './faults.js';
 export { NULL_REF } from './ids.js';
+export { Database, type DbEvent } from './model/database.js';
+export { CLASSES, type Wire, type XClass, type XRecord } from './model/wire.js';
 export type { PoolRefs, SimSession } from './sim-state.js';
 export { SimState } from './sim-state.js';
 export { buildMethodTable, startXapiSim, type XapiSim, type XapiSimOptions } from './simulator.js';
