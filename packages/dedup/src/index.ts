@@ -6,7 +6,14 @@
  */
 
 export { decodeChunk, encodeChunk, MAX_CHUNK_BYTES } from './block-store/chunk-codec.js';
-export { FileBlockStore, type GcReport, type VerifyReport } from './block-store/file-block-store.js';
+export {
+  FileBlockStore,
+  type FileBlockStoreOptions,
+  type GcReport,
+  REPACK_LIVE_FRACTION,
+  type VerifyReport,
+} from './block-store/file-block-store.js';
+export { PACK_TARGET_BYTES } from './block-store/pack-writer.js';
 export {
   CACHE_HEADER_BYTES,
   CACHE_MAGIC,

@@ -25,6 +25,8 @@ export function diskFileName(diskId: string): string {
 export function storePaths(dir: string) {
   return {
     chunks: join(dir, 'chunks'),
+    /** Pack files (`p-<time>-<pid>-<random>.pack`) and their index files (`<pack>.idx`). */
+    packs: join(dir, 'packs'),
     versions: join(dir, 'versions'),
     pending: join(dir, 'pending'),
     gcLock: join(dir, 'gc.lock'),

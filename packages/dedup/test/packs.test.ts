@@ -1,0 +1,203 @@
+import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { INDEX_ENTRY_BYTES, PACK_MAGIC, RECORD_HEADER_BYTES } from '../src/block-store/pack-format.js';
+import { encodeChunk, FileBlockStore } from '../src/index.js';
+
+const BLOCK = 65536;
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'replikit-packs-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** A version of one disk from `blocks` (each one block, random so nothing compresses). */
+async function backup(store: FileBlockStore, runId: string, blocks: Uint8Array[]) {
+  const session = await store.begin({
+    vm: 'vm1',
+    runId,
+    blockSize: BLOCK,
+    disks: [{ id: 'd0', size: blocks.length * BLOCK }],
+  });
+  const disk = session.disk('d0');
+  for (const [i, block] of blocks.entries()) await disk.put(i, block);
+  await session.close();
+  await store.commitPending('vm1', runId);
+}
+
+const randomBlocks = (count: number) => Array.from({ length: count }, () => randomFillSync(new Uint8Array(BLOCK)));
+
+async function restoredEquals(store: FileBlockStore, runId: string, blocks: Uint8Array[]): Promise<boolean> {
+  const out = join(dir, `${runId}.raw`);
+  await store.restore('vm1', runId, 'd0', out);
+  return Buffer.compare(await readFile(out), Buffer.concat(blocks)) === 0;
+}
+
+async function packs(): Promise<string[]> {
+  return (await readdir(join(dir, 'packs'))).filter((name) => name.endsWith('.pack')).sort();
+}
+
+/** Renames a pack (and its index) as if a process that is not alive had written it. */
+async function orphan(pack: string): Promise<string> {
+  const parts = pack.split('-');
+  parts[2] = String(2 ** 22 + 11);
+  const name = parts.join('-');
+  const { rename } = await import('node:fs/promises');
+  await rename(join(dir, 'packs', pack), join(dir, 'packs', name));
+  await rename(join(dir, 'packs', `${pack}.idx`), join(dir, 'packs', `${name}.idx`));
+  return name;
+}
+
+describe('pack files', () => {
+  it('appends chunks to packs of about the target size, each with an index', async () => {
+    const store = new FileBlockStore(dir, { packTargetBytes: 256 * 1024 });
+    const blocks = randomBlocks(12);
+    await backup(store, 'run-1', blocks);
+    const names = await packs();
+    expect(names.length).toBe(3); // 4 blocks of 64 KiB reach 256 KiB
+    for (const name of names) {
+      const idx = await stat(join(dir, 'packs', `${name}.idx`));
+      expect(idx.size).toBe(4 * INDEX_ENTRY_BYTES);
+    }
+    expect(await restoredEquals(new FileBlockStore(dir), 'run-1', blocks)).toBe(true);
+  });
+
+  it('cuts a torn pack tail of a dead writer, and keeps every whole record', async () => {
+    const store = new FileBlockStore(dir);
+    const blocks = randomBlocks(5);
+    await backup(store, 'run-1', blocks);
+    const pack = await orphan((await packs())[0]!);
+    const path = join(dir, 'packs', pack);
+    const whole = (await stat(path)).size;
+    // a half-written record: a header and part of its payload, as a crash mid-append leaves it
+    const torn = Buffer.concat([await readFile(path), (await readFile(path)).subarray(PACK_MAGIC.length, 5000)]);
+    await writeFile(path, torn);
+    const reopened = new FileBlockStore(dir);
+    expect(await restoredEquals(reopened, 'run-1', blocks)).toBe(true);
+    expect(reopened.cutPacks).toEqual([pack]);
+    expect((await stat(path)).size).toBe(whole);
+    expect((await reopened.verify('vm1', 'run-1')).bad).toEqual([]);
+  });
+
+  it('rebuilds a lost or stale pack index from the pack', async () => {
+    const store = new FileBlockStore(dir);
+    const blocks = randomBlocks(6);
+    await backup(store, 'run-1', blocks);
+    const pack = await orphan((await packs())[0]!);
+    const idx = join(dir, 'packs', `${pack}.idx`);
+    await rm(idx);
+    expect(await restoredEquals(new FileBlockStore(dir), 'run-1', blocks)).toBe(true);
+    expect((await stat(idx)).size).toBe(6 * INDEX_ENTRY_BYTES);
+    await truncate(idx, 2 * INDEX_ENTRY_BYTES + 7); // stale, with a torn last entry
+    expect(await restoredEquals(new FileBlockStore(dir), 'run-1', blocks)).toBe(true);
+    expect((await stat(idx)).size).toBe(6 * INDEX_ENTRY_BYTES);
+  });
+
+  it('gc repacks a mostly dead pack and keeps every live chunk', async () => {
+    const store = new FileBlockStore(dir);
+    const shared = randomBlocks(2);
+    const v1 = [...shared, ...randomBlocks(8)];
+    const v2 = [...shared, ...randomBlocks(3)];
+    await backup(store, 'run-1', v1);
+    await backup(store, 'run-2', v2);
+    const before = await packs();
+    expect(before.length).toBe(2);
+    await store.delete('vm1', 'run-1'); // run-1's pack: 2 of 10 records still live
+    const report = await store.gc();
+    expect(report).toMatchObject({ kept: 5, deleted: 8 });
+    expect(report.bytesFreed).toBeGreaterThan(7 * BLOCK);
+    const after = await packs();
+    expect(after).not.toContain(before[0]);
+    expect(after).toContain(before[1]);
+    const reopened = new FileBlockStore(dir);
+    expect(await restoredEquals(reopened, 'run-2', v2)).toBe(true);
+    expect((await reopened.verify('vm1', 'run-2')).bad).toEqual([]);
+    expect(await reopened.gc()).toMatchObject({ kept: 5, deleted: 0, bytesFreed: 0 });
+  });
+
+  it('reads a store written before packs (one file per chunk) as it is, and writes new chunks to packs', async () => {
+    const { createHash } = await import('node:crypto');
+    const blocks = randomBlocks(3);
+    const table = Buffer.alloc(3 * 32);
+    for (const [i, block] of blocks.entries()) {
+      const address = createHash('sha256').update(block).digest();
+      address.copy(table, i * 32);
+      const hex = address.toString('hex');
+      const folder = join(dir, 'chunks', hex.slice(0, 2), hex.slice(2, 4));
+      await mkdir(folder, { recursive: true });
+      await writeFile(join(folder, hex), encodeChunk(block));
+    }
+    await mkdir(join(dir, 'versions', 'vm1', 'old-1.d'), { recursive: true });
+    await writeFile(join(dir, 'versions', 'vm1', 'old-1.d', 'd0.idx'), table);
+    await writeFile(
+      join(dir, 'versions', 'vm1', 'old-1.json'),
+      JSON.stringify({
+        id: 'old-1',
+        vm: 'vm1',
+        runId: 'old-1',
+        createdAt: '2026-12-01T00:00:00.000Z',
+        blockSize: BLOCK,
+        disks: [{ id: 'd0', size: 3 * BLOCK }],
+      }),
+    );
+    const store = new FileBlockStore(dir);
+    expect(await restoredEquals(store, 'old-1', blocks)).toBe(true);
+    expect((await store.verify('vm1', 'old-1')).bad).toEqual([]);
+    const v2 = [blocks[0]!, ...randomBlocks(1), blocks[2]!];
+    await backup(store, 'run-2', v2);
+    const records = (await stat(join(dir, 'packs', (await packs())[0]!))).size;
+    expect(records).toBe(PACK_MAGIC.length + RECORD_HEADER_BYTES + encodeChunk(v2[1]!).length); // only the new block
+    expect(await restoredEquals(store, 'run-2', v2)).toBe(true);
+    await store.delete('vm1', 'old-1');
+    expect(await store.gc()).toMatchObject({ kept: 3, deleted: 1 });
+    expect(await restoredEquals(new FileBlockStore(dir), 'run-2', v2)).toBe(true);
+  });
+
+  it('after SIGKILL of a writer, every chunk the index or the pending table names is readable', async () => {
+    const require = createRequire(import.meta.url);
+    const tsx = require.resolve('tsx');
+    const child = spawn(
+      process.execPath,
+      ['--import', tsx, join(import.meta.dirname, 'fixtures', 'pack-writer-child.ts'), dir, 'run-k'],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    let checkpoints = 0;
+    await new Promise<void>((resolve, reject) => {
+      child.once('exit', (code) => reject(new Error(`the writer exited (${code}) before its checkpoints`)));
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (text: string) => {
+        checkpoints += text.split('\n').filter((line) => line.startsWith('checkpoint')).length;
+        if (checkpoints >= 6) resolve(); // past a few pack rollovers (1 MiB packs)
+      });
+    });
+    child.kill('SIGKILL');
+    await exited;
+
+    const store = new FileBlockStore(dir);
+    const table = await readFile(join(dir, 'pending', 'vm1', 'run-k', 'd0.idx'));
+    const named = new Set<string>();
+    for (let at = 0; at < table.length; at += 32) {
+      const entry = table.subarray(at, at + 32);
+      if (entry.some((b) => b !== 0)) named.add(entry.toString('hex'));
+    }
+    for (const name of await packs()) {
+      const idx = await readFile(join(dir, 'packs', `${name}.idx`));
+      for (let at = 0; at + INDEX_ENTRY_BYTES <= idx.length; at += INDEX_ENTRY_BYTES) {
+        named.add(idx.subarray(at, at + 32).toString('hex'));
+      }
+    }
+    expect(named.size).toBeGreaterThanOrEqual(6 * 16);
+    const bad: string[] = [];
+    for (const address of named) await store.readChunk(address).catch(() => bad.push(address));
+    expect(bad).toEqual([]);
+  }, 60_000);
+});
