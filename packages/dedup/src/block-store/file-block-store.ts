@@ -27,12 +27,23 @@ import {
   isProcessAlive,
   NotFoundError,
   type OperationOptions,
+  ReplikitError,
   throwIfAborted,
   toStorageError,
   VerifyError,
   writeFileAtomic,
 } from '@replikit/core';
 import { decodeChunk, encodeChunk } from './chunk-codec.js';
+import {
+  type KeyCheckRecord,
+  keyedAddress,
+  newKeyCheck,
+  openChunk,
+  readKeyFile,
+  type StoreKeys,
+  sealChunk,
+  unlockKeys,
+} from './chunk-crypto.js';
 import { RECORD_HEADER_BYTES } from './pack-format.js';
 import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
@@ -106,6 +117,13 @@ async function* readTable(path: string, blockCount: number): AsyncIterable<[numb
 export interface FileBlockStoreOptions {
   /** Bytes past which a pack is sealed and the next one started. @default 32 MiB */
   packTargetBytes?: number;
+  /**
+   * A key file (32 bytes, or 64 hex digits, or their base64): the store is encrypted at rest with
+   * it (AES-256-GCM per chunk, HMAC-SHA-256 content addresses). A store is encrypted or not from
+   * its first use: a key given to a plain store that holds data, no key or the wrong key for an
+   * encrypted one, is refused (`E_INPUT`, `E_AUTH`) before anything is written.
+   */
+  keyFile?: string;
 }
 
 /** GC rewrites a pack whose live records fill less than this fraction of it. */
@@ -139,9 +157,9 @@ class PendingVersion implements BackupSession {
         }
         let address: Buffer = ZERO_ADDRESS;
         if (data) {
-          address = createHash('sha256').update(data).digest();
+          address = this.store.addressOf(data);
           if (!this.store.holds(address.toString('hex'), this.packs))
-            await this.packs.append(address, encodeChunk(data));
+            await this.packs.append(address, this.store.seal(address, data));
         }
         try {
           // 32 bytes into a file of this run's own: a synchronous positional write.
@@ -191,6 +209,8 @@ export class FileBlockStore implements BackupSink {
   private readonly paths: ReturnType<typeof storePaths>;
   private readonly index: PackIndex;
   private loaded = false;
+  /** The keys of an encrypted store once its key was checked; `null` for a plain store. */
+  private keys: StoreKeys | null | undefined;
   /** Whether the store has a one-file-per-chunk `chunks/` folder from before packs. */
   private legacy = false;
 
@@ -206,8 +226,57 @@ export class FileBlockStore implements BackupSink {
     this.index = new PackIndex(this.paths.packs);
   }
 
+  /**
+   * Checks the key against the store's key check record (`key.json`) once, before this store
+   * writes or reads anything; for a new store given a key, writes that record.
+   */
+  private async unlock(): Promise<void> {
+    if (this.keys !== undefined) return;
+    const recordPath = join(this.dir, 'key.json');
+    const record = await readJson<KeyCheckRecord>(recordPath);
+    const keyFile = this.options.keyFile;
+    if (keyFile === undefined) {
+      if (record)
+        throw new ReplikitError(
+          'E_AUTH',
+          `the block store ${this.dir} is encrypted: give the key file it was created with (REPLIKIT_STORE_KEY_FILE)`,
+        );
+      this.keys = null;
+      return;
+    }
+    const master = await readKeyFile(keyFile);
+    if (record) {
+      this.keys = unlockKeys(master, record, this.dir, keyFile);
+      return;
+    }
+    const holdsData =
+      [this.paths.chunks, this.paths.versions, this.paths.pending].some(
+        (path) => statSync(path, { throwIfNoEntry: false }) !== undefined,
+      ) || (await listDir(this.paths.packs)).some((name) => name.endsWith('.pack'));
+    if (holdsData)
+      throw new InputError(
+        `the block store ${this.dir} holds unencrypted backups: give an empty folder for an encrypted store, or no key file`,
+      );
+    const fresh = newKeyCheck(master);
+    await mkdir(this.dir, { recursive: true });
+    await writeFileAtomic(recordPath, `${JSON.stringify(fresh.record, null, 2)}\n`);
+    this.keys = fresh.keys;
+  }
+
+  /** The content address of a block: sha256, or HMAC-SHA-256 under the address key when encrypted. */
+  addressOf(plain: Uint8Array): Buffer {
+    return this.keys ? keyedAddress(this.keys, plain) : createHash('sha256').update(plain).digest();
+  }
+
+  /** A block as stored: encoded (see `encodeChunk`), then encrypted when the store is. */
+  seal(address: Buffer, plain: Uint8Array): Uint8Array {
+    const encoded = encodeChunk(plain);
+    return this.keys ? sealChunk(this.keys, address, encoded) : encoded;
+  }
+
   /** Loads (or brings up to date) the index of the packs, and notes a pre-pack `chunks/` folder. */
   private async refresh(): Promise<void> {
+    await this.unlock();
     await mkdir(this.paths.packs, { recursive: true }).catch((error: unknown) => {
       throw toStorageError(error, `creating ${this.paths.packs}`);
     });
@@ -236,7 +305,7 @@ export class FileBlockStore implements BackupSink {
     if (!this.loaded) await this.refresh();
     if (this.holds(address)) return false;
     const writer = new PackWriter(this.index, this.options.packTargetBytes);
-    await writer.append(Buffer.from(address, 'hex'), encodeChunk(data));
+    await writer.append(Buffer.from(address, 'hex'), this.seal(Buffer.from(address, 'hex'), data));
     await writer.close();
     return true;
   }
@@ -272,8 +341,9 @@ export class FileBlockStore implements BackupSink {
     }
     if (location) bytes = reader.payload(address, location);
     if (!bytes) throw new NotFoundError(`chunk ${address} is missing`);
+    if (this.keys) bytes = openChunk(this.keys, Buffer.from(address, 'hex'), bytes, `chunk ${address}`);
     const plain = decodeChunk(bytes, `chunk ${address}`);
-    if (createHash('sha256').update(plain).digest('hex') !== address) {
+    if (this.addressOf(plain).toString('hex') !== address) {
       throw new VerifyError(`chunk ${address} is damaged: its content does not match its address`, {
         details: { address },
       });
@@ -283,6 +353,7 @@ export class FileBlockStore implements BackupSink {
 
   async begin(spec: BackupVersionSpec, options?: OperationOptions): Promise<BackupSession> {
     throwIfAborted(options?.signal);
+    await this.unlock();
     const dir = this.paths.pendingDir(spec.vm, spec.runId);
     try {
       const existing = await readJson<PendingSpec>(join(dir, 'spec.json'));
@@ -472,6 +543,7 @@ export class FileBlockStore implements BackupSink {
    * live process writes a version.
    */
   async gc(options?: OperationOptions): Promise<GcReport> {
+    await this.unlock();
     await mkdir(this.dir, { recursive: true });
     if (await this.gcRunning()) throw new ConflictError('another garbage collection is running');
     await writeFileAtomic(this.paths.gcLock, JSON.stringify({ pid: process.pid }));
