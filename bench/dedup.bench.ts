@@ -41,8 +41,8 @@ function fraction(flags: string[], name: string, fallback: string): number {
   return value;
 }
 
-/** Fills 4 MiB stripes: a share `allocated` of them hold data (half text, half random), the rest stay holes. */
-async function fillImage(path: string, size: number, allocated: number): Promise<void> {
+/** (Also used by single-pass.bench.ts.) Fills 4 MiB stripes: a share `allocated` of them hold data (half text, half random), the rest stay holes. */
+export async function fillImage(path: string, size: number, allocated: number): Promise<void> {
   const handle = await open(path, 'r+');
   const stripe = 4 * 1024 * 1024;
   const text = Buffer.from('INFO request served in 12ms path=/api/v1/items status=200\n'.repeat(80000)).subarray(
@@ -62,7 +62,7 @@ async function fillImage(path: string, size: number, allocated: number): Promise
 }
 
 /** 4 KiB guest writes, through the driver (so its change tracking sees them), into a share of the blocks. */
-async function guestWrites(root: string, size: number, share: number): Promise<number> {
+export async function guestWrites(root: string, size: number, share: number): Promise<number> {
   const page = Buffer.allocUnsafe(4096);
   let changed = 0;
   const disk = await openGuestDisk(root, 'bench', 'disk');

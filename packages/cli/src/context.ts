@@ -1,7 +1,8 @@
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { FileStateStore, ReplicationEngine } from '@replikit/core';
-import { createHashingPool, FileBlockStore, FileCacheProvider } from '@replikit/dedup';
+import { createHashingPool, FileCacheProvider } from '@replikit/dedup';
+import { blockStoreOf } from './commands/backup.js';
 import { registerBuiltinDrivers } from './drivers.js';
 import { cliTransport } from './transport-option.js';
 
@@ -40,7 +41,7 @@ export function createEngine(stateDir: string): ReplicationEngine {
     digest: 'xxh128',
     hasher: (algorithm) => createHashingPool({ algorithm }),
     cache: new FileCacheProvider(join(stateDir, 'cache')),
-    backup: new FileBlockStore(join(stateDir, 'store')),
+    backup: blockStoreOf(stateDir), // encrypted when $REPLIKIT_STORE_KEY_FILE names a key file
     // A job's `transport` section: in-process, or TCP/TLS to a replikit-agent. Key files of a job
     // file are already absolute (loadJobForCli); other relative paths are taken from the working folder.
     transport: cliTransport({ base: process.cwd(), env: process.env }),

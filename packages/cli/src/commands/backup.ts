@@ -5,9 +5,13 @@ import { UsageError } from '../cli-error.js';
 import type { CliContext } from '../context.js';
 import { renderTable } from '../output/table.js';
 
-/** The block store of a state folder (where single-pass runs record versions). */
-export function blockStoreOf(stateDir: string): FileBlockStore {
-  return new FileBlockStore(join(stateDir, 'store'));
+/**
+ * The block store of a state folder (where single-pass runs record versions), encrypted with the
+ * key file `$REPLIKIT_STORE_KEY_FILE` names, if any.
+ */
+export function blockStoreOf(stateDir: string, env: NodeJS.ProcessEnv = process.env): FileBlockStore {
+  const keyFile = env.REPLIKIT_STORE_KEY_FILE || undefined;
+  return new FileBlockStore(join(stateDir, 'store'), keyFile ? { keyFile: resolve(keyFile) } : {});
 }
 
 /**
@@ -20,7 +24,7 @@ export async function backupCommand(
   stateDir: string,
   json: boolean,
 ): Promise<number> {
-  const store = blockStoreOf(stateDir);
+  const store = blockStoreOf(stateDir, context.env);
   const [action, ...rest] = args;
   const need = (count: number, usage: string) => {
     if (rest.length !== count) throw new UsageError(`usage: replikit backup ${usage}`);
