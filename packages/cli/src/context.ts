@@ -32,16 +32,17 @@ export function stateDirOf(context: CliContext, flag: string | undefined): strin
 /**
  * An engine with the built-in drivers, a file state store, xxh128 digests hashed on every core,
  * replication caches in `<stateDir>/cache` (jobs with `options.replicationCache`) and the block
- * store in `<stateDir>/store` (jobs with `options.singlePass`).
+ * store in `<stateDir>/store` (jobs with `options.singlePass`; encrypted with the key file
+ * `env.REPLIKIT_STORE_KEY_FILE` names, if any).
  */
-export function createEngine(stateDir: string): ReplicationEngine {
+export function createEngine(stateDir: string, env: NodeJS.ProcessEnv = process.env): ReplicationEngine {
   registerBuiltinDrivers();
   return new ReplicationEngine({
     stateStore: new FileStateStore(stateDir),
     digest: 'xxh128',
     hasher: (algorithm) => createHashingPool({ algorithm }),
     cache: new FileCacheProvider(join(stateDir, 'cache')),
-    backup: blockStoreOf(stateDir), // encrypted when $REPLIKIT_STORE_KEY_FILE names a key file
+    backup: blockStoreOf(stateDir, env), // encrypted when $REPLIKIT_STORE_KEY_FILE names a key file
     // A job's `transport` section: in-process, or TCP/TLS to a replikit-agent. Key files of a job
     // file are already absolute (loadJobForCli); other relative paths are taken from the working folder.
     transport: cliTransport({ base: process.cwd(), env: process.env }),

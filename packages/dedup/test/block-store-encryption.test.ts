@@ -87,6 +87,7 @@ describe('encrypted block store', () => {
       expect(refused?.code).toBe('E_AUTH');
       expect(refused?.message).not.toContain('\n');
       await expect(other.gc()).rejects.toMatchObject({ code: 'E_AUTH' });
+      await expect(other.verify('vm1', 'run-1')).rejects.toMatchObject({ code: 'E_AUTH' });
       await expect(other.restore('vm1', 'run-1', 'd0', join(dir, 'x.raw'))).rejects.toMatchObject({ code: 'E_AUTH' });
     }
     expect(await tree(store)).toEqual(before);

@@ -28,7 +28,7 @@ export async function runCommand(context: CliContext, file: string, stateDir: st
       `the driver of kind '${missing}' is not installed; install it with \`npm install ${driverPackageOf(missing)}\` beside @replikit/cli`,
     );
   }
-  const engine = createEngine(stateDir);
+  const engine = createEngine(stateDir, context.env);
   const record: RunRecord = await withProgress(engine, context, () => engine.run(job, { signal: context.signal }));
   context.stdout.write(`${renderRunSummary(record)}\n`);
   return 0;
@@ -44,7 +44,7 @@ export async function resumeCommand(
   stateDir: string,
   options: { rollback: boolean; abandon?: boolean },
 ): Promise<number> {
-  const engine = createEngine(stateDir);
+  const engine = createEngine(stateDir, context.env);
   const record = await withProgress(engine, context, () =>
     engine.resume(runId, { rollback: options.rollback, abandon: options.abandon ?? false, signal: context.signal }),
   );

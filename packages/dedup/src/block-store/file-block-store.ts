@@ -464,6 +464,7 @@ export class FileBlockStore implements BackupSink {
 
   /** Re-hashes every chunk a version uses; reports missing or damaged ones. */
   async verify(vm: string, id: string, options?: OperationOptions): Promise<VerifyReport> {
+    await this.unlock(); // a wrong key is one error, not a report of every chunk as damaged
     const info = await this.manifest(vm, id);
     const seen = new Set<string>();
     const bad: VerifyReport['bad'] = [];
@@ -512,7 +513,8 @@ export class FileBlockStore implements BackupSink {
         if (!address) continue;
         throwIfAborted(options?.signal);
         const plain = await this.readWith(reader, address);
-        await handle.write(plain, 0, plain.length, index * info.blockSize);
+        // A synchronous positional write: no thread-pool round trip per block (the file is ours).
+        writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
       }
       await handle.sync();
     } catch (error) {
