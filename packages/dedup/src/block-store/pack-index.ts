@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isProcessAlive, toStorageError, writeFileAtomic } from '@replikit/core';
@@ -116,13 +116,16 @@ export class PackIndex {
         entry.covered = size; // not a pack of ours: ignore it
         return;
       }
-      const scanned = this.scan(fd, name, entry.covered, size);
       const owner = packOwner(name);
       const dead = owner === undefined || (owner !== process.pid && !isProcessAlive(owner));
+      // Records past the index of a live writer may not be durable yet: never relied on (a writer
+      // here writes its own copy); those of a dead writer are made durable below.
+      const scanned = this.scan(fd, name, entry.covered, size, dead);
       if (scanned.end < size && dead) {
         ftruncateSync(fd, scanned.end);
         this.cut.push(name);
       }
+      if (dead && scanned.added > 0) fdatasyncSync(fd);
       if (dead && (scanned.added > 0 || entry.records.length !== indexed)) {
         const rebuilt = Buffer.concat(
           entry.records.map((r) => indexEntry(Buffer.from(r.address, 'hex'), r.offset, r.length)),
@@ -135,7 +138,7 @@ export class PackIndex {
   }
 
   /** Adds the whole, intact records from `from` on; returns where they end. */
-  private scan(fd: number, name: string, from: number, size: number): { end: number; added: number } {
+  private scan(fd: number, name: string, from: number, size: number, synced: boolean): { end: number; added: number } {
     const header = Buffer.alloc(RECORD_HEADER_BYTES);
     let at = from;
     let added = 0;
@@ -146,7 +149,7 @@ export class PackIndex {
       const payload = Buffer.alloc(parsed.length);
       if (readSync(fd, payload, 0, parsed.length, at + RECORD_HEADER_BYTES) !== parsed.length) break;
       if (!payloadIntact(payload, parsed.payloadCrc)) break;
-      this.add(name, { address: parsed.address, offset: at, length: parsed.length }, true);
+      this.add(name, { address: parsed.address, offset: at, length: parsed.length }, synced);
       at += RECORD_HEADER_BYTES + parsed.length;
       added++;
     }

@@ -8,6 +8,9 @@ import type { PackIndex } from './pack-index.js';
 
 const datasync = promisify(fdatasync);
 
+/** Sealed packs whose sync may run in the background before an append waits for the oldest. */
+const SEALED_IN_FLIGHT = 4;
+
 /** Bytes after which a pack is sealed and the next one started. */
 export const PACK_TARGET_BYTES = 32 * 1024 * 1024;
 
@@ -29,8 +32,10 @@ interface OpenPack {
  */
 export class PackWriter {
   private current: OpenPack | undefined;
-  /** Sealed packs whose last records still await a sync. */
-  private sealing: OpenPack[] = [];
+  /** Sealed packs whose sync runs in the background. */
+  private sealing: Array<{ pack: OpenPack; done: Promise<void> }> = [];
+  /** The first failure of a sync, thrown at the next append or sync. */
+  private failure: unknown;
   private newFiles = false;
 
   constructor(
@@ -41,9 +46,17 @@ export class PackWriter {
   /** Appends one encoded chunk; records it in the index as not yet durable. */
   async append(address: Buffer, payload: Uint8Array): Promise<void> {
     if (this.current && this.current.size >= this.target) {
-      this.sealing.push(this.current);
+      // Sealed: its sync runs in the background while the next pack fills (a sync waits behind
+      // the file system's writeback, which a run's replica writes keep busy).
+      const sealed = this.current;
       this.current = undefined;
-      await this.sync();
+      this.sealing.push({ pack: sealed, done: this.flush(sealed) });
+      while (this.sealing.length > SEALED_IN_FLIGHT) {
+        const oldest = this.sealing.shift()!;
+        await oldest.done;
+        this.release(oldest.pack);
+      }
+      this.throwIfFailed();
     }
     const pack = this.current ?? this.open();
     const header = recordHeader(address, payload);
@@ -81,37 +94,48 @@ export class PackWriter {
     return this.current;
   }
 
-  /** Makes every record appended so far durable: packs first, then their index entries. */
-  async sync(): Promise<void> {
-    const packs = [...this.sealing, ...(this.current ? [this.current] : [])];
-    const work = packs.map((pack) => ({ pack, entries: pack.unsynced, addresses: pack.addresses }));
-    for (const pack of packs) {
-      pack.unsynced = [];
-      pack.addresses = [];
-    }
+  /** Makes one pack's records written so far durable, then their index entries. */
+  private async flush(pack: OpenPack): Promise<void> {
+    const entries = pack.unsynced;
+    const addresses = pack.addresses;
+    pack.unsynced = [];
+    pack.addresses = [];
     try {
-      await Promise.all(work.map(({ pack }) => datasync(pack.fd)));
-      for (const { pack, entries } of work) {
-        if (entries.length === 0) continue;
+      await datasync(pack.fd);
+      if (entries.length > 0) {
         const bytes = Buffer.concat(entries);
         writeSync(pack.indexFd, bytes, 0, bytes.length);
-      }
-      await Promise.all(work.map(({ pack, entries }) => (entries.length ? datasync(pack.indexFd) : undefined)));
-      if (this.newFiles) {
-        this.newFiles = false;
-        await fsyncDirectory(this.index.dir);
+        await datasync(pack.indexFd);
       }
     } catch (error) {
-      throw toStorageError(error, 'syncing the pack files of a backup version');
+      this.failure ??= error;
+      return;
     }
-    for (const { pack, addresses } of work) {
-      for (const address of addresses) {
-        const known = this.index.chunks.get(address);
-        if (known?.pack === pack.name) known.synced = true;
+    for (const address of addresses) {
+      const known = this.index.chunks.get(address);
+      if (known?.pack === pack.name) known.synced = true;
+    }
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw toStorageError(this.failure, 'syncing the pack files of a backup version');
+  }
+
+  /** Makes every record appended so far durable: packs first, then their index entries. */
+  async sync(): Promise<void> {
+    const sealing = this.sealing;
+    this.sealing = [];
+    await Promise.all([...sealing.map((s) => s.done), ...(this.current ? [this.flush(this.current)] : [])]);
+    for (const { pack } of sealing) this.release(pack);
+    this.throwIfFailed();
+    if (this.newFiles) {
+      this.newFiles = false;
+      try {
+        await fsyncDirectory(this.index.dir);
+      } catch (error) {
+        throw toStorageError(error, 'syncing the pack folder of a backup version');
       }
     }
-    for (const pack of this.sealing) this.release(pack);
-    this.sealing = [];
   }
 
   private release(pack: OpenPack): void {
@@ -125,7 +149,7 @@ export class PackWriter {
     try {
       await this.sync();
     } finally {
-      for (const pack of [...this.sealing, ...(this.current ? [this.current] : [])]) {
+      for (const pack of [...this.sealing.map((s) => s.pack), ...(this.current ? [this.current] : [])]) {
         try {
           this.release(pack);
         } catch {
