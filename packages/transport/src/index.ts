@@ -55,6 +55,8 @@ export {
   type ZeroMessage,
 } from './protocol/messages.js';
 export { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+export { isRemoteTarget, RemoteTargetDriver, type TargetLink } from './remote-target.js';
+export { createPullRemoteTarget, createRemoteTarget, type RemoteKind } from './remote-target-link.js';
 export {
   type Address,
   type CertificateCredentials,
@@ -66,4 +68,5 @@ export {
   type Security,
 } from './security.js';
 export type { ReconnectPolicy } from './source-session.js';
+export { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 export { serveTargetSession, type TargetSessionOptions, type TargetSessionResult } from './target-session.js';

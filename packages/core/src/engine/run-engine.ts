@@ -47,6 +47,14 @@ export interface EngineOptions {
    */
   transport?: (target: Hypervisor, run: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
   /**
+   * The target driver of a job when it is not made from the job's `target` section by `drivers`:
+   * a remote target (an agent that hosts the replica, `@replikit/transport`'s
+   * `createRemoteTarget`), whose block transport `transport` then returns. Resolving `undefined`
+   * falls back to `drivers`.
+   * @default the `drivers` registry, for every job
+   */
+  targetDriver?: (job: JobSpec) => Hypervisor | undefined | Promise<Hypervisor | undefined>;
+  /**
    * Where replication caches live; jobs with `options.replicationCache` use it (push jobs only).
    * Without it the option has no effect and every incremental run reads the replica.
    */
@@ -121,8 +129,8 @@ function newRunId(job: string): string {
  * ```
  */
 export class ReplicationEngine extends EventEmitter<EngineEvents> {
-  private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache' | 'backup'>> &
-    Pick<EngineOptions, 'ruleSets' | 'cache' | 'backup'>;
+  private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache' | 'backup' | 'targetDriver'>> &
+    Pick<EngineOptions, 'ruleSets' | 'cache' | 'backup' | 'targetDriver'>;
   private readonly active = new Map<string, AbortController>();
   private readonly kept = new Map<string, Promise<BlockHasher>>();
   /** Read buffers kept between disks and runs, per hasher. */
@@ -262,6 +270,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           events: this,
           hasher,
           transport: this.options.transport,
+          ...(this.options.targetDriver ? { targetDriver: this.options.targetDriver } : {}),
           ...(this.options.cache ? { cache: this.options.cache } : {}),
           ...(this.options.backup ? { backup: this.options.backup } : {}),
           ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),

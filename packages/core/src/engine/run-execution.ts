@@ -40,6 +40,8 @@ export interface RunDependencies {
   events: EventEmitter<EngineEvents>;
   hasher: BlockHasher;
   transport: (target: Hypervisor, record: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
+  /** The target driver of a job, when not the registry's (a remote agent's); see {@link EngineOptions.targetDriver}. */
+  targetDriver?: (job: RunRecord['job']) => Hypervisor | undefined | Promise<Hypervisor | undefined>;
   cache?: ReplicationCacheProvider;
   backup?: BackupSink;
   ruleSets?: readonly RuleSet[];
@@ -213,7 +215,8 @@ export class RunExecution {
 
   private async drivers(): Promise<{ source: Hypervisor; target: Hypervisor }> {
     this.source ??= await this.deps.drivers.create(this.record.job.source);
-    this.target ??= await this.deps.drivers.create(this.record.job.target);
+    this.target ??=
+      (await this.deps.targetDriver?.(this.record.job)) ?? (await this.deps.drivers.create(this.record.job.target));
     return { source: this.source, target: this.target };
   }
 
