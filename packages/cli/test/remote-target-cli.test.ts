@@ -1,15 +1,18 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { createHashingPool } from '@replikit/dedup';
 import { createFileDriver, writeGuestDisk } from '@replikit/driver-file';
 import { type Agent, createAgent, type Security } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { runCli } from './helpers/cli-harness.js';
+import { binSource, runCli, waitForExit } from './helpers/cli-harness.js';
 import { createRandomVm } from './helpers/file-vm.js';
 
 /*
@@ -58,14 +61,14 @@ async function freePort(): Promise<number> {
   return typeof address === 'object' && address ? address.port : 0;
 }
 
-async function jobFile(transport: Record<string, unknown>): Promise<string> {
+async function jobFile(transport: Record<string, unknown>, targetRoot = './engine-side'): Promise<string> {
   const path = join(dir, 'job.yaml');
   await writeFile(
     path,
     stringify({
       name: 'remote',
       source: { driver: 'file', root: './vms', vm: 'web' },
-      target: { driver: 'file', root: './engine-side' },
+      target: { driver: 'file', root: targetRoot },
       method: 'qhybrid',
       transport: { kind: 'tls', psk: { identity: 'site-b', keyFile: './site-b.psk' }, ...transport },
     }),
@@ -120,4 +123,97 @@ describe('a job with a transport section: the agent hosts the target side', () =
     newAgent().pullFrom({ host: '127.0.0.1', port });
     await runsPointsAndRevert(await jobFile({ pull: { listen: `127.0.0.1:${port}` } }));
   });
+});
+
+/*
+ * The same with the engine's process really denied the agent's folder: the CLI runs as the
+ * unprivileged user `nobody` (through `setpriv`), the agent (in this root test process) serves a
+ * folder only root may enter, and the job's `target.root` names that very folder. Every file under
+ * it must be the agent's (root's): the engine's process created nothing there.
+ */
+const NOBODY = 65534;
+const canDrop = process.getuid?.() === 0 && existsSync('/usr/bin/setpriv');
+const tsxLoader = pathToFileURL(
+  join(dirname(createRequire(import.meta.url).resolve('tsx/package.json')), 'dist', 'loader.mjs'),
+).href;
+
+/** `replikit <args>` as `nobody`, from source through tsx. */
+function runAsNobody(args: string[]) {
+  const child = spawn(
+    '/usr/bin/setpriv',
+    [
+      `--reuid=${NOBODY}`,
+      `--regid=${NOBODY}`,
+      '--clear-groups',
+      process.execPath,
+      '--conditions=@replikit/source',
+      '--import',
+      tsxLoader,
+      binSource,
+      ...args,
+    ],
+    {
+      cwd: dir,
+      env: { ...process.env, HOME: dir, REPLIKIT_STATE_DIR: join(dir, '.replikit'), NODE_OPTIONS: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  return waitForExit(child as never);
+}
+
+/** Files and folders under `root`, recursively, with their owners. */
+async function owners(root: string): Promise<Array<{ path: string; uid: number }>> {
+  const entries = await readdir(root, { recursive: true });
+  return Promise.all(entries.map(async (path) => ({ path, uid: (await stat(join(root, path))).uid })));
+}
+
+describe.skipIf(!canDrop)("the engine as an unprivileged user, denied the agent's folder", () => {
+  for (const mode of ['push', 'pull'] as const) {
+    it(`${mode}: runs, points and revert work through the agent; the engine creates nothing there`, async () => {
+      await createRandomVm(join(dir, 'vms'), 'web', [{ id: 'd0', size: 2 * MiB }]);
+      await mkdir(join(dir, '.replikit'));
+      await chmod(dir, 0o755);
+      for (const path of [join(dir, 'vms'), join(dir, 'vms', 'web'), join(dir, '.replikit'), join(dir, 'site-b.psk')]) {
+        await chown(path, NOBODY, NOBODY);
+      }
+      for (const disk of await readdir(join(dir, 'vms', 'web')))
+        await chown(join(dir, 'vms', 'web', disk), NOBODY, NOBODY);
+      await chmod(agentRoot, 0o700);
+      let transport: Record<string, unknown>;
+      if (mode === 'push') {
+        const address = await newAgent().listen({ host: '127.0.0.1', port: 0 });
+        transport = { agent: `127.0.0.1:${address.port}` };
+      } else {
+        const port = await freePort();
+        newAgent().pullFrom({ host: '127.0.0.1', port });
+        transport = { pull: { listen: `127.0.0.1:${port}` } };
+      }
+      const job = await jobFile(transport, agentRoot);
+      await chown(job, NOBODY, NOBODY);
+      // The engine's process cannot see the folder.
+      const peek = await runAsNobody(['vm', 'list', '--root', agentRoot]);
+      expect(peek.code).not.toBe(0);
+
+      const first = await runAsNobody(['run', job]);
+      expect(first.code, first.stderr).toBe(0);
+      const firstBytes = await replicaDisk();
+      expect(firstBytes.equals(await sourceDisk())).toBe(true);
+      await writeGuestDisk(join(dir, 'vms'), 'web', 'd0', 0, Buffer.alloc(65536, 3));
+      const second = await runAsNobody(['run', job]);
+      expect(second.code, second.stderr).toBe(0);
+      expect((await replicaDisk()).equals(await sourceDisk())).toBe(true);
+
+      const listed = await runAsNobody(['points', 'list', job, '--json']);
+      expect(listed.code, listed.stderr).toBe(0);
+      const points = JSON.parse(listed.stdout) as Array<{ id: string }>;
+      expect(points).toHaveLength(2);
+      const reverted = await runAsNobody(['points', 'revert', job, points[0]!.id]);
+      expect(reverted.code, reverted.stderr).toBe(0);
+      expect((await replicaDisk()).equals(firstBytes)).toBe(true);
+
+      const created = await owners(agentRoot);
+      expect(created.length).toBeGreaterThan(0);
+      expect(created.filter((entry) => entry.uid !== 0)).toEqual([]);
+    });
+  }
 });

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import {
   FileStateStore,
@@ -119,7 +120,7 @@ describe('remote target: the agent hosts the target side', () => {
   it('pull: the same with an agent that dials the engine', async () => {
     const agent = createAgent({ target: createFileDriver({ root: world.replicas }), security: TLS_PSK });
     // A free port, where each run's remote target listens in turn and the agent dials.
-    const server = createSecureServer(TLS_PSK, { onConnection: (socket) => socket.destroy() });
+    const server = createServer();
     const port = await new Promise<number>((resolve) =>
       server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)),
     );
@@ -171,7 +172,8 @@ describe('remote target: the agent hosts the target side', () => {
       // The connection goes on after a driver error.
       expect(await remote.listRestorePoints(run.replica!)).toHaveLength(1);
       const missing: Replica = { id: 'ghost', name: 'ghost', disks: [], created: false };
-      expect((await remote.getVM(missing.id).catch((e: ReplikitError) => e)).code).toBe('E_NOT_FOUND');
+      const unknown = (await remote.getVM(missing.id).catch((e: unknown) => e)) as ReplikitError;
+      expect(unknown.code).toBe('E_NOT_FOUND');
     } finally {
       await remote.close();
       await agent.stop();
@@ -187,6 +189,7 @@ describe('remote target: the agent hosts the target side', () => {
           .then(() => conn.next())
           .catch(() => undefined);
       },
+      onRefused: () => undefined,
     });
     const port = await new Promise<number>((resolve) =>
       server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)),
