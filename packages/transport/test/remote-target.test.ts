@@ -11,7 +11,7 @@ import {
 } from '@replikit/core';
 import { createFileDriver } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createAgent } from '../src/agent.js';
+import { type AgentEvent, createAgent } from '../src/agent.js';
 import { FrameConnection, RemoteError } from '../src/connection.js';
 import { handshake } from '../src/handshake.js';
 import type { RemoteTargetDriver } from '../src/remote-target.js';
@@ -27,6 +27,7 @@ import {
   startAgent,
   TLS_PSK,
   type World,
+  waitFor,
 } from './helpers/world.js';
 
 /*
@@ -152,6 +153,66 @@ describe('remote target: the agent hosts the target side', () => {
       expect(isReplikitError(refused, 'E_CONFLICT'), String(refused)).toBe(true);
       await remote.releaseReplica(replica, 'other-run');
       expect(await remote.replicaOwner(replica)).toBeUndefined();
+    } finally {
+      await remote.close();
+      await agent.stop();
+    }
+  });
+
+  it('rolls a cancelled run back through the agent: a first replica deleted, a later one reverted', async () => {
+    const { agent, address } = await startAgent(world, TLS_PSK);
+    const makeRemote = () => createRemoteTarget({ address, security: TLS_PSK });
+    const cancelled = async () => {
+      const engine = remoteEngine(makeRemote);
+      const controller = new AbortController();
+      engine.on('state', (event) => {
+        if (event.to === 'transfer') controller.abort();
+      });
+      return engine.run(remoteJob('web'), { signal: controller.signal }).catch((error: unknown) => error);
+    };
+    try {
+      await createMixedVm(world, 'web', 2 * MiB);
+      const outcome = await cancelled();
+      expect(isReplikitError(outcome, 'E_ABORTED'), JSON.stringify(outcome).slice(0, 600)).toBe(true);
+      // The run created the replica and never completed it: the agent deleted it.
+      expect(existsSync(join(world.replicas, 'web-replica'))).toBe(false);
+
+      const first = await remoteEngine(makeRemote).run(remoteJob('web'));
+      const firstDigest = await replicaDigest(first);
+      await scribble(world, 'web', 2 * MiB, 8);
+      expect(isReplikitError(await cancelled(), 'E_ABORTED')).toBe(true);
+      expect(await replicaDigest(first)).toBe(firstDigest);
+      const remote = makeRemote();
+      try {
+        expect(await remote.listRestorePoints(first.replica!)).toHaveLength(1);
+        expect(await remote.replicaMark(first.replica!)).toBe('ready');
+        expect(await remote.replicaOwner(first.replica!)).toBeUndefined();
+      } finally {
+        await remote.close();
+      }
+      expect(existsSync(engineSide())).toBe(false);
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  it('opens the control connection again after the agent closed it as idle', async () => {
+    const events: AgentEvent[] = [];
+    const agent = createAgent({
+      target: createFileDriver({ root: world.replicas }),
+      security: TLS_PSK,
+      idleTimeoutMs: 50,
+      onEvent: (event) => events.push(event),
+    });
+    const address = await agent.listen({ host: '127.0.0.1', port: 0 });
+    const remote = createRemoteTarget({ address, security: TLS_PSK });
+    try {
+      const missing = (await remote.getVM('nothing').catch((e: unknown) => e)) as ReplikitError;
+      expect(missing.code).toBe('E_NOT_FOUND');
+      await waitFor(events, (event) => event.type === 'control');
+      const again = (await remote.getVM('nothing').catch((e: unknown) => e)) as ReplikitError;
+      expect(again.code).toBe('E_NOT_FOUND');
+      expect(events.filter((event) => event.type === 'control')).toHaveLength(1);
     } finally {
       await remote.close();
       await agent.stop();
