@@ -279,6 +279,8 @@ export function createAgent(options: AgentOptions): Agent {
       try {
         first = await conn.next();
       } catch {
+        // A malformed first frame is refused like one after it; a connection that just ended is not.
+        if (!stopping.signal.aborted && conn.error?.details.protocol === true) refused(conn.error, peer);
         return;
       }
       if (first.type === 'request') {

@@ -29,7 +29,13 @@ export {
   type SessionTuning,
 } from './network-transport.js';
 export { type ArenaMemorySource, ArenaPool, BlockArena } from './protocol/block-arena.js';
-export { FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD, PROTOCOL_VERSION } from './protocol/constants.js';
+export {
+  FEATURE_TARGET,
+  FrameType,
+  HEADER_BYTES,
+  MAX_CONTROL_PAYLOAD,
+  PROTOCOL_VERSION,
+} from './protocol/constants.js';
 export { FrameDecoder, type RawFrame } from './protocol/frame-decoder.js';
 export {
   type AckMessage,
@@ -49,6 +55,8 @@ export {
   type Message,
   type OpenDiskMessage,
   parseFrame,
+  type RequestMessage,
+  type ResponseMessage,
   type Role,
   type SessionMessage,
   type SessionOkMessage,
