@@ -297,9 +297,10 @@ export class RemoteTargetDriver implements Hypervisor {
     if (this.closed) return;
     this.closed = true;
     this.lifetime.abort(new AbortError('the remote target driver is closed'));
+    // A connection still opening is closed too, once it is open.
+    await this.connecting?.catch(() => undefined);
     const conn = this.conn;
     this.conn = undefined;
-    await this.connecting?.catch(() => undefined);
     await conn?.close().catch(() => undefined);
     await this.link.close?.();
   }
