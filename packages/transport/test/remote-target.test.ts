@@ -159,6 +159,29 @@ describe('remote target: the agent hosts the target side', () => {
     }
   });
 
+  it("keeps the job's retention on the agent's side", async () => {
+    const { agent, address } = await startAgent(world, TLS_PSK);
+    const makeRemote = () => createRemoteTarget({ address, security: TLS_PSK });
+    try {
+      await createMixedVm(world, 'log', 1 * MiB);
+      const runs: RunRecord[] = [];
+      for (let i = 0; i < 3; i++) {
+        await scribble(world, 'log', 1 * MiB, 2);
+        runs.push(await remoteEngine(makeRemote).run(remoteJob('log', { options: { retention: 2 } })));
+      }
+      expect(await replicaMatches(world, runs[2]!)).toBe(true);
+      const remote = makeRemote();
+      try {
+        const points = await remote.listRestorePoints(runs[2]!.replica!);
+        expect(points.map((p) => p.label)).toEqual([runs[1]!.runId, runs[2]!.runId]);
+      } finally {
+        await remote.close();
+      }
+    } finally {
+      await agent.stop();
+    }
+  });
+
   it('rolls a cancelled run back through the agent: a first replica deleted, a later one reverted', async () => {
     const { agent, address } = await startAgent(world, TLS_PSK);
     const makeRemote = () => createRemoteTarget({ address, security: TLS_PSK });
