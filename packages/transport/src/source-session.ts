@@ -88,6 +88,8 @@ interface Pending {
   bytes: number;
   /** Data bytes the target writes for it. */
   rawBytes: number;
+  /** A delta's whole block, sent instead of it if the target finds it lacks the delta's base. */
+  whole?: Uint8Array;
 }
 
 class Waiters {
@@ -220,6 +222,7 @@ class SourceDiskChannel implements DiskChannel {
       );
     }
     this.acceptedEnd = op.index + 1;
+    const whole = op.block?.length === rawLength ? op.block : undefined;
     const pending: Pending = {
       message: {
         type: 'block',
@@ -233,8 +236,10 @@ class SourceDiskChannel implements DiskChannel {
         payload: op.delta,
       },
       end: op.index + 1,
-      bytes: op.delta.length,
+      // The whole block kept for a resend is memory the window holds too.
+      bytes: op.delta.length + (whole?.length ?? 0),
       rawBytes: op.delta.length,
+      ...(whole ? { whole } : {}),
     };
     if (this.inPipeline === 0 && this.admitNow(pending)) return;
     await this.queue(Promise.resolve(pending), options);
@@ -388,6 +393,35 @@ class SourceDiskChannel implements DiskChannel {
   onClosed(): void {
     this.closed = true;
     this.onAck(this.sentEnd);
+  }
+
+  /**
+   * Turns the delta of block `index` still in the window into its whole block, for the resend
+   * that follows a reconnect (the target found the replica no longer holds the delta's base).
+   * Returns false when there is no such delta or its whole block was not given.
+   */
+  resendWhole(index: number): boolean {
+    const pending = this.window.find((p) => p.message.type === 'block' && p.message.delta && p.message.index === index);
+    if (!pending?.whole || pending.message.type !== 'block') return false;
+    const whole = pending.whole;
+    const codec = this.session.options.codec;
+    const compressed = maybeCompress(codec, whole);
+    const payload = compressed ?? whole;
+    pending.message = {
+      type: 'block',
+      stream: this.stream,
+      index,
+      codec: compressed ? codec!.id : 0,
+      compressed: compressed !== undefined,
+      rawLength: whole.length,
+      digest: pending.message.digest,
+      payload,
+    };
+    delete pending.whole;
+    this.windowBytes += payload.length - pending.bytes;
+    pending.bytes = payload.length;
+    pending.rawBytes = whole.length;
+    return true;
   }
 
   /** Re-sends what a new connection must know about this stream: unacked operations, requests. */
@@ -634,6 +668,18 @@ export class SourceSession implements BlockChannel {
     this.conn = undefined;
     conn.destroy();
     if (this.committed || this.failure) return;
+    const resend = isReplikitError(error)
+      ? (error.details.resendWhole as { stream: number; index: number })
+      : undefined;
+    if (resend && !this.streams.get(resend.stream)?.resendWhole(resend.index)) {
+      this.fail(
+        new TransportError(
+          `${this.options.peer} could not apply the delta of block ${resend.index} (the replica no longer holds its base) and this side kept no whole block to send instead; run the job again`,
+          { cause: error },
+        ),
+      );
+      return;
+    }
     if (isFatal(error)) {
       this.fail(error);
       return;

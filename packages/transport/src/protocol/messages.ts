@@ -169,6 +169,11 @@ export interface ErrorMessage {
   message: string;
   /** The sender expects a reconnect to succeed (a damaged block, a restart). */
   retry: boolean;
+  /**
+   * Target ─► source: the delta of this block did not rebuild it (the replica no longer holds the
+   * delta's base): send the block whole when resuming. Absent from older agents' frames.
+   */
+  resendWhole?: { stream: number; index: number };
 }
 
 /**
@@ -623,6 +628,7 @@ export function parseFrame(frame: RawFrame): Message {
         code: (ERROR_CODES.has(code) ? code : 'E_TRANSPORT') as ErrorCode,
         message: str(body, 'message', 'error', 4096),
         retry: body.retry === true,
+        ...(body.resendWhole !== undefined ? { resendWhole: parseResendWhole(body) } : {}),
       };
     }
     case FrameType.request: {
@@ -700,4 +706,13 @@ export function parseFrame(frame: RawFrame): Message {
     default:
       throw new ProtocolError(`unknown frame type ${type}`);
   }
+}
+
+/** The optional `resendWhole` of an `error` frame: a block of a stream. */
+function parseResendWhole(body: Json): { stream: number; index: number } {
+  const block = obj(body, 'resendWhole', 'error');
+  return {
+    stream: int(block, 'stream', 'error.resendWhole', 0, 0xffffffff),
+    index: int(block, 'index', 'error.resendWhole'),
+  };
 }
