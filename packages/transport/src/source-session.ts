@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import {
   AbortError,
@@ -26,6 +27,7 @@ import { BLOCK_FIXED_BYTES, FEATURE_DELTA, HEADER_BYTES, MAX_DIGEST_BYTES } from
 import type { Message } from './protocol/messages.js';
 import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
 import { DIGEST_BATCH } from './target-session.js';
+import { WindowSizer } from './window-sizer.js';
 
 /** Operations being encoded or waiting for the window, per disk, before `send` waits. */
 const PIPELINE_DEPTH = 8;
@@ -61,8 +63,10 @@ export interface SourceSessionOptions {
   key: Uint8Array | undefined;
   /** Codec for compressible blocks (undefined: never compress). */
   codec: BlockCodec | undefined;
-  /** Bytes of block payload sent but not yet acked as durable, at most. */
+  /** Bytes of block payload sent but not yet acked as durable, at most (per disk). */
   windowBytes: number;
+  /** Size each disk's window to the measured link (up to `windowBytes`) rather than to `windowBytes`. */
+  adaptiveWindow: boolean;
   reconnect: ReconnectPolicy;
   /** Caps wire bytes per second. */
   throttle: TokenBucket | undefined;
@@ -153,6 +157,8 @@ class SourceDiskChannel implements DiskChannel {
   digestEnd = false;
   digestsActive = false;
   private hasher: BlockHasher | undefined;
+  /** The window's size now: adapted to the link's measured round trip and bandwidth. */
+  readonly sizer: WindowSizer;
 
   /**
    * Sends a changed block as a delta: present only when the agent said (in its `hello`) that it
@@ -166,6 +172,7 @@ class SourceDiskChannel implements DiskChannel {
     readonly disk: DiskRef,
   ) {
     if (session.peerTakesDeltas) this.sendDelta = (op, options) => this.sendDeltaOp(op, options);
+    this.sizer = new WindowSizer(session.options.windowBytes, session.options.adaptiveWindow);
   }
 
   get bytesWritten(): number {
@@ -328,7 +335,7 @@ class SourceDiskChannel implements DiskChannel {
   private admitNow(pending: Pending): boolean {
     const session = this.session;
     if (session.options.throttle) return false;
-    const limit = session.options.windowBytes;
+    const limit = this.sizer.limit;
     if (this.windowBytes + pending.bytes > limit && this.window.length > 0) return false;
     if (!session.canSendNow()) return false;
     this.window.push(pending);
@@ -346,13 +353,14 @@ class SourceDiskChannel implements DiskChannel {
     const wire = SourceDiskChannel.frameBytes(pending.message);
     await session.options.throttle?.take(wire, signal);
     // Back-pressure: room in the window of unacked bytes (the target acks after a flush).
-    const limit = session.options.windowBytes;
+    const limit = this.sizer.limit;
     if (this.windowBytes + pending.bytes > limit && this.window.length > 0) {
       this.requestFlush();
       this.roomWaiters++;
       try {
+        // The limit may change with each ack (the window adapts): read it again.
         await session.waiters.until(
-          () => this.windowBytes + pending.bytes <= limit || this.window.length === 0,
+          () => this.windowBytes + pending.bytes <= this.sizer.limit || this.window.length === 0,
           () => session.check(),
           signal,
         );
@@ -365,27 +373,31 @@ class SourceDiskChannel implements DiskChannel {
     this.sentEnd = pending.end;
     this.bytesSent += wire;
     await session.transmit(pending.message, signal);
-    if (this.windowBytes >= limit / 2) this.requestFlush();
+    if (this.windowBytes >= this.sizer.limit / 2) this.requestFlush();
   }
 
   /** Asks the target to make the stream durable and ack it (once per outstanding flush). */
   requestFlush(): void {
     if (this.flushRequested) return;
     this.flushRequested = true;
+    this.sizer.flushSent(performance.now());
     this.session.post({ type: 'flush', stream: this.stream });
   }
 
   onAck(end: number): void {
     this.flushRequested = false;
     if (end > this.ackedEnd) this.ackedEnd = end;
+    let freed = 0;
     while (this.window.length > 0 && this.window[0]!.end <= this.ackedEnd) {
       const done = this.window.shift()!;
       this.windowBytes -= done.bytes;
+      freed += done.bytes;
       this.ackedRaw += done.rawBytes;
     }
+    this.sizer.acked(performance.now(), freed);
     // More may have been sent after the flush: keep the window moving while anyone waits.
     const behind = this.ackedEnd < this.wantEnd || this.roomWaiters > 0;
-    if (this.window.length > 0 && (behind || this.windowBytes >= this.session.options.windowBytes / 2)) {
+    if (this.window.length > 0 && (behind || this.windowBytes >= this.sizer.limit / 2)) {
       this.requestFlush();
     }
   }
