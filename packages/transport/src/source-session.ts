@@ -552,6 +552,10 @@ export class SourceSession implements BlockChannel {
   connections = 0;
   /** True when the agent of the first connection that opened applies delta blocks (its `hello` says so). */
   peerTakesDeltas = false;
+  /** An ack moved a window forward on the live connection. */
+  private progressed = false;
+  /** Connections in a row that ended with operations unacked and none acked on them. */
+  private fruitless = 0;
 
   constructor(
     readonly spec: SessionSpec,
@@ -618,6 +622,7 @@ export class SourceSession implements BlockChannel {
       throw error;
     }
     this.connections++;
+    this.progressed = false;
     // From here on the connection is live: resend what the target has not made durable.
     this.conn = conn;
     for (const stream of this.streams.values()) if (!stream.closed) stream.replay(conn);
@@ -648,6 +653,7 @@ export class SourceSession implements BlockChannel {
             this.fail(error);
             return;
           }
+          if (stream && message.end > stream.ackedEnd) this.progressed = true;
           stream?.onAck(message.end);
           break;
         case 'digests':
@@ -694,6 +700,19 @@ export class SourceSession implements BlockChannel {
     }
     if (isFatal(error)) {
       this.fail(error);
+      return;
+    }
+    // Each reconnect may succeed and meet the same failure again (a block the target refuses at
+    // every resend): connections that end with nothing of the window acked count as attempts.
+    const unacked = [...this.streams.values()].some((stream) => stream.window.length > 0);
+    this.fruitless = this.progressed || !unacked ? 0 : this.fruitless + 1;
+    if (this.fruitless >= this.options.reconnect.attempts) {
+      this.fail(
+        new TransportError(
+          `the connection to ${this.options.peer} ended ${this.fruitless} times in a row before the target acked anything it was sent; last: ${(error as Error)?.message ?? error}`,
+          { cause: error },
+        ),
+      );
       return;
     }
     this.reconnect(error);
