@@ -1,6 +1,6 @@
 // Long links, per issue 18 point 4. A push session crosses the link emulator of the transport's
 // test kit (a paced, delayed loopback proxy: there is no netem here) to a replikit agent in a
-// forked process that checks each block's digest (xxh128, as replikit-agent) and discards it (the link is measured, not a disk). Reports the
+// forked process (the emulator in another) that checks each block's digest (xxh128, as replikit-agent) and discards it (the link is measured, not a disk). Reports the
 // session's payload rate over the link's bandwidth, for each link shape, with the adaptive window
 // (the default) and with a constant window given as `windowBytes` (how the window was sized before).
 // Flags: --seconds=8 (data sent per case, in seconds of the link's bandwidth) --repeat=1
@@ -46,7 +46,7 @@ function discard(): Hypervisor {
   } as unknown as Hypervisor;
 }
 
-/** The forked side: an agent, and an emulated link in front of it per request. */
+/** The forked agent: answers its port. */
 async function peer(): Promise<void> {
   const key = Buffer.from(process.env.BENCH_KEY!, 'hex');
   // Digests checked as replikit-agent checks them: xxh128 on the dedup package's pool.
@@ -56,10 +56,18 @@ async function peer(): Promise<void> {
     hasher: (algorithm) => createHashingPool({ algorithm }),
   });
   const address = await agent.listen({ host: '127.0.0.1', port: 0 });
+  process.on('message', () => process.exit(0));
+  process.send!({ port: address.port });
+}
+
+/** The forked link: an emulated link in front of the agent per request (its own process, so
+ * that pacing runs on a loop of its own, as a router would). */
+async function link(): Promise<void> {
+  const port = Number(process.env.BENCH_AGENT_PORT);
   process.on('message', async (message: { rttMs: number; bitsPerSecond: number } | { exit: true }) => {
     if ('exit' in message) process.exit(0);
-    const link = await startLinkEmulator(address, message);
-    process.send!({ port: link.address.port });
+    const emulated = await startLinkEmulator({ host: '127.0.0.1', port }, message);
+    process.send!({ port: emulated.address.port });
   });
   process.send!({ ready: true });
 }
@@ -99,12 +107,18 @@ export async function run(flags: string[]): Promise<void> {
   const key = randomBytes(32);
   const hasher = await createHashingPool({ algorithm: 'xxh128' });
   const security: Security = { kind: 'tcp', key };
-  const child = fork(here, ['--peer'], {
-    execArgv: ['--conditions=@replikit/source', '--import', 'tsx'],
-    env: { ...process.env, BENCH_KEY: key.toString('hex') },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  const answer = () => new Promise<{ port: number }>((resolve) => child.once('message', (m) => resolve(m as never)));
+  const start = (role: string, env: Record<string, string>) =>
+    fork(here, [role], {
+      execArgv: ['--conditions=@replikit/source', '--import', 'tsx'],
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+  const answerOf = (from: ReturnType<typeof fork>) =>
+    new Promise<{ port: number }>((resolve) => from.once('message', (m) => resolve(m as never)));
+  const agent = start('--peer', { BENCH_KEY: key.toString('hex') });
+  const agentPort = (await answerOf(agent)).port;
+  const child = start('--link', { BENCH_AGENT_PORT: String(agentPort) });
+  const answer = () => answerOf(child);
   await answer();
   try {
     console.log(
@@ -137,7 +151,9 @@ export async function run(flags: string[]): Promise<void> {
   } finally {
     await hasher.close?.();
     child.send({ exit: true });
+    agent.send({ exit: true });
   }
 }
 
 if (process.argv.includes('--peer')) await peer();
+if (process.argv.includes('--link')) await link();
