@@ -19,9 +19,31 @@ export {
   defaultDriverRegistry,
   registerDriver,
 } from './engine/driver-registry.js';
-export type { DiskProgress, EngineEvents, ProgressEvent, StateEvent, WarningEvent } from './engine/events.js';
+export type {
+  DiskProgress,
+  EngineEvents,
+  PlanEvent,
+  ProgressEvent,
+  StateEvent,
+  WarningEvent,
+} from './engine/events.js';
 export { FileStateStore } from './engine/file-state-store.js';
-export { type EngineOptions, ReplicationEngine, type ResumeOptions, type RunOptions } from './engine/run-engine.js';
+export {
+  type DiskFacts,
+  type DiskPlan,
+  PLAN_REASON_CODES,
+  type PlanReason,
+  type PlanReasonCode,
+  type ReplicaChange,
+} from './engine/plan/disk-plan.js';
+export { planDisk } from './engine/plan/plan-disk.js';
+export {
+  type EngineOptions,
+  ReplicationEngine,
+  type ResumeOptions,
+  type RunOptions,
+  type StartOptions,
+} from './engine/run-engine.js';
 export {
   type DiskRecord,
   emptyStats,

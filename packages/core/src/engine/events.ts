@@ -1,3 +1,4 @@
+import type { PlanReason } from './plan/disk-plan.js';
 import type { PlanMode, TransferStats } from './run-record.js';
 import type { RunState } from './run-state.js';
 
@@ -51,9 +52,24 @@ export interface WarningEvent {
   message: string;
 }
 
+/** Emitted once a run has planned its disks (before any block is read): each disk's mode and why. */
+export interface PlanEvent {
+  runId: string;
+  job: string;
+  disks: Array<{
+    /** Source disk id. */
+    id: string;
+    mode: PlanMode;
+    /** Where compared blocks' replica digests come from. */
+    digestSource?: 'replica' | 'cache';
+    reason: PlanReason;
+  }>;
+}
+
 /** The events of a {@link ReplicationEngine}, for eventemitter3's typed API. */
 export interface EngineEvents {
   state: (event: StateEvent) => void;
   progress: (event: ProgressEvent) => void;
   warning: (event: WarningEvent) => void;
+  plan: (event: PlanEvent) => void;
 }

@@ -87,6 +87,16 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link ReplicationEngine.run}. */
+export interface StartOptions extends RunOptions {
+  /**
+   * Read and send every block of every disk, whatever the tracker and the cache say: each disk is
+   * planned `full` with reason `FORCED`.
+   * @default false
+   */
+  full?: boolean;
+}
+
 /** Options of {@link ReplicationEngine.resume}. */
 export interface ResumeOptions extends RunOptions {
   /** Roll the run back instead of finishing it (only its own writes are ever undone). */
@@ -175,7 +185,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
    * `E_CONFLICT` when a run of the job is unfinished or running, `E_ABORTED` when cancelled, …
    * The failed run is rolled back and its record stays in the store.
    */
-  async run(job: JobSpec | JobSpecInput, options: RunOptions = {}): Promise<RunRecord> {
+  async run(job: JobSpec | JobSpecInput, options: StartOptions = {}): Promise<RunRecord> {
     const spec = parseJob(job, 'job');
     const unfinished = (await this.store.listRuns()).find((r) => r.job.name === spec.name && !isTerminal(r.state));
     if (unfinished && !this.active.has(unfinished.runId)) {
@@ -204,6 +214,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       disks: [],
       stats: emptyStats(),
       warnings: [],
+      ...(options.full ? { forced: true } : {}),
     };
     return this.execute(record, hasher, options, 'run');
   }

@@ -28,8 +28,12 @@ import type { EngineEvents } from './events.js';
 import { FileStateStore } from './file-state-store.js';
 import { ProgressReporter } from './progress-reporter.js';
 import { heldByAnother, ownerOfRun, runIsAlive } from './replica-hold.js';
-import { addStats, type DiskRecord, emptyStats, type JobRecord, type PlanMode, type RunRecord } from './run-record.js';
+import { addStats, type DiskRecord, emptyStats, type JobRecord, type RunRecord } from './run-record.js';
 import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
+import type { DiskFacts } from './plan/disk-plan.js';
+import { planDisk } from './plan/plan-disk.js';
+import { replicaChangeOf } from './plan/replica-change.js';
+import { costlierThanBefore } from './plan/run-cost.js';
 import { segmentBytes } from './segment-reader.js';
 import type { StateStore } from './state-store.js';
 
@@ -55,6 +59,14 @@ export interface RunDependencies {
 const READ_BYTES = 1024 * 1024;
 /** Bytes per source read of a scan, or one block when larger. */
 const SCAN_READ_BYTES = 4 * 1024 * 1024;
+
+/** Methods that read the whole VM every run (a Xen export). */
+const ALWAYS_FULL_METHODS: ReadonlySet<string> = new Set(['xva']);
+
+/** The cache fact of a disk that is not compared with a cache: none used, or a first run that writes one. */
+function cacheOff(cache: ReplicationCacheProvider | undefined): DiskFacts['cache'] {
+  return cache ? { status: 'missing' } : { status: 'off' };
+}
 
 /** Turns anything thrown into the `{ code, message }` a journal keeps. */
 function describeError(error: unknown): { code: string; message: string } {
@@ -269,10 +281,11 @@ export class RunExecution {
     record.replica = { ...replica, created: record.replicaCreated };
     const firstPass = record.restorePointBefore === undefined;
     // Read before the hold is taken: writes another session left pending count as a change.
-    const fingerprint =
+    const state =
       firstPass && history?.replicaFingerprint && !replica.created
-        ? (await target.replicaState(replica, { signal: this.signal })).value
+        ? await target.replicaState(replica, { signal: this.signal })
         : undefined;
+    const fingerprint = state?.value;
     await this.hold(target, replica);
     const replicaVm = await target.getVM(replica.id, { signal: this.signal });
     if (replicaVm.powerState === 'running') {
@@ -287,6 +300,7 @@ export class RunExecution {
       if (fingerprint !== undefined) {
         if (fingerprint !== history?.replicaFingerprint) {
           record.replicaModified = true;
+          record.replicaChange = replicaChangeOf(history?.replicaFingerprintDetails, state?.details);
           this.warn(
             'W_REPLICA_MODIFIED',
             `replica '${replica.name}' changed since the last run (booted, written outside replikit, or left with another session's pending writes, which are dropped); this run compares every block with it`,
@@ -314,19 +328,19 @@ export class RunExecution {
     const snapshot = record.snapshot!;
     const replica = record.replica!;
     const { source, target } = await this.drivers();
-    const firstRun = record.restorePointBefore === null || record.replicaCreated === true || !record.baseSnapshot;
+    const firstSeed = record.restorePointBefore === null || record.replicaCreated === true;
+    const firstRun = firstSeed || !record.baseSnapshot;
     const options = record.job.options;
     const cache = options.replicationCache && options.direction !== 'pull' ? this.deps.cache : undefined;
     const fingerprint = cache && !firstRun ? (await target.replicaState(replica, { signal: this.signal })).value : '';
     if (fingerprint) record.replicaFingerprintAtPlan = fingerprint;
+    const history = await this.jobHistory();
     if (options.singlePass) {
       // Blocks this run does not send are the previous version's, when the replica still holds it.
-      const history = await this.jobHistory();
       const base = !firstRun && !record.replicaModified ? history?.lastBackupVersion : undefined;
       record.backup = base ? { baseVersion: base } : {};
     }
-    // A backup version without a base needs every block: the source is read in full.
-    const mayTrack = !options.singlePass || record.backup?.baseVersion !== undefined;
+    const previous = await this.previousRun(history);
     record.disks = [];
     for (const [position, disk] of snapshot.disks.entries()) {
       const replicaDisk = replica.disks[position];
@@ -335,40 +349,83 @@ export class RunExecution {
           `replica '${replica.name}' disk ${position} does not match source disk '${disk.id}' (${disk.size} bytes); seed a new replica`,
         );
       }
-      let mode: PlanMode = 'hash-diff';
-      let digestSource: 'replica' | 'cache' | undefined;
-      if (firstRun) mode = 'full';
-      else {
-        const trusted = cache ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : undefined;
-        // Tracked blocks only: alone, or compared with a trusted cache (which the run then carries
-        // forward for the blocks it does not read). An untrusted cache is rebuilt by a verified diff.
-        const canTrack = mayTrack && !record.replicaModified && (!cache || trusted === 'cache');
-        if (canTrack && source.changeTracker && record.baseSnapshot) {
-          const changes = await source.changeTracker.changes(disk, record.baseSnapshot, snapshot, {
-            signal: this.signal,
-          });
-          if (changes) mode = 'tracked';
-        }
-        digestSource = mode === 'tracked' ? trusted : (trusted ?? 'replica');
-      }
+      const baseDisk = record.baseSnapshot?.disks[position];
+      const sameDisk = baseDisk?.id === disk.id ? baseDisk : undefined;
+      const plan = planDisk({
+        forced: record.forced === true,
+        methodAlwaysFull: ALWAYS_FULL_METHODS.has(record.job.method),
+        method: record.job.method,
+        firstSeed,
+        baseSnapshotMissing: !record.baseSnapshot,
+        size: disk.size,
+        baseSize: sameDisk?.size,
+        backupBaseMissing: options.singlePass === true && record.backup?.baseVersion === undefined,
+        replicaModified: record.replicaModified ? (record.replicaChange ?? 'changed') : undefined,
+        direction: options.direction,
+        cacheRequested: options.replicationCache === true,
+        cache: cache && !firstRun ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : cacheOff(cache),
+        tracker: firstRun ? 'not-asked' : await this.askTracker(source, disk, previous?.disks[position]),
+      });
       record.disks.push({
         position,
         sourceDiskId: disk.id,
         replicaDiskId: replicaDisk.id,
         size: disk.size,
-        mode,
-        ...(digestSource ? { digestSource } : {}),
-        writesCache: cache !== undefined,
+        mode: plan.mode,
+        ...(plan.digestSource ? { digestSource: plan.digestSource } : {}),
+        writesCache: plan.writesCache,
+        reason: plan.reason,
         targetKnownZero: record.replicaCreated === true,
         checkpointBlock: 0,
         done: false,
         stats: emptyStats(),
       });
     }
+    for (const disk of costlierThanBefore(record.disks, previous?.disks)) {
+      this.warn(
+        'W_RUN_MORE_EXPENSIVE',
+        `disk '${disk.sourceDiskId}' is replicated '${disk.mode}' this run (the last run read less): ${disk.reason!.code}, ${disk.reason!.message}`,
+      );
+    }
+    this.deps.events.emit('plan', {
+      runId: record.runId,
+      job: record.job.name,
+      disks: record.disks.map((disk) => ({
+        id: disk.sourceDiskId,
+        mode: disk.mode,
+        ...(disk.digestSource ? { digestSource: disk.digestSource } : {}),
+        reason: disk.reason!,
+      })),
+    });
     // From here on the replica is written: it must refuse to start until commit.
     record.replicaTouched = true;
     await this.save();
     await target.markReplica(replica, 'in-progress', { signal: this.signal });
+  }
+
+  /** The job's last completed run, whose plan this run's is compared with. */
+  private async previousRun(history: JobRecord | undefined): Promise<RunRecord | undefined> {
+    const id = history?.lastCompletedRunId;
+    return id ? this.deps.store.loadRun(id).catch(() => undefined) : undefined;
+  }
+
+  /**
+   * Asks the source's change tracker whether it vouches for the interval since the base snapshot.
+   * A tracker that cannot tell is taken as `reset` when it vouched for this disk before (the last
+   * run tracked it, or was itself a reset), else as `unavailable` (the disk is not tracked).
+   */
+  private async askTracker(
+    source: Hypervisor,
+    disk: DiskRef,
+    before: DiskRecord | undefined,
+  ): Promise<'ok' | 'reset' | 'unavailable'> {
+    if (!source.changeTracker || !this.record.baseSnapshot) return 'unavailable';
+    const changes = await source.changeTracker.changes(disk, this.record.baseSnapshot, this.record.snapshot!, {
+      signal: this.signal,
+    });
+    if (changes) return 'ok';
+    const trackedBefore = before?.mode === 'tracked' || before?.reason?.code === 'TRACKING_RESET';
+    return trackedBefore ? 'reset' : 'unavailable';
   }
 
   private cacheKey(disk: { replicaDiskId: string }) {
@@ -381,7 +438,7 @@ export class RunExecution {
     diskId: string,
     size: number,
     fingerprint: string,
-  ): Promise<'cache' | 'replica'> {
+  ): Promise<DiskFacts['cache']> {
     const record = this.record;
     const opened = await cache.open(
       { job: record.job.name, diskId },
@@ -395,7 +452,7 @@ export class RunExecution {
     );
     if (opened.status === 'ok') {
       await opened.reader.close();
-      return 'cache';
+      return { status: 'ok' };
     }
     this.warn(
       opened.status === 'missing' ? 'W_CACHE_MISSING' : 'W_CACHE_DISCARDED',
@@ -403,7 +460,7 @@ export class RunExecution {
         ? `disk '${diskId}' has no replication cache yet; this run reads the replica and writes one`
         : `the replication cache of disk '${diskId}' was discarded: ${opened.reason}; this run reads the replica (verified diff) and writes a new cache`,
     );
-    return 'replica';
+    return opened.status === 'missing' ? { status: 'missing' } : { status: 'invalid', reason: opened.reason };
   }
 
   private async transfer(): Promise<void> {
@@ -748,6 +805,7 @@ export class RunExecution {
       baseSnapshot: record.snapshot!,
       replica: { ...replica, created: false },
       replicaFingerprint: fingerprint.value,
+      ...(fingerprint.details ? { replicaFingerprintDetails: fingerprint.details } : {}),
       ...(record.backup ? { lastBackupVersion: record.backup.version } : {}),
       updatedAt: new Date().toISOString(),
     });
