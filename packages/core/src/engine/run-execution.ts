@@ -26,14 +26,14 @@ import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
 import { FileStateStore } from './file-state-store.js';
-import { ProgressReporter } from './progress-reporter.js';
-import { heldByAnother, ownerOfRun, runIsAlive } from './replica-hold.js';
-import { addStats, type DiskRecord, emptyStats, type JobRecord, type RunRecord } from './run-record.js';
-import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
 import type { DiskFacts } from './plan/disk-plan.js';
 import { planDisk } from './plan/plan-disk.js';
 import { replicaChangeOf } from './plan/replica-change.js';
 import { costlierThanBefore } from './plan/run-cost.js';
+import { ProgressReporter } from './progress-reporter.js';
+import { heldByAnother, ownerOfRun, runIsAlive } from './replica-hold.js';
+import { addStats, type DiskRecord, emptyStats, type JobRecord, type RunRecord } from './run-record.js';
+import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
 import { segmentBytes } from './segment-reader.js';
 import type { StateStore } from './state-store.js';
 
@@ -66,6 +66,25 @@ const ALWAYS_FULL_METHODS: ReadonlySet<string> = new Set(['xva']);
 /** The cache fact of a disk that is not compared with a cache: none used, or a first run that writes one. */
 function cacheOff(cache: ReplicationCacheProvider | undefined): DiskFacts['cache'] {
   return cache ? { status: 'missing' } : { status: 'off' };
+}
+
+/** Facts for a disk journaled by an older version (no facts kept): an ordinary incremental disk. */
+function legacyFacts(record: RunRecord, disk: DiskRecord): DiskFacts {
+  return {
+    forced: false,
+    methodAlwaysFull: false,
+    method: record.job.method,
+    firstSeed: false,
+    baseSnapshotMissing: false,
+    size: disk.size,
+    baseSize: disk.size,
+    backupBaseMissing: false,
+    replicaModified: undefined,
+    direction: record.job.options.direction,
+    cacheRequested: true,
+    cache: { status: 'ok' },
+    tracker: disk.mode === 'tracked' ? 'ok' : 'unavailable',
+  };
 }
 
 /** Turns anything thrown into the `{ code, message }` a journal keeps. */
@@ -351,7 +370,7 @@ export class RunExecution {
       }
       const baseDisk = record.baseSnapshot?.disks[position];
       const sameDisk = baseDisk?.id === disk.id ? baseDisk : undefined;
-      const plan = planDisk({
+      const facts: DiskFacts = {
         forced: record.forced === true,
         methodAlwaysFull: ALWAYS_FULL_METHODS.has(record.job.method),
         method: record.job.method,
@@ -363,9 +382,11 @@ export class RunExecution {
         replicaModified: record.replicaModified ? (record.replicaChange ?? 'changed') : undefined,
         direction: options.direction,
         cacheRequested: options.replicationCache === true,
-        cache: cache && !firstRun ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : cacheOff(cache),
+        cache:
+          cache && !firstRun ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : cacheOff(cache),
         tracker: firstRun ? 'not-asked' : await this.askTracker(source, disk, previous?.disks[position]),
-      });
+      };
+      const plan = planDisk(facts);
       record.disks.push({
         position,
         sourceDiskId: disk.id,
@@ -375,6 +396,7 @@ export class RunExecution {
         ...(plan.digestSource ? { digestSource: plan.digestSource } : {}),
         writesCache: plan.writesCache,
         reason: plan.reason,
+        facts,
         targetKnownZero: record.replicaCreated === true,
         checkpointBlock: 0,
         done: false,
@@ -387,20 +409,79 @@ export class RunExecution {
         `disk '${disk.sourceDiskId}' is replicated '${disk.mode}' this run (the last run read less): ${disk.reason!.code}, ${disk.reason!.message}`,
       );
     }
-    this.deps.events.emit('plan', {
-      runId: record.runId,
-      job: record.job.name,
-      disks: record.disks.map((disk) => ({
-        id: disk.sourceDiskId,
-        mode: disk.mode,
-        ...(disk.digestSource ? { digestSource: disk.digestSource } : {}),
-        reason: disk.reason!,
-      })),
-    });
+    this.emitPlan(record.disks);
     // From here on the replica is written: it must refuse to start until commit.
     record.replicaTouched = true;
     await this.save();
     await target.markReplica(replica, 'in-progress', { signal: this.signal });
+  }
+
+  private emitPlan(disks: readonly DiskRecord[]): void {
+    this.deps.events.emit('plan', {
+      runId: this.record.runId,
+      job: this.record.job.name,
+      disks: disks.map((disk) => ({
+        id: disk.sourceDiskId,
+        mode: disk.mode,
+        ...(disk.digestSource ? { digestSource: disk.digestSource } : {}),
+        reason: disk.reason ?? { code: disk.mode === 'full' ? 'FIRST_SEED' : 'INCREMENTAL', message: '', evidence: {} },
+      })),
+    });
+  }
+
+  /**
+   * A disk whose plan trusted a replication cache that is no longer usable (deleted or damaged
+   * since planning, or lost before a resume) is planned again from the same facts and the cache's
+   * new status, and the new plan is journaled before the disk's blocks are read: the journal
+   * always holds the plan that runs.
+   */
+  private async replanIfCacheLost(disk: DiskRecord, blockCount: number): Promise<void> {
+    const cache = this.deps.cache;
+    const record = this.record;
+    if (!cache && disk.writesCache) {
+      // Resumed by an engine without the cache provider the run planned with.
+      return this.replan(disk, { status: 'off' }, 'there is no replication cache provider');
+    }
+    if (!cache || disk.mode === 'full' || disk.digestSource !== 'cache') return;
+    const opened = await cache.open(
+      this.cacheKey(disk),
+      {
+        blockSize: record.blockSize,
+        blockCount,
+        digest: record.digest,
+        fingerprint: record.replicaFingerprintAtPlan ?? '',
+      },
+      { signal: this.signal },
+    );
+    if (opened.status === 'ok') {
+      await opened.reader.close();
+      return;
+    }
+    const status: DiskFacts['cache'] =
+      opened.status === 'missing' ? { status: 'missing' } : { status: 'invalid', reason: opened.reason };
+    await this.replan(disk, status, `the replication cache of disk '${disk.replicaDiskId}' is no longer usable`);
+  }
+
+  /** Plans a disk again with a new cache status, journals it and says so. */
+  private async replan(disk: DiskRecord, status: DiskFacts['cache'], why: string): Promise<void> {
+    const record = this.record;
+    const facts: DiskFacts = { ...(disk.facts ?? legacyFacts(record, disk)), cache: status };
+    const plan = planDisk(facts);
+    disk.mode = plan.mode;
+    if (plan.digestSource) disk.digestSource = plan.digestSource;
+    else delete disk.digestSource;
+    disk.writesCache = plan.writesCache;
+    disk.reason = plan.reason;
+    disk.facts = facts;
+    // The counters of the plan's blocks are counted again for the new plan.
+    disk.stats.blocksTotal = 0;
+    disk.stats.bytesTotal = 0;
+    this.warn(
+      'W_CACHE_DISCARDED',
+      `${why}; disk '${disk.sourceDiskId}' is planned again: '${plan.mode}', ${plan.reason.code}`,
+    );
+    this.emitPlan([disk]);
+    await this.save();
   }
 
   /** The job's last completed run, whose plan this run's is compared with. */
@@ -524,9 +605,10 @@ export class RunExecution {
     const record = this.record;
     const snapshotDisk = record.snapshot!.disks[disk.position]!;
     const replicaDisk = record.replica!.disks[disk.position]!;
+    const blockCount = Math.ceil(disk.size / record.blockSize);
+    await this.replanIfCacheLost(disk, blockCount);
     const reader = await source.openReader(snapshotDisk, { signal: options.signal });
     try {
-      const blockCount = Math.ceil(disk.size / record.blockSize);
       const ranges = await this.rangesFor(source, disk, snapshotDisk, reader.allocated({ signal: options.signal }));
       const examineAll = disk.mode === 'hash-diff' || (disk.mode === 'full' && !disk.targetKnownZero);
       if (disk.stats.blocksTotal === 0) {
@@ -690,11 +772,7 @@ export class RunExecution {
     const record = this.record;
     let reader: CacheReader | undefined;
     let writer: CacheWriter | undefined;
-    if (!cache) {
-      disk.digestSource = disk.digestSource && 'replica';
-      disk.writesCache = false;
-      return { reader, writer };
-    }
+    if (!cache) return { reader, writer };
     if (disk.mode !== 'full' && disk.digestSource === 'cache') {
       const fingerprint = record.replicaFingerprintAtPlan ?? '';
       const opened = await cache.open(
@@ -702,23 +780,13 @@ export class RunExecution {
         { blockSize: record.blockSize, blockCount, digest: record.digest, fingerprint },
         { signal: this.signal },
       );
-      if (opened.status === 'ok') reader = opened.reader;
-      else if (disk.mode === 'tracked') {
-        // The tracked blocks still go (whole); the cache cannot be carried forward without the old one.
-        delete disk.digestSource;
-        if (disk.writesCache) await cache.abortPending(this.cacheKey(disk), record.runId);
-        disk.writesCache = false;
-        this.warn(
-          'W_CACHE_DISCARDED',
-          `the replication cache of disk '${disk.replicaDiskId}' is no longer usable; this run sends every tracked block whole and the next one reads the replica`,
-        );
-      } else {
-        disk.digestSource = 'replica';
-        this.warn(
-          'W_CACHE_DISCARDED',
-          `the replication cache of disk '${disk.replicaDiskId}' is no longer usable; reading the replica`,
+      // replanIfCacheLost found it usable a moment ago: the plan is not rewritten under the transfer.
+      if (opened.status !== 'ok') {
+        throw new ConflictError(
+          `the replication cache of disk '${disk.replicaDiskId}' changed while run ${record.runId} was opening it; run the job again`,
         );
       }
+      reader = opened.reader;
     }
     if (disk.writesCache) {
       writer = await cache.begin(

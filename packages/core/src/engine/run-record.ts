@@ -1,6 +1,6 @@
 import type { Replica, RestorePoint, Snapshot } from '../contracts/hypervisor.js';
 import type { JobSpec } from '../job/job-spec.js';
-import type { PlanReason, ReplicaChange } from './plan/disk-plan.js';
+import type { DiskFacts, PlanReason, ReplicaChange } from './plan/disk-plan.js';
 import type { RunOutcome, RunState } from './run-state.js';
 
 /** How the blocks of one disk are chosen (DESIGN.md section 1, step 4). */
@@ -55,6 +55,8 @@ export interface DiskRecord {
   writesCache?: boolean;
   /** Why the disk is replicated this way (absent in journals of older versions). */
   reason?: PlanReason;
+  /** The facts the plan was made from (absent in journals of older versions). */
+  facts?: DiskFacts;
   /** True when the replica disk is known to read as zero (newly created): holes need no zero operations. */
   targetKnownZero: boolean;
   /** Every block below this index is durable on the replica. */

@@ -27,9 +27,12 @@ export function planDisk(facts: DiskFacts): DiskPlan {
   if (facts.methodAlwaysFull) {
     return full(reason('METHOD_ALWAYS_FULL', `method '${facts.method}' reads the whole VM every run`));
   }
-  if (facts.firstSeed) return full(reason('FIRST_SEED', 'the replica holds no complete version yet: every block is sent'));
+  if (facts.firstSeed)
+    return full(reason('FIRST_SEED', 'the replica holds no complete version yet: every block is sent'));
   if (facts.baseSnapshotMissing) {
-    return full(reason('BASE_SNAPSHOT_MISSING', 'the snapshot the last run left as base is not known: every block is sent'));
+    return full(
+      reason('BASE_SNAPSHOT_MISSING', 'the snapshot the last run left as base is not known: every block is sent'),
+    );
   }
 
   // From here on every block the tracker does not vouch for is compared with the replica's digest.
@@ -45,14 +48,20 @@ export function planDisk(facts: DiskFacts): DiskPlan {
   }
   if (facts.baseSize !== facts.size) {
     return scan(
-      reason('DISK_RESIZED', `the disk was resized from ${facts.baseSize} to ${facts.size} bytes: every block is compared`, {
-        baseSize: facts.baseSize,
-        size: facts.size,
-      }),
+      reason(
+        'DISK_RESIZED',
+        `the disk was resized from ${facts.baseSize} to ${facts.size} bytes: every block is compared`,
+        {
+          baseSize: facts.baseSize,
+          size: facts.size,
+        },
+      ),
     );
   }
   if (facts.backupBaseMissing) {
-    return scan(reason('BACKUP_BASE_MISSING', 'the backup version has no previous one to inherit from: every block is read'));
+    return scan(
+      reason('BACKUP_BASE_MISSING', 'the backup version has no previous one to inherit from: every block is read'),
+    );
   }
   if (facts.replicaModified) {
     const how = {
@@ -67,7 +76,9 @@ export function planDisk(facts: DiskFacts): DiskPlan {
     );
   }
   if (facts.cache.status === 'missing') {
-    return scan(reason('CACHE_MISSING', 'the disk has no replication cache: the replica is read to compare every block'));
+    return scan(
+      reason('CACHE_MISSING', 'the disk has no replication cache: the replica is read to compare every block'),
+    );
   }
   if (facts.cache.status === 'invalid') {
     return scan(
@@ -93,15 +104,23 @@ export function planDisk(facts: DiskFacts): DiskPlan {
   }
   if (facts.tracker === 'reset') {
     return scan(
-      reason('TRACKING_RESET', 'the change tracker cannot vouch for the interval (written outside its tracking, or its map was lost): every block is read', {
-        digestSource: trusted ?? 'replica',
-      }),
+      reason(
+        'TRACKING_RESET',
+        'the change tracker cannot vouch for the interval (written outside its tracking, or its map was lost): every block is read',
+        {
+          digestSource: trusted ?? 'replica',
+        },
+      ),
     );
   }
   if (trusted) return scan(reason('INCREMENTAL', 'every block is read and compared with the replication cache'));
   return scan(
-    reason('TRACKING_UNAVAILABLE', 'the source tracks no changes for this disk: every block is read and compared with the replica', {
-      tracker: facts.tracker,
-    }),
+    reason(
+      'TRACKING_UNAVAILABLE',
+      'the source tracks no changes for this disk: every block is read and compared with the replica',
+      {
+        tracker: facts.tracker,
+      },
+    ),
   );
 }
