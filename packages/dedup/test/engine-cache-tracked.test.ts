@@ -157,6 +157,7 @@ describe('tracked blocks with a trusted cache', () => {
     const singlePass = { ...job, options: { ...job.options, singlePass: true } };
     const second = await withStore.run(singlePass);
     expect(second.disks.map((d) => d.mode)).toEqual(['hash-diff', 'hash-diff']); // no base version: every block
+    expect(second.disks.map((d) => d.reason?.code)).toEqual(['BACKUP_BASE_MISSING', 'BACKUP_BASE_MISSING']);
     const asOfSecond = ['a', 'b'].map((id) => replicaDisk(id).slice());
     sourceDisk('a').fill(8, 9 * BLOCK, 9 * BLOCK + 4096);
     const third = await withStore.run(singlePass);

@@ -82,6 +82,8 @@ describe('trusted replication cache', () => {
       ['hash-diff', 'cache'],
       ['hash-diff', 'cache'],
     ]);
+    // The VM tracks no changes: every block compared with a trusted cache, the normal incremental run.
+    expect(second.disks.map((d) => d.reason?.code)).toEqual(['INCREMENTAL', 'INCREMENTAL']);
     expect(second.stats.bytesReadReplica).toBe(0);
     expect(second.stats.blocksChanged).toBeGreaterThan(0);
     // A 4 KiB write travels as a delta from the block the replica holds, not as 64 KiB.
