@@ -22,7 +22,7 @@ usage:
                                    the same through a local agent over TLS: push, then pull
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
-  replikit run <job>               run a job once
+  replikit run <job> [--full]      run a job once (--full: read and send every block)
   replikit resume <runId> [--rollback | --abandon]
                                    finish a run that stopped, roll back its own writes, or
                                    abandon it (end it, reverting nothing, releasing its replica)
@@ -67,6 +67,7 @@ const OPTIONS = {
   json: { type: 'boolean', default: false },
   rollback: { type: 'boolean', default: false },
   abandon: { type: 'boolean', default: false },
+  full: { type: 'boolean', default: false },
   dir: { type: 'string' },
   keep: { type: 'boolean', default: false },
   'size-a': { type: 'string' },
@@ -123,7 +124,7 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
       if (rest.length === 0) throw new UsageError('validate needs at least one job file');
       return validateCommand(context, rest, { json: values.json });
     case 'run':
-      return runCommand(context, one(rest, 'job file'), stateDir);
+      return runCommand(context, one(rest, 'job file'), stateDir, { full: values.full });
     case 'resume':
       if (values.rollback && values.abandon) throw new UsageError('resume takes --rollback or --abandon, not both');
       return resumeCommand(context, one(rest, 'run id'), stateDir, {

@@ -44,6 +44,7 @@ import {
   rootFromMeta,
 } from './paths.js';
 import { assertRawImage } from './raw-image-check.js';
+import { pendingChanges } from './pending-changes.js';
 import { openRawReader } from './raw-reader.js';
 import { openDirectWriter, openOverlayWriter } from './raw-writer.js';
 import {
@@ -155,6 +156,10 @@ class FileDriver implements Hypervisor {
     this.confine = options.confine === true;
     this.changeTracker = {
       changes: (disk, base, current, opts) => this.changes(disk, base, current, opts),
+      pending: (disk, base, opts) => {
+        this.assertOpen();
+        return pendingChanges(fileVmPaths(this.root, base?.vmId), disk, base, opts);
+      },
     };
   }
 
