@@ -36,7 +36,8 @@ export {
   type PlanReasonCode,
   type ReplicaChange,
 } from './engine/plan/disk-plan.js';
-export { planDisk } from './engine/plan/plan-disk.js';
+export { ALWAYS_FULL_METHODS, planDisk } from './engine/plan/plan-disk.js';
+export type { DiskForecast, RunBlocker, RunForecast } from './engine/plan/run-forecast.js';
 export {
   type EngineOptions,
   ReplicationEngine,

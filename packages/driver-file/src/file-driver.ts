@@ -43,8 +43,8 @@ import {
   overlayPath,
   rootFromMeta,
 } from './paths.js';
-import { assertRawImage } from './raw-image-check.js';
 import { pendingChanges } from './pending-changes.js';
+import { assertRawImage } from './raw-image-check.js';
 import { openRawReader } from './raw-reader.js';
 import { openDirectWriter, openOverlayWriter } from './raw-writer.js';
 import {

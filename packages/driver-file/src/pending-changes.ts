@@ -26,7 +26,10 @@ export async function pendingChanges(
   const entry = vm.disks.find((d) => d.id === disk.id);
   if (vm.changeTracking !== true || vm.replica || !entry) return undefined;
   const snapshots = await listSnapshotJsons(paths, base.vmId);
-  const newest = snapshots.map((s) => s.id).sort().at(-1);
+  const newest = snapshots
+    .map((s) => s.id)
+    .sort()
+    .at(-1);
   const baseDisk = snapshots.find((s) => s.id === base.id)?.disks.find((d) => d.id === entry.id);
   if (newest !== base.id || !baseDisk || baseDisk.size !== entry.size || baseDisk.file !== entry.file) return undefined;
   const image = diskImagePath(paths.dir, entry.file);

@@ -14,6 +14,8 @@ import { type BlockHasher, createNodeHasher } from './block-hasher.js';
 import { BufferShelf } from './buffer-shelf.js';
 import { type DriverRegistry, defaultDriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
+import { forecastRun } from './plan/forecast-run.js';
+import type { RunForecast } from './plan/run-forecast.js';
 import { adviceFor } from './replica-hold.js';
 import { RunExecution } from './run-execution.js';
 import { emptyStats, type RunRecord } from './run-record.js';
@@ -248,6 +250,34 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     if (!controller) return false;
     controller.abort(new AbortError(reason));
     return true;
+  }
+
+  /**
+   * Tells what the next run of `job` would do, without doing any of it: it takes no snapshot, no
+   * lock, and writes nothing (state folder, source, replica). Per disk: the mode and its reason,
+   * the blocks and bytes to read and send (exact where the source driver keeps a record of
+   * pending changes, else estimated from the job's past runs), an ETA from the throughput past
+   * runs measured, the restore points the run would create and prune, and what would stop it.
+   *
+   * @example
+   * ```ts
+   * const next = await engine.plan(job);
+   * if (!next.canRun) console.error(next.blockers.map((b) => b.message).join('\n'));
+   * ```
+   */
+  async plan(job: JobSpec | JobSpecInput, options: RunOptions = {}): Promise<RunForecast> {
+    const spec = parseJob(job, 'job');
+    return forecastRun(
+      {
+        store: this.store,
+        drivers: this.options.drivers,
+        ...(this.options.cache ? { cache: this.options.cache } : {}),
+        ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
+        digest: spec.options.strongDigests ? 'sha256' : this.options.digest,
+      },
+      spec,
+      options,
+    );
   }
 
   /** The journaled runs, oldest first. */

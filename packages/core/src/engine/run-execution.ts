@@ -27,7 +27,7 @@ import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
 import { FileStateStore } from './file-state-store.js';
 import type { DiskFacts } from './plan/disk-plan.js';
-import { planDisk } from './plan/plan-disk.js';
+import { ALWAYS_FULL_METHODS, planDisk } from './plan/plan-disk.js';
 import { replicaChangeOf } from './plan/replica-change.js';
 import { costlierThanBefore } from './plan/run-cost.js';
 import { ProgressReporter } from './progress-reporter.js';
@@ -59,9 +59,6 @@ export interface RunDependencies {
 const READ_BYTES = 1024 * 1024;
 /** Bytes per source read of a scan, or one block when larger. */
 const SCAN_READ_BYTES = 4 * 1024 * 1024;
-
-/** Methods that read the whole VM every run (a Xen export). */
-const ALWAYS_FULL_METHODS: ReadonlySet<string> = new Set(['xva']);
 
 /** The cache fact of a disk that is not compared with a cache: none used, or a first run that writes one. */
 function cacheOff(cache: ReplicationCacheProvider | undefined): DiskFacts['cache'] {

@@ -1,5 +1,8 @@
 import type { DiskFacts, DiskPlan, PlanReason, PlanReasonCode } from './disk-plan.js';
 
+/** Methods that read the whole VM every run (a Xen export): their disks are planned `METHOD_ALWAYS_FULL`. */
+export const ALWAYS_FULL_METHODS: ReadonlySet<string> = new Set(['xva']);
+
 function reason(code: PlanReasonCode, message: string, evidence: PlanReason['evidence'] = {}): PlanReason {
   return { code, message, evidence };
 }
