@@ -17,7 +17,6 @@ import {
 } from '../errors.js';
 import { replicaNameOf } from '../job/job-spec.js';
 import type { RuleSet } from '../rules/rule.js';
-import { assertValid, defaultRuleSets, validateJob } from '../rules/rule-validator.js';
 import { TokenBucket } from '../util/token-bucket.js';
 import type { BlockHasher } from './block-hasher.js';
 import { type BlockRange, countBlocks, countBytes, toBlockRanges } from './block-ranges.js';
@@ -26,15 +25,16 @@ import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
 import { FileStateStore } from './file-state-store.js';
-import type { DiskFacts } from './plan/disk-plan.js';
-import { ALWAYS_FULL_METHODS, planDisk } from './plan/plan-disk.js';
 import { replicaChangeOf } from './plan/replica-change.js';
-import { costlierThanBefore } from './plan/run-cost.js';
 import { ProgressReporter } from './progress-reporter.js';
 import { heldByAnother, ownerOfRun, runIsAlive } from './replica-hold.js';
 import { addStats, type DiskRecord, emptyStats, type JobRecord, type RunRecord } from './run-record.js';
 import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
 import { segmentBytes } from './segment-reader.js';
+import { PlanStage } from './stages/plan-stage.js';
+import { snapshotStage } from './stages/snapshot-stage.js';
+import type { RunContext } from './stages/stage.js';
+import { validateStage } from './stages/validate-stage.js';
 import type { StateStore } from './state-store.js';
 
 /** What a run needs from the engine that started it. */
@@ -60,30 +60,6 @@ const READ_BYTES = 1024 * 1024;
 /** Bytes per source read of a scan, or one block when larger. */
 const SCAN_READ_BYTES = 4 * 1024 * 1024;
 
-/** The cache fact of a disk that is not compared with a cache: none used, or a first run that writes one. */
-function cacheOff(cache: ReplicationCacheProvider | undefined): DiskFacts['cache'] {
-  return cache ? { status: 'missing' } : { status: 'off' };
-}
-
-/** Facts for a disk journaled by an older version (no facts kept): an ordinary incremental disk. */
-function legacyFacts(record: RunRecord, disk: DiskRecord): DiskFacts {
-  return {
-    forced: false,
-    methodAlwaysFull: false,
-    method: record.job.method,
-    firstSeed: false,
-    baseSnapshotMissing: false,
-    size: disk.size,
-    baseSize: disk.size,
-    backupBaseMissing: false,
-    replicaModified: undefined,
-    direction: record.job.options.direction,
-    cacheRequested: true,
-    cache: { status: 'ok' },
-    tracker: disk.mode === 'tracked' ? 'ok' : 'unavailable',
-  };
-}
-
 /** Turns anything thrown into the `{ code, message }` a journal keeps. */
 function describeError(error: unknown): { code: string; message: string } {
   if (isReplikitError(error)) return { code: error.code, message: error.message };
@@ -101,6 +77,9 @@ export class RunExecution {
   private saving: Promise<void> = Promise.resolve();
   private history: Promise<JobRecord | undefined> | undefined;
   private readonly progress: ProgressReporter;
+  /** What the stages see of this execution. */
+  private readonly context: RunContext;
+  private readonly planning: PlanStage;
 
   constructor(
     private readonly deps: RunDependencies,
@@ -108,6 +87,16 @@ export class RunExecution {
     private readonly signal: AbortSignal,
   ) {
     this.progress = new ProgressReporter(record, deps.events);
+    this.context = {
+      record,
+      deps,
+      signal,
+      drivers: () => this.drivers(),
+      jobHistory: () => this.jobHistory(),
+      save: () => this.save(),
+      warn: (code, message) => this.warn(code, message),
+    };
+    this.planning = new PlanStage(this.context);
   }
 
   /**
@@ -172,16 +161,16 @@ export class RunExecution {
       case 'created':
         return this.transition('validate');
       case 'validate':
-        await this.validate();
+        await validateStage.run(this.context);
         return this.transition('prepare');
       case 'prepare':
         await this.prepare();
         return this.transition('snapshot');
       case 'snapshot':
-        await this.takeSnapshot();
+        await snapshotStage.run(this.context);
         return this.transition('plan');
       case 'plan':
-        await this.plan();
+        await this.planning.run();
         return this.transition('transfer');
       case 'transfer':
         await this.transfer();
@@ -254,19 +243,6 @@ export class RunExecution {
 
   // ── steps ────────────────────────────────────────────────────────────────────────────────
 
-  private async validate(): Promise<void> {
-    const job = this.record.job;
-    const history = await this.jobHistory();
-    const result = validateJob(job, {
-      ruleSets: this.deps.ruleSets ?? defaultRuleSets(),
-      ...(history ? { history: { method: history.method } } : {}),
-    });
-    for (const violation of result.violations) {
-      if (violation.severity !== 'error') this.warn('W_RULE', `${violation.ruleId}: ${violation.message}`);
-    }
-    assertValid(result);
-  }
-
   private async prepare(): Promise<void> {
     const record = this.record;
     const job = record.job;
@@ -325,220 +301,6 @@ export class RunExecution {
       }
     }
     await this.save();
-  }
-
-  private async takeSnapshot(): Promise<void> {
-    const record = this.record;
-    if (record.snapshot) return;
-    const { source } = await this.drivers();
-    const label = `replikit-${record.runId}`;
-    const vm = await source.getVM(record.job.source.vm, { signal: this.signal });
-    // A crash between taking the snapshot and journaling it leaves one with our label: adopt it.
-    const existing = (await source.listSnapshots(vm.id, { signal: this.signal })).find((s) => s.label === label);
-    record.snapshot = existing ?? (await source.snapshot(vm.id, label, { signal: this.signal }));
-    await this.save();
-  }
-
-  private async plan(): Promise<void> {
-    const record = this.record;
-    const snapshot = record.snapshot!;
-    const replica = record.replica!;
-    const { source, target } = await this.drivers();
-    const firstSeed = record.restorePointBefore === null || record.replicaCreated === true;
-    const firstRun = firstSeed || !record.baseSnapshot;
-    const options = record.job.options;
-    const cache = options.replicationCache && options.direction !== 'pull' ? this.deps.cache : undefined;
-    const fingerprint = cache && !firstRun ? (await target.replicaState(replica, { signal: this.signal })).value : '';
-    if (fingerprint) record.replicaFingerprintAtPlan = fingerprint;
-    const history = await this.jobHistory();
-    if (options.singlePass) {
-      // Blocks this run does not send are the previous version's, when the replica still holds it.
-      const base = !firstRun && !record.replicaModified ? history?.lastBackupVersion : undefined;
-      record.backup = base ? { baseVersion: base } : {};
-    }
-    const previous = await this.previousRun(history);
-    record.disks = [];
-    for (const [position, disk] of snapshot.disks.entries()) {
-      const replicaDisk = replica.disks[position];
-      if (!replicaDisk || replicaDisk.size !== disk.size) {
-        throw new ConflictError(
-          `replica '${replica.name}' disk ${position} does not match source disk '${disk.id}' (${disk.size} bytes); seed a new replica`,
-        );
-      }
-      const baseDisk = record.baseSnapshot?.disks[position];
-      const sameDisk = baseDisk?.id === disk.id ? baseDisk : undefined;
-      const facts: DiskFacts = {
-        forced: record.forced === true,
-        methodAlwaysFull: ALWAYS_FULL_METHODS.has(record.job.method),
-        method: record.job.method,
-        firstSeed,
-        baseSnapshotMissing: !record.baseSnapshot,
-        size: disk.size,
-        baseSize: sameDisk?.size,
-        backupBaseMissing: options.singlePass === true && record.backup?.baseVersion === undefined,
-        replicaModified: record.replicaModified ? (record.replicaChange ?? 'changed') : undefined,
-        direction: options.direction,
-        cacheRequested: options.replicationCache === true,
-        cache:
-          cache && !firstRun ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : cacheOff(cache),
-        tracker: firstRun ? 'not-asked' : await this.askTracker(source, disk, previous?.disks[position]),
-      };
-      const plan = planDisk(facts);
-      record.disks.push({
-        position,
-        sourceDiskId: disk.id,
-        replicaDiskId: replicaDisk.id,
-        size: disk.size,
-        mode: plan.mode,
-        ...(plan.digestSource ? { digestSource: plan.digestSource } : {}),
-        writesCache: plan.writesCache,
-        reason: plan.reason,
-        facts,
-        targetKnownZero: record.replicaCreated === true,
-        checkpointBlock: 0,
-        done: false,
-        stats: emptyStats(),
-      });
-    }
-    for (const disk of costlierThanBefore(record.disks, previous?.disks)) {
-      this.warn(
-        'W_RUN_MORE_EXPENSIVE',
-        `disk '${disk.sourceDiskId}' is replicated '${disk.mode}' this run (the last run read less): ${disk.reason!.code}, ${disk.reason!.message}`,
-      );
-    }
-    this.emitPlan(record.disks);
-    // From here on the replica is written: it must refuse to start until commit.
-    record.replicaTouched = true;
-    await this.save();
-    await target.markReplica(replica, 'in-progress', { signal: this.signal });
-  }
-
-  private emitPlan(disks: readonly DiskRecord[]): void {
-    this.deps.events.emit('plan', {
-      runId: this.record.runId,
-      job: this.record.job.name,
-      disks: disks.map((disk) => ({
-        id: disk.sourceDiskId,
-        mode: disk.mode,
-        ...(disk.digestSource ? { digestSource: disk.digestSource } : {}),
-        reason: disk.reason ?? { code: disk.mode === 'full' ? 'FIRST_SEED' : 'INCREMENTAL', message: '', evidence: {} },
-      })),
-    });
-  }
-
-  /**
-   * A disk whose plan trusted a replication cache that is no longer usable (deleted or damaged
-   * since planning, or lost before a resume) is planned again from the same facts and the cache's
-   * new status, and the new plan is journaled before the disk's blocks are read: the journal
-   * always holds the plan that runs.
-   */
-  private async replanIfCacheLost(disk: DiskRecord, blockCount: number): Promise<void> {
-    const cache = this.deps.cache;
-    const record = this.record;
-    if (!cache && disk.writesCache) {
-      // Resumed by an engine without the cache provider the run planned with.
-      return this.replan(disk, { status: 'off' }, 'there is no replication cache provider');
-    }
-    if (!cache || disk.mode === 'full' || disk.digestSource !== 'cache') return;
-    const opened = await cache.open(
-      this.cacheKey(disk),
-      {
-        blockSize: record.blockSize,
-        blockCount,
-        digest: record.digest,
-        fingerprint: record.replicaFingerprintAtPlan ?? '',
-      },
-      { signal: this.signal },
-    );
-    if (opened.status === 'ok') {
-      await opened.reader.close();
-      return;
-    }
-    const status: DiskFacts['cache'] =
-      opened.status === 'missing' ? { status: 'missing' } : { status: 'invalid', reason: opened.reason };
-    await this.replan(disk, status, `the replication cache of disk '${disk.replicaDiskId}' is no longer usable`);
-  }
-
-  /** Plans a disk again with a new cache status, journals it and says so. */
-  private async replan(disk: DiskRecord, status: DiskFacts['cache'], why: string): Promise<void> {
-    const record = this.record;
-    const facts: DiskFacts = { ...(disk.facts ?? legacyFacts(record, disk)), cache: status };
-    const plan = planDisk(facts);
-    disk.mode = plan.mode;
-    if (plan.digestSource) disk.digestSource = plan.digestSource;
-    else delete disk.digestSource;
-    disk.writesCache = plan.writesCache;
-    disk.reason = plan.reason;
-    disk.facts = facts;
-    // The counters of the plan's blocks are counted again for the new plan.
-    disk.stats.blocksTotal = 0;
-    disk.stats.bytesTotal = 0;
-    this.warn(
-      'W_CACHE_DISCARDED',
-      `${why}; disk '${disk.sourceDiskId}' is planned again: '${plan.mode}', ${plan.reason.code}`,
-    );
-    this.emitPlan([disk]);
-    await this.save();
-  }
-
-  /** The job's last completed run, whose plan this run's is compared with. */
-  private async previousRun(history: JobRecord | undefined): Promise<RunRecord | undefined> {
-    const id = history?.lastCompletedRunId;
-    return id ? this.deps.store.loadRun(id).catch(() => undefined) : undefined;
-  }
-
-  /**
-   * Asks the source's change tracker whether it vouches for the interval since the base snapshot.
-   * A tracker that cannot tell is taken as `reset` when it vouched for this disk before (the last
-   * run tracked it, or was itself a reset), else as `unavailable` (the disk is not tracked).
-   */
-  private async askTracker(
-    source: Hypervisor,
-    disk: DiskRef,
-    before: DiskRecord | undefined,
-  ): Promise<'ok' | 'reset' | 'unavailable'> {
-    if (!source.changeTracker || !this.record.baseSnapshot) return 'unavailable';
-    const changes = await source.changeTracker.changes(disk, this.record.baseSnapshot, this.record.snapshot!, {
-      signal: this.signal,
-    });
-    if (changes) return 'ok';
-    const trackedBefore = before?.mode === 'tracked' || before?.reason?.code === 'TRACKING_RESET';
-    return trackedBefore ? 'reset' : 'unavailable';
-  }
-
-  private cacheKey(disk: { replicaDiskId: string }) {
-    return { job: this.record.job.name, diskId: disk.replicaDiskId };
-  }
-
-  /** Decides whether a disk's replication cache can be trusted; says why not in a warning. */
-  private async checkCache(
-    cache: ReplicationCacheProvider,
-    diskId: string,
-    size: number,
-    fingerprint: string,
-  ): Promise<DiskFacts['cache']> {
-    const record = this.record;
-    const opened = await cache.open(
-      { job: record.job.name, diskId },
-      {
-        blockSize: record.blockSize,
-        blockCount: Math.ceil(size / record.blockSize),
-        digest: record.digest,
-        fingerprint,
-      },
-      { signal: this.signal },
-    );
-    if (opened.status === 'ok') {
-      await opened.reader.close();
-      return { status: 'ok' };
-    }
-    this.warn(
-      opened.status === 'missing' ? 'W_CACHE_MISSING' : 'W_CACHE_DISCARDED',
-      opened.status === 'missing'
-        ? `disk '${diskId}' has no replication cache yet; this run reads the replica and writes one`
-        : `the replication cache of disk '${diskId}' was discarded: ${opened.reason}; this run reads the replica (verified diff) and writes a new cache`,
-    );
-    return opened.status === 'missing' ? { status: 'missing' } : { status: 'invalid', reason: opened.reason };
   }
 
   private async transfer(): Promise<void> {
@@ -603,7 +365,7 @@ export class RunExecution {
     const snapshotDisk = record.snapshot!.disks[disk.position]!;
     const replicaDisk = record.replica!.disks[disk.position]!;
     const blockCount = Math.ceil(disk.size / record.blockSize);
-    await this.replanIfCacheLost(disk, blockCount);
+    await this.planning.replanIfCacheLost(disk, blockCount);
     const reader = await source.openReader(snapshotDisk, { signal: options.signal });
     try {
       const ranges = await this.rangesFor(source, disk, snapshotDisk, reader.allocated({ signal: options.signal }));
@@ -773,7 +535,7 @@ export class RunExecution {
     if (disk.mode !== 'full' && disk.digestSource === 'cache') {
       const fingerprint = record.replicaFingerprintAtPlan ?? '';
       const opened = await cache.open(
-        this.cacheKey(disk),
+        this.planning.cacheKey(disk),
         { blockSize: record.blockSize, blockCount, digest: record.digest, fingerprint },
         { signal: this.signal },
       );
@@ -787,13 +549,13 @@ export class RunExecution {
     }
     if (disk.writesCache) {
       writer = await cache.begin(
-        this.cacheKey(disk),
+        this.planning.cacheKey(disk),
         { runId: record.runId, blockSize: record.blockSize, blockCount, digest: record.digest },
         disk.checkpointBlock,
       );
       if (writer.resumedFrom < disk.checkpointBlock) {
         await writer.close();
-        await cache.abortPending(this.cacheKey(disk), record.runId);
+        await cache.abortPending(this.planning.cacheKey(disk), record.runId);
         writer = undefined;
         disk.writesCache = false;
         this.warn(
@@ -848,7 +610,7 @@ export class RunExecution {
     const fingerprint = await target.replicaState(replica, { signal: this.signal });
     for (const disk of record.disks) {
       if (disk.writesCache && this.deps.cache) {
-        await this.deps.cache.commitPending(this.cacheKey(disk), record.runId, fingerprint.value);
+        await this.deps.cache.commitPending(this.planning.cacheKey(disk), record.runId, fingerprint.value);
       }
     }
     if (record.backup && this.deps.backup) {
@@ -886,7 +648,8 @@ export class RunExecution {
       return;
     }
     for (const disk of record.disks) {
-      if (disk.writesCache && this.deps.cache) await this.deps.cache.abortPending(this.cacheKey(disk), record.runId);
+      if (disk.writesCache && this.deps.cache)
+        await this.deps.cache.abortPending(this.planning.cacheKey(disk), record.runId);
     }
     if (record.backup && this.deps.backup && record.snapshot) {
       await this.deps.backup.abortPending(record.snapshot.vmId, record.runId);
