@@ -25,6 +25,7 @@ import { ProgressReporter } from './progress-reporter.js';
 import { heldByAnother, ownerOfRun, runIsAlive } from './replica-hold.js';
 import { emptyStats, type JobRecord, type RunRecord } from './run-record.js';
 import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
+import { commitStage } from './stages/commit-stage.js';
 import { PlanStage } from './stages/plan-stage.js';
 import { snapshotStage } from './stages/snapshot-stage.js';
 import type { RunContext } from './stages/stage.js';
@@ -166,7 +167,7 @@ export class RunExecution {
         await new TransferStage(this.context, this.planning, this.progress).run();
         return this.transition('commit');
       case 'commit':
-        await this.commit();
+        await commitStage.run(this.context);
         this.record.outcome = 'completed';
         return this.transition('cleanup');
       default:
@@ -295,47 +296,6 @@ export class RunExecution {
 
   private sumStats(): void {
     sumStats(this.record);
-  }
-
-  private async commit(): Promise<void> {
-    const record = this.record;
-    const { target } = await this.drivers();
-    const replica = record.replica!;
-    record.restorePoint = await target.createRestorePoint(replica, record.runId, {
-      retention: record.job.options.retention,
-      signal: this.signal,
-    });
-    await this.save();
-    await target.markReplica(replica, 'ready', { signal: this.signal });
-    const fingerprint = await target.replicaState(replica, { signal: this.signal });
-    for (const disk of record.disks) {
-      if (disk.writesCache && this.deps.cache) {
-        await this.deps.cache.commitPending(this.planning.cacheKey(disk), record.runId, fingerprint.value);
-      }
-    }
-    if (record.backup && this.deps.backup) {
-      const version = await this.deps.backup.commitPending(record.snapshot!.vmId, record.runId);
-      if (version) record.backup.version = version.id;
-      else
-        this.warn(
-          'W_BACKUP_LOST',
-          `the backup version of run ${record.runId} was lost; the next single-pass run records a full one`,
-        );
-    }
-    const previous = await this.jobHistory();
-    await this.deps.store.saveJob({
-      ...previous,
-      name: record.job.name,
-      method: record.job.method,
-      lastRunId: record.runId,
-      lastCompletedRunId: record.runId,
-      baseSnapshot: record.snapshot!,
-      replica: { ...replica, created: false },
-      replicaFingerprint: fingerprint.value,
-      ...(fingerprint.details ? { replicaFingerprintDetails: fingerprint.details } : {}),
-      ...(record.backup ? { lastBackupVersion: record.backup.version } : {}),
-      updatedAt: new Date().toISOString(),
-    });
   }
 
   private async cleanup(outcome: RunOutcome): Promise<void> {

@@ -8,6 +8,11 @@ import { costlierThanBefore } from '../plan/run-cost.js';
 import { type DiskRecord, emptyStats, type JobRecord, type RunRecord } from '../run-record.js';
 import type { RunContext, Stage } from './stage.js';
 
+/** The key of a disk's replication cache: the job, and the replica disk. */
+export function cacheKeyOf(record: RunRecord, disk: { replicaDiskId: string }): { job: string; diskId: string } {
+  return { job: record.job.name, diskId: disk.replicaDiskId };
+}
+
 /** The cache fact of a disk that is not compared with a cache: none used, or a first run that writes one. */
 function cacheOff(cache: ReplicationCacheProvider | undefined): DiskFacts['cache'] {
   return cache ? { status: 'missing' } : { status: 'off' };
@@ -210,8 +215,9 @@ export class PlanStage {
     return trackedBefore ? 'reset' : 'unavailable';
   }
 
-  cacheKey(disk: { replicaDiskId: string }) {
-    return { job: this.ctx.record.job.name, diskId: disk.replicaDiskId };
+  /** The key of a disk's replication cache in this run's job. */
+  cacheKey(disk: { replicaDiskId: string }): { job: string; diskId: string } {
+    return cacheKeyOf(this.ctx.record, disk);
   }
 
   /** Decides whether a disk's replication cache can be trusted; says why not in a warning. */
