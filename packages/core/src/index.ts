@@ -6,6 +6,14 @@
  */
 export * from './contracts/index.js';
 export {
+  type DriverContext,
+  type DriverDefinition,
+  type DriverDefinitionInit,
+  defineDriver,
+  type JobSide,
+  type NoOptions,
+} from './drivers/define-driver.js';
+export {
   type BlockHasher,
   createNodeHasher,
   type HasherFactory,
@@ -14,9 +22,11 @@ export {
 } from './engine/block-hasher.js';
 export { type BlockRange, countBlocks, toBlockRanges } from './engine/block-ranges.js';
 export {
-  type DriverFactory,
+  type CreateDriverOptions,
   DriverRegistry,
   defaultDriverRegistry,
+  driverKinds,
+  type RegisterDriverOptions,
   registerDriver,
 } from './engine/driver-registry.js';
 export type { DiskProgress, EngineEvents, ProgressEvent, StateEvent, WarningEvent } from './engine/events.js';
@@ -40,6 +50,7 @@ export {
 export type { StateStore } from './engine/state-store.js';
 export * from './errors.js';
 export {
+  CORE_ENDPOINT_FIELDS,
   type EndpointSpec,
   type JobOptions,
   type JobSpec,

@@ -179,12 +179,15 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
   /**
    * Runs a job once. Resolves with the completed run's record.
    *
-   * @throws the run's error (a {@link ReplikitError}): `E_RULE` when the job breaks a rule,
+   * @throws the run's error (a {@link ReplikitError}): `E_JOB` when a side's fields do not match
+   * its driver's options schema, `E_RULE` when the job breaks a rule,
    * `E_CONFLICT` when a run of the job is unfinished or running, `E_ABORTED` when cancelled, …
    * The failed run is rolled back and its record stays in the store.
    */
   async run(job: JobSpec | JobSpecInput, options: RunOptions = {}): Promise<RunRecord> {
     const spec = parseJob(job, 'job');
+    // A misspelt driver field stops here, before a run is journaled.
+    this.options.drivers.checkJob(spec);
     const unfinished = (await this.store.listRuns()).find((r) => r.job.name === spec.name && !isTerminal(r.state));
     if (unfinished && !this.active.has(unfinished.runId)) {
       const advice = adviceFor(unfinished.runId, unfinished.pid, unfinished.host, this.store.location);

@@ -214,9 +214,10 @@ export class RunExecution {
   // ── drivers ──────────────────────────────────────────────────────────────────────────────
 
   private async drivers(): Promise<{ source: Hypervisor; target: Hypervisor }> {
-    this.source ??= await this.deps.drivers.create(this.record.job.source);
+    this.source ??= await this.deps.drivers.create(this.record.job.source, { side: 'source' });
     this.target ??=
-      (await this.deps.targetDriver?.(this.record.job)) ?? (await this.deps.drivers.create(this.record.job.target));
+      (await this.deps.targetDriver?.(this.record.job)) ??
+      (await this.deps.drivers.create(this.record.job.target, { side: 'target' }));
     return { source: this.source, target: this.target };
   }
 

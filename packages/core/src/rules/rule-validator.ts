@@ -1,7 +1,7 @@
 import type { Capabilities } from '../contracts/capabilities.js';
+import { driverKinds } from '../engine/driver-registry.js';
 import { InputError, ReplikitError } from '../errors.js';
 import type { JobSpec } from '../job/job-spec.js';
-import { driverKinds } from './driver-kinds.js';
 import type { Rule, RuleContext, RuleSet, Severity, Violation } from './rule.js';
 import { seedRules } from './seed-rules.js';
 
