@@ -70,3 +70,4 @@ export { isProcessAlive } from './util/process-alive.js';
 export { checkRange } from './util/range.js';
 export { formatBytes, parseRate, parseSize } from './util/sizes.js';
 export { TokenBucket } from './util/token-bucket.js';
+export { WARNING_CODES, type WarningCode } from './warnings.js';

@@ -19,6 +19,7 @@ import { replicaNameOf } from '../job/job-spec.js';
 import type { RuleSet } from '../rules/rule.js';
 import { assertValid, defaultRuleSets, validateJob } from '../rules/rule-validator.js';
 import { TokenBucket } from '../util/token-bucket.js';
+import type { WarningCode } from '../warnings.js';
 import type { BlockHasher } from './block-hasher.js';
 import { type BlockRange, countBlocks, countBytes, toBlockRanges } from './block-ranges.js';
 import type { BufferShelf } from './buffer-shelf.js';
@@ -200,7 +201,7 @@ export class RunExecution {
     return next;
   }
 
-  private warn(code: string, message: string): void {
+  private warn(code: WarningCode, message: string): void {
     this.record.warnings.push({ code, message });
     this.deps.events.emit('warning', { runId: this.record.runId, job: this.record.job.name, code, message });
   }
