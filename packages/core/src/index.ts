@@ -50,7 +50,6 @@ export {
 export type { StateStore } from './engine/state-store.js';
 export * from './errors.js';
 export {
-  CORE_ENDPOINT_FIELDS,
   type EndpointSpec,
   type JobOptions,
   type JobSpec,

@@ -34,7 +34,7 @@ export interface DriverDefinition<Options = unknown> {
    * field is reported by name.
    */
   readonly options: z.ZodType<Options>;
-  /** Creates a driver from options {@link options} has parsed (defaults applied). */
+  /** Creates a driver from the options the `options` schema has parsed (defaults applied). */
   create(options: Options, context: DriverContext): Hypervisor | Promise<Hypervisor>;
 }
 
