@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 export * from './contracts/index.js';
+export * from './driver-kit/index.js';
 export {
   type DriverContext,
   type DriverDefinition,
