@@ -215,8 +215,7 @@ class MemoryHypervisor extends AbstractHypervisor implements MemoryDriver {
     this.vms.delete(replica.id);
   }
   protected override async _openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions) {
-    const vm = this.vm(replica.id);
-    const state = this.state(replica.id);
+    const { vm, state } = this.held(replica.id);
     const runId = options?.runId ?? '';
     if (state.owner && state.owner.runId !== options?.runId)
       throw new ConflictError(`replica '${replica.name}' is held by run ${state.owner.runId}`);
@@ -254,8 +253,7 @@ class MemoryHypervisor extends AbstractHypervisor implements MemoryDriver {
     return this.state(replica.id).pending !== undefined;
   }
   protected override async _createRestorePoint(replica: Replica, label: string) {
-    const vm = this.vm(replica.id);
-    const state = this.state(replica.id);
+    const { vm, state } = this.held(replica.id);
     if (state.pending) vm.disks = state.pending.disks;
     delete state.pending;
     const point = { id: `rp-${++this.counter}`, replicaId: replica.id, label, createdAt: new Date().toISOString() };
@@ -270,8 +268,7 @@ class MemoryHypervisor extends AbstractHypervisor implements MemoryDriver {
     return this.state(replica.id).points.map((p) => clone(p.point));
   }
   protected override async _revertTo(replica: Replica, point: RestorePoint) {
-    const vm = this.vm(replica.id);
-    const state = this.state(replica.id);
+    const { vm, state } = this.held(replica.id);
     const at = state.points.findIndex((p) => p.point.id === point.id);
     if (at < 0) throw new NotFoundError(`no restore point '${point.id}' in replica '${replica.name}'`);
     state.points.splice(at + 1);
@@ -289,15 +286,19 @@ class MemoryHypervisor extends AbstractHypervisor implements MemoryDriver {
   }
 
   // ── lookups ──
-  private vm(idOrName: string): Vm {
-    const vm = this.vms.get(idOrName) ?? [...this.vms.values()].find((v) => v.info.name === idOrName);
-    if (!vm) throw new NotFoundError(`no VM '${idOrName}'; list VMs to see what exists`);
+  private vm(id: string): Vm {
+    const vm = this.vms.get(id);
+    if (!vm) throw new NotFoundError(`no VM '${id}'; list VMs to see what exists`);
     return vm;
   }
+  /** A replica VM and its replica state. */
+  private held(id: string): { vm: Vm; state: ReplicaState } {
+    const vm = this.vm(id);
+    if (!vm.replica) throw new NotFoundError(`'${id}' is not a replica`);
+    return { vm, state: vm.replica };
+  }
   private state(id: string): ReplicaState {
-    const state = this.vm(id).replica;
-    if (!state) throw new NotFoundError(`'${id}' is not a replica`);
-    return state;
+    return this.held(id).state;
   }
   private diskOf(vm: Vm, diskId: string): Uint8Array {
     const disk = vm.disks.get(diskId);
