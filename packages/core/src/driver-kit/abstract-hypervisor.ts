@@ -38,9 +38,6 @@ import {
 } from './argument-checks.js';
 import { wrapDriverError } from './wrap-error.js';
 
-type Closable = { close(): Promise<void> };
-type ReplicaMark = 'in-progress' | 'ready';
-
 /**
  * The base a replikit driver stands on (as `abstract-level` is for Level stores): every public
  * {@link Hypervisor} method is written here once and does the plumbing — refuses calls after
@@ -73,7 +70,7 @@ export abstract class AbstractHypervisor implements Hypervisor {
   /** What this driver can do; must agree with the hooks it implements. */
   abstract readonly capabilities: Capabilities;
   /** Readers and writers handed out and not closed yet; `close()` closes them. */
-  protected readonly handedOut = new Set<Closable>();
+  protected readonly handedOut = new Set<{ close(): Promise<void> }>();
   /** Disks with a writer open: replica id, NUL, disk id. */
   private readonly writing = new Set<string>();
   private closedState = false;
@@ -218,7 +215,7 @@ export abstract class AbstractHypervisor implements Hypervisor {
   }
 
   /** Marks the replica as being written or as ready. */
-  markReplica(replica: Replica, state: ReplicaMark, options?: OperationOptions): Promise<void> {
+  markReplica(replica: Replica, state: 'in-progress' | 'ready', options?: OperationOptions): Promise<void> {
     return this.change(`marking replica '${replica?.id}'`, options, () => {
       assertOneOf(state, ['in-progress', 'ready'], 'a replica mark');
       return this._markReplica(this.replica(replica), state, options);
@@ -226,7 +223,7 @@ export abstract class AbstractHypervisor implements Hypervisor {
   }
 
   /** Returns `in-progress` or `ready`. */
-  replicaMark(replica: Replica, options?: OperationOptions): Promise<ReplicaMark> {
+  replicaMark(replica: Replica, options?: OperationOptions): Promise<'in-progress' | 'ready'> {
     return this.query(`reading the mark of replica '${replica?.id}'`, options, () =>
       this._replicaMark(this.replica(replica), options),
     );
@@ -380,11 +377,15 @@ export abstract class AbstractHypervisor implements Hypervisor {
     return this.unsupported('replicaState');
   }
   /** See {@link Hypervisor.markReplica}. */
-  protected _markReplica(_replica: Replica, _state: ReplicaMark, _options?: OperationOptions): Promise<void> {
+  protected _markReplica(
+    _replica: Replica,
+    _state: 'in-progress' | 'ready',
+    _options?: OperationOptions,
+  ): Promise<void> {
     return this.unsupported('markReplica');
   }
   /** See {@link Hypervisor.replicaMark}. */
-  protected _replicaMark(_replica: Replica, _options?: OperationOptions): Promise<ReplicaMark> {
+  protected _replicaMark(_replica: Replica, _options?: OperationOptions): Promise<'in-progress' | 'ready'> {
     return this.unsupported('replicaMark');
   }
   /** Commits the pending writes as a new point (the base has checked label and retention). */
@@ -450,7 +451,7 @@ export abstract class AbstractHypervisor implements Hypervisor {
   }
 
   /** Runs a hook that opens a reader or writer and remembers it until it is closed. */
-  private async handOut<T extends Closable>(
+  private async handOut<T extends { close(): Promise<void> }>(
     what: string,
     options: OperationOptions | undefined,
     hook: () => Promise<T>,
