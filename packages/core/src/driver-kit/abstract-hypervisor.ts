@@ -291,10 +291,8 @@ export abstract class AbstractHypervisor implements Hypervisor {
     this.closedState = true;
     const open = [...this.handedOut];
     this.handedOut.clear();
-    const results = await Promise.allSettled([
-      ...open.map((handle) => handle.close()),
-      ...(first ? [this._close()] : []),
-    ]);
+    const results = await Promise.allSettled(open.map((handle) => handle.close()));
+    if (first) results.push(...(await Promise.allSettled([this._close()])));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw wrapDriverError(failed.reason, `closing the ${this.kind} driver`);
   }
