@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Hypervisor } from '../contracts/index.js';
+import { defineDriver } from '../drivers/define-driver.js';
 import { DriverRegistry } from '../engine/driver-registry.js';
 import { FileStateStore } from '../engine/file-state-store.js';
 import { ReplicationEngine } from '../engine/run-engine.js';
@@ -69,7 +70,9 @@ export async function checkEngineEndToEnd(
     model.set(data, offset);
   };
   const stateDir = await mkdtemp(join(tmpdir(), 'rk-conformance-engine-'));
-  const drivers = new DriverRegistry().register(hv.kind, () => engineView(hv, options.tracked));
+  const drivers = new DriverRegistry().register(
+    defineDriver({ kind: hv.kind, capabilities: hv.capabilities, create: () => engineView(hv, options.tracked) }),
+  );
   const engine = new ReplicationEngine({ stateStore: new FileStateStore(stateDir), drivers, ruleSets: [] });
   const job = {
     name: ctx.name,
