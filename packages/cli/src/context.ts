@@ -3,7 +3,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { FileStateStore, ReplicationEngine } from '@replikit/core';
 import { createHashingPool, FileBlockStore, FileCacheProvider } from '@replikit/dedup';
 import { registerBuiltinDrivers } from './drivers.js';
-import { cliTransport } from './transport-option.js';
+import { cliTargetDriver, cliTransport } from './transport-option.js';
 
 /** What a command gets from the process: streams, folders and the environment. */
 export interface CliContext {
@@ -44,5 +44,7 @@ export function createEngine(stateDir: string): ReplicationEngine {
     // A job's `transport` section: in-process, or TCP/TLS to a replikit-agent. Key files of a job
     // file are already absolute (loadJobForCli); other relative paths are taken from the working folder.
     transport: cliTransport({ base: process.cwd(), env: process.env }),
+    // With a network transport section the agent hosts the replica: the target driver is its proxy.
+    targetDriver: cliTargetDriver({ base: process.cwd(), env: process.env }),
   });
 }

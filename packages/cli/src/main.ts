@@ -52,6 +52,9 @@ usage:
                                    package): a job reaches it through its \`transport\` section
                                    (kind: tcp | tls; agent: HOST:PORT to push, or pull: { listen }
                                    for \`replikit-agent --pull-from\`; psk, certificate or key).
+                                   The agent then hosts the replica under its own --root:
+                                   runs, points and holds go through it, the job's target.root
+                                   is not used on this host
                                    \`replikit-agent --help\` lists its options
 
 options:

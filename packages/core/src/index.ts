@@ -5,6 +5,15 @@
  * @packageDocumentation
  */
 export * from './contracts/index.js';
+export * from './driver-kit/index.js';
+export {
+  type DriverContext,
+  type DriverDefinition,
+  type DriverDefinitionInit,
+  defineDriver,
+  type JobSide,
+  type NoOptions,
+} from './drivers/define-driver.js';
 export {
   type BlockHasher,
   createNodeHasher,
@@ -14,9 +23,11 @@ export {
 } from './engine/block-hasher.js';
 export { type BlockRange, countBlocks, toBlockRanges } from './engine/block-ranges.js';
 export {
-  type DriverFactory,
+  type CreateDriverOptions,
   DriverRegistry,
   defaultDriverRegistry,
+  driverKinds,
+  type RegisterDriverOptions,
   registerDriver,
 } from './engine/driver-registry.js';
 export type {
@@ -82,3 +93,4 @@ export { isProcessAlive } from './util/process-alive.js';
 export { checkRange } from './util/range.js';
 export { formatBytes, parseRate, parseSize } from './util/sizes.js';
 export { TokenBucket } from './util/token-bucket.js';
+export { WARNING_CODES, type WarningCode } from './warnings.js';

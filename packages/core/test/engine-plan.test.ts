@@ -1,9 +1,11 @@
 // engine.plan(job) on the in-memory test driver: blockers, estimates labelled as such, retention.
+
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '../src/index.js';
+import { instanceDriver } from './helpers/instance-driver.js';
 import { createMemoryDriver, type MemoryDriver } from './helpers/memory-driver.js';
 
 const MiB = 1024 * 1024;
@@ -27,7 +29,9 @@ beforeEach(async () => {
   target = createMemoryDriver();
   source.addVm('vm1', [{ id: 'a', size: 2 * MiB }]);
   source.vms.get('vm1')!.disks.get('a')!.fill(5, 0, MiB);
-  const drivers = new DriverRegistry().register('memsrc', () => source).register('memdst', () => target);
+  const drivers = new DriverRegistry()
+    .register(instanceDriver('memsrc', () => source))
+    .register(instanceDriver('memdst', () => target));
   engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers });
 });
 afterEach(async () => {

@@ -1,10 +1,12 @@
 // The reason codes the file driver cannot produce (it has no XVA method, cannot resize a replica,
 // always tracks or never), end to end through the engine with the in-memory test driver.
+
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine, type RunRecord } from '../src/index.js';
+import { instanceDriver } from './helpers/instance-driver.js';
 import { createMemoryDriver, type MemoryDriver } from './helpers/memory-driver.js';
 
 const MiB = 1024 * 1024;
@@ -27,7 +29,9 @@ function engine(tracking = true): ReplicationEngine {
   source = createMemoryDriver({ changeTracking: tracking });
   const vm = source.addVm('vm1', [{ id: 'a', size: 2 * MiB }]);
   source.vms.get(vm.id)!.disks.get('a')!.fill(7, 0, MiB);
-  const registry = new DriverRegistry().register('memsrc', () => source).register('memdst', () => target);
+  const registry = new DriverRegistry()
+    .register(instanceDriver('memsrc', () => source))
+    .register(instanceDriver('memdst', () => target));
   return new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers: registry, ruleSets: [] });
 }
 

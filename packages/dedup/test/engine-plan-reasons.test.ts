@@ -13,7 +13,7 @@ import {
   ReplicationEngine,
   type RunRecord,
 } from '@replikit/core';
-import { createFileDriver, createFileVM, writeGuestDisk } from '@replikit/driver-file';
+import { createFileDriver, createFileVM, fileDriver, writeGuestDisk } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createHashingPool, FileCacheProvider } from '../src/index.js';
 
@@ -72,7 +72,7 @@ beforeEach(async () => {
     blockSize: 65536,
     options: { replicationCache: true },
   };
-  const drivers = new DriverRegistry().register('file', (options) => createFileDriver({ root: String(options.root) }));
+  const drivers = new DriverRegistry().register(fileDriver);
   engine = new ReplicationEngine({
     stateStore: new FileStateStore(join(dir, 'state')),
     drivers,

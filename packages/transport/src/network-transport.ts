@@ -119,6 +119,12 @@ export interface PullTransport extends Transport {
   close(): Promise<void>;
   /** The last connection refused (bad key, unpinned certificate), if any. */
   readonly lastRefusal: ReplikitError | undefined;
+  /**
+   * The next connection of the agent (already connected, or the next to come), for another use
+   * than a block session (the remote target driver's control connection). Rejects after
+   * `connectTimeoutMs` without one.
+   */
+  accept(signal: AbortSignal): Promise<Duplex>;
 }
 
 /**
@@ -172,6 +178,11 @@ export function createPullTransport(options: PullTransportOptions): PullTranspor
     name: options.security.kind,
     get lastRefusal() {
       return lastRefusal;
+    },
+    accept(signal) {
+      if (!server)
+        return Promise.reject(new TransportError('the pull transport is not listening; call listen() first'));
+      return take(signal);
     },
     async listen() {
       server = createSecureServer(options.security, {

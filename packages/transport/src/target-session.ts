@@ -129,6 +129,14 @@ export interface TargetSessionOptions {
    * @default a new arena per session
    */
   arenas?: ArenaPool;
+  /** The session's first frame when the caller already read it (the agent reads it to tell sessions from target control). */
+  first?: Message;
+}
+
+/** The first frame of a session, which must be `session`; throws {@link ProtocolError}. */
+function sessionFrame(message: Message): Extract<Message, { type: 'session' }> {
+  if (message.type !== 'session') throw new ProtocolError(`expected a 'session' frame, got '${message.type}'`);
+  return message;
 }
 
 /** A block that arrived damaged (its digest or its compressed data): worth a resend. */
@@ -384,7 +392,7 @@ export async function serveTargetSession(
   };
 
   try {
-    const session = await conn.expect('session');
+    const session = options.first ? sessionFrame(options.first) : await conn.expect('session');
     spec = session.spec;
     hasher = await hasherFor(spec.digest);
     result.sessionId = session.sessionId;

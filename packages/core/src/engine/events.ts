@@ -1,3 +1,4 @@
+import type { WarningCode } from '../warnings.js';
 import type { PlanReason } from './plan/disk-plan.js';
 import type { PlanMode, TransferStats } from './run-record.js';
 import type { RunState } from './run-state.js';
@@ -47,8 +48,8 @@ export interface ProgressEvent {
 export interface WarningEvent {
   runId: string;
   job: string;
-  /** Stable code, like error codes: `W_REPLICA_MODIFIED`, `W_CLEANUP`, `W_RULE`. */
-  code: string;
+  /** Stable code, like error codes: `W_REPLICA_MODIFIED`, `W_CLEANUP`, `W_RULE` (see `docs/errors.md`). */
+  code: WarningCode;
   message: string;
 }
 

@@ -49,6 +49,14 @@ export interface EngineOptions {
    */
   transport?: (target: Hypervisor, run: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
   /**
+   * The target driver of a job when it is not made from the job's `target` section by `drivers`:
+   * a remote target (an agent that hosts the replica, `@replikit/transport`'s
+   * `createRemoteTarget`), whose block transport `transport` then returns. Resolving `undefined`
+   * falls back to `drivers`.
+   * @default the `drivers` registry, for every job
+   */
+  targetDriver?: (job: JobSpec) => Hypervisor | undefined | Promise<Hypervisor | undefined>;
+  /**
    * Where replication caches live; jobs with `options.replicationCache` use it (push jobs only).
    * Without it the option has no effect and every incremental run reads the replica.
    */
@@ -133,8 +141,8 @@ function newRunId(job: string): string {
  * ```
  */
 export class ReplicationEngine extends EventEmitter<EngineEvents> {
-  private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache' | 'backup'>> &
-    Pick<EngineOptions, 'ruleSets' | 'cache' | 'backup'>;
+  private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache' | 'backup' | 'targetDriver'>> &
+    Pick<EngineOptions, 'ruleSets' | 'cache' | 'backup' | 'targetDriver'>;
   private readonly active = new Map<string, AbortController>();
   private readonly kept = new Map<string, Promise<BlockHasher>>();
   /** Read buffers kept between disks and runs, per hasher. */
@@ -183,12 +191,15 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
   /**
    * Runs a job once. Resolves with the completed run's record.
    *
-   * @throws the run's error (a {@link ReplikitError}): `E_RULE` when the job breaks a rule,
+   * @throws the run's error (a {@link ReplikitError}): `E_JOB` when a side's fields do not match
+   * its driver's options schema, `E_RULE` when the job breaks a rule,
    * `E_CONFLICT` when a run of the job is unfinished or running, `E_ABORTED` when cancelled, …
    * The failed run is rolled back and its record stays in the store.
    */
   async run(job: JobSpec | JobSpecInput, options: StartOptions = {}): Promise<RunRecord> {
     const spec = parseJob(job, 'job');
+    // A misspelt driver field stops here, before a run is journaled.
+    this.options.drivers.checkJob(spec);
     const unfinished = (await this.store.listRuns()).find((r) => r.job.name === spec.name && !isTerminal(r.state));
     if (unfinished && !this.active.has(unfinished.runId)) {
       const advice = adviceFor(unfinished.runId, unfinished.pid, unfinished.host, this.store.location);
@@ -271,6 +282,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       {
         store: this.store,
         drivers: this.options.drivers,
+        ...(this.options.targetDriver ? { targetDriver: this.options.targetDriver } : {}),
         ...(this.options.cache ? { cache: this.options.cache } : {}),
         ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
         digest: spec.options.strongDigests ? 'sha256' : this.options.digest,
@@ -303,6 +315,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           events: this,
           hasher,
           transport: this.options.transport,
+          ...(this.options.targetDriver ? { targetDriver: this.options.targetDriver } : {}),
           ...(this.options.cache ? { cache: this.options.cache } : {}),
           ...(this.options.backup ? { backup: this.options.backup } : {}),
           ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),

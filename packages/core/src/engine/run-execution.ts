@@ -15,6 +15,7 @@ import {
 } from '../errors.js';
 import { replicaNameOf } from '../job/job-spec.js';
 import type { RuleSet } from '../rules/rule.js';
+import type { WarningCode } from '../warnings.js';
 import type { BlockHasher } from './block-hasher.js';
 import type { BufferShelf } from './buffer-shelf.js';
 import type { DriverRegistry } from './driver-registry.js';
@@ -40,6 +41,8 @@ export interface RunDependencies {
   events: EventEmitter<EngineEvents>;
   hasher: BlockHasher;
   transport: (target: Hypervisor, record: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
+  /** The target driver of a job, when not the registry's (a remote agent's); see {@link EngineOptions.targetDriver}. */
+  targetDriver?: (job: RunRecord['job']) => Hypervisor | undefined | Promise<Hypervisor | undefined>;
   cache?: ReplicationCacheProvider;
   backup?: BackupSink;
   ruleSets?: readonly RuleSet[];
@@ -206,7 +209,7 @@ export class RunExecution {
     return next;
   }
 
-  private warn(code: string, message: string): void {
+  private warn(code: WarningCode, message: string): void {
     this.record.warnings.push({ code, message });
     this.deps.events.emit('warning', { runId: this.record.runId, job: this.record.job.name, code, message });
   }
@@ -220,8 +223,10 @@ export class RunExecution {
   // ── drivers ──────────────────────────────────────────────────────────────────────────────
 
   private async drivers(): Promise<{ source: Hypervisor; target: Hypervisor }> {
-    this.source ??= await this.deps.drivers.create(this.record.job.source);
-    this.target ??= await this.deps.drivers.create(this.record.job.target);
+    this.source ??= await this.deps.drivers.create(this.record.job.source, { side: 'source' });
+    this.target ??=
+      (await this.deps.targetDriver?.(this.record.job)) ??
+      (await this.deps.drivers.create(this.record.job.target, { side: 'target' }));
     return { source: this.source, target: this.target };
   }
 

@@ -1,5 +1,6 @@
 import type { Replica, RestorePoint, Snapshot } from '../contracts/hypervisor.js';
 import type { JobSpec } from '../job/job-spec.js';
+import type { WarningCode } from '../warnings.js';
 import type { DiskFacts, PlanReason, ReplicaChange } from './plan/disk-plan.js';
 import type { RunOutcome, RunState } from './run-state.js';
 
@@ -111,8 +112,8 @@ export interface RunRecord {
   disks: DiskRecord[];
   /** Totals over all disks. */
   stats: TransferStats;
-  /** Warnings raised during the run. */
-  warnings: Array<{ code: string; message: string }>;
+  /** Warnings raised during the run, each with a stable {@link WarningCode}. */
+  warnings: Array<{ code: WarningCode; message: string }>;
   /** True once the run may have written the replica (from the end of `plan` on). */
   replicaTouched?: boolean;
   /** The replica's fingerprint when the run planned (what a trusted cache must match). */

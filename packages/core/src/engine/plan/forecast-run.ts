@@ -19,6 +19,8 @@ import type { DiskForecast, RunBlocker, RunForecast } from './run-forecast.js';
 export interface ForecastSources {
   store: StateStore;
   drivers: DriverRegistry;
+  /** The job's target driver when it is not the registry's (a remote agent's); see `EngineOptions.targetDriver`. */
+  targetDriver?: (job: JobSpec) => Hypervisor | undefined | Promise<Hypervisor | undefined>;
   cache?: ReplicationCacheProvider;
   ruleSets?: readonly RuleSet[];
   /** The digest the run would use (its cache is keyed by it). */
@@ -67,8 +69,8 @@ export async function forecastRun(
   const runs = history ? (await store.listRuns()).filter((r) => r.job.name === job.name) : [];
   const previous = runs.find((r) => r.runId === history?.lastCompletedRunId);
 
-  const source = await sources.drivers.create(job.source);
-  const target = await sources.drivers.create(job.target);
+  const source = await sources.drivers.create(job.source, { side: 'source' });
+  const target = (await sources.targetDriver?.(job)) ?? (await sources.drivers.create(job.target, { side: 'target' }));
   try {
     const vm = await source.getVM(job.source.vm, { signal });
     const replica = history?.replica;

@@ -1,4 +1,5 @@
 import type { Hypervisor } from '../../contracts/hypervisor.js';
+import type { WarningCode } from '../../warnings.js';
 import type { RunDependencies } from '../run-execution.js';
 import type { JobRecord, RunRecord } from '../run-record.js';
 import type { RunState } from '../run-state.js';
@@ -21,7 +22,7 @@ export interface RunContext {
   /** Journals the record (saves are serialized). */
   save(): Promise<void>;
   /** Records a warning in the journal and emits it. */
-  warn(code: string, message: string): void;
+  warn(code: WarningCode, message: string): void;
 }
 
 /**
