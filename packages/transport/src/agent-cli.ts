@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
-import { type DriverRegistry, type EndpointSpec, InputError } from '@replikit/core';
+import { type DriverRegistry, InputError } from '@replikit/core';
 import { createAgent } from './agent.js';
 import type { AnyHasherFactory } from './hasher.js';
 import type { Address, Security } from './security.js';
@@ -206,9 +206,9 @@ export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<numbe
     values['max-unauthenticated-per-address'] ?? env.REPLIKIT_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS,
     '--max-unauthenticated-per-address',
   );
-  // The replica references come from peers: the driver refuses any folder outside --root.
-  const endpoint = { driver: values.driver ?? 'file', root, confine: true } as EndpointSpec;
-  const target = await io.drivers.create(endpoint);
+  // The replica references come from peers: the driver refuses any folder outside --root. Its
+  // options schema checks these fields (a driver that takes no `root` says so, E_INPUT).
+  const target = await io.drivers.create({ driver: values.driver ?? 'file', root, confine: true });
   try {
     const agent = createAgent({
       target,

@@ -26,7 +26,7 @@ async function openReplica(job: JobSpec, context: CliContext): Promise<{ target:
       `the driver of kind '${job.target.driver}' is not installed; install it with \`npm install ${driverPackageOf(job.target.driver)}\``,
     );
   }
-  return findReplica(job, await defaultDriverRegistry.create(job.target));
+  return findReplica(job, await defaultDriverRegistry.create(job.target, { side: 'target' }));
 }
 
 /** The job's replica on `target` (closed when it cannot be found). */

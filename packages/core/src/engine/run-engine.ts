@@ -14,6 +14,8 @@ import { type BlockHasher, createNodeHasher } from './block-hasher.js';
 import { BufferShelf } from './buffer-shelf.js';
 import { type DriverRegistry, defaultDriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
+import { forecastRun } from './plan/forecast-run.js';
+import type { RunForecast } from './plan/run-forecast.js';
 import { adviceFor } from './replica-hold.js';
 import { RunExecution } from './run-execution.js';
 import { emptyStats, type RunRecord } from './run-record.js';
@@ -93,6 +95,16 @@ export interface EngineOptions {
 export interface RunOptions {
   /** Cancels the run: it is rolled back and ends `cancelled`. */
   signal?: AbortSignal;
+}
+
+/** Options of {@link ReplicationEngine.run}. */
+export interface StartOptions extends RunOptions {
+  /**
+   * Read and send every block of every disk, whatever the tracker and the cache say: each disk is
+   * planned `full` with reason `FORCED`.
+   * @default false
+   */
+  full?: boolean;
 }
 
 /** Options of {@link ReplicationEngine.resume}. */
@@ -179,12 +191,15 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
   /**
    * Runs a job once. Resolves with the completed run's record.
    *
-   * @throws the run's error (a {@link ReplikitError}): `E_RULE` when the job breaks a rule,
+   * @throws the run's error (a {@link ReplikitError}): `E_JOB` when a side's fields do not match
+   * its driver's options schema, `E_RULE` when the job breaks a rule,
    * `E_CONFLICT` when a run of the job is unfinished or running, `E_ABORTED` when cancelled, …
    * The failed run is rolled back and its record stays in the store.
    */
-  async run(job: JobSpec | JobSpecInput, options: RunOptions = {}): Promise<RunRecord> {
+  async run(job: JobSpec | JobSpecInput, options: StartOptions = {}): Promise<RunRecord> {
     const spec = parseJob(job, 'job');
+    // A misspelt driver field stops here, before a run is journaled.
+    this.options.drivers.checkJob(spec);
     const unfinished = (await this.store.listRuns()).find((r) => r.job.name === spec.name && !isTerminal(r.state));
     if (unfinished && !this.active.has(unfinished.runId)) {
       const advice = adviceFor(unfinished.runId, unfinished.pid, unfinished.host, this.store.location);
@@ -212,6 +227,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       disks: [],
       stats: emptyStats(),
       warnings: [],
+      ...(options.full ? { forced: true } : {}),
     };
     return this.execute(record, hasher, options, 'run');
   }
@@ -245,6 +261,35 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     if (!controller) return false;
     controller.abort(new AbortError(reason));
     return true;
+  }
+
+  /**
+   * Tells what the next run of `job` would do, without doing any of it: it takes no snapshot, no
+   * lock, and writes nothing (state folder, source, replica). Per disk: the mode and its reason,
+   * the blocks and bytes to read and send (exact where the source driver keeps a record of
+   * pending changes, else estimated from the job's past runs), an ETA from the throughput past
+   * runs measured, the restore points the run would create and prune, and what would stop it.
+   *
+   * @example
+   * ```ts
+   * const next = await engine.plan(job);
+   * if (!next.canRun) console.error(next.blockers.map((b) => b.message).join('\n'));
+   * ```
+   */
+  async plan(job: JobSpec | JobSpecInput, options: RunOptions = {}): Promise<RunForecast> {
+    const spec = parseJob(job, 'job');
+    return forecastRun(
+      {
+        store: this.store,
+        drivers: this.options.drivers,
+        ...(this.options.targetDriver ? { targetDriver: this.options.targetDriver } : {}),
+        ...(this.options.cache ? { cache: this.options.cache } : {}),
+        ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
+        digest: spec.options.strongDigests ? 'sha256' : this.options.digest,
+      },
+      spec,
+      options,
+    );
   }
 
   /** The journaled runs, oldest first. */
