@@ -24,7 +24,7 @@ import {
   parseSize,
   ReplicationEngine,
 } from '@replikit/core';
-import { createFileDriver, createFileVM } from '@replikit/driver-file';
+import { createFileDriver, createFileVM, fileDriver } from '@replikit/driver-file';
 import { createNetworkTransport, type Security } from '@replikit/transport';
 import { startFlood } from '../packages/transport/test/helpers/flood.js';
 
@@ -170,7 +170,7 @@ export async function run(flags: string[]): Promise<void> {
     const port = await agent.listening;
     const pid = agent.child.pid!;
     const address = { host: '127.0.0.1', port };
-    const registry = new DriverRegistry().register('file', (o) => createFileDriver({ root: String(o.root) }));
+    const registry = new DriverRegistry().register(fileDriver);
     const engine = new ReplicationEngine({
       stateStore: new FileStateStore(join(dir, 'state')),
       drivers: registry,

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   DriverRegistry,
+  defineDriver,
   FileStateStore,
   formatBytes,
   type Hypervisor,
@@ -25,7 +26,7 @@ import {
   type RunRecord,
 } from '@replikit/core';
 import { createHashingPool, FileCacheProvider } from '@replikit/dedup';
-import { createFileDriver, createFileVM, openGuestDisk } from '@replikit/driver-file';
+import { createFileVM, fileDriver, openGuestDisk } from '@replikit/driver-file';
 
 const BLOCK = 64 * 1024;
 /** Tries of each full-scan measurement (interleaved with `cat`), of which the medians are shown. */
@@ -165,10 +166,15 @@ export async function run(flags: string[]): Promise<void> {
     const engineFor = (hideTracking: boolean) =>
       new ReplicationEngine({
         stateStore: new FileStateStore(join(dir, 'state')),
-        drivers: new DriverRegistry().register('file', (o) => {
-          const driver = createFileDriver({ root: String(o.root) });
-          return hideTracking ? withoutTracking(driver) : driver;
-        }),
+        drivers: new DriverRegistry().register(
+          defineDriver({
+            ...fileDriver,
+            create: async (options, context) => {
+              const driver = await fileDriver.create(options, context);
+              return hideTracking ? withoutTracking(driver) : driver;
+            },
+          }),
+        ),
         digest: 'xxh128',
         hasher: (algorithm) => createHashingPool({ algorithm, ...(threads ? { threads } : {}) }),
         cache: new FileCacheProvider(join(dir, 'state', 'cache')),

@@ -5,11 +5,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStateStore, formatBytes, ReplicationEngine, registerDriver } from '@replikit/core';
-import { createFileDriver, createFileVM, writeGuestDisk } from '@replikit/driver-file';
+import { createFileVM, fileDriver, writeGuestDisk } from '@replikit/driver-file';
 
 const dir = await mkdtemp(join(tmpdir(), 'replikit-example-'));
 try {
-  registerDriver('file', (options) => createFileDriver({ root: String(options.root) }));
+  registerDriver(fileDriver);
   await createFileVM(join(dir, 'vms'), { name: 'web', disks: [{ id: 'system', size: 64 * 1024 * 1024 }] });
   await writeGuestDisk(join(dir, 'vms'), 'web', 'system', 0, new Uint8Array(8 * 1024 * 1024).fill(42));
 

@@ -100,13 +100,13 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStateStore, ReplicationEngine, registerDriver } from '@replikit/core';
-import { createFileDriver, createFileVM, fileVmPaths, readVmJson, writeGuestDisk } from '@replikit/driver-file';
+import { createFileVM, fileDriver, fileVmPaths, readVmJson, writeGuestDisk } from '@replikit/driver-file';
 
 const dir = await mkdtemp(join(tmpdir(), 'replikit-consumer-'));
 try {
   const vms = join(dir, 'vms');
   const replicas = join(dir, 'replicas');
-  registerDriver('file', (options) => createFileDriver({ root: String(options.root) }));
+  registerDriver(fileDriver);
   await createFileVM(vms, { name: 'web', disks: [{ id: 'system', size: 8 * 1024 * 1024 }] });
   await writeGuestDisk(vms, 'web', 'system', 1024 * 1024, new Uint8Array(256 * 1024).fill(42));
   const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')) });
@@ -129,13 +129,13 @@ try {
 const consumerTypes = `// Written by scripts/check-packed.mjs: every package's types, as a strict TypeScript user sees them.
 import { type JobSpecInput, ReplicationEngine, FileStateStore, type RunRecord, registerDriver } from '@replikit/core';
 import { runDriverConformance } from '@replikit/core/testing';
-import { createFileDriver } from '@replikit/driver-file';
+import { createFileDriver, fileDriver } from '@replikit/driver-file';
 import { createHashingPool } from '@replikit/dedup';
 import { createAgent, type Security } from '@replikit/transport';
 import * as formats from '@replikit/formats';
 import { main } from '@replikit/cli';
 
-registerDriver('file', (options) => createFileDriver({ root: String(options.root) }));
+registerDriver(fileDriver);
 const job: JobSpecInput = { name: 'typed', source: { driver: 'file', root: '/srv', vm: 'a' }, target: { driver: 'file', root: '/dr' }, method: 'qhybrid' };
 const security: Security = { kind: 'tls', psk: { identity: 'x', key: new Uint8Array(32) } };
 export const agent = createAgent({ target: createFileDriver({ root: '/dr' }), security, hasher: (algorithm) => createHashingPool({ algorithm }) });

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `replikit-agent`: serves replica writes for replikit sessions (push or pull), for the drivers
+// `replikit-agent`: hosts the target side of replikit jobs (push or pull), for the drivers
 // the CLI ships with. Flags and REPLIKIT_AGENT_* variables: `replikit-agent --help`.
 import { defaultDriverRegistry, isReplikitError } from '@replikit/core';
 import { createHashingPool } from '@replikit/dedup';

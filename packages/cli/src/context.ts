@@ -4,7 +4,7 @@ import { FileStateStore, ReplicationEngine } from '@replikit/core';
 import { createHashingPool, FileCacheProvider } from '@replikit/dedup';
 import { blockStoreOf } from './commands/backup.js';
 import { registerBuiltinDrivers } from './drivers.js';
-import { cliTransport } from './transport-option.js';
+import { cliTargetDriver, cliTransport } from './transport-option.js';
 
 /** What a command gets from the process: streams, folders and the environment. */
 export interface CliContext {
@@ -45,6 +45,8 @@ export function createEngine(stateDir: string, env: NodeJS.ProcessEnv = process.
     backup: blockStoreOf(stateDir, env), // encrypted when $REPLIKIT_STORE_KEY_FILE names a key file
     // A job's `transport` section: in-process, or TCP/TLS to a replikit-agent. Key files of a job
     // file are already absolute (loadJobForCli); other relative paths are taken from the working folder.
-    transport: cliTransport({ base: process.cwd(), env: process.env }),
+    transport: cliTransport({ base: process.cwd(), env }),
+    // With a network transport section the agent hosts the replica: the target driver is its proxy.
+    targetDriver: cliTargetDriver({ base: process.cwd(), env }),
   });
 }

@@ -6,6 +6,7 @@ import { backupCommand } from './commands/backup.js';
 import { demoCommand } from './commands/demo.js';
 import { demoNetworkCommand } from './commands/demo-network.js';
 import { diskCommand } from './commands/disk.js';
+import { planCommand } from './commands/plan.js';
 import { pointsCommand } from './commands/points.js';
 import { resumeCommand, runCommand } from './commands/run.js';
 import { runsCommand } from './commands/runs.js';
@@ -22,7 +23,9 @@ usage:
                                    the same through a local agent over TLS: push, then pull
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
-  replikit run <job>               run a job once
+  replikit run <job> [--full]      run a job once (--full: read and send every block)
+  replikit plan <job> [--json]     what the next run would do and why, without doing it
+                                   (exit 2 when something would stop it)
   replikit resume <runId> [--rollback | --abandon]
                                    finish a run that stopped, roll back its own writes, or
                                    abandon it (end it, reverting nothing, releasing its replica)
@@ -49,6 +52,9 @@ usage:
                                    package): a job reaches it through its \`transport\` section
                                    (kind: tcp | tls; agent: HOST:PORT to push, or pull: { listen }
                                    for \`replikit-agent --pull-from\`; psk, certificate or key).
+                                   The agent then hosts the replica under its own --root:
+                                   runs, points and holds go through it, the job's target.root
+                                   is not used on this host
                                    \`replikit-agent --help\` lists its options
 
 options:
@@ -67,6 +73,7 @@ const OPTIONS = {
   json: { type: 'boolean', default: false },
   rollback: { type: 'boolean', default: false },
   abandon: { type: 'boolean', default: false },
+  full: { type: 'boolean', default: false },
   dir: { type: 'string' },
   keep: { type: 'boolean', default: false },
   'size-a': { type: 'string' },
@@ -117,13 +124,16 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
     context.stdout.write(help(stateDir));
     return command === undefined && !values.help ? 2 : 0;
   }
-  if (['run', 'resume', 'runs', 'backup'].includes(command)) noteOldStateDir(context, stateDir, values['state-dir']);
+  if (['run', 'plan', 'resume', 'runs', 'backup'].includes(command))
+    noteOldStateDir(context, stateDir, values['state-dir']);
   switch (command) {
     case 'validate':
       if (rest.length === 0) throw new UsageError('validate needs at least one job file');
       return validateCommand(context, rest, { json: values.json });
     case 'run':
-      return runCommand(context, one(rest, 'job file'), stateDir);
+      return runCommand(context, one(rest, 'job file'), stateDir, { full: values.full });
+    case 'plan':
+      return planCommand(context, one(rest, 'job file'), stateDir, { json: values.json });
     case 'resume':
       if (values.rollback && values.abandon) throw new UsageError('resume takes --rollback or --abandon, not both');
       return resumeCommand(context, one(rest, 'run id'), stateDir, {

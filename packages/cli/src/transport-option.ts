@@ -9,7 +9,16 @@ import {
   parseRate,
   type Transport,
 } from '@replikit/core';
-import { createNetworkTransport, createPullTransport, type PullTransport, type Security } from '@replikit/transport';
+import {
+  createNetworkTransport,
+  createPullRemoteTarget,
+  createPullTransport,
+  createRemoteTarget,
+  isRemoteTarget,
+  type PullTransport,
+  type RemoteTargetDriver,
+  type Security,
+} from '@replikit/transport';
 
 /**
  * A job's `transport` section as the CLI reads it:
@@ -144,6 +153,32 @@ export function transportForJob(
   return createNetworkTransport({ ...tuning, address: address(section.agent, 'agent') });
 }
 
+/**
+ * The target driver of a job whose `transport` section reaches a `replikit-agent` (kind `tcp` or
+ * `tls`): the agent hosts the replica, and every target-side operation goes to it (push: this side
+ * dials `agent`; pull: it waits on `pull.listen`). `undefined` for an in-process job, whose target
+ * driver the registry makes. The driver's `transport` carries the job's block sessions.
+ */
+export function remoteTargetForJob(
+  job: Pick<JobSpec, 'transport' | 'target'>,
+  context: TransportContext,
+): RemoteTargetDriver | undefined {
+  const section = job.transport as TransportSection;
+  if (section.kind === 'inprocess') return undefined;
+  const tuning = {
+    security: securityOf(section, context),
+    kind: job.target.driver,
+    ...(typeof section.codec === 'string' ? { codec: section.codec } : {}),
+    ...(section.window !== undefined ? { windowBytes: parseRate(section.window as string | number) } : {}),
+    ...(section.bandwidthLimit !== undefined ? { bandwidthLimit: parseRate(section.bandwidthLimit as string) } : {}),
+  };
+  if (section.pull !== undefined) {
+    const pull = record(section.pull, 'pull');
+    return createPullRemoteTarget({ ...tuning, listen: address(pull.listen, 'pull.listen') });
+  }
+  return createRemoteTarget({ ...tuning, address: address(section.agent, 'agent') });
+}
+
 /** A pull transport that starts listening on its first session and stops after each one. */
 function lazyPull(pull: PullTransport): Transport {
   return {
@@ -170,7 +205,16 @@ function lazyPull(pull: PullTransport): Transport {
   };
 }
 
-/** The engine's `transport` option for the CLI: each run's transport from its job file. */
+/**
+ * The engine's `transport` option for the CLI: each run's transport from its job file; for a job
+ * whose agent hosts the target side, the block transport of its remote target driver.
+ */
 export function cliTransport(context: TransportContext): NonNullable<EngineOptions['transport']> {
-  return (target, run, hasher) => transportForJob(run.job, target, context, hasher);
+  return (target, run, hasher) =>
+    isRemoteTarget(target) ? target.transport : transportForJob(run.job, target, context, hasher);
+}
+
+/** The engine's `targetDriver` option for the CLI: the agent's, for a job with a network transport section. */
+export function cliTargetDriver(context: TransportContext): NonNullable<EngineOptions['targetDriver']> {
+  return (job) => remoteTargetForJob(job, context);
 }

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, ReplicationEngine } from '@replikit/core';
-import { createFileDriver } from '@replikit/driver-file';
+import { createFileDriver, fileDriver } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { runCli } from './helpers/cli-harness.js';
@@ -60,7 +60,7 @@ describe('replikit resume', () => {
     await guestChanges(vms, 'web', disk, 0.5);
     const engine = new ReplicationEngine({
       stateStore: new FileStateStore(join(dir, '.replikit')),
-      drivers: new DriverRegistry().register('file', (o) => createFileDriver({ root: String(o.root) })),
+      drivers: new DriverRegistry().register(fileDriver),
     });
     const lock = join(replicas, replica!.id, '.replica.lock');
     engine.on('state', (event) => {

@@ -1,4 +1,28 @@
 /**
+ * Every stable error code, in the order of {@link ErrorCode}'s list. Each has its own class
+ * (`E_RULE` → {@link RuleError}, …) and a row in `docs/errors.md`.
+ */
+export const ERROR_CODES = [
+  'E_INPUT',
+  'E_JOB',
+  'E_RULE',
+  'E_NOT_FOUND',
+  'E_CONFLICT',
+  'E_REPLICA_IN_PROGRESS',
+  'E_REPLICA_MODIFIED',
+  'E_STATE',
+  'E_FORMAT',
+  'E_IO',
+  'E_NO_SPACE',
+  'E_TRANSPORT',
+  'E_AUTH',
+  'E_DRIVER',
+  'E_ABORTED',
+  'E_VERIFY',
+  'E_INTERNAL',
+] as const;
+
+/**
  * Stable error codes. A code never changes meaning once released; new codes may be added.
  *
  * - `E_INPUT`: a value given by the caller is invalid (bad option, bad offset, bad job field).
@@ -17,24 +41,10 @@
  * - `E_DRIVER`: a driver failed for a reason of its own.
  * - `E_ABORTED`: the operation was cancelled through its `AbortSignal`.
  * - `E_VERIFY`: a verification found different data.
+ * - `E_INTERNAL`: something that is not a replikit error was thrown (a bug); a run's journal keeps
+ *   it under this code.
  */
-export type ErrorCode =
-  | 'E_INPUT'
-  | 'E_JOB'
-  | 'E_RULE'
-  | 'E_NOT_FOUND'
-  | 'E_CONFLICT'
-  | 'E_REPLICA_IN_PROGRESS'
-  | 'E_REPLICA_MODIFIED'
-  | 'E_STATE'
-  | 'E_FORMAT'
-  | 'E_IO'
-  | 'E_NO_SPACE'
-  | 'E_TRANSPORT'
-  | 'E_AUTH'
-  | 'E_DRIVER'
-  | 'E_ABORTED'
-  | 'E_VERIFY';
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** Options shared by every replikit error. */
 export interface ReplikitErrorOptions {
@@ -90,10 +100,23 @@ export class InputError extends ReplikitError {
   }
 }
 
-/** A job file could not be read or does not match the job schema. */
+/**
+ * A job file could not be read or does not match the job schema, or a side's fields do not match
+ * its driver's options schema.
+ */
 export class JobError extends ReplikitError {
   constructor(message: string, options?: ReplikitErrorOptions) {
     super('E_JOB', message, options);
+  }
+}
+
+/**
+ * A job breaks one or more validation rules of error severity; `details.violations` lists every
+ * violation (see `assertValid`).
+ */
+export class RuleError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_RULE', message, options);
   }
 }
 
@@ -139,13 +162,41 @@ export class FormatError extends ReplikitError {
   }
 }
 
-/** The storage failed. Use {@link toStorageError} to classify a Node.js error. */
-export class StorageError extends ReplikitError {}
+/**
+ * The storage failed: the base of {@link IoError} (`E_IO`) and {@link NoSpaceError} (`E_NO_SPACE`).
+ * Use {@link toStorageError} to classify a Node.js error.
+ */
+export class StorageError extends ReplikitError {
+  constructor(code: 'E_IO' | 'E_NO_SPACE', message: string, options?: ReplikitErrorOptions) {
+    super(code, message, options);
+  }
+}
+
+/** The storage failed: an I/O error, or permission denied. */
+export class IoError extends StorageError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_IO', message, options);
+  }
+}
+
+/** The storage is full (`ENOSPC`, or a quota: `EDQUOT`). */
+export class NoSpaceError extends StorageError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_NO_SPACE', message, options);
+  }
+}
 
 /** The block channel between source and target failed. */
 export class TransportError extends ReplikitError {
   constructor(message: string, options?: ReplikitErrorOptions) {
     super('E_TRANSPORT', message, options);
+  }
+}
+
+/** Authentication was refused: a transport peer's key or certificate, or a hypervisor's credentials. */
+export class AuthError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_AUTH', message, options);
   }
 }
 
@@ -170,6 +221,16 @@ export class VerifyError extends ReplikitError {
   }
 }
 
+/**
+ * Something that is not a {@link ReplikitError} was thrown (a bug). A run's journal records such a
+ * failure as `E_INTERNAL` with the original message; resuming that run rethrows it as this class.
+ */
+export class InternalError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_INTERNAL', message, options);
+  }
+}
+
 /** True when `error` is a {@link ReplikitError}, optionally with the given code. */
 export function isReplikitError(error: unknown, code?: ErrorCode): error is ReplikitError {
   return error instanceof ReplikitError && (code === undefined || error.code === code);
@@ -177,7 +238,8 @@ export function isReplikitError(error: unknown, code?: ErrorCode): error is Repl
 
 /**
  * Turns a Node.js file-system error into a {@link StorageError} whose message names the file and
- * says what to do. `ENOSPC` and `EDQUOT` become `E_NO_SPACE`; `ENOENT` becomes a {@link NotFoundError}.
+ * says what to do. `ENOSPC` and `EDQUOT` become a {@link NoSpaceError}; `ENOENT` becomes a
+ * {@link NotFoundError}; anything else an {@link IoError}.
  * A {@link ReplikitError} is returned unchanged.
  */
 export function toStorageError(error: unknown, what: string): ReplikitError {
@@ -188,7 +250,7 @@ export function toStorageError(error: unknown, what: string): ReplikitError {
   switch (errno) {
     case 'ENOSPC':
     case 'EDQUOT':
-      return new StorageError('E_NO_SPACE', `no space left while ${what}; free space on that file system and retry`, {
+      return new NoSpaceError(`no space left while ${what}; free space on that file system and retry`, {
         cause: error,
         details,
       });
@@ -196,12 +258,12 @@ export function toStorageError(error: unknown, what: string): ReplikitError {
       return new NotFoundError(`${what}: ${path ?? 'a file'} does not exist`, { cause: error, details });
     case 'EACCES':
     case 'EPERM':
-      return new StorageError('E_IO', `permission denied while ${what}${path ? ` (${path})` : ''}`, {
+      return new IoError(`permission denied while ${what}${path ? ` (${path})` : ''}`, {
         cause: error,
         details,
       });
     default:
-      return new StorageError('E_IO', `I/O error while ${what}: ${(error as Error)?.message ?? String(error)}`, {
+      return new IoError(`I/O error while ${what}: ${(error as Error)?.message ?? String(error)}`, {
         cause: error,
         details,
       });

@@ -5,6 +5,15 @@
  * @packageDocumentation
  */
 export * from './contracts/index.js';
+export * from './driver-kit/index.js';
+export {
+  type DriverContext,
+  type DriverDefinition,
+  type DriverDefinitionInit,
+  defineDriver,
+  type JobSide,
+  type NoOptions,
+} from './drivers/define-driver.js';
 export {
   type BlockHasher,
   createNodeHasher,
@@ -14,14 +23,39 @@ export {
 } from './engine/block-hasher.js';
 export { type BlockRange, countBlocks, toBlockRanges } from './engine/block-ranges.js';
 export {
-  type DriverFactory,
+  type CreateDriverOptions,
   DriverRegistry,
   defaultDriverRegistry,
+  driverKinds,
+  type RegisterDriverOptions,
   registerDriver,
 } from './engine/driver-registry.js';
-export type { DiskProgress, EngineEvents, ProgressEvent, StateEvent, WarningEvent } from './engine/events.js';
+export type {
+  DiskProgress,
+  EngineEvents,
+  PlanEvent,
+  ProgressEvent,
+  StateEvent,
+  WarningEvent,
+} from './engine/events.js';
 export { FileStateStore } from './engine/file-state-store.js';
-export { type EngineOptions, ReplicationEngine, type ResumeOptions, type RunOptions } from './engine/run-engine.js';
+export {
+  type DiskFacts,
+  type DiskPlan,
+  PLAN_REASON_CODES,
+  type PlanReason,
+  type PlanReasonCode,
+  type ReplicaChange,
+} from './engine/plan/disk-plan.js';
+export { ALWAYS_FULL_METHODS, planDisk } from './engine/plan/plan-disk.js';
+export type { DiskForecast, RunBlocker, RunForecast } from './engine/plan/run-forecast.js';
+export {
+  type EngineOptions,
+  ReplicationEngine,
+  type ResumeOptions,
+  type RunOptions,
+  type StartOptions,
+} from './engine/run-engine.js';
 export {
   type DiskRecord,
   emptyStats,
@@ -59,3 +93,4 @@ export { isProcessAlive } from './util/process-alive.js';
 export { checkRange } from './util/range.js';
 export { formatBytes, parseRate, parseSize } from './util/sizes.js';
 export { TokenBucket } from './util/token-bucket.js';
+export { WARNING_CODES, type WarningCode } from './warnings.js';

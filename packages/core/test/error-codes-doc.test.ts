@@ -2,7 +2,34 @@ import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { isReplikitError, NotFoundError, REPLIKIT_ERROR_BRAND, ReplikitError } from '../src/errors.js';
+import {
+  AbortError,
+  AuthError,
+  ConflictError,
+  DriverError,
+  ERROR_CODES,
+  type ErrorCode,
+  FormatError,
+  InputError,
+  InternalError,
+  IoError,
+  isReplikitError,
+  JobError,
+  NoSpaceError,
+  NotFoundError,
+  REPLIKIT_ERROR_BRAND,
+  ReplicaInProgressError,
+  ReplicaModifiedError,
+  ReplikitError,
+  RuleError,
+  StateError,
+  StorageError,
+  TransportError,
+  toStorageError,
+  VerifyError,
+} from '../src/errors.js';
+import * as core from '../src/index.js';
+import { WARNING_CODES } from '../src/warnings.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -45,6 +72,13 @@ describe('docs/errors.md', () => {
     expect(listed.size).toBeGreaterThan(20);
   });
 
+  it('lists exactly the codes of ERROR_CODES and WARNING_CODES, and no other', async () => {
+    const doc = await readFile(join(repo, 'docs/errors.md'), 'utf8');
+    const listed = [...new Set(doc.match(/`[EW]_[A-Z_]+`/g)?.map((c) => c.slice(1, -1)))];
+    expect(listed.filter((code) => code.startsWith('E_')).sort()).toEqual([...ERROR_CODES].sort());
+    expect(listed.filter((code) => code.startsWith('W_')).sort()).toEqual([...WARNING_CODES].sort());
+  });
+
   it('finds codes in every kind of string literal, not outside them', () => {
     expect(codesIn(`throw x('E_ONE'); warn("W_TWO: a"); \`see E_THREE\`; const E_FOUR = 1;`)).toEqual([
       'E_ONE',
@@ -81,5 +115,48 @@ describe('ReplikitError brand', () => {
     expect(isReplikitError({ code: 'E_IO' })).toBe(false);
     expect(isReplikitError(null)).toBe(false);
     expect(new ReplikitError('E_IO', 'x') instanceof NotFoundError).toBe(false);
+  });
+});
+
+/** One class per code; typed as a complete record, so a new code without a class fails to compile. */
+const CLASSES: Record<ErrorCode, new (message: string) => ReplikitError> = {
+  E_INPUT: InputError,
+  E_JOB: JobError,
+  E_RULE: RuleError,
+  E_NOT_FOUND: NotFoundError,
+  E_CONFLICT: ConflictError,
+  E_REPLICA_IN_PROGRESS: ReplicaInProgressError,
+  E_REPLICA_MODIFIED: ReplicaModifiedError,
+  E_STATE: StateError,
+  E_FORMAT: FormatError,
+  E_IO: IoError,
+  E_NO_SPACE: NoSpaceError,
+  E_TRANSPORT: TransportError,
+  E_AUTH: AuthError,
+  E_DRIVER: DriverError,
+  E_ABORTED: AbortError,
+  E_VERIFY: VerifyError,
+  E_INTERNAL: InternalError,
+};
+
+describe('error classes', () => {
+  it('every code has its own exported class whose errors carry the code and the class name', () => {
+    for (const code of ERROR_CODES) {
+      const Class = CLASSES[code];
+      const error = new Class('what happened; what to do');
+      expect({ code: error.code, name: error.name }).toEqual({ code, name: Class.name });
+      expect(isReplikitError(error, code)).toBe(true);
+      expect((core as Record<string, unknown>)[Class.name]).toBe(Class);
+    }
+    expect(new Set(Object.values(CLASSES)).size).toBe(ERROR_CODES.length);
+  });
+
+  it('classifies storage failures into the two StorageError classes', () => {
+    const full = toStorageError(Object.assign(new Error('x'), { code: 'ENOSPC', path: '/d' }), 'writing /d');
+    const denied = toStorageError(Object.assign(new Error('x'), { code: 'EACCES', path: '/d' }), 'reading /d');
+    expect(full).toBeInstanceOf(NoSpaceError);
+    expect(denied).toBeInstanceOf(IoError);
+    expect(full).toBeInstanceOf(StorageError);
+    expect([full.code, denied.code]).toEqual(['E_NO_SPACE', 'E_IO']);
   });
 });

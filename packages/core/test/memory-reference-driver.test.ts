@@ -5,6 +5,7 @@ import {
   checkAbortHonoured,
   checkChangeTrackerModel,
   checkCloseReleases,
+  checkEngineEndToEnd,
   createMemoryDriver,
   type MemoryDriverFaults,
   memoryFixtures,
@@ -18,6 +19,7 @@ runDriverConformance({
   name: 'memory (reference)',
   create: async () => createMemoryDriver(),
   fixtures: memoryFixtures,
+  trackedVMs: true,
 });
 
 let n = 0;
@@ -54,5 +56,13 @@ describe('conformance checks catch a faulty driver', () => {
     await checkCloseReleases(context());
     await expect(checkCloseReleases(context({ leaveWriterOpen: true }))).rejects.toThrow(ConformanceCheckError);
     await expect(checkCloseReleases(context({ leaveWriterOpen: true }))).rejects.toThrow(/writer.write still works/);
+  });
+
+  it('a tracker that drops one extent corrupts the replica of a tracked engine run (and not of a hash-diff one)', async () => {
+    expect(await checkEngineEndToEnd(context(), { tracked: true, requireTracked: true })).toEqual(['full', 'tracked']);
+    expect(await checkEngineEndToEnd(context({ dropExtent: true }), { tracked: false })).toEqual(['full', 'hash-diff']);
+    await expect(
+      checkEngineEndToEnd(context({ dropExtent: true }), { tracked: true, requireTracked: true }),
+    ).rejects.toThrow(/after the tracked run, the replica differs from the source snapshot/);
   });
 });

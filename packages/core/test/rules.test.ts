@@ -1,18 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import type { Capabilities } from '../src/contracts/capabilities.js';
+import { defineDriver } from '../src/drivers/define-driver.js';
+import { DriverRegistry, driverKinds, registerDriver } from '../src/engine/driver-registry.js';
 import { InputError, isReplikitError } from '../src/errors.js';
 import type { JobSpecInput } from '../src/job/job-spec.js';
 import { parseJob } from '../src/job/parse-job.js';
 import {
   assertValid,
   BUILTIN_DRIVER_KINDS,
-  DriverKindRegistry,
   defaultRuleSets,
-  driverKinds,
   formatViolations,
   type Rule,
   type RuleSet,
-  registerDriverKind,
   seedRules,
   type ValidateJobOptions,
   validateJob,
@@ -50,6 +49,17 @@ const vmware: Capabilities = {
   restorePoints: false,
 };
 
+/** A driver of `kind` that only declares its capabilities (these tests never create it). */
+function declared(kind: string, capabilities: Capabilities) {
+  return defineDriver({
+    kind,
+    capabilities,
+    create: () => {
+      throw new Error(`the '${kind}' driver is only declared here`);
+    },
+  });
+}
+
 describe('driver kinds', () => {
   it('declares xen, hyperv and file', () => {
     expect(BUILTIN_DRIVER_KINDS.get('xen')?.methods).toEqual(['xva', 'abd', 'qhybrid', 'cbt']);
@@ -57,26 +67,24 @@ describe('driver kinds', () => {
     expect(BUILTIN_DRIVER_KINDS.get('file')).toMatchObject({ methods: ['qhybrid'], changeTracking: true });
   });
 
-  it('registers a new kind and refuses to replace one without override', () => {
-    const registry = new DriverKindRegistry();
-    registry.register('vmware', vmware);
-    expect(registry.get('vmware')?.formats).toEqual(['vmdk']);
-    expect(() => registry.register('vmware', vmware)).toThrow(/already registered.*override: true/);
-    expect(() => registry.register('xen', vmware)).toThrow(/'xen' is a built-in kind/);
-    registry.register('xen', vmware, { override: true });
-    expect(registry.kinds().get('xen')?.methods).toEqual(['qhybrid']);
+  it("judges with a registered driver's capabilities, in place of its kind's built-in row", () => {
+    const registry = new DriverRegistry().register(declared('vmware', vmware));
+    expect(registry.capabilities().get('vmware')?.formats).toEqual(['vmdk']);
+    expect(() => registry.register(declared('vmware', vmware))).toThrow(/already registered.*replace: true/);
+    registry.register(declared('xen', vmware));
+    expect(registry.capabilities().get('xen')?.methods).toEqual(['qhybrid']);
     expect(BUILTIN_DRIVER_KINDS.get('xen')?.methods).toHaveLength(4);
+    expect(new DriverRegistry().capabilities()).toEqual(BUILTIN_DRIVER_KINDS);
   });
 
   it('rejects a bad kind name or malformed capabilities', () => {
-    const registry = new DriverKindRegistry();
-    expect(() => registry.register('VMware', vmware)).toThrow(InputError);
+    expect(() => declared('VMware', vmware)).toThrow(InputError);
     const bad = { ...vmware, methods: 'qhybrid', canBeTarget: 'no' } as unknown as Capabilities;
-    expect(() => registry.register('vmware', bad)).toThrow(/methods must be a list.*canBeTarget must be true or false/);
+    expect(() => declared('vmware', bad)).toThrow(/methods must be a list.*canBeTarget must be true or false/);
   });
 
-  it('keeps registered kinds in the process-wide registry used by default', () => {
-    registerDriverKind('test-kind', vmware);
+  it('keeps registered drivers in the process-wide registry used by default', () => {
+    registerDriver(declared('test-kind', vmware));
     expect(driverKinds().get('test-kind')).toEqual(vmware);
     const spec = job({ source: { driver: 'test-kind' }, target: { driver: 'file' } });
     expect(messagesOf('unknown-driver-kind', spec)).toEqual([]);
@@ -282,7 +290,7 @@ describe('seed rules', () => {
 
   describe('unknown-driver-kind', () => {
     it('warns about a kind nobody registered', () => {
-      const kinds = new DriverKindRegistry().kinds();
+      const kinds = new DriverRegistry().capabilities();
       expect(messagesOf('unknown-driver-kind', job({ source: { driver: 'vmware' } }), { kinds })).toEqual([
         "source.driver 'vmware' is not a known driver kind (known: 'file', 'hyperv', 'xen')",
       ]);
@@ -294,10 +302,9 @@ describe('seed rules', () => {
 
   describe('method-supported', () => {
     it('fails a method or a role the kind does not offer', () => {
-      const registry = new DriverKindRegistry();
-      registry.register('vmware', vmware);
+      const registry = new DriverRegistry().register(declared('vmware', vmware));
       const spec = job({ method: 'cbt', source: { driver: 'file' }, target: { driver: 'vmware' } });
-      expect(messagesOf('method-supported', spec, { kinds: registry.kinds() })).toEqual([
+      expect(messagesOf('method-supported', spec, { kinds: registry.capabilities() })).toEqual([
         "the source driver 'file' does not support method 'cbt' (it supports 'qhybrid')",
         "driver 'vmware' cannot be a replication target",
         "the target driver 'vmware' does not support method 'cbt' (it supports 'qhybrid')",

@@ -13,6 +13,7 @@ import {
   ReplicationEngine,
   type RunRecord,
 } from '../src/index.js';
+import { instanceDriver } from './helpers/instance-driver.js';
 import { createMemoryDriver, type MemoryDriver } from './helpers/memory-driver.js';
 
 const MiB = 1024 * 1024;
@@ -57,7 +58,9 @@ beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'replikit-engine-'));
   source = createMemoryDriver({ changeTracking: true });
   target = createMemoryDriver();
-  registry = new DriverRegistry().register('memsrc', () => source).register('memdst', () => target);
+  registry = new DriverRegistry()
+    .register(instanceDriver('memsrc', () => source))
+    .register(instanceDriver('memdst', () => target));
   const vm = source.addVm('vm1', [
     { id: 'a', size: 4 * MiB },
     { id: 'b', size: 2 * MiB + 12345 },
@@ -97,11 +100,13 @@ describe('ReplicationEngine', () => {
 
   it('uses a verified hash diff when the source cannot track changes, reading the replica', async () => {
     registry = new DriverRegistry()
-      .register('memsrc', () => {
-        const { changeTracker: _unused, ...rest } = source;
-        return { ...rest, capabilities: { ...source.capabilities, changeTracking: false } };
-      })
-      .register('memdst', () => target);
+      .register(
+        instanceDriver('memsrc', () => {
+          const { changeTracker: _unused, ...rest } = source;
+          return { ...rest, capabilities: { ...source.capabilities, changeTracking: false } };
+        }),
+      )
+      .register(instanceDriver('memdst', () => target));
     const e = engine();
     await e.run(job());
     const b = source.vms.get('vm1')!.disks.get('b')!;

@@ -7,8 +7,8 @@ import {
   DriverError,
   type FileSpan,
   InputError,
+  IoError,
   isZeroBlock,
-  StorageError,
   throwIfAborted,
   toStorageError,
 } from '@replikit/core';
@@ -502,8 +502,7 @@ function readError(failure: ReadFailure, span: FileSpan | undefined): Error {
     return toStorageError(cause, `reading ${where}`);
   }
   const end = span ? span.position + (failure.got ?? 0) : 0;
-  return new StorageError(
-    'E_IO',
+  return new IoError(
     `reading ${where}: the file ends at ${end} bytes, before the ${span ? span.position + span.length : 0} the disk needs; it was truncated while open`,
     { details: { path: span?.path, end } },
   );

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '@replikit/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { instanceDriver } from '../../core/test/helpers/instance-driver.js';
 import { createMemoryDriver, type MemoryDriver } from '../../core/test/helpers/memory-driver.js';
 import { createHashingPool, FileBlockStore, FileCacheProvider } from '../src/index.js';
 
@@ -37,6 +38,10 @@ function fill(data: Uint8Array, seed: number, from = 0, to = data.length) {
 const sourceDisk = (id: string) => source.vms.get('vm1')!.disks.get(id)!;
 const replicaDisk = (id: string) => target.vms.get('vm1-replica')!.disks.get(id)!;
 const equal = (id: string) => Buffer.compare(sourceDisk(id), replicaDisk(id)) === 0;
+const memoryDrivers = () =>
+  new DriverRegistry()
+    .register(instanceDriver('memsrc', () => source))
+    .register(instanceDriver('memdst', () => target));
 
 /** The committed cache of a disk, block by block, against digests of the source computed here. */
 async function cacheMatchesSource(id: string): Promise<boolean> {
@@ -78,7 +83,7 @@ beforeEach(async () => {
   cache = new FileCacheProvider(join(dir, 'cache'));
   engine = new ReplicationEngine({
     stateStore: new FileStateStore(join(dir, 'state')),
-    drivers: new DriverRegistry().register('memsrc', () => source).register('memdst', () => target),
+    drivers: memoryDrivers(),
     digest: 'xxh128',
     hasher: (algorithm) => createHashingPool({ algorithm, threads: 2 }),
     cache,
@@ -146,7 +151,7 @@ describe('tracked blocks with a trusted cache', () => {
     const store = new FileBlockStore(join(dir, 'store'));
     const withStore = new ReplicationEngine({
       stateStore: new FileStateStore(join(dir, 'state')),
-      drivers: new DriverRegistry().register('memsrc', () => source).register('memdst', () => target),
+      drivers: memoryDrivers(),
       digest: 'xxh128',
       hasher: (algorithm) => createHashingPool({ algorithm, threads: 2 }),
       cache,
@@ -157,6 +162,7 @@ describe('tracked blocks with a trusted cache', () => {
     const singlePass = { ...job, options: { ...job.options, singlePass: true } };
     const second = await withStore.run(singlePass);
     expect(second.disks.map((d) => d.mode)).toEqual(['hash-diff', 'hash-diff']); // no base version: every block
+    expect(second.disks.map((d) => d.reason?.code)).toEqual(['BACKUP_BASE_MISSING', 'BACKUP_BASE_MISSING']);
     const asOfSecond = ['a', 'b'].map((id) => replicaDisk(id).slice());
     sourceDisk('a').fill(8, 9 * BLOCK, 9 * BLOCK + 4096);
     const third = await withStore.run(singlePass);

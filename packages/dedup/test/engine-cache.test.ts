@@ -5,7 +5,7 @@ import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '@replikit/core';
-import { createFileDriver, createFileVM, writeGuestDisk } from '@replikit/driver-file';
+import { createFileDriver, createFileVM, fileDriver, writeGuestDisk } from '@replikit/driver-file';
 import { createXXHash128 } from 'hash-wasm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CACHE_HEADER_BYTES } from '../src/cache-file.js';
@@ -57,7 +57,7 @@ beforeEach(async () => {
     method: 'qhybrid',
     options: { replicationCache: true },
   };
-  const drivers = new DriverRegistry().register('file', (options) => createFileDriver({ root: String(options.root) }));
+  const drivers = new DriverRegistry().register(fileDriver);
   engine = new ReplicationEngine({
     stateStore: new FileStateStore(join(dir, 'state')),
     drivers,
@@ -82,6 +82,8 @@ describe('trusted replication cache', () => {
       ['hash-diff', 'cache'],
       ['hash-diff', 'cache'],
     ]);
+    // The VM tracks no changes: every block compared with a trusted cache, the normal incremental run.
+    expect(second.disks.map((d) => d.reason?.code)).toEqual(['INCREMENTAL', 'INCREMENTAL']);
     expect(second.stats.bytesReadReplica).toBe(0);
     expect(second.stats.blocksChanged).toBeGreaterThan(0);
     // A 4 KiB write travels as a delta from the block the replica holds, not as 64 KiB.

@@ -5,7 +5,7 @@ import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '@replikit/core';
-import { createFileDriver, createFileVM, writeGuestDisk } from '@replikit/driver-file';
+import { createFileDriver, createFileVM, fileDriver, writeGuestDisk } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createHashingPool, FileBlockStore, FileCacheProvider } from '../src/index.js';
 
@@ -36,7 +36,7 @@ beforeEach(async () => {
   };
   engine = new ReplicationEngine({
     stateStore: new FileStateStore(join(dir, 'state')),
-    drivers: new DriverRegistry().register('file', (o) => createFileDriver({ root: String(o.root) })),
+    drivers: new DriverRegistry().register(fileDriver),
     digest: 'xxh128',
     hasher: (algorithm) => createHashingPool({ algorithm, threads: 2 }),
     cache: new FileCacheProvider(join(dir, 'state', 'cache')),
@@ -103,7 +103,7 @@ describe('single-pass backup and replicate', () => {
   it('fails in prepare without a block store, touching nothing', async () => {
     const bare = new ReplicationEngine({
       stateStore: new FileStateStore(join(dir, 'state2')),
-      drivers: new DriverRegistry().register('file', (o) => createFileDriver({ root: String(o.root) })),
+      drivers: new DriverRegistry().register(fileDriver),
     });
     await expect(bare.run(job)).rejects.toMatchObject({
       code: 'E_INPUT',

@@ -1,13 +1,11 @@
 import type { FileHandle } from 'node:fs/promises';
 import {
-  checkRange,
+  AbstractDiskReader,
   type DiskReader,
   type Extent,
   type FileSpan,
   FormatError,
-  type OperationOptions,
-  StateError,
-  throwIfAborted,
+  type ReplikitError,
   toStorageError,
 } from '@replikit/core';
 import { ALLOCATION_GRANULE, type AllocationMap } from './allocation-map.js';
@@ -40,47 +38,28 @@ export async function openChainReader(layers: ReaderLayer[], size: number, what:
   return new ChainReader(layers, handles, size, what);
 }
 
-class ChainReader implements DiskReader {
-  readonly size: number;
-  readonly blockSize = ALLOCATION_GRANULE;
-  private readonly layers: ReaderLayer[];
-  private readonly handles: FileHandle[];
-  private readonly what: string;
-  private closed = false;
-
-  constructor(layers: ReaderLayer[], handles: FileHandle[], size: number, what: string) {
-    this.layers = layers;
-    this.handles = handles;
-    this.size = size;
-    this.what = what;
+class ChainReader extends AbstractDiskReader {
+  constructor(
+    private readonly layers: ReaderLayer[],
+    private readonly handles: FileHandle[],
+    size: number,
+    what: string,
+  ) {
+    super({ size, blockSize: ALLOCATION_GRANULE, what });
   }
 
-  async *allocated(options?: OperationOptions): AsyncIterable<Extent> {
-    this.assertOpen();
+  protected override async *_allocated(): AsyncIterable<Extent> {
     const bottom = this.layers.at(-1)!;
     if (!bottom.map) {
-      if (this.size > 0) yield { offset: 0, length: this.size };
+      yield* super._allocated();
       return;
     }
     const union = bottom.map.clone();
     for (const layer of this.layers.slice(0, -1)) union.union(layer.map!);
-    for (const extent of union.extents()) {
-      throwIfAborted(options?.signal);
-      yield extent;
-    }
+    yield* union.extents();
   }
 
-  async read(offset: number, length: number, options?: OperationOptions): Promise<Uint8Array> {
-    checkRange(this.size, offset, length, `reading ${this.what}`);
-    const buffer = Buffer.allocUnsafeSlow(length);
-    await this.readInto(offset, buffer, options);
-    return buffer;
-  }
-
-  async readInto(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void> {
-    checkRange(this.size, offset, target.length, `reading ${this.what}`);
-    this.assertOpen();
-    throwIfAborted(options?.signal);
+  protected async _readInto(offset: number, target: Uint8Array): Promise<void> {
     const reads = this.runs(offset, target.length).map((run) =>
       this.readRun(run.layer, target, run.position - offset, run.length, run.position),
     );
@@ -89,8 +68,7 @@ class ChainReader implements DiskReader {
   }
 
   fileSpans(offset: number, length: number): FileSpan[] {
-    checkRange(this.size, offset, length, `reading ${this.what}`);
-    this.assertOpen();
+    this.guard(offset, length);
     return this.runs(offset, length).map((run) => ({
       fd: this.handles[run.layer]!.fd,
       position: run.position,
@@ -116,10 +94,12 @@ class ChainReader implements DiskReader {
     return runs;
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  protected override async _close(): Promise<void> {
     for (const fh of this.handles) await fh.close().catch(() => undefined);
+  }
+
+  protected override _wrapError(error: unknown): ReplikitError {
+    return toStorageError(error, `reading ${this.what}`);
   }
 
   /** Index of the layer granule `index` is read from. */
@@ -148,9 +128,5 @@ class ChainReader implements DiskReader {
         { details: { path: this.layers[layer]!.path, size: this.size } },
       );
     }
-  }
-
-  private assertOpen(): void {
-    if (this.closed) throw new StateError(`${this.what}: the reader is closed; open a new one`);
   }
 }

@@ -2,12 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import {
+  AbstractHypervisor,
   type Capabilities,
-  type ChangeTracker,
   ConflictError,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
+  type Extent,
   type Hypervisor,
   InputError,
   isReplikitError,
@@ -18,10 +19,10 @@ import {
   ReplicaInProgressError,
   type ReplicaOwner,
   type ReplicaSpec,
+  type ReplikitError,
   type RestorePoint,
   type RestorePointOptions,
   type Snapshot,
-  StateError,
   throwIfAborted,
   toStorageError,
   type VMInfo,
@@ -43,6 +44,7 @@ import {
   overlayPath,
   rootFromMeta,
 } from './paths.js';
+import { pendingChanges } from './pending-changes.js';
 import { assertRawImage } from './raw-image-check.js';
 import { openRawReader } from './raw-reader.js';
 import { openDirectWriter, openOverlayWriter } from './raw-writer.js';
@@ -128,6 +130,12 @@ export const FILE_DRIVER_CAPABILITIES: Capabilities = Object.freeze({
  * for await (const extent of reader.allocated()) console.log(extent);
  * await reader.close();
  * ```
+ *
+ * `close()` closes the readers and writers still open. Data of deleted snapshots that is still being
+ * unlinked in the background (freeing a large image's extents takes the file system up to a second)
+ * goes on being removed: a run does not wait for it, and its fsyncs would otherwise queue behind it.
+ * The removals keep the process alive until they end; one cut short leaves a `.deleting-` entry that
+ * the next snapshot of the VM removes. `settleDiscards()` (exported by this package) waits for them.
  */
 export function createFileDriver(options: FileDriverOptions): Hypervisor {
   if (typeof options?.root !== 'string' || options.root.length === 0 || options.root.includes('\0')) {
@@ -136,30 +144,39 @@ export function createFileDriver(options: FileDriverOptions): Hypervisor {
   return new FileDriver(options);
 }
 
-class FileDriver implements Hypervisor {
+/**
+ * The file driver on core's {@link AbstractHypervisor}: the base checks state, arguments (ids go
+ * through {@link assertSafeName}, since they become folder names), signals and hands readers and
+ * writers out; the hooks below only touch the file system.
+ */
+class FileDriver extends AbstractHypervisor {
   readonly kind = FILE_DRIVER_KIND;
   readonly capabilities = FILE_DRIVER_CAPABILITIES;
-  readonly changeTracker: ChangeTracker;
   private readonly root: string;
   private readonly reflink: boolean;
   private readonly faultHook: FaultHook | undefined;
   private readonly confine: boolean;
-  private closed = false;
-  /** Readers and writers handed out and not closed yet. */
-  private readonly handedOut = new Set<{ close(): Promise<void> }>();
 
   constructor(options: FileDriverOptions) {
+    super();
     this.root = resolve(options.root);
     this.reflink = options.reflink ?? true;
     this.faultHook = options.faultHook;
     this.confine = options.confine === true;
-    this.changeTracker = {
-      changes: (disk, base, current, opts) => this.changes(disk, base, current, opts),
-    };
   }
 
-  async listVMs(options?: OperationOptions): Promise<VMInfo[]> {
-    this.assertOpen();
+  protected override _checkId(value: unknown, what: string): string {
+    return assertSafeName(value, what);
+  }
+
+  /** File-system errors become `E_IO`, `E_NO_SPACE` or `E_NOT_FOUND`; anything else `E_DRIVER`. */
+  protected override _wrapError(error: unknown, what: string, signal?: AbortSignal): ReplikitError {
+    const errno = (error as NodeJS.ErrnoException | undefined)?.code;
+    if (typeof errno === 'string' && !signal?.aborted) return toStorageError(error, what);
+    return super._wrapError(error, what, signal);
+  }
+
+  protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {
     let entries: string[];
     try {
       entries = (await readdir(this.root)).filter(isSafeName).sort();
@@ -179,8 +196,7 @@ class FileDriver implements Hypervisor {
     return vms;
   }
 
-  async getVM(idOrName: string, options?: OperationOptions): Promise<VMInfo> {
-    this.assertOpen();
+  protected override async _getVM(idOrName: string, options?: OperationOptions): Promise<VMInfo> {
     const paths = fileVmPaths(this.root, idOrName);
     try {
       return await this.describe(paths, idOrName);
@@ -198,9 +214,7 @@ class FileDriver implements Hypervisor {
     }
   }
 
-  async snapshot(vmId: string, label: string, options?: OperationOptions): Promise<Snapshot> {
-    this.assertOpen();
-    if (typeof label !== 'string') throw new InputError('a snapshot label must be a string');
+  protected override async _snapshot(vmId: string, label: string, options?: OperationOptions): Promise<Snapshot> {
     const paths = fileVmPaths(this.root, vmId);
     const vm = await readVmJson(paths.dir);
     const take = () =>
@@ -223,8 +237,7 @@ class FileDriver implements Hypervisor {
     }
   }
 
-  async listSnapshots(vmId: string): Promise<Snapshot[]> {
-    this.assertOpen();
+  protected override async _listSnapshots(vmId: string): Promise<Snapshot[]> {
     const paths = fileVmPaths(this.root, vmId);
     await readVmJson(paths.dir);
     return snapshotMutex.run(paths.dir, async () => {
@@ -240,32 +253,36 @@ class FileDriver implements Hypervisor {
     });
   }
 
-  async deleteSnapshot(snapshot: Snapshot, options?: OperationOptions & { keepMetadata?: boolean }): Promise<void> {
-    this.assertOpen();
-    throwIfAborted(options?.signal);
-    const paths = fileVmPaths(this.root, snapshot?.vmId);
-    const id = assertSafeName(snapshot.id, 'snapshot id');
+  protected override async _deleteSnapshot(snapshot: Snapshot, keepMetadata: boolean): Promise<void> {
+    const paths = fileVmPaths(this.root, snapshot.vmId);
     await snapshotMutex.run(paths.dir, () =>
       deleteSnapshotOf(
         paths,
         snapshot.vmId,
-        id,
-        options?.keepMetadata === true,
+        snapshot.id,
+        keepMetadata,
         this.faultHook,
         (snapshotId) => openSnapshotReaders.get(`${paths.dir}\0${snapshotId}`) ?? 0,
       ),
     );
   }
 
-  private async changes(
+  /** The live disk's writes since `base`, from the dirty bitmap, without a snapshot (see `pendingChanges`). */
+  protected override _pending(
+    disk: DiskRef,
+    base: Snapshot,
+    options?: OperationOptions,
+  ): Promise<AsyncIterable<Extent> | undefined> {
+    return pendingChanges(fileVmPaths(this.root, base.vmId), disk, base, options);
+  }
+
+  protected override async _changes(
     disk: DiskRef,
     base: Snapshot,
     current: Snapshot,
     options?: OperationOptions,
   ): Promise<AsyncIterable<{ offset: number; length: number }> | undefined> {
-    this.assertOpen();
-    const paths = fileVmPaths(this.root, current?.vmId);
-    assertSafeName(disk?.id, 'disk id');
+    const paths = fileVmPaths(this.root, current.vmId);
     return snapshotMutex.run(paths.dir, async () => {
       await recoverSnapshotMerge(paths, current.vmId, this.faultHook);
       return chainChanges(paths, disk, base, current, options);
@@ -295,15 +312,8 @@ class FileDriver implements Hypervisor {
     });
   }
 
-  async openReader(disk: DiskRef): Promise<DiskReader> {
-    return this.handOut(await this.openAnyReader(disk));
-  }
-
-  /** Opens the reader {@link openReader} hands out. */
-  private async openAnyReader(disk: DiskRef): Promise<DiskReader> {
-    this.assertOpen();
-    const paths = await this.pathsOf(disk?.meta, disk?.vmId, `disk '${String(disk?.id)}'`);
-    assertSafeName(disk.id, 'disk id');
+  protected override async _openReader(disk: DiskRef): Promise<DiskReader> {
+    const paths = await this.pathsOf(disk.meta, disk.vmId, `disk '${disk.id}'`);
     if (disk.snapshotId !== undefined) return this.openSnapshotReader(paths, disk);
     let vm = await readVmJson(paths.dir);
     if (vm.replica) {
@@ -321,10 +331,8 @@ class FileDriver implements Hypervisor {
     });
   }
 
-  async ensureReplica(spec: ReplicaSpec, options?: OperationOptions): Promise<Replica> {
-    this.assertOpen();
-    throwIfAborted(options?.signal);
-    const name = assertSafeName(spec?.name, 'replica name');
+  protected override async _ensureReplica(spec: ReplicaSpec): Promise<Replica> {
+    const name = spec.name;
     const placementRoot = spec.placement?.root;
     if (placementRoot !== undefined && (typeof placementRoot !== 'string' || !isAbsolute(placementRoot))) {
       throw new InputError(`placement.root must be an absolute folder path, got ${JSON.stringify(placementRoot)}`);
@@ -334,7 +342,7 @@ class FileDriver implements Hypervisor {
     const metaRoot = root === this.root ? undefined : root;
     const paths = fileVmPaths(root, name);
     if (this.confine) await assertInsideRoot(paths.dir, this.root);
-    const wanted = validateSpecDisks(spec);
+    const wanted = specDisks(spec);
     for (let attempt = 0; ; attempt++) {
       let vm: VmJson;
       try {
@@ -388,9 +396,7 @@ class FileDriver implements Hypervisor {
     }
   }
 
-  async deleteReplica(replica: Replica, options?: OperationOptions): Promise<void> {
-    this.assertOpen();
-    throwIfAborted(options?.signal);
+  protected override async _deleteReplica(replica: Replica): Promise<void> {
     const paths = await this.replicaPaths(replica);
     let vm: VmJson;
     try {
@@ -413,15 +419,8 @@ class FileDriver implements Hypervisor {
     });
   }
 
-  async openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
-    return this.handOut(await this.openAnyWriter(replica, disk, options));
-  }
-
-  /** Opens the writer {@link openWriter} hands out. */
-  private async openAnyWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
-    this.assertOpen();
+  protected override async _openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
     const paths = await this.replicaPaths(replica);
-    assertSafeName(disk?.id, 'disk id');
     await recoverReplica(paths, { faultHook: this.faultHook });
     const vm = await readVmJson(paths.dir);
     assertReplica(paths, vm);
@@ -470,8 +469,7 @@ class FileDriver implements Hypervisor {
     }
   }
 
-  async replicaState(replica: Replica): Promise<ReplicaFingerprint> {
-    this.assertOpen();
+  protected override async _replicaState(replica: Replica): Promise<ReplicaFingerprint> {
     const paths = await this.replicaPaths(replica);
     await this.softRecover(paths);
     const vm = await readVmJson(paths.dir);
@@ -506,11 +504,7 @@ class FileDriver implements Hypervisor {
     return { value, details };
   }
 
-  async markReplica(replica: Replica, state: 'in-progress' | 'ready'): Promise<void> {
-    this.assertOpen();
-    if (state !== 'in-progress' && state !== 'ready') {
-      throw new InputError(`a replica mark is 'in-progress' or 'ready', got ${JSON.stringify(state)}`);
-    }
+  protected override async _markReplica(replica: Replica, state: 'in-progress' | 'ready'): Promise<void> {
     const paths = await this.replicaPaths(replica);
     await recoverReplica(paths, { faultHook: this.faultHook });
     await folderMutex.run(paths.dir, async () => {
@@ -520,11 +514,7 @@ class FileDriver implements Hypervisor {
     });
   }
 
-  async claimReplica(replica: Replica, owner: ReplicaOwner): Promise<ReplicaOwner> {
-    this.assertOpen();
-    if (typeof owner?.runId !== 'string' || owner.runId.length === 0) {
-      throw new InputError('claimReplica: owner.runId must be a non-empty string');
-    }
+  protected override async _claimReplica(replica: Replica, owner: ReplicaOwner): Promise<ReplicaOwner> {
     const paths = await this.replicaPaths(replica);
     assertReplica(paths, await readVmJson(paths.dir));
     const fresh = (await readOwner(paths))?.runId !== owner.runId;
@@ -549,20 +539,17 @@ class FileDriver implements Hypervisor {
     return holder;
   }
 
-  async releaseReplica(replica: Replica, runId: string): Promise<void> {
-    this.assertOpen();
+  protected override async _releaseReplica(replica: Replica, runId: string): Promise<void> {
     const paths = await this.replicaPaths(replica);
     if (!(await stat(paths.dir).catch(() => undefined))) return; // deleted with its hold
     await dropOwner(paths, runId);
   }
 
-  async replicaOwner(replica: Replica): Promise<ReplicaOwner | undefined> {
-    this.assertOpen();
+  protected override async _replicaOwner(replica: Replica): Promise<ReplicaOwner | undefined> {
     return readOwner(await this.replicaPaths(replica));
   }
 
-  async replicaMark(replica: Replica): Promise<'in-progress' | 'ready'> {
-    this.assertOpen();
+  protected override async _replicaMark(replica: Replica): Promise<'in-progress' | 'ready'> {
     const paths = await this.replicaPaths(replica);
     await this.softRecover(paths);
     const vm = await readVmJson(paths.dir);
@@ -570,16 +557,18 @@ class FileDriver implements Hypervisor {
     return computeMark(paths, vm);
   }
 
-  async createRestorePoint(replica: Replica, label: string, options?: RestorePointOptions): Promise<RestorePoint> {
-    this.assertOpen();
-    throwIfAborted(options?.signal);
+  /** Idempotence per label and retention happen inside the commit (crash-safely), not in the base. */
+  protected override async _createRestorePoint(
+    replica: Replica,
+    label: string,
+    options?: RestorePointOptions,
+  ): Promise<RestorePoint> {
     const paths = await this.replicaPaths(replica);
     const record = await commitReplica(paths, label, { ...options, faultHook: this.faultHook });
     return toRestorePoint(record, replica.id);
   }
 
-  async listRestorePoints(replica: Replica): Promise<RestorePoint[]> {
-    this.assertOpen();
+  protected override async _listRestorePoints(replica: Replica): Promise<RestorePoint[]> {
     const paths = await this.replicaPaths(replica);
     await this.softRecover(paths);
     const vm = await readVmJson(paths.dir);
@@ -590,25 +579,15 @@ class FileDriver implements Hypervisor {
       .map((p) => toRestorePoint(p, replica.id));
   }
 
-  async revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
-    this.assertOpen();
-    throwIfAborted(options?.signal);
-    if (point?.replicaId !== replica?.id) {
-      throw new InputError(
-        `restore point '${point?.id}' belongs to replica '${point?.replicaId}', not '${replica?.id}'`,
-      );
-    }
+  protected override async _revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
     const paths = await this.replicaPaths(replica);
-    await revertReplica(paths, assertSafeName(point.id, 'restore point id'), {
+    await revertReplica(paths, point.id, {
       ...(options?.signal ? { signal: options.signal } : {}),
       faultHook: this.faultHook,
     });
   }
 
-  async power(vmId: string, op: 'start' | 'shutdown'): Promise<void> {
-    this.assertOpen();
-    if (op !== 'start' && op !== 'shutdown')
-      throw new InputError(`power: op must be 'start' or 'shutdown', got ${JSON.stringify(op)}`);
+  protected override async _power(vmId: string, op: 'start' | 'shutdown'): Promise<void> {
     const paths = fileVmPaths(this.root, vmId);
     if ((await readVmJson(paths.dir)).replica) await this.softRecover(paths);
     await folderMutex.run(paths.dir, async () => {
@@ -627,34 +606,6 @@ class FileDriver implements Hypervisor {
       await checkDiskImages(paths.dir, vm);
       await writeVmJson(paths.dir, { ...vm, powerState: 'running', bootCount: vm.bootCount + 1 });
     });
-  }
-
-  /**
-   * Closes the driver. Data of deleted snapshots that is still being unlinked in the background
-   * (freeing a large image's extents takes the file system up to a second) goes on being removed:
-   * a run does not wait for it, and its fsyncs would otherwise queue behind it. The removals keep
-   * the process alive until they end; one cut short leaves a `.deleting-` entry that the next
-   * snapshot of the VM removes. `settleDiscards()` (exported by this package) waits for them.
-   */
-  async close(): Promise<void> {
-    this.closed = true;
-    // Readers and writers still open are closed (writers flush and release their disk locks).
-    const open = [...this.handedOut];
-    this.handedOut.clear();
-    const results = await Promise.allSettled(open.map((handle) => handle.close()));
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
-  }
-
-  /** Remembers `handle` until it is closed, so that {@link close} can close it. */
-  private handOut<T extends { close(): Promise<void> }>(handle: T): T {
-    const close = handle.close.bind(handle);
-    handle.close = async () => {
-      this.handedOut.delete(handle);
-      await close();
-    };
-    this.handedOut.add(handle);
-    return handle;
   }
 
   /** The VM whose vm.json has `name`; folders whose vm.json cannot be read are passed over. */
@@ -697,7 +648,7 @@ class FileDriver implements Hypervisor {
   }
 
   private replicaPaths(replica: Pick<Replica, 'id' | 'meta'>): Promise<FileVmPaths> {
-    return this.pathsOf(replica?.meta, replica?.id, `replica '${String(replica?.id)}'`);
+    return this.pathsOf(replica.meta, replica.id, `replica '${replica.id}'`);
   }
 
   /**
@@ -710,10 +661,6 @@ class FileDriver implements Hypervisor {
     const paths = fileVmPaths(root, id as string);
     await assertInsideRoot(paths.dir, this.root);
     return paths;
-  }
-
-  private assertOpen(): void {
-    if (this.closed) throw new StateError('the file driver is closed; create a new one with createFileDriver');
   }
 }
 
@@ -777,18 +724,13 @@ function assertSameSize(ref: DiskRef, size: number): void {
   }
 }
 
-function validateSpecDisks(spec: ReplicaSpec): Array<{ id: string; size: number; label?: string }> {
-  if (!Array.isArray(spec.disks)) throw new InputError('replica spec: disks must be an array');
-  const seen = new Set<string>();
-  return spec.disks.map((d, i) => {
-    const id = assertSafeName(d?.sourceDiskId, `replica spec: disks[${i}].sourceDiskId`);
-    if (seen.has(id)) throw new InputError(`replica spec: disk id '${id}' appears twice`);
-    seen.add(id);
-    if (!Number.isSafeInteger(d.size) || d.size < 0) {
-      throw new InputError(`replica spec: disks[${i}].size must be a whole number of bytes ≥ 0, got ${d.size}`);
-    }
-    return { id, size: d.size, ...(typeof d.label === 'string' ? { label: d.label } : {}) };
-  });
+/** The replica's disks (the base has checked ids, sizes and duplicates). */
+function specDisks(spec: ReplicaSpec): Array<{ id: string; size: number; label?: string }> {
+  return spec.disks.map((d) => ({
+    id: d.sourceDiskId,
+    size: d.size,
+    ...(typeof d.label === 'string' ? { label: d.label } : {}),
+  }));
 }
 
 function positive(value: unknown, what: string): number {

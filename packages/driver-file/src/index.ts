@@ -13,6 +13,7 @@ export {
   FILE_DRIVER_KIND,
   type FileDriverOptions,
 } from './file-driver.js';
+export { type FileDriverJobOptions, fileDriver, fileDriverOptionsSchema } from './file-driver-definition.js';
 export { type GuestDiskHandle, openGuestDisk, writeGuestDisk } from './guest-io.js';
 export {
   type ImportedDisk,

@@ -1,13 +1,11 @@
 import type { FileHandle } from 'node:fs/promises';
 import {
-  checkRange,
+  AbstractDiskReader,
   type DiskReader,
   type Extent,
   type FileSpan,
   FormatError,
-  type OperationOptions,
-  StateError,
-  throwIfAborted,
+  type ReplikitError,
   toStorageError,
 } from '@replikit/core';
 import type { AllocationMap } from './allocation-map.js';
@@ -25,9 +23,10 @@ export interface RawReaderOptions {
 }
 
 /**
- * Opens a reader over a raw image of `size` bytes (the caller has checked the file's length).
- * Reads are bounds-checked with `checkRange`, go through one `FileHandle.read` into one buffer and
- * return exactly `length` bytes in their own `ArrayBuffer` (safe to transfer to a worker).
+ * Opens a reader over a raw image of `size` bytes (the caller has checked the file's length). The
+ * core's reader base checks ranges, state and signals; a read goes through one `FileHandle.read`
+ * into one buffer and returns exactly `length` bytes in their own `ArrayBuffer` (safe to transfer to
+ * a worker).
  */
 export async function openRawReader(path: string, size: number, options: RawReaderOptions): Promise<DiskReader> {
   let fh: FileHandle;
@@ -39,56 +38,27 @@ export async function openRawReader(path: string, size: number, options: RawRead
   return new RawDiskReader(fh, path, size, options);
 }
 
-class RawDiskReader implements DiskReader {
-  readonly size: number;
-  readonly blockSize: number;
-  private readonly fh: FileHandle;
-  private readonly path: string;
+class RawDiskReader extends AbstractDiskReader {
   private readonly map: AllocationMap | undefined;
-  private readonly what: string;
-  private closed = false;
 
-  constructor(fh: FileHandle, path: string, size: number, options: RawReaderOptions) {
-    this.fh = fh;
-    this.path = path;
-    this.size = size;
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly path: string,
+    size: number,
+    options: RawReaderOptions,
+  ) {
+    super({ size, blockSize: options.blockSize ?? options.map?.granule ?? 4096, what: options.what });
     this.map = options.map;
-    this.what = options.what;
-    this.blockSize = options.blockSize ?? options.map?.granule ?? 4096;
   }
 
-  async *allocated(options?: OperationOptions): AsyncIterable<Extent> {
-    this.assertOpen();
-    if (!this.map) {
-      if (this.size > 0) yield { offset: 0, length: this.size };
-      return;
-    }
-    for (const extent of this.map.extents()) {
-      throwIfAborted(options?.signal);
-      yield extent;
-    }
+  protected override async *_allocated(): AsyncIterable<Extent> {
+    if (!this.map) yield* super._allocated();
+    else yield* this.map.extents();
   }
 
-  async read(offset: number, length: number, options?: OperationOptions): Promise<Uint8Array> {
-    checkRange(this.size, offset, length, `reading ${this.what}`);
-    const buffer = Buffer.allocUnsafeSlow(length);
-    await this.readInto(offset, buffer, options);
-    return buffer;
-  }
-
-  async readInto(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void> {
-    const length = target.length;
-    checkRange(this.size, offset, length, `reading ${this.what}`);
-    this.assertOpen();
-    throwIfAborted(options?.signal);
-    const buffer = target;
-    let got: number;
-    try {
-      got = await readFully(this.fh, buffer, 0, length, offset);
-    } catch (error) {
-      throw toStorageError(error, `reading ${this.what} (${this.path})`);
-    }
-    if (got < length) {
+  protected async _readInto(offset: number, target: Uint8Array): Promise<void> {
+    const got = await readFully(this.fh, target, 0, target.length, offset);
+    if (got < target.length) {
       throw new FormatError(
         `${this.what}: image ${this.path} ends at ${offset + got} bytes, shorter than the declared ${this.size}; it was truncated while open`,
         { details: { path: this.path, size: this.size } },
@@ -97,18 +67,15 @@ class RawDiskReader implements DiskReader {
   }
 
   fileSpans(offset: number, length: number): FileSpan[] {
-    checkRange(this.size, offset, length, `reading ${this.what}`);
-    this.assertOpen();
+    this.guard(offset, length);
     return length === 0 ? [] : [{ fd: this.fh.fd, position: offset, length, path: this.path }];
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  protected override async _close(): Promise<void> {
     await this.fh.close();
   }
 
-  private assertOpen(): void {
-    if (this.closed) throw new StateError(`${this.what}: the reader is closed; open a new one`);
+  protected override _wrapError(error: unknown): ReplikitError {
+    return toStorageError(error, `reading ${this.what} (${this.path})`);
   }
 }

@@ -1,15 +1,7 @@
 import { constants } from 'node:fs';
 import { type FileHandle, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import {
-  checkRange,
-  type DiskWriter,
-  type OperationOptions,
-  type ReplikitError,
-  StateError,
-  throwIfAborted,
-  toStorageError,
-} from '@replikit/core';
+import { AbstractDiskWriter, type DiskWriter, type ReplikitError, toStorageError } from '@replikit/core';
 import { fsyncDir } from './atomic-write.js';
 import { IO_CHUNK, writeFully, writevFully, zeroRange } from './block-io.js';
 import { openDataFile, READ_WRITE } from './data-file.js';
@@ -61,51 +53,29 @@ export async function openOverlayWriter(parts: WriterParts & { validLength: numb
   return new OverlayWriter(fh, parts, parts.validLength);
 }
 
-abstract class BaseWriter implements DiskWriter {
-  readonly size: number;
-  protected readonly fh: FileHandle;
+/** A writer of one file: the core's writer base does the checks, the writes in flight and the failure. */
+abstract class FileWriter extends AbstractDiskWriter {
   protected readonly path: string;
-  protected readonly what: string;
   private readonly lock: LockHandle;
-  private readonly inflight = new Set<Promise<void>>();
-  private failure: ReplikitError | undefined;
-  private closed = false;
 
-  constructor(fh: FileHandle, parts: WriterParts) {
-    this.fh = fh;
+  constructor(
+    protected readonly fh: FileHandle,
+    parts: WriterParts,
+  ) {
+    super({ size: parts.size, what: parts.what });
     this.path = parts.path;
-    this.size = parts.size;
-    this.what = parts.what;
     this.lock = parts.lock;
   }
 
-  async write(offset: number, data: Uint8Array, options?: OperationOptions): Promise<void> {
-    checkRange(this.size, offset, data?.length ?? Number.NaN, `writing ${this.what}`);
-    this.assertUsable();
-    throwIfAborted(options?.signal);
-    if (data.length === 0) return;
-    await this.track(() => this.writeData(offset, data));
+  /** Runs before the file is closed. */
+  protected async beforeClose(): Promise<void> {}
+
+  protected override async _flush(): Promise<void> {
+    await this.fh.sync();
   }
 
-  async writeZeroes(offset: number, length: number, options?: OperationOptions): Promise<void> {
-    checkRange(this.size, offset, length, `writing zeroes to ${this.what}`);
-    this.assertUsable();
-    throwIfAborted(options?.signal);
-    if (length === 0) return;
-    await this.track(() => this.writeZero(offset, length));
-  }
-
-  async flush(options?: OperationOptions): Promise<void> {
-    this.assertUsable();
-    throwIfAborted(options?.signal);
-    await this.sync();
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  protected override async _close(): Promise<void> {
     try {
-      if (!this.failure) await this.sync();
       await this.beforeClose();
     } finally {
       try {
@@ -116,59 +86,22 @@ abstract class BaseWriter implements DiskWriter {
     }
   }
 
-  /** Writes `data` at `offset` (range checked). */
-  protected abstract writeData(offset: number, data: Uint8Array): Promise<void>;
-  /** Makes the range read as zero (range checked). */
-  protected abstract writeZero(offset: number, length: number): Promise<void>;
-  /** Runs before the file is closed. */
-  protected async beforeClose(): Promise<void> {}
-
-  private async sync(): Promise<void> {
-    await Promise.all(this.inflight);
-    if (this.failure) throw this.failure;
-    try {
-      await this.fh.sync();
-    } catch (error) {
-      this.failure = toStorageError(error, `flushing ${this.what} (${this.path})`);
-      throw this.failure;
-    }
-  }
-
-  private async track(op: () => Promise<void>): Promise<void> {
-    const running = op();
-    const settled = running.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.inflight.add(settled);
-    try {
-      await running;
-    } catch (error) {
-      const failure = toStorageError(error, `writing ${this.what} (${this.path})`);
-      this.failure ??= failure;
-      throw failure;
-    } finally {
-      this.inflight.delete(settled);
-    }
-  }
-
-  private assertUsable(): void {
-    if (this.closed) throw new StateError(`${this.what}: the writer is closed; open a new one`);
-    if (this.failure) throw this.failure;
+  protected override _wrapError(error: unknown, what: string): ReplikitError {
+    return toStorageError(error, `${what} (${this.path})`);
   }
 }
 
-class DirectWriter extends BaseWriter {
-  protected async writeData(offset: number, data: Uint8Array): Promise<void> {
+class DirectWriter extends FileWriter {
+  protected async _write(offset: number, data: Uint8Array): Promise<void> {
     await writeFully(this.fh, data, offset);
   }
 
-  protected async writeZero(offset: number, length: number): Promise<void> {
+  protected async _writeZeroes(offset: number, length: number): Promise<void> {
     await zeroRange(this.fh, offset, length, Buffer.allocUnsafeSlow(Math.min(length, IO_CHUNK)));
   }
 }
 
-class OverlayWriter extends BaseWriter {
+class OverlayWriter extends FileWriter {
   private end: number;
 
   constructor(fh: FileHandle, parts: WriterParts, validLength: number) {
@@ -176,14 +109,14 @@ class OverlayWriter extends BaseWriter {
     this.end = validLength;
   }
 
-  protected async writeData(offset: number, data: Uint8Array): Promise<void> {
+  protected async _write(offset: number, data: Uint8Array): Promise<void> {
     const header = encodeRecordHeader(offset, data.length, data);
     const position = this.end; // reserved before any await: concurrent writes never overlap
     this.end += RECORD_HEADER_SIZE + data.length;
     await writevFully(this.fh, [header, data], position);
   }
 
-  protected async writeZero(offset: number, length: number): Promise<void> {
+  protected async _writeZeroes(offset: number, length: number): Promise<void> {
     const header = encodeRecordHeader(offset, length);
     const position = this.end;
     this.end += RECORD_HEADER_SIZE;

@@ -24,6 +24,7 @@ import { createTempDriver, driverRoots, fileFixtures, makeTempRoot, removeTempRo
 runDriverConformance({
   name: 'file (change tracking)',
   create: () => createTempDriver(),
+  trackedVMs: true,
   fixtures: {
     ...fileFixtures,
     createSourceVM: (hv, spec) =>

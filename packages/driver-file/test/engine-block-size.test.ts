@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, ReplicationEngine } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createFileDriver, createFileVM, writeGuestDisk } from '../src/index.js';
+import { createFileDriver, createFileVM, fileDriver, writeGuestDisk } from '../src/index.js';
 import { makeTempRoot, removeTempRoots } from './helpers/temp-root.js';
 
 const KiB = 1024;
@@ -19,9 +19,7 @@ describe('file driver: the engine with blocks larger than its read buffers', () 
   const scenario = async (blockSize: number, writes: readonly number[]) => {
     const dir = await makeTempRoot();
     const vms = join(dir, 'vms');
-    const drivers = new DriverRegistry().register('file', (options) =>
-      createFileDriver({ root: String(options.root), reflink: false }),
-    );
+    const drivers = new DriverRegistry().register(fileDriver);
     await createFileVM(vms, { name: 'vm', disks: [{ id: 'd0', size: 32 * MiB }], changeTracking: true });
     await writeGuestDisk(vms, 'vm', 'd0', 0, testPattern(1, 8 * MiB));
     await writeGuestDisk(vms, 'vm', 'd0', 17 * MiB, testPattern(2, 512 * KiB));
@@ -29,8 +27,8 @@ describe('file driver: the engine with blocks larger than its read buffers', () 
     const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers });
     const job = {
       name: 'big-blocks',
-      source: { driver: 'file', root: vms, vm: 'vm' },
-      target: { driver: 'file', root: join(dir, 'replicas') },
+      source: { driver: 'file', root: vms, vm: 'vm', reflink: false },
+      target: { driver: 'file', root: join(dir, 'replicas'), reflink: false },
       method: 'qhybrid',
       blockSize,
     };

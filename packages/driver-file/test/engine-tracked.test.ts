@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { FileStateStore, ReplicationEngine, registerDriver } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createFileDriver, createFileVM, openGuestDisk } from '../src/index.js';
+import { createFileDriver, createFileVM, fileDriver, openGuestDisk } from '../src/index.js';
 import { makeTempRoot, removeTempRoots } from './helpers/temp-root.js';
 
 const MiB = 1024 * 1024;
@@ -13,9 +13,7 @@ describe('file driver: the engine replicates a tracked VM with tracked runs', ()
   it('sends only the tracked blocks and the replica matches the source after each run', async () => {
     const dir = await makeTempRoot();
     const vms = join(dir, 'vms');
-    registerDriver('file', (options) => createFileDriver({ root: String(options.root), reflink: false }), {
-      replace: true,
-    });
+    registerDriver(fileDriver, { replace: true });
     const size = 16 * MiB;
     await createFileVM(vms, { name: 'web', disks: [{ id: 'system', size }], changeTracking: true });
     const write = async (seed: number, offsets: number[]) => {
@@ -27,8 +25,8 @@ describe('file driver: the engine replicates a tracked VM with tracked runs', ()
     const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')) });
     const job = {
       name: 'tracked',
-      source: { driver: 'file', root: vms, vm: 'web' },
-      target: { driver: 'file', root: join(dir, 'replicas') },
+      source: { driver: 'file', root: vms, vm: 'web', reflink: false },
+      target: { driver: 'file', root: join(dir, 'replicas'), reflink: false },
       method: 'qhybrid',
     };
     const source = createFileDriver({ root: vms });

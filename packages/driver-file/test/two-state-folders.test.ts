@@ -10,7 +10,7 @@ import {
 } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createFileDriver, createFileVM, openGuestDisk } from '../src/index.js';
+import { createFileDriver, createFileVM, fileDriver, openGuestDisk } from '../src/index.js';
 import { makeTempRoot, removeTempRoots } from './helpers/temp-root.js';
 
 const MiB = 1024 * 1024;
@@ -26,9 +26,7 @@ type Outcome = { store: StateStore; record: RunRecord } | { store: StateStore; e
 async function webVm(options: { size: number; changeTracking?: boolean; retention?: number }) {
   const dir = await makeTempRoot();
   const vms = join(dir, 'vms');
-  registerDriver('file', (driverOptions) => createFileDriver({ root: String(driverOptions.root), reflink: false }), {
-    replace: true,
-  });
+  registerDriver(fileDriver, { replace: true });
   await createFileVM(vms, {
     name: 'web',
     disks: [{ id: 'system', size: options.size }],
@@ -36,8 +34,8 @@ async function webVm(options: { size: number; changeTracking?: boolean; retentio
   });
   const job = {
     name: 'web',
-    source: { driver: 'file', root: vms, vm: 'web' },
-    target: { driver: 'file', root: join(dir, 'replicas') },
+    source: { driver: 'file', root: vms, vm: 'web', reflink: false },
+    target: { driver: 'file', root: join(dir, 'replicas'), reflink: false },
     method: 'qhybrid',
     ...(options.retention === undefined ? {} : { options: { retention: options.retention } }),
   };

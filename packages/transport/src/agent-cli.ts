@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
-import { type DriverRegistry, type EndpointSpec, InputError } from '@replikit/core';
+import { type DriverRegistry, InputError } from '@replikit/core';
 import { createAgent } from './agent.js';
 import type { AnyHasherFactory } from './hasher.js';
 import type { Address, Security } from './security.js';
@@ -23,7 +23,7 @@ export interface AgentCliIO {
 }
 
 /** Usage of `replikit-agent`. */
-export const AGENT_USAGE = `replikit-agent: serves replica writes for replikit sessions
+export const AGENT_USAGE = `replikit-agent: hosts the target side (replicas, restore points) of replikit jobs
 
 usage:
   replikit-agent --root DIR [--listen HOST:PORT | --pull-from HOST:PORT] [security]
@@ -49,8 +49,9 @@ security (TLS by default):
   --tcp                plain TCP; a key from REPLIKIT_AGENT_PSK/--key-file is then proven in hello;
                        without a key, only on a loopback address (127.0.0.0/8, ::1, localhost)
 
-The agent writes only replicas under --root: a session whose replica is placed elsewhere is
-refused with E_INPUT.
+The agent hosts the whole target side of its jobs: the replicas, their holds, marks and restore
+points live under --root, and the engine asks for them over the same authenticated link (its host
+needs no access to the folder). A replica placed elsewhere is refused with E_INPUT.
 exit codes: 0 stopped; 1 failed (E_CONFLICT: the address is in use); 2 wrong input (E_INPUT)
 `;
 
@@ -205,9 +206,9 @@ export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<numbe
     values['max-unauthenticated-per-address'] ?? env.REPLIKIT_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS,
     '--max-unauthenticated-per-address',
   );
-  // The replica references come from peers: the driver refuses any folder outside --root.
-  const endpoint = { driver: values.driver ?? 'file', root, confine: true } as EndpointSpec;
-  const target = await io.drivers.create(endpoint);
+  // The replica references come from peers: the driver refuses any folder outside --root. Its
+  // options schema checks these fields (a driver that takes no `root` says so, E_INPUT).
+  const target = await io.drivers.create({ driver: values.driver ?? 'file', root, confine: true });
   try {
     const agent = createAgent({
       target,

@@ -25,8 +25,10 @@ import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { ArenaPool } from './protocol/block-arena.js';
-import { FEATURE_DELTA } from './protocol/constants.js';
+import { FEATURE_DELTA, FEATURE_TARGET } from './protocol/constants.js';
+import type { Message } from './protocol/messages.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
+import { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 import { serveTargetSession, type TargetSessionResult } from './target-session.js';
 
 /** How long an agent waits for a connection's next frame by default: 5 minutes. */
@@ -36,6 +38,8 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 export type AgentEvent =
   | { type: 'session-start'; peer: string; sessionId: string; runId: string }
   | ({ type: 'session'; peer: string } & TargetSessionResult)
+  /** A target-control connection (replica, hold, restore points… asked by the engine) ended. */
+  | ({ type: 'control'; peer: string } & TargetControlResult)
   | { type: 'refused'; peer: string; error: ReplikitError }
   /** A connection that had not authenticated was dropped: past the handshake deadline, or over a cap. */
   | { type: 'dropped'; peer: string; reason: DropReason };
@@ -233,7 +237,12 @@ export function createAgent(options: AgentOptions): Agent {
     if (!admission.droppedPeer(peer)) burst.add(what, addressOf(peer), `${what}: ${peer}`);
   };
 
-  const serve = async (socket: Duplex, peer: string, dialer: boolean): Promise<void> => {
+  /**
+   * Serves one connection. `onControl` is called when it turns out to be a target-control
+   * connection (its first frame is a `request`): such a connection stays open for as long as the
+   * engine keeps its driver, so a pulling agent dials again for the block sessions meanwhile.
+   */
+  const serve = async (socket: Duplex, peer: string, dialer: boolean, onControl?: () => void): Promise<void> => {
     const conn = new FrameConnection(socket, `source ${peer}`);
     conn.setIdleTimeout(idleTimeoutMs);
     connections.add(conn);
@@ -243,7 +252,13 @@ export function createAgent(options: AgentOptions): Agent {
     });
     try {
       try {
-        await handshake(conn, { role: 'target', dialer, codecs: availableCodecs(), features: [FEATURE_DELTA], key });
+        await handshake(conn, {
+          role: 'target',
+          dialer,
+          codecs: availableCodecs(),
+          features: [FEATURE_DELTA, FEATURE_TARGET],
+          key,
+        });
         if (!dialer) admission.passed(peer);
       } catch (error) {
         const refusal = isReplikitError(error, 'E_AUTH') || (isReplikitError(error) && error.details.protocol === true);
@@ -260,8 +275,26 @@ export function createAgent(options: AgentOptions): Agent {
         } else leftEarly(peer, 'connection dropped during the handshake');
         return;
       }
+      let first: Message;
+      try {
+        first = await conn.next();
+      } catch {
+        // A malformed first frame is refused like one after it; a connection that just ended is not.
+        if (!stopping.signal.aborted && conn.error?.details.protocol === true) refused(conn.error, peer);
+        return;
+      }
+      if (first.type === 'request') {
+        onControl?.();
+        const control = await serveTargetControl(conn, options.target, first, stopping.signal);
+        if (control.error && !stopping.signal.aborted) {
+          log(`control connection from ${peer} ended: ${control.error.code} ${control.error.message}`);
+        }
+        options.onEvent?.({ type: 'control', peer, ...control });
+        return;
+      }
       let sessionId: string | undefined;
       const result = await serveTargetSession(conn, target, {
+        first,
         stopping: stopping.signal,
         hasher: hasherFor,
         arenas,
@@ -363,7 +396,12 @@ export function createAgent(options: AgentOptions): Agent {
             continue;
           }
           delay = 50;
-          await serve(socket, peer, true);
+          // A control connection stays open while its engine runs: dial again for the sessions.
+          await new Promise<void>((resolve) => {
+            const served = serve(socket, peer, true, resolve);
+            track(served);
+            void served.finally(resolve);
+          });
         }
       };
       track(loop());

@@ -24,6 +24,7 @@ function remoteError(message: Extract<Message, { type: 'error' }>, peer: string)
     details: {
       remote: true,
       retry: message.retry,
+      ...(message.resendWhole ? { resendWhole: message.resendWhole } : {}),
       ...(message.message.startsWith('protocol error') ? { protocol: true } : {}),
     },
   });
@@ -291,9 +292,12 @@ export class FrameConnection {
 
   /**
    * Ends the connection because of `error`: tells the peer in an `error` frame (unless the error
-   * came from the peer), then closes.
+   * came from the peer), then closes. `resendWhole` asks a source to resend that block whole.
    */
-  abort(error: ReplikitError, options: { retry?: boolean } = {}): void {
+  abort(
+    error: ReplikitError,
+    options: { retry?: boolean; resendWhole?: { stream: number; index: number } } = {},
+  ): void {
     if (!this.failure && !(error instanceof RemoteError)) {
       try {
         const message = error.message.slice(0, 4000);
@@ -302,6 +306,7 @@ export class FrameConnection {
           code: error.code,
           message,
           retry: options.retry ?? false,
+          ...(options.resendWhole ? { resendWhole: options.resendWhole } : {}),
         })) {
           this.socket.write(chunk);
         }

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { ReplikitError, TransportError } from '@replikit/core';
+import { AuthError, TransportError } from '@replikit/core';
 import type { FrameConnection } from './connection.js';
 import { PROTOCOL_VERSION } from './protocol/constants.js';
 import type { HelloMessage, Role } from './protocol/messages.js';
@@ -71,7 +71,7 @@ function checkPeer(hello: HelloMessage, options: HandshakeOptions, conn: FrameCo
 }
 
 function refuse(conn: FrameConnection, message: string): never {
-  const error = new ReplikitError('E_AUTH', message);
+  const error = new AuthError(message);
   conn.abort(error);
   throw error;
 }

@@ -29,7 +29,13 @@ export {
   type SessionTuning,
 } from './network-transport.js';
 export { type ArenaMemorySource, ArenaPool, BlockArena } from './protocol/block-arena.js';
-export { FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD, PROTOCOL_VERSION } from './protocol/constants.js';
+export {
+  FEATURE_TARGET,
+  FrameType,
+  HEADER_BYTES,
+  MAX_CONTROL_PAYLOAD,
+  PROTOCOL_VERSION,
+} from './protocol/constants.js';
 export { FrameDecoder, type RawFrame } from './protocol/frame-decoder.js';
 export {
   type AckMessage,
@@ -49,12 +55,16 @@ export {
   type Message,
   type OpenDiskMessage,
   parseFrame,
+  type RequestMessage,
+  type ResponseMessage,
   type Role,
   type SessionMessage,
   type SessionOkMessage,
   type ZeroMessage,
 } from './protocol/messages.js';
 export { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+export { isRemoteTarget, RemoteTargetDriver, type TargetLink } from './remote-target.js';
+export { createPullRemoteTarget, createRemoteTarget, type RemoteKind } from './remote-target-link.js';
 export {
   type Address,
   type CertificateCredentials,
@@ -66,4 +76,5 @@ export {
   type Security,
 } from './security.js';
 export type { ReconnectPolicy } from './source-session.js';
+export { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 export { serveTargetSession, type TargetSessionOptions, type TargetSessionResult } from './target-session.js';

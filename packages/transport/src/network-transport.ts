@@ -26,10 +26,18 @@ export interface SessionTuning {
    */
   codec?: string;
   /**
-   * Bytes of block payload in flight before the target acks them durable (back-pressure).
+   * Bytes of block payload in flight per disk before the target acks them durable, at most
+   * (back-pressure, and the memory the window may hold); see `adaptiveWindow`.
    * @default 33554432 (32 MiB)
    */
   windowBytes?: number;
+  /**
+   * Size each disk's window to the link instead of to `windowBytes`: 4 × the bandwidth (acked
+   * bytes per second) × the round trip (flush to ack) the session measures, from 4 MiB up to
+   * `windowBytes`. False keeps every window at `windowBytes`.
+   * @default true
+   */
+  adaptiveWindow?: boolean;
   /** How a dropped connection is retried. @default \{ attempts: 10, initialDelayMs: 50, maxDelayMs: 2000 \} */
   reconnect?: Partial<ReconnectPolicy>;
   /** Caps the bytes per second this side puts on the wire (frames included). */
@@ -47,6 +55,7 @@ export interface NetworkTransportOptions extends SessionTuning {
 interface Resolved {
   codec: ReturnType<typeof codecByName>;
   windowBytes: number;
+  adaptiveWindow: boolean;
   reconnect: ReconnectPolicy;
   throttle: TokenBucket | undefined;
   key: Uint8Array | undefined;
@@ -62,6 +71,7 @@ function resolveTuning(options: SessionTuning): Resolved {
   return {
     codec: codecByName(options.codec ?? DEFAULT_CODEC),
     windowBytes,
+    adaptiveWindow: options.adaptiveWindow ?? true,
     reconnect: { attempts: 10, initialDelayMs: 50, maxDelayMs: 2000, ...options.reconnect },
     throttle: options.bandwidthLimit ? new TokenBucket(options.bandwidthLimit) : undefined,
     key: options.security.kind === 'tcp' ? options.security.key : undefined,
@@ -119,6 +129,12 @@ export interface PullTransport extends Transport {
   close(): Promise<void>;
   /** The last connection refused (bad key, unpinned certificate), if any. */
   readonly lastRefusal: ReplikitError | undefined;
+  /**
+   * The next connection of the agent (already connected, or the next to come), for another use
+   * than a block session (the remote target driver's control connection). Rejects after
+   * `connectTimeoutMs` without one.
+   */
+  accept(signal: AbortSignal): Promise<Duplex>;
 }
 
 /**
@@ -172,6 +188,11 @@ export function createPullTransport(options: PullTransportOptions): PullTranspor
     name: options.security.kind,
     get lastRefusal() {
       return lastRefusal;
+    },
+    accept(signal) {
+      if (!server)
+        return Promise.reject(new TransportError('the pull transport is not listening; call listen() first'));
+      return take(signal);
     },
     async listen() {
       server = createSecureServer(options.security, {

@@ -2,7 +2,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { AbortError, InputError, ReplikitError, TransportError } from '@replikit/core';
+import { AbortError, AuthError, InputError, type ReplikitError, TransportError } from '@replikit/core';
 import { encodeMessage } from './protocol/messages.js';
 
 /** Tells the peer why it is refused (an `error` frame), then closes the socket. */
@@ -115,11 +115,10 @@ function tlsBase(security: Extract<Security, { kind: 'tls' }>): tls.SecureContex
 /** Checks the peer certificate of a TLS socket against the pinned fingerprints. */
 function checkPinned(socket: tls.TLSSocket, trust: readonly string[], peer: string): ReplikitError | undefined {
   const cert = socket.getPeerX509Certificate();
-  if (!cert) return new ReplikitError('E_AUTH', `${peer} presented no certificate; it must present a pinned one`);
+  if (!cert) return new AuthError(`${peer} presented no certificate; it must present a pinned one`);
   const fingerprint = createHash('sha256').update(cert.raw).digest('hex');
   if (!trust.map(normalizeFingerprint).includes(fingerprint)) {
-    return new ReplikitError(
-      'E_AUTH',
+    return new AuthError(
       `${peer} presented certificate ${fingerprint.slice(0, 16)}…, which is not pinned; add its fingerprint to the trusted list if it is legitimate`,
       { details: { fingerprint } },
     );
@@ -132,8 +131,7 @@ export function tlsFailure(error: NodeJS.ErrnoException, peer: string): Replikit
   const code = error.code ?? '';
   const auth = /SSL|TLS|ALERT|CERT|PSK|BINDER/i.test(code) || /alert|handshake|certificate|psk/i.test(error.message);
   if (auth) {
-    return new ReplikitError(
-      'E_AUTH',
+    return new AuthError(
       `TLS handshake with ${peer} failed (${code || error.message}): the two ends do not share a key or trust each other's certificate`,
       { cause: error, details: { errno: code } },
     );
@@ -223,7 +221,7 @@ export function dial(address: Address, security: Security, options: { signal?: A
       });
       tlsSocket.once('close', () => {
         done();
-        if (!secured) reject(new ReplikitError('E_AUTH', `${peer} closed the connection during the TLS handshake`));
+        if (!secured) reject(new AuthError(`${peer} closed the connection during the TLS handshake`));
       });
     }
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -289,7 +287,7 @@ export function createSecureServer(security: Security, handlers: ListenHandlers)
     );
     handlers.onRefused(
       plain
-        ? new ReplikitError('E_AUTH', `${peer} did not start a TLS handshake (a plain TCP client?); refused`, {
+        ? new AuthError(`${peer} did not start a TLS handshake (a plain TCP client?); refused`, {
             cause: error,
             details: { errno: error.code },
           })

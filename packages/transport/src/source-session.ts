@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import {
   AbortError,
@@ -26,6 +27,7 @@ import { BLOCK_FIXED_BYTES, FEATURE_DELTA, HEADER_BYTES, MAX_DIGEST_BYTES } from
 import type { Message } from './protocol/messages.js';
 import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
 import { DIGEST_BATCH } from './target-session.js';
+import { WindowSizer } from './window-sizer.js';
 
 /** Operations being encoded or waiting for the window, per disk, before `send` waits. */
 const PIPELINE_DEPTH = 8;
@@ -61,8 +63,10 @@ export interface SourceSessionOptions {
   key: Uint8Array | undefined;
   /** Codec for compressible blocks (undefined: never compress). */
   codec: BlockCodec | undefined;
-  /** Bytes of block payload sent but not yet acked as durable, at most. */
+  /** Bytes of block payload sent but not yet acked as durable, at most (per disk). */
   windowBytes: number;
+  /** Size each disk's window to the measured link (up to `windowBytes`) rather than to `windowBytes`. */
+  adaptiveWindow: boolean;
   reconnect: ReconnectPolicy;
   /** Caps wire bytes per second. */
   throttle: TokenBucket | undefined;
@@ -88,6 +92,8 @@ interface Pending {
   bytes: number;
   /** Data bytes the target writes for it. */
   rawBytes: number;
+  /** A delta's whole block, sent instead of it if the target finds it lacks the delta's base. */
+  whole?: Uint8Array;
 }
 
 class Waiters {
@@ -151,6 +157,8 @@ class SourceDiskChannel implements DiskChannel {
   digestEnd = false;
   digestsActive = false;
   private hasher: BlockHasher | undefined;
+  /** The window's size now: adapted to the link's measured round trip and bandwidth. */
+  readonly sizer: WindowSizer;
 
   /**
    * Sends a changed block as a delta: present only when the agent said (in its `hello`) that it
@@ -164,6 +172,7 @@ class SourceDiskChannel implements DiskChannel {
     readonly disk: DiskRef,
   ) {
     if (session.peerTakesDeltas) this.sendDelta = (op, options) => this.sendDeltaOp(op, options);
+    this.sizer = new WindowSizer(session.options.windowBytes, session.options.adaptiveWindow);
   }
 
   get bytesWritten(): number {
@@ -220,6 +229,7 @@ class SourceDiskChannel implements DiskChannel {
       );
     }
     this.acceptedEnd = op.index + 1;
+    const whole = op.block?.length === rawLength ? op.block : undefined;
     const pending: Pending = {
       message: {
         type: 'block',
@@ -233,8 +243,10 @@ class SourceDiskChannel implements DiskChannel {
         payload: op.delta,
       },
       end: op.index + 1,
-      bytes: op.delta.length,
+      // The whole block kept for a resend is memory the window holds too.
+      bytes: op.delta.length + (whole?.length ?? 0),
       rawBytes: op.delta.length,
+      ...(whole ? { whole } : {}),
     };
     if (this.inPipeline === 0 && this.admitNow(pending)) return;
     await this.queue(Promise.resolve(pending), options);
@@ -323,7 +335,7 @@ class SourceDiskChannel implements DiskChannel {
   private admitNow(pending: Pending): boolean {
     const session = this.session;
     if (session.options.throttle) return false;
-    const limit = session.options.windowBytes;
+    const limit = this.sizer.limit;
     if (this.windowBytes + pending.bytes > limit && this.window.length > 0) return false;
     if (!session.canSendNow()) return false;
     this.window.push(pending);
@@ -341,13 +353,14 @@ class SourceDiskChannel implements DiskChannel {
     const wire = SourceDiskChannel.frameBytes(pending.message);
     await session.options.throttle?.take(wire, signal);
     // Back-pressure: room in the window of unacked bytes (the target acks after a flush).
-    const limit = session.options.windowBytes;
+    const limit = this.sizer.limit;
     if (this.windowBytes + pending.bytes > limit && this.window.length > 0) {
       this.requestFlush();
       this.roomWaiters++;
       try {
+        // The limit may change with each ack (the window adapts): read it again.
         await session.waiters.until(
-          () => this.windowBytes + pending.bytes <= limit || this.window.length === 0,
+          () => this.windowBytes + pending.bytes <= this.sizer.limit || this.window.length === 0,
           () => session.check(),
           signal,
         );
@@ -360,27 +373,31 @@ class SourceDiskChannel implements DiskChannel {
     this.sentEnd = pending.end;
     this.bytesSent += wire;
     await session.transmit(pending.message, signal);
-    if (this.windowBytes >= limit / 2) this.requestFlush();
+    if (this.windowBytes >= this.sizer.limit / 2) this.requestFlush();
   }
 
   /** Asks the target to make the stream durable and ack it (once per outstanding flush). */
   requestFlush(): void {
     if (this.flushRequested) return;
     this.flushRequested = true;
+    this.sizer.flushSent(performance.now());
     this.session.post({ type: 'flush', stream: this.stream });
   }
 
   onAck(end: number): void {
     this.flushRequested = false;
     if (end > this.ackedEnd) this.ackedEnd = end;
+    let freed = 0;
     while (this.window.length > 0 && this.window[0]!.end <= this.ackedEnd) {
       const done = this.window.shift()!;
       this.windowBytes -= done.bytes;
+      freed += done.bytes;
       this.ackedRaw += done.rawBytes;
     }
+    this.sizer.acked(performance.now(), freed);
     // More may have been sent after the flush: keep the window moving while anyone waits.
     const behind = this.ackedEnd < this.wantEnd || this.roomWaiters > 0;
-    if (this.window.length > 0 && (behind || this.windowBytes >= this.session.options.windowBytes / 2)) {
+    if (this.window.length > 0 && (behind || this.windowBytes >= this.sizer.limit / 2)) {
       this.requestFlush();
     }
   }
@@ -388,6 +405,35 @@ class SourceDiskChannel implements DiskChannel {
   onClosed(): void {
     this.closed = true;
     this.onAck(this.sentEnd);
+  }
+
+  /**
+   * Turns the delta of block `index` still in the window into its whole block, for the resend
+   * that follows a reconnect (the target found the replica no longer holds the delta's base).
+   * Returns false when there is no such delta or its whole block was not given.
+   */
+  resendWhole(index: number): boolean {
+    const pending = this.window.find((p) => p.message.type === 'block' && p.message.delta && p.message.index === index);
+    if (!pending?.whole || pending.message.type !== 'block') return false;
+    const whole = pending.whole;
+    const codec = this.session.options.codec;
+    const compressed = maybeCompress(codec, whole);
+    const payload = compressed ?? whole;
+    pending.message = {
+      type: 'block',
+      stream: this.stream,
+      index,
+      codec: compressed ? codec!.id : 0,
+      compressed: compressed !== undefined,
+      rawLength: whole.length,
+      digest: pending.message.digest,
+      payload,
+    };
+    delete pending.whole;
+    this.windowBytes += payload.length - pending.bytes;
+    pending.bytes = payload.length;
+    pending.rawBytes = whole.length;
+    return true;
   }
 
   /** Re-sends what a new connection must know about this stream: unacked operations, requests. */
@@ -506,6 +552,10 @@ export class SourceSession implements BlockChannel {
   connections = 0;
   /** True when the agent of the first connection that opened applies delta blocks (its `hello` says so). */
   peerTakesDeltas = false;
+  /** An ack moved a window forward on the live connection. */
+  private progressed = false;
+  /** Connections in a row that ended with operations unacked and none acked on them. */
+  private fruitless = 0;
 
   constructor(
     readonly spec: SessionSpec,
@@ -572,6 +622,7 @@ export class SourceSession implements BlockChannel {
       throw error;
     }
     this.connections++;
+    this.progressed = false;
     // From here on the connection is live: resend what the target has not made durable.
     this.conn = conn;
     for (const stream of this.streams.values()) if (!stream.closed) stream.replay(conn);
@@ -602,6 +653,7 @@ export class SourceSession implements BlockChannel {
             this.fail(error);
             return;
           }
+          if (stream && message.end > stream.ackedEnd) this.progressed = true;
           stream?.onAck(message.end);
           break;
         case 'digests':
@@ -634,8 +686,33 @@ export class SourceSession implements BlockChannel {
     this.conn = undefined;
     conn.destroy();
     if (this.committed || this.failure) return;
+    const resend = isReplikitError(error)
+      ? (error.details.resendWhole as { stream: number; index: number })
+      : undefined;
+    if (resend && !this.streams.get(resend.stream)?.resendWhole(resend.index)) {
+      this.fail(
+        new TransportError(
+          `${this.options.peer} could not apply the delta of block ${resend.index} (the replica no longer holds its base) and this side kept no whole block to send instead; run the job again`,
+          { cause: error },
+        ),
+      );
+      return;
+    }
     if (isFatal(error)) {
       this.fail(error);
+      return;
+    }
+    // Each reconnect may succeed and meet the same failure again (a block the target refuses at
+    // every resend): connections that end with nothing of the window acked count as attempts.
+    const unacked = [...this.streams.values()].some((stream) => stream.window.length > 0);
+    this.fruitless = this.progressed || !unacked ? 0 : this.fruitless + 1;
+    if (this.fruitless >= this.options.reconnect.attempts) {
+      this.fail(
+        new TransportError(
+          `the connection to ${this.options.peer} ended ${this.fruitless} times in a row before the target acked anything it was sent; last: ${(error as Error)?.message ?? error}`,
+          { cause: error },
+        ),
+      );
       return;
     }
     this.reconnect(error);

@@ -129,11 +129,27 @@ export interface TargetSessionOptions {
    * @default a new arena per session
    */
   arenas?: ArenaPool;
+  /** The session's first frame when the caller already read it (the agent reads it to tell sessions from target control). */
+  first?: Message;
+}
+
+/** The first frame of a session, which must be `session`; throws {@link ProtocolError}. */
+function sessionFrame(message: Message): Extract<Message, { type: 'session' }> {
+  if (message.type !== 'session') throw new ProtocolError(`expected a 'session' frame, got '${message.type}'`);
+  return message;
 }
 
 /** A block that arrived damaged (its digest or its compressed data): worth a resend. */
 function isDamage(error: unknown): boolean {
   return isReplikitError(error, 'E_TRANSPORT') && typeof error.details.index === 'number';
+}
+
+/** How a connection ends because of a failed write: retried, and a delta asked for whole. */
+function abortOptions(error: unknown): { retry: boolean; resendWhole?: { stream: number; index: number } } {
+  const resendWhole = isReplikitError(error)
+    ? (error.details.resendWhole as { stream: number; index: number })
+    : undefined;
+  return { retry: isDamage(error), ...(resendWhole ? { resendWhole } : {}) };
 }
 
 function asReplikit(error: unknown): ReplikitError {
@@ -221,7 +237,7 @@ export async function serveTargetSession(
           await s.disk.flush();
           if (!conn.error) conn.send({ type: 'ack', stream: message.stream, end });
         });
-        s.flushes.catch((error: unknown) => conn.abort(asReplikit(error), { retry: isDamage(error) }));
+        s.flushes.catch((error: unknown) => conn.abort(asReplikit(error), abortOptions(error)));
         return true;
       }
       case 'digests-request': {
@@ -299,10 +315,21 @@ export async function serveTargetSession(
     }
     const writes = s.writes;
     writes.add(payload.length, () =>
-      s.disk.applyDelta({ index, delta: payload, digest }).then(() => {
-        bytesWritten(payload.length);
-        conn.release(payload);
-      }),
+      s.disk.applyDelta({ index, delta: payload, digest }).then(
+        () => {
+          bytesWritten(payload.length);
+          conn.release(payload);
+        },
+        (error: unknown) => {
+          if (!isDamage(error)) throw error;
+          // The delta did not rebuild the block: the replica no longer holds its base (or the
+          // delta arrived damaged). Resending the delta would fail the same way: ask for the block.
+          throw new TransportError(
+            `the delta of block ${index} of disk ${s.disk.disk.id} did not rebuild the block (the replica no longer holds its base, or it arrived damaged); the source resends it whole`,
+            { details: { index, resendWhole: { stream: message.stream, index } }, cause: error },
+          );
+        },
+      ),
     );
     s.end = index + 1;
     return writes.full ? writes.room().then(() => true as const) : true;
@@ -312,7 +339,7 @@ export async function serveTargetSession(
   const lane = (): WriteLane => {
     const writes = new WriteLane(WRITE_DEPTH, WRITE_QUEUE_BYTES);
     writes.onFail = (error) => {
-      if (!conn.error) conn.abort(asReplikit(error), { retry: isDamage(error) });
+      if (!conn.error) conn.abort(asReplikit(error), abortOptions(error));
     };
     return writes;
   };
@@ -384,7 +411,7 @@ export async function serveTargetSession(
   };
 
   try {
-    const session = await conn.expect('session');
+    const session = options.first ? sessionFrame(options.first) : await conn.expect('session');
     spec = session.spec;
     hasher = await hasherFor(spec.digest);
     result.sessionId = session.sessionId;

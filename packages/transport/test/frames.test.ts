@@ -63,6 +63,9 @@ const samples: Message[] = [
   { type: 'commit' },
   { type: 'committed' },
   { type: 'error', code: 'E_AUTH', message: 'no', retry: false },
+  { type: 'request', id: 7, op: 'listRestorePoints', args: { replica: { id: 'r' } } },
+  { type: 'response', id: 7, result: [] },
+  { type: 'response', id: 8, error: { code: 'E_NOT_FOUND', message: 'no such point' } },
 ];
 
 function concat(chunks: Uint8Array[]): Uint8Array {

@@ -14,15 +14,23 @@ import { UsageError } from '../cli-error.js';
 import type { CliContext } from '../context.js';
 import { driverPackageOf, loadDriverPackages } from '../drivers.js';
 import { loadJobForCli } from '../job-file.js';
+import { remoteTargetForJob } from '../transport-option.js';
 
 /** Opens the job's target driver and finds its replica there (without the source, without creating it). */
-async function openReplica(job: JobSpec): Promise<{ target: Hypervisor; replica: Replica }> {
+async function openReplica(job: JobSpec, context: CliContext): Promise<{ target: Hypervisor; replica: Replica }> {
+  // A job whose agent hosts the replica: everything goes through the agent.
+  const remote = remoteTargetForJob(job, { base: context.cwd, env: context.env });
+  if (remote) return findReplica(job, remote);
   if ((await loadDriverPackages(job)).includes(job.target.driver)) {
     throw new NotFoundError(
       `the driver of kind '${job.target.driver}' is not installed; install it with \`npm install ${driverPackageOf(job.target.driver)}\``,
     );
   }
-  const target = await defaultDriverRegistry.create(job.target);
+  return findReplica(job, await defaultDriverRegistry.create(job.target, { side: 'target' }));
+}
+
+/** The job's replica on `target` (closed when it cannot be found). */
+async function findReplica(job: JobSpec, target: Hypervisor): Promise<{ target: Hypervisor; replica: Replica }> {
   const name = replicaNameOf(job);
   try {
     const vm = await target.getVM(name);
@@ -60,7 +68,7 @@ export async function pointsCommand(context: CliContext, args: string[], json: b
     throw new UsageError(`points takes list or revert, got ${sub === undefined ? 'nothing' : `'${sub}'`}`);
   }
   const job = await loadJobForCli(file, context.cwd);
-  const { target, replica } = await openReplica(job);
+  const { target, replica } = await openReplica(job, context);
   try {
     const points = await target.listRestorePoints(replica, { signal: context.signal });
     if (sub === 'list') {

@@ -19,8 +19,13 @@ export async function withProgress<T>(
   }
 }
 
-/** `replikit run <job>`: runs a job once and prints its summary. */
-export async function runCommand(context: CliContext, file: string, stateDir: string): Promise<number> {
+/** `replikit run <job> [--full]`: runs a job once (every block with `--full`) and prints its summary. */
+export async function runCommand(
+  context: CliContext,
+  file: string,
+  stateDir: string,
+  options: { full?: boolean } = {},
+): Promise<number> {
   const job = await loadJobForCli(file, context.cwd);
   const [missing] = await loadDriverPackages(job);
   if (missing !== undefined) {
@@ -29,7 +34,9 @@ export async function runCommand(context: CliContext, file: string, stateDir: st
     );
   }
   const engine = createEngine(stateDir, context.env);
-  const record: RunRecord = await withProgress(engine, context, () => engine.run(job, { signal: context.signal }));
+  const record: RunRecord = await withProgress(engine, context, () =>
+    engine.run(job, { signal: context.signal, full: options.full === true }),
+  );
   context.stdout.write(`${renderRunSummary(record)}\n`);
   return 0;
 }

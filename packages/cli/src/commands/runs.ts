@@ -1,7 +1,7 @@
 import { FileStateStore, formatBytes } from '@replikit/core';
 import type { CliContext } from '../context.js';
 import { formatDuration } from '../output/format.js';
-import { runDurationMs } from '../output/run-summary.js';
+import { planReasons, runDurationMs } from '../output/run-summary.js';
 import { renderTable } from '../output/table.js';
 
 /** `replikit runs [--json]`: lists the journaled runs, oldest first. */
@@ -21,6 +21,7 @@ export async function runsCommand(context: CliContext, stateDir: string, options
     run.state,
     run.startedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
     formatDuration(runDurationMs(run)),
+    planReasons(run),
     formatBytes(run.stats.bytesSent),
     run.error ? run.error.message.split('\n')[0]! : '',
   ]);
@@ -32,6 +33,7 @@ export async function runsCommand(context: CliContext, stateDir: string, options
         { header: 'state' },
         { header: 'started' },
         { header: 'time', align: 'right' },
+        { header: 'why' },
         { header: 'sent', align: 'right' },
         { header: 'error' },
       ],

@@ -2,16 +2,28 @@ import type { RunRecord, TransferStats } from '@replikit/core';
 import { formatBytes, formatCount, formatDuration, formatRate } from './format.js';
 import { renderTable } from './table.js';
 
+/**
+ * Each disk's reason code, one per disk (`system TRACKED, data CACHE_MISSING`), or one code when
+ * all disks share it; empty for runs journaled before reasons existed or that never planned.
+ */
+export function planReasons(record: RunRecord): string {
+  const codes = record.disks.map((disk) => disk.reason?.code).filter((code) => code !== undefined);
+  if (codes.length === 0) return '';
+  if (codes.length === record.disks.length && codes.every((code) => code === codes[0])) return codes[0]!;
+  return record.disks.map((disk) => `${disk.sourceDiskId} ${disk.reason?.code ?? disk.mode}`).join(', ');
+}
+
 /** Wall-clock time of a run, from its first to its last journaled state. */
 export function runDurationMs(record: RunRecord): number {
   const end = record.finishedAt ?? record.updatedAt;
   return Math.max(0, Date.parse(end) - Date.parse(record.startedAt));
 }
 
-function row(label: string, mode: string, stats: TransferStats, ms?: number): string[] {
+function row(label: string, mode: string, reason: string, stats: TransferStats, ms?: number): string[] {
   return [
     label,
     mode,
+    reason,
     formatCount(stats.blocksScanned),
     formatCount(stats.blocksChanged),
     formatCount(stats.blocksDelta ?? 0),
@@ -31,6 +43,7 @@ export function renderRunSummary(record: RunRecord): string {
     [
       { header: 'disk' },
       { header: 'mode' },
+      { header: 'why' },
       { header: 'blocks scanned', align: 'right' },
       { header: 'changed', align: 'right' },
       { header: 'as delta', align: 'right' },
@@ -43,9 +56,14 @@ export function renderRunSummary(record: RunRecord): string {
     ],
     [
       ...record.disks.map((disk) =>
-        row(disk.sourceDiskId, disk.digestSource === 'cache' ? `${disk.mode} (cache)` : disk.mode, disk.stats),
+        row(
+          disk.sourceDiskId,
+          disk.digestSource === 'cache' ? `${disk.mode} (cache)` : disk.mode,
+          disk.reason?.code ?? '',
+          disk.stats,
+        ),
       ),
-      row('total', '', record.stats, ms),
+      row('total', '', '', record.stats, ms),
     ],
   );
   // A run rolled back or abandoned on request says so; the error that once stopped it is history.

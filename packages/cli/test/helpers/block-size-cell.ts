@@ -14,7 +14,7 @@ import {
 } from '@replikit/core';
 import { compareBytes, readWholeDisk } from '@replikit/core/testing';
 import { FileBlockStore, FileCacheProvider } from '@replikit/dedup';
-import { createFileDriver, createFileVM, writeGuestDisk } from '@replikit/driver-file';
+import { createFileDriver, createFileVM, fileDriver, writeGuestDisk } from '@replikit/driver-file';
 import { createAgent, createNetworkTransport, type Security } from '@replikit/transport';
 
 /**
@@ -96,7 +96,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
   const vms = join(dir, 'vms');
   const replicas = join(dir, 'replicas');
   const tracking = spec.tracking ?? tracksByDefault(spec.mode);
-  const drivers = new DriverRegistry().register('file', (o) => createFileDriver({ root: String(o.root) }));
+  const drivers = new DriverRegistry().register(fileDriver);
   // The engine closes a run's hasher after the run: this one is shared by every cell, so it is lent without `close`.
   const { close: _close, ...lent } = spec.hasher;
   const hasher: BlockHasher = lent;

@@ -14,4 +14,11 @@ export interface ChangeTracker {
     current: Snapshot,
     options?: OperationOptions,
   ): Promise<AsyncIterable<Extent> | undefined>;
+  /**
+   * Optional, for `replikit plan`: the extents of `disk` (a disk of the live VM) written since
+   * snapshot `base`, as `changes(disk, base, next)` would report them for a snapshot `next` taken
+   * now; `undefined` when such a snapshot could not vouch for the interval (outside writes, a lost
+   * map). Takes no snapshot and writes nothing. A driver that has it says so by having it.
+   */
+  pending?(disk: DiskRef, base: Snapshot, options?: OperationOptions): Promise<AsyncIterable<Extent> | undefined>;
 }

@@ -37,6 +37,11 @@ export interface DeltaOp {
   delta: Uint8Array;
   /** The digest of the new block, checked by the target after applying. */
   digest?: Uint8Array;
+  /**
+   * The whole new block, when the caller has it: a channel may keep it and send it instead of the
+   * delta when the replica turns out not to hold the delta's base (its digest check fails).
+   */
+  block?: Uint8Array;
 }
 
 /** The digest of one replica block, or `null` when the block reads as all zeros. */

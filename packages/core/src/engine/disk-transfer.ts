@@ -364,7 +364,8 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
           if (delta) {
             await flushZero();
             await throttle?.take(delta.length, signal);
-            const op = { index, delta, ...(digest && options.digestOnWire ? { digest } : {}) };
+            // The block goes along: a channel resends it whole if the replica lost the delta's base.
+            const op = { index, delta, block: blocks[i]!, ...(digest && options.digestOnWire ? { digest } : {}) };
             await sends.start(() => deltaChannel!.sendDelta!(op, { signal }));
             stats.blocksChanged++;
             stats.blocksDelta++;

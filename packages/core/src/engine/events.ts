@@ -1,3 +1,5 @@
+import type { WarningCode } from '../warnings.js';
+import type { PlanReason } from './plan/disk-plan.js';
 import type { PlanMode, TransferStats } from './run-record.js';
 import type { RunState } from './run-state.js';
 
@@ -46,9 +48,23 @@ export interface ProgressEvent {
 export interface WarningEvent {
   runId: string;
   job: string;
-  /** Stable code, like error codes: `W_REPLICA_MODIFIED`, `W_CLEANUP`, `W_RULE`. */
-  code: string;
+  /** Stable code, like error codes: `W_REPLICA_MODIFIED`, `W_CLEANUP`, `W_RULE` (see `docs/errors.md`). */
+  code: WarningCode;
   message: string;
+}
+
+/** Emitted once a run has planned its disks (before any block is read): each disk's mode and why. */
+export interface PlanEvent {
+  runId: string;
+  job: string;
+  disks: Array<{
+    /** Source disk id. */
+    id: string;
+    mode: PlanMode;
+    /** Where compared blocks' replica digests come from. */
+    digestSource?: 'replica' | 'cache';
+    reason: PlanReason;
+  }>;
 }
 
 /** The events of a {@link ReplicationEngine}, for eventemitter3's typed API. */
@@ -56,4 +72,5 @@ export interface EngineEvents {
   state: (event: StateEvent) => void;
   progress: (event: ProgressEvent) => void;
   warning: (event: WarningEvent) => void;
+  plan: (event: PlanEvent) => void;
 }

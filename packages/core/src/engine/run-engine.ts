@@ -14,6 +14,8 @@ import { type BlockHasher, createNodeHasher } from './block-hasher.js';
 import { BufferShelf } from './buffer-shelf.js';
 import { type DriverRegistry, defaultDriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
+import { forecastRun } from './plan/forecast-run.js';
+import type { RunForecast } from './plan/run-forecast.js';
 import { adviceFor } from './replica-hold.js';
 import { RunExecution } from './run-execution.js';
 import { emptyStats, type RunRecord } from './run-record.js';
@@ -46,6 +48,14 @@ export interface EngineOptions {
    * @default an in-process transport to the target driver
    */
   transport?: (target: Hypervisor, run: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
+  /**
+   * The target driver of a job when it is not made from the job's `target` section by `drivers`:
+   * a remote target (an agent that hosts the replica, `@replikit/transport`'s
+   * `createRemoteTarget`), whose block transport `transport` then returns. Resolving `undefined`
+   * falls back to `drivers`.
+   * @default the `drivers` registry, for every job
+   */
+  targetDriver?: (job: JobSpec) => Hypervisor | undefined | Promise<Hypervisor | undefined>;
   /**
    * Where replication caches live; jobs with `options.replicationCache` use it (push jobs only).
    * Without it the option has no effect and every incremental run reads the replica.
@@ -87,6 +97,16 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link ReplicationEngine.run}. */
+export interface StartOptions extends RunOptions {
+  /**
+   * Read and send every block of every disk, whatever the tracker and the cache say: each disk is
+   * planned `full` with reason `FORCED`.
+   * @default false
+   */
+  full?: boolean;
+}
+
 /** Options of {@link ReplicationEngine.resume}. */
 export interface ResumeOptions extends RunOptions {
   /** Roll the run back instead of finishing it (only its own writes are ever undone). */
@@ -121,8 +141,8 @@ function newRunId(job: string): string {
  * ```
  */
 export class ReplicationEngine extends EventEmitter<EngineEvents> {
-  private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache' | 'backup'>> &
-    Pick<EngineOptions, 'ruleSets' | 'cache' | 'backup'>;
+  private readonly options: Required<Omit<EngineOptions, 'ruleSets' | 'cache' | 'backup' | 'targetDriver'>> &
+    Pick<EngineOptions, 'ruleSets' | 'cache' | 'backup' | 'targetDriver'>;
   private readonly active = new Map<string, AbortController>();
   private readonly kept = new Map<string, Promise<BlockHasher>>();
   /** Read buffers kept between disks and runs, per hasher. */
@@ -171,12 +191,15 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
   /**
    * Runs a job once. Resolves with the completed run's record.
    *
-   * @throws the run's error (a {@link ReplikitError}): `E_RULE` when the job breaks a rule,
+   * @throws the run's error (a {@link ReplikitError}): `E_JOB` when a side's fields do not match
+   * its driver's options schema, `E_RULE` when the job breaks a rule,
    * `E_CONFLICT` when a run of the job is unfinished or running, `E_ABORTED` when cancelled, …
    * The failed run is rolled back and its record stays in the store.
    */
-  async run(job: JobSpec | JobSpecInput, options: RunOptions = {}): Promise<RunRecord> {
+  async run(job: JobSpec | JobSpecInput, options: StartOptions = {}): Promise<RunRecord> {
     const spec = parseJob(job, 'job');
+    // A misspelt driver field stops here, before a run is journaled.
+    this.options.drivers.checkJob(spec);
     const unfinished = (await this.store.listRuns()).find((r) => r.job.name === spec.name && !isTerminal(r.state));
     if (unfinished && !this.active.has(unfinished.runId)) {
       const advice = adviceFor(unfinished.runId, unfinished.pid, unfinished.host, this.store.location);
@@ -204,6 +227,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       disks: [],
       stats: emptyStats(),
       warnings: [],
+      ...(options.full ? { forced: true } : {}),
     };
     return this.execute(record, hasher, options, 'run');
   }
@@ -239,6 +263,35 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     return true;
   }
 
+  /**
+   * Tells what the next run of `job` would do, without doing any of it: it takes no snapshot, no
+   * lock, and writes nothing (state folder, source, replica). Per disk: the mode and its reason,
+   * the blocks and bytes to read and send (exact where the source driver keeps a record of
+   * pending changes, else estimated from the job's past runs), an ETA from the throughput past
+   * runs measured, the restore points the run would create and prune, and what would stop it.
+   *
+   * @example
+   * ```ts
+   * const next = await engine.plan(job);
+   * if (!next.canRun) console.error(next.blockers.map((b) => b.message).join('\n'));
+   * ```
+   */
+  async plan(job: JobSpec | JobSpecInput, options: RunOptions = {}): Promise<RunForecast> {
+    const spec = parseJob(job, 'job');
+    return forecastRun(
+      {
+        store: this.store,
+        drivers: this.options.drivers,
+        ...(this.options.targetDriver ? { targetDriver: this.options.targetDriver } : {}),
+        ...(this.options.cache ? { cache: this.options.cache } : {}),
+        ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
+        digest: spec.options.strongDigests ? 'sha256' : this.options.digest,
+      },
+      spec,
+      options,
+    );
+  }
+
   /** The journaled runs, oldest first. */
   listRuns(): Promise<RunRecord[]> {
     return this.store.listRuns();
@@ -262,6 +315,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           events: this,
           hasher,
           transport: this.options.transport,
+          ...(this.options.targetDriver ? { targetDriver: this.options.targetDriver } : {}),
           ...(this.options.cache ? { cache: this.options.cache } : {}),
           ...(this.options.backup ? { backup: this.options.backup } : {}),
           ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),

@@ -1,11 +1,9 @@
 import { isAbsolute } from 'node:path';
 import type { EventEmitter } from 'eventemitter3';
-import pLimit from 'p-limit';
-import type { BackupSession, BackupSink } from '../contracts/backup-sink.js';
-import type { DiskReader, DiskRef } from '../contracts/disk.js';
+import type { BackupSink } from '../contracts/backup-sink.js';
 import type { Hypervisor, Replica, ReplicaOwner, Snapshot } from '../contracts/hypervisor.js';
-import type { CacheReader, CacheWriter, ReplicationCacheProvider } from '../contracts/replication-cache.js';
-import type { BlockChannel, BlockDigest, DiskChannel, Transport } from '../contracts/transport.js';
+import type { ReplicationCacheProvider } from '../contracts/replication-cache.js';
+import type { Transport } from '../contracts/transport.js';
 import {
   ConflictError,
   InputError,
@@ -17,20 +15,23 @@ import {
 } from '../errors.js';
 import { replicaNameOf } from '../job/job-spec.js';
 import type { RuleSet } from '../rules/rule.js';
-import { assertValid, defaultRuleSets, validateJob } from '../rules/rule-validator.js';
-import { TokenBucket } from '../util/token-bucket.js';
+import type { WarningCode } from '../warnings.js';
 import type { BlockHasher } from './block-hasher.js';
-import { type BlockRange, countBlocks, countBytes, toBlockRanges } from './block-ranges.js';
 import type { BufferShelf } from './buffer-shelf.js';
-import { transferDisk } from './disk-transfer.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
 import { FileStateStore } from './file-state-store.js';
+import { replicaChangeOf } from './plan/replica-change.js';
 import { ProgressReporter } from './progress-reporter.js';
 import { heldByAnother, ownerOfRun, runIsAlive } from './replica-hold.js';
-import { addStats, type DiskRecord, emptyStats, type JobRecord, type PlanMode, type RunRecord } from './run-record.js';
+import { emptyStats, type JobRecord, type RunRecord } from './run-record.js';
 import { assertTransition, isTerminal, type RunOutcome, type RunState } from './run-state.js';
-import { segmentBytes } from './segment-reader.js';
+import { commitStage } from './stages/commit-stage.js';
+import { PlanStage } from './stages/plan-stage.js';
+import { snapshotStage } from './stages/snapshot-stage.js';
+import type { RunContext } from './stages/stage.js';
+import { sumStats, TransferStage } from './stages/transfer-stage.js';
+import { validateStage } from './stages/validate-stage.js';
 import type { StateStore } from './state-store.js';
 
 /** What a run needs from the engine that started it. */
@@ -40,6 +41,8 @@ export interface RunDependencies {
   events: EventEmitter<EngineEvents>;
   hasher: BlockHasher;
   transport: (target: Hypervisor, record: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
+  /** The target driver of a job, when not the registry's (a remote agent's); see {@link EngineOptions.targetDriver}. */
+  targetDriver?: (job: RunRecord['job']) => Hypervisor | undefined | Promise<Hypervisor | undefined>;
   cache?: ReplicationCacheProvider;
   backup?: BackupSink;
   ruleSets?: readonly RuleSet[];
@@ -50,11 +53,6 @@ export interface RunDependencies {
   /** Where the store journals runs, named in the owner record the run puts on its replica. */
   stateDir?: string;
 }
-
-/** Bytes per source read of tracked blocks (the segment reader's default), or one block when larger. */
-const READ_BYTES = 1024 * 1024;
-/** Bytes per source read of a scan, or one block when larger. */
-const SCAN_READ_BYTES = 4 * 1024 * 1024;
 
 /** Turns anything thrown into the `{ code, message }` a journal keeps. */
 function describeError(error: unknown): { code: string; message: string } {
@@ -73,6 +71,9 @@ export class RunExecution {
   private saving: Promise<void> = Promise.resolve();
   private history: Promise<JobRecord | undefined> | undefined;
   private readonly progress: ProgressReporter;
+  /** What the stages see of this execution. */
+  private readonly context: RunContext;
+  private readonly planning: PlanStage;
 
   constructor(
     private readonly deps: RunDependencies,
@@ -80,6 +81,16 @@ export class RunExecution {
     private readonly signal: AbortSignal,
   ) {
     this.progress = new ProgressReporter(record, deps.events);
+    this.context = {
+      record,
+      deps,
+      signal,
+      drivers: () => this.drivers(),
+      jobHistory: () => this.jobHistory(),
+      save: () => this.save(),
+      warn: (code, message) => this.warn(code, message),
+    };
+    this.planning = new PlanStage(this.context);
   }
 
   /**
@@ -144,22 +155,22 @@ export class RunExecution {
       case 'created':
         return this.transition('validate');
       case 'validate':
-        await this.validate();
+        await validateStage.run(this.context);
         return this.transition('prepare');
       case 'prepare':
         await this.prepare();
         return this.transition('snapshot');
       case 'snapshot':
-        await this.takeSnapshot();
+        await snapshotStage.run(this.context);
         return this.transition('plan');
       case 'plan':
-        await this.plan();
+        await this.planning.run();
         return this.transition('transfer');
       case 'transfer':
-        await this.transfer();
+        await new TransferStage(this.context, this.planning, this.progress).run();
         return this.transition('commit');
       case 'commit':
-        await this.commit();
+        await commitStage.run(this.context);
         this.record.outcome = 'completed';
         return this.transition('cleanup');
       default:
@@ -198,7 +209,7 @@ export class RunExecution {
     return next;
   }
 
-  private warn(code: string, message: string): void {
+  private warn(code: WarningCode, message: string): void {
     this.record.warnings.push({ code, message });
     this.deps.events.emit('warning', { runId: this.record.runId, job: this.record.job.name, code, message });
   }
@@ -212,8 +223,10 @@ export class RunExecution {
   // ── drivers ──────────────────────────────────────────────────────────────────────────────
 
   private async drivers(): Promise<{ source: Hypervisor; target: Hypervisor }> {
-    this.source ??= await this.deps.drivers.create(this.record.job.source);
-    this.target ??= await this.deps.drivers.create(this.record.job.target);
+    this.source ??= await this.deps.drivers.create(this.record.job.source, { side: 'source' });
+    this.target ??=
+      (await this.deps.targetDriver?.(this.record.job)) ??
+      (await this.deps.drivers.create(this.record.job.target, { side: 'target' }));
     return { source: this.source, target: this.target };
   }
 
@@ -225,19 +238,6 @@ export class RunExecution {
   }
 
   // ── steps ────────────────────────────────────────────────────────────────────────────────
-
-  private async validate(): Promise<void> {
-    const job = this.record.job;
-    const history = await this.jobHistory();
-    const result = validateJob(job, {
-      ruleSets: this.deps.ruleSets ?? defaultRuleSets(),
-      ...(history ? { history: { method: history.method } } : {}),
-    });
-    for (const violation of result.violations) {
-      if (violation.severity !== 'error') this.warn('W_RULE', `${violation.ruleId}: ${violation.message}`);
-    }
-    assertValid(result);
-  }
 
   private async prepare(): Promise<void> {
     const record = this.record;
@@ -269,10 +269,11 @@ export class RunExecution {
     record.replica = { ...replica, created: record.replicaCreated };
     const firstPass = record.restorePointBefore === undefined;
     // Read before the hold is taken: writes another session left pending count as a change.
-    const fingerprint =
+    const state =
       firstPass && history?.replicaFingerprint && !replica.created
-        ? (await target.replicaState(replica, { signal: this.signal })).value
+        ? await target.replicaState(replica, { signal: this.signal })
         : undefined;
+    const fingerprint = state?.value;
     await this.hold(target, replica);
     const replicaVm = await target.getVM(replica.id, { signal: this.signal });
     if (replicaVm.powerState === 'running') {
@@ -287,6 +288,7 @@ export class RunExecution {
       if (fingerprint !== undefined) {
         if (fingerprint !== history?.replicaFingerprint) {
           record.replicaModified = true;
+          record.replicaChange = replicaChangeOf(history?.replicaFingerprintDetails, state?.details);
           this.warn(
             'W_REPLICA_MODIFIED',
             `replica '${replica.name}' changed since the last run (booted, written outside replikit, or left with another session's pending writes, which are dropped); this run compares every block with it`,
@@ -297,460 +299,8 @@ export class RunExecution {
     await this.save();
   }
 
-  private async takeSnapshot(): Promise<void> {
-    const record = this.record;
-    if (record.snapshot) return;
-    const { source } = await this.drivers();
-    const label = `replikit-${record.runId}`;
-    const vm = await source.getVM(record.job.source.vm, { signal: this.signal });
-    // A crash between taking the snapshot and journaling it leaves one with our label: adopt it.
-    const existing = (await source.listSnapshots(vm.id, { signal: this.signal })).find((s) => s.label === label);
-    record.snapshot = existing ?? (await source.snapshot(vm.id, label, { signal: this.signal }));
-    await this.save();
-  }
-
-  private async plan(): Promise<void> {
-    const record = this.record;
-    const snapshot = record.snapshot!;
-    const replica = record.replica!;
-    const { source, target } = await this.drivers();
-    const firstRun = record.restorePointBefore === null || record.replicaCreated === true || !record.baseSnapshot;
-    const options = record.job.options;
-    const cache = options.replicationCache && options.direction !== 'pull' ? this.deps.cache : undefined;
-    const fingerprint = cache && !firstRun ? (await target.replicaState(replica, { signal: this.signal })).value : '';
-    if (fingerprint) record.replicaFingerprintAtPlan = fingerprint;
-    if (options.singlePass) {
-      // Blocks this run does not send are the previous version's, when the replica still holds it.
-      const history = await this.jobHistory();
-      const base = !firstRun && !record.replicaModified ? history?.lastBackupVersion : undefined;
-      record.backup = base ? { baseVersion: base } : {};
-    }
-    // A backup version without a base needs every block: the source is read in full.
-    const mayTrack = !options.singlePass || record.backup?.baseVersion !== undefined;
-    record.disks = [];
-    for (const [position, disk] of snapshot.disks.entries()) {
-      const replicaDisk = replica.disks[position];
-      if (!replicaDisk || replicaDisk.size !== disk.size) {
-        throw new ConflictError(
-          `replica '${replica.name}' disk ${position} does not match source disk '${disk.id}' (${disk.size} bytes); seed a new replica`,
-        );
-      }
-      let mode: PlanMode = 'hash-diff';
-      let digestSource: 'replica' | 'cache' | undefined;
-      if (firstRun) mode = 'full';
-      else {
-        const trusted = cache ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : undefined;
-        // Tracked blocks only: alone, or compared with a trusted cache (which the run then carries
-        // forward for the blocks it does not read). An untrusted cache is rebuilt by a verified diff.
-        const canTrack = mayTrack && !record.replicaModified && (!cache || trusted === 'cache');
-        if (canTrack && source.changeTracker && record.baseSnapshot) {
-          const changes = await source.changeTracker.changes(disk, record.baseSnapshot, snapshot, {
-            signal: this.signal,
-          });
-          if (changes) mode = 'tracked';
-        }
-        digestSource = mode === 'tracked' ? trusted : (trusted ?? 'replica');
-      }
-      record.disks.push({
-        position,
-        sourceDiskId: disk.id,
-        replicaDiskId: replicaDisk.id,
-        size: disk.size,
-        mode,
-        ...(digestSource ? { digestSource } : {}),
-        writesCache: cache !== undefined,
-        targetKnownZero: record.replicaCreated === true,
-        checkpointBlock: 0,
-        done: false,
-        stats: emptyStats(),
-      });
-    }
-    // From here on the replica is written: it must refuse to start until commit.
-    record.replicaTouched = true;
-    await this.save();
-    await target.markReplica(replica, 'in-progress', { signal: this.signal });
-  }
-
-  private cacheKey(disk: { replicaDiskId: string }) {
-    return { job: this.record.job.name, diskId: disk.replicaDiskId };
-  }
-
-  /** Decides whether a disk's replication cache can be trusted; says why not in a warning. */
-  private async checkCache(
-    cache: ReplicationCacheProvider,
-    diskId: string,
-    size: number,
-    fingerprint: string,
-  ): Promise<'cache' | 'replica'> {
-    const record = this.record;
-    const opened = await cache.open(
-      { job: record.job.name, diskId },
-      {
-        blockSize: record.blockSize,
-        blockCount: Math.ceil(size / record.blockSize),
-        digest: record.digest,
-        fingerprint,
-      },
-      { signal: this.signal },
-    );
-    if (opened.status === 'ok') {
-      await opened.reader.close();
-      return 'cache';
-    }
-    this.warn(
-      opened.status === 'missing' ? 'W_CACHE_MISSING' : 'W_CACHE_DISCARDED',
-      opened.status === 'missing'
-        ? `disk '${diskId}' has no replication cache yet; this run reads the replica and writes one`
-        : `the replication cache of disk '${diskId}' was discarded: ${opened.reason}; this run reads the replica (verified diff) and writes a new cache`,
-    );
-    return 'replica';
-  }
-
-  private async transfer(): Promise<void> {
-    const record = this.record;
-    const { source, target } = await this.drivers();
-    // Idempotent on resume: a crash may have come before the mark was written.
-    await target.markReplica(record.replica!, 'in-progress', { signal: this.signal });
-    const transport = await this.deps.transport(target, record, this.deps.hasher);
-    const channel = await transport.open(
-      { runId: record.runId, replica: record.replica!, blockSize: record.blockSize, digest: record.digest },
-      { signal: this.signal },
-    );
-    const inner = new AbortController();
-    const signal = AbortSignal.any([this.signal, inner.signal]);
-    const limit = pLimit(record.job.options.parallelDisks);
-    const throttle = record.job.options.bandwidthLimit ? new TokenBucket(record.job.options.bandwidthLimit) : undefined;
-    const digestOnWire = transport.name !== 'inprocess';
-    const backup = await this.openBackup();
-    this.progress.start();
-    let firstError: unknown;
-    const tasks = record.disks
-      .filter((disk) => !disk.done)
-      .map((disk) =>
-        limit(async () => {
-          try {
-            await this.transferOne(source, disk, channel, { signal, throttle, digestOnWire, backup });
-          } catch (error) {
-            firstError ??= error;
-            inner.abort(error);
-          }
-        }),
-      );
-    try {
-      await Promise.all(tasks);
-      if (firstError !== undefined) throw firstError;
-    } finally {
-      this.progress.stop();
-      await channel.close().catch((error: unknown) => {
-        firstError ??= error;
-      });
-      await backup?.close().catch((error: unknown) => {
-        firstError ??= error;
-      });
-    }
-    if (firstError !== undefined) throw firstError;
-    this.sumStats();
-    this.progress.emit(true);
-  }
-
-  private async transferOne(
-    source: Hypervisor,
-    disk: DiskRecord,
-    channel: BlockChannel,
-    options: {
-      signal: AbortSignal;
-      throttle: TokenBucket | undefined;
-      digestOnWire: boolean;
-      backup: BackupSession | undefined;
-    },
-  ): Promise<void> {
-    const record = this.record;
-    const snapshotDisk = record.snapshot!.disks[disk.position]!;
-    const replicaDisk = record.replica!.disks[disk.position]!;
-    const reader = await source.openReader(snapshotDisk, { signal: options.signal });
-    try {
-      const blockCount = Math.ceil(disk.size / record.blockSize);
-      const ranges = await this.rangesFor(source, disk, snapshotDisk, reader.allocated({ signal: options.signal }));
-      const examineAll = disk.mode === 'hash-diff' || (disk.mode === 'full' && !disk.targetKnownZero);
-      if (disk.stats.blocksTotal === 0) {
-        disk.stats.blocksTotal = examineAll ? blockCount : countBlocks(ranges);
-        disk.stats.bytesTotal = examineAll ? disk.size : countBytes(ranges, record.blockSize, disk.size);
-      }
-      const diskChannel = await channel.openDisk(replicaDisk, { signal: options.signal });
-      const tracked = disk.mode === 'tracked';
-      // Tracked blocks prefetch their delta base with every segment: it is opened now. A scan
-      // opens it when the first changed block needs it (one that finds no change never does).
-      let deltaBase: Promise<DiskReader | undefined> | undefined;
-      const openDeltaBase = () => {
-        deltaBase ??= this.openDeltaBase(source, disk, diskChannel);
-        return deltaBase;
-      };
-      const trackedBase = tracked ? await openDeltaBase() : undefined;
-      const deltaBaseOptions = tracked
-        ? trackedBase && { deltaBase: trackedBase, prefetchDeltaBase: true }
-        : { deltaBase: openDeltaBase };
-      const { reader: cacheReader, writer: cacheWriter } = await this.openCache(disk, blockCount);
-      // Read buffers come from the engine's shelf (kept from earlier disks and runs), and go back
-      // to it once the transfer is over. Tracked blocks are scattered: small segments, so more of
-      // them are kept in flight. A scan reads larger segments: fewer messages to hashing threads.
-      // Whole blocks per read, at least one, so a block larger than the read size is read whole.
-      // Reads larger than planned (blocks of 2 MiB and more) are kept fewer in flight, for about
-      // the planned bytes in flight, but always at least two reads ahead.
-      const plannedBytes = tracked ? READ_BYTES : SCAN_READ_BYTES;
-      const readBytes = segmentBytes(plannedBytes, record.blockSize);
-      const plannedAhead = tracked ? this.deps.readAhead * 8 : this.deps.readAhead;
-      const readAhead =
-        readBytes > plannedBytes
-          ? Math.min(plannedAhead, Math.max(2, Math.floor((plannedAhead * plannedBytes) / readBytes)))
-          : plannedAhead;
-      const shelf = this.deps.buffers;
-      const hasher = this.deps.hasher;
-      const buffers = shelf.take(hasher, readAhead + 2, readBytes);
-      const baseBuffers = trackedBase ? shelf.take(hasher, readAhead + 2, readBytes) : undefined;
-      try {
-        let replicaDigests: AsyncIterable<BlockDigest> | undefined;
-        const trackedWithCache = disk.mode === 'tracked' && cacheReader !== undefined;
-        // Tracked blocks with a cache that reads at random and a writer that copies in bulk: the
-        // cache is not walked block by block, only the tracked blocks' entries are looked up.
-        const randomAccess =
-          trackedWithCache && cacheReader.digestAt !== undefined && cacheWriter?.carry !== undefined
-            ? {
-                replicaDigestAt: (index: number) => cacheReader.digestAt!(index, { signal: options.signal }),
-                carryDigests: async (from: number, to: number) => {
-                  if (await cacheWriter.carry!(cacheReader, from, to)) return;
-                  // This writer cannot copy from this reader: entry by entry.
-                  for (let index = from; index < to; index++) {
-                    await cacheWriter.append(index, await cacheReader.digestAt!(index, { signal: options.signal }));
-                  }
-                },
-              }
-            : undefined;
-        if (!randomAccess && (disk.mode === 'hash-diff' || trackedWithCache)) {
-          replicaDigests = cacheReader
-            ? cacheReader.digests(disk.checkpointBlock, { signal: options.signal })
-            : diskChannel.replicaDigests(disk.checkpointBlock, { signal: options.signal });
-        }
-        await transferDisk({
-          record: disk,
-          reader,
-          channel: diskChannel,
-          ranges,
-          examineAll,
-          ...(replicaDigests ? { replicaDigests } : {}),
-          unchangedOutsideRanges: trackedWithCache,
-          ...randomAccess,
-          ...(cacheWriter
-            ? { recordDigest: (index: number, digest: Uint8Array | null) => cacheWriter.append(index, digest) }
-            : {}),
-          // A scan compares and records a segment's digests per call where the cache can.
-          ...(replicaDigests && cacheReader?.copyEntries
-            ? {
-                replicaDigestsInto: (target: Uint8Array, from: number, count: number) =>
-                  cacheReader.copyEntries!(target, from, count),
-              }
-            : {}),
-          ...(cacheWriter?.appendEntries
-            ? {
-                recordDigestEntries: (from: number, entries: Uint8Array) => cacheWriter.appendEntries!(from, entries),
-              }
-            : {}),
-          ...(options.backup
-            ? {
-                backupPut: options.backup.disk(snapshotDisk.id).put,
-                backupHasBase: record.backup?.baseVersion !== undefined,
-              }
-            : {}),
-          ...deltaBaseOptions,
-          beforeCheckpoint: async (count: number) => {
-            await cacheWriter?.checkpoint(count);
-            await options.backup?.checkpoint();
-          },
-          digestOnWire: options.digestOnWire,
-          buffers,
-          ...(baseBuffers ? { baseBuffers } : {}),
-          readBytes,
-          blockSize: record.blockSize,
-          hasher,
-          ...(options.throttle ? { throttle: options.throttle } : {}),
-          signal: options.signal,
-          checkpointEveryMs: this.deps.checkpointEveryMs,
-          readAhead,
-          onCheckpoint: async () => {
-            this.sumStats();
-            await this.save();
-          },
-          onProgress: () => this.progress.changed(),
-        });
-      } finally {
-        // transferDisk has settled every read and send that used the buffers.
-        shelf.give(hasher, buffers);
-        if (baseBuffers) shelf.give(hasher, baseBuffers);
-        await (await deltaBase)?.close().catch(() => undefined);
-        await cacheReader?.close().catch(() => undefined);
-        await cacheWriter?.close().catch(() => undefined);
-        await diskChannel.close().catch(() => undefined);
-      }
-    } finally {
-      await reader.close().catch(() => undefined);
-    }
-  }
-
-  /** The previous snapshot's disk, for sending changed blocks as deltas, when it can serve. */
-  private async openDeltaBase(
-    source: Hypervisor,
-    disk: DiskRecord,
-    channel: DiskChannel,
-  ): Promise<DiskReader | undefined> {
-    const base = this.record.baseSnapshot?.disks[disk.position];
-    const compared = disk.mode === 'hash-diff' || (disk.mode === 'tracked' && disk.digestSource === 'cache');
-    if (!compared || !channel.sendDelta || !base || base.size !== disk.size) return undefined;
-    return source.openReader(base, { signal: this.signal }).catch(() => undefined);
-  }
-
-  /** Starts (or continues) the single-pass backup version of this run. */
-  private async openBackup(): Promise<BackupSession | undefined> {
-    const record = this.record;
-    if (!record.backup || !this.deps.backup) return undefined;
-    const snapshot = record.snapshot!;
-    return this.deps.backup.begin(
-      {
-        vm: snapshot.vmId,
-        runId: record.runId,
-        blockSize: record.blockSize,
-        disks: snapshot.disks.map((disk) => ({ id: disk.id, size: disk.size })),
-        ...(record.backup.baseVersion ? { baseVersion: record.backup.baseVersion } : {}),
-      },
-      { signal: this.signal },
-    );
-  }
-
-  /** Opens the trusted cache a disk reads and the new cache it writes, falling back when they are gone. */
-  private async openCache(
-    disk: DiskRecord,
-    blockCount: number,
-  ): Promise<{ reader: CacheReader | undefined; writer: CacheWriter | undefined }> {
-    const cache = this.deps.cache;
-    const record = this.record;
-    let reader: CacheReader | undefined;
-    let writer: CacheWriter | undefined;
-    if (!cache) {
-      disk.digestSource = disk.digestSource && 'replica';
-      disk.writesCache = false;
-      return { reader, writer };
-    }
-    if (disk.mode !== 'full' && disk.digestSource === 'cache') {
-      const fingerprint = record.replicaFingerprintAtPlan ?? '';
-      const opened = await cache.open(
-        this.cacheKey(disk),
-        { blockSize: record.blockSize, blockCount, digest: record.digest, fingerprint },
-        { signal: this.signal },
-      );
-      if (opened.status === 'ok') reader = opened.reader;
-      else if (disk.mode === 'tracked') {
-        // The tracked blocks still go (whole); the cache cannot be carried forward without the old one.
-        delete disk.digestSource;
-        if (disk.writesCache) await cache.abortPending(this.cacheKey(disk), record.runId);
-        disk.writesCache = false;
-        this.warn(
-          'W_CACHE_DISCARDED',
-          `the replication cache of disk '${disk.replicaDiskId}' is no longer usable; this run sends every tracked block whole and the next one reads the replica`,
-        );
-      } else {
-        disk.digestSource = 'replica';
-        this.warn(
-          'W_CACHE_DISCARDED',
-          `the replication cache of disk '${disk.replicaDiskId}' is no longer usable; reading the replica`,
-        );
-      }
-    }
-    if (disk.writesCache) {
-      writer = await cache.begin(
-        this.cacheKey(disk),
-        { runId: record.runId, blockSize: record.blockSize, blockCount, digest: record.digest },
-        disk.checkpointBlock,
-      );
-      if (writer.resumedFrom < disk.checkpointBlock) {
-        await writer.close();
-        await cache.abortPending(this.cacheKey(disk), record.runId);
-        writer = undefined;
-        disk.writesCache = false;
-        this.warn(
-          'W_CACHE_LOST',
-          `the new replication cache of disk '${disk.replicaDiskId}' was lost in the crash; the next run reads the replica`,
-        );
-      }
-    }
-    return { reader, writer };
-  }
-
-  private async rangesFor(
-    source: Hypervisor,
-    disk: DiskRecord,
-    snapshotDisk: DiskRef,
-    allocated: AsyncIterable<{ offset: number; length: number }>,
-  ): Promise<BlockRange[]> {
-    const blockSize = this.record.blockSize;
-    const blockCount = Math.ceil(disk.size / blockSize);
-    if (disk.mode === 'tracked') {
-      const changes = await source.changeTracker!.changes(
-        snapshotDisk,
-        this.record.baseSnapshot!,
-        this.record.snapshot!,
-        {
-          signal: this.signal,
-        },
-      );
-      if (!changes)
-        throw new StateError(`the change tracker no longer knows the changes of disk '${disk.sourceDiskId}'`);
-      return toBlockRanges(changes, blockSize, blockCount, disk.checkpointBlock, { signal: this.signal, mergeGap: 0 });
-    }
-    return toBlockRanges(allocated, blockSize, blockCount, disk.checkpointBlock, { signal: this.signal });
-  }
-
   private sumStats(): void {
-    const total = emptyStats();
-    for (const disk of this.record.disks) addStats(total, disk.stats);
-    this.record.stats = total;
-  }
-
-  private async commit(): Promise<void> {
-    const record = this.record;
-    const { target } = await this.drivers();
-    const replica = record.replica!;
-    record.restorePoint = await target.createRestorePoint(replica, record.runId, {
-      retention: record.job.options.retention,
-      signal: this.signal,
-    });
-    await this.save();
-    await target.markReplica(replica, 'ready', { signal: this.signal });
-    const fingerprint = await target.replicaState(replica, { signal: this.signal });
-    for (const disk of record.disks) {
-      if (disk.writesCache && this.deps.cache) {
-        await this.deps.cache.commitPending(this.cacheKey(disk), record.runId, fingerprint.value);
-      }
-    }
-    if (record.backup && this.deps.backup) {
-      const version = await this.deps.backup.commitPending(record.snapshot!.vmId, record.runId);
-      if (version) record.backup.version = version.id;
-      else
-        this.warn(
-          'W_BACKUP_LOST',
-          `the backup version of run ${record.runId} was lost; the next single-pass run records a full one`,
-        );
-    }
-    const previous = await this.jobHistory();
-    await this.deps.store.saveJob({
-      ...previous,
-      name: record.job.name,
-      method: record.job.method,
-      lastRunId: record.runId,
-      lastCompletedRunId: record.runId,
-      baseSnapshot: record.snapshot!,
-      replica: { ...replica, created: false },
-      replicaFingerprint: fingerprint.value,
-      ...(record.backup ? { lastBackupVersion: record.backup.version } : {}),
-      updatedAt: new Date().toISOString(),
-    });
+    sumStats(this.record);
   }
 
   private async cleanup(outcome: RunOutcome): Promise<void> {
@@ -763,7 +313,8 @@ export class RunExecution {
       return;
     }
     for (const disk of record.disks) {
-      if (disk.writesCache && this.deps.cache) await this.deps.cache.abortPending(this.cacheKey(disk), record.runId);
+      if (disk.writesCache && this.deps.cache)
+        await this.deps.cache.abortPending(this.planning.cacheKey(disk), record.runId);
     }
     if (record.backup && this.deps.backup && record.snapshot) {
       await this.deps.backup.abortPending(record.snapshot.vmId, record.runId);

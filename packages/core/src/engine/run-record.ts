@@ -1,5 +1,7 @@
 import type { Replica, RestorePoint, Snapshot } from '../contracts/hypervisor.js';
 import type { JobSpec } from '../job/job-spec.js';
+import type { WarningCode } from '../warnings.js';
+import type { DiskFacts, PlanReason, ReplicaChange } from './plan/disk-plan.js';
 import type { RunOutcome, RunState } from './run-state.js';
 
 /** How the blocks of one disk are chosen (DESIGN.md section 1, step 4). */
@@ -52,6 +54,10 @@ export interface DiskRecord {
   digestSource?: 'replica' | 'cache';
   /** True when the run writes a new replication cache for this disk. */
   writesCache?: boolean;
+  /** Why the disk is replicated this way (absent in journals of older versions). */
+  reason?: PlanReason;
+  /** The facts the plan was made from (absent in journals of older versions). */
+  facts?: DiskFacts;
   /** True when the replica disk is known to read as zero (newly created): holes need no zero operations. */
   targetKnownZero: boolean;
   /** Every block below this index is durable on the replica. */
@@ -106,14 +112,18 @@ export interface RunRecord {
   disks: DiskRecord[];
   /** Totals over all disks. */
   stats: TransferStats;
-  /** Warnings raised during the run. */
-  warnings: Array<{ code: string; message: string }>;
+  /** Warnings raised during the run, each with a stable {@link WarningCode}. */
+  warnings: Array<{ code: WarningCode; message: string }>;
   /** True once the run may have written the replica (from the end of `plan` on). */
   replicaTouched?: boolean;
   /** The replica's fingerprint when the run planned (what a trusted cache must match). */
   replicaFingerprintAtPlan?: string;
   /** True when the replica changed outside replikit since the last run. */
   replicaModified?: boolean;
+  /** How the replica changed, when `replicaModified`. */
+  replicaChange?: ReplicaChange;
+  /** True when the user asked for a full run (`replikit run --full`): every disk is planned `FORCED`. */
+  forced?: boolean;
   /** The single-pass backup version this run records (`options.singlePass`). */
   backup?: { baseVersion?: string; version?: string };
   /** Set when this run was rolled back. */
@@ -138,6 +148,8 @@ export interface JobRecord {
   replica?: Replica;
   /** The replica's fingerprint right after the last commit. */
   replicaFingerprint?: string;
+  /** What that fingerprint was built from (the driver's details), to tell how the replica changed. */
+  replicaFingerprintDetails?: Record<string, unknown>;
   /** The backup version the last single-pass run recorded (the replica's content). */
   lastBackupVersion?: string;
   /** ISO time of the last change. */

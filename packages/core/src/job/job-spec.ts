@@ -32,27 +32,17 @@ const sizeOrRate = z
     }
   });
 
-const abdSchema = z
-  .object({
-    /** IP addresses (or `dhcp`) the delegate appliance gets. */
-    ips: z.array(z.string().min(1)).default([]),
-    /** Storage repositories the delegate can see. */
-    srs: z.array(z.string().min(1)).optional(),
-    /** The SR holding the delegate's image. */
-    imageSr: z.string().min(1).optional(),
-    /** Pool the delegate runs in. */
-    pool: z.string().min(1).optional(),
-  })
-  .loose();
-
+/**
+ * A side of a job: `driver` names the kind, every other field belongs to that driver and is checked
+ * by the driver's own options schema once its package is loaded (see `defineDriver`). Core keeps
+ * no schema of any platform's fields, so a job for a driver that is not installed still parses and
+ * can be judged offline by the rules.
+ */
 const endpointSchema = z
   .object({
     driver: z
       .string({ error: 'expected the driver kind as a string, such as "file", "xen" or "hyperv"' })
       .regex(/^[a-z][a-z0-9-]*$/, 'a driver kind is lower-case letters, digits and dashes'),
-    pool: z.string().min(1).optional(),
-    sr: z.string().min(1).optional(),
-    abd: abdSchema.optional(),
   })
   .loose();
 
@@ -140,8 +130,20 @@ export type JobSpecInput = z.input<typeof jobSpecSchema>;
  */
 export type JobSpec = z.output<typeof jobSpecSchema>;
 
-/** The driver-facing part of a job: `{ driver, … }` plus driver-specific fields. */
+/**
+ * The driver-facing part of a job: `{ driver, … }` plus the driver's own fields, which core does
+ * not know (the driver's options schema checks them).
+ */
 export type EndpointSpec = JobSpec['source'] | JobSpec['target'];
+
+/**
+ * The fields of a job's side that core owns; the others are the driver's options. `vm` belongs to
+ * the source side, `replicaName` to the target side.
+ */
+export const CORE_ENDPOINT_FIELDS = {
+  source: ['driver', 'vm'],
+  target: ['driver', 'replicaName'],
+} as const satisfies Record<'source' | 'target', readonly string[]>;
 
 /** The resolved `options` section of a job. */
 export type JobOptions = JobSpec['options'];

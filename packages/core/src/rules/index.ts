@@ -1,10 +1,4 @@
-export {
-  BUILTIN_DRIVER_KINDS,
-  DriverKindRegistry,
-  driverKinds,
-  type RegisterDriverKindOptions,
-  registerDriverKind,
-} from './driver-kinds.js';
+export { BUILTIN_DRIVER_KINDS } from './driver-kinds.js';
 export type { EnvironmentFacts, Rule, RuleContext, RuleSet, Severity, Violation } from './rule.js';
 export {
   assertValid,

@@ -1,7 +1,7 @@
 import type { Capabilities } from '../contracts/capabilities.js';
-import { InputError, ReplikitError } from '../errors.js';
+import { driverKinds } from '../engine/driver-registry.js';
+import { InputError, RuleError } from '../errors.js';
 import type { JobSpec } from '../job/job-spec.js';
-import { driverKinds } from './driver-kinds.js';
 import type { Rule, RuleContext, RuleSet, Severity, Violation } from './rule.js';
 import { seedRules } from './seed-rules.js';
 
@@ -125,14 +125,14 @@ export function formatViolations(violations: readonly Violation[]): string {
 /**
  * Throws when the result holds an error violation; warnings and info alone pass.
  *
- * @throws {@link ReplikitError} with code `E_RULE`, a message listing the error violations, and
+ * @throws {@link RuleError} (`E_RULE`) with a message listing the error violations, and
  * every violation in `details.violations`.
  */
 export function assertValid(result: ValidationResult): void {
   const errors = result.violations.filter((violation) => violation.severity === 'error');
   if (errors.length === 0) return;
   const count = errors.length === 1 ? 'a rule' : `${errors.length} rules`;
-  throw new ReplikitError('E_RULE', `the job breaks ${count}:\n${formatViolations(errors)}`, {
+  throw new RuleError(`the job breaks ${count}:\n${formatViolations(errors)}`, {
     details: { violations: result.violations },
   });
 }

@@ -1,5 +1,6 @@
 import { type EndpointSpec, type JobSpec, replicaNameOf } from '../job/job-spec.js';
 import { formatBytes } from '../util/sizes.js';
+import { abdOf, poolOf, srOf } from './platform-fields.js';
 import type { Rule, RuleSet } from './rule.js';
 
 type Side = 'source' | 'target';
@@ -11,14 +12,16 @@ function quoted(values: readonly string[]): string {
 
 /** `'xen' (pool 'p1')`, or just `'xen'` when the endpoint names no pool. */
 function placeOf(endpoint: EndpointSpec): string {
-  return endpoint.pool === undefined ? `'${endpoint.driver}'` : `'${endpoint.driver}' (pool '${endpoint.pool}')`;
+  const pool = poolOf(endpoint);
+  return pool === undefined ? `'${endpoint.driver}'` : `'${endpoint.driver}' (pool '${pool}')`;
 }
 
 /** The pool both sides share when both are XenServer and name the same pool. */
 function sharedXenPool(job: JobSpec): string | undefined {
   const { source, target } = job;
   const bothXen = source.driver === 'xen' && target.driver === 'xen';
-  return bothXen && source.pool !== undefined && source.pool === target.pool ? source.pool : undefined;
+  const pool = poolOf(source);
+  return bothXen && pool !== undefined && pool === poolOf(target) ? pool : undefined;
 }
 
 /** Whether a side needs an ABD: a Xen target always, a Xen source when the method is `abd`. */
@@ -28,8 +31,8 @@ function needsAbd(job: JobSpec, side: Side): boolean {
 
 /** Whether the two `abd` sections name the same appliance: they share an address other than `dhcp`. */
 function sameAppliance(job: JobSpec): boolean {
-  const sourceIps = new Set(job.source.abd?.ips.filter((ip) => ip !== 'dhcp'));
-  return job.target.abd?.ips.some((ip) => sourceIps.has(ip)) ?? false;
+  const sourceIps = new Set(abdOf(job.source)?.ips.filter((ip) => ip !== 'dhcp'));
+  return abdOf(job.target)?.ips.some((ip) => sourceIps.has(ip)) ?? false;
 }
 
 /**
@@ -39,11 +42,11 @@ function sameAppliance(job: JobSpec): boolean {
  */
 function abdServes(job: JobSpec): Map<Side, Side[]> {
   const serves = new Map<Side, Side[]>();
-  for (const side of SIDES) if (job[side].abd) serves.set(side, [side]);
+  for (const side of SIDES) if (abdOf(job[side])) serves.set(side, [side]);
   if (sharedXenPool(job) === undefined) return serves;
   for (const [side, served] of serves) {
     const other: Side = side === 'source' ? 'target' : 'source';
-    const otherNeedsThisOne = job[other].abd === undefined && needsAbd(job, other);
+    const otherNeedsThisOne = abdOf(job[other]) === undefined && needsAbd(job, other);
     if (otherNeedsThisOne || sameAppliance(job)) served.push(other);
   }
   return serves;
@@ -55,8 +58,8 @@ const xenTargetNeedsAbd: Rule = {
   description: 'A XenServer destination always needs an ABD deployed on its pool.',
   fix: 'Add a target.abd section (with at least one address in target.abd.ips) so an ABD can be deployed on the target pool.',
   check({ job }) {
-    if (job.target.driver !== 'xen' || job.target.abd) return undefined;
-    if (sharedXenPool(job) !== undefined && job.source.abd) return undefined;
+    if (job.target.driver !== 'xen' || abdOf(job.target)) return undefined;
+    if (sharedXenPool(job) !== undefined && abdOf(job.source)) return undefined;
     return `the target is ${placeOf(job.target)} but the job has no target.abd section, so no ABD can write the replica`;
   },
 };
@@ -98,11 +101,11 @@ const methodLocked: Rule = {
 };
 
 function sameSourceVm(a: JobSpec, b: JobSpec): boolean {
-  return a.source.driver === b.source.driver && a.source.pool === b.source.pool && a.source.vm === b.source.vm;
+  return a.source.driver === b.source.driver && poolOf(a.source) === poolOf(b.source) && a.source.vm === b.source.vm;
 }
 
 function sameReplica(a: JobSpec, b: JobSpec): boolean {
-  const sameTarget = a.target.driver === b.target.driver && a.target.pool === b.target.pool;
+  const sameTarget = a.target.driver === b.target.driver && poolOf(a.target) === poolOf(b.target);
   return sameTarget && replicaNameOf(a) === replicaNameOf(b);
 }
 
@@ -192,7 +195,7 @@ const abdNeedsIp: Rule = {
   description: 'Every deployed ABD needs at least one IP address.',
   fix: "Add an address (or 'dhcp') to the ips list of every abd section (source.abd.ips, target.abd.ips).",
   check({ job }) {
-    return SIDES.filter((side) => job[side].abd?.ips.length === 0).map(
+    return SIDES.filter((side) => abdOf(job[side])?.ips.length === 0).map(
       (side) => `${side}.abd.ips is empty, so the ${side} ABD would have no address`,
     );
   },
@@ -215,10 +218,10 @@ const abdSeesSrs: Rule = {
     const messages: string[] = [];
     for (const [side, served] of abdServes(job)) {
       const fromFacts = facts?.abdVisibleSrs?.[side];
-      const visible = fromFacts ?? job[side].abd?.srs;
+      const visible = fromFacts ?? abdOf(job[side])?.srs;
       if (visible === undefined) continue;
       const missing = served.flatMap((s) => {
-        const sr = job[s].sr;
+        const sr = srOf(job[s]);
         return sr === undefined || visible.includes(sr) ? [] : [`'${sr}' (${s}.sr)`];
       });
       if (missing.length === 0) continue;
@@ -228,7 +231,7 @@ const abdSeesSrs: Rule = {
     }
     for (const side of SIDES) {
       if (facts?.hostsSeeAbdImageSr?.[side] !== false) continue;
-      const imageSr = job[side].abd?.imageSr;
+      const imageSr = abdOf(job[side])?.imageSr;
       const which = imageSr === undefined ? '' : ` ('${imageSr}', ${side}.abd.imageSr)`;
       messages.push(`not every host of the ${side} pool sees the SR holding the ${side} ABD's image${which}`);
     }

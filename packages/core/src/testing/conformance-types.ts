@@ -32,6 +32,12 @@ export interface DriverConformanceOptions {
   /** Driver-specific hooks. */
   fixtures: DriverConformanceFixtures;
   /**
+   * The source VMs the fixtures create track their changes: the engine's incremental run must then
+   * be `tracked` (without it, a `hash-diff` run is accepted where the tracker answers `undefined`).
+   * @default false
+   */
+  trackedVMs?: boolean;
+  /**
    * Size of the disks the suite creates: a multiple of 1 MiB, at least 4 MiB. Keep it small: every
    * case writes and reads whole disks.
    * @default 4 MiB

@@ -4,7 +4,9 @@ import type { DiskRef, Extent, Hypervisor, Replica, ReplicaSpec, VMInfo } from '
 import type { ErrorCode } from '../errors.js';
 import { checkAbortHonoured, checkChangeTrackerModel, checkCloseReleases } from './conformance-checks.js';
 import type { DriverConformanceOptions } from './conformance-types.js';
+import { checkEngineEndToEnd } from './engine-check.js';
 import { compareBytes, readWholeDisk, testPattern } from './test-data.js';
+import { checkCapabilitiesAgree, checkConcurrentWrites } from './write-and-capability-checks.js';
 
 const MiB = 1024 * 1024;
 
@@ -22,7 +24,10 @@ const MiB = 1024 * 1024;
  * re-taken by the same run id, other runs' writers refused) and writes pending from another run
  * that change the fingerprint and are dropped, never continued or committed; a change tracker whose
  * extents cover every changed byte (see {@link checkChangeTrackerModel}); `E_ABORTED` from every
- * long method; `close()` closing what it handed out. Cases that need a capability the driver does not
+ * long method; `close()` closing what it handed out; concurrent writes to disjoint ranges; capabilities
+ * that agree with what the driver does; and the engine end to end through the driver (a full run,
+ * guest writes, an incremental run tracked and one by hash diff, the replica equal to the source
+ * snapshot: see {@link checkEngineEndToEnd}). Cases that need a capability the driver does not
  * declare (`canBeSource`, `canBeTarget`, `restorePoints`) are skipped.
  *
  * @example
@@ -570,6 +575,29 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
     it('closes the readers and writers it handed out on close()', async () => {
       await checkCloseReleases({ hv, fixtures, name: unique('close'), size });
     });
+
+    it('accepts concurrent writes to disjoint ranges of one disk', async (ctx) => {
+      if (!hv.capabilities.canBeTarget) ctx.skip();
+      await checkConcurrentWrites({ hv, fixtures, name: unique('concurrent'), size });
+    });
+
+    it('has capabilities that agree with what it does', async () => {
+      await checkCapabilitiesAgree({ hv, fixtures, name: unique('caps'), size });
+    });
+
+    for (const tracked of [true, false]) {
+      it(`replicates end to end through the engine: full run, then ${tracked ? 'tracked' : 'hash-diff'}`, async (ctx) => {
+        if (!hv.capabilities.canBeSource || !hv.capabilities.canBeTarget) ctx.skip();
+        if (tracked && !hv.capabilities.changeTracking) ctx.skip();
+        const requireTracked = options.trackedVMs === true;
+        const modes = await checkEngineEndToEnd(
+          { hv, fixtures, name: unique('e2e'), size },
+          { tracked, requireTracked },
+        );
+        expect(modes?.[0]).toBe('full');
+        if (!tracked || requireTracked) expect(modes?.[1]).toBe(tracked ? 'tracked' : 'hash-diff');
+      });
+    }
 
     it('deletes a replica', async (ctx) => {
       if (!hv.capabilities.canBeTarget) ctx.skip();

@@ -22,6 +22,7 @@ export {
 } from './conformance-checks.js';
 export type { DriverConformanceFixtures, DriverConformanceOptions, SourceVMSpec } from './conformance-types.js';
 export { runDriverConformance } from './driver-conformance.js';
+export { checkEngineEndToEnd, type EngineCheckOptions } from './engine-check.js';
 export {
   createMemoryDriver,
   type MemoryDriver,
@@ -31,3 +32,4 @@ export {
 } from './memory-driver.js';
 export { MEMORY_BLOCK_SIZE, type MemoryTrackerFaults } from './memory-tracker.js';
 export { compareBytes, firstDifference, readWholeDisk, testPattern } from './test-data.js';
+export { checkCapabilitiesAgree, checkConcurrentWrites } from './write-and-capability-checks.js';

@@ -50,11 +50,9 @@ export function extentsOf(blocks: Iterable<number>, size: number): Extent[] {
 export function createMemoryTracker(
   snaps: Map<string, MemorySnapshotRecord>,
   faults: MemoryTrackerFaults,
-  enter: () => void,
 ): ChangeTracker {
   return {
     async changes(disk, base, current) {
-      enter();
       const a = snaps.get(base.id);
       const b = snaps.get(current.id);
       if (!a || !b || a.snapshot.vmId !== b.snapshot.vmId || a.seq > b.seq) return undefined;

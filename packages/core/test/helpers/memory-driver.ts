@@ -170,6 +170,17 @@ export function createMemoryDriver(options: { changeTracking?: boolean } = {}): 
     async ensureReplica(spec) {
       const existing = vms.get(spec.name);
       if (existing) {
+        // The replica follows the source's shape: a grown disk grows (its bytes kept), a new one is added.
+        existing.info.disks = spec.disks.map((d, i) => {
+          const id = existing.info.disks[i]?.id ?? d.sourceDiskId;
+          const old = existing.disks.get(id);
+          if (!old || old.length < d.size) {
+            const grown = new Uint8Array(d.size);
+            if (old) grown.set(old);
+            existing.disks.set(id, grown);
+          }
+          return { id, vmId: spec.name, size: Math.max(d.size, old?.length ?? 0) };
+        });
         return { id: spec.name, name: spec.name, disks: existing.info.disks, created: false };
       }
       const info = driver.addVm(

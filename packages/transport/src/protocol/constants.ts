@@ -44,6 +44,8 @@ export const FrameType = {
   commit: 15,
   committed: 16,
   error: 17,
+  request: 18,
+  response: 19,
 } as const;
 
 /** A frame type number. */
@@ -60,6 +62,8 @@ export const CONTROL_TYPES: ReadonlySet<number> = new Set([
   FrameType.commit,
   FrameType.committed,
   FrameType.error,
+  FrameType.request,
+  FrameType.response,
 ]);
 
 /** Exact payload sizes of the fixed-size binary frames. */
@@ -88,3 +92,10 @@ export const FEATURE_DELTA = 'delta';
 
 /** Most features a `hello` may list. */
 export const MAX_FEATURES = 16;
+
+/**
+ * The `hello` feature of an agent that hosts the target side: it answers `request` frames (replica,
+ * hold, marks, fingerprints, restore points, revert, power) on a connection whose first frame after
+ * the handshake is a `request`. A source side that needs it refuses an agent that does not list it.
+ */
+export const FEATURE_TARGET = 'target';

@@ -169,6 +169,35 @@ export interface ErrorMessage {
   message: string;
   /** The sender expects a reconnect to succeed (a damaged block, a restart). */
   retry: boolean;
+  /**
+   * Target ─► source: the delta of this block did not rebuild it (the replica no longer holds the
+   * delta's base): send the block whole when resuming. Absent from older agents' frames.
+   */
+  resendWhole?: { stream: number; index: number };
+}
+
+/**
+ * Source ─► target, on a target-control connection: run operation `op` of the agent's target
+ * driver with `args`. Ids are chosen by the sender and echoed in the {@link ResponseMessage}.
+ */
+export interface RequestMessage {
+  type: 'request';
+  /** 0 to 2^32 − 1. */
+  id: number;
+  /** The operation's name (`ensureReplica`, `listRestorePoints`, …; see docs/protocol.md). */
+  op: string;
+  /** The operation's arguments by name. */
+  args: Record<string, unknown>;
+}
+
+/** Target ─► source: the outcome of request `id`: `result` (JSON, `null` for none) or `error`. */
+export interface ResponseMessage {
+  type: 'response';
+  id: number;
+  /** Present when the operation succeeded. */
+  result?: unknown;
+  /** Present when it failed: the driver error's code and message. */
+  error?: { code: ErrorCode; message: string };
 }
 
 /** Every message of the protocol. */
@@ -189,7 +218,9 @@ export type Message =
   | DiskClosedMessage
   | CommitMessage
   | CommittedMessage
-  | ErrorMessage;
+  | ErrorMessage
+  | RequestMessage
+  | ResponseMessage;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -247,7 +278,9 @@ function encodeUnsealed(message: Message): Uint8Array[] {
     case 'disk-opened':
     case 'commit':
     case 'committed':
-    case 'error': {
+    case 'error':
+    case 'request':
+    case 'response': {
       const { type, ...body } = message;
       return controlFrame(CONTROL_TYPE_OF[type], body);
     }
@@ -325,6 +358,8 @@ const CONTROL_TYPE_OF = {
   commit: FrameType.commit,
   committed: FrameType.committed,
   error: FrameType.error,
+  request: FrameType.request,
+  response: FrameType.response,
 } as const;
 
 // ── parsing ─────────────────────────────────────────────────────────────────────────────────
@@ -408,6 +443,24 @@ const ERROR_CODES = new Set([
   'E_ABORTED',
   'E_VERIFY',
 ]);
+
+/** A `response` body: an id and exactly one of `result` and `error` (a known code, else `E_TRANSPORT`). */
+function parseResponse(body: Json): ResponseMessage {
+  const id = int(body, 'id', 'response', 0, 0xffffffff);
+  const hasResult = Object.hasOwn(body, 'result');
+  if (hasResult === (body.error !== undefined)) throw new ProtocolError('response must carry either result or error');
+  if (hasResult) return { type: 'response', id, result: body.result };
+  const error = obj(body, 'error', 'response');
+  const code = str(error, 'code', 'response.error', 32);
+  return {
+    type: 'response',
+    id,
+    error: {
+      code: (ERROR_CODES.has(code) ? code : 'E_TRANSPORT') as ErrorCode,
+      message: str(error, 'message', 'response.error', 4096),
+    },
+  };
+}
 
 /**
  * Parses a `block` frame cut by the {@link FrameDecoder} (the hot path of a session, apart from
@@ -575,8 +628,20 @@ export function parseFrame(frame: RawFrame): Message {
         code: (ERROR_CODES.has(code) ? code : 'E_TRANSPORT') as ErrorCode,
         message: str(body, 'message', 'error', 4096),
         retry: body.retry === true,
+        ...(body.resendWhole !== undefined ? { resendWhole: parseResendWhole(body) } : {}),
       };
     }
+    case FrameType.request: {
+      const body = parseJson(payload, 'request');
+      return {
+        type: 'request',
+        id: int(body, 'id', 'request', 0, 0xffffffff),
+        op: str(body, 'op', 'request', 64),
+        args: obj(body, 'args', 'request'),
+      };
+    }
+    case FrameType.response:
+      return parseResponse(parseJson(payload, 'response'));
     case FrameType.block:
       return parseBlockFrame(frame);
     case FrameType.zero: {
@@ -641,4 +706,13 @@ export function parseFrame(frame: RawFrame): Message {
     default:
       throw new ProtocolError(`unknown frame type ${type}`);
   }
+}
+
+/** The optional `resendWhole` of an `error` frame: a block of a stream. */
+function parseResendWhole(body: Json): { stream: number; index: number } {
+  const block = obj(body, 'resendWhole', 'error');
+  return {
+    stream: int(block, 'stream', 'error.resendWhole', 0, 0xffffffff),
+    index: int(block, 'index', 'error.resendWhole'),
+  };
 }

@@ -13,7 +13,7 @@ import {
   type RunRecord,
   type Transport,
 } from '@replikit/core';
-import { createFileDriver, createFileVM } from '@replikit/driver-file';
+import { createFileDriver, createFileVM, fileDriver } from '@replikit/driver-file';
 import { expect } from 'vitest';
 import { type Agent, type AgentEvent, createAgent } from '../../src/agent.js';
 import type { Address, Security } from '../../src/security.js';
@@ -38,7 +38,7 @@ export async function createWorld(): Promise<World> {
   const replicas = join(dir, 'replicas');
   await mkdir(vms);
   await mkdir(replicas);
-  const registry = new DriverRegistry().register('file', (o) => createFileDriver({ root: String(o.root) }));
+  const registry = new DriverRegistry().register(fileDriver);
   return { dir, vms, replicas, registry, dispose: () => rm(dir, { recursive: true, force: true }) };
 }
 
