@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, formatBytes, parseSize, ReplicationEngine } from '@replikit/core';
 import { createHashingPool, FileBlockStore, FileCacheProvider } from '@replikit/dedup';
-import { createFileDriver, createFileVM } from '@replikit/driver-file';
+import { createFileVM, fileDriver } from '@replikit/driver-file';
 import { fillImage, guestWrites } from './dedup.bench.js';
 
 function flag(flags: string[], name: string, fallback: string): string {
@@ -40,7 +40,7 @@ export async function run(flags: string[]): Promise<void> {
     const engineFor = (name: string, backup?: FileBlockStore) =>
       new ReplicationEngine({
         stateStore: new FileStateStore(join(dir, name, 'state')),
-        drivers: new DriverRegistry().register('file', (o) => createFileDriver({ root: String(o.root) })),
+        drivers: new DriverRegistry().register(fileDriver),
         digest: 'xxh128',
         hasher: (algorithm) => createHashingPool({ algorithm }),
         cache: new FileCacheProvider(join(dir, name, 'cache')),
