@@ -292,7 +292,9 @@ export class FileBlockStore implements BackupSink {
 
   /**
    * Whether the store holds a chunk a writer may rely on: a durable record, one `writer` itself
-   * wrote, or a pre-pack chunk file.
+   * wrote, or a pre-pack chunk file. Used by the store's own sessions, not part of the public API.
+   *
+   * @internal
    */
   holds(address: string, writer?: PackWriter): boolean {
     const known = this.index.chunks.get(address);
