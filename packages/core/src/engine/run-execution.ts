@@ -305,13 +305,33 @@ export class RunExecution {
 
   private async cleanup(outcome: RunOutcome): Promise<void> {
     const record = this.record;
+    // A run that stopped before it took a snapshot or found its replica left nothing on either side:
+    // it ends without its drivers, so a driver that cannot be created (an agent that is down, a
+    // wrong transport section) fails the run instead of leaving it unfinished in cleanup.
+    const base = outcome === 'completed' ? record.baseSnapshot : undefined;
+    const dropsBase = base !== undefined && base.id !== record.snapshot?.id;
+    const needsDrivers = dropsBase || record.snapshot !== undefined || record.replica !== undefined;
+    if (!needsDrivers) {
+      if (record.abandoned) this.warn('W_ABANDONED', `run ${record.runId} was abandoned before it touched a replica`);
+      if (outcome !== 'completed') await this.abortPendingStores();
+      return;
+    }
     const { source, target } = await this.drivers();
     if (outcome === 'completed') {
-      const base = record.baseSnapshot;
-      if (base && base.id !== record.snapshot?.id) await this.dropSnapshot(source, base, true);
+      if (dropsBase) await this.dropSnapshot(source, base, true);
       await this.release(target);
       return;
     }
+    await this.abortPendingStores();
+    if (record.abandoned) await this.abandonReplica(target);
+    else if (record.replicaTouched && record.replica) await this.rollBack(target, record.replica);
+    if (record.snapshot) await this.dropSnapshot(source, record.snapshot, record.abandoned === true);
+    await this.release(target);
+  }
+
+  /** Drops what a failed run had begun writing into the replication caches and the block store. */
+  private async abortPendingStores(): Promise<void> {
+    const record = this.record;
     for (const disk of record.disks) {
       if (disk.writesCache && this.deps.cache)
         await this.deps.cache.abortPending(this.planning.cacheKey(disk), record.runId);
@@ -319,10 +339,6 @@ export class RunExecution {
     if (record.backup && this.deps.backup && record.snapshot) {
       await this.deps.backup.abortPending(record.snapshot.vmId, record.runId);
     }
-    if (record.abandoned) await this.abandonReplica(target);
-    else if (record.replicaTouched && record.replica) await this.rollBack(target, record.replica);
-    if (record.snapshot) await this.dropSnapshot(source, record.snapshot, record.abandoned === true);
-    await this.release(target);
   }
 
   // ── the replica's hold ───────────────────────────────────────────────────────────────────
