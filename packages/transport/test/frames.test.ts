@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { ERROR_CODES } from '@replikit/core';
 import { describe, expect, it } from 'vitest';
 import { availableCodecs, codecByName, maybeCompress } from '../src/codecs.js';
 import { FRAME_MAGIC, FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD } from '../src/protocol/constants.js';
@@ -101,6 +102,20 @@ describe('frames', () => {
       const out = [...decoder.push(wire.subarray(0, cut)), ...decoder.push(wire.subarray(cut))].map(parseFrame);
       expect(out.map(normalize)).toEqual(samples.map(normalize));
     }
+  });
+
+  it("carries every one of core's error codes across, and turns an unknown one into E_TRANSPORT", () => {
+    const carried = (code: string) => {
+      const frames = [
+        { type: 'error', code, message: 'm', retry: false },
+        { type: 'response', id: 1, error: { code, message: 'm' } },
+      ] as Message[];
+      return decodeAll(concat(frames.flatMap(encodeMessage))).map((m) =>
+        m.type === 'error' ? m.code : m.type === 'response' ? m.error?.code : undefined,
+      );
+    };
+    for (const code of ERROR_CODES) expect(carried(code)).toEqual([code, code]);
+    expect(carried('E_FROM_THE_FUTURE')).toEqual(['E_TRANSPORT', 'E_TRANSPORT']);
   });
 
   it('refuses a bad magic, a future version, an unknown type and an oversized length before buffering', () => {

@@ -1,4 +1,4 @@
-import type { DiskRef, ErrorCode, SessionSpec } from '@replikit/core';
+import { type DiskRef, ERROR_CODES, type ErrorCode, type SessionSpec } from '@replikit/core';
 import { ByteCursor, writeU64 } from './byte-cursor.js';
 import {
   BLOCK_FIXED_BYTES,
@@ -425,24 +425,8 @@ function sessionSpecOf(value: Json): SessionSpec {
   return value as unknown as SessionSpec;
 }
 
-const ERROR_CODES = new Set([
-  'E_INPUT',
-  'E_JOB',
-  'E_RULE',
-  'E_NOT_FOUND',
-  'E_CONFLICT',
-  'E_REPLICA_IN_PROGRESS',
-  'E_REPLICA_MODIFIED',
-  'E_STATE',
-  'E_FORMAT',
-  'E_IO',
-  'E_NO_SPACE',
-  'E_TRANSPORT',
-  'E_AUTH',
-  'E_DRIVER',
-  'E_ABORTED',
-  'E_VERIFY',
-]);
+/** The codes a peer's error may carry: core's, so a code added there crosses the wire unchanged. */
+const KNOWN_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
 
 /** A `response` body: an id and exactly one of `result` and `error` (a known code, else `E_TRANSPORT`). */
 function parseResponse(body: Json): ResponseMessage {
@@ -456,7 +440,7 @@ function parseResponse(body: Json): ResponseMessage {
     type: 'response',
     id,
     error: {
-      code: (ERROR_CODES.has(code) ? code : 'E_TRANSPORT') as ErrorCode,
+      code: (KNOWN_CODES.has(code) ? code : 'E_TRANSPORT') as ErrorCode,
       message: str(error, 'message', 'response.error', 4096),
     },
   };
@@ -625,7 +609,7 @@ export function parseFrame(frame: RawFrame): Message {
       const code = str(body, 'code', 'error', 32);
       return {
         type: 'error',
-        code: (ERROR_CODES.has(code) ? code : 'E_TRANSPORT') as ErrorCode,
+        code: (KNOWN_CODES.has(code) ? code : 'E_TRANSPORT') as ErrorCode,
         message: str(body, 'message', 'error', 4096),
         retry: body.retry === true,
         ...(body.resendWhole !== undefined ? { resendWhole: parseResendWhole(body) } : {}),
