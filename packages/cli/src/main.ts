@@ -2,16 +2,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { describeForUser, exitCodeOf, UsageError } from './cli-error.js';
-import { backupCommand } from './commands/backup.js';
-import { demoCommand } from './commands/demo.js';
-import { demoNetworkCommand } from './commands/demo-network.js';
-import { diskCommand } from './commands/disk.js';
-import { planCommand } from './commands/plan.js';
-import { pointsCommand } from './commands/points.js';
-import { resumeCommand, runCommand } from './commands/run.js';
-import { runsCommand } from './commands/runs.js';
-import { validateCommand } from './commands/validate.js';
-import { vmCommand } from './commands/vm.js';
 import { type CliContext, stateDirOf } from './context.js';
 
 const help = (stateDir: string) => `replikit: keep a VM replica in sync with its source, sending only what changed
@@ -106,6 +96,10 @@ function one(positionals: string[], what: string): string {
   return positionals[0]!;
 }
 
+/**
+ * Each command's module is imported only when that command runs: a one-shot `replikit run` from a
+ * shell or cron loads neither the demo, the disk tools nor the network transport.
+ */
 async function dispatch(context: CliContext, argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>;
   try {
@@ -129,32 +123,36 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
   switch (command) {
     case 'validate':
       if (rest.length === 0) throw new UsageError('validate needs at least one job file');
-      return validateCommand(context, rest, { json: values.json });
+      return (await import('./commands/validate.js')).validateCommand(context, rest, { json: values.json });
     case 'run':
-      return runCommand(context, one(rest, 'job file'), stateDir, { full: values.full });
+      return (await import('./commands/run.js')).runCommand(context, one(rest, 'job file'), stateDir, {
+        full: values.full,
+      });
     case 'plan':
-      return planCommand(context, one(rest, 'job file'), stateDir, { json: values.json });
+      return (await import('./commands/plan.js')).planCommand(context, one(rest, 'job file'), stateDir, {
+        json: values.json,
+      });
     case 'resume':
       if (values.rollback && values.abandon) throw new UsageError('resume takes --rollback or --abandon, not both');
-      return resumeCommand(context, one(rest, 'run id'), stateDir, {
+      return (await import('./commands/run.js')).resumeCommand(context, one(rest, 'run id'), stateDir, {
         rollback: values.rollback,
         abandon: values.abandon,
       });
     case 'runs':
-      return runsCommand(context, stateDir, { json: values.json });
+      return (await import('./commands/runs.js')).runsCommand(context, stateDir, { json: values.json });
     case 'points':
-      return pointsCommand(context, rest, values.json);
+      return (await import('./commands/points.js')).pointsCommand(context, rest, values.json);
     case 'vm':
-      return vmCommand(context, rest, {
+      return (await import('./commands/vm.js')).vmCommand(context, rest, {
         ...(values.root ? { root: values.root } : {}),
         ...(values.disk ? { disks: values.disk } : {}),
         copy: values.copy,
         json: values.json,
       });
     case 'backup':
-      return backupCommand(context, rest, stateDir, values.json);
+      return (await import('./commands/backup.js')).backupCommand(context, rest, stateDir, values.json);
     case 'disk':
-      return diskCommand(context, rest, {
+      return (await import('./commands/disk.js')).diskCommand(context, rest, {
         json: values.json,
         to: values.to,
         disk: oneDisk(values.disk),
@@ -162,13 +160,13 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
       });
     case 'demo':
       if (values.network) {
-        return demoNetworkCommand(context, {
+        return (await import('./commands/demo-network.js')).demoNetworkCommand(context, {
           keep: values.keep,
           ...(values['size-a'] ? { sizeA: values['size-a'] } : {}),
           ...(values['size-b'] ? { sizeB: values['size-b'] } : {}),
         });
       }
-      return demoCommand(context, {
+      return (await import('./commands/demo.js')).demoCommand(context, {
         ...(values.dir ? { dir: values.dir } : {}),
         keep: values.keep,
         singlePass: values['single-pass'],

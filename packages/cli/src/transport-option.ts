@@ -14,7 +14,6 @@ import {
   createPullRemoteTarget,
   createPullTransport,
   createRemoteTarget,
-  isRemoteTarget,
   type PullTransport,
   type RemoteTargetDriver,
   type Security,
@@ -203,18 +202,4 @@ function lazyPull(pull: PullTransport): Transport {
       }
     },
   };
-}
-
-/**
- * The engine's `transport` option for the CLI: each run's transport from its job file; for a job
- * whose agent hosts the target side, the block transport of its remote target driver.
- */
-export function cliTransport(context: TransportContext): NonNullable<EngineOptions['transport']> {
-  return (target, run, hasher) =>
-    isRemoteTarget(target) ? target.transport : transportForJob(run.job, target, context, hasher);
-}
-
-/** The engine's `targetDriver` option for the CLI: the agent's, for a job with a network transport section. */
-export function cliTargetDriver(context: TransportContext): NonNullable<EngineOptions['targetDriver']> {
-  return (job) => remoteTargetForJob(job, context);
 }

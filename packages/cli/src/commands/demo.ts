@@ -7,7 +7,8 @@ import { formatBytes, type JobSpecInput, parseJob, parseSize, type RunRecord } f
 import { createFileDriver } from '@replikit/driver-file';
 import { stringify as toYaml } from 'yaml';
 import { UsageError } from '../cli-error.js';
-import { type CliContext, createEngine } from '../context.js';
+import type { CliContext } from '../context.js';
+import { createEngine } from '../create-engine.js';
 import { createDemoVm, writeLikeAGuest } from '../demo/demo-data.js';
 import { diskDigest } from '../demo/disk-digest.js';
 import { renderRunSummary } from '../output/run-summary.js';

@@ -1,5 +1,6 @@
 import { formatBytes, NotFoundError, type RunForecast } from '@replikit/core';
-import { type CliContext, createEngine } from '../context.js';
+import type { CliContext } from '../context.js';
+import { createEngine } from '../create-engine.js';
 import { driverPackageOf, loadDriverPackages } from '../drivers.js';
 import { loadJobForCli } from '../job-file.js';
 import { formatCount, formatDuration } from '../output/format.js';

@@ -1,0 +1,152 @@
+// The one-shot run as a user runs it (issue 18, point 1): `node packages/cli/dist/bin.js run job.json`
+// as its own process per try, wall clock, beside `rsync --inplace --no-whole-file --ignore-times`
+// in the same run. The scenario is the dedup benchmark's: a raw image (2 GiB by default, 60 %
+// allocated), change tracking on, the replication cache on; before each try 1 % of the 64 KiB
+// blocks get a 4 KiB write (the same bytes into rsync's source copy). Each try's time is broken
+// down from its run record: process start to the first engine event (`created`), then each stage.
+// CPU-seconds of each child come from this process's cutime/cstime (/proc/self/stat).
+// Flags: --size=2GiB --allocated=0.6 --changed=0.01 --tries=3
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { formatBytes, parseSize, type RunRecord } from '@replikit/core';
+import { createFileVM, openGuestDisk } from '@replikit/driver-file';
+import { fillImage } from './dedup.bench.js';
+
+const BLOCK = 64 * 1024;
+const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'packages', 'cli', 'dist', 'bin.js');
+
+function flag(flags: string[], name: string, fallback: string): string {
+  return flags.find((f) => f.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
+}
+
+/** CPU-seconds (user + system) of the children this process has waited for. */
+function childCpu(): number {
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+  // After "pid (comm) ": state is field 3, cutime 16 and cstime 17 (1-based) → indexes 13, 14.
+  return (Number(fields[13]) + Number(fields[14])) / 100;
+}
+
+/** 4 KiB writes into a share of the blocks: through the guest disk (tracked) and into `copy` alike. */
+async function writeBoth(root: string, copy: string, size: number, share: number, round: number): Promise<number> {
+  const page = Buffer.allocUnsafe(4096);
+  const disk = await openGuestDisk(root, 'bench', 'disk');
+  const handle = await open(copy, 'r+');
+  let changed = 0;
+  try {
+    for (let block = 0; block < Math.floor(size / BLOCK); block++) {
+      if ((block * 2654435761) % 1000 >= share * 1000) continue;
+      const offset = block * BLOCK + (((block + round) * 7) % 16) * 4096;
+      randomFillSync(page);
+      await disk.write(offset, page);
+      await handle.write(page, 0, page.length, offset);
+      changed++;
+    }
+  } finally {
+    await disk.close();
+    await handle.close();
+  }
+  return changed;
+}
+
+/** Runs `command args`, returning wall seconds, child CPU-seconds and its stdout. */
+function timed(command: string, args: string[]): { wall: number; cpu: number; startedAt: number; stdout: string } {
+  const cpu = childCpu();
+  const startedAt = Date.now();
+  const start = process.hrtime.bigint();
+  const result = spawnSync(command, args, { encoding: 'utf8' });
+  const wall = Number(process.hrtime.bigint() - start) / 1e9;
+  if (result.status !== 0) throw new Error(`${command} failed (${result.status}): ${result.stderr}`);
+  return { wall, cpu: childCpu() - cpu, startedAt, stdout: result.stdout };
+}
+
+function newestRun(stateDir: string): RunRecord {
+  const dir = join(stateDir, 'runs');
+  const records = readdirSync(dir)
+    .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+    .map((n) => JSON.parse(readFileSync(join(dir, n), 'utf8')) as RunRecord);
+  return records.sort((a, b) => a.startedAt.localeCompare(b.startedAt)).at(-1)!;
+}
+
+/** "start→created 0.31, validate 0.02, …, exit 0.01" from a run record and the process's start and end. */
+function breakdown(record: RunRecord, startedAt: number, endedAt: number): string {
+  const parts: string[] = [];
+  let previous = startedAt;
+  let label = 'start→created';
+  for (const entry of record.history) {
+    const at = Date.parse(entry.at);
+    parts.push(`${label} ${((at - previous) / 1000).toFixed(3)}`);
+    previous = at;
+    label = entry.state;
+  }
+  parts.push(`exit ${((endedAt - previous) / 1000).toFixed(3)}`);
+  return parts.join(', ');
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+export async function run(flags: string[]): Promise<void> {
+  const size = parseSize(flag(flags, 'size', '2GiB'), '--size');
+  const allocated = Number(flag(flags, 'allocated', '0.6'));
+  const share = Number(flag(flags, 'changed', '0.01'));
+  const tries = Number(flag(flags, 'tries', '3'));
+  const dir = await mkdtemp(join(tmpdir(), 'replikit-bench-oneshot-'));
+  try {
+    const vms = join(dir, 'vms');
+    const stateDir = join(dir, 'state');
+    await createFileVM(vms, { name: 'bench', disks: [{ id: 'disk', size }], changeTracking: true });
+    const image = join(vms, 'bench', 'disk.raw');
+    await fillImage(image, size, allocated);
+    const jobFile = join(dir, 'job.json');
+    writeFileSync(
+      jobFile,
+      JSON.stringify({
+        name: 'bench',
+        source: { driver: 'file', root: vms, vm: 'bench' },
+        target: { driver: 'file', root: join(dir, 'replicas') },
+        method: 'qhybrid',
+        options: { replicationCache: true },
+      }),
+    );
+    const replikit = ['--state-dir', stateDir, 'run', jobFile];
+    console.log(`image ${formatBytes(size)}, ${Math.round(allocated * 100)} % allocated; first (full) replication…`);
+    timed(process.execPath, [BIN, ...replikit]);
+    await mkdir(join(dir, 'rsync'));
+    const rsyncSource = join(dir, 'rsync', 'source.raw');
+    const rsyncTarget = join(dir, 'rsync', 'target.raw');
+    execFileSync('cp', ['--sparse=always', image, rsyncTarget]);
+    execFileSync('cp', ['--sparse=always', image, rsyncSource]);
+    const version = timed(process.execPath, [BIN, '--version']);
+    console.log(`\`replikit --version\` as a process: ${version.wall.toFixed(3)} s (node start + CLI load)`);
+
+    const rsyncWall: number[] = [];
+    const replikitWall: number[] = [];
+    for (let round = 1; round <= tries; round++) {
+      const changed = await writeBoth(vms, rsyncSource, size, share, round);
+      execFileSync('sync');
+      const rsync = timed('rsync', ['--inplace', '--no-whole-file', '--ignore-times', rsyncSource, rsyncTarget]);
+      const one = timed(process.execPath, [BIN, ...replikit]);
+      const record = newestRun(stateDir);
+      if (record.state !== 'completed') throw new Error(`the run ended ${record.state}`);
+      rsyncWall.push(rsync.wall);
+      replikitWall.push(one.wall);
+      console.log(
+        `try ${round}: ${changed} blocks written; rsync ${rsync.wall.toFixed(2)} s (${rsync.cpu.toFixed(2)} CPU-s), ` +
+          `replikit run ${one.wall.toFixed(3)} s (${one.cpu.toFixed(2)} CPU-s), ratio ${(rsync.wall / one.wall).toFixed(1)}x; ` +
+          `${record.stats.blocksChanged} blocks sent`,
+      );
+      console.log(`  replikit stages (s): ${breakdown(record, one.startedAt, one.startedAt + one.wall * 1000)}`);
+    }
+    const ratio = median(rsyncWall) / median(replikitWall);
+    console.log(
+      `one-shot, medians of ${tries}: rsync ${median(rsyncWall).toFixed(2)} s, replikit run (a process each) ` +
+        `${median(replikitWall).toFixed(3)} s; speed ratio rsync/replikit ${ratio.toFixed(1)}x (goal ≥ 10x)`,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
