@@ -1,9 +1,10 @@
 import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ConflictError, FormatError, InputError, toStorageError } from '../errors.js';
-import { writeFileAtomic } from '../util/atomic-file.js';
+import { fsyncDirectory, writeFileAtomic } from '../util/atomic-file.js';
 import { isProcessAlive } from '../util/process-alive.js';
 import type { JobRecord, RunRecord } from './run-record.js';
+import { isTerminal } from './run-state.js';
 import type { StateStore } from './state-store.js';
 
 const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
@@ -32,9 +33,25 @@ async function readJson<T>(path: string): Promise<T | undefined> {
   }
 }
 
+function byStart(a: RunRecord, b: RunRecord): number {
+  return a.startedAt.localeCompare(b.startedAt) || a.runId.localeCompare(b.runId);
+}
+
+function oldest(records: RunRecord[]): RunRecord | undefined {
+  return records.sort(byStart)[0];
+}
+
 /**
  * The default {@link StateStore}: JSON files in a folder, each replaced atomically (temp file,
- * fsync, rename). Layout: `runs/<runId>.json`, `jobs/<job>.json`, `locks/<job>.lock`.
+ * fsync, rename). Layout: `runs/<runId>.json`, `jobs/<job>.json`, `locks/<job>.lock`, and
+ * `unfinished/<runId>`: an empty marker per run that has not ended, so that a run's start finds
+ * an unfinished run of its job without reading every run record ({@link findUnfinished}).
+ *
+ * The markers are crash-safe: a run's marker is created (and its folder fsynced) before its first
+ * record is written, and removed only after its final record is; a marker left by a crash between
+ * the two names a run that has ended, which the look-up sees and removes. A store written by a
+ * version without markers is indexed once, by reading every record, on its first look-up
+ * (`unfinished/.indexed` says it was).
  */
 export class FileStateStore implements StateStore {
   /** The store's folder. */
@@ -62,7 +79,65 @@ export class FileStateStore implements StateStore {
 
   async saveRun(record: RunRecord): Promise<void> {
     const dir = await this.ensure('runs');
-    await writeFileAtomic(join(dir, `${checkId(record.runId, 'run id')}.json`), `${JSON.stringify(record, null, 2)}\n`);
+    const id = checkId(record.runId, 'run id');
+    const ended = isTerminal(record.state);
+    if (!ended && !this.marked.has(id)) await this.mark([id]);
+    await writeFileAtomic(join(dir, `${id}.json`), `${JSON.stringify(record, null, 2)}\n`);
+    if (ended) await this.unmark(id);
+  }
+
+  /** Run ids whose marker this instance has made durable (so each run's marker costs one fsync). */
+  private readonly marked = new Set<string>();
+
+  /** Creates the markers of `ids` and fsyncs their folder. */
+  private async mark(ids: string[]): Promise<void> {
+    const dir = await this.ensure('unfinished');
+    try {
+      for (const id of ids) await (await open(join(dir, id), 'a')).close();
+    } catch (error) {
+      throw toStorageError(error, `marking a run unfinished in ${dir}`);
+    }
+    await fsyncDirectory(dir);
+    for (const id of ids) this.marked.add(id);
+  }
+
+  private async unmark(id: string): Promise<void> {
+    this.marked.delete(id);
+    await rm(join(this.dir, 'unfinished', id), { force: true }).catch((error: unknown) => {
+      throw toStorageError(error, `removing the unfinished marker of run ${id}`);
+    });
+  }
+
+  /**
+   * The oldest run of job `name` that has not ended (its state is not terminal), or undefined. It
+   * reads the records of unfinished runs only, not every run's: a run's start costs the same after
+   * thousands of runs.
+   */
+  async findUnfinished(name: string): Promise<RunRecord | undefined> {
+    const dir = join(this.dir, 'unfinished');
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw toStorageError(error, `listing ${dir}`);
+      names = [];
+    }
+    if (!names.includes('.indexed')) return this.index(name);
+    const found: RunRecord[] = [];
+    for (const id of names.filter((n) => !n.startsWith('.'))) {
+      const record = SAFE_ID.test(id) ? await this.loadRun(id) : undefined;
+      if (!record || isTerminal(record.state)) await rm(join(dir, id), { force: true });
+      else if (record.job.name === name) found.push(record);
+    }
+    return oldest(found);
+  }
+
+  /** Indexes a store without markers (an older version's): every record is read, once. */
+  private async index(name: string): Promise<RunRecord | undefined> {
+    const open = (await this.listRuns()).filter((r) => !isTerminal(r.state));
+    await this.mark(open.map((r) => r.runId));
+    await writeFileAtomic(join(this.dir, 'unfinished', '.indexed'), '1\n');
+    return oldest(open.filter((r) => r.job.name === name));
   }
 
   async loadRun(runId: string): Promise<RunRecord | undefined> {
@@ -82,7 +157,7 @@ export class FileStateStore implements StateStore {
       const record = await readJson<RunRecord>(join(this.dir, 'runs', name));
       if (record) records.push(record);
     }
-    return records.sort((a, b) => a.startedAt.localeCompare(b.startedAt) || a.runId.localeCompare(b.runId));
+    return records.sort(byStart);
   }
 
   async saveJob(record: JobRecord): Promise<void> {

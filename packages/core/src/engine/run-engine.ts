@@ -20,7 +20,7 @@ import { adviceFor } from './replica-hold.js';
 import { RunExecution } from './run-execution.js';
 import { emptyStats, type RunRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
-import type { StateStore } from './state-store.js';
+import { findUnfinished, type StateStore } from './state-store.js';
 
 /** Options of {@link ReplicationEngine}. */
 export interface EngineOptions {
@@ -200,7 +200,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     const spec = parseJob(job, 'job');
     // A misspelt driver field stops here, before a run is journaled.
     this.options.drivers.checkJob(spec);
-    const unfinished = (await this.store.listRuns()).find((r) => r.job.name === spec.name && !isTerminal(r.state));
+    const unfinished = await findUnfinished(this.store, spec.name);
     if (unfinished && !this.active.has(unfinished.runId)) {
       const advice = adviceFor(unfinished.runId, unfinished.pid, unfinished.host, this.store.location);
       const what = advice.startsWith('it is running now')

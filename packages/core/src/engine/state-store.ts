@@ -1,4 +1,5 @@
 import type { JobRecord, RunRecord } from './run-record.js';
+import { isTerminal } from './run-state.js';
 
 /**
  * Where runs are journaled and jobs remember their last run. The engine saves a run's record at
@@ -17,6 +18,11 @@ export interface StateStore {
   loadRun(runId: string): Promise<RunRecord | undefined>;
   /** Every run's record, oldest first. */
   listRuns(): Promise<RunRecord[]>;
+  /**
+   * The oldest run of job `name` whose state is not terminal, or `undefined`. Optional: without
+   * it the engine looks through {@link listRuns}; a store with many runs answers it from an index.
+   */
+  findUnfinished?(name: string): Promise<RunRecord | undefined>;
   /** Saves what the store keeps of a job. */
   saveJob(record: JobRecord): Promise<void>;
   /** Loads a job's record, or `undefined` before its first run. */
@@ -26,4 +32,10 @@ export interface StateStore {
    * `E_CONFLICT` when a live process holds it. A lock left by a dead process is taken over.
    */
   lockJob(name: string, runId: string): Promise<() => Promise<void>>;
+}
+
+/** The oldest unfinished run of job `name` in `store`: from its index when it has one, else from every record. */
+export async function findUnfinished(store: StateStore, name: string): Promise<RunRecord | undefined> {
+  if (store.findUnfinished) return store.findUnfinished(name);
+  return (await store.listRuns()).find((r) => r.job.name === name && !isTerminal(r.state));
 }

@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { parse as parseYaml } from 'yaml';
 import { JobError } from '../errors.js';
 import { type JobSpec, jobSpecSchema } from './job-spec.js';
 import { type JobIssue, toIssues } from './zod-issues.js';
@@ -37,7 +36,8 @@ export async function loadJobFile(path: string): Promise<JobSpec> {
   }
   let document: unknown;
   try {
-    document = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    // The YAML parser is loaded only for a YAML file: a JSON job's one-shot run does not pay for it.
+    document = path.endsWith('.json') ? JSON.parse(text) : (await import('yaml')).parse(text);
   } catch (error) {
     const first = (error as Error).message.split('\n')[0]?.replace(/:$/, '');
     throw new JobError(`${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${first}`, { cause: error });

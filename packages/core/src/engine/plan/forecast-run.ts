@@ -8,8 +8,7 @@ import { defaultRuleSets, validateJob } from '../../rules/rule-validator.js';
 import { countBlocks, countBytes, toBlockRanges } from '../block-ranges.js';
 import type { DriverRegistry } from '../driver-registry.js';
 import type { DiskRecord, JobRecord, RunRecord } from '../run-record.js';
-import { isTerminal } from '../run-state.js';
-import type { StateStore } from '../state-store.js';
+import { findUnfinished, type StateStore } from '../state-store.js';
 import type { DiskFacts } from './disk-plan.js';
 import { ALWAYS_FULL_METHODS, planDisk } from './plan-disk.js';
 import { replicaChangeOf } from './replica-change.js';
@@ -49,7 +48,7 @@ export async function forecastRun(
   const signal = options.signal;
   const blockers: RunBlocker[] = [];
   const warnings: RunForecast['warnings'] = [];
-  const unfinished = (await store.listRuns()).find((r) => r.job.name === job.name && !isTerminal(r.state));
+  const unfinished = await findUnfinished(store, job.name);
   if (unfinished) {
     blockers.push({
       code: 'RUN_UNFINISHED',
