@@ -1,6 +1,15 @@
+import { createRequire } from 'node:module';
 import type { ProgressEvent, ReplicationEngine, StateEvent, WarningEvent } from '@replikit/core';
-import cliProgress from 'cli-progress';
+import type cliProgress from 'cli-progress';
 import { formatBytes, formatRate } from './format.js';
+
+/**
+ * The bar library, loaded on the first bar: a run whose progress goes to a pipe or a log (cron,
+ * CI) never loads it.
+ */
+function barLibrary(): typeof cliProgress {
+  return createRequire(import.meta.url)('cli-progress') as typeof cliProgress;
+}
 
 /** Where the view writes. */
 export interface ProgressViewOptions {
@@ -30,7 +39,8 @@ export function attachProgressView(engine: ReplicationEngine, options: ProgressV
     }
     stream.write(`[${event.runId}] ${event.to}\n`);
     if (event.to === 'transfer' && tty) {
-      bar = new cliProgress.SingleBar(
+      const library = barLibrary();
+      bar = new library.SingleBar(
         {
           stream,
           format:
@@ -38,7 +48,7 @@ export function attachProgressView(engine: ReplicationEngine, options: ProgressV
           hideCursor: true,
           clearOnComplete: false,
         },
-        cliProgress.Presets.shades_classic,
+        library.Presets.shades_classic,
       );
       bar.start(1, 0, { scanned: '0 B', total: '?', sent: '0 B', rate: '-' });
     }
