@@ -1,4 +1,4 @@
-import { BUILTIN_DRIVER_KINDS, defaultDriverRegistry, type JobSpec } from '@replikit/core';
+import { type DriverDefinition, defaultDriverRegistry, isDriverDefinition, type JobSpec } from '@replikit/core';
 import { fileDriver } from '@replikit/driver-file';
 
 /**
@@ -14,24 +14,45 @@ export function driverPackageOf(kind: string): string {
   return `@replikit/driver-${kind}`;
 }
 
+/** How {@link loadDriverPackages} imports a driver package (replaced in tests). */
+export type DriverPackageImporter = (name: string) => Promise<Record<string, unknown>>;
+
+/** True when `error` says that the package `name` itself is not installed (not one of its imports). */
+function isPackageMissing(error: unknown, name: string): boolean {
+  const { code, message } = error as NodeJS.ErrnoException;
+  return code === 'ERR_MODULE_NOT_FOUND' && typeof message === 'string' && message.includes(`'${name}'`);
+}
+
 /**
- * Registers the built-in drivers, then loads the driver package of each kind of `job` that replikit
- * knows but that is not registered yet (`@replikit/driver-xen`…; importing it registers its kind).
- * Resolves with the kinds whose package is not installed: a run of the job would stop on them.
+ * Registers the built-in drivers, then, for each kind of `job` that is not registered yet, imports
+ * its package `@replikit/driver-<kind>` (resolved beside the CLI) and registers the definition it
+ * exports for that kind (`defineDriver(...)`, as any export), unless importing it registered the
+ * kind already. Resolves with the kinds still unregistered: a run of the job would stop on them.
  * The sides whose driver is registered are checked against their driver's options schema.
  *
  * @throws `E_JOB` naming the first bad field of a side whose driver is registered
- * (`source.rooot: unknown field`).
+ * (`source.rooot: unknown field`); a driver package that fails while loading rejects with its error.
  */
-export async function loadDriverPackages(job: JobSpec): Promise<string[]> {
+export async function loadDriverPackages(
+  job: JobSpec,
+  importer: DriverPackageImporter = (name) => import(name),
+): Promise<string[]> {
   registerBuiltinDrivers();
   const missing: string[] = [];
   for (const kind of new Set([job.source.driver, job.target.driver])) {
-    if (defaultDriverRegistry.has(kind) || !BUILTIN_DRIVER_KINDS.has(kind)) continue;
+    if (defaultDriverRegistry.has(kind)) continue;
+    const name = driverPackageOf(kind);
+    let exported: Record<string, unknown> | undefined;
     try {
-      await import(driverPackageOf(kind));
+      exported = await importer(name);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+      if (!isPackageMissing(error, name)) throw error;
+    }
+    if (exported && !defaultDriverRegistry.has(kind)) {
+      const definition = Object.values(exported).find(
+        (value): value is DriverDefinition => isDriverDefinition(value) && value.kind === kind,
+      );
+      if (definition) defaultDriverRegistry.register(definition);
     }
     if (!defaultDriverRegistry.has(kind)) missing.push(kind);
   }

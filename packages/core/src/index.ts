@@ -11,6 +11,7 @@ export {
   type DriverDefinition,
   type DriverDefinitionInit,
   defineDriver,
+  isDriverDefinition,
   type JobSide,
   type NoOptions,
 } from './drivers/define-driver.js';

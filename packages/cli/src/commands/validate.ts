@@ -1,4 +1,4 @@
-import { formatViolations, type JobSpec, type Violation, validateJob } from '@replikit/core';
+import { BUILTIN_DRIVER_KINDS, formatViolations, type JobSpec, type Violation, validateJob } from '@replikit/core';
 import type { CliContext } from '../context.js';
 import { driverPackageOf, loadDriverPackages } from '../drivers.js';
 import { loadJobForCli } from '../job-file.js';
@@ -8,7 +8,9 @@ import { loadJobForCli } from '../job-file.js';
  * but whose driver package is not installed here: `replikit run` would stop on it.
  */
 export async function missingDriverPackages(job: JobSpec): Promise<Violation[]> {
-  return (await loadDriverPackages(job)).map((kind) => ({
+  // A kind replikit does not know gets the rule validator's `unknown-driver-kind` note instead.
+  const missing = (await loadDriverPackages(job)).filter((kind) => BUILTIN_DRIVER_KINDS.has(kind));
+  return missing.map((kind) => ({
     ruleId: 'driver-package-missing',
     severity: 'warning' as const,
     message: `the driver of kind '${kind}' is not installed here, so \`replikit run\` of this job would stop`,
@@ -31,8 +33,10 @@ export async function validateCommand(
   const reports: Array<{ file: string; job: string; ok: boolean; violations: Violation[] }> = [];
   for (const { file, job } of jobs) {
     const otherJobs = jobs.filter((other) => other.job !== job).map((other) => other.job);
+    // Driver packages first: a kind a package registers is then judged with its capabilities.
+    const missing = await missingDriverPackages(job);
     const result = validateJob(job, { otherJobs });
-    const violations = [...result.violations, ...(await missingDriverPackages(job))];
+    const violations = [...result.violations, ...missing];
     reports.push({ file, job: job.name, ok: result.ok, violations });
   }
   if (options.json) {
