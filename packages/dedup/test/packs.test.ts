@@ -164,7 +164,15 @@ describe('pack files', () => {
     const tsx = require.resolve('tsx');
     const child = spawn(
       process.execPath,
-      ['--import', tsx, join(import.meta.dirname, 'fixtures', 'pack-writer-child.ts'), dir, 'run-k'],
+      // The workspace's sources, as the tests use them: a fresh clone has no dist/ yet.
+      [
+        '--conditions=@replikit/source',
+        '--import',
+        tsx,
+        join(import.meta.dirname, 'fixtures', 'pack-writer-child.ts'),
+        dir,
+        'run-k',
+      ],
       {
         stdio: ['ignore', 'pipe', 'inherit'],
       },
