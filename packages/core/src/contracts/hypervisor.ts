@@ -138,7 +138,7 @@ export interface Hypervisor {
   /** What this driver can do. */
   readonly capabilities: Capabilities;
   /** The change tracker, when `capabilities.changeTracking` is true. */
-  readonly changeTracker?: ChangeTracker;
+  readonly changeTracker?: ChangeTracker | undefined;
   /** Lists the VMs. */
   listVMs(options?: OperationOptions): Promise<VMInfo[]>;
   /** Finds a VM by id or name; rejects with `E_NOT_FOUND` when there is none. */
