@@ -124,6 +124,15 @@ function securityOf(section: TransportSection, context: TransportContext): Secur
   throw new InputError('transport kind tls needs psk or certificate');
 }
 
+/** The codec, window and bandwidth cap a network section sets, for block sessions and control links alike. */
+function linkTuningOf(section: TransportSection): { codec?: string; windowBytes?: number; bandwidthLimit?: number } {
+  return {
+    ...(typeof section.codec === 'string' ? { codec: section.codec } : {}),
+    ...(section.window !== undefined ? { windowBytes: parseRate(section.window as string | number) } : {}),
+    ...(section.bandwidthLimit !== undefined ? { bandwidthLimit: parseRate(section.bandwidthLimit as string) } : {}),
+  };
+}
+
 /**
  * Builds the transport of one run from its job's `transport` section: in-process to the target
  * driver, or TCP/TLS to a `replikit-agent` (push), or waiting for one (pull).
@@ -138,13 +147,7 @@ export function transportForJob(
   if (section.kind === 'inprocess') {
     return createInProcessTransport({ target, ...(hasher ? { hasher: () => hasher } : {}) });
   }
-  const security = securityOf(section, context);
-  const tuning = {
-    security,
-    ...(typeof section.codec === 'string' ? { codec: section.codec } : {}),
-    ...(section.window !== undefined ? { windowBytes: parseRate(section.window as string | number) } : {}),
-    ...(section.bandwidthLimit !== undefined ? { bandwidthLimit: parseRate(section.bandwidthLimit as string) } : {}),
-  };
+  const tuning = { security: securityOf(section, context), ...linkTuningOf(section) };
   if (section.pull !== undefined) {
     const pull = record(section.pull, 'pull');
     return lazyPull(createPullTransport({ ...tuning, listen: address(pull.listen, 'pull.listen') }));
@@ -164,13 +167,7 @@ export function remoteTargetForJob(
 ): RemoteTargetDriver | undefined {
   const section = job.transport as TransportSection;
   if (section.kind === 'inprocess') return undefined;
-  const tuning = {
-    security: securityOf(section, context),
-    kind: job.target.driver,
-    ...(typeof section.codec === 'string' ? { codec: section.codec } : {}),
-    ...(section.window !== undefined ? { windowBytes: parseRate(section.window as string | number) } : {}),
-    ...(section.bandwidthLimit !== undefined ? { bandwidthLimit: parseRate(section.bandwidthLimit as string) } : {}),
-  };
+  const tuning = { security: securityOf(section, context), kind: job.target.driver, ...linkTuningOf(section) };
   if (section.pull !== undefined) {
     const pull = record(section.pull, 'pull');
     return createPullRemoteTarget({ ...tuning, listen: address(pull.listen, 'pull.listen') });

@@ -42,26 +42,19 @@ export function registerVdi(table: MethodTable): void {
     async: true,
     run: ({ sim }, a) => sim.serial(() => deleteVdi(sim, str(a, 0))),
   });
-  table.add({
-    name: 'VDI.snapshot',
-    arity: 2,
-    minArity: 1,
-    async: true,
-    run: ({ sim }, a) => {
-      const vdi = str(a, 0);
-      return sim.serial(() => duplicateVdi(sim, vdi, sim.db.field<string>('VDI', vdi, 'SR'), 'snapshot'));
-    },
-  });
-  table.add({
-    name: 'VDI.clone',
-    arity: 2,
-    minArity: 1,
-    async: true,
-    run: ({ sim }, a) => {
-      const vdi = str(a, 0);
-      return sim.serial(() => duplicateVdi(sim, vdi, sim.db.field<string>('VDI', vdi, 'SR'), 'clone'));
-    },
-  });
+  // A snapshot and a clone stay in the VDI's own SR; only their kind differs.
+  for (const kind of ['snapshot', 'clone'] as const) {
+    table.add({
+      name: `VDI.${kind}`,
+      arity: 2,
+      minArity: 1,
+      async: true,
+      run: ({ sim }, a) => {
+        const vdi = str(a, 0);
+        return sim.serial(() => duplicateVdi(sim, vdi, sim.db.field<string>('VDI', vdi, 'SR'), kind));
+      },
+    });
+  }
   table.add({
     name: 'VDI.copy',
     arity: 4,
