@@ -10,7 +10,7 @@ import {
   type Transport,
   TransportError,
 } from '@replikit/core';
-import { codecByName, DEFAULT_CODEC } from './codecs.js';
+import { checkCodecChoice, DEFAULT_CODEC } from './codecs.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { type ReconnectPolicy, SourceSession } from './source-session.js';
@@ -20,8 +20,11 @@ export interface SessionTuning {
   /** How the connection is secured (TLS with a key or pinned certificates, or plain TCP). */
   security: Security;
   /**
-   * Codec of compressible blocks: `none`, `deflate` (fflate), `zlib-deflate`, `brotli`.
-   * Incompressible blocks always go raw.
+   * Codec of compressible blocks: `auto`, `none`, `deflate` (fflate), `zlib-deflate`, `brotli`,
+   * `zstd` (where node:zlib has it: Node 22.15+, 24). `auto` takes zstd when both ends have it,
+   * else node:zlib's deflate, and compresses only while the link, not the CPU, limits the run
+   * (decided anew for each window of 1 MiB and 20 ms at least). A codec named explicitly compresses every block that pays, and
+   * must be offered by the agent. Incompressible blocks always go raw.
    * @default DEFAULT_CODEC
    */
   codec?: string;
@@ -53,7 +56,7 @@ export interface NetworkTransportOptions extends SessionTuning {
 }
 
 interface Resolved {
-  codec: ReturnType<typeof codecByName>;
+  codec: string;
   windowBytes: number;
   adaptiveWindow: boolean;
   reconnect: ReconnectPolicy;
@@ -69,7 +72,7 @@ function resolveTuning(options: SessionTuning): Resolved {
     throw new InputError(`windowBytes must be at least 64 KiB, got ${windowBytes}`);
   }
   return {
-    codec: codecByName(options.codec ?? DEFAULT_CODEC),
+    codec: checkCodecChoice(options.codec ?? DEFAULT_CODEC),
     windowBytes,
     adaptiveWindow: options.adaptiveWindow ?? true,
     reconnect: { attempts: 10, initialDelayMs: 50, maxDelayMs: 2000, ...options.reconnect },

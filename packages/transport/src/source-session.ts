@@ -18,8 +18,10 @@ import {
   type TokenBucket,
   TransportError,
   throwIfAborted,
+  worthCompressing,
 } from '@replikit/core';
-import { availableCodecs, type BlockCodec, maybeCompress } from './codecs.js';
+import { CodecGovernor } from './codec-governor.js';
+import { availableCodecs, type BlockCodec, codecById, MIN_SAVING, maybeCompress, negotiateCodec } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
@@ -61,8 +63,11 @@ export interface SourceSessionOptions {
   peer: string;
   /** Shared key for the `hello` proofs (plain TCP). */
   key: Uint8Array | undefined;
-  /** Codec for compressible blocks (undefined: never compress). */
-  codec: BlockCodec | undefined;
+  /**
+   * The codec asked for: `auto` (adaptive, the best both ends have), `none`, or a codec name
+   * the peer must offer; settled per connection with {@link negotiateCodec}.
+   */
+  codec: string;
   /** Bytes of block payload sent but not yet acked as durable, at most (per disk). */
   windowBytes: number;
   /** Size each disk's window to the measured link (up to `windowBytes`) rather than to `windowBytes`. */
@@ -267,13 +272,16 @@ class SourceDiskChannel implements DiskChannel {
         session.waiters.notify();
       });
     if (this.inPipeline >= PIPELINE_DEPTH) {
-      await session.waiters.until(
-        () => this.inPipeline < PIPELINE_DEPTH,
-        () => {
-          session.check();
-          this.checkPipeline();
-        },
-        options?.signal,
+      // The pipeline fills while its head waits for the link (or for a digest being computed).
+      await session.waitForLink(
+        session.waiters.until(
+          () => this.inPipeline < PIPELINE_DEPTH,
+          () => {
+            session.check();
+            this.checkPipeline();
+          },
+          options?.signal,
+        ),
       );
     }
   }
@@ -308,14 +316,15 @@ class SourceDiskChannel implements DiskChannel {
       };
     }
     const digest = op.digest ?? computed;
-    const compressed = maybeCompress(session.options.codec, op.data);
+    const codec = session.codec;
+    const compressed = codec ? session.compress(codec, op.data) : undefined;
     const payload = compressed ?? op.data;
     return {
       message: {
         type: 'block',
         stream: this.stream,
         index: op.index,
-        codec: compressed ? session.options.codec!.id : 0,
+        codec: compressed ? codec!.id : 0,
         compressed: compressed !== undefined,
         rawLength: op.data.length,
         digest: digest ?? new Uint8Array(0),
@@ -351,7 +360,7 @@ class SourceDiskChannel implements DiskChannel {
   private async admit(pending: Pending, signal?: AbortSignal): Promise<void> {
     const session = this.session;
     const wire = SourceDiskChannel.frameBytes(pending.message);
-    await session.options.throttle?.take(wire, signal);
+    if (session.options.throttle) await session.waitForLink(session.options.throttle.take(wire, signal));
     // Back-pressure: room in the window of unacked bytes (the target acks after a flush).
     const limit = this.sizer.limit;
     if (this.windowBytes + pending.bytes > limit && this.window.length > 0) {
@@ -359,10 +368,12 @@ class SourceDiskChannel implements DiskChannel {
       this.roomWaiters++;
       try {
         // The limit may change with each ack (the window adapts): read it again.
-        await session.waiters.until(
-          () => this.windowBytes + pending.bytes <= this.sizer.limit || this.window.length === 0,
-          () => session.check(),
-          signal,
+        await session.waitForLink(
+          session.waiters.until(
+            () => this.windowBytes + pending.bytes <= this.sizer.limit || this.window.length === 0,
+            () => session.check(),
+            signal,
+          ),
         );
       } finally {
         this.roomWaiters--;
@@ -416,7 +427,7 @@ class SourceDiskChannel implements DiskChannel {
     const pending = this.window.find((p) => p.message.type === 'block' && p.message.delta && p.message.index === index);
     if (!pending?.whole || pending.message.type !== 'block') return false;
     const whole = pending.whole;
-    const codec = this.session.options.codec;
+    const codec = this.session.codec;
     const compressed = maybeCompress(codec, whole);
     const payload = compressed ?? whole;
     pending.message = {
@@ -437,8 +448,22 @@ class SourceDiskChannel implements DiskChannel {
   }
 
   /** Re-sends what a new connection must know about this stream: unacked operations, requests. */
-  replay(conn: FrameConnection): void {
-    for (const pending of this.window) conn.send(pending.message);
+  replay(conn: FrameConnection, peerCodecs: readonly string[]): void {
+    for (const pending of this.window) {
+      const message = pending.message;
+      // A block compressed for the last peer with a codec this one lacks (another agent answered
+      // the reconnect) goes raw.
+      if (message.type === 'block' && message.compressed) {
+        const codec = codecById(message.codec);
+        if (!peerCodecs.includes(codec.name)) {
+          const raw = codec.decode(message.payload, message.rawLength);
+          pending.message = { ...message, codec: 0, compressed: false, payload: raw };
+          this.windowBytes += raw.length - pending.bytes;
+          pending.bytes = raw.length;
+        }
+      }
+      conn.send(pending.message);
+    }
     this.flushRequested = false;
     if (this.window.length > 0) this.requestFlush();
     if (this.digestsActive && !this.digestEnd) {
@@ -455,10 +480,12 @@ class SourceDiskChannel implements DiskChannel {
     if (this.ackedEnd >= target && this.window.length === 0) return target;
     this.wantEnd = Math.max(this.wantEnd, target);
     this.requestFlush();
-    await session.waiters.until(
-      () => this.ackedEnd >= target,
-      () => session.check(),
-      options?.signal,
+    await session.waitForLink(
+      session.waiters.until(
+        () => this.ackedEnd >= target,
+        () => session.check(),
+        options?.signal,
+      ),
     );
     return target;
   }
@@ -556,6 +583,10 @@ export class SourceSession implements BlockChannel {
   private progressed = false;
   /** Connections in a row that ended with operations unacked and none acked on them. */
   private fruitless = 0;
+  /** The codec of the live connection (settled with its peer), `undefined` for none. */
+  codec: BlockCodec | undefined;
+  /** The `auto` codec's switch, when the codec is adaptive. */
+  governor: CodecGovernor | undefined;
 
   constructor(
     readonly spec: SessionSpec,
@@ -586,13 +617,15 @@ export class SourceSession implements BlockChannel {
     const abort = signal ? AbortSignal.any([signal, this.lifetime.signal]) : this.lifetime.signal;
     const raw = await this.options.connect(abort);
     const conn = new FrameConnection(raw, this.options.peer);
+    let peerCodecs: string[];
     try {
-      const { peerFeatures } = await handshake(conn, {
+      let peerFeatures: string[];
+      ({ peerFeatures, peerCodecs } = await handshake(conn, {
         role: 'source',
         dialer: this.options.dialer,
         codecs: availableCodecs(),
         key: this.options.key,
-      });
+      }));
       const takesDeltas = peerFeatures.includes(FEATURE_DELTA);
       // Decided by the first connection that opens (disk channels are made after it).
       if (this.connections === 0) this.peerTakesDeltas = takesDeltas;
@@ -603,12 +636,16 @@ export class SourceSession implements BlockChannel {
           { details: { protocol: true } },
         );
       }
+      const negotiated = negotiateCodec(this.options.codec, peerCodecs);
+      this.codec = negotiated.codec;
+      // One governor for the session: what it measured stays true across a reconnect.
+      this.governor = negotiated.adaptive && negotiated.codec ? (this.governor ?? new CodecGovernor()) : undefined;
       conn.send({
         type: 'session',
         sessionId: this.id,
         spec: this.spec,
         resume: !first,
-        codec: this.options.codec?.name ?? 'none',
+        codec: this.codec?.name ?? 'none',
       });
       await conn.expect('session-ok');
       for (const stream of this.streams.values()) {
@@ -625,7 +662,7 @@ export class SourceSession implements BlockChannel {
     this.progressed = false;
     // From here on the connection is live: resend what the target has not made durable.
     this.conn = conn;
-    for (const stream of this.streams.values()) if (!stream.closed) stream.replay(conn);
+    for (const stream of this.streams.values()) if (!stream.closed) stream.replay(conn, peerCodecs);
     if (this.committing) conn.send({ type: 'commit' });
     void this.pump(conn);
     return conn;
@@ -794,12 +831,43 @@ export class SourceSession implements BlockChannel {
     return conn !== undefined && !conn.error && !this.connecting && conn.writable;
   }
 
+  /**
+   * Compresses a data block with the connection's codec when that pays: always with a codec
+   * named explicitly, as the governor says with `auto` (which also learns from each call).
+   */
+  compress(codec: BlockCodec, block: Uint8Array): Uint8Array | undefined {
+    const governor = this.governor;
+    if (!governor) return maybeCompress(codec, block);
+    if (!worthCompressing(block) || !governor.wants()) {
+      governor.block(block.length);
+      return undefined;
+    }
+    const start = performance.now();
+    const out = codec.encode(block);
+    const ms = performance.now() - start;
+    const pays = out.length <= block.length * (1 - MIN_SAVING);
+    governor.block(block.length, { outBytes: pays ? out.length : block.length, ms });
+    return pays ? out : undefined;
+  }
+
+  /** Awaits `wait`, a wait for the link, which the `auto` codec's governor counts. */
+  async waitForLink<T>(wait: Promise<T>): Promise<T> {
+    const governor = this.governor;
+    if (!governor) return wait;
+    governor.waitBegin();
+    try {
+      return await wait;
+    } finally {
+      governor.waitEnd();
+    }
+  }
+
   /** Sends an operation and waits for the socket to take it (its back-pressure). */
   async transmit(message: Message, signal?: AbortSignal): Promise<void> {
     const conn = this.conn;
     if (!conn || conn.error) return;
     try {
-      if (!conn.send(message)) await conn.drained();
+      if (!conn.send(message)) await this.waitForLink(conn.drained());
     } catch {
       // Same as above: a broken connection is the pump's business.
     }

@@ -32,7 +32,12 @@ describe('push sessions', () => {
     const { agent, address, events } = await startAgent(world, TLS_PSK);
     try {
       await createMixedVm(world, 'web', 4 * MiB);
-      const transport = createNetworkTransport({ address, security: TLS_PSK, windowBytes: 256 * 1024 });
+      const transport = createNetworkTransport({
+        address,
+        security: TLS_PSK,
+        windowBytes: 256 * 1024,
+        codec: 'zlib-deflate',
+      });
       const engine = engineFor(world, () => transport);
       const first = await engine.run(jobFor(world, 'web'));
       expect(first.state).toBe('completed');

@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import { CodecGovernor, decideCompression } from '../src/codec-governor.js';
+
+const MiB = 1024 * 1024;
+/** zstd level 1 on half-compressible blocks: ~450 MB per CPU-second, ratio ~0.56. */
+const ZSTD = { bytesPerMs: 450_000, ratio: 0.56 };
+/** deflate level 1: ~95 MB per CPU-second. */
+const DEFLATE = { bytesPerMs: 95_000, ratio: 0.56 };
+
+describe('decideCompression (the auto codec, measurements injected)', () => {
+  it('starts compressing on a slow link: 4 MiB took 335 ms at 100 Mbit/s, 300 of them waiting', () => {
+    const window = { rawBytes: 4 * MiB, elapsedMs: 335, linkWaitMs: 300, compressMs: 0.3 };
+    expect(decideCompression(false, window, ZSTD)).toBe(true);
+    expect(decideCompression(false, window, DEFLATE)).toBe(true);
+  });
+
+  it('stays off on loopback: the link drains faster than the compressor could fill it', () => {
+    // 4 MiB in 6 ms, 3 of them waiting for the socket: compressing would take 9 ms (zstd).
+    const window = { rawBytes: 4 * MiB, elapsedMs: 6, linkWaitMs: 3, compressMs: 0.1 };
+    expect(decideCompression(false, window, ZSTD)).toBe(false);
+  });
+
+  it('stays off when the sender never waits for the link (the CPU or the disk limits the run)', () => {
+    const window = { rawBytes: 4 * MiB, elapsedMs: 400, linkWaitMs: 0, compressMs: 0.3 };
+    expect(decideCompression(false, window, ZSTD)).toBe(false);
+  });
+
+  it('stays off for data that does not compress, however slow the link', () => {
+    const window = { rawBytes: 4 * MiB, elapsedMs: 335, linkWaitMs: 330, compressMs: 0.3 };
+    expect(decideCompression(false, window, { bytesPerMs: 450_000, ratio: 0.95 })).toBe(false);
+    expect(decideCompression(false, window, undefined)).toBe(false);
+  });
+
+  it('goes on while the link still keeps the sender waiting, and stops when the CPU becomes the limit', () => {
+    // At 100 Mbit/s with half of the bytes saved, the sender still waits most of the time.
+    expect(decideCompression(true, { rawBytes: 4 * MiB, elapsedMs: 190, linkWaitMs: 170, compressMs: 9 }, ZSTD)).toBe(
+      true,
+    );
+    // A faster link: compressing the window took 44 ms, waiting for the link only 5 ms.
+    expect(decideCompression(true, { rawBytes: 4 * MiB, elapsedMs: 60, linkWaitMs: 5, compressMs: 44 }, DEFLATE)).toBe(
+      false,
+    );
+    // No wait at all.
+    expect(decideCompression(true, { rawBytes: 4 * MiB, elapsedMs: 50, linkWaitMs: 0, compressMs: 44 }, DEFLATE)).toBe(
+      false,
+    );
+  });
+
+  it('does not flap between the two marks: a wait between keep and start leaves the state as it is', () => {
+    // Compressing 4 MiB costs ~9.3 ms; waiting 10 ms is enough to keep it on, not to start it.
+    const window = { rawBytes: 4 * MiB, elapsedMs: 40, linkWaitMs: 10, compressMs: 9.3 };
+    expect(decideCompression(true, window, ZSTD)).toBe(true);
+    expect(decideCompression(false, { ...window, compressMs: 0.3 }, ZSTD)).toBe(false);
+  });
+
+  it('counts overlapping waits of several disks as the window at most', () => {
+    const window = { rawBytes: 4 * MiB, elapsedMs: 20, linkWaitMs: 500, compressMs: 0 };
+    // 500 ms of waits summed over disks count as the window's 20 ms: enough to hide 2 × 9.3 ms.
+    expect(decideCompression(false, window, ZSTD)).toBe(true);
+    expect(decideCompression(false, { ...window, elapsedMs: 15 }, ZSTD)).toBe(false);
+  });
+});
+
+describe('CodecGovernor', () => {
+  /** A governor on a fake clock, with 1 MiB windows of 16 blocks of 64 KiB. */
+  function governor() {
+    let now = 0;
+    const g = new CodecGovernor({ windowBytes: MiB, windowMs: 0, sampleEvery: 4, now: () => now });
+    return { g, advance: (ms: number) => (now += ms) };
+  }
+  const BLOCK = 64 * 1024;
+
+  /** Sends one window: every block either compressed (as `wants` says) or not, on a given link. */
+  function window(
+    { g, advance }: ReturnType<typeof governor>,
+    link: { msPerBlock: number; waitPerBlock: number },
+  ): { compressed: number } {
+    let compressed = 0;
+    for (let i = 0; i < 16; i++) {
+      // The clock moves before the block is counted: the 16th block closes the window.
+      g.waitBegin();
+      advance(link.waitPerBlock);
+      g.waitEnd();
+      advance(link.msPerBlock - link.waitPerBlock);
+      if (g.wants()) {
+        compressed++;
+        g.block(BLOCK, { outBytes: BLOCK / 2, ms: 0.15 });
+      } else g.block(BLOCK);
+    }
+    return { compressed };
+  }
+
+  it('samples while off, switches on over a slow link, and off again when the link gets fast', () => {
+    const state = governor();
+    // Window 1: off, one block in four is a sample.
+    expect(window(state, { msPerBlock: 5, waitPerBlock: 4.5 }).compressed).toBe(4);
+    expect(state.g.compressing).toBe(true);
+    expect(state.g.measured?.ratio).toBeCloseTo(0.5);
+    // Window 2: every block compressed; the link still keeps the sender waiting.
+    expect(window(state, { msPerBlock: 2.6, waitPerBlock: 2.2 }).compressed).toBe(16);
+    expect(state.g.compressing).toBe(true);
+    // Window 3: the link became fast, the sender no longer waits: off.
+    window(state, { msPerBlock: 0.2, waitPerBlock: 0 });
+    expect(state.g.compressing).toBe(false);
+    expect(state.g.windows).toBe(3);
+    expect(state.g.windowsOn).toBe(2);
+  });
+
+  it('never switches on over a fast link', () => {
+    const state = governor();
+    for (let i = 0; i < 5; i++) window(state, { msPerBlock: 0.1, waitPerBlock: 0.05 });
+    expect(state.g.windowsOn).toBe(0);
+  });
+});
