@@ -33,26 +33,46 @@ export const START_FACTOR = 2;
 export const KEEP_FACTOR = 0.5;
 /** The link is a bottleneck only when the sender waited for it this share of the window, at least. */
 export const MIN_WAIT_SHARE = 0.1;
+/**
+ * Compressing must move data at least this many times as fast as the windows sent without it
+ * did, or it stops: what decides is the run's speed, measured, not the model of the link.
+ */
+export const MIN_GAIN = 1.1;
+/** Compressed windows that may pass after switching on before one must show the gain. */
+export const MAX_TRANSIENT = 4;
+/** After a trial that did not pay, compressing is not tried again for up to this many windows. */
+export const MAX_HOLD_OFF = 128;
 
 /**
  * The decision for the next window, as a pure function: compress only while the link (its
- * bandwidth, a bandwidth cap, the receiver's back-pressure) and not this side's CPU is what
- * limits the run, and only data that compresses well enough to pay. Off, it starts when the
- * link kept the sender waiting at least {@link START_FACTOR} times as long as compressing the
- * window would take (from the compressor's measured speed); on, it stops as soon as the wait
- * for the link no longer covers half the compressing time (the CPU became the bottleneck: a
- * fast link, a slower compressor). The gap between the two marks keeps it from flapping.
+ * bandwidth, a bandwidth cap) and not this side's CPU is what limits the run, and only data
+ * that compresses well enough to pay. Off, it starts when the link kept the sender waiting at
+ * least {@link START_FACTOR} times as long as compressing the window would take (from the
+ * compressor's measured speed). On, given `offBytesPerMs` (the data rate of the windows sent
+ * without compressing), it goes on only while the window moved data at least {@link MIN_GAIN}
+ * times as fast: measured, not modelled (a receiver short of CPU also keeps the sender waiting,
+ * and compressing for it only makes both ends work more), and while the sender still waits for
+ * the link at all (one that no longer waits is bound by its CPU). Without that figure it goes
+ * on while the wait for the link still covers half the compressing time.
  */
 export function decideCompression(
   compressing: boolean,
   window: CodecWindow,
   estimate: CodecEstimate | undefined,
+  offBytesPerMs?: number,
 ): boolean {
   if (!estimate || estimate.ratio > 1 - MIN_SAVING || !(estimate.bytesPerMs > 0)) return false;
   const wait = Math.min(window.linkWaitMs, window.elapsedMs);
+  if (!compressing) {
+    if (wait < MIN_WAIT_SHARE * window.elapsedMs || wait <= 0) return false;
+    return wait >= START_FACTOR * (window.rawBytes / estimate.bytesPerMs);
+  }
+  // A sender that no longer waits for the link is bound by its CPU: off (and measure again).
   if (wait < MIN_WAIT_SHARE * window.elapsedMs || wait <= 0) return false;
-  if (compressing) return wait >= KEEP_FACTOR * window.compressMs;
-  return wait >= START_FACTOR * (window.rawBytes / estimate.bytesPerMs);
+  // Measured: the data moved at least MIN_GAIN times as fast as without compressing.
+  if (offBytesPerMs !== undefined) return window.rawBytes / window.elapsedMs >= MIN_GAIN * offBytesPerMs;
+  // No measurement to compare with: the model (the wait still hides the compressing).
+  return wait >= KEEP_FACTOR * window.compressMs;
 }
 
 /** Options of a {@link CodecGovernor}. */
@@ -66,8 +86,18 @@ export interface CodecGovernorOptions {
    * (10 MiB at 500 MB/s). @default 20
    */
   windowMs?: number;
-  /** While off, one block in this many is compressed as a sample. @default 32 */
+  /**
+   * While off, one compressible-looking block in this many is compressed as a sample (node:zlib's
+   * deflate costs ~20 CPU-s per GiB: one block in 256 adds ~0.08 CPU-s/GiB). @default 256
+   */
   sampleEvery?: number;
+  /**
+   * Payload bytes sent and acked by the target so far (every disk of the session). A window
+   * counts for the gain of a mode only once everything sent before the last switch is acked:
+   * until then the target still works through bytes queued in the other mode. Without it, every
+   * window counts.
+   */
+  progress?: () => { sent: number; acked: number };
   /** The clock, ms. @default performance.now */
   now?: () => number;
 }
@@ -90,22 +120,37 @@ export class CodecGovernor {
   private readonly windowMs: number;
   private readonly sampleEvery: number;
   private readonly now: () => number;
-  private start: number;
+  /** When the window began: at its first block (the session's opening is not part of it). */
+  private start: number | undefined;
   private rawBytes = 0;
   private linkWaitMs = 0;
   private compressMs = 0;
   private compressedIn = 0;
   private compressedOut = 0;
   private candidates = 0;
+  /** Payload sent when the mode last switched; a window is steady once all of it is acked. */
+  private switchMark = 0;
+  /** Whether the window under way began steady. */
+  private steady = true;
+  /** Steady windows in the current mode. */
+  private steadyWindows = 0;
+  /** Windows compressed since the switch before one was steady. */
+  private transient = 0;
+  /** Data rate of the steady windows sent without compressing (bytes/ms, averaged). */
+  private offRate: number | undefined;
+  private readonly progress: (() => { sent: number; acked: number }) | undefined;
+  /** Windows to wait before the next trial, and the wait after the next failed one. */
+  private holdOff = 0;
+  private nextHoldOff = 1;
   private waiting = 0;
   private waitSince = 0;
 
   constructor(options: CodecGovernorOptions = {}) {
     this.windowBytes = options.windowBytes ?? 1024 * 1024;
     this.windowMs = options.windowMs ?? 20;
-    this.sampleEvery = options.sampleEvery ?? 32;
+    this.sampleEvery = options.sampleEvery ?? 256;
     this.now = options.now ?? (() => performance.now());
-    this.start = this.now();
+    this.progress = options.progress;
   }
 
   /**
@@ -122,13 +167,19 @@ export class CodecGovernor {
    * out (its raw length when compressing did not pay) and the time it took.
    */
   block(rawBytes: number, compressed?: { outBytes: number; ms: number }): void {
+    if (this.start === undefined) {
+      // The first block: the window begins now; waits before it (the session opening) do not count.
+      this.start = this.now();
+      this.linkWaitMs = 0;
+      if (this.waiting > 0) this.waitSince = this.start;
+    }
     this.rawBytes += rawBytes;
     if (compressed) {
       this.compressedIn += rawBytes;
       this.compressedOut += compressed.outBytes;
       this.compressMs += compressed.ms;
     }
-    if (this.rawBytes >= this.windowBytes && this.now() - this.start >= this.windowMs) this.close();
+    if (this.rawBytes >= this.windowBytes && this.now() - this.start >= this.windowMs) this.close(this.start);
   }
 
   /**
@@ -150,7 +201,7 @@ export class CodecGovernor {
     return this.estimate;
   }
 
-  private close(): void {
+  private close(start: number): void {
     const end = this.now();
     if (this.waiting > 0) {
       // A wait that goes on into the next window: its part so far belongs to this one.
@@ -166,16 +217,38 @@ export class CodecGovernor {
         ? { ratio: (this.estimate.ratio + ratio) / 2, bytesPerMs: (this.estimate.bytesPerMs + bytesPerMs) / 2 }
         : { ratio, bytesPerMs };
     }
-    this.compressing = decideCompression(
-      this.compressing,
-      {
-        rawBytes: this.rawBytes,
-        elapsedMs: end - this.start,
-        linkWaitMs: this.linkWaitMs,
-        compressMs: this.compressMs,
-      },
-      this.estimate,
-    );
+    const elapsedMs = end - start;
+    const window = { rawBytes: this.rawBytes, elapsedMs, linkWaitMs: this.linkWaitMs, compressMs: this.compressMs };
+    const rate = this.rawBytes / Math.max(elapsedMs, 0.001);
+    const was = this.compressing;
+    if (this.steady) this.steadyWindows++;
+    if (!was && this.steady) this.offRate = this.offRate === undefined ? rate : (this.offRate + rate) / 2;
+    // Only a steady window tells what compressing gains: before it, the target was still taking
+    // the bytes queued before the switch.
+    const baseline = was && this.steady ? this.offRate : undefined;
+    let next = decideCompression(was, window, this.estimate, baseline);
+    // A window that began before the switch's bytes were taken judges nothing: compressing goes
+    // on (a few windows at most) until one does.
+    if (was && !this.steady && this.transient++ < MAX_TRANSIENT) next = true;
+    if (!was && next && this.holdOff > 0) {
+      this.holdOff--;
+      next = false;
+    }
+    if (was && !next) {
+      // A trial that did not pay: wait longer before the next one. One that paid resets the wait.
+      if (this.steadyWindows <= 1) {
+        this.holdOff = this.nextHoldOff;
+        this.nextHoldOff = Math.min(MAX_HOLD_OFF, this.nextHoldOff * 2);
+      } else this.nextHoldOff = 1;
+    }
+    const progress = this.progress?.();
+    if (next !== was) {
+      this.steadyWindows = 0;
+      this.transient = 0;
+      this.switchMark = progress?.sent ?? 0;
+    }
+    this.steady = progress === undefined || progress.acked >= this.switchMark;
+    this.compressing = next;
     this.windows++;
     if (this.compressing) this.windowsOn++;
     this.start = end;

@@ -349,6 +349,7 @@ class SourceDiskChannel implements DiskChannel {
     if (!session.canSendNow()) return false;
     this.window.push(pending);
     this.windowBytes += pending.bytes;
+    session.payloadSent += pending.bytes;
     this.sentEnd = pending.end;
     this.bytesSent += SourceDiskChannel.frameBytes(pending.message);
     session.post(pending.message);
@@ -381,6 +382,7 @@ class SourceDiskChannel implements DiskChannel {
     }
     this.window.push(pending);
     this.windowBytes += pending.bytes;
+    session.payloadSent += pending.bytes;
     this.sentEnd = pending.end;
     this.bytesSent += wire;
     await session.transmit(pending.message, signal);
@@ -406,6 +408,7 @@ class SourceDiskChannel implements DiskChannel {
       this.ackedRaw += done.rawBytes;
     }
     this.sizer.acked(performance.now(), freed);
+    this.session.payloadAcked += freed;
     // More may have been sent after the flush: keep the window moving while anyone waits.
     const behind = this.ackedEnd < this.wantEnd || this.roomWaiters > 0;
     if (this.window.length > 0 && (behind || this.windowBytes >= this.sizer.limit / 2)) {
@@ -587,6 +590,9 @@ export class SourceSession implements BlockChannel {
   codec: BlockCodec | undefined;
   /** The `auto` codec's switch, when the codec is adaptive. */
   governor: CodecGovernor | undefined;
+  /** Payload bytes put into the windows of every disk, and acked by the target (the governor's progress). */
+  payloadSent = 0;
+  payloadAcked = 0;
 
   constructor(
     readonly spec: SessionSpec,
@@ -639,7 +645,11 @@ export class SourceSession implements BlockChannel {
       const negotiated = negotiateCodec(this.options.codec, peerCodecs);
       this.codec = negotiated.codec;
       // One governor for the session: what it measured stays true across a reconnect.
-      this.governor = negotiated.adaptive && negotiated.codec ? (this.governor ?? new CodecGovernor()) : undefined;
+      this.governor =
+        negotiated.adaptive && negotiated.codec
+          ? (this.governor ??
+            new CodecGovernor({ progress: () => ({ sent: this.payloadSent, acked: this.payloadAcked }) }))
+          : undefined;
       conn.send({
         type: 'session',
         sessionId: this.id,
@@ -890,6 +900,12 @@ export class SourceSession implements BlockChannel {
   }
 
   async close(): Promise<void> {
+    console.error(
+      'governor',
+      this.governor?.windows,
+      this.governor?.windowsOn,
+      JSON.stringify(this.governor?.measured),
+    );
     try {
       if (this.failure) return;
       for (const stream of [...this.streams.values()]) await stream.close();

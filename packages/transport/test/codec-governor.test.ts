@@ -46,6 +46,16 @@ describe('decideCompression (the auto codec, measurements injected)', () => {
     );
   });
 
+  it('stops when compressing did not make the data move faster than without (a receiver short of CPU)', () => {
+    // The sender waits as much as on a slow link, but 1 MiB still takes 20 ms, as it did off.
+    const window = { rawBytes: MiB, elapsedMs: 20, linkWaitMs: 15, compressMs: 2.3 };
+    const offRate = MiB / 20;
+    expect(decideCompression(true, window, ZSTD)).toBe(true);
+    expect(decideCompression(true, window, ZSTD, offRate)).toBe(false);
+    // Over a slow link, the same data moves 1.7 times as fast compressed: on it goes.
+    expect(decideCompression(true, { ...window, elapsedMs: 20 / 1.7 }, ZSTD, offRate)).toBe(true);
+  });
+
   it('does not flap between the two marks: a wait between keep and start leaves the state as it is', () => {
     // Compressing 4 MiB costs ~9.3 ms; waiting 10 ms is enough to keep it on, not to start it.
     const window = { rawBytes: 4 * MiB, elapsedMs: 40, linkWaitMs: 10, compressMs: 9.3 };
@@ -104,6 +114,50 @@ describe('CodecGovernor', () => {
     expect(state.g.compressing).toBe(false);
     expect(state.g.windows).toBe(3);
     expect(state.g.windowsOn).toBe(2);
+  });
+
+  it('tries again less and less often when compressing does not pay (a receiver short of CPU)', () => {
+    const state = governor();
+    // The sender waits 4.5 of every 5 ms whether it compresses or not: the receiver sets the pace.
+    for (let i = 0; i < 200; i++) window(state, { msPerBlock: 5, waitPerBlock: 4.5 });
+    expect(state.g.windows).toBe(200);
+    // Each trial lasts two windows; the waits between trials double up to 64 windows.
+    expect(state.g.windowsOn).toBeLessThan(20);
+    expect(state.g.windowsOn).toBeGreaterThan(0);
+  });
+
+  it('keeps compressing while the target still takes bytes queued before the switch, then judges', () => {
+    let now = 0;
+    const progress = { sent: 0, acked: 0 };
+    const g = new CodecGovernor({
+      windowBytes: MiB,
+      windowMs: 0,
+      sampleEvery: 4,
+      now: () => now,
+      progress: () => progress,
+    });
+    const send = (wait: number, ms: number) => {
+      for (let i = 0; i < 16; i++) {
+        g.waitBegin();
+        now += wait;
+        g.waitEnd();
+        now += ms - wait;
+        progress.sent += BLOCK;
+        if (g.wants()) g.block(BLOCK, { outBytes: BLOCK / 2, ms: 0.15 });
+        else g.block(BLOCK);
+      }
+    };
+    send(4.5, 5);
+    expect(g.compressing).toBe(true);
+    // The acks lag: the sender does not wait at all for a while (the socket's backlog drains).
+    send(0, 0.2);
+    send(0, 0.2);
+    expect(g.compressing).toBe(true);
+    // Everything sent before the switch is acked: the next window is judged, and it did not wait.
+    progress.acked = progress.sent;
+    send(0, 0.2);
+    send(0, 0.2);
+    expect(g.compressing).toBe(false);
   });
 
   it('never switches on over a fast link', () => {
