@@ -848,7 +848,7 @@ export class SourceSession implements BlockChannel {
   compress(codec: BlockCodec, block: Uint8Array): Uint8Array | undefined {
     const governor = this.governor;
     if (!governor) return maybeCompress(codec, block);
-    if (!worthCompressing(block) || !governor.wants()) {
+    if (!governor.wants() || !worthCompressing(block)) {
       governor.block(block.length);
       return undefined;
     }
