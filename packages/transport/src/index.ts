@@ -10,12 +10,23 @@ export type { DropReason } from './admission.js';
 export { type Agent, type AgentEvent, type AgentOptions, createAgent, DEFAULT_IDLE_TIMEOUT_MS } from './agent.js';
 export { type AgentCliIO, runAgentCli } from './agent-cli.js';
 export {
+  type CodecEstimate,
+  CodecGovernor,
+  type CodecGovernorOptions,
+  type CodecWindow,
+  decideCompression,
+} from './codec-governor.js';
+export {
+  AUTO_CODEC,
   availableCodecs,
   type BlockCodec,
+  checkCodecChoice,
   codecByName,
   DEFAULT_CODEC,
   MIN_SAVING,
   maybeCompress,
+  type NegotiatedCodec,
+  negotiateCodec,
 } from './codecs.js';
 export { FrameConnection, RemoteError } from './connection.js';
 export { type HandshakeOptions, type HandshakeResult, handshake, PROTOCOL_NAME } from './handshake.js';

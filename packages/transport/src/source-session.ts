@@ -900,12 +900,6 @@ export class SourceSession implements BlockChannel {
   }
 
   async close(): Promise<void> {
-    console.error(
-      'governor',
-      this.governor?.windows,
-      this.governor?.windowsOn,
-      JSON.stringify(this.governor?.measured),
-    );
     try {
       if (this.failure) return;
       for (const stream of [...this.streams.values()]) await stream.close();
