@@ -38,10 +38,12 @@ export const MIN_WAIT_SHARE = 0.1;
  * did, or it stops: what decides is the run's speed, measured, not the model of the link.
  */
 export const MIN_GAIN = 1.1;
+/** Windows in a row that must call for compressing before it starts. */
+export const START_WINDOWS = 2;
 /** Blocks tried in a row for a sample that looks compressible, at most. */
 export const SAMPLE_TRIES = 16;
 /** Compressed windows that may pass after switching on before one must show the gain. */
-export const MAX_TRANSIENT = 4;
+export const MAX_TRANSIENT = 3;
 /** After a trial that did not pay, compressing is not tried again for up to this many windows. */
 export const MAX_HOLD_OFF = 128;
 
@@ -138,6 +140,8 @@ export class CodecGovernor {
   private steady = true;
   /** Steady windows in the current mode. */
   private steadyWindows = 0;
+  /** Windows in a row, while off, that called for compressing. */
+  private startVotes = 0;
   /** Windows compressed since the switch before one was steady. */
   private transient = 0;
   /** Data rate of the steady windows sent without compressing (bytes/ms, averaged). */
@@ -241,9 +245,15 @@ export class CodecGovernor {
     // A window that began before the switch's bytes were taken judges nothing: compressing goes
     // on (a few windows at most) until one does.
     if (was && !this.steady && this.transient++ < MAX_TRANSIENT) next = true;
-    if (!was && next && this.holdOff > 0) {
-      this.holdOff--;
-      next = false;
+    if (!was) {
+      // A slow link keeps the sender waiting window after window; one long wait (the receiver
+      // syncing its disk, a pause) does not start a trial.
+      this.startVotes = next ? this.startVotes + 1 : 0;
+      if (next && this.startVotes < START_WINDOWS) next = false;
+      else if (next && this.holdOff > 0) {
+        this.holdOff--;
+        next = false;
+      }
     }
     if (was && !next) {
       // A trial that did not pay: wait longer before the next one. One that paid resets the wait.
@@ -256,6 +266,7 @@ export class CodecGovernor {
     if (next !== was) {
       this.steadyWindows = 0;
       this.transient = 0;
+      this.startVotes = 0;
       this.switchMark = progress?.sent ?? 0;
     }
     this.steady = progress === undefined || progress.acked >= this.switchMark;

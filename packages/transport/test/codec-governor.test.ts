@@ -102,7 +102,9 @@ describe('CodecGovernor', () => {
 
   it('samples while off, switches on over a slow link, and off again when the link gets fast', () => {
     const state = governor();
-    // Window 1: off, one block in four is a sample.
+    // Windows 1 and 2: off, one block in four is a sample; one slow window does not start it.
+    expect(window(state, { msPerBlock: 5, waitPerBlock: 4.5 }).compressed).toBe(4);
+    expect(state.g.compressing).toBe(false);
     expect(window(state, { msPerBlock: 5, waitPerBlock: 4.5 }).compressed).toBe(4);
     expect(state.g.compressing).toBe(true);
     expect(state.g.measured?.ratio).toBeCloseTo(0.5);
@@ -112,7 +114,7 @@ describe('CodecGovernor', () => {
     // Window 3: the link became fast, the sender no longer waits: off.
     window(state, { msPerBlock: 0.2, waitPerBlock: 0 });
     expect(state.g.compressing).toBe(false);
-    expect(state.g.windows).toBe(3);
+    expect(state.g.windows).toBe(4);
     expect(state.g.windowsOn).toBe(2);
   });
 
@@ -148,6 +150,7 @@ describe('CodecGovernor', () => {
       }
     };
     send(4.5, 5);
+    send(4.5, 5);
     expect(g.compressing).toBe(true);
     // The acks lag: the sender does not wait at all for a while (the socket's backlog drains).
     send(0, 0.2);
@@ -158,6 +161,15 @@ describe('CodecGovernor', () => {
     send(0, 0.2);
     send(0, 0.2);
     expect(g.compressing).toBe(false);
+  });
+
+  it('a single long wait (the receiver syncing its disk) does not start compressing', () => {
+    const state = governor();
+    for (let i = 0; i < 20; i++) {
+      window(state, { msPerBlock: 0.2, waitPerBlock: 0.05 });
+      window(state, { msPerBlock: 10, waitPerBlock: 9.9 });
+    }
+    expect(state.g.windowsOn).toBe(0);
   });
 
   it('never switches on over a fast link', () => {
