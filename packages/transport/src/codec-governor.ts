@@ -38,13 +38,11 @@ export const MIN_WAIT_SHARE = 0.1;
  * did, or it stops: what decides is the run's speed, measured, not the model of the link.
  */
 export const MIN_GAIN = 1.1;
-/** Windows in a row that must call for compressing before it starts. */
-export const START_WINDOWS = 2;
 /** Blocks tried in a row for a sample that looks compressible, at most. */
 export const SAMPLE_TRIES = 16;
 /** Compressed windows that may pass after switching on before one must show the gain. */
 export const MAX_TRANSIENT = 3;
-/** After a trial that did not pay, compressing is not tried again for up to this many windows. */
+/** After a trial that did not pay, compressing is not tried again for up to this many decisions. */
 export const MAX_HOLD_OFF = 128;
 
 /**
@@ -81,6 +79,12 @@ export function decideCompression(
 
 /** Options of a {@link CodecGovernor}. */
 export interface CodecGovernorOptions {
+  /**
+   * Decisions are taken on this much time of windows at least, summed: a link's flow comes in
+   * bursts (a window of unacked bytes sent at once, then a wait for acks) and one window of it
+   * says little; a receiver's single long stall says little either. @default 500
+   */
+  horizonMs?: number;
   /**
    * A decision window holds this many data bytes at least… @default 1 MiB (84 ms at 100 Mbit/s)
    */
@@ -138,10 +142,11 @@ export class CodecGovernor {
   private switchMark = 0;
   /** Whether the window under way began steady. */
   private steady = true;
-  /** Steady windows in the current mode. */
-  private steadyWindows = 0;
-  /** Windows in a row, while off, that called for compressing. */
-  private startVotes = 0;
+  /** The steady windows since the last decision, summed: a decision needs `horizonMs` of them. */
+  private horizon = { rawBytes: 0, elapsedMs: 0, linkWaitMs: 0, compressMs: 0 };
+  private readonly horizonMs: number;
+  /** Decisions taken since switching on. */
+  private judged = 0;
   /** Windows compressed since the switch before one was steady. */
   private transient = 0;
   /** Data rate of the steady windows sent without compressing (bytes/ms, averaged). */
@@ -159,6 +164,7 @@ export class CodecGovernor {
     this.sampleEvery = options.sampleEvery ?? 256;
     this.now = options.now ?? (() => performance.now());
     this.progress = options.progress;
+    this.horizonMs = options.horizonMs ?? 500;
   }
 
   /**
@@ -233,40 +239,45 @@ export class CodecGovernor {
         : { ratio, bytesPerMs };
     }
     const elapsedMs = end - start;
-    const window = { rawBytes: this.rawBytes, elapsedMs, linkWaitMs: this.linkWaitMs, compressMs: this.compressMs };
-    const rate = this.rawBytes / Math.max(elapsedMs, 0.001);
     const was = this.compressing;
-    if (this.steady) this.steadyWindows++;
-    if (!was && this.steady) this.offRate = this.offRate === undefined ? rate : (this.offRate + rate) / 2;
-    // Only a steady window tells what compressing gains: before it, the target was still taking
-    // the bytes queued before the switch.
-    const baseline = was && this.steady ? this.offRate : undefined;
-    let next = decideCompression(was, window, this.estimate, baseline);
-    // A window that began before the switch's bytes were taken judges nothing: compressing goes
-    // on (a few windows at most) until one does.
-    if (was && !this.steady && this.transient++ < MAX_TRANSIENT) next = true;
-    if (!was) {
-      // A slow link keeps the sender waiting window after window; one long wait (the receiver
-      // syncing its disk, a pause) does not start a trial.
-      this.startVotes = next ? this.startVotes + 1 : 0;
-      if (next && this.startVotes < START_WINDOWS) next = false;
-      else if (next && this.holdOff > 0) {
-        this.holdOff--;
-        next = false;
+    let next = was;
+    if (this.steady) {
+      const h = this.horizon;
+      h.rawBytes += this.rawBytes;
+      h.elapsedMs += elapsedMs;
+      h.linkWaitMs += Math.min(this.linkWaitMs, elapsedMs);
+      h.compressMs += this.compressMs;
+      if (h.elapsedMs >= this.horizonMs) {
+        const rate = h.rawBytes / Math.max(h.elapsedMs, 0.001);
+        // Only steady windows tell what compressing gains: before them, the target was still
+        // taking the bytes queued before the switch.
+        next = decideCompression(was, h, this.estimate, was ? this.offRate : undefined);
+        if (!was) {
+          this.offRate = rate;
+          if (next && this.holdOff > 0) {
+            this.holdOff--;
+            next = false;
+          }
+        } else if (!next) {
+          // A trial that did not pay at its first judgment: wait longer before the next one.
+          // One that paid for a while resets the wait.
+          if (this.judged === 0) {
+            this.holdOff = this.nextHoldOff;
+            this.nextHoldOff = Math.min(MAX_HOLD_OFF, this.nextHoldOff * 2);
+          } else this.nextHoldOff = 1;
+        }
+        if (was) this.judged++;
+        this.horizon = { rawBytes: 0, elapsedMs: 0, linkWaitMs: 0, compressMs: 0 };
       }
-    }
-    if (was && !next) {
-      // A trial that did not pay: wait longer before the next one. One that paid resets the wait.
-      if (this.steadyWindows <= 1) {
-        this.holdOff = this.nextHoldOff;
-        this.nextHoldOff = Math.min(MAX_HOLD_OFF, this.nextHoldOff * 2);
-      } else this.nextHoldOff = 1;
+    } else if (was && this.transient++ >= MAX_TRANSIENT) {
+      // The acks lag more than a few windows: count the next windows as steady.
+      this.switchMark = 0;
     }
     const progress = this.progress?.();
     if (next !== was) {
-      this.steadyWindows = 0;
       this.transient = 0;
-      this.startVotes = 0;
+      this.judged = 0;
+      this.horizon = { rawBytes: 0, elapsedMs: 0, linkWaitMs: 0, compressMs: 0 };
       this.switchMark = progress?.sent ?? 0;
     }
     this.steady = progress === undefined || progress.acked >= this.switchMark;
