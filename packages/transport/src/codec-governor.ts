@@ -247,7 +247,8 @@ export class CodecGovernor {
       h.elapsedMs += elapsedMs;
       h.linkWaitMs += Math.min(this.linkWaitMs, elapsedMs);
       h.compressMs += this.compressMs;
-      if (h.elapsedMs >= this.horizonMs) {
+      // A trial is judged on half the horizon: each one costs CPU when it does not pay.
+      if (h.elapsedMs >= (was ? this.horizonMs / 2 : this.horizonMs)) {
         const rate = h.rawBytes / Math.max(h.elapsedMs, 0.001);
         // Only steady windows tell what compressing gains: before them, the target was still
         // taking the bytes queued before the switch.
@@ -263,7 +264,7 @@ export class CodecGovernor {
           // One that paid for a while resets the wait.
           if (this.judged === 0) {
             this.holdOff = this.nextHoldOff;
-            this.nextHoldOff = Math.min(MAX_HOLD_OFF, this.nextHoldOff * 2);
+            this.nextHoldOff = Math.min(MAX_HOLD_OFF, this.nextHoldOff * 4);
           } else this.nextHoldOff = 1;
         }
         if (was) this.judged++;
