@@ -28,7 +28,7 @@ export interface CodecEstimate {
  * Compressing starts only when the window's wait for the link is at least this many times what
  * compressing the whole window would cost: the compressor's time then hides in that wait.
  */
-export const START_FACTOR = 2;
+export const START_FACTOR = 3;
 /** Compressing goes on while the wait for the link still covers this share of the compressing time. */
 export const KEEP_FACTOR = 0.5;
 /** The link is a bottleneck only when the sender waited for it this share of the window, at least. */
