@@ -112,8 +112,9 @@ export interface CodecGovernorOptions {
 
 /**
  * The `auto` codec's switch on the source side of a session: tells for each data block whether
- * it goes through the codec, measures the windows (see {@link CodecWindow}) and decides anew at
- * the end of each one with {@link decideCompression}. While off it still compresses one block
+ * it goes through the codec, measures the windows (see {@link CodecWindow}) and decides with
+ * {@link decideCompression} on `horizonMs` of steady windows summed (a trial on half of that).
+ * While off it still compresses one block
  * in {@link CodecGovernorOptions.sampleEvery} (sent compressed when that pays), so the
  * compressor's speed and the data's ratio stay known. Starts off.
  */
@@ -149,10 +150,10 @@ export class CodecGovernor {
   private judged = 0;
   /** Windows compressed since the switch before one was steady. */
   private transient = 0;
-  /** Data rate of the steady windows sent without compressing (bytes/ms, averaged). */
+  /** Data rate of the last horizon sent without compressing (bytes/ms). */
   private offRate: number | undefined;
   private readonly progress: (() => { sent: number; acked: number }) | undefined;
-  /** Windows to wait before the next trial, and the wait after the next failed one. */
+  /** Decisions to skip before the next trial, and how many after the next failed one. */
   private holdOff = 0;
   private nextHoldOff = 1;
   private waiting = 0;
