@@ -345,7 +345,7 @@ export async function run(flags: string[]): Promise<void> {
   const tlsSecurity: Security = { kind: 'tls', psk: { identity: 'bench', key: psk } };
   const tcpSecurity: Security = { kind: 'tcp', key: psk };
   console.log(
-    `data: ${formatBytes(blockCount * BLOCK)} virtual, ${formatBytes(blocks.length * BLOCK)} non-zero (${formatBytes(compressible.length * BLOCK)} compressible); codecs here: ${availableCodecs().join(', ')} (no zstd in Node ${process.versions.node}); ${repeat} runs each, interleaved, median shown (best in brackets)`,
+    `data: ${formatBytes(blockCount * BLOCK)} virtual, ${formatBytes(blocks.length * BLOCK)} non-zero (${formatBytes(compressible.length * BLOCK)} compressible); codecs here: ${availableCodecs().join(', ')} (Node ${process.versions.node}); ${repeat} runs each, interleaved, median shown (best in brackets)`,
   );
   const peerProcess = startPeer(psk);
   await peerProcess.next();
