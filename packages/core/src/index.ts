@@ -85,9 +85,6 @@ export {
 } from './job/job-spec.js';
 export { type JobIssue, loadJobFile, parseJob } from './job/parse-job.js';
 export * from './rules/index.js';
-export { BlockTarget, TargetDisk } from './transport/block-target.js';
-export { FRAME_OVERHEAD_BYTES } from './transport/frame-size.js';
-export { createInProcessTransport, type InProcessTransportOptions } from './transport/inprocess-transport.js';
 export { fsyncDirectory, writeFileAtomic } from './util/atomic-file.js';
 export { worthCompressing } from './util/compressibility.js';
 export { isProcessAlive } from './util/process-alive.js';

@@ -20,6 +20,7 @@ export {
 export { FrameConnection, RemoteError } from './connection.js';
 export { type HandshakeOptions, type HandshakeResult, handshake, PROTOCOL_NAME } from './handshake.js';
 export type { AnyHasherFactory } from './hasher.js';
+export { createInProcessTransport, type InProcessTransportOptions, localTransport } from './inprocess-transport.js';
 export {
   createNetworkTransport,
   createPullTransport,

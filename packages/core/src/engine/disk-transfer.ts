@@ -1,7 +1,6 @@
 import type { DiskReader } from '../contracts/disk.js';
 import type { BlockDigest, DiskChannel } from '../contracts/transport.js';
 import { TransportError, throwIfAborted } from '../errors.js';
-import { encodeBlockDelta } from '../util/block-delta.js';
 import type { TokenBucket } from '../util/token-bucket.js';
 import type { BlockHasher } from './block-hasher.js';
 import { isZeroBlock, sameDigest } from './block-hasher.js';
@@ -86,8 +85,8 @@ export interface DiskTransferOptions {
   baseBuffers?: Uint8Array[];
   /**
    * The previous snapshot of the source disk. When a changed block's previous content has the
-   * replica's digest, the replica holds it: the block then travels as a compressed difference
-   * from it (if the channel takes deltas and the delta is under half the block). Or a function
+   * replica's digest, the replica holds it: the block is then handed to the channel's `sendDelta`
+   * with it, to travel as a difference (only channels that take deltas use it). Or a function
    * that opens it (undefined: it cannot serve), called when the first changed block needs it: a
    * scan that finds nothing changed never opens it. The caller closes it.
    */
@@ -235,8 +234,8 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     return { ...prepared, base };
   };
 
-  // Zero runs and deltas own their bytes: several may be pending at once when the channel allows.
-  // Data ops are awaited, as their bytes may live in a read buffer that is reused.
+  // Zero runs own their bytes: several may be pending at once when the channel allows. Data ops
+  // and deltas are awaited, as their bytes may live in a read buffer that is reused.
   const sends = new SendWindow(channel.maxPendingSends ?? 1);
   let zeroRun: { index: number; count: number } | undefined;
   const flushZero = async () => {
@@ -265,16 +264,17 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
     stats.blocksChanged++;
   };
   const deltaChannel = options.deltaBase && channel.sendDelta ? channel : undefined;
-  /** The block as a delta from the replica's block, or undefined when that does not pay or is unsafe. */
-  const makeDelta = async (
+  /**
+   * The replica's current block for a delta (`null`: all zeros), or undefined when the source
+   * cannot know it (the previous snapshot's block does not have the replica's digest).
+   */
+  const deltaBaseOf = async (
     index: number,
     block: Uint8Array,
     theirs: Uint8Array | null,
     prefetched?: { block: Uint8Array; digest: Uint8Array | null },
-  ) => {
-    // A delta pays when it is at most half the block.
-    const limit = block.length >> 1;
-    if (theirs === null) return encodeBlockDelta(block, undefined, limit); // the replica's block is all zeros
+  ): Promise<Uint8Array | null | undefined> => {
+    if (theirs === null) return null; // the replica's block is all zeros
     let base = prefetched?.block;
     let digest = prefetched?.digest;
     if (!base) {
@@ -285,7 +285,7 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
       [digest] = await hasher.hash([base]);
     }
     if (!digest || !sameDigest(digest, theirs)) return undefined; // the replica does not hold it
-    return encodeBlockDelta(block, base, limit);
+    return base;
   };
   const syncCounters = () => {
     stats.bytesSent = sentBefore + channel.bytesSent;
@@ -359,16 +359,18 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
           const prefetched = segment.base
             ? { block: segment.base.blocks[i]!, digest: segment.base.digests[i]! }
             : undefined;
-          const delta =
-            deltaChannel && theirs !== undefined ? await makeDelta(index, blocks[i]!, theirs, prefetched) : undefined;
-          if (delta) {
+          const base =
+            deltaChannel && theirs !== undefined ? await deltaBaseOf(index, blocks[i]!, theirs, prefetched) : undefined;
+          if (base !== undefined) {
+            // The channel encodes the difference (or sends the block whole when it does not pay);
+            // like a data op it may hold the block's and the base's buffers until it resolves.
             await flushZero();
-            await throttle?.take(delta.length, signal);
-            // The block goes along: a channel resends it whole if the replica lost the delta's base.
-            const op = { index, delta, block: blocks[i]!, ...(digest && options.digestOnWire ? { digest } : {}) };
-            await sends.start(() => deltaChannel!.sendDelta!(op, { signal }));
+            await sends.drain();
+            const op = { index, block: blocks[i]!, base, ...(digest && options.digestOnWire ? { digest } : {}) };
+            const sent = await deltaChannel!.sendDelta!(op, { signal });
+            await throttle?.take(sent.bytes, signal);
             stats.blocksChanged++;
-            stats.blocksDelta++;
+            if (sent.delta) stats.blocksDelta++;
           } else {
             await sendData(index, blocks[i]!, digest);
           }

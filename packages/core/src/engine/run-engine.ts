@@ -5,11 +5,10 @@ import type { BackupSink } from '../contracts/backup-sink.js';
 import type { Hypervisor } from '../contracts/hypervisor.js';
 import type { ReplicationCacheProvider } from '../contracts/replication-cache.js';
 import type { Transport } from '../contracts/transport.js';
-import { AbortError, ConflictError, NotFoundError, StateError } from '../errors.js';
+import { AbortError, ConflictError, InputError, NotFoundError, StateError } from '../errors.js';
 import type { JobSpec, JobSpecInput } from '../job/job-spec.js';
 import { parseJob } from '../job/parse-job.js';
 import type { RuleSet } from '../rules/rule.js';
-import { createInProcessTransport } from '../transport/inprocess-transport.js';
 import { type BlockHasher, createNodeHasher } from './block-hasher.js';
 import { BufferShelf } from './buffer-shelf.js';
 import { type DriverRegistry, defaultDriverRegistry } from './driver-registry.js';
@@ -44,10 +43,11 @@ export interface EngineOptions {
    */
   digest?: string;
   /**
-   * The transport of a run; `hasher` is the run's, for the target side's digests.
-   * @default an in-process transport to the target driver
+   * The transport of a run; `hasher` is the run's, for the target side's digests. For a replica
+   * on this machine, pass `localTransport()` of `@replikit/transport` (the in-process transport);
+   * for one behind an agent, its network transport.
    */
-  transport?: (target: Hypervisor, run: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
+  transport: (target: Hypervisor, run: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
   /**
    * The target driver of a job when it is not made from the job's `target` section by `drivers`:
    * a remote target (an agent that hosts the replica, `@replikit/transport`'s
@@ -135,7 +135,9 @@ function newRunId(job: string): string {
  *
  * @example
  * ```ts
- * const engine = new ReplicationEngine({ stateStore: new FileStateStore('.replikit') });
+ * import { localTransport } from '@replikit/transport';
+ *
+ * const engine = new ReplicationEngine({ stateStore: new FileStateStore('.replikit'), transport: localTransport() });
  * engine.on('progress', (p) => console.log(p.stats.bytesSent));
  * const run = await engine.run(job);
  * ```
@@ -150,10 +152,14 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
 
   constructor(options: EngineOptions) {
     super();
+    if (typeof options?.transport !== 'function') {
+      throw new InputError(
+        "the engine needs a transport: pass `transport: localTransport()` from '@replikit/transport' for a replica on this machine",
+      );
+    }
     this.options = {
       drivers: defaultDriverRegistry,
       hasher: createNodeHasher,
-      transport: (target, _run, hasher) => createInProcessTransport({ target, hasher: () => hasher }),
       digest: 'sha256',
       checkpointEveryMs: 1000,
       readAhead: 4,
