@@ -4,8 +4,6 @@ import { join } from 'node:path';
 import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
-  assertTransition,
-  createNodeHasher,
   DriverRegistry,
   FileStateStore,
   isReplikitError,
@@ -14,6 +12,7 @@ import {
   ReplicationEngine,
   type RunRecord,
 } from '../src/index.js';
+import { assertTransition, createNodeHasher } from '../src/internal/index.js';
 import { instanceDriver } from './helpers/instance-driver.js';
 import { createMemoryDriver, type MemoryDriver } from './helpers/memory-driver.js';
 

@@ -2,13 +2,13 @@ import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   type BlockHasher,
-  createNodeHasher,
   type Hypervisor,
   InputError,
   isReplikitError,
   type ReplikitError,
   TransportError,
 } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import {
   Admission,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,

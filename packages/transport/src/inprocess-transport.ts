@@ -2,7 +2,6 @@ import {
   type BlockChannel,
   type BlockDigest,
   type BlockOp,
-  createNodeHasher,
   type DiskChannel,
   type DiskRef,
   type EngineOptions,
@@ -14,6 +13,7 @@ import {
   TransportError,
   throwIfAborted,
 } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import { BlockTarget, type TargetDisk } from './wire/block-target.js';
 import { FRAME_OVERHEAD_BYTES } from './wire/frame-size.js';
 
@@ -23,7 +23,7 @@ export interface InProcessTransportOptions {
   target: Hypervisor;
   /**
    * Resolves a hasher by algorithm for the target side's digests.
-   * @default node:crypto through {@link createNodeHasher}
+   * @default node:crypto (sha256 and the other algorithms it knows)
    */
   hasher?: HasherFactory;
   /**

@@ -7,7 +7,6 @@ import {
   type BlockDigest,
   type BlockHasher,
   type BlockOp,
-  createNodeHasher,
   type DeltaOp,
   type DeltaSent,
   type DiskChannel,
@@ -16,10 +15,10 @@ import {
   type OperationOptions,
   type ReplikitError,
   type SessionSpec,
-  type TokenBucket,
   TransportError,
   throwIfAborted,
 } from '@replikit/core';
+import { createNodeHasher, type TokenBucket } from '@replikit/core/internal';
 import { availableCodecs, type BlockCodec, maybeCompress } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';

@@ -2,12 +2,12 @@ import {
   type BlockDigest,
   type BlockHasher,
   type BlockOp,
-  createNodeHasher,
   isReplikitError,
   ReplikitError,
   type SessionSpec,
   TransportError,
 } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import { type BlockCodec, codecById } from './codecs.js';
 import type { FrameConnection } from './connection.js';
 import type { AnyHasherFactory } from './hasher.js';

@@ -2,7 +2,6 @@
 // is checked on the whole rebuilt block before anything is written.
 import { randomBytes } from 'node:crypto';
 import {
-  createNodeHasher,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
@@ -10,6 +9,7 @@ import {
   type Replica,
   TransportError,
 } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import { describe, expect, it } from 'vitest';
 import { encodeBlockDelta } from '../src/wire/block-delta.js';
 import { TargetDisk } from '../src/wire/block-target.js';

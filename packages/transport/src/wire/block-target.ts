@@ -2,21 +2,19 @@ import {
   type BlockDigest,
   type BlockHasher,
   type BlockOp,
-  checkRange,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
   type Hypervisor,
   InputError,
-  isZeroBlock,
   NotFoundError,
   type OperationOptions,
   type Replica,
-  sameDigest,
   TransportError,
   throwIfAborted,
   type WriterOptions,
 } from '@replikit/core';
+import { checkRange, isZeroBlock, sameDigest } from '@replikit/core/internal';
 import { type DeltaRecord, decodeBlockDelta, type EncodedDelta } from './block-delta.js';
 
 /** Bytes read from the replica per request when computing its digests. */
