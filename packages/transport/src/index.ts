@@ -79,3 +79,5 @@ export {
 export type { ReconnectPolicy } from './source-session.js';
 export { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 export { serveTargetSession, type TargetSessionOptions, type TargetSessionResult } from './target-session.js';
+export type { EncodedDelta } from './wire/block-delta.js';
+export { BlockTarget, TargetDisk } from './wire/block-target.js';
