@@ -51,11 +51,12 @@ export function registerVm(table: MethodTable): void {
     name: 'VM.destroy',
     arity: 1,
     async: true,
-    run: ({ sim }, a) => {
+    run: async ({ sim }, a) => {
       const vm = str(a, 0);
       checkNotControlDomain(sim, vm);
       checkNotBlocked(sim, vm, 'destroy');
       checkPower(sim, vm, 'Halted', 'Suspended');
+      await sim.abd?.stop(vm);
       deleteVm(sim, vm);
     },
   });
@@ -63,13 +64,23 @@ export function registerVm(table: MethodTable): void {
     name: 'VM.start',
     arity: 3,
     async: true,
-    run: ({ sim }, a) => {
+    run: async ({ sim }, a) => {
       const vm = str(a, 0);
       checkNotControlDomain(sim, vm);
       if (sim.db.field<boolean>('VM', vm, 'is_a_template')) throw fault('VM_IS_TEMPLATE', vm);
       checkNotBlocked(sim, vm, 'start');
       checkPower(sim, vm, 'Halted');
+      // An appliance's configuration and address are checked before anything changes.
+      const abd = sim.abd?.isAppliance(vm) === true ? sim.abd : undefined;
+      abd?.claim(vm);
       powerOn(sim, vm);
+      if (abd === undefined) return;
+      try {
+        await abd.launch(vm);
+      } catch (error) {
+        powerOff(sim, vm);
+        throw error;
+      }
     },
   });
   for (const [name, states] of [
@@ -81,11 +92,12 @@ export function registerVm(table: MethodTable): void {
       name,
       arity: 1,
       async: true,
-      run: ({ sim }, a) => {
+      run: async ({ sim }, a) => {
         const vm = str(a, 0);
         checkNotControlDomain(sim, vm);
         checkNotBlocked(sim, vm, name.slice(3));
         checkPower(sim, vm, ...states);
+        await sim.abd?.stop(vm);
         powerOff(sim, vm);
       },
     });
