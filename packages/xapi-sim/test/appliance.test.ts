@@ -6,7 +6,14 @@ import { fileURLToPath } from 'node:url';
 import type { ReplikitError } from '@replikit/core';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { XapiFault } from '../src/index.js';
-import { applianceTarget, isAlive, makeAppliance, makeTemplate, processesNaming } from './helpers/appliance.js';
+import {
+  applianceTarget,
+  freshLoopback,
+  isAlive,
+  makeAppliance,
+  makeTemplate,
+  processesNaming,
+} from './helpers/appliance.js';
 import { makeVm, type SimFixture, startSim } from './helpers/sim-fixture.js';
 
 /*
@@ -112,5 +119,155 @@ describe('the delegate appliance (ABD)', () => {
     const log = await readFile(join(info.folder, 'agent.log'), 'utf8');
     expect(log).toContain('stopping');
     expect(log).not.toContain(Buffer.from(abd.key).toString('hex'));
+  });
+
+  it('sees only the SRs it is configured for; VBD.plug of a VDI in use elsewhere is VDI_IN_USE; power states as XAPI', async () => {
+    const other = await fx.sim.addSr('second SR');
+    const localUuid = await fx.call<string>('SR.get_uuid', fx.sim.refs.sr);
+    const abd = await makeAppliance(fx, await makeTemplate(fx), 'abd-srs', {
+      extra: { 'vm-data/replikit/srs': localUuid },
+    });
+    const seen = await diskFor(abd.vm, '1');
+    const unseen = await diskFor(abd.vm, '2', MiB, other);
+    expect((await failure(fx.call('VBD.plug', seen.vbd))).description).toEqual([
+      'VM_BAD_POWER_STATE',
+      abd.vm,
+      'running',
+      'halted',
+    ]);
+    await fx.call('VM.start', abd.vm, false, false);
+    expect((await failure(fx.call('VM.start', abd.vm, false, false))).description).toEqual([
+      'VM_BAD_POWER_STATE',
+      abd.vm,
+      'halted',
+      'running',
+    ]);
+    expect((await failure(fx.call('VBD.plug', seen.vbd))).description).toEqual(['DEVICE_ALREADY_ATTACHED', seen.vbd]);
+
+    // A VDI a running VM has attached read-write cannot be plugged into the appliance too.
+    const web = await makeVm(fx, 'web-01');
+    await fx.call('VM.start', web.vm, false, false);
+    const stolen = await fx.call<string>('VBD.create', {
+      VM: abd.vm,
+      VDI: web.vdi,
+      userdevice: '3',
+      mode: 'RW',
+      type: 'Disk',
+    });
+    expect((await failure(fx.call('VBD.plug', stolen))).description).toEqual(['VDI_IN_USE', web.vdi, 'plug']);
+    await fx.call('VM.hard_shutdown', web.vm);
+    await fx.call('VBD.plug', stolen);
+
+    const target = applianceTarget(abd);
+    try {
+      const vm = await target.getVM(abd.uuid);
+      expect(vm.disks.map((d) => d.id).sort()).toEqual(
+        [seen.uuid, await fx.call<string>('VDI.get_uuid', web.vdi)].sort(),
+      );
+      const refused = await failure(
+        target.ensureReplica({
+          name: 'r',
+          source: vm,
+          disks: [{ sourceDiskId: 'd0', size: MiB }],
+          placement: { vdis: [unseen.uuid] },
+        }),
+      );
+      expect(refused.code).toBe('E_INPUT');
+      expect(refused.message).toMatch(/not configured to see/);
+      // By device too: device 1 is the VDI on the SR it sees.
+      const byDevice = await target.ensureReplica({
+        name: 'r',
+        source: vm,
+        disks: [{ sourceDiskId: 'd0', size: MiB }],
+        placement: { vdis: ['device:1'] },
+      });
+      expect(byDevice.disks.map((d) => d.id)).toEqual([seen.uuid]);
+    } finally {
+      await target.close();
+    }
+    const pid = fx.sim.appliance(abd.vm)!.pid;
+    await fx.call('VM.hard_shutdown', abd.vm);
+    expect(isAlive(pid)).toBe(false);
+    expect((await failure(fx.call('VBD.unplug', seen.vbd))).description).toEqual([
+      'VM_BAD_POWER_STATE',
+      abd.vm,
+      'running',
+      'halted',
+    ]);
+  });
+
+  it('refuses a second appliance claiming the same address; close() stops every agent', async () => {
+    const template = await makeTemplate(fx);
+    const first = await makeAppliance(fx, template, 'abd-a');
+    const second = await makeAppliance(fx, template, 'abd-b', { ip: first.ip });
+    await fx.call('VM.start', first.vm, false, false);
+    const clash = await failure(fx.call('VM.start', second.vm, false, false));
+    expect(clash.description[0]).toBe('INTERNAL_ERROR');
+    expect(clash.description[1]).toMatch(new RegExp(`'abd-b'.*claims ${first.ip.replace(/\./g, '\\.')}.*'abd-a'`));
+    expect(await fx.call('VM.get_power_state', second.vm)).toBe('Halted');
+    // Without a key the appliance does not start either, and the message does not echo any key.
+    const keyless = await makeAppliance(fx, template, 'abd-c');
+    await fx.call('VM.remove_from_xenstore_data', keyless.vm, 'vm-data/replikit/psk');
+    expect((await failure(fx.call('VM.start', keyless.vm, false, false))).description[1]).toMatch(
+      /vm-data\/replikit\/psk/,
+    );
+    // Another address is fine; close() then stops both agents.
+    await fx.call('VM.set_xenstore_data', second.vm, {
+      ...(await fx.call<Record<string, string>>('VM.get_xenstore_data', second.vm)),
+      'vm-data/ip': freshLoopback(),
+    });
+    await fx.call('VM.start', second.vm, false, false);
+    const pids = [fx.sim.appliance(first.vm)!.pid, fx.sim.appliance(second.vm)!.pid];
+    expect(pids.every(isAlive)).toBe(true);
+    await fx.sim.close();
+    expect(pids.some(isAlive)).toBe(false);
+  });
+
+  it('VM.destroy of an appliance needs it halted; a simulator killed with SIGKILL leaves no agent behind', async () => {
+    const abd = await makeAppliance(fx, await makeTemplate(fx), 'abd-gone');
+    await fx.call('VM.start', abd.vm, false, false);
+    const running = fx.sim.appliance(abd.vm)!.pid;
+    expect((await failure(fx.call('VM.destroy', abd.vm))).description).toEqual([
+      'VM_BAD_POWER_STATE',
+      abd.vm,
+      'halted',
+      'running',
+    ]);
+    expect(isAlive(running)).toBe(true);
+    await fx.call('VM.clean_shutdown', abd.vm);
+    await fx.call('VM.destroy', abd.vm);
+    expect(isAlive(running)).toBe(false);
+
+    const child = spawn(
+      process.execPath,
+      [
+        '--conditions=@replikit/source',
+        '--import',
+        'tsx',
+        join(dirname(fileURLToPath(import.meta.url)), 'helpers/abd-sim-child.ts'),
+        join(fx.dir, 'killed'),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      const pid = await new Promise<number>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const line = out.split('\n').find((l) => l.startsWith('{'));
+          if (line !== undefined) resolve((JSON.parse(line) as { pid: number }).pid);
+        });
+        child.once('exit', () => reject(new Error(`the simulator exited early: ${out}`)));
+      });
+      expect(isAlive(pid)).toBe(true);
+      child.kill('SIGKILL');
+      await exited;
+      // The agent sees its stdin end and stops: wait for that, however long it takes.
+      while (isAlive(pid)) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(processesNaming(join(fx.dir, 'killed'))).toEqual([]);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
   });
 });
