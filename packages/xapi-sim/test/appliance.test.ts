@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ReplikitError } from '@replikit/core';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { XapiFault } from '../src/index.js';
+import { populateDemo, type XapiFault } from '../src/index.js';
 import {
   applianceTarget,
   freshLoopback,
@@ -60,8 +60,9 @@ async function diskFor(vm: string, userdevice: string, size = 4 * MiB, sr = fx.s
 }
 
 describe('the delegate appliance (ABD)', () => {
-  it('VM.start runs an agent at its address; a plugged VDI written through it lands in the file; unplug refuses writes; shutdown ends it', async () => {
-    const abd = await makeAppliance(fx, await makeTemplate(fx), 'abd-1');
+  it('VM.start of a clone of the demo template runs an agent at its address; a plugged VDI written through it lands in the file; unplug refuses writes; shutdown ends it', async () => {
+    const { template } = await populateDemo(fx.sim);
+    const abd = await makeAppliance(fx, template, 'abd-1');
     const data = await diskFor(abd.vm, '1');
     await fx.call('VM.start', abd.vm, false, false);
     const info = fx.sim.appliance(abd.vm)!;

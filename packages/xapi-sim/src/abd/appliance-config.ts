@@ -25,19 +25,23 @@ export const DEFAULT_ABD_PORT = 7400;
 
 /** What an appliance is configured with, read from its records at `VM.start`. */
 export interface ApplianceConfig {
-  /** The appliance VM's uuid and name. */
+  /** The appliance VM's uuid. */
   readonly uuid: string;
+  /** The appliance VM's name. */
   readonly name: string;
   /** Its address on the network of its VIF `0`: a loopback address 127.x.y.z. */
   readonly ip: string;
+  /** Its netmask. */
   readonly netmask: string;
+  /** Its gateway, when set (on the same subnet). */
   readonly gateway: string | undefined;
   /** The network its VIF `0` is on. */
   readonly network: string;
   /** The agent's TCP port. */
   readonly port: number;
-  /** The TLS-PSK identity and key (hex) the agent accepts. */
+  /** The TLS-PSK identity the agent accepts. */
   readonly pskIdentity: string;
+  /** The pre-shared key, hex; never put in a message or a log. */
   readonly pskHex: string;
   /** The SRs it sees (refs); every SR of the pool when `vm-data/replikit/srs` is not set. */
   readonly srs: readonly string[];

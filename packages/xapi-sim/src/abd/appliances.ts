@@ -15,9 +15,11 @@ export interface ApplianceInfo {
   readonly pid: number;
   /** The appliance's folder: `devices.json` (what is plugged) and `agent.log`. */
   readonly folder: string;
-  /** The network identity it got from its `xenstore_data`. */
+  /** Its address, from `xenstore_data` `vm-data/ip`. */
   readonly ip: string;
+  /** Its netmask, from `vm-data/netmask` (default `255.0.0.0`). */
   readonly netmask: string;
+  /** Its gateway, from `vm-data/gateway`, when set. */
   readonly gateway: string | undefined;
 }
 

@@ -29,7 +29,8 @@ export function makeTemplate(fx: SimFixture): Promise<string> {
 
 /**
  * An appliance made as a driver makes one: `VM.clone` of the template, not a template any more,
- * a VIF on the management network, its address and key in `xenstore_data`.
+ * a VIF on the management network (unless the template brought one), its address and key in
+ * `xenstore_data`.
  */
 export async function makeAppliance(
   fx: SimFixture,
@@ -39,7 +40,9 @@ export async function makeAppliance(
 ): Promise<ApplianceHandle> {
   const vm = await fx.call<string>('VM.clone', template, name);
   await fx.call('VM.set_is_a_template', vm, false);
-  await fx.call('VIF.create', { VM: vm, network: fx.sim.refs.network, device: '0', MAC: '' });
+  if ((await fx.call<string[]>('VM.get_VIFs', vm)).length === 0) {
+    await fx.call('VIF.create', { VM: vm, network: fx.sim.refs.network, device: '0', MAC: '' });
+  }
   const ip = options.ip ?? freshLoopback();
   const key = randomBytes(32);
   const port = 7400;
