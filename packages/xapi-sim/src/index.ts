@@ -9,7 +9,7 @@
 
 export { XEN_ABD_KIND, XenAbdDriver, type XenAbdDriverOptions, xenAbdDriver } from './abd/abd-driver.js';
 export { ABD_KEYS, ABD_MARKER, DEFAULT_ABD_PORT } from './abd/appliance-config.js';
-export type { ApplianceInfo } from './abd/appliances.js';
+export { type ApplianceInfo, Appliances } from './abd/appliances.js';
 export { DEVICE_MAP_FILE, type DeviceMap, type PluggedDisk, parseDeviceMap } from './abd/device-map.js';
 export type { CallContext, MethodSpec } from './api/registry.js';
 export { MethodTable } from './api/registry.js';
