@@ -156,6 +156,15 @@ describe('the delegate appliance (ABD)', () => {
       type: 'Disk',
     });
     expect((await failure(fx.call('VBD.plug', stolen))).description).toEqual(['VDI_IN_USE', web.vdi, 'plug']);
+    // Nor can a VM start with it: its attach at start meets the same writer.
+    const twin = await fx.call<string>('VM.create', { name_label: 'twin' });
+    await fx.call('VBD.create', { VM: twin, VDI: web.vdi, userdevice: '0', mode: 'RW', type: 'Disk' });
+    expect((await failure(fx.call('VM.start', twin, false, false))).description).toEqual([
+      'VDI_IN_USE',
+      web.vdi,
+      'start',
+    ]);
+    expect(await fx.call('VM.get_power_state', twin)).toBe('Halted');
     await fx.call('VM.hard_shutdown', web.vm);
     await fx.call('VBD.plug', stolen);
 

@@ -56,16 +56,16 @@ function checkRunning(sim: SimState, vm: string): void {
 }
 
 /**
- * `VDI_IN_USE [vdi, plug]` when the VDI is attached through another VBD and one of the two is
+ * `VDI_IN_USE [vdi, op]` when the VDI is attached through another VBD and one of the two is
  * read-write (a non-sharable VDI has one writer or only readers), or while it lingers after an
  * unplug (XAPI's race with tapdisk, `sim.faults.unplugRace`).
  */
-export function checkVdiFree(sim: SimState, vbd: string, vdi: string, mode: string): void {
-  if (sim.faults.isLingering(vdi)) throw fault('VDI_IN_USE', vdi, 'plug');
+export function checkVdiFree(sim: SimState, vbd: string, vdi: string, mode: string, op = 'plug'): void {
+  if (sim.faults.isLingering(vdi)) throw fault('VDI_IN_USE', vdi, op);
   if (sim.db.field<boolean>('VDI', vdi, 'sharable')) return;
   for (const other of sim.db.field<string[]>('VDI', vdi, 'VBDs')) {
     if (other === vbd || !sim.db.field<boolean>('VBD', other, 'currently_attached')) continue;
-    if (mode === 'RW' || sim.db.field<string>('VBD', other, 'mode') === 'RW') throw fault('VDI_IN_USE', vdi, 'plug');
+    if (mode === 'RW' || sim.db.field<string>('VBD', other, 'mode') === 'RW') throw fault('VDI_IN_USE', vdi, op);
   }
 }
 

@@ -5,6 +5,7 @@ import type { XRecord } from '../model/wire.js';
 import type { SimState } from '../sim-state.js';
 import { fault } from '../xapi-fault.js';
 import { type MethodTable, str, strSet } from './registry.js';
+import { checkVdiFree } from './vbd.js';
 import { checkNotBlocked, checkPower, deleteVm, duplicateVm, newVif, powerOff, powerOn } from './vm-ops.js';
 
 const CTOR_SKIP = new Set([
@@ -70,6 +71,11 @@ export function registerVm(table: MethodTable): void {
       if (sim.db.field<boolean>('VM', vm, 'is_a_template')) throw fault('VM_IS_TEMPLATE', vm);
       checkNotBlocked(sim, vm, 'start');
       checkPower(sim, vm, 'Halted');
+      for (const vbd of sim.db.field<string[]>('VM', vm, 'VBDs')) {
+        const rec = sim.db.get('VBD', vbd);
+        if (rec.empty !== true && rec.VDI !== NULL_REF)
+          checkVdiFree(sim, vbd, rec.VDI as string, rec.mode as string, 'start');
+      }
       // An appliance's configuration and address are checked before anything changes.
       const abd = sim.abd?.isAppliance(vm) === true ? sim.abd : undefined;
       abd?.claim(vm);
