@@ -12,6 +12,7 @@ import {
   isAlive,
   makeAppliance,
   makeTemplate,
+  opensslPskHandshake,
   processesNaming,
 } from './helpers/appliance.js';
 import { makeVm, type SimFixture, startSim } from './helpers/sim-fixture.js';
@@ -68,6 +69,12 @@ describe('the delegate appliance (ABD)', () => {
     const info = fx.sim.appliance(abd.vm)!;
     expect(info.address).toEqual({ host: abd.ip, port: abd.port });
     expect(isAlive(info.pid)).toBe(true);
+
+    // A TLS client we did not write completes the PSK handshake at that address, and fails it with another key.
+    const hello = await opensslPskHandshake(abd, Buffer.from(abd.key).toString('hex'));
+    expect(hello.code, hello.out).toBe(0);
+    expect(hello.out).toMatch(/CONNECTION ESTABLISHED[\s\S]*Protocol version: TLSv1\.[23]/);
+    expect((await opensslPskHandshake(abd, randomBytes(32).toString('hex'))).code).not.toBe(0);
 
     const target = applianceTarget(abd);
     try {

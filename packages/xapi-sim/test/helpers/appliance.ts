@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createRemoteTarget, type RemoteTargetDriver } from '@replikit/transport';
@@ -90,4 +91,30 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A TLS-PSK handshake by a client we did not write, `openssl s_client`, against an appliance's
+ * agent: resolves with its exit status and output (stdin is empty, so it ends after the handshake).
+ */
+export function opensslPskHandshake(
+  abd: ApplianceHandle,
+  keyHex: string,
+): Promise<{ code: number | null; out: string }> {
+  const child = spawn(
+    'openssl',
+    ['s_client', '-connect', `${abd.ip}:${abd.port}`, '-psk_identity', abd.identity, '-psk', keyHex, '-brief'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  return new Promise((resolve, reject) => {
+    child.once('error', (error) => reject(new Error(`openssl is missing: ${error.message}`)));
+    child.once('close', (code) => resolve({ code, out }));
+  });
 }
