@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ReplikitError } from '@replikit/core';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { populateDemo, type XapiFault } from '../src/index.js';
+import { populateDemo, type XapiFault, XenAbdDriver } from '../src/index.js';
 import {
   applianceTarget,
   freshLoopback,
@@ -285,6 +285,26 @@ describe('the delegate appliance (ABD)', () => {
       expect(processesNaming(join(fx.dir, 'killed'))).toEqual([]);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  it('the xen-abd driver reads a plugged VDI as a source appliance would, and not once it is unplugged', async () => {
+    const abd = await makeAppliance(fx, await makeTemplate(fx), 'abd-source');
+    const snap = await diskFor(abd.vm, '1', 2 * MiB);
+    const bytes = randomBytes(3 * 4096);
+    await writeFile(fx.sim.vdiPath(snap.vdi), bytes, { flag: 'r+' });
+    await fx.call('VM.start', abd.vm, false, false);
+    const driver = new XenAbdDriver({ root: fx.sim.appliance(abd.vm)!.folder });
+    try {
+      const [disk] = (await driver.getVM('abd-source')).disks;
+      expect(disk).toMatchObject({ id: snap.uuid, size: 2 * MiB, meta: { device: '1', mode: 'RW' } });
+      const reader = await driver.openReader({ id: 'device:1', vmId: abd.uuid, size: 2 * MiB });
+      expect(Buffer.compare(Buffer.from(await reader.read(0, bytes.length)), bytes)).toBe(0);
+      await fx.call('VBD.unplug', snap.vbd);
+      expect((await failure(reader.read(0, 4096))).code).toBe('E_NOT_FOUND');
+      expect((await failure(driver.openReader(disk!))).code).toBe('E_NOT_FOUND');
+    } finally {
+      await driver.close();
     }
   });
 });
