@@ -307,4 +307,31 @@ describe('the delegate appliance (ABD)', () => {
       await driver.close();
     }
   });
+
+  it('an agent that dies on its own is a crash of its appliance: restarted by default, halted with actions_after_crash=destroy', async () => {
+    const template = await makeTemplate(fx);
+    const restarting = await makeAppliance(fx, template, 'abd-restart');
+    await fx.call('VM.start', restarting.vm, false, false);
+    const first = fx.sim.appliance(restarting.vm)!.pid;
+    process.kill(first, 'SIGKILL');
+    // Wait for the new agent, however long it takes to start.
+    while ((fx.sim.appliance(restarting.vm)?.pid ?? first) === first) await new Promise((r) => setTimeout(r, 20));
+    expect(isAlive(fx.sim.appliance(restarting.vm)!.pid)).toBe(true);
+    expect(await fx.call('VM.get_power_state', restarting.vm)).toBe('Running');
+    const target = applianceTarget(restarting);
+    try {
+      expect((await target.getVM(restarting.uuid)).name).toBe('abd-restart');
+    } finally {
+      await target.close();
+    }
+
+    const halting = await makeAppliance(fx, template, 'abd-destroy');
+    await fx.call('VM.set_actions_after_crash', halting.vm, 'destroy');
+    await fx.call('VM.start', halting.vm, false, false);
+    process.kill(fx.sim.appliance(halting.vm)!.pid, 'SIGKILL');
+    while (fx.sim.state.db.field<string>('VM', halting.vm, 'power_state') !== 'Halted') {
+      await fx.sim.state.db.nextChange();
+    }
+    expect(fx.sim.appliance(halting.vm)).toBeUndefined();
+  });
 });

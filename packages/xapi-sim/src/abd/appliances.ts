@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from '@replikit/core';
+import { powerOff } from '../api/vm-ops.js';
 import { NULL_REF } from '../ids.js';
 import type { SimState } from '../sim-state.js';
 import { type AgentProcess, startAgentProcess } from './agent-process.js';
@@ -94,10 +95,32 @@ export class Appliances {
         throw applianceFault(entry.config.name, entry.config.uuid, 'was shut down while its agent started');
       }
       entry.agent = agent;
+      void agent.exited.then(() => this.crashed(vm, entry, agent));
     } catch (error) {
       if (this.entries.get(vm) === entry) this.entries.delete(vm);
       throw error;
     }
+  }
+
+  /**
+   * An agent that exited without being stopped is a crash of its appliance's domain: XAPI's
+   * `actions_after_crash` decides, `restart` (the default) and `rename_restart` starting a new
+   * agent, anything else halting the VM. A restart that fails halts it too.
+   */
+  private async crashed(vm: string, entry: Entry, agent: AgentProcess): Promise<void> {
+    if (this.entries.get(vm) !== entry || entry.agent !== agent || !this.sim.db.has('VM', vm)) return;
+    entry.agent = undefined;
+    const action = this.sim.db.field<string>('VM', vm, 'actions_after_crash');
+    if (action === 'restart' || action === 'rename_restart') {
+      try {
+        await this.launch(vm);
+        return;
+      } catch {
+        // Falls through: the appliance halts.
+      }
+    }
+    if (this.entries.get(vm) === entry) this.entries.delete(vm);
+    if (this.sim.db.field<string>('VM', vm, 'power_state') === 'Running') powerOff(this.sim, vm);
   }
 
   /** Rewrites a running appliance's device map after a plug or unplug (nothing for other VMs). */
