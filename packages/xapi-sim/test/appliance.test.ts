@@ -36,7 +36,7 @@ afterEach(async () => {
 });
 afterAll(() => {
   // No agent of any simulator of this file outlives it.
-  for (const dir of dirs) expect(processesNaming(join(dir, 'appliances'))).toEqual([]);
+  for (const dir of dirs) expect(processesNaming(dir)).toEqual([]);
 });
 
 async function failure(promise: Promise<unknown>): Promise<XapiFault & ReplikitError> {
@@ -213,10 +213,10 @@ describe('the delegate appliance (ABD)', () => {
     ]);
   });
 
-  it('refuses a second appliance claiming the same address; close() stops every agent', async () => {
+  it('refuses a second appliance (a VM.copy of the template) claiming the same address; close() stops every agent', async () => {
     const template = await makeTemplate(fx);
     const first = await makeAppliance(fx, template, 'abd-a');
-    const second = await makeAppliance(fx, template, 'abd-b', { ip: first.ip });
+    const second = await makeAppliance(fx, template, 'abd-b', { ip: first.ip, copy: true });
     await fx.call('VM.start', first.vm, false, false);
     const clash = await failure(fx.call('VM.start', second.vm, false, false));
     expect(clash.description[0]).toBe('INTERNAL_ERROR');

@@ -29,7 +29,7 @@ export function makeTemplate(fx: SimFixture): Promise<string> {
 }
 
 /**
- * An appliance made as a driver makes one: `VM.clone` of the template, not a template any more,
+ * An appliance made as a driver makes one: `VM.clone` (or `VM.copy`) of the template, not a template any more,
  * a VIF on the management network (unless the template brought one), its address and key in
  * `xenstore_data`.
  */
@@ -37,9 +37,11 @@ export async function makeAppliance(
   fx: SimFixture,
   template: string,
   name: string,
-  options: { ip?: string; extra?: Record<string, string> } = {},
+  options: { ip?: string; extra?: Record<string, string>; copy?: boolean } = {},
 ): Promise<ApplianceHandle> {
-  const vm = await fx.call<string>('VM.clone', template, name);
+  const vm = options.copy
+    ? await fx.call<string>('VM.copy', template, name, 'OpaqueRef:NULL')
+    : await fx.call<string>('VM.clone', template, name);
   await fx.call('VM.set_is_a_template', vm, false);
   if ((await fx.call<string[]>('VM.get_VIFs', vm)).length === 0) {
     await fx.call('VIF.create', { VM: vm, network: fx.sim.refs.network, device: '0', MAC: '' });
