@@ -1,15 +1,20 @@
 import type { DiskRef } from '../../contracts/disk.js';
-import type { Hypervisor } from '../../contracts/hypervisor.js';
+import type { Hypervisor, Snapshot } from '../../contracts/hypervisor.js';
 import type { ReplicationCacheProvider } from '../../contracts/replication-cache.js';
 import { ConflictError } from '../../errors.js';
 import type { DiskFacts } from '../plan/disk-plan.js';
 import { ALWAYS_FULL_METHODS, planDisk } from '../plan/plan-disk.js';
 import { costlierThanBefore } from '../plan/run-cost.js';
-import { type DiskRecord, emptyStats, type JobRecord, type RunRecord } from '../run-record.js';
+import { plannedOf, preparedOf, type RunJournal, snapshotOf } from '../run-journal.js';
+import { type DiskRecord, emptyStats, type JobRecord } from '../run-record.js';
+import { abandonReplica, rollBack } from './replica-rollback.js';
 import type { RunContext, Stage } from './stage.js';
 
 /** The key of a disk's replication cache: the job, and the replica disk. */
-export function cacheKeyOf(record: RunRecord, disk: { replicaDiskId: string }): { job: string; diskId: string } {
+export function cacheKeyOf(
+  record: Pick<RunJournal, 'job'>,
+  disk: { replicaDiskId: string },
+): { job: string; diskId: string } {
   return { job: record.job.name, diskId: disk.replicaDiskId };
 }
 
@@ -19,7 +24,7 @@ function cacheOff(cache: ReplicationCacheProvider | undefined): DiskFacts['cache
 }
 
 /** Facts for a disk journaled by an older version (no facts kept): an ordinary incremental disk. */
-function legacyFacts(record: RunRecord, disk: DiskRecord): DiskFacts {
+function legacyFacts(record: RunJournal, disk: DiskRecord): DiskFacts {
   return {
     forced: false,
     methodAlwaysFull: false,
@@ -49,22 +54,19 @@ export class PlanStage {
   /** Plans every disk and journals the plan; from here on the replica is written. */
   async run(): Promise<void> {
     const record = this.ctx.record;
-    const snapshot = record.snapshot!;
-    const replica = record.replica!;
+    const snapshot = snapshotOf(record);
+    const { replica, start } = preparedOf(record);
     const { source, target } = await this.ctx.drivers();
-    const firstSeed = record.restorePointBefore === null || record.replicaCreated === true;
-    const firstRun = firstSeed || !record.baseSnapshot;
+    const firstSeed = start.restorePointBefore === null || replica.created;
+    const firstRun = firstSeed || !start.baseSnapshot;
     const options = record.job.options;
     const cache = options.replicationCache && options.direction !== 'pull' ? this.ctx.deps.cache : undefined;
     const fingerprint =
       cache && !firstRun ? (await target.replicaState(replica, { signal: this.ctx.signal })).value : '';
-    if (fingerprint) record.replicaFingerprintAtPlan = fingerprint;
     const history = await this.ctx.jobHistory();
-    if (options.singlePass) {
-      // Blocks this run does not send are the previous version's, when the replica still holds it.
-      const base = !firstRun && !record.replicaModified ? history?.lastBackupVersion : undefined;
-      record.backup = base ? { baseVersion: base } : {};
-    }
+    // Blocks this run does not send are the previous version's, when the replica still holds it.
+    const backupBase = !firstRun && !start.replicaChange ? history?.lastBackupVersion : undefined;
+    const backup = options.singlePass ? (backupBase ? { baseVersion: backupBase } : {}) : undefined;
     const previous = await this.previousRun(history);
     record.disks = [];
     for (const [position, disk] of snapshot.disks.entries()) {
@@ -74,23 +76,25 @@ export class PlanStage {
           `replica '${replica.name}' disk ${position} does not match source disk '${disk.id}' (${disk.size} bytes); seed a new replica`,
         );
       }
-      const baseDisk = record.baseSnapshot?.disks[position];
+      const baseDisk = start.baseSnapshot?.disks[position];
       const sameDisk = baseDisk?.id === disk.id ? baseDisk : undefined;
       const facts: DiskFacts = {
         forced: record.forced === true,
         methodAlwaysFull: ALWAYS_FULL_METHODS.has(record.job.method),
         method: record.job.method,
         firstSeed,
-        baseSnapshotMissing: !record.baseSnapshot,
+        baseSnapshotMissing: !start.baseSnapshot,
         size: disk.size,
         baseSize: sameDisk?.size,
-        backupBaseMissing: options.singlePass === true && record.backup?.baseVersion === undefined,
-        replicaModified: record.replicaModified ? (record.replicaChange ?? 'changed') : undefined,
+        backupBaseMissing: options.singlePass === true && backup?.baseVersion === undefined,
+        replicaModified: start.replicaChange,
         direction: options.direction,
         cacheRequested: options.replicationCache === true,
         cache:
           cache && !firstRun ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : cacheOff(cache),
-        tracker: firstRun ? 'not-asked' : await this.askTracker(source, disk, previous?.disks[position]),
+        tracker: firstRun
+          ? 'not-asked'
+          : await this.askTracker(source, disk, start.baseSnapshot, previous?.disks[position]),
       };
       const plan = planDisk(facts);
       record.disks.push({
@@ -103,7 +107,7 @@ export class PlanStage {
         writesCache: plan.writesCache,
         reason: plan.reason,
         facts,
-        targetKnownZero: record.replicaCreated === true,
+        targetKnownZero: replica.created,
         checkpointBlock: 0,
         done: false,
         stats: emptyStats(),
@@ -116,8 +120,12 @@ export class PlanStage {
       );
     }
     this.emitPlan(record.disks);
-    // From here on the replica is written: it must refuse to start until commit.
-    record.replicaTouched = true;
+    // From here on the replica is written: it must refuse to start until commit. The plan's part
+    // in the journal says so (a rollback undoes the replica's writes when it is there).
+    record.stages.plan = {
+      ...(fingerprint ? { replicaFingerprint: fingerprint } : {}),
+      ...(backup ? { backup } : {}),
+    };
     await this.ctx.save();
     await target.markReplica(replica, 'in-progress', { signal: this.ctx.signal });
   }
@@ -155,7 +163,7 @@ export class PlanStage {
         blockSize: record.blockSize,
         blockCount,
         digest: record.digest,
-        fingerprint: record.replicaFingerprintAtPlan ?? '',
+        fingerprint: plannedOf(record).replicaFingerprint ?? '',
       },
       { signal: this.ctx.signal },
     );
@@ -191,7 +199,7 @@ export class PlanStage {
   }
 
   /** The job's last completed run, whose plan this run's is compared with. */
-  private async previousRun(history: JobRecord | undefined): Promise<RunRecord | undefined> {
+  private async previousRun(history: JobRecord | undefined): Promise<RunJournal | undefined> {
     const id = history?.lastCompletedRunId;
     return id ? this.ctx.deps.store.loadRun(id).catch(() => undefined) : undefined;
   }
@@ -204,10 +212,11 @@ export class PlanStage {
   private async askTracker(
     source: Hypervisor,
     disk: DiskRef,
+    base: Snapshot | undefined,
     before: DiskRecord | undefined,
   ): Promise<'ok' | 'reset' | 'unavailable'> {
-    if (!source.changeTracker || !this.ctx.record.baseSnapshot) return 'unavailable';
-    const changes = await source.changeTracker.changes(disk, this.ctx.record.baseSnapshot, this.ctx.record.snapshot!, {
+    if (!source.changeTracker || !base) return 'unavailable';
+    const changes = await source.changeTracker.changes(disk, base, snapshotOf(this.ctx.record), {
       signal: this.ctx.signal,
     });
     if (changes) return 'ok';
@@ -252,8 +261,19 @@ export class PlanStage {
   }
 }
 
-/** The `plan` stage as a {@link Stage}. */
+/**
+ * The `plan` stage as a {@link Stage}. Undo: the replica's writes, made from the end of the plan
+ * on, are rolled back to the restore point the run started from (or, for an abandoned run, only
+ * its pending writes are dropped).
+ */
 export const planStage: Stage = {
   state: 'plan',
   run: (context) => new PlanStage(context).run(),
+  ran: (context) => context.record.stages.plan !== undefined,
+  async undo(context, ending): Promise<void> {
+    const { replica } = preparedOf(context.record);
+    const { target } = await context.drivers();
+    if (ending === 'abandon') await abandonReplica(context, target, replica);
+    else await rollBack(context, target, replica);
+  },
 };

@@ -8,44 +8,39 @@ import { ConflictError, StateError } from '../../errors.js';
 import { TokenBucket } from '../../util/token-bucket.js';
 import { type BlockRange, countBlocks, countBytes, toBlockRanges } from '../block-ranges.js';
 import { transferDisk } from '../disk-transfer.js';
-import type { ProgressReporter } from '../progress-reporter.js';
-import { addStats, type DiskRecord, emptyStats, type RunRecord } from '../run-record.js';
+import { toRunRecord } from '../journal-format.js';
+import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
+import { type DiskRecord, sumStats } from '../run-record.js';
 import { segmentBytes } from '../segment-reader.js';
-import type { PlanStage } from './plan-stage.js';
-import type { RunContext } from './stage.js';
+import { cacheKeyOf, PlanStage } from './plan-stage.js';
+import type { RunContext, Stage } from './stage.js';
 
 /** Bytes per source read of tracked blocks (the segment reader's default), or one block when larger. */
 const READ_BYTES = 1024 * 1024;
 /** Bytes per source read of a scan, or one block when larger. */
 const SCAN_READ_BYTES = 4 * 1024 * 1024;
 
-/** Sums the disks' counters into the run's. */
-export function sumStats(record: RunRecord): void {
-  const total = emptyStats();
-  for (const disk of record.disks) addStats(total, disk.stats);
-  record.stats = total;
-}
-
 /**
  * `transfer`: moves every disk as its journaled plan says, from its checkpoint on, through the
  * run's transport; each disk's cache and delta base are opened here and closed when it ends.
  */
-export class TransferStage {
-  constructor(
-    private readonly ctx: RunContext,
-    private readonly planning: PlanStage,
-    private readonly progress: ProgressReporter,
-  ) {}
+class TransferStage {
+  private readonly planning: PlanStage;
+
+  constructor(private readonly ctx: RunContext) {
+    this.planning = new PlanStage(ctx);
+  }
 
   /** Sends every disk not done yet, under the job's parallelism; the first failure stops the others. */
   async run(): Promise<void> {
     const record = this.ctx.record;
+    const { replica } = preparedOf(record);
     const { source, target } = await this.ctx.drivers();
     // Idempotent on resume: a crash may have come before the mark was written.
-    await target.markReplica(record.replica!, 'in-progress', { signal: this.ctx.signal });
-    const transport = await this.ctx.deps.transport(target, record, this.ctx.deps.hasher);
+    await target.markReplica(replica, 'in-progress', { signal: this.ctx.signal });
+    const transport = await this.ctx.deps.transport(target, toRunRecord(record), this.ctx.deps.hasher);
     const channel = await transport.open(
-      { runId: record.runId, replica: record.replica!, blockSize: record.blockSize, digest: record.digest },
+      { runId: record.runId, replica, blockSize: record.blockSize, digest: record.digest },
       { signal: this.ctx.signal },
     );
     const inner = new AbortController();
@@ -54,7 +49,7 @@ export class TransferStage {
     const throttle = record.job.options.bandwidthLimit ? new TokenBucket(record.job.options.bandwidthLimit) : undefined;
     const digestOnWire = transport.name !== 'inprocess';
     const backup = await this.openBackup();
-    this.progress.start();
+    this.ctx.progress.start();
     let firstError: unknown;
     const tasks = record.disks
       .filter((disk) => !disk.done)
@@ -72,7 +67,7 @@ export class TransferStage {
       await Promise.all(tasks);
       if (firstError !== undefined) throw firstError;
     } finally {
-      this.progress.stop();
+      this.ctx.progress.stop();
       await channel.close().catch((error: unknown) => {
         firstError ??= error;
       });
@@ -82,7 +77,7 @@ export class TransferStage {
     }
     if (firstError !== undefined) throw firstError;
     sumStats(this.ctx.record);
-    this.progress.emit(true);
+    this.ctx.progress.emit(true);
   }
 
   private async transferOne(
@@ -97,8 +92,8 @@ export class TransferStage {
     },
   ): Promise<void> {
     const record = this.ctx.record;
-    const snapshotDisk = record.snapshot!.disks[disk.position]!;
-    const replicaDisk = record.replica!.disks[disk.position]!;
+    const snapshotDisk = snapshotOf(record).disks[disk.position]!;
+    const replicaDisk = preparedOf(record).replica.disks[disk.position]!;
     const blockCount = Math.ceil(disk.size / record.blockSize);
     await this.planning.replanIfCacheLost(disk, blockCount);
     const reader = await source.openReader(snapshotDisk, { signal: options.signal });
@@ -190,7 +185,7 @@ export class TransferStage {
           ...(options.backup
             ? {
                 backupPut: options.backup.disk(snapshotDisk.id).put,
-                backupHasBase: record.backup?.baseVersion !== undefined,
+                backupHasBase: plannedOf(record).backup?.baseVersion !== undefined,
               }
             : {}),
           ...deltaBaseOptions,
@@ -212,7 +207,7 @@ export class TransferStage {
             sumStats(this.ctx.record);
             await this.ctx.save();
           },
-          onProgress: () => this.progress.changed(),
+          onProgress: () => this.ctx.progress.changed(),
         });
       } finally {
         // transferDisk has settled every read and send that used the buffers.
@@ -234,7 +229,7 @@ export class TransferStage {
     disk: DiskRecord,
     channel: DiskChannel,
   ): Promise<DiskReader | undefined> {
-    const base = this.ctx.record.baseSnapshot?.disks[disk.position];
+    const base = preparedOf(this.ctx.record).start.baseSnapshot?.disks[disk.position];
     const compared = disk.mode === 'hash-diff' || (disk.mode === 'tracked' && disk.digestSource === 'cache');
     if (!compared || !channel.sendDelta || !base || base.size !== disk.size) return undefined;
     return source.openReader(base, { signal: this.ctx.signal }).catch(() => undefined);
@@ -243,15 +238,16 @@ export class TransferStage {
   /** Starts (or continues) the single-pass backup version of this run. */
   private async openBackup(): Promise<BackupSession | undefined> {
     const record = this.ctx.record;
-    if (!record.backup || !this.ctx.deps.backup) return undefined;
-    const snapshot = record.snapshot!;
+    const backup = plannedOf(record).backup;
+    if (!backup || !this.ctx.deps.backup) return undefined;
+    const snapshot = snapshotOf(record);
     return this.ctx.deps.backup.begin(
       {
         vm: snapshot.vmId,
         runId: record.runId,
         blockSize: record.blockSize,
         disks: snapshot.disks.map((disk) => ({ id: disk.id, size: disk.size })),
-        ...(record.backup.baseVersion ? { baseVersion: record.backup.baseVersion } : {}),
+        ...(backup.baseVersion ? { baseVersion: backup.baseVersion } : {}),
       },
       { signal: this.ctx.signal },
     );
@@ -268,9 +264,9 @@ export class TransferStage {
     let writer: CacheWriter | undefined;
     if (!cache) return { reader, writer };
     if (disk.mode !== 'full' && disk.digestSource === 'cache') {
-      const fingerprint = record.replicaFingerprintAtPlan ?? '';
+      const fingerprint = plannedOf(record).replicaFingerprint ?? '';
       const opened = await cache.open(
-        this.planning.cacheKey(disk),
+        cacheKeyOf(record, disk),
         { blockSize: record.blockSize, blockCount, digest: record.digest, fingerprint },
         { signal: this.ctx.signal },
       );
@@ -284,13 +280,13 @@ export class TransferStage {
     }
     if (disk.writesCache) {
       writer = await cache.begin(
-        this.planning.cacheKey(disk),
+        cacheKeyOf(record, disk),
         { runId: record.runId, blockSize: record.blockSize, blockCount, digest: record.digest },
         disk.checkpointBlock,
       );
       if (writer.resumedFrom < disk.checkpointBlock) {
         await writer.close();
-        await cache.abortPending(this.planning.cacheKey(disk), record.runId);
+        await cache.abortPending(cacheKeyOf(record, disk), record.runId);
         writer = undefined;
         disk.writesCache = false;
         this.ctx.warn(
@@ -311,14 +307,12 @@ export class TransferStage {
     const blockSize = this.ctx.record.blockSize;
     const blockCount = Math.ceil(disk.size / blockSize);
     if (disk.mode === 'tracked') {
-      const changes = await source.changeTracker!.changes(
-        snapshotDisk,
-        this.ctx.record.baseSnapshot!,
-        this.ctx.record.snapshot!,
-        {
+      const base = preparedOf(this.ctx.record).start.baseSnapshot;
+      const changes =
+        base &&
+        (await source.changeTracker?.changes(snapshotDisk, base, snapshotOf(this.ctx.record), {
           signal: this.ctx.signal,
-        },
-      );
+        }));
       if (!changes)
         throw new StateError(`the change tracker no longer knows the changes of disk '${disk.sourceDiskId}'`);
       return toBlockRanges(changes, blockSize, blockCount, disk.checkpointBlock, {
@@ -329,3 +323,26 @@ export class TransferStage {
     return toBlockRanges(allocated, blockSize, blockCount, disk.checkpointBlock, { signal: this.ctx.signal });
   }
 }
+
+/** Drops what a failed run had begun writing into the replication caches and the block store. */
+async function abortPendingStores(ctx: RunContext): Promise<void> {
+  const record = ctx.record;
+  for (const disk of record.disks) {
+    if (disk.writesCache && ctx.deps.cache) await ctx.deps.cache.abortPending(cacheKeyOf(record, disk), record.runId);
+  }
+  const snapshot = record.stages.snapshot?.snapshot;
+  if (record.stages.plan?.backup && ctx.deps.backup && snapshot) {
+    await ctx.deps.backup.abortPending(snapshot.vmId, record.runId);
+  }
+}
+
+/**
+ * `transfer` as a {@link Stage}. Undo: what the run began writing into the replication caches and
+ * the block store is dropped (the replica's writes are the `plan` stage's to undo).
+ */
+export const transferStage: Stage = {
+  state: 'transfer',
+  run: (context) => new TransferStage(context).run(),
+  ran: (context) => context.record.stages.plan !== undefined,
+  undo: (context) => abortPendingStores(context),
+};
