@@ -3,7 +3,7 @@ import type { BackupSession } from '../../contracts/backup-sink.js';
 import type { DiskReader, DiskRef } from '../../contracts/disk.js';
 import type { Hypervisor } from '../../contracts/hypervisor.js';
 import type { CacheReader, CacheWriter } from '../../contracts/replication-cache.js';
-import type { BlockChannel, BlockDigest, DiskChannel } from '../../contracts/transport.js';
+import type { BlockChannel, DiskChannel } from '../../contracts/transport.js';
 import { ConflictError, StateError } from '../../errors.js';
 import { TokenBucket } from '../../util/token-bucket.js';
 import { type BlockRange, countBlocks, countBytes, toBlockRanges } from '../block-ranges.js';
@@ -12,6 +12,7 @@ import { toRunRecord } from '../journal-format.js';
 import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
 import { type DiskRecord, sumStats } from '../run-record.js';
 import { segmentBytes } from '../segment-reader.js';
+import { transferSteps } from '../transfer/transfer-steps.js';
 import { cacheKeyOf, PlanStage } from './plan-stage.js';
 import type { RunContext, Stage } from './stage.js';
 
@@ -108,15 +109,13 @@ class TransferStage {
       const tracked = disk.mode === 'tracked';
       // Tracked blocks prefetch their delta base with every segment: it is opened now. A scan
       // opens it when the first changed block needs it (one that finds no change never does).
-      let deltaBase: Promise<DiskReader | undefined> | undefined;
+      let opened: Promise<DiskReader | undefined> | undefined;
       const openDeltaBase = () => {
-        deltaBase ??= this.openDeltaBase(source, disk, diskChannel);
-        return deltaBase;
+        opened ??= this.openDeltaBase(source, disk, diskChannel);
+        return opened;
       };
       const trackedBase = tracked ? await openDeltaBase() : undefined;
-      const deltaBaseOptions = tracked
-        ? trackedBase && { deltaBase: trackedBase, prefetchDeltaBase: true }
-        : { deltaBase: openDeltaBase };
+      const deltaBase = tracked ? trackedBase : openDeltaBase;
       const { reader: cacheReader, writer: cacheWriter } = await this.openCache(disk, blockCount);
       // Read buffers come from the engine's shelf (kept from earlier disks and runs), and go back
       // to it once the transfer is over. Tracked blocks are scattered: small segments, so more of
@@ -136,73 +135,41 @@ class TransferStage {
       const buffers = shelf.take(hasher, readAhead + 2, readBytes);
       const baseBuffers = trackedBase ? shelf.take(hasher, readAhead + 2, readBytes) : undefined;
       try {
-        let replicaDigests: AsyncIterable<BlockDigest> | undefined;
-        const trackedWithCache = disk.mode === 'tracked' && cacheReader !== undefined;
-        // Tracked blocks with a cache that reads at random and a writer that copies in bulk: the
-        // cache is not walked block by block, only the tracked blocks' entries are looked up.
-        const randomAccess =
-          trackedWithCache && cacheReader.digestAt !== undefined && cacheWriter?.carry !== undefined
-            ? {
-                replicaDigestAt: (index: number) => cacheReader.digestAt!(index, { signal: options.signal }),
-                carryDigests: async (from: number, to: number) => {
-                  if (await cacheWriter.carry!(cacheReader, from, to)) return;
-                  // This writer cannot copy from this reader: entry by entry.
-                  for (let index = from; index < to; index++) {
-                    await cacheWriter.append(index, await cacheReader.digestAt!(index, { signal: options.signal }));
-                  }
-                },
-              }
-            : undefined;
-        if (!randomAccess && (disk.mode === 'hash-diff' || trackedWithCache)) {
-          replicaDigests = cacheReader
-            ? cacheReader.digests(disk.checkpointBlock, { signal: options.signal })
-            : diskChannel.replicaDigests(disk.checkpointBlock, { signal: options.signal });
-        }
-        await transferDisk({
-          record: disk,
+        const steps = transferSteps({
+          disk,
           reader,
           channel: diskChannel,
-          ranges,
-          examineAll,
-          ...(replicaDigests ? { replicaDigests } : {}),
-          unchangedOutsideRanges: trackedWithCache,
-          ...randomAccess,
-          ...(cacheWriter
-            ? { recordDigest: (index: number, digest: Uint8Array | null) => cacheWriter.append(index, digest) }
-            : {}),
-          // A scan compares and records a segment's digests per call where the cache can.
-          ...(replicaDigests && cacheReader?.copyEntries
-            ? {
-                replicaDigestsInto: (target: Uint8Array, from: number, count: number) =>
-                  cacheReader.copyEntries!(target, from, count),
-              }
-            : {}),
-          ...(cacheWriter?.appendEntries
-            ? {
-                recordDigestEntries: (from: number, entries: Uint8Array) => cacheWriter.appendEntries!(from, entries),
-              }
-            : {}),
+          ...(cacheReader ? { cacheReader } : {}),
+          ...(cacheWriter ? { cacheWriter } : {}),
           ...(options.backup
             ? {
-                backupPut: options.backup.disk(snapshotDisk.id).put,
-                backupHasBase: plannedOf(record).backup?.baseVersion !== undefined,
+                backup: {
+                  disk: options.backup.disk(snapshotDisk.id),
+                  hasBase: plannedOf(record).backup?.baseVersion !== undefined,
+                },
               }
             : {}),
-          ...deltaBaseOptions,
+          ...(deltaBase ? { deltaBase } : {}),
+          buffers,
+          ...(baseBuffers ? { baseBuffers } : {}),
+          readBytes,
+          readAhead,
+          blockSize: record.blockSize,
+          hasher,
+          digestOnWire: options.digestOnWire,
+          ...(options.throttle ? { throttle: options.throttle } : {}),
+          signal: options.signal,
+        });
+        await transferDisk({
+          ...steps,
+          record: disk,
+          ranges,
+          examineAll,
+          checkpointEveryMs: this.ctx.deps.checkpointEveryMs,
           beforeCheckpoint: async (count: number) => {
             await cacheWriter?.checkpoint(count);
             await options.backup?.checkpoint();
           },
-          digestOnWire: options.digestOnWire,
-          buffers,
-          ...(baseBuffers ? { baseBuffers } : {}),
-          readBytes,
-          blockSize: record.blockSize,
-          hasher,
-          ...(options.throttle ? { throttle: options.throttle } : {}),
-          signal: options.signal,
-          checkpointEveryMs: this.ctx.deps.checkpointEveryMs,
-          readAhead,
           onCheckpoint: async () => {
             sumStats(this.ctx.record);
             await this.ctx.save();
@@ -213,7 +180,7 @@ class TransferStage {
         // transferDisk has settled every read and send that used the buffers.
         shelf.give(hasher, buffers);
         if (baseBuffers) shelf.give(hasher, baseBuffers);
-        await (await deltaBase)?.close().catch(() => undefined);
+        await (await opened)?.close().catch(() => undefined);
         await cacheReader?.close().catch(() => undefined);
         await cacheWriter?.close().catch(() => undefined);
         await diskChannel.close().catch(() => undefined);
