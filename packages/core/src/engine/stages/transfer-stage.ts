@@ -1,18 +1,17 @@
 import pLimit from 'p-limit';
 import type { BackupSession } from '../../contracts/backup-sink.js';
-import type { DiskReader, DiskRef } from '../../contracts/disk.js';
+import type { DiskReader } from '../../contracts/disk.js';
 import type { Hypervisor } from '../../contracts/hypervisor.js';
-import type { CacheReader, CacheWriter } from '../../contracts/replication-cache.js';
-import type { BlockChannel, DiskChannel } from '../../contracts/transport.js';
-import { ConflictError, StateError } from '../../errors.js';
+import type { BlockChannel } from '../../contracts/transport.js';
 import { TokenBucket } from '../../util/token-bucket.js';
-import { type BlockRange, countBlocks, countBytes, toBlockRanges } from '../block-ranges.js';
+import { countBlocks, countBytes } from '../block-ranges.js';
 import { transferDisk } from '../disk-transfer.js';
 import { toRunRecord } from '../journal-format.js';
 import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
 import { type DiskRecord, sumStats } from '../run-record.js';
 import { segmentBytes } from '../segment-reader.js';
 import { transferSteps } from '../transfer/transfer-steps.js';
+import { deltaBaseFor, openBackup, openCache, rangesFor } from './disk-resources.js';
 import { cacheKeyOf, PlanStage } from './plan-stage.js';
 import type { RunContext, Stage } from './stage.js';
 
@@ -49,7 +48,7 @@ class TransferStage {
     const limit = pLimit(record.job.options.parallelDisks);
     const throttle = record.job.options.bandwidthLimit ? new TokenBucket(record.job.options.bandwidthLimit) : undefined;
     const digestOnWire = transport.name !== 'inprocess';
-    const backup = await this.openBackup();
+    const backup = await openBackup(this.ctx);
     this.ctx.progress.start();
     let firstError: unknown;
     const tasks = record.disks
@@ -99,7 +98,13 @@ class TransferStage {
     await this.planning.replanIfCacheLost(disk, blockCount);
     const reader = await source.openReader(snapshotDisk, { signal: options.signal });
     try {
-      const ranges = await this.rangesFor(source, disk, snapshotDisk, reader.allocated({ signal: options.signal }));
+      const ranges = await rangesFor(
+        this.ctx,
+        source,
+        disk,
+        snapshotDisk,
+        reader.allocated({ signal: options.signal }),
+      );
       const examineAll = disk.mode === 'hash-diff' || (disk.mode === 'full' && !disk.targetKnownZero);
       if (disk.stats.blocksTotal === 0) {
         disk.stats.blocksTotal = examineAll ? blockCount : countBlocks(ranges);
@@ -111,12 +116,12 @@ class TransferStage {
       // opens it when the first changed block needs it (one that finds no change never does).
       let opened: Promise<DiskReader | undefined> | undefined;
       const openDeltaBase = () => {
-        opened ??= this.openDeltaBase(source, disk, diskChannel);
+        opened ??= deltaBaseFor(this.ctx, source, disk, diskChannel);
         return opened;
       };
       const trackedBase = tracked ? await openDeltaBase() : undefined;
       const deltaBase = tracked ? trackedBase : openDeltaBase;
-      const { reader: cacheReader, writer: cacheWriter } = await this.openCache(disk, blockCount);
+      const { reader: cacheReader, writer: cacheWriter } = await openCache(this.ctx, disk, blockCount);
       // Read buffers come from the engine's shelf (kept from earlier disks and runs), and go back
       // to it once the transfer is over. Tracked blocks are scattered: small segments, so more of
       // them are kept in flight. A scan reads larger segments: fewer messages to hashing threads.
@@ -188,106 +193,6 @@ class TransferStage {
     } finally {
       await reader.close().catch(() => undefined);
     }
-  }
-
-  /** The previous snapshot's disk, for sending changed blocks as deltas, when it can serve. */
-  private async openDeltaBase(
-    source: Hypervisor,
-    disk: DiskRecord,
-    channel: DiskChannel,
-  ): Promise<DiskReader | undefined> {
-    const base = preparedOf(this.ctx.record).start.baseSnapshot?.disks[disk.position];
-    const compared = disk.mode === 'hash-diff' || (disk.mode === 'tracked' && disk.digestSource === 'cache');
-    if (!compared || !channel.sendDelta || !base || base.size !== disk.size) return undefined;
-    return source.openReader(base, { signal: this.ctx.signal }).catch(() => undefined);
-  }
-
-  /** Starts (or continues) the single-pass backup version of this run. */
-  private async openBackup(): Promise<BackupSession | undefined> {
-    const record = this.ctx.record;
-    const backup = plannedOf(record).backup;
-    if (!backup || !this.ctx.deps.backup) return undefined;
-    const snapshot = snapshotOf(record);
-    return this.ctx.deps.backup.begin(
-      {
-        vm: snapshot.vmId,
-        runId: record.runId,
-        blockSize: record.blockSize,
-        disks: snapshot.disks.map((disk) => ({ id: disk.id, size: disk.size })),
-        ...(backup.baseVersion ? { baseVersion: backup.baseVersion } : {}),
-      },
-      { signal: this.ctx.signal },
-    );
-  }
-
-  /** Opens the trusted cache a disk reads and the new cache it writes, falling back when they are gone. */
-  private async openCache(
-    disk: DiskRecord,
-    blockCount: number,
-  ): Promise<{ reader: CacheReader | undefined; writer: CacheWriter | undefined }> {
-    const cache = this.ctx.deps.cache;
-    const record = this.ctx.record;
-    let reader: CacheReader | undefined;
-    let writer: CacheWriter | undefined;
-    if (!cache) return { reader, writer };
-    if (disk.mode !== 'full' && disk.digestSource === 'cache') {
-      const fingerprint = plannedOf(record).replicaFingerprint ?? '';
-      const opened = await cache.open(
-        cacheKeyOf(record, disk),
-        { blockSize: record.blockSize, blockCount, digest: record.digest, fingerprint },
-        { signal: this.ctx.signal },
-      );
-      // replanIfCacheLost found it usable a moment ago: the plan is not rewritten under the transfer.
-      if (opened.status !== 'ok') {
-        throw new ConflictError(
-          `the replication cache of disk '${disk.replicaDiskId}' changed while run ${record.runId} was opening it; run the job again`,
-        );
-      }
-      reader = opened.reader;
-    }
-    if (disk.writesCache) {
-      writer = await cache.begin(
-        cacheKeyOf(record, disk),
-        { runId: record.runId, blockSize: record.blockSize, blockCount, digest: record.digest },
-        disk.checkpointBlock,
-      );
-      if (writer.resumedFrom < disk.checkpointBlock) {
-        await writer.close();
-        await cache.abortPending(cacheKeyOf(record, disk), record.runId);
-        writer = undefined;
-        disk.writesCache = false;
-        this.ctx.warn(
-          'W_CACHE_LOST',
-          `the new replication cache of disk '${disk.replicaDiskId}' was lost in the crash; the next run reads the replica`,
-        );
-      }
-    }
-    return { reader, writer };
-  }
-
-  private async rangesFor(
-    source: Hypervisor,
-    disk: DiskRecord,
-    snapshotDisk: DiskRef,
-    allocated: AsyncIterable<{ offset: number; length: number }>,
-  ): Promise<BlockRange[]> {
-    const blockSize = this.ctx.record.blockSize;
-    const blockCount = Math.ceil(disk.size / blockSize);
-    if (disk.mode === 'tracked') {
-      const base = preparedOf(this.ctx.record).start.baseSnapshot;
-      const changes =
-        base &&
-        (await source.changeTracker?.changes(snapshotDisk, base, snapshotOf(this.ctx.record), {
-          signal: this.ctx.signal,
-        }));
-      if (!changes)
-        throw new StateError(`the change tracker no longer knows the changes of disk '${disk.sourceDiskId}'`);
-      return toBlockRanges(changes, blockSize, blockCount, disk.checkpointBlock, {
-        signal: this.ctx.signal,
-        mergeGap: 0,
-      });
-    }
-    return toBlockRanges(allocated, blockSize, blockCount, disk.checkpointBlock, { signal: this.ctx.signal });
   }
 }
 
