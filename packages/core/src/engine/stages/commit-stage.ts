@@ -1,5 +1,5 @@
 import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
-import { cacheKeyOf } from './plan-stage.js';
+import { cacheKeyOf } from './cache-key.js';
 import type { RunContext, Stage } from './stage.js';
 
 /**

@@ -7,7 +7,7 @@ import { ConflictError, StateError } from '../../errors.js';
 import { type BlockRange, toBlockRanges } from '../block-ranges.js';
 import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
 import type { DiskRecord } from '../run-record.js';
-import { cacheKeyOf } from './plan-stage.js';
+import { cacheKeyOf } from './cache-key.js';
 import type { RunContext } from './stage.js';
 
 // What one disk's transfer opens besides its reader and channel: the delta base, the caches, the

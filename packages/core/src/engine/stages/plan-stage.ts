@@ -5,41 +5,15 @@ import { ConflictError } from '../../errors.js';
 import type { DiskFacts } from '../plan/disk-plan.js';
 import { ALWAYS_FULL_METHODS, planDisk } from '../plan/plan-disk.js';
 import { costlierThanBefore } from '../plan/run-cost.js';
-import { plannedOf, preparedOf, type RunJournal, snapshotOf } from '../run-journal.js';
+import { preparedOf, type RunJournal, snapshotOf } from '../run-journal.js';
 import { type DiskRecord, emptyStats, type JobRecord } from '../run-record.js';
+import { emitPlan } from './replan-disk.js';
 import { abandonReplica, rollBack } from './replica-rollback.js';
 import type { RunContext, Stage } from './stage.js';
-
-/** The key of a disk's replication cache: the job, and the replica disk. */
-export function cacheKeyOf(
-  record: Pick<RunJournal, 'job'>,
-  disk: { replicaDiskId: string },
-): { job: string; diskId: string } {
-  return { job: record.job.name, diskId: disk.replicaDiskId };
-}
 
 /** The cache fact of a disk that is not compared with a cache: none used, or a first run that writes one. */
 function cacheOff(cache: ReplicationCacheProvider | undefined): DiskFacts['cache'] {
   return cache ? { status: 'missing' } : { status: 'off' };
-}
-
-/** Facts for a disk journaled by an older version (no facts kept): an ordinary incremental disk. */
-function legacyFacts(record: RunJournal, disk: DiskRecord): DiskFacts {
-  return {
-    forced: false,
-    methodAlwaysFull: false,
-    method: record.job.method,
-    firstSeed: false,
-    baseSnapshotMissing: false,
-    size: disk.size,
-    baseSize: disk.size,
-    backupBaseMissing: false,
-    replicaModified: undefined,
-    direction: record.job.options.direction,
-    cacheRequested: true,
-    cache: { status: 'ok' },
-    tracker: disk.mode === 'tracked' ? 'ok' : 'unavailable',
-  };
 }
 
 /**
@@ -119,7 +93,7 @@ export class PlanStage {
         `disk '${disk.sourceDiskId}' is replicated '${disk.mode}' this run (the last run read less): ${disk.reason!.code}, ${disk.reason!.message}`,
       );
     }
-    this.emitPlan(record.disks);
+    emitPlan(this.ctx, record.disks);
     // From here on the replica is written: it must refuse to start until commit. The plan's part
     // in the journal says so (a rollback undoes the replica's writes when it is there).
     record.stages.plan = {
@@ -128,74 +102,6 @@ export class PlanStage {
     };
     await this.ctx.save();
     await target.markReplica(replica, 'in-progress', { signal: this.ctx.signal });
-  }
-
-  private emitPlan(disks: readonly DiskRecord[]): void {
-    this.ctx.deps.events.emit('plan', {
-      runId: this.ctx.record.runId,
-      job: this.ctx.record.job.name,
-      disks: disks.map((disk) => ({
-        id: disk.sourceDiskId,
-        mode: disk.mode,
-        ...(disk.digestSource ? { digestSource: disk.digestSource } : {}),
-        reason: disk.reason ?? { code: disk.mode === 'full' ? 'FIRST_SEED' : 'INCREMENTAL', message: '', evidence: {} },
-      })),
-    });
-  }
-
-  /**
-   * A disk whose plan trusted a replication cache that is no longer usable (deleted or damaged
-   * since planning, or lost before a resume) is planned again from the same facts and the cache's
-   * new status, and the new plan is journaled before the disk's blocks are read: the journal
-   * always holds the plan that runs.
-   */
-  async replanIfCacheLost(disk: DiskRecord, blockCount: number): Promise<void> {
-    const cache = this.ctx.deps.cache;
-    const record = this.ctx.record;
-    if (!cache && disk.writesCache) {
-      // Resumed by an engine without the cache provider the run planned with.
-      return this.replan(disk, { status: 'off' }, 'there is no replication cache provider');
-    }
-    if (!cache || disk.mode === 'full' || disk.digestSource !== 'cache') return;
-    const opened = await cache.open(
-      this.cacheKey(disk),
-      {
-        blockSize: record.blockSize,
-        blockCount,
-        digest: record.digest,
-        fingerprint: plannedOf(record).replicaFingerprint ?? '',
-      },
-      { signal: this.ctx.signal },
-    );
-    if (opened.status === 'ok') {
-      await opened.reader.close();
-      return;
-    }
-    const status: DiskFacts['cache'] =
-      opened.status === 'missing' ? { status: 'missing' } : { status: 'invalid', reason: opened.reason };
-    await this.replan(disk, status, `the replication cache of disk '${disk.replicaDiskId}' is no longer usable`);
-  }
-
-  /** Plans a disk again with a new cache status, journals it and says so. */
-  private async replan(disk: DiskRecord, status: DiskFacts['cache'], why: string): Promise<void> {
-    const record = this.ctx.record;
-    const facts: DiskFacts = { ...(disk.facts ?? legacyFacts(record, disk)), cache: status };
-    const plan = planDisk(facts);
-    disk.mode = plan.mode;
-    if (plan.digestSource) disk.digestSource = plan.digestSource;
-    else delete disk.digestSource;
-    disk.writesCache = plan.writesCache;
-    disk.reason = plan.reason;
-    disk.facts = facts;
-    // The counters of the plan's blocks are counted again for the new plan.
-    disk.stats.blocksTotal = 0;
-    disk.stats.bytesTotal = 0;
-    this.ctx.warn(
-      'W_CACHE_DISCARDED',
-      `${why}; disk '${disk.sourceDiskId}' is planned again: '${plan.mode}', ${plan.reason.code}`,
-    );
-    this.emitPlan([disk]);
-    await this.ctx.save();
   }
 
   /** The job's last completed run, whose plan this run's is compared with. */
@@ -222,11 +128,6 @@ export class PlanStage {
     if (changes) return 'ok';
     const trackedBefore = before?.mode === 'tracked' || before?.reason?.code === 'TRACKING_RESET';
     return trackedBefore ? 'reset' : 'unavailable';
-  }
-
-  /** The key of a disk's replication cache in this run's job. */
-  cacheKey(disk: { replicaDiskId: string }): { job: string; diskId: string } {
-    return cacheKeyOf(this.ctx.record, disk);
   }
 
   /** Decides whether a disk's replication cache can be trusted; says why not in a warning. */

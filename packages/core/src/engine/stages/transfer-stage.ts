@@ -11,8 +11,9 @@ import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
 import { type DiskRecord, sumStats } from '../run-record.js';
 import { segmentBytes } from '../segment-reader.js';
 import { transferSteps } from '../transfer/transfer-steps.js';
+import { cacheKeyOf } from './cache-key.js';
 import { deltaBaseFor, openBackup, openCache, rangesFor } from './disk-resources.js';
-import { cacheKeyOf, PlanStage } from './plan-stage.js';
+import { replanIfCacheLost } from './replan-disk.js';
 import type { RunContext, Stage } from './stage.js';
 
 /** Bytes per source read of tracked blocks (the segment reader's default), or one block when larger. */
@@ -25,11 +26,7 @@ const SCAN_READ_BYTES = 4 * 1024 * 1024;
  * run's transport; each disk's cache and delta base are opened here and closed when it ends.
  */
 class TransferStage {
-  private readonly planning: PlanStage;
-
-  constructor(private readonly ctx: RunContext) {
-    this.planning = new PlanStage(ctx);
-  }
+  constructor(private readonly ctx: RunContext) {}
 
   /** Sends every disk not done yet, under the job's parallelism; the first failure stops the others. */
   async run(): Promise<void> {
@@ -95,7 +92,7 @@ class TransferStage {
     const snapshotDisk = snapshotOf(record).disks[disk.position]!;
     const replicaDisk = preparedOf(record).replica.disks[disk.position]!;
     const blockCount = Math.ceil(disk.size / record.blockSize);
-    await this.planning.replanIfCacheLost(disk, blockCount);
+    await replanIfCacheLost(this.ctx, disk, blockCount);
     const reader = await source.openReader(snapshotDisk, { signal: options.signal });
     try {
       const ranges = await rangesFor(
