@@ -34,6 +34,7 @@ export type {
   WarningEvent,
 } from './engine/events.js';
 export { FileStateStore } from './engine/file-state-store.js';
+export { toJournal, toRunRecord } from './engine/journal-format.js';
 export {
   type DiskFacts,
   type DiskPlan,
@@ -51,6 +52,17 @@ export {
   type RunOptions,
   type StartOptions,
 } from './engine/run-engine.js';
+export type {
+  CleanupRecord,
+  CommitRecord,
+  PlanRecord,
+  Prepared,
+  PrepareRecord,
+  PrepareStart,
+  RunJournal,
+  SnapshotRecord,
+  StageRecords,
+} from './engine/run-journal.js';
 export type {
   DiskRecord,
   JobRecord,

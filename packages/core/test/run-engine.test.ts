@@ -11,6 +11,7 @@ import {
   type ProgressEvent,
   ReplicationEngine,
   type RunRecord,
+  toJournal,
 } from '../src/index.js';
 import { assertTransition, createNodeHasher } from '../src/internal/index.js';
 import { instanceDriver } from './helpers/instance-driver.js';
@@ -252,7 +253,7 @@ describe('ReplicationEngine', () => {
     const dead = { runId: 'unit-gone', host: hostname(), pid: 999999, startedAt: first.startedAt };
     // A run of another state folder crashed holding the replica and its journal there says so:
     // nothing here may touch the replica.
-    await elsewhere.saveRun({ ...first, runId: 'unit-gone', state: 'transfer', pid: 999999 });
+    await elsewhere.saveRun(toJournal({ ...first, runId: 'unit-gone', state: 'transfer', pid: 999999 }));
     await target.claimReplica(replica, { ...dead, stateDir: elsewhere.location });
     const refused = engine().run(job());
     await expect(refused).rejects.toMatchObject({ code: 'E_CONFLICT' });

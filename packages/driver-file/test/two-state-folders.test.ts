@@ -7,6 +7,7 @@ import {
   type RunRecord,
   registerDriver,
   type StateStore,
+  toRunRecord,
 } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { localTransport } from '@replikit/transport';
@@ -140,7 +141,7 @@ describe('file driver: two state folders run one job at the same time', () => {
       breakAtTransfer = false;
       broken = false;
       const [run] = (await inner.listRuns()).filter((r) => !['completed', 'failed', 'cancelled'].includes(r.state));
-      return run!;
+      return toRunRecord(run!);
     };
     const target = createFileDriver({ root: join(dir, 'replicas') });
     const replica = (await y.run(job)).replica!;
@@ -219,7 +220,9 @@ describe('file driver: two state folders run one job at the same time', () => {
     });
     await expect(engine.run(job)).rejects.toThrow('the state disk is gone');
     transferSaves = -1;
-    const [stopped] = (await inner.listRuns()).filter((r) => r.state === 'plan' || r.state === 'transfer');
+    const [stopped] = (await inner.listRuns())
+      .filter((r) => r.state === 'plan' || r.state === 'transfer')
+      .map(toRunRecord);
     expect(stopped!.disks[0]!.checkpointBlock).toBeGreaterThan(0);
     // An older version wrote overlays without saying which run they belong to.
     const replicaDir = join(dir, 'replicas', stopped!.replica!.id);

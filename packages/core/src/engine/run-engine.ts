@@ -13,10 +13,12 @@ import { type BlockHasher, createNodeHasher } from './block-hasher.js';
 import { BufferShelf } from './buffer-shelf.js';
 import { type DriverRegistry, defaultDriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
+import { toJournal, toRunRecord } from './journal-format.js';
 import { forecastRun } from './plan/forecast-run.js';
 import type { RunForecast } from './plan/run-forecast.js';
 import { adviceFor } from './replica-hold.js';
 import { RunExecution } from './run-execution.js';
+import type { RunJournal } from './run-journal.js';
 import { emptyStats, type RunRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
 import { findUnfinished, type StateStore } from './state-store.js';
@@ -218,8 +220,8 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     }
     const now = new Date().toISOString();
     const hasher = await this.hasherFor(spec.options.strongDigests ? 'sha256' : this.options.digest);
-    const record: RunRecord = {
-      version: 1,
+    const record: RunJournal = {
+      version: 2,
       runId: newRunId(spec.name),
       job: spec,
       state: 'created',
@@ -234,6 +236,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       stats: emptyStats(),
       warnings: [],
       ...(options.full ? { forced: true } : {}),
+      stages: {},
     };
     return this.execute(record, hasher, options, 'run');
   }
@@ -251,11 +254,11 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
    * still drives it, or when the replica is held by another run.
    */
   async resume(runId: string, options: ResumeOptions = {}): Promise<RunRecord> {
-    const record = await this.store.loadRun(runId);
-    if (!record) throw new NotFoundError(`there is no run '${runId}'; \`replikit runs\` lists them`);
-    if (record.version !== 1)
-      throw new StateError(`run ${runId} was journaled by an unknown version (${record.version})`);
-    if (isTerminal(record.state)) return record;
+    const stored = await this.store.loadRun(runId);
+    if (!stored) throw new NotFoundError(`there is no run '${runId}'; \`replikit runs\` lists them`);
+    // A journal of an earlier version (one flat record) resumes as a journal of this one.
+    const record = toJournal(stored);
+    if (isTerminal(record.state)) return toRunRecord(record);
     const hasher = await this.hasherFor(record.digest);
     const mode = options.abandon ? 'abandon' : options.rollback ? 'rollback' : 'resume';
     return this.execute(record, hasher, options, mode);
@@ -299,12 +302,12 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
   }
 
   /** The journaled runs, oldest first. */
-  listRuns(): Promise<RunRecord[]> {
-    return this.store.listRuns();
+  async listRuns(): Promise<RunRecord[]> {
+    return (await this.store.listRuns()).map(toRunRecord);
   }
 
   private async execute(
-    record: RunRecord,
+    record: RunJournal,
     hasher: BlockHasher,
     options: RunOptions,
     mode: 'run' | 'resume' | 'rollback' | 'abandon',
@@ -333,7 +336,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
         record,
         signal,
       );
-      return await execution.drive({ rollback: mode === 'rollback', abandon: mode === 'abandon' });
+      return toRunRecord(await execution.drive({ rollback: mode === 'rollback', abandon: mode === 'abandon' }));
     } finally {
       this.active.delete(record.runId);
       if (!this.options.keepHashers) await hasher.close?.();
