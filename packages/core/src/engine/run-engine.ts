@@ -5,7 +5,7 @@ import type { BackupSink } from '../contracts/backup-sink.js';
 import type { Hypervisor } from '../contracts/hypervisor.js';
 import type { ReplicationCacheProvider } from '../contracts/replication-cache.js';
 import type { Transport } from '../contracts/transport.js';
-import { AbortError, ConflictError, InputError, NotFoundError, StateError } from '../errors.js';
+import { AbortError, ConflictError, InputError, NotFoundError } from '../errors.js';
 import type { JobSpec, JobSpecInput } from '../job/job-spec.js';
 import { parseJob } from '../job/parse-job.js';
 import type { RuleSet } from '../rules/rule.js';
