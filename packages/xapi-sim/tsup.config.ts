@@ -1,7 +1,7 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts', 'src/bin.ts'],
+  entry: { index: 'src/index.ts', bin: 'src/bin.ts', 'abd-agent': 'src/abd/agent-main.ts' },
   dts: { entry: 'src/index.ts' },
   format: ['esm'],
   sourcemap: true,

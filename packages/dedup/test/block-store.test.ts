@@ -3,6 +3,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { recordHeader } from '../src/block-store/pack-format.js';
 import { decodeChunk, encodeChunk, FileBlockStore } from '../src/index.js';
 
 const BLOCK = 65536;
@@ -101,6 +102,31 @@ describe('block store', () => {
     await expect(fresh.restore('vm1', 'run-1', 'd0', join(dir, 'out.raw'))).rejects.toMatchObject({
       code: expect.stringMatching(/E_VERIFY|E_FORMAT/),
     });
+  });
+
+  it('restore refuses a record whose checksums hold but whose content is another chunk, and leaves no file', async () => {
+    const store = new FileBlockStore(dir);
+    const data = new Uint8Array(40 * BLOCK);
+    randomFillSync(data); // raw chunks of equal length: a record's payload can be swapped for another's
+    await backup(store, 'run-1', data);
+    const pack = (await readdir(join(dir, 'packs'))).find((name) => name.endsWith('.pack'))!;
+    const path = join(dir, 'packs', pack);
+    const bytes = await readFile(path);
+    // Record k starts at 8 + k * (48 + payload); give record 30 (late: checks are in flight) record 31's
+    // payload under a header rebuilt for it, so both CRCs pass and only the content address can tell.
+    const payload = (bytes.length - 8) / 40 - 48;
+    const record = (k: number) => 8 + k * (48 + payload);
+    const address = bytes.subarray(record(30) + 4, record(30) + 36);
+    const other = Buffer.from(bytes.subarray(record(31) + 48, record(31) + 48 + payload));
+    recordHeader(address, other).copy(bytes, record(30));
+    other.copy(bytes, record(30) + 48);
+    await writeFile(path, bytes);
+    const out = join(dir, 'out.raw');
+    await expect(new FileBlockStore(dir).restore('vm1', 'run-1', 'd0', out)).rejects.toMatchObject({
+      code: 'E_VERIFY',
+      message: expect.stringContaining('does not match its address'),
+    });
+    expect((await readdir(dir)).filter((name) => name.startsWith('out.raw'))).toEqual([]);
   });
 
   it('gc after deleting a version keeps every other version restorable', async () => {

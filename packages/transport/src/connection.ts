@@ -99,6 +99,11 @@ export class FrameConnection {
     this.decoder.setMaxBlockPayload(bytes);
   }
 
+  /** Raises the bound of `response` frames once the peer is authenticated and answers are expected. */
+  setMaxResponsePayload(bytes: number): void {
+    this.decoder.setMaxResponsePayload(bytes);
+  }
+
   /** The error that ended the connection, if it ended. */
   get error(): ReplikitError | undefined {
     return this.failure;

@@ -25,7 +25,7 @@ import {
 import { availableCodecs } from './codecs.js';
 import { FrameConnection, RemoteError } from './connection.js';
 import { handshake } from './handshake.js';
-import { FEATURE_TARGET } from './protocol/constants.js';
+import { FEATURE_TARGET, MAX_RESPONSE_PAYLOAD } from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
 import { TARGET_OPS } from './target-control-ops.js';
@@ -117,6 +117,8 @@ export class RemoteTargetDriver implements Hypervisor {
       conn.destroy();
       throw error;
     }
+    // The agent is authenticated: its answers may be larger than a control frame (long listings).
+    conn.setMaxResponsePayload(MAX_RESPONSE_PAYLOAD);
     void this.pump(conn);
     return conn;
   }

@@ -1,5 +1,6 @@
 import net from 'node:net';
-import { BlockTarget, createNodeHasher, isReplikitError } from '@replikit/core';
+import { isReplikitError } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import { createFileDriver } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { availableCodecs, codecById, negotiateCodec } from '../src/codecs.js';
@@ -9,6 +10,7 @@ import { createNetworkTransport } from '../src/network-transport.js';
 import type { Message } from '../src/protocol/messages.js';
 import { serveTargetSession } from '../src/target-session.js';
 import { startLinkEmulator } from '../src/testing/link-emulator.js';
+import { BlockTarget } from '../src/wire/block-target.js';
 import {
   createMixedVm,
   createWorld,

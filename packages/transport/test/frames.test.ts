@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { ERROR_CODES } from '@replikit/core';
 import { describe, expect, it } from 'vitest';
 import { availableCodecs, codecByName, maybeCompress } from '../src/codecs.js';
-import { FRAME_MAGIC, FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD } from '../src/protocol/constants.js';
+import {
+  FRAME_MAGIC,
+  FrameType,
+  HEADER_BYTES,
+  MAX_CONTROL_PAYLOAD,
+  MAX_RESPONSE_PAYLOAD,
+} from '../src/protocol/constants.js';
 import { crc32 } from '../src/protocol/crc32.js';
 import { coveredLength } from '../src/protocol/frame-check.js';
 import { FrameDecoder, payloadBound } from '../src/protocol/frame-decoder.js';
@@ -152,6 +158,21 @@ describe('frames', () => {
     view.setUint32(4, 0xffffffff);
     reseal(header);
     expect(() => new FrameDecoder(1 << 20).push(header)).toThrow(/bound is 1048576/);
+  });
+
+  it('bounds a response frame like any control frame until its reader raises the bound', () => {
+    const big: Message = { type: 'response', id: 1, result: { labels: 'x'.repeat(200_000) } };
+    const bytes = concat(encodeMessage(big));
+    expect(() => new FrameDecoder().push(bytes)).toThrow(new RegExp(`bound is ${MAX_CONTROL_PAYLOAD}`));
+    const decoder = new FrameDecoder();
+    decoder.setMaxResponsePayload(MAX_RESPONSE_PAYLOAD);
+    const frames = decoder.push(bytes);
+    expect(frames.map((frame) => parseFrame(frame))).toEqual([big]);
+    const tooBig: Message = { type: 'response', id: 2, result: 'y'.repeat(MAX_RESPONSE_PAYLOAD) };
+    expect(() => encodeMessage(tooBig)).toThrow(/too large/);
+    expect(() => encodeMessage({ type: 'request', id: 3, op: 'x', args: { a: 'z'.repeat(70_000) } })).toThrow(
+      /too large/,
+    );
   });
 
   it('refuses a block frame that is both compressed and a delta, or a delta not shorter than its block', () => {

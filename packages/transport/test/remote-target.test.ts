@@ -182,6 +182,24 @@ describe('remote target: the agent hosts the target side', () => {
     }
   });
 
+  it('lists restore points whose answer is larger than a control frame (long labels, many points)', async () => {
+    const { agent, address } = await startAgent(world, TLS_PSK);
+    const remote = createRemoteTarget({ address, security: TLS_PSK });
+    try {
+      await createMixedVm(world, 'many', 1 * MiB);
+      const run = await remoteEngine(() => createRemoteTarget({ address, security: TLS_PSK })).run(remoteJob('many'));
+      const replica = run.replica!;
+      // 120 points of ~1 KB each: about twice the 64 KiB bound of a control frame.
+      const labels = Array.from({ length: 120 }, (_, i) => `${String(i).padStart(3, '0')}-${'x'.repeat(900)}`);
+      for (const label of labels) await remote.createRestorePoint(replica, label, { retention: 1000 });
+      const points = await remote.listRestorePoints(replica);
+      expect(points.map((p) => p.label)).toEqual([run.runId, ...labels]);
+    } finally {
+      await remote.close();
+      await agent.stop();
+    }
+  });
+
   it('rolls a cancelled run back through the agent: a first replica deleted, a later one reverted', async () => {
     const { agent, address } = await startAgent(world, TLS_PSK);
     const makeRemote = () => createRemoteTarget({ address, security: TLS_PSK });

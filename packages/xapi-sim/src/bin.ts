@@ -42,6 +42,8 @@ async function main(): Promise<number> {
   password: ${password}
   SRs:      ${dir}
   VMs:      ${Object.keys(demo.vms).join(', ')} (CBT on; web-01 running)
+  ABD:      clone 'replikit delegate appliance', set its xenstore_data vm-data/ip (127.x.y.z) and
+            vm-data/replikit/psk (hex key), VM.start: a replikit-agent listens there on port 7400
   NBD:      ${sim.state.nbd === undefined ? 'off' : `port ${sim.state.nbd.port}, certificate in ${sim.tls?.dir}`}
   connect:  createClient({ url: '${sim.url}', auth: { user: 'root', password: '${password}' }, allowUnauthorized: true })
 Press Ctrl-C to stop.`);

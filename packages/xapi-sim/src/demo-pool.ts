@@ -12,7 +12,9 @@ const MiB = 1024 * 1024;
 
 /**
  * Fills a simulator with a small demo pool: a second SR, three VMs with CBT-enabled disks holding
- * some data (one running), and a halted template standing for the delegate appliance.
+ * some data (one running), and the delegate appliance's template (`other_config`
+ * `replikit:abd=template`, a VIF on the management network): a clone of it with its address and
+ * key in `xenstore_data` runs a `replikit-agent` when started (see the README).
  */
 export async function populateDemo(sim: XapiSim): Promise<DemoPool> {
   const session = (await sim.call('session.login_with_password', 'root', sim.credentials.password)) as string;
@@ -57,6 +59,8 @@ export async function populateDemo(sim: XapiSim): Promise<DemoPool> {
     is_a_template: true,
     other_config: { 'replikit:abd': 'template' },
   })) as string;
+  // Its clones come with VIF 0 on the management network: they need only their xenstore_data.
+  await call('VIF.create', { VM: template, network: sim.refs.network, device: '0', MAC: '' });
   await call('session.logout');
   return { vms, template };
 }

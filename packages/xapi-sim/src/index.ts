@@ -1,11 +1,16 @@
 /**
  * `@replikit/xapi-sim`: a simulator of a XenServer/XCP-ng pool on loopback, for testing XAPI
  * clients without a host: XAPI's JSON-RPC and XML-RPC control plane, sessions, tasks, events,
- * and SRs as folders with snapshots and changed block tracking.
+ * SRs as folders with snapshots and changed block tracking, and delegate appliances whose
+ * `VM.start` runs a real `replikit-agent` serving the VDIs plugged into them.
  *
  * @packageDocumentation
  */
 
+export { XEN_ABD_KIND, XenAbdDriver, type XenAbdDriverOptions, xenAbdDriver } from './abd/abd-driver.js';
+export { ABD_KEYS, ABD_MARKER, DEFAULT_ABD_PORT } from './abd/appliance-config.js';
+export { type ApplianceInfo, Appliances } from './abd/appliances.js';
+export { DEVICE_MAP_FILE, type DeviceMap, type PluggedDisk, parseDeviceMap } from './abd/device-map.js';
 export type { CallContext, MethodSpec } from './api/registry.js';
 export { MethodTable } from './api/registry.js';
 export { type DemoPool, populateDemo } from './demo-pool.js';

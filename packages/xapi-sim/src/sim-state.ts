@@ -1,3 +1,4 @@
+import type { Appliances } from './abd/appliances.js';
 import type { CallContext, MethodTable } from './api/registry.js';
 import { startTask } from './api/task-runner.js';
 import { Faults } from './faults.js';
@@ -41,6 +42,8 @@ export class SimState {
   private domid = 0;
   /** Where the NBD server listens and the certificate it presents, once started. */
   nbd: { readonly address: string; readonly port: number; readonly cert: string; readonly subject: string } | undefined;
+  /** The delegate appliances (their agents), once the simulator has started. */
+  abd: Appliances | undefined;
 
   constructor(
     readonly db: Database,

@@ -3,6 +3,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { InputError } from '@replikit/core';
+import { defaultAgentNodeArgs } from './abd/agent-process.js';
+import { type ApplianceInfo, Appliances } from './abd/appliances.js';
 import { registerEvents } from './api/event.js';
 import { registerAllAccessors } from './api/generic.js';
 import { MethodTable } from './api/registry.js';
@@ -74,7 +76,12 @@ export interface XapiSim {
   addSr(name: string, size?: number): Promise<string>;
   /** Failures on demand: a call failing once, a pending-task limit, the unplug race. */
   readonly faults: Faults;
-  /** Stops the server and ends long-polls. */
+  /**
+   * The running delegate appliance `vm` (a VM whose `other_config` has `replikit:abd`): where its
+   * `replikit-agent` listens, its process id and folder; `undefined` when it is not running.
+   */
+  appliance(vm: string): ApplianceInfo | undefined;
+  /** Stops the server, ends long-polls and stops every appliance's agent. */
   close(): Promise<void>;
 }
 
@@ -116,6 +123,8 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     { user: options.user ?? 'root', password: options.password ?? 'password' },
     srDir,
   );
+  const appliances = new Appliances(state, options.dir, defaultAgentNodeArgs());
+  state.abd = appliances;
   const needTls = options.https === true || (options.nbd !== undefined && options.nbd !== false);
   const tls: TlsMaterial | undefined = !needTls
     ? undefined
@@ -152,6 +161,7 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     call: (method, ...params) => state.call(method, params as never),
     guestWrite: (vm, userdevice, offset, data) => guestWrite(state, vm, userdevice, offset, data),
     vdiPath: (vdi) => state.vdiPath(vdi),
+    appliance: (vm) => appliances.info(vm),
     faults: state.faults,
     credentials: state.credentials,
     addSr: (name, size) => addLocalSr(db, options.dir, refs.host, name, size ?? options.srSize ?? 2 ** 40),
@@ -165,6 +175,7 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     },
     async close() {
       state.close();
+      await appliances.close();
       await nbd?.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

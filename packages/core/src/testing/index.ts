@@ -5,8 +5,9 @@
  * @example
  * ```ts
  * import { runDriverConformance } from '@replikit/core/testing';
+ * import { localTransport } from '@replikit/transport';
  *
- * runDriverConformance({ name: 'my-driver', create: async () => createMyDriver(), fixtures });
+ * runDriverConformance({ name: 'my-driver', create: async () => createMyDriver(), fixtures, transport: localTransport() });
  * ```
  *
  * @packageDocumentation
@@ -21,15 +22,11 @@ export {
   checkCloseReleases,
 } from './conformance-checks.js';
 export type { DriverConformanceFixtures, DriverConformanceOptions, SourceVMSpec } from './conformance-types.js';
+export { createMemoryDriver, type MemoryDriverOptions } from './create-memory-driver.js';
 export { runDriverConformance } from './driver-conformance.js';
 export { checkEngineEndToEnd, type EngineCheckOptions } from './engine-check.js';
-export {
-  createMemoryDriver,
-  type MemoryDriver,
-  type MemoryDriverFaults,
-  type MemoryDriverOptions,
-  memoryFixtures,
-} from './memory-driver.js';
-export { MEMORY_BLOCK_SIZE, type MemoryTrackerFaults } from './memory-tracker.js';
+export { MEMORY_BLOCK_SIZE, type MemoryDriver, memoryFixtures } from './memory-driver.js';
+export type { MemoryDriverFaults, MemoryTrackerFaults } from './memory-faults.js';
+
 export { compareBytes, firstDifference, readWholeDisk, testPattern } from './test-data.js';
 export { checkCapabilitiesAgree, checkConcurrentWrites } from './write-and-capability-checks.js';

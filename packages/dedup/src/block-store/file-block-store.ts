@@ -22,17 +22,17 @@ import {
   type BackupVersionSpec,
   ConflictError,
   FormatError,
-  fsyncDirectory,
   InputError,
-  isProcessAlive,
   NotFoundError,
   type OperationOptions,
   ReplikitError,
   throwIfAborted,
   toStorageError,
   VerifyError,
-  writeFileAtomic,
 } from '@replikit/core';
+import { fsyncDirectory, isProcessAlive, writeFileAtomic } from '@replikit/core/internal';
+import { AddressCheck } from './address-check.js';
+import { BackgroundFlush } from './background-flush.js';
 import { decodeChunk, encodeChunk } from './chunk-codec.js';
 import {
   type KeyCheckRecord,
@@ -49,6 +49,7 @@ import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
 import { PackWriter } from './pack-writer.js';
 import { ADDRESS_BYTES, diskFileName, safeSegment, storePaths } from './store-paths.js';
+import { Window } from './task-window.js';
 
 const ZERO_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
 
@@ -124,6 +125,17 @@ export interface FileBlockStoreOptions {
    * encrypted one, is refused (`E_INPUT`, `E_AUTH`) before anything is written.
    */
   keyFile?: string;
+}
+
+/** Chunks a restore decodes ahead of the address checks still running. */
+const RESTORE_CHECKS_IN_FLIGHT = 16;
+/** A restore asks the kernel to write back what it wrote every this many bytes, without waiting. */
+const RESTORE_FLUSH_BYTES = 64 * 1024 * 1024;
+
+function addressMismatch(address: string): VerifyError {
+  return new VerifyError(`chunk ${address} is damaged: its content does not match its address`, {
+    details: { address },
+  });
 }
 
 /** GC rewrites a pack whose live records fill less than this fraction of it. */
@@ -333,6 +345,13 @@ export class FileBlockStore implements BackupSink {
   }
 
   private async readWith(reader: PackReader, address: string): Promise<Uint8Array> {
+    const plain = await this.decodeWith(reader, address);
+    if (this.addressOf(plain).toString('hex') !== address) throw addressMismatch(address);
+    return plain;
+  }
+
+  /** Reads and decodes one chunk (checksums and, when encrypted, its tag checked), its address not yet. */
+  private async decodeWith(reader: PackReader, address: string): Promise<Uint8Array> {
     if (!this.loaded) await this.refresh();
     let location = this.index.chunks.get(address);
     let bytes: Uint8Array | undefined;
@@ -344,13 +363,7 @@ export class FileBlockStore implements BackupSink {
     if (location) bytes = reader.payload(address, location);
     if (!bytes) throw new NotFoundError(`chunk ${address} is missing`);
     if (this.keys) bytes = openChunk(this.keys, Buffer.from(address, 'hex'), bytes, `chunk ${address}`);
-    const plain = decodeChunk(bytes, `chunk ${address}`);
-    if (this.addressOf(plain).toString('hex') !== address) {
-      throw new VerifyError(`chunk ${address} is damaged: its content does not match its address`, {
-        details: { address },
-      });
-    }
-    return plain;
+    return decodeChunk(bytes, `chunk ${address}`);
   }
 
   async begin(spec: BackupVersionSpec, options?: OperationOptions): Promise<BackupSession> {
@@ -505,22 +518,36 @@ export class FileBlockStore implements BackupSink {
       );
     const table = join(this.paths.versionData(vm, id), diskFileName(disk.id));
     const temp = `${outPath}.restoring`;
+    if (!this.loaded) await this.refresh(); // unlocks the keys the address check needs
     const reader = new PackReader(this.paths.packs);
+    const checks = new Window(RESTORE_CHECKS_IN_FLIGHT);
     const handle = await open(temp, 'w').catch((error: unknown) => {
       throw toStorageError(error, `creating ${temp}`);
     });
+    const flush = new BackgroundFlush(handle, RESTORE_FLUSH_BYTES);
     try {
       await handle.truncate(disk.size);
+      const check = new AddressCheck(this.keys ?? null);
       for await (const [index, address] of readTable(table, Math.ceil(disk.size / info.blockSize))) {
         if (!address) continue;
         throwIfAborted(options?.signal);
-        const plain = await this.readWith(reader, address);
-        // A synchronous positional write: no thread-pool round trip per block (the file is ours).
-        writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
+        const plain = await this.decodeWith(reader, address);
+        // The address is checked on the thread pool while the next chunks are read and decoded;
+        // the block is written once it passed (a synchronous positional write: the file is ours).
+        await checks.add(async () => {
+          if (!(await check.matches(plain, address))) throw addressMismatch(address);
+          writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
+          flush.wrote(plain.length);
+        });
       }
+      await checks.drain();
+      await flush.settle();
       await handle.sync();
     } catch (error) {
       reader.close();
+      // No check may write through the descriptor once it is closed (its number could be reused).
+      await checks.drain().catch(() => undefined);
+      await flush.settle().catch(() => undefined);
       await handle.close().catch(() => undefined);
       await rm(temp, { force: true });
       throw toStorageError(error, `restoring disk '${diskId}' of version ${id}`);

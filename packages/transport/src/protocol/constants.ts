@@ -13,6 +13,13 @@ export const HEADER_BYTES = 16;
 /** Largest payload of a control (JSON) frame. */
 export const MAX_CONTROL_PAYLOAD = 64 * 1024;
 
+/**
+ * Largest payload of a `response` frame once the connection is authenticated and its reader
+ * expects answers (a target-control connection): a listing of up to 1,000 restore points with
+ * long labels must fit. Before that, a `response` is bounded like any control frame.
+ */
+export const MAX_RESPONSE_PAYLOAD = 8 * 1024 * 1024;
+
 /** Largest block size a session may use (the job schema's upper bound). */
 export const MAX_BLOCK_SIZE = 16 * 1024 * 1024;
 

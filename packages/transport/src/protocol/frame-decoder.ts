@@ -34,7 +34,8 @@ export interface RawFrame {
 const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
 
 /** The largest payload a frame of `type` may have, given the current bound of block frames. */
-export function payloadBound(type: number, maxBlockPayload: number): number {
+export function payloadBound(type: number, maxBlockPayload: number, maxResponsePayload = MAX_CONTROL_PAYLOAD): number {
+  if (type === FrameType.response) return maxResponsePayload;
   if (CONTROL_TYPES.has(type)) return MAX_CONTROL_PAYLOAD;
   const fixed = FIXED_PAYLOAD.get(type);
   if (fixed !== undefined) return fixed;
@@ -86,9 +87,16 @@ export class FrameDecoder {
    */
   constructor(private maxBlockPayload = MAX_CONTROL_PAYLOAD) {}
 
+  private maxResponsePayload = MAX_CONTROL_PAYLOAD;
+
   /** Sets the bound of `block` frames (fixed part + digest + block size). */
   setMaxBlockPayload(bytes: number): void {
     this.maxBlockPayload = bytes;
+  }
+
+  /** Sets the bound of `response` frames (raised by a reader that authenticated its peer). */
+  setMaxResponsePayload(bytes: number): void {
+    this.maxResponsePayload = bytes;
   }
 
   /** Reads the data of later `block` frames into `arena`'s slots while it has free ones. */
@@ -246,7 +254,7 @@ export class FrameDecoder {
     const type = view.getUint8(3);
     if (!KNOWN_TYPES.has(type)) throw new ProtocolError(`unknown frame type ${type}`, { type });
     const length = view.getUint32(4, false);
-    const bound = payloadBound(type, this.maxBlockPayload);
+    const bound = payloadBound(type, this.maxBlockPayload, this.maxResponsePayload);
     const fixed = FIXED_PAYLOAD.get(type);
     if (length > bound || (fixed !== undefined && length !== fixed)) {
       throw new ProtocolError(`frame of type ${type} claims ${length} bytes of payload; the bound is ${bound}`, {

@@ -12,6 +12,7 @@ import {
   MAX_DIGEST_BYTES,
   MAX_DIGESTS_PER_FRAME,
   MAX_FEATURES,
+  MAX_RESPONSE_PAYLOAD,
   PROTOCOL_VERSION,
 } from './constants.js';
 import { crc32 } from './crc32.js';
@@ -248,7 +249,8 @@ function seal(frame: Uint8Array[]): Uint8Array[] {
 
 function controlFrame(type: number, body: Record<string, unknown>): Uint8Array[] {
   const json = encoder.encode(JSON.stringify(body));
-  if (json.length > MAX_CONTROL_PAYLOAD) throw new ProtocolError(`control frame of ${json.length} bytes is too large`);
+  const bound = type === FrameType.response ? MAX_RESPONSE_PAYLOAD : MAX_CONTROL_PAYLOAD;
+  if (json.length > bound) throw new ProtocolError(`control frame of ${json.length} bytes is too large`);
   const { bytes } = header(type, json.length, json.length);
   bytes.set(json, HEADER_BYTES);
   return [bytes];

@@ -49,6 +49,26 @@ export function dropVbd(sim: SimState, vbd: string): void {
   if (rec.VDI !== NULL_REF) sim.db.removeFromSet('VDI', rec.VDI as string, 'VBDs', vbd);
 }
 
+/** `VM_BAD_POWER_STATE [vm, running, actual]` unless the VM runs (hot-plug needs a running VM). */
+function checkRunning(sim: SimState, vm: string): void {
+  const power = sim.db.field<string>('VM', vm, 'power_state');
+  if (power !== 'Running') throw fault('VM_BAD_POWER_STATE', vm, 'running', power.toLowerCase());
+}
+
+/**
+ * `VDI_IN_USE [vdi, op]` when the VDI is attached through another VBD and one of the two is
+ * read-write (a non-sharable VDI has one writer or only readers), or while it lingers after an
+ * unplug (XAPI's race with tapdisk, `sim.faults.unplugRace`).
+ */
+export function checkVdiFree(sim: SimState, vbd: string, vdi: string, mode: string, op = 'plug'): void {
+  if (sim.faults.isLingering(vdi)) throw fault('VDI_IN_USE', vdi, op);
+  if (sim.db.field<boolean>('VDI', vdi, 'sharable')) return;
+  for (const other of sim.db.field<string[]>('VDI', vdi, 'VBDs')) {
+    if (other === vbd || !sim.db.field<boolean>('VBD', other, 'currently_attached')) continue;
+    if (mode === 'RW' || sim.db.field<string>('VBD', other, 'mode') === 'RW') throw fault('VDI_IN_USE', vdi, op);
+  }
+}
+
 /** `VBD.create`, `destroy`, `plug`, `unplug`. */
 export function registerVbd(table: MethodTable): void {
   table.add({
@@ -75,24 +95,29 @@ export function registerVbd(table: MethodTable): void {
     name: 'VBD.plug',
     arity: 1,
     async: true,
-    run: ({ sim }, a) => {
+    run: async ({ sim }, a) => {
       const vbd = str(a, 0);
       const rec = sim.db.get('VBD', vbd);
       const vm = rec.VM as string;
-      const power = sim.db.field<string>('VM', vm, 'power_state');
-      if (power !== 'Running') throw fault('VM_BAD_POWER_STATE', vm, 'running', power.toLowerCase());
+      checkRunning(sim, vm);
       if (rec.currently_attached === true) throw fault('DEVICE_ALREADY_ATTACHED', vbd);
+      if (rec.VDI !== NULL_REF) checkVdiFree(sim, vbd, rec.VDI as string, rec.mode as string);
       sim.db.update('VBD', vbd, { currently_attached: true });
+      await sim.abd?.devicesChanged(vm);
     },
   });
   table.add({
     name: 'VBD.unplug',
     arity: 1,
     async: true,
-    run: ({ sim }, a) => {
+    run: async ({ sim }, a) => {
       const vbd = str(a, 0);
+      const vm = sim.db.field<string>('VBD', vbd, 'VM');
+      checkRunning(sim, vm);
       if (!sim.db.field<boolean>('VBD', vbd, 'currently_attached')) throw fault('DEVICE_ALREADY_DETACHED', vbd);
       sim.db.update('VBD', vbd, { currently_attached: false });
+      // A running appliance stops seeing the disk before the call returns.
+      await sim.abd?.devicesChanged(vm);
       const vdi = sim.db.field<string>('VBD', vbd, 'VDI');
       if (vdi !== NULL_REF) sim.faults.unplugged(vdi);
     },

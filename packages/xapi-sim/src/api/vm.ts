@@ -5,6 +5,7 @@ import type { XRecord } from '../model/wire.js';
 import type { SimState } from '../sim-state.js';
 import { fault } from '../xapi-fault.js';
 import { type MethodTable, str, strSet } from './registry.js';
+import { checkVdiFree } from './vbd.js';
 import { checkNotBlocked, checkPower, deleteVm, duplicateVm, newVif, powerOff, powerOn } from './vm-ops.js';
 
 const CTOR_SKIP = new Set([
@@ -51,11 +52,12 @@ export function registerVm(table: MethodTable): void {
     name: 'VM.destroy',
     arity: 1,
     async: true,
-    run: ({ sim }, a) => {
+    run: async ({ sim }, a) => {
       const vm = str(a, 0);
       checkNotControlDomain(sim, vm);
       checkNotBlocked(sim, vm, 'destroy');
       checkPower(sim, vm, 'Halted', 'Suspended');
+      await sim.abd?.stop(vm);
       deleteVm(sim, vm);
     },
   });
@@ -63,13 +65,28 @@ export function registerVm(table: MethodTable): void {
     name: 'VM.start',
     arity: 3,
     async: true,
-    run: ({ sim }, a) => {
+    run: async ({ sim }, a) => {
       const vm = str(a, 0);
       checkNotControlDomain(sim, vm);
       if (sim.db.field<boolean>('VM', vm, 'is_a_template')) throw fault('VM_IS_TEMPLATE', vm);
       checkNotBlocked(sim, vm, 'start');
       checkPower(sim, vm, 'Halted');
+      for (const vbd of sim.db.field<string[]>('VM', vm, 'VBDs')) {
+        const rec = sim.db.get('VBD', vbd);
+        if (rec.empty !== true && rec.VDI !== NULL_REF)
+          checkVdiFree(sim, vbd, rec.VDI as string, rec.mode as string, 'start');
+      }
+      // An appliance's configuration and address are checked before anything changes.
+      const abd = sim.abd?.isAppliance(vm) === true ? sim.abd : undefined;
+      abd?.claim(vm);
       powerOn(sim, vm);
+      if (abd === undefined) return;
+      try {
+        await abd.launch(vm);
+      } catch (error) {
+        powerOff(sim, vm);
+        throw error;
+      }
     },
   });
   for (const [name, states] of [
@@ -81,11 +98,12 @@ export function registerVm(table: MethodTable): void {
       name,
       arity: 1,
       async: true,
-      run: ({ sim }, a) => {
+      run: async ({ sim }, a) => {
         const vm = str(a, 0);
         checkNotControlDomain(sim, vm);
         checkNotBlocked(sim, vm, name.slice(3));
         checkPower(sim, vm, ...states);
+        await sim.abd?.stop(vm);
         powerOff(sim, vm);
       },
     });

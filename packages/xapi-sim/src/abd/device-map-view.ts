@@ -1,0 +1,81 @@
+import { constants } from 'node:fs';
+import { lstat, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { InputError, IoError, NotFoundError, toStorageError } from '@replikit/core';
+import { DEVICE_MAP_FILE, type DeviceMap, isUuid, type PluggedDisk, parseDeviceMap } from './device-map.js';
+
+/** A plugged disk the appliance may use, with the path of its data file. */
+export interface VisibleDisk extends PluggedDisk {
+  /** The VDI's data file: `<SR folder>/<vdi uuid>.raw`, never anything else. */
+  readonly path: string;
+}
+
+/**
+ * The agent's view of its appliance's device map: read again whenever the file changed (the
+ * simulator renames a new one over it, so a changed inode or time means a new plug state), and
+ * checked on every I/O so that a disk unplugged a moment ago is refused.
+ */
+export class DeviceMapView {
+  private readonly path: string;
+  private cached: { key: string; map: DeviceMap } | undefined;
+
+  /** @param root - the appliance's folder, holding `devices.json`. */
+  constructor(root: string) {
+    this.path = join(root, DEVICE_MAP_FILE);
+  }
+
+  /** The device map as it is now. */
+  async current(): Promise<DeviceMap> {
+    let key: string;
+    try {
+      const st = await lstat(this.path, { bigint: true });
+      if (!st.isFile()) throw new IoError(`${this.path} is not a regular file`);
+      key = `${st.ino}:${st.mtimeNs}:${st.size}`;
+    } catch (error) {
+      throw toStorageError(error, `reading the appliance device map ${this.path}`);
+    }
+    if (this.cached?.key === key) return this.cached.map;
+    const fh = await open(this.path, constants.O_RDONLY | constants.O_NOFOLLOW).catch((error: unknown) => {
+      throw toStorageError(error, `reading the appliance device map ${this.path}`);
+    });
+    try {
+      const map = parseDeviceMap(await fh.readFile('utf8'));
+      this.cached = { key, map };
+      return map;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * The plugged disk named `id` — a VDI uuid, or `device:<userdevice>` — with its data file, or
+   * an error: `E_NOT_FOUND` when it is not plugged (any more), `E_INPUT` when it lies on an SR the
+   * appliance is not configured to see or is plugged read-only and `write` is asked.
+   */
+  async resolve(id: string, write = false): Promise<VisibleDisk> {
+    const map = await this.current();
+    const byDevice = /^device:(\d{1,3})$/.exec(id)?.[1];
+    const disk = map.disks.find((d) => (byDevice === undefined ? d.vdi === id : d.device === byDevice));
+    const who = `appliance '${map.appliance.name}' (${map.appliance.uuid})`;
+    if (disk === undefined) {
+      throw new NotFoundError(`disk '${id}' is not plugged into ${who}; plug its VBD (VBD.plug) first`, {
+        details: { disk: id, appliance: map.appliance.uuid },
+      });
+    }
+    const folder = map.srs[disk.sr];
+    if (folder === undefined) {
+      throw new InputError(
+        `VDI ${disk.vdi} is on SR ${disk.sr}, which ${who} is not configured to see; add the SR to its xenstore_data vm-data/replikit/srs`,
+        { details: { vdi: disk.vdi, sr: disk.sr, appliance: map.appliance.uuid } },
+      );
+    }
+    if (write && disk.mode !== 'RW') {
+      throw new InputError(`VDI ${disk.vdi} is plugged into ${who} read-only (VBD mode RO); it cannot be written`, {
+        details: { vdi: disk.vdi, appliance: map.appliance.uuid },
+      });
+    }
+    // The file name comes from a checked uuid and nothing else: a data file stays in its SR folder.
+    if (!isUuid(disk.vdi)) throw new InputError(`VDI uuid '${disk.vdi}' is malformed`);
+    return { ...disk, path: join(folder, `${disk.vdi}.raw`) };
+  }
+}
