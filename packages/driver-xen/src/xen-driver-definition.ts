@@ -1,5 +1,5 @@
 import { BUILTIN_DRIVER_KINDS, type Capabilities, defineDriver } from '@replikit/core';
-import { XenConnection } from './xapi/xen-connection.js';
+import { XenConnection, type XenConnectionOptions } from './xapi/xen-connection.js';
 import { XEN_DRIVER_KIND, XenDriver } from './xen-driver.js';
 import { type XenDriverOptions, xenDriverOptionsSchema } from './xen-options.js';
 
@@ -7,12 +7,16 @@ import { type XenDriverOptions, xenDriverOptionsSchema } from './xen-options.js'
 export const XEN_KIND_CAPABILITIES: Capabilities = BUILTIN_DRIVER_KINDS.get(XEN_DRIVER_KIND)!;
 
 /**
- * Connects to the pool the options name and returns a {@link XenDriver}.
+ * Connects to the pool the options name and returns a {@link XenDriver}. `tuning` sets the
+ * retry policy, gives a cancel signal for the login and a warning sink.
  *
  * @throws `E_AUTH` when the credentials cannot be resolved, the login is refused or the pinned
  * certificate does not match.
  */
-export async function createXenDriver(options: XenDriverOptions, signal?: AbortSignal): Promise<XenDriver> {
+export async function createXenDriver(
+  options: XenDriverOptions,
+  tuning: Pick<XenConnectionOptions, 'retry' | 'signal' | 'onWarning'> = {},
+): Promise<XenDriver> {
   const connection = await XenConnection.open({
     url: options.url,
     user: options.user,
@@ -20,7 +24,7 @@ export async function createXenDriver(options: XenDriverOptions, signal?: AbortS
     credentialsFile: options.credentialsFile,
     fingerprint: options.fingerprint,
     allowUnauthorized: options.allowUnauthorized,
-    signal,
+    ...tuning,
   });
   return new XenDriver(connection, { nbdConnections: options.nbdConnections, preferNbd: options.preferNbd });
 }

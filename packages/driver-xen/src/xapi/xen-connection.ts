@@ -101,7 +101,16 @@ export class XenConnection {
   callAsync<T>(method: string, args: unknown[], options: CallOptions = {}): Promise<T> {
     const { signal } = options;
     return this.retrying(method, signal, options.retryInUse !== false, async () => {
-      const task = await raceAbort(this.xapi.call<string>(`Async.${method}`, ...args), signal);
+      const creating = this.xapi.call<string>(`Async.${method}`, ...args);
+      let task: string;
+      try {
+        task = await raceAbort(creating, signal);
+      } catch (error) {
+        // Aborted while XAPI was creating the task: wait for its ref (an Async call answers at
+        // once) and cancel it, so no task runs on after the caller was told it was cancelled.
+        if (signal?.aborted) await creating.then((ref) => this.xapi.call('task.cancel', ref)).catch(() => undefined);
+        throw error;
+      }
       const result = this.xapi.watchTask<T>(task);
       try {
         return await raceAbort(result, signal);

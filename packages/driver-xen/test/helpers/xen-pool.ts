@@ -15,7 +15,7 @@ export interface TestPool {
   /** Calls a XAPI method in-process with a session of the test. */
   call<T = unknown>(method: string, ...args: unknown[]): Promise<T>;
   /** A connected driver (the test closes it). */
-  driver(extra?: Record<string, unknown>): Promise<XenDriver>;
+  driver(extra?: Record<string, unknown>, connection?: Parameters<typeof createXenDriver>[1]): Promise<XenDriver>;
   /** A running VM with empty disks of `sizes` bytes, CBT on unless `cbt: false`. */
   makeVM(name: string, sizes: number[], options?: { cbt?: boolean }): Promise<{ ref: string; uuid: string }>;
   /** The guest of VM `vmUuid` writes `data` at `offset` of its disk `diskUuid`. */
@@ -35,7 +35,7 @@ export async function startPool(options: Partial<XapiSimOptions> = {}): Promise<
     sim,
     dir,
     call,
-    driver: (extra = {}) =>
+    driver: (extra = {}, connection = {}) =>
       createXenDriver(
         xenDriverOptionsSchema.parse({
           url: sim.url,
@@ -43,6 +43,7 @@ export async function startPool(options: Partial<XapiSimOptions> = {}): Promise<
           ...(sim.url.startsWith('https') ? { allowUnauthorized: true } : {}),
           ...extra,
         }),
+        connection,
       ),
     async makeVM(name, sizes, { cbt = true } = {}) {
       const ref = await call<string>('VM.create', { name_label: name, VCPUs_max: 2, memory_static_max: 2 ** 30 });
