@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
-import { AbstractDiskReader, IoError, type OperationOptions } from '@replikit/core';
+import { AbstractDiskReader, type Extent, IoError, type OperationOptions } from '@replikit/core';
+import { vhdAllocation } from './vhd-allocation.js';
 import type { XenConnection } from './xapi/xen-connection.js';
 
 /**
@@ -44,6 +45,12 @@ export class HttpRawReader extends AbstractDiskReader {
       this.position += take;
       filled += take;
     }
+  }
+
+  protected override async *_allocated(options?: OperationOptions): AsyncIterable<Extent> {
+    const extents = await vhdAllocation(this.connection, this.vdiRef, this.size, options?.signal);
+    if (extents) yield* extents;
+    else yield { offset: 0, length: this.size };
   }
 
   protected override async _close(): Promise<void> {

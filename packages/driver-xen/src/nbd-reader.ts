@@ -1,4 +1,4 @@
-import { AbstractDiskReader, type OperationOptions } from '@replikit/core';
+import { AbstractDiskReader, type Extent, type OperationOptions } from '@replikit/core';
 import type { HttpRawReader } from './http-raw-reader.js';
 import type { NbdExport } from './nbd/nbd-export.js';
 
@@ -10,6 +10,7 @@ export class NbdDiskReader extends AbstractDiskReader {
   constructor(
     private readonly nbd: NbdExport,
     private readonly makeTail: () => HttpRawReader,
+    private readonly allocation: (signal?: AbortSignal) => Promise<Extent[] | undefined>,
     size: number,
     what: string,
   ) {
@@ -31,6 +32,12 @@ export class NbdDiskReader extends AbstractDiskReader {
       this.tail ??= this.makeTail();
       await this.tail.readInto(offset + head, target.subarray(head), options);
     }
+  }
+
+  protected override async *_allocated(options?: OperationOptions): AsyncIterable<Extent> {
+    const extents = await this.allocation(options?.signal);
+    if (extents) yield* extents;
+    else yield { offset: 0, length: this.size };
   }
 
   protected override async _close(): Promise<void> {

@@ -15,6 +15,7 @@ import { changedExtents } from './cbt-bitmap.js';
 import { HttpRawReader } from './http-raw-reader.js';
 import { NbdExport } from './nbd/nbd-export.js';
 import { NbdDiskReader } from './nbd-reader.js';
+import { vhdAllocation } from './vhd-allocation.js';
 import { wrapXapiError, xapiCodeOf } from './xapi/xapi-error.js';
 import type { XenConnection } from './xapi/xen-connection.js';
 import {
@@ -158,8 +159,12 @@ export class XenDriver extends AbstractHypervisor {
     if (record.type === 'cbt_metadata') {
       throw new NotFoundError(`the data of snapshot disk '${disk.id}' was destroyed (only its CBT metadata is kept)`);
     }
-    if (record.is_a_snapshot !== true || Number(record.virtual_size) !== disk.size) {
-      throw new NotFoundError(`VDI ${String(record.uuid)} is not the snapshot disk '${disk.id}' names`);
+    const liveUuid = await this.connection
+      .call<string>('VDI.get_uuid', [record.snapshot_of], { signal })
+      .catch(() => undefined); // the live disk may be gone; the snapshot still reads
+    const named = disk.id === liveUuid || (liveUuid === undefined && disk.id === record.uuid);
+    if (record.is_a_snapshot !== true || Number(record.virtual_size) !== disk.size || !named) {
+      throw new NotFoundError(`no snapshot disk '${disk.id}' in snapshot '${disk.snapshotId}'`);
     }
     const what = `snapshot disk '${disk.id}'`;
     const http = () => new HttpRawReader(this.connection, vdiRef, disk.size, what);
@@ -184,7 +189,8 @@ export class XenDriver extends AbstractHypervisor {
             nbd.close();
             throw new NotFoundError(`the NBD export of '${disk.id}' has ${nbd.size} bytes, not ${disk.size}`);
           }
-          return new NbdDiskReader(nbd, http, disk.size, what);
+          const allocation = (s?: AbortSignal) => vhdAllocation(this.connection, vdiRef, disk.size, s);
+          return new NbdDiskReader(nbd, http, allocation, disk.size, what);
         } catch (error) {
           if (error instanceof AuthError || signal?.aborted || error instanceof NotFoundError) throw error;
           // NBD not reachable: the HTTP export reads the same bytes, more slowly.
@@ -224,6 +230,15 @@ export class XenDriver extends AbstractHypervisor {
     return (async function* () {
       yield* extents;
     })();
+  }
+
+  protected override async _power(vmId: string, op: 'start' | 'shutdown', options?: OperationOptions): Promise<void> {
+    const signal = options?.signal;
+    const ref = await this.refOf('VM', vmId, options);
+    const state = await this.connection.call<string>('VM.get_power_state', [ref], { signal });
+    if (op === 'start' && state === 'Halted')
+      await this.connection.callAsync('VM.start', [ref, false, false], { signal });
+    if (op === 'shutdown' && state !== 'Halted') await this.connection.callAsync('VM.shutdown', [ref], { signal });
   }
 
   protected override _wrapError(error: unknown, what: string, signal?: AbortSignal): ReplikitError {

@@ -12,6 +12,8 @@ declare module 'xen-api' {
     call<T = unknown>(method: string, ...args: unknown[]): Promise<T>;
     /** Waits for a task to finish, through events; resolves with its parsed result. */
     watchTask<T = unknown>(ref: string): Promise<T>;
+    /** Resolves once the watched classes were fetched for the first time. */
+    readonly objectsFetched: Promise<void>;
     /** The session reference once connected. */
     readonly sessionId: string;
   }
