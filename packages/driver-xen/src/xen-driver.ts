@@ -71,6 +71,8 @@ export class XenDriver extends AbstractHypervisor {
   readonly capabilities = XEN_SOURCE_CAPABILITIES;
   private readonly nbdConnections: number;
   private readonly preferNbd: boolean;
+  /** Changed extents by `<base VDI uuid> <current VDI uuid>` (snapshots are immutable). */
+  private readonly changedBlocks = new Map<string, Extent[]>();
 
   constructor(
     /** The pool session (closed with the driver). */
@@ -217,6 +219,9 @@ export class XenDriver extends AbstractHypervisor {
       [baseRef, currentRef].map((ref) => this.connection.call<XRecord>('VDI.get_record', [ref], { signal })),
     );
     if (from?.cbt_enabled !== true || to?.cbt_enabled !== true) return undefined; // CBT off
+    const key = `${snapshotVdiUuid(baseDisk)} ${snapshotVdiUuid(currentDisk)}`;
+    const known = this.changedBlocks.get(key);
+    if (known) return iterate(known);
     let bitmap: string;
     try {
       bitmap = await this.connection.call<string>('VDI.list_changed_blocks', [baseRef, currentRef], { signal });
@@ -227,9 +232,12 @@ export class XenDriver extends AbstractHypervisor {
     }
     const extents = changedExtents(bitmap, currentDisk.size);
     if (!extents) return undefined;
-    return (async function* () {
-      yield* extents;
-    })();
+    // Two snapshot VDIs never change, so neither does their bitmap. Keeping it matters: XAPI
+    // refuses list_changed_blocks (VDI_IN_USE) while the newer VDI is attached, as it is to dom0
+    // while its NBD reader is open — and the engine asks again during the transfer.
+    this.changedBlocks.set(key, extents);
+    if (this.changedBlocks.size > 256) this.changedBlocks.delete(this.changedBlocks.keys().next().value!);
+    return iterate(extents);
   }
 
   protected override async _power(vmId: string, op: 'start' | 'shutdown', options?: OperationOptions): Promise<void> {
@@ -294,6 +302,10 @@ export class XenDriver extends AbstractHypervisor {
       throw error;
     }
   }
+}
+
+async function* iterate(extents: readonly Extent[]): AsyncIterable<Extent> {
+  for (const e of extents) yield { ...e };
 }
 
 /** The uuid of a snapshot disk's own VDI (kept in `meta.vdi`). */
