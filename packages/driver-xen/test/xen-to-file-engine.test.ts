@@ -70,4 +70,46 @@ describe('the engine replicates a xen VM to the file driver (Q-Hybrid)', () => {
       }
     });
   }
+
+  it('after a tracked run, a CBT reset gives a hash-diff run with reason TRACKING_RESET, then tracked runs again', async () => {
+    const size = 8 * MiB;
+    const vm = await pool.makeVM('reset', [size]);
+    const disk = (await xen.getVM(vm.uuid)).disks[0]!;
+    const write = (offset: number, seed: number) => pool.writeGuest(vm.uuid, disk.id, offset, testPattern(seed, 9000));
+    await write(12_345, 1);
+    const drivers = new DriverRegistry().register(xenDriver).register(fileDriver);
+    const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers });
+    const job = {
+      name: 'reset',
+      source: { driver: 'xen', url: pool.sim.url, passwordEnv: PASSWORD_ENV, vm: 'reset' },
+      target: { driver: 'file', root: join(dir, 'replicas'), reflink: false },
+      method: 'qhybrid',
+    };
+    const target = createFileDriver({ root: join(dir, 'replicas') });
+    const runAndCompare = async () => {
+      const run = await engine.run(job);
+      expect(run.outcome, JSON.stringify(run.error)).toBe('completed');
+      const replica = (await target.listVMs())[0]!;
+      const source = await readWholeDisk(xen, run.snapshot!.disks[0]!);
+      expect(compareBytes(await readWholeDisk(target, replica.disks[0]!), source)).toBe('equal');
+      return run.disks[0]!;
+    };
+    try {
+      expect((await runAndCompare()).mode).toBe('full');
+      await write(1, 4);
+      expect((await runAndCompare()).mode).toBe('tracked');
+      // core calls a tracker that stops vouching a reset only after a tracked run
+      const live = await pool.call<string>('VDI.get_by_uuid', disk.id);
+      await pool.call('VDI.disable_cbt', live);
+      await pool.call('VDI.enable_cbt', live);
+      await write(3 * MiB + 1, 2);
+      const second = await runAndCompare();
+      expect([second.mode, second.reason?.code]).toEqual(['hash-diff', 'TRACKING_RESET']);
+      await write(7 * MiB, 3);
+      expect((await runAndCompare()).mode).toBe('tracked');
+    } finally {
+      await engine.close();
+      await target.close();
+    }
+  });
 });
