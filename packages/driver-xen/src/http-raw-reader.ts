@@ -3,9 +3,13 @@ import { AbstractDiskReader, type Extent, IoError, type OperationOptions } from 
 import { vhdAllocation } from './vhd-allocation.js';
 import type { XenConnection } from './xapi/xen-connection.js';
 
+/** Exports that may drop during one read before it fails. */
+const MAX_DROPS = 3;
+
 /**
  * Reads a VDI through `GET /export_raw_vdi?format=raw`: a stream from byte 0. Forward reads skip
- * ahead on the open stream; a read behind it opens a new one. The fallback when NBD is not offered.
+ * ahead on the open stream; a read behind it opens a new one, and so does an export that
+ * drops (up to three times per read), skipping to where it stopped. The fallback when NBD is not offered.
  */
 export class HttpRawReader extends AbstractDiskReader {
   private stream: IncomingMessage | undefined;
@@ -25,12 +29,27 @@ export class HttpRawReader extends AbstractDiskReader {
   }
 
   protected async _readInto(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void> {
-    if (!this.iterator || offset < this.position) await this.reopen(options?.signal);
+    const signal = options?.signal;
+    if (!this.iterator || offset < this.position) await this.reopen(signal);
     let filled = 0;
+    let drops = 0;
     while (filled < target.length) {
       if (this.leftover.length === 0) {
-        const next = await this.iterator!.next();
-        if (next.done) throw new IoError(`${this.what}: the raw export ended at byte ${this.position} of ${this.size}`);
+        let next: IteratorResult<Buffer>;
+        try {
+          next = await this.iterator!.next();
+          if (next.done)
+            throw new IoError(`${this.what}: the raw export ended at byte ${this.position} of ${this.size}`);
+        } catch (error) {
+          // A dropped export: start a new one and skip back to where this one stopped.
+          if (signal?.aborted || ++drops > MAX_DROPS) throw error;
+          const resumeAt = offset + filled;
+          await this.reopen(signal);
+          offset = resumeAt;
+          target = target.subarray(filled);
+          filled = 0;
+          continue;
+        }
         this.leftover = next.value;
       }
       const skip = Math.min(this.leftover.length, Math.max(0, offset - this.position));

@@ -146,3 +146,24 @@ describe('the xen source side against the simulator', () => {
     expect(await count()).toEqual(before);
   });
 });
+
+describe('the raw HTTP export as a fallback', () => {
+  it('an export cut mid-stream is opened again and the read completes with the right bytes', async () => {
+    const pool = await startPool({ nbd: false });
+    const hv = await pool.driver();
+    try {
+      const vm = await pool.makeVM('cut', [4 * MiB]);
+      const disk = (await hv.getVM(vm.uuid)).disks[0]!;
+      const data = new Uint8Array(4 * MiB).map((_, i) => (i * 13) % 251);
+      await pool.writeGuest(vm.uuid, disk.id, 0, data);
+      const snap = await hv.snapshot(vm.uuid, 'cut');
+      pool.sim.faults.dropNextExportAfter = 2.5 * MiB;
+      const bytes = await readWholeDisk(hv, snap.disks[0]!);
+      expect(pool.sim.faults.dropNextExportAfter).toBeUndefined(); // the fault fired
+      expect(Buffer.compare(bytes, data)).toBe(0);
+    } finally {
+      await hv.close();
+      await pool.close();
+    }
+  });
+});
