@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { XenDriver } from '../src/index.js';
+import { startRpcCuttingProxy } from './helpers/rpc-cutting-proxy.js';
 import { startPool, type TestPool } from './helpers/xen-pool.js';
 
 const FAST = { retry: { attempts: 4, baseDelayMs: 1, maxDelayMs: 5 } };
@@ -56,6 +57,21 @@ describe('the XAPI connection: retries, cancellation, errors', () => {
     );
     expect(tasks.filter((t) => t.status === 'pending')).toEqual([]);
     expect((await hv.listSnapshots(vm.uuid)).map((s) => s.label)).not.toContain('cancelled');
+  });
+
+  it('retries a call whose connection dropped before XAPI saw it, and takes one snapshot', async () => {
+    const vm = await pool.makeVM('dropped', [1 << 20]);
+    const proxy = await startRpcCuttingProxy(Number(new URL(pool.sim.url).port), 'Async.VM.snapshot');
+    const viaProxy = await pool.driver({ url: proxy.url }, FAST);
+    try {
+      const snap = await viaProxy.snapshot(vm.uuid, 'through a cut');
+      expect(proxy.cuts()).toBe(1);
+      expect(viaProxy.connection.retries.get('DROPPED_CONNECTION')).toBe(1);
+      expect((await hv.listSnapshots(vm.uuid)).map((s) => s.id)).toEqual([snap.id]);
+    } finally {
+      await viaProxy.close();
+      await proxy.close();
+    }
   });
 
   it('an unknown VM is E_NOT_FOUND, by uuid or by a hostile name', async () => {
