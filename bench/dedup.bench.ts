@@ -27,6 +27,7 @@ import {
 } from '@replikit/core';
 import { createHashingPool, FileCacheProvider } from '@replikit/dedup';
 import { createFileVM, fileDriver, openGuestDisk } from '@replikit/driver-file';
+import { localTransport } from '@replikit/transport';
 
 const BLOCK = 64 * 1024;
 /** Tries of each full-scan measurement (interleaved with `cat`), of which the medians are shown. */
@@ -165,6 +166,7 @@ export async function run(flags: string[]): Promise<void> {
     await fillImage(image, size, allocated);
     const engineFor = (hideTracking: boolean) =>
       new ReplicationEngine({
+        transport: localTransport(),
         stateStore: new FileStateStore(join(dir, 'state')),
         drivers: new DriverRegistry().register(
           defineDriver({

@@ -13,7 +13,8 @@ import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { formatBytes, parseSize, type RunRecord } from '@replikit/core';
+import type { RunRecord } from '@replikit/core';
+import { formatBytes, parseSize } from '@replikit/core';
 import { createFileVM, openGuestDisk } from '@replikit/driver-file';
 import { fillImage } from './dedup.bench.js';
 

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, formatBytes, parseSize, ReplicationEngine } from '@replikit/core';
 import { createHashingPool, FileBlockStore, FileCacheProvider } from '@replikit/dedup';
 import { createFileVM, fileDriver } from '@replikit/driver-file';
+import { localTransport } from '@replikit/transport';
 import { fillImage, guestWrites } from './dedup.bench.js';
 
 function flag(flags: string[], name: string, fallback: string): string {
@@ -39,6 +40,7 @@ export async function run(flags: string[]): Promise<void> {
     const store = new FileBlockStore(join(dir, 'sp', 'store'), keyFile ? { keyFile } : {});
     const engineFor = (name: string, backup?: FileBlockStore) =>
       new ReplicationEngine({
+        transport: localTransport(),
         stateStore: new FileStateStore(join(dir, name, 'state')),
         drivers: new DriverRegistry().register(fileDriver),
         digest: 'xxh128',

@@ -20,14 +20,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import {
-  type BlockHasher,
-  type DiskWriter,
-  formatBytes,
-  type Hypervisor,
-  parseSize,
-  type Replica,
-} from '@replikit/core';
+import type { BlockHasher, DiskWriter, Hypervisor, Replica } from '@replikit/core';
+import { formatBytes, parseSize } from '@replikit/core';
 import { createHashingPool } from '@replikit/dedup';
 import {
   availableCodecs,

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStateStore, formatBytes, ReplicationEngine, registerDriver } from '@replikit/core';
 import { createFileVM, fileDriver, writeGuestDisk } from '@replikit/driver-file';
+import { localTransport } from '@replikit/transport';
 
 const dir = await mkdtemp(join(tmpdir(), 'replikit-example-'));
 try {
@@ -13,7 +14,10 @@ try {
   await createFileVM(join(dir, 'vms'), { name: 'web', disks: [{ id: 'system', size: 64 * 1024 * 1024 }] });
   await writeGuestDisk(join(dir, 'vms'), 'web', 'system', 0, new Uint8Array(8 * 1024 * 1024).fill(42));
 
-  const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')) });
+  const engine = new ReplicationEngine({
+    transport: localTransport(),
+    stateStore: new FileStateStore(join(dir, 'state')),
+  });
   engine.on('state', (event) => console.log(`  ${event.to}`));
   const job = {
     name: 'example',

@@ -101,6 +101,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStateStore, ReplicationEngine, registerDriver } from '@replikit/core';
 import { createFileVM, fileDriver, fileVmPaths, readVmJson, writeGuestDisk } from '@replikit/driver-file';
+import { localTransport } from '@replikit/transport';
 
 const dir = await mkdtemp(join(tmpdir(), 'replikit-consumer-'));
 try {
@@ -109,7 +110,7 @@ try {
   registerDriver(fileDriver);
   await createFileVM(vms, { name: 'web', disks: [{ id: 'system', size: 8 * 1024 * 1024 }] });
   await writeGuestDisk(vms, 'web', 'system', 1024 * 1024, new Uint8Array(256 * 1024).fill(42));
-  const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')) });
+  const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), transport: localTransport() });
   const job = { name: 'consumer', source: { driver: 'file', root: vms, vm: 'web' }, target: { driver: 'file', root: replicas }, method: 'qhybrid' };
   const run = await engine.run(job);
   if (run.state !== 'completed') throw new Error('the run ended ' + run.state);
@@ -131,7 +132,7 @@ import { type JobSpecInput, ReplicationEngine, FileStateStore, type RunRecord, r
 import { runDriverConformance } from '@replikit/core/testing';
 import { createFileDriver, fileDriver } from '@replikit/driver-file';
 import { createHashingPool } from '@replikit/dedup';
-import { createAgent, type Security } from '@replikit/transport';
+import { createAgent, localTransport, type Security } from '@replikit/transport';
 import * as formats from '@replikit/formats';
 import { main } from '@replikit/cli';
 
@@ -140,7 +141,7 @@ const job: JobSpecInput = { name: 'typed', source: { driver: 'file', root: '/srv
 const security: Security = { kind: 'tls', psk: { identity: 'x', key: new Uint8Array(32) } };
 export const agent = createAgent({ target: createFileDriver({ root: '/dr' }), security, hasher: (algorithm) => createHashingPool({ algorithm }) });
 export async function once(): Promise<RunRecord> {
-  return new ReplicationEngine({ stateStore: new FileStateStore('.replikit') }).run(job);
+  return new ReplicationEngine({ stateStore: new FileStateStore('.replikit'), transport: localTransport() }).run(job);
 }
 export const used = [runDriverConformance, formats, main] as const;
 `;

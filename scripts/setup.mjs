@@ -94,7 +94,12 @@ function ensureDependencies(pnpm) {
   run(pnpm, ['install', ...frozen], { env: { CI: process.env.CI ?? 'true' } });
 }
 
-/** The workspace packages in dependency order: a package comes after the packages it uses. */
+/**
+ * The workspace packages in dependency order: a package comes after the packages it uses at run
+ * time. Dev dependencies are left out: tests may use a package that depends on the one under test
+ * (core's tests run the engine with @replikit/transport's in-process transport), a cycle a build
+ * order cannot follow, and a build never needs them.
+ */
 function packagesInBuildOrder() {
   const manifests = new Map(
     packageDirs().map((dir) => [dir, JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'))]),
@@ -104,7 +109,7 @@ function packagesInBuildOrder() {
   const visit = (dir) => {
     if (ordered.includes(dir)) return;
     const manifest = manifests.get(dir);
-    for (const dependency of Object.keys({ ...manifest.dependencies, ...manifest.devDependencies })) {
+    for (const dependency of Object.keys({ ...manifest.dependencies, ...manifest.peerDependencies })) {
       const dependencyDir = byName.get(dependency);
       if (dependencyDir && dependencyDir !== dir) visit(dependencyDir);
     }

@@ -1,9 +1,9 @@
-import { createInProcessTransport, type EngineOptions } from '@replikit/core';
+import type { EngineOptions } from '@replikit/core';
 import type { TransportContext, TransportSection } from './transport-option.js';
 
 /**
- * The network side of the CLI (`@replikit/transport`, TLS and all), imported only for a job whose
- * `transport` section asks for TCP or TLS: a local run does not pay for loading it.
+ * The network side of the CLI (TLS and all), imported only for a job whose `transport` section
+ * asks for TCP or TLS: a local run does not pay for loading it.
  */
 function network() {
   return Promise.all([import('@replikit/transport'), import('./transport-option.js')]);
@@ -20,7 +20,10 @@ function isLocal(job: { transport?: unknown }): boolean {
 export function cliTransport(context: TransportContext): NonNullable<EngineOptions['transport']> {
   return async (target, run, hasher) => {
     // A remote target only comes from a network section (cliTargetDriver), so a local one is in-process.
-    if (isLocal(run.job)) return createInProcessTransport({ target, ...(hasher ? { hasher: () => hasher } : {}) });
+    if (isLocal(run.job)) {
+      const { createInProcessTransport } = await import('@replikit/transport');
+      return createInProcessTransport({ target, ...(hasher ? { hasher: () => hasher } : {}) });
+    }
     const [transport, option] = await network();
     return transport.isRemoteTarget(target)
       ? target.transport

@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import {
   type BlockHasher,
-  createInProcessTransport,
   type EngineOptions,
   InputError,
   type JobSpec,
@@ -10,6 +9,7 @@ import {
   type Transport,
 } from '@replikit/core';
 import {
+  createInProcessTransport,
   createNetworkTransport,
   createPullRemoteTarget,
   createPullTransport,

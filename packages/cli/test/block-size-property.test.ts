@@ -3,7 +3,8 @@
 //
 // The cases are drawn from a seed, printed in each case's name. To replay one case:
 //   REPLIKIT_PROPERTY_SEED=<case seed> REPLIKIT_PROPERTY_CASES=1 npx vitest run packages/cli/test/block-size-property.test.ts
-import { type BlockHasher, createNodeHasher } from '@replikit/core';
+import type { BlockHasher } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import { createHashingPool } from '@replikit/dedup';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { CELL_MODES, type CellMode, expectedSecondMode, type GuestWrite, runCell } from './helpers/block-size-cell.js';

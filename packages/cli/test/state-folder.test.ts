@@ -4,6 +4,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, ReplicationEngine } from '@replikit/core';
 import { createFileDriver, fileDriver } from '@replikit/driver-file';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { runCli } from './helpers/cli-harness.js';
@@ -59,6 +60,7 @@ describe('replikit resume', () => {
 
     await guestChanges(vms, 'web', disk, 0.5);
     const engine = new ReplicationEngine({
+      transport: localTransport(),
       stateStore: new FileStateStore(join(dir, '.replikit')),
       drivers: new DriverRegistry().register(fileDriver),
     });

@@ -1,6 +1,7 @@
 /**
  * `@replikit/core`: the contracts every driver implements, the job model, the rule validator and
- * the resumable run engine.
+ * the resumable run engine. (Helpers the replikit packages share live in `@replikit/core/internal`,
+ * which is not public API.)
  *
  * @packageDocumentation
  */
@@ -15,14 +16,7 @@ export {
   type JobSide,
   type NoOptions,
 } from './drivers/define-driver.js';
-export {
-  type BlockHasher,
-  createNodeHasher,
-  type HasherFactory,
-  isZeroBlock,
-  sameDigest,
-} from './engine/block-hasher.js';
-export { type BlockRange, countBlocks, toBlockRanges } from './engine/block-ranges.js';
+export type { BlockHasher, HasherFactory } from './engine/block-hasher.js';
 export {
   type CreateDriverOptions,
   DriverRegistry,
@@ -40,6 +34,7 @@ export type {
   WarningEvent,
 } from './engine/events.js';
 export { FileStateStore } from './engine/file-state-store.js';
+export { toJournal, toRunRecord } from './engine/journal-format.js';
 export {
   type DiskFacts,
   type DiskPlan,
@@ -57,21 +52,25 @@ export {
   type RunOptions,
   type StartOptions,
 } from './engine/run-engine.js';
-export {
-  type DiskRecord,
-  emptyStats,
-  type JobRecord,
-  type PlanMode,
-  type RunRecord,
-  type TransferStats,
+export type {
+  CleanupRecord,
+  CommitRecord,
+  PlanRecord,
+  Prepared,
+  PrepareRecord,
+  PrepareStart,
+  RunJournal,
+  SnapshotRecord,
+  StageRecords,
+} from './engine/run-journal.js';
+export type {
+  DiskRecord,
+  JobRecord,
+  PlanMode,
+  RunRecord,
+  TransferStats,
 } from './engine/run-record.js';
-export {
-  assertTransition,
-  canTransition,
-  isTerminal,
-  type RunOutcome,
-  type RunState,
-} from './engine/run-state.js';
+export { isTerminal, type RunOutcome, type RunState } from './engine/run-state.js';
 export type { StateStore } from './engine/state-store.js';
 export * from './errors.js';
 export {
@@ -85,13 +84,5 @@ export {
 } from './job/job-spec.js';
 export { type JobIssue, loadJobFile, parseJob } from './job/parse-job.js';
 export * from './rules/index.js';
-export { BlockTarget, TargetDisk } from './transport/block-target.js';
-export { FRAME_OVERHEAD_BYTES } from './transport/frame-size.js';
-export { createInProcessTransport, type InProcessTransportOptions } from './transport/inprocess-transport.js';
-export { fsyncDirectory, writeFileAtomic } from './util/atomic-file.js';
-export { worthCompressing } from './util/compressibility.js';
-export { isProcessAlive } from './util/process-alive.js';
-export { checkRange } from './util/range.js';
 export { formatBytes, parseRate, parseSize } from './util/sizes.js';
-export { TokenBucket } from './util/token-bucket.js';
 export { WARNING_CODES, type WarningCode } from './warnings.js';

@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { Capabilities } from '../src/contracts/capabilities.js';
@@ -150,7 +151,11 @@ describe('ReplicationEngine with a misspelt driver field', () => {
   it('stops with E_JOB naming the field before it journals a run', async () => {
     const store = new FileStateStore(join(dir, 'state'));
     const { definition, calls } = acme();
-    const engine = new ReplicationEngine({ stateStore: store, drivers: new DriverRegistry().register(definition) });
+    const engine = new ReplicationEngine({
+      transport: localTransport(),
+      stateStore: store,
+      drivers: new DriverRegistry().register(definition),
+    });
     const error = await failure(() =>
       engine.run({
         name: 'typo',

@@ -3,6 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '../src/index.js';
 import { instanceDriver } from './helpers/instance-driver.js';
@@ -32,7 +33,11 @@ beforeEach(async () => {
   const drivers = new DriverRegistry()
     .register(instanceDriver('memsrc', () => source))
     .register(instanceDriver('memdst', () => target));
-  engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers });
+  engine = new ReplicationEngine({
+    transport: localTransport(),
+    stateStore: new FileStateStore(join(dir, 'state')),
+    drivers,
+  });
 });
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });

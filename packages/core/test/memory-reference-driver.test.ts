@@ -1,3 +1,4 @@
+import { localTransport } from '@replikit/transport';
 import { describe, expect, it } from 'vitest';
 import {
   type ConformanceCheckContext,
@@ -20,8 +21,10 @@ runDriverConformance({
   create: async () => createMemoryDriver(),
   fixtures: memoryFixtures,
   trackedVMs: true,
+  transport: localTransport(),
 });
 
+const transport = localTransport();
 let n = 0;
 const context = (faults: MemoryDriverFaults = {}): ConformanceCheckContext => ({
   hv: createMemoryDriver({ faults }),
@@ -59,10 +62,16 @@ describe('conformance checks catch a faulty driver', () => {
   });
 
   it('a tracker that drops one extent corrupts the replica of a tracked engine run (and not of a hash-diff one)', async () => {
-    expect(await checkEngineEndToEnd(context(), { tracked: true, requireTracked: true })).toEqual(['full', 'tracked']);
-    expect(await checkEngineEndToEnd(context({ dropExtent: true }), { tracked: false })).toEqual(['full', 'hash-diff']);
+    expect(await checkEngineEndToEnd(context(), { tracked: true, requireTracked: true, transport })).toEqual([
+      'full',
+      'tracked',
+    ]);
+    expect(await checkEngineEndToEnd(context({ dropExtent: true }), { tracked: false, transport })).toEqual([
+      'full',
+      'hash-diff',
+    ]);
     await expect(
-      checkEngineEndToEnd(context({ dropExtent: true }), { tracked: true, requireTracked: true }),
+      checkEngineEndToEnd(context({ dropExtent: true }), { tracked: true, requireTracked: true, transport }),
     ).rejects.toThrow(/after the tracked run, the replica differs from the source snapshot/);
   });
 });

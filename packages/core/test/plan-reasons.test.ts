@@ -4,6 +4,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine, type RunRecord } from '../src/index.js';
 import { instanceDriver } from './helpers/instance-driver.js';
@@ -32,7 +33,12 @@ function engine(tracking = true): ReplicationEngine {
   const registry = new DriverRegistry()
     .register(instanceDriver('memsrc', () => source))
     .register(instanceDriver('memdst', () => target));
-  return new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers: registry, ruleSets: [] });
+  return new ReplicationEngine({
+    transport: localTransport(),
+    stateStore: new FileStateStore(join(dir, 'state')),
+    drivers: registry,
+    ruleSets: [],
+  });
 }
 
 const reasons = (run: RunRecord) => run.disks.map((d) => d.reason?.code);

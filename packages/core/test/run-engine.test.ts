@@ -1,10 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
-  assertTransition,
-  createNodeHasher,
   DriverRegistry,
   FileStateStore,
   isReplikitError,
@@ -12,7 +11,9 @@ import {
   type ProgressEvent,
   ReplicationEngine,
   type RunRecord,
+  toJournal,
 } from '../src/index.js';
+import { assertTransition, createNodeHasher } from '../src/internal/index.js';
 import { instanceDriver } from './helpers/instance-driver.js';
 import { createMemoryDriver, type MemoryDriver } from './helpers/memory-driver.js';
 
@@ -34,7 +35,12 @@ function job(overrides: Partial<JobSpecInput> = {}): JobSpecInput {
 }
 
 function engine(extra: Partial<ConstructorParameters<typeof ReplicationEngine>[0]> = {}) {
-  return new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers: registry, ...extra });
+  return new ReplicationEngine({
+    stateStore: new FileStateStore(join(dir, 'state')),
+    drivers: registry,
+    ...extra,
+    transport: extra.transport ?? localTransport(),
+  });
 }
 
 function fill(data: Uint8Array, seed: number, from = 0, to = data.length) {
@@ -76,6 +82,14 @@ afterEach(async () => {
 });
 
 describe('ReplicationEngine', () => {
+  it('refuses to be built without a transport, with one E_INPUT line naming the in-process one', () => {
+    const build = () =>
+      new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers: registry } as never);
+    expect(build).toThrow(expect.objectContaining({ code: 'E_INPUT' }));
+    expect(build).toThrow(/localTransport\(\).*@replikit\/transport/);
+    expect(() => build()).not.toThrow(/\n/);
+  });
+
   it('replicates in full, then sends only the changed blocks, and the replica equals the source', async () => {
     const e = engine();
     const first = await e.run(job());
@@ -239,7 +253,7 @@ describe('ReplicationEngine', () => {
     const dead = { runId: 'unit-gone', host: hostname(), pid: 999999, startedAt: first.startedAt };
     // A run of another state folder crashed holding the replica and its journal there says so:
     // nothing here may touch the replica.
-    await elsewhere.saveRun({ ...first, runId: 'unit-gone', state: 'transfer', pid: 999999 });
+    await elsewhere.saveRun(toJournal({ ...first, runId: 'unit-gone', state: 'transfer', pid: 999999 }));
     await target.claimReplica(replica, { ...dead, stateDir: elsewhere.location });
     const refused = engine().run(job());
     await expect(refused).rejects.toMatchObject({ code: 'E_CONFLICT' });

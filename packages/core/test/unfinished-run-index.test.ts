@@ -1,6 +1,7 @@
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DriverRegistry, FileStateStore, isReplikitError, ReplicationEngine, type RunRecord } from '../src/index.js';
 import { instanceDriver } from './helpers/instance-driver.js';
@@ -31,7 +32,8 @@ afterEach(async () => {
 });
 
 const state = () => join(dir, 'state');
-const engine = () => new ReplicationEngine({ stateStore: new FileStateStore(state()), drivers: registry });
+const engine = () =>
+  new ReplicationEngine({ transport: localTransport(), stateStore: new FileStateStore(state()), drivers: registry });
 
 /** A run record as a crashed process leaves it: stopped in `transfer`, journaled by a dead pid. */
 async function strandedRun(runId: string, from: RunRecord): Promise<void> {

@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DriverRegistry, FileStateStore, ReplicationEngine, TransportError } from '../src/index.js';
 import { instanceDriver } from './helpers/instance-driver.js';
@@ -37,6 +38,7 @@ describe('a target driver that cannot be reached', () => {
   it('ends the run as failed (not stuck in cleanup) and does not block the next run', async () => {
     let reachable = false;
     const engine = new ReplicationEngine({
+      transport: localTransport(),
       stateStore: new FileStateStore(join(dir, 'state')),
       drivers: registry,
       // As the CLI's remote target does when the agent is down or the transport section is wrong.

@@ -9,13 +9,13 @@ import {
   type CacheReader,
   type CacheWriter,
   FormatError,
-  fsyncDirectory,
   InputError,
   type OperationOptions,
   type ReplicationCacheProvider,
   throwIfAborted,
   toStorageError,
 } from '@replikit/core';
+import { fsyncDirectory } from '@replikit/core/internal';
 import {
   CACHE_HEADER_BYTES,
   CACHE_TRAILER_BYTES,

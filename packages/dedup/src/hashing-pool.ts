@@ -8,10 +8,10 @@ import {
   type FileSpan,
   InputError,
   IoError,
-  isZeroBlock,
   throwIfAborted,
   toStorageError,
 } from '@replikit/core';
+import { isZeroBlock } from '@replikit/core/internal';
 import { asDigestKind, DIGEST_LENGTH, type DigestKind } from './digest-kinds.js';
 import {
   bindXxh128,

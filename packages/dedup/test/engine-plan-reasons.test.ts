@@ -14,6 +14,7 @@ import {
   type RunRecord,
 } from '@replikit/core';
 import { createFileDriver, createFileVM, fileDriver, writeGuestDisk } from '@replikit/driver-file';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createHashingPool, FileCacheProvider } from '../src/index.js';
 
@@ -74,6 +75,7 @@ beforeEach(async () => {
   };
   const drivers = new DriverRegistry().register(fileDriver);
   engine = new ReplicationEngine({
+    transport: localTransport(),
     stateStore: new FileStateStore(join(dir, 'state')),
     drivers,
     digest: 'xxh128',

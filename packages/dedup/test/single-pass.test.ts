@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '@replikit/core';
 import { createFileDriver, createFileVM, fileDriver, writeGuestDisk } from '@replikit/driver-file';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createHashingPool, FileBlockStore, FileCacheProvider } from '../src/index.js';
 
@@ -35,6 +36,7 @@ beforeEach(async () => {
     options: { singlePass: true, replicationCache: true },
   };
   engine = new ReplicationEngine({
+    transport: localTransport(),
     stateStore: new FileStateStore(join(dir, 'state')),
     drivers: new DriverRegistry().register(fileDriver),
     digest: 'xxh128',
@@ -102,6 +104,7 @@ describe('single-pass backup and replicate', () => {
 
   it('fails in prepare without a block store, touching nothing', async () => {
     const bare = new ReplicationEngine({
+      transport: localTransport(),
       stateStore: new FileStateStore(join(dir, 'state2')),
       drivers: new DriverRegistry().register(fileDriver),
     });

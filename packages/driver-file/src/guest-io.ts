@@ -1,6 +1,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkRange, NotFoundError, StateError, toStorageError } from '@replikit/core';
+import { NotFoundError, StateError, toStorageError } from '@replikit/core';
+import { checkRange } from '@replikit/core/internal';
 import { writeFully } from './block-io.js';
 import {
   CBT_HEADER_SIZE,

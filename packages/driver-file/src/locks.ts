@@ -1,6 +1,7 @@
 import { readFile, readlink, rm, symlink, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { ConflictError, isProcessAlive, toStorageError } from '@replikit/core';
+import { ConflictError, toStorageError } from '@replikit/core';
+import { isProcessAlive } from '@replikit/core/internal';
 
 /** A held lock; release it in a `finally`. */
 export interface LockHandle {

@@ -8,6 +8,7 @@ import {
   runDriverConformance,
   testPattern,
 } from '@replikit/core/testing';
+import { localTransport } from '@replikit/transport';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   ALLOCATION_GRANULE,
@@ -25,6 +26,7 @@ runDriverConformance({
   name: 'file (change tracking)',
   create: () => createTempDriver(),
   trackedVMs: true,
+  transport: localTransport(),
   fixtures: {
     ...fileFixtures,
     createSourceVM: (hv, spec) =>

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, ReplicationEngine } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
+import { localTransport } from '@replikit/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createFileDriver, createFileVM, fileDriver, writeGuestDisk } from '../src/index.js';
 import { makeTempRoot, removeTempRoots } from './helpers/temp-root.js';
@@ -24,7 +25,11 @@ describe('file driver: the engine with blocks larger than its read buffers', () 
     await writeGuestDisk(vms, 'vm', 'd0', 0, testPattern(1, 8 * MiB));
     await writeGuestDisk(vms, 'vm', 'd0', 17 * MiB, testPattern(2, 512 * KiB));
     await writeGuestDisk(vms, 'vm', 'd0', 25 * MiB, testPattern(3, 512 * KiB));
-    const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers });
+    const engine = new ReplicationEngine({
+      transport: localTransport(),
+      stateStore: new FileStateStore(join(dir, 'state')),
+      drivers,
+    });
     const job = {
       name: 'big-blocks',
       source: { driver: 'file', root: vms, vm: 'vm', reflink: false },

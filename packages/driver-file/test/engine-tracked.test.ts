@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { FileStateStore, ReplicationEngine, registerDriver } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
+import { localTransport } from '@replikit/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createFileDriver, createFileVM, fileDriver, openGuestDisk } from '../src/index.js';
 import { makeTempRoot, removeTempRoots } from './helpers/temp-root.js';
@@ -22,7 +23,10 @@ describe('file driver: the engine replicates a tracked VM with tracked runs', ()
       await disk.close();
     };
     await write(1, [0, 3 * MiB, 9 * MiB + 17]);
-    const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')) });
+    const engine = new ReplicationEngine({
+      transport: localTransport(),
+      stateStore: new FileStateStore(join(dir, 'state')),
+    });
     const job = {
       name: 'tracked',
       source: { driver: 'file', root: vms, vm: 'web', reflink: false },

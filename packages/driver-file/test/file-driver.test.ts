@@ -4,6 +4,7 @@ import { appendFile, mkdir, readdir, readFile, stat, symlink, truncate, writeFil
 import { join } from 'node:path';
 import type { DiskReader, Hypervisor, VMInfo } from '@replikit/core';
 import { compareBytes, readWholeDisk, runDriverConformance, testPattern } from '@replikit/core/testing';
+import { localTransport } from '@replikit/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   ALLOCATION_GRANULE,
@@ -16,7 +17,12 @@ import {
 } from '../src/index.js';
 import { createTempDriver, fileFixtures, makeTempRoot, removeTempRoots } from './helpers/temp-root.js';
 
-runDriverConformance({ name: 'file', create: () => createTempDriver(), fixtures: fileFixtures });
+runDriverConformance({
+  name: 'file',
+  create: () => createTempDriver(),
+  fixtures: fileFixtures,
+  transport: localTransport(),
+});
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -7,8 +7,10 @@ import {
   type RunRecord,
   registerDriver,
   type StateStore,
+  toRunRecord,
 } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
+import { localTransport } from '@replikit/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createFileDriver, createFileVM, fileDriver, openGuestDisk } from '../src/index.js';
 import { makeTempRoot, removeTempRoots } from './helpers/temp-root.js';
@@ -49,7 +51,7 @@ describe('file driver: two state folders run one job at the same time', () => {
     const { dir, vms, job } = await webVm({ size: 4 * MiB, changeTracking: true, retention: 1000 });
     // cron's state folder and a shell's.
     const stores = [new FileStateStore(join(dir, 'cron')), new FileStateStore(join(dir, 'shell'))];
-    const engines = stores.map((stateStore) => new ReplicationEngine({ stateStore }));
+    const engines = stores.map((stateStore) => new ReplicationEngine({ transport: localTransport(), stateStore }));
     const source = createFileDriver({ root: vms });
     const target = createFileDriver({ root: join(dir, 'replicas') });
     const replicaOf = async () => (await target.listVMs())[0]!;
@@ -127,8 +129,8 @@ describe('file driver: two state folders run one job at the same time', () => {
       loadJob: (name) => inner.loadJob(name),
       lockJob: (name, id) => inner.lockJob(name, id),
     };
-    const x = new ReplicationEngine({ stateStore: storeX, checkpointEveryMs: 0 });
-    const y = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'y')) });
+    const x = new ReplicationEngine({ transport: localTransport(), stateStore: storeX, checkpointEveryMs: 0 });
+    const y = new ReplicationEngine({ transport: localTransport(), stateStore: new FileStateStore(join(dir, 'y')) });
     x.on('state', (event) => {
       if (event.to === 'transfer' && breakAtTransfer) broken = true;
     });
@@ -139,7 +141,7 @@ describe('file driver: two state folders run one job at the same time', () => {
       breakAtTransfer = false;
       broken = false;
       const [run] = (await inner.listRuns()).filter((r) => !['completed', 'failed', 'cancelled'].includes(r.state));
-      return run!;
+      return toRunRecord(run!);
     };
     const target = createFileDriver({ root: join(dir, 'replicas') });
     const replica = (await y.run(job)).replica!;
@@ -208,7 +210,7 @@ describe('file driver: two state folders run one job at the same time', () => {
       loadJob: (name) => inner.loadJob(name),
       lockJob: (name, id) => inner.lockJob(name, id),
     };
-    const engine = new ReplicationEngine({ stateStore: store, checkpointEveryMs: 0 });
+    const engine = new ReplicationEngine({ transport: localTransport(), stateStore: store, checkpointEveryMs: 0 });
     await engine.run(job);
     const guest = await openGuestDisk(vms, 'web', 'system');
     for (let at = 0; at < 8 * MiB; at += MiB) await guest.write(at + 4096, testPattern(at + 7, 300_000));
@@ -218,7 +220,9 @@ describe('file driver: two state folders run one job at the same time', () => {
     });
     await expect(engine.run(job)).rejects.toThrow('the state disk is gone');
     transferSaves = -1;
-    const [stopped] = (await inner.listRuns()).filter((r) => r.state === 'plan' || r.state === 'transfer');
+    const [stopped] = (await inner.listRuns())
+      .filter((r) => r.state === 'plan' || r.state === 'transfer')
+      .map(toRunRecord);
     expect(stopped!.disks[0]!.checkpointBlock).toBeGreaterThan(0);
     // An older version wrote overlays without saying which run they belong to.
     const replicaDir = join(dir, 'replicas', stopped!.replica!.id);

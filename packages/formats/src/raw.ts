@@ -1,5 +1,6 @@
 import { type FileHandle, open, stat } from 'node:fs/promises';
-import { checkRange, type DiskWriter, type Extent, InputError, throwIfAborted, toStorageError } from '@replikit/core';
+import { type DiskWriter, type Extent, InputError, throwIfAborted, toStorageError } from '@replikit/core';
+import { checkRange } from '@replikit/core/internal';
 import { allocUninitialized, type ByteSource, isZero, openFileSource, ZERO_MIB } from './byte-source.js';
 import { syncIf, writeAll } from './file-io.js';
 import type { ImageInfo, ImageReader } from './image.js';

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkRange, type DiskWriter, FormatError, isReplikitError } from '@replikit/core';
+import { type DiskWriter, FormatError, isReplikitError } from '@replikit/core';
+import { checkRange } from '@replikit/core/internal';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkInside } from '../src/byte-source.js';

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import { checkRange, type DiskWriter, isReplikitError } from '@replikit/core';
+import { type DiskWriter, isReplikitError } from '@replikit/core';
+import { checkRange } from '@replikit/core/internal';
 import fc from 'fast-check';
 import { xxhash64 } from 'hash-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';

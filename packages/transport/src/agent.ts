@@ -2,14 +2,13 @@ import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   type BlockHasher,
-  BlockTarget,
-  createNodeHasher,
   type Hypervisor,
   InputError,
   isReplikitError,
   type ReplikitError,
   TransportError,
 } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import {
   Admission,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -30,6 +29,7 @@ import type { Message } from './protocol/messages.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 import { serveTargetSession, type TargetSessionResult } from './target-session.js';
+import { BlockTarget } from './wire/block-target.js';
 
 /** How long an agent waits for a connection's next frame by default: 5 minutes. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;

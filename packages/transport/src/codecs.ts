@@ -1,5 +1,6 @@
 import { brotliCompressSync, brotliDecompressSync, constants, deflateRawSync, inflateRawSync } from 'node:zlib';
-import { InputError, worthCompressing } from '@replikit/core';
+import { InputError } from '@replikit/core';
+import { worthCompressing } from '@replikit/core/internal';
 import { deflateSync as fflateDeflate, inflateSync as fflateInflate } from 'fflate';
 import { ProtocolError } from './protocol/protocol-error.js';
 

@@ -20,6 +20,7 @@ export {
 export { FrameConnection, RemoteError } from './connection.js';
 export { type HandshakeOptions, type HandshakeResult, handshake, PROTOCOL_NAME } from './handshake.js';
 export type { AnyHasherFactory } from './hasher.js';
+export { createInProcessTransport, type InProcessTransportOptions, localTransport } from './inprocess-transport.js';
 export {
   createNetworkTransport,
   createPullTransport,
@@ -78,3 +79,5 @@ export {
 export type { ReconnectPolicy } from './source-session.js';
 export { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 export { serveTargetSession, type TargetSessionOptions, type TargetSessionResult } from './target-session.js';
+export type { EncodedDelta } from './wire/block-delta.js';
+export { BlockTarget, TargetDisk } from './wire/block-target.js';

@@ -6,10 +6,10 @@ import {
   type OperationOptions,
   type ReplikitError,
   type SessionSpec,
-  TokenBucket,
   type Transport,
   TransportError,
 } from '@replikit/core';
+import { TokenBucket } from '@replikit/core/internal';
 import { codecByName, DEFAULT_CODEC } from './codecs.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';

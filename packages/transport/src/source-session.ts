@@ -7,18 +7,18 @@ import {
   type BlockDigest,
   type BlockHasher,
   type BlockOp,
-  createNodeHasher,
   type DeltaOp,
+  type DeltaSent,
   type DiskChannel,
   type DiskRef,
   isReplikitError,
   type OperationOptions,
   type ReplikitError,
   type SessionSpec,
-  type TokenBucket,
   TransportError,
   throwIfAborted,
 } from '@replikit/core';
+import { createNodeHasher, type TokenBucket } from '@replikit/core/internal';
 import { availableCodecs, type BlockCodec, maybeCompress } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
@@ -28,6 +28,7 @@ import type { Message } from './protocol/messages.js';
 import { isDamaged, isProtocolError } from './protocol/protocol-error.js';
 import { DIGEST_BATCH } from './target-session.js';
 import { WindowSizer } from './window-sizer.js';
+import { encodeBlockDelta } from './wire/block-delta.js';
 
 /** Operations being encoded or waiting for the window, per disk, before `send` waits. */
 const PIPELINE_DEPTH = 8;
@@ -164,7 +165,7 @@ class SourceDiskChannel implements DiskChannel {
    * Sends a changed block as a delta: present only when the agent said (in its `hello`) that it
    * applies them, so the engine sends whole blocks to an agent that does not.
    */
-  readonly sendDelta?: (op: DeltaOp, options?: OperationOptions) => Promise<void>;
+  readonly sendDelta?: (op: DeltaOp, options?: OperationOptions) => Promise<DeltaSent>;
 
   constructor(
     private readonly session: SourceSession,
@@ -214,22 +215,37 @@ class SourceDiskChannel implements DiskChannel {
   }
 
   /**
-   * Sends a block as a delta (the new bytes of its changed ranges, in core's block-delta format)
-   * in a `block` frame flagged as one; the target applies it to the replica's current block and
-   * checks the digest of the result before writing. Resent as it is after a reconnect (applying
-   * it again gives the same block).
+   * Sends a changed block as a delta from the replica's block (the new bytes of its changed
+   * ranges, in the block-delta format of `wire/block-delta.ts`) in a `block` frame flagged as one;
+   * the target applies it to the replica's current block and checks the digest of the result
+   * before writing. A delta larger than half the block is not worth it: the block goes whole
+   * through `send`. The whole block is kept with the delta and sent instead after a reconnect
+   * when the replica turns out not to hold the base.
    */
-  private async sendDeltaOp(op: DeltaOp, options?: OperationOptions): Promise<void> {
+  private async sendDeltaOp(op: DeltaOp, options?: OperationOptions): Promise<DeltaSent> {
     const session = this.session;
     this.checkAccept(op.index, options);
     const rawLength = Math.min(session.spec.blockSize, this.disk.size - op.index * session.spec.blockSize);
-    if (!op.digest || op.delta.length === 0 || op.delta.length >= rawLength) {
+    if (op.block.length !== rawLength || (op.base !== null && op.base.length !== rawLength)) {
       throw new TransportError(
-        `the delta of block ${op.index} must carry a digest and be shorter than the block (${op.delta.length} of ${rawLength} bytes)`,
+        `block ${op.index} and its delta base must have the block's ${rawLength} bytes (got ${op.block.length} and ${op.base?.length ?? 'zeros'})`,
       );
     }
+    const delta = encodeBlockDelta(op.block, op.base ?? undefined, rawLength >> 1);
+    if (!delta || delta.length === 0) {
+      await this.send(
+        { kind: 'data', index: op.index, data: op.block, ...(op.digest ? { digest: op.digest } : {}) },
+        options,
+      );
+      return { delta: false, bytes: op.block.length };
+    }
+    let digest = op.digest;
+    if (!digest) {
+      this.hasher ??= await (session.options.hasher ?? createNodeHasher)(session.spec.digest);
+      [digest] = await this.hasher.hash([op.block]);
+    }
+    this.checkAccept(op.index, options);
     this.acceptedEnd = op.index + 1;
-    const whole = op.block?.length === rawLength ? op.block : undefined;
     const pending: Pending = {
       message: {
         type: 'block',
@@ -239,17 +255,19 @@ class SourceDiskChannel implements DiskChannel {
         compressed: false,
         delta: true,
         rawLength,
-        digest: op.digest,
-        payload: op.delta,
+        digest: digest!,
+        payload: delta,
       },
       end: op.index + 1,
       // The whole block kept for a resend is memory the window holds too.
-      bytes: op.delta.length + (whole?.length ?? 0),
-      rawBytes: op.delta.length,
-      ...(whole ? { whole } : {}),
+      bytes: delta.length + op.block.length,
+      rawBytes: delta.length,
+      whole: op.block,
     };
-    if (this.inPipeline === 0 && this.admitNow(pending)) return;
+    const sent = { delta: true, bytes: delta.length };
+    if (this.inPipeline === 0 && this.admitNow(pending)) return sent;
     await this.queue(Promise.resolve(pending), options);
+    return sent;
   }
 
   /** Puts an operation being prepared behind those before it, waiting while the pipeline is full. */

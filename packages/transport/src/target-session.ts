@@ -2,14 +2,12 @@ import {
   type BlockDigest,
   type BlockHasher,
   type BlockOp,
-  type BlockTarget,
-  createNodeHasher,
   isReplikitError,
   ReplikitError,
   type SessionSpec,
-  type TargetDisk,
   TransportError,
 } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import { type BlockCodec, codecById } from './codecs.js';
 import type { FrameConnection } from './connection.js';
 import type { AnyHasherFactory } from './hasher.js';
@@ -18,6 +16,7 @@ import { BLOCK_FIXED_BYTES, MAX_DIGEST_BYTES, MAX_DIGESTS_PER_FRAME } from './pr
 import { copyBytes } from './protocol/copy-bytes.js';
 import type { BlockMessage, DigestsRequestMessage, Message } from './protocol/messages.js';
 import { ProtocolError } from './protocol/protocol-error.js';
+import type { BlockTarget, TargetDisk } from './wire/block-target.js';
 import { WriteLane } from './write-lane.js';
 
 /** One open replica disk of a session on the target side. */

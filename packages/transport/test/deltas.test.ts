@@ -71,6 +71,27 @@ describe('deltas over the network', () => {
     }
   });
 
+  it('the channel sends a block whole when its delta is not worth it (over half the block), and the replica equals the source', async () => {
+    const { agent, address } = await startAgent(world, TCP_KEY);
+    try {
+      const vm = 'delta-not-worth-it';
+      await createMixedVm(world, vm, 1024 * KiB);
+      const transport = createNetworkTransport({ address, security: TCP_KEY });
+      const engine = engineFor(world, () => transport);
+      await engine.run(jobFor(world, vm));
+      await smallWrites(vm, [1, 2]);
+      // Two blocks rewritten from end to end: their deltas would be as large as the blocks.
+      for (const block of [6, 7]) await writeGuestDisk(world.vms, vm, 'd0', block * BLOCK, randomBytes(BLOCK));
+      const record = await engine.run(jobFor(world, vm));
+      expect(record.state).toBe('completed');
+      expect(record.stats.blocksChanged).toBe(4);
+      expect(record.stats.blocksDelta).toBe(2);
+      expect(await replicaMatches(world, record)).toBe(true);
+    } finally {
+      await agent.stop();
+    }
+  });
+
   it('runs of deltas cut at random points complete by resuming, and every replica equals its source', async () => {
     const { agent, address } = await startAgent(world, TCP_KEY);
     const proxy = await startFaultProxy(address);

@@ -1,4 +1,4 @@
-import { createNodeHasher } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import { createFileDriver } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createNetworkTransport } from '../src/network-transport.js';

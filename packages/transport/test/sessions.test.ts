@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createNodeHasher } from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAgent } from '../src/agent.js';
 import { createNetworkTransport, createPullTransport } from '../src/network-transport.js';

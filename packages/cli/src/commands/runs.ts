@@ -1,4 +1,4 @@
-import { FileStateStore, formatBytes } from '@replikit/core';
+import { FileStateStore, formatBytes, toRunRecord } from '@replikit/core';
 import type { CliContext } from '../context.js';
 import { formatDuration } from '../output/format.js';
 import { planReasons, runDurationMs } from '../output/run-summary.js';
@@ -6,7 +6,7 @@ import { renderTable } from '../output/table.js';
 
 /** `replikit runs [--json]`: lists the journaled runs, oldest first. */
 export async function runsCommand(context: CliContext, stateDir: string, options: { json: boolean }): Promise<number> {
-  const runs = await new FileStateStore(stateDir).listRuns();
+  const runs = (await new FileStateStore(stateDir).listRuns()).map(toRunRecord);
   if (options.json) {
     context.stdout.write(`${JSON.stringify(runs, null, 2)}\n`);
     return 0;

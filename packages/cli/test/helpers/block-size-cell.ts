@@ -15,7 +15,7 @@ import {
 import { compareBytes, readWholeDisk } from '@replikit/core/testing';
 import { FileBlockStore, FileCacheProvider } from '@replikit/dedup';
 import { createFileDriver, createFileVM, fileDriver, writeGuestDisk } from '@replikit/driver-file';
-import { createAgent, createNetworkTransport, type Security } from '@replikit/transport';
+import { createAgent, createNetworkTransport, localTransport, type Security } from '@replikit/transport';
 
 /**
  * How a cell replicates: a full run (the second one over the existing replica, from a fresh state
@@ -117,6 +117,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
         drivers,
         digest: spec.hasher.algorithm,
         hasher: () => hasher,
+        transport: localTransport(),
       };
       if (spec.mode === 'cache' || spec.mode === 'single-pass')
         options.cache = new FileCacheProvider(join(dir, state, 'cache'));

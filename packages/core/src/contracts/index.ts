@@ -34,6 +34,7 @@ export type {
   BlockDigest,
   BlockOp,
   DeltaOp,
+  DeltaSent,
   DiskChannel,
   SessionSpec,
   Transport,

@@ -24,24 +24,31 @@ export type BlockOp =
     };
 
 /**
- * A block sent as its difference from the replica's current block, through
- * {@link DiskChannel.sendDelta}: only when the source knows the replica's block (its digest matched).
+ * A changed block offered to {@link DiskChannel.sendDelta}, with the block the source believes the
+ * replica holds at that index (its digest matched the replica's). The channel decides how the
+ * block travels: as the difference from `base` in its own wire format, or whole when the
+ * difference is not worth it.
  */
 export interface DeltaOp {
   /** Block index. */
   index: number;
+  /** The new block: exactly the block's length. */
+  block: Uint8Array;
   /**
-   * How the block differs from the replica's block: the new bytes of its changed ranges, deflated
-   * when large (the format is documented in `util/block-delta.ts`).
+   * The block the replica holds at `index` (same length as `block`), or `null` when the replica's
+   * block reads as all zeros.
    */
-  delta: Uint8Array;
+  base: Uint8Array | null;
   /** The digest of the new block, checked by the target after applying. */
   digest?: Uint8Array;
-  /**
-   * The whole new block, when the caller has it: a channel may keep it and send it instead of the
-   * delta when the replica turns out not to hold the delta's base (its digest check fails).
-   */
-  block?: Uint8Array;
+}
+
+/** How {@link DiskChannel.sendDelta} sent a block. */
+export interface DeltaSent {
+  /** True when the block went as a difference from its base, false when it went whole. */
+  delta: boolean;
+  /** Payload bytes put on the wire for the block (the delta's or the block's), for throttling. */
+  bytes: number;
 }
 
 /** The digest of one replica block, or `null` when the block reads as all zeros. */
@@ -90,10 +97,15 @@ export interface DiskChannel {
    */
   readonly releasesDataOnSend?: boolean;
   /**
-   * Optional: sends a block as a {@link DeltaOp}; same ordering and back-pressure rules as `send`.
-   * Channels without it receive whole blocks.
+   * Optional: sends a changed block given the replica's current block, so the channel may send
+   * only the difference; same ordering, back-pressure and buffer rules as a data op of `send`
+   * (`block` and `base` may be reused once it resolves when `releasesDataOnSend` is set).
+   * Resolves to the payload bytes it put on the wire for the block, and whether they are a
+   * delta (`false`: the difference was not worth it and the block went whole). A delta costs the
+   * engine one read of the previous snapshot's block, so only channels over a slow link offer it;
+   * channels without it receive whole blocks and the previous snapshot is never read.
    */
-  sendDelta?(op: DeltaOp, options?: OperationOptions): Promise<void>;
+  sendDelta?(op: DeltaOp, options?: OperationOptions): Promise<DeltaSent>;
   /**
    * How many `send`/`sendDelta` calls may be pending at once: a caller may start the next one
    * before the previous has resolved, up to this many, still in ascending block order. Unset: one

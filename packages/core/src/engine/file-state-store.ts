@@ -3,6 +3,8 @@ import { join, resolve } from 'node:path';
 import { ConflictError, FormatError, InputError, toStorageError } from '../errors.js';
 import { fsyncDirectory, writeFileAtomic } from '../util/atomic-file.js';
 import { isProcessAlive } from '../util/process-alive.js';
+import { toJournal } from './journal-format.js';
+import type { RunJournal } from './run-journal.js';
 import type { JobRecord, RunRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
 import type { StateStore } from './state-store.js';
@@ -33,11 +35,11 @@ async function readJson<T>(path: string): Promise<T | undefined> {
   }
 }
 
-function byStart(a: RunRecord, b: RunRecord): number {
+function byStart(a: RunJournal, b: RunJournal): number {
   return a.startedAt.localeCompare(b.startedAt) || a.runId.localeCompare(b.runId);
 }
 
-function oldest(records: RunRecord[]): RunRecord | undefined {
+function oldest(records: RunJournal[]): RunJournal | undefined {
   return records.sort(byStart)[0];
 }
 
@@ -77,7 +79,7 @@ export class FileStateStore implements StateStore {
     return path;
   }
 
-  async saveRun(record: RunRecord): Promise<void> {
+  async saveRun(record: RunJournal): Promise<void> {
     const dir = await this.ensure('runs');
     const id = checkId(record.runId, 'run id');
     const ended = isTerminal(record.state);
@@ -113,7 +115,7 @@ export class FileStateStore implements StateStore {
    * reads the records of unfinished runs only, not every run's: a run's start costs the same after
    * thousands of runs.
    */
-  async findUnfinished(name: string): Promise<RunRecord | undefined> {
+  async findUnfinished(name: string): Promise<RunJournal | undefined> {
     const dir = join(this.dir, 'unfinished');
     let names: string[];
     try {
@@ -123,7 +125,7 @@ export class FileStateStore implements StateStore {
       names = [];
     }
     if (!names.includes('.indexed')) return this.index(name);
-    const found: RunRecord[] = [];
+    const found: RunJournal[] = [];
     for (const id of names.filter((n) => !n.startsWith('.'))) {
       const record = SAFE_ID.test(id) ? await this.loadRun(id) : undefined;
       if (!record || isTerminal(record.state)) await rm(join(dir, id), { force: true });
@@ -133,18 +135,20 @@ export class FileStateStore implements StateStore {
   }
 
   /** Indexes a store without markers (an older version's): every record is read, once. */
-  private async index(name: string): Promise<RunRecord | undefined> {
+  private async index(name: string): Promise<RunJournal | undefined> {
     const open = (await this.listRuns()).filter((r) => !isTerminal(r.state));
     await this.mark(open.map((r) => r.runId));
     await writeFileAtomic(join(this.dir, 'unfinished', '.indexed'), '1\n');
     return oldest(open.filter((r) => r.job.name === name));
   }
 
-  async loadRun(runId: string): Promise<RunRecord | undefined> {
-    return readJson<RunRecord>(join(this.dir, 'runs', `${checkId(runId, 'run id')}.json`));
+  /** Loads a run's journal; one an earlier version saved flat is returned as a journal of this version. */
+  async loadRun(runId: string): Promise<RunJournal | undefined> {
+    const stored = await readJson<RunJournal | RunRecord>(join(this.dir, 'runs', `${checkId(runId, 'run id')}.json`));
+    return stored && toJournal(stored);
   }
 
-  async listRuns(): Promise<RunRecord[]> {
+  async listRuns(): Promise<RunJournal[]> {
     let names: string[];
     try {
       names = await readdir(join(this.dir, 'runs'));
@@ -152,10 +156,10 @@ export class FileStateStore implements StateStore {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw toStorageError(error, `listing ${join(this.dir, 'runs')}`);
     }
-    const records: RunRecord[] = [];
+    const records: RunJournal[] = [];
     for (const name of names.filter((n) => n.endsWith('.json') && !n.startsWith('.'))) {
-      const record = await readJson<RunRecord>(join(this.dir, 'runs', name));
-      if (record) records.push(record);
+      const record = await readJson<RunJournal | RunRecord>(join(this.dir, 'runs', name));
+      if (record) records.push(toJournal(record));
     }
     return records.sort(byStart);
   }

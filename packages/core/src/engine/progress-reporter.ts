@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'eventemitter3';
 import type { EngineEvents } from './events.js';
-import { addStats, emptyStats, type RunRecord } from './run-record.js';
+import type { RunJournal } from './run-journal.js';
+import { addStats, emptyStats } from './run-record.js';
 
 /** Emits a run's progress events at most every `intervalMs`, with absolute counters. */
 export class ProgressReporter {
@@ -12,7 +13,7 @@ export class ProgressReporter {
   private dirty = false;
 
   constructor(
-    private readonly record: RunRecord,
+    private readonly record: RunJournal,
     private readonly events: EventEmitter<EngineEvents>,
     private readonly intervalMs = 100,
   ) {}

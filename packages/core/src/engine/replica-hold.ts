@@ -2,10 +2,13 @@ import { hostname } from 'node:os';
 import type { ReplicaOwner } from '../contracts/hypervisor.js';
 import { ConflictError } from '../errors.js';
 import { isProcessAlive } from '../util/process-alive.js';
-import type { RunRecord } from './run-record.js';
+import type { RunJournal } from './run-journal.js';
 
 /** The owner record a run puts on its replica: who it is and where it is journaled. */
-export function ownerOfRun(record: RunRecord, stateDir: string | undefined): ReplicaOwner {
+export function ownerOfRun(
+  record: Pick<RunJournal, 'runId' | 'startedAt'>,
+  stateDir: string | undefined,
+): ReplicaOwner {
   return {
     runId: record.runId,
     host: hostname(),

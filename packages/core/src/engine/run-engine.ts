@@ -5,19 +5,20 @@ import type { BackupSink } from '../contracts/backup-sink.js';
 import type { Hypervisor } from '../contracts/hypervisor.js';
 import type { ReplicationCacheProvider } from '../contracts/replication-cache.js';
 import type { Transport } from '../contracts/transport.js';
-import { AbortError, ConflictError, NotFoundError, StateError } from '../errors.js';
+import { AbortError, ConflictError, InputError, NotFoundError } from '../errors.js';
 import type { JobSpec, JobSpecInput } from '../job/job-spec.js';
 import { parseJob } from '../job/parse-job.js';
 import type { RuleSet } from '../rules/rule.js';
-import { createInProcessTransport } from '../transport/inprocess-transport.js';
 import { type BlockHasher, createNodeHasher } from './block-hasher.js';
 import { BufferShelf } from './buffer-shelf.js';
 import { type DriverRegistry, defaultDriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
+import { toJournal, toRunRecord } from './journal-format.js';
 import { forecastRun } from './plan/forecast-run.js';
 import type { RunForecast } from './plan/run-forecast.js';
 import { adviceFor } from './replica-hold.js';
 import { RunExecution } from './run-execution.js';
+import type { RunJournal } from './run-journal.js';
 import { emptyStats, type RunRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
 import { findUnfinished, type StateStore } from './state-store.js';
@@ -44,10 +45,11 @@ export interface EngineOptions {
    */
   digest?: string;
   /**
-   * The transport of a run; `hasher` is the run's, for the target side's digests.
-   * @default an in-process transport to the target driver
+   * The transport of a run; `hasher` is the run's, for the target side's digests. For a replica
+   * on this machine, pass `localTransport()` of `@replikit/transport` (the in-process transport);
+   * for one behind an agent, its network transport.
    */
-  transport?: (target: Hypervisor, run: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
+  transport: (target: Hypervisor, run: RunRecord, hasher: BlockHasher) => Transport | Promise<Transport>;
   /**
    * The target driver of a job when it is not made from the job's `target` section by `drivers`:
    * a remote target (an agent that hosts the replica, `@replikit/transport`'s
@@ -135,7 +137,9 @@ function newRunId(job: string): string {
  *
  * @example
  * ```ts
- * const engine = new ReplicationEngine({ stateStore: new FileStateStore('.replikit') });
+ * import { localTransport } from '@replikit/transport';
+ *
+ * const engine = new ReplicationEngine({ stateStore: new FileStateStore('.replikit'), transport: localTransport() });
  * engine.on('progress', (p) => console.log(p.stats.bytesSent));
  * const run = await engine.run(job);
  * ```
@@ -150,10 +154,14 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
 
   constructor(options: EngineOptions) {
     super();
+    if (typeof options?.transport !== 'function') {
+      throw new InputError(
+        "the engine needs a transport: pass `transport: localTransport()` from '@replikit/transport' for a replica on this machine",
+      );
+    }
     this.options = {
       drivers: defaultDriverRegistry,
       hasher: createNodeHasher,
-      transport: (target, _run, hasher) => createInProcessTransport({ target, hasher: () => hasher }),
       digest: 'sha256',
       checkpointEveryMs: 1000,
       readAhead: 4,
@@ -212,8 +220,8 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     }
     const now = new Date().toISOString();
     const hasher = await this.hasherFor(spec.options.strongDigests ? 'sha256' : this.options.digest);
-    const record: RunRecord = {
-      version: 1,
+    const record: RunJournal = {
+      version: 2,
       runId: newRunId(spec.name),
       job: spec,
       state: 'created',
@@ -228,6 +236,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       stats: emptyStats(),
       warnings: [],
       ...(options.full ? { forced: true } : {}),
+      stages: {},
     };
     return this.execute(record, hasher, options, 'run');
   }
@@ -245,11 +254,11 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
    * still drives it, or when the replica is held by another run.
    */
   async resume(runId: string, options: ResumeOptions = {}): Promise<RunRecord> {
-    const record = await this.store.loadRun(runId);
-    if (!record) throw new NotFoundError(`there is no run '${runId}'; \`replikit runs\` lists them`);
-    if (record.version !== 1)
-      throw new StateError(`run ${runId} was journaled by an unknown version (${record.version})`);
-    if (isTerminal(record.state)) return record;
+    const stored = await this.store.loadRun(runId);
+    if (!stored) throw new NotFoundError(`there is no run '${runId}'; \`replikit runs\` lists them`);
+    // A journal of an earlier version (one flat record) resumes as a journal of this one.
+    const record = toJournal(stored);
+    if (isTerminal(record.state)) return toRunRecord(record);
     const hasher = await this.hasherFor(record.digest);
     const mode = options.abandon ? 'abandon' : options.rollback ? 'rollback' : 'resume';
     return this.execute(record, hasher, options, mode);
@@ -293,12 +302,12 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
   }
 
   /** The journaled runs, oldest first. */
-  listRuns(): Promise<RunRecord[]> {
-    return this.store.listRuns();
+  async listRuns(): Promise<RunRecord[]> {
+    return (await this.store.listRuns()).map(toRunRecord);
   }
 
   private async execute(
-    record: RunRecord,
+    record: RunJournal,
     hasher: BlockHasher,
     options: RunOptions,
     mode: 'run' | 'resume' | 'rollback' | 'abandon',
@@ -327,7 +336,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
         record,
         signal,
       );
-      return await execution.drive({ rollback: mode === 'rollback', abandon: mode === 'abandon' });
+      return toRunRecord(await execution.drive({ rollback: mode === 'rollback', abandon: mode === 'abandon' }));
     } finally {
       this.active.delete(record.runId);
       if (!this.options.keepHashers) await hasher.close?.();

@@ -2,6 +2,7 @@ import type { Replica, RestorePoint, Snapshot } from '../contracts/hypervisor.js
 import type { JobSpec } from '../job/job-spec.js';
 import type { WarningCode } from '../warnings.js';
 import type { DiskFacts, PlanReason, ReplicaChange } from './plan/disk-plan.js';
+import type { StageRecords } from './run-journal.js';
 import type { RunOutcome, RunState } from './run-state.js';
 
 /** How the blocks of one disk are chosen (DESIGN.md section 1, step 4). */
@@ -68,9 +69,13 @@ export interface DiskRecord {
   stats: TransferStats;
 }
 
-/** The journal of one run, saved at every transition and at every durable checkpoint. */
+/**
+ * One run as a flat record: what the engine returns, `replikit runs --json` prints, and version 1
+ * stores journaled. The store now keeps a run journal (each stage's part apart,
+ * `RunJournal`); `toRunRecord` gives this record of it, with the stage parts again under `stages`.
+ */
 export interface RunRecord {
-  /** Journal format version. */
+  /** Format version of this flat record. */
   version: 1;
   /** The run's id: `<job>-<UTC time>-<random>`. */
   runId: string;
@@ -130,6 +135,8 @@ export interface RunRecord {
   rolledBack?: boolean;
   /** Set when this run was abandoned (`replikit resume <id> --abandon`): ended without a rollback. */
   abandoned?: boolean;
+  /** Each stage's part of the run's journal (absent in records of older versions). */
+  stages?: StageRecords;
 }
 
 /** What the store keeps about a job between runs. */
@@ -177,4 +184,11 @@ export function emptyStats(): TransferStats {
 export function addStats(into: TransferStats, from: TransferStats): TransferStats {
   for (const key of Object.keys(into) as Array<keyof TransferStats>) into[key] += from[key];
   return into;
+}
+
+/** Sums the disks' counters into the run's. */
+export function sumStats(run: { disks: readonly DiskRecord[]; stats: TransferStats }): void {
+  const total = emptyStats();
+  for (const disk of run.disks) addStats(total, disk.stats);
+  run.stats = total;
 }

@@ -1,4 +1,5 @@
-import type { JobRecord, RunRecord } from './run-record.js';
+import type { RunJournal } from './run-journal.js';
+import type { JobRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
 
 /**
@@ -12,17 +13,20 @@ export interface StateStore {
    * and in messages that tell how to resume a run. Optional.
    */
   readonly location?: string;
-  /** Saves (replaces) a run's record, atomically and durably. */
-  saveRun(record: RunRecord): Promise<void>;
-  /** Loads a run's record, or `undefined` when there is none. */
-  loadRun(runId: string): Promise<RunRecord | undefined>;
-  /** Every run's record, oldest first. */
-  listRuns(): Promise<RunRecord[]>;
+  /** Saves (replaces) a run's journal, atomically and durably. */
+  saveRun(record: RunJournal): Promise<void>;
+  /**
+   * Loads a run's journal, or `undefined` when there is none. A journal an earlier version saved
+   * (a flat version 1 record) may be returned as it is: the engine reads it through `toJournal`.
+   */
+  loadRun(runId: string): Promise<RunJournal | undefined>;
+  /** Every run's journal, oldest first. */
+  listRuns(): Promise<RunJournal[]>;
   /**
    * The oldest run of job `name` whose state is not terminal, or `undefined`. Optional: without
    * it the engine looks through {@link listRuns}; a store with many runs answers it from an index.
    */
-  findUnfinished?(name: string): Promise<RunRecord | undefined>;
+  findUnfinished?(name: string): Promise<RunJournal | undefined>;
   /** Saves what the store keeps of a job. */
   saveJob(record: JobRecord): Promise<void>;
   /** Loads a job's record, or `undefined` before its first run. */
@@ -35,7 +39,7 @@ export interface StateStore {
 }
 
 /** The oldest unfinished run of job `name` in `store`: from its index when it has one, else from every record. */
-export async function findUnfinished(store: StateStore, name: string): Promise<RunRecord | undefined> {
+export async function findUnfinished(store: StateStore, name: string): Promise<RunJournal | undefined> {
   if (store.findUnfinished) return store.findUnfinished(name);
   return (await store.listRuns()).find((r) => r.job.name === name && !isTerminal(r.state));
 }

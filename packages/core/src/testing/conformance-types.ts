@@ -1,4 +1,5 @@
 import type { Hypervisor, Replica, VMInfo } from '../contracts/index.js';
+import type { EngineOptions } from '../engine/run-engine.js';
 
 /** The source VM the suite asks a fixture to create. */
 export interface SourceVMSpec {
@@ -31,6 +32,11 @@ export interface DriverConformanceOptions {
   create(): Promise<Hypervisor>;
   /** Driver-specific hooks. */
   fixtures: DriverConformanceFixtures;
+  /**
+   * The transport the engine end-to-end case runs with: `localTransport()` of
+   * `@replikit/transport`.
+   */
+  transport: EngineOptions['transport'];
   /**
    * The source VMs the fixtures create track their changes: the engine's incremental run must then
    * be `tracked` (without it, a `hash-diff` run is accepted where the tracker answers `undefined`).

@@ -34,6 +34,7 @@ const MiB = 1024 * 1024;
  * ```ts
  * // packages/driver-foo/test/foo-driver.test.ts
  * import { runDriverConformance } from '@replikit/core/testing';
+ * import { localTransport } from '@replikit/transport';
  * import { createFooDriver } from '../src/index.js';
  *
  * runDriverConformance({
@@ -44,6 +45,7 @@ const MiB = 1024 * 1024;
  *     writeGuest: (hv, vmId, diskId, offset, data) => fooGuestWrite(vmId, diskId, offset, data),
  *     writeOutside: (hv, replica, diskId, offset, data) => fooRawWrite(replica.id, diskId, offset, data),
  *   },
+ *   transport: localTransport(),
  * });
  * ```
  */
@@ -592,7 +594,7 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
         const requireTracked = options.trackedVMs === true;
         const modes = await checkEngineEndToEnd(
           { hv, fixtures, name: unique('e2e'), size },
-          { tracked, requireTracked },
+          { tracked, requireTracked, transport: options.transport },
         );
         expect(modes?.[0]).toBe('full');
         if (!tracked || requireTracked) expect(modes?.[1]).toBe(tracked ? 'tracked' : 'hash-diff');

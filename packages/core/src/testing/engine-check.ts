@@ -5,7 +5,7 @@ import type { Hypervisor } from '../contracts/index.js';
 import { defineDriver } from '../drivers/define-driver.js';
 import { DriverRegistry } from '../engine/driver-registry.js';
 import { FileStateStore } from '../engine/file-state-store.js';
-import { ReplicationEngine } from '../engine/run-engine.js';
+import { type EngineOptions, ReplicationEngine } from '../engine/run-engine.js';
 import type { PlanMode, RunRecord } from '../engine/run-record.js';
 import { type ConformanceCheckContext, ConformanceCheckError } from './conformance-checks.js';
 import { compareBytes, readWholeDisk, testPattern } from './test-data.js';
@@ -23,6 +23,11 @@ export interface EngineCheckOptions {
    * @default false
    */
   requireTracked?: boolean;
+  /**
+   * The engine's transport: `localTransport()` of `@replikit/transport` (core has no transport of
+   * its own; the wire format lives there).
+   */
+  transport: EngineOptions['transport'];
 }
 
 /**
@@ -46,7 +51,7 @@ function engineView(hv: Hypervisor, tracked: boolean): Hypervisor {
  * guest writes (odd offsets, across block edges, the disk's last partial block), an incremental
  * run (tracked by the driver's tracker, or a hash diff), and after each run the replica equals the
  * source snapshot the run took, byte for byte, and that snapshot equals what the guest wrote. It
- * runs {@link ReplicationEngine} as the CLI does, with the in-process transport and a file state
+ * runs {@link ReplicationEngine} as the CLI does, with the given transport and a file state
  * store in a temporary folder; the job's rule sets are left out (the kind table is not the point
  * here). Skipped (returns `undefined`) unless the driver can be both source and target.
  *
@@ -73,7 +78,12 @@ export async function checkEngineEndToEnd(
   const drivers = new DriverRegistry().register(
     defineDriver({ kind: hv.kind, capabilities: hv.capabilities, create: () => engineView(hv, options.tracked) }),
   );
-  const engine = new ReplicationEngine({ stateStore: new FileStateStore(stateDir), drivers, ruleSets: [] });
+  const engine = new ReplicationEngine({
+    stateStore: new FileStateStore(stateDir),
+    drivers,
+    ruleSets: [],
+    transport: options.transport,
+  });
   const job = {
     name: ctx.name,
     source: { driver: hv.kind, vm: vm.name },

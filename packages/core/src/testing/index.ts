@@ -5,8 +5,9 @@
  * @example
  * ```ts
  * import { runDriverConformance } from '@replikit/core/testing';
+ * import { localTransport } from '@replikit/transport';
  *
- * runDriverConformance({ name: 'my-driver', create: async () => createMyDriver(), fixtures });
+ * runDriverConformance({ name: 'my-driver', create: async () => createMyDriver(), fixtures, transport: localTransport() });
  * ```
  *
  * @packageDocumentation

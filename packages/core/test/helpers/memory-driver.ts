@@ -5,7 +5,6 @@ import {
   type Capabilities,
   type ChangeTracker,
   ConflictError,
-  checkRange,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
@@ -19,6 +18,7 @@ import {
   type Snapshot,
   type VMInfo,
 } from '@replikit/core';
+import { checkRange } from '@replikit/core/internal';
 
 interface MemoryVm {
   info: VMInfo;

@@ -1,5 +1,6 @@
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
-import { FormatError, worthCompressing } from '@replikit/core';
+import { FormatError } from '@replikit/core';
+import { worthCompressing } from '@replikit/core/internal';
 
 /** Largest block a chunk may hold (the largest replication block). */
 export const MAX_CHUNK_BYTES = 16 * 1024 * 1024;

@@ -22,17 +22,15 @@ import {
   type BackupVersionSpec,
   ConflictError,
   FormatError,
-  fsyncDirectory,
   InputError,
-  isProcessAlive,
   NotFoundError,
   type OperationOptions,
   ReplikitError,
   throwIfAborted,
   toStorageError,
   VerifyError,
-  writeFileAtomic,
 } from '@replikit/core';
+import { fsyncDirectory, isProcessAlive, writeFileAtomic } from '@replikit/core/internal';
 import { AddressCheck } from './address-check.js';
 import { BackgroundFlush } from './background-flush.js';
 import { decodeChunk, encodeChunk } from './chunk-codec.js';

@@ -1,7 +1,8 @@
 import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isProcessAlive, toStorageError, writeFileAtomic } from '@replikit/core';
+import { toStorageError } from '@replikit/core';
+import { isProcessAlive, writeFileAtomic } from '@replikit/core/internal';
 import {
   type ChunkLocation,
   indexEntry,

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fdatasync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { fsyncDirectory, toStorageError } from '@replikit/core';
+import { toStorageError } from '@replikit/core';
+import { fsyncDirectory } from '@replikit/core/internal';
 import { indexEntry, PACK_MAGIC, RECORD_HEADER_BYTES, recordHeader } from './pack-format.js';
 import type { PackIndex } from './pack-index.js';
 

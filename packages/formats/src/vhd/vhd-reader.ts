@@ -1,4 +1,5 @@
-import { checkRange, type Extent, FormatError, throwIfAborted } from '@replikit/core';
+import { type Extent, FormatError, throwIfAborted } from '@replikit/core';
+import { checkRange } from '@replikit/core/internal';
 import { allocUninitialized, type ByteSource, checkInside, openFileSource, readBytes } from '../byte-source.js';
 import { formatHex } from '../hex.js';
 import { coalesce, type ImageInfo, type ImageReader, unionExtents } from '../image.js';

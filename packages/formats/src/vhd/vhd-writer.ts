@@ -1,6 +1,7 @@
 import { type FileHandle, open } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { checkRange, type DiskWriter, InputError, throwIfAborted, toStorageError } from '@replikit/core';
+import { type DiskWriter, InputError, throwIfAborted, toStorageError } from '@replikit/core';
+import { checkRange } from '@replikit/core/internal';
 import { ZERO_MIB } from '../byte-source.js';
 import { syncIf, writeAll } from '../file-io.js';
 import { randomGuid } from '../guid.js';

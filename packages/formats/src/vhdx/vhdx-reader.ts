@@ -1,4 +1,5 @@
-import { checkRange, type Extent, FormatError, throwIfAborted } from '@replikit/core';
+import { type Extent, FormatError, throwIfAborted } from '@replikit/core';
+import { checkRange } from '@replikit/core/internal';
 import { allocUninitialized, type ByteSource, openFileSource, readBytes } from '../byte-source.js';
 import { crc32c } from '../crc32c.js';
 import { Cursor, printable } from '../cursor.js';

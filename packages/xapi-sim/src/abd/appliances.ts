@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { writeFileAtomic } from '@replikit/core';
+import { writeFileAtomic } from '@replikit/core/internal';
 import { powerOff } from '../api/vm-ops.js';
 import { NULL_REF } from '../ids.js';
 import type { SimState } from '../sim-state.js';

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { TokenBucket } from '@replikit/core';
+import { TokenBucket } from '@replikit/core/internal';
 import { createTask, failTask } from '../api/task-runner.js';
 import type { SimState } from '../sim-state.js';
 import { fault } from '../xapi-fault.js';

@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
-import { TokenBucket } from '@replikit/core';
+import { TokenBucket } from '@replikit/core/internal';
 import { failTask, succeedTask } from '../api/task-runner.js';
 import { newUuid } from '../ids.js';
 import type { SimState } from '../sim-state.js';

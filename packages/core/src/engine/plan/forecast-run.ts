@@ -7,7 +7,8 @@ import type { RuleSet } from '../../rules/rule.js';
 import { defaultRuleSets, validateJob } from '../../rules/rule-validator.js';
 import { countBlocks, countBytes, toBlockRanges } from '../block-ranges.js';
 import type { DriverRegistry } from '../driver-registry.js';
-import type { DiskRecord, JobRecord, RunRecord } from '../run-record.js';
+import type { RunJournal } from '../run-journal.js';
+import type { DiskRecord, JobRecord } from '../run-record.js';
 import { findUnfinished, type StateStore } from '../state-store.js';
 import type { DiskFacts } from './disk-plan.js';
 import { ALWAYS_FULL_METHODS, planDisk } from './plan-disk.js';
@@ -249,7 +250,7 @@ async function* toAsync(extents: Extent[]): AsyncIterable<Extent> {
 
 /** The mean of `value` over the matching disk of completed runs, or undefined when none match. */
 function averageOf(
-  runs: readonly RunRecord[],
+  runs: readonly RunJournal[],
   diskId: string,
   match: (disk: DiskRecord) => boolean,
   value: (disk: DiskRecord) => number,
@@ -262,7 +263,7 @@ function averageOf(
 }
 
 /** Source bytes read per second of transfer, over the job's completed runs that measured it. */
-function pastThroughput(runs: readonly RunRecord[]): RunForecast['throughput'] {
+function pastThroughput(runs: readonly RunJournal[]): RunForecast['throughput'] {
   let bytes = 0;
   let ms = 0;
   let count = 0;

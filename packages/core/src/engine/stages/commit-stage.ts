@@ -1,22 +1,27 @@
-import { cacheKeyOf } from './plan-stage.js';
+import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
+import { cacheKeyOf } from './cache-key.js';
 import type { RunContext, Stage } from './stage.js';
 
 /**
  * `commit`: the replica's new restore point (journaled at once), the replica marked ready, the new
  * replication caches and backup version committed against its new fingerprint, and the job's
- * record moved on (base snapshot, fingerprint, last run).
+ * record moved on (base snapshot, fingerprint, last run). A commit that stops half-way is undone
+ * with the replica's writes (the `plan` stage's undo knows the run's own restore point).
  */
 export const commitStage: Stage = {
   state: 'commit',
-  async run(context: RunContext): Promise<void> {
-    const { record, deps, signal } = context;
-    const { target } = await context.drivers();
-    const replica = record.replica!;
-    record.restorePoint = await target.createRestorePoint(replica, record.runId, {
+  async run(ctx: RunContext): Promise<void> {
+    const { record, deps, signal } = ctx;
+    const { target } = await ctx.drivers();
+    const { replica } = preparedOf(record);
+    const snapshot = snapshotOf(record);
+    const plan = plannedOf(record);
+    const restorePoint = await target.createRestorePoint(replica, record.runId, {
       retention: record.job.options.retention,
       signal,
     });
-    await context.save();
+    record.stages.commit = { restorePoint };
+    await ctx.save();
     await target.markReplica(replica, 'ready', { signal });
     const fingerprint = await target.replicaState(replica, { signal });
     for (const disk of record.disks) {
@@ -24,27 +29,27 @@ export const commitStage: Stage = {
         await deps.cache.commitPending(cacheKeyOf(record, disk), record.runId, fingerprint.value);
       }
     }
-    if (record.backup && deps.backup) {
-      const version = await deps.backup.commitPending(record.snapshot!.vmId, record.runId);
-      if (version) record.backup.version = version.id;
+    if (plan.backup && deps.backup) {
+      const version = await deps.backup.commitPending(snapshot.vmId, record.runId);
+      if (version) record.stages.commit.backupVersion = version.id;
       else
-        context.warn(
+        ctx.warn(
           'W_BACKUP_LOST',
           `the backup version of run ${record.runId} was lost; the next single-pass run records a full one`,
         );
     }
-    const previous = await context.jobHistory();
+    const previous = await ctx.jobHistory();
     await deps.store.saveJob({
       ...previous,
       name: record.job.name,
       method: record.job.method,
       lastRunId: record.runId,
       lastCompletedRunId: record.runId,
-      baseSnapshot: record.snapshot!,
+      baseSnapshot: snapshot,
       replica: { ...replica, created: false },
       replicaFingerprint: fingerprint.value,
       ...(fingerprint.details ? { replicaFingerprintDetails: fingerprint.details } : {}),
-      ...(record.backup ? { lastBackupVersion: record.backup.version } : {}),
+      ...(plan.backup ? { lastBackupVersion: record.stages.commit.backupVersion } : {}),
       updatedAt: new Date().toISOString(),
     });
   },

@@ -1,17 +1,48 @@
+import type { Hypervisor, Snapshot } from '../../contracts/hypervisor.js';
+import { NotFoundError } from '../../errors.js';
 import type { RunContext, Stage } from './stage.js';
 
-/** `snapshot`: the source VM's snapshot of this run, taken once (adopted again after a crash) and journaled. */
+/**
+ * Deletes a snapshot; one already gone is fine. With `warnOnly` a failure is a `W_CLEANUP`
+ * warning instead of an error.
+ */
+export async function dropSnapshot(
+  ctx: RunContext,
+  source: Hypervisor,
+  snapshot: Snapshot,
+  warnOnly: boolean,
+): Promise<void> {
+  try {
+    await source.deleteSnapshot(snapshot);
+  } catch (error) {
+    if (error instanceof NotFoundError) return;
+    if (!warnOnly) throw error;
+    ctx.warn('W_CLEANUP', `could not delete snapshot ${snapshot.id}: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * `snapshot`: the source VM's snapshot of this run, taken once (adopted again after a crash) and
+ * journaled. Undo: the snapshot is deleted (an abandoned run only warns when it cannot be).
+ */
 export const snapshotStage: Stage = {
   state: 'snapshot',
-  async run(context: RunContext): Promise<void> {
-    const { record, signal } = context;
-    if (record.snapshot) return;
-    const { source } = await context.drivers();
+  async run(ctx: RunContext): Promise<void> {
+    const { record, signal } = ctx;
+    if (record.stages.snapshot) return;
+    const { source } = await ctx.drivers();
     const label = `replikit-${record.runId}`;
     const vm = await source.getVM(record.job.source.vm, { signal });
     // A crash between taking the snapshot and journaling it leaves one with our label: adopt it.
     const existing = (await source.listSnapshots(vm.id, { signal })).find((s) => s.label === label);
-    record.snapshot = existing ?? (await source.snapshot(vm.id, label, { signal }));
-    await context.save();
+    record.stages.snapshot = { snapshot: existing ?? (await source.snapshot(vm.id, label, { signal })) };
+    await ctx.save();
+  },
+  ran: (ctx) => ctx.record.stages.snapshot !== undefined,
+  async undo(ctx, ending): Promise<void> {
+    const taken = ctx.record.stages.snapshot;
+    if (!taken) return;
+    const { source } = await ctx.drivers();
+    await dropSnapshot(ctx, source, taken.snapshot, ending === 'abandon');
   },
 };

@@ -1,51 +1,43 @@
 import pLimit from 'p-limit';
 import type { BackupSession } from '../../contracts/backup-sink.js';
-import type { DiskReader, DiskRef } from '../../contracts/disk.js';
+import type { DiskReader } from '../../contracts/disk.js';
 import type { Hypervisor } from '../../contracts/hypervisor.js';
-import type { CacheReader, CacheWriter } from '../../contracts/replication-cache.js';
-import type { BlockChannel, BlockDigest, DiskChannel } from '../../contracts/transport.js';
-import { ConflictError, StateError } from '../../errors.js';
+import type { BlockChannel } from '../../contracts/transport.js';
 import { TokenBucket } from '../../util/token-bucket.js';
-import { type BlockRange, countBlocks, countBytes, toBlockRanges } from '../block-ranges.js';
+import { countBlocks, countBytes } from '../block-ranges.js';
 import { transferDisk } from '../disk-transfer.js';
-import type { ProgressReporter } from '../progress-reporter.js';
-import { addStats, type DiskRecord, emptyStats, type RunRecord } from '../run-record.js';
+import { toRunRecord } from '../journal-format.js';
+import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
+import { type DiskRecord, sumStats } from '../run-record.js';
 import { segmentBytes } from '../segment-reader.js';
-import type { PlanStage } from './plan-stage.js';
-import type { RunContext } from './stage.js';
+import { transferSteps } from '../transfer/transfer-steps.js';
+import { cacheKeyOf } from './cache-key.js';
+import { deltaBaseFor, openBackup, openCache, rangesFor } from './disk-resources.js';
+import { replanIfCacheLost } from './replan-disk.js';
+import type { RunContext, Stage } from './stage.js';
 
 /** Bytes per source read of tracked blocks (the segment reader's default), or one block when larger. */
 const READ_BYTES = 1024 * 1024;
 /** Bytes per source read of a scan, or one block when larger. */
 const SCAN_READ_BYTES = 4 * 1024 * 1024;
 
-/** Sums the disks' counters into the run's. */
-export function sumStats(record: RunRecord): void {
-  const total = emptyStats();
-  for (const disk of record.disks) addStats(total, disk.stats);
-  record.stats = total;
-}
-
 /**
  * `transfer`: moves every disk as its journaled plan says, from its checkpoint on, through the
  * run's transport; each disk's cache and delta base are opened here and closed when it ends.
  */
-export class TransferStage {
-  constructor(
-    private readonly ctx: RunContext,
-    private readonly planning: PlanStage,
-    private readonly progress: ProgressReporter,
-  ) {}
+class TransferStage {
+  constructor(private readonly ctx: RunContext) {}
 
   /** Sends every disk not done yet, under the job's parallelism; the first failure stops the others. */
   async run(): Promise<void> {
     const record = this.ctx.record;
+    const { replica } = preparedOf(record);
     const { source, target } = await this.ctx.drivers();
     // Idempotent on resume: a crash may have come before the mark was written.
-    await target.markReplica(record.replica!, 'in-progress', { signal: this.ctx.signal });
-    const transport = await this.ctx.deps.transport(target, record, this.ctx.deps.hasher);
+    await target.markReplica(replica, 'in-progress', { signal: this.ctx.signal });
+    const transport = await this.ctx.deps.transport(target, toRunRecord(record), this.ctx.deps.hasher);
     const channel = await transport.open(
-      { runId: record.runId, replica: record.replica!, blockSize: record.blockSize, digest: record.digest },
+      { runId: record.runId, replica, blockSize: record.blockSize, digest: record.digest },
       { signal: this.ctx.signal },
     );
     const inner = new AbortController();
@@ -53,8 +45,8 @@ export class TransferStage {
     const limit = pLimit(record.job.options.parallelDisks);
     const throttle = record.job.options.bandwidthLimit ? new TokenBucket(record.job.options.bandwidthLimit) : undefined;
     const digestOnWire = transport.name !== 'inprocess';
-    const backup = await this.openBackup();
-    this.progress.start();
+    const backup = await openBackup(this.ctx);
+    this.ctx.progress.start();
     let firstError: unknown;
     const tasks = record.disks
       .filter((disk) => !disk.done)
@@ -72,7 +64,7 @@ export class TransferStage {
       await Promise.all(tasks);
       if (firstError !== undefined) throw firstError;
     } finally {
-      this.progress.stop();
+      this.ctx.progress.stop();
       await channel.close().catch((error: unknown) => {
         firstError ??= error;
       });
@@ -82,7 +74,7 @@ export class TransferStage {
     }
     if (firstError !== undefined) throw firstError;
     sumStats(this.ctx.record);
-    this.progress.emit(true);
+    this.ctx.progress.emit(true);
   }
 
   private async transferOne(
@@ -97,13 +89,19 @@ export class TransferStage {
     },
   ): Promise<void> {
     const record = this.ctx.record;
-    const snapshotDisk = record.snapshot!.disks[disk.position]!;
-    const replicaDisk = record.replica!.disks[disk.position]!;
+    const snapshotDisk = snapshotOf(record).disks[disk.position]!;
+    const replicaDisk = preparedOf(record).replica.disks[disk.position]!;
     const blockCount = Math.ceil(disk.size / record.blockSize);
-    await this.planning.replanIfCacheLost(disk, blockCount);
+    await replanIfCacheLost(this.ctx, disk, blockCount);
     const reader = await source.openReader(snapshotDisk, { signal: options.signal });
     try {
-      const ranges = await this.rangesFor(source, disk, snapshotDisk, reader.allocated({ signal: options.signal }));
+      const ranges = await rangesFor(
+        this.ctx,
+        source,
+        disk,
+        snapshotDisk,
+        reader.allocated({ signal: options.signal }),
+      );
       const examineAll = disk.mode === 'hash-diff' || (disk.mode === 'full' && !disk.targetKnownZero);
       if (disk.stats.blocksTotal === 0) {
         disk.stats.blocksTotal = examineAll ? blockCount : countBlocks(ranges);
@@ -113,16 +111,14 @@ export class TransferStage {
       const tracked = disk.mode === 'tracked';
       // Tracked blocks prefetch their delta base with every segment: it is opened now. A scan
       // opens it when the first changed block needs it (one that finds no change never does).
-      let deltaBase: Promise<DiskReader | undefined> | undefined;
+      let opened: Promise<DiskReader | undefined> | undefined;
       const openDeltaBase = () => {
-        deltaBase ??= this.openDeltaBase(source, disk, diskChannel);
-        return deltaBase;
+        opened ??= deltaBaseFor(this.ctx, source, disk, diskChannel);
+        return opened;
       };
       const trackedBase = tracked ? await openDeltaBase() : undefined;
-      const deltaBaseOptions = tracked
-        ? trackedBase && { deltaBase: trackedBase, prefetchDeltaBase: true }
-        : { deltaBase: openDeltaBase };
-      const { reader: cacheReader, writer: cacheWriter } = await this.openCache(disk, blockCount);
+      const deltaBase = tracked ? trackedBase : openDeltaBase;
+      const { reader: cacheReader, writer: cacheWriter } = await openCache(this.ctx, disk, blockCount);
       // Read buffers come from the engine's shelf (kept from earlier disks and runs), and go back
       // to it once the transfer is over. Tracked blocks are scattered: small segments, so more of
       // them are kept in flight. A scan reads larger segments: fewer messages to hashing threads.
@@ -141,84 +137,52 @@ export class TransferStage {
       const buffers = shelf.take(hasher, readAhead + 2, readBytes);
       const baseBuffers = trackedBase ? shelf.take(hasher, readAhead + 2, readBytes) : undefined;
       try {
-        let replicaDigests: AsyncIterable<BlockDigest> | undefined;
-        const trackedWithCache = disk.mode === 'tracked' && cacheReader !== undefined;
-        // Tracked blocks with a cache that reads at random and a writer that copies in bulk: the
-        // cache is not walked block by block, only the tracked blocks' entries are looked up.
-        const randomAccess =
-          trackedWithCache && cacheReader.digestAt !== undefined && cacheWriter?.carry !== undefined
-            ? {
-                replicaDigestAt: (index: number) => cacheReader.digestAt!(index, { signal: options.signal }),
-                carryDigests: async (from: number, to: number) => {
-                  if (await cacheWriter.carry!(cacheReader, from, to)) return;
-                  // This writer cannot copy from this reader: entry by entry.
-                  for (let index = from; index < to; index++) {
-                    await cacheWriter.append(index, await cacheReader.digestAt!(index, { signal: options.signal }));
-                  }
-                },
-              }
-            : undefined;
-        if (!randomAccess && (disk.mode === 'hash-diff' || trackedWithCache)) {
-          replicaDigests = cacheReader
-            ? cacheReader.digests(disk.checkpointBlock, { signal: options.signal })
-            : diskChannel.replicaDigests(disk.checkpointBlock, { signal: options.signal });
-        }
-        await transferDisk({
-          record: disk,
+        const steps = transferSteps({
+          disk,
           reader,
           channel: diskChannel,
-          ranges,
-          examineAll,
-          ...(replicaDigests ? { replicaDigests } : {}),
-          unchangedOutsideRanges: trackedWithCache,
-          ...randomAccess,
-          ...(cacheWriter
-            ? { recordDigest: (index: number, digest: Uint8Array | null) => cacheWriter.append(index, digest) }
-            : {}),
-          // A scan compares and records a segment's digests per call where the cache can.
-          ...(replicaDigests && cacheReader?.copyEntries
-            ? {
-                replicaDigestsInto: (target: Uint8Array, from: number, count: number) =>
-                  cacheReader.copyEntries!(target, from, count),
-              }
-            : {}),
-          ...(cacheWriter?.appendEntries
-            ? {
-                recordDigestEntries: (from: number, entries: Uint8Array) => cacheWriter.appendEntries!(from, entries),
-              }
-            : {}),
+          ...(cacheReader ? { cacheReader } : {}),
+          ...(cacheWriter ? { cacheWriter } : {}),
           ...(options.backup
             ? {
-                backupPut: options.backup.disk(snapshotDisk.id).put,
-                backupHasBase: record.backup?.baseVersion !== undefined,
+                backup: {
+                  disk: options.backup.disk(snapshotDisk.id),
+                  hasBase: plannedOf(record).backup?.baseVersion !== undefined,
+                },
               }
             : {}),
-          ...deltaBaseOptions,
+          ...(deltaBase ? { deltaBase } : {}),
+          buffers,
+          ...(baseBuffers ? { baseBuffers } : {}),
+          readBytes,
+          readAhead,
+          blockSize: record.blockSize,
+          hasher,
+          digestOnWire: options.digestOnWire,
+          ...(options.throttle ? { throttle: options.throttle } : {}),
+          signal: options.signal,
+        });
+        await transferDisk({
+          ...steps,
+          record: disk,
+          ranges,
+          examineAll,
+          checkpointEveryMs: this.ctx.deps.checkpointEveryMs,
           beforeCheckpoint: async (count: number) => {
             await cacheWriter?.checkpoint(count);
             await options.backup?.checkpoint();
           },
-          digestOnWire: options.digestOnWire,
-          buffers,
-          ...(baseBuffers ? { baseBuffers } : {}),
-          readBytes,
-          blockSize: record.blockSize,
-          hasher,
-          ...(options.throttle ? { throttle: options.throttle } : {}),
-          signal: options.signal,
-          checkpointEveryMs: this.ctx.deps.checkpointEveryMs,
-          readAhead,
           onCheckpoint: async () => {
             sumStats(this.ctx.record);
             await this.ctx.save();
           },
-          onProgress: () => this.progress.changed(),
+          onProgress: () => this.ctx.progress.changed(),
         });
       } finally {
         // transferDisk has settled every read and send that used the buffers.
         shelf.give(hasher, buffers);
         if (baseBuffers) shelf.give(hasher, baseBuffers);
-        await (await deltaBase)?.close().catch(() => undefined);
+        await (await opened)?.close().catch(() => undefined);
         await cacheReader?.close().catch(() => undefined);
         await cacheWriter?.close().catch(() => undefined);
         await diskChannel.close().catch(() => undefined);
@@ -227,105 +191,27 @@ export class TransferStage {
       await reader.close().catch(() => undefined);
     }
   }
+}
 
-  /** The previous snapshot's disk, for sending changed blocks as deltas, when it can serve. */
-  private async openDeltaBase(
-    source: Hypervisor,
-    disk: DiskRecord,
-    channel: DiskChannel,
-  ): Promise<DiskReader | undefined> {
-    const base = this.ctx.record.baseSnapshot?.disks[disk.position];
-    const compared = disk.mode === 'hash-diff' || (disk.mode === 'tracked' && disk.digestSource === 'cache');
-    if (!compared || !channel.sendDelta || !base || base.size !== disk.size) return undefined;
-    return source.openReader(base, { signal: this.ctx.signal }).catch(() => undefined);
+/** Drops what a failed run had begun writing into the replication caches and the block store. */
+async function abortPendingStores(ctx: RunContext): Promise<void> {
+  const record = ctx.record;
+  for (const disk of record.disks) {
+    if (disk.writesCache && ctx.deps.cache) await ctx.deps.cache.abortPending(cacheKeyOf(record, disk), record.runId);
   }
-
-  /** Starts (or continues) the single-pass backup version of this run. */
-  private async openBackup(): Promise<BackupSession | undefined> {
-    const record = this.ctx.record;
-    if (!record.backup || !this.ctx.deps.backup) return undefined;
-    const snapshot = record.snapshot!;
-    return this.ctx.deps.backup.begin(
-      {
-        vm: snapshot.vmId,
-        runId: record.runId,
-        blockSize: record.blockSize,
-        disks: snapshot.disks.map((disk) => ({ id: disk.id, size: disk.size })),
-        ...(record.backup.baseVersion ? { baseVersion: record.backup.baseVersion } : {}),
-      },
-      { signal: this.ctx.signal },
-    );
-  }
-
-  /** Opens the trusted cache a disk reads and the new cache it writes, falling back when they are gone. */
-  private async openCache(
-    disk: DiskRecord,
-    blockCount: number,
-  ): Promise<{ reader: CacheReader | undefined; writer: CacheWriter | undefined }> {
-    const cache = this.ctx.deps.cache;
-    const record = this.ctx.record;
-    let reader: CacheReader | undefined;
-    let writer: CacheWriter | undefined;
-    if (!cache) return { reader, writer };
-    if (disk.mode !== 'full' && disk.digestSource === 'cache') {
-      const fingerprint = record.replicaFingerprintAtPlan ?? '';
-      const opened = await cache.open(
-        this.planning.cacheKey(disk),
-        { blockSize: record.blockSize, blockCount, digest: record.digest, fingerprint },
-        { signal: this.ctx.signal },
-      );
-      // replanIfCacheLost found it usable a moment ago: the plan is not rewritten under the transfer.
-      if (opened.status !== 'ok') {
-        throw new ConflictError(
-          `the replication cache of disk '${disk.replicaDiskId}' changed while run ${record.runId} was opening it; run the job again`,
-        );
-      }
-      reader = opened.reader;
-    }
-    if (disk.writesCache) {
-      writer = await cache.begin(
-        this.planning.cacheKey(disk),
-        { runId: record.runId, blockSize: record.blockSize, blockCount, digest: record.digest },
-        disk.checkpointBlock,
-      );
-      if (writer.resumedFrom < disk.checkpointBlock) {
-        await writer.close();
-        await cache.abortPending(this.planning.cacheKey(disk), record.runId);
-        writer = undefined;
-        disk.writesCache = false;
-        this.ctx.warn(
-          'W_CACHE_LOST',
-          `the new replication cache of disk '${disk.replicaDiskId}' was lost in the crash; the next run reads the replica`,
-        );
-      }
-    }
-    return { reader, writer };
-  }
-
-  private async rangesFor(
-    source: Hypervisor,
-    disk: DiskRecord,
-    snapshotDisk: DiskRef,
-    allocated: AsyncIterable<{ offset: number; length: number }>,
-  ): Promise<BlockRange[]> {
-    const blockSize = this.ctx.record.blockSize;
-    const blockCount = Math.ceil(disk.size / blockSize);
-    if (disk.mode === 'tracked') {
-      const changes = await source.changeTracker!.changes(
-        snapshotDisk,
-        this.ctx.record.baseSnapshot!,
-        this.ctx.record.snapshot!,
-        {
-          signal: this.ctx.signal,
-        },
-      );
-      if (!changes)
-        throw new StateError(`the change tracker no longer knows the changes of disk '${disk.sourceDiskId}'`);
-      return toBlockRanges(changes, blockSize, blockCount, disk.checkpointBlock, {
-        signal: this.ctx.signal,
-        mergeGap: 0,
-      });
-    }
-    return toBlockRanges(allocated, blockSize, blockCount, disk.checkpointBlock, { signal: this.ctx.signal });
+  const snapshot = record.stages.snapshot?.snapshot;
+  if (record.stages.plan?.backup && ctx.deps.backup && snapshot) {
+    await ctx.deps.backup.abortPending(snapshot.vmId, record.runId);
   }
 }
+
+/**
+ * `transfer` as a {@link Stage}. Undo: what the run began writing into the replication caches and
+ * the block store is dropped (the replica's writes are the `plan` stage's to undo).
+ */
+export const transferStage: Stage = {
+  state: 'transfer',
+  run: (context) => new TransferStage(context).run(),
+  ran: (context) => context.record.stages.plan !== undefined,
+  undo: (context) => abortPendingStores(context),
+};

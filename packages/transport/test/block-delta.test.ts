@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { TransportError } from '@replikit/core';
 import { describe, expect, it } from 'vitest';
-import { TransportError } from '../src/errors.js';
-import { decodeBlockDelta, encodeBlockDelta } from '../src/util/block-delta.js';
+import { decodeBlockDelta, encodeBlockDelta } from '../src/wire/block-delta.js';
 
 const BLOCK = 64 * 1024;
 

@@ -1,18 +1,21 @@
-import type { DiskRef, OperationOptions } from '../contracts/disk.js';
-import type { Hypervisor } from '../contracts/hypervisor.js';
-import type {
-  BlockChannel,
-  BlockDigest,
-  BlockOp,
-  DeltaOp,
-  DiskChannel,
-  SessionSpec,
-  Transport,
-} from '../contracts/transport.js';
-import { createNodeHasher, type HasherFactory } from '../engine/block-hasher.js';
-import { TransportError, throwIfAborted } from '../errors.js';
-import { BlockTarget, type TargetDisk } from './block-target.js';
-import { FRAME_OVERHEAD_BYTES } from './frame-size.js';
+import {
+  type BlockChannel,
+  type BlockDigest,
+  type BlockOp,
+  type DiskChannel,
+  type DiskRef,
+  type EngineOptions,
+  type HasherFactory,
+  type Hypervisor,
+  type OperationOptions,
+  type SessionSpec,
+  type Transport,
+  TransportError,
+  throwIfAborted,
+} from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
+import { BlockTarget, type TargetDisk } from './wire/block-target.js';
+import { FRAME_OVERHEAD_BYTES } from './wire/frame-size.js';
 
 /** Options of {@link createInProcessTransport}. */
 export interface InProcessTransportOptions {
@@ -20,7 +23,7 @@ export interface InProcessTransportOptions {
   target: Hypervisor;
   /**
    * Resolves a hasher by algorithm for the target side's digests.
-   * @default node:crypto through {@link createNodeHasher}
+   * @default node:crypto (sha256 and the other algorithms it knows)
    */
   hasher?: HasherFactory;
   /**
@@ -70,17 +73,6 @@ class InProcessDiskChannel implements DiskChannel {
     this.bytesSent += FRAME_OVERHEAD_BYTES + (op.kind === 'data' ? op.data.length + (op.digest?.length ?? 0) : 0);
   }
 
-  async sendDelta(op: DeltaOp, options?: OperationOptions): Promise<void> {
-    if (this.closed) throw new TransportError(`disk channel ${this.disk.id} is closed`);
-    throwIfAborted(options?.signal);
-    if (op.index < this.sentEnd) {
-      throw new TransportError(`block ${op.index} sent out of order (after block ${this.sentEnd - 1})`);
-    }
-    this.sentEnd = op.index + 1;
-    await this.target.applyDelta(this.verifyDigests ? op : { index: op.index, delta: op.delta }, options);
-    this.bytesSent += FRAME_OVERHEAD_BYTES + op.delta.length + (op.digest?.length ?? 0);
-  }
-
   async checkpoint(options?: OperationOptions): Promise<number> {
     await this.target.flush(options);
     return this.sentEnd;
@@ -95,7 +87,8 @@ class InProcessDiskChannel implements DiskChannel {
 
 /**
  * A {@link Transport} whose target side runs in the same process: blocks are handed to the
- * replica writer without a copy. The default when a job has no `transport` section.
+ * replica writer without a copy. It takes no deltas: a local copy gains nothing from one, and
+ * building one would cost a read of the previous snapshot's block for every changed block.
  */
 export function createInProcessTransport(options: InProcessTransportOptions): Transport {
   const target = new BlockTarget(options.target, options.hasher ?? createNodeHasher);
@@ -123,4 +116,22 @@ export function createInProcessTransport(options: InProcessTransportOptions): Tr
       };
     },
   };
+}
+
+/**
+ * The engine's `transport` option for a replica on this machine: an in-process transport to the
+ * run's target driver, checking digests with the run's hasher.
+ *
+ * @example
+ * ```ts
+ * import { FileStateStore, ReplicationEngine } from '@replikit/core';
+ * import { localTransport } from '@replikit/transport';
+ *
+ * const engine = new ReplicationEngine({ stateStore: new FileStateStore('.replikit'), transport: localTransport() });
+ * ```
+ */
+export function localTransport(
+  options: Omit<InProcessTransportOptions, 'target' | 'hasher'> = {},
+): EngineOptions['transport'] {
+  return (target, _run, hasher) => createInProcessTransport({ ...options, target, hasher: () => hasher });
 }

@@ -1,8 +1,8 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import { TransportError } from '../errors.js';
+import { TransportError } from '@replikit/core';
 
 /**
- * The bytes of a {@link DeltaOp}: how a block differs from the block the replica holds.
+ * The bytes of a delta on the wire: how a block differs from the block the replica holds.
  *
  * Byte 0 is the format: `1` for plain records, `2` for the same records compressed with raw
  * deflate. The records follow, back to back to the end; each is `gap` (LEB128: unchanged bytes
@@ -29,6 +29,16 @@ const CHUNK = 64;
 /** Record bodies at least this large are tried with deflate. */
 const DEFLATE_FROM = 16 * 1024;
 const ZERO_PAGE = Buffer.alloc(PAGE);
+
+/** A delta as it arrives on the target side: the block it rebuilds, its bytes and the new block's digest. */
+export interface EncodedDelta {
+  /** Block index. */
+  index: number;
+  /** The delta's bytes, in the format above. */
+  delta: Uint8Array;
+  /** The digest of the new block, checked after applying when given. */
+  digest?: Uint8Array;
+}
 
 /** One changed range of a block, as decoded from a delta. */
 export interface DeltaRecord {

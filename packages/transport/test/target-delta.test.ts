@@ -1,13 +1,18 @@
 // The target side of a delta: only the changed pages are read and written, the digest (when sent)
 // is checked on the whole rebuilt block before anything is written.
 import { randomBytes } from 'node:crypto';
+import {
+  type DiskReader,
+  type DiskRef,
+  type DiskWriter,
+  type Hypervisor,
+  type Replica,
+  TransportError,
+} from '@replikit/core';
+import { createNodeHasher } from '@replikit/core/internal';
 import { describe, expect, it } from 'vitest';
-import type { DiskReader, DiskRef, DiskWriter } from '../src/contracts/disk.js';
-import type { Hypervisor, Replica } from '../src/contracts/hypervisor.js';
-import { createNodeHasher } from '../src/engine/block-hasher.js';
-import { TransportError } from '../src/errors.js';
-import { TargetDisk } from '../src/transport/block-target.js';
-import { encodeBlockDelta } from '../src/util/block-delta.js';
+import { encodeBlockDelta } from '../src/wire/block-delta.js';
+import { TargetDisk } from '../src/wire/block-target.js';
 
 const BLOCK = 64 * 1024;
 const SIZE = 4 * BLOCK;

@@ -1,11 +1,21 @@
-import type { DiskReader, DiskRef, DiskWriter, OperationOptions } from '../contracts/disk.js';
-import type { Hypervisor, Replica, WriterOptions } from '../contracts/hypervisor.js';
-import type { BlockDigest, BlockOp, DeltaOp } from '../contracts/transport.js';
-import type { BlockHasher } from '../engine/block-hasher.js';
-import { isZeroBlock, sameDigest } from '../engine/block-hasher.js';
-import { InputError, NotFoundError, TransportError, throwIfAborted } from '../errors.js';
-import { type DeltaRecord, decodeBlockDelta } from '../util/block-delta.js';
-import { checkRange } from '../util/range.js';
+import {
+  type BlockDigest,
+  type BlockHasher,
+  type BlockOp,
+  type DiskReader,
+  type DiskRef,
+  type DiskWriter,
+  type Hypervisor,
+  InputError,
+  NotFoundError,
+  type OperationOptions,
+  type Replica,
+  TransportError,
+  throwIfAborted,
+  type WriterOptions,
+} from '@replikit/core';
+import { checkRange, isZeroBlock, sameDigest } from '@replikit/core/internal';
+import { type DeltaRecord, decodeBlockDelta, type EncodedDelta } from './block-delta.js';
 
 /** Bytes read from the replica per request when computing its digests. */
 const DIGEST_READ_BYTES = 1024 * 1024;
@@ -85,13 +95,13 @@ export class TargetDisk {
   }
 
   /**
-   * Applies a {@link DeltaOp}: decodes it (every field bounds-checked) and writes its records, the
+   * Applies an {@link EncodedDelta}: decodes it (every field bounds-checked) and writes its records, the
    * new bytes of the changed ranges, without reading the replica. With a digest, the replica's
    * block is read and the rebuilt block checked before anything is written. More than
    * eight records become one write from the first to the last (the bytes between them
    * read from the replica).
    */
-  async applyDelta(op: DeltaOp, options?: OperationOptions): Promise<void> {
+  async applyDelta(op: EncodedDelta, options?: OperationOptions): Promise<void> {
     const writer = this.open;
     if (!Number.isSafeInteger(op.index) || op.index < 0 || op.index >= this.blockCount) {
       throw new InputError(`block ${op.index} is outside replica disk ${this.disk.id} (${this.blockCount} blocks)`);
