@@ -1,4 +1,5 @@
 import { runDriverConformance } from '@replikit/core/testing';
+import { localTransport } from '@replikit/transport';
 import { afterAll, beforeAll } from 'vitest';
 import { poolFixtures, startPool, type TestPool } from './helpers/xen-pool.js';
 
@@ -17,6 +18,7 @@ for (const cbt of [true, false]) {
     name: `xen (source side, CBT ${cbt ? 'on' : 'off'})`,
     create: () => pool.driver(),
     fixtures: poolFixtures(() => pool, cbt),
+    transport: localTransport(),
     trackedVMs: cbt,
     // allocated() comes from the VHD block table: 2 MiB blocks, so a 4 MiB disk written in both
     // halves is all allocated. Real VDIs are far larger; 8 MiB shows the sparseness.

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, ReplicationEngine } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { createFileDriver, fileDriver } from '@replikit/driver-file';
+import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type XenDriver, xenDriver } from '../src/index.js';
 import { PASSWORD_ENV, startPool, type TestPool } from './helpers/xen-pool.js';
@@ -38,7 +39,11 @@ describe('the engine replicates a xen VM to the file driver (Q-Hybrid)', () => {
       await write(1, 0, 512, 3);
 
       const drivers = new DriverRegistry().register(xenDriver).register(fileDriver);
-      const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers });
+      const engine = new ReplicationEngine({
+        stateStore: new FileStateStore(join(dir, 'state')),
+        drivers,
+        transport: localTransport(),
+      });
       const job = {
         name: 'xen-to-file',
         source: { driver: 'xen', url: pool.sim.url, passwordEnv: PASSWORD_ENV, vm: name },
@@ -78,7 +83,11 @@ describe('the engine replicates a xen VM to the file driver (Q-Hybrid)', () => {
     const write = (offset: number, seed: number) => pool.writeGuest(vm.uuid, disk.id, offset, testPattern(seed, 9000));
     await write(12_345, 1);
     const drivers = new DriverRegistry().register(xenDriver).register(fileDriver);
-    const engine = new ReplicationEngine({ stateStore: new FileStateStore(join(dir, 'state')), drivers });
+    const engine = new ReplicationEngine({
+      stateStore: new FileStateStore(join(dir, 'state')),
+      drivers,
+      transport: localTransport(),
+    });
     const job = {
       name: 'reset',
       source: { driver: 'xen', url: pool.sim.url, passwordEnv: PASSWORD_ENV, vm: 'reset' },
