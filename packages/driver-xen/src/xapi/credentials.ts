@@ -15,7 +15,7 @@ export interface CredentialRef {
  * Resolves the user and password a job names by reference. The password never appears in a
  * message or `details`.
  *
- * @throws {@link AuthError} when the variable is unset or empty, or the file cannot be read.
+ * @throws {@link @replikit/core!AuthError} when the variable is unset or empty, or the file cannot be read.
  */
 export async function resolveCredentials(ref: CredentialRef): Promise<{ user: string; password: string }> {
   if (ref.passwordEnv !== undefined) {

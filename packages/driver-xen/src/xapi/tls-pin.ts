@@ -11,7 +11,7 @@ export function normaliseFingerprint(fingerprint: string): string {
  * Connects to `host:port` with TLS, reads the server certificate's SHA-256 fingerprint and
  * compares it with `expected`. The XAPI client connects only after this check passed.
  *
- * @throws {@link AuthError} when the certificate is another one; {@link TransportError} when the
+ * @throws {@link @replikit/core!AuthError} when the certificate is another one; {@link @replikit/core!TransportError} when the
  * host cannot be reached.
  */
 export async function checkPinnedCertificate(host: string, port: number, expected: string): Promise<void> {
