@@ -1,0 +1,103 @@
+import { z } from 'zod';
+
+const uuidLike = z.string().regex(/^[0-9a-fA-F-]{36}$/, 'expected an SR uuid (36 hex digits and dashes)');
+const noNul = (what: string) =>
+  z
+    .string({ error: `expected ${what}` })
+    .min(1, `expected ${what}`)
+    .refine((v) => !v.includes('\0') && !/[\r\n]/.test(v), `${what} cannot hold NUL or line breaks`);
+
+/** The delegate appliance (ABD) section: parsed now, used once the ABD lifecycle lands. */
+const abdSchema = z.strictObject({
+  /** Addresses the appliances take, one per appliance. */
+  ips: z.array(z.ipv4({ error: 'expected IPv4 addresses such as "10.0.0.50"' })).min(1),
+  /** Uuids of the SRs the appliance must see. */
+  srs: z.array(uuidLike).default([]),
+  /** The SR that holds the appliance's own disk. */
+  imageSr: uuidLike.optional(),
+});
+
+/**
+ * The Xen driver's fields in a job's `source` or `target` (besides `driver`, and `vm` or
+ * `replicaName`, which core owns). Credentials are named by reference only: a clear password is
+ * refused with a one-line error naming the field.
+ */
+export const xenDriverOptionsSchema = z
+  .strictObject({
+    /** The pool master's URL, such as `https://xen1.example`. */
+    url: z.url({ protocol: /^https?$/, error: 'expected the pool master URL, such as "https://xen1.example"' }),
+    /**
+     * The XAPI user.
+     * @default "root"
+     */
+    user: noNul('a user name').default('root'),
+    /** The name of an environment variable holding the password. */
+    passwordEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name such as "XEN_PASSWORD"')
+      .optional(),
+    /** A file holding the password (its first line), or `user:password`. */
+    credentialsFile: noNul('a file path').optional(),
+    /** Never accepted: present only to refuse it with a clear message. */
+    password: z
+      .unknown()
+      .optional()
+      .refine((v) => v === undefined, {
+        error:
+          'a clear password is never accepted in a job; name an environment variable (passwordEnv) or a file (credentialsFile)',
+      }),
+    /** SHA-256 fingerprint of the pool master's TLS certificate (`AB:CD:…` or hex): the connection is pinned to it. */
+    fingerprint: z
+      .string()
+      .regex(/^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$/, 'expected a SHA-256 fingerprint, 64 hex digits (colons allowed)')
+      .optional(),
+    /**
+     * Accept any TLS certificate (a warning is emitted). Prefer `fingerprint`.
+     * @default false
+     */
+    allowUnauthorized: z.boolean().default(false),
+    /** Target side: the uuid of the SR that receives the replica's disks. */
+    sr: uuidLike.optional(),
+    /** Target side: source network name or uuid → target network uuid. */
+    networkMap: z.record(z.string().min(1), z.string().min(1)).default({}),
+    /** The delegate appliance (ABD) section. */
+    abd: abdSchema.optional(),
+    /**
+     * Parallel NBD connections per disk.
+     * @default 2
+     */
+    nbdConnections: z.number().int().min(1).max(16).default(2),
+    /**
+     * Read disks over NBD when the pool offers it; otherwise (or `false`) over `/export_raw_vdi`.
+     * @default true
+     */
+    preferNbd: z.boolean().default(true),
+  })
+  .superRefine((o, ctx) => {
+    if (o.passwordEnv === undefined && o.credentialsFile === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['passwordEnv'],
+        message: 'name the password: passwordEnv (an environment variable) or credentialsFile (a file)',
+      });
+    }
+    if (o.passwordEnv !== undefined && o.credentialsFile !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['credentialsFile'],
+        message: 'give passwordEnv or credentialsFile, not both',
+      });
+    }
+    if (o.fingerprint !== undefined && o.allowUnauthorized) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['allowUnauthorized'],
+        message: 'give fingerprint or allowUnauthorized, not both',
+      });
+    }
+  });
+
+/** The Xen driver's options as a job gives them (defaults not applied). */
+export type XenDriverJobOptions = z.input<typeof xenDriverOptionsSchema>;
+/** The Xen driver's options once parsed (defaults applied). */
+export type XenDriverOptions = z.output<typeof xenDriverOptionsSchema>;

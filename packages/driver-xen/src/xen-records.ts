@@ -1,0 +1,74 @@
+import type { DiskRef, VMInfo } from '@replikit/core';
+
+/** A XAPI record as `get_record` returns it (fields read defensively). */
+export type XRecord = Record<string, unknown>;
+
+/** `other_config` key marking a snapshot replikit took; its value is the snapshot's label. */
+export const SNAPSHOT_LABEL_KEY = 'replikit:snapshot';
+/** `other_config` key of a delegate appliance (ABD): never listed as a VM. */
+export const ABD_KEY = 'replikit:abd';
+
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+const map = (v: unknown): Record<string, string> => (v && typeof v === 'object' ? (v as Record<string, string>) : {});
+
+/** The maps `get_all_records` of VM, VBD and VDI give, to build {@link VMInfo}s. */
+export interface PoolView {
+  vms: Record<string, XRecord>;
+  vbds: Record<string, XRecord>;
+  vdis: Record<string, XRecord>;
+}
+
+/** True for a VM a user replicates: no template, snapshot, control domain or ABD appliance. */
+export function isUserVM(vm: XRecord): boolean {
+  return (
+    vm.is_a_template !== true &&
+    vm.is_a_snapshot !== true &&
+    vm.is_control_domain !== true &&
+    map(vm.other_config)[ABD_KEY] === undefined
+  );
+}
+
+/** A VM's disk VBDs with their VDIs, in `userdevice` order. */
+export function diskVbds(view: PoolView, vm: XRecord): Array<{ vbd: XRecord; vdiRef: string; vdi: XRecord }> {
+  const out: Array<{ vbd: XRecord; vdiRef: string; vdi: XRecord }> = [];
+  for (const ref of (vm.VBDs as string[] | undefined) ?? []) {
+    const vbd = view.vbds[ref];
+    if (vbd?.type !== 'Disk') continue;
+    const vdiRef = str(vbd.VDI);
+    const vdi = view.vdis[vdiRef];
+    if (vdi) out.push({ vbd, vdiRef, vdi });
+  }
+  return out.sort((a, b) => Number(a.vbd.userdevice) - Number(b.vbd.userdevice));
+}
+
+const POWER: Record<string, VMInfo['powerState']> = {
+  Running: 'running',
+  Halted: 'stopped',
+  Paused: 'paused',
+  Suspended: 'paused',
+};
+
+/** The {@link VMInfo} of a VM record. Disk ids are VDI uuids. */
+export function toVMInfo(view: PoolView, vm: XRecord): VMInfo {
+  const id = str(vm.uuid);
+  const disks: DiskRef[] = diskVbds(view, vm).map(({ vbd, vdi }) => ({
+    id: str(vdi.uuid),
+    vmId: id,
+    size: Number(vdi.virtual_size),
+    label: str(vdi.name_label),
+    meta: { userdevice: str(vbd.userdevice) },
+  }));
+  return {
+    id,
+    name: str(vm.name_label),
+    cpus: Number(vm.VCPUs_max) || 1,
+    memoryMiB: Math.round(Number(vm.memory_static_max ?? 0) / 2 ** 20),
+    powerState: POWER[str(vm.power_state)] ?? 'unknown',
+    disks,
+  };
+}
+
+/** The other_config of a record. */
+export function otherConfig(record: XRecord): Record<string, string> {
+  return map(record.other_config);
+}
