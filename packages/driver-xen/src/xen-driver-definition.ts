@@ -26,7 +26,13 @@ export async function createXenDriver(
     allowUnauthorized: options.allowUnauthorized,
     ...tuning,
   });
-  return new XenDriver(connection, { nbdConnections: options.nbdConnections, preferNbd: options.preferNbd });
+  return new XenDriver(connection, {
+    nbdConnections: options.nbdConnections,
+    preferNbd: options.preferNbd,
+    sr: options.sr,
+    networkMap: options.networkMap,
+    ...(tuning.onWarning ? { onWarning: tuning.onWarning } : {}),
+  });
 }
 
 /**

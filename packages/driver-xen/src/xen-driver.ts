@@ -7,7 +7,14 @@ import {
   type Extent,
   NotFoundError,
   type OperationOptions,
+  type Replica,
+  type ReplicaFingerprint,
+  ReplicaInProgressError,
+  type ReplicaOwner,
+  type ReplicaSpec,
   type ReplikitError,
+  type RestorePoint,
+  type RestorePointOptions,
   type Snapshot,
   type VMInfo,
 } from '@replikit/core';
@@ -27,6 +34,7 @@ import {
   toVMInfo,
   type XRecord,
 } from './xen-records.js';
+import { XenTarget, type XenTargetInit } from './xen-target.js';
 
 /** The kind a job names: `driver: xen`. */
 export const XEN_DRIVER_KIND = 'xen';
@@ -46,7 +54,7 @@ export const XEN_SOURCE_CAPABILITIES: Capabilities = Object.freeze({
 });
 
 /** Options of {@link XenDriver}. */
-export interface XenDriverInit {
+export interface XenDriverInit extends XenTargetInit {
   /** Parallel NBD connections per disk. @default 2 */
   nbdConnections?: number;
   /** Read over NBD when the pool offers it. @default true */
@@ -73,6 +81,8 @@ export class XenDriver extends AbstractHypervisor {
   private readonly preferNbd: boolean;
   /** Changed extents by `<base VDI uuid> <current VDI uuid>` (snapshots are immutable). */
   private readonly changedBlocks = new Map<string, Extent[]>();
+  /** The replica side (VMs, holds, marks, restore points), over XAPI. */
+  private readonly target: XenTarget;
 
   constructor(
     /** The pool session (closed with the driver). */
@@ -82,6 +92,7 @@ export class XenDriver extends AbstractHypervisor {
     super();
     this.nbdConnections = init.nbdConnections ?? 2;
     this.preferNbd = init.preferNbd ?? true;
+    this.target = new XenTarget(connection, init);
   }
 
   protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {
@@ -243,10 +254,73 @@ export class XenDriver extends AbstractHypervisor {
   protected override async _power(vmId: string, op: 'start' | 'shutdown', options?: OperationOptions): Promise<void> {
     const signal = options?.signal;
     const ref = await this.refOf('VM', vmId, options);
+    if (op === 'start' && (await this.target.inProgress(ref, options))) {
+      throw new ReplicaInProgressError(`VM '${vmId}' is a replica being written; wait for its run to end`);
+    }
     const state = await this.connection.call<string>('VM.get_power_state', [ref], { signal });
     if (op === 'start' && state === 'Halted')
       await this.connection.callAsync('VM.start', [ref, false, false], { signal });
     if (op === 'shutdown' && state !== 'Halted') await this.connection.callAsync('VM.shutdown', [ref], { signal });
+  }
+
+  protected override _ensureReplica(spec: ReplicaSpec, options?: OperationOptions): Promise<Replica> {
+    return this.target.ensure(spec, options);
+  }
+
+  protected override _deleteReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.target.delete(replica, options);
+  }
+
+  protected override _claimReplica(
+    replica: Replica,
+    owner: ReplicaOwner,
+    options?: OperationOptions,
+  ): Promise<ReplicaOwner> {
+    return this.target.claim(replica, owner, options);
+  }
+
+  protected override _releaseReplica(replica: Replica, runId: string, options?: OperationOptions): Promise<void> {
+    return this.target.release(replica, runId, options);
+  }
+
+  protected override _replicaOwner(replica: Replica, options?: OperationOptions): Promise<ReplicaOwner | undefined> {
+    return this.target.owner(replica, options);
+  }
+
+  protected override _replicaState(replica: Replica, options?: OperationOptions): Promise<ReplicaFingerprint> {
+    return this.target.state(replica, options);
+  }
+
+  protected override _markReplica(
+    replica: Replica,
+    state: 'in-progress' | 'ready',
+    options?: OperationOptions,
+  ): Promise<void> {
+    return this.target.mark(replica, state, options);
+  }
+
+  protected override _replicaMark(replica: Replica, options?: OperationOptions): Promise<'in-progress' | 'ready'> {
+    return this.target.markOf(replica, options);
+  }
+
+  protected override _createRestorePoint(
+    replica: Replica,
+    label: string,
+    options?: RestorePointOptions,
+  ): Promise<RestorePoint> {
+    return this.target.createPoint(replica, label, options);
+  }
+
+  protected override _deleteRestorePoint(replica: Replica, point: RestorePoint): Promise<void> {
+    return this.target.deletePoint(replica, point);
+  }
+
+  protected override _listRestorePoints(replica: Replica, options?: OperationOptions): Promise<RestorePoint[]> {
+    return this.target.listPoints(replica, options);
+  }
+
+  protected override _revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    return this.target.revert(replica, point, options);
   }
 
   protected override _wrapError(error: unknown, what: string, signal?: AbortSignal): ReplikitError {

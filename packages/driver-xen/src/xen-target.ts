@@ -1,0 +1,427 @@
+import { createHash } from 'node:crypto';
+import {
+  type DiskRef,
+  NotFoundError,
+  type OperationOptions,
+  type Replica,
+  type ReplicaFingerprint,
+  type ReplicaOwner,
+  type ReplicaSpec,
+  type RestorePoint,
+  StateError,
+} from '@replikit/core';
+import { xapiCodeOf } from './xapi/xapi-error.js';
+import type { XenConnection } from './xapi/xen-connection.js';
+import { diskVbds, otherConfig, type PoolView, type XRecord } from './xen-records.js';
+import {
+  BLOCKED_IN_PROGRESS,
+  BLOCKED_READY,
+  REPLICA_DISK_KEY,
+  REPLICA_JOB_KEY,
+  REPLICA_MARK_KEY,
+  REPLICA_METHOD_KEY,
+  REPLICA_NAME_KEY,
+  REPLICA_OF_KEY,
+  REPLICA_OWNER_KEY,
+  RESTORE_POINT_KEY,
+} from './xen-replica-keys.js';
+
+/** Where replicas go and how their networks map; from the job's `target` section. */
+export interface XenTargetInit {
+  /** Target SR uuid; default the pool's default SR. */
+  sr?: string | undefined;
+  /** Source network name or uuid → target network uuid. */
+  networkMap?: Record<string, string> | undefined;
+  /** Called with a warning (unmapped networks). @default `process.emitWarning` */
+  onWarning?: ((message: string) => void) | undefined;
+}
+
+type Signal = { signal?: AbortSignal };
+const sig = (options?: OperationOptions): Signal => (options?.signal ? { signal: options.signal } : {});
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+
+/** The XAPI error code of `error`, wrapped (`details.xapiCode`) or not. */
+function codeOf(error: unknown): string | undefined {
+  const details = (error as { details?: { xapiCode?: unknown } }).details;
+  if (typeof details?.xapiCode === 'string') return details.xapiCode;
+  return xapiCodeOf((error as { cause?: unknown }).cause ?? error)?.code;
+}
+
+/** `20261206T12:00:00Z` (XAPI's datetime) as ISO 8601. */
+function isoOf(xapiTime: unknown): string {
+  const m = typeof xapiTime === 'string' ? /^(\d{4})(\d{2})(\d{2})T(\d{2}:\d{2}:\d{2})/.exec(xapiTime) : null;
+  return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}.000Z` : new Date(0).toISOString();
+}
+
+/**
+ * The target side of the Xen driver, over XAPI only: the replica VM (created halted with start
+ * blocked and marked in `other_config`), its holds and marks, its restore points (snapshots of
+ * the replica VM) and its fingerprint. {@link XenDriver} delegates its replica hooks here.
+ */
+export class XenTarget {
+  constructor(
+    private readonly connection: XenConnection,
+    private readonly init: XenTargetInit = {},
+  ) {}
+
+  /** Finds the replica of `spec` by its `other_config` marks, or creates it halted with start blocked. */
+  async ensure(spec: ReplicaSpec, options?: OperationOptions): Promise<Replica> {
+    const s = sig(options);
+    const view = await this.view(options);
+    const found = Object.entries(view.vms).find(
+      ([, vm]) =>
+        vm.is_a_snapshot !== true &&
+        vm.is_a_template !== true &&
+        otherConfig(vm)[REPLICA_NAME_KEY] === spec.name &&
+        otherConfig(vm)[REPLICA_OF_KEY] === spec.source.id,
+    );
+    if (found) return this.toReplica(view, found[0], spec, false);
+
+    const srRef = await this.srRef(options);
+    const placement = spec.placement ?? {};
+    const name = typeof placement.vmName === 'string' ? placement.vmName : `${spec.source.name}-replica`;
+    const memory = String(Math.max(1, spec.source.memoryMiB) * 2 ** 20);
+    const cpus = String(Math.max(1, spec.source.cpus));
+    const vmRef = await this.connection.call<string>(
+      'VM.create',
+      [
+        {
+          name_label: name,
+          name_description: `replikit replica of VM ${spec.source.id}`,
+          VCPUs_max: cpus,
+          VCPUs_at_startup: cpus,
+          memory_static_max: memory,
+          memory_dynamic_max: memory,
+          memory_dynamic_min: memory,
+          memory_static_min: memory,
+          is_a_template: false,
+          other_config: {
+            [REPLICA_NAME_KEY]: spec.name,
+            [REPLICA_OF_KEY]: spec.source.id,
+            [REPLICA_JOB_KEY]: typeof placement.job === 'string' ? placement.job : spec.name,
+            [REPLICA_METHOD_KEY]: typeof placement.method === 'string' ? placement.method : 'qhybrid',
+            [REPLICA_MARK_KEY]: 'in-progress',
+          },
+        },
+      ],
+      s,
+    );
+    // Start is blocked before the replica has any disk: nothing can boot a half-built VM.
+    for (const op of ['start', 'start_on']) {
+      await this.connection.call('VM.add_to_blocked_operations', [vmRef, op, BLOCKED_IN_PROGRESS], s);
+    }
+    for (const [i, disk] of spec.disks.entries()) {
+      const vdiRef = await this.connection.callAsync<string>(
+        'VDI.create',
+        [
+          {
+            name_label: disk.label ?? `${name} disk ${i}`,
+            name_description: `replikit replica of disk ${disk.sourceDiskId}`,
+            SR: srRef,
+            virtual_size: String(disk.size),
+            type: 'user',
+            sharable: false,
+            read_only: false,
+            other_config: { [REPLICA_DISK_KEY]: disk.sourceDiskId },
+          },
+        ],
+        s,
+      );
+      await this.connection.call(
+        'VBD.create',
+        [
+          {
+            VM: vmRef,
+            VDI: vdiRef,
+            userdevice: String(i),
+            bootable: i === 0,
+            mode: 'RW',
+            type: 'Disk',
+            empty: false,
+            other_config: {},
+          },
+        ],
+        s,
+      );
+    }
+    await this.createVifs(vmRef, spec, options);
+    return this.toReplica(await this.view(options), vmRef, spec, true);
+  }
+
+  /** Destroys the replica VM, its restore points and all their disks. */
+  async delete(replica: Replica, options?: OperationOptions): Promise<void> {
+    const s = sig(options);
+    const vmRef = await this.vmRef(replica, options);
+    const view = await this.view(options);
+    for (const point of await this.points(view, vmRef)) await this.destroyVmAndDisks(view, point.ref, options);
+    const state = await this.connection.call<string>('VM.get_power_state', [vmRef], s);
+    if (state !== 'Halted') await this.connection.callAsync('VM.hard_shutdown', [vmRef], s);
+    await this.destroyVmAndDisks(view, vmRef, options);
+  }
+
+  /** Takes the hold: `add_to_other_config` fails on an existing key, which makes the claim atomic. */
+  async claim(replica: Replica, owner: ReplicaOwner, options?: OperationOptions): Promise<ReplicaOwner> {
+    const s = sig(options);
+    const vmRef = await this.vmRef(replica, options);
+    const record = JSON.stringify(owner);
+    try {
+      await this.connection.call('VM.add_to_other_config', [vmRef, REPLICA_OWNER_KEY, record], s);
+      return owner;
+    } catch (error) {
+      if (codeOf(error) !== 'MAP_DUPLICATE_KEY') throw error;
+    }
+    const holder = await this.owner(replica, options);
+    if (holder && holder.runId !== owner.runId) return holder;
+    // The same run re-takes its hold (a resume): refresh the record.
+    await this.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_OWNER_KEY], s);
+    await this.connection.call('VM.add_to_other_config', [vmRef, REPLICA_OWNER_KEY, record], s);
+    return owner;
+  }
+
+  /** Ends the hold of `runId`; nothing when another run (or none) holds the replica. */
+  async release(replica: Replica, runId: string, options?: OperationOptions): Promise<void> {
+    const holder = await this.owner(replica, options);
+    if (holder?.runId !== runId) return;
+    const vmRef = await this.vmRef(replica, options);
+    await this.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_OWNER_KEY], sig(options));
+  }
+
+  /** The run holding the replica, from its `other_config`. */
+  async owner(replica: Replica, options?: OperationOptions): Promise<ReplicaOwner | undefined> {
+    const config = await this.config(replica, options);
+    const raw = config[REPLICA_OWNER_KEY];
+    if (raw === undefined) return undefined;
+    try {
+      return JSON.parse(raw) as ReplicaOwner;
+    } catch {
+      throw new StateError(`replica '${replica.id}' has an unreadable ${REPLICA_OWNER_KEY}; remove that key by hand`);
+    }
+  }
+
+  /** Marks the replica; start stays blocked either way, with a reason that says which. */
+  async mark(replica: Replica, state: 'in-progress' | 'ready', options?: OperationOptions): Promise<void> {
+    const s = sig(options);
+    const vmRef = await this.vmRef(replica, options);
+    const reason = state === 'in-progress' ? BLOCKED_IN_PROGRESS : BLOCKED_READY;
+    // Block first (with the in-progress reason) so no moment exists where an incomplete VM may start.
+    for (const op of ['start', 'start_on']) {
+      await this.connection.call('VM.remove_from_blocked_operations', [vmRef, op], s);
+      await this.connection.call('VM.add_to_blocked_operations', [vmRef, op, reason], s);
+    }
+    await this.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_MARK_KEY], s);
+    await this.connection.call('VM.add_to_other_config', [vmRef, REPLICA_MARK_KEY, state], s);
+  }
+
+  /** `in-progress` unless the replica was marked ready (a missing mark is in progress). */
+  async markOf(replica: Replica, options?: OperationOptions): Promise<'in-progress' | 'ready'> {
+    return (await this.config(replica, options))[REPLICA_MARK_KEY] === 'ready' ? 'ready' : 'in-progress';
+  }
+
+  /**
+   * The fingerprint: power state and blocked operations (a boot needs start unblocked), and per
+   * disk the VDI uuid (a swapped or re-chained disk), size, physical use and CBT state.
+   */
+  async state(replica: Replica, options?: OperationOptions): Promise<ReplicaFingerprint> {
+    const vmRef = await this.vmRef(replica, options);
+    const view = await this.view(options);
+    const vm = view.vms[vmRef]!;
+    const details = {
+      power: str(vm.power_state),
+      blocked: Object.entries((vm.blocked_operations as Record<string, string>) ?? {}).sort(),
+      disks: diskVbds(view, vm).map(({ vbd, vdi }) => ({
+        userdevice: str(vbd.userdevice),
+        vdi: str(vdi.uuid),
+        size: String(vdi.virtual_size),
+        used: String(vdi.physical_utilisation),
+        cbt: vdi.cbt_enabled === true,
+        snapshots: ((vdi.snapshots as string[] | undefined) ?? []).length,
+      })),
+    };
+    const value = createHash('sha256').update(JSON.stringify(details)).digest('hex');
+    return { value, details };
+  }
+
+  /** Snapshots the replica VM as restore point `label`. */
+  async createPoint(replica: Replica, label: string, options?: OperationOptions): Promise<RestorePoint> {
+    const s = sig(options);
+    const vmRef = await this.vmRef(replica, options);
+    const newest = (await this.listPoints(replica, options)).at(-1);
+    // Without a writer of its own, a second call with the newest label is a retried commit.
+    if (newest?.label === label) return newest;
+    const snapRef = await this.connection.callAsync<string>('VM.snapshot', [vmRef, `${replica.name} ${label}`], s);
+    await this.connection.call('VM.add_to_other_config', [snapRef, RESTORE_POINT_KEY, label], s);
+    const view = await this.view(options);
+    return this.toPoint(replica, view.vms[snapRef]!);
+  }
+
+  /** The replica's restore points, oldest first. */
+  async listPoints(replica: Replica, options?: OperationOptions): Promise<RestorePoint[]> {
+    const vmRef = await this.vmRef(replica, options);
+    const view = await this.view(options);
+    return (await this.points(view, vmRef)).map((p) => this.toPoint(replica, p.vm));
+  }
+
+  /** Deletes one restore point and its disks. */
+  async deletePoint(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    const vmRef = await this.vmRef(replica, options);
+    const view = await this.view(options);
+    const found = (await this.points(view, vmRef)).find((p) => str(p.vm.uuid) === point.id);
+    if (found) await this.destroyVmAndDisks(view, found.ref, options);
+  }
+
+  /**
+   * Returns the replica to `point`: each disk is replaced by a clone of the point's disk at the
+   * same `userdevice` (what `VM.revert` does on a pool), the old disk destroyed. The replica halts.
+   */
+  async revert(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    const s = sig(options);
+    const vmRef = await this.vmRef(replica, options);
+    const view = await this.view(options);
+    const found = (await this.points(view, vmRef)).find((p) => str(p.vm.uuid) === point.id);
+    if (!found) throw new NotFoundError(`replica '${replica.id}' has no restore point '${point.id}'`);
+    const state = await this.connection.call<string>('VM.get_power_state', [vmRef], s);
+    if (state !== 'Halted') await this.connection.callAsync('VM.hard_shutdown', [vmRef], s);
+    const saved = new Map(diskVbds(view, found.vm).map((d) => [str(d.vbd.userdevice), d]));
+    for (const { vbd, vdiRef, vdi } of diskVbds(view, view.vms[vmRef]!)) {
+      const from = saved.get(str(vbd.userdevice));
+      if (!from) continue;
+      const clone = await this.connection.callAsync<string>('VDI.clone', [from.vdiRef, {}], s);
+      await this.connection.call('VDI.set_name_label', [clone, str(vdi.name_label)], s);
+      const vbdRef = Object.entries(view.vbds).find(([, r]) => r === vbd)![0];
+      await this.connection.call('VBD.destroy', [vbdRef], s);
+      await this.connection.call(
+        'VBD.create',
+        [
+          {
+            VM: vmRef,
+            VDI: clone,
+            userdevice: str(vbd.userdevice),
+            bootable: vbd.bootable === true,
+            mode: 'RW',
+            type: 'Disk',
+            empty: false,
+            other_config: {},
+          },
+        ],
+        s,
+      );
+      await this.connection.callAsync('VDI.destroy', [vdiRef], s);
+    }
+  }
+
+  /** True when `vmId` is a replica marked in progress. */
+  async inProgress(vmRef: string, options?: OperationOptions): Promise<boolean> {
+    const config = await this.connection.call<Record<string, string>>('VM.get_other_config', [vmRef], sig(options));
+    return config[REPLICA_NAME_KEY] !== undefined && config[REPLICA_MARK_KEY] !== 'ready';
+  }
+
+  // ── helpers ─────────────────────────────────────────────────────────────────────────────────
+
+  private async createVifs(vmRef: string, spec: ReplicaSpec, options?: OperationOptions): Promise<void> {
+    const s = sig(options);
+    const map = this.init.networkMap ?? {};
+    const networks = await this.connection.call<Record<string, XRecord>>('network.get_all_records', [], s);
+    const byUuid = new Map(Object.entries(networks).map(([ref, n]) => [str(n.uuid), ref]));
+    const unmapped: string[] = [];
+    for (const [i, source] of (spec.source.networks ?? []).entries()) {
+      const target = map[source];
+      const netRef = target === undefined ? undefined : byUuid.get(target);
+      if (!netRef) {
+        unmapped.push(source);
+        continue;
+      }
+      await this.connection.call(
+        'VIF.create',
+        [{ VM: vmRef, network: netRef, device: String(i), MAC: '', MTU: '1500', other_config: {} }],
+        s,
+      );
+    }
+    if (unmapped.length > 0) {
+      const warn =
+        this.init.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'REPLIKIT_XEN_NETWORK_UNMAPPED' }));
+      warn(
+        `replica '${spec.name}': no VIF for source networks ${unmapped.map((n) => `'${n}'`).join(', ')}; add them to networkMap`,
+      );
+    }
+  }
+
+  private async srRef(options?: OperationOptions): Promise<string> {
+    const s = sig(options);
+    if (this.init.sr) return this.connection.call<string>('SR.get_by_uuid', [this.init.sr], s);
+    const [pool] = await this.connection.call<string[]>('pool.get_all', [], s);
+    const sr = pool ? await this.connection.call<string>('pool.get_default_SR', [pool], s) : '';
+    if (!sr || sr === 'OpaqueRef:NULL') {
+      throw new NotFoundError('the pool has no default SR; set the target `sr` of the job');
+    }
+    return sr;
+  }
+
+  private async vmRef(replica: Replica, options?: OperationOptions): Promise<string> {
+    try {
+      return await this.connection.call<string>('VM.get_by_uuid', [replica.id], sig(options));
+    } catch (error) {
+      if ((error as { code?: string }).code === 'E_NOT_FOUND') {
+        throw new NotFoundError(`replica '${replica.id}' no longer exists on this pool`);
+      }
+      throw error;
+    }
+  }
+
+  private async config(replica: Replica, options?: OperationOptions): Promise<Record<string, string>> {
+    const vmRef = await this.vmRef(replica, options);
+    return this.connection.call<Record<string, string>>('VM.get_other_config', [vmRef], sig(options));
+  }
+
+  private async view(options?: OperationOptions): Promise<PoolView> {
+    const s = sig(options);
+    const [vms, vbds, vdis] = await Promise.all(
+      ['VM', 'VBD', 'VDI'].map((cls) => this.connection.call<Record<string, XRecord>>(`${cls}.get_all_records`, [], s)),
+    );
+    return { vms: vms!, vbds: vbds!, vdis: vdis! };
+  }
+
+  /** The replica's restore points (snapshot VMs carrying the label key), oldest first. */
+  private async points(view: PoolView, vmRef: string): Promise<Array<{ ref: string; vm: XRecord }>> {
+    return ((view.vms[vmRef]?.snapshots as string[] | undefined) ?? [])
+      .map((ref) => ({ ref, vm: view.vms[ref]! }))
+      .filter((p) => p.vm !== undefined && otherConfig(p.vm)[RESTORE_POINT_KEY] !== undefined)
+      .sort((a, b) => str(a.vm.snapshot_time).localeCompare(str(b.vm.snapshot_time)));
+  }
+
+  private async destroyVmAndDisks(view: PoolView, vmRef: string, options?: OperationOptions): Promise<void> {
+    const s = sig(options);
+    const disks = view.vms[vmRef] ? diskVbds(view, view.vms[vmRef]!) : [];
+    await this.connection.callAsync('VM.destroy', [vmRef], s);
+    for (const { vdiRef } of disks) await this.connection.callAsync('VDI.destroy', [vdiRef], s);
+  }
+
+  private toPoint(replica: Replica, snap: XRecord): RestorePoint {
+    return {
+      id: str(snap.uuid),
+      replicaId: replica.id,
+      label: otherConfig(snap)[RESTORE_POINT_KEY] ?? '',
+      createdAt: isoOf(snap.snapshot_time),
+    };
+  }
+
+  /**
+   * The {@link Replica}: disk ids are the source disk ids (stable across a revert, which swaps
+   * the VDIs); `meta.userdevice` says which VBD holds each.
+   */
+  private toReplica(view: PoolView, vmRef: string, spec: ReplicaSpec, created: boolean): Replica {
+    const vm = view.vms[vmRef]!;
+    const id = str(vm.uuid);
+    const vbds = diskVbds(view, vm);
+    const disks: DiskRef[] = spec.disks.map((d, i) => {
+      const at = vbds.find((v) => str(v.vbd.userdevice) === String(i));
+      return {
+        id: d.sourceDiskId,
+        vmId: id,
+        size: Number(at?.vdi.virtual_size ?? d.size),
+        ...(d.label !== undefined ? { label: d.label } : {}),
+        meta: { userdevice: String(i) },
+      };
+    });
+    return { id, name: spec.name, disks, created, meta: { vm: str(vm.name_label) } };
+  }
+}

@@ -1,0 +1,151 @@
+import type { Replica, ReplicaSpec } from '@replikit/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { XenDriver } from '../src/index.js';
+import { startPool, type TestPool } from './helpers/xen-pool.js';
+
+const MiB = 1024 * 1024;
+const owner = (runId: string) => ({ runId, host: 'h', pid: 1, startedAt: '2026-12-06T00:00:00.000Z' });
+
+describe('the xen target side against the simulator (replica VM, holds, marks, restore points)', () => {
+  let pool: TestPool;
+  let hv: XenDriver;
+  let spec: ReplicaSpec;
+  const warnings: string[] = [];
+  beforeEach(async () => {
+    warnings.length = 0;
+    pool = await startPool();
+    hv = await pool.driver({ networkMap: {} }, { onWarning: (m) => warnings.push(m) });
+    const vm = await pool.makeVM('web', [MiB, 2 * MiB]);
+    const source = await hv.getVM(vm.uuid);
+    spec = {
+      name: 'job-web',
+      source: { ...source, networks: ['mgmt', 'lan'] },
+      disks: source.disks.map((d) => ({ sourceDiskId: d.id, size: d.size })),
+    };
+  });
+  afterEach(async () => {
+    await hv.close();
+    await pool.close();
+  });
+
+  const ref = (r: Replica) => pool.call<string>('VM.get_by_uuid', r.id);
+
+  it('creates a halted replica with the source shape, start blocked, marked; a second ensure finds it', async () => {
+    const replica = await hv.ensureReplica(spec);
+    expect(replica.created).toBe(true);
+    const vm = await pool.call<Record<string, unknown>>('VM.get_record', await ref(replica));
+    expect(vm.name_label).toBe('web-replica');
+    expect(vm.power_state).toBe('Halted');
+    expect(Number(vm.VCPUs_max)).toBe(spec.source.cpus);
+    expect(Number(vm.memory_static_max)).toBe(spec.source.memoryMiB * MiB);
+    expect(Object.keys(vm.blocked_operations as object).sort()).toEqual(['start', 'start_on']);
+    expect(vm.other_config).toMatchObject({
+      'replikit:replica': 'job-web',
+      'replikit:replica-of': spec.source.id,
+      'replikit:mark': 'in-progress',
+    });
+    const sizes = await Promise.all(
+      (vm.VBDs as string[]).map(async (vbd) =>
+        Number(await pool.call('VDI.get_virtual_size', await pool.call('VBD.get_VDI', vbd))),
+      ),
+    );
+    expect(sizes.sort()).toEqual([MiB, 2 * MiB]);
+    expect(vm.VIFs).toEqual([]); // no network is mapped: none is created …
+    expect(warnings.join('\n')).toMatch(/'mgmt', 'lan'.*networkMap/); // … and the user is told
+
+    // Found by other_config, not by name: renaming the VM does not lose it.
+    await pool.call('VM.set_name_label', await ref(replica), 'renamed by a user');
+    const again = await hv.ensureReplica(spec);
+    expect(again).toMatchObject({ id: replica.id, created: false });
+    expect(again.disks.map((d) => d.id)).toEqual(replica.disks.map((d) => d.id));
+  });
+
+  it('maps networks by networkMap: a mapped one gets a VIF, an unmapped one is left out and reported', async () => {
+    const net = await pool.call<string>('network.get_uuid', pool.sim.refs.network);
+    const mapped = await pool.driver({ networkMap: { lan: net } }, { onWarning: (m) => warnings.push(m) });
+    try {
+      const replica = await mapped.ensureReplica(spec);
+      const vifs = await pool.call<string[]>('VM.get_VIFs', await ref(replica));
+      expect(vifs).toHaveLength(1);
+      expect(await pool.call('VIF.get_network', vifs[0])).toBe(pool.sim.refs.network);
+      expect(await pool.call('VIF.get_device', vifs[0])).toBe('1'); // the source's position of 'lan'
+      expect(warnings.join('\n')).toMatch(/'mgmt'/);
+      expect(warnings.join('\n')).not.toMatch(/'lan'/);
+    } finally {
+      await mapped.close();
+    }
+  });
+
+  it('a replica cannot be started while in progress: OPERATION_BLOCKED from XAPI, E_REPLICA_IN_PROGRESS from the driver', async () => {
+    const replica = await hv.ensureReplica(spec);
+    await expect(pool.call('VM.start', await ref(replica), false, false)).rejects.toMatchObject({
+      xapiCode: 'OPERATION_BLOCKED',
+    });
+    await expect(hv.power(replica.id, 'start')).rejects.toMatchObject({ code: 'E_REPLICA_IN_PROGRESS' });
+    await hv.markReplica(replica, 'ready');
+    expect(await hv.replicaMark(replica)).toBe('ready');
+    // Still a replica: start stays blocked on the pool, with the reason saying so.
+    await expect(pool.call('VM.start', await ref(replica), false, false)).rejects.toMatchObject({
+      xapiCode: 'OPERATION_BLOCKED',
+    });
+    await hv.markReplica(replica, 'in-progress');
+    expect(await hv.replicaMark(replica)).toBe('in-progress');
+  });
+
+  it('holds live in other_config: one run wins, the same run re-takes, release ends it', async () => {
+    const replica = await hv.ensureReplica(spec);
+    expect(await hv.replicaOwner(replica)).toBeUndefined();
+    expect(await hv.claimReplica(replica, owner('run-a'))).toMatchObject({ runId: 'run-a' });
+    expect(await hv.claimReplica(replica, owner('run-b'))).toMatchObject({ runId: 'run-a' });
+    const other = await pool.driver();
+    try {
+      expect(await other.replicaOwner(replica)).toMatchObject({ runId: 'run-a' });
+    } finally {
+      await other.close();
+    }
+    expect(await hv.claimReplica(replica, { ...owner('run-a'), pid: 2 })).toMatchObject({ pid: 2 });
+    await hv.releaseReplica(replica, 'run-b');
+    expect(await hv.replicaOwner(replica)).toMatchObject({ runId: 'run-a' });
+    await hv.releaseReplica(replica, 'run-a');
+    expect(await hv.replicaOwner(replica)).toBeUndefined();
+  });
+
+  it('restore points are snapshots of the replica, pruned by retention; revertTo brings the disks back', async () => {
+    const replica = await hv.ensureReplica(spec);
+    const vmRef = await ref(replica);
+    const diskVdi = async () => {
+      for (const vbd of await pool.call<string[]>('VM.get_VBDs', vmRef)) {
+        if ((await pool.call('VBD.get_userdevice', vbd)) === '0') return pool.call<string>('VBD.get_VDI', vbd);
+      }
+      throw new Error('no disk 0');
+    };
+    const p1 = await hv.createRestorePoint(replica, 'run-1', { retention: 2 });
+    expect(await hv.createRestorePoint(replica, 'run-1', { retention: 2 })).toEqual(p1);
+    const before = await hv.replicaState(replica);
+    // A disk changed outside replikit: stands for a write (the sim grows the VDI).
+    await pool.call('VDI.resize', await diskVdi(), 4 * MiB);
+    const resized = await hv.replicaState(replica);
+    expect(resized.value).not.toBe(before.value);
+    await hv.createRestorePoint(replica, 'run-2', { retention: 2 });
+    await hv.revertTo(replica, p1); // back to the 1 MiB disk of run-1, on a fresh clone
+    expect(Number(await pool.call('VDI.get_virtual_size', await diskVdi()))).toBe(MiB);
+    expect((await hv.replicaState(replica)).value).not.toBe(resized.value);
+    expect(await pool.call('VM.get_power_state', vmRef)).toBe('Halted');
+    await hv.createRestorePoint(replica, 'run-3', { retention: 2 });
+    expect((await hv.listRestorePoints(replica)).map((p) => p.label)).toEqual(['run-2', 'run-3']);
+    await expect(hv.revertTo(replica, p1)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    // Unblocking start (as a boot needs) changes the fingerprint.
+    const settled = await hv.replicaState(replica);
+    await pool.call('VM.remove_from_blocked_operations', vmRef, 'start');
+    expect((await hv.replicaState(replica)).value).not.toBe(settled.value);
+  });
+
+  it('deleteReplica leaves no VM, restore point or VDI behind', async () => {
+    const vdisBefore = Object.keys(await pool.call<object>('VDI.get_all_records')).length;
+    const replica = await hv.ensureReplica(spec);
+    await hv.createRestorePoint(replica, 'run-1');
+    await hv.deleteReplica(replica);
+    await expect(pool.call('VM.get_by_uuid', replica.id)).rejects.toMatchObject({ xapiCode: 'UUID_INVALID' });
+    expect(Object.keys(await pool.call<object>('VDI.get_all_records')).length).toBe(vdisBefore);
+  });
+});
