@@ -1,6 +1,6 @@
 import { BUILTIN_DRIVER_KINDS, type Capabilities, defineDriver } from '@replikit/core';
 import { XenConnection, type XenConnectionOptions } from './xapi/xen-connection.js';
-import { XEN_DRIVER_KIND, XenDriver } from './xen-driver.js';
+import { XEN_DRIVER_KIND, XenDriver, type XenDriverInit } from './xen-driver.js';
 import { type XenDriverOptions, xenDriverOptionsSchema } from './xen-options.js';
 
 /** The `xen` row of core's kind table: what a job with `driver: xen` is judged against offline. */
@@ -8,15 +8,17 @@ export const XEN_KIND_CAPABILITIES: Capabilities = BUILTIN_DRIVER_KINDS.get(XEN_
 
 /**
  * Connects to the pool the options name and returns a {@link XenDriver}. `tuning` sets the
- * retry policy, gives a cancel signal for the login and a warning sink.
+ * retry policy, gives a cancel signal for the login and a warning sink; `targetPreview` turns on
+ * the replica hooks (see {@link XenDriverInit.targetPreview}).
  *
  * @throws `E_AUTH` when the credentials cannot be resolved, the login is refused or the pinned
  * certificate does not match.
  */
 export async function createXenDriver(
   options: XenDriverOptions,
-  tuning: Pick<XenConnectionOptions, 'retry' | 'signal' | 'onWarning'> = {},
+  tuning: Pick<XenConnectionOptions, 'retry' | 'signal' | 'onWarning'> & Pick<XenDriverInit, 'targetPreview'> = {},
 ): Promise<XenDriver> {
+  const { targetPreview, ...connectionTuning } = tuning;
   const connection = await XenConnection.open({
     url: options.url,
     user: options.user,
@@ -24,7 +26,7 @@ export async function createXenDriver(
     credentialsFile: options.credentialsFile,
     fingerprint: options.fingerprint,
     allowUnauthorized: options.allowUnauthorized,
-    ...tuning,
+    ...connectionTuning,
   });
   return new XenDriver(connection, {
     nbdConnections: options.nbdConnections,
@@ -32,6 +34,7 @@ export async function createXenDriver(
     sr: options.sr,
     networkMap: options.networkMap,
     ...(tuning.onWarning ? { onWarning: tuning.onWarning } : {}),
+    ...(targetPreview ? { targetPreview: true } : {}),
   });
 }
 

@@ -4,6 +4,7 @@ import {
   type Capabilities,
   type DiskReader,
   type DiskRef,
+  DriverError,
   type Extent,
   NotFoundError,
   type OperationOptions,
@@ -59,6 +60,12 @@ export interface XenDriverInit extends XenTargetInit {
   nbdConnections?: number;
   /** Read over NBD when the pool offers it. @default true */
   preferNbd?: boolean;
+  /**
+   * Turns on the replica hooks (ensureReplica, holds, marks, restore points) although the
+   * instance cannot write replica disks yet and so declares `canBeTarget: false`. For tests and
+   * tools that manage replica VMs; an engine never needs it. @default false
+   */
+  targetPreview?: boolean;
 }
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
@@ -82,7 +89,8 @@ export class XenDriver extends AbstractHypervisor {
   /** Changed extents by `<base VDI uuid> <current VDI uuid>` (snapshots are immutable). */
   private readonly changedBlocks = new Map<string, Extent[]>();
   /** The replica side (VMs, holds, marks, restore points), over XAPI. */
-  private readonly target: XenTarget;
+  private readonly targetSide: XenTarget;
+  private readonly targetPreview: boolean;
 
   constructor(
     /** The pool session (closed with the driver). */
@@ -92,7 +100,8 @@ export class XenDriver extends AbstractHypervisor {
     super();
     this.nbdConnections = init.nbdConnections ?? 2;
     this.preferNbd = init.preferNbd ?? true;
-    this.target = new XenTarget(connection, init);
+    this.targetSide = new XenTarget(connection, init);
+    this.targetPreview = init.targetPreview ?? false;
   }
 
   protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {
@@ -254,7 +263,7 @@ export class XenDriver extends AbstractHypervisor {
   protected override async _power(vmId: string, op: 'start' | 'shutdown', options?: OperationOptions): Promise<void> {
     const signal = options?.signal;
     const ref = await this.refOf('VM', vmId, options);
-    if (op === 'start' && (await this.target.inProgress(ref, options))) {
+    if (op === 'start' && (await this.targetSide.inProgress(ref, options))) {
       throw new ReplicaInProgressError(`VM '${vmId}' is a replica being written; wait for its run to end`);
     }
     const state = await this.connection.call<string>('VM.get_power_state', [ref], { signal });
@@ -329,6 +338,19 @@ export class XenDriver extends AbstractHypervisor {
 
   protected override async _close(): Promise<void> {
     await this.connection.close();
+  }
+
+  /**
+   * The replica side, when turned on: without a disk writer the instance is no target
+   * (`canBeTarget: false`), and conformance requires its replica hooks to refuse.
+   */
+  private get target(): XenTarget {
+    if (!this.targetPreview && !this.capabilities.canBeTarget) {
+      throw new DriverError(
+        'the xen driver cannot write replica disks yet (canBeTarget: false); use another target driver',
+      );
+    }
+    return this.targetSide;
   }
 
   /** The records a listing needs, in three calls. */

@@ -14,7 +14,7 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
   beforeEach(async () => {
     warnings.length = 0;
     pool = await startPool();
-    hv = await pool.driver({ networkMap: {} }, { onWarning: (m) => warnings.push(m) });
+    hv = await pool.driver({ networkMap: {} }, { onWarning: (m) => warnings.push(m), targetPreview: true });
     const vm = await pool.makeVM('web', [MiB, 2 * MiB]);
     const source = await hv.getVM(vm.uuid);
     spec = {
@@ -29,6 +29,16 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
   });
 
   const ref = (r: Replica) => pool.call<string>('VM.get_by_uuid', r.id);
+
+  it('without targetPreview the replica hooks refuse (the instance declares canBeTarget: false)', async () => {
+    const plain = await pool.driver();
+    try {
+      expect(plain.capabilities.canBeTarget).toBe(false);
+      await expect(plain.ensureReplica(spec)).rejects.toMatchObject({ code: 'E_DRIVER' });
+    } finally {
+      await plain.close();
+    }
+  });
 
   it('creates a halted replica with the source shape, start blocked, marked; a second ensure finds it', async () => {
     const replica = await hv.ensureReplica(spec);
@@ -62,7 +72,10 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
 
   it('maps networks by networkMap: a mapped one gets a VIF, an unmapped one is left out and reported', async () => {
     const net = await pool.call<string>('network.get_uuid', pool.sim.refs.network);
-    const mapped = await pool.driver({ networkMap: { lan: net } }, { onWarning: (m) => warnings.push(m) });
+    const mapped = await pool.driver(
+      { networkMap: { lan: net } },
+      { onWarning: (m) => warnings.push(m), targetPreview: true },
+    );
     try {
       const replica = await mapped.ensureReplica(spec);
       const vifs = await pool.call<string[]>('VM.get_VIFs', await ref(replica));
@@ -97,7 +110,7 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
     expect(await hv.replicaOwner(replica)).toBeUndefined();
     expect(await hv.claimReplica(replica, owner('run-a'))).toMatchObject({ runId: 'run-a' });
     expect(await hv.claimReplica(replica, owner('run-b'))).toMatchObject({ runId: 'run-a' });
-    const other = await pool.driver();
+    const other = await pool.driver({}, { targetPreview: true });
     try {
       expect(await other.replicaOwner(replica)).toMatchObject({ runId: 'run-a' });
     } finally {
