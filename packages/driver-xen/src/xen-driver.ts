@@ -4,6 +4,7 @@ import {
   type Capabilities,
   type DiskReader,
   type DiskRef,
+  type DiskWriter,
   DriverError,
   type Extent,
   NotFoundError,
@@ -18,6 +19,7 @@ import {
   type RestorePointOptions,
   type Snapshot,
   type VMInfo,
+  type WriterOptions,
 } from '@replikit/core';
 import { changedExtents } from './cbt-bitmap.js';
 import { HttpRawReader } from './http-raw-reader.js';
@@ -35,6 +37,7 @@ import {
   toVMInfo,
   type XRecord,
 } from './xen-records.js';
+import { XenReplicaWriter } from './xen-replica-writer.js';
 import { XenTarget, type XenTargetInit } from './xen-target.js';
 
 /** The kind a job names: `driver: xen`. */
@@ -173,6 +176,9 @@ export class XenDriver extends AbstractHypervisor {
 
   protected override async _openReader(disk: DiskRef, options?: OperationOptions): Promise<DiskReader> {
     const signal = options?.signal;
+    if (!disk.snapshotId && disk.meta?.userdevice !== undefined && this.targetPreview) {
+      return this.openReplicaReader(disk, options);
+    }
     if (!disk.snapshotId) {
       throw new NotFoundError(`the xen driver reads snapshot disks only (disk '${disk.id}' has no snapshotId)`);
     }
@@ -220,6 +226,25 @@ export class XenDriver extends AbstractHypervisor {
       }
     }
     return http();
+  }
+
+  /** A replica disk reads as its committed VDI (pending clones are not visible). */
+  private async openReplicaReader(disk: DiskRef, options?: OperationOptions): Promise<DiskReader> {
+    const replica = { id: disk.vmId, name: '', disks: [disk], created: false };
+    const vdiRef = await this.target.committedVdi(replica, String(disk.meta?.userdevice ?? ''), options);
+    return new HttpRawReader(this.connection, vdiRef, disk.size, `replica disk '${disk.id}'`);
+  }
+
+  protected override async _openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
+    const target = this.target;
+    const what = `disk '${disk.id}' of replica '${replica.id}'`;
+    const vdiRef = await target.pendingVdi(replica, disk, options?.runId, options);
+    const source = () => new HttpRawReader(this.connection, vdiRef, disk.size, what);
+    return new XenReplicaWriter(this.connection, vdiRef, disk.size, what, source);
+  }
+
+  protected override async _hasPendingWrites(replica: Replica): Promise<boolean> {
+    return this.target.hasPending(replica);
   }
 
   protected override async _changes(

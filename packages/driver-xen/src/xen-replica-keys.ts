@@ -21,3 +21,7 @@ export const BLOCKED_READY =
 /** Why `start` and `start_on` are blocked on a replica being written. */
 export const BLOCKED_IN_PROGRESS =
   'replikit is writing this replica; it is incomplete and must not be started until the run ends';
+/** `other_config` key of a pending VDI (a clone being written): `<replica uuid>/<userdevice>`. */
+export const PENDING_OF_KEY = 'replikit:pending-of';
+/** `other_config` key of a pending VDI: the run writing it (empty for a writer without one). */
+export const PENDING_RUN_KEY = 'replikit:pending-run';

@@ -16,6 +16,8 @@ import { diskVbds, otherConfig, type PoolView, type XRecord } from './xen-record
 import {
   BLOCKED_IN_PROGRESS,
   BLOCKED_READY,
+  PENDING_OF_KEY,
+  PENDING_RUN_KEY,
   REPLICA_DISK_KEY,
   REPLICA_JOB_KEY,
   REPLICA_MARK_KEY,
@@ -152,6 +154,7 @@ export class XenTarget {
   async delete(replica: Replica, options?: OperationOptions): Promise<void> {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
+    await this.dropPending(replica, options);
     const view = await this.view(options);
     for (const point of await this.points(view, vmRef)) await this.destroyVmAndDisks(view, point.ref, options);
     const state = await this.connection.call<string>('VM.get_power_state', [vmRef], s);
@@ -166,6 +169,7 @@ export class XenTarget {
     const record = JSON.stringify(owner);
     try {
       await this.connection.call('VM.add_to_other_config', [vmRef, REPLICA_OWNER_KEY, record], s);
+      await this.dropPending(replica, options, owner.runId);
       return owner;
     } catch (error) {
       if (codeOf(error) !== 'MAP_DUPLICATE_KEY') throw error;
@@ -175,6 +179,7 @@ export class XenTarget {
     // The same run re-takes its hold (a resume): refresh the record.
     await this.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_OWNER_KEY], s);
     await this.connection.call('VM.add_to_other_config', [vmRef, REPLICA_OWNER_KEY, record], s);
+    await this.dropPending(replica, options, owner.runId);
     return owner;
   }
 
@@ -237,7 +242,13 @@ export class XenTarget {
         snapshots: ((vdi.snapshots as string[] | undefined) ?? []).length,
       })),
     };
-    const value = createHash('sha256').update(JSON.stringify(details)).digest('hex');
+    const pending = (await this.pending(replica, options)).map(({ vdi }) => [
+      str(vdi.uuid),
+      String(vdi.physical_utilisation),
+    ]);
+    const value = createHash('sha256')
+      .update(JSON.stringify({ ...details, pending }))
+      .digest('hex');
     return { value, details };
   }
 
@@ -245,9 +256,7 @@ export class XenTarget {
   async createPoint(replica: Replica, label: string, options?: OperationOptions): Promise<RestorePoint> {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
-    const newest = (await this.listPoints(replica, options)).at(-1);
-    // Without a writer of its own, a second call with the newest label is a retried commit.
-    if (newest?.label === label) return newest;
+    await this.commitPending(replica, options);
     const snapRef = await this.connection.callAsync<string>('VM.snapshot', [vmRef, `${replica.name} ${label}`], s);
     await this.connection.call('VM.add_to_other_config', [snapRef, RESTORE_POINT_KEY, label], s);
     const view = await this.view(options);
@@ -279,6 +288,7 @@ export class XenTarget {
     const view = await this.view(options);
     const found = (await this.points(view, vmRef)).find((p) => str(p.vm.uuid) === point.id);
     if (!found) throw new NotFoundError(`replica '${replica.id}' has no restore point '${point.id}'`);
+    await this.dropPending(replica, options);
     const state = await this.connection.call<string>('VM.get_power_state', [vmRef], s);
     if (state !== 'Halted') await this.connection.callAsync('VM.hard_shutdown', [vmRef], s);
     const saved = new Map(diskVbds(view, found.vm).map((d) => [str(d.vbd.userdevice), d]));
@@ -307,6 +317,100 @@ export class XenTarget {
       );
       await this.connection.callAsync('VDI.destroy', [vdiRef], s);
     }
+  }
+
+  /**
+   * The VDI a writer of `disk` writes: the pending clone of the replica disk for `runId`, made
+   * (by `VDI.clone` of the committed disk) when there is none; a clone pending from another run is
+   * destroyed first, never continued. Returns the clone's ref.
+   */
+  async pendingVdi(replica: Replica, disk: DiskRef, runId: string | undefined, options?: OperationOptions) {
+    const s = sig(options);
+    const run = runId ?? '';
+    const userdevice = String(disk.meta?.userdevice ?? '');
+    const committed = await this.committedVdi(replica, userdevice, options);
+    const key = `${replica.id}/${userdevice}`;
+    for (const [ref, vdi] of Object.entries(await this.vdis(options))) {
+      if (otherConfig(vdi)[PENDING_OF_KEY] !== key) continue;
+      if (otherConfig(vdi)[PENDING_RUN_KEY] === run && run !== '') return ref;
+      await this.connection.callAsync('VDI.destroy', [ref], s);
+    }
+    const clone = await this.connection.callAsync<string>('VDI.clone', [committed, {}], s);
+    await this.connection.call('VDI.remove_from_other_config', [clone, PENDING_OF_KEY], s);
+    await this.connection.call('VDI.remove_from_other_config', [clone, PENDING_RUN_KEY], s);
+    await this.connection.call('VDI.add_to_other_config', [clone, PENDING_OF_KEY, key], s);
+    await this.connection.call('VDI.add_to_other_config', [clone, PENDING_RUN_KEY, run], s);
+    return clone;
+  }
+
+  /** The committed VDI of the replica disk at `userdevice` (what a reader of the replica sees). */
+  async committedVdi(replica: Replica, userdevice: string, options?: OperationOptions): Promise<string> {
+    const vmRef = await this.vmRef(replica, options);
+    const view = await this.view(options);
+    const vm = view.vms[vmRef]!;
+    if (otherConfig(vm)[REPLICA_NAME_KEY] === undefined) throw new NotFoundError(`VM '${replica.id}' is no replica`);
+    const at = diskVbds(view, vm).find((d) => str(d.vbd.userdevice) === userdevice);
+    if (!at) throw new NotFoundError(`replica '${replica.id}' has no disk at device ${userdevice}`);
+    return at.vdiRef;
+  }
+
+  /** True when a clone is pending for the replica. */
+  async hasPending(replica: Replica, options?: OperationOptions): Promise<boolean> {
+    return (await this.pending(replica, options)).length > 0;
+  }
+
+  /** Destroys the pending clones of the replica (all, or those not of `keepRun`). */
+  async dropPending(replica: Replica, options?: OperationOptions, keepRun?: string): Promise<void> {
+    for (const { ref, vdi } of await this.pending(replica, options)) {
+      if (keepRun !== undefined && otherConfig(vdi)[PENDING_RUN_KEY] === keepRun) continue;
+      await this.connection.callAsync('VDI.destroy', [ref], sig(options));
+    }
+  }
+
+  /** Swaps each pending clone in at its `userdevice` and destroys the disk it replaces. */
+  private async commitPending(replica: Replica, options?: OperationOptions): Promise<void> {
+    const s = sig(options);
+    const vmRef = await this.vmRef(replica, options);
+    const view = await this.view(options);
+    const current = diskVbds(view, view.vms[vmRef]!);
+    for (const { ref, vdi } of await this.pending(replica, options)) {
+      const userdevice = otherConfig(vdi)[PENDING_OF_KEY]!.split('/')[1]!;
+      const old = current.find((d) => str(d.vbd.userdevice) === userdevice);
+      if (old) {
+        const vbdRef = Object.entries(view.vbds).find(([, r]) => r === old.vbd)![0];
+        await this.connection.call('VBD.destroy', [vbdRef], s);
+      }
+      await this.connection.call(
+        'VBD.create',
+        [
+          {
+            VM: vmRef,
+            VDI: ref,
+            userdevice,
+            bootable: userdevice === '0',
+            mode: 'RW',
+            type: 'Disk',
+            empty: false,
+            other_config: {},
+          },
+        ],
+        s,
+      );
+      await this.connection.call('VDI.remove_from_other_config', [ref, PENDING_OF_KEY], s);
+      await this.connection.call('VDI.remove_from_other_config', [ref, PENDING_RUN_KEY], s);
+      if (old) await this.connection.callAsync('VDI.destroy', [old.vdiRef], s);
+    }
+  }
+
+  private async pending(replica: Replica, options?: OperationOptions): Promise<Array<{ ref: string; vdi: XRecord }>> {
+    const prefix = `${replica.id}/`;
+    return Object.entries(await this.vdis(options))
+      .filter(([, vdi]) => otherConfig(vdi)[PENDING_OF_KEY]?.startsWith(prefix) === true)
+      .map(([ref, vdi]) => ({ ref, vdi }));
+  }
+
+  private vdis(options?: OperationOptions): Promise<Record<string, XRecord>> {
+    return this.connection.call<Record<string, XRecord>>('VDI.get_all_records', [], sig(options));
   }
 
   /** True when `vmId` is a replica marked in progress. */

@@ -1,4 +1,5 @@
 import type { Replica, ReplicaSpec } from '@replikit/core';
+import { readWholeDisk } from '@replikit/core/testing';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { XenDriver } from '../src/index.js';
 import { startPool, type TestPool } from './helpers/xen-pool.js';
@@ -151,6 +152,36 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
     const settled = await hv.replicaState(replica);
     await pool.call('VM.remove_from_blocked_operations', vmRef, 'start');
     expect((await hv.replicaState(replica)).value).not.toBe(settled.value);
+  });
+
+  it("writes reach the replica only at createRestorePoint; another run's pending writes are dropped", async () => {
+    const replica = await hv.ensureReplica(spec);
+    const disk = replica.disks[1]!;
+    const bytes = new Uint8Array(3 * 4096 + 5).map((_, i) => (i * 7 + 1) & 0xff);
+    const writer = await hv.openWriter(replica, disk, { runId: 'run-1' });
+    await writer.write(MiB + 1234, bytes); // crosses no 2 MiB block; a partial block read first
+    await writer.write(0, new Uint8Array(512).fill(9));
+    await writer.close();
+    const zero = new Uint8Array(disk.size);
+    expect(Buffer.from(await readWholeDisk(hv, disk)).equals(Buffer.from(zero))).toBe(true);
+    const before = await hv.replicaState(replica);
+    await hv.createRestorePoint(replica, 'run-1');
+    expect((await hv.replicaState(replica)).value).not.toBe(before.value);
+    const expected = new Uint8Array(disk.size);
+    expected.fill(9, 0, 512);
+    expected.set(bytes, MiB + 1234);
+    expect(Buffer.from(await readWholeDisk(hv, disk)).equals(Buffer.from(expected))).toBe(true);
+    // Idempotent per label: nothing pending, the same label gives the same point.
+    const points = await hv.listRestorePoints(replica);
+    expect(await hv.createRestorePoint(replica, 'run-1')).toEqual(points.at(-1));
+
+    // Run 2 writes and crashes; run 3 claims: run 2's pending clone is gone, the replica unchanged.
+    const w2 = await hv.openWriter(replica, disk, { runId: 'run-2' });
+    await w2.write(0, new Uint8Array(512).fill(5));
+    await w2.close();
+    expect(await hv.claimReplica(replica, owner('run-3'))).toMatchObject({ runId: 'run-3' });
+    await hv.createRestorePoint(replica, 'run-3');
+    expect(Buffer.from(await readWholeDisk(hv, disk)).equals(Buffer.from(expected))).toBe(true);
   });
 
   it('deleteReplica leaves no VM, restore point or VDI behind', async () => {

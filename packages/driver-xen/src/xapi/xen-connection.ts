@@ -156,6 +156,61 @@ export class XenConnection {
     });
   }
 
+  /**
+   * PUTs `length` bytes of `body` to a host path (`/import_raw_vdi`…) under a task of its own, and
+   * resolves once XAPI has finished that task (failures of the import show only there).
+   */
+  async put(
+    path: string,
+    query: Record<string, string>,
+    body: AsyncIterable<Uint8Array>,
+    length: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    throwIfAborted(signal);
+    const task = await this.xapi.call<string>('task.create', `replikit PUT ${path}`, '');
+    const result = this.xapi.watchTask<unknown>(task);
+    result.catch(() => undefined); // awaited below, after the upload
+    try {
+      const target = new URL(path, this.url);
+      const params = { ...query, session_id: this.sessionId, task_id: task };
+      for (const [k, v] of Object.entries(params)) target.searchParams.set(k, v);
+      const request = target.protocol === 'https:' ? httpsRequest : httpRequest;
+      await new Promise<void>((resolve, reject) => {
+        const req = request(target, {
+          method: 'PUT',
+          headers: { 'content-length': String(length) },
+          rejectUnauthorized: !this.insecure,
+          signal,
+        });
+        req.once('error', (error) => reject(signal?.aborted ? new AbortError() : error));
+        req.once('response', (res) => {
+          res.resume();
+          if (res.statusCode !== 200) {
+            reject(
+              new DriverError(`PUT ${path} answered HTTP ${res.statusCode}`, { details: { status: res.statusCode } }),
+            );
+          }
+        });
+        (async () => {
+          for await (const chunk of body) {
+            if (!req.write(chunk)) await new Promise((r) => req.once('drain', r));
+          }
+          req.end(resolve);
+        })().catch((error) => {
+          req.destroy();
+          reject(error);
+        });
+      });
+      await raceAbort(result, signal);
+    } catch (error) {
+      if (signal?.aborted) await this.xapi.call('task.cancel', task).catch(() => undefined);
+      throw wrapXapiError(error, `PUT ${path}`, signal);
+    } finally {
+      await this.xapi.call('task.destroy', task).catch(() => undefined);
+    }
+  }
+
   /** Logs out. Calling it twice is harmless. */
   async close(): Promise<void> {
     await this.xapi.disconnect().catch(() => undefined);
