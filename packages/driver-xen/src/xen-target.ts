@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import {
+  ConflictError,
   type DiskRef,
   NotFoundError,
   type OperationOptions,
@@ -77,7 +78,16 @@ export class XenTarget {
         otherConfig(vm)[REPLICA_NAME_KEY] === spec.name &&
         otherConfig(vm)[REPLICA_OF_KEY] === spec.source.id,
     );
-    if (found) return this.toReplica(view, found[0], spec, false);
+    if (found) {
+      const sizes = diskVbds(view, found[1]).map(({ vdi }) => Number(vdi.virtual_size));
+      const same = sizes.length === spec.disks.length && spec.disks.every((d, i) => sizes[i] === d.size);
+      if (!same) {
+        throw new ConflictError(
+          `replica '${spec.name}' exists with disks of ${sizes.join(', ')} bytes, not ${spec.disks.map((d) => d.size).join(', ')}; delete it or name another replica`,
+        );
+      }
+      return this.toReplica(view, found[0], spec, false);
+    }
 
     const srRef = await this.srRef(options);
     const placement = spec.placement ?? {};
@@ -327,7 +337,13 @@ export class XenTarget {
   async pendingVdi(replica: Replica, disk: DiskRef, runId: string | undefined, options?: OperationOptions) {
     const s = sig(options);
     const run = runId ?? '';
-    const userdevice = String(disk.meta?.userdevice ?? '');
+    const known = replica.disks.find((d) => d.id === disk.id);
+    if (!known) throw new NotFoundError(`replica '${replica.id}' has no disk '${disk.id}'`);
+    const holder = await this.owner(replica, options);
+    if (holder && holder.runId !== runId) {
+      throw new ConflictError(`replica '${replica.id}' is held by run '${holder.runId}'; wait for it or resume it`);
+    }
+    const userdevice = String(known.meta?.userdevice ?? '');
     const committed = await this.committedVdi(replica, userdevice, options);
     const key = `${replica.id}/${userdevice}`;
     for (const [ref, vdi] of Object.entries(await this.vdis(options))) {

@@ -184,6 +184,21 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
     expect(Buffer.from(await readWholeDisk(hv, disk)).equals(Buffer.from(expected))).toBe(true);
   });
 
+  it('refuses a replica of another shape, a writer of an unknown disk, and writers of a run not holding it', async () => {
+    const replica = await hv.ensureReplica(spec);
+    const bigger = { ...spec, disks: [...spec.disks, { sourceDiskId: 'extra', size: MiB }] };
+    await expect(hv.ensureReplica(bigger)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    const unknown = { ...replica.disks[0]!, id: 'no-such-disk' };
+    await expect(hv.openWriter(replica, unknown)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    await hv.claimReplica(replica, owner('winner'));
+    await expect(hv.openWriter(replica, replica.disks[0]!, { runId: 'loser' })).rejects.toMatchObject({
+      code: 'E_CONFLICT',
+    });
+    await expect(hv.openWriter(replica, replica.disks[0]!)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    const writer = await hv.openWriter(replica, replica.disks[0]!, { runId: 'winner' });
+    await writer.close();
+  });
+
   it('deleteReplica leaves no VM, restore point or VDI behind', async () => {
     const vdisBefore = Object.keys(await pool.call<object>('VDI.get_all_records')).length;
     const replica = await hv.ensureReplica(spec);
