@@ -292,6 +292,7 @@ export class XenDriver extends AbstractHypervisor {
       throw new ReplicaInProgressError(`VM '${vmId}' is a replica being written; wait for its run to end`);
     }
     const state = await this.connection.call<string>('VM.get_power_state', [ref], { signal });
+    if (op === 'start' && state === 'Halted') await this.targetSide.unblockReady(ref, options);
     if (op === 'start' && state === 'Halted')
       await this.connection.callAsync('VM.start', [ref, false, false], { signal });
     if (op === 'shutdown' && state !== 'Halted') await this.connection.callAsync('VM.shutdown', [ref], { signal });

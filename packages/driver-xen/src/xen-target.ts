@@ -429,6 +429,18 @@ export class XenTarget {
     return this.connection.call<Record<string, XRecord>>('VDI.get_all_records', [], sig(options));
   }
 
+  /**
+   * Lets a ready replica start (a test boot or a failover asked of replikit): its start block is
+   * lifted. The next `markReplica` sets it again.
+   */
+  async unblockReady(vmRef: string, options?: OperationOptions): Promise<void> {
+    const config = await this.connection.call<Record<string, string>>('VM.get_other_config', [vmRef], sig(options));
+    if (config[REPLICA_NAME_KEY] === undefined || config[REPLICA_MARK_KEY] !== 'ready') return;
+    for (const op of ['start', 'start_on']) {
+      await this.connection.call('VM.remove_from_blocked_operations', [vmRef, op], sig(options));
+    }
+  }
+
   /** True when `vmId` is a replica marked in progress. */
   async inProgress(vmRef: string, options?: OperationOptions): Promise<boolean> {
     const config = await this.connection.call<Record<string, string>>('VM.get_other_config', [vmRef], sig(options));

@@ -106,6 +106,17 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
     expect(await hv.replicaMark(replica)).toBe('in-progress');
   });
 
+  it('power start of a ready replica lifts its start block and boots it; the fingerprint moves', async () => {
+    const replica = await hv.ensureReplica(spec);
+    await hv.createRestorePoint(replica, 'run-1');
+    await hv.markReplica(replica, 'ready');
+    const before = await hv.replicaState(replica);
+    await hv.power(replica.id, 'start');
+    expect(await pool.call('VM.get_power_state', await ref(replica))).toBe('Running');
+    await hv.power(replica.id, 'shutdown');
+    expect((await hv.replicaState(replica)).value).not.toBe(before.value);
+  });
+
   it('holds live in other_config: one run wins, the same run re-takes, release ends it', async () => {
     const replica = await hv.ensureReplica(spec);
     expect(await hv.replicaOwner(replica)).toBeUndefined();
