@@ -176,7 +176,11 @@ export class XenDriver extends AbstractHypervisor {
 
   protected override async _openReader(disk: DiskRef, options?: OperationOptions): Promise<DiskReader> {
     const signal = options?.signal;
-    if (!disk.snapshotId && disk.meta?.userdevice !== undefined && this.targetPreview) {
+    if (
+      !disk.snapshotId &&
+      disk.meta?.userdevice !== undefined &&
+      (this.targetPreview || this.capabilities.canBeTarget)
+    ) {
       return this.openReplicaReader(disk, options);
     }
     if (!disk.snapshotId) {
