@@ -235,7 +235,8 @@ export class XenDriver extends AbstractHypervisor {
   /** A replica disk reads as its committed VDI (pending clones are not visible). */
   private async openReplicaReader(disk: DiskRef, options?: OperationOptions): Promise<DiskReader> {
     const replica = { id: disk.vmId, name: '', disks: [disk], created: false };
-    const vdiRef = await this.target.committedVdi(replica, String(disk.meta?.userdevice ?? ''), options);
+    const userdevice = String(disk.meta?.userdevice ?? '');
+    const vdiRef = await this.target.committedVdi(replica, userdevice, options, disk.id);
     return new HttpRawReader(this.connection, vdiRef, disk.size, `replica disk '${disk.id}'`);
   }
 

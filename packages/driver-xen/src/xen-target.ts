@@ -327,6 +327,8 @@ export class XenTarget {
       );
       await this.connection.callAsync('VDI.destroy', [vdiRef], s);
     }
+    // A restore point is a complete version: the replica is ready again.
+    await this.mark(replica, 'ready', options);
   }
 
   /**
@@ -360,13 +362,21 @@ export class XenTarget {
   }
 
   /** The committed VDI of the replica disk at `userdevice` (what a reader of the replica sees). */
-  async committedVdi(replica: Replica, userdevice: string, options?: OperationOptions): Promise<string> {
+  async committedVdi(
+    replica: Replica,
+    userdevice: string,
+    options?: OperationOptions,
+    diskId?: string,
+  ): Promise<string> {
     const vmRef = await this.vmRef(replica, options);
     const view = await this.view(options);
     const vm = view.vms[vmRef]!;
     if (otherConfig(vm)[REPLICA_NAME_KEY] === undefined) throw new NotFoundError(`VM '${replica.id}' is no replica`);
     const at = diskVbds(view, vm).find((d) => str(d.vbd.userdevice) === userdevice);
     if (!at) throw new NotFoundError(`replica '${replica.id}' has no disk at device ${userdevice}`);
+    if (diskId !== undefined && otherConfig(at.vdi)[REPLICA_DISK_KEY] !== diskId) {
+      throw new NotFoundError(`replica '${replica.id}' has no disk '${diskId}'`);
+    }
     return at.vdiRef;
   }
 

@@ -210,6 +210,16 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
     await writer.close();
   });
 
+  it('revertTo leaves the replica ready; a reader of a disk the replica does not have is refused', async () => {
+    const replica = await hv.ensureReplica(spec);
+    const point = await hv.createRestorePoint(replica, 'run-1');
+    await hv.markReplica(replica, 'in-progress');
+    await hv.revertTo(replica, point);
+    expect(await hv.replicaMark(replica)).toBe('ready');
+    const unknown = { ...replica.disks[0]!, id: 'no-such-disk' };
+    await expect(hv.openReader(unknown)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+  });
+
   it('deleteReplica leaves no VM, restore point or VDI behind', async () => {
     const vdisBefore = Object.keys(await pool.call<object>('VDI.get_all_records')).length;
     const replica = await hv.ensureReplica(spec);
