@@ -237,9 +237,13 @@ export async function run(flags: string[]): Promise<void> {
     let rsyncBytes = Number.NaN;
     if (!skipRsync) {
       const start = process.hrtime.bigint();
-      const rsync = spawnSync('rsync', ['--inplace', '--no-whole-file', '--ignore-times', '--stats', rsyncSource, rsyncTarget], {
-        encoding: 'utf8',
-      });
+      const rsync = spawnSync(
+        'rsync',
+        ['--inplace', '--no-whole-file', '--ignore-times', '--stats', rsyncSource, rsyncTarget],
+        {
+          encoding: 'utf8',
+        },
+      );
       rsyncSeconds = seconds(start);
       if (rsync.status !== 0) throw new Error(`rsync failed: ${rsync.stderr}`);
       const count = (what: string) =>

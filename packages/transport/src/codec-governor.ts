@@ -49,9 +49,9 @@ export const MAX_HOLD_OFF = 128;
  * The decision for the next window, as a pure function: compress only while the link (its
  * bandwidth, a bandwidth cap) and not this side's CPU is what limits the run, and only data
  * that compresses well enough to pay. Off, it starts when the link kept the sender waiting at
- * least {@link START_FACTOR} times as long as compressing the window would take (from the
+ * least `START_FACTOR` times as long as compressing the window would take (from the
  * compressor's measured speed). On, given `offBytesPerMs` (the data rate of the windows sent
- * without compressing), it goes on only while the window moved data at least {@link MIN_GAIN}
+ * without compressing), it goes on only while the window moved data at least `MIN_GAIN`
  * times as fast: measured, not modelled (a receiver short of CPU also keeps the sender waiting,
  * and compressing for it only makes both ends work more), and while the sender still waits for
  * the link at all (one that no longer waits is bound by its CPU). Without that figure it goes
@@ -171,7 +171,7 @@ export class CodecGovernor {
   /**
    * Whether the next data block may go through the codec (if it looks compressible): every one
    * when on; when off, one in `sampleEvery`, and, when that one does not look compressible, the
-   * next ones until one does (up to {@link SAMPLE_TRIES}), so that a pattern of random and text
+   * next ones until one does (up to `SAMPLE_TRIES`), so that a pattern of random and text
    * blocks cannot hide the text from the samples. Blocks that are not sampled are not even
    * looked at: the look (`worthCompressing`) costs ~0.15 CPU-s per GiB.
    */
