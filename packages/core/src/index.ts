@@ -67,6 +67,7 @@ export type {
   DiskRecord,
   JobRecord,
   PlanMode,
+  RunHeader,
   RunRecord,
   TransferStats,
 } from './engine/run-record.js';

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DriverRegistry, FileStateStore, ReplicationEngine } from '@replikit/core';
+import { DriverRegistry, FileStateStore, ReplicationEngine, type RunRecord } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { createFileDriver, fileDriver } from '@replikit/driver-file';
 import { localTransport } from '@replikit/transport';
@@ -26,6 +26,38 @@ describe('the engine replicates a xen VM to the file driver (Q-Hybrid)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  /**
+   * An engine replicating the xen VM `vm` into a file-driver replica, that driver (to read the
+   * replica), and `run`: one run, checked completed with every replica disk equal to the source
+   * snapshot's.
+   */
+  function xenToFile(vm: string) {
+    const drivers = new DriverRegistry().register(xenDriver).register(fileDriver);
+    const engine = new ReplicationEngine({
+      stateStore: new FileStateStore(join(dir, 'state')),
+      drivers,
+      transport: localTransport(),
+    });
+    const job = {
+      name: 'xen-to-file',
+      source: { driver: 'xen', url: pool.sim.url, passwordEnv: PASSWORD_ENV, vm },
+      target: { driver: 'file', root: join(dir, 'replicas'), reflink: false },
+      method: 'qhybrid',
+    };
+    const target = createFileDriver({ root: join(dir, 'replicas') });
+    const run = async (): Promise<RunRecord> => {
+      const record = await engine.run(job);
+      expect(record.outcome, JSON.stringify(record.error)).toBe('completed');
+      const replica = (await target.listVMs())[0]!;
+      for (const [i, disk] of record.snapshot!.disks.entries()) {
+        const source = await readWholeDisk(xen, disk);
+        expect(compareBytes(await readWholeDisk(target, replica.disks[i]!), source)).toBe('equal');
+      }
+      return record;
+    };
+    return { engine, target, run };
+  }
+
   for (const cbt of [true, false]) {
     it(`full, guest writes, incremental (${cbt ? 'tracked by CBT' : 'hash-diff, CBT off'}): the replica equals the source snapshot`, async () => {
       const size = 12 * MiB + 1536;
@@ -38,29 +70,8 @@ describe('the engine replicates a xen VM to the file driver (Q-Hybrid)', () => {
       await write(0, size - 3, 3, 2);
       await write(1, 0, 512, 3);
 
-      const drivers = new DriverRegistry().register(xenDriver).register(fileDriver);
-      const engine = new ReplicationEngine({
-        stateStore: new FileStateStore(join(dir, 'state')),
-        drivers,
-        transport: localTransport(),
-      });
-      const job = {
-        name: 'xen-to-file',
-        source: { driver: 'xen', url: pool.sim.url, passwordEnv: PASSWORD_ENV, vm: name },
-        target: { driver: 'file', root: join(dir, 'replicas'), reflink: false },
-        method: 'qhybrid',
-      };
-      const target = createFileDriver({ root: join(dir, 'replicas') });
-      const runAndCompare = async () => {
-        const run = await engine.run(job);
-        expect(run.outcome, JSON.stringify(run.error)).toBe('completed');
-        const replica = (await target.listVMs())[0]!;
-        for (const [i, disk] of run.snapshot!.disks.entries()) {
-          const source = await readWholeDisk(xen, disk);
-          expect(compareBytes(await readWholeDisk(target, replica.disks[i]!), source)).toBe('equal');
-        }
-        return run.disks.map((d) => d.mode);
-      };
+      const { engine, target, run } = xenToFile(name);
+      const runAndCompare = async () => (await run()).disks.map((d) => d.mode);
       try {
         expect(await runAndCompare()).toEqual(['full', 'full']);
         await write(0, 1, 10, 4);
@@ -82,27 +93,8 @@ describe('the engine replicates a xen VM to the file driver (Q-Hybrid)', () => {
     const disk = (await xen.getVM(vm.uuid)).disks[0]!;
     const write = (offset: number, seed: number) => pool.writeGuest(vm.uuid, disk.id, offset, testPattern(seed, 9000));
     await write(12_345, 1);
-    const drivers = new DriverRegistry().register(xenDriver).register(fileDriver);
-    const engine = new ReplicationEngine({
-      stateStore: new FileStateStore(join(dir, 'state')),
-      drivers,
-      transport: localTransport(),
-    });
-    const job = {
-      name: 'reset',
-      source: { driver: 'xen', url: pool.sim.url, passwordEnv: PASSWORD_ENV, vm: 'reset' },
-      target: { driver: 'file', root: join(dir, 'replicas'), reflink: false },
-      method: 'qhybrid',
-    };
-    const target = createFileDriver({ root: join(dir, 'replicas') });
-    const runAndCompare = async () => {
-      const run = await engine.run(job);
-      expect(run.outcome, JSON.stringify(run.error)).toBe('completed');
-      const replica = (await target.listVMs())[0]!;
-      const source = await readWholeDisk(xen, run.snapshot!.disks[0]!);
-      expect(compareBytes(await readWholeDisk(target, replica.disks[0]!), source)).toBe('equal');
-      return run.disks[0]!;
-    };
+    const { engine, target, run } = xenToFile('reset');
+    const runAndCompare = async () => (await run()).disks[0]!;
     try {
       expect((await runAndCompare()).mode).toBe('full');
       await write(1, 4);

@@ -1,10 +1,7 @@
 import type { Replica, RestorePoint, Snapshot } from '../contracts/hypervisor.js';
 import { StateError } from '../errors.js';
-import type { JobSpec } from '../job/job-spec.js';
-import type { WarningCode } from '../warnings.js';
 import type { ReplicaChange } from './plan/disk-plan.js';
-import type { DiskRecord, TransferStats } from './run-record.js';
-import type { RunOutcome, RunState } from './run-state.js';
+import type { RunHeader } from './run-record.js';
 
 /** What `prepare` journals: the replica it found or created and held, and where the run starts from. */
 export interface PrepareRecord {
@@ -71,41 +68,9 @@ export interface StageRecords {
  * Journals of version 1 (one flat record) are read through {@link toJournal}; what the engine
  * returns and `replikit runs --json` prints is the flat {@link RunRecord} ({@link toRunRecord}).
  */
-export interface RunJournal {
+export interface RunJournal extends RunHeader {
   /** Journal format version. */
   version: 2;
-  /** The run's id: `<job>-<UTC time>-<random>`. */
-  runId: string;
-  /** The job, with defaults applied. */
-  job: JobSpec;
-  /** The current state. */
-  state: RunState;
-  /** Set once the run has decided how it ends (in `cleanup` and the terminal states). */
-  outcome?: RunOutcome;
-  /** The error that failed the run. */
-  error?: { code: string; message: string };
-  /** ISO times. */
-  startedAt: string;
-  updatedAt: string;
-  finishedAt?: string;
-  /** Process id of the process driving the run. */
-  pid: number;
-  /** Host name of the machine driving the run. */
-  host?: string;
-  /** Every state entered, with its time. */
-  history: Array<{ state: RunState; at: string }>;
-  /** True when the user asked for a full run (`replikit run --full`). */
-  forced?: boolean;
-  /** Block size in bytes. */
-  blockSize: number;
-  /** Digest algorithm. */
-  digest: string;
-  /** Per-disk plan (written by `plan`) and progress (by `transfer`). */
-  disks: DiskRecord[];
-  /** Totals over all disks. */
-  stats: TransferStats;
-  /** Warnings raised during the run. */
-  warnings: Array<{ code: WarningCode; message: string }>;
   /** Each stage's part. */
   stages: StageRecords;
 }

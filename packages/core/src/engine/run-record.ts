@@ -69,14 +69,8 @@ export interface DiskRecord {
   stats: TransferStats;
 }
 
-/**
- * One run as a flat record: what the engine returns, `replikit runs --json` prints, and version 1
- * stores journaled. The store now keeps a run journal (each stage's part apart,
- * `RunJournal`); `toRunRecord` gives this record of it, with the stage parts again under `stages`.
- */
-export interface RunRecord {
-  /** Format version of this flat record. */
-  version: 1;
+/** What a run's journal and its flat record share: identity, job, state, times, totals. */
+export interface RunHeader {
   /** The run's id: `<job>-<UTC time>-<random>`. */
   runId: string;
   /** The job, with defaults applied. */
@@ -97,6 +91,28 @@ export interface RunRecord {
   host?: string;
   /** Every state entered, with its time. */
   history: Array<{ state: RunState; at: string }>;
+  /** True when the user asked for a full run (`replikit run --full`): every disk is planned `FORCED`. */
+  forced?: boolean;
+  /** Block size in bytes. */
+  blockSize: number;
+  /** Digest algorithm. */
+  digest: string;
+  /** Per-disk plan and progress. */
+  disks: DiskRecord[];
+  /** Totals over all disks. */
+  stats: TransferStats;
+  /** Warnings raised during the run, each with a stable {@link WarningCode}. */
+  warnings: Array<{ code: WarningCode; message: string }>;
+}
+
+/**
+ * One run as a flat record: what the engine returns, `replikit runs --json` prints, and version 1
+ * stores journaled. The store now keeps a run journal (each stage's part apart,
+ * `RunJournal`); `toRunRecord` gives this record of it, with the stage parts again under `stages`.
+ */
+export interface RunRecord extends RunHeader {
+  /** Format version of this flat record. */
+  version: 1;
   /** Snapshot taken by this run. */
   snapshot?: Snapshot;
   /** The previous run's snapshot, kept as base until this run commits. */
@@ -109,16 +125,6 @@ export interface RunRecord {
   restorePointBefore?: RestorePoint | null;
   /** The restore point this run committed. */
   restorePoint?: RestorePoint;
-  /** Block size in bytes. */
-  blockSize: number;
-  /** Digest algorithm. */
-  digest: string;
-  /** Per-disk plan and progress. */
-  disks: DiskRecord[];
-  /** Totals over all disks. */
-  stats: TransferStats;
-  /** Warnings raised during the run, each with a stable {@link WarningCode}. */
-  warnings: Array<{ code: WarningCode; message: string }>;
   /** True once the run may have written the replica (from the end of `plan` on). */
   replicaTouched?: boolean;
   /** The replica's fingerprint when the run planned (what a trusted cache must match). */
@@ -127,8 +133,6 @@ export interface RunRecord {
   replicaModified?: boolean;
   /** How the replica changed, when `replicaModified`. */
   replicaChange?: ReplicaChange;
-  /** True when the user asked for a full run (`replikit run --full`): every disk is planned `FORCED`. */
-  forced?: boolean;
   /** The single-pass backup version this run records (`options.singlePass`). */
   backup?: { baseVersion?: string; version?: string };
   /** Set when this run was rolled back. */
