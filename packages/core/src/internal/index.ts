@@ -9,6 +9,7 @@
  */
 export { createNodeHasher, isZeroBlock, sameDigest } from '../engine/block-hasher.js';
 export { assertTransition, canTransition } from '../engine/run-state.js';
+export { SendWindow } from '../engine/send-window.js';
 export { fsyncDirectory, writeFileAtomic } from '../util/atomic-file.js';
 export { worthCompressing } from '../util/compressibility.js';
 export { isProcessAlive } from '../util/process-alive.js';

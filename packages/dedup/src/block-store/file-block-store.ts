@@ -30,7 +30,7 @@ import {
   toStorageError,
   VerifyError,
 } from '@replikit/core';
-import { fsyncDirectory, isProcessAlive, writeFileAtomic } from '@replikit/core/internal';
+import { fsyncDirectory, isProcessAlive, SendWindow, writeFileAtomic } from '@replikit/core/internal';
 import { AddressCheck } from './address-check.js';
 import { BackgroundFlush } from './background-flush.js';
 import { decodeChunk, encodeChunk } from './chunk-codec.js';
@@ -49,7 +49,6 @@ import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
 import { PackWriter } from './pack-writer.js';
 import { ADDRESS_BYTES, diskFileName, safeSegment, storePaths } from './store-paths.js';
-import { Window } from './task-window.js';
 
 const ZERO_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
 
@@ -520,7 +519,7 @@ export class FileBlockStore implements BackupSink {
     const temp = `${outPath}.restoring`;
     if (!this.loaded) await this.refresh(); // unlocks the keys the address check needs
     const reader = new PackReader(this.paths.packs);
-    const checks = new Window(RESTORE_CHECKS_IN_FLIGHT);
+    const checks = new SendWindow(RESTORE_CHECKS_IN_FLIGHT);
     const handle = await open(temp, 'w').catch((error: unknown) => {
       throw toStorageError(error, `creating ${temp}`);
     });
@@ -534,7 +533,7 @@ export class FileBlockStore implements BackupSink {
         const plain = await this.decodeWith(reader, address);
         // The address is checked on the thread pool while the next chunks are read and decoded;
         // the block is written once it passed (a synchronous positional write: the file is ours).
-        await checks.add(async () => {
+        await checks.start(async () => {
           if (!(await check.matches(plain, address))) throw addressMismatch(address);
           writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
           flush.wrote(plain.length);
