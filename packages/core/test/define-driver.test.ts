@@ -54,10 +54,16 @@ describe('defineDriver', () => {
     const { definition, calls } = acme();
     const registry = new DriverRegistry().register(definition);
     await registry.create({ driver: 'acme', vm: 'web', host: 'h1' }, { side: 'source' });
-    await registry.create({ driver: 'acme', replicaName: 'r', host: 'h2', port: 8443 }, { side: 'target' });
+    await registry.create(
+      { driver: 'acme', replicaName: 'r', host: 'h2', port: 8443 },
+      { side: 'target', method: 'abd', direction: 'pull' },
+    );
     expect(calls).toEqual([
       { options: { host: 'h1', port: 443 }, context: { kind: 'acme', side: 'source' } },
-      { options: { host: 'h2', port: 8443 }, context: { kind: 'acme', side: 'target' } },
+      {
+        options: { host: 'h2', port: 8443 },
+        context: { kind: 'acme', side: 'target', method: 'abd', direction: 'pull' },
+      },
     ]);
     expect(Object.isFrozen(definition)).toBe(true);
   });

@@ -13,6 +13,14 @@ export interface DriverContext {
   kind: string;
   /** The side of the job the driver serves; absent when it is created outside a job (an agent). */
   side?: JobSide;
+  /**
+   * The job's replication method (`qhybrid`, `cbt`, `abd`, `xva` or a driver's own); absent outside
+   * a job. A driver whose data path depends on the method (a delegate appliance for `abd`, a whole-VM
+   * export for `xva`) reads it here.
+   */
+  method?: string;
+  /** The job's `options.direction`: `push` (the default) or `pull`; absent outside a job. */
+  direction?: 'push' | 'pull';
 }
 
 /**

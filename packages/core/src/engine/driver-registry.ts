@@ -1,6 +1,11 @@
 import type { Capabilities } from '../contracts/capabilities.js';
 import type { Hypervisor } from '../contracts/hypervisor.js';
-import { type DriverDefinition, isDriverDefinition, type JobSide } from '../drivers/define-driver.js';
+import {
+  type DriverContext,
+  type DriverDefinition,
+  isDriverDefinition,
+  type JobSide,
+} from '../drivers/define-driver.js';
 import { InputError, JobError, NotFoundError } from '../errors.js';
 import { CORE_ENDPOINT_FIELDS, type EndpointSpec, type JobSpec } from '../job/job-spec.js';
 import { toIssues } from '../job/zod-issues.js';
@@ -19,6 +24,10 @@ export interface RegisterDriverOptions {
 export interface CreateDriverOptions {
   /** The side of the job the endpoint is; error messages name its fields `source.x` / `target.x`. */
   side?: JobSide;
+  /** The job's method, handed to the driver's `create` (see {@link DriverContext.method}). */
+  method?: string;
+  /** The job's direction, handed to the driver's `create` (see {@link DriverContext.direction}). */
+  direction?: 'push' | 'pull';
 }
 
 /** The fields of `endpoint` that are the driver's, not core's. */
@@ -157,7 +166,11 @@ export class DriverRegistry {
   async create(endpoint: EndpointSpec, options: CreateDriverOptions = {}): Promise<Hypervisor> {
     const definition = this.definitionOf(endpoint.driver);
     const parsed = this.parseOptions(endpoint, options);
-    return definition.create(parsed, { kind: definition.kind, ...(options.side ? { side: options.side } : {}) });
+    const context: DriverContext = { kind: definition.kind };
+    if (options.side) context.side = options.side;
+    if (options.method) context.method = options.method;
+    if (options.direction) context.direction = options.direction;
+    return definition.create(parsed, context);
   }
 
   private definitionOf(kind: string): DriverDefinition {

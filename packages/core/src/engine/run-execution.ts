@@ -168,10 +168,12 @@ export class RunExecution {
   // ── drivers ──────────────────────────────────────────────────────────────────────────────
 
   private async drivers(): Promise<{ source: Hypervisor; target: Hypervisor }> {
-    this.source ??= await this.deps.drivers.create(this.record.job.source, { side: 'source' });
+    const { method, options } = this.record.job;
+    const context = { method, direction: options.direction };
+    this.source ??= await this.deps.drivers.create(this.record.job.source, { side: 'source', ...context });
     this.target ??=
       (await this.deps.targetDriver?.(this.record.job)) ??
-      (await this.deps.drivers.create(this.record.job.target, { side: 'target' }));
+      (await this.deps.drivers.create(this.record.job.target, { side: 'target', ...context }));
     return { source: this.source, target: this.target };
   }
 
