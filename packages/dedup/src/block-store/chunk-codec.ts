@@ -30,19 +30,21 @@ export function encodeChunk(plain: Uint8Array): Uint8Array {
 }
 
 /**
- * Decodes a chunk, checking every field: the codec is known, the plain length is in bounds, and
- * the payload decodes to exactly that length (never more: inflation is capped).
+ * Decodes a chunk, checking every field: the codec is known, the plain length is in bounds, the
+ * payload matches its CRC-32 (skipped with `intact`, when the caller has just checked a checksum
+ * over these very bytes, as a pack record's is) and decodes to exactly that length (never more:
+ * inflation is capped).
  *
  * @throws {@link @replikit/core!FormatError} naming `what` otherwise.
  */
-export function decodeChunk(bytes: Uint8Array, what: string): Uint8Array {
+export function decodeChunk(bytes: Uint8Array, what: string, intact = false): Uint8Array {
   if (bytes.length < HEADER) throw new FormatError(`${what}: truncated chunk (${bytes.length} bytes)`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const codec = view.getUint8(0);
   const length = view.getUint32(1, true);
   if (length > MAX_CHUNK_BYTES) throw new FormatError(`${what}: chunk claims ${length} bytes, more than the limit`);
   const payload = bytes.subarray(HEADER);
-  if (crc32(payload) !== view.getUint32(5, true)) throw new FormatError(`${what}: damaged (checksum mismatch)`);
+  if (!intact && crc32(payload) !== view.getUint32(5, true)) throw new FormatError(`${what}: damaged (checksum mismatch)`);
   if (codec === RAW) {
     if (payload.length !== length)
       throw new FormatError(`${what}: raw chunk holds ${payload.length} of ${length} bytes`);

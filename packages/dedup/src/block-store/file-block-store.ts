@@ -31,8 +31,8 @@ import {
   VerifyError,
 } from '@replikit/core';
 import { fsyncDirectory, isProcessAlive, SendWindow, writeFileAtomic } from '@replikit/core/internal';
-import { AddressCheck } from './address-check.js';
 import { BackgroundFlush } from './background-flush.js';
+import { ChunkAddresser } from './chunk-addresser.js';
 import { decodeChunk, encodeChunk } from './chunk-codec.js';
 import {
   type KeyCheckRecord,
@@ -126,10 +126,19 @@ export interface FileBlockStoreOptions {
   keyFile?: string;
 }
 
-/** Chunks a restore decodes ahead of the address checks still running. */
-const RESTORE_CHECKS_IN_FLIGHT = 16;
+/** Batches of decoded chunks a restore keeps at the address check while it decodes the next. */
+const RESTORE_BATCHES_IN_FLIGHT = 2;
+/** Plain bytes per batch whose addresses a restore checks at once (on the hashing threads). */
+const RESTORE_BATCH_BYTES = 4 * 1024 * 1024;
 /** A restore asks the kernel to write back what it wrote every this many bytes, without waiting. */
 const RESTORE_FLUSH_BYTES = 64 * 1024 * 1024;
+
+/** A chunk a restore decoded: where it goes, its bytes, the address they must have. */
+interface RestoredChunk {
+  index: number;
+  plain: Uint8Array;
+  address: string;
+}
 
 function addressMismatch(address: string): VerifyError {
   return new VerifyError(`chunk ${address} is damaged: its content does not match its address`, {
@@ -361,8 +370,10 @@ export class FileBlockStore implements BackupSink {
     }
     if (location) bytes = reader.payload(address, location);
     if (!bytes) throw new NotFoundError(`chunk ${address} is missing`);
+    // A pack record's checksum covers exactly the encoded chunk of a plain store: no second CRC.
+    const intact = location !== undefined && !this.keys;
     if (this.keys) bytes = openChunk(this.keys, Buffer.from(address, 'hex'), bytes, `chunk ${address}`);
-    return decodeChunk(bytes, `chunk ${address}`);
+    return decodeChunk(bytes, `chunk ${address}`, intact);
   }
 
   async begin(spec: BackupVersionSpec, options?: OperationOptions): Promise<BackupSession> {
@@ -519,26 +530,42 @@ export class FileBlockStore implements BackupSink {
     const temp = `${outPath}.restoring`;
     if (!this.loaded) await this.refresh(); // unlocks the keys the address check needs
     const reader = new PackReader(this.paths.packs);
-    const checks = new SendWindow(RESTORE_CHECKS_IN_FLIGHT);
+    const checks = new SendWindow(RESTORE_BATCHES_IN_FLIGHT);
     const handle = await open(temp, 'w').catch((error: unknown) => {
       throw toStorageError(error, `creating ${temp}`);
     });
     const flush = new BackgroundFlush(handle, RESTORE_FLUSH_BYTES);
+    let addresser: ChunkAddresser | undefined;
     try {
       await handle.truncate(disk.size);
-      const check = new AddressCheck(this.keys ?? null);
+      const check = (addresser = await ChunkAddresser.open(this.keys ?? null));
+      // Chunks are read and decoded here in batches; a batch's addresses are computed on the
+      // hashing threads while the next batch is decoded, and its blocks are written once they passed
+      // (synchronous positional writes: the file is ours).
+      const writeChecked = async (batch: RestoredChunk[]) => {
+        const addresses = await check.addressesOf(batch.map((chunk) => chunk.plain));
+        for (let i = 0; i < batch.length; i++) {
+          const { index, plain, address } = batch[i]!;
+          if (Buffer.from(addresses[i]!).toString('hex') !== address) throw addressMismatch(address);
+          writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
+          flush.wrote(plain.length);
+        }
+      };
+      let batch: RestoredChunk[] = [];
+      let batchBytes = 0;
       for await (const [index, address] of readTable(table, Math.ceil(disk.size / info.blockSize))) {
         if (!address) continue;
         throwIfAborted(options?.signal);
         const plain = await this.decodeWith(reader, address);
-        // The address is checked on the thread pool while the next chunks are read and decoded;
-        // the block is written once it passed (a synchronous positional write: the file is ours).
-        await checks.start(async () => {
-          if (!(await check.matches(plain, address))) throw addressMismatch(address);
-          writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
-          flush.wrote(plain.length);
-        });
+        batch.push({ index, plain, address });
+        batchBytes += plain.length;
+        if (batchBytes < RESTORE_BATCH_BYTES) continue;
+        const full = batch;
+        batch = [];
+        batchBytes = 0;
+        await checks.start(() => writeChecked(full));
       }
+      if (batch.length > 0) await checks.start(() => writeChecked(batch));
       await checks.drain();
       await flush.settle();
       await handle.sync();
@@ -548,9 +575,11 @@ export class FileBlockStore implements BackupSink {
       await checks.drain().catch(() => undefined);
       await flush.settle().catch(() => undefined);
       await handle.close().catch(() => undefined);
+      await addresser?.close().catch(() => undefined);
       await rm(temp, { force: true });
       throw toStorageError(error, `restoring disk '${diskId}' of version ${id}`);
     }
+    await addresser.close();
     reader.close();
     await handle.close();
     await rename(temp, outPath);
