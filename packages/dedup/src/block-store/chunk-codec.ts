@@ -44,7 +44,8 @@ export function decodeChunk(bytes: Uint8Array, what: string, intact = false): Ui
   const length = view.getUint32(1, true);
   if (length > MAX_CHUNK_BYTES) throw new FormatError(`${what}: chunk claims ${length} bytes, more than the limit`);
   const payload = bytes.subarray(HEADER);
-  if (!intact && crc32(payload) !== view.getUint32(5, true)) throw new FormatError(`${what}: damaged (checksum mismatch)`);
+  if (!intact && crc32(payload) !== view.getUint32(5, true))
+    throw new FormatError(`${what}: damaged (checksum mismatch)`);
   if (codec === RAW) {
     if (payload.length !== length)
       throw new FormatError(`${what}: raw chunk holds ${payload.length} of ${length} bytes`);

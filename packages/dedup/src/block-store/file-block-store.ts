@@ -538,7 +538,8 @@ export class FileBlockStore implements BackupSink {
     let addresser: ChunkAddresser | undefined;
     try {
       await handle.truncate(disk.size);
-      const check = (addresser = await ChunkAddresser.open(this.keys ?? null));
+      addresser = await ChunkAddresser.open(this.keys ?? null);
+      const check = addresser;
       // Chunks are read and decoded here in batches; a batch's addresses are computed on the
       // hashing threads while the next batch is decoded, and its blocks are written once they passed
       // (synchronous positional writes: the file is ours).
