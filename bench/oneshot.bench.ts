@@ -103,10 +103,18 @@ function spread(values: number[], digits = 2): string {
 
 /** Runs the CLI's `main` in this process (stdout and stderr dropped): wall and CPU-seconds. */
 async function inProcess(argv: string[]): Promise<{ wall: number; cpu: number }> {
-  const sink = new Writable({ write: (_chunk, _encoding, done) => done() });
+  // The progress view and the summary go nowhere (the CLI's own tests pass streams the same way).
+  const sink = new Writable({ write: (_chunk, _encoding, done) => done() }) as unknown as NodeJS.WriteStream;
   const cpu = process.cpuUsage();
   const start = process.hrtime.bigint();
-  const code = await main(argv, { stdout: sink, stderr: sink, cwd: process.cwd(), env: process.env });
+  const context = {
+    stdout: sink,
+    stderr: sink,
+    cwd: process.cwd(),
+    env: process.env,
+    signal: new AbortController().signal,
+  };
+  const code = await main(argv, context);
   const wall = Number(process.hrtime.bigint() - start) / 1e9;
   const used = process.cpuUsage(cpu);
   if (code !== 0) throw new Error(`replikit ${argv.join(' ')} (in process) exited with ${code}`);
