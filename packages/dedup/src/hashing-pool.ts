@@ -110,6 +110,8 @@ interface ReadFailure {
  *
  * A batch of at most 256 KiB (a few scattered changed blocks) is hashed on the calling thread
  * instead: the round trip to a worker would cost more than the hashing (xxh128 with SIMD, sha256).
+ * The threads start with the first batch that goes to them, so a run that only ever hashes such
+ * small batches (a one-shot run with a small change set) starts none; the digests are the same.
  *
  * xxh128 runs on a WebAssembly SIMD kernel (XXH3-128, bit-identical to hash-wasm's, which stays
  * the fallback where SIMD is missing); its shared buffers are WebAssembly memories, so the kernel
@@ -180,37 +182,48 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     for (const job of pending.values()) job.reject(error);
     pending.clear();
   };
-  const started = await Promise.all(
-    Array.from({ length: threads }, async (_, thread): Promise<Thread> => {
-      // The worker is plain JavaScript: it needs none of the parent's loaders (tsx, say), which cost startup time.
-      const worker = new Worker(url, { workerData: { kind: algorithm, thread, digestLength }, execArgv: [] });
-      await new Promise<void>((resolve, reject) => {
-        worker.once('message', () => resolve());
-        worker.once('error', reject);
-      });
-      worker.on('message', (reply: number | ReadFailure) => {
-        const id = typeof reply === 'number' ? reply : reply.id;
-        const job = pending.get(id);
-        pending.delete(id);
-        if (typeof reply === 'number') job?.resolve();
-        else job?.reject(readError(reply, job.spans?.[reply.span]));
-      });
-      worker.on('error', (error) =>
-        fail(new DriverError(`a hashing thread failed: ${error.message}`, { cause: error })),
-      );
-      worker.unref();
-      return { worker, active: 0, known: new Set() };
-    }),
-  );
-  workers.push(...started);
-  for (let i = 0; i < SLOTS_PER_THREAD; i++) {
-    for (const thread of started) {
-      const output = new SharedArrayBuffer(maxBlocks * (digestLength + 1));
-      const slot: Slot = { thread, index: i, output: new Uint8Array(output), busy: false };
-      thread.worker.postMessage({ output: i, buffer: output });
-      slots.push(slot);
+  /** Starts the threads and their slots: once, when the first batch too large to hash here comes. */
+  const startThreads = async (): Promise<void> => {
+    const started = await Promise.all(
+      Array.from({ length: threads }, async (_, thread): Promise<Thread> => {
+        // The worker is plain JavaScript: it needs none of the parent's loaders (tsx, say), which cost startup time.
+        const worker = new Worker(url, { workerData: { kind: algorithm, thread, digestLength }, execArgv: [] });
+        workers.push({ worker, active: 0, known: new Set() });
+        await new Promise<void>((resolve, reject) => {
+          worker.once('message', () => resolve());
+          worker.once('error', reject);
+        });
+        worker.on('message', (reply: number | ReadFailure) => {
+          const id = typeof reply === 'number' ? reply : reply.id;
+          const job = pending.get(id);
+          pending.delete(id);
+          if (typeof reply === 'number') job?.resolve();
+          else job?.reject(readError(reply, job.spans?.[reply.span]));
+        });
+        worker.on('error', (error) =>
+          fail(new DriverError(`a hashing thread failed: ${error.message}`, { cause: error })),
+        );
+        worker.unref();
+        return workers.find((entry) => entry.worker === worker)!;
+      }),
+    );
+    if (closed) throw new InputError('the hashing pool was closed');
+    for (let i = 0; i < SLOTS_PER_THREAD; i++) {
+      for (const thread of started) {
+        const output = new SharedArrayBuffer(maxBlocks * (digestLength + 1));
+        const slot: Slot = { thread, index: i, output: new Uint8Array(output), busy: false };
+        thread.worker.postMessage({ output: i, buffer: output });
+        slots.push(slot);
+      }
     }
-  }
+  };
+  // Starting a thread (a Node environment, then the digest module) costs tens of milliseconds of
+  // CPU each: a run that hashes only a few changed blocks hashes them all here and starts none.
+  let threadsReady: Promise<void> | undefined;
+  const ready = (): Promise<void> => {
+    threadsReady ??= startThreads();
+    return threadsReady;
+  };
 
   // A busy worker keeps the process alive (an idle one does not: a forgotten pool never hangs it).
   const take = (slot: Slot) => {
@@ -259,6 +272,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     zeroFlags: boolean,
     reads?: { places: Float64Array; spans: readonly FileSpan[] },
   ): Promise<Array<Uint8Array | null>> {
+    await ready();
     const slot = await acquire();
     let borrowed: Uint8Array | undefined;
     try {
@@ -462,6 +476,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
       if (closed) return;
       closed = true;
       fail(new InputError('the hashing pool was closed'));
+      await threadsReady?.catch(() => {}); // threads still starting are terminated too
       await Promise.all(workers.map(({ worker }) => worker.terminate()));
     },
   };
