@@ -10,6 +10,10 @@ export const REPLICA_METHOD_KEY = 'replikit:method';
 export const REPLICA_MARK_KEY = 'replikit:mark';
 /** `other_config` key of a replica VM: the run holding it, as JSON. */
 export const REPLICA_OWNER_KEY = 'replikit:owner';
+/** `other_config` key of a replica VM: when replikit last started it (ISO time), a boot mark. */
+export const REPLICA_BOOT_KEY = 'replikit:booted-at';
+/** `other_config` key of a replica VDI: the size of the source disk, which the VDI may exceed. */
+export const REPLICA_SIZE_KEY = 'replikit:size';
 /** `other_config` key of a replica VDI: the source disk id it mirrors. */
 export const REPLICA_DISK_KEY = 'replikit:disk';
 /** `other_config` key of a restore point (a snapshot of the replica VM): its label. */
