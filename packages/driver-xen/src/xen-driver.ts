@@ -117,7 +117,13 @@ export class XenDriver extends AbstractHypervisor {
     super();
     this.nbdConnections = init.nbdConnections ?? 2;
     this.preferNbd = init.preferNbd ?? true;
-    this.vdiSink = init.vdiSink ?? ((target) => new HttpVdiSink(connection, target));
+    // A block written in part is completed from the pending VDI, over NBD when the pool offers it.
+    this.vdiSink =
+      init.vdiSink ??
+      ((target) =>
+        new HttpVdiSink(connection, target, () =>
+          this.openVdi(target.vdiRef, target.vdiSize, target.what, { signal: target.signal }),
+        ));
     this.targetSide = new XenTarget(connection, init);
   }
 
@@ -208,8 +214,22 @@ export class XenDriver extends AbstractHypervisor {
     if (record.is_a_snapshot !== true || Number(record.virtual_size) !== disk.size || !named) {
       throw new NotFoundError(`no snapshot disk '${disk.id}' in snapshot '${disk.snapshotId}'`);
     }
-    const what = `snapshot disk '${disk.id}'`;
-    const http = () => new HttpRawReader(this.connection, vdiRef, disk.size, what);
+    return this.openVdi(vdiRef, disk.size, `snapshot disk '${disk.id}'`, options, disk.id);
+  }
+
+  /**
+   * A reader of `size` bytes of VDI `vdiRef`: over NBD when the pool offers it (random access,
+   * several connections), else `GET /export_raw_vdi` (a stream from byte 0).
+   */
+  private async openVdi(
+    vdiRef: string,
+    size: number,
+    what: string,
+    options?: OperationOptions,
+    diskId = vdiRef,
+  ): Promise<NbdDiskReader | HttpRawReader> {
+    const signal = options?.signal;
+    const http = () => new HttpRawReader(this.connection, vdiRef, size, what);
     if (this.preferNbd) {
       const infos = await this.connection.call<Array<Record<string, unknown>>>('VDI.get_nbd_info', [vdiRef], {
         signal,
@@ -227,12 +247,12 @@ export class XenDriver extends AbstractHypervisor {
             },
             { connections: this.nbdConnections, ...(signal ? { signal } : {}) },
           );
-          if (nbd.size !== disk.size) {
+          if (nbd.size < size) {
             nbd.close();
-            throw new NotFoundError(`the NBD export of '${disk.id}' has ${nbd.size} bytes, not ${disk.size}`);
+            throw new NotFoundError(`the NBD export of '${diskId}' has ${nbd.size} bytes, not ${size}`);
           }
-          const allocation = (s?: AbortSignal) => vhdAllocation(this.connection, vdiRef, disk.size, s);
-          return new NbdDiskReader(nbd, http, allocation, disk.size, what);
+          const allocation = (s?: AbortSignal) => vhdAllocation(this.connection, vdiRef, size, s);
+          return new NbdDiskReader(nbd, http, allocation, size, what);
         } catch (error) {
           if (error instanceof AuthError || signal?.aborted || error instanceof NotFoundError) throw error;
           // NBD not reachable: the HTTP export reads the same bytes, more slowly.
@@ -247,7 +267,7 @@ export class XenDriver extends AbstractHypervisor {
     const replica = { id: disk.vmId, name: '', disks: [disk], created: false };
     const userdevice = String(disk.meta?.userdevice ?? '');
     const vdiRef = await this.target.committedVdi(replica, userdevice, options, disk.id);
-    return new HttpRawReader(this.connection, vdiRef, disk.size, `replica disk '${disk.id}'`);
+    return this.openVdi(vdiRef, disk.size, `replica disk '${disk.id}'`, options, disk.id);
   }
 
   protected override async _openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
