@@ -107,6 +107,31 @@ describe('the engine replicates into a xen replica (Q-Hybrid and CBT)', () => {
     });
   }
 
+  it('a replica being written cannot be started: XAPI itself answers OPERATION_BLOCKED mid-run', async () => {
+    await start();
+    await pool.makeVM('mid', [4 * MiB]);
+    const release = pool.sim.hold('VDI.clone'); // the writer's pending clone: the run stops there
+    const { run } = engineFor({ ...xenEndpoint(), vm: 'mid' }, 'qhybrid');
+    const running = run();
+    try {
+      // Wait (on XAPI's events, no sleep) until the run's VDI.clone task is pending.
+      let token = '';
+      for (;;) {
+        const batch = await pool.call<{ token: string }>('event.from', ['task'], token, 30);
+        token = batch.token;
+        const tasks = await pool.call<Record<string, { name_label: string; status: string }>>('task.get_all_records');
+        if (Object.values(tasks).some((t) => t.name_label.includes('VDI.clone') && t.status === 'pending')) break;
+      }
+      const vms = await pool.call<Record<string, { other_config: Record<string, string> }>>('VM.get_all_records');
+      const [ref, replica] = Object.entries(vms).find(([, vm]) => vm.other_config['replikit:replica'] === 'to-xen')!;
+      expect(replica.other_config['replikit:mark']).toBe('in-progress');
+      await expect(pool.call('VM.start', ref, false, false)).rejects.toMatchObject({ xapiCode: 'OPERATION_BLOCKED' });
+    } finally {
+      release();
+    }
+    expect((await running).outcome).toBe('completed');
+  });
+
   it('file ► xen, Q-Hybrid, an odd-sized disk on an SR that rounds to 2 MiB: the replica presents the source size', async () => {
     await start({ vdiSizeStep: 2 * MiB });
     const size = 5 * MiB + 777;
