@@ -29,3 +29,9 @@ export const BLOCKED_IN_PROGRESS =
 export const PENDING_OF_KEY = 'replikit:pending-of';
 /** `other_config` key of a pending VDI: the run writing it (empty for a writer without one). */
 export const PENDING_RUN_KEY = 'replikit:pending-run';
+/**
+ * `other_config` key of a CBT base of a reverted replica disk (a metadata-only snapshot taken
+ * right after the revert): `<replica uuid>/<userdevice>`. The fingerprint compares with it until
+ * the next restore point.
+ */
+export const CBT_BASE_KEY = 'replikit:cbt-base-of';

@@ -17,6 +17,7 @@ import { diskVbds, otherConfig, type PoolView, presentedSize, type XRecord } fro
 import {
   BLOCKED_IN_PROGRESS,
   BLOCKED_READY,
+  CBT_BASE_KEY,
   PENDING_OF_KEY,
   PENDING_RUN_KEY,
   REPLICA_BOOT_KEY,
@@ -209,6 +210,7 @@ export class XenTarget {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
     await this.dropPending(replica, options);
+    await this.dropCbtBases(replica, options);
     const view = await this.view(options);
     for (const point of await this.points(view, vmRef)) await this.destroyVmAndDisks(view, point.ref, options);
     const state = await this.connection.call<string>('VM.get_power_state', [vmRef], s);
@@ -304,7 +306,15 @@ export class XenTarget {
     point: XRecord | undefined,
     options?: OperationOptions,
   ): Promise<DiskState[]> {
-    const saved = new Map((point ? diskVbds(view, point) : []).map((d) => [str(d.vbd.userdevice), d]));
+    const saved = new Map<string, { vdiRef: string; vdi: XRecord }>(
+      (point ? diskVbds(view, point) : []).map((d) => [str(d.vbd.userdevice), d]),
+    );
+    // A disk reverted since that point is compared with the CBT base taken at the revert.
+    const prefix = `${str(vm.uuid)}/`;
+    for (const [vdiRef, vdi] of Object.entries(view.vdis)) {
+      const of = otherConfig(vdi)[CBT_BASE_KEY];
+      if (of?.startsWith(prefix)) saved.set(of.slice(prefix.length), { vdiRef, vdi });
+    }
     const out: DiskState[] = [];
     for (const { vbd, vdiRef, vdi } of diskVbds(view, vm)) {
       const from = saved.get(str(vbd.userdevice));
@@ -359,6 +369,35 @@ export class XenTarget {
   }
 
   /**
+   * After a revert, the reverted disk's CBT log is chained to no restore point: a snapshot of it,
+   * kept as CBT metadata only (`VDI.data_destroy`) and tagged {@link CBT_BASE_KEY}, is the base
+   * the fingerprint compares with until the next restore point. Nothing when CBT is off there.
+   */
+  private async markCbtBase(
+    replica: Replica,
+    userdevice: string,
+    vdiRef: string,
+    options?: OperationOptions,
+  ): Promise<void> {
+    const s = sig(options);
+    if ((await this.connection.call<XRecord>('VDI.get_record', [vdiRef], s)).cbt_enabled !== true) return;
+    const base = await this.connection.callAsync<string>('VDI.snapshot', [vdiRef, {}], s);
+    await this.connection.call('VDI.remove_from_other_config', [base, CBT_BASE_KEY], s);
+    await this.connection.call('VDI.add_to_other_config', [base, CBT_BASE_KEY, `${replica.id}/${userdevice}`], s);
+    await this.connection.callAsync('VDI.data_destroy', [base], s);
+  }
+
+  /** Destroys the replica's CBT bases (see {@link markCbtBase}). */
+  private async dropCbtBases(replica: Replica, options?: OperationOptions): Promise<void> {
+    const prefix = `${replica.id}/`;
+    for (const [ref, vdi] of Object.entries(await this.vdis(options))) {
+      if (otherConfig(vdi)[CBT_BASE_KEY]?.startsWith(prefix)) {
+        await this.connection.callAsync('VDI.destroy', [ref], sig(options));
+      }
+    }
+  }
+
+  /**
    * Turns CBT on for a replica disk (a new, cloned or swapped-in VDI), so that the fingerprint
    * can see writes made after the next restore point. An SR or VDI without CBT support leaves
    * that part of the fingerprint `untracked`.
@@ -377,6 +416,7 @@ export class XenTarget {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
     await this.commitPending(replica, options);
+    await this.dropCbtBases(replica, options); // the new point is the base from here
     const snapRef = await this.connection.callAsync<string>('VM.snapshot', [vmRef, `${replica.name} ${label}`], s);
     await this.connection.call('VM.add_to_other_config', [snapRef, RESTORE_POINT_KEY, label], s);
     const view = await this.view(options);
@@ -412,6 +452,7 @@ export class XenTarget {
     const found = points[at];
     if (!found) throw new NotFoundError(`replica '${replica.id}' has no restore point '${point.id}'`);
     await this.dropPending(replica, options);
+    await this.dropCbtBases(replica, options);
     // The points after it are versions the replica no longer descends from: they go first, so a
     // crash midway leaves `point` the newest and the revert can simply be asked again.
     for (const newer of points.slice(at + 1).reverse()) await this.destroyVmAndDisks(view, newer.ref, options);
@@ -443,6 +484,7 @@ export class XenTarget {
       );
       await this.enableCbt(clone, options);
       await this.connection.callAsync('VDI.destroy', [vdiRef], s);
+      await this.markCbtBase(replica, str(vbd.userdevice), clone, options);
     }
     // A restore point is a complete version: the replica is ready again.
     await this.mark(replica, 'ready', options);

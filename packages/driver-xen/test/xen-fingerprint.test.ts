@@ -66,6 +66,20 @@ describe('the xen replica fingerprint (CBT on the replica VDIs against the newes
     expect((await hv.replicaState(replica)).value).not.toBe(before.value);
   });
 
+  it('after a revertTo, a write outside replikit still changes the value; deleteReplica leaves no VDI', async () => {
+    const [point] = await hv.listRestorePoints(replica);
+    await hv.revertTo(replica, point!);
+    const reverted = await hv.replicaState(replica);
+    expect((await hv.replicaState(replica)).value).toBe(reverted.value);
+    expect((reverted.details as { disks: Array<{ changes: string }> }).disks.map((d) => d.changes)).toEqual(['clean']);
+    await pool.writeReplicaOutside(hv, replica, replica.disks[0]!.id, 2 * MiB, new Uint8Array(512).fill(4));
+    expect((await hv.replicaState(replica)).value).not.toBe(reverted.value);
+    const before = Object.values(await pool.call<Record<string, object>>('VDI.get_all_records')).length;
+    await hv.deleteReplica(replica);
+    const after = Object.values(await pool.call<Record<string, object>>('VDI.get_all_records')).length;
+    expect(before - after).toBe(3); // the live disk, the point's disk, and the reverted disk's CBT base
+  });
+
   it('the next run commits again and the disk is clean again', async () => {
     await pool.writeReplicaOutside(hv, replica, replica.disks[0]!.id, 0, new Uint8Array(512).fill(2));
     const writer = await hv.openWriter(replica, replica.disks[0]!, { runId: 'run-2' });
