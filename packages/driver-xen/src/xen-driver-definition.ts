@@ -8,8 +8,8 @@ export const XEN_KIND_CAPABILITIES: Capabilities = BUILTIN_DRIVER_KINDS.get(XEN_
 
 /**
  * Connects to the pool the options name and returns a {@link XenDriver}. `tuning` sets the
- * retry policy, gives a cancel signal for the login and a warning sink; `targetPreview` turns on
- * the replica hooks (see {@link XenDriverInit.targetPreview}).
+ * retry policy, gives a cancel signal for the login and a warning sink (`targetPreview` is a
+ * deprecated no-op).
  *
  * @throws `E_AUTH` when the credentials cannot be resolved, the login is refused or the pinned
  * certificate does not match.
@@ -18,7 +18,7 @@ export async function createXenDriver(
   options: XenDriverOptions,
   tuning: Pick<XenConnectionOptions, 'retry' | 'signal' | 'onWarning'> & Pick<XenDriverInit, 'targetPreview'> = {},
 ): Promise<XenDriver> {
-  const { targetPreview, ...connectionTuning } = tuning;
+  const { targetPreview: _ignored, ...connectionTuning } = tuning;
   const connection = await XenConnection.open({
     url: options.url,
     user: options.user,
@@ -34,7 +34,6 @@ export async function createXenDriver(
     sr: options.sr,
     networkMap: options.networkMap,
     ...(tuning.onWarning ? { onWarning: tuning.onWarning } : {}),
-    ...(targetPreview ? { targetPreview: true } : {}),
   });
 }
 

@@ -5,7 +5,6 @@ import {
   type DiskReader,
   type DiskRef,
   type DiskWriter,
-  DriverError,
   type Extent,
   NotFoundError,
   type OperationOptions,
@@ -23,8 +22,10 @@ import {
 } from '@replikit/core';
 import { changedExtents } from './cbt-bitmap.js';
 import { HttpRawReader } from './http-raw-reader.js';
+import { HttpVdiSink } from './http-vdi-sink.js';
 import { NbdExport } from './nbd/nbd-export.js';
 import { NbdDiskReader } from './nbd-reader.js';
+import type { VdiSinkFactory } from './vdi-sink.js';
 import { vhdAllocation } from './vhd-allocation.js';
 import { wrapXapiError, xapiCodeOf } from './xapi/xapi-error.js';
 import type { XenConnection } from './xapi/xen-connection.js';
@@ -44,18 +45,24 @@ import { XenTarget, type XenTargetInit } from './xen-target.js';
 export const XEN_DRIVER_KIND = 'xen';
 
 /**
- * What a Xen driver instance does in this version: the source side (Q-Hybrid reads, CBT). The
- * kind's full row (core's `BUILTIN_DRIVER_KINDS`, which the definition declares) adds the target
- * side, ABD and XVA, which are not built yet.
+ * What a Xen driver instance does in this version: source and target sides with Q-Hybrid and CBT
+ * (replica disks written through XAPI), restore points as snapshots of the replica VM. The kind's
+ * full row (core's `BUILTIN_DRIVER_KINDS`, which the definition declares) adds ABD and XVA.
  */
-export const XEN_SOURCE_CAPABILITIES: Capabilities = Object.freeze({
+export const XEN_CAPABILITIES: Capabilities = Object.freeze({
   methods: Object.freeze(['qhybrid', 'cbt']),
   canBeSource: true,
-  canBeTarget: false,
+  canBeTarget: true,
   changeTracking: true,
   formats: Object.freeze(['raw']),
-  restorePoints: false,
+  restorePoints: true,
 });
+
+/**
+ * The capabilities of an instance, under their old name.
+ * @deprecated use {@link XEN_CAPABILITIES}; an instance is a target too now.
+ */
+export const XEN_SOURCE_CAPABILITIES: Capabilities = XEN_CAPABILITIES;
 
 /** Options of {@link XenDriver}. */
 export interface XenDriverInit extends XenTargetInit {
@@ -64,12 +71,18 @@ export interface XenDriverInit extends XenTargetInit {
   /** Read over NBD when the pool offers it. @default true */
   preferNbd?: boolean;
   /**
-   * Turns on the replica hooks (ensureReplica, holds, marks, restore points) although the
-   * instance cannot write replica disks yet and so declares `canBeTarget: false`. For tests and
-   * tools that manage replica VMs; an engine never needs it. @default false
+   * Makes the sink a replica writer writes its pending VDI through. @default an
+   * {@link HttpVdiSink} (`PUT /import_raw_vdi?format=vhd`)
+   */
+  vdiSink?: VdiSinkFactory;
+  /**
+   * Ignored: every instance is a target now (`canBeTarget: true`).
+   * @deprecated the replica hooks are always on; drop the option.
    */
   targetPreview?: boolean;
 }
+
+const sig = (options?: OperationOptions) => (options?.signal ? { signal: options.signal } : {});
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
@@ -82,18 +95,19 @@ function isoOf(xapiTime: unknown): string {
 /**
  * The replikit driver for a XenServer / XCP-ng pool, on core's driver base: VMs and snapshots
  * through XAPI, disks read over NBD (falling back to `/export_raw_vdi`), changed blocks from CBT.
- * Source side only in this version.
+ * Source and target: the replica is a halted Xen VM with start blocked, its disks written through
+ * XAPI into clones swapped in at each restore point (see xen-target.ts).
  */
 export class XenDriver extends AbstractHypervisor {
   readonly kind = XEN_DRIVER_KIND;
-  readonly capabilities = XEN_SOURCE_CAPABILITIES;
+  readonly capabilities = XEN_CAPABILITIES;
   private readonly nbdConnections: number;
   private readonly preferNbd: boolean;
+  private readonly vdiSink: VdiSinkFactory;
   /** Changed extents by `<base VDI uuid> <current VDI uuid>` (snapshots are immutable). */
   private readonly changedBlocks = new Map<string, Extent[]>();
   /** The replica side (VMs, holds, marks, restore points), over XAPI. */
   private readonly targetSide: XenTarget;
-  private readonly targetPreview: boolean;
 
   constructor(
     /** The pool session (closed with the driver). */
@@ -103,8 +117,14 @@ export class XenDriver extends AbstractHypervisor {
     super();
     this.nbdConnections = init.nbdConnections ?? 2;
     this.preferNbd = init.preferNbd ?? true;
+    // A block written in part is completed from the pending VDI, over NBD when the pool offers it.
+    this.vdiSink =
+      init.vdiSink ??
+      ((target) =>
+        new HttpVdiSink(connection, target, () =>
+          this.openVdi(target.vdiRef, target.vdiSize, target.what, { signal: target.signal }),
+        ));
     this.targetSide = new XenTarget(connection, init);
-    this.targetPreview = init.targetPreview ?? false;
   }
 
   protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {
@@ -176,11 +196,7 @@ export class XenDriver extends AbstractHypervisor {
 
   protected override async _openReader(disk: DiskRef, options?: OperationOptions): Promise<DiskReader> {
     const signal = options?.signal;
-    if (
-      !disk.snapshotId &&
-      disk.meta?.userdevice !== undefined &&
-      (this.targetPreview || this.capabilities.canBeTarget)
-    ) {
+    if (!disk.snapshotId && disk.meta?.userdevice !== undefined) {
       return this.openReplicaReader(disk, options);
     }
     if (!disk.snapshotId) {
@@ -198,8 +214,22 @@ export class XenDriver extends AbstractHypervisor {
     if (record.is_a_snapshot !== true || Number(record.virtual_size) !== disk.size || !named) {
       throw new NotFoundError(`no snapshot disk '${disk.id}' in snapshot '${disk.snapshotId}'`);
     }
-    const what = `snapshot disk '${disk.id}'`;
-    const http = () => new HttpRawReader(this.connection, vdiRef, disk.size, what);
+    return this.openVdi(vdiRef, disk.size, `snapshot disk '${disk.id}'`, options, disk.id);
+  }
+
+  /**
+   * A reader of `size` bytes of VDI `vdiRef`: over NBD when the pool offers it (random access,
+   * several connections), else `GET /export_raw_vdi` (a stream from byte 0).
+   */
+  private async openVdi(
+    vdiRef: string,
+    size: number,
+    what: string,
+    options?: OperationOptions,
+    diskId = vdiRef,
+  ): Promise<NbdDiskReader | HttpRawReader> {
+    const signal = options?.signal;
+    const http = () => new HttpRawReader(this.connection, vdiRef, size, what);
     if (this.preferNbd) {
       const infos = await this.connection.call<Array<Record<string, unknown>>>('VDI.get_nbd_info', [vdiRef], {
         signal,
@@ -217,12 +247,12 @@ export class XenDriver extends AbstractHypervisor {
             },
             { connections: this.nbdConnections, ...(signal ? { signal } : {}) },
           );
-          if (nbd.size !== disk.size) {
+          if (nbd.size < size) {
             nbd.close();
-            throw new NotFoundError(`the NBD export of '${disk.id}' has ${nbd.size} bytes, not ${disk.size}`);
+            throw new NotFoundError(`the NBD export of '${diskId}' has ${nbd.size} bytes, not ${size}`);
           }
-          const allocation = (s?: AbortSignal) => vhdAllocation(this.connection, vdiRef, disk.size, s);
-          return new NbdDiskReader(nbd, http, allocation, disk.size, what);
+          const allocation = (s?: AbortSignal) => vhdAllocation(this.connection, vdiRef, size, s);
+          return new NbdDiskReader(nbd, http, allocation, size, what);
         } catch (error) {
           if (error instanceof AuthError || signal?.aborted || error instanceof NotFoundError) throw error;
           // NBD not reachable: the HTTP export reads the same bytes, more slowly.
@@ -237,15 +267,16 @@ export class XenDriver extends AbstractHypervisor {
     const replica = { id: disk.vmId, name: '', disks: [disk], created: false };
     const userdevice = String(disk.meta?.userdevice ?? '');
     const vdiRef = await this.target.committedVdi(replica, userdevice, options, disk.id);
-    return new HttpRawReader(this.connection, vdiRef, disk.size, `replica disk '${disk.id}'`);
+    return this.openVdi(vdiRef, disk.size, `replica disk '${disk.id}'`, options, disk.id);
   }
 
   protected override async _openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
     const target = this.target;
     const what = `disk '${disk.id}' of replica '${replica.id}'`;
     const vdiRef = await target.pendingVdi(replica, disk, options?.runId, options);
-    const source = () => new HttpRawReader(this.connection, vdiRef, disk.size, what);
-    return new XenReplicaWriter(this.connection, vdiRef, disk.size, what, source);
+    const vdiSize = Number(await this.connection.call('VDI.get_virtual_size', [vdiRef], sig(options)));
+    const sink = await this.vdiSink({ vdiRef, vdiSize, what, signal: options?.signal });
+    return new XenReplicaWriter(sink, disk.size, what);
   }
 
   protected override async _hasPendingWrites(replica: Replica): Promise<boolean> {
@@ -371,16 +402,8 @@ export class XenDriver extends AbstractHypervisor {
     await this.connection.close();
   }
 
-  /**
-   * The replica side, when turned on: without a disk writer the instance is no target
-   * (`canBeTarget: false`), and conformance requires its replica hooks to refuse.
-   */
+  /** The replica side (VMs, holds, marks, restore points, pending clones), over XAPI. */
   private get target(): XenTarget {
-    if (!this.targetPreview && !this.capabilities.canBeTarget) {
-      throw new DriverError(
-        'the xen driver cannot write replica disks yet (canBeTarget: false); use another target driver',
-      );
-    }
     return this.targetSide;
   }
 

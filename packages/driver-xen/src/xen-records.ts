@@ -1,4 +1,5 @@
 import type { DiskRef, VMInfo } from '@replikit/core';
+import { REPLICA_DISK_KEY, REPLICA_NAME_KEY, REPLICA_SIZE_KEY } from './xen-replica-keys.js';
 
 /** A XAPI record as `get_record` returns it (fields read defensively). */
 export type XRecord = Record<string, unknown>;
@@ -48,16 +49,33 @@ const POWER: Record<string, VMInfo['powerState']> = {
   Suspended: 'paused',
 };
 
-/** The {@link VMInfo} of a VM record. Disk ids are VDI uuids. */
+/**
+ * The size a disk presents: a replica VDI's source size (its `replikit:size` mark; the SR may
+ * have rounded the VDI up), else the VDI's `virtual_size`.
+ */
+export function presentedSize(vdi: XRecord): number {
+  const marked = Number(otherConfig(vdi)[REPLICA_SIZE_KEY]);
+  const actual = Number(vdi.virtual_size);
+  return Number.isSafeInteger(marked) && marked > 0 && marked <= actual ? marked : actual;
+}
+
+/**
+ * The {@link VMInfo} of a VM record. Disk ids are VDI uuids, except on a replica VM, whose disks
+ * carry the id and size of the source disk they mirror (as its `Replica` does).
+ */
 export function toVMInfo(view: PoolView, vm: XRecord): VMInfo {
   const id = str(vm.uuid);
-  const disks: DiskRef[] = diskVbds(view, vm).map(({ vbd, vdi }) => ({
-    id: str(vdi.uuid),
-    vmId: id,
-    size: Number(vdi.virtual_size),
-    label: str(vdi.name_label),
-    meta: { userdevice: str(vbd.userdevice) },
-  }));
+  const replica = otherConfig(vm)[REPLICA_NAME_KEY] !== undefined;
+  const disks: DiskRef[] = diskVbds(view, vm).map(({ vbd, vdi }) => {
+    const mirrored = replica ? otherConfig(vdi)[REPLICA_DISK_KEY] : undefined;
+    return {
+      id: mirrored ?? str(vdi.uuid),
+      vmId: id,
+      size: mirrored !== undefined ? presentedSize(vdi) : Number(vdi.virtual_size),
+      label: str(vdi.name_label),
+      meta: { userdevice: str(vbd.userdevice) },
+    };
+  });
   return {
     id,
     name: str(vm.name_label),

@@ -10,6 +10,10 @@ export const REPLICA_METHOD_KEY = 'replikit:method';
 export const REPLICA_MARK_KEY = 'replikit:mark';
 /** `other_config` key of a replica VM: the run holding it, as JSON. */
 export const REPLICA_OWNER_KEY = 'replikit:owner';
+/** `other_config` key of a replica VM: when replikit last started it (ISO time), a boot mark. */
+export const REPLICA_BOOT_KEY = 'replikit:booted-at';
+/** `other_config` key of a replica VDI: the size of the source disk, which the VDI may exceed. */
+export const REPLICA_SIZE_KEY = 'replikit:size';
 /** `other_config` key of a replica VDI: the source disk id it mirrors. */
 export const REPLICA_DISK_KEY = 'replikit:disk';
 /** `other_config` key of a restore point (a snapshot of the replica VM): its label. */
@@ -25,3 +29,9 @@ export const BLOCKED_IN_PROGRESS =
 export const PENDING_OF_KEY = 'replikit:pending-of';
 /** `other_config` key of a pending VDI: the run writing it (empty for a writer without one). */
 export const PENDING_RUN_KEY = 'replikit:pending-run';
+/**
+ * `other_config` key of a CBT base of a reverted replica disk (a metadata-only snapshot taken
+ * right after the revert): `<replica uuid>/<userdevice>`. The fingerprint compares with it until
+ * the next restore point.
+ */
+export const CBT_BASE_KEY = 'replikit:cbt-base-of';

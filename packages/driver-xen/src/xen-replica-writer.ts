@@ -1,95 +1,39 @@
 import { AbstractDiskWriter } from '@replikit/core';
-import { vhdStream, vhdStreamLength } from '@replikit/formats';
-import type { XenConnection } from './xapi/xen-connection.js';
-
-/** The block size of the VHD streams the writer uploads (XAPI's VHD block size). */
-export const WRITE_BLOCK = 2 * 1024 * 1024;
-
-/** Reads the VDI being written (blocks written in part are completed from it). */
-export interface BlockSource {
-  /** Reads `target.length` bytes at `offset`. */
-  readInto(offset: number, target: Uint8Array): Promise<void>;
-  /** Ends the read (before an upload: XAPI's import needs the VDI free). */
-  close(): Promise<void>;
-}
+import type { VdiSink } from './vdi-sink.js';
 
 /**
- * Writes one pending replica VDI (a clone of the replica disk, swapped in at commit) through
- * XAPI only: written ranges are gathered per 2 MiB block — a block written in part is first read
- * from the VDI — and `flush` uploads the touched blocks as one VHD stream with
- * `PUT /import_raw_vdi?format=vhd`, which writes only the blocks the stream carries.
- * Memory holds every block touched since the last flush.
+ * Writes one pending replica VDI (a clone of the replica disk, swapped in at commit) through a
+ * {@link VdiSink}. The writer's size is the source disk's: ranges past it are refused
+ * (`E_INPUT`), even where the SR rounded the VDI up.
  */
 export class XenReplicaWriter extends AbstractDiskWriter {
-  private readonly blocks = new Map<number, Promise<Uint8Array>>();
-  private source: BlockSource | undefined;
+  private flushedOk = true;
 
   constructor(
-    private readonly connection: XenConnection,
-    private readonly vdiRef: string,
+    private readonly sink: VdiSink,
     size: number,
     what: string,
-    private readonly openSource: () => BlockSource,
   ) {
     super({ size, what });
   }
 
   protected async _write(offset: number, data: Uint8Array): Promise<void> {
-    await this.apply(offset, data.length, (block, at, from, n) => block.set(data.subarray(from, from + n), at));
+    await this.sink.write(offset, data);
   }
 
   protected async _writeZeroes(offset: number, length: number): Promise<void> {
-    await this.apply(offset, length, (block, at, _from, n) => block.fill(0, at, at + n));
+    await this.sink.writeZeroes(offset, length);
   }
 
   protected override async _flush(): Promise<void> {
-    if (this.blocks.size === 0) return;
-    const indices = [...this.blocks.keys()].sort((a, b) => a - b);
-    const ready = new Map<number, Uint8Array>();
-    for (const i of indices) ready.set(i, await this.blocks.get(i)!);
-    await this.closeSource();
-    const shape = { size: this.size, blockSize: WRITE_BLOCK, blocks: indices };
-    const body = vhdStream({ ...shape, readBlock: async (i) => ready.get(i)! });
-    await this.connection.put('/import_raw_vdi', { vdi: this.vdiRef, format: 'vhd' }, body, vhdStreamLength(shape));
-    for (const i of indices) this.blocks.delete(i);
+    this.flushedOk = false;
+    await this.sink.flush();
+    this.flushedOk = true;
   }
 
   protected override async _close(): Promise<void> {
-    await this.closeSource();
-  }
-
-  private async closeSource(): Promise<void> {
-    const source = this.source;
-    this.source = undefined;
-    await source?.close();
-  }
-
-  /** Runs `edit` on each block piece of `[offset, offset + length)`. */
-  private async apply(
-    offset: number,
-    length: number,
-    edit: (block: Uint8Array, at: number, from: number, n: number) => void,
-  ): Promise<void> {
-    let done = 0;
-    while (done < length) {
-      const position = offset + done;
-      const index = Math.floor(position / WRITE_BLOCK);
-      const at = position - index * WRITE_BLOCK;
-      const n = Math.min(length - done, WRITE_BLOCK - at);
-      edit(await this.block(index), at, done, n);
-      done += n;
-    }
-  }
-
-  private block(index: number): Promise<Uint8Array> {
-    let block = this.blocks.get(index);
-    if (!block) {
-      const length = Math.min(WRITE_BLOCK, this.size - index * WRITE_BLOCK);
-      const buffer = new Uint8Array(length);
-      this.source ??= this.openSource();
-      block = this.source.readInto(index * WRITE_BLOCK, buffer).then(() => buffer);
-      this.blocks.set(index, block);
-    }
-    return block;
+    // After a failed flush (or a failed write, which skips the last flush) nothing half-made stays.
+    if (this.flushedOk) await this.sink.close();
+    else await this.sink.abort();
   }
 }

@@ -13,12 +13,14 @@ import {
 } from '@replikit/core';
 import { xapiCodeOf } from './xapi/xapi-error.js';
 import type { XenConnection } from './xapi/xen-connection.js';
-import { diskVbds, otherConfig, type PoolView, type XRecord } from './xen-records.js';
+import { diskVbds, otherConfig, type PoolView, presentedSize, type XRecord } from './xen-records.js';
 import {
   BLOCKED_IN_PROGRESS,
   BLOCKED_READY,
+  CBT_BASE_KEY,
   PENDING_OF_KEY,
   PENDING_RUN_KEY,
+  REPLICA_BOOT_KEY,
   REPLICA_DISK_KEY,
   REPLICA_JOB_KEY,
   REPLICA_MARK_KEY,
@@ -26,6 +28,7 @@ import {
   REPLICA_NAME_KEY,
   REPLICA_OF_KEY,
   REPLICA_OWNER_KEY,
+  REPLICA_SIZE_KEY,
   RESTORE_POINT_KEY,
 } from './xen-replica-keys.js';
 
@@ -56,6 +59,47 @@ function isoOf(xapiTime: unknown): string {
   return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}.000Z` : new Date(0).toISOString();
 }
 
+const NULL_REF = 'OpaqueRef:NULL';
+
+/** XAPI codes that mean "no CBT here": the fingerprint then leaves CBT out for that disk. */
+const CBT_UNSUPPORTED = new Set([
+  'SR_OPERATION_NOT_SUPPORTED',
+  'VDI_INCOMPATIBLE_TYPE',
+  'VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION',
+  'MESSAGE_METHOD_UNKNOWN',
+]);
+
+/** One replica disk as the fingerprint sees it. */
+interface DiskState {
+  userdevice: string;
+  vdi: string;
+  size: string;
+  chain: string[];
+  changes: string;
+}
+
+/** The parts of a replica's fingerprint. */
+interface FingerprintParts {
+  power: string;
+  blocked: Array<[string, string]>;
+  bootMark: string;
+  startTime: string;
+  newestPoint: string;
+  disks: DiskState[];
+  pending: string[];
+}
+
+/**
+ * The fingerprint of a replica: a digest of its power state, blocked operations, boot mark and
+ * last start time (a boot), its newest restore point, each disk's VDI, size, snapshot chain and
+ * CBT changes since that point (an outside write, a resize, a re-chain), and the pending clones
+ * (writes of a run not committed).
+ */
+function replicaFingerprint(parts: FingerprintParts): ReplicaFingerprint {
+  const value = createHash('sha256').update(JSON.stringify(parts)).digest('hex');
+  return { value, details: { ...parts } };
+}
+
 /**
  * The target side of the Xen driver, over XAPI only: the replica VM (created halted with start
  * blocked and marked in `other_config`), its holds and marks, its restore points (snapshots of
@@ -79,7 +123,7 @@ export class XenTarget {
         otherConfig(vm)[REPLICA_OF_KEY] === spec.source.id,
     );
     if (found) {
-      const sizes = diskVbds(view, found[1]).map(({ vdi }) => Number(vdi.virtual_size));
+      const sizes = diskVbds(view, found[1]).map(({ vdi }) => presentedSize(vdi));
       const same = sizes.length === spec.disks.length && spec.disks.every((d, i) => sizes[i] === d.size);
       if (!same) {
         throw new ConflictError(
@@ -134,11 +178,12 @@ export class XenTarget {
             type: 'user',
             sharable: false,
             read_only: false,
-            other_config: { [REPLICA_DISK_KEY]: disk.sourceDiskId },
+            other_config: { [REPLICA_DISK_KEY]: disk.sourceDiskId, [REPLICA_SIZE_KEY]: String(disk.size) },
           },
         ],
         s,
       );
+      await this.enableCbt(vdiRef, options);
       await this.connection.call(
         'VBD.create',
         [
@@ -165,6 +210,7 @@ export class XenTarget {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
     await this.dropPending(replica, options);
+    await this.dropCbtBases(replica, options);
     const view = await this.view(options);
     for (const point of await this.points(view, vmRef)) await this.destroyVmAndDisks(view, point.ref, options);
     const state = await this.connection.call<string>('VM.get_power_state', [vmRef], s);
@@ -233,33 +279,136 @@ export class XenTarget {
   }
 
   /**
-   * The fingerprint: power state and blocked operations (a boot needs start unblocked), and per
-   * disk the VDI uuid (a swapped or re-chained disk), size, physical use and CBT state.
+   * The fingerprint (see {@link replicaFingerprint}): what changes when the replica was booted,
+   * written outside replikit, resized or re-chained since its newest restore point.
    */
   async state(replica: Replica, options?: OperationOptions): Promise<ReplicaFingerprint> {
     const vmRef = await this.vmRef(replica, options);
     const view = await this.view(options);
     const vm = view.vms[vmRef]!;
-    const details = {
+    const newest = (await this.points(view, vmRef)).at(-1);
+    const pending = (await this.pending(replica, options)).map(({ vdi }) => str(vdi.uuid)).sort();
+    return replicaFingerprint({
       power: str(vm.power_state),
       blocked: Object.entries((vm.blocked_operations as Record<string, string>) ?? {}).sort(),
-      disks: diskVbds(view, vm).map(({ vbd, vdi }) => ({
+      bootMark: otherConfig(vm)[REPLICA_BOOT_KEY] ?? '',
+      startTime: await this.startTime(vm, options),
+      newestPoint: newest ? str(newest.vm.uuid) : '',
+      disks: await this.diskStates(view, vm, newest?.vm, options),
+      pending,
+    });
+  }
+
+  /** Per disk: its VDI, size, snapshot chain and what CBT says changed since the newest point. */
+  private async diskStates(
+    view: PoolView,
+    vm: XRecord,
+    point: XRecord | undefined,
+    options?: OperationOptions,
+  ): Promise<DiskState[]> {
+    const saved = new Map<string, { vdiRef: string; vdi: XRecord }>(
+      (point ? diskVbds(view, point) : []).map((d) => [str(d.vbd.userdevice), d]),
+    );
+    // A disk reverted since that point is compared with the CBT base taken at the revert.
+    const prefix = `${str(vm.uuid)}/`;
+    for (const [vdiRef, vdi] of Object.entries(view.vdis)) {
+      const of = otherConfig(vdi)[CBT_BASE_KEY];
+      if (of?.startsWith(prefix)) saved.set(of.slice(prefix.length), { vdiRef, vdi });
+    }
+    const out: DiskState[] = [];
+    for (const { vbd, vdiRef, vdi } of diskVbds(view, vm)) {
+      const from = saved.get(str(vbd.userdevice));
+      const chain = ((vdi.snapshots as string[] | undefined) ?? []).map((r) => str(view.vdis[r]?.uuid)).sort();
+      out.push({
         userdevice: str(vbd.userdevice),
         vdi: str(vdi.uuid),
         size: String(vdi.virtual_size),
-        used: String(vdi.physical_utilisation),
-        cbt: vdi.cbt_enabled === true,
-        snapshots: ((vdi.snapshots as string[] | undefined) ?? []).length,
-      })),
-    };
-    const pending = (await this.pending(replica, options)).map(({ vdi }) => [
-      str(vdi.uuid),
-      String(vdi.physical_utilisation),
-    ]);
-    const value = createHash('sha256')
-      .update(JSON.stringify({ ...details, pending }))
-      .digest('hex');
-    return { value, details };
+        chain,
+        changes: await this.changesSince(from?.vdiRef, from?.vdi, vdiRef, vdi, options),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * What CBT says changed on the live VDI since the point's snapshot VDI: `clean` (no bit set),
+   * `changed:<digest of the bitmap>`, `untracked` (CBT off on either, or no point), or
+   * `broken:<XAPI code>` (a reset or cut chain, or the VDI in use).
+   */
+  private async changesSince(
+    fromRef: string | undefined,
+    from: XRecord | undefined,
+    toRef: string,
+    to: XRecord,
+    options?: OperationOptions,
+  ): Promise<string> {
+    if (!fromRef || from?.cbt_enabled !== true || to.cbt_enabled !== true) return 'untracked';
+    let bitmap: string;
+    try {
+      bitmap = await this.connection.call<string>('VDI.list_changed_blocks', [fromRef, toRef], sig(options));
+    } catch (error) {
+      const code = codeOf(error);
+      if (code === undefined || options?.signal?.aborted) throw error;
+      return `broken:${code}`;
+    }
+    const bits = Buffer.from(bitmap, 'base64');
+    if (bits.every((b) => b === 0)) return 'clean';
+    return `changed:${createHash('sha256').update(bits).digest('hex')}`;
+  }
+
+  /** The VM's last start time from its metrics (a real pool keeps it; empty when there are none). */
+  private async startTime(vm: XRecord, options?: OperationOptions): Promise<string> {
+    const metrics = str(vm.metrics);
+    if (!metrics || metrics === NULL_REF) return '';
+    try {
+      return String(await this.connection.call('VM_metrics.get_start_time', [metrics], sig(options)));
+    } catch (error) {
+      if (codeOf(error) === undefined || options?.signal?.aborted) throw error;
+      return '';
+    }
+  }
+
+  /**
+   * After a revert, the reverted disk's CBT log is chained to no restore point: a snapshot of it,
+   * kept as CBT metadata only (`VDI.data_destroy`) and tagged {@link CBT_BASE_KEY}, is the base
+   * the fingerprint compares with until the next restore point. Nothing when CBT is off there.
+   */
+  private async markCbtBase(
+    replica: Replica,
+    userdevice: string,
+    vdiRef: string,
+    options?: OperationOptions,
+  ): Promise<void> {
+    const s = sig(options);
+    if ((await this.connection.call<XRecord>('VDI.get_record', [vdiRef], s)).cbt_enabled !== true) return;
+    const base = await this.connection.callAsync<string>('VDI.snapshot', [vdiRef, {}], s);
+    await this.connection.call('VDI.remove_from_other_config', [base, CBT_BASE_KEY], s);
+    await this.connection.call('VDI.add_to_other_config', [base, CBT_BASE_KEY, `${replica.id}/${userdevice}`], s);
+    await this.connection.callAsync('VDI.data_destroy', [base], s);
+  }
+
+  /** Destroys the replica's CBT bases (see {@link markCbtBase}). */
+  private async dropCbtBases(replica: Replica, options?: OperationOptions): Promise<void> {
+    const prefix = `${replica.id}/`;
+    for (const [ref, vdi] of Object.entries(await this.vdis(options))) {
+      if (otherConfig(vdi)[CBT_BASE_KEY]?.startsWith(prefix)) {
+        await this.connection.callAsync('VDI.destroy', [ref], sig(options));
+      }
+    }
+  }
+
+  /**
+   * Turns CBT on for a replica disk (a new, cloned or swapped-in VDI), so that the fingerprint
+   * can see writes made after the next restore point. An SR or VDI without CBT support leaves
+   * that part of the fingerprint `untracked`.
+   */
+  private async enableCbt(vdiRef: string, options?: OperationOptions): Promise<void> {
+    try {
+      await this.connection.callAsync('VDI.enable_cbt', [vdiRef], sig(options));
+    } catch (error) {
+      const code = codeOf(error);
+      if (code === undefined || !CBT_UNSUPPORTED.has(code) || options?.signal?.aborted) throw error;
+    }
   }
 
   /** Snapshots the replica VM as restore point `label`. */
@@ -267,6 +416,7 @@ export class XenTarget {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
     await this.commitPending(replica, options);
+    await this.dropCbtBases(replica, options); // the new point is the base from here
     const snapRef = await this.connection.callAsync<string>('VM.snapshot', [vmRef, `${replica.name} ${label}`], s);
     await this.connection.call('VM.add_to_other_config', [snapRef, RESTORE_POINT_KEY, label], s);
     const view = await this.view(options);
@@ -289,16 +439,23 @@ export class XenTarget {
   }
 
   /**
-   * Returns the replica to `point`: each disk is replaced by a clone of the point's disk at the
-   * same `userdevice` (what `VM.revert` does on a pool), the old disk destroyed. The replica halts.
+   * Returns the replica to `point`: the points made after it are deleted, and each disk is
+   * replaced by a clone of the point's disk at the same `userdevice` (what `VM.revert` does on a
+   * pool), the old disk destroyed. The replica halts.
    */
   async revert(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
     const view = await this.view(options);
-    const found = (await this.points(view, vmRef)).find((p) => str(p.vm.uuid) === point.id);
+    const points = await this.points(view, vmRef);
+    const at = points.findIndex((p) => str(p.vm.uuid) === point.id);
+    const found = points[at];
     if (!found) throw new NotFoundError(`replica '${replica.id}' has no restore point '${point.id}'`);
     await this.dropPending(replica, options);
+    await this.dropCbtBases(replica, options);
+    // The points after it are versions the replica no longer descends from: they go first, so a
+    // crash midway leaves `point` the newest and the revert can simply be asked again.
+    for (const newer of points.slice(at + 1).reverse()) await this.destroyVmAndDisks(view, newer.ref, options);
     const state = await this.connection.call<string>('VM.get_power_state', [vmRef], s);
     if (state !== 'Halted') await this.connection.callAsync('VM.hard_shutdown', [vmRef], s);
     const saved = new Map(diskVbds(view, found.vm).map((d) => [str(d.vbd.userdevice), d]));
@@ -325,7 +482,9 @@ export class XenTarget {
         ],
         s,
       );
+      await this.enableCbt(clone, options);
       await this.connection.callAsync('VDI.destroy', [vdiRef], s);
+      await this.markCbtBase(replica, str(vbd.userdevice), clone, options);
     }
     // A restore point is a complete version: the replica is ready again.
     await this.mark(replica, 'ready', options);
@@ -424,6 +583,9 @@ export class XenTarget {
       );
       await this.connection.call('VDI.remove_from_other_config', [ref, PENDING_OF_KEY], s);
       await this.connection.call('VDI.remove_from_other_config', [ref, PENDING_RUN_KEY], s);
+      // A clone starts without CBT: a fresh log from here, before the restore point's snapshot
+      // takes it, so replikit's own writes are behind the point and never look like outside ones.
+      await this.enableCbt(ref, options);
       if (old) await this.connection.callAsync('VDI.destroy', [old.vdiRef], s);
     }
   }
@@ -441,13 +603,17 @@ export class XenTarget {
 
   /**
    * Lets a ready replica start (a test boot or a failover asked of replikit): its start block is
-   * lifted. The next `markReplica` sets it again.
+   * lifted and the boot is marked in `other_config` (a part of the fingerprint). The next
+   * `markReplica` blocks start again.
    */
   async unblockReady(vmRef: string, options?: OperationOptions): Promise<void> {
-    const config = await this.connection.call<Record<string, string>>('VM.get_other_config', [vmRef], sig(options));
+    const s = sig(options);
+    const config = await this.connection.call<Record<string, string>>('VM.get_other_config', [vmRef], s);
     if (config[REPLICA_NAME_KEY] === undefined || config[REPLICA_MARK_KEY] !== 'ready') return;
+    await this.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_BOOT_KEY], s);
+    await this.connection.call('VM.add_to_other_config', [vmRef, REPLICA_BOOT_KEY, new Date().toISOString()], s);
     for (const op of ['start', 'start_on']) {
-      await this.connection.call('VM.remove_from_blocked_operations', [vmRef, op], sig(options));
+      await this.connection.call('VM.remove_from_blocked_operations', [vmRef, op], s);
     }
   }
 
@@ -553,17 +719,13 @@ export class XenTarget {
   private toReplica(view: PoolView, vmRef: string, spec: ReplicaSpec, created: boolean): Replica {
     const vm = view.vms[vmRef]!;
     const id = str(vm.uuid);
-    const vbds = diskVbds(view, vm);
-    const disks: DiskRef[] = spec.disks.map((d, i) => {
-      const at = vbds.find((v) => str(v.vbd.userdevice) === String(i));
-      return {
-        id: d.sourceDiskId,
-        vmId: id,
-        size: Number(at?.vdi.virtual_size ?? d.size),
-        ...(d.label !== undefined ? { label: d.label } : {}),
-        meta: { userdevice: String(i) },
-      };
-    });
+    const disks: DiskRef[] = spec.disks.map((d, i) => ({
+      id: d.sourceDiskId,
+      vmId: id,
+      size: d.size, // the source's size: the SR may have rounded the VDI up; nothing reads past it
+      ...(d.label !== undefined ? { label: d.label } : {}),
+      meta: { userdevice: String(i) },
+    }));
     return { id, name: spec.name, disks, created, meta: { vm: str(vm.name_label) } };
   }
 }

@@ -3,9 +3,9 @@ import { localTransport } from '@replikit/transport';
 import { afterAll, beforeAll } from 'vitest';
 import { poolFixtures, startPool, type TestPool } from './helpers/xen-pool.js';
 
-// Conformance v2 as far as the source side goes: the target cases skip themselves because an
-// instance does not declare canBeTarget yet. Once with CBT on the VMs' disks, once without.
-// Disk sizes are rounded up to 512 bytes by the fixture, as XenServer's storage managers do.
+// Conformance v2, xen as source and as target (no case skips): once with CBT on the VMs' disks,
+// once without. Disk sizes are rounded up to 512 bytes by the fixture, as XenServer's storage
+// managers do.
 for (const cbt of [true, false]) {
   let pool: TestPool;
   beforeAll(async () => {
@@ -15,7 +15,7 @@ for (const cbt of [true, false]) {
     await pool?.close();
   });
   runDriverConformance({
-    name: `xen (source side, CBT ${cbt ? 'on' : 'off'})`,
+    name: `xen (source and target, CBT ${cbt ? 'on' : 'off'})`,
     create: () => pool.driver(),
     fixtures: poolFixtures(() => pool, cbt),
     transport: localTransport(),

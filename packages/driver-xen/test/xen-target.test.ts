@@ -15,7 +15,7 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
   beforeEach(async () => {
     warnings.length = 0;
     pool = await startPool();
-    hv = await pool.driver({ networkMap: {} }, { onWarning: (m) => warnings.push(m), targetPreview: true });
+    hv = await pool.driver({ networkMap: {} }, { onWarning: (m) => warnings.push(m), targetPreview: true }); // deprecated no-op
     const vm = await pool.makeVM('web', [MiB, 2 * MiB]);
     const source = await hv.getVM(vm.uuid);
     spec = {
@@ -31,11 +31,12 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
 
   const ref = (r: Replica) => pool.call<string>('VM.get_by_uuid', r.id);
 
-  it('without targetPreview the replica hooks refuse (the instance declares canBeTarget: false)', async () => {
+  it('every instance is a target with restore points; targetPreview is a no-op', async () => {
     const plain = await pool.driver();
     try {
-      expect(plain.capabilities.canBeTarget).toBe(false);
-      await expect(plain.ensureReplica(spec)).rejects.toMatchObject({ code: 'E_DRIVER' });
+      expect(plain.capabilities).toMatchObject({ canBeSource: true, canBeTarget: true, restorePoints: true });
+      expect((await plain.ensureReplica(spec)).created).toBe(true);
+      expect(hv.capabilities).toEqual(plain.capabilities);
     } finally {
       await plain.close();
     }
@@ -73,10 +74,7 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
 
   it('maps networks by networkMap: a mapped one gets a VIF, an unmapped one is left out and reported', async () => {
     const net = await pool.call<string>('network.get_uuid', pool.sim.refs.network);
-    const mapped = await pool.driver(
-      { networkMap: { lan: net } },
-      { onWarning: (m) => warnings.push(m), targetPreview: true },
-    );
+    const mapped = await pool.driver({ networkMap: { lan: net } }, { onWarning: (m) => warnings.push(m) });
     try {
       const replica = await mapped.ensureReplica(spec);
       const vifs = await pool.call<string[]>('VM.get_VIFs', await ref(replica));
@@ -122,7 +120,7 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
     expect(await hv.replicaOwner(replica)).toBeUndefined();
     expect(await hv.claimReplica(replica, owner('run-a'))).toMatchObject({ runId: 'run-a' });
     expect(await hv.claimReplica(replica, owner('run-b'))).toMatchObject({ runId: 'run-a' });
-    const other = await pool.driver({}, { targetPreview: true });
+    const other = await pool.driver();
     try {
       expect(await other.replicaOwner(replica)).toMatchObject({ runId: 'run-a' });
     } finally {
@@ -157,7 +155,10 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
     expect((await hv.replicaState(replica)).value).not.toBe(resized.value);
     expect(await pool.call('VM.get_power_state', vmRef)).toBe('Halted');
     await hv.createRestorePoint(replica, 'run-3', { retention: 2 });
-    expect((await hv.listRestorePoints(replica)).map((p) => p.label)).toEqual(['run-2', 'run-3']);
+    // The revert dropped run-2 (the replica no longer descends from it); retention keeps two.
+    expect((await hv.listRestorePoints(replica)).map((p) => p.label)).toEqual(['run-1', 'run-3']);
+    await hv.createRestorePoint(replica, 'run-4', { retention: 2 });
+    expect((await hv.listRestorePoints(replica)).map((p) => p.label)).toEqual(['run-3', 'run-4']);
     await expect(hv.revertTo(replica, p1)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
     // Unblocking start (as a boot needs) changes the fingerprint.
     const settled = await hv.replicaState(replica);

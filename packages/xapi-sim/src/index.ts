@@ -18,6 +18,7 @@ export { Faults } from './faults.js';
 export { NULL_REF } from './ids.js';
 export { Database, type DbEvent } from './model/database.js';
 export { CLASSES, type Wire, type XClass, type XRecord } from './model/wire.js';
+export { type NbdExportStats, NbdStats } from './nbd/nbd-stats.js';
 export type { PoolRefs, SimSession } from './sim-state.js';
 export { SimState } from './sim-state.js';
 export { buildMethodTable, startXapiSim, type XapiSim, type XapiSimOptions } from './simulator.js';

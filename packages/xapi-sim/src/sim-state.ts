@@ -4,6 +4,7 @@ import { startTask } from './api/task-runner.js';
 import { Faults } from './faults.js';
 import type { Database } from './model/database.js';
 import type { Wire } from './model/wire.js';
+import { NbdStats } from './nbd/nbd-stats.js';
 import type { CbtStore } from './storage/cbt-store.js';
 import { fault } from './xapi-fault.js';
 
@@ -37,6 +38,8 @@ export class SimState {
   readonly holds = new Map<string, Promise<void>>();
   /** Failures on demand. */
   readonly faults = new Faults();
+  /** What the NBD server served, per export. */
+  readonly nbdStats = new NbdStats();
   private readonly closer = new AbortController();
   private queue: Promise<unknown> = Promise.resolve();
   private domid = 0;
@@ -44,6 +47,11 @@ export class SimState {
   nbd: { readonly address: string; readonly port: number; readonly cert: string; readonly subject: string } | undefined;
   /** The delegate appliances (their agents), once the simulator has started. */
   abd: Appliances | undefined;
+  /**
+   * `VDI.create` rounds `virtual_size` up to a multiple of this, as an SR's storage manager does
+   * (1: sizes kept exact). See `XapiSimOptions.vdiSizeStep`.
+   */
+  vdiSizeStep = 1;
 
   constructor(
     readonly db: Database,

@@ -23,6 +23,7 @@ import { importRawVdi } from './http/import-raw-vdi.js';
 import { importXva } from './http/import-xva.js';
 import { Database } from './model/database.js';
 import { type NbdServer, startNbdServer } from './nbd/nbd-server.js';
+import type { NbdStats } from './nbd/nbd-stats.js';
 import { type PoolRefs, SimState } from './sim-state.js';
 import { CbtStore } from './storage/cbt-store.js';
 import { makeSelfSigned, type TlsMaterial } from './tls/self-signed.js';
@@ -41,6 +42,11 @@ export interface XapiSimOptions {
   readonly port?: number;
   /** Size of the local SR in bytes; VDIs beyond it fail with `SR_FULL`. @default 1 TiB */
   readonly srSize?: number;
+  /**
+   * `VDI.create` rounds the `virtual_size` it is given up to a multiple of this many bytes, as a
+   * real SR's storage manager does (a VHD SR rounds to 2 MiB). @default 1 (sizes kept exact)
+   */
+  readonly vdiSizeStep?: number;
   /** Serve the control plane and data paths over HTTPS with the host certificate. @default false */
   readonly https?: boolean;
   /**
@@ -76,6 +82,8 @@ export interface XapiSim {
   addSr(name: string, size?: number): Promise<string>;
   /** Failures on demand: a call failing once, a pending-task limit, the unplug race. */
   readonly faults: Faults;
+  /** What the NBD server served per export (VDI uuid): bytes, reads, 64 KiB blocks touched. */
+  readonly nbdStats: NbdStats;
   /**
    * The running delegate appliance `vm` (a VM whose `other_config` has `replikit:abd`): where its
    * `replikit-agent` listens, its process id and folder; `undefined` when it is not running.
@@ -123,6 +131,12 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     { user: options.user ?? 'root', password: options.password ?? 'password' },
     srDir,
   );
+  if (options.vdiSizeStep !== undefined) {
+    if (!Number.isSafeInteger(options.vdiSizeStep) || options.vdiSizeStep < 1) {
+      throw new InputError('xapi-sim: vdiSizeStep must be a positive whole number of bytes');
+    }
+    state.vdiSizeStep = options.vdiSizeStep;
+  }
   const appliances = new Appliances(state, options.dir, defaultAgentNodeArgs());
   state.abd = appliances;
   const needTls = options.https === true || (options.nbd !== undefined && options.nbd !== false);
@@ -163,6 +177,7 @@ export async function startXapiSim(options: XapiSimOptions): Promise<XapiSim> {
     vdiPath: (vdi) => state.vdiPath(vdi),
     appliance: (vm) => appliances.info(vm),
     faults: state.faults,
+    nbdStats: state.nbdStats,
     credentials: state.credentials,
     addSr: (name, size) => addLocalSr(db, options.dir, refs.host, name, size ?? options.srSize ?? 2 ** 40),
     hold(method) {

@@ -33,7 +33,10 @@ export function registerVdi(table: MethodTable): void {
       ]) {
         if (rec[k] !== undefined) fields[k] = rec[k];
       }
-      return sim.serial(() => newVdi(sim, sr, { ...fields, virtual_size: size as Wire }));
+      // The SM rounds the size up to its granularity; the record shows the rounded size.
+      const step = sim.vdiSizeStep;
+      const rounded = typeof size === 'number' && step > 1 ? Math.ceil(size / step) * step : size;
+      return sim.serial(() => newVdi(sim, sr, { ...fields, virtual_size: rounded as Wire }));
     },
   });
   table.add({

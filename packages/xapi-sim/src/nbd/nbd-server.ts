@@ -164,6 +164,7 @@ async function transmit(sim: SimState, socket: Duplex, reader: ByteReader, name:
         if (bytesRead === 0) break;
         done += bytesRead;
       }
+      sim.nbdStats.record(parsed.uuid, offset, length);
       await send(socket, simpleReply(0, handle), data);
     }
   } finally {
