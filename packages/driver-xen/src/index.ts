@@ -10,6 +10,8 @@ export type { ApplianceAccess } from './abd/abd-appliance.js';
 export { ABD_APPLIANCE, ABD_MARK, ABD_TEMPLATE, ABD_VBD_MARK, ABD_XENSTORE } from './abd/abd-keys.js';
 export { AbdLease, type PluggedVdi } from './abd/abd-manager.js';
 export type { AbdSettings, AbdTiming } from './abd/abd-settings.js';
+export { type AbdVdiSinkOptions, DEFAULT_ABD_SINK_BLOCK, openAbdVdiSink } from './abd/abd-vdi-sink.js';
+export type { VdiSink } from './abd/vdi-sink.js';
 export { CBT_BLOCK, changedExtents } from './cbt-bitmap.js';
 export { HttpRawReader } from './http-raw-reader.js';
 export { NbdConnection, NbdConnectionError, type NbdEndpoint, NbdReplyError } from './nbd/nbd-connection.js';
