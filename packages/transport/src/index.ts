@@ -42,6 +42,7 @@ export {
 } from './network-transport.js';
 export { type ArenaMemorySource, ArenaPool, BlockArena } from './protocol/block-arena.js';
 export {
+  FEATURE_SOURCE,
   FEATURE_TARGET,
   FrameType,
   HEADER_BYTES,
@@ -75,6 +76,7 @@ export {
   type ZeroMessage,
 } from './protocol/messages.js';
 export { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+export { RemoteDiskReader, type RemoteRead } from './remote-disk-reader.js';
 export { isRemoteTarget, RemoteTargetDriver, type TargetLink } from './remote-target.js';
 export { createPullRemoteTarget, createRemoteTarget, type RemoteKind } from './remote-target-link.js';
 export {
@@ -87,6 +89,7 @@ export {
   type PskCredentials,
   type Security,
 } from './security.js';
+export { MAX_DIGEST_SPAN, MAX_READ_BYTES, SOURCE_OPS, SourceReads } from './source-read-ops.js';
 export type { ReconnectPolicy } from './source-session.js';
 export { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 export { serveTargetSession, type TargetSessionOptions, type TargetSessionResult } from './target-session.js';

@@ -28,6 +28,8 @@ import { handshake } from './handshake.js';
 import { FEATURE_TARGET, MAX_RESPONSE_PAYLOAD } from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+import { RemoteDiskReader } from './remote-disk-reader.js';
+import { SOURCE_OPS } from './source-read-ops.js';
 import { TARGET_OPS } from './target-control-ops.js';
 
 /** How a {@link RemoteTargetDriver} reaches its agent: the connection factory of push or pull. */
@@ -168,7 +170,7 @@ export class RemoteTargetDriver implements Hypervisor {
         continue;
       }
       try {
-        waiting.resolve(TARGET_OPS[waiting.op]!.result(message.result));
+        waiting.resolve((TARGET_OPS[waiting.op] ?? SOURCE_OPS[waiting.op])!.result(message.result));
       } catch (error) {
         conn.abort(error as ProtocolError);
         waiting.reject(error);
@@ -292,6 +294,37 @@ export class RemoteTargetDriver implements Hypervisor {
   }
   power(vmId: string, op: 'start' | 'shutdown', options?: OperationOptions): Promise<void> {
     return this.call('power', { vmId, op }, options);
+  }
+
+  /**
+   * Reads a disk the agent's driver lists (`vmId` is the VM that holds it), when the agent serves
+   * reads (`replikit-agent --serve-reads`, the protocol feature `source`): the source side of the
+   * `abd` method. Reads of up to 4 MiB each travel on the control connection; the agent checks
+   * the disk against its own listing and the range against the disk.
+   *
+   * @throws `E_INPUT` (from the agent) when it does not serve reads.
+   */
+  openSourceReader(vmId: string, disk: DiskRef, blockSize?: number): RemoteDiskReader {
+    return new RemoteDiskReader(
+      disk,
+      (offset, length, options) =>
+        this.call<Uint8Array>('readDisk', { vmId, diskId: disk.id, offset, length }, options),
+      blockSize,
+    );
+  }
+
+  /**
+   * Digests of the blocks of `[offset, offset + length)` of a disk the agent's driver lists,
+   * computed on the agent (`null` for an all-zero block); at most 4,096 blocks, 256 MiB, per call.
+   * Needs the `source` feature, as {@link RemoteTargetDriver.openSourceReader}.
+   */
+  readDigests(
+    vmId: string,
+    diskId: string,
+    range: { offset: number; length: number; blockSize: number; algorithm: string },
+    options?: OperationOptions,
+  ): Promise<Array<Uint8Array | null>> {
+    return this.call('readDigests', { vmId, diskId, ...range }, options);
   }
 
   /** Closes the control connection (and a pull listener). Calls waiting fail with `E_TRANSPORT`. */

@@ -2,6 +2,7 @@ import { DriverError, type Hypervisor, isReplikitError, type ReplikitError } fro
 import type { FrameConnection } from './connection.js';
 import type { RequestMessage } from './protocol/messages.js';
 import { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+import { SOURCE_OPS, SourceReads } from './source-read-ops.js';
 import { TARGET_OPS } from './target-control-ops.js';
 
 /** What {@link serveTargetControl} reports when its connection ends. */
@@ -23,23 +24,34 @@ function errorOf(error: unknown): { code: ReplikitError['code']; message: string
  * after the handshake): runs each request on the agent's driver, one at a time in arrival order,
  * and answers it with its id. A driver error is answered, and the connection goes on; a malformed
  * request (unknown members are ignored, a missing or mistyped argument is not) ends it with a
- * protocol error, and nothing of it reaches the driver.
+ * protocol error, and nothing of it reaches the driver. With `serveReads` (the `source` feature)
+ * it also answers the reads and digests of the driver's disks ({@link SOURCE_OPS}).
  */
 export async function serveTargetControl(
   conn: FrameConnection,
   target: Hypervisor,
   first: RequestMessage,
   stopping?: AbortSignal,
+  serveReads = false,
 ): Promise<TargetControlResult> {
   const result: TargetControlResult = { requests: 0 };
+  const reads = serveReads ? new SourceReads(target) : undefined;
   const onStop = () => conn.interrupt();
   stopping?.addEventListener('abort', onStop, { once: true });
   try {
     let next: RequestMessage | undefined = first;
     while (next) {
       const op = Object.hasOwn(TARGET_OPS, next.op) ? TARGET_OPS[next.op] : undefined;
+      const read = reads && Object.hasOwn(SOURCE_OPS, next.op) ? SOURCE_OPS[next.op] : undefined;
       let answer: { result: unknown } | { error: { code: ReplikitError['code']; message: string } };
-      if (!op) {
+      if (read && reads) {
+        try {
+          answer = { result: await read.run(reads, next.args, stopping ? { signal: stopping } : {}) };
+        } catch (error) {
+          if (isProtocolError(error)) throw error;
+          answer = { error: errorOf(error) };
+        }
+      } else if (!op) {
         answer = {
           error: {
             code: 'E_INPUT',
@@ -74,6 +86,7 @@ export async function serveTargetControl(
     } else if (isProtocolError(conn.error)) result.error = conn.error;
   } finally {
     stopping?.removeEventListener('abort', onStop);
+    await reads?.close();
   }
   return result;
 }
