@@ -7,6 +7,7 @@
  */
 
 export type { ApplianceAccess } from './abd/abd-appliance.js';
+export { openAbdDiskReader } from './abd/abd-disk-reader.js';
 export { ABD_APPLIANCE, ABD_MARK, ABD_TEMPLATE, ABD_VBD_MARK, ABD_XENSTORE } from './abd/abd-keys.js';
 export { AbdLease, type PluggedVdi } from './abd/abd-manager.js';
 export type { AbdSettings, AbdTiming } from './abd/abd-settings.js';
