@@ -21,6 +21,7 @@ import {
   type VMInfo,
   type WriterOptions,
 } from '@replikit/core';
+import type { AbdSourceReads } from './abd/abd-source.js';
 import { changedExtents } from './cbt-bitmap.js';
 import { HttpRawReader } from './http-raw-reader.js';
 import { NbdExport } from './nbd/nbd-export.js';
@@ -69,6 +70,8 @@ export interface XenDriverInit extends XenTargetInit {
    * tools that manage replica VMs; an engine never needs it. @default false
    */
   targetPreview?: boolean;
+  /** The `abd` method's source side: snapshot VDIs are read through the pool's appliance. */
+  abdSource?: AbdSourceReads;
 }
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
@@ -86,7 +89,6 @@ function isoOf(xapiTime: unknown): string {
  */
 export class XenDriver extends AbstractHypervisor {
   readonly kind = XEN_DRIVER_KIND;
-  readonly capabilities = XEN_SOURCE_CAPABILITIES;
   private readonly nbdConnections: number;
   private readonly preferNbd: boolean;
   /** Changed extents by `<base VDI uuid> <current VDI uuid>` (snapshots are immutable). */
@@ -94,6 +96,10 @@ export class XenDriver extends AbstractHypervisor {
   /** The replica side (VMs, holds, marks, restore points), over XAPI. */
   private readonly targetSide: XenTarget;
   private readonly targetPreview: boolean;
+  // ABD wiring (issue 17): set when the job's method is `abd`.
+  private readonly abdSource: AbdSourceReads | undefined;
+  /** What this instance does: the source side, with the `abd` method when its appliance is set up. */
+  override readonly capabilities: Capabilities;
 
   constructor(
     /** The pool session (closed with the driver). */
@@ -105,6 +111,11 @@ export class XenDriver extends AbstractHypervisor {
     this.preferNbd = init.preferNbd ?? true;
     this.targetSide = new XenTarget(connection, init);
     this.targetPreview = init.targetPreview ?? false;
+    // ABD wiring (issue 17).
+    this.abdSource = init.abdSource;
+    this.capabilities = this.abdSource
+      ? { ...XEN_SOURCE_CAPABILITIES, methods: [...XEN_SOURCE_CAPABILITIES.methods, 'abd'] }
+      : XEN_SOURCE_CAPABILITIES;
   }
 
   protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {
@@ -198,6 +209,8 @@ export class XenDriver extends AbstractHypervisor {
     if (record.is_a_snapshot !== true || Number(record.virtual_size) !== disk.size || !named) {
       throw new NotFoundError(`no snapshot disk '${disk.id}' in snapshot '${disk.snapshotId}'`);
     }
+    // ABD wiring (issue 17): the `abd` method reads through the source appliance.
+    if (this.abdSource) return this.abdSource.open(vdiRef, options);
     const what = `snapshot disk '${disk.id}'`;
     const http = () => new HttpRawReader(this.connection, vdiRef, disk.size, what);
     if (this.preferNbd) {
@@ -368,7 +381,12 @@ export class XenDriver extends AbstractHypervisor {
   }
 
   protected override async _close(): Promise<void> {
-    await this.connection.close();
+    // ABD wiring (issue 17): unplug and release the appliance before the session ends.
+    try {
+      await this.abdSource?.close();
+    } finally {
+      await this.connection.close();
+    }
   }
 
   /**
