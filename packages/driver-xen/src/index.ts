@@ -10,6 +10,7 @@ export type { ApplianceAccess } from './abd/abd-appliance.js';
 export { openAbdDiskReader } from './abd/abd-disk-reader.js';
 export { ABD_APPLIANCE, ABD_MARK, ABD_TEMPLATE, ABD_VBD_MARK, ABD_XENSTORE } from './abd/abd-keys.js';
 export { AbdLease, type PluggedVdi } from './abd/abd-manager.js';
+export { type AbdPullOptions, pullVdiThroughAbd } from './abd/abd-pull.js';
 export type { AbdSettings, AbdTiming } from './abd/abd-settings.js';
 export { type AbdVdiSinkOptions, DEFAULT_ABD_SINK_BLOCK, openAbdVdiSink } from './abd/abd-vdi-sink.js';
 export type { VdiSink } from './abd/vdi-sink.js';

@@ -24,7 +24,7 @@ import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { ArenaPool } from './protocol/block-arena.js';
-import { FEATURE_DELTA, FEATURE_SOURCE, FEATURE_TARGET } from './protocol/constants.js';
+import { FEATURE_DELTA, FEATURE_PULL_DISK, FEATURE_SOURCE, FEATURE_TARGET } from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { serveTargetControl, type TargetControlResult } from './target-control-server.js';
@@ -263,9 +263,7 @@ export function createAgent(options: AgentOptions): Agent {
           role: 'target',
           dialer,
           codecs: availableCodecs(),
-          features: options.serveReads
-            ? [FEATURE_DELTA, FEATURE_TARGET, FEATURE_SOURCE]
-            : [FEATURE_DELTA, FEATURE_TARGET],
+          features: [FEATURE_DELTA, FEATURE_TARGET, FEATURE_PULL_DISK, ...(options.serveReads ? [FEATURE_SOURCE] : [])],
           key,
         });
         if (!dialer) admission.passed(peer);

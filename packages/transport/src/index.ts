@@ -42,6 +42,7 @@ export {
 } from './network-transport.js';
 export { type ArenaMemorySource, ArenaPool, BlockArena } from './protocol/block-arena.js';
 export {
+  FEATURE_PULL_DISK,
   FEATURE_SOURCE,
   FEATURE_TARGET,
   FrameType,
@@ -76,6 +77,7 @@ export {
   type ZeroMessage,
 } from './protocol/messages.js';
 export { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+export { type PullDiskResult, pullDiskResultOf, runPullDisk, type SourceDialer } from './pull-disk-op.js';
 export { RemoteDiskReader, type RemoteRead } from './remote-disk-reader.js';
 export { isRemoteTarget, RemoteTargetDriver, type TargetLink } from './remote-target.js';
 export { createPullRemoteTarget, createRemoteTarget, type RemoteKind } from './remote-target-link.js';

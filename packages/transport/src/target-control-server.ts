@@ -2,6 +2,8 @@ import { DriverError, type Hypervisor, isReplikitError, type ReplikitError } fro
 import type { FrameConnection } from './connection.js';
 import type { RequestMessage } from './protocol/messages.js';
 import { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+import { runPullDisk } from './pull-disk-op.js';
+import { createRemoteTarget } from './remote-target-link.js';
 import { SOURCE_OPS, SourceReads } from './source-read-ops.js';
 import { TARGET_OPS } from './target-control-ops.js';
 
@@ -11,6 +13,16 @@ export interface TargetControlResult {
   requests: number;
   /** Why the connection ended, when it was not the source closing it. */
   error?: ReplikitError;
+}
+
+/** How `pullDisk` reaches the source agent it names: TLS-PSK, a few quick reconnects. */
+function dialSource(address: { host: string; port: number }, psk: { identity: string; key: Uint8Array }) {
+  return createRemoteTarget({
+    kind: 'source',
+    address,
+    security: { kind: 'tls', psk },
+    reconnect: { attempts: 3, initialDelayMs: 50, maxDelayMs: 500 },
+  });
 }
 
 /** A driver failure as the `error` member of a response: its code, or `E_DRIVER` for a foreign error. */
@@ -44,9 +56,18 @@ export async function serveTargetControl(
       const op = Object.hasOwn(TARGET_OPS, next.op) ? TARGET_OPS[next.op] : undefined;
       const read = reads && Object.hasOwn(SOURCE_OPS, next.op) ? SOURCE_OPS[next.op] : undefined;
       let answer: { result: unknown } | { error: { code: ReplikitError['code']; message: string } };
-      if (read && reads) {
+      const options = stopping ? { signal: stopping } : {};
+      const args = next.args;
+      // The source feature's reads, and pullDisk (docs/protocol.md, section 13).
+      const extra =
+        read && reads
+          ? () => read.run(reads, args, options)
+          : next.op === 'pullDisk'
+            ? () => runPullDisk(target, args, options, dialSource)
+            : undefined;
+      if (extra) {
         try {
-          answer = { result: await read.run(reads, next.args, stopping ? { signal: stopping } : {}) };
+          answer = { result: await extra() };
         } catch (error) {
           if (isProtocolError(error)) throw error;
           answer = { error: errorOf(error) };

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createFileDriver } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Address, createRemoteTarget, type RemoteTargetDriver } from '../src/index.js';
 import { startAgentProcess } from './helpers/agent-process.js';
@@ -26,11 +27,8 @@ afterEach(async () => {
   await world.dispose();
 });
 
-async function agent(args: string[]): Promise<RemoteTargetDriver & { address: Address }> {
-  const started = await startAgentProcess(
-    ['--root', world.vms, '--psk-identity', 'tests', ...args],
-    key.toString('hex'),
-  );
+async function agent(args: string[], root = world.vms): Promise<RemoteTargetDriver & { address: Address }> {
+  const started = await startAgentProcess(['--root', root, '--psk-identity', 'tests', ...args], key.toString('hex'));
   const remote = createRemoteTarget({
     address: started.address,
     security: { kind: 'tls', psk: { identity: 'tests', key } },
@@ -114,5 +112,57 @@ describe('reads served by an agent (the source feature)', () => {
     } finally {
       await stranger.close();
     }
+  });
+
+  it('pullDisk: a target agent dials a source agent that serves reads and copies only the blocks that differ', async () => {
+    const size = 3 * MiB + 4 * KiB;
+    await createMixedVm(world, 'web', size);
+    const source = await agent(['--serve-reads']);
+    const target = await agent([], world.replicas);
+    const vm = await source.getVM('web');
+    const replica = await target.ensureReplica({
+      name: 'web-replica',
+      source: vm,
+      disks: [{ sourceDiskId: vm.disks[0]!.id, size }],
+    });
+    const request = {
+      from: { ...source.address, identity: 'tests', key },
+      vmId: vm.id,
+      diskId: vm.disks[0]!.id,
+      replica,
+      disk: 0,
+      blockSize: 64 * KiB,
+      algorithm: 'sha256' as const,
+      runId: 'pull-1',
+    };
+    const first = await target.pullDisk(request);
+    const file = await readFile(join(world.vms, 'web', 'd0.raw'));
+    const local = createFileDriver({ root: world.replicas });
+    try {
+      const reader = await local.openReader(replica.disks[0]!);
+      expect(Buffer.compare(Buffer.from(await reader.read(0, size)), file)).toBe(0);
+      await reader.close();
+    } finally {
+      await local.close();
+    }
+    // The new replica reads as zeros: exactly the source's non-zero blocks were copied.
+    const block = 64 * KiB;
+    const nonZero = Array.from({ length: Math.ceil(size / block) }, (_, i) =>
+      file.subarray(i * block, (i + 1) * block),
+    ).filter((b) => b.some((x) => x !== 0));
+    expect(first).toEqual({
+      blocks: Math.ceil(size / block),
+      copied: nonZero.length,
+      bytesRead: nonZero.reduce((n, b) => n + b.length, 0),
+    });
+    expect(nonZero.length).toBeLessThan(first.blocks);
+    const again = await target.pullDisk({ ...request, runId: 'pull-2' });
+    expect(again).toEqual({ blocks: first.blocks, copied: 0, bytesRead: 0 });
+    // A wrong key for the source agent: the pull fails with the source's refusal, nothing written.
+    await expect(
+      target.pullDisk({ ...request, from: { ...request.from, key: randomBytes(32) } }),
+    ).rejects.toMatchObject({
+      code: expect.stringMatching(/E_AUTH|E_TRANSPORT/),
+    });
   });
 });

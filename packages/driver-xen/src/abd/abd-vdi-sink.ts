@@ -2,9 +2,11 @@ import { randomUUID } from 'node:crypto';
 import {
   type BlockChannel,
   type DiskChannel,
+  type DiskRef,
   DriverError,
   InputError,
   type OperationOptions,
+  type Replica,
   StateError,
 } from '@replikit/core';
 import type { AbdLease, PluggedVdi } from './abd-manager.js';
@@ -56,6 +58,31 @@ export async function openAbdVdiSink(
   }
   const target = lease.target();
   const signal = options.signal;
+  const { replica } = await replicaForVdi(lease, plugged, signal);
+  const channel = await target.transport.open(
+    { runId: options.runId ?? randomUUID(), replica, blockSize, digest: options.digest ?? 'sha256' },
+    { signal },
+  );
+  try {
+    const disk = replica.disks[0]!;
+    return new AbdVdiSink(channel, await channel.openDisk(disk, { signal }), disk.size, blockSize);
+  } catch (error) {
+    await channel.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * The one-disk "replica" the target appliance's agent writes for a VDI plugged into it: its
+ * `ensureReplica` with `placement.vdis` naming the VDI (the XenServer driver keeps the real
+ * replica VM; the agent only moves bytes). Also gives the disk as the agent lists it.
+ */
+export async function replicaForVdi(
+  lease: AbdLease,
+  plugged: PluggedVdi,
+  signal?: AbortSignal,
+): Promise<{ replica: Replica; disk: DiskRef }> {
+  const target = lease.target();
   const vm = await target.getVM(lease.appliance.uuid, { signal });
   const disk = vm.disks.find((d) => d.id === plugged.uuid);
   if (disk === undefined) {
@@ -72,16 +99,7 @@ export async function openAbdVdiSink(
     },
     { signal },
   );
-  const channel = await target.transport.open(
-    { runId: options.runId ?? randomUUID(), replica, blockSize, digest: options.digest ?? 'sha256' },
-    { signal },
-  );
-  try {
-    return new AbdVdiSink(channel, await channel.openDisk(replica.disks[0]!, { signal }), disk.size, blockSize);
-  } catch (error) {
-    await channel.close().catch(() => undefined);
-    throw error;
-  }
+  return { replica, disk };
 }
 
 /** The block currently being filled. */

@@ -114,3 +114,9 @@ export const FEATURE_TARGET = 'target';
  * section 13). Off unless the agent is started with `--serve-reads`.
  */
 export const FEATURE_SOURCE = 'source';
+
+/**
+ * The `hello` feature of an agent that answers `pullDisk`: it dials another agent that serves
+ * reads and brings one of its replica disks up to date from it (docs/protocol.md, section 13).
+ */
+export const FEATURE_PULL_DISK = 'pull-disk';
