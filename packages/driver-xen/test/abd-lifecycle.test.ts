@@ -1,3 +1,7 @@
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AbdLease, type XenConnection } from '../src/index.js';
 import { type AbdPool, startAbdPool } from './helpers/abd-pool.js';
@@ -157,5 +161,47 @@ describe('the delegate appliance (ABD) lifecycle', () => {
     await lease.release();
     expect(await pool.applianceVbds()).toEqual([]);
     expect((await pool.appliances()).map((x) => x.power)).toEqual(['Halted']);
+  });
+});
+
+describe('after a killed run', () => {
+  it('the next acquire unplugs and destroys the VBDs a dead process of this host left plugged; release then stops the appliance', async () => {
+    const vdi = await pool.makeVdi();
+    const tsx = join(dirname(createRequire(import.meta.url).resolve('tsx/package.json')), 'dist', 'loader.mjs');
+    const child = spawn(
+      process.execPath,
+      [
+        '--conditions=@replikit/source',
+        '--import',
+        pathToFileURL(tsx).href,
+        join(dirname(fileURLToPath(import.meta.url)), 'helpers', 'abd-crash-main.ts'),
+        pool.sim.url,
+        vdi.ref,
+        ...pool.ips,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_OPTIONS: '' } },
+    );
+    const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    const vbd = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const match = /PLUGGED (\S+)\n/.exec(out);
+        if (match) resolve(match[1]!);
+      });
+      void exited.then(() => reject(new Error('the child exited before it plugged')));
+    });
+    child.kill('SIGKILL');
+    await exited;
+    expect(await pool.pluggedIntoAppliances()).toEqual([vbd]);
+    expect((await pool.appliances()).map((a) => a.power)).toEqual(['Running']);
+
+    const lease = await AbdLease.acquire(conn, settings());
+    expect(await pool.applianceVbds()).toEqual([]);
+    // The VDI is free again: this run plugs it RW.
+    await lease.plug(vdi.ref, 'RW');
+    await lease.release();
+    expect(await pool.applianceVbds()).toEqual([]);
+    expect((await pool.appliances()).map((a) => a.power)).toEqual(['Halted']);
   });
 });

@@ -16,7 +16,7 @@ export const ABD_APPLIANCE = 'appliance';
 /** The {@link ABD_MARK} value of the appliance image a pool provides. */
 export const ABD_TEMPLATE = 'template';
 
-/** `other_config` key of a VBD the driver plugged into an appliance (its value: the appliance's uuid). */
+/** `other_config` key of a VBD the driver plugged into an appliance; its value, `<host>/<pid>`, names the process that plugged it. */
 export const ABD_VBD_MARK = 'replikit:abd-vbd';
 
 /** The appliance's `xenstore_data` keys (network identity, then replikit's own keys). */

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { DriverError, isReplikitError } from '@replikit/core';
 import { createRemoteTarget, type RemoteTargetDriver } from '@replikit/transport';
 import { backoffDelay, sleep } from '../xapi/backoff.js';
@@ -76,7 +77,7 @@ export class AbdLease {
     const key = connection.url.origin;
     let shared = held.get(key);
     if (!shared) {
-      const access = start(connection, settings, timing.readyTimeoutMs, options.signal);
+      const access = start(connection, settings, timing, options.signal);
       shared = { access, users: 0, persistent: settings.persistent === true };
       held.set(key, shared);
       access.catch(() => {
@@ -121,7 +122,7 @@ export class AbdLease {
           type: 'Disk',
           empty: false,
           unpluggable: true,
-          other_config: { [ABD_VBD_MARK]: this.appliance.uuid },
+          other_config: { [ABD_VBD_MARK]: ownerMark() },
           qos_algorithm_type: '',
           qos_algorithm_params: {},
         },
@@ -145,22 +146,9 @@ export class AbdLease {
    * `DEVICE_DETACH_REJECTED` is tried again with backoff; not cancellable, as it cleans up.
    */
   async unplug(plugged: PluggedVdi): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.connection.callAsync('VBD.unplug', [plugged.vbd], { retryInUse: false });
-        break;
-      } catch (error) {
-        const code = detailsCode(error);
-        if (code === 'DEVICE_ALREADY_DETACHED') break;
-        if (code === 'HANDLE_INVALID' || isReplikitError(error, 'E_NOT_FOUND')) {
-          this.plugged.delete(plugged.vbd);
-          return;
-        }
-        if (code === undefined || !UNPLUG_RETRY.has(code) || attempt + 1 >= this.timing.unplugAttempts) throw error;
-        await sleep(backoffDelay({ attempts: 0, baseDelayMs: 200, maxDelayMs: 5000 }, attempt));
-      }
+    if (await unplugWithRetry(this.connection, plugged.vbd, this.timing.unplugAttempts)) {
+      await this.connection.callAsync('VBD.destroy', [plugged.vbd]);
     }
-    await this.connection.callAsync('VBD.destroy', [plugged.vbd]);
     this.plugged.delete(plugged.vbd);
   }
 
@@ -202,6 +190,63 @@ export class AbdLease {
   }
 }
 
+/** The {@link ABD_VBD_MARK} of this process's VBDs: `<host>/<pid>`, so a later run can tell a dead owner's. */
+function ownerMark(): string {
+  return `${hostname()}/${process.pid}`;
+}
+
+/** True while process `pid` of this host exists. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Unplugs and destroys the VBDs a process of this host plugged into the appliance and left behind
+ * when it died (killed mid-run): their mark names this host and a pid that no longer runs. VBDs of
+ * live processes and of other hosts are left alone (another run may be using the appliance).
+ */
+async function sweepDeadOwners(connection: XenConnection, appliance: string, attempts: number): Promise<void> {
+  const here = `${hostname()}/`;
+  for (const vbd of await connection.call<string[]>('VM.get_VBDs', [appliance])) {
+    const record = await connection.call<{ other_config: Record<string, string>; currently_attached: boolean }>(
+      'VBD.get_record',
+      [vbd],
+    );
+    const mark = record.other_config?.[ABD_VBD_MARK];
+    if (mark === undefined || !mark.startsWith(here)) continue;
+    const pid = Number(mark.slice(here.length));
+    if (!Number.isSafeInteger(pid) || pid <= 0 || alive(pid)) continue;
+    if (record.currently_attached) await unplugWithRetry(connection, vbd, attempts);
+    await connection.callAsync('VBD.destroy', [vbd]).catch((error: unknown) => {
+      if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
+    });
+  }
+}
+
+/**
+ * `VBD.unplug`, tried again with backoff on `VDI_IN_USE` or `DEVICE_DETACH_REJECTED`; false when
+ * the VBD no longer exists.
+ */
+async function unplugWithRetry(connection: XenConnection, vbd: string, attempts: number): Promise<boolean> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await connection.callAsync('VBD.unplug', [vbd], { retryInUse: false });
+      return true;
+    } catch (error) {
+      const code = detailsCode(error);
+      if (code === 'DEVICE_ALREADY_DETACHED') return true;
+      if (code === 'HANDLE_INVALID' || isReplikitError(error, 'E_NOT_FOUND')) return false;
+      if (code === undefined || !UNPLUG_RETRY.has(code) || attempt + 1 >= attempts) throw error;
+      await sleep(backoffDelay({ attempts: 0, baseDelayMs: 200, maxDelayMs: 5000 }, attempt));
+    }
+  }
+}
+
 /** The XAPI code a wrapped error carries in its details. */
 function detailsCode(error: unknown): string | undefined {
   if (!isReplikitError(error)) return undefined;
@@ -222,10 +267,11 @@ function agentOf(appliance: ApplianceAccess): RemoteTargetDriver {
 async function start(
   connection: XenConnection,
   settings: AbdSettings,
-  readyTimeoutMs: number,
+  timing: Required<AbdTiming>,
   signal?: AbortSignal,
 ): Promise<ApplianceAccess> {
   const access = await findOrDeployAppliance(connection, settings, signal);
+  const readyTimeoutMs = timing.readyTimeoutMs;
   const probe = agentOf(access);
   try {
     await waitUntilAnswers(
@@ -240,5 +286,6 @@ async function start(
   } finally {
     await probe.close();
   }
+  await sweepDeadOwners(connection, access.ref, timing.unplugAttempts);
   return access;
 }
