@@ -12,6 +12,7 @@ export { ABD_APPLIANCE, ABD_MARK, ABD_TEMPLATE, ABD_VBD_MARK, ABD_XENSTORE } fro
 export { AbdLease, type PluggedVdi } from './abd/abd-manager.js';
 export { type AbdPullOptions, pullVdiThroughAbd } from './abd/abd-pull.js';
 export type { AbdSettings, AbdTiming } from './abd/abd-settings.js';
+export { AbdSourceReads } from './abd/abd-source.js';
 export { type AbdVdiSinkOptions, DEFAULT_ABD_SINK_BLOCK, openAbdVdiSink } from './abd/abd-vdi-sink.js';
 export type { VdiSink } from './abd/vdi-sink.js';
 export { CBT_BLOCK, changedExtents } from './cbt-bitmap.js';

@@ -91,7 +91,7 @@ export {
   type PskCredentials,
   type Security,
 } from './security.js';
-export { MAX_DIGEST_SPAN, MAX_READ_BYTES, SOURCE_OPS, SourceReads } from './source-read-ops.js';
+export { MAX_DIGEST_SPAN, MAX_READ_BYTES, SourceReads } from './source-read-ops.js';
 export type { ReconnectPolicy } from './source-session.js';
 export { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 export { serveTargetSession, type TargetSessionOptions, type TargetSessionResult } from './target-session.js';

@@ -37,7 +37,7 @@ function errorOf(error: unknown): { code: ReplikitError['code']; message: string
  * and answers it with its id. A driver error is answered, and the connection goes on; a malformed
  * request (unknown members are ignored, a missing or mistyped argument is not) ends it with a
  * protocol error, and nothing of it reaches the driver. With `serveReads` (the `source` feature)
- * it also answers the reads and digests of the driver's disks ({@link SOURCE_OPS}).
+ * it also answers the reads and digests of the driver's disks (`readDisk`, `readDigests`).
  */
 export async function serveTargetControl(
   conn: FrameConnection,

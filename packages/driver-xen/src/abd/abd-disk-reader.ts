@@ -6,7 +6,8 @@ import type { AbdLease, PluggedVdi } from './abd-manager.js';
  * `abd` method's push path. The bytes come from the appliance over TLS-PSK (the transport's
  * `source` feature); XAPI carries none. The agent checks the VDI is still plugged on every read.
  *
- * @param blockSize - The reader's natural granularity (what `DiskReader.blockSize` reports).
+ * @param options - `blockSize`: the reader's natural granularity (what `DiskReader.blockSize`
+ *   reports, default 2 MiB); `signal` cancels the look-up.
  * @throws `E_NOT_FOUND` when the appliance's agent does not list the VDI (not plugged, or on an SR
  * it does not see).
  */
