@@ -37,8 +37,15 @@ describe('the xen driver with method abd (source side)', () => {
       for (const disk of snapshot.disks) {
         const reference = await plain.openReader(disk);
         const expected = await reference.read(0, reference.size);
+        const extents = [];
+        for await (const e of reference.allocated()) extents.push({ ...e });
         await reference.close();
         const reader = await abd.openReader(disk);
+        const seen = [];
+        for await (const e of reader.allocated()) seen.push({ ...e });
+        expect(seen).toEqual(extents);
+        // The 3 MiB disk has data in its first 2 MiB block only: the rest is not read.
+        if (reader.size === 3 * MiB) expect(seen).toEqual([{ offset: 0, length: 2 * MiB }]);
         expect((await pool.pluggedIntoAppliances()).length).toBe(1);
         expect(Buffer.compare(Buffer.from(await reader.read(0, reader.size)), Buffer.from(expected))).toBe(0);
         await reader.close();

@@ -1,4 +1,5 @@
 import type { DiskReader, Extent, OperationOptions } from '@replikit/core';
+import { vhdAllocation } from '../vhd-allocation.js';
 import type { XenConnection } from '../xapi/xen-connection.js';
 import { openAbdDiskReader } from './abd-disk-reader.js';
 import { AbdLease, type PluggedVdi } from './abd-manager.js';
@@ -35,11 +36,10 @@ export class AbdSourceReads {
     const lease = await this.lease;
     const plugged = await lease.plug(vdiRef, 'RO', signal);
     try {
-      return new UnpluggingReader(
-        await openAbdDiskReader(lease, plugged, { ...(signal ? { signal } : {}) }),
-        lease,
-        plugged,
-      );
+      const inner = await openAbdDiskReader(lease, plugged, { ...(signal ? { signal } : {}) });
+      // Which blocks hold data: the VHD block table XAPI exports (the agent reads bytes only).
+      const allocation = (s?: AbortSignal) => vhdAllocation(this.connection, vdiRef, inner.size, s);
+      return new UnpluggingReader(inner, lease, plugged, allocation);
     } catch (error) {
       await lease.unplug(plugged).catch(() => undefined);
       throw error;
@@ -63,6 +63,7 @@ class UnpluggingReader implements DiskReader {
     private readonly inner: DiskReader,
     private readonly lease: AbdLease,
     private readonly plugged: PluggedVdi,
+    private readonly allocation: (signal?: AbortSignal) => Promise<Extent[] | undefined>,
   ) {}
 
   get size(): number {
@@ -71,8 +72,10 @@ class UnpluggingReader implements DiskReader {
   get blockSize(): number {
     return this.inner.blockSize;
   }
-  allocated(options?: OperationOptions): AsyncIterable<Extent> {
-    return this.inner.allocated(options);
+  async *allocated(options?: OperationOptions): AsyncIterable<Extent> {
+    const extents = await this.allocation(options?.signal);
+    if (extents === undefined) yield* this.inner.allocated(options);
+    else yield* extents;
   }
   read(offset: number, length: number, options?: OperationOptions): Promise<Uint8Array> {
     return this.inner.read(offset, length, options);
