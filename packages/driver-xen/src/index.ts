@@ -6,6 +6,15 @@
  *
  * @packageDocumentation
  */
+
+export type { ApplianceAccess } from './abd/abd-appliance.js';
+export { openAbdDiskReader } from './abd/abd-disk-reader.js';
+export { ABD_APPLIANCE, ABD_MARK, ABD_TEMPLATE, ABD_VBD_MARK, ABD_XENSTORE } from './abd/abd-keys.js';
+export { AbdLease, type PluggedVdi } from './abd/abd-manager.js';
+export { type AbdPullOptions, pullVdiThroughAbd } from './abd/abd-pull.js';
+export type { AbdSettings, AbdTiming } from './abd/abd-settings.js';
+export { AbdSourceReads } from './abd/abd-source.js';
+export { type AbdVdiSinkOptions, DEFAULT_ABD_SINK_BLOCK, openAbdVdiSink } from './abd/abd-vdi-sink.js';
 export { CBT_BLOCK, changedExtents } from './cbt-bitmap.js';
 export { HttpRawReader } from './http-raw-reader.js';
 export { type BlockSource, HttpVdiSink, WRITE_BLOCK } from './http-vdi-sink.js';

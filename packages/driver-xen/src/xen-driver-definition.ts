@@ -1,4 +1,5 @@
-import { BUILTIN_DRIVER_KINDS, type Capabilities, defineDriver } from '@replikit/core';
+import { BUILTIN_DRIVER_KINDS, type Capabilities, defineDriver, InputError } from '@replikit/core';
+import { AbdSourceReads } from './abd/abd-source.js';
 import { XenConnection, type XenConnectionOptions } from './xapi/xen-connection.js';
 import { XEN_DRIVER_KIND, XenDriver, type XenDriverInit } from './xen-driver.js';
 import { type XenDriverOptions, xenDriverOptionsSchema } from './xen-options.js';
@@ -16,9 +17,16 @@ export const XEN_KIND_CAPABILITIES: Capabilities = BUILTIN_DRIVER_KINDS.get(XEN_
  */
 export async function createXenDriver(
   options: XenDriverOptions,
-  tuning: Pick<XenConnectionOptions, 'retry' | 'signal' | 'onWarning'> & Pick<XenDriverInit, 'targetPreview'> = {},
+  tuning: Pick<XenConnectionOptions, 'retry' | 'signal' | 'onWarning'> &
+    Pick<XenDriverInit, 'targetPreview'> & { method?: string | undefined } = {},
 ): Promise<XenDriver> {
-  const { targetPreview: _ignored, ...connectionTuning } = tuning;
+  const { targetPreview: _ignored, method, ...connectionTuning } = tuning;
+  // ABD wiring (issue 17): the `abd` method needs the job's appliance section.
+  if (method === 'abd' && options.abd === undefined) {
+    throw new InputError(
+      'method abd needs the abd section of the xen side: abd.ips, the addresses its appliance may take',
+    );
+  }
   const connection = await XenConnection.open({
     url: options.url,
     user: options.user,
@@ -34,6 +42,8 @@ export async function createXenDriver(
     sr: options.sr,
     networkMap: options.networkMap,
     ...(tuning.onWarning ? { onWarning: tuning.onWarning } : {}),
+    // ABD wiring (issue 17).
+    ...(method === 'abd' && options.abd ? { abdSource: new AbdSourceReads(connection, options.abd) } : {}),
   });
 }
 
@@ -53,5 +63,5 @@ export const xenDriver = defineDriver({
   kind: XEN_DRIVER_KIND,
   capabilities: XEN_KIND_CAPABILITIES,
   options: xenDriverOptionsSchema,
-  create: (options) => createXenDriver(options),
+  create: (options, context) => createXenDriver(options, { method: context.method }),
 });

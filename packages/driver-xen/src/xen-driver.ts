@@ -20,6 +20,7 @@ import {
   type VMInfo,
   type WriterOptions,
 } from '@replikit/core';
+import type { AbdSourceReads } from './abd/abd-source.js';
 import { changedExtents } from './cbt-bitmap.js';
 import { HttpRawReader } from './http-raw-reader.js';
 import { HttpVdiSink } from './http-vdi-sink.js';
@@ -80,6 +81,8 @@ export interface XenDriverInit extends XenTargetInit {
    * @deprecated the replica hooks are always on; drop the option.
    */
   targetPreview?: boolean;
+  /** The `abd` method's source side: snapshot VDIs are read through the pool's appliance. */
+  abdSource?: AbdSourceReads;
 }
 
 const sig = (options?: OperationOptions) => (options?.signal ? { signal: options.signal } : {});
@@ -100,7 +103,6 @@ function isoOf(xapiTime: unknown): string {
  */
 export class XenDriver extends AbstractHypervisor {
   readonly kind = XEN_DRIVER_KIND;
-  readonly capabilities = XEN_CAPABILITIES;
   private readonly nbdConnections: number;
   private readonly preferNbd: boolean;
   private readonly vdiSink: VdiSinkFactory;
@@ -108,6 +110,10 @@ export class XenDriver extends AbstractHypervisor {
   private readonly changedBlocks = new Map<string, Extent[]>();
   /** The replica side (VMs, holds, marks, restore points), over XAPI. */
   private readonly targetSide: XenTarget;
+  // ABD wiring (issue 17): set when the job's method is `abd`.
+  private readonly abdSource: AbdSourceReads | undefined;
+  /** What this instance does: {@link XEN_CAPABILITIES}, with the `abd` method when its appliance is set up. */
+  override readonly capabilities: Capabilities;
 
   constructor(
     /** The pool session (closed with the driver). */
@@ -125,6 +131,11 @@ export class XenDriver extends AbstractHypervisor {
           this.openVdi(target.vdiRef, target.vdiSize, target.what, { signal: target.signal }),
         ));
     this.targetSide = new XenTarget(connection, init);
+    // ABD wiring (issue 17).
+    this.abdSource = init.abdSource;
+    this.capabilities = this.abdSource
+      ? Object.freeze({ ...XEN_CAPABILITIES, methods: Object.freeze([...XEN_CAPABILITIES.methods, 'abd']) })
+      : XEN_CAPABILITIES;
   }
 
   protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {
@@ -214,6 +225,8 @@ export class XenDriver extends AbstractHypervisor {
     if (record.is_a_snapshot !== true || Number(record.virtual_size) !== disk.size || !named) {
       throw new NotFoundError(`no snapshot disk '${disk.id}' in snapshot '${disk.snapshotId}'`);
     }
+    // ABD wiring (issue 17): the `abd` method reads through the source appliance.
+    if (this.abdSource) return this.abdSource.open(vdiRef, options);
     return this.openVdi(vdiRef, disk.size, `snapshot disk '${disk.id}'`, options, disk.id);
   }
 
@@ -399,7 +412,12 @@ export class XenDriver extends AbstractHypervisor {
   }
 
   protected override async _close(): Promise<void> {
-    await this.connection.close();
+    // ABD wiring (issue 17): unplug and release the appliance before the session ends.
+    try {
+      await this.abdSource?.close();
+    } finally {
+      await this.connection.close();
+    }
   }
 
   /** The replica side (VMs, holds, marks, restore points, pending clones), over XAPI. */

@@ -7,14 +7,29 @@ const noNul = (what: string) =>
     .min(1, `expected ${what}`)
     .refine((v) => !v.includes('\0') && !/[\r\n]/.test(v), `${what} cannot hold NUL or line breaks`);
 
-/** The delegate appliance (ABD) section: parsed now, used once the ABD lifecycle lands. */
+/**
+ * The delegate appliance (ABD) section: the pool's appliance is found by its `other_config` mark
+ * (`replikit:abd=appliance`) or deployed from the pool's appliance image (`replikit:abd=template`).
+ */
 const abdSchema = z.strictObject({
-  /** Addresses the appliances take, one per appliance. */
+  /** Addresses the appliances take, one per appliance (the first one no running appliance holds). */
   ips: z.array(z.ipv4({ error: 'expected IPv4 addresses such as "10.0.0.50"' })).min(1),
-  /** Uuids of the SRs the appliance must see. */
+  /** Uuids of the SRs the appliance must see (empty: every SR of the pool). */
   srs: z.array(uuidLike).default([]),
-  /** The SR that holds the appliance's own disk. */
+  /** The SR that receives a deployed appliance's own disks (a copy of the image); unset: a clone. */
   imageSr: uuidLike.optional(),
+  /**
+   * The appliance's netmask.
+   * @default "255.255.255.0"
+   */
+  netmask: z.ipv4({ error: 'expected a netmask such as "255.255.255.0"' }).optional(),
+  /** The appliance's gateway, on its subnet. */
+  gateway: z.ipv4({ error: 'expected an IPv4 gateway such as "10.0.0.1"' }).optional(),
+  /**
+   * Keep the appliance running after the run, for the next one (no boot per run).
+   * @default false
+   */
+  persistent: z.boolean().default(false),
 });
 
 /**

@@ -41,6 +41,8 @@ usage:
                        oldest of them (default 128; env REPLIKIT_AGENT_MAX_UNAUTHENTICATED)
   --max-unauthenticated-per-address N the same, per remote address
                        (default 16; env REPLIKIT_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS)
+  --serve-reads        also serve reads of the driver's disks to authenticated peers (the
+                       source side of the abd method; env REPLIKIT_AGENT_SERVE_READS=1)
 security (TLS by default):
   --psk-identity ID    TLS-PSK identity; the key (hex, >= 16 bytes) comes from env REPLIKIT_AGENT_PSK
                        or --key-file
@@ -116,6 +118,7 @@ const FLAGS = {
   key: { type: 'string' },
   trust: { type: 'string' },
   tcp: { type: 'boolean', default: false },
+  'serve-reads': { type: 'boolean', default: false },
   'idle-timeout': { type: 'string' },
   'handshake-timeout': { type: 'string' },
   'max-unauthenticated': { type: 'string' },
@@ -219,6 +222,7 @@ export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<numbe
       ...(handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs } : {}),
       ...(maxUnauthenticated !== undefined ? { maxUnauthenticated } : {}),
       ...(maxUnauthenticatedPerAddress !== undefined ? { maxUnauthenticatedPerAddress } : {}),
+      ...(values['serve-reads'] || env.REPLIKIT_AGENT_SERVE_READS === '1' ? { serveReads: true } : {}),
     });
     let address: Address | undefined;
     try {

@@ -24,7 +24,7 @@ import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { ArenaPool } from './protocol/block-arena.js';
-import { FEATURE_DELTA, FEATURE_TARGET } from './protocol/constants.js';
+import { FEATURE_DELTA, FEATURE_PULL_DISK, FEATURE_SOURCE, FEATURE_TARGET } from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { serveTargetControl, type TargetControlResult } from './target-control-server.js';
@@ -87,6 +87,13 @@ export interface AgentOptions {
   maxUnauthenticatedPerAddress?: number;
   /** Structured events (tests, metrics). */
   onEvent?: (event: AgentEvent) => void;
+  /**
+   * Also serve reads and block digests of the driver's disks to authenticated peers (the
+   * `source` feature: a delegate appliance on the source side). Any peer holding the key can then
+   * read every disk the driver lists, so it is off unless asked for.
+   * @default false
+   */
+  serveReads?: boolean;
 }
 
 /** A running `replikit-agent`: serves target sessions, pushed to it or pulled by it. */
@@ -256,7 +263,7 @@ export function createAgent(options: AgentOptions): Agent {
           role: 'target',
           dialer,
           codecs: availableCodecs(),
-          features: [FEATURE_DELTA, FEATURE_TARGET],
+          features: [FEATURE_DELTA, FEATURE_TARGET, FEATURE_PULL_DISK, ...(options.serveReads ? [FEATURE_SOURCE] : [])],
           key,
         });
         if (!dialer) admission.passed(peer);
@@ -285,7 +292,7 @@ export function createAgent(options: AgentOptions): Agent {
       }
       if (first.type === 'request') {
         onControl?.();
-        const control = await serveTargetControl(conn, options.target, first, stopping.signal);
+        const control = await serveTargetControl(conn, options.target, first, stopping.signal, options.serveReads);
         if (control.error && !stopping.signal.aborted) {
           log(`control connection from ${peer} ended: ${control.error.code} ${control.error.message}`);
         }

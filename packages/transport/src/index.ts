@@ -42,6 +42,8 @@ export {
 } from './network-transport.js';
 export { type ArenaMemorySource, ArenaPool, BlockArena } from './protocol/block-arena.js';
 export {
+  FEATURE_PULL_DISK,
+  FEATURE_SOURCE,
   FEATURE_TARGET,
   FrameType,
   HEADER_BYTES,
@@ -75,6 +77,8 @@ export {
   type ZeroMessage,
 } from './protocol/messages.js';
 export { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+export { type PullDiskResult, pullDiskResultOf, runPullDisk, type SourceDialer } from './pull-disk-op.js';
+export { RemoteDiskReader, type RemoteRead } from './remote-disk-reader.js';
 export { isRemoteTarget, RemoteTargetDriver, type TargetLink } from './remote-target.js';
 export { createPullRemoteTarget, createRemoteTarget, type RemoteKind } from './remote-target-link.js';
 export {
@@ -87,6 +91,7 @@ export {
   type PskCredentials,
   type Security,
 } from './security.js';
+export { MAX_DIGEST_SPAN, MAX_READ_BYTES, SourceReads } from './source-read-ops.js';
 export type { ReconnectPolicy } from './source-session.js';
 export { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 export { serveTargetSession, type TargetSessionOptions, type TargetSessionResult } from './target-session.js';

@@ -28,6 +28,9 @@ import { handshake } from './handshake.js';
 import { FEATURE_TARGET, MAX_RESPONSE_PAYLOAD } from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+import { type PullDiskResult, pullDiskResultOf } from './pull-disk-op.js';
+import { RemoteDiskReader } from './remote-disk-reader.js';
+import { SOURCE_OPS } from './source-read-ops.js';
 import { TARGET_OPS } from './target-control-ops.js';
 
 /** How a {@link RemoteTargetDriver} reaches its agent: the connection factory of push or pull. */
@@ -168,7 +171,8 @@ export class RemoteTargetDriver implements Hypervisor {
         continue;
       }
       try {
-        waiting.resolve(TARGET_OPS[waiting.op]!.result(message.result));
+        const check = TARGET_OPS[waiting.op] ?? SOURCE_OPS[waiting.op];
+        waiting.resolve(check ? check.result(message.result) : pullDiskResultOf(message.result));
       } catch (error) {
         conn.abort(error as ProtocolError);
         waiting.reject(error);
@@ -292,6 +296,61 @@ export class RemoteTargetDriver implements Hypervisor {
   }
   power(vmId: string, op: 'start' | 'shutdown', options?: OperationOptions): Promise<void> {
     return this.call('power', { vmId, op }, options);
+  }
+
+  /**
+   * Reads a disk the agent's driver lists (`vmId` is the VM that holds it), when the agent serves
+   * reads (`replikit-agent --serve-reads`, the protocol feature `source`): the source side of the
+   * `abd` method. Reads of up to 4 MiB each travel on the control connection; the agent checks
+   * the disk against its own listing and the range against the disk.
+   *
+   * @throws `E_INPUT` (from the agent) when it does not serve reads.
+   */
+  openSourceReader(vmId: string, disk: DiskRef, blockSize?: number): RemoteDiskReader {
+    return new RemoteDiskReader(
+      disk,
+      (offset, length, options) =>
+        this.call<Uint8Array>('readDisk', { vmId, diskId: disk.id, offset, length }, options),
+      blockSize,
+    );
+  }
+
+  /**
+   * Digests of the blocks of `[offset, offset + length)` of a disk the agent's driver lists,
+   * computed on the agent (`null` for an all-zero block); at most 4,096 blocks, 256 MiB, per call.
+   * Needs the `source` feature, as {@link RemoteTargetDriver.openSourceReader}.
+   */
+  readDigests(
+    vmId: string,
+    diskId: string,
+    range: { offset: number; length: number; blockSize: number; algorithm: string },
+    options?: OperationOptions,
+  ): Promise<Array<Uint8Array | null>> {
+    return this.call('readDigests', { vmId, diskId, ...range }, options);
+  }
+
+  /**
+   * Pull (the `abd` method's `direction: pull`): asks this agent to bring disk `disk` (an index of
+   * `replica.disks`) of its replica up to date from disk `diskId` of VM `vmId` on another agent that
+   * serves reads, at `from` (its address and TLS-PSK key, sent over this authenticated link). The
+   * agent compares block digests and copies only the blocks that differ; no replication cache is
+   * used (rule `cache-ignored-for-pull`). Needs the protocol feature `pull-disk`.
+   */
+  pullDisk(
+    request: {
+      from: { host: string; port: number; identity: string; key: Uint8Array };
+      vmId: string;
+      diskId: string;
+      replica: Replica;
+      disk: number;
+      blockSize: number;
+      algorithm: 'sha256' | 'sha512';
+      runId?: string;
+    },
+    options?: OperationOptions,
+  ): Promise<PullDiskResult> {
+    const { from, ...rest } = request;
+    return this.call('pullDisk', { ...rest, from: { ...from, key: Buffer.from(from.key).toString('hex') } }, options);
   }
 
   /** Closes the control connection (and a pull listener). Calls waiting fail with `E_TRANSPORT`. */

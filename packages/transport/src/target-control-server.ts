@@ -2,6 +2,9 @@ import { DriverError, type Hypervisor, isReplikitError, type ReplikitError } fro
 import type { FrameConnection } from './connection.js';
 import type { RequestMessage } from './protocol/messages.js';
 import { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
+import { runPullDisk } from './pull-disk-op.js';
+import { createRemoteTarget } from './remote-target-link.js';
+import { SOURCE_OPS, SourceReads } from './source-read-ops.js';
 import { TARGET_OPS } from './target-control-ops.js';
 
 /** What {@link serveTargetControl} reports when its connection ends. */
@@ -10,6 +13,16 @@ export interface TargetControlResult {
   requests: number;
   /** Why the connection ended, when it was not the source closing it. */
   error?: ReplikitError;
+}
+
+/** How `pullDisk` reaches the source agent it names: TLS-PSK, a few quick reconnects. */
+function dialSource(address: { host: string; port: number }, psk: { identity: string; key: Uint8Array }) {
+  return createRemoteTarget({
+    kind: 'source',
+    address,
+    security: { kind: 'tls', psk },
+    reconnect: { attempts: 3, initialDelayMs: 50, maxDelayMs: 500 },
+  });
 }
 
 /** A driver failure as the `error` member of a response: its code, or `E_DRIVER` for a foreign error. */
@@ -23,23 +36,43 @@ function errorOf(error: unknown): { code: ReplikitError['code']; message: string
  * after the handshake): runs each request on the agent's driver, one at a time in arrival order,
  * and answers it with its id. A driver error is answered, and the connection goes on; a malformed
  * request (unknown members are ignored, a missing or mistyped argument is not) ends it with a
- * protocol error, and nothing of it reaches the driver.
+ * protocol error, and nothing of it reaches the driver. With `serveReads` (the `source` feature)
+ * it also answers the reads and digests of the driver's disks (`readDisk`, `readDigests`).
  */
 export async function serveTargetControl(
   conn: FrameConnection,
   target: Hypervisor,
   first: RequestMessage,
   stopping?: AbortSignal,
+  serveReads = false,
 ): Promise<TargetControlResult> {
   const result: TargetControlResult = { requests: 0 };
+  const reads = serveReads ? new SourceReads(target) : undefined;
   const onStop = () => conn.interrupt();
   stopping?.addEventListener('abort', onStop, { once: true });
   try {
     let next: RequestMessage | undefined = first;
     while (next) {
       const op = Object.hasOwn(TARGET_OPS, next.op) ? TARGET_OPS[next.op] : undefined;
+      const read = reads && Object.hasOwn(SOURCE_OPS, next.op) ? SOURCE_OPS[next.op] : undefined;
       let answer: { result: unknown } | { error: { code: ReplikitError['code']; message: string } };
-      if (!op) {
+      const options = stopping ? { signal: stopping } : {};
+      const args = next.args;
+      // The source feature's reads, and pullDisk (docs/protocol.md, section 13).
+      const extra =
+        read && reads
+          ? () => read.run(reads, args, options)
+          : next.op === 'pullDisk'
+            ? () => runPullDisk(target, args, options, dialSource)
+            : undefined;
+      if (extra) {
+        try {
+          answer = { result: await extra() };
+        } catch (error) {
+          if (isProtocolError(error)) throw error;
+          answer = { error: errorOf(error) };
+        }
+      } else if (!op) {
         answer = {
           error: {
             code: 'E_INPUT',
@@ -74,6 +107,7 @@ export async function serveTargetControl(
     } else if (isProtocolError(conn.error)) result.error = conn.error;
   } finally {
     stopping?.removeEventListener('abort', onStop);
+    await reads?.close();
   }
   return result;
 }

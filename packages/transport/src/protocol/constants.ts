@@ -106,3 +106,17 @@ export const MAX_FEATURES = 16;
  * the handshake is a `request`. A source side that needs it refuses an agent that does not list it.
  */
 export const FEATURE_TARGET = 'target';
+
+/**
+ * The `hello` feature of an agent that serves reads of its driver's disks (the source side of
+ * the `abd` method: a delegate appliance reading the snapshot VDIs plugged into it): it answers
+ * the `readDisk` and `readDigests` requests on a target-control connection (docs/protocol.md,
+ * section 13). Off unless the agent is started with `--serve-reads`.
+ */
+export const FEATURE_SOURCE = 'source';
+
+/**
+ * The `hello` feature of an agent that answers `pullDisk`: it dials another agent that serves
+ * reads and brings one of its replica disks up to date from it (docs/protocol.md, section 13).
+ */
+export const FEATURE_PULL_DISK = 'pull-disk';

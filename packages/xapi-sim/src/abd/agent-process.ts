@@ -75,6 +75,8 @@ export function startAgentProcess(launch: AgentLaunch): Promise<AgentProcess> {
     `${launch.host}:${launch.port}`,
     '--psk-identity',
     launch.pskIdentity,
+    // A source appliance is read over the network (the transport's `source` feature).
+    '--serve-reads',
   ];
   const child: ChildProcess = spawn(process.execPath, args, {
     env: childEnv(launch.pskHex),
