@@ -9,8 +9,8 @@ import {
   type Replica,
   StateError,
 } from '@replikit/core';
-import type { AbdLease, PluggedVdi } from './abd-manager.js';
 import type { VdiSink } from '../vdi-sink.js';
+import type { AbdLease, PluggedVdi } from './abd-manager.js';
 
 /** Options of {@link openAbdVdiSink}. */
 export interface AbdVdiSinkOptions {
