@@ -54,5 +54,6 @@ export const xenDriver = defineDriver({
   kind: XEN_DRIVER_KIND,
   capabilities: XEN_KIND_CAPABILITIES,
   options: xenDriverOptionsSchema,
-  create: (options) => createXenDriver(options),
+  // XVA moves whole VMs (exportVm/importVm) and needs no block writer: its replica hooks are on.
+  create: (options, context) => createXenDriver(options, context.method === 'xva' ? { targetPreview: true } : {}),
 });
