@@ -11,6 +11,8 @@ usage:
                                    build a demo VM, replicate it twice, verify the replica
   replikit demo --network [--keep] [--size-a SIZE] [--size-b SIZE]
                                    the same through a local agent over TLS: push, then pull
+  replikit demo --xen [--keep]     start a simulated XenServer pool, replicate its VM with each
+                                   method, verify every replica
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
   replikit run <job> [--full]      run a job once (--full: read and send every block)
@@ -70,6 +72,7 @@ const OPTIONS = {
   'size-b': { type: 'string' },
   'single-pass': { type: 'boolean', default: false },
   network: { type: 'boolean', default: false },
+  xen: { type: 'boolean', default: false },
   to: { type: 'string' },
   'block-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
@@ -159,6 +162,10 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
         blockSize: values['block-size'],
       });
     case 'demo':
+      if (values.xen) {
+        if (values.network) throw new UsageError('demo takes --xen or --network, not both');
+        return (await import('./commands/demo-xen.js')).demoXenCommand(context, { keep: values.keep });
+      }
       if (values.network) {
         return (await import('./commands/demo-network.js')).demoNetworkCommand(context, {
           keep: values.keep,
