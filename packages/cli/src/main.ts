@@ -35,7 +35,9 @@ usage:
                                    an XVA is listed by info, and convert takes one disk out of it
                                    (--disk when it holds several) or writes a one-disk XVA
   replikit vm import <name> <image>... [--copy] | create <name> --disk id:size... | list [--json]
-                [--root DIR]       VM folders of the file driver (root: the working folder):
+                [--root DIR] [--job FILE]
+                                   VM folders of the file driver (root: the working folder;
+                                   list --job: the VMs of a job's source, a Xen pool say):
                                    import hard-links existing raw images (a KVM guest's disks)
                                    into a VM folder, never copying them unless --copy
   replikit help | --version        this text | the version
@@ -73,6 +75,7 @@ const OPTIONS = {
   'single-pass': { type: 'boolean', default: false },
   network: { type: 'boolean', default: false },
   xen: { type: 'boolean', default: false },
+  job: { type: 'string' },
   to: { type: 'string' },
   'block-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
@@ -151,6 +154,7 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
         ...(values.disk ? { disks: values.disk } : {}),
         copy: values.copy,
         json: values.json,
+        ...(values.job ? { job: values.job } : {}),
       });
     case 'backup':
       return (await import('./commands/backup.js')).backupCommand(context, rest, stateDir, values.json);
