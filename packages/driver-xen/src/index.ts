@@ -1,7 +1,8 @@
 /**
  * `@replikit/driver-xen`: the replikit driver for XenServer / XCP-ng pools. XAPI through the
  * `xen-api` client, its own NBD client (STARTTLS, several connections, reconnect), changed
- * blocks from CBT. This version is the source side; the target side, ABD and XVA are not built yet.
+ * blocks from CBT. This version is the source side, the replica VMs of the target side and method
+ * XVA (whole VMs through `/export` and `/import`); ABD and the target's block writer are not built yet.
  *
  * @packageDocumentation
  */
