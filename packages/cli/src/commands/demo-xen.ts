@@ -90,7 +90,7 @@ export async function demoXenCommand(context: CliContext, options: DemoXenOption
         await loadDriverPackages(job);
         const target = entry.target === 'file' ? createFileDriver({ root: replicas }) : verifier;
         try {
-          for (const [step, label] of ['full', 'incremental'].entries()) {
+          for (const [step, label] of ['first run', 'after the guest writes'].entries()) {
             if (step === 1) {
               const written = await guestWrites(sim, pool.vms[VM]!, 7000 + n);
               out.write(`\n   the guest wrote 4 KiB into ${written} blocks (about 1 %)\n`);
