@@ -10,10 +10,10 @@ import {
   type Hypervisor,
   type JobSpecInput,
   ReplicationEngine,
-  type VmExport,
 } from '../src/index.js';
 import { defaultRuleSets } from '../src/rules/rule-validator.js';
 import { createMemoryDriver, type MemoryDriver } from './helpers/memory-driver.js';
+import { attachWholeVmHooks } from './helpers/whole-vm-hooks.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -88,41 +88,7 @@ describe('a whole-VM method (xva) in the engine', () => {
   });
 
   it('moves the VM through exportVm/importVm and commits it as a restore point; the replica equals the source', async () => {
-    // The export: the snapshot's disks one after the other; the import writes them as pending writes.
-    Object.assign(source, {
-      async exportVm(snapshot): Promise<VmExport> {
-        const disks = snapshot.disks;
-        return {
-          format: 'test-whole',
-          snapshot,
-          body: (async function* () {
-            for (const disk of disks) {
-              const reader = await source.openReader(disk);
-              yield await reader.read(0, disk.size);
-              await reader.close();
-            }
-          })(),
-          close: async () => {},
-        };
-      },
-    } satisfies Pick<Hypervisor, 'exportVm'>);
-    const imports: string[] = [];
-    Object.assign(target, {
-      async importVm(replica, vm, options) {
-        imports.push(options?.runId ?? '');
-        const chunks: Uint8Array[] = [];
-        for await (const chunk of vm.body) chunks.push(chunk);
-        const bytes = Buffer.concat(chunks);
-        let at = 0;
-        for (const disk of replica.disks) {
-          const writer = await target.openWriter(replica, disk, options);
-          await writer.write(0, bytes.subarray(at, at + disk.size));
-          await writer.close();
-          at += disk.size;
-        }
-        return { bytesRead: bytes.length, bytesWritten: bytes.length };
-      },
-    } satisfies Pick<Hypervisor, 'importVm'>);
+    const imports = attachWholeVmHooks(source, target);
     const e = engine();
     const record = await e.run(job);
     expect(record.state).toBe('completed');
