@@ -11,6 +11,8 @@ usage:
                                    build a demo VM, replicate it twice, verify the replica
   replikit demo --network [--keep] [--size-a SIZE] [--size-b SIZE]
                                    the same through a local agent over TLS: push, then pull
+  replikit demo --xen [--keep]     start a simulated XenServer pool, replicate its VM with each
+                                   method, verify every replica
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
   replikit run <job> [--full]      run a job once (--full: read and send every block)
@@ -33,7 +35,9 @@ usage:
                                    an XVA is listed by info, and convert takes one disk out of it
                                    (--disk when it holds several) or writes a one-disk XVA
   replikit vm import <name> <image>... [--copy] | create <name> --disk id:size... | list [--json]
-                [--root DIR]       VM folders of the file driver (root: the working folder):
+                [--root DIR] [--job FILE]
+                                   VM folders of the file driver (root: the working folder;
+                                   list --job: the VMs of a job's source, a Xen pool say):
                                    import hard-links existing raw images (a KVM guest's disks)
                                    into a VM folder, never copying them unless --copy
   replikit help | --version        this text | the version
@@ -70,6 +74,8 @@ const OPTIONS = {
   'size-b': { type: 'string' },
   'single-pass': { type: 'boolean', default: false },
   network: { type: 'boolean', default: false },
+  xen: { type: 'boolean', default: false },
+  job: { type: 'string' },
   to: { type: 'string' },
   'block-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
@@ -148,6 +154,7 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
         ...(values.disk ? { disks: values.disk } : {}),
         copy: values.copy,
         json: values.json,
+        ...(values.job ? { job: values.job } : {}),
       });
     case 'backup':
       return (await import('./commands/backup.js')).backupCommand(context, rest, stateDir, values.json);
@@ -159,6 +166,10 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
         blockSize: values['block-size'],
       });
     case 'demo':
+      if (values.xen) {
+        if (values.network) throw new UsageError('demo takes --xen or --network, not both');
+        return (await import('./commands/demo-xen.js')).demoXenCommand(context, { keep: values.keep });
+      }
       if (values.network) {
         return (await import('./commands/demo-network.js')).demoNetworkCommand(context, {
           keep: values.keep,

@@ -40,7 +40,7 @@ describe('replikit validate', () => {
   it('lists every broken rule with its id and fix, and exits 2', async () => {
     const path = await jobFile({
       name: 'x2h',
-      source: { driver: 'xen', vm: 'db', pool: 'p1' },
+      source: { driver: 'xen', vm: 'db', pool: 'p1', url: 'https://xen1.example', passwordEnv: 'XEN_PASSWORD' },
       target: { driver: 'hyperv', host: 'hv1' },
       method: 'abd',
       options: { direction: 'pull', singlePass: false },

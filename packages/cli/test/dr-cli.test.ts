@@ -63,17 +63,19 @@ describe('replikit --version and help', () => {
 });
 
 describe('replikit validate with a driver that is not installed', () => {
-  it('warns that @replikit/driver-xen is missing and says how to install it, exit 0', async () => {
+  // The CLI ships the xen driver now: hyperv is the kind whose package is not installed.
+  it('warns that @replikit/driver-hyperv is missing and says how to install it, exit 0', async () => {
     const job = await jobFile({
-      name: 'x2f',
-      source: { driver: 'xen', vm: 'db', pool: 'p1' },
+      name: 'h2f',
+      source: { driver: 'hyperv', vm: 'db', host: 'hv1' },
       target: { driver: 'file', root: './replicas' },
       method: 'qhybrid',
     });
     const { code, stdout } = await runCli(['validate', job], { cwd: dir });
     expect(code).toBe(0);
-    expect(stdout).toMatch(/warning +driver-package-missing: .*'xen'/);
-    expect(stdout).toContain('npm install @replikit/driver-xen');
+    expect(stdout).toMatch(/warning +driver-package-missing: .*'hyperv'/);
+    expect(stdout).toContain('npm install @replikit/driver-hyperv');
+    expect(stdout).not.toMatch(/driver-package-missing: .*'xen'/);
   });
 
   it('says nothing of the kind for the file driver', async () => {
@@ -122,16 +124,16 @@ describe('replikit points', () => {
     await driver.close();
   });
 
-  it('run of a job naming xen stops with the install command (before: "install and register its package")', async () => {
+  it('run of a job naming a kind not installed (hyperv) stops with the install command', async () => {
     const job = await jobFile({
-      name: 'x2f',
-      source: { driver: 'xen', vm: 'db', pool: 'p1' },
+      name: 'h2f',
+      source: { driver: 'hyperv', vm: 'db', host: 'hv1' },
       target: { driver: 'file', root: './replicas' },
       method: 'qhybrid',
     });
     const { code, stderr } = await runCli(['run', job], { cwd: dir });
     expect(code).toBe(1);
-    expect(stderr).toMatch(/^replikit: E_NOT_FOUND: .*'xen' is not installed.*npm install @replikit\/driver-xen/);
+    expect(stderr).toMatch(/^replikit: E_NOT_FOUND: .*'hyperv' is not installed.*npm install @replikit\/driver-hyperv/);
   });
 
   it('says which point ids exist when the id is wrong (exit 1, E_NOT_FOUND)', async () => {

@@ -68,30 +68,37 @@ describe("the file driver's own options schema", () => {
   });
 });
 
-describe('a Xen ► Hyper-V job with no driver package installed', () => {
-  it('validates offline with its platform fields, warning that the packages are missing, exit 0', async () => {
+describe('a Xen ► Hyper-V job (the CLI ships the xen driver; the hyperv package is not installed)', () => {
+  it('validates offline with its platform fields, warning that the hyperv package is missing, exit 0', async () => {
     const job = await jobFile({
       name: 'x2h',
-      source: { driver: 'xen', vm: 'db', pool: 'p1', sr: 'sr-a', abd: { ips: ['10.0.0.5'] } },
+      source: {
+        driver: 'xen',
+        vm: 'db',
+        pool: 'p1',
+        url: 'https://xen1.example',
+        passwordEnv: 'XEN_PASSWORD',
+        abd: { ips: ['10.0.0.5'] },
+      },
       target: { driver: 'hyperv', host: 'hv1', anyField: { the: 'driver judges it' } },
       method: 'qhybrid',
     });
     const { code, stdout, stderr } = await runCli(['validate', job], { cwd: dir });
     expect(stderr).toBe('');
     expect(code).toBe(0);
-    expect(stdout).toMatch(/warning +driver-package-missing: .*'xen'/);
+    expect(stdout).not.toMatch(/driver-package-missing: .*'xen'/);
     expect(stdout).toMatch(/warning +driver-package-missing: .*'hyperv'/);
   });
 
-  it('still judges the Xen rules from those fields offline (an empty abd.ips is an error)', async () => {
+  it("an empty abd.ips is an error (exit 2), now from the xen driver's own schema", async () => {
     const job = await jobFile({
       name: 'x2x',
-      source: { driver: 'xen', vm: 'db', pool: 'p1' },
-      target: { driver: 'xen', pool: 'p2', abd: { ips: [] } },
+      source: { driver: 'xen', vm: 'db', pool: 'p1', url: 'https://xen1.example', passwordEnv: 'XEN_PASSWORD' },
+      target: { driver: 'xen', pool: 'p2', url: 'https://xen1.example', passwordEnv: 'XEN_PASSWORD', abd: { ips: [] } },
       method: 'qhybrid',
     });
-    const { code, stdout } = await runCli(['validate', job], { cwd: dir });
+    const { code, stderr } = await runCli(['validate', job], { cwd: dir });
     expect(code).toBe(2);
-    expect(stdout).toContain('abd-needs-ip');
+    expect(stderr).toMatch(/E_JOB: target\.abd\.ips/);
   });
 });

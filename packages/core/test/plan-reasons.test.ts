@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine, type RunRecord } from '../src/index.js';
 import { instanceDriver } from './helpers/instance-driver.js';
 import { createMemoryDriver, type MemoryDriver } from './helpers/memory-driver.js';
+import { attachWholeVmHooks } from './helpers/whole-vm-hooks.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -68,6 +69,8 @@ describe('reason codes, end to end on the memory driver', () => {
 
   it('METHOD_ALWAYS_FULL: an xva job reads the whole VM every run', async () => {
     const e = engine();
+    // A whole-VM method moves the VM through exportVm/importVm, never block by block.
+    attachWholeVmHooks(source, target);
     await e.run(job({ method: 'xva' }));
     const run = await e.run(job({ method: 'xva' }));
     expect(reasons(run)).toEqual(['METHOD_ALWAYS_FULL']);

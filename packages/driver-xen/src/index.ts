@@ -1,8 +1,8 @@
 /**
  * `@replikit/driver-xen`: the replikit driver for XenServer / XCP-ng pools. XAPI through the
  * `xen-api` client, its own NBD client (STARTTLS, several connections, reconnect), changed
- * blocks from CBT. Source and target sides (Q-Hybrid, CBT); ABD and XVA are
- * being built.
+ * blocks from CBT. Source and target sides (Q-Hybrid, CBT), method XVA (whole VMs through
+ * `/export` and `/import`) and the delegate appliance (ABD: lifecycle, push reads, pull, writes).
  *
  * @packageDocumentation
  */

@@ -2,10 +2,14 @@ import {
   AbstractHypervisor,
   AuthError,
   type Capabilities,
+  ConflictError,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
+  DriverError,
+  type EnvironmentFacts,
   type Extent,
+  type JobSpec,
   NotFoundError,
   type OperationOptions,
   type Replica,
@@ -18,6 +22,8 @@ import {
   type RestorePointOptions,
   type Snapshot,
   type VMInfo,
+  type VmExport,
+  type VmImportResult,
   type WriterOptions,
 } from '@replikit/core';
 import type { AbdSourceReads } from './abd/abd-source.js';
@@ -41,6 +47,10 @@ import {
 } from './xen-records.js';
 import { XenReplicaWriter } from './xen-replica-writer.js';
 import { XenTarget, type XenTargetInit } from './xen-target.js';
+import { exportSnapshotXva } from './xva/xva-export.js';
+import { importXvaAsPending } from './xva/xva-import.js';
+import { dropXvaLeftovers } from './xva/xva-leftovers.js';
+import { xvaFacts } from './xva/xva-staging.js';
 
 /** The kind a job names: `driver: xen`. */
 export const XEN_DRIVER_KIND = 'xen';
@@ -114,6 +124,8 @@ export class XenDriver extends AbstractHypervisor {
   private readonly abdSource: AbdSourceReads | undefined;
   /** What this instance does: {@link XEN_CAPABILITIES}, with the `abd` method when its appliance is set up. */
   override readonly capabilities: Capabilities;
+  /** The target SR uuid from the options (XVA stages its imports there). */
+  private readonly sr: string | undefined;
 
   constructor(
     /** The pool session (closed with the driver). */
@@ -136,6 +148,7 @@ export class XenDriver extends AbstractHypervisor {
     this.capabilities = this.abdSource
       ? Object.freeze({ ...XEN_CAPABILITIES, methods: Object.freeze([...XEN_CAPABILITIES.methods, 'abd']) })
       : XEN_CAPABILITIES;
+    this.sr = init.sr;
   }
 
   protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {
@@ -351,16 +364,19 @@ export class XenDriver extends AbstractHypervisor {
     return this.target.ensure(spec, options);
   }
 
-  protected override _deleteReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+  protected override async _deleteReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+    await dropXvaLeftovers(this.connection, replica.id, options); // XVA: a killed import's VM
     return this.target.delete(replica, options);
   }
 
-  protected override _claimReplica(
+  protected override async _claimReplica(
     replica: Replica,
     owner: ReplicaOwner,
     options?: OperationOptions,
   ): Promise<ReplicaOwner> {
-    return this.target.claim(replica, owner, options);
+    const holder = await this.target.claim(replica, owner, options);
+    if (holder.runId === owner.runId) await dropXvaLeftovers(this.connection, replica.id, options); // XVA
+    return holder;
   }
 
   protected override _releaseReplica(replica: Replica, runId: string, options?: OperationOptions): Promise<void> {
@@ -403,8 +419,44 @@ export class XenDriver extends AbstractHypervisor {
     return this.target.listPoints(replica, options);
   }
 
-  protected override _revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+  protected override async _revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    await dropXvaLeftovers(this.connection, replica.id, options); // XVA: a killed import's VM
     return this.target.revert(replica, point, options);
+  }
+
+  // ── XVA (whole-VM transfer, src/xva/) ───────────────────────────────────────────────────────
+
+  /** Exports a snapshot as an XVA (`GET /export`), for method `xva`. */
+  async exportVm(snapshot: Snapshot, options?: OperationOptions): Promise<VmExport> {
+    try {
+      return await exportSnapshotXva(this.connection, snapshot, options);
+    } catch (error) {
+      throw wrapXapiError(error, 'xen driver: exportVm', options?.signal);
+    }
+  }
+
+  /**
+   * Imports an XVA as the replica's pending version (`PUT /import` to the target SR), after
+   * checking the SR has the VM's size free (rule `xva-needs-staging`); the commit swaps it in.
+   */
+  async importVm(replica: Replica, vm: VmExport, options: WriterOptions = {}): Promise<VmImportResult> {
+    const target = this.target;
+    const holder = await target.owner(replica, options);
+    if (holder && holder.runId !== options.runId) {
+      throw new ConflictError(`replica '${replica.id}' is held by run '${holder.runId}'; wait for it or resume it`);
+    }
+    try {
+      const dropPending = (r: Replica, o?: OperationOptions) => target.dropPending(r, o);
+      return await importXvaAsPending(this.connection, replica, vm, { sr: this.sr, dropPending }, options);
+    } catch (error) {
+      throw wrapXapiError(error, 'xen driver: importVm', options.signal);
+    }
+  }
+
+  /** For an `xva` job: the source VM's size, or the target SR's free space (rule `xva-needs-staging`). */
+  async ruleFacts(job: JobSpec, side: 'source' | 'target', options?: OperationOptions): Promise<EnvironmentFacts> {
+    if (job.method !== 'xva') return {};
+    return xvaFacts(this.connection, side, job.source.vm, this.sr, options?.signal);
   }
 
   protected override _wrapError(error: unknown, what: string, signal?: AbortSignal): ReplikitError {

@@ -71,6 +71,11 @@ export const xenDriverOptionsSchema = z
      * @default false
      */
     allowUnauthorized: z.boolean().default(false),
+    /**
+     * A name for the pool, which the rules compare: two sides (or two jobs) naming the same pool
+     * share it (`one-abd-same-pool`, `xen-target-needs-abd`, `cbt-exclusive`). Not sent to XAPI.
+     */
+    pool: noNul('a pool name').optional(),
     /** Target side: the uuid of the SR that receives the replica's disks. */
     sr: uuidLike.optional(),
     /** Target side: source network name or uuid → target network uuid. */

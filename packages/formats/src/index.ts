@@ -40,6 +40,7 @@ export { type ChunkPlace, ChunkPlacer, type PlacedVdi } from './xva/chunk-placem
 export { decompressXva, type XvaCompression } from './xva/decompress.js';
 export { NULL_REF, OVA_REQUIRED_FIELDS } from './xva/ova-datamodel.js';
 export { decodeXapi, encodeXapi, type XapiValue } from './xva/ova-xml.js';
+export { parseTarHeader, TAR_BLOCK, type TarEntry, tarHeader, tarPadding } from './xva/tar.js';
 export {
   convertDiskToXva,
   convertXvaToDisk,

@@ -1,8 +1,10 @@
 import { resolve } from 'node:path';
-import { formatBytes, parseSize } from '@replikit/core';
+import { defaultDriverRegistry, formatBytes, type Hypervisor, NotFoundError, parseSize } from '@replikit/core';
 import { createFileDriver, createFileVM, importFileVM } from '@replikit/driver-file';
 import { UsageError } from '../cli-error.js';
 import type { CliContext } from '../context.js';
+import { driverPackageOf, loadDriverPackages } from '../drivers.js';
+import { loadJobForCli } from '../job-file.js';
 
 /** Options of {@link vmCommand}. */
 export interface VmOptions {
@@ -14,6 +16,22 @@ export interface VmOptions {
   copy: boolean;
   /** `--json`, for `vm list`. */
   json: boolean;
+  /** `--job FILE`, for `vm list`: list the VMs of the job's source (any driver kind, a Xen pool say). */
+  job?: string;
+}
+
+/** The driver `vm list` asks: the job's source driver with `--job`, else the file driver at `root`. */
+async function listingDriver(context: CliContext, root: string, jobFile: string | undefined) {
+  if (jobFile === undefined) return { driver: createFileDriver({ root }) as Hypervisor, where: root };
+  const job = await loadJobForCli(jobFile, context.cwd);
+  const [missing] = await loadDriverPackages(job);
+  if (missing !== undefined) {
+    throw new NotFoundError(
+      `the driver of kind '${missing}' is not installed; install it with \`npm install ${driverPackageOf(missing)}\` beside @replikit/cli`,
+    );
+  }
+  const driver = await defaultDriverRegistry.create(job.source, { side: 'source', method: job.method });
+  return { driver, where: `the source of job '${job.name}'` };
 }
 
 /** Parses `id:size` (`system:20GiB`). */
@@ -25,7 +43,8 @@ function parseDiskFlag(value: string): { id: string; size: number } {
 
 /**
  * `replikit vm import <name> <image>… [--copy]`, `vm create <name> --disk id:size…` and
- * `vm list [--json]`, all with `[--root DIR]`: VM folders of the file driver. An import hard-links
+ * `vm list [--json] [--job FILE]`, all with `[--root DIR]`: VM folders of the file driver (`vm list
+ * --job` lists the VMs of a job's source instead, through its driver: a XenServer pool, say). An import hard-links
  * existing raw images into the folder (never copies them unless `--copy`, never links symbolically).
  */
 export async function vmCommand(context: CliContext, args: string[], options: VmOptions): Promise<number> {
@@ -56,14 +75,14 @@ export async function vmCommand(context: CliContext, args: string[], options: Vm
       return 0;
     }
     case 'list': {
-      if (name !== undefined) throw new UsageError('vm list takes no argument (the folder is --root)');
-      const driver = createFileDriver({ root });
+      if (name !== undefined) throw new UsageError('vm list takes no argument (the folder is --root, or --job)');
+      const { driver, where } = await listingDriver(context, root, options.job);
       try {
         const vms = await driver.listVMs({ signal: context.signal });
         if (options.json) {
           context.stdout.write(`${JSON.stringify(vms, null, 2)}\n`);
         } else if (vms.length === 0) {
-          context.stdout.write(`no VM in ${root}\n`);
+          context.stdout.write(`no VM in ${where}\n`);
         } else {
           for (const vm of vms) {
             const disks = vm.disks.map((d) => `${d.id} ${formatBytes(d.size)}`).join(', ');

@@ -1,3 +1,5 @@
+import type { JobSpec } from '../job/job-spec.js';
+import type { EnvironmentFacts } from '../rules/rule.js';
 import type { Capabilities } from './capabilities.js';
 import type { ChangeTracker } from './change-tracker.js';
 import type { DiskReader, DiskRef, DiskWriter, OperationOptions } from './disk.js';
@@ -126,6 +128,29 @@ export interface RestorePointOptions extends OperationOptions {
 }
 
 /**
+ * A whole VM as one stream, in a platform's own export format (an XVA for XenServer): what a
+ * method that moves whole VMs (`xva`) carries from the source to the target instead of blocks.
+ */
+export interface VmExport {
+  /** The stream's format, such as `xva`: the target refuses one it cannot import. */
+  readonly format: string;
+  /** The snapshot the export is of. */
+  readonly snapshot: Snapshot;
+  /** The export's bytes; read once. */
+  readonly body: AsyncIterable<Uint8Array>;
+  /** Ends the export (a body not read to its end is dropped). Calling it twice is harmless. */
+  close(): Promise<void>;
+}
+
+/** What {@link Hypervisor.importVm} moved. */
+export interface VmImportResult {
+  /** Bytes of the export read from the source. */
+  bytesRead: number;
+  /** Bytes written to the target (the import's size). */
+  bytesWritten: number;
+}
+
+/**
  * One connection to a virtualisation platform (a XenServer pool, a Hyper-V host, a folder).
  * Drivers implement it; the engine never talks to a platform except through it.
  *
@@ -198,6 +223,25 @@ export interface Hypervisor {
   listRestorePoints(replica: Replica, options?: OperationOptions): Promise<RestorePoint[]>;
   /** Drops every write made after `point` and returns the replica to it. */
   revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void>;
+  /**
+   * Optional, for methods that move whole VMs (`xva`, see core's `ALWAYS_FULL_METHODS`): exports
+   * `snapshot` as one stream. Drivers without it cannot be the source of such a method.
+   */
+  exportVm?(snapshot: Snapshot, options?: OperationOptions): Promise<VmExport>;
+  /**
+   * Optional, the target half of {@link exportVm}: writes the whole VM of `vm` as the replica's
+   * next version. Like a writer's, the import stays pending (invisible to readers and dropped by a
+   * claim of another run or a revert) until {@link createRestorePoint} makes it the replica; a
+   * second import by the same run replaces the first. Rejects before touching anything when the
+   * target cannot hold it (the `xva-needs-staging` rule's error).
+   */
+  importVm?(replica: Replica, vm: VmExport, options?: WriterOptions): Promise<VmImportResult>;
+  /**
+   * Optional: facts about this side of `job` that only the platform knows (free staging space, the
+   * VM's size), for the rules of {@link EnvironmentFacts}. The engine validates the job with them
+   * before a run touches anything; without the hook those rules pass.
+   */
+  ruleFacts?(job: JobSpec, side: 'source' | 'target', options?: OperationOptions): Promise<EnvironmentFacts>;
   /** Starts or shuts down a VM; starting a replica marked in-progress rejects with `E_REPLICA_IN_PROGRESS`. */
   power(vmId: string, op: 'start' | 'shutdown', options?: OperationOptions): Promise<void>;
   /** Closes the connection. */

@@ -19,6 +19,8 @@ export type {
   RestorePointOptions,
   Snapshot,
   VMInfo,
+  VmExport,
+  VmImportResult,
   WriterOptions,
 } from './hypervisor.js';
 export type {

@@ -7,6 +7,7 @@ import { TokenBucket } from '../../util/token-bucket.js';
 import { countBlocks, countBytes } from '../block-ranges.js';
 import { transferDisk } from '../disk-transfer.js';
 import { toRunRecord } from '../journal-format.js';
+import { ALWAYS_FULL_METHODS } from '../plan/plan-disk.js';
 import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
 import { type DiskRecord, sumStats } from '../run-record.js';
 import { segmentBytes } from '../segment-reader.js';
@@ -15,6 +16,7 @@ import { cacheKeyOf } from './cache-key.js';
 import { deltaBaseFor, openBackup, openCache, rangesFor } from './disk-resources.js';
 import { replanIfCacheLost } from './replan-disk.js';
 import type { RunContext, Stage } from './stage.js';
+import { transferWholeVm } from './whole-vm-transfer.js';
 
 /** Bytes per source read of tracked blocks (the segment reader's default), or one block when larger. */
 const READ_BYTES = 1024 * 1024;
@@ -35,6 +37,7 @@ class TransferStage {
     const { source, target } = await this.ctx.drivers();
     // Idempotent on resume: a crash may have come before the mark was written.
     await target.markReplica(replica, 'in-progress', { signal: this.ctx.signal });
+    if (ALWAYS_FULL_METHODS.has(record.job.method)) return transferWholeVm(this.ctx, source, target);
     const transport = await this.ctx.deps.transport(target, toRunRecord(record), this.ctx.deps.hasher);
     const channel = await transport.open(
       { runId: record.runId, replica, blockSize: record.blockSize, digest: record.digest },
