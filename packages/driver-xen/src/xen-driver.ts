@@ -6,7 +6,6 @@ import {
   type DiskReader,
   type DiskRef,
   type DiskWriter,
-  DriverError,
   type EnvironmentFacts,
   type Extent,
   type JobSpec,
