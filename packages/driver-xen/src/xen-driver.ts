@@ -55,12 +55,12 @@ import { xvaFacts } from './xva/xva-staging.js';
 export const XEN_DRIVER_KIND = 'xen';
 
 /**
- * What a Xen driver instance does in this version: source and target sides with Q-Hybrid and CBT
- * (replica disks written through XAPI), restore points as snapshots of the replica VM. The kind's
- * full row (core's `BUILTIN_DRIVER_KINDS`, which the definition declares) adds ABD and XVA.
+ * What a Xen driver instance does: source and target sides with Q-Hybrid and CBT (replica disks
+ * written through XAPI), XVA (whole VMs through `exportVm`/`importVm`), restore points as
+ * snapshots of the replica VM. An instance created for method `abd` adds `abd`.
  */
 export const XEN_CAPABILITIES: Capabilities = Object.freeze({
-  methods: Object.freeze(['qhybrid', 'cbt']),
+  methods: Object.freeze(['qhybrid', 'cbt', 'xva']),
   canBeSource: true,
   canBeTarget: true,
   changeTracking: true,
