@@ -4,7 +4,8 @@
 // runs in a forked child so that the CPU of this process is the client's alone; nbdcopy's CPU is
 // read from /proc/self/stat (children's time, counted once it is reaped). Each reader gets an
 // untimed warm-up round, then `--repeat` timed rounds, interleaved; medians are printed.
-// Flags: --size=256MiB --repeat=3 --connections=1,2,4
+// Then the CBT method's incremental against the same run with hash-diff (./xen-cbt.ts).
+// Flags: --size=256MiB --repeat=3 --connections=1,2,4 --cbt-size=1GiB
 import { fork, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatBytes, parseSize } from '@replikit/core';
+import { cbtVersusHashDiff } from './xen-cbt.js';
 
 const here = fileURLToPath(import.meta.url);
 const MiB = 1024 * 1024;
@@ -159,6 +161,7 @@ export async function run(flags: string[]): Promise<void> {
     child.disconnect();
     await new Promise((resolve) => child.once('exit', resolve));
   }
+  await cbtVersusHashDiff(parseSize(flag(flags, 'cbt-size', '1GiB')));
 }
 
 if (process.argv[2] === '--serve') void serve(Number(process.argv[3]));
