@@ -14,6 +14,13 @@ export { AbdLease, type PluggedVdi } from './abd/abd-manager.js';
 export { type AbdPullOptions, pullVdiThroughAbd } from './abd/abd-pull.js';
 export type { AbdSettings, AbdTiming } from './abd/abd-settings.js';
 export { AbdSourceReads } from './abd/abd-source.js';
+export { AbdTargetWrites } from './abd/abd-target.js';
+export {
+  ABD_TARGET_SINK_BLOCK,
+  type AbdWriteStats,
+  emptyAbdWriteStats,
+  openAbdTargetSink,
+} from './abd/abd-target-sink.js';
 export { type AbdVdiSinkOptions, DEFAULT_ABD_SINK_BLOCK, openAbdVdiSink } from './abd/abd-vdi-sink.js';
 export { CBT_BLOCK, changedExtents } from './cbt-bitmap.js';
 export { HttpRawReader } from './http-raw-reader.js';

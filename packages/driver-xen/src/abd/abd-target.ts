@@ -1,0 +1,97 @@
+import type { VdiSink, VdiSinkTarget } from '../vdi-sink.js';
+import type { XenConnection } from '../xapi/xen-connection.js';
+import { AbdLease, type PluggedVdi } from './abd-manager.js';
+import type { AbdSettings, AbdTiming } from './abd-settings.js';
+import { type AbdWriteStats, emptyAbdWriteStats, openAbdTargetSink } from './abd-target-sink.js';
+
+/**
+ * The target side of a Xen driver with an `abd` section: each pending replica VDI is plugged
+ * read-write into the pool's appliance while its writer is open and written through the agent
+ * ({@link openAbdTargetSink}); XAPI carries no replica bytes. The appliance is acquired on the
+ * first writer; {@link AbdTargetWrites.close} (the driver's close) unplugs what is left and
+ * releases it (stopping it unless the job keeps it).
+ */
+export class AbdTargetWrites {
+  private lease: Promise<AbdLease> | undefined;
+  /** What the sinks of this driver sent to the appliance, added up. */
+  readonly stats: AbdWriteStats = emptyAbdWriteStats();
+
+  constructor(
+    private readonly connection: XenConnection,
+    private readonly settings: AbdSettings,
+    private readonly timing: AbdTiming = {},
+  ) {}
+
+  /** A {@link VdiSink} of the pending VDI `target.vdiRef`; closing or aborting it unplugs the VDI. */
+  async open(target: VdiSinkTarget, runId?: string): Promise<VdiSink> {
+    const signal = target.signal;
+    if (!this.lease) {
+      const acquiring = AbdLease.acquire(this.connection, this.settings, {
+        ...this.timing,
+        ...(signal ? { signal } : {}),
+      });
+      this.lease = acquiring;
+      acquiring.catch(() => {
+        if (this.lease === acquiring) this.lease = undefined;
+      });
+    }
+    const lease = await this.lease;
+    const plugged = await lease.plug(target.vdiRef, 'RW', signal);
+    try {
+      const inner = await openAbdTargetSink(lease, plugged, {
+        stats: this.stats,
+        ...(runId !== undefined ? { runId } : {}),
+        ...(signal ? { signal } : {}),
+      });
+      return new UnpluggingSink(inner, lease, plugged);
+    } catch (error) {
+      await lease.unplug(plugged).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Unplugs every VDI still plugged and releases the appliance. Calling it twice is harmless. */
+  async close(): Promise<void> {
+    const lease = this.lease;
+    this.lease = undefined;
+    const held = await lease?.catch(() => undefined);
+    await held?.release();
+  }
+}
+
+/** A sink that unplugs its VDI from the appliance once it is closed or aborted. */
+class UnpluggingSink implements VdiSink {
+  private done = false;
+
+  constructor(
+    private readonly inner: VdiSink,
+    private readonly lease: AbdLease,
+    private readonly plugged: PluggedVdi,
+  ) {}
+
+  write(offset: number, bytes: Uint8Array): Promise<void> {
+    return this.inner.write(offset, bytes);
+  }
+  writeZeroes(offset: number, length: number): Promise<void> {
+    return this.inner.writeZeroes(offset, length);
+  }
+  flush(): Promise<void> {
+    return this.inner.flush();
+  }
+  close(): Promise<void> {
+    return this.end(() => this.inner.close());
+  }
+  abort(): Promise<void> {
+    return this.end(() => this.inner.abort());
+  }
+
+  private async end(how: () => Promise<void>): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    try {
+      await how();
+    } finally {
+      await this.lease.unplug(this.plugged);
+    }
+  }
+}
