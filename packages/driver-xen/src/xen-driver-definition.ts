@@ -1,5 +1,6 @@
 import { BUILTIN_DRIVER_KINDS, type Capabilities, defineDriver, InputError } from '@replikit/core';
 import { AbdSourceReads } from './abd/abd-source.js';
+import { AbdTargetWrites } from './abd/abd-target.js';
 import { XenConnection, type XenConnectionOptions } from './xapi/xen-connection.js';
 import { XEN_DRIVER_KIND, XenDriver, type XenDriverInit } from './xen-driver.js';
 import { type XenDriverOptions, xenDriverOptionsSchema } from './xen-options.js';
@@ -18,9 +19,9 @@ export const XEN_KIND_CAPABILITIES: Capabilities = BUILTIN_DRIVER_KINDS.get(XEN_
 export async function createXenDriver(
   options: XenDriverOptions,
   tuning: Pick<XenConnectionOptions, 'retry' | 'signal' | 'onWarning'> &
-    Pick<XenDriverInit, 'targetPreview'> & { method?: string | undefined } = {},
+    Pick<XenDriverInit, 'targetPreview'> & { method?: string | undefined; side?: string | undefined } = {},
 ): Promise<XenDriver> {
-  const { targetPreview: _ignored, method, ...connectionTuning } = tuning;
+  const { targetPreview: _ignored, method, side, ...connectionTuning } = tuning;
   // ABD wiring (issue 17): the `abd` method needs the job's appliance section.
   if (method === 'abd' && options.abd === undefined) {
     throw new InputError(
@@ -44,6 +45,8 @@ export async function createXenDriver(
     ...(tuning.onWarning ? { onWarning: tuning.onWarning } : {}),
     // ABD wiring (issue 17).
     ...(method === 'abd' && options.abd ? { abdSource: new AbdSourceReads(connection, options.abd) } : {}),
+    // ABD wiring (issue 17): a target with an `abd` section writes through its appliance, any method.
+    ...(side === 'target' && options.abd ? { abdTarget: new AbdTargetWrites(connection, options.abd) } : {}),
   });
 }
 
@@ -63,5 +66,5 @@ export const xenDriver = defineDriver({
   kind: XEN_DRIVER_KIND,
   capabilities: XEN_KIND_CAPABILITIES,
   options: xenDriverOptionsSchema,
-  create: (options, context) => createXenDriver(options, { method: context.method }),
+  create: (options, context) => createXenDriver(options, { method: context.method, side: context.side }),
 });

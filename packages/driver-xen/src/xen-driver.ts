@@ -26,6 +26,8 @@ import {
   type WriterOptions,
 } from '@replikit/core';
 import type { AbdSourceReads } from './abd/abd-source.js';
+import type { AbdTargetWrites } from './abd/abd-target.js';
+import type { AbdWriteStats } from './abd/abd-target-sink.js';
 import { changedExtents } from './cbt-bitmap.js';
 import { HttpRawReader } from './http-raw-reader.js';
 import { HttpVdiSink } from './http-vdi-sink.js';
@@ -92,6 +94,8 @@ export interface XenDriverInit extends XenTargetInit {
   targetPreview?: boolean;
   /** The `abd` method's source side: snapshot VDIs are read through the pool's appliance. */
   abdSource?: AbdSourceReads;
+  /** A target with an `abd` section: pending replica VDIs are written through the pool's appliance. */
+  abdTarget?: AbdTargetWrites;
 }
 
 const sig = (options?: OperationOptions) => (options?.signal ? { signal: options.signal } : {});
@@ -121,6 +125,7 @@ export class XenDriver extends AbstractHypervisor {
   private readonly targetSide: XenTarget;
   // ABD wiring (issue 17): set when the job's method is `abd`.
   private readonly abdSource: AbdSourceReads | undefined;
+  private readonly abdTarget: AbdTargetWrites | undefined;
   /** What this instance does: {@link XEN_CAPABILITIES}, with the `abd` method when its appliance is set up. */
   override readonly capabilities: Capabilities;
   /** The target SR uuid from the options (XVA stages its imports there). */
@@ -135,8 +140,12 @@ export class XenDriver extends AbstractHypervisor {
     this.nbdConnections = init.nbdConnections ?? 2;
     this.preferNbd = init.preferNbd ?? true;
     // A block written in part is completed from the pending VDI, over NBD when the pool offers it.
+    // ABD wiring (issue 17): a target with an `abd` section writes through its appliance instead.
+    const abdTarget = init.abdTarget;
+    this.abdTarget = abdTarget;
     this.vdiSink =
       init.vdiSink ??
+      (abdTarget ? (target) => abdTarget.open(target) : undefined) ??
       ((target) =>
         new HttpVdiSink(connection, target, () =>
           this.openVdi(target.vdiRef, target.vdiSize, target.what, { signal: target.signal }),
@@ -364,6 +373,7 @@ export class XenDriver extends AbstractHypervisor {
   }
 
   protected override async _deleteReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+    await this.abdTarget?.abortAll(); // ABD wiring (issue 17): unplug pending VDIs before they go
     await dropXvaLeftovers(this.connection, replica.id, options); // XVA: a killed import's VM
     return this.target.delete(replica, options);
   }
@@ -419,6 +429,7 @@ export class XenDriver extends AbstractHypervisor {
   }
 
   protected override async _revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    await this.abdTarget?.abortAll(); // ABD wiring (issue 17): unplug pending VDIs before they go
     await dropXvaLeftovers(this.connection, replica.id, options); // XVA: a killed import's VM
     return this.target.revert(replica, point, options);
   }
@@ -465,10 +476,19 @@ export class XenDriver extends AbstractHypervisor {
   protected override async _close(): Promise<void> {
     // ABD wiring (issue 17): unplug and release the appliance before the session ends.
     try {
-      await this.abdSource?.close();
+      try {
+        await this.abdSource?.close();
+      } finally {
+        await this.abdTarget?.close();
+      }
     } finally {
       await this.connection.close();
     }
+  }
+
+  /** ABD wiring (issue 17): what this target wrote through its appliance; unset without an `abd` section. */
+  get abdWriteStats(): Readonly<AbdWriteStats> | undefined {
+    return this.abdTarget?.stats;
   }
 
   /** The replica side (VMs, holds, marks, restore points, pending clones), over XAPI. */

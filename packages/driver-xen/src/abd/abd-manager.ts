@@ -34,6 +34,12 @@ interface Shared {
 /** Appliances held by this process, by pool (the pool master's URL origin). */
 const held = new Map<string, Shared>();
 
+/**
+ * The plug in progress per appliance: picking a free device and creating its VBD must not
+ * interleave (two disks, or a source and a target in one pool, would pick the same device).
+ */
+const plugging = new Map<string, Promise<unknown>>();
+
 /** Codes of a `VBD.unplug` that may succeed a moment later. */
 const UNPLUG_RETRY = new Set(['VDI_IN_USE', 'DEVICE_DETACH_REJECTED']);
 
@@ -103,7 +109,18 @@ export class AbdLease {
    * Plugs a VDI into the appliance: `RO` for a source snapshot VDI, `RW` for a replica VDI. A VBD
    * whose plug fails is destroyed again.
    */
-  async plug(vdi: string, mode: 'RO' | 'RW', signal?: AbortSignal): Promise<PluggedVdi> {
+  plug(vdi: string, mode: 'RO' | 'RW', signal?: AbortSignal): Promise<PluggedVdi> {
+    const key = this.appliance.ref;
+    const run = (plugging.get(key) ?? Promise.resolve()).then(() => this.plugNow(vdi, mode, signal));
+    const settled = run.catch(() => undefined);
+    plugging.set(key, settled);
+    void settled.then(() => {
+      if (plugging.get(key) === settled) plugging.delete(key);
+    });
+    return run;
+  }
+
+  private async plugNow(vdi: string, mode: 'RO' | 'RW', signal?: AbortSignal): Promise<PluggedVdi> {
     if (this.released) throw new DriverError(`the appliance lease of ${this.appliance.name} was released`);
     const opts = { signal };
     const devices = await this.connection.call<string[]>('VM.get_allowed_VBD_devices', [this.appliance.ref], opts);

@@ -15,6 +15,8 @@ export class AbdTargetWrites {
   private lease: Promise<AbdLease> | undefined;
   /** What the sinks of this driver sent to the appliance, added up. */
   readonly stats: AbdWriteStats = emptyAbdWriteStats();
+  /** The sinks open now (aborted before their VDIs are destroyed). */
+  private readonly sinks = new Set<VdiSink>();
 
   constructor(
     private readonly connection: XenConnection,
@@ -43,15 +45,30 @@ export class AbdTargetWrites {
         ...(runId !== undefined ? { runId } : {}),
         ...(signal ? { signal } : {}),
       });
-      return new UnpluggingSink(inner, lease, plugged);
+      const sink: VdiSink = new UnpluggingSink(inner, lease, plugged, () => this.sinks.delete(sink));
+      this.sinks.add(sink);
+      return sink;
     } catch (error) {
       await lease.unplug(plugged).catch(() => undefined);
       throw error;
     }
   }
 
+  /**
+   * Aborts every sink still open, which unplugs its VDI: called before pending VDIs are destroyed
+   * (a failed run's rollback), as XAPI refuses to destroy a VDI plugged into the appliance.
+   */
+  async abortAll(): Promise<void> {
+    const sinks = [...this.sinks];
+    this.sinks.clear();
+    const results = await Promise.allSettled(sinks.map((s) => s.abort()));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
   /** Unplugs every VDI still plugged and releases the appliance. Calling it twice is harmless. */
   async close(): Promise<void> {
+    this.sinks.clear();
     const lease = this.lease;
     this.lease = undefined;
     const held = await lease?.catch(() => undefined);
@@ -67,6 +84,7 @@ class UnpluggingSink implements VdiSink {
     private readonly inner: VdiSink,
     private readonly lease: AbdLease,
     private readonly plugged: PluggedVdi,
+    private readonly onEnd: () => void,
   ) {}
 
   write(offset: number, bytes: Uint8Array): Promise<void> {
@@ -88,6 +106,7 @@ class UnpluggingSink implements VdiSink {
   private async end(how: () => Promise<void>): Promise<void> {
     if (this.done) return;
     this.done = true;
+    this.onEnd();
     try {
       await how();
     } finally {
