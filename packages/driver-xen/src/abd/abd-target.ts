@@ -16,7 +16,7 @@ export class AbdTargetWrites {
   /** What the sinks of this driver sent to the appliance, added up. */
   readonly stats: AbdWriteStats = emptyAbdWriteStats();
   /** The sinks open now (aborted before their VDIs are destroyed). */
-  private readonly sinks = new Set<VdiSink>();
+  private readonly sinks = new Set<UnpluggingSink>();
 
   constructor(
     private readonly connection: XenConnection,
@@ -45,7 +45,7 @@ export class AbdTargetWrites {
         ...(runId !== undefined ? { runId } : {}),
         ...(signal ? { signal } : {}),
       });
-      const sink: VdiSink = new UnpluggingSink(inner, lease, plugged, () => this.sinks.delete(sink));
+      const sink = new UnpluggingSink(inner, lease, plugged, () => this.sinks.delete(sink));
       this.sinks.add(sink);
       return sink;
     } catch (error) {
@@ -61,7 +61,7 @@ export class AbdTargetWrites {
   async abortAll(): Promise<void> {
     const sinks = [...this.sinks];
     this.sinks.clear();
-    const results = await Promise.allSettled(sinks.map((s) => s.abort()));
+    const results = await Promise.allSettled(sinks.map((s) => s.drop()));
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
   }
@@ -79,6 +79,8 @@ export class AbdTargetWrites {
 /** A sink that unplugs its VDI from the appliance once it is closed or aborted. */
 class UnpluggingSink implements VdiSink {
   private done = false;
+  /** Dropped by {@link AbdTargetWrites.abortAll}: the VDI is being destroyed with its writes. */
+  private dropped = false;
 
   constructor(
     private readonly inner: VdiSink,
@@ -93,11 +95,18 @@ class UnpluggingSink implements VdiSink {
   writeZeroes(offset: number, length: number): Promise<void> {
     return this.inner.writeZeroes(offset, length);
   }
-  flush(): Promise<void> {
+  /** After {@link UnpluggingSink.drop} there is nothing left to make durable: resolves at once. */
+  async flush(): Promise<void> {
+    if (this.dropped) return;
     return this.inner.flush();
   }
   close(): Promise<void> {
     return this.end(() => this.inner.close());
+  }
+  /** Aborts and unplugs because the replica's revert or delete destroys the VDI and its writes. */
+  drop(): Promise<void> {
+    this.dropped = true;
+    return this.abort();
   }
   abort(): Promise<void> {
     return this.end(() => this.inner.abort());
