@@ -31,6 +31,11 @@ export const XEN_DEMO_METHODS: readonly XenDemoMethod[] = [
   { method: 'qhybrid', target: 'file', about: 'xen ► file: agentless reads, changed blocks from CBT' },
   { method: 'xva', target: 'xen', about: 'xen ► xen: the whole VM as an XVA each run, staged on the target SR' },
   { method: 'cbt', target: 'xen', about: 'xen ► xen: only the blocks CBT lists, read over NBD' },
+  {
+    method: 'abd',
+    target: 'xen',
+    about: 'xen ► xen: read through the source appliance, written through the target appliance',
+  },
 ];
 
 /** Options of `replikit demo --xen`. */
@@ -77,7 +82,8 @@ export async function demoXenCommand(context: CliContext, options: DemoXenOption
         const replicas = join(dir, `replicas-${entry.method}`);
         const input: JobSpecInput = {
           name: `demo-xen-${entry.method}`,
-          source: { ...xen, vm: VM },
+          // Method abd reads through the pool's appliance too (one appliance serves both sides).
+          source: entry.method === 'abd' ? { ...xen, vm: VM, abd: { ips: ['127.0.0.50'] } } : { ...xen, vm: VM },
           target:
             entry.target === 'file'
               ? { driver: 'file', root: replicas, replicaName: `${VM}-${entry.method}` }
