@@ -2,8 +2,9 @@ import type { DiskReader, Extent, OperationOptions } from '@replikit/core';
 import { vhdAllocation } from '../vhd-allocation.js';
 import type { XenConnection } from '../xapi/xen-connection.js';
 import { openAbdDiskReader } from './abd-disk-reader.js';
-import { AbdLease, type PluggedVdi } from './abd-manager.js';
+import type { AbdLease, PluggedVdi } from './abd-manager.js';
 import type { AbdSettings, AbdTiming } from './abd-settings.js';
+import { SharedAbdLease } from './shared-lease.js';
 
 /**
  * The source side of the `abd` method for one Xen driver: the pool's appliance is acquired on the
@@ -12,28 +13,20 @@ import type { AbdSettings, AbdTiming } from './abd-settings.js';
  * the appliance (stopping it unless the job keeps it).
  */
 export class AbdSourceReads {
-  private lease: Promise<AbdLease> | undefined;
+  private readonly shared: SharedAbdLease;
 
   constructor(
     private readonly connection: XenConnection,
-    private readonly settings: AbdSettings,
-    private readonly timing: AbdTiming = {},
-  ) {}
+    settings: AbdSettings,
+    timing: AbdTiming = {},
+  ) {
+    this.shared = new SharedAbdLease(connection, settings, timing);
+  }
 
   /** A reader of snapshot VDI `vdiRef` through the appliance; closing it unplugs the VDI. */
   async open(vdiRef: string, options?: OperationOptions): Promise<DiskReader> {
     const signal = options?.signal;
-    if (!this.lease) {
-      const acquiring = AbdLease.acquire(this.connection, this.settings, {
-        ...this.timing,
-        ...(signal ? { signal } : {}),
-      });
-      this.lease = acquiring;
-      acquiring.catch(() => {
-        if (this.lease === acquiring) this.lease = undefined;
-      });
-    }
-    const lease = await this.lease;
+    const lease = await this.shared.get(signal);
     const plugged = await lease.plug(vdiRef, 'RO', signal);
     try {
       const inner = await openAbdDiskReader(lease, plugged, { ...(signal ? { signal } : {}) });
@@ -48,10 +41,7 @@ export class AbdSourceReads {
 
   /** Unplugs every VDI still plugged and releases the appliance. Calling it twice is harmless. */
   async close(): Promise<void> {
-    const lease = this.lease;
-    this.lease = undefined;
-    const held = await lease?.catch(() => undefined);
-    await held?.release();
+    await this.shared.close();
   }
 }
 

@@ -1,8 +1,9 @@
 import type { VdiSink, VdiSinkTarget } from '../vdi-sink.js';
 import type { XenConnection } from '../xapi/xen-connection.js';
-import { AbdLease, type PluggedVdi } from './abd-manager.js';
+import type { AbdLease, PluggedVdi } from './abd-manager.js';
 import type { AbdSettings, AbdTiming } from './abd-settings.js';
 import { type AbdWriteStats, emptyAbdWriteStats, openAbdTargetSink } from './abd-target-sink.js';
+import { SharedAbdLease } from './shared-lease.js';
 
 /**
  * The target side of a Xen driver with an `abd` section: each pending replica VDI is plugged
@@ -12,32 +13,20 @@ import { type AbdWriteStats, emptyAbdWriteStats, openAbdTargetSink } from './abd
  * releases it (stopping it unless the job keeps it).
  */
 export class AbdTargetWrites {
-  private lease: Promise<AbdLease> | undefined;
+  private readonly shared: SharedAbdLease;
   /** What the sinks of this driver sent to the appliance, added up. */
   readonly stats: AbdWriteStats = emptyAbdWriteStats();
   /** The sinks open now (aborted before their VDIs are destroyed). */
   private readonly sinks = new Set<UnpluggingSink>();
 
-  constructor(
-    private readonly connection: XenConnection,
-    private readonly settings: AbdSettings,
-    private readonly timing: AbdTiming = {},
-  ) {}
+  constructor(connection: XenConnection, settings: AbdSettings, timing: AbdTiming = {}) {
+    this.shared = new SharedAbdLease(connection, settings, timing);
+  }
 
   /** A {@link VdiSink} of the pending VDI `target.vdiRef`; closing or aborting it unplugs the VDI. */
   async open(target: VdiSinkTarget, runId?: string): Promise<VdiSink> {
     const signal = target.signal;
-    if (!this.lease) {
-      const acquiring = AbdLease.acquire(this.connection, this.settings, {
-        ...this.timing,
-        ...(signal ? { signal } : {}),
-      });
-      this.lease = acquiring;
-      acquiring.catch(() => {
-        if (this.lease === acquiring) this.lease = undefined;
-      });
-    }
-    const lease = await this.lease;
+    const lease = await this.shared.get(signal);
     const plugged = await lease.plug(target.vdiRef, 'RW', signal);
     try {
       const inner = await openAbdTargetSink(lease, plugged, {
@@ -69,10 +58,7 @@ export class AbdTargetWrites {
   /** Unplugs every VDI still plugged and releases the appliance. Calling it twice is harmless. */
   async close(): Promise<void> {
     this.sinks.clear();
-    const lease = this.lease;
-    this.lease = undefined;
-    const held = await lease?.catch(() => undefined);
-    await held?.release();
+    await this.shared.close();
   }
 }
 

@@ -1,0 +1,40 @@
+import type { XenConnection } from '../xapi/xen-connection.js';
+import { AbdLease } from './abd-manager.js';
+import type { AbdSettings, AbdTiming } from './abd-settings.js';
+
+/**
+ * The pool's appliance for one side of one driver: acquired by the first caller (a failed
+ * acquire is retried by the next), shared by every later one, released once at {@link close}.
+ */
+export class SharedAbdLease {
+  private lease: Promise<AbdLease> | undefined;
+
+  constructor(
+    private readonly connection: XenConnection,
+    private readonly settings: AbdSettings,
+    private readonly timing: AbdTiming = {},
+  ) {}
+
+  /** The lease, acquired now if no caller has yet. */
+  get(signal?: AbortSignal): Promise<AbdLease> {
+    if (!this.lease) {
+      const acquiring = AbdLease.acquire(this.connection, this.settings, {
+        ...this.timing,
+        ...(signal ? { signal } : {}),
+      });
+      this.lease = acquiring;
+      acquiring.catch(() => {
+        if (this.lease === acquiring) this.lease = undefined;
+      });
+    }
+    return this.lease;
+  }
+
+  /** Releases the appliance (stopping it unless the job keeps it). Calling it twice is harmless. */
+  async close(): Promise<void> {
+    const lease = this.lease;
+    this.lease = undefined;
+    const held = await lease?.catch(() => undefined);
+    await held?.release();
+  }
+}
