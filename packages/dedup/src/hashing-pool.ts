@@ -110,8 +110,9 @@ interface ReadFailure {
  *
  * A batch of at most 256 KiB (a few scattered changed blocks) is hashed on the calling thread
  * instead: the round trip to a worker would cost more than the hashing (xxh128 with SIMD, sha256).
- * The threads start with the first batch that goes to them, so a run that only ever hashes such
- * small batches (a one-shot run with a small change set) starts none; the digests are the same.
+ * The threads start with the first batch too large for that, so a run that only ever hashes such
+ * small batches (a one-shot run with a small change set) starts none; while they start, batches
+ * are hashed here, so none waits for them. The digests are the same either way.
  *
  * xxh128 runs on a WebAssembly SIMD kernel (XXH3-128, bit-identical to hash-wasm's, which stays
  * the fallback where SIMD is missing); its shared buffers are WebAssembly memories, so the kernel
@@ -220,8 +221,11 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
   // Starting a thread (a Node environment, then the digest module) costs tens of milliseconds of
   // CPU each: a run that hashes only a few changed blocks hashes them all here and starts none.
   let threadsReady: Promise<void> | undefined;
+  let threadsUp = false;
   const ready = (): Promise<void> => {
-    threadsReady ??= startThreads();
+    threadsReady ??= startThreads().then(() => {
+      threadsUp = true;
+    });
     return threadsReady;
   };
 
@@ -358,11 +362,20 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
         }
       : undefined;
   const hashHere = (block: Uint8Array): Uint8Array => inPlace?.(block) ?? inline!(block);
+  /**
+   * True while the threads are not up yet and this thread can hash: the threads are started (in
+   * the background) and the batch is hashed here, so no batch waits for a thread to start.
+   */
+  const warmingUp = (): boolean => {
+    if (threadsUp || !inline) return false;
+    ready().catch(() => undefined); // a failed start is reported by the first batch that needs it
+    return true;
+  };
 
   /** Splits a batch into slot-sized chunks, hashed in parallel on idle workers (small ones here). */
   async function hashAll(blocks: readonly Uint8Array[], zeroFlags: boolean): Promise<Array<Uint8Array | null>> {
     if (closed) throw new InputError('the hashing pool is closed');
-    if (inline && blocks.reduce((sum, block) => sum + block.length, 0) <= INLINE_BYTES) {
+    if (inline && (blocks.reduce((sum, block) => sum + block.length, 0) <= INLINE_BYTES || warmingUp())) {
       return blocks.map((block) => (zeroFlags && isZeroBlock(block) ? null : hashHere(block)));
     }
     const chunks: Array<Promise<Array<Uint8Array | null>>> = [];
@@ -417,7 +430,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     }
     throwIfAborted(signal);
     const shared = target.buffer instanceof SharedArrayBuffer ? target.buffer : undefined;
-    if (!shared || !buffers.has(shared) || target.length <= INLINE_BYTES) {
+    if (!shared || !buffers.has(shared) || target.length <= INLINE_BYTES || warmingUp()) {
       readSpans(spans, target);
       return hashAll(cut(target, blockSize), true);
     }
