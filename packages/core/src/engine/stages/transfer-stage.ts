@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import pLimit from 'p-limit';
 import type { BackupSession } from '../../contracts/backup-sink.js';
 import type { DiskReader } from '../../contracts/disk.js';
@@ -45,6 +46,9 @@ class TransferStage {
     );
     const inner = new AbortController();
     const signal = AbortSignal.any([this.ctx.signal, inner.signal]);
+    // Every read and send in flight listens on this signal: up to a window of them per disk, on
+    // `parallelDisks` disks. More than Node's default of 10 is normal here, not a leak.
+    setMaxListeners(Math.max(64, record.job.options.parallelDisks * 64), signal);
     const limit = pLimit(record.job.options.parallelDisks);
     const throttle = record.job.options.bandwidthLimit ? new TokenBucket(record.job.options.bandwidthLimit) : undefined;
     const digestOnWire = transport.name !== 'inprocess';
