@@ -105,9 +105,18 @@ export function bodyWriter(sim: SimState, res: ServerResponse): (chunk: Uint8Arr
     await bucket?.take(chunk.length);
     sent += chunk.length;
     if (!res.write(chunk)) {
+      // Both listeners go as soon as one fires: a long export waits for `drain` thousands of times.
       await new Promise<void>((resolve, reject) => {
-        res.once('drain', resolve);
-        res.once('close', () => reject(fault('VDI_IO_ERROR', 'the client closed the connection')));
+        const onDrain = () => {
+          res.off('close', onClose);
+          resolve();
+        };
+        const onClose = () => {
+          res.off('drain', onDrain);
+          reject(fault('VDI_IO_ERROR', 'the client closed the connection'));
+        };
+        res.once('drain', onDrain);
+        res.once('close', onClose);
       });
     }
   };
