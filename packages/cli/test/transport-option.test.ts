@@ -156,6 +156,31 @@ describe('replikit run with a tls transport section', () => {
   });
 });
 
+describe('file paths of a job endpoint', () => {
+  it('resolves a xen endpoint\'s credentialsFile and spoolDir against the job file, like root', async () => {
+    await mkdir(join(dir, 'jobs'));
+    await writeFile(
+      join(dir, 'jobs', 'xen.yaml'),
+      stringify({
+        name: 'x',
+        source: { driver: 'xen', url: 'https://xen1.example', credentialsFile: 'secrets/xen1.pass', vm: 'db' },
+        target: {
+          driver: 'xen',
+          url: 'https://xen2.example',
+          credentialsFile: '/etc/replikit/xen2.pass',
+          spoolDir: '../spool',
+        },
+        method: 'xva',
+      }),
+    );
+    const loaded = await loadJobForCli('jobs/xen.yaml', dir);
+    const [source, target] = [loaded.source, loaded.target] as unknown as Array<Record<string, string>>;
+    expect(source!.credentialsFile).toBe(join(dir, 'jobs', 'secrets', 'xen1.pass'));
+    expect(target!.credentialsFile).toBe('/etc/replikit/xen2.pass');
+    expect(target!.spoolDir).toBe(join(dir, 'spool'));
+  });
+});
+
 describe('a key or certificate file that cannot be read', () => {
   it('is a one-line E_INPUT naming the field and the file, and `replikit run` exits 2', async () => {
     const missing = join(dir, 'nowhere.psk');

@@ -42,6 +42,7 @@ export async function createXenDriver(
     preferNbd: options.preferNbd,
     sr: options.sr,
     networkMap: options.networkMap,
+    spoolDir: options.spoolDir,
     ...(tuning.onWarning ? { onWarning: tuning.onWarning } : {}),
     // ABD wiring (issue 17).
     ...(method === 'abd' && options.abd ? { abdSource: new AbdSourceReads(connection, options.abd) } : {}),

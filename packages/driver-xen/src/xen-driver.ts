@@ -96,6 +96,8 @@ export interface XenDriverInit extends XenTargetInit {
   abdSource?: AbdSourceReads;
   /** A target with an `abd` section: pending replica VDIs are written through the pool's appliance. */
   abdTarget?: AbdTargetWrites;
+  /** Method `xva`, target side: the local folder an export is spooled in. @default `os.tmpdir()` */
+  spoolDir?: string | undefined;
 }
 
 const sig = (options?: OperationOptions) => (options?.signal ? { signal: options.signal } : {});
@@ -130,6 +132,8 @@ export class XenDriver extends AbstractHypervisor {
   override readonly capabilities: Capabilities;
   /** The target SR uuid from the options (XVA stages its imports there). */
   private readonly sr: string | undefined;
+  /** Where XVA exports are spooled before their import. */
+  private readonly spoolDir: string | undefined;
 
   constructor(
     /** The pool session (closed with the driver). */
@@ -157,6 +161,7 @@ export class XenDriver extends AbstractHypervisor {
       ? Object.freeze({ ...XEN_CAPABILITIES, methods: Object.freeze([...XEN_CAPABILITIES.methods, 'abd']) })
       : XEN_CAPABILITIES;
     this.sr = init.sr;
+    this.spoolDir = init.spoolDir;
   }
 
   protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {
@@ -457,7 +462,13 @@ export class XenDriver extends AbstractHypervisor {
     }
     try {
       const dropPending = (r: Replica, o?: OperationOptions) => target.dropPending(r, o);
-      return await importXvaAsPending(this.connection, replica, vm, { sr: this.sr, dropPending }, options);
+      return await importXvaAsPending(
+        this.connection,
+        replica,
+        vm,
+        { sr: this.sr, dropPending, spoolDir: this.spoolDir },
+        options,
+      );
     } catch (error) {
       throw wrapXapiError(error, 'xen driver: importVm', options.signal);
     }

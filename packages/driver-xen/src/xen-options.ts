@@ -80,6 +80,13 @@ export const xenDriverOptionsSchema = z
     sr: uuidLike.optional(),
     /** Target side: source network name or uuid → target network uuid. */
     networkMap: z.record(z.string().min(1), z.string().min(1)).default({}),
+    /**
+     * Target side, method `xva`: the local folder an export is spooled in before its import (XAPI's
+     * `PUT /import` needs the length up front). It needs room for the VM's written data. A run killed
+     * while spooling leaves its spool there; the next XVA import on the machine removes it.
+     * @default the system's temporary folder
+     */
+    spoolDir: noNul('a folder path').optional(),
     /** The delegate appliance (ABD) section. */
     abd: abdSchema.optional(),
     /**

@@ -1,4 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, defineDriver, FileStateStore, ReplicationEngine, type RunRecord } from '@replikit/core';
@@ -119,6 +120,35 @@ describe('method xva, xen ► xen against the simulator (whole VM exported, stag
     } finally {
       await engine.close();
     }
+  });
+
+  it('spools in the target\'s spoolDir, leaves nothing there, and removes the spool a killed run left', async () => {
+    await pool.makeVM('spooled', [2 * MiB]);
+    const spoolDir = join(dir, 'spool');
+    const elsewhere = join(dir, 'elsewhere');
+    await mkdir(elsewhere, { recursive: true });
+    await writeFile(join(elsewhere, 'keep.txt'), 'not a spool');
+    // A process that has exited: its spool is stale. This process's own spool is in use; a link
+    // named like a stale spool is not a folder of ours and is never followed.
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+    const stale = join(spoolDir, `replikit-xva-${dead}-Ab12Cd`);
+    await mkdir(stale, { recursive: true });
+    await writeFile(join(stale, 'export.xva'), Buffer.alloc(4096, 1));
+    const live = join(spoolDir, `replikit-xva-${process.pid}-Ef34Gh`);
+    await mkdir(live);
+    await symlink(elsewhere, join(spoolDir, `replikit-xva-${dead}-Ij56Kl`));
+    const { engine, job } = engineFor('spooled', { spoolDir });
+    try {
+      const record = await engine.run(job);
+      expect(record.outcome, JSON.stringify(record.error)).toBe('completed');
+      await expectReplicaEqualsSnapshot(record);
+    } finally {
+      await engine.close();
+    }
+    expect((await readdir(spoolDir)).sort()).toEqual(
+      [`replikit-xva-${dead}-Ij56Kl`, `replikit-xva-${process.pid}-Ef34Gh`].sort(),
+    );
+    expect(await readFile(join(elsewhere, 'keep.txt'), 'utf8')).toBe('not a spool');
   });
 
   it('too little staging space on the target SR is refused (xva-needs-staging) before anything is touched', async () => {

@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -11,6 +11,7 @@ import { PENDING_OF_KEY, PENDING_RUN_KEY, REPLICA_DISK_KEY } from '../xen-replic
 import { markOvaXml } from './ova-mark.js';
 import { XVA_IMPORT_KEY } from './xva-keys.js';
 import { dropXvaLeftovers, importedVms, poolView } from './xva-leftovers.js';
+import { makeSpoolDir } from './xva-spool.js';
 import { srFreeBytes, stagingError, stagingSrRef } from './xva-staging.js';
 
 /** What an XVA import needs besides the connection. */
@@ -36,7 +37,8 @@ export interface XvaImportInit {
  *    the imported VM is destroyed. The commit (`createRestorePoint`) swaps them in.
  *
  * A failure or a kill at any step leaves either nothing, or a marked VM / pending disks that the
- * next claim, import, revert or delete of the replica destroys.
+ * next claim, import, revert or delete of the replica destroys. A kill while spooling leaves the
+ * spool folder, which the next import on the machine removes ({@link makeSpoolDir}).
  */
 export async function importXvaAsPending(
   connection: XenConnection,
@@ -59,7 +61,7 @@ export async function importXvaAsPending(
   const free = await srFreeBytes(connection, srRef, signal);
   if (free < need) throw stagingError(exported.snapshot.vmId, need, free);
 
-  const dir = await mkdtemp(join(init.spoolDir ?? tmpdir(), 'replikit-xva-'));
+  const dir = await makeSpoolDir(init.spoolDir ?? tmpdir());
   let bytesRead = 0;
   try {
     const file = join(dir, 'export.xva');
@@ -70,7 +72,11 @@ export async function importXvaAsPending(
       }
     })();
     const marked = markOvaXml(counted, { [XVA_IMPORT_KEY]: `${replica.id}/${runId}` }, [SNAPSHOT_LABEL_KEY]);
-    await pipeline(Readable.from(marked), createWriteStream(file, { flags: 'wx', mode: 0o600 }), s);
+    await pipeline(Readable.from(marked), createWriteStream(file, { flags: 'wx', mode: 0o600 }), s).catch(
+      (error: unknown) => {
+        throw spoolError(error, dir, bytesRead);
+      },
+    );
     const length = (await stat(file)).size;
     await connection.put('/import', { sr_id: srRef }, createReadStream(file), length, signal);
     await adoptImport(connection, replica, runId, signal);
@@ -83,6 +89,16 @@ export async function importXvaAsPending(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A full spool folder as a one-line error that says where and what to do; other errors as they are. */
+function spoolError(error: unknown, dir: string, bytes: number): unknown {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return error;
+  return new DriverError(
+    `the XVA spool folder ${dir} ran out of space after ${bytes} bytes of the export: set the target's spoolDir to a folder with room for the VM's data`,
+    { cause: error },
+  );
 }
 
 /** Hands the disks of the imported VM to the replica as pending disks, then destroys the VM. */
