@@ -157,7 +157,7 @@ describe('replikit run with a tls transport section', () => {
 });
 
 describe('file paths of a job endpoint', () => {
-  it('resolves a xen endpoint\'s credentialsFile and spoolDir against the job file, like root', async () => {
+  it("resolves a xen endpoint's credentialsFile and spoolDir against the job file, like root", async () => {
     await mkdir(join(dir, 'jobs'));
     await writeFile(
       join(dir, 'jobs', 'xen.yaml'),

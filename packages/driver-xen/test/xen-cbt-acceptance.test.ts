@@ -40,7 +40,13 @@ describe(`CBT acceptance: a ${SIZE / GiB} GiB VDI, 1 % of its blocks changed`, (
     name: 'cbt-4g',
     source: { driver: 'xen', url: pool.sim.url, passwordEnv: PASSWORD_ENV, vm: 'big' },
     // A Xen target writes through its pool's appliance (issue 17: "writes through the target ABD").
-    target: { driver: 'xen', url: pool.sim.url, passwordEnv: PASSWORD_ENV, replicaName: 'big', abd: { ips: pool.ips, persistent } },
+    target: {
+      driver: 'xen',
+      url: pool.sim.url,
+      passwordEnv: PASSWORD_ENV,
+      replicaName: 'big',
+      abd: { ips: pool.ips, persistent },
+    },
     method: 'cbt',
   });
   beforeAll(async () => {

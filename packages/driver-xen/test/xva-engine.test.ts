@@ -122,7 +122,7 @@ describe('method xva, xen ► xen against the simulator (whole VM exported, stag
     }
   });
 
-  it('spools in the target\'s spoolDir, leaves nothing there, and removes the spool a killed run left', async () => {
+  it("spools in the target's spoolDir, leaves nothing there, and removes the spool a killed run left", async () => {
     await pool.makeVM('spooled', [2 * MiB]);
     const spoolDir = join(dir, 'spool');
     const elsewhere = join(dir, 'elsewhere');
