@@ -73,11 +73,20 @@ export class JobLoop {
 
   /** Lifts a pause or a hold; persisted. Missed slots are then handled by the catch-up policy. */
   async resume(): Promise<void> {
-    const wasHeld = this.state.held !== undefined || this.state.paused;
+    const wasStopped = this.state.held !== undefined || this.state.paused;
+    if (wasStopped) {
+      // The slots that passed while the job was paused or held got no run: missed, then caught up.
+      const now = this.context.clock.now();
+      const slots = this.slotsSince(now);
+      if (slots.count > 0) {
+        this.state.lastSlot = new Date(slots.latest!).toISOString();
+        this.missed(slots.count, now);
+        if (this.job.options.catchUp === 'once') this.pending ??= 'catch-up';
+      }
+    }
     this.state.paused = false;
     delete this.state.held;
     if (this.state.activity !== 'running') this.state.activity = 'waiting';
-    if (wasHeld && this.job.options.catchUp === 'once' && this.state.missedSlots > 0) this.pending ??= 'catch-up';
     await this.save();
     this.poke();
   }
