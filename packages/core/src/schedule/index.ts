@@ -15,6 +15,11 @@ export { classifyError, ERROR_CLASSES, type ErrorClass } from './error-class.js'
 export type { DaemonEngine, ScheduleStore } from './job-loop.js';
 export { type JobStatus, jobStatusOf, readJobStatuses } from './job-status.js';
 export { nextRpoChange, type RpoLevel, type RpoTargets, rpoLevel, rpoTargets } from './rpo.js';
-export type { RetryOptions, ScheduleOption } from './schedule-options.js';
+export {
+  type RetryOptions,
+  type ScheduleOption,
+  type SchedulePolicies,
+  schedulePolicies,
+} from './schedule-options.js';
 export type { JobActivity, LastOutcome, RunReason, ScheduleState } from './schedule-state.js';
 export { type SlotCalendar, slotCalendar } from './slot-calendar.js';

@@ -8,6 +8,7 @@ import type { Clock } from './clock.js';
 import type { DaemonEvents } from './daemon-events.js';
 import { classifyError } from './error-class.js';
 import { nextRpoChange, rpoLevel, rpoTargets } from './rpo.js';
+import { type SchedulePolicies, schedulePolicies } from './schedule-options.js';
 import { newScheduleState, type RunReason, type ScheduleState } from './schedule-state.js';
 import { type SlotCalendar, slotCalendar } from './slot-calendar.js';
 
@@ -42,6 +43,7 @@ export class JobLoop {
   private state: ScheduleState;
   private readonly calendar: SlotCalendar | undefined;
   private readonly targets;
+  private readonly policies: SchedulePolicies;
   /** Aborted to cut the current wait short (pause, resume). */
   private wake = new AbortController();
   /** The run the loop starts next, before waiting again. */
@@ -55,6 +57,7 @@ export class JobLoop {
     const schedule = job.options.schedule;
     this.calendar = schedule === undefined ? undefined : slotCalendar(schedule);
     this.targets = rpoTargets(job.options);
+    this.policies = schedulePolicies(job.options);
     this.state = newScheduleState(job.name, context.clock.now());
   }
 
@@ -81,7 +84,7 @@ export class JobLoop {
       if (slots.count > 0) {
         this.state.lastSlot = new Date(slots.latest!).toISOString();
         this.missed(slots.count, now);
-        if (this.job.options.catchUp === 'once') this.pending ??= 'catch-up';
+        if (this.policies.catchUp === 'once') this.pending ??= 'catch-up';
       }
     }
     this.state.paused = false;
@@ -148,7 +151,7 @@ export class JobLoop {
       if (slots.count > 0) {
         this.state.lastSlot = new Date(slots.latest!).toISOString();
         this.missed(slots.count, now);
-        if (this.job.options.catchUp === 'once' && this.pending === undefined) this.pending = 'catch-up';
+        if (this.policies.catchUp === 'once' && this.pending === undefined) this.pending = 'catch-up';
       }
     }
     await this.checkRpo(now);
@@ -191,7 +194,7 @@ export class JobLoop {
     const slots = this.slotsSince(now);
     if (slots.count > 0) {
       this.state.lastSlot = new Date(slots.latest!).toISOString();
-      if (this.job.options.overlap === 'buffer-one' && this.runnable() && this.pending === undefined) {
+      if (this.policies.overlap === 'buffer-one' && this.runnable() && this.pending === undefined) {
         this.pending = 'buffered';
         this.missed(slots.count - 1, now);
       } else {
@@ -200,7 +203,7 @@ export class JobLoop {
     }
     if (reason === 'resume' && this.pending === undefined && this.state.lastOutcome?.outcome === 'completed') {
       // The resumed run's data is from before the stop: with a catch-up policy, take a fresh point now.
-      if (this.job.options.catchUp === 'once' && this.state.missedSlots > 0) this.pending = 'catch-up';
+      if (this.policies.catchUp === 'once' && this.state.missedSlots > 0) this.pending = 'catch-up';
     }
     await this.save();
   }
@@ -340,9 +343,9 @@ export class JobLoop {
       this.context.events.emit('held', { job: this.job.name, code, message, at: this.state.held.at });
       return undefined;
     }
-    if (errorClass === 'transient' && this.state.attempt < this.job.options.retry.attempts) {
+    if (errorClass === 'transient' && this.state.attempt < this.policies.retry.attempts) {
       this.state.attempt++;
-      const retryAt = new Date(now + backoffDelay(this.state.attempt, this.job.options.retry, this.context.random));
+      const retryAt = new Date(now + backoffDelay(this.state.attempt, this.policies.retry, this.context.random));
       this.state.retryAt = retryAt.toISOString();
       return this.state.retryAt;
     }

@@ -73,11 +73,11 @@ export const retrySchema = z
 /** The scheduling fields of a job's `options` (merged into the job schema). */
 export const scheduleOptionFields = {
   schedule: scheduleSchema.optional(),
-  /** What a slot that comes while a run goes does: `buffer-one` runs once right after it, `skip` drops it. */
-  overlap: z.enum(['skip', 'buffer-one']).default('buffer-one'),
-  /** After downtime: `once` runs one catch-up run for the missed slots, `skip` waits for the next slot. */
-  catchUp: z.enum(['skip', 'once']).default('once'),
-  retry: retrySchema.default(() => retrySchema.parse({})),
+  /** What a slot that comes while a run goes does: `buffer-one` runs once right after it, `skip` drops it. @default 'buffer-one' */
+  overlap: z.enum(['skip', 'buffer-one']).optional(),
+  /** After downtime: `once` runs one catch-up run for the missed slots, `skip` waits for the next slot. @default 'once' */
+  catchUp: z.enum(['skip', 'once']).optional(),
+  retry: retrySchema.optional(),
   /** The recovery point objective: the newest complete restore point should be at most this old. */
   rpo: durationSchema.optional(),
   /** Achieved RPO above this is `warning`. @default rpo */
@@ -90,3 +90,23 @@ export const scheduleOptionFields = {
 export type ScheduleOption = z.output<typeof scheduleSchema>;
 /** A parsed `options.retry`. */
 export type RetryOptions = z.output<typeof retrySchema>;
+
+/** A job's scheduling policies with their defaults applied. */
+export interface SchedulePolicies {
+  overlap: 'skip' | 'buffer-one';
+  catchUp: 'skip' | 'once';
+  retry: RetryOptions;
+}
+
+/** The policies of a job's options, defaults applied (the one place they are). */
+export function schedulePolicies(options: {
+  overlap?: 'skip' | 'buffer-one' | undefined;
+  catchUp?: 'skip' | 'once' | undefined;
+  retry?: RetryOptions | undefined;
+}): SchedulePolicies {
+  return {
+    overlap: options.overlap ?? 'buffer-one',
+    catchUp: options.catchUp ?? 'once',
+    retry: options.retry ?? retrySchema.parse({}),
+  };
+}
