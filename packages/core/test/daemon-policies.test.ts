@@ -161,7 +161,11 @@ describe('schedule syntax', () => {
       cron: '0 2 * * *',
       timezone: 'Europe/Paris',
     });
-    expect(parse({ every: '1m30s' })).toEqual({ every: 90_000 });
+    expect(parse({ every: '1m30s' })).toEqual({ every: '1m30s' });
+    // A parsed job parses again to the same job (the engine parses what the daemon parsed).
+    const once = parseJob(job({ schedule: { every: 90 }, rpo: 30, retry: { initialDelay: 5 } }));
+    expect(parseJob(once)).toEqual(once);
+    expect(slotCalendar(once.options.schedule!).next(0)).toBe(90_000);
   });
 
   it('refuses a bad expression, time zone or interval with E_JOB', () => {

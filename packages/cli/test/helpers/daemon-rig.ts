@@ -47,19 +47,7 @@ export async function createDaemonRig(): Promise<DaemonRig> {
       method: 'qhybrid',
       options,
     }),
-    async replicaEqualsSource(job) {
-      const source = createFileDriver({ root: join(dir, 'vms') });
-      const target = createFileDriver({ root: join(dir, 'replicas') });
-      try {
-        const [vm, replica] = [await source.getVM('guest'), await target.getVM(`${job}-replica`)];
-        const a = await Promise.all(vm.disks.map((disk) => digestOf(source, disk)));
-        const b = await Promise.all(replica.disks.map((disk) => digestOf(target, disk)));
-        return JSON.stringify(a) === JSON.stringify(b);
-      } finally {
-        await source.close();
-        await target.close();
-      }
-    },
+    replicaEqualsSource: (job) => replicaEquals(join(dir, 'vms'), 'guest', join(dir, 'replicas'), `${job}-replica`),
     close: () => rm(dir, { recursive: true, force: true }),
   };
 }
@@ -118,5 +106,25 @@ export async function driveUntil(clock: FakeClock, until: number): Promise<void>
     const next = clock.nextWake;
     if (next === undefined || next > until) return;
     clock.advanceToNext();
+  }
+}
+
+/** True when replica `replicaName` under `targetRoot` holds the same bytes as file VM `vm` under `sourceRoot`. */
+export async function replicaEquals(
+  sourceRoot: string,
+  vm: string,
+  targetRoot: string,
+  replicaName: string,
+): Promise<boolean> {
+  const source = createFileDriver({ root: sourceRoot });
+  const target = createFileDriver({ root: targetRoot });
+  try {
+    const [info, replica] = [await source.getVM(vm), await target.getVM(replicaName)];
+    const a = await Promise.all(info.disks.map((disk) => digestOf(source, disk)));
+    const b = await Promise.all(replica.disks.map((disk) => digestOf(target, disk)));
+    return JSON.stringify(a) === JSON.stringify(b);
+  } finally {
+    await source.close();
+    await target.close();
   }
 }

@@ -20,6 +20,10 @@ export interface DaemonRunEndEvent {
   code?: string;
   message?: string;
   errorClass?: ErrorClass;
+  /** Bytes the run sent (a completed run's total). */
+  bytesSent?: number;
+  /** How long the run took on the daemon's clock, in seconds. */
+  durationSeconds: number;
   /** When the run is retried (transient failures with retries left). */
   retryAt?: string;
   at: string;

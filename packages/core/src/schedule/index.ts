@@ -10,12 +10,14 @@ export type {
   DaemonRunStartEvent,
   DaemonSlotMissedEvent,
 } from './daemon-events.js';
+export { DaemonMetrics } from './daemon-metrics.js';
 export { formatDuration, parseDuration } from './duration.js';
 export { classifyError, ERROR_CLASSES, type ErrorClass } from './error-class.js';
 export type { DaemonEngine, ScheduleStore } from './job-loop.js';
 export { type JobStatus, jobStatusOf, readJobStatuses } from './job-status.js';
 export { nextRpoChange, type RpoLevel, type RpoTargets, rpoLevel, rpoTargets } from './rpo.js';
 export {
+  type RetryInput,
   type RetryOptions,
   type ScheduleOption,
   type SchedulePolicies,

@@ -330,6 +330,8 @@ export class JobLoop {
       ...(runId ? { runId } : {}),
       outcome: outcome.outcome,
       ...(outcome.code ? { code: outcome.code, message: outcome.message!, errorClass: outcome.errorClass! } : {}),
+      ...(record ? { bytesSent: record.stats?.bytesSent ?? 0 } : {}),
+      durationSeconds: (now - startedAt) / 1000,
       ...(retryAt ? { retryAt } : {}),
       at,
     });

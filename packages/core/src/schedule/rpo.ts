@@ -1,4 +1,5 @@
 import type { JobOptions } from '../job/job-spec.js';
+import { parseDuration } from './duration.js';
 
 /** Where a job stands against its RPO: `ok`, `warning`, `critical`, or `unknown` (no restore point yet, or no RPO set). */
 export type RpoLevel = 'ok' | 'warning' | 'critical' | 'unknown';
@@ -16,8 +17,10 @@ export interface RpoTargets {
 /** The RPO thresholds of a job's options, or `undefined` when it sets no `rpo`. */
 export function rpoTargets(options: Pick<JobOptions, 'rpo' | 'rpoWarn' | 'rpoCritical'>): RpoTargets | undefined {
   if (options.rpo === undefined) return undefined;
-  const warn = options.rpoWarn ?? options.rpo;
-  return { target: options.rpo, warn, critical: Math.max(options.rpoCritical ?? 2 * options.rpo, warn) };
+  const target = parseDuration(options.rpo, 'rpo');
+  const warn = options.rpoWarn === undefined ? target : parseDuration(options.rpoWarn, 'rpoWarn');
+  const critical = options.rpoCritical === undefined ? 2 * target : parseDuration(options.rpoCritical, 'rpoCritical');
+  return { target, warn, critical: Math.max(critical, warn) };
 }
 
 /** The level of an achieved RPO (milliseconds; `undefined` before the first restore point). */

@@ -2,15 +2,17 @@ import { Cron } from 'croner';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 
-/** A duration field: seconds as a number, or a string such as `30s`, `5m`, `1h30m`; parsed to milliseconds. */
+/**
+ * A duration field: seconds as a number, or a string such as `30s`, `5m`, `1h30m`. Kept as written
+ * (a parsed job parses again to the same value); {@link parseDuration} reads it where it is used.
+ */
 export const durationSchema = z
   .union([z.number(), z.string()], { error: 'expected a duration: seconds, or a value such as "30s" or "5m"' })
-  .transform((value, ctx) => {
+  .superRefine((value, ctx) => {
     try {
-      return parseDuration(value);
+      parseDuration(value);
     } catch (error) {
       ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^duration: /, '') });
-      return z.NEVER;
     }
   });
 
@@ -49,7 +51,7 @@ export const scheduleSchema = z
   })
   .superRefine((value, ctx) => {
     if (typeof value === 'object' && 'every' in value) {
-      if (value.every < 1000) ctx.addIssue({ code: 'custom', message: 'an interval is at least 1s' });
+      if (safeDuration(value.every) < 1000) ctx.addIssue({ code: 'custom', message: 'an interval is at least 1s' });
       return;
     }
     const expression = typeof value === 'string' ? value : value.cron;
@@ -64,9 +66,9 @@ export const retrySchema = z
     /** Retries after the first failure of a slot. @default 3 */
     attempts: z.number().int().min(0).max(100).default(3),
     /** The first retry's delay, doubled at each attempt. @default 30s */
-    initialDelay: durationSchema.default(30_000),
+    initialDelay: durationSchema.default('30s'),
     /** The cap of the delay. @default 10m */
-    maxDelay: durationSchema.default(600_000),
+    maxDelay: durationSchema.default('10m'),
   })
   .strict();
 
@@ -88,8 +90,23 @@ export const scheduleOptionFields = {
 
 /** A parsed `options.schedule`. */
 export type ScheduleOption = z.output<typeof scheduleSchema>;
-/** A parsed `options.retry`. */
-export type RetryOptions = z.output<typeof retrySchema>;
+/** A parsed `options.retry`, durations as written. */
+export type RetryInput = z.output<typeof retrySchema>;
+
+/** The retry policy in milliseconds. */
+export interface RetryOptions {
+  attempts: number;
+  initialDelay: number;
+  maxDelay: number;
+}
+
+function safeDuration(value: number | string): number {
+  try {
+    return parseDuration(value);
+  } catch {
+    return Number.NaN;
+  }
+}
 
 /** A job's scheduling policies with their defaults applied. */
 export interface SchedulePolicies {
@@ -102,11 +119,16 @@ export interface SchedulePolicies {
 export function schedulePolicies(options: {
   overlap?: 'skip' | 'buffer-one' | undefined;
   catchUp?: 'skip' | 'once' | undefined;
-  retry?: RetryOptions | undefined;
+  retry?: RetryInput | undefined;
 }): SchedulePolicies {
+  const retry = options.retry ?? retrySchema.parse({});
   return {
     overlap: options.overlap ?? 'buffer-one',
     catchUp: options.catchUp ?? 'once',
-    retry: options.retry ?? retrySchema.parse({}),
+    retry: {
+      attempts: retry.attempts,
+      initialDelay: parseDuration(retry.initialDelay, 'retry.initialDelay'),
+      maxDelay: parseDuration(retry.maxDelay, 'retry.maxDelay'),
+    },
   };
 }

@@ -1,4 +1,5 @@
 import { Cron } from 'croner';
+import { parseDuration } from './duration.js';
 import type { ScheduleOption } from './schedule-options.js';
 
 /** At most this many slots are counted between two times (a cron of every second, down for a day, is 86 400). */
@@ -56,6 +57,6 @@ class CronCalendar implements SlotCalendar {
 /** The calendar of a parsed `options.schedule`. */
 export function slotCalendar(schedule: ScheduleOption): SlotCalendar {
   if (typeof schedule === 'string') return new CronCalendar(schedule, undefined);
-  if ('every' in schedule) return new IntervalCalendar(schedule.every);
+  if ('every' in schedule) return new IntervalCalendar(parseDuration(schedule.every, 'schedule.every'));
   return new CronCalendar(schedule.cron, schedule.timezone);
 }
