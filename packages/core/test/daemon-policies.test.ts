@@ -132,6 +132,53 @@ describe('retries', () => {
   });
 });
 
+describe('an unfinished run at start', () => {
+  it('is resumed first; one catch-up run follows for the slots missed meanwhile', async () => {
+    const clock = new FakeClock(T0 + 25_000);
+    const parsed = parseJob(job({ schedule: { every: '10s' } }));
+    // What a daemon killed in a run at 10 s left: its schedule state and the run's journal.
+    await store.saveSchedule({
+      version: 1,
+      job: 'policy',
+      lastSlot: new Date(T0 + 10_000).toISOString(),
+      attempt: 0,
+      missedSlots: 0,
+      missedTotal: 0,
+      paused: false,
+      activity: 'running',
+      rpoLevel: 'unknown',
+      updatedAt: new Date(T0 + 10_000).toISOString(),
+    });
+    const journal = {
+      version: 2,
+      runId: 'policy-killed',
+      job: parsed,
+      state: 'transfer',
+      startedAt: new Date(T0).toISOString(),
+      stages: {},
+    };
+    await store.saveRun(journal as never);
+    const engine = scripted(clock, []);
+    const resumed: string[] = [];
+    engine.resume = async (runId) => {
+      resumed.push(runId);
+      await store.saveRun({ ...journal, state: 'completed' } as never);
+      return { runId, state: 'completed' } as RunRecord;
+    };
+    const reasons: string[] = [];
+    const daemon = new Daemon({ engine, jobs: [parsed], clock });
+    daemon.on('run-start', (e) => reasons.push(e.reason));
+    await daemon.start();
+    await driveUntil(clock, T0 + 25_000);
+    const state = daemon.states()[0]!;
+    await daemon.stop();
+    expect(resumed).toEqual(['policy-killed']);
+    expect(reasons).toEqual(['resume', 'catch-up']);
+    expect(engine.starts).toEqual([T0 + 25_000]);
+    expect(state.missedTotal).toBe(1); // the slot at 20 s
+  });
+});
+
 describe('pause and resume', () => {
   it('a paused job starts no run, counts its slots as missed, and catches up once when resumed', async () => {
     const clock = new FakeClock(T0);

@@ -49,6 +49,8 @@ export class JobLoop {
   /** The run the loop starts next, before waiting again. */
   private pending: RunReason | undefined;
   private saving: Promise<void> = Promise.resolve();
+  /** Set at start when slots were missed but an unfinished run is resumed first: the catch-up follows it. */
+  private catchUpAfterResume = false;
 
   constructor(
     readonly job: JobSpec,
@@ -151,7 +153,10 @@ export class JobLoop {
       if (slots.count > 0) {
         this.state.lastSlot = new Date(slots.latest!).toISOString();
         this.missed(slots.count, now);
-        if (this.policies.catchUp === 'once' && this.pending === undefined) this.pending = 'catch-up';
+        if (this.policies.catchUp === 'once') {
+          if (this.pending === undefined) this.pending = 'catch-up';
+          else this.catchUpAfterResume = true;
+        }
       }
     }
     await this.checkRpo(now);
@@ -201,9 +206,10 @@ export class JobLoop {
         this.missed(slots.count, now);
       }
     }
-    if (reason === 'resume' && this.pending === undefined && this.state.lastOutcome?.outcome === 'completed') {
-      // The resumed run's data is from before the stop: with a catch-up policy, take a fresh point now.
-      if (this.policies.catchUp === 'once' && this.state.missedSlots > 0) this.pending = 'catch-up';
+    if (reason === 'resume' && this.catchUpAfterResume) {
+      // The resumed run's data is from before the downtime: the catch-up run takes a fresh point.
+      this.catchUpAfterResume = false;
+      if (this.runnable()) this.pending ??= 'catch-up';
     }
     await this.save();
   }
