@@ -179,6 +179,33 @@ describe('an unfinished run at start', () => {
   });
 });
 
+describe('a failing job loop', () => {
+  it('is reported and started again 30 s later from its saved state', async () => {
+    const clock = new FakeClock(T0);
+    let failures = 1;
+    const flaky = Object.create(store) as FileStateStore;
+    flaky.saveSchedule = async (state) => {
+      if (state.activity === 'running' && failures-- > 0) throw new Error('the disk is gone for a moment');
+      return store.saveSchedule(state);
+    };
+    const engine = { ...scripted(clock, []), store: flaky };
+    const starts: number[] = [];
+    engine.run = async () => {
+      starts.push(clock.now());
+      return { runId: 'r', state: 'completed' } as RunRecord;
+    };
+    const errors: string[] = [];
+    const daemon = new Daemon({ engine, jobs: [job({ schedule: { every: '10s' } })], clock });
+    daemon.on('error', (e) => errors.push((e.error as Error).message));
+    await daemon.start();
+    await driveUntil(clock, T0 + 40_000);
+    await daemon.stop();
+    expect(errors).toEqual(['the disk is gone for a moment']);
+    // The slot at 10 s failed before its run; the loop restarts at 40 s, catches up once.
+    expect(starts).toEqual([T0 + 40_000]);
+  });
+});
+
 describe('pause and resume', () => {
   it('a paused job starts no run, counts its slots as missed, and catches up once when resumed', async () => {
     const clock = new FakeClock(T0);

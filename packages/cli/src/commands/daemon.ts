@@ -96,7 +96,7 @@ export async function daemonCommand(
   );
   daemon.on('held', (e) => log(`${e.job}: held until resumed: ${e.code} ${e.message}`));
   daemon.on('error', (e) =>
-    log(`${e.job}: the daemon stopped scheduling it: ${(e.error as Error).message ?? e.error}`),
+    log(`${e.job}: scheduling failed, starting again in 30s: ${(e.error as Error).message ?? e.error}`),
   );
   const detach = attachProgressView(engine, { stream: context.stderr, tty: false, plainEverySeconds: 10 });
   const server = port === undefined ? undefined : await serveMetrics(metrics, port);

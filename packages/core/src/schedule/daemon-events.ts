@@ -59,7 +59,7 @@ export interface DaemonHeldEvent {
   at: string;
 }
 
-/** Something the daemon itself could not do (save a job's schedule state, say); the job's loop stops. */
+/** Something the daemon itself could not do (save a job's schedule state, say); the job's loop starts again 30 s later. */
 export interface DaemonErrorEvent {
   job: string;
   error: unknown;

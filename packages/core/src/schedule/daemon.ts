@@ -7,6 +7,9 @@ import type { DaemonEvents } from './daemon-events.js';
 import { type DaemonEngine, JobLoop, type ScheduleStore } from './job-loop.js';
 import type { ScheduleState } from './schedule-state.js';
 
+/** How long the daemon waits before it starts a failed job loop again: 30 s. */
+export const LOOP_RESTART_MS = 30_000;
+
 /** Options of {@link Daemon}. */
 export interface DaemonOptions {
   /** Runs the jobs; its store keeps the schedule states (a {@link FileStateStore} has the methods). */
@@ -54,14 +57,16 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   private readonly loops = new Map<string, JobLoop>();
   private readonly stopper = new AbortController();
   private running: Promise<void> | undefined;
+  private readonly clock: Clock;
 
   constructor(options: DaemonOptions) {
     super();
     const store = scheduleStoreOf(options.engine);
+    this.clock = options.clock ?? systemClock;
     const context = {
       engine: options.engine,
       store,
-      clock: options.clock ?? systemClock,
+      clock: this.clock,
       random: options.random ?? Math.random,
       events: this,
       stop: this.stopper.signal,
@@ -76,13 +81,23 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   /** Starts every job's loop. Resolves once started; {@link done} resolves when they have all stopped. */
   async start(): Promise<void> {
     if (this.running) throw new InputError('the daemon is already started');
-    this.running = Promise.all(
-      [...this.loops.values()].map((loop) =>
-        loop.loop().catch((error: unknown) => {
-          this.emit('error', { job: loop.job.name, error });
-        }),
-      ),
-    ).then(() => undefined);
+    this.running = Promise.all([...this.loops.values()].map((loop) => this.keep(loop))).then(() => undefined);
+  }
+
+  /**
+   * Runs a job's loop until the daemon stops. A loop that fails (its schedule state could not be
+   * saved, say) is reported and started again after {@link LOOP_RESTART_MS}, from its saved state.
+   */
+  private async keep(loop: JobLoop): Promise<void> {
+    const stop = this.stopper.signal;
+    while (!stop.aborted) {
+      try {
+        await loop.loop();
+      } catch (error) {
+        this.emit('error', { job: loop.job.name, error });
+        await this.clock.sleepUntil(this.clock.now() + LOOP_RESTART_MS, stop).catch(() => undefined);
+      }
+    }
   }
 
   /** Resolves when every job's loop has stopped (after {@link stop}, or when each failed). */

@@ -1,6 +1,6 @@
 export { backoffDelay } from './backoff.js';
 export { type Clock, FakeClock, systemClock } from './clock.js';
-export { Daemon, type DaemonOptions } from './daemon.js';
+export { Daemon, type DaemonOptions, LOOP_RESTART_MS } from './daemon.js';
 export type {
   DaemonErrorEvent,
   DaemonEvents,
