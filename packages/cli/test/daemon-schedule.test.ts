@@ -5,6 +5,7 @@ import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Daemon, type DaemonRpoEvent, type DaemonSlotMissedEvent, FakeClock, readJobStatuses } from '@replikit/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { runCli } from './helpers/cli-harness.js';
 import { createDaemonRig, type DaemonRig, driveUntil, newRunLog, throttled } from './helpers/daemon-rig.js';
 
 const T0 = 1_800_000_000_000; // a multiple of 2 s and 10 s: slots of `every` fall on it
@@ -137,5 +138,36 @@ describe('RPO', () => {
       'critical>ok',
     ]);
     expect(events[1]!.at).toBe(new Date(T0 + 10_000 + 30_001).toISOString());
+  });
+});
+
+describe('replikit status', () => {
+  it('works the RPO out at the time of the command, from the state the daemon saved', async () => {
+    // Two daemons whose clocks stood 10 minutes in the past: each job's last restore point is ~590 s old now.
+    const past = Math.floor((Date.now() - 600_000) / 10_000) * 10_000;
+    for (const [name, options] of [
+      ['lagging', { rpo: '5m', rpoCritical: '1h' }],
+      ['late', { rpo: '30s' }],
+    ] as const) {
+      const clock = new FakeClock(past);
+      const daemon = new Daemon({
+        engine: rig.engine,
+        jobs: [rig.job(name, { schedule: { every: '10s' }, ...options })],
+        clock,
+      });
+      await daemon.start();
+      await driveUntil(clock, past + 10_000);
+      await daemon.stop();
+    }
+    const json = await runCli(['status', '--json'], { cwd: rig.dir });
+    expect(json.code).toBe(0);
+    const statuses = JSON.parse(json.stdout) as Array<{ job: string; rpoLevel: string; achievedRpoSeconds: number }>;
+    expect(statuses.map((s) => [s.job, s.rpoLevel])).toEqual([
+      ['lagging', 'warning'],
+      ['late', 'critical'],
+    ]);
+    expect(statuses[0]!.achievedRpoSeconds).toBeGreaterThan(580);
+    const table = await runCli(['status'], { cwd: rig.dir });
+    expect(table.stdout).toMatch(/late\s+stopped\s+completed .* critical/);
   });
 });
