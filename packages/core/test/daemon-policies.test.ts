@@ -179,6 +179,41 @@ describe('an unfinished run at start', () => {
   });
 });
 
+describe('an unfinished run, rolled back by policy', () => {
+  it('rolls the run back instead of resuming it, as no failure, then runs at its next slot', async () => {
+    const clock = new FakeClock(T0 + 25_000);
+    const parsed = parseJob(job({ schedule: { every: '10s' }, unfinished: 'rollback' }));
+    const journal = {
+      version: 2,
+      runId: 'policy-killed',
+      job: parsed,
+      state: 'transfer',
+      startedAt: new Date(T0).toISOString(),
+      stages: {},
+    };
+    await store.saveRun(journal as never);
+    const engine = scripted(clock, []);
+    const calls: string[] = [];
+    engine.resume = async (runId, options) => {
+      calls.push(`${runId} rollback=${options.rollback}`);
+      await store.saveRun({ ...journal, state: 'cancelled' } as never);
+      return { runId, state: 'cancelled' } as RunRecord;
+    };
+    const ends: DaemonRunEndEvent[] = [];
+    const daemon = new Daemon({ engine, jobs: [parsed], clock });
+    daemon.on('run-end', (e) => ends.push(e));
+    await daemon.start();
+    await driveUntil(clock, T0 + 30_000);
+    await daemon.stop();
+    expect(calls).toEqual(['policy-killed rollback=true']);
+    expect(engine.starts).toEqual([T0 + 30_000]);
+    expect(ends.map((e) => `${e.reason} ${e.outcome} ${e.code ?? ''}`)).toEqual([
+      'resume cancelled ',
+      'slot completed ',
+    ]);
+  });
+});
+
 describe('a failing job loop', () => {
   it('is reported and started again 30 s later from its saved state', async () => {
     const clock = new FakeClock(T0);

@@ -17,7 +17,7 @@ export interface DaemonEngine {
   /** The store runs and schedule states are kept in; it must have the schedule methods. */
   readonly store: StateStore;
   run(job: JobSpec, options: { signal?: AbortSignal }): Promise<RunRecord>;
-  resume(runId: string, options: { signal?: AbortSignal }): Promise<RunRecord>;
+  resume(runId: string, options: { signal?: AbortSignal; rollback?: boolean }): Promise<RunRecord>;
 }
 
 /** A store with the schedule methods. */
@@ -286,7 +286,7 @@ export class JobLoop {
     let failure: unknown;
     try {
       record = unfinished
-        ? await engine.resume(unfinished.runId, { signal: stop })
+        ? await engine.resume(unfinished.runId, { signal: stop, rollback: this.policies.unfinished === 'rollback' })
         : await engine.run(this.job, { signal: stop });
     } catch (error) {
       failure = error;
@@ -302,6 +302,9 @@ export class JobLoop {
       this.state.lastPointAt = pointTime(actual, record, startedAt);
       this.state.missedSlots = 0;
       this.state.attempt = 0;
+    } else if (record && actual === 'resume' && this.policies.unfinished === 'rollback' && !stop.aborted) {
+      // Rolled back by policy: the replica is back at its previous point; nothing failed.
+      this.state.lastOutcome = { ...(runId ? { runId } : {}), outcome: 'cancelled', ...base };
     } else {
       const code = isReplikitError(failure)
         ? failure.code

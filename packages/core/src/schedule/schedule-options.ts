@@ -80,6 +80,8 @@ export const scheduleOptionFields = {
   /** After downtime: `once` runs one catch-up run for the missed slots, `skip` waits for the next slot. @default 'once' */
   catchUp: z.enum(['skip', 'once']).optional(),
   retry: retrySchema.optional(),
+  /** What the daemon does with a run of the job left unfinished (a crash): `resume` it or `rollback` its writes. @default 'resume' */
+  unfinished: z.enum(['resume', 'rollback']).optional(),
   /** The recovery point objective: the newest complete restore point should be at most this old. */
   rpo: durationSchema.optional(),
   /** Achieved RPO above this is `warning`. @default rpo */
@@ -113,6 +115,7 @@ export interface SchedulePolicies {
   overlap: 'skip' | 'buffer-one';
   catchUp: 'skip' | 'once';
   retry: RetryOptions;
+  unfinished: 'resume' | 'rollback';
 }
 
 /** The policies of a job's options, defaults applied (the one place they are). */
@@ -120,11 +123,13 @@ export function schedulePolicies(options: {
   overlap?: 'skip' | 'buffer-one' | undefined;
   catchUp?: 'skip' | 'once' | undefined;
   retry?: RetryInput | undefined;
+  unfinished?: 'resume' | 'rollback' | undefined;
 }): SchedulePolicies {
   const retry = options.retry ?? retrySchema.parse({});
   return {
     overlap: options.overlap ?? 'buffer-one',
     catchUp: options.catchUp ?? 'once',
+    unfinished: options.unfinished ?? 'resume',
     retry: {
       attempts: retry.attempts,
       initialDelay: parseDuration(retry.initialDelay, 'retry.initialDelay'),
