@@ -80,6 +80,9 @@ describe('replikit daemon', () => {
     expect(unfinished).toHaveLength(1);
     expect(['plan', 'transfer']).toContain(unfinished[0]!.state);
     const runId = unfinished[0]!.runId;
+    // The killed daemon's job is not shown as running.
+    const down = await runCli(['status', '--json'], { cwd: dir });
+    expect(JSON.parse(down.stdout)[0]).toMatchObject({ job: 'nightly', state: 'down' });
 
     const second = spawnCli(['daemon', '.', '--metrics-port', '0'], { cwd: dir });
     const secondExit = waitForExit(second);

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { EventEmitter } from 'eventemitter3';
 import type { RunRecord } from '../engine/run-record.js';
 import { findUnfinished, type StateStore } from '../engine/state-store.js';
@@ -368,6 +369,8 @@ export class JobLoop {
   /** Saves the state; saves are serialized so an older one never overtakes a newer one. */
   private save(): Promise<void> {
     this.state.updatedAt = new Date(this.context.clock.now()).toISOString();
+    this.state.pid = process.pid;
+    this.state.host = hostname();
     const copy = structuredClone(this.state);
     const next = this.saving.then(() => this.context.store.saveSchedule(copy));
     this.saving = next.catch(() => undefined);

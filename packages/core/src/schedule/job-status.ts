@@ -1,13 +1,18 @@
+import { hostname } from 'node:os';
 import type { StateStore } from '../engine/state-store.js';
 import { InputError } from '../errors.js';
+import { isProcessAlive } from '../util/process-alive.js';
 import { type RpoLevel, rpoLevel } from './rpo.js';
 import type { JobActivity, LastOutcome, ScheduleState } from './schedule-state.js';
 
 /** One job as `replikit status` shows it. Durations in seconds. */
 export interface JobStatus {
   job: string;
-  /** What the daemon is (or was last) doing with the job; `paused` and `held` win. */
-  state: JobActivity;
+  /**
+   * What the daemon is (or was last) doing with the job; `paused` and `held` win; `down` when the
+   * daemon that saved it on this host is gone without stopping (killed, crashed).
+   */
+  state: JobActivity | 'down';
   /** How the last run ended, and why it failed. */
   lastRun?: LastOutcome;
   /** Age of the newest complete restore point, at the time of the status. */
@@ -32,11 +37,22 @@ export interface JobStatus {
   updatedAt: string;
 }
 
+/** True when the daemon that saved `state` ran on this host and its process is gone. */
+function daemonGone(state: ScheduleState): boolean {
+  return state.pid !== undefined && state.host === hostname() && !isProcessAlive(state.pid);
+}
+
 /** The status of one job's schedule state at time `now` (milliseconds since the epoch). */
 export function jobStatusOf(state: ScheduleState, now: number): JobStatus {
   const pointAt = state.lastPointAt === undefined ? undefined : Date.parse(state.lastPointAt);
   const achieved = pointAt === undefined ? undefined : Math.max(0, now - pointAt);
-  const activity: JobActivity = state.held ? 'held' : state.paused ? 'paused' : state.activity;
+  const activity: JobActivity | 'down' = state.held
+    ? 'held'
+    : state.paused
+      ? 'paused'
+      : state.activity !== 'stopped' && daemonGone(state)
+        ? 'down'
+        : state.activity;
   return {
     job: state.job,
     state: activity,
@@ -51,7 +67,9 @@ export function jobStatusOf(state: ScheduleState, now: number): JobStatus {
       : {}),
     rpoLevel: rpoLevel(achieved, state.rpo),
     ...(state.lastPointAt ? { lastPointAt: state.lastPointAt } : {}),
-    ...(state.nextDue && activity !== 'paused' && activity !== 'held' ? { nextDue: state.nextDue } : {}),
+    ...(state.nextDue && activity !== 'paused' && activity !== 'held' && activity !== 'down'
+      ? { nextDue: state.nextDue }
+      : {}),
     ...(state.retryAt ? { retryAt: state.retryAt } : {}),
     rpoDebtSlots: state.missedSlots,
     ...(state.held ? { held: state.held } : {}),

@@ -62,6 +62,9 @@ export interface ScheduleState {
   rpo?: { target: number; warn: number; critical: number };
   /** The last RPO level the daemon announced. */
   rpoLevel: RpoLevel;
+  /** The process and host of the daemon that saved the state (absent before its first save). */
+  pid?: number;
+  host?: string;
   /** ISO time of the last change. */
   updatedAt: string;
 }
