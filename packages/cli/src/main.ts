@@ -22,6 +22,12 @@ usage:
                                    finish a run that stopped, roll back its own writes, or
                                    abandon it (end it, reverting nothing, releasing its replica)
   replikit runs [--json]           list the runs
+  replikit daemon <folder|job>... [--metrics-port N]
+                                   run the jobs on their options.schedule until SIGTERM (which
+                                   cancels a running run); an unfinished run is resumed first;
+                                   --metrics-port serves Prometheus text on 127.0.0.1:N/metrics
+  replikit status [--json]         every scheduled job: state, last run and why it failed,
+                                   achieved RPO against its target, next due time, RPO debt
   replikit points list <job> [--json] | revert <job> <point-id>
                                    a replica's restore points (through the job's target driver,
                                    without its source); revert drops the newer points, and
@@ -83,6 +89,7 @@ const OPTIONS = {
   root: { type: 'string' },
   copy: { type: 'boolean', default: false },
   disk: { type: 'string', multiple: true },
+  'metrics-port': { type: 'string' },
 } as const;
 
 /** The CLI package's version, from its package.json (beside dist/ and src/). */
@@ -124,7 +131,7 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
     context.stdout.write(help(stateDir));
     return command === undefined && !values.help ? 2 : 0;
   }
-  if (['run', 'plan', 'resume', 'runs', 'backup'].includes(command))
+  if (['run', 'plan', 'resume', 'runs', 'backup', 'daemon', 'status'].includes(command))
     noteOldStateDir(context, stateDir, values['state-dir']);
   switch (command) {
     case 'validate':
@@ -146,6 +153,12 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
       });
     case 'runs':
       return (await import('./commands/runs.js')).runsCommand(context, stateDir, { json: values.json });
+    case 'daemon':
+      return (await import('./commands/daemon.js')).daemonCommand(context, rest, stateDir, {
+        ...(values['metrics-port'] === undefined ? {} : { metricsPort: values['metrics-port'] }),
+      });
+    case 'status':
+      return (await import('./commands/status.js')).statusCommand(context, stateDir, { json: values.json });
     case 'points':
       return (await import('./commands/points.js')).pointsCommand(context, rest, values.json);
     case 'vm':
@@ -190,7 +203,7 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
 }
 
 /** Commands that run (or resume) a replication run, which an interruption rolls back. */
-const RUN_COMMANDS = new Set(['run', 'resume', 'demo']);
+const RUN_COMMANDS = new Set(['run', 'resume', 'demo', 'daemon']);
 
 /**
  * The line printed when `signal` interrupts `replikit <argv>`: only commands that run a

@@ -85,5 +85,6 @@ export {
 } from './job/job-spec.js';
 export { type JobIssue, loadJobFile, parseJob } from './job/parse-job.js';
 export * from './rules/index.js';
+export * from './schedule/index.js';
 export { formatBytes, parseRate, parseSize } from './util/sizes.js';
 export { WARNING_CODES, type WarningCode } from './warnings.js';

@@ -1,6 +1,7 @@
 import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ConflictError, FormatError, InputError, toStorageError } from '../errors.js';
+import type { ScheduleState } from '../schedule/schedule-state.js';
 import { fsyncDirectory, writeFileAtomic } from '../util/atomic-file.js';
 import { isProcessAlive } from '../util/process-alive.js';
 import { toJournal } from './journal-format.js';
@@ -174,6 +175,31 @@ export class FileStateStore implements StateStore {
 
   async loadJob(name: string): Promise<JobRecord | undefined> {
     return readJson<JobRecord>(join(this.dir, 'jobs', `${checkId(name, 'job name')}.json`));
+  }
+
+  async saveSchedule(state: ScheduleState): Promise<void> {
+    const dir = await this.ensure('schedules');
+    await writeFileAtomic(join(dir, `${checkId(state.job, 'job name')}.json`), `${JSON.stringify(state, null, 2)}\n`);
+  }
+
+  async loadSchedule(name: string): Promise<ScheduleState | undefined> {
+    return readJson<ScheduleState>(join(this.dir, 'schedules', `${checkId(name, 'job name')}.json`));
+  }
+
+  async listSchedules(): Promise<ScheduleState[]> {
+    let names: string[];
+    try {
+      names = await readdir(join(this.dir, 'schedules'));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw toStorageError(error, `listing ${join(this.dir, 'schedules')}`);
+    }
+    const states: ScheduleState[] = [];
+    for (const name of names.filter((n) => n.endsWith('.json') && !n.startsWith('.')).sort()) {
+      const state = await readJson<ScheduleState>(join(this.dir, 'schedules', name));
+      if (state) states.push(state);
+    }
+    return states;
   }
 
   async lockJob(name: string, runId: string): Promise<() => Promise<void>> {

@@ -1,3 +1,4 @@
+import type { ScheduleState } from '../schedule/schedule-state.js';
 import type { RunJournal } from './run-journal.js';
 import type { JobRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
@@ -36,6 +37,15 @@ export interface StateStore {
    * `E_CONFLICT` when a live process holds it. A lock left by a dead process is taken over.
    */
   lockJob(name: string, runId: string): Promise<() => Promise<void>>;
+  /**
+   * Saves (replaces) a job's schedule state, atomically and durably. Optional: the daemon needs it
+   * (and {@link loadSchedule}, {@link listSchedules}); single runs do not.
+   */
+  saveSchedule?(state: ScheduleState): Promise<void>;
+  /** Loads a job's schedule state, or `undefined` before the daemon first scheduled it. */
+  loadSchedule?(name: string): Promise<ScheduleState | undefined>;
+  /** Every job's schedule state, by job name. */
+  listSchedules?(): Promise<ScheduleState[]>;
 }
 
 /** The oldest unfinished run of job `name` in `store`: from its index when it has one, else from every record. */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { scheduleOptionFields } from '../schedule/schedule-options.js';
 import { parseRate } from '../util/sizes.js';
 
 /** The replication methods core knows by name; drivers may add their own. */
@@ -51,10 +52,7 @@ const optionsSchema = z
     replicationCache: z.boolean().default(false),
     singlePass: z.boolean().default(false),
     direction: z.enum(['push', 'pull']).default('push'),
-    schedule: z
-      .string()
-      .regex(/^\S+(\s+\S+){4}$/, 'expected a cron expression of five fields, such as "0 */4 * * *"')
-      .optional(),
+    ...scheduleOptionFields,
     retention: z.number().int().min(1).max(1000).default(3),
     strongDigests: z.boolean().default(false),
     bandwidthLimit: sizeOrRate.optional(),

@@ -1,0 +1,119 @@
+import { readdir, stat } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { join, resolve } from 'node:path';
+import { Daemon, DaemonMetrics, formatDuration, type JobSpec, NotFoundError } from '@replikit/core';
+import { UsageError } from '../cli-error.js';
+import type { CliContext } from '../context.js';
+import { createEngine } from '../create-engine.js';
+import { driverPackageOf, loadDriverPackages } from '../drivers.js';
+import { loadJobForCli } from '../job-file.js';
+import { attachProgressView } from '../output/progress-view.js';
+
+const JOB_FILE = /\.(ya?ml|json)$/i;
+
+/** The job files of the arguments: each file as given, each folder's `*.yaml`, `*.yml` and `*.json` (not recursive). */
+async function jobFilesOf(args: readonly string[], cwd: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const arg of args) {
+    const path = resolve(cwd, arg);
+    const info = await stat(path).catch(() => undefined);
+    if (!info) throw new NotFoundError(`no job file or folder '${arg}'`);
+    if (!info.isDirectory()) {
+      files.push(path);
+      continue;
+    }
+    const names = (await readdir(path)).filter((name) => JOB_FILE.test(name) && !name.startsWith('.')).sort();
+    if (names.length === 0) throw new NotFoundError(`the folder '${arg}' holds no job file (*.yaml, *.yml, *.json)`);
+    files.push(...names.map((name) => join(path, name)));
+  }
+  return files;
+}
+
+/** Serves `metrics.prometheusText()` at `/metrics` on 127.0.0.1:`port`; resolves with the server once listening. */
+function serveMetrics(metrics: DaemonMetrics, port: number): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.method !== 'GET' || (request.url ?? '/').split('?')[0] !== '/metrics') {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found: the metrics are at /metrics\n');
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.prometheusText());
+  });
+  return new Promise((resolveServer, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolveServer(server));
+  });
+}
+
+/** Parses `--metrics-port`: 0 (any free port) to 65535. */
+function portOf(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new UsageError(`--metrics-port takes a port number from 0 to 65535, got '${value}'`);
+  }
+  return port;
+}
+
+/**
+ * `replikit daemon <folder|job…> [--metrics-port N]`: runs the jobs on their schedules until
+ * SIGINT/SIGTERM, which cancels a running run (rolled back) and stops. An unfinished run of a
+ * job (the daemon was killed) is resumed first. One line per event on stderr.
+ */
+export async function daemonCommand(
+  context: CliContext,
+  args: readonly string[],
+  stateDir: string,
+  options: { metricsPort?: string } = {},
+): Promise<number> {
+  if (args.length === 0) throw new UsageError('daemon needs a folder of job files or at least one job file');
+  const port = portOf(options.metricsPort);
+  const jobs: JobSpec[] = [];
+  for (const file of await jobFilesOf(args, context.cwd)) {
+    const job = await loadJobForCli(file, context.cwd);
+    const [missing] = await loadDriverPackages(job);
+    if (missing !== undefined) {
+      throw new NotFoundError(
+        `the driver of kind '${missing}' (job '${job.name}') is not installed; install it with \`npm install ${driverPackageOf(missing)}\` beside @replikit/cli`,
+      );
+    }
+    jobs.push(job);
+  }
+  const engine = createEngine(stateDir, context.env);
+  const daemon = new Daemon({ engine, jobs });
+  const metrics = new DaemonMetrics(daemon);
+  const log = (line: string) => context.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  daemon.on('run-start', (e) => log(`${e.job}: run starts (${e.reason}${e.runId ? ` ${e.runId}` : ''})`));
+  daemon.on('run-end', (e) =>
+    log(
+      `${e.job}: run ${e.runId ? `${e.runId} ` : ''}${e.outcome} in ${formatDuration(e.durationSeconds * 1000)}${e.code ? `: ${e.code} (${e.errorClass}) ${e.message}` : ''}${e.retryAt ? `; retry at ${e.retryAt}` : ''}`,
+    ),
+  );
+  daemon.on('slot-missed', (e) => log(`${e.job}: ${e.count} slot(s) missed; RPO debt ${e.debt} slot(s)`));
+  daemon.on('rpo', (e) =>
+    log(
+      `${e.job}: RPO ${e.from} → ${e.to}${e.achievedSeconds === undefined ? '' : ` (achieved ${formatDuration(e.achievedSeconds * 1000)}, target ${formatDuration((e.targetSeconds ?? 0) * 1000)})`}`,
+    ),
+  );
+  daemon.on('held', (e) => log(`${e.job}: held until resumed: ${e.code} ${e.message}`));
+  daemon.on('error', (e) =>
+    log(`${e.job}: scheduling failed, starting again in 30s: ${(e.error as Error).message ?? e.error}`),
+  );
+  const detach = attachProgressView(engine, { stream: context.stderr, tty: false, plainEverySeconds: 10 });
+  const server = port === undefined ? undefined : await serveMetrics(metrics, port);
+  try {
+    const address = server?.address();
+    if (address && typeof address === 'object') log(`metrics at http://127.0.0.1:${address.port}/metrics`);
+    await daemon.start();
+    log(`daemon started: ${jobs.map((job) => job.name).join(', ')}; state in ${stateDir}`);
+    const stop = () => void daemon.stop();
+    if (context.signal.aborted) stop();
+    context.signal.addEventListener('abort', stop, { once: true });
+    await daemon.done;
+    log('daemon stopped');
+    return 0;
+  } finally {
+    detach();
+    await new Promise<void>((done) => (server ? server.close(() => done()) : done()));
+    await engine.close();
+  }
+}

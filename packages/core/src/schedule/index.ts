@@ -1,0 +1,27 @@
+export { backoffDelay } from './backoff.js';
+export { type Clock, FakeClock, systemClock } from './clock.js';
+export { Daemon, type DaemonOptions, LOOP_RESTART_MS } from './daemon.js';
+export type {
+  DaemonErrorEvent,
+  DaemonEvents,
+  DaemonHeldEvent,
+  DaemonRpoEvent,
+  DaemonRunEndEvent,
+  DaemonRunStartEvent,
+  DaemonSlotMissedEvent,
+} from './daemon-events.js';
+export { DaemonMetrics } from './daemon-metrics.js';
+export { formatDuration, parseDuration } from './duration.js';
+export { classifyError, ERROR_CLASSES, type ErrorClass } from './error-class.js';
+export type { DaemonEngine, ScheduleStore } from './job-loop.js';
+export { type JobStatus, jobStatusOf, readJobStatuses } from './job-status.js';
+export { nextRpoChange, type RpoLevel, type RpoTargets, rpoLevel, rpoTargets } from './rpo.js';
+export {
+  type RetryInput,
+  type RetryOptions,
+  type ScheduleOption,
+  type SchedulePolicies,
+  schedulePolicies,
+} from './schedule-options.js';
+export type { JobActivity, LastOutcome, RunReason, ScheduleState } from './schedule-state.js';
+export { type SlotCalendar, slotCalendar } from './slot-calendar.js';

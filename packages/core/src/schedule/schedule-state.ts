@@ -1,0 +1,85 @@
+import type { ErrorClass } from './error-class.js';
+import type { RpoLevel } from './rpo.js';
+
+/** What the daemon is doing with a job. */
+export type JobActivity = 'waiting' | 'running' | 'retrying' | 'paused' | 'held' | 'stopped';
+
+/** How a job's last run ended, as the schedule keeps it. */
+export interface LastOutcome {
+  runId?: string;
+  outcome: 'completed' | 'failed' | 'cancelled';
+  /** The error's code and message when it failed. */
+  code?: string;
+  message?: string;
+  /** The error's class, when it failed. */
+  errorClass?: ErrorClass;
+  /** Why the run was started: a slot, a catch-up, a buffered slot, a retry, or a resume at start. */
+  reason: RunReason;
+  /** ISO times. */
+  startedAt: string;
+  finishedAt: string;
+}
+
+/** Why the daemon started a run. */
+export type RunReason = 'slot' | 'catch-up' | 'buffered' | 'retry' | 'resume';
+
+/**
+ * The durable schedule state of one job (version 1), saved atomically at every decision so a
+ * restart neither loses nor replays a slot. Times are ISO strings.
+ */
+export interface ScheduleState {
+  version: 1;
+  /** The job's name. */
+  job: string;
+  /** The latest slot the daemon has handled (ran, buffered into a run, or counted as missed). */
+  lastSlot?: string;
+  /** The next slot. */
+  nextDue?: string;
+  /** When a retry is due (transient failures). */
+  retryAt?: string;
+  /** Retries made for the current failure. */
+  attempt: number;
+  /**
+   * The RPO debt: slots since the last successful run that made no restore point (they got no run
+   * of their own, or their run failed).
+   */
+  missedSlots: number;
+  /** Slots that got no run of their own, in all, since the schedule state was created. */
+  missedTotal: number;
+  /** Set by `pause`; cleared by `resume`. */
+  paused: boolean;
+  /** Set when a failure needs a decision: the job is held until it is resumed. */
+  held?: { code: string; message: string; at: string };
+  /** What the daemon is doing with the job. */
+  activity: JobActivity;
+  /** The run now going, if any. */
+  currentRunId?: string;
+  /** How the last run ended. */
+  lastOutcome?: LastOutcome;
+  /** The time of the newest complete restore point (a successful run's start: its snapshot is taken after). */
+  lastPointAt?: string;
+  /** The RPO target and thresholds in milliseconds, when the job sets `rpo`. */
+  rpo?: { target: number; warn: number; critical: number };
+  /** The last RPO level the daemon announced. */
+  rpoLevel: RpoLevel;
+  /** The process and host of the daemon that saved the state (absent before its first save). */
+  pid?: number;
+  host?: string;
+  /** ISO time of the last change. */
+  updatedAt: string;
+}
+
+/** A job's schedule state before its first decision. */
+export function newScheduleState(job: string, now: number): ScheduleState {
+  return {
+    version: 1,
+    job,
+    attempt: 0,
+    missedSlots: 0,
+    missedTotal: 0,
+    paused: false,
+    activity: 'waiting',
+    rpoLevel: 'unknown',
+    updatedAt: new Date(now).toISOString(),
+  };
+}
