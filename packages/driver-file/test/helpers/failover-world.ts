@@ -12,7 +12,6 @@ import {
   parseJob,
   ReplicationEngine,
 } from '@replikit/core';
-import { readWholeDisk, testPattern } from '@replikit/core/testing';
 import { localTransport } from '@replikit/transport';
 import {
   createFileDriver,
@@ -79,7 +78,7 @@ export async function guestWrite(dir: string, seed: number, vm = 'web', root = w
     const disk = await openGuestDisk(root, vm, diskId);
     try {
       for (const offset of [seed * 65_536, 700_000 + seed * 4099])
-        await disk.write(offset, testPattern(seed * 7 + offset, 5000));
+        await disk.write(offset, pattern(seed * 7 + offset, 5000));
     } finally {
       await disk.close();
     }
@@ -104,9 +103,31 @@ export async function createWorld(dir: string): Promise<void> {
   await replication.close();
 }
 
+/** Deterministic bytes (no vitest import: the crash child loads this file). */
+function pattern(seed: number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
 /** sha256 of every disk of a VM (its live images; a replica reads as its last restore point). */
 export async function vmDigest(hv: Hypervisor, vmId: string): Promise<string> {
   const hash = createHash('sha256');
-  for (const disk of (await hv.getVM(vmId)).disks) hash.update(await readWholeDisk(hv, disk));
+  for (const disk of (await hv.getVM(vmId)).disks) {
+    const reader = await hv.openReader(disk);
+    try {
+      for (let offset = 0; offset < disk.size; offset += MiB) {
+        hash.update(await reader.read(offset, Math.min(MiB, disk.size - offset)));
+      }
+    } finally {
+      await reader.close();
+    }
+  }
   return hash.digest('hex');
 }
