@@ -1,4 +1,4 @@
-import { isReplikitError, type RestorePoint } from '@replikit/core';
+import { isReplikitError, listOrphans, type RestorePoint } from '@replikit/core';
 import { compareBytes, readWholeDisk } from '@replikit/core/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createFileDriver, openGuestDisk } from '../src/index.js';
@@ -65,6 +65,47 @@ describe('failover engine with the file driver', () => {
     const failed = await w.failover.test(w.job, { command: [process.execPath, '-e', 'process.exit(7)'] });
     expect(failed.verdict).toMatchObject({ passed: false, started: true, command: { exitCode: 7 } });
     expect(await w.target.listClones!(replica)).toEqual([]);
+    await w.replication.close();
+  });
+
+  it('retention counts only restore points: runs that prune the cloned point leave the clone whole', async () => {
+    const w = await world();
+    const job = worldJob(w.dir, { retention: 1 });
+    const replica = (await w.stateStore.loadJob('web-dr'))!.replica!;
+    const pointDigest = await vmDigest(w.target, REPLICA);
+    const [cloned] = await w.target.listRestorePoints(replica);
+    const result = await w.failover.test(job, {
+      check: async (clone, hv) => {
+        for (const seed of [7, 8]) {
+          await guestWrite(w.dir, seed);
+          expect((await w.replication.run(job)).state).toBe('completed');
+        }
+        expect(ids(await w.target.listRestorePoints(replica))).not.toContain(cloned!.id);
+        expect(await vmDigest(hv, clone.id)).toBe(pointDigest);
+      },
+    });
+    expect(result.verdict.passed).toBe(true);
+    expect(await w.target.listClones!()).toEqual([]);
+    await w.replication.close();
+  });
+
+  it('listOrphans names a clone no operation owns and a run snapshot that is not the base, and nothing else', async () => {
+    const w = await world();
+    const history = await w.stateStore.loadJob('web-dr');
+    const replica = history!.replica!;
+    const [point] = await w.target.listRestorePoints(replica);
+    await w.target.cloneRestorePoint!(replica, point!, { name: 'left-behind', operationId: 'test-lost' });
+    const stray = await w.source.snapshot('web', 'web-dr-crashed-run');
+    await w.source.snapshot('web', 'someone-else');
+    const orphans = await listOrphans({
+      job: 'web-dr',
+      sourceVm: 'web',
+      source: w.source,
+      target: w.target,
+      history,
+      failover: await w.failover.status(w.job),
+    });
+    expect(orphans.map((o) => `${o.kind}:${o.id}`).sort()).toEqual(['clone:left-behind', `snapshot:${stray.id}`]);
     await w.replication.close();
   });
 

@@ -30,13 +30,14 @@ export function worldPaths(dir: string) {
 }
 
 /** The job of the world. */
-export function worldJob(dir: string) {
+export function worldJob(dir: string, options: { retention?: number } = {}) {
   const { vms, replicas } = worldPaths(dir);
   const input: JobSpecInput = {
     name: 'web-dr',
     source: { driver: 'file', root: vms, vm: 'web', reflink: false },
     target: { driver: 'file', root: replicas, reflink: false },
     method: 'qhybrid',
+    ...(options.retention === undefined ? {} : { options: { retention: options.retention } }),
   } as JobSpecInput;
   return parseJob(input, 'job');
 }
