@@ -65,7 +65,8 @@ function newOperationId(kind: FailoverKind, job: string): string {
  * @example
  * ```ts
  * const failover = new FailoverEngine({ stateStore, failoverStore: new FileFailoverStore(stateDir), replication });
- * const { verdict } = await failover.test(job, { command: ['ping', '-c1', '$ADDRESS'] });
+ * // The command runs without a shell; it finds the clone in REPLIKIT_CLONE_ADDRESS and friends.
+ * const { verdict } = await failover.test(job, { command: ['/usr/local/bin/check-clone'] });
  * await failover.unplanned(job, { force: false });
  * await failover.undo(job);
  * ```

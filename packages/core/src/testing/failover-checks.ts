@@ -128,14 +128,22 @@ export function defineFailoverCases(env: FailoverCaseEnv): void {
     await hv.releaseReplica(replica, 'run-after-undo');
   });
 
-  it('failover: refuses to promote a replica a run holds', async (ctx) => {
+  it('failover: refuses to promote a replica a run holds or one with pending writes; it never starts', async (ctx) => {
     const hv = env.hv();
     if (!usable(hv)) ctx.skip();
-    const { replica, point } = await replicaAtPoint(env, 'held');
+    const { replica, disk, point } = await replicaAtPoint(env, 'held');
     await hv.claimReplica(replica, owner('holding-run'));
     await expectCode(() => hv.promoteReplica!(replica, point), 'E_CONFLICT');
     expect(await hv.failoverMark!(replica)).toEqual({ state: 'replica' });
     await hv.releaseReplica(replica, 'holding-run');
+    // Writes left pending (a run that stopped and was abandoned): the replica is in progress.
+    const writer = await hv.openWriter(replica, disk);
+    await writer.write(0, testPattern(50, 4096));
+    await writer.close();
+    expect(await hv.replicaMark(replica)).toBe('in-progress');
+    await expectCode(() => hv.promoteReplica!(replica, point), 'E_CONFLICT');
+    expect((await hv.getVM(replica.id)).powerState).toBe('stopped');
+    expect(await hv.failoverMark!(replica)).toEqual({ state: 'replica' });
   });
 
   it('failover: commits (no undo after) and retires the replica so no run can overwrite it', async (ctx) => {
