@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   type CloneInfo,
   type CloneOptions,
@@ -16,10 +17,17 @@ import {
 } from '@replikit/core';
 import { fsyncDir, writeJsonAtomic } from './atomic-write.js';
 import { createVmFolder } from './create-file-vm.js';
-import { acquireLockFile, folderMutex } from './locks.js';
+import { folderMutex } from './locks.js';
 import { isSafeName } from './names.js';
 import { diskImagePath, type FileVmPaths, fileVmPaths } from './paths.js';
-import { assertNoMarker, assertReplica, type FaultHook, overlaySizes, recoverReplica } from './replica-commit.js';
+import {
+  assertNoMarker,
+  assertReplica,
+  type FaultHook,
+  hasMarker,
+  overlaySizes,
+  recoverReplica,
+} from './replica-commit.js';
 import { dropOwner, takeOwner } from './replica-owner.js';
 import { readPoints } from './restore-points.js';
 import { copyDiskImage } from './sparse-copy.js';
@@ -308,13 +316,18 @@ export async function cloneRestorePoint(
     bootCount: 0,
     clone: { replicaId, pointId: point.id, operationId: options.operationId, createdAt: new Date().toISOString() },
   };
-  // The replica's images are its newest point; the replica lock keeps commits and reverts out while
-  // they are copied.
-  const lock = await acquireLockFile(
-    replicaPaths.replicaLock,
-    `replica '${replicaId}' (a commit or revert is running)`,
-  );
-  try {
+  // The replica's images are its newest point. They are copied without a lock, so that a run's
+  // commit is never refused meanwhile: the copy counts only when no commit or revert marker was
+  // there before or after it and the write generation did not move (images change only while a
+  // marker exists, and every commit or revert moves the generation).
+  for (let attempt = 0; ; attempt++) {
+    const generation = await stableGeneration(replicaPaths);
+    if (generation === undefined) {
+      // A commit or revert is being applied by another process: give it a moment.
+      if (attempt >= 20) throw new ConflictError(`replica '${replicaId}' is being committed or reverted; retry`);
+      await delay(100);
+      continue;
+    }
     await createVmFolder(root, clonePaths.dir, cloneVm, async (disk, path) => {
       throwIfAborted(options.signal);
       await copyDiskImage(diskImagePath(replicaPaths.dir, disk.file), path, disk.size, {
@@ -322,11 +335,31 @@ export async function cloneRestorePoint(
         ...(options.signal ? { signal: options.signal } : {}),
       });
     });
-  } finally {
-    await lock.release();
+    await ctx.faultHook?.('clone:copied');
+    const points = await readPoints(replicaPaths.restorePoints);
+    const newest = points[points.length - 1]?.id;
+    if ((await stableGeneration(replicaPaths)) === generation && newest === point.id) break;
+    await destroyClone(root, options.name, { reflink: ctx.reflink });
+    if (newest !== point.id || attempt >= 4) {
+      throw new ConflictError(
+        newest !== point.id
+          ? `a run committed restore point ${newest} of replica '${replicaId}' while ${point.id} was being cloned; clone the newest`
+          : `replica '${replicaId}' kept changing while it was cloned; retry`,
+        { details: { pointId: point.id, newest } },
+      );
+    }
   }
   await ctx.faultHook?.('clone:created');
   return toCloneInfo(options.name, cloneVm);
+}
+
+/**
+ * The replica's write generation, or `undefined` while a commit or revert marker is there (its
+ * images may be changing).
+ */
+async function stableGeneration(paths: FileVmPaths): Promise<number | undefined> {
+  if (await hasMarker(paths)) return undefined;
+  return (await readVmJson(paths.dir)).replica?.writeGeneration;
 }
 
 /** See `FailoverHooks.destroyClone`. */

@@ -53,6 +53,7 @@ export type FaultPoint =
   | 'demote:stopped'
   | 'demote:disk-restored'
   | 'demote:flag-cleared'
+  | 'clone:copied'
   | 'clone:created'
   | 'clone:destroyed';
 

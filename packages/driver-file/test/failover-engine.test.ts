@@ -68,6 +68,40 @@ describe('failover engine with the file driver', () => {
     await w.replication.close();
   });
 
+  it('a run that commits while a clone is copied is never refused: the clone is made again of the new newest point', async () => {
+    const w = await world();
+    const replica = (await w.stateStore.loadJob('web-dr'))!.replica!;
+    let commits = 0;
+    /** At the first copied clone, a run of the job commits a new point (the replica changes under the copy). */
+    const commitOnce = async (point: string) => {
+      if (point !== 'clone:copied' || commits > 0) return;
+      commits += 1;
+      await guestWrite(w.dir, 9 + commits);
+      expect((await w.replication.run(w.job)).state).toBe('completed');
+    };
+    // The driver: the copy of the old point is refused and removed; the run's commit went through.
+    const hooked = createFileDriver({ root: worldPaths(w.dir).replicas, faultHook: commitOnce });
+    const [first] = await hooked.listRestorePoints(replica);
+    await expect(
+      hooked.cloneRestorePoint!(replica, first!, { name: 'racing', operationId: 'op-race' }),
+    ).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    expect(commits).toBe(1);
+    expect(await w.target.listRestorePoints(replica)).toHaveLength(2);
+    expect(await w.target.listClones!()).toEqual([]);
+    // The engine: a test failover racing a run clones the new newest point.
+    commits = 0;
+    const { failover, replication } = worldEngines(w.dir, { driver: commitOnce });
+    const result = await failover.test(w.job);
+    expect(commits).toBe(1);
+    const points = await w.target.listRestorePoints(replica);
+    expect(points).toHaveLength(3);
+    expect(result.point.id).toBe(points[2]!.id);
+    expect(result.verdict.passed).toBe(true);
+    expect(await w.target.listClones!()).toEqual([]);
+    await replication.close();
+    await w.replication.close();
+  });
+
   it('retention counts only restore points: runs that prune the cloned point leave the clone whole', async () => {
     const w = await world();
     const job = worldJob(w.dir, { retention: 1 });

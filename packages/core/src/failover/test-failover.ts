@@ -1,6 +1,6 @@
 import type { CloneInfo, CloneNetwork } from '../contracts/failover.js';
 import type { RestorePoint } from '../contracts/hypervisor.js';
-import { NotFoundError } from '../errors.js';
+import { isReplikitError, NotFoundError } from '../errors.js';
 import type { HealthVerdict } from './failover-record.js';
 import { checkClone, type HealthCheckOptions } from './health-check.js';
 import { hookOf, type OperationContext } from './operation-context.js';
@@ -42,26 +42,43 @@ export async function runTestFailover(
   const clone = hookOf(target, 'cloneRestorePoint');
   const destroy = hookOf(target, 'destroyClone');
   const replica = await ctx.replica();
-  const point = await ctx.step('point', async () => {
-    const points = await target.listRestorePoints(replica);
-    const chosen = options.pointId ? points.find((p) => p.id === options.pointId) : points[points.length - 1];
-    if (!chosen) {
-      throw new NotFoundError(
-        options.pointId
-          ? `replica '${replica.name}' has no restore point ${options.pointId}; 'replikit failover status' lists them`
-          : `replica '${replica.name}' has no restore point yet; run the job first`,
-      );
-    }
-    return chosen;
-  });
   const name = `${replica.name}-test-${ctx.op.id.slice(-6)}`.slice(-200);
-  const made = await ctx.step('clone', () =>
-    clone(replica, point, {
-      name,
-      operationId: ctx.op.id,
-      ...(options.network ? { network: options.network } : {}),
-    }),
-  );
+  // The newest point may move while it is cloned (runs go on): then the new newest is cloned.
+  const { point, clone: made } = await ctx.step('clone', async () => {
+    // A crash after the clone was made and before this step was journaled: adopt that clone.
+    const left = (await hookOf(target, 'listClones')(replica)).find((c) => c.operationId === ctx.op.id);
+    if (left) {
+      const known = (await target.listRestorePoints(replica)).find((p) => p.id === left.pointId);
+      const point: RestorePoint = known ?? {
+        id: left.pointId,
+        replicaId: replica.id,
+        label: '',
+        createdAt: left.createdAt,
+      };
+      return { point, clone: left };
+    }
+    for (let attempt = 0; ; attempt++) {
+      const points = await target.listRestorePoints(replica);
+      const chosen = options.pointId ? points.find((p) => p.id === options.pointId) : points[points.length - 1];
+      if (!chosen) {
+        throw new NotFoundError(
+          options.pointId
+            ? `replica '${replica.name}' has no restore point ${options.pointId}; 'replikit points list' lists them`
+            : `replica '${replica.name}' has no restore point yet; run the job first`,
+        );
+      }
+      try {
+        const info = await clone(replica, chosen, {
+          name,
+          operationId: ctx.op.id,
+          ...(options.network ? { network: options.network } : {}),
+        });
+        return { point: chosen, clone: info };
+      } catch (error) {
+        if (options.pointId || attempt >= 2 || !isReplikitError(error, 'E_CONFLICT')) throw error;
+      }
+    }
+  });
   // A resumed test failover does not boot the clone again: it only tears it down.
   const verdict = await ctx.step('verdict', async () =>
     resuming

@@ -43,7 +43,7 @@ export function worldJob(dir: string, options: { retention?: number } = {}) {
 }
 
 /** Drivers of kind `file` whose every instance calls `hook` at the driver's fault points. */
-export function fileRegistry(hook?: (point: FaultPoint) => void): DriverRegistry {
+export function fileRegistry(hook?: (point: FaultPoint) => void | Promise<void>): DriverRegistry {
   return new DriverRegistry().register(
     defineDriver({
       kind: 'file',
@@ -57,7 +57,7 @@ export function fileRegistry(hook?: (point: FaultPoint) => void): DriverRegistry
 /** The engines of a world. */
 export function worldEngines(
   dir: string,
-  hooks: { driver?: (point: FaultPoint) => void; failover?: FailoverFaultHook } = {},
+  hooks: { driver?: (point: FaultPoint) => void | Promise<void>; failover?: FailoverFaultHook } = {},
 ) {
   const { state } = worldPaths(dir);
   const drivers = fileRegistry(hooks.driver);
