@@ -32,6 +32,22 @@ usage:
                                    a replica's restore points (through the job's target driver,
                                    without its source); revert drops the newer points, and
                                    refuses while a run holds the replica
+  replikit failover test <job> [--point ID] [--map-network FROM=TO]... [-- CMD ARG...]
+                                   boot a restore point as a disposable clone (isolated, or on
+                                   mapped networks), run CMD without a shell as its health
+                                   check (REPLIKIT_CLONE_* in its environment), delete the clone;
+                                   the replica is untouched and runs go on (exit 1: failed)
+  replikit failover planned <job> [--shutdown-timeout SECONDS]
+                                   run, shut the source down (forced after the timeout), run
+                                   again, promote and start the replica: no data loss
+  replikit failover unplanned <job> [--point ID] [--force]
+                                   promote and start the replica at its newest (or a chosen)
+                                   restore point; refused while the source runs unless --force
+  replikit failover undo|commit|permanent|resume|status <job> [--json]
+                                   undo: back to the point, byte for byte, replicating again;
+                                   commit: no undo any more; permanent: the replica becomes the
+                                   production VM and the job is retired; resume: finish an
+                                   operation a crash interrupted; status: state and orphans
   replikit backup list [vm] | verify <vm> <version> | restore <vm> <version> <disk> <out.raw>
                 | delete <vm> <version> | gc
                                    backup versions recorded by single-pass runs
@@ -90,6 +106,10 @@ const OPTIONS = {
   copy: { type: 'boolean', default: false },
   disk: { type: 'string', multiple: true },
   'metrics-port': { type: 'string' },
+  point: { type: 'string' },
+  force: { type: 'boolean', default: false },
+  'map-network': { type: 'string', multiple: true },
+  'shutdown-timeout': { type: 'string' },
 } as const;
 
 /** The CLI package's version, from its package.json (beside dist/ and src/). */
@@ -131,7 +151,7 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
     context.stdout.write(help(stateDir));
     return command === undefined && !values.help ? 2 : 0;
   }
-  if (['run', 'plan', 'resume', 'runs', 'backup', 'daemon', 'status'].includes(command))
+  if (['run', 'plan', 'resume', 'runs', 'backup', 'daemon', 'status', 'failover'].includes(command))
     noteOldStateDir(context, stateDir, values['state-dir']);
   switch (command) {
     case 'validate':
@@ -159,6 +179,14 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
       });
     case 'status':
       return (await import('./commands/status.js')).statusCommand(context, stateDir, { json: values.json });
+    case 'failover':
+      return (await import('./commands/failover.js')).failoverCommand(context, rest, stateDir, {
+        ...(values.point ? { point: values.point } : {}),
+        force: values.force,
+        ...(values['map-network'] ? { mapNetwork: values['map-network'] } : {}),
+        ...(values['shutdown-timeout'] ? { shutdownTimeout: values['shutdown-timeout'] } : {}),
+        json: values.json,
+      });
     case 'points':
       return (await import('./commands/points.js')).pointsCommand(context, rest, values.json);
     case 'vm':

@@ -20,6 +20,9 @@ export const ERROR_CODES = [
   'E_ABORTED',
   'E_VERIFY',
   'E_INTERNAL',
+  'E_FAILED_OVER',
+  'E_SPLIT_BRAIN',
+  'E_UNSUPPORTED',
 ] as const;
 
 /**
@@ -41,6 +44,10 @@ export const ERROR_CODES = [
  * - `E_DRIVER`: a driver failed for a reason of its own.
  * - `E_ABORTED`: the operation was cancelled through its `AbortSignal`.
  * - `E_VERIFY`: a verification found different data.
+ * - `E_FAILED_OVER`: the replica's failover state does not allow the operation (a run into a
+ *   promoted replica, an undo of a replica that was never failed over, a retired job).
+ * - `E_SPLIT_BRAIN`: an unplanned failover was refused because the source VM is reachable and running.
+ * - `E_UNSUPPORTED`: the driver lacks an optional capability the operation needs (failover hooks).
  * - `E_INTERNAL`: something that is not a replikit error was thrown (a bug); a run's journal keeps
  *   it under this code.
  */
@@ -145,6 +152,34 @@ export class ReplicaInProgressError extends ReplikitError {
 export class ReplicaModifiedError extends ReplikitError {
   constructor(message: string, options?: ReplikitErrorOptions) {
     super('E_REPLICA_MODIFIED', message, options);
+  }
+}
+
+/**
+ * The replica's failover state does not allow the operation: a run into a promoted (failed-over)
+ * replica, an undo or commit of a replica that is not failed over, any run of a retired job.
+ * `details.state` names the state found.
+ */
+export class FailedOverError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_FAILED_OVER', message, options);
+  }
+}
+
+/**
+ * An unplanned failover was refused: the source VM answered and is running, so promoting the
+ * replica would leave two live copies (split brain). Shut the source down or pass `force`.
+ */
+export class SplitBrainError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_SPLIT_BRAIN', message, options);
+  }
+}
+
+/** The driver lacks an optional capability the operation needs (`details.capability` names it). */
+export class UnsupportedError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_UNSUPPORTED', message, options);
   }
 }
 

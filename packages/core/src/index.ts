@@ -74,6 +74,7 @@ export type {
 export { isTerminal, type RunOutcome, type RunState } from './engine/run-state.js';
 export type { StateStore } from './engine/state-store.js';
 export * from './errors.js';
+export * from './failover/index.js';
 export {
   type EndpointSpec,
   type JobOptions,

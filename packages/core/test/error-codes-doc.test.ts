@@ -9,6 +9,7 @@ import {
   DriverError,
   ERROR_CODES,
   type ErrorCode,
+  FailedOverError,
   FormatError,
   InputError,
   InternalError,
@@ -22,10 +23,12 @@ import {
   ReplicaModifiedError,
   ReplikitError,
   RuleError,
+  SplitBrainError,
   StateError,
   StorageError,
   TransportError,
   toStorageError,
+  UnsupportedError,
   VerifyError,
 } from '../src/errors.js';
 import * as core from '../src/index.js';
@@ -137,6 +140,9 @@ const CLASSES: Record<ErrorCode, new (message: string) => ReplikitError> = {
   E_ABORTED: AbortError,
   E_VERIFY: VerifyError,
   E_INTERNAL: InternalError,
+  E_FAILED_OVER: FailedOverError,
+  E_SPLIT_BRAIN: SplitBrainError,
+  E_UNSUPPORTED: UnsupportedError,
 };
 
 describe('error classes', () => {

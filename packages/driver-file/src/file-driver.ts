@@ -4,6 +4,8 @@ import { isAbsolute, join, resolve } from 'node:path';
 import {
   AbstractHypervisor,
   type Capabilities,
+  type CloneInfo,
+  type CloneOptions,
   ConflictError,
   type DiskReader,
   type DiskRef,
@@ -15,6 +17,7 @@ import {
   NotFoundError,
   type OperationOptions,
   type Replica,
+  type ReplicaFailoverMark,
   type ReplicaFingerprint,
   ReplicaInProgressError,
   type ReplicaOwner,
@@ -32,6 +35,17 @@ import { fsyncDir } from './atomic-write.js';
 import { openChainReader } from './chain-reader.js';
 import { chainChanges } from './change-tracker.js';
 import { createVmFolder } from './create-file-vm.js';
+import {
+  assertNotFailedOver,
+  cloneRestorePoint,
+  commitFailover,
+  demoteReplica,
+  destroyClone,
+  failoverMarkOf,
+  listClones,
+  promoteReplica,
+  retireReplica,
+} from './failover-ops.js';
 import { acquireLockFile, folderMutex, snapshotMutex } from './locks.js';
 import { assertSafeName, isSafeName } from './names.js';
 import {
@@ -108,6 +122,7 @@ export const FILE_DRIVER_CAPABILITIES: Capabilities = Object.freeze({
   changeTracking: true,
   formats: Object.freeze(['raw']),
   restorePoints: true,
+  failover: true,
 });
 
 /**
@@ -430,6 +445,7 @@ class FileDriver extends AbstractHypervisor {
     const lock = await acquireLockFile(diskLockPath(paths.dir, found.file), what);
     const runId = options?.runId;
     try {
+      assertNotFailedOver(vm, replica.id);
       await assertNoMarker(paths, vm);
       const owner = await readOwner(paths);
       if (owner && owner.runId !== runId) {
@@ -516,7 +532,9 @@ class FileDriver extends AbstractHypervisor {
 
   protected override async _claimReplica(replica: Replica, owner: ReplicaOwner): Promise<ReplicaOwner> {
     const paths = await this.replicaPaths(replica);
-    assertReplica(paths, await readVmJson(paths.dir));
+    const current = await readVmJson(paths.dir);
+    assertReplica(paths, current);
+    assertNotFailedOver(current, replica.id);
     const fresh = (await readOwner(paths))?.runId !== owner.runId;
     const holder = await takeOwner(paths, owner);
     if (holder.runId !== owner.runId) return holder;
@@ -596,7 +614,10 @@ class FileDriver extends AbstractHypervisor {
         if (vm.powerState !== 'stopped') await writeVmJson(paths.dir, { ...vm, powerState: 'stopped' });
         return;
       }
-      if (vm.replica && (await computeMark(paths, vm)) === 'in-progress') {
+      if (
+        vm.replica &&
+        (vm.replica.failover?.state === 'promoting' || (await computeMark(paths, vm)) === 'in-progress')
+      ) {
         throw new ReplicaInProgressError(
           `replica '${vmId}' is being written by an unfinished run and must not start; finish the run with 'replikit resume <runId>' or roll it back to its last restore point, then start it`,
           { details: { vmId } },
@@ -606,6 +627,84 @@ class FileDriver extends AbstractHypervisor {
       await checkDiskImages(paths.dir, vm);
       await writeVmJson(paths.dir, { ...vm, powerState: 'running', bootCount: vm.bootCount + 1 });
     });
+  }
+
+  /** Clones the newest restore point into a stopped VM beside the replica (see `FailoverHooks`). */
+  async cloneRestorePoint(replica: Replica, point: RestorePoint, options: CloneOptions): Promise<CloneInfo> {
+    this._checkId(options?.name, 'clone name');
+    return this.failoverCall(`cloning replica '${replica?.id}'`, options, async () =>
+      cloneRestorePoint(await this.replicaPaths(replica), replica.id, point, options, this.failoverCtx()),
+    );
+  }
+
+  /** Deletes a clone (see `FailoverHooks`). */
+  async destroyClone(cloneId: string, options?: OperationOptions): Promise<void> {
+    this._checkId(cloneId, 'clone id');
+    return this.failoverCall(`deleting clone '${cloneId}'`, options, () =>
+      destroyClone(this.root, cloneId, this.failoverCtx()),
+    );
+  }
+
+  /** Lists clones under the driver's root (see `FailoverHooks`). */
+  async listClones(replica?: Replica, options?: OperationOptions): Promise<CloneInfo[]> {
+    return this.failoverCall('listing clones', options, async () =>
+      listClones(replica ? resolve((await this.replicaPaths(replica)).dir, '..') : this.root, replica?.id),
+    );
+  }
+
+  /** Promotes the replica at its newest point and starts it (see `FailoverHooks`). */
+  async promoteReplica(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`promoting replica '${replica?.id}'`, options, async () =>
+      promoteReplica(await this.replicaPaths(replica), replica.id, point, this.failoverCtx()),
+    );
+  }
+
+  /** Returns a promoted replica to its point (see `FailoverHooks`). */
+  async demoteReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`undoing the failover of replica '${replica?.id}'`, options, async () =>
+      demoteReplica(await this.replicaPaths(replica), replica.id, this.failoverCtx()),
+    );
+  }
+
+  /** Makes a promotion final (see `FailoverHooks`). */
+  async commitFailover(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`committing the failover of replica '${replica?.id}'`, options, async () =>
+      commitFailover(await this.replicaPaths(replica), replica.id),
+    );
+  }
+
+  /** Turns a committed replica into a plain VM (see `FailoverHooks`). */
+  async retireReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`retiring replica '${replica?.id}'`, options, async () =>
+      retireReplica(await this.replicaPaths(replica), replica.id),
+    );
+  }
+
+  /** The replica's failover state (see `FailoverHooks`). */
+  async failoverMark(replica: Replica, options?: OperationOptions): Promise<ReplicaFailoverMark> {
+    return this.failoverCall(`reading the failover state of replica '${replica?.id}'`, options, async () =>
+      failoverMarkOf(await this.replicaPaths(replica)),
+    );
+  }
+
+  /** Stops a VM at once: for a file VM the same as a shutdown. */
+  async powerOff(vmId: string, options?: OperationOptions): Promise<void> {
+    return this.power(vmId, 'shutdown', options);
+  }
+
+  private failoverCtx() {
+    return { reflink: this.reflink, faultHook: this.faultHook };
+  }
+
+  /** Checks the signal, runs `fn`, and turns what is not a replikit error into one. */
+  private async failoverCall<T>(what: string, options: OperationOptions | undefined, fn: () => Promise<T>): Promise<T> {
+    throwIfAborted(options?.signal);
+    try {
+      return await fn();
+    } catch (error) {
+      if (isReplikitError(error)) throw error;
+      throw this._wrapError(error, what, options?.signal);
+    }
   }
 
   /** The VM whose vm.json has `name`; folders whose vm.json cannot be read are passed over. */

@@ -45,7 +45,17 @@ export type FaultPoint =
   | 'merge:journal-written'
   | 'merge:copied'
   | 'merge:switched'
-  | 'merge:dropped';
+  | 'merge:dropped'
+  | 'promote:flagged'
+  | 'promote:base-disk-copied'
+  | 'promote:base-complete'
+  | 'promote:started'
+  | 'demote:stopped'
+  | 'demote:disk-restored'
+  | 'demote:flag-cleared'
+  | 'clone:copied'
+  | 'clone:created'
+  | 'clone:destroyed';
 
 /** Called at each {@link FaultPoint}; a test makes it throw or kill the process. */
 export type FaultHook = (point: FaultPoint) => void | Promise<void>;

@@ -36,6 +36,31 @@ export interface ReplicaJson {
   writeGeneration: number;
   /** Id of the source VM. */
   sourceVm: string;
+  /**
+   * Present while the replica is failed over: `promoting` (a promotion is under way: runs are
+   * refused, the VM is not started yet), `promoted` (started; undo possible) or `committed`.
+   */
+  failover?: ReplicaFailoverJson;
+}
+
+/** The `replica.failover` section of `vm.json`. */
+export interface ReplicaFailoverJson {
+  /** See {@link ReplicaJson.failover}. */
+  state: 'promoting' | 'promoted' | 'committed';
+  /** The restore point the replica was promoted from. */
+  pointId: string;
+}
+
+/** The `clone` section of `vm.json`: the VM is a disposable clone of a replica's restore point. */
+export interface CloneJson {
+  /** The replica it was cloned from. */
+  replicaId: string;
+  /** The restore point it holds. */
+  pointId: string;
+  /** The operation that made it. */
+  operationId: string;
+  /** ISO 8601 creation time. */
+  createdAt: string;
 }
 
 /** The content of a VM folder's `vm.json`. */
@@ -56,6 +81,8 @@ export interface VmJson {
   bootCount: number;
   /** Present on replicas only. */
   replica?: ReplicaJson;
+  /** Present on disposable clones only. */
+  clone?: CloneJson;
   /**
    * Changed-block tracking: every disk keeps a dirty bitmap `<image>.cbt`, so snapshots copy only
    * what changed and the driver's change tracker reports it. Never set on replicas.
@@ -73,6 +100,7 @@ const RESERVED_FILES = new Set([
   'owner.json',
   'snapshots',
   'undo',
+  'failover-base',
 ]);
 const RESERVED_SUFFIXES = ['.overlay', '.overlay-run', '.lock', '.tmp', '.undo', '.alloc', '.cbt'];
 
@@ -156,10 +184,37 @@ export function parseVmJson(text: string, file: string): VmJson {
     if (r.state !== 'in-progress' && r.state !== 'ready') bad('replica.state', "'in-progress' or 'ready'", r.state);
     if (!isCount(r.writeGeneration)) bad('replica.writeGeneration', 'a whole number ≥ 0', r.writeGeneration);
     if (typeof r.sourceVm !== 'string') bad('replica.sourceVm', 'a string', r.sourceVm);
+    let failover: ReplicaFailoverJson | undefined;
+    if (r.failover !== undefined) {
+      const f = r.failover;
+      if (!isRecord(f)) return bad('replica.failover', 'an object', f);
+      if (f.state !== 'promoting' && f.state !== 'promoted' && f.state !== 'committed') {
+        bad('replica.failover.state', "'promoting', 'promoted' or 'committed'", f.state);
+      }
+      failover = {
+        state: f.state as ReplicaFailoverJson['state'],
+        pointId: safeField(f.pointId, 'replica.failover.pointId', file),
+      };
+    }
     replica = {
       state: r.state as ReplicaJson['state'],
       writeGeneration: r.writeGeneration as number,
       sourceVm: r.sourceVm as string,
+      ...(failover ? { failover } : {}),
+    };
+  }
+  let clone: CloneJson | undefined;
+  if (raw.clone !== undefined) {
+    const c = raw.clone;
+    if (!isRecord(c)) return bad('clone', 'an object', c);
+    for (const field of ['replicaId', 'pointId', 'operationId', 'createdAt'] as const) {
+      if (typeof c[field] !== 'string') bad(`clone.${field}`, 'a string', c[field]);
+    }
+    clone = {
+      replicaId: c.replicaId as string,
+      pointId: c.pointId as string,
+      operationId: c.operationId as string,
+      createdAt: c.createdAt as string,
     };
   }
   const changeTracking = raw.changeTracking;
@@ -176,6 +231,7 @@ export function parseVmJson(text: string, file: string): VmJson {
     powerState: powerState as PowerState,
     bootCount: bootCount as number,
     ...(replica ? { replica } : {}),
+    ...(clone ? { clone } : {}),
     ...(changeTracking ? { changeTracking: true } : {}),
   };
 }

@@ -56,6 +56,7 @@ describe('file driver', () => {
       changeTracking: true,
       formats: ['raw'],
       restorePoints: true,
+      failover: true,
     });
   });
 

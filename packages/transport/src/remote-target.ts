@@ -94,7 +94,8 @@ export class RemoteTargetDriver implements Hypervisor {
     private readonly link: TargetLink,
     readonly transport: Transport,
   ) {
-    this.capabilities = driverKinds().get(kind) ?? UNKNOWN_KIND;
+    // The agent's protocol carries no failover hooks: the proxy never claims them.
+    this.capabilities = Object.freeze({ ...(driverKinds().get(kind) ?? UNKNOWN_KIND), failover: false });
   }
 
   /** Opens and checks a control connection: the agent must list the `target` feature. */

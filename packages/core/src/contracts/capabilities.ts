@@ -15,4 +15,10 @@ export interface Capabilities {
   formats: readonly string[];
   /** Whether replicas keep restore points (so that a failed run can be rolled back). */
   restorePoints: boolean;
+  /**
+   * Whether the driver implements the failover hooks (`FailoverHooks`: clones of restore
+   * points, promotion, undo, commit, retirement) for its replicas.
+   * @default false
+   */
+  failover?: boolean;
 }

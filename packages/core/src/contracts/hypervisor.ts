@@ -3,6 +3,7 @@ import type { EnvironmentFacts } from '../rules/rule.js';
 import type { Capabilities } from './capabilities.js';
 import type { ChangeTracker } from './change-tracker.js';
 import type { DiskReader, DiskRef, DiskWriter, OperationOptions } from './disk.js';
+import type { FailoverHooks } from './failover.js';
 
 /** Power state of a VM as the driver reports it. */
 export type PowerState = 'running' | 'stopped' | 'paused' | 'unknown';
@@ -156,8 +157,11 @@ export interface VmImportResult {
  *
  * Every object it returns ({@link VMInfo}, {@link Snapshot}, {@link Replica}, {@link RestorePoint})
  * is plain data that the engine journals and may hand back after a restart of the process.
+ *
+ * The optional {@link FailoverHooks} (clones, promotion, undo) are there when
+ * `capabilities.failover` is true.
  */
-export interface Hypervisor {
+export interface Hypervisor extends FailoverHooks {
   /** The driver kind: `xen`, `hyperv`, `file` or a third party's. */
   readonly kind: string;
   /** What this driver can do. */

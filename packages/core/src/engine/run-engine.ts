@@ -5,7 +5,7 @@ import type { BackupSink } from '../contracts/backup-sink.js';
 import type { Hypervisor } from '../contracts/hypervisor.js';
 import type { ReplicationCacheProvider } from '../contracts/replication-cache.js';
 import type { Transport } from '../contracts/transport.js';
-import { AbortError, ConflictError, InputError, NotFoundError } from '../errors.js';
+import { AbortError, ConflictError, FailedOverError, InputError, NotFoundError } from '../errors.js';
 import type { JobSpec, JobSpecInput } from '../job/job-spec.js';
 import { parseJob } from '../job/parse-job.js';
 import type { RuleSet } from '../rules/rule.js';
@@ -208,6 +208,15 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     const spec = parseJob(job, 'job');
     // A misspelt driver field stops here, before a run is journaled.
     this.options.drivers.checkJob(spec);
+    const lifecycle = (await this.store.loadJob(spec.name))?.lifecycle;
+    if (lifecycle) {
+      throw new FailedOverError(
+        lifecycle === 'retired'
+          ? `job '${spec.name}' is retired by a permanent failover (its replica is the production VM now); it never runs again`
+          : `the replica of job '${spec.name}' is ${lifecycle}; no run writes it until 'replikit failover undo ${spec.name}'`,
+        { details: { state: lifecycle } },
+      );
+    }
     const unfinished = await findUnfinished(this.store, spec.name);
     if (unfinished && !this.active.has(unfinished.runId)) {
       const advice = adviceFor(unfinished.runId, unfinished.pid, unfinished.host, this.store.location);

@@ -163,6 +163,11 @@ export interface JobRecord {
   replicaFingerprintDetails?: Record<string, unknown>;
   /** The backup version the last single-pass run recorded (the replica's content). */
   lastBackupVersion?: string;
+  /**
+   * Set while the job's replica is failed over (`failed-over`, `committed`) or the job is retired by
+   * a permanent failover (`retired`): the engine refuses to run the job (`E_FAILED_OVER`).
+   */
+  lifecycle?: 'failed-over' | 'committed' | 'retired';
   /** ISO time of the last change. */
   updatedAt: string;
 }

@@ -50,6 +50,7 @@ export const BUILTIN_DRIVER_KINDS: ReadonlyMap<string, Capabilities> = new Map([
       changeTracking: true,
       formats: ['raw'],
       restorePoints: true,
+      failover: true,
     }),
   ],
 ]);

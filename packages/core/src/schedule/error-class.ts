@@ -26,10 +26,14 @@ export const ERROR_CLASSES: Readonly<Record<ErrorCode, ErrorClass>> = {
   E_FORMAT: 'permanent',
   E_STATE: 'permanent',
   E_INTERNAL: 'permanent',
+  E_UNSUPPORTED: 'permanent',
   E_REPLICA_MODIFIED: 'needs-decision',
   E_REPLICA_IN_PROGRESS: 'needs-decision',
   E_NO_SPACE: 'needs-decision',
   E_VERIFY: 'needs-decision',
+  // A failed-over (or retired) replica takes no runs until undo or commit: a person decides.
+  E_FAILED_OVER: 'needs-decision',
+  E_SPLIT_BRAIN: 'needs-decision',
 };
 
 /**

@@ -5,6 +5,7 @@ import type { ErrorCode } from '../errors.js';
 import { checkAbortHonoured, checkChangeTrackerModel, checkCloseReleases } from './conformance-checks.js';
 import type { DriverConformanceOptions } from './conformance-types.js';
 import { checkEngineEndToEnd } from './engine-check.js';
+import { defineFailoverCases } from './failover-checks.js';
 import { compareBytes, readWholeDisk, testPattern } from './test-data.js';
 import { checkCapabilitiesAgree, checkConcurrentWrites } from './write-and-capability-checks.js';
 
@@ -600,6 +601,8 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
         if (!tracked || requireTracked) expect(modes?.[1]).toBe(tracked ? 'tracked' : 'hash-diff');
       });
     }
+
+    defineFailoverCases({ hv: () => hv, fixtures, size, seedReplica: (tag) => seedReplica(tag), unique });
 
     it('deletes a replica', async (ctx) => {
       if (!hv.capabilities.canBeTarget) ctx.skip();

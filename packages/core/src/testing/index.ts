@@ -25,6 +25,7 @@ export type { DriverConformanceFixtures, DriverConformanceOptions, SourceVMSpec 
 export { createMemoryDriver, type MemoryDriverOptions } from './create-memory-driver.js';
 export { runDriverConformance } from './driver-conformance.js';
 export { checkEngineEndToEnd, type EngineCheckOptions } from './engine-check.js';
+export { defineFailoverCases, type FailoverCaseEnv } from './failover-checks.js';
 export { MEMORY_BLOCK_SIZE, type MemoryDriver, memoryFixtures } from './memory-driver.js';
 export type { MemoryDriverFaults, MemoryTrackerFaults } from './memory-faults.js';
 

@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeTempRoot } from './temp-root.js';
@@ -10,17 +11,17 @@ const repoRoot = resolve(here, '../../../..');
 const childSource = join(here, 'crash-child.ts');
 
 /**
- * The command that runs `crash-child.ts`. When esbuild is available the child is bundled once
+ * The command that runs `crash-child.ts` (or the child `source`). When esbuild is available the child is bundled once
  * (plain `node` then starts in ~0.1 s instead of ~1.5 s with tsx); otherwise it runs through tsx.
  */
-export async function prepareCrashChild(): Promise<string[]> {
-  const esbuild = join(repoRoot, 'node_modules/.bin/esbuild');
-  if (existsSync(esbuild)) {
+export async function prepareCrashChild(source = childSource): Promise<string[]> {
+  const esbuild = esbuildBinary();
+  if (esbuild) {
     const out = join(await makeTempRoot('rk-crash-child-'), 'crash-child.mjs');
     const built = spawnSync(
       esbuild,
       [
-        childSource,
+        source,
         '--bundle',
         '--platform=node',
         '--format=esm',
@@ -33,7 +34,20 @@ export async function prepareCrashChild(): Promise<string[]> {
     );
     if (built.status === 0) return [process.execPath, out];
   }
-  return [process.execPath, '--conditions=@replikit/source', '--import', 'tsx', childSource];
+  return [process.execPath, '--conditions=@replikit/source', '--import', 'tsx', source];
+}
+
+/** The esbuild binary: the workspace's, else the one tsx depends on (pnpm does not link it to the root). */
+function esbuildBinary(): string | undefined {
+  const linked = join(repoRoot, 'node_modules/.bin/esbuild');
+  if (existsSync(linked)) return linked;
+  try {
+    const fromTsx = createRequire(createRequire(join(repoRoot, 'package.json')).resolve('tsx'));
+    const binary = join(dirname(fromTsx.resolve('esbuild/package.json')), 'bin/esbuild');
+    return existsSync(binary) ? binary : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** How a child ended. */

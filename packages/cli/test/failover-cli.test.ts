@@ -1,0 +1,90 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createFileDriver, writeGuestDisk } from '@replikit/driver-file';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { runCli } from './helpers/cli-harness.js';
+import { createRandomVm } from './helpers/file-vm.js';
+
+let dir: string;
+const MiB = 1024 * 1024;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'replikit-failover-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function replicatedJob(): Promise<string> {
+  await createRandomVm(join(dir, 'vms'), 'web', [{ id: 'd0', size: 2 * MiB }]);
+  const job = join(dir, 'job.yaml');
+  await writeFile(
+    job,
+    stringify({
+      name: 'dr',
+      source: { driver: 'file', root: './vms', vm: 'web' },
+      target: { driver: 'file', root: './replicas' },
+      method: 'qhybrid',
+    }),
+  );
+  expect((await runCli(['run', job], { cwd: dir })).code).toBe(0);
+  return job;
+}
+
+const replicaImage = () => readFile(join(dir, 'replicas', 'web-replica', 'd0.raw'));
+
+describe('replikit failover', () => {
+  it('test runs the health command without a shell and exits by its verdict; unplanned is guarded, undo returns the replica', async () => {
+    const job = await replicatedJob();
+    const ok = await runCli(
+      ['failover', 'test', job, '--', process.execPath, '-e', 'process.exit(process.env.REPLIKIT_CLONE_ID ? 0 : 3)'],
+      { cwd: dir },
+    );
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/passed; the clone is deleted/);
+    const bad = await runCli(['failover', 'test', job, '--', process.execPath, '-e', 'process.exit(4)'], { cwd: dir });
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/failed \(the health command exited with 4\)/);
+
+    const source = createFileDriver({ root: join(dir, 'vms') });
+    await source.power('web', 'start');
+    const guarded = await runCli(['failover', 'unplanned', job], { cwd: dir });
+    expect(guarded.code).toBe(1);
+    expect(guarded.stderr).toContain('E_SPLIT_BRAIN');
+
+    const point = await replicaImage();
+    expect((await runCli(['failover', 'unplanned', job, '--force'], { cwd: dir })).code).toBe(0);
+    const refused = await runCli(['run', job], { cwd: dir });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('E_FAILED_OVER');
+    const status = await runCli(['failover', 'status', job, '--json'], { cwd: dir });
+    expect(JSON.parse(status.stdout)).toMatchObject({ state: 'failed-over', orphans: [] });
+    await writeGuestDisk(join(dir, 'replicas'), 'web-replica', 'd0', 0, Buffer.alloc(65536, 9));
+    expect((await replicaImage()).equals(point)).toBe(false);
+    expect((await runCli(['failover', 'undo', job], { cwd: dir })).code).toBe(0);
+    expect((await replicaImage()).equals(point)).toBe(true);
+    expect((await runCli(['run', job], { cwd: dir })).code).toBe(0);
+  });
+
+  it('planned stops the source and starts the replica; commit and permanent retire the job', async () => {
+    const job = await replicatedJob();
+    const source = createFileDriver({ root: join(dir, 'vms') });
+    await source.power('web', 'start');
+    await writeGuestDisk(join(dir, 'vms'), 'web', 'd0', MiB, Buffer.alloc(65536, 3));
+    const planned = await runCli(['failover', 'planned', job, '--shutdown-timeout', '60'], { cwd: dir });
+    expect(planned.code, planned.stderr).toBe(0);
+    expect((await source.getVM('web')).powerState).toBe('stopped');
+    expect((await replicaImage()).equals(await readFile(join(dir, 'vms', 'web', 'd0.raw')))).toBe(true);
+    expect((await runCli(['failover', 'commit', job], { cwd: dir })).code).toBe(0);
+    const undo = await runCli(['failover', 'undo', job], { cwd: dir });
+    expect(undo.code).toBe(1);
+    expect(undo.stderr).toContain('E_FAILED_OVER');
+    expect((await runCli(['failover', 'permanent', job], { cwd: dir })).code).toBe(0);
+    const run = await runCli(['run', job], { cwd: dir });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/retired/);
+    expect((await runCli(['failover', 'bogus', job], { cwd: dir })).code).toBe(2);
+  });
+});

@@ -1,0 +1,36 @@
+/**
+ * Child process of the failover crash tests. Usage:
+ *
+ *   node --conditions=@replikit/source --import tsx failover-child.ts <request.json>
+ *
+ * The request names a world folder (see failover-world.ts), an operation, and `killAt`: the
+ * process kills itself with SIGKILL at the `killAt`-th fault point it reaches (driver and failover
+ * engine points counted together; 0 never). It prints `started` before the operation and
+ * `done calls=<n>` after it.
+ */
+import { readFileSync } from 'node:fs';
+import { worldEngines, worldJob } from './failover-world.js';
+
+interface FailoverCrashRequest {
+  dir: string;
+  op: 'test' | 'unplanned' | 'undo' | 'planned' | 'commit' | 'permanent';
+  killAt: number;
+}
+
+const request = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as FailoverCrashRequest;
+let calls = 0;
+const hit = () => {
+  calls += 1;
+  if (calls === request.killAt) process.kill(process.pid, 'SIGKILL');
+};
+const { failover, replication } = worldEngines(request.dir, { driver: hit, failover: hit });
+const job = worldJob(request.dir);
+process.stdout.write('started\n');
+if (request.op === 'test') await failover.test(job, {});
+else if (request.op === 'unplanned') await failover.unplanned(job, { force: true });
+else if (request.op === 'undo') await failover.undo(job);
+else if (request.op === 'planned') await failover.planned(job, { shutdownTimeoutMs: 60_000 });
+else if (request.op === 'commit') await failover.commit(job);
+else await failover.permanent(job);
+await replication.close();
+process.stdout.write(`done calls=${calls}\n`);
