@@ -28,6 +28,9 @@ usage:
                                    --metrics-port serves Prometheus text on 127.0.0.1:N/metrics
   replikit status [--json]         every scheduled job: state, last run and why it failed,
                                    achieved RPO against its target, next due time, RPO debt
+  replikit status --orphans [--json]
+                                   what each job that ran left behind that nothing cleans up:
+                                   failover clones no operation owns, stray run snapshots
   replikit points list <job> [--json] | revert <job> <point-id>
                                    a replica's restore points (through the job's target driver,
                                    without its source); revert drops the newer points, and
@@ -106,6 +109,7 @@ const OPTIONS = {
   copy: { type: 'boolean', default: false },
   disk: { type: 'string', multiple: true },
   'metrics-port': { type: 'string' },
+  orphans: { type: 'boolean', default: false },
   point: { type: 'string' },
   force: { type: 'boolean', default: false },
   'map-network': { type: 'string', multiple: true },
@@ -178,7 +182,10 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
         ...(values['metrics-port'] === undefined ? {} : { metricsPort: values['metrics-port'] }),
       });
     case 'status':
-      return (await import('./commands/status.js')).statusCommand(context, stateDir, { json: values.json });
+      return (await import('./commands/status.js')).statusCommand(context, stateDir, {
+        json: values.json,
+        orphans: values.orphans,
+      });
     case 'failover':
       return (await import('./commands/failover.js')).failoverCommand(context, rest, stateDir, {
         ...(values.point ? { point: values.point } : {}),

@@ -88,3 +88,31 @@ describe('replikit failover', () => {
     expect((await runCli(['failover', 'bogus', job], { cwd: dir })).code).toBe(2);
   });
 });
+
+describe('replikit status --orphans', () => {
+  it('lists, per job that ran, a failover clone no operation owns and a stray run snapshot, and nothing else', async () => {
+    const job = await replicatedJob();
+    const source = createFileDriver({ root: join(dir, 'vms') });
+    const target = createFileDriver({ root: join(dir, 'replicas') });
+    const stray = await source.snapshot('web', 'dr-crashed-run');
+    await source.snapshot('web', 'someone-else');
+    const replica = await target.getVM('web-replica');
+    const asReplica = { id: replica.id, name: replica.name, disks: replica.disks, created: false };
+    const [point] = await target.listRestorePoints(asReplica);
+    await target.cloneRestorePoint!(asReplica, point!, { name: 'left-behind', operationId: 'test-lost' });
+    await source.close();
+    await target.close();
+
+    const json = await runCli(['status', '--orphans', '--json'], { cwd: dir });
+    expect(json.code, json.stderr).toBe(0);
+    const [entry] = JSON.parse(json.stdout) as Array<{ job: string; orphans: Array<{ kind: string; id: string }> }>;
+    expect(entry!.job).toBe('dr');
+    expect(entry!.orphans.map((o) => `${o.kind}:${o.id}`).sort()).toEqual([
+      'clone:left-behind',
+      `snapshot:${stray.id}`,
+    ]);
+    const text = await runCli(['status', '--orphans'], { cwd: dir });
+    expect(text.stdout).toMatch(/job 'dr': orphan clone left-behind/);
+    expect(text.stdout).toMatch(/job 'dr': orphan snapshot .*dr-crashed-run/);
+  });
+});

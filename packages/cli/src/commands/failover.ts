@@ -6,7 +6,6 @@ import {
   FileFailoverStore,
   FileStateStore,
   type JobSpec,
-  listOrphans,
   NotFoundError,
   type Orphan,
 } from '@replikit/core';
@@ -15,6 +14,7 @@ import type { CliContext } from '../context.js';
 import { createEngine } from '../create-engine.js';
 import { driverPackageOf, loadDriverPackages } from '../drivers.js';
 import { loadJobForCli } from '../job-file.js';
+import { orphansOfJob } from '../job-orphans.js';
 import { withProgress } from './run.js';
 
 /** Options of `replikit failover`. */
@@ -164,35 +164,12 @@ export async function failoverCommand(
       }
       default: {
         const record = await failover.status(job);
-        const orphans = await orphansOf(job, stateStore, record);
+        const { orphans } = await orphansOfJob(job, stateStore, record);
         print({ ...record, orphans }, renderRecord(record, orphans));
         return 0;
       }
     }
   } finally {
     await replication.close();
-  }
-}
-
-/** The job's orphans (clones, snapshots); none when a side cannot be reached. */
-async function orphansOf(job: JobSpec, stateStore: FileStateStore, record: FailoverRecord): Promise<Orphan[]> {
-  const source = await defaultDriverRegistry.create(job.source, { side: 'source' }).catch(() => undefined);
-  const target = await defaultDriverRegistry.create(job.target, { side: 'target' }).catch(() => undefined);
-  try {
-    if (!source || !target) return [];
-    const unfinished = await stateStore.findUnfinished?.(job.name);
-    const inUse = unfinished?.stages.snapshot?.snapshot.id;
-    return await listOrphans({
-      job: job.name,
-      sourceVm: job.source.vm,
-      source,
-      target,
-      history: await stateStore.loadJob(job.name),
-      failover: record,
-      ...(inUse ? { inUse: [inUse] } : {}),
-    });
-  } finally {
-    await source?.close();
-    await target?.close();
   }
 }

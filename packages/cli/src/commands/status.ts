@@ -1,5 +1,14 @@
-import { FileStateStore, formatDuration, readJobStatuses } from '@replikit/core';
+import {
+  FileFailoverStore,
+  FileStateStore,
+  formatDuration,
+  type JobSpec,
+  type Orphan,
+  readJobStatuses,
+} from '@replikit/core';
 import type { CliContext } from '../context.js';
+import { loadDriverPackages } from '../drivers.js';
+import { orphansOfJob } from '../job-orphans.js';
 import { renderTable } from '../output/table.js';
 
 const seconds = (value: number | undefined) => (value === undefined ? '-' : formatDuration(value * 1000));
@@ -13,8 +22,9 @@ const time = (iso: string | undefined) => (iso ? iso.replace('T', ' ').replace(/
 export async function statusCommand(
   context: CliContext,
   stateDir: string,
-  options: { json: boolean },
+  options: { json: boolean; orphans?: boolean },
 ): Promise<number> {
+  if (options.orphans) return orphansCommand(context, stateDir, options.json);
   const statuses = await readJobStatuses(new FileStateStore(stateDir));
   if (options.json) {
     context.stdout.write(`${JSON.stringify(statuses, null, 2)}\n`);
@@ -54,4 +64,48 @@ export async function statusCommand(
     )}\n`,
   );
   return 0;
+}
+
+/** What `status --orphans` reports for one job. */
+interface JobOrphans {
+  job: string;
+  orphans: Orphan[];
+  /** The side whose driver could not be reached: its orphans are unknown. */
+  unreachable?: 'source' | 'target';
+}
+
+/**
+ * `replikit status --orphans [--json]`: for every job that has run with this state folder (its
+ * newest run's job), what it left that nothing will clean up: failover clones no operation owns,
+ * snapshots of its runs that are neither the next base nor in use. Retention never prunes these.
+ * Exit status 0 (1 when a job's side could not be reached, so its orphans are unknown).
+ */
+async function orphansCommand(context: CliContext, stateDir: string, json: boolean): Promise<number> {
+  const store = new FileStateStore(stateDir);
+  const failovers = new FileFailoverStore(stateDir);
+  const newest = new Map<string, { spec: JobSpec; startedAt: string }>();
+  for (const run of await store.listRuns()) {
+    const known = newest.get(run.job.name);
+    if (!known || run.startedAt > known.startedAt)
+      newest.set(run.job.name, { spec: run.job, startedAt: run.startedAt });
+  }
+  const results: JobOrphans[] = [];
+  for (const [name, { spec }] of [...newest].sort(([a], [b]) => a.localeCompare(b))) {
+    await loadDriverPackages(spec);
+    results.push({ job: name, ...(await orphansOfJob(spec, store, await failovers.load(name))) });
+  }
+  if (json) {
+    context.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  } else if (results.length === 0) {
+    context.stdout.write(`no runs in ${stateDir}: no job can have orphans\n`);
+  } else {
+    for (const r of results) {
+      if (r.unreachable)
+        context.stdout.write(`job '${r.job}': its ${r.unreachable} could not be reached; orphans unknown\n`);
+      else if (r.orphans.length === 0) context.stdout.write(`job '${r.job}': no orphans\n`);
+      for (const o of r.orphans)
+        context.stdout.write(`job '${r.job}': orphan ${o.kind} ${o.id} (${o.name}): ${o.reason}\n`);
+    }
+  }
+  return results.some((r) => r.unreachable) ? 1 : 0;
 }
