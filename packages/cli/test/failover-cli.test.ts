@@ -91,7 +91,7 @@ describe('replikit failover', () => {
 
 describe('replikit status --orphans', () => {
   it('lists, per job that ran, a failover clone no operation owns and a stray run snapshot, and nothing else', async () => {
-    const job = await replicatedJob();
+    await replicatedJob();
     const source = createFileDriver({ root: join(dir, 'vms') });
     const target = createFileDriver({ root: join(dir, 'replicas') });
     const stray = await source.snapshot('web', 'dr-crashed-run');

@@ -1,6 +1,5 @@
 import {
   type CloneNetwork,
-  defaultDriverRegistry,
   FailoverEngine,
   type FailoverRecord,
   FileFailoverStore,
