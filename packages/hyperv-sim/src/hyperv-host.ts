@@ -1,0 +1,32 @@
+import { mkdir, realpath } from 'node:fs/promises';
+import { armFaults, type HostFaults, readScriptLog, type ScriptLogEntry } from './host/host-files.js';
+import { type HostState, loadState } from './host/host-state.js';
+import { writeFakePwsh } from './launcher.js';
+
+/** A simulated Hyper-V host: a folder, and the fake `pwsh` that drives it. */
+export interface SimulatedHyperVHost {
+  /** The host folder (real path): `host.json`, the VHDX files a caller puts under it, logs. */
+  readonly root: string;
+  /** The fake `pwsh` executable, for node-powershell's `executable` option. */
+  readonly pwsh: string;
+  /** The host's state as the cmdlets left it. */
+  state(): Promise<HostState>;
+  /** Every line and decoded script the fake `pwsh` processes have received, oldest first. */
+  scriptLog(): Promise<ScriptLogEntry[]>;
+  /** Arms faults (each fires once), for tests. */
+  armFaults(faults: HostFaults): Promise<void>;
+}
+
+/** Makes (or reopens) a simulated Hyper-V host in `folder`. */
+export async function createSimulatedHost(folder: string): Promise<SimulatedHyperVHost> {
+  await mkdir(folder, { recursive: true });
+  const root = await realpath(folder);
+  const pwsh = await writeFakePwsh(root);
+  return {
+    root,
+    pwsh,
+    state: () => loadState(root),
+    scriptLog: () => readScriptLog(root),
+    armFaults: (faults) => armFaults(root, faults),
+  };
+}
