@@ -1,4 +1,5 @@
 import { mkdir, realpath } from 'node:fs/promises';
+import { guestRead, guestWrite } from './host/guest-io.js';
 import { armFaults, type HostFaults, readScriptLog, type ScriptLogEntry } from './host/host-files.js';
 import { type HostState, loadState } from './host/host-state.js';
 import { writeFakePwsh } from './launcher.js';
@@ -15,6 +16,10 @@ export interface SimulatedHyperVHost {
   scriptLog(): Promise<ScriptLogEntry[]>;
   /** Arms faults (each fires once), for tests. */
   armFaults(faults: HostFaults): Promise<void>;
+  /** A guest write to a VM's drive (drive order), recorded by change tracking. */
+  guestWrite(vmName: string, drive: number, offset: number, data: Uint8Array): Promise<void>;
+  /** What a VM's guest reads on a drive (the live chain). */
+  guestRead(vmName: string, drive: number, offset: number, length: number): Promise<Uint8Array>;
 }
 
 /** Makes (or reopens) a simulated Hyper-V host in `folder`. */
@@ -28,5 +33,7 @@ export async function createSimulatedHost(folder: string): Promise<SimulatedHype
     state: () => loadState(root),
     scriptLog: () => readScriptLog(root),
     armFaults: (faults) => armFaults(root, faults),
+    guestWrite: (vmName, drive, offset, data) => guestWrite(root, vmName, drive, offset, data),
+    guestRead: (vmName, drive, offset, length) => guestRead(root, vmName, drive, offset, length),
   };
 }

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 export type { HostFaults, ScriptLogEntry } from './host/host-files.js';
-export type { DriveRecord, HostState, NicRecord, VmRecord } from './host/host-state.js';
+export type { DriveRecord, HostState, NicRecord, SnapshotRecord, VmRecord } from './host/host-state.js';
 export { createSimulatedHost, type SimulatedHyperVHost } from './hyperv-host.js';
 export { writeFakePwsh } from './launcher.js';
 export { type CmdletSignature, cmdletSignature, knownCmdlets } from './signatures.js';

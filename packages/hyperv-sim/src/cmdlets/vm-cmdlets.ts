@@ -72,7 +72,7 @@ const newVm: CmdletHandler = async (c) => {
   };
   if (c.has('VHDPath')) {
     vm.drives.push({
-      path: await hostPath(c.root, c.arg('VHDPath'), 'NewVM'),
+      ...(await drivePaths(c, 'VHDPath', 'NewVM')),
       controllerType: generation === 1 ? 'IDE' : 'SCSI',
       controllerNumber: 0,
       controllerLocation: 0,
@@ -173,8 +173,12 @@ const addDrive: CmdletHandler = async (c: CmdletContext) => {
       'ObjectInUse,Microsoft.HyperV.PowerShell.Commands.AddVMHardDiskDrive',
     );
   }
-  const path = await hostPath(c.root, c.arg('Path'), 'AddVMHardDiskDrive');
-  vm.drives.push({ path, controllerType, controllerNumber: number, controllerLocation: location });
+  vm.drives.push({
+    ...(await drivePaths(c, 'Path', 'AddVMHardDiskDrive')),
+    controllerType,
+    controllerNumber: number,
+    controllerLocation: location,
+  });
   c.markDirty();
   return null;
 };
@@ -183,6 +187,11 @@ const getNics: CmdletHandler = async (c) => {
   const vm = findVm(c.state, c.arg('VMName'), 'Get-VMNetworkAdapter');
   return vm.nics.map((n) => ({ VMName: vm.name, Name: n.name, MacAddress: n.macAddress, SwitchName: n.switchName }));
 };
+
+async function drivePaths(c: CmdletContext, parameter: string, cmdlet: string) {
+  const path = await hostPath(c.root, c.arg(parameter), cmdlet);
+  return { path, basePath: path };
+}
 
 /** A Hyper-V style dynamic MAC (the Microsoft 00-15-5D prefix), written as 12 hex digits. */
 function randomMac(): string {

@@ -5,8 +5,10 @@ import { PsError } from '../ps-error.js';
 
 /** A disk attached to a simulated VM. */
 export interface DriveRecord {
-  /** Absolute path of the VHDX on the simulated host (inside the host folder). */
+  /** Absolute path of the drive's current file: the VHDX, or the newest `.avhdx` of a checkpoint. */
   path: string;
+  /** The disk's base VHDX (its identity for change tracking). */
+  basePath: string;
   controllerType: 'IDE' | 'SCSI';
   controllerNumber: number;
   controllerLocation: number;
@@ -36,9 +38,22 @@ export interface VmRecord {
   nics: NicRecord[];
 }
 
+/** A checkpoint: the files it froze, one per drive, in drive order. */
+export interface SnapshotRecord {
+  id: string;
+  name: string;
+  vmName: string;
+  /** `Standard` from `Checkpoint-VM`. */
+  snapshotType: 'Standard' | 'Recovery';
+  /** The drive files as they were when the checkpoint was taken; they no longer change. */
+  frozen: string[];
+  creationTime: string;
+}
+
 /** Everything the simulated host knows, saved as `host.json` in its folder. */
 export interface HostState {
   vms: VmRecord[];
+  snapshots?: SnapshotRecord[];
 }
 
 /** The file that holds a host's state. */
