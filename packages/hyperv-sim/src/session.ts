@@ -1,4 +1,6 @@
 import type { Node } from 'web-tree-sitter';
+import { hashtableArguments } from './cmdlets/cim-arguments.js';
+import { CIM_CMDLETS } from './cmdlets/cim-cmdlets.js';
 import type { CmdletContext, CmdletHandler } from './cmdlets/context.js';
 import { SNAPSHOT_CMDLETS } from './cmdlets/snapshot-cmdlets.js';
 import { VHD_CMDLETS } from './cmdlets/vhd-cmdlets.js';
@@ -9,7 +11,7 @@ import { loadState, saveState } from './host/host-state.js';
 import { PsError } from './ps-error.js';
 import { argumentValue, type ScriptCommand, scriptCommands } from './script-commands.js';
 
-const HANDLERS: Record<string, CmdletHandler> = { ...VM_CMDLETS, ...VHD_CMDLETS, ...SNAPSHOT_CMDLETS };
+const HANDLERS: Record<string, CmdletHandler> = { ...VM_CMDLETS, ...VHD_CMDLETS, ...SNAPSHOT_CMDLETS, ...CIM_CMDLETS };
 
 /** node-powershell's delimiter lines: `[Console]::Out.WriteLine("<id>")` and the Error twin. */
 const DELIMITER = /^\[Console\]::(Out|Error)\.WriteLine\("([0-9A-Za-z]+)"\)$/;
@@ -131,7 +133,12 @@ export class PwshSession {
           markDirty: () => {
             dirty = true;
           },
-          arg: (name) => (command.arguments.has(name) ? argumentValue(command.arguments.get(name), params) : undefined),
+          arg: (name) => {
+            if (!command.arguments.has(name)) return undefined;
+            const text = command.arguments.get(name);
+            if (text?.trim().startsWith('@{')) return hashtableArguments(text, params);
+            return argumentValue(text, params);
+          },
           has: (name) => command.arguments.has(name),
         };
         last = await (HANDLERS[command.name] as CmdletHandler)(context);

@@ -2,34 +2,17 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openVhdx } from '@replikit/formats';
-import { PowerShell } from 'node-powershell';
+import type { PowerShell } from 'node-powershell';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSimulatedHost, type SimulatedHyperVHost } from '../src/index.js';
+import { simShell } from './helpers/sim-shell.js';
 
 const MIB = 2 ** 20;
-
-function callLine(body: string, params: Record<string, unknown>): string {
-  const script = [
-    "$ErrorActionPreference = 'Stop'",
-    '$p = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($args[0])) | ConvertFrom-Json',
-    `try { $r = @(${body}); [pscustomobject]@{ ok = $true; data = $r } | ConvertTo-Json -Depth 8 -Compress }`,
-    'catch { [pscustomobject]@{ ok = $false; message = $_.Exception.Message } | ConvertTo-Json -Compress }',
-  ].join('\n');
-  const s = Buffer.from(script, 'utf8').toString('base64');
-  const p = Buffer.from(JSON.stringify(params), 'utf8').toString('base64');
-  return `& ([scriptblock]::Create([Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('${s}')))) '${p}'`;
-}
 
 let dir: string;
 let host: SimulatedHyperVHost;
 let shell: PowerShell;
-
-async function call(body: string, params: Record<string, unknown> = {}) {
-  const result = await shell.invoke(callLine(body, params));
-  const envelope = JSON.parse(result.raw) as { ok: boolean; data?: Record<string, unknown>[]; message?: string };
-  if (!envelope.ok) throw new Error(envelope.message);
-  return envelope.data ?? [];
-}
+let call: ReturnType<typeof simShell>['call'];
 
 async function readFile(path: string, offset: number, length: number): Promise<Uint8Array> {
   const reader = await openVhdx(path);
@@ -43,7 +26,7 @@ async function readFile(path: string, offset: number, length: number): Promise<U
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'hyperv-cp-'));
   host = await createSimulatedHost(dir);
-  shell = new PowerShell({ executable: host.pwsh, throwOnInvocationError: false });
+  ({ shell, call } = simShell(host.pwsh));
   const disk = join(host.root, 'vms', 'db.vhdx');
   await call('New-VHD -Path $p.path -SizeBytes $p.size -Dynamic -BlockSizeBytes $p.block', {
     path: disk,

@@ -3,6 +3,7 @@ import { rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { createVhdx, openVhdx } from '@replikit/formats';
 import { findVm, type HostState, type SnapshotRecord, type VmRecord } from '../host/host-state.js';
+import { loadRct, saveRct, tracking } from '../host/rct-log.js';
 import { rewriteVhdx } from '../host/vhdx-rewrite.js';
 import { PsError } from '../ps-error.js';
 import type { CmdletContext, CmdletHandler } from './context.js';
@@ -52,6 +53,36 @@ async function newChild(parent: string, id: string): Promise<string> {
   return child;
 }
 
+/**
+ * Takes a checkpoint of every drive of `vm` at once: each live file is frozen and a new `.avhdx`
+ * on top of it becomes the live file. Also used by the CIM `CreateSnapshot` (recovery checkpoints).
+ */
+export async function takeCheckpoint(
+  c: CmdletContext,
+  vm: VmRecord,
+  name: string,
+  snapshotType: SnapshotRecord['snapshotType'],
+): Promise<SnapshotRecord> {
+  const id = randomUUID();
+  const frozen = vm.drives.map((d) => d.path);
+  const rct = await loadRct(c.root);
+  const seqs = vm.drives.map((d) => tracking(rct, d.basePath).seq);
+  await saveRct(c.root, rct);
+  for (const drive of vm.drives) drive.path = await newChild(drive.path, id);
+  const record: SnapshotRecord = {
+    id,
+    name,
+    vmName: vm.name,
+    snapshotType,
+    frozen,
+    seqs,
+    creationTime: new Date().toISOString(),
+  };
+  snapshots(c.state).push(record);
+  c.markDirty();
+  return record;
+}
+
 const checkpointVm: CmdletHandler = async (c: CmdletContext) => {
   const vm = findVm(c.state, c.arg('Name'), 'Checkpoint-VM');
   if (vm.checkpointType === 'Disabled') {
@@ -61,19 +92,8 @@ const checkpointVm: CmdletHandler = async (c: CmdletContext) => {
       'OperationFailed,Microsoft.HyperV.PowerShell.Commands.CheckpointVM',
     );
   }
-  const id = randomUUID();
-  const frozen = vm.drives.map((d) => d.path);
-  for (const drive of vm.drives) drive.path = await newChild(drive.path, id);
-  const record: SnapshotRecord = {
-    id,
-    name: String(c.arg('SnapshotName') ?? `${vm.name} - ${new Date().toISOString()}`),
-    vmName: vm.name,
-    snapshotType: 'Standard',
-    frozen,
-    creationTime: new Date().toISOString(),
-  };
-  snapshots(c.state).push(record);
-  c.markDirty();
+  const name = String(c.arg('SnapshotName') ?? `${vm.name} - ${new Date().toISOString()}`);
+  const record = await takeCheckpoint(c, vm, name, 'Standard');
   return c.has('Passthru') ? snapshotView(record, vm) : null;
 };
 
@@ -101,7 +121,12 @@ function requireNewest(state: HostState, vm: VmRecord, s: SnapshotRecord): void 
 
 const removeSnapshot: CmdletHandler = async (c) => {
   const vm = findVm(c.state, c.arg('VMName'), 'Remove-VMSnapshot');
-  const s = findSnapshot(c.state, vm, c.arg('Name'), 'Remove-VMSnapshot');
+  await mergeCheckpoint(c, vm, findSnapshot(c.state, vm, c.arg('Name'), 'Remove-VMSnapshot'));
+  return null;
+};
+
+/** Deletes the newest checkpoint `s` of `vm`, merging its live `.avhdx` files into the frozen ones. */
+export async function mergeCheckpoint(c: CmdletContext, vm: VmRecord, s: SnapshotRecord): Promise<void> {
   requireNewest(c.state, vm, s);
   // The merge: the live child's blocks go into the frozen file, which becomes the live file again.
   for (const [i, drive] of vm.drives.entries()) {
@@ -119,8 +144,7 @@ const removeSnapshot: CmdletHandler = async (c) => {
   }
   c.state.snapshots = snapshots(c.state).filter((x) => x !== s);
   c.markDirty();
-  return null;
-};
+}
 
 const restoreSnapshot: CmdletHandler = async (c) => {
   const vm = findVm(c.state, c.arg('VMName'), 'Restore-VMSnapshot');

@@ -47,6 +47,8 @@ export interface SnapshotRecord {
   snapshotType: 'Standard' | 'Recovery';
   /** The drive files as they were when the checkpoint was taken; they no longer change. */
   frozen: string[];
+  /** Each drive's change-tracking sequence when the checkpoint was taken. */
+  seqs?: number[];
   creationTime: string;
 }
 
