@@ -48,7 +48,7 @@ describe('checkpoints on the simulated host', () => {
     const [drive] = await call('Get-VMHardDiskDrive -VMName $p.name', { name: 'db' });
     expect(String(drive?.Path)).toMatch(/\.avhdx$/);
     const [snap] = await call('Get-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap: 'cp1' });
-    const frozen = (snap?.HardDrives as { Path: string }[])[0]?.Path as string;
+    const frozen = (snap?.HardDrives as { Path: string }[] | undefined)?.[0]?.Path as string;
     await host.guestWrite('db', 0, 0, new Uint8Array(4096).fill(2));
     await host.guestWrite('db', 0, 3 * MIB, new Uint8Array(512).fill(3));
     expect(await readFile(frozen, 0, 4096)).toEqual(new Uint8Array(4096).fill(1));

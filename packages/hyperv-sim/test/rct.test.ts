@@ -41,7 +41,7 @@ async function allChanges(path: string, limitId: string) {
     if (r?.ReturnValue !== 0) return { returnValue: r?.ReturnValue, ranges, calls };
     const offsets = r.ChangedByteOffsets as number[];
     const lengths = r.ChangedByteLengths as number[];
-    offsets.forEach((o, i) => ranges.push([o, lengths[i] as number]));
+    for (const [i, o] of offsets.entries()) ranges.push([o, lengths[i] as number]);
     offset += r.ProcessedByteLength as number;
   }
   return { returnValue: 0, ranges, calls };

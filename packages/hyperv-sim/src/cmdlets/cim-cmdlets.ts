@@ -107,7 +107,7 @@ async function createSnapshot(c: CmdletContext, a: Record<string, unknown>): Pro
 
 async function convertToReferencePoint(c: CmdletContext, a: Record<string, unknown>): Promise<unknown> {
   const snap = (c.state.snapshots ?? []).find((s) => s.id === a.AffectedSnapshot);
-  if (!snap || snap.snapshotType !== 'Recovery') return { ReturnValue: INVALID_PARAMETER };
+  if (snap?.snapshotType !== 'Recovery') return { ReturnValue: INVALID_PARAMETER };
   const vm = c.state.vms.find((v) => v.name === snap.vmName) as VmRecord;
   const rct = await loadRct(c.root);
   const point = {
