@@ -1,7 +1,9 @@
 import { mkdir, realpath } from 'node:fs/promises';
+import type { ImageReader } from '@replikit/formats';
 import { guestRead, guestWrite } from './host/guest-io.js';
 import { armFaults, type HostFaults, readScriptLog, type ScriptLogEntry } from './host/host-files.js';
 import { type HostState, loadState } from './host/host-state.js';
+import { openCountedVhdx, type ReadCounts } from './host/read-counter.js';
 import { writeFakePwsh } from './launcher.js';
 
 /** A simulated Hyper-V host: a folder, and the fake `pwsh` that drives it. */
@@ -20,6 +22,13 @@ export interface SimulatedHyperVHost {
   guestWrite(vmName: string, drive: number, offset: number, data: Uint8Array): Promise<void>;
   /** What a VM's guest reads on a drive (the live chain). */
   guestRead(vmName: string, drive: number, offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Opens one of the host's VHDX files (with its parents) for reading, counting every byte read
+   * per file: give this to a driver as its disk opener when a test must know what it fetched.
+   */
+  openDisk(path: string): Promise<ImageReader>;
+  /** Bytes read through {@link SimulatedHyperVHost.openDisk} so far, per file path. */
+  bytesRead(): ReadonlyMap<string, number>;
 }
 
 /** Makes (or reopens) a simulated Hyper-V host in `folder`. */
@@ -27,6 +36,7 @@ export async function createSimulatedHost(folder: string): Promise<SimulatedHype
   await mkdir(folder, { recursive: true });
   const root = await realpath(folder);
   const pwsh = await writeFakePwsh(root);
+  const counts: ReadCounts = new Map();
   return {
     root,
     pwsh,
@@ -35,5 +45,7 @@ export async function createSimulatedHost(folder: string): Promise<SimulatedHype
     armFaults: (faults) => armFaults(root, faults),
     guestWrite: (vmName, drive, offset, data) => guestWrite(root, vmName, drive, offset, data),
     guestRead: (vmName, drive, offset, length) => guestRead(root, vmName, drive, offset, length),
+    openDisk: (path) => openCountedVhdx(root, path, counts),
+    bytesRead: () => counts,
   };
 }

@@ -47,6 +47,16 @@ async function allChanges(path: string, limitId: string) {
   return { returnValue: 0, ranges, calls };
 }
 
+/** What the guest wrote before the second checkpoint, at the changed ranges. */
+async function expectedAt(offset: number, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  if (offset === 5 * MIB) {
+    out.fill(1);
+    out.fill(2, 4096, 4096 + 8192);
+  } else out.fill(3);
+  return out;
+}
+
 async function recoveryCheckpoint() {
   const [made] = await call(CREATE_RECOVERY, { vm: 'app' });
   const snapshot = made?.ResultingSnapshot as { Id: string; HardDrives: string[] };
@@ -95,6 +105,20 @@ describe('RCT on the simulated host', () => {
       [33 * MIB, 512],
     ]);
     expect(await allChanges(second.frozen, 'rctX:not-a-real-id:00000001')).toMatchObject({ returnValue: 32773 });
+
+    // Reading just those ranges of the frozen file: the host counts what was fetched.
+    const reader = await host.openDisk(second.frozen);
+    try {
+      for (const [offset, length] of changes.ranges) {
+        expect(await reader.read(offset, length)).toEqual(await expectedAt(offset, length));
+      }
+    } finally {
+      await reader.close();
+    }
+    const changed = MIB + 512;
+    const fetched = host.bytesRead().get(second.frozen) ?? 0;
+    expect(fetched).toBeGreaterThanOrEqual(changed);
+    expect(fetched).toBeLessThan(changed + 2 * MIB); // headers, metadata and BAT, not the 40 MiB disk
 
     const next = await referencePoint(second.id);
     expect((await host.state()).snapshots ?? []).toEqual([]);
