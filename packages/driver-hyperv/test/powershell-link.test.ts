@@ -21,7 +21,7 @@ let link: PowerShellLink;
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'ps-link-'));
   host = await createSimulatedHost(dir);
-  link = new PowerShellLink({ executable: host.pwsh, timeoutMs: 20_000 });
+  link = new PowerShellLink({ executable: host.pwsh, timeoutMs: 50_000 });
 });
 
 afterEach(async () => {
@@ -85,11 +85,9 @@ describe('PowerShellLink against the simulated host', () => {
   });
 
   it('kills a hung call at its timeout and runs the next call on a new shell', async () => {
-    await link.close();
-    link = new PowerShellLink({ executable: host.pwsh, timeoutMs: 5_000 });
     await link.call(NEW_VM, { name: 'web', generation: 2, memory: 2 ** 30 });
     await host.armFaults({ hang: ['Get-VM'] });
-    const hung = await driverError(link.call(GET_VM, { name: 'web' }));
+    const hung = await driverError(link.call(GET_VM, { name: 'web' }, { timeoutMs: 1_500 }));
     expect(hung.details).toMatchObject({ category: 'OperationTimeout' });
     expect(await link.call(GET_VM, { name: 'web' })).toEqual([expect.objectContaining({ Name: 'web' })]);
     const setups = (await host.scriptLog()).filter((e) => e.kind === 'line' && e.text.includes('Import-Module'));

@@ -36,9 +36,16 @@ export class PowerShellLink {
     this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
   }
 
-  /** Runs `script` with `params` (JSON-serialisable) and returns the objects it wrote. */
-  call<T = Record<string, unknown>>(script: PsScript, params: Record<string, unknown> = {}): Promise<T[]> {
-    const run = this.queue.then(() => this.callNow(script, params));
+  /**
+   * Runs `script` with `params` (JSON-serialisable) and returns the objects it wrote.
+   * `options.timeoutMs` overrides the link's timeout for this call.
+   */
+  call<T = Record<string, unknown>>(
+    script: PsScript,
+    params: Record<string, unknown> = {},
+    options: { timeoutMs?: number } = {},
+  ): Promise<T[]> {
+    const run = this.queue.then(() => this.callNow(script, params, options.timeoutMs ?? this.timeoutMs));
     this.queue = run.catch(() => undefined);
     return run as Promise<T[]>;
   }
@@ -49,10 +56,10 @@ export class PowerShellLink {
     await this.kill('SIGTERM');
   }
 
-  private async callNow(script: PsScript, params: Record<string, unknown>): Promise<unknown[]> {
+  private async callNow(script: PsScript, params: Record<string, unknown>, timeoutMs: number): Promise<unknown[]> {
     if (this.closed) throw new DriverError(`PowerShell link to ${this.executable} is closed; open a new one`);
     const shell = await this.ensureShell();
-    const raw = await this.invoke(shell, callLine(script, params), script.name, this.timeoutMs);
+    const raw = await this.invoke(shell, callLine(script, params), script.name, timeoutMs);
     return unwrapEnvelope(script.name, raw);
   }
 
