@@ -4,6 +4,8 @@
  *
  * @packageDocumentation
  */
+
+export { checkPowerShellScript, type ScriptCheck } from './check-script.js';
 export type { HostFaults, ScriptLogEntry } from './host/host-files.js';
 export type { DriveRecord, HostState, NicRecord, SnapshotRecord, VmRecord } from './host/host-state.js';
 export { createSimulatedHost, type SimulatedHyperVHost } from './hyperv-host.js';

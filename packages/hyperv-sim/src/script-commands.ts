@@ -19,7 +19,11 @@ export interface ScriptCommand {
 export function scriptCommands(root: Node): ScriptCommand[] {
   const found: ScriptCommand[] = [];
   const visit = (node: Node): void => {
-    if (node.type === 'command') found.push(checkedCommand(node));
+    // `& (<expression>) …` invokes a script block, not a named command: the block's text is
+    // checked on its own when it is decoded.
+    if (node.type === 'command' && node.childForFieldName('command_name')?.type === 'command_name') {
+      found.push(checkedCommand(node));
+    }
     for (const child of node.namedChildren) if (child) visit(child);
   };
   visit(root);

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { openVhdx } from '@replikit/formats';
 import type { PowerShell } from 'node-powershell';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -64,6 +66,8 @@ describe('checkpoints on the simulated host', () => {
     expect(await host.guestRead('db', 0, 0, 4096)).toEqual(new Uint8Array(4096).fill(2));
     expect(await host.guestRead('db', 0, 3 * MIB, 512)).toEqual(new Uint8Array(512).fill(3));
     expect((await readdir(join(host.root, 'vms'))).filter((f) => f.endsWith('.avhdx'))).toEqual([]);
+    // The merged file was rewritten by the simulator; qemu-img (which reads non-differencing VHDX) accepts it.
+    await promisify(execFile)('qemu-img', ['check', '-f', 'vhdx', String(drive?.Path)]);
   });
 
   it('discards later writes when a checkpoint is applied', async () => {
