@@ -1,0 +1,171 @@
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { createVhdx, openVhdx } from '@replikit/formats';
+import { findVm, type HostState, type SnapshotRecord, type VmRecord } from '../host/host-state.js';
+import { loadRct, saveRct, tracking } from '../host/rct-log.js';
+import { rewriteVhdx } from '../host/vhdx-rewrite.js';
+import { PsError } from '../ps-error.js';
+import type { CmdletContext, CmdletHandler } from './context.js';
+
+function snapshots(state: HostState): SnapshotRecord[] {
+  state.snapshots ??= [];
+  return state.snapshots;
+}
+
+function snapshotView(s: SnapshotRecord, vm: VmRecord) {
+  return {
+    Id: s.id,
+    Name: s.name,
+    VMName: vm.name,
+    VMId: vm.id,
+    SnapshotType: s.snapshotType,
+    CreationTime: s.creationTime,
+    HardDrives: s.frozen.map((path) => ({ Path: path })),
+  };
+}
+
+function findSnapshot(state: HostState, vm: VmRecord, name: unknown, cmdlet: string): SnapshotRecord {
+  const found = snapshots(state).find((s) => s.vmName === vm.name && s.name === String(name));
+  if (!found) {
+    throw new PsError(
+      'ObjectNotFound',
+      `Hyper-V was unable to find a checkpoint named "${String(name)}" of virtual machine "${vm.name}".`,
+      `InvalidParameter,Microsoft.HyperV.PowerShell.Commands.${cmdlet.replace('-', '')}`,
+    );
+  }
+  return found;
+}
+
+/** A new differencing file on top of `parent`, next to it: `<base>_<id>.avhdx`. */
+async function newChild(parent: string, id: string): Promise<string> {
+  const stem = basename(parent)
+    .replace(/\.a?vhdx$/i, '')
+    .replace(/_[0-9a-f-]{36}$/, '');
+  const child = join(dirname(parent), `${stem}_${id}.avhdx`);
+  const reader = await openVhdx(parent);
+  try {
+    const writer = await createVhdx(child, { size: reader.size, parent: reader, sync: false });
+    await writer.close();
+  } finally {
+    await reader.close();
+  }
+  return child;
+}
+
+/**
+ * Takes a checkpoint of every drive of `vm` at once: each live file is frozen and a new `.avhdx`
+ * on top of it becomes the live file. Also used by the CIM `CreateSnapshot` (recovery checkpoints).
+ */
+export async function takeCheckpoint(
+  c: CmdletContext,
+  vm: VmRecord,
+  name: string,
+  snapshotType: SnapshotRecord['snapshotType'],
+): Promise<SnapshotRecord> {
+  const id = randomUUID();
+  const frozen = vm.drives.map((d) => d.path);
+  const rct = await loadRct(c.root);
+  const seqs = vm.drives.map((d) => tracking(rct, d.basePath).seq);
+  await saveRct(c.root, rct);
+  for (const drive of vm.drives) drive.path = await newChild(drive.path, id);
+  const record: SnapshotRecord = {
+    id,
+    name,
+    vmName: vm.name,
+    snapshotType,
+    frozen,
+    seqs,
+    creationTime: new Date().toISOString(),
+  };
+  snapshots(c.state).push(record);
+  c.markDirty();
+  return record;
+}
+
+const checkpointVm: CmdletHandler = async (c: CmdletContext) => {
+  const vm = findVm(c.state, c.arg('Name'), 'Checkpoint-VM');
+  if (vm.checkpointType === 'Disabled') {
+    throw new PsError(
+      'InvalidOperation',
+      `Checkpoints are disabled for virtual machine "${vm.name}".`,
+      'OperationFailed,Microsoft.HyperV.PowerShell.Commands.CheckpointVM',
+    );
+  }
+  const name = String(c.arg('SnapshotName') ?? `${vm.name} - ${new Date().toISOString()}`);
+  const record = await takeCheckpoint(c, vm, name, 'Standard');
+  return c.has('Passthru') ? snapshotView(record, vm) : null;
+};
+
+const getSnapshot: CmdletHandler = async (c) => {
+  const vm = findVm(c.state, c.arg('VMName'), 'Get-VMSnapshot');
+  let list = snapshots(c.state).filter((s) => s.vmName === vm.name);
+  if (c.has('Name')) list = list.filter((s) => s.name === String(c.arg('Name')));
+  if (c.has('SnapshotType')) list = list.filter((s) => s.snapshotType === String(c.arg('SnapshotType')));
+  return list.map((s) => snapshotView(s, vm));
+};
+
+/** The newest checkpoint of `vm` is the only one whose files are the parents of the live files. */
+function requireNewest(state: HostState, vm: VmRecord, s: SnapshotRecord): void {
+  const newest = snapshots(state)
+    .filter((x) => x.vmName === vm.name)
+    .at(-1);
+  if (newest !== s) {
+    throw new PsError(
+      'NotImplemented',
+      'The simulator removes or applies only the newest checkpoint of a virtual machine.',
+      'SimulatorUnsupported',
+    );
+  }
+}
+
+const removeSnapshot: CmdletHandler = async (c) => {
+  const vm = findVm(c.state, c.arg('VMName'), 'Remove-VMSnapshot');
+  await mergeCheckpoint(c, vm, findSnapshot(c.state, vm, c.arg('Name'), 'Remove-VMSnapshot'));
+  return null;
+};
+
+/** Deletes the newest checkpoint `s` of `vm`, merging its live `.avhdx` files into the frozen ones. */
+export async function mergeCheckpoint(c: CmdletContext, vm: VmRecord, s: SnapshotRecord): Promise<void> {
+  requireNewest(c.state, vm, s);
+  // The merge: the live child's blocks go into the frozen file, which becomes the live file again.
+  for (const [i, drive] of vm.drives.entries()) {
+    const frozen = s.frozen[i] as string;
+    const live = await openVhdx(drive.path);
+    const old = await openVhdx(frozen);
+    try {
+      await rewriteVhdx(frozen, live, [old], old.info.parent);
+    } finally {
+      await live.close();
+      await old.close();
+    }
+    await rm(drive.path, { force: true });
+    drive.path = frozen;
+  }
+  c.state.snapshots = snapshots(c.state).filter((x) => x !== s);
+  c.markDirty();
+}
+
+const restoreSnapshot: CmdletHandler = async (c) => {
+  const vm = findVm(c.state, c.arg('VMName'), 'Restore-VMSnapshot');
+  const s = findSnapshot(c.state, vm, c.arg('Name'), 'Restore-VMSnapshot');
+  requireNewest(c.state, vm, s);
+  if (vm.state === 'Running') {
+    throw new PsError('InvalidOperation', `'${vm.name}' must be turned off to apply a checkpoint.`, 'InvalidState');
+  }
+  for (const [i, drive] of vm.drives.entries()) {
+    await rm(drive.path, { force: true });
+    drive.path = await newChild(s.frozen[i] as string, s.id);
+  }
+  vm.state = 'Off';
+  c.markDirty();
+  return null;
+};
+
+/** The checkpoint cmdlets. */
+export const SNAPSHOT_CMDLETS: Record<string, CmdletHandler> = {
+  'Checkpoint-VM': checkpointVm,
+  'Get-VMSnapshot': getSnapshot,
+  'Remove-VMSnapshot': removeSnapshot,
+  'Restore-VMSnapshot': restoreSnapshot,
+};

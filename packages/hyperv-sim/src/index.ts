@@ -1,0 +1,13 @@
+/**
+ * `@replikit/hyperv-sim`: a simulated Hyper-V host for tests. It is a simulator, not Hyper-V: see
+ * the README for what it models and what it does not.
+ *
+ * @packageDocumentation
+ */
+
+export { checkPowerShellScript, type ScriptCheck } from './check-script.js';
+export type { HostFaults, ScriptLogEntry } from './host/host-files.js';
+export type { DriveRecord, HostState, NicRecord, SnapshotRecord, VmRecord } from './host/host-state.js';
+export { createSimulatedHost, type SimulatedHyperVHost } from './hyperv-host.js';
+export { writeFakePwsh } from './launcher.js';
+export { type CmdletSignature, cmdletSignature, knownCmdlets } from './signatures.js';

@@ -1,0 +1,79 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { openVhdx } from '@replikit/formats';
+import type { PowerShell } from 'node-powershell';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSimulatedHost, type SimulatedHyperVHost } from '../src/index.js';
+import { simShell } from './helpers/sim-shell.js';
+
+const MIB = 2 ** 20;
+
+let dir: string;
+let host: SimulatedHyperVHost;
+let shell: PowerShell;
+let call: ReturnType<typeof simShell>['call'];
+
+async function readFile(path: string, offset: number, length: number): Promise<Uint8Array> {
+  const reader = await openVhdx(path);
+  try {
+    return await reader.read(offset, length);
+  } finally {
+    await reader.close();
+  }
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'hyperv-cp-'));
+  host = await createSimulatedHost(dir);
+  ({ shell, call } = simShell(host.pwsh));
+  const disk = join(host.root, 'vms', 'db.vhdx');
+  await call('New-VHD -Path $p.path -SizeBytes $p.size -Dynamic -BlockSizeBytes $p.block', {
+    path: disk,
+    size: 8 * MIB,
+    block: MIB,
+  });
+  await call('New-VM -Name $p.name -Generation 2 -VHDPath $p.path', { name: 'db', path: disk });
+});
+
+afterAll(async () => {
+  await shell.dispose();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('checkpoints on the simulated host', () => {
+  it('freezes the chain in .avhdx differencing files that replikit reads; guest writes go on top', async () => {
+    await host.guestWrite('db', 0, 0, new Uint8Array(4096).fill(1));
+    await call('Checkpoint-VM -Name $p.name -SnapshotName $p.snap', { name: 'db', snap: 'cp1' });
+    const [drive] = await call('Get-VMHardDiskDrive -VMName $p.name', { name: 'db' });
+    expect(String(drive?.Path)).toMatch(/\.avhdx$/);
+    const [snap] = await call('Get-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap: 'cp1' });
+    const frozen = (snap?.HardDrives as { Path: string }[] | undefined)?.[0]?.Path as string;
+    await host.guestWrite('db', 0, 0, new Uint8Array(4096).fill(2));
+    await host.guestWrite('db', 0, 3 * MIB, new Uint8Array(512).fill(3));
+    expect(await readFile(frozen, 0, 4096)).toEqual(new Uint8Array(4096).fill(1));
+    expect(await readFile(String(drive?.Path), 0, 4096)).toEqual(new Uint8Array(4096).fill(2));
+    const vhd = await call('Get-VHD -Path $p.path', { path: drive?.Path });
+    expect(vhd[0]).toMatchObject({ VhdType: 'Differencing', ParentPath: frozen });
+  });
+
+  it('merges the newest checkpoint on removal and keeps the guest content', async () => {
+    await call('Remove-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap: 'cp1' });
+    const [drive] = await call('Get-VMHardDiskDrive -VMName $p.name', { name: 'db' });
+    expect(String(drive?.Path)).toMatch(/db\.vhdx$/);
+    expect(await host.guestRead('db', 0, 0, 4096)).toEqual(new Uint8Array(4096).fill(2));
+    expect(await host.guestRead('db', 0, 3 * MIB, 512)).toEqual(new Uint8Array(512).fill(3));
+    expect((await readdir(join(host.root, 'vms'))).filter((f) => f.endsWith('.avhdx'))).toEqual([]);
+    // The merged file was rewritten by the simulator; qemu-img (which reads non-differencing VHDX) accepts it.
+    await promisify(execFile)('qemu-img', ['check', '-f', 'vhdx', String(drive?.Path)]);
+  });
+
+  it('discards later writes when a checkpoint is applied', async () => {
+    await call('Checkpoint-VM -Name $p.name -SnapshotName $p.snap', { name: 'db', snap: 'cp2' });
+    await host.guestWrite('db', 0, 0, new Uint8Array(4096).fill(9));
+    await call('Restore-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap: 'cp2' });
+    expect(await host.guestRead('db', 0, 0, 4096)).toEqual(new Uint8Array(4096).fill(2));
+  });
+});
