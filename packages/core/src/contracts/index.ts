@@ -9,8 +9,11 @@ export type { Capabilities } from './capabilities.js';
 export type { ChangeTracker } from './change-tracker.js';
 export type { DiskReader, DiskRef, DiskWriter, Extent, FileSpan, OperationOptions } from './disk.js';
 export type {
+  DiskPullResult,
   Hypervisor,
   PowerState,
+  PullDiskFromOptions,
+  PullSource,
   Replica,
   ReplicaFingerprint,
   ReplicaOwner,
