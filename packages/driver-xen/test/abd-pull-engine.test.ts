@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -7,6 +9,7 @@ import {
   FileStateStore,
   type Hypervisor,
   type JobSpecInput,
+  type PullSource,
   ReplicationEngine,
   type RunRecord,
 } from '@replikit/core';
@@ -137,4 +140,103 @@ describe('engine runs of an abd pull job, xen ► xen across two pools', () => {
     await expectAppliancesIdle();
     await expectReplicaEqualsSnapshot(srcXen, dstXen, second);
   });
+
+  it('the source appliance killed mid-pull: the run fails, the replica is rolled back to its last version, nothing stays plugged', async () => {
+    // The target appliance reaches the source appliance through a relay here, so the test sees
+    // the blocks flow and kills the source agent once they do (the relay then refuses the
+    // reconnects: the source stays gone).
+    let relay: KillingRelay | undefined;
+    const { srcXen, dstXen, vm, disks, engine, job } = await setUp([8 * MiB], (driver, side) => {
+      const offer = driver.pullSource;
+      if (side !== 'source' || !offer) return;
+      Object.assign(driver, {
+        pullSource: async (...args: Parameters<NonNullable<XenDriver['pullSource']>>): Promise<PullSource> => {
+          const real = await offer(...args);
+          if (!relay) return real;
+          return { ...real, address: await relay.listen(real.address), close: () => real.close() };
+        },
+      });
+    });
+    await src!.writeGuest(vm.uuid, disks[0]!.id, 0, testPattern(5, 100_000));
+    const first = await engine.run(job);
+    expect(first.outcome).toBe('completed');
+    const before = await readWholeDisk(dstXen, (await dstXen.getVM(first.replica!.id)).disks[0]!);
+
+    await src!.writeGuest(vm.uuid, disks[0]!.id, MiB, randomBytes(6 * MiB));
+    const [appliance] = await src!.appliances();
+    relay = new KillingRelay(MiB, () => {
+      const pid = src!.sim.appliance(appliance!.ref)?.pid;
+      if (pid !== undefined) process.kill(pid, 'SIGKILL');
+    });
+    closing.push(relay);
+    await expect(engine.run(job)).rejects.toMatchObject({ code: expect.stringMatching(/^E_/) });
+    expect(relay.killed).toBe(true);
+    const failed = (await engine.listRuns()).find((r) => r.runId !== first.runId);
+    console.log(`abd pull, source agent killed: run ${failed?.outcome} with ${JSON.stringify(failed?.error)}`);
+    expect(failed?.outcome).toBe('failed');
+
+    const replica = (await dstXen.getVM(first.replica!.id)).disks[0]!;
+    expect(compareBytes(await readWholeDisk(dstXen, replica), before)).toBe('equal');
+    expect(await dstXen.replicaMark(first.replica!)).toBe('ready');
+    expect(await dstXen.replicaOwner(first.replica!)).toBeUndefined();
+    for (const pool of [src!, dst!]) expect(await pool.applianceVbds()).toEqual([]);
+    // The source appliance restarted after the crash (the simulator's actions_after_crash) and
+    // was stopped by the run's end, like the target's.
+    await expectAppliancesIdle();
+    expect(await srcXen.listSnapshots(vm.uuid)).toHaveLength(1);
+  });
 });
+
+/**
+ * A TCP relay to one address that calls `kill` once `afterBytes` have come back from it, then
+ * drops every connection and refuses new ones.
+ */
+class KillingRelay {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private received = 0;
+  killed = false;
+
+  constructor(
+    private readonly afterBytes: number,
+    private readonly kill: () => void,
+  ) {}
+
+  /** Starts relaying to `to`; resolves with the relay's own address. */
+  async listen(to: { host: string; port: number }): Promise<{ host: string; port: number }> {
+    this.server ??= createServer((client) => {
+      if (this.killed) {
+        client.destroy();
+        return;
+      }
+      const upstream = tcpConnect(to.port, to.host);
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => undefined);
+      }
+      client.pipe(upstream);
+      upstream.on('data', (chunk: Buffer) => {
+        this.received += chunk.length;
+        if (!this.killed && this.received >= this.afterBytes) {
+          this.killed = true;
+          this.kill();
+          for (const s of this.sockets) s.destroy();
+        }
+      });
+      upstream.pipe(client);
+      upstream.on('close', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+    });
+    const server = this.server;
+    if (!server.listening) await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    if (address === null || typeof address === 'string') throw new Error('the relay has no TCP address');
+    return { host: '127.0.0.1', port: address.port };
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
