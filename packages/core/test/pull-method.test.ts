@@ -98,6 +98,8 @@ describe('a pull job in the engine', () => {
     const e = engine();
     const warnings: string[] = [];
     e.on('warning', (w) => warnings.push(w.message));
+    const progress: Array<{ blocksChanged: number; bytesRead: number }> = [];
+    e.on('progress', (p) => progress.push({ blocksChanged: p.stats.blocksChanged, bytesRead: p.stats.bytesRead }));
     const first: RunRecord = await e.run(job({ replicationCache: true }));
     expect(first.state).toBe('completed');
     expect(replicaEqualsSource()).toBe(true);
@@ -107,6 +109,8 @@ describe('a pull job in the engine', () => {
     ]);
     expect(first.stats).toMatchObject({ blocksScanned: 48, blocksChanged: 6, bytesRead: 6 * BLOCK });
     expect(warnings.filter((w) => w.startsWith('cache-ignored-for-pull: '))).toHaveLength(1);
+    // The last progress event of the run carries the pulls' counts.
+    expect(progress.at(-1)).toEqual({ blocksChanged: 6, bytesRead: 6 * BLOCK });
 
     source.vms
       .get('vm1')!
