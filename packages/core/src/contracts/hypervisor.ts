@@ -154,15 +154,19 @@ export interface VmImportResult {
  * Where a target may pull one snapshot disk from, for a job whose direction is `pull` (method
  * `abd`): what the source's {@link Hypervisor.pullSource} offers and the target's
  * {@link Hypervisor.pullDiskFrom} takes. The source side keeps the disk served (plugged into its
- * appliance, say) until {@link PullSource.close}. Not journaled: the credential is only good while
- * the offer is open, and a resumed run asks for a new one.
+ * appliance, say) until {@link PullSource.close}. Not journaled (it holds a key): a resumed run
+ * asks for a new offer.
  */
 export interface PullSource {
   /** The kind of the source driver that made the offer: a target refuses one it cannot pull from. */
   readonly kind: string;
   /** The address of the agent that serves the disk. */
   readonly address: { readonly host: string; readonly port: number };
-  /** The credential that agent accepts (a TLS-PSK identity and key); never log or journal it. */
+  /**
+   * The credential that agent accepts (a TLS-PSK identity and key); never log or journal it. Give
+   * one that does not outlive the serving agent's session (the Xen driver gives its appliance's
+   * key, drawn anew each time the appliance starts; a persistent appliance keeps it until then).
+   */
   readonly credential: { readonly identity: string; readonly key: Uint8Array };
   /** The VM id the serving agent lists the disk under. */
   readonly vmId: string;
