@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine, type RunRecord } from '../src/index.js';
 import { instanceDriver } from './helpers/instance-driver.js';
 import { createMemoryDriver, type MemoryDriver } from './helpers/memory-driver.js';
+import { attachPullHooks } from './helpers/pull-hooks.js';
 import { attachWholeVmHooks } from './helpers/whole-vm-hooks.js';
 
 const MiB = 1024 * 1024;
@@ -80,11 +81,14 @@ describe('reason codes, end to end on the memory driver', () => {
 
   it('PULL_IGNORES_CACHE: a pull job asking for a cache, with no tracker to help', async () => {
     const e = engine(false);
+    // A pull job runs through the drivers' pull hooks (the target brings each disk itself).
+    attachPullHooks(source, target);
     const pull = job({ options: { direction: 'pull', replicationCache: true } });
     await e.run(pull);
     const run = await e.run(pull);
     expect(reasons(run)).toEqual(['PULL_IGNORES_CACHE']);
     expect(run.disks[0]).toMatchObject({ mode: 'hash-diff', digestSource: 'replica' });
+    expect(replicaEqualsSource()).toBe(true);
   });
 
   it('DISK_RESIZED: a grown disk is compared in full, and the replica equals the grown source', async () => {

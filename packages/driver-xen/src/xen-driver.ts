@@ -3,14 +3,18 @@ import {
   AuthError,
   type Capabilities,
   ConflictError,
+  type DiskPullResult,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
   type EnvironmentFacts,
   type Extent,
+  InputError,
   type JobSpec,
   NotFoundError,
   type OperationOptions,
+  type PullDiskFromOptions,
+  type PullSource,
   type Replica,
   type ReplicaFingerprint,
   ReplicaInProgressError,
@@ -134,6 +138,21 @@ export class XenDriver extends AbstractHypervisor {
   private readonly sr: string | undefined;
   /** Where XVA exports are spooled before their import. */
   private readonly spoolDir: string | undefined;
+  /**
+   * ABD wiring (issue 17), a pull job's source half: set when snapshot disks are read through the
+   * appliance (method `abd`); offers a snapshot disk plugged RO into it. See {@link Hypervisor.pullSource}.
+   */
+  readonly pullSource?: (snapshot: Snapshot, disk: DiskRef, options?: OperationOptions) => Promise<PullSource>;
+  /**
+   * ABD wiring (issue 17), a pull job's target half: set with an `abd` section; the appliance's
+   * agent pulls the replica disk's pending VDI from the source appliance. See {@link Hypervisor.pullDiskFrom}.
+   */
+  readonly pullDiskFrom?: (
+    from: PullSource,
+    replica: Replica,
+    diskIndex: number,
+    options: PullDiskFromOptions,
+  ) => Promise<DiskPullResult>;
 
   constructor(
     /** The pool session (closed with the driver). */
@@ -162,6 +181,53 @@ export class XenDriver extends AbstractHypervisor {
       : XEN_CAPABILITIES;
     this.sr = init.sr;
     this.spoolDir = init.spoolDir;
+    // ABD wiring (issue 17): a pull job goes through these hooks.
+    const abdSource = this.abdSource;
+    if (abdSource) {
+      this.pullSource = async (_snapshot, disk, options) => {
+        try {
+          return await abdSource.offer(await this.snapshotVdiRef(disk, options), disk.size, options);
+        } catch (error) {
+          throw wrapXapiError(error, 'xen driver: pullSource', options?.signal);
+        }
+      };
+    }
+    if (abdTarget) {
+      this.pullDiskFrom = async (from, replica, diskIndex, options) => {
+        try {
+          return await this.pullIntoReplica(abdTarget, from, replica, diskIndex, options);
+        } catch (error) {
+          throw wrapXapiError(error, 'xen driver: pullDiskFrom', options.signal);
+        }
+      };
+    }
+  }
+
+  /** The ref of snapshot disk `disk`'s VDI. */
+  private async snapshotVdiRef(disk: DiskRef, options?: OperationOptions): Promise<string> {
+    if (!disk.snapshotId) throw new NotFoundError(`disk '${disk.id}' is not a snapshot disk (it has no snapshotId)`);
+    return this.refOf('VDI', snapshotVdiUuid(disk), options);
+  }
+
+  /** A pull into the pending VDI of replica disk `diskIndex`, through the target appliance. */
+  private async pullIntoReplica(
+    writes: AbdTargetWrites,
+    from: PullSource,
+    replica: Replica,
+    diskIndex: number,
+    options: PullDiskFromOptions,
+  ): Promise<DiskPullResult> {
+    if (from.kind !== XEN_DRIVER_KIND) {
+      throw new InputError(`a xen target pulls from a xen source's appliance only, not from a '${from.kind}' source`);
+    }
+    const disk = replica.disks[diskIndex];
+    if (disk === undefined) throw new NotFoundError(`replica '${replica.id}' has no disk ${diskIndex}`);
+    const vdiRef = await this.target.pendingVdi(replica, disk, options.runId, options);
+    return writes.pull(vdiRef, from, {
+      blockSize: options.blockSize,
+      ...(options.runId !== undefined ? { runId: options.runId } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
   }
 
   protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {

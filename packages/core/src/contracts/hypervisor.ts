@@ -152,6 +152,52 @@ export interface VmImportResult {
 }
 
 /**
+ * Where a target may pull one snapshot disk from, for a job whose direction is `pull` (method
+ * `abd`): what the source's {@link Hypervisor.pullSource} offers and the target's
+ * {@link Hypervisor.pullDiskFrom} takes. The source side keeps the disk served (plugged into its
+ * appliance, say) until {@link PullSource.close}. Not journaled (it holds a key): a resumed run
+ * asks for a new offer.
+ */
+export interface PullSource {
+  /** The kind of the source driver that made the offer: a target refuses one it cannot pull from. */
+  readonly kind: string;
+  /** The address of the agent that serves the disk. */
+  readonly address: { readonly host: string; readonly port: number };
+  /**
+   * The credential that agent accepts (a TLS-PSK identity and key); never log or journal it. Give
+   * one that does not outlive the serving agent's session (the Xen driver gives its appliance's
+   * key, drawn anew each time the appliance starts; a persistent appliance keeps it until then).
+   */
+  readonly credential: { readonly identity: string; readonly key: Uint8Array };
+  /** The VM id the serving agent lists the disk under. */
+  readonly vmId: string;
+  /** The disk id the serving agent lists the disk under. */
+  readonly diskId: string;
+  /** The disk's size in bytes. */
+  readonly size: number;
+  /** Ends the offer (the source stops serving the disk). Calling it twice is harmless. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link Hypervisor.pullDiskFrom}. */
+export interface PullDiskFromOptions extends WriterOptions {
+  /** Bytes per compared block: the run's block size. */
+  blockSize: number;
+}
+
+/** What {@link Hypervisor.pullDiskFrom} did to one replica disk. */
+export interface DiskPullResult {
+  /** Blocks compared (the source block's digest against the replica block's). */
+  blocks: number;
+  /** Blocks that differed and were copied or zeroed. */
+  copied: number;
+  /** Bytes read from the source. */
+  bytesRead: number;
+  /** Bytes written to the replica; defaults to `bytesRead` when the driver cannot tell. */
+  bytesWritten?: number;
+}
+
+/**
  * One connection to a virtualisation platform (a XenServer pool, a Hyper-V host, a folder).
  * Drivers implement it; the engine never talks to a platform except through it.
  *
@@ -240,6 +286,26 @@ export interface Hypervisor extends FailoverHooks {
    * target cannot hold it (the `xva-needs-staging` rule's error).
    */
   importVm?(replica: Replica, vm: VmExport, options?: WriterOptions): Promise<VmImportResult>;
+  /**
+   * Optional, the source half of a pull (job `options.direction: 'pull'`): makes one snapshot disk
+   * reachable by the target's {@link pullDiskFrom} (an agent's address and a credential good until
+   * {@link PullSource.close}). A source without it cannot serve a pull job (rule
+   * `pull-needs-driver-support`).
+   */
+  pullSource?(snapshot: Snapshot, disk: DiskRef, options?: OperationOptions): Promise<PullSource>;
+  /**
+   * Optional, the target half of a pull: the target brings replica disk `diskIndex` up to date
+   * from `source` itself, comparing block digests computed on both sides and copying only the
+   * blocks that differ (no replication cache takes part). Like a writer's, the writes stay pending
+   * until {@link createRestorePoint}; a second pull by the same run continues them. A target
+   * without it cannot be the target of a pull job (rule `pull-needs-driver-support`).
+   */
+  pullDiskFrom?(
+    source: PullSource,
+    replica: Replica,
+    diskIndex: number,
+    options: PullDiskFromOptions,
+  ): Promise<DiskPullResult>;
   /**
    * Optional: facts about this side of `job` that only the platform knows (free staging space, the
    * VM's size), for the rules of {@link EnvironmentFacts}. The engine validates the job with them

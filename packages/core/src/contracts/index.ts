@@ -10,8 +10,11 @@ export type { ChangeTracker } from './change-tracker.js';
 export type { DiskReader, DiskRef, DiskWriter, Extent, FileSpan, OperationOptions } from './disk.js';
 export type { CloneInfo, CloneNetwork, CloneOptions, FailoverHooks, ReplicaFailoverMark } from './failover.js';
 export type {
+  DiskPullResult,
   Hypervisor,
   PowerState,
+  PullDiskFromOptions,
+  PullSource,
   Replica,
   ReplicaFingerprint,
   ReplicaOwner,

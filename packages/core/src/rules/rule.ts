@@ -18,6 +18,11 @@ export interface EnvironmentFacts {
   abdVisibleSrs?: { source?: readonly string[]; target?: readonly string[] };
   /** Per side, whether every host of the pool sees the SR holding the ABD image. */
   hostsSeeAbdImageSr?: { source?: boolean; target?: boolean };
+  /**
+   * Per side, whether its driver can take part in a pull job (the source's `pullSource` hook, the
+   * target's `pullDiskFrom` hook). The engine gives it for pull jobs.
+   */
+  pullSupport?: { source?: boolean; target?: boolean };
 }
 
 /** Everything a rule may look at. */

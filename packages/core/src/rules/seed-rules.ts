@@ -173,6 +173,24 @@ const cacheIgnoredForPull: Rule = {
   },
 };
 
+const pullNeedsDriverSupport: Rule = {
+  id: 'pull-needs-driver-support',
+  severity: 'error',
+  description: 'A pull job needs a target driver that can pull a disk itself and a source driver that can serve one.',
+  fix: "Set options.direction to 'push' (or remove it), or use drivers that can pull (xen on both sides, with an abd section).",
+  check({ job, facts }) {
+    if (job.options.direction !== 'pull') return undefined;
+    const messages: string[] = [];
+    if (facts?.pullSupport?.target === false) {
+      messages.push(`options.direction is 'pull', but the target driver '${job.target.driver}' cannot pull a disk`);
+    }
+    if (facts?.pullSupport?.source === false) {
+      messages.push(`options.direction is 'pull', but the source driver '${job.source.driver}' cannot serve a pull`);
+    }
+    return messages;
+  },
+};
+
 const xvaNeedsStaging: Rule = {
   id: 'xva-needs-staging',
   severity: 'error',
@@ -304,6 +322,7 @@ export const seedRules: RuleSet = {
     singlePassNotCbt,
     pullAbdOnly,
     cacheIgnoredForPull,
+    pullNeedsDriverSupport,
     xvaNeedsStaging,
     abdNeedsIp,
     abdSeesSrs,

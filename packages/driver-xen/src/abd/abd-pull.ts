@@ -46,12 +46,50 @@ export async function pullVdiThroughAbd(
       'cache-ignored-for-pull: options.replicationCache is true, but a pull compares digests of the replica itself; the cache is neither read nor written',
     );
   }
+  return pullIntoVdi(
+    target,
+    replicaVdi,
+    {
+      address: source.appliance.address,
+      credential: source.appliance.psk,
+      vmId: source.appliance.uuid,
+      diskId: snapshotVdi.uuid,
+    },
+    options,
+  );
+}
+
+/** Where {@link pullIntoVdi} pulls from: an agent that serves the snapshot disk, and its key. */
+export interface AbdPullFrom {
+  /** The serving agent's address (the source appliance's). */
+  readonly address: { readonly host: string; readonly port: number };
+  /** Its TLS-PSK identity and key. */
+  readonly credential: { readonly identity: string; readonly key: Uint8Array };
+  /** The VM id the serving agent lists the disk under (the source appliance's uuid). */
+  readonly vmId: string;
+  /** The disk id it lists the disk under (the snapshot VDI's uuid). */
+  readonly diskId: string;
+}
+
+/**
+ * The target half of an ABD pull: the agent of `target` brings `replicaVdi` (plugged RW into it)
+ * up to date from the disk `from` serves, copying only the blocks whose digests differ.
+ *
+ * @throws `E_INPUT` when the replica VDI is plugged read-only.
+ */
+export async function pullIntoVdi(
+  target: AbdLease,
+  replicaVdi: PluggedVdi,
+  from: AbdPullFrom,
+  options: Pick<AbdPullOptions, 'blockSize' | 'runId' | 'signal'> = {},
+): Promise<PullDiskResult> {
+  if (replicaVdi.mode !== 'RW') throw new InputError(`replica VDI ${replicaVdi.uuid} must be plugged RW to be written`);
   const { replica } = await replicaForVdi(target, replicaVdi, options.signal);
   return target.target().pullDisk(
     {
-      from: { ...source.appliance.address, identity: source.appliance.psk.identity, key: source.appliance.psk.key },
-      vmId: source.appliance.uuid,
-      diskId: snapshotVdi.uuid,
+      from: { ...from.address, identity: from.credential.identity, key: from.credential.key },
+      vmId: from.vmId,
+      diskId: from.diskId,
       replica,
       disk: 0,
       blockSize: options.blockSize ?? 2 * 1024 * 1024,

@@ -1,4 +1,4 @@
-import type { DiskReader, Extent, OperationOptions } from '@replikit/core';
+import type { DiskReader, Extent, OperationOptions, PullSource } from '@replikit/core';
 import { vhdAllocation } from '../vhd-allocation.js';
 import type { XenConnection } from '../xapi/xen-connection.js';
 import { openAbdDiskReader } from './abd-disk-reader.js';
@@ -37,6 +37,31 @@ export class AbdSourceReads {
       await lease.unplug(plugged).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * Offers snapshot VDI `vdiRef` to a target appliance's pull (job direction `pull`): plugs it
+   * read-only into the pool's appliance and gives the appliance's agent address and key; closing
+   * the offer unplugs the VDI (so does {@link AbdSourceReads.close}).
+   */
+  async offer(vdiRef: string, size: number, options?: OperationOptions): Promise<PullSource> {
+    const signal = options?.signal;
+    const lease = await this.shared.get(signal);
+    const plugged = await lease.plug(vdiRef, 'RO', signal);
+    let closed = false;
+    return {
+      kind: 'xen',
+      address: lease.appliance.address,
+      credential: lease.appliance.psk,
+      vmId: lease.appliance.uuid,
+      diskId: plugged.uuid,
+      size,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        await lease.unplug(plugged);
+      },
+    };
   }
 
   /** Unplugs every VDI still plugged and releases the appliance. Calling it twice is harmless. */

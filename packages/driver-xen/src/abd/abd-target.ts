@@ -1,9 +1,14 @@
+import type { PullDiskResult } from '@replikit/transport';
 import type { VdiSink, VdiSinkTarget } from '../vdi-sink.js';
 import type { XenConnection } from '../xapi/xen-connection.js';
 import type { AbdLease, PluggedVdi } from './abd-manager.js';
+import { type AbdPullFrom, type AbdPullOptions, pullIntoVdi } from './abd-pull.js';
 import type { AbdSettings, AbdTiming } from './abd-settings.js';
 import { type AbdWriteStats, emptyAbdWriteStats, openAbdTargetSink } from './abd-target-sink.js';
 import { SharedAbdLease } from './shared-lease.js';
+
+/** Options of {@link AbdTargetWrites.pull}. */
+export type PullIntoOptions = Pick<AbdPullOptions, 'blockSize' | 'runId' | 'signal'>;
 
 /**
  * The target side of a Xen driver with an `abd` section: each pending replica VDI is plugged
@@ -40,6 +45,22 @@ export class AbdTargetWrites {
     } catch (error) {
       await lease.unplug(plugged).catch(() => undefined);
       throw error;
+    }
+  }
+
+  /**
+   * Brings the pending VDI `vdiRef` up to date from what `from` serves (job direction `pull`): the
+   * VDI is plugged read-write into the pool's appliance, whose agent pulls only the blocks whose
+   * digests differ straight from the source appliance; the VDI is unplugged after, also on failure.
+   */
+  async pull(vdiRef: string, from: AbdPullFrom, options: PullIntoOptions = {}): Promise<PullDiskResult> {
+    const signal = options.signal;
+    const lease = await this.shared.get(signal);
+    const plugged = await lease.plug(vdiRef, 'RW', signal);
+    try {
+      return await pullIntoVdi(lease, plugged, from, options);
+    } finally {
+      await lease.unplug(plugged);
     }
   }
 

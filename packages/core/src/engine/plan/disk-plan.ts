@@ -17,7 +17,10 @@ import type { PlanMode } from '../run-record.js';
  * - `REPLICA_MODIFIED`: the replica changed since the last run (booted, or written outside replikit).
  * - `CACHE_MISSING`: the disk has no replication cache yet (or it was deleted).
  * - `CACHE_INVALID`: the replication cache exists but does not describe the replica.
- * - `PULL_IGNORES_CACHE`: a pull job never uses the replication cache, and no tracker helps.
+ * - `PULL_IGNORES_CACHE`: a pull job asked for the replication cache, which a pull never uses: the
+ *   target compares every block's digest with the source's.
+ * - `PULL_HASH_DIFF`: a pull job: the target compares every block's digest with the source's (a
+ *   change tracker cannot narrow a pull).
  * - `TRACKING_UNAVAILABLE`: the source driver has no change tracker.
  * - `TRACKING_RESET`: the tracker cannot vouch for the interval (outside writes, a lost bitmap, a
  *   CBT reset).
@@ -36,6 +39,7 @@ export type PlanReasonCode =
   | 'CACHE_MISSING'
   | 'CACHE_INVALID'
   | 'PULL_IGNORES_CACHE'
+  | 'PULL_HASH_DIFF'
   | 'TRACKING_UNAVAILABLE'
   | 'TRACKING_RESET';
 
@@ -52,6 +56,7 @@ export const PLAN_REASON_CODES: readonly PlanReasonCode[] = [
   'CACHE_MISSING',
   'CACHE_INVALID',
   'PULL_IGNORES_CACHE',
+  'PULL_HASH_DIFF',
   'TRACKING_UNAVAILABLE',
   'TRACKING_RESET',
   'TRACKED',

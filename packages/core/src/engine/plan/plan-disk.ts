@@ -90,6 +90,21 @@ export function planDisk(facts: DiskFacts): DiskPlan {
       }),
     );
   }
+  // A pull compares digests of every block on both sides: a tracker cannot narrow it, no cache helps.
+  if (facts.direction === 'pull') {
+    if (facts.cacheRequested) {
+      return scan(
+        reason('PULL_IGNORES_CACHE', 'a pull job does not use the replication cache: the replica is read', {
+          tracker: facts.tracker,
+        }),
+      );
+    }
+    return scan(
+      reason('PULL_HASH_DIFF', 'a pull job compares the digests of every block, computed on both sides', {
+        tracker: facts.tracker,
+      }),
+    );
+  }
   if (facts.tracker === 'ok') {
     return {
       mode: 'tracked',
@@ -97,13 +112,6 @@ export function planDisk(facts: DiskFacts): DiskPlan {
       writesCache: cacheOn,
       reason: reason('TRACKED', 'only the blocks the change tracker reports are read'),
     };
-  }
-  if (facts.direction === 'pull' && facts.cacheRequested) {
-    return scan(
-      reason('PULL_IGNORES_CACHE', 'a pull job does not use the replication cache: the replica is read', {
-        tracker: facts.tracker,
-      }),
-    );
   }
   if (facts.tracker === 'reset') {
     return scan(

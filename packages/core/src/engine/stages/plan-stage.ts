@@ -66,9 +66,11 @@ export class PlanStage {
         cacheRequested: options.replicationCache === true,
         cache:
           cache && !firstRun ? await this.checkCache(cache, replicaDisk.id, disk.size, fingerprint) : cacheOff(cache),
-        tracker: firstRun
-          ? 'not-asked'
-          : await this.askTracker(source, disk, start.baseSnapshot, previous?.disks[position]),
+        // A pull compares every block's digests: what the tracker would say cannot narrow it.
+        tracker:
+          firstRun || options.direction === 'pull'
+            ? 'not-asked'
+            : await this.askTracker(source, disk, start.baseSnapshot, previous?.disks[position]),
       };
       const plan = planDisk(facts);
       record.disks.push({

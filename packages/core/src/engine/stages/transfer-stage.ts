@@ -15,6 +15,7 @@ import { segmentBytes } from '../segment-reader.js';
 import { transferSteps } from '../transfer/transfer-steps.js';
 import { cacheKeyOf } from './cache-key.js';
 import { deltaBaseFor, openBackup, openCache, rangesFor } from './disk-resources.js';
+import { transferByPull } from './pull-transfer.js';
 import { replanIfCacheLost } from './replan-disk.js';
 import type { RunContext, Stage } from './stage.js';
 import { transferWholeVm } from './whole-vm-transfer.js';
@@ -39,6 +40,7 @@ class TransferStage {
     // Idempotent on resume: a crash may have come before the mark was written.
     await target.markReplica(replica, 'in-progress', { signal: this.ctx.signal });
     if (ALWAYS_FULL_METHODS.has(record.job.method)) return transferWholeVm(this.ctx, source, target);
+    if (record.job.options.direction === 'pull') return transferByPull(this.ctx, source, target);
     const transport = await this.ctx.deps.transport(target, toRunRecord(record), this.ctx.deps.hasher);
     const channel = await transport.open(
       { runId: record.runId, replica, blockSize: record.blockSize, digest: record.digest },

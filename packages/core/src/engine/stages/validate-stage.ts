@@ -6,7 +6,8 @@ import type { RunContext, Stage } from './stage.js';
 /**
  * `validate`: the job is checked against the rule sets; rules of warning severity warn, errors stop
  * the run. When a driver offers {@link Hypervisor.ruleFacts} (free staging space, the VM's size),
- * the job is checked again with those facts, still before the run touches anything.
+ * the job is checked again with those facts, still before the run touches anything. A pull job is
+ * checked again with what its drivers can do (`pull-needs-driver-support`).
  */
 export const validateStage: Stage = {
   state: 'validate',
@@ -25,9 +26,14 @@ export const validateStage: Stage = {
     }
     assertValid(result);
     const { source, target } = await context.drivers();
-    if (!source.ruleFacts && !target.ruleFacts) return;
+    // A pull job needs the drivers' pull hooks: rule `pull-needs-driver-support` judges it.
+    const pull = job.options.direction === 'pull';
+    if (!source.ruleFacts && !target.ruleFacts && !pull) return;
     const signal = context.signal;
     const facts: EnvironmentFacts = {
+      ...(pull
+        ? { pullSupport: { source: source.pullSource !== undefined, target: target.pullDiskFrom !== undefined } }
+        : {}),
       ...(await source.ruleFacts?.(job, 'source', { signal })),
       ...(await target.ruleFacts?.(job, 'target', { signal })),
     };

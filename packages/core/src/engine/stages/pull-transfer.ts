@@ -1,0 +1,80 @@
+import type { DiskPullResult, Hypervisor } from '../../contracts/hypervisor.js';
+import { DriverError } from '../../errors.js';
+import { preparedOf, snapshotOf } from '../run-journal.js';
+import { type DiskRecord, sumStats } from '../run-record.js';
+import type { RunContext } from './stage.js';
+
+/** The rule whose warning says a pull ignores the replication cache (see `seed-rules.ts`). */
+const CACHE_RULE = 'cache-ignored-for-pull';
+
+/**
+ * The transfer of a pull job (`options.direction: 'pull'`, method `abd`): for each disk not done,
+ * the source offers the snapshot disk ({@link Hypervisor.pullSource}) and the target brings the
+ * replica disk up to date from it itself ({@link Hypervisor.pullDiskFrom}), comparing digests computed
+ * on both sides; the engine's host carries no block and the replication cache takes no part. The
+ * writes stay pending until `commit` makes them a restore point, as a push's do; a failed run is
+ * rolled back by the `plan` stage's undo. A disk is journaled done once its pull returned; a
+ * resumed run pulls the others again (a pull only copies what still differs).
+ *
+ * @throws `E_DRIVER` when either driver lacks its hook (validation stops such a job first, unless
+ * the engine runs without rule sets).
+ */
+export async function transferByPull(ctx: RunContext, source: Hypervisor, target: Hypervisor): Promise<void> {
+  const record = ctx.record;
+  if (!source.pullSource || !target.pullDiskFrom) {
+    const which = source.pullSource ? `target driver '${target.kind}'` : `source driver '${source.kind}'`;
+    throw new DriverError(`options.direction is 'pull', which the ${which} cannot do; set it to 'push'`);
+  }
+  if (record.job.options.replicationCache && !record.warnings.some((w) => w.message.startsWith(CACHE_RULE))) {
+    ctx.warn(
+      'W_RULE',
+      `${CACHE_RULE}: options.replicationCache is true, but a pull compares digests of the replica itself; the cache is neither read nor written`,
+    );
+  }
+  const replica = preparedOf(record).replica;
+  const snapshot = snapshotOf(record);
+  const signal = ctx.signal;
+  ctx.progress.start();
+  try {
+    for (const disk of record.disks) {
+      if (disk.done) continue;
+      const blocks = Math.ceil(disk.size / record.blockSize);
+      disk.stats.blocksTotal = blocks;
+      disk.stats.bytesTotal = disk.size;
+      const offer = await source.pullSource(snapshot, snapshot.disks[disk.position]!, { signal });
+      let result: DiskPullResult;
+      try {
+        result = await target.pullDiskFrom(offer, replica, disk.position, {
+          blockSize: record.blockSize,
+          runId: record.runId,
+          signal,
+        });
+      } finally {
+        await offer.close();
+      }
+      countPull(disk, result, blocks);
+      sumStats(record);
+      await ctx.save();
+      ctx.progress.changed();
+    }
+  } finally {
+    ctx.progress.stop();
+  }
+  ctx.progress.emit(true);
+}
+
+/** Journals what one disk's pull did: every block compared, the differing ones copied. */
+function countPull(disk: DiskRecord, result: DiskPullResult, blocks: number): void {
+  Object.assign(disk.stats, {
+    blocksScanned: result.blocks,
+    blocksChanged: result.copied,
+    bytesScanned: disk.size,
+    bytesRead: result.bytesRead,
+    // The target reads its replica whole to digest it.
+    bytesReadReplica: disk.size,
+    bytesSent: result.bytesRead,
+    bytesWritten: result.bytesWritten ?? result.bytesRead,
+  });
+  disk.checkpointBlock = blocks;
+  disk.done = true;
+}
