@@ -65,9 +65,11 @@ export async function runPullDisk(
     const sourceDisk = (await source.getVM(vmId, options)).disks.find((d) => d.id === diskId);
     if (!sourceDisk) throw new InputError(`the source agent lists no disk ${diskId} of VM ${vmId}`);
     mine = await target.openReader(disk, options);
-    if (mine.size !== sourceDisk.size) {
+    // A replica disk may be larger than its source (an SR that rounds sizes up): the pull covers
+    // the source's bytes only. A smaller one cannot hold them.
+    if (mine.size < sourceDisk.size) {
       throw new InputError(
-        `replica disk ${disk.id} holds ${mine.size} bytes; source disk ${diskId} holds ${sourceDisk.size}`,
+        `replica disk ${disk.id} holds ${mine.size} bytes, smaller than source disk ${diskId} (${sourceDisk.size} bytes): grow the replica disk first`,
       );
     }
     theirs = source.openSourceReader(vmId, sourceDisk, blockSize);

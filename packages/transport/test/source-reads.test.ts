@@ -158,6 +158,27 @@ describe('reads served by an agent (the source feature)', () => {
     expect(nonZero.length).toBeLessThan(first.blocks);
     const again = await target.pullDisk({ ...request, runId: 'pull-2' });
     expect(again).toEqual({ blocks: first.blocks, copied: 0, bytesRead: 0 });
+    // A replica disk larger than the source's (an SR that rounds sizes up, as XenServer's do): the
+    // pull covers the source's bytes; a smaller one is refused before anything is written.
+    const rounded = await target.ensureReplica({
+      name: 'web-rounded',
+      source: vm,
+      disks: [{ sourceDiskId: vm.disks[0]!.id, size: size + 60 * KiB }],
+    });
+    const intoRounded = await target.pullDisk({ ...request, replica: rounded, runId: 'pull-r' });
+    expect(intoRounded).toEqual(first);
+    const roundedReader = await createFileDriver({ root: world.replicas }).openReader(rounded.disks[0]!);
+    expect(Buffer.compare(Buffer.from(await roundedReader.read(0, size)), file)).toBe(0);
+    await roundedReader.close();
+    const small = await target.ensureReplica({
+      name: 'web-small',
+      source: vm,
+      disks: [{ sourceDiskId: vm.disks[0]!.id, size: size - 4 * KiB }],
+    });
+    await expect(target.pullDisk({ ...request, replica: small, runId: 'pull-s' })).rejects.toMatchObject({
+      code: 'E_INPUT',
+      message: expect.stringMatching(/smaller than source disk/),
+    });
     // A wrong key for the source agent: the pull fails with the source's refusal, nothing written.
     await expect(
       target.pullDisk({ ...request, from: { ...request.from, key: randomBytes(32) } }),
