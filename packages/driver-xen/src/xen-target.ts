@@ -29,6 +29,7 @@ import {
   REPLICA_OF_KEY,
   REPLICA_OWNER_KEY,
   REPLICA_SIZE_KEY,
+  REPLICA_VDI_OF_KEY,
   RESTORE_POINT_KEY,
 } from './xen-replica-keys.js';
 
@@ -507,11 +508,21 @@ export class XenTarget {
     const userdevice = String(known.meta?.userdevice ?? '');
     const committed = await this.committedVdi(replica, userdevice, options);
     const key = `${replica.id}/${userdevice}`;
-    for (const [ref, vdi] of Object.entries(await this.vdis(options))) {
+    const vdis = await this.vdis(options);
+    for (const [ref, vdi] of Object.entries(vdis)) {
       if (otherConfig(vdi)[PENDING_OF_KEY] !== key) continue;
       if (otherConfig(vdi)[PENDING_RUN_KEY] === run && run !== '') return ref;
       await this.connection.callAsync('VDI.destroy', [ref], s);
     }
+    // The clone inherits this tag: if the process dies before the pending tags below, the clone
+    // is still known as this disk's (dropStrayClones destroys it).
+    const tagged = otherConfig(vdis[committed] ?? {})[REPLICA_VDI_OF_KEY];
+    if (tagged !== key) {
+      if (tagged !== undefined)
+        await this.connection.call('VDI.remove_from_other_config', [committed, REPLICA_VDI_OF_KEY], s);
+      await this.connection.call('VDI.add_to_other_config', [committed, REPLICA_VDI_OF_KEY, key], s);
+    }
+    await this.dropStrayClones(replica, options, userdevice); // this disk's only: others may be cloning now
     const clone = await this.connection.callAsync<string>('VDI.clone', [committed, {}], s);
     await this.connection.call('VDI.remove_from_other_config', [clone, PENDING_OF_KEY], s);
     await this.connection.call('VDI.remove_from_other_config', [clone, PENDING_RUN_KEY], s);
@@ -544,10 +555,37 @@ export class XenTarget {
     return (await this.pending(replica, options)).length > 0;
   }
 
-  /** Destroys the pending clones of the replica (all, or those not of `keepRun`). */
+  /**
+   * Destroys the pending clones of the replica (all, or those not of `keepRun`), and the clones
+   * a killed writer left before tagging them (see {@link XenTarget.dropStrayClones}).
+   */
   async dropPending(replica: Replica, options?: OperationOptions, keepRun?: string): Promise<void> {
     for (const { ref, vdi } of await this.pending(replica, options)) {
       if (keepRun !== undefined && otherConfig(vdi)[PENDING_RUN_KEY] === keepRun) continue;
+      await this.connection.callAsync('VDI.destroy', [ref], sig(options));
+    }
+    await this.dropStrayClones(replica, options);
+  }
+
+  /**
+   * Destroys the replica's clones that are neither pending nor attached: a process killed
+   * between `VDI.clone` and the clone's pending tags leaves one. Only at a device where the
+   * replica VM has its disk: a commit killed between `VBD.destroy` and `VBD.create` leaves the
+   * old disk unattached too, and that one is kept. With `userdevice`, only that disk's.
+   */
+  private async dropStrayClones(replica: Replica, options?: OperationOptions, userdevice?: string): Promise<void> {
+    const vmRef = await this.vmRef(replica, options);
+    const view = await this.view(options);
+    const attached = new Set(diskVbds(view, view.vms[vmRef]!).map((d) => str(d.vbd.userdevice)));
+    const prefix = `${replica.id}/`;
+    for (const [ref, vdi] of Object.entries(await this.vdis(options))) {
+      const config = otherConfig(vdi);
+      const of = config[REPLICA_VDI_OF_KEY];
+      if (of === undefined || !of.startsWith(prefix)) continue;
+      const device = of.slice(prefix.length);
+      if (!attached.has(device) || (userdevice !== undefined && device !== userdevice)) continue;
+      if (vdi.is_a_snapshot === true || config[PENDING_OF_KEY] !== undefined) continue;
+      if (((vdi.VBDs as string[] | undefined) ?? []).length > 0) continue;
       await this.connection.callAsync('VDI.destroy', [ref], sig(options));
     }
   }
