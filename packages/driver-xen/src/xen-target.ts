@@ -512,6 +512,7 @@ export class XenTarget {
     for (const [ref, vdi] of Object.entries(vdis)) {
       if (otherConfig(vdi)[PENDING_OF_KEY] !== key) continue;
       if (otherConfig(vdi)[PENDING_RUN_KEY] === run && run !== '') return ref;
+      if (ref === committed) continue; // swapped in by a cut commit (see dropPending)
       await this.connection.callAsync('VDI.destroy', [ref], s);
     }
     // The clone inherits this tag: if the process dies before the pending tags below, the clone
@@ -560,8 +561,14 @@ export class XenTarget {
    * a killed writer left before tagging them (see {@link XenTarget.dropStrayClones}).
    */
   async dropPending(replica: Replica, options?: OperationOptions, keepRun?: string): Promise<void> {
+    const view = await this.view(options);
+    const vm = view.vms[await this.vmRef(replica, options)];
+    const disks = new Set(vm ? diskVbds(view, vm).map((d) => d.vdiRef) : []);
     for (const { ref, vdi } of await this.pending(replica, options)) {
       if (keepRun !== undefined && otherConfig(vdi)[PENDING_RUN_KEY] === keepRun) continue;
+      // Swapped in by a commit that was cut: it is the replica's disk now. A revert replaces it,
+      // a commit asked again finishes it.
+      if (disks.has(ref)) continue;
       await this.connection.callAsync('VDI.destroy', [ref], sig(options));
     }
     await this.dropStrayClones(replica, options);
@@ -590,7 +597,11 @@ export class XenTarget {
     }
   }
 
-  /** Swaps each pending clone in at its `userdevice` and destroys the disk it replaces. */
+  /**
+   * Swaps each pending clone in at its `userdevice` and destroys the disk it replaces. Asked again
+   * after a cut (a killed engine), a clone already swapped in keeps its VBD, and the replaced disks
+   * the cut left unattached are destroyed at the end.
+   */
   private async commitPending(replica: Replica, options?: OperationOptions): Promise<void> {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
@@ -598,27 +609,31 @@ export class XenTarget {
     const current = diskVbds(view, view.vms[vmRef]!);
     for (const { ref, vdi } of await this.pending(replica, options)) {
       const userdevice = otherConfig(vdi)[PENDING_OF_KEY]!.split('/')[1]!;
-      const old = current.find((d) => str(d.vbd.userdevice) === userdevice);
+      const found = current.find((d) => str(d.vbd.userdevice) === userdevice);
+      const swapped = found?.vdiRef === ref;
+      const old = swapped ? undefined : found;
       if (old) {
         const vbdRef = Object.entries(view.vbds).find(([, r]) => r === old.vbd)![0];
         await this.connection.call('VBD.destroy', [vbdRef], s);
       }
-      await this.connection.call(
-        'VBD.create',
-        [
-          {
-            VM: vmRef,
-            VDI: ref,
-            userdevice,
-            bootable: userdevice === '0',
-            mode: 'RW',
-            type: 'Disk',
-            empty: false,
-            other_config: {},
-          },
-        ],
-        s,
-      );
+      if (!swapped) {
+        await this.connection.call(
+          'VBD.create',
+          [
+            {
+              VM: vmRef,
+              VDI: ref,
+              userdevice,
+              bootable: userdevice === '0',
+              mode: 'RW',
+              type: 'Disk',
+              empty: false,
+              other_config: {},
+            },
+          ],
+          s,
+        );
+      }
       await this.connection.call('VDI.remove_from_other_config', [ref, PENDING_OF_KEY], s);
       await this.connection.call('VDI.remove_from_other_config', [ref, PENDING_RUN_KEY], s);
       // A clone starts without CBT: a fresh log from here, before the restore point's snapshot
@@ -626,6 +641,7 @@ export class XenTarget {
       await this.enableCbt(ref, options);
       if (old) await this.connection.callAsync('VDI.destroy', [old.vdiRef], s);
     }
+    await this.dropStrayClones(replica, options);
   }
 
   private async pending(replica: Replica, options?: OperationOptions): Promise<Array<{ ref: string; vdi: XRecord }>> {

@@ -77,6 +77,33 @@ describe('a writer cut between its VDI.clone and the clone’s pending tags', ()
     expect(await strayVdis()).toEqual([]);
   });
 
+  it('a commit cut after a clone was swapped in completes when asked again: the written data, no stray VDI', async () => {
+    const { replica } = await replicaWithPoint();
+    const second = testPattern(3, 2 * MiB);
+    const writer = await hv.openWriter(replica, replica.disks[0]!, { runId: 'run-2' });
+    await writer.write(0, second);
+    await writer.close();
+    // The clone's VBD is created, its pending tags not yet removed: the commit stops there.
+    pool.sim.faults.failNext('VDI.remove_from_other_config', 'INTERNAL_ERROR', 'cut in the commit');
+    await expect(hv.createRestorePoint(replica, 'run-2')).rejects.toThrow(/cut in the commit/);
+    await hv.createRestorePoint(replica, 'run-2');
+    expect(compareBytes(await readWholeDisk(hv, replica.disks[0]!), second)).toBe('equal');
+    expect(await strayVdis()).toEqual([]);
+  });
+
+  it('a commit cut after a clone was swapped in, then rolled back: the restore point, no stray VDI', async () => {
+    const { replica, first } = await replicaWithPoint();
+    const writer = await hv.openWriter(replica, replica.disks[0]!, { runId: 'run-2' });
+    await writer.write(0, testPattern(4, 2 * MiB));
+    await writer.close();
+    pool.sim.faults.failNext('VDI.remove_from_other_config', 'INTERNAL_ERROR', 'cut in the commit');
+    await expect(hv.createRestorePoint(replica, 'run-2')).rejects.toThrow(/cut in the commit/);
+    const [point] = await hv.listRestorePoints(replica);
+    await hv.revertTo(replica, point!);
+    expect(compareBytes(await readWholeDisk(hv, replica.disks[0]!), first)).toBe('equal');
+    expect(await strayVdis()).toEqual([]);
+  });
+
   it('the rollback returns to the restore point; no stray VDI is left', async () => {
     const { replica, first } = await replicaWithPoint();
     await cutAfterClone(replica);
