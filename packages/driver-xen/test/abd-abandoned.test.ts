@@ -26,8 +26,8 @@ afterEach(async () => {
   await pool.close();
 });
 
-/** A process that acquires the appliance, plugs a VDI into it, and is SIGKILLed. */
-async function killedHolder(): Promise<void> {
+/** A process that acquires the appliance, plugs a VDI into it, and is SIGKILLed. Returns the VDI. */
+async function killedHolder(): Promise<string> {
   const vdi = await pool.makeVdi();
   const tsx = join(dirname(createRequire(import.meta.url).resolve('tsx/package.json')), 'dist', 'loader.mjs');
   const child = spawn(
@@ -55,6 +55,7 @@ async function killedHolder(): Promise<void> {
   child.kill('SIGKILL');
   await exited;
   expect((await pool.appliances()).map((a) => a.power)).toEqual(['Running']);
+  return vdi.ref;
 }
 
 const powers = async () => (await pool.appliances()).map((a) => a.power);
@@ -69,6 +70,17 @@ describe('an appliance left running by a killed run', () => {
       expect(await powers()).toEqual(['Halted']);
     });
   }
+
+  it('a driver with an abd section unplugs what the dead process left plugged as it opens: the resume can destroy that VDI', async () => {
+    const vdi = await killedHolder();
+    const driver = await pool.driver({ abd: { ips: pool.ips } }, { side: 'target', method: 'cbt' });
+    try {
+      expect(await pool.pluggedIntoAppliances()).toEqual([]);
+      await pool.call('VDI.destroy', vdi); // what a rollback does with a pending clone
+    } finally {
+      await driver.close();
+    }
+  });
 
   it('keeps running while a live process holds it', async () => {
     await killedHolder();

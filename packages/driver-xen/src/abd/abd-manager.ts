@@ -248,6 +248,23 @@ export async function stopAbandonedAppliances(
   }
 }
 
+/**
+ * Unplugs and destroys, on every running appliance of the pool, the VBDs that dead processes of
+ * this host left plugged (see `sweepDeadOwners`). A driver with an `abd` section does it as it
+ * opens: the run it resumes may destroy or write those VDIs before it uses the appliance.
+ */
+export async function unplugDeadOwners(
+  connection: XenConnection,
+  unplugAttempts = DEFAULT_ABD_UNPLUG_ATTEMPTS,
+): Promise<void> {
+  type VmRecord = { other_config?: Record<string, string>; power_state: string; is_a_template: boolean };
+  const all = await connection.call<Record<string, VmRecord>>('VM.get_all_records', []);
+  for (const [ref, vm] of Object.entries(all)) {
+    if (vm.is_a_template || vm.power_state !== 'Running' || vm.other_config?.[ABD_MARK] !== ABD_APPLIANCE) continue;
+    await sweepDeadOwners(connection, ref, unplugAttempts);
+  }
+}
+
 /** True for a `<host>/<pid>` mark naming this host and a pid that no longer runs. */
 function deadProcessHere(mark: string): boolean {
   const here = `${hostname()}/`;
