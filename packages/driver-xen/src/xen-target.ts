@@ -244,6 +244,7 @@ export class XenTarget {
   async release(replica: Replica, runId: string, options?: OperationOptions): Promise<void> {
     const holder = await this.owner(replica, options);
     if (holder?.runId !== runId) return;
+    await this.dropStrayClones(replica, options); // what a killed step of this run left behind
     const vmRef = await this.vmRef(replica, options);
     await this.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_OWNER_KEY], sig(options));
   }
@@ -417,6 +418,7 @@ export class XenTarget {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
     await this.commitPending(replica, options);
+    await this.tagDisks(replica, options); // the point's disks inherit the tag: found if left alone
     await this.dropCbtBases(replica, options); // the new point is the base from here
     const snapRef = await this.connection.callAsync<string>('VM.snapshot', [vmRef, `${replica.name} ${label}`], s);
     await this.connection.call('VM.add_to_other_config', [snapRef, RESTORE_POINT_KEY, label], s);
@@ -574,11 +576,27 @@ export class XenTarget {
     await this.dropStrayClones(replica, options);
   }
 
+  /** Tags each disk of the replica VM with {@link REPLICA_VDI_OF_KEY} where it is missing. */
+  private async tagDisks(replica: Replica, options?: OperationOptions): Promise<void> {
+    const view = await this.view(options);
+    for (const { vbd, vdi, vdiRef } of diskVbds(view, view.vms[await this.vmRef(replica, options)]!)) {
+      const key = `${replica.id}/${str(vbd.userdevice)}`;
+      const tagged = otherConfig(vdi)[REPLICA_VDI_OF_KEY];
+      if (tagged === key) continue;
+      if (tagged !== undefined) {
+        await this.connection.call('VDI.remove_from_other_config', [vdiRef, REPLICA_VDI_OF_KEY], sig(options));
+      }
+      await this.connection.call('VDI.add_to_other_config', [vdiRef, REPLICA_VDI_OF_KEY, key], sig(options));
+    }
+  }
+
   /**
-   * Destroys the replica's clones that are neither pending nor attached: a process killed
+   * Destroys the replica's VDIs that nothing uses: clones neither pending nor attached (a process killed
    * between `VDI.clone` and the clone's pending tags leaves one. Only at a device where the
    * replica VM has its disk: a commit killed between `VBD.destroy` and `VBD.create` leaves the
-   * old disk unattached too, and that one is kept. With `userdevice`, only that disk's.
+   * old disk unattached too, and that one is kept. Also the disks of a restore point whose VM a
+   * cut prune destroyed (snapshots without a VBD; CBT bases excepted). With `userdevice`, only
+   * that disk's.
    */
   private async dropStrayClones(replica: Replica, options?: OperationOptions, userdevice?: string): Promise<void> {
     const vmRef = await this.vmRef(replica, options);
@@ -591,7 +609,7 @@ export class XenTarget {
       if (of === undefined || !of.startsWith(prefix)) continue;
       const device = of.slice(prefix.length);
       if (!attached.has(device) || (userdevice !== undefined && device !== userdevice)) continue;
-      if (vdi.is_a_snapshot === true || config[PENDING_OF_KEY] !== undefined) continue;
+      if (config[PENDING_OF_KEY] !== undefined || config[CBT_BASE_KEY] !== undefined) continue;
       if (((vdi.VBDs as string[] | undefined) ?? []).length > 0) continue;
       await this.connection.callAsync('VDI.destroy', [ref], sig(options));
     }

@@ -1,5 +1,6 @@
 import type { Replica, ReplicaSpec } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
+import { fault } from '@replikit/xapi-sim';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { XenDriver } from '../src/index.js';
 import { startPool, type TestPool } from './helpers/xen-pool.js';
@@ -36,7 +37,7 @@ describe('a writer cut between its VDI.clone and the clone’s pending tags', ()
         return (
           config['replikit:disk'] !== undefined &&
           config['replikit:pending-of'] === undefined &&
-          vdi.is_a_snapshot !== true &&
+          config['replikit:cbt-base-of'] === undefined &&
           (vdi.VBDs as string[]).length === 0
         );
       })
@@ -101,6 +102,30 @@ describe('a writer cut between its VDI.clone and the clone’s pending tags', ()
     const [point] = await hv.listRestorePoints(replica);
     await hv.revertTo(replica, point!);
     expect(compareBytes(await readWholeDisk(hv, replica.disks[0]!), first)).toBe('equal');
+    expect(await strayVdis()).toEqual([]);
+  });
+
+  it('a restore point deleted halfway (its VM gone, not its disks): the run’s end destroys the disks', async () => {
+    const { replica } = await replicaWithPoint();
+    const writer = await hv.openWriter(replica, replica.disks[0]!, { runId: 'run-2' });
+    await writer.write(0, testPattern(5, 2 * MiB));
+    await writer.close();
+    const owner = { runId: 'run-2', host: 'test', pid: process.pid, startedAt: new Date().toISOString() };
+    await hv.claimReplica(replica, owner);
+    // Retention 1 prunes point run-1: its VM is destroyed, then the cut stops the prune (the
+    // commit destroys one replaced disk first: the second VDI.destroy is the prune's).
+    const original = pool.sim.state.call.bind(pool.sim.state);
+    let destroys = 0;
+    pool.sim.state.call = (name, params) => {
+      if (name.endsWith('VDI.destroy') && ++destroys === 2) throw fault('INTERNAL_ERROR', 'cut in the prune');
+      return original(name, params);
+    };
+    await expect(hv.createRestorePoint(replica, 'run-2', { retention: 1 })).rejects.toThrow(/cut in the prune/);
+    pool.sim.state.call = original;
+    expect((await hv.listRestorePoints(replica)).map((p) => p.label)).toEqual(['run-2']);
+    // The resumed run: its commit is done already (same label), then its end.
+    await hv.createRestorePoint(replica, 'run-2', { retention: 1 });
+    await hv.releaseReplica(replica, 'run-2');
     expect(await strayVdis()).toEqual([]);
   });
 
