@@ -1,4 +1,5 @@
 import { BUILTIN_DRIVER_KINDS, type Capabilities, defineDriver, InputError } from '@replikit/core';
+import { unplugDeadOwners } from './abd/abd-manager.js';
 import { AbdSourceReads } from './abd/abd-source.js';
 import { AbdTargetWrites } from './abd/abd-target.js';
 import { XenConnection, type XenConnectionOptions } from './xapi/xen-connection.js';
@@ -37,6 +38,17 @@ export async function createXenDriver(
     allowUnauthorized: options.allowUnauthorized,
     ...connectionTuning,
   });
+  const abdSource = method === 'abd' && options.abd ? new AbdSourceReads(connection, options.abd) : undefined;
+  const abdTarget = side === 'target' && options.abd ? new AbdTargetWrites(connection, options.abd) : undefined;
+  if (abdSource || abdTarget) {
+    // After a killed run: its VBDs on the appliance would keep its VDIs in use (VDI_IN_USE).
+    try {
+      await unplugDeadOwners(connection);
+    } catch (error) {
+      await connection.close();
+      throw error;
+    }
+  }
   return new XenDriver(connection, {
     nbdConnections: options.nbdConnections,
     preferNbd: options.preferNbd,
@@ -45,9 +57,9 @@ export async function createXenDriver(
     spoolDir: options.spoolDir,
     ...(tuning.onWarning ? { onWarning: tuning.onWarning } : {}),
     // ABD wiring (issue 17).
-    ...(method === 'abd' && options.abd ? { abdSource: new AbdSourceReads(connection, options.abd) } : {}),
+    ...(abdSource ? { abdSource } : {}),
     // ABD wiring (issue 17): a target with an `abd` section writes through its appliance, any method.
-    ...(side === 'target' && options.abd ? { abdTarget: new AbdTargetWrites(connection, options.abd) } : {}),
+    ...(abdTarget ? { abdTarget } : {}),
   });
 }
 

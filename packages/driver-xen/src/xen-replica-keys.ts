@@ -16,6 +16,11 @@ export const REPLICA_BOOT_KEY = 'replikit:booted-at';
 export const REPLICA_SIZE_KEY = 'replikit:size';
 /** `other_config` key of a replica VDI: the source disk id it mirrors. */
 export const REPLICA_DISK_KEY = 'replikit:disk';
+/**
+ * `other_config` key of a replica VDI: `<replica uuid>/<userdevice>`, the disk it is (or will be,
+ * or was) at. Clones inherit it, so a clone cut off before its pending tags is still found.
+ */
+export const REPLICA_VDI_OF_KEY = 'replikit:vdi-of';
 /** `other_config` key of a restore point (a snapshot of the replica VM): its label. */
 export const RESTORE_POINT_KEY = 'replikit:restore-point';
 

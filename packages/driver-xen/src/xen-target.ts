@@ -29,6 +29,7 @@ import {
   REPLICA_OF_KEY,
   REPLICA_OWNER_KEY,
   REPLICA_SIZE_KEY,
+  REPLICA_VDI_OF_KEY,
   RESTORE_POINT_KEY,
 } from './xen-replica-keys.js';
 
@@ -243,6 +244,7 @@ export class XenTarget {
   async release(replica: Replica, runId: string, options?: OperationOptions): Promise<void> {
     const holder = await this.owner(replica, options);
     if (holder?.runId !== runId) return;
+    await this.dropStrayClones(replica, options); // what a killed step of this run left behind
     const vmRef = await this.vmRef(replica, options);
     await this.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_OWNER_KEY], sig(options));
   }
@@ -416,6 +418,7 @@ export class XenTarget {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
     await this.commitPending(replica, options);
+    await this.tagDisks(replica, options); // the point's disks inherit the tag: found if left alone
     await this.dropCbtBases(replica, options); // the new point is the base from here
     const snapRef = await this.connection.callAsync<string>('VM.snapshot', [vmRef, `${replica.name} ${label}`], s);
     await this.connection.call('VM.add_to_other_config', [snapRef, RESTORE_POINT_KEY, label], s);
@@ -507,11 +510,22 @@ export class XenTarget {
     const userdevice = String(known.meta?.userdevice ?? '');
     const committed = await this.committedVdi(replica, userdevice, options);
     const key = `${replica.id}/${userdevice}`;
-    for (const [ref, vdi] of Object.entries(await this.vdis(options))) {
+    const vdis = await this.vdis(options);
+    for (const [ref, vdi] of Object.entries(vdis)) {
       if (otherConfig(vdi)[PENDING_OF_KEY] !== key) continue;
       if (otherConfig(vdi)[PENDING_RUN_KEY] === run && run !== '') return ref;
+      if (ref === committed) continue; // swapped in by a cut commit (see dropPending)
       await this.connection.callAsync('VDI.destroy', [ref], s);
     }
+    // The clone inherits this tag: if the process dies before the pending tags below, the clone
+    // is still known as this disk's (dropStrayClones destroys it).
+    const tagged = otherConfig(vdis[committed] ?? {})[REPLICA_VDI_OF_KEY];
+    if (tagged !== key) {
+      if (tagged !== undefined)
+        await this.connection.call('VDI.remove_from_other_config', [committed, REPLICA_VDI_OF_KEY], s);
+      await this.connection.call('VDI.add_to_other_config', [committed, REPLICA_VDI_OF_KEY, key], s);
+    }
+    await this.dropStrayClones(replica, options, userdevice); // this disk's only: others may be cloning now
     const clone = await this.connection.callAsync<string>('VDI.clone', [committed, {}], s);
     await this.connection.call('VDI.remove_from_other_config', [clone, PENDING_OF_KEY], s);
     await this.connection.call('VDI.remove_from_other_config', [clone, PENDING_RUN_KEY], s);
@@ -544,15 +558,68 @@ export class XenTarget {
     return (await this.pending(replica, options)).length > 0;
   }
 
-  /** Destroys the pending clones of the replica (all, or those not of `keepRun`). */
+  /**
+   * Destroys the pending clones of the replica (all, or those not of `keepRun`), and the clones
+   * a killed writer left before tagging them (see {@link XenTarget.dropStrayClones}).
+   */
   async dropPending(replica: Replica, options?: OperationOptions, keepRun?: string): Promise<void> {
+    const view = await this.view(options);
+    const vm = view.vms[await this.vmRef(replica, options)];
+    const disks = new Set(vm ? diskVbds(view, vm).map((d) => d.vdiRef) : []);
     for (const { ref, vdi } of await this.pending(replica, options)) {
       if (keepRun !== undefined && otherConfig(vdi)[PENDING_RUN_KEY] === keepRun) continue;
+      // Swapped in by a commit that was cut: it is the replica's disk now. A revert replaces it,
+      // a commit asked again finishes it.
+      if (disks.has(ref)) continue;
+      await this.connection.callAsync('VDI.destroy', [ref], sig(options));
+    }
+    await this.dropStrayClones(replica, options);
+  }
+
+  /** Tags each disk of the replica VM with {@link REPLICA_VDI_OF_KEY} where it is missing. */
+  private async tagDisks(replica: Replica, options?: OperationOptions): Promise<void> {
+    const view = await this.view(options);
+    for (const { vbd, vdi, vdiRef } of diskVbds(view, view.vms[await this.vmRef(replica, options)]!)) {
+      const key = `${replica.id}/${str(vbd.userdevice)}`;
+      const tagged = otherConfig(vdi)[REPLICA_VDI_OF_KEY];
+      if (tagged === key) continue;
+      if (tagged !== undefined) {
+        await this.connection.call('VDI.remove_from_other_config', [vdiRef, REPLICA_VDI_OF_KEY], sig(options));
+      }
+      await this.connection.call('VDI.add_to_other_config', [vdiRef, REPLICA_VDI_OF_KEY, key], sig(options));
+    }
+  }
+
+  /**
+   * Destroys the replica's VDIs that nothing uses: clones neither pending nor attached (a process killed
+   * between `VDI.clone` and the clone's pending tags leaves one. Only at a device where the
+   * replica VM has its disk: a commit killed between `VBD.destroy` and `VBD.create` leaves the
+   * old disk unattached too, and that one is kept. Also the disks of a restore point whose VM a
+   * cut prune destroyed (snapshots without a VBD; CBT bases excepted). With `userdevice`, only
+   * that disk's.
+   */
+  private async dropStrayClones(replica: Replica, options?: OperationOptions, userdevice?: string): Promise<void> {
+    const vmRef = await this.vmRef(replica, options);
+    const view = await this.view(options);
+    const attached = new Set(diskVbds(view, view.vms[vmRef]!).map((d) => str(d.vbd.userdevice)));
+    const prefix = `${replica.id}/`;
+    for (const [ref, vdi] of Object.entries(await this.vdis(options))) {
+      const config = otherConfig(vdi);
+      const of = config[REPLICA_VDI_OF_KEY];
+      if (of === undefined || !of.startsWith(prefix)) continue;
+      const device = of.slice(prefix.length);
+      if (!attached.has(device) || (userdevice !== undefined && device !== userdevice)) continue;
+      if (config[PENDING_OF_KEY] !== undefined || config[CBT_BASE_KEY] !== undefined) continue;
+      if (((vdi.VBDs as string[] | undefined) ?? []).length > 0) continue;
       await this.connection.callAsync('VDI.destroy', [ref], sig(options));
     }
   }
 
-  /** Swaps each pending clone in at its `userdevice` and destroys the disk it replaces. */
+  /**
+   * Swaps each pending clone in at its `userdevice` and destroys the disk it replaces. Asked again
+   * after a cut (a killed engine), a clone already swapped in keeps its VBD, and the replaced disks
+   * the cut left unattached are destroyed at the end.
+   */
   private async commitPending(replica: Replica, options?: OperationOptions): Promise<void> {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
@@ -560,27 +627,31 @@ export class XenTarget {
     const current = diskVbds(view, view.vms[vmRef]!);
     for (const { ref, vdi } of await this.pending(replica, options)) {
       const userdevice = otherConfig(vdi)[PENDING_OF_KEY]!.split('/')[1]!;
-      const old = current.find((d) => str(d.vbd.userdevice) === userdevice);
+      const found = current.find((d) => str(d.vbd.userdevice) === userdevice);
+      const swapped = found?.vdiRef === ref;
+      const old = swapped ? undefined : found;
       if (old) {
         const vbdRef = Object.entries(view.vbds).find(([, r]) => r === old.vbd)![0];
         await this.connection.call('VBD.destroy', [vbdRef], s);
       }
-      await this.connection.call(
-        'VBD.create',
-        [
-          {
-            VM: vmRef,
-            VDI: ref,
-            userdevice,
-            bootable: userdevice === '0',
-            mode: 'RW',
-            type: 'Disk',
-            empty: false,
-            other_config: {},
-          },
-        ],
-        s,
-      );
+      if (!swapped) {
+        await this.connection.call(
+          'VBD.create',
+          [
+            {
+              VM: vmRef,
+              VDI: ref,
+              userdevice,
+              bootable: userdevice === '0',
+              mode: 'RW',
+              type: 'Disk',
+              empty: false,
+              other_config: {},
+            },
+          ],
+          s,
+        );
+      }
       await this.connection.call('VDI.remove_from_other_config', [ref, PENDING_OF_KEY], s);
       await this.connection.call('VDI.remove_from_other_config', [ref, PENDING_RUN_KEY], s);
       // A clone starts without CBT: a fresh log from here, before the restore point's snapshot
@@ -588,6 +659,7 @@ export class XenTarget {
       await this.enableCbt(ref, options);
       if (old) await this.connection.callAsync('VDI.destroy', [old.vdiRef], s);
     }
+    await this.dropStrayClones(replica, options);
   }
 
   private async pending(replica: Replica, options?: OperationOptions): Promise<Array<{ ref: string; vdi: XRecord }>> {

@@ -19,6 +19,13 @@ export const ABD_TEMPLATE = 'template';
 /** `other_config` key of a VBD the driver plugged into an appliance; its value, `<host>/<pid>`, names the process that plugged it. */
 export const ABD_VBD_MARK = 'replikit:abd-vbd';
 
+/**
+ * `other_config` key of a running appliance: `<host>/<pid>` of the last process that acquired it
+ * (removed when a persistent appliance is released). A driver that closes without using the
+ * appliance stops it when that process is dead: a killed run left it running.
+ */
+export const ABD_HOLDER_MARK = 'replikit:abd-holder';
+
 /** The appliance's `xenstore_data` keys (network identity, then replikit's own keys). */
 export const ABD_XENSTORE = {
   ip: 'vm-data/ip',

@@ -4,7 +4,7 @@ import { createRemoteTarget, type RemoteTargetDriver } from '@replikit/transport
 import { backoffDelay, sleep } from '../xapi/backoff.js';
 import type { XenConnection } from '../xapi/xen-connection.js';
 import { type ApplianceAccess, findOrDeployAppliance, stopAppliance, waitUntilAnswers } from './abd-appliance.js';
-import { ABD_AGENT_KIND, ABD_VBD_MARK } from './abd-keys.js';
+import { ABD_AGENT_KIND, ABD_APPLIANCE, ABD_HOLDER_MARK, ABD_MARK, ABD_VBD_MARK } from './abd-keys.js';
 import {
   type AbdSettings,
   type AbdTiming,
@@ -200,6 +200,11 @@ export class AbdLease {
         held.delete(this.key);
         if (!shared.persistent) {
           await stopAppliance(this.connection, this.appliance.ref).catch((error: unknown) => failures.push(error));
+        } else {
+          // Kept on purpose: no later driver may take it for one a killed run left behind.
+          await this.connection
+            .call('VM.remove_from_other_config', [this.appliance.ref, ABD_HOLDER_MARK])
+            .catch((error: unknown) => failures.push(error));
         }
       }
     }
@@ -210,6 +215,62 @@ export class AbdLease {
 /** The {@link ABD_VBD_MARK} of this process's VBDs: `<host>/<pid>`, so a later run can tell a dead owner's. */
 function ownerMark(): string {
   return `${hostname()}/${process.pid}`;
+}
+
+/**
+ * Stops the pool's running appliances whose last holder ({@link ABD_HOLDER_MARK}) was a process
+ * of this host that is dead, once the VBDs it left are unplugged, unless a VBD of another process
+ * is still plugged. For a driver that closes without having used the appliance (a resumed run
+ * that only commits): the killed run it resumes left the appliance running. Nothing when this
+ * process holds an appliance of the pool.
+ */
+export async function stopAbandonedAppliances(
+  connection: XenConnection,
+  unplugAttempts = DEFAULT_ABD_UNPLUG_ATTEMPTS,
+): Promise<void> {
+  if (held.has(connection.url.origin)) return;
+  type VmRecord = { other_config?: Record<string, string>; power_state: string; is_a_template: boolean };
+  const all = await connection.call<Record<string, VmRecord>>('VM.get_all_records', []);
+  for (const [ref, vm] of Object.entries(all)) {
+    if (vm.is_a_template || vm.power_state !== 'Running' || vm.other_config?.[ABD_MARK] !== ABD_APPLIANCE) continue;
+    const holder = vm.other_config[ABD_HOLDER_MARK];
+    if (holder === undefined || !deadProcessHere(holder)) continue;
+    await sweepDeadOwners(connection, ref, unplugAttempts);
+    let inUse = false;
+    for (const vbd of await connection.call<string[]>('VM.get_VBDs', [ref])) {
+      const record = await connection.call<{ other_config?: Record<string, string>; currently_attached: boolean }>(
+        'VBD.get_record',
+        [vbd],
+      );
+      if (record.currently_attached && record.other_config?.[ABD_VBD_MARK] !== undefined) inUse = true;
+    }
+    if (!inUse) await stopAppliance(connection, ref);
+  }
+}
+
+/**
+ * Unplugs and destroys, on every running appliance of the pool, the VBDs that dead processes of
+ * this host left plugged (see `sweepDeadOwners`). A driver with an `abd` section does it as it
+ * opens: the run it resumes may destroy or write those VDIs before it uses the appliance.
+ */
+export async function unplugDeadOwners(
+  connection: XenConnection,
+  unplugAttempts = DEFAULT_ABD_UNPLUG_ATTEMPTS,
+): Promise<void> {
+  type VmRecord = { other_config?: Record<string, string>; power_state: string; is_a_template: boolean };
+  const all = await connection.call<Record<string, VmRecord>>('VM.get_all_records', []);
+  for (const [ref, vm] of Object.entries(all)) {
+    if (vm.is_a_template || vm.power_state !== 'Running' || vm.other_config?.[ABD_MARK] !== ABD_APPLIANCE) continue;
+    await sweepDeadOwners(connection, ref, unplugAttempts);
+  }
+}
+
+/** True for a `<host>/<pid>` mark naming this host and a pid that no longer runs. */
+function deadProcessHere(mark: string): boolean {
+  const here = `${hostname()}/`;
+  if (!mark.startsWith(here)) return false;
+  const pid = Number(mark.slice(here.length));
+  return Number.isSafeInteger(pid) && pid > 0 && !alive(pid);
 }
 
 /** True while process `pid` of this host exists. */
@@ -288,6 +349,9 @@ async function start(
   signal?: AbortSignal,
 ): Promise<ApplianceAccess> {
   const access = await findOrDeployAppliance(connection, settings, signal);
+  // This process holds it from now on (a later driver must not take it for an abandoned one).
+  await connection.call('VM.remove_from_other_config', [access.ref, ABD_HOLDER_MARK], { signal });
+  await connection.call('VM.add_to_other_config', [access.ref, ABD_HOLDER_MARK, ownerMark()], { signal });
   const readyTimeoutMs = timing.readyTimeoutMs;
   const probe = agentOf(access);
   try {

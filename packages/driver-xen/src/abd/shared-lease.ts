@@ -1,5 +1,5 @@
 import type { XenConnection } from '../xapi/xen-connection.js';
-import { AbdLease } from './abd-manager.js';
+import { AbdLease, stopAbandonedAppliances } from './abd-manager.js';
 import type { AbdSettings, AbdTiming } from './abd-settings.js';
 
 /**
@@ -8,6 +8,7 @@ import type { AbdSettings, AbdTiming } from './abd-settings.js';
  */
 export class SharedAbdLease {
   private lease: Promise<AbdLease> | undefined;
+  private closed = false;
 
   constructor(
     private readonly connection: XenConnection,
@@ -30,11 +31,24 @@ export class SharedAbdLease {
     return this.lease;
   }
 
-  /** Releases the appliance (stopping it unless the job keeps it). Calling it twice is harmless. */
+  /**
+   * Releases the appliance (stopping it unless the job keeps it). Without a lease (nothing was
+   * read or written through the appliance), stops one that a killed run of this host left running
+   * (see {@link stopAbandonedAppliances}), unless the job keeps its appliance. Calling it twice is
+   * harmless.
+   */
   async close(): Promise<void> {
     const lease = this.lease;
     this.lease = undefined;
-    const held = await lease?.catch(() => undefined);
+    if (!lease) {
+      if (this.settings.persistent !== true && !this.closed) {
+        await stopAbandonedAppliances(this.connection, this.timing.unplugAttempts);
+      }
+      this.closed = true;
+      return;
+    }
+    this.closed = true;
+    const held = await lease.catch(() => undefined);
     await held?.release();
   }
 }
