@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { XenDriver } from '../src/index.js';
 import { startRpcCuttingProxy } from './helpers/rpc-cutting-proxy.js';
 import { startPool, type TestPool } from './helpers/xen-pool.js';
@@ -15,6 +15,29 @@ describe('the XAPI connection: retries, cancellation, errors', () => {
   afterEach(async () => {
     await hv.close();
     await pool.close();
+  });
+
+  it('close() leaves no socket open to the pool: a process exits when its work is done', async () => {
+    const port = Number(new URL(pool.sim.url).port);
+    const socketsToPool = () =>
+      (process as unknown as { _getActiveHandles(): Array<{ remotePort?: number; destroyed?: boolean }> })
+        ._getActiveHandles()
+        .filter((h) => h.remotePort === port && h.destroyed === false).length;
+    const before = socketsToPool();
+    const other = await pool.driver({}, FAST);
+    const vm = await pool.makeVM('closing', [1 << 20]);
+    await other.snapshot(vm.uuid, 'a task, so the event loop polls'); // event.from is pending now
+    expect(socketsToPool()).toBeGreaterThan(before);
+    const warn = vi.spyOn(console, 'warn');
+    try {
+      await other.close();
+      await new Promise((resolve) => setImmediate(resolve)); // the client's loop sees its poll end
+      // A pending event.from (up to 60 s on a real pool) kept the process alive after its run.
+      expect(socketsToPool()).toBe(before);
+      expect(warn).not.toHaveBeenCalled(); // closing is not an event-loop failure worth a warning
+    } finally {
+      warn.mockRestore();
+    }
   });
 
   it('retries a task refused with TOO_MANY_PENDING_TASKS or VDI_IN_USE, then succeeds', async () => {

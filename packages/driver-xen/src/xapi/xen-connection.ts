@@ -211,9 +211,22 @@ export class XenConnection {
     }
   }
 
-  /** Logs out. Calling it twice is harmless. */
+  /**
+   * Logs out and closes the client's connections. Calling it twice is harmless.
+   *
+   * `xen-api`'s `disconnect()` stops its event loop but leaves the loop's pending `event.from`
+   * (up to 60 s on a real pool) and keep-alive sockets open, which kept a `replikit run` process
+   * alive long after its run. The client's HTTP dispatcher (undici) is destroyed to end them,
+   * failing the pending poll with `SESSION_INVALID`: the code on which the client's event loop
+   * starts over quietly (it then waits for a connect that never comes) instead of printing a warning.
+   */
   async close(): Promise<void> {
     await this.xapi.disconnect().catch(() => undefined);
+    const dispatcher = (this.xapi as { _undiciDispatcher?: { destroy?(error?: Error): Promise<void> } })
+      ._undiciDispatcher;
+    if (typeof dispatcher?.destroy !== 'function') return;
+    const closed = Object.assign(new Error('the XAPI connection was closed'), { code: 'SESSION_INVALID' });
+    await dispatcher.destroy(closed).catch(() => undefined);
   }
 
   private async retrying<T>(
