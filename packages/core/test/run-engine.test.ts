@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  DriverError,
   DriverRegistry,
   FileStateStore,
   isReplikitError,
@@ -110,6 +111,24 @@ describe('ReplicationEngine', () => {
     expect(same(replicaDisk('a'), a)).toBe(true);
     // the first run's snapshot is gone, the second is kept as base
     expect([...source.snapshots.values()].map((s) => s.snapshot.id)).toEqual([second.snapshot!.id]);
+  });
+
+  it('a run that fails after its snapshot exists but before it is journaled leaves no snapshot behind', async () => {
+    // A driver that took the snapshot and then failed (tagging it, say), as a kill at that moment would.
+    const failingAfter = new Proxy(source, {
+      get(target, property, receiver) {
+        if (property !== 'snapshot') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<MemoryDriver['snapshot']>) => {
+          await target.snapshot(...args);
+          throw new DriverError('the snapshot was taken, then tagging it failed');
+        };
+      },
+    });
+    registry = new DriverRegistry()
+      .register(instanceDriver('memsrc', () => failingAfter))
+      .register(instanceDriver('memdst', () => target));
+    await expect(engine().run(job())).rejects.toMatchObject({ code: 'E_DRIVER' });
+    expect(source.snapshots.size).toBe(0);
   });
 
   it('uses a verified hash diff when the source cannot track changes, reading the replica', async () => {

@@ -108,6 +108,19 @@ const sig = (options?: OperationOptions) => (options?.signal ? { signal: options
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
+/**
+ * The engine's label of a snapshot this driver took: its `replikit:snapshot` mark, or, for one
+ * whose marking was cut off (the process killed right after `VM.snapshot`, whose task the pool
+ * finishes anyway), the name `VM.snapshot` gave it atomically: `replikit <label>` with an engine
+ * label (`replikit-<runId>`). Undefined for any other snapshot.
+ */
+function snapshotLabelOf(snapshot: XRecord): string | undefined {
+  const marked = otherConfig(snapshot)[SNAPSHOT_LABEL_KEY];
+  if (marked !== undefined) return marked;
+  const named = /^replikit (replikit-[^\s]+)$/.exec(String(snapshot.name_label ?? ''));
+  return named?.[1];
+}
+
 /** `20261206T12:00:00Z` (XAPI's datetime) as ISO 8601. */
 function isoOf(xapiTime: unknown): string {
   const m = typeof xapiTime === 'string' ? /^(\d{4})(\d{2})(\d{2})T(\d{2}:\d{2}:\d{2})/.exec(xapiTime) : null;
@@ -258,10 +271,14 @@ export class XenDriver extends AbstractHypervisor {
     const view = await this.view(options);
     const vm = view.vms[vmRef];
     if (!vm) throw new NotFoundError(`no VM '${vmId}' on this pool`);
-    return ((vm.snapshots as string[] | undefined) ?? [])
-      .map((ref) => view.vms[ref])
-      .filter((s): s is XRecord => s !== undefined && otherConfig(s)[SNAPSHOT_LABEL_KEY] !== undefined)
-      .map((s) => this.toSnapshot(view, s, otherConfig(s)[SNAPSHOT_LABEL_KEY]!))
+    const labelled: Array<[XRecord, string]> = [];
+    for (const ref of (vm.snapshots as string[] | undefined) ?? []) {
+      const s = view.vms[ref];
+      const label = s === undefined ? undefined : snapshotLabelOf(s);
+      if (s && label !== undefined) labelled.push([s, label]);
+    }
+    return labelled
+      .map(([s, label]) => this.toSnapshot(view, s, label))
       .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 

@@ -60,6 +60,25 @@ function isoOf(xapiTime: unknown): string {
   return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}.000Z` : new Date(0).toISOString();
 }
 
+/** A run id as the engine makes them (`<job>-<UTC time>-<random>`): the label of a restore point. */
+const RUN_LABEL = /^\S+-\d{8}T\d{6}Z-[0-9a-z]+$/;
+
+/**
+ * The label of a restore point of replica VM `replicaVm`: its `replikit:restore-point` mark, or,
+ * for a point whose marking was cut off (a kill right after `VM.snapshot`, whose task the pool
+ * finishes anyway), the name `VM.snapshot` gave it atomically: `<replica name> <run id>`.
+ * Undefined for any other snapshot (a user's own is never taken for a point, nor pruned).
+ */
+function pointLabelOf(replicaVm: XRecord | undefined, snapshot: XRecord): string | undefined {
+  const marked = otherConfig(snapshot)[RESTORE_POINT_KEY];
+  if (marked !== undefined) return marked;
+  const prefix = `${str(replicaVm?.name_label)} `;
+  const name = str(snapshot.name_label);
+  if (prefix.length < 2 || !name.startsWith(prefix)) return undefined;
+  const label = name.slice(prefix.length);
+  return RUN_LABEL.test(label) ? label : undefined;
+}
+
 const NULL_REF = 'OpaqueRef:NULL';
 
 /** XAPI codes that mean "no CBT here": the fingerprint then leaves CBT out for that disk. */
@@ -420,17 +439,25 @@ export class XenTarget {
     await this.commitPending(replica, options);
     await this.tagDisks(replica, options); // the point's disks inherit the tag: found if left alone
     await this.dropCbtBases(replica, options); // the new point is the base from here
-    const snapRef = await this.connection.callAsync<string>('VM.snapshot', [vmRef, `${replica.name} ${label}`], s);
-    await this.connection.call('VM.add_to_other_config', [snapRef, RESTORE_POINT_KEY, label], s);
+    // A commit resumed after a kill that came after its snapshot: that snapshot is the point.
+    const before = await this.view(options);
+    const taken = (await this.points(before, vmRef)).find((p) => pointLabelOf(before.vms[vmRef], p.vm) === label);
+    const snapRef =
+      taken?.ref ?? (await this.connection.callAsync<string>('VM.snapshot', [vmRef, `${replica.name} ${label}`], s));
+    if (otherConfig(taken?.vm ?? {})[RESTORE_POINT_KEY] === undefined) {
+      await this.connection.call('VM.add_to_other_config', [snapRef, RESTORE_POINT_KEY, label], s);
+    }
     const view = await this.view(options);
-    return this.toPoint(replica, view.vms[snapRef]!);
+    return this.toPoint(replica, view.vms[snapRef]!, label);
   }
 
   /** The replica's restore points, oldest first. */
   async listPoints(replica: Replica, options?: OperationOptions): Promise<RestorePoint[]> {
     const vmRef = await this.vmRef(replica, options);
     const view = await this.view(options);
-    return (await this.points(view, vmRef)).map((p) => this.toPoint(replica, p.vm));
+    return (await this.points(view, vmRef)).map((p) =>
+      this.toPoint(replica, p.vm, pointLabelOf(view.vms[vmRef], p.vm)),
+    );
   }
 
   /** Deletes one restore point and its disks. */
@@ -762,9 +789,10 @@ export class XenTarget {
 
   /** The replica's restore points (snapshot VMs carrying the label key), oldest first. */
   private async points(view: PoolView, vmRef: string): Promise<Array<{ ref: string; vm: XRecord }>> {
-    return ((view.vms[vmRef]?.snapshots as string[] | undefined) ?? [])
+    const replicaVm = view.vms[vmRef];
+    return ((replicaVm?.snapshots as string[] | undefined) ?? [])
       .map((ref) => ({ ref, vm: view.vms[ref]! }))
-      .filter((p) => p.vm !== undefined && otherConfig(p.vm)[RESTORE_POINT_KEY] !== undefined)
+      .filter((p) => p.vm !== undefined && pointLabelOf(replicaVm, p.vm) !== undefined)
       .sort((a, b) => str(a.vm.snapshot_time).localeCompare(str(b.vm.snapshot_time)));
   }
 
@@ -775,11 +803,11 @@ export class XenTarget {
     for (const { vdiRef } of disks) await this.connection.callAsync('VDI.destroy', [vdiRef], s);
   }
 
-  private toPoint(replica: Replica, snap: XRecord): RestorePoint {
+  private toPoint(replica: Replica, snap: XRecord, label?: string): RestorePoint {
     return {
       id: str(snap.uuid),
       replicaId: replica.id,
-      label: otherConfig(snap)[RESTORE_POINT_KEY] ?? '',
+      label: label ?? otherConfig(snap)[RESTORE_POINT_KEY] ?? '',
       createdAt: isoOf(snap.snapshot_time),
     };
   }

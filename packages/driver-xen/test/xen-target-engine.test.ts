@@ -107,6 +107,18 @@ describe('the engine replicates into a xen replica (Q-Hybrid and CBT)', () => {
     });
   }
 
+  it("a snapshot whose marking was cut off (a kill right after VM.snapshot) is still listed under its run's label, so the run adopts or removes it", async () => {
+    await start();
+    const vm = await pool.makeVM('cut', [1 << 20]);
+    // What a process killed between VM.snapshot (the pool finishes the task) and its tag leaves.
+    await pool.call('VM.snapshot', vm.ref, 'replikit replikit-cut-run');
+    await pool.call('VM.snapshot', vm.ref, 'someone else'); // not ours: never listed
+    const listed = await xen.listSnapshots(vm.uuid);
+    expect(listed.map((s) => s.label)).toEqual(['replikit-cut-run']);
+    await xen.deleteSnapshot(listed[0]!);
+    expect(await xen.listSnapshots(vm.uuid)).toEqual([]);
+  });
+
   it('a replica being written cannot be started: XAPI itself answers OPERATION_BLOCKED mid-run', async () => {
     await start();
     await pool.makeVM('mid', [4 * MiB]);

@@ -42,6 +42,21 @@ describe('the xen target side against the simulator (replica VM, holds, marks, r
     }
   });
 
+  it('a restore point whose marking was cut off (a kill right after VM.snapshot) is listed under its run and reused by a resumed commit', async () => {
+    const replica = await hv.ensureReplica(spec);
+    const run = 'job-web-20261206T120000Z-abc123';
+    // What a process killed between the replica's VM.snapshot and its mark leaves; and a user's own.
+    await pool.call('VM.snapshot', await ref(replica), `web-replica ${run}`);
+    await pool.call('VM.snapshot', await ref(replica), 'web-replica before my upgrade');
+    const listed = await hv.listRestorePoints(replica);
+    expect(listed.map((p) => p.label)).toEqual([run]);
+    const point = await hv.createRestorePoint(replica, run, { retention: 3 });
+    expect(point.id).toBe(listed[0]!.id); // no second snapshot for the same run
+    expect((await hv.listRestorePoints(replica)).map((p) => p.id)).toEqual([listed[0]!.id]);
+    const snaps = await pool.call<string[]>('VM.get_snapshots', await ref(replica));
+    expect(snaps).toHaveLength(2); // the point and the user's snapshot, which no retention prunes
+  });
+
   it('creates a halted replica with the source shape, start blocked, marked; a second ensure finds it', async () => {
     const replica = await hv.ensureReplica(spec);
     expect(replica.created).toBe(true);

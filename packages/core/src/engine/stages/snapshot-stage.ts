@@ -21,6 +21,19 @@ export async function dropSnapshot(
   }
 }
 
+/** The snapshot carrying this run's label that the journal does not name, if the source has one. */
+async function unjournaledSnapshot(ctx: RunContext, source: Hypervisor): Promise<Snapshot | undefined> {
+  const label = `replikit-${ctx.record.runId}`;
+  try {
+    // No signal: a cleanup runs to its end, also after the run was cancelled.
+    const vm = await source.getVM(ctx.record.job.source.vm);
+    return (await source.listSnapshots(vm.id)).find((s) => s.label === label);
+  } catch (error) {
+    ctx.warn('W_CLEANUP', `could not look for a snapshot labelled ${label}: ${(error as Error).message}`);
+    return undefined;
+  }
+}
+
 /**
  * `snapshot`: the source VM's snapshot of this run, taken once (adopted again after a crash) and
  * journaled. Undo: the snapshot is deleted (an abandoned run only warns when it cannot be).
@@ -38,11 +51,13 @@ export const snapshotStage: Stage = {
     record.stages.snapshot = { snapshot: existing ?? (await source.snapshot(vm.id, label, { signal })) };
     await ctx.save();
   },
-  ran: (ctx) => ctx.record.stages.snapshot !== undefined,
+  // Entered counts, not only journaled: a run that stopped between taking its snapshot and
+  // journaling it (a kill, or a driver that failed after the snapshot existed) left one.
+  ran: (ctx) => ctx.record.stages.snapshot !== undefined || ctx.record.history.some((h) => h.state === 'snapshot'),
   async undo(ctx, ending): Promise<void> {
-    const taken = ctx.record.stages.snapshot;
-    if (!taken) return;
     const { source } = await ctx.drivers();
-    await dropSnapshot(ctx, source, taken.snapshot, ending === 'abandon');
+    const taken = ctx.record.stages.snapshot?.snapshot ?? (await unjournaledSnapshot(ctx, source));
+    if (!taken) return;
+    await dropSnapshot(ctx, source, taken, ending === 'abandon');
   },
 };
