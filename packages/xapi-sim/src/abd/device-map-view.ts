@@ -11,13 +11,16 @@ export interface VisibleDisk extends PluggedDisk {
 }
 
 /**
- * The agent's view of its appliance's device map: read again whenever the file changed (the
- * simulator renames a new one over it, so a changed inode or time means a new plug state), and
- * checked on every I/O so that a disk unplugged a moment ago is refused.
+ * The agent's view of its appliance's device map: read again on every I/O, so that a disk
+ * unplugged a moment ago is refused and one plugged a moment ago is seen. (It once kept the map
+ * while the file's inode, time and size stayed the same; but the simulator renames a new file over
+ * it, ext4 hands the freed inode number to the next one, and its times tick every few
+ * milliseconds, so an unplug followed at once by a plug of another disk could look unchanged.)
+ * Parsing is skipped while the text is the same.
  */
 export class DeviceMapView {
   private readonly path: string;
-  private cached: { key: string; map: DeviceMap } | undefined;
+  private cached: { text: string; map: DeviceMap } | undefined;
 
   /** @param root - the appliance's folder, holding `devices.json`. */
   constructor(root: string) {
@@ -26,21 +29,20 @@ export class DeviceMapView {
 
   /** The device map as it is now. */
   async current(): Promise<DeviceMap> {
-    let key: string;
     try {
-      const st = await lstat(this.path, { bigint: true });
+      const st = await lstat(this.path);
       if (!st.isFile()) throw new IoError(`${this.path} is not a regular file`);
-      key = `${st.ino}:${st.mtimeNs}:${st.size}`;
     } catch (error) {
       throw toStorageError(error, `reading the appliance device map ${this.path}`);
     }
-    if (this.cached?.key === key) return this.cached.map;
     const fh = await open(this.path, constants.O_RDONLY | constants.O_NOFOLLOW).catch((error: unknown) => {
       throw toStorageError(error, `reading the appliance device map ${this.path}`);
     });
     try {
-      const map = parseDeviceMap(await fh.readFile('utf8'));
-      this.cached = { key, map };
+      const text = await fh.readFile('utf8');
+      if (this.cached?.text === text) return this.cached.map;
+      const map = parseDeviceMap(text);
+      this.cached = { text, map };
       return map;
     } finally {
       await fh.close();
