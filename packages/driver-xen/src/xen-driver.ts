@@ -39,6 +39,7 @@ import { NbdExport } from './nbd/nbd-export.js';
 import { NbdDiskReader } from './nbd-reader.js';
 import type { VdiSinkFactory } from './vdi-sink.js';
 import { vhdAllocation } from './vhd-allocation.js';
+import { settleTasks } from './xapi/settle-tasks.js';
 import { wrapXapiError, xapiCodeOf } from './xapi/xapi-error.js';
 import type { XenConnection } from './xapi/xen-connection.js';
 import {
@@ -268,6 +269,8 @@ export class XenDriver extends AbstractHypervisor {
 
   protected override async _listSnapshots(vmId: string, options?: OperationOptions): Promise<Snapshot[]> {
     const vmRef = await this.refOf('VM', vmId, options);
+    // A killed run's VM.snapshot task still finishes on the pool: let it, so its snapshot is seen.
+    await settleTasks(this.connection, 'VM.snapshot', options?.signal);
     const view = await this.view(options);
     const vm = view.vms[vmRef];
     if (!vm) throw new NotFoundError(`no VM '${vmId}' on this pool`);

@@ -119,6 +119,16 @@ describe('the engine replicates into a xen replica (Q-Hybrid and CBT)', () => {
     expect(await xen.listSnapshots(vm.uuid)).toEqual([]);
   });
 
+  it("listing snapshots waits for a VM.snapshot task still running (a killed run's), so its snapshot is seen", async () => {
+    await start();
+    const vm = await pool.makeVM('late', [1 << 20]);
+    const release = pool.sim.hold('VM.snapshot'); // the task of a process killed mid-snapshot runs on
+    await pool.call('Async.VM.snapshot', vm.ref, 'replikit replikit-late-run');
+    const listing = xen.listSnapshots(vm.uuid);
+    setTimeout(release, 200);
+    expect((await listing).map((s) => s.label)).toEqual(['replikit-late-run']);
+  });
+
   it('a replica being written cannot be started: XAPI itself answers OPERATION_BLOCKED mid-run', async () => {
     await start();
     await pool.makeVM('mid', [4 * MiB]);
