@@ -108,6 +108,27 @@ describe('the xen source side against the simulator', () => {
     expect((await hv.listSnapshots(vm.uuid)).map((s) => s.label)).toEqual(['s2', 's3']);
   });
 
+  it('CBT: a snapshot VDI still attached for another process\'s NBD reader (a killed run\'s) is waited for, not "cannot tell"', async () => {
+    const vm = await pool.makeVM('attached', [4 * MiB]);
+    const disk = (await hv.getVM(vm.uuid)).disks[0]!;
+    const s1 = await hv.snapshot(vm.uuid, 's1');
+    await pool.writeGuest(vm.uuid, disk.id, 3 * MiB, new Uint8Array(4).fill(5)); // block 48
+    const s2 = await hv.snapshot(vm.uuid, 's2');
+    // Another session reads the newer snapshot over NBD: the pool attaches its VDI to dom0 meanwhile.
+    const other = await pool.driver();
+    const reader = await other.openReader(s2.disks[0]!);
+    await reader.read(0, 65_536);
+    const vdi = await pool.call<string>('VDI.get_by_uuid', s2.disks[0]!.meta!.vdi as string);
+    const attached = async () => {
+      const vbds = await pool.call<string[]>('VDI.get_VBDs', vdi);
+      return (await Promise.all(vbds.map((v) => pool.call<boolean>('VBD.get_currently_attached', v)))).some(Boolean);
+    };
+    expect(await attached()).toBe(true);
+    const answer = extentsOf(hv, s2.disks[0]!, s1, s2);
+    setTimeout(() => void reader.close().then(() => other.close()), 300);
+    expect(await answer).toEqual([{ offset: 3 * MiB, length: 65_536 }]);
+  });
+
   it('CBT: "cannot tell" (undefined) when CBT is off, was reset, or the base is lost', async () => {
     const off = await pool.makeVM('off', [MiB], { cbt: false });
     const a = await hv.snapshot(off.uuid, 'a');
