@@ -131,6 +131,49 @@ describe('ReplicationEngine', () => {
     expect(source.snapshots.size).toBe(0);
   });
 
+  it('asks the change tracker before opening the snapshot reader (a tracker that cannot answer while its disk is attached)', async () => {
+    // As XAPI refuses list_changed_blocks while the snapshot VDI is plugged into an appliance reader.
+    let open = 0;
+    const attaching = new Proxy(source, {
+      get(target, property, receiver) {
+        if (property === 'openReader') {
+          return async (...args: Parameters<MemoryDriver['openReader']>) => {
+            const reader = await target.openReader(...args);
+            open++;
+            const close = reader.close.bind(reader);
+            return Object.assign(reader, {
+              close: () => {
+                open--;
+                return close();
+              },
+            });
+          };
+        }
+        if (property === 'changeTracker') {
+          const tracker = target.changeTracker!;
+          return {
+            changes: (...args: Parameters<typeof tracker.changes>) =>
+              open > 0 ? Promise.resolve(undefined) : tracker.changes(...args),
+          };
+        }
+        return Reflect.get(target, property, receiver);
+      },
+    });
+    registry = new DriverRegistry()
+      .register(instanceDriver('memsrc', () => attaching))
+      .register(instanceDriver('memdst', () => target));
+    const e = engine();
+    expect((await e.run(job())).state).toBe('completed');
+    source.vms
+      .get('vm1')!
+      .disks.get('a')!
+      .fill(9, 2 * MiB, 2 * MiB + 100);
+    const second = await e.run(job());
+    expect(second.disks.map((d) => d.mode)).toEqual(['tracked', 'tracked']);
+    expect(second.stats.blocksChanged).toBe(1);
+    expect(same(replicaDisk('a'), source.vms.get('vm1')!.disks.get('a')!)).toBe(true);
+  });
+
   it('uses a verified hash diff when the source cannot track changes, reading the replica', async () => {
     registry = new DriverRegistry()
       .register(

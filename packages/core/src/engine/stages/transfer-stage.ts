@@ -102,15 +102,16 @@ class TransferStage {
     const replicaDisk = preparedOf(record).replica.disks[disk.position]!;
     const blockCount = Math.ceil(disk.size / record.blockSize);
     await replanIfCacheLost(this.ctx, disk, blockCount);
+    // A tracked disk asks its change tracker before the reader opens: some readers attach the
+    // snapshot's disk (Xen's appliance plugs its VDI), and XAPI answers no changed blocks of an
+    // attached VDI (VDI_IN_USE), which a resumed run, with nothing cached, would take for "cannot tell".
+    const trackedRanges =
+      disk.mode === 'tracked' ? await rangesFor(this.ctx, source, disk, snapshotDisk, noExtents()) : undefined;
     const reader = await source.openReader(snapshotDisk, { signal: options.signal });
     try {
-      const ranges = await rangesFor(
-        this.ctx,
-        source,
-        disk,
-        snapshotDisk,
-        reader.allocated({ signal: options.signal }),
-      );
+      const ranges =
+        trackedRanges ??
+        (await rangesFor(this.ctx, source, disk, snapshotDisk, reader.allocated({ signal: options.signal })));
       const examineAll = disk.mode === 'hash-diff' || (disk.mode === 'full' && !disk.targetKnownZero);
       if (disk.stats.blocksTotal === 0) {
         disk.stats.blocksTotal = examineAll ? blockCount : countBlocks(ranges);
@@ -224,3 +225,6 @@ export const transferStage: Stage = {
   ran: (context) => context.record.stages.plan !== undefined,
   undo: (context) => abortPendingStores(context),
 };
+
+/** No extents: what a tracked disk's ranges are computed without (they come from the change tracker). */
+async function* noExtents(): AsyncIterable<{ offset: number; length: number }> {}
