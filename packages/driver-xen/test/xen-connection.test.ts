@@ -26,7 +26,10 @@ describe('the XAPI connection: retries, cancellation, errors', () => {
     const before = socketsToPool();
     const other = await pool.driver({}, FAST);
     const vm = await pool.makeVM('closing', [1 << 20]);
-    await other.snapshot(vm.uuid, 'a task, so the event loop polls'); // event.from is pending now
+    await other.snapshot(vm.uuid, 'a task, so the event loop polls');
+    // The client's event loop polls again a moment after the task's events (its debounce): wait
+    // for its connection (a condition, not a time; bounded so that a client that never polls fails).
+    for (let i = 0; i < 500 && socketsToPool() <= before; i++) await new Promise((r) => setTimeout(r, 10));
     expect(socketsToPool()).toBeGreaterThan(before);
     const warn = vi.spyOn(console, 'warn');
     try {
