@@ -26,4 +26,12 @@ export { assertSafeName, MAX_NAME_LENGTH } from './names.js';
 export { diskImagePath, type FileVmPaths, fileVmPaths, overlayPath } from './paths.js';
 export type { FaultHook, FaultPoint } from './replica-commit.js';
 export { settleDiscards } from './trash.js';
-export { parseVmJson, type ReplicaJson, readVmJson, type VmDiskJson, type VmJson } from './vm-metadata.js';
+export {
+  type CloneJson,
+  parseVmJson,
+  type ReplicaFailoverJson,
+  type ReplicaJson,
+  readVmJson,
+  type VmDiskJson,
+  type VmJson,
+} from './vm-metadata.js';

@@ -11,10 +11,10 @@ export type { ApplianceAccess } from './abd/abd-appliance.js';
 export { openAbdDiskReader } from './abd/abd-disk-reader.js';
 export { ABD_APPLIANCE, ABD_MARK, ABD_TEMPLATE, ABD_VBD_MARK, ABD_XENSTORE } from './abd/abd-keys.js';
 export { AbdLease, type PluggedVdi } from './abd/abd-manager.js';
-export { type AbdPullOptions, pullVdiThroughAbd } from './abd/abd-pull.js';
+export { type AbdPullFrom, type AbdPullOptions, pullVdiThroughAbd } from './abd/abd-pull.js';
 export type { AbdSettings, AbdTiming } from './abd/abd-settings.js';
 export { AbdSourceReads } from './abd/abd-source.js';
-export { AbdTargetWrites } from './abd/abd-target.js';
+export { AbdTargetWrites, type PullIntoOptions } from './abd/abd-target.js';
 export {
   ABD_TARGET_SINK_BLOCK,
   type AbdWriteStats,

@@ -154,12 +154,12 @@ export class XenDriver extends AbstractHypervisor {
   private readonly spoolDir: string | undefined;
   /**
    * ABD wiring (issue 17), a pull job's source half: set when snapshot disks are read through the
-   * appliance (method `abd`); offers a snapshot disk plugged RO into it. See {@link Hypervisor.pullSource}.
+   * appliance (method `abd`); offers a snapshot disk plugged RO into it. See `Hypervisor.pullSource` in @replikit/core.
    */
   readonly pullSource?: (snapshot: Snapshot, disk: DiskRef, options?: OperationOptions) => Promise<PullSource>;
   /**
    * ABD wiring (issue 17), a pull job's target half: set with an `abd` section; the appliance's
-   * agent pulls the replica disk's pending VDI from the source appliance. See {@link Hypervisor.pullDiskFrom}.
+   * agent pulls the replica disk's pending VDI from the source appliance. See `Hypervisor.pullDiskFrom` in @replikit/core.
    */
   readonly pullDiskFrom?: (
     from: PullSource,

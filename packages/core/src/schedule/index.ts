@@ -19,9 +19,11 @@ export { nextRpoChange, type RpoLevel, type RpoTargets, rpoLevel, rpoTargets } f
 export {
   type RetryInput,
   type RetryOptions,
+  retrySchema,
   type ScheduleOption,
   type SchedulePolicies,
   schedulePolicies,
+  scheduleSchema,
 } from './schedule-options.js';
 export type { JobActivity, LastOutcome, RunReason, ScheduleState } from './schedule-state.js';
 export { type SlotCalendar, slotCalendar } from './slot-calendar.js';

@@ -59,7 +59,7 @@ export async function pullVdiThroughAbd(
   );
 }
 
-/** Where {@link pullIntoVdi} pulls from: an agent that serves the snapshot disk, and its key. */
+/** Where a pull reads from: an agent that serves the snapshot disk, and its key. */
 export interface AbdPullFrom {
   /** The serving agent's address (the source appliance's). */
   readonly address: { readonly host: string; readonly port: number };
