@@ -21,9 +21,12 @@ export async function dropSnapshot(
   }
 }
 
+/** The label a run's source snapshot carries. */
+const runLabel = (runId: string): string => `replikit-${runId}`;
+
 /** The snapshot carrying this run's label that the journal does not name, if the source has one. */
 async function unjournaledSnapshot(ctx: RunContext, source: Hypervisor): Promise<Snapshot | undefined> {
-  const label = `replikit-${ctx.record.runId}`;
+  const label = runLabel(ctx.record.runId);
   try {
     // No signal: a cleanup runs to its end, also after the run was cancelled.
     const vm = await source.getVM(ctx.record.job.source.vm);
@@ -44,7 +47,7 @@ export const snapshotStage: Stage = {
     const { record, signal } = ctx;
     if (record.stages.snapshot) return;
     const { source } = await ctx.drivers();
-    const label = `replikit-${record.runId}`;
+    const label = runLabel(record.runId);
     const vm = await source.getVM(record.job.source.vm, { signal });
     // A crash between taking the snapshot and journaling it leaves one with our label: adopt it.
     const existing = (await source.listSnapshots(vm.id, { signal })).find((s) => s.label === label);
