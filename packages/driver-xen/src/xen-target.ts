@@ -366,7 +366,12 @@ export class XenTarget {
     if (!fromRef || from?.cbt_enabled !== true || to.cbt_enabled !== true) return 'untracked';
     let bitmap: string;
     try {
-      bitmap = await this.connection.call<string>('VDI.list_changed_blocks', [fromRef, toRef], sig(options));
+      // A running replica's disk is attached: XAPI answers VDI_IN_USE, and that answer is the
+      // fingerprint's (a boot already changes it), not a transient worth retrying for seconds.
+      bitmap = await this.connection.call<string>('VDI.list_changed_blocks', [fromRef, toRef], {
+        ...sig(options),
+        retryInUse: false,
+      });
     } catch (error) {
       const code = codeOf(error);
       if (code === undefined || options?.signal?.aborted) throw error;

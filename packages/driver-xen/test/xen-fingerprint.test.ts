@@ -1,5 +1,5 @@
 import type { Replica, ReplicaSpec } from '@replikit/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { XenDriver } from '../src/index.js';
 import { startPool, type TestPool } from './helpers/xen-pool.js';
 
@@ -42,6 +42,21 @@ describe('the xen replica fingerprint (CBT on the replica VDIs against the newes
     const a = await hv.replicaState(replica);
     expect((a.details as { disks: Array<{ changes: string }> }).disks.map((d) => d.changes)).toEqual(['clean']);
     expect((await hv.replicaState(replica)).value).toBe(a.value);
+  });
+
+  it('a started replica is fingerprinted at once: its in-use disk is not retried as if it were busy', async () => {
+    // XAPI answers VDI_IN_USE to list_changed_blocks while the VM runs: that is the answer, not
+    // a transient. Retrying it with backoff made every fingerprint of a booted replica take 16 s.
+    const before = await hv.replicaState(replica);
+    await hv.power(replica.id, 'start');
+    const calls = vi.spyOn(pool.sim.state, 'call');
+    const booted = await hv.replicaState(replica);
+    const asked = calls.mock.calls.filter(([method]) => method === 'VDI.list_changed_blocks').length;
+    calls.mockRestore();
+    expect(booted.value).not.toBe(before.value);
+    expect((booted.details as { disks: Array<{ changes: string }> }).disks[0]!.changes).toBe('broken:VDI_IN_USE');
+    expect(asked).toBe(1);
+    await hv.power(replica.id, 'shutdown');
   });
 
   it('a write outside replikit (PUT /import_raw_vdi into the committed VDI) changes the value', async () => {
