@@ -245,7 +245,7 @@ export class XenDriver extends AbstractHypervisor {
   }
 
   protected async _listVMs(options?: OperationOptions): Promise<VMInfo[]> {
-    const view = await this.view(options);
+    const view = await this.view(options, { nics: true });
     return Object.values(view.vms)
       .filter(isUserVM)
       .map((vm) => toVMInfo(view, vm));
@@ -594,14 +594,13 @@ export class XenDriver extends AbstractHypervisor {
   }
 
   /** The records a listing needs, in three calls. */
-  private async view(options?: OperationOptions): Promise<PoolView> {
+  private async view(options?: OperationOptions, read: { nics?: boolean } = {}): Promise<PoolView> {
     const signal = options?.signal;
-    const [vms, vbds, vdis] = await Promise.all(
-      ['VM', 'VBD', 'VDI'].map((cls) =>
-        this.connection.call<Record<string, XRecord>>(`${cls}.get_all_records`, [], { signal }),
-      ),
+    const classes = read.nics === true ? ['VM', 'VBD', 'VDI', 'VIF', 'network'] : ['VM', 'VBD', 'VDI'];
+    const [vms, vbds, vdis, vifs, networks] = await Promise.all(
+      classes.map((cls) => this.connection.call<Record<string, XRecord>>(`${cls}.get_all_records`, [], { signal })),
     );
-    return { vms: vms!, vbds: vbds!, vdis: vdis! };
+    return { vms: vms!, vbds: vbds!, vdis: vdis!, ...(vifs && networks ? { vifs, networks } : {}) };
   }
 
   private toSnapshot(view: PoolView, snapVm: XRecord, label: string): Snapshot {

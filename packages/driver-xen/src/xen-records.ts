@@ -17,6 +17,27 @@ export interface PoolView {
   vms: Record<string, XRecord>;
   vbds: Record<string, XRecord>;
   vdis: Record<string, XRecord>;
+  /** VIF records, when the view was read for {@link toVMInfo} (its networks and MACs). */
+  vifs?: Record<string, XRecord>;
+  /** Network records, with {@link PoolView.vifs}. */
+  networks?: Record<string, XRecord>;
+}
+
+/** A VM's VIFs in `device` order, each with its network's uuid and its MAC (lower case). */
+export function vmNics(view: PoolView, vm: XRecord): Array<{ network: string; mac: string }> {
+  const out: Array<{ device: number; network: string; mac: string }> = [];
+  for (const ref of (vm.VIFs as string[] | undefined) ?? []) {
+    const vif = view.vifs?.[ref];
+    const network = vif ? view.networks?.[str(vif.network)] : undefined;
+    if (!vif || !network) continue;
+    out.push({ device: Number(vif.device) || 0, network: str(network.uuid), mac: str(vif.MAC).toLowerCase() });
+  }
+  return out.sort((a, b) => a.device - b.device).map(({ network, mac }) => ({ network, mac }));
+}
+
+/** The boot firmware of an HVM VM (`HVM_boot_params.firmware`; BIOS when unset). */
+export function vmFirmware(vm: XRecord): 'bios' | 'uefi' {
+  return map(vm.HVM_boot_params).firmware === 'uefi' ? 'uefi' : 'bios';
 }
 
 /** True for a VM a user replicates: no template, snapshot, control domain or ABD appliance. */
@@ -83,7 +104,16 @@ export function toVMInfo(view: PoolView, vm: XRecord): VMInfo {
     memoryMiB: Math.round(Number(vm.memory_static_max ?? 0) / 2 ** 20),
     powerState: POWER[str(vm.power_state)] ?? 'unknown',
     disks,
+    ...nicInfo(view, vm),
+    firmware: vmFirmware(vm),
   };
+}
+
+/** `networks` (network uuids) and `macs` of a VM, when the view has VIFs. */
+function nicInfo(view: PoolView, vm: XRecord): Pick<VMInfo, 'networks' | 'macs'> {
+  if (view.vifs === undefined) return {};
+  const nics = vmNics(view, vm);
+  return { networks: nics.map((n) => n.network), macs: nics.map((n) => n.mac) };
 }
 
 /** The other_config of a record. */

@@ -46,6 +46,8 @@ export interface XenTargetInit {
 type Signal = { signal?: AbortSignal };
 const sig = (options?: OperationOptions): Signal => (options?.signal ? { signal: options.signal } : {});
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+/** A MAC address XAPI accepts on `VIF.create`. */
+const MAC_PATTERN = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
 /** The XAPI error code of `error`, wrapped (`details.xapiCode`) or not. */
 function codeOf(error: unknown): string | undefined {
@@ -171,6 +173,9 @@ export class XenTarget {
           memory_dynamic_min: memory,
           memory_static_min: memory,
           is_a_template: false,
+          // Boot as the source does (HVM, BIOS or UEFI firmware).
+          HVM_boot_policy: 'BIOS order',
+          HVM_boot_params: { order: 'cd', firmware: spec.source.firmware ?? 'bios' },
           other_config: {
             [REPLICA_NAME_KEY]: spec.name,
             [REPLICA_OF_KEY]: spec.source.id,
@@ -736,15 +741,28 @@ export class XenTarget {
     const byUuid = new Map(Object.entries(networks).map(([ref, n]) => [str(n.uuid), ref]));
     const unmapped: string[] = [];
     for (const [i, source] of (spec.source.networks ?? []).entries()) {
-      const target = map[source];
+      // A network the job maps goes where the map says; one the map leaves out but this pool has
+      // (a replica on the source's own pool) stays on it.
+      const target = map[source] ?? (byUuid.has(source) ? source : undefined);
       const netRef = target === undefined ? undefined : byUuid.get(target);
       if (!netRef) {
         unmapped.push(source);
         continue;
       }
+      // The source's MAC, so a failed-over replica keeps its addresses; XAPI makes one when ''.
+      const mac = spec.source.macs?.[i] ?? '';
       await this.connection.call(
         'VIF.create',
-        [{ VM: vmRef, network: netRef, device: String(i), MAC: '', MTU: '1500', other_config: {} }],
+        [
+          {
+            VM: vmRef,
+            network: netRef,
+            device: String(i),
+            MAC: MAC_PATTERN.test(mac) ? mac : '',
+            MTU: '1500',
+            other_config: {},
+          },
+        ],
         s,
       );
     }

@@ -24,6 +24,17 @@ export interface VMInfo {
   disks: DiskRef[];
   /** Network interfaces (names or network ids), mapped onto the replica. */
   networks?: string[];
+  /**
+   * The MAC address of each entry of `networks`, same order (`aa:bb:cc:dd:ee:ff`, lower case;
+   * `''` where the platform has none yet). A target that can set MACs gives the replica's
+   * interfaces these, so a failed-over VM keeps its addresses (DHCP reservations, licences).
+   */
+  macs?: string[];
+  /**
+   * How the VM boots: `bios` or `uefi` (Xen HVM boot firmware, Hyper-V generation 1 or 2). A
+   * target of another kind maps it; absent when the driver cannot tell.
+   */
+  firmware?: 'bios' | 'uefi';
 }
 
 /** A point-in-time view of all disks of a VM, taken at one instant. Plain data. */
