@@ -103,7 +103,7 @@ describe('a pull job in the engine', () => {
     const first: RunRecord = await e.run(job({ replicationCache: true }));
     expect(first.state).toBe('completed');
     expect(replicaEqualsSource()).toBe(true);
-    expect(log.pulls).toEqual([
+    expect(log.pulls.sort((a, b) => a.disk - b.disk)).toEqual([
       { runId: first.runId, disk: 0, blocks: 32, copied: 5 },
       { runId: first.runId, disk: 1, blocks: 16, copied: 1 },
     ]);
@@ -122,12 +122,39 @@ describe('a pull job in the engine', () => {
       ['hash-diff', 'replica', 'PULL_IGNORES_CACHE'],
       ['hash-diff', 'replica', 'PULL_IGNORES_CACHE'],
     ]);
-    expect(log.pulls.map((p) => p.copied)).toEqual([1, 0]);
+    expect(log.pulls.sort((a, b) => a.disk - b.disk).map((p) => p.copied)).toEqual([1, 0]);
     expect(second.stats).toMatchObject({ blocksChanged: 1, bytesRead: BLOCK });
     expect(replicaEqualsSource()).toBe(true);
     expect(await target.listRestorePoints(second.replica!)).toHaveLength(2);
     expect(log.open.size).toBe(0);
     await e.close();
+  });
+
+  it('pulls options.parallelDisks disks at once, sharing options.bandwidthLimit among them', async () => {
+    source.addVm('vm3', [
+      { id: 'c', size: MiB },
+      { id: 'd', size: MiB },
+      { id: 'e', size: MiB },
+    ]);
+    const run = async (options: Record<string, unknown>) => {
+      const log = attachPullHooks(source, target);
+      const e = engine();
+      const record = await e.run({
+        ...job(options),
+        name: `pull-${options.parallelDisks}`,
+        source: { driver: 'memsrc', vm: 'vm3' },
+      });
+      await e.close();
+      expect(record.state).toBe('completed');
+      return log;
+    };
+    const two = await run({ parallelDisks: 2, bandwidthLimit: '10MB/s' });
+    expect(two.maxInFlight).toBe(2);
+    // Two at a time, each paced at half the cap: together never over it.
+    expect(two.limits).toEqual([5_000_000, 5_000_000, 5_000_000]);
+    const one = await run({ parallelDisks: 1 });
+    expect(one.maxInFlight).toBe(1);
+    expect(one.limits).toEqual([undefined, undefined, undefined]);
   });
 
   it('a pull that fails mid-disk fails the run, rolls the replica back and closes the offer', async () => {

@@ -240,6 +240,7 @@ export class XenDriver extends AbstractHypervisor {
     return writes.pull(vdiRef, from, {
       blockSize: options.blockSize,
       ...(options.runId !== undefined ? { runId: options.runId } : {}),
+      ...(options.bandwidthLimit !== undefined ? { bandwidthLimit: options.bandwidthLimit } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });
   }

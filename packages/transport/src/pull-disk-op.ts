@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { DiskReader, DiskWriter, Hypervisor, OperationOptions } from '@replikit/core';
 import { InputError } from '@replikit/core';
+import { TokenBucket } from '@replikit/core/internal';
 import { MAX_BLOCK_SIZE, MAX_DIGESTS_PER_FRAME } from './protocol/constants.js';
 import { ProtocolError } from './protocol/protocol-error.js';
 import type { RemoteTargetDriver } from './remote-target.js';
@@ -36,7 +37,8 @@ function hexKey(value: unknown): Uint8Array {
  * the request names (TLS-PSK with the key it carries), compares the digests of the source disk's
  * blocks (`readDigests` there) with its own replica disk's, and copies only the blocks that
  * differ (`readDisk` there, its driver's writer here), then flushes. The replication cache plays
- * no part: the replica itself is read, every run.
+ * no part: the replica itself is read, every run. `bandwidthLimit` (bytes per second), when sent,
+ * paces the block reads from the source.
  */
 export async function runPullDisk(
   target: Hypervisor,
@@ -56,6 +58,11 @@ export async function runPullDisk(
   const algorithm = stringOf(args.algorithm, 'algorithm');
   if (!ALGORITHMS.has(algorithm)) throw new ProtocolError(`algorithm must be one of ${[...ALGORITHMS].join(', ')}`);
   const runId = args.runId === undefined ? undefined : stringOf(args.runId, 'runId');
+  // Optional cap on the bytes read from the source, per second (the job's bandwidthLimit).
+  const throttle =
+    args.bandwidthLimit === undefined
+      ? undefined
+      : new TokenBucket(integerOf(args.bandwidthLimit, 'bandwidthLimit', 1, Number.MAX_SAFE_INTEGER));
 
   const source = dialSource(address, psk);
   let mine: DiskReader | undefined;
@@ -93,6 +100,7 @@ export async function runPullDisk(
         if (digest === null) {
           await writer.writeZeroes(at, n, options);
         } else {
+          await throttle?.take(n, options.signal);
           await writer.write(at, await theirs.read(at, n, options), options);
           result.bytesRead += n;
         }

@@ -347,6 +347,8 @@ export class RemoteTargetDriver implements Hypervisor {
       blockSize: number;
       algorithm: 'sha256' | 'sha512';
       runId?: string;
+      /** Cap on the bytes per second the agent reads from the source; none when absent. */
+      bandwidthLimit?: number;
     },
     options?: OperationOptions,
   ): Promise<PullDiskResult> {

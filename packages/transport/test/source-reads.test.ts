@@ -179,6 +179,22 @@ describe('reads served by an agent (the source feature)', () => {
       code: 'E_INPUT',
       message: expect.stringMatching(/smaller than source disk/),
     });
+    // bandwidthLimit paces the agent's reads from the source: the copied bytes cannot cross
+    // faster than the cap (its bucket starts empty). A lower bound only: a loaded machine is slower.
+    const paced = await target.ensureReplica({
+      name: 'web-paced',
+      source: vm,
+      disks: [{ sourceDiskId: vm.disks[0]!.id, size }],
+    });
+    const limit = Math.ceil(first.bytesRead / 3); // 3 s at least
+    const started = performance.now();
+    const pacedResult = await target.pullDisk({ ...request, replica: paced, runId: 'pull-p', bandwidthLimit: limit });
+    const seconds = (performance.now() - started) / 1000;
+    expect(pacedResult).toEqual(first);
+    expect(seconds).toBeGreaterThanOrEqual((first.bytesRead / limit) * 0.95);
+    await expect(
+      target.pullDisk({ ...request, replica: paced, runId: 'pull-z', bandwidthLimit: 0 }),
+    ).rejects.toMatchObject({ message: expect.stringContaining('bandwidthLimit') });
     // A wrong key for the source agent: the pull fails with the source's refusal, nothing written.
     await expect(
       target.pullDisk({ ...request, from: { ...request.from, key: randomBytes(32) } }),

@@ -194,6 +194,11 @@ export interface PullSource {
 export interface PullDiskFromOptions extends WriterOptions {
   /** Bytes per compared block: the run's block size. */
   blockSize: number;
+  /**
+   * Cap, in bytes per second, on the data this pull reads from the source (the job's
+   * `bandwidthLimit`, shared among the disks that pull at once). Absent: no cap.
+   */
+  bandwidthLimit?: number;
 }
 
 /** What {@link Hypervisor.pullDiskFrom} did to one replica disk. */

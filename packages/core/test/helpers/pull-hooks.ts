@@ -5,6 +5,10 @@ import type { DiskRef, Hypervisor, PullSource } from '../../src/index.js';
 export interface PullLog {
   pulls: Array<{ runId: string | undefined; disk: number; blocks: number; copied: number }>;
   open: Set<string>;
+  /** Most pulls seen running at once. */
+  maxInFlight: number;
+  /** The `bandwidthLimit` each pull was given (undefined: none), in start order. */
+  limits: Array<number | undefined>;
   /** When set, a pull fails after copying this many blocks (a source lost mid-pull). */
   failAfter?: number;
 }
@@ -15,7 +19,8 @@ export interface PullLog {
  * writes the differing ones through its own writer, as an agent does.
  */
 export function attachPullHooks(source: Hypervisor, target: Hypervisor): PullLog {
-  const log: PullLog = { pulls: [], open: new Set() };
+  const log: PullLog = { pulls: [], open: new Set(), maxInFlight: 0, limits: [] };
+  let inFlight = 0;
   const offered = new Map<string, DiskRef>();
   let next = 0;
   Object.assign(source, {
@@ -41,6 +46,8 @@ export function attachPullHooks(source: Hypervisor, target: Hypervisor): PullLog
       const from = offered.get(offer.credential.identity);
       if (!from || !log.open.has(offer.credential.identity)) throw new Error('the offer is closed');
       const disk = replica.disks[diskIndex]!;
+      log.limits.push(options.bandwidthLimit);
+      log.maxInFlight = Math.max(log.maxInFlight, ++inFlight);
       const theirs = await source.openReader(from);
       const mine = await target.openReader(disk);
       const writer = await target.openWriter(replica, disk, options);
@@ -61,6 +68,7 @@ export function attachPullHooks(source: Hypervisor, target: Hypervisor): PullLog
         }
         await writer.flush();
       } finally {
+        inFlight--;
         await writer.close();
         await mine.close();
         await theirs.close();

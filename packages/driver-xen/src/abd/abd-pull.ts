@@ -81,7 +81,10 @@ export async function pullIntoVdi(
   target: AbdLease,
   replicaVdi: PluggedVdi,
   from: AbdPullFrom,
-  options: Pick<AbdPullOptions, 'blockSize' | 'runId' | 'signal'> = {},
+  options: Pick<AbdPullOptions, 'blockSize' | 'runId' | 'signal'> & {
+    /** Cap on the bytes per second the target's agent reads from the source. */
+    bandwidthLimit?: number;
+  } = {},
 ): Promise<PullDiskResult> {
   if (replicaVdi.mode !== 'RW') throw new InputError(`replica VDI ${replicaVdi.uuid} must be plugged RW to be written`);
   const { replica } = await replicaForVdi(target, replicaVdi, options.signal);
@@ -95,6 +98,7 @@ export async function pullIntoVdi(
       blockSize: options.blockSize ?? 2 * 1024 * 1024,
       algorithm: 'sha256',
       ...(options.runId ? { runId: options.runId } : {}),
+      ...(options.bandwidthLimit !== undefined ? { bandwidthLimit: options.bandwidthLimit } : {}),
     },
     { signal: options.signal },
   );

@@ -8,7 +8,10 @@ import { type AbdWriteStats, emptyAbdWriteStats, openAbdTargetSink } from './abd
 import { SharedAbdLease } from './shared-lease.js';
 
 /** Options of {@link AbdTargetWrites.pull}. */
-export type PullIntoOptions = Pick<AbdPullOptions, 'blockSize' | 'runId' | 'signal'>;
+export type PullIntoOptions = Pick<AbdPullOptions, 'blockSize' | 'runId' | 'signal'> & {
+  /** Cap on the bytes per second the target appliance reads from the source (none when absent). */
+  bandwidthLimit?: number;
+};
 
 /**
  * The target side of a Xen driver with an `abd` section: each pending replica VDI is plugged

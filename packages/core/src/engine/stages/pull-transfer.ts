@@ -1,4 +1,5 @@
-import type { DiskPullResult, Hypervisor } from '../../contracts/hypervisor.js';
+import pLimit from 'p-limit';
+import type { DiskPullResult, Hypervisor, Replica, Snapshot } from '../../contracts/hypervisor.js';
 import { DriverError } from '../../errors.js';
 import { preparedOf, snapshotOf } from '../run-journal.js';
 import { type DiskRecord, sumStats } from '../run-record.js';
@@ -14,14 +15,15 @@ const CACHE_RULE = 'cache-ignored-for-pull';
  * on both sides; the engine's host carries no block and the replication cache takes no part. The
  * writes stay pending until `commit` makes them a restore point, as a push's do; a failed run is
  * rolled back by the `plan` stage's undo. A disk is journaled done once its pull returned; a
- * resumed run pulls the others again (a pull only copies what still differs).
+ * resumed run pulls the others again (a pull only copies what still differs). Up to
+ * `options.parallelDisks` disks pull at once, sharing `options.bandwidthLimit` evenly.
  *
  * @throws `E_DRIVER` when either driver lacks its hook (validation stops such a job first, unless
  * the engine runs without rule sets).
  */
 export async function transferByPull(ctx: RunContext, source: Hypervisor, target: Hypervisor): Promise<void> {
   const record = ctx.record;
-  if (!source.pullSource || !target.pullDiskFrom) {
+  if (!hasPullSource(source) || !hasPullDiskFrom(target)) {
     const which = source.pullSource ? `target driver '${target.kind}'` : `source driver '${source.kind}'`;
     throw new DriverError(`options.direction is 'pull', which the ${which} cannot do; set it to 'push'`);
   }
@@ -33,34 +35,82 @@ export async function transferByPull(ctx: RunContext, source: Hypervisor, target
   }
   const replica = preparedOf(record).replica;
   const snapshot = snapshotOf(record);
-  const signal = ctx.signal;
+  const pending = record.disks.filter((disk) => !disk.done);
+  // `parallelDisks` pulls at once; `bandwidthLimit` is shared among them, so together they never
+  // exceed it (each pull is paced by the agent that pulls).
+  const parallel = Math.max(1, Math.min(record.job.options.parallelDisks, pending.length));
+  const limit = record.job.options.bandwidthLimit;
+  const share = limit === undefined ? undefined : Math.max(1, Math.floor(limit / parallel));
+  const inner = new AbortController();
+  const signal = AbortSignal.any([ctx.signal, inner.signal]);
+  const run = pLimit(parallel);
+  let firstError: unknown;
   ctx.progress.start();
   try {
-    for (const disk of record.disks) {
-      if (disk.done) continue;
-      const blocks = Math.ceil(disk.size / record.blockSize);
-      disk.stats.blocksTotal = blocks;
-      disk.stats.bytesTotal = disk.size;
-      const offer = await source.pullSource(snapshot, snapshot.disks[disk.position]!, { signal });
-      let result: DiskPullResult;
-      try {
-        result = await target.pullDiskFrom(offer, replica, disk.position, {
-          blockSize: record.blockSize,
-          runId: record.runId,
-          signal,
-        });
-      } finally {
-        await offer.close();
-      }
-      countPull(disk, result, blocks);
-      sumStats(record);
-      await ctx.save();
-      ctx.progress.changed();
-    }
+    // Every pull is waited for before the stage ends, failed or not: the undo that follows a
+    // failure must not race a pull still writing.
+    await Promise.all(
+      pending.map((disk) =>
+        run(async () => {
+          if (signal.aborted) return;
+          try {
+            await pullOne(ctx, source, target, { disk, snapshot, replica, signal, share });
+          } catch (error) {
+            firstError ??= error;
+            inner.abort(error);
+          }
+        }),
+      ),
+    );
   } finally {
     ctx.progress.stop();
   }
+  if (firstError !== undefined) throw firstError;
   ctx.progress.emit(true);
+}
+
+/** Pulls one disk and journals it done. */
+async function pullOne(
+  ctx: RunContext,
+  source: Hypervisor & Required<Pick<Hypervisor, 'pullSource'>>,
+  target: Hypervisor & Required<Pick<Hypervisor, 'pullDiskFrom'>>,
+  job: {
+    disk: DiskRecord;
+    snapshot: Snapshot;
+    replica: Replica;
+    signal: AbortSignal;
+    share: number | undefined;
+  },
+): Promise<void> {
+  const { disk, snapshot, replica, signal, share } = job;
+  const record = ctx.record;
+  const blocks = Math.ceil(disk.size / record.blockSize);
+  disk.stats.blocksTotal = blocks;
+  disk.stats.bytesTotal = disk.size;
+  const offer = await source.pullSource(snapshot, snapshot.disks[disk.position]!, { signal });
+  let result: DiskPullResult;
+  try {
+    result = await target.pullDiskFrom(offer, replica, disk.position, {
+      blockSize: record.blockSize,
+      runId: record.runId,
+      signal,
+      ...(share !== undefined ? { bandwidthLimit: share } : {}),
+    });
+  } finally {
+    await offer.close();
+  }
+  countPull(disk, result, blocks);
+  sumStats(record);
+  await ctx.save();
+  ctx.progress.changed();
+}
+
+function hasPullSource(h: Hypervisor): h is Hypervisor & Required<Pick<Hypervisor, 'pullSource'>> {
+  return typeof h.pullSource === 'function';
+}
+
+function hasPullDiskFrom(h: Hypervisor): h is Hypervisor & Required<Pick<Hypervisor, 'pullDiskFrom'>> {
+  return typeof h.pullDiskFrom === 'function';
 }
 
 /** Journals what one disk's pull did: every block compared, the differing ones copied. */
