@@ -7,6 +7,7 @@ import { defaultAgentNodeArgs } from './abd/agent-process.js';
 import { type ApplianceInfo, Appliances } from './abd/appliances.js';
 import { registerEvents } from './api/event.js';
 import { registerAllAccessors } from './api/generic.js';
+import { registerNetwork } from './api/network.js';
 import { MethodTable } from './api/registry.js';
 import { registerSession } from './api/session.js';
 import { registerTasks } from './api/task.js';
@@ -103,6 +104,7 @@ export function buildMethodTable(): MethodTable {
   registerVdi(table);
   registerVbd(table);
   registerVm(table);
+  registerNetwork(table);
   return table;
 }
 
