@@ -148,6 +148,35 @@ describe('xen failover hooks on the simulator', () => {
     expect(await pool.call<string[]>('VM.get_snapshots', ref)).toEqual([]);
   });
 
+  it('a commit cut between its disk swap and its snapshot (marked in progress, no pending VDI) is never promoted', async () => {
+    const { replica, disk, model, point } = await replicaAtPoint('cutcommit');
+    await hv.markReplica(replica, 'in-progress');
+    const writer = await hv.openWriter(replica, disk, { runId: 'cut-run' });
+    await writer.write(0, testPattern(11, 4096));
+    await writer.close();
+    const release = pool.sim.hold('VM.snapshot'); // the commit swaps the disk in, then stops here
+    const committing = hv.createRestorePoint(replica, 'cut-run');
+    try {
+      // Wait (on XAPI's events, no sleep) until the restore point's VM.snapshot task is pending.
+      let token = '';
+      for (;;) {
+        const batch = await pool.call<{ token: string }>('event.from', ['task'], token, 30);
+        token = batch.token;
+        const tasks = await pool.call<Record<string, { name_label: string; status: string }>>('task.get_all_records');
+        if (Object.values(tasks).some((t) => t.name_label.includes('VM.snapshot') && t.status === 'pending')) break;
+      }
+      const vdis = await pool.call<Record<string, { other_config: Record<string, string> }>>('VDI.get_all_records');
+      expect(Object.values(vdis).filter((v) => v.other_config['replikit:pending-of'] !== undefined)).toEqual([]);
+      await expect(hv.promoteReplica!(replica, point)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      expect((await hv.getVM(replica.id)).powerState).toBe('stopped');
+      expect(await hv.failoverMark!(replica)).toEqual({ state: 'replica' });
+    } finally {
+      release();
+      await committing;
+    }
+    expect(compareBytes(await readWholeDisk(hv, disk), model)).not.toBe('equal');
+  });
+
   it('powerOff stops a running VM at once, and a stopped one stays stopped', async () => {
     const vm = await pool.makeVM(unique('off'), [MiB]);
     await hv.powerOff!(vm.uuid);
