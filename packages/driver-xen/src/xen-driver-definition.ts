@@ -20,9 +20,12 @@ export const XEN_KIND_CAPABILITIES: Capabilities = BUILTIN_DRIVER_KINDS.get(XEN_
 export async function createXenDriver(
   options: XenDriverOptions,
   tuning: Pick<XenConnectionOptions, 'retry' | 'signal' | 'onWarning'> &
-    Pick<XenDriverInit, 'targetPreview'> & { method?: string | undefined; side?: string | undefined } = {},
+    Pick<XenDriverInit, 'targetPreview' | 'failoverFaultHook'> & {
+      method?: string | undefined;
+      side?: string | undefined;
+    } = {},
 ): Promise<XenDriver> {
-  const { targetPreview: _ignored, method, side, ...connectionTuning } = tuning;
+  const { targetPreview: _ignored, failoverFaultHook, method, side, ...connectionTuning } = tuning;
   // ABD wiring (issue 17): the `abd` method needs the job's appliance section.
   if (method === 'abd' && options.abd === undefined) {
     throw new InputError(
@@ -56,6 +59,7 @@ export async function createXenDriver(
     networkMap: options.networkMap,
     spoolDir: options.spoolDir,
     ...(tuning.onWarning ? { onWarning: tuning.onWarning } : {}),
+    ...(failoverFaultHook ? { failoverFaultHook } : {}),
     // ABD wiring (issue 17).
     ...(abdSource ? { abdSource } : {}),
     // ABD wiring (issue 17): a target with an `abd` section writes through its appliance, any method.

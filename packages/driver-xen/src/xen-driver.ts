@@ -2,6 +2,8 @@ import {
   AbstractHypervisor,
   AuthError,
   type Capabilities,
+  type CloneInfo,
+  type CloneOptions,
   ConflictError,
   type DiskPullResult,
   type DiskReader,
@@ -16,6 +18,7 @@ import {
   type PullDiskFromOptions,
   type PullSource,
   type Replica,
+  type ReplicaFailoverMark,
   type ReplicaFingerprint,
   ReplicaInProgressError,
   type ReplicaOwner,
@@ -24,6 +27,7 @@ import {
   type RestorePoint,
   type RestorePointOptions,
   type Snapshot,
+  throwIfAborted,
   type VMInfo,
   type VmExport,
   type VmImportResult,
@@ -33,6 +37,8 @@ import type { AbdSourceReads } from './abd/abd-source.js';
 import type { AbdTargetWrites } from './abd/abd-target.js';
 import type { AbdWriteStats } from './abd/abd-target-sink.js';
 import { changedExtents } from './cbt-bitmap.js';
+import type { XenFailoverFaultHook } from './failover/failover-context.js';
+import { XenFailover } from './failover/xen-failover.js';
 import { HttpRawReader } from './http-raw-reader.js';
 import { HttpVdiSink } from './http-vdi-sink.js';
 import { NbdExport } from './nbd/nbd-export.js';
@@ -73,6 +79,7 @@ export const XEN_CAPABILITIES: Capabilities = Object.freeze({
   changeTracking: true,
   formats: Object.freeze(['raw']),
   restorePoints: true,
+  failover: true,
 });
 
 /**
@@ -103,6 +110,11 @@ export interface XenDriverInit extends XenTargetInit {
   abdTarget?: AbdTargetWrites;
   /** Method `xva`, target side: the local folder an export is spooled in. @default `os.tmpdir()` */
   spoolDir?: string | undefined;
+  /**
+   * Called at the named steps of the failover hooks. For crash tests only.
+   * @internal
+   */
+  failoverFaultHook?: XenFailoverFaultHook | undefined;
 }
 
 const sig = (options?: OperationOptions) => (options?.signal ? { signal: options.signal } : {});
@@ -143,6 +155,8 @@ export class XenDriver extends AbstractHypervisor {
   private readonly changedBlocks = new Map<string, Extent[]>();
   /** The replica side (VMs, holds, marks, restore points), over XAPI. */
   private readonly targetSide: XenTarget;
+  /** The failover hooks (src/failover/). */
+  private readonly failover: XenFailover;
   // ABD wiring (issue 17): set when the job's method is `abd`.
   private readonly abdSource: AbdSourceReads | undefined;
   private readonly abdTarget: AbdTargetWrites | undefined;
@@ -188,6 +202,7 @@ export class XenDriver extends AbstractHypervisor {
           this.openVdi(target.vdiRef, target.vdiSize, target.what, { signal: target.signal }),
         ));
     this.targetSide = new XenTarget(connection, init);
+    this.failover = new XenFailover(connection, this.targetSide, init.failoverFaultHook);
     // ABD wiring (issue 17).
     this.abdSource = init.abdSource;
     this.capabilities = this.abdSource
@@ -321,6 +336,9 @@ export class XenDriver extends AbstractHypervisor {
   protected override async _openReader(disk: DiskRef, options?: OperationOptions): Promise<DiskReader> {
     const signal = options?.signal;
     if (!disk.snapshotId && disk.meta?.userdevice !== undefined) {
+      // A test-failover clone's disk reads as its own VDI.
+      const cloneVdi = await this.failover.cloneDiskVdi(disk, options);
+      if (cloneVdi) return this.openVdi(cloneVdi, disk.size, `clone disk '${disk.id}'`, options, disk.id);
       return this.openReplicaReader(disk, options);
     }
     if (!disk.snapshotId) {
@@ -524,6 +542,82 @@ export class XenDriver extends AbstractHypervisor {
     await this.abdTarget?.abortAll(); // ABD wiring (issue 17): unplug pending VDIs before they go
     await dropXvaLeftovers(this.connection, replica.id, options); // XVA: a killed import's VM
     return this.target.revert(replica, point, options);
+  }
+
+  // ── failover (src/failover/) ────────────────────────────────────────────────────────────────
+
+  /** Clones a restore point's snapshot into a stopped VM (see `FailoverHooks`). */
+  async cloneRestorePoint(replica: Replica, point: RestorePoint, options: CloneOptions): Promise<CloneInfo> {
+    this._checkId(options?.name, 'clone name');
+    return this.failoverCall(`cloning replica '${replica?.id}'`, options, () =>
+      this.failover.clone(replica, point, options),
+    );
+  }
+
+  /** Deletes a clone and its own disks (see `FailoverHooks`). */
+  async destroyClone(cloneId: string, options?: OperationOptions): Promise<void> {
+    this._checkId(cloneId, 'clone id');
+    return this.failoverCall(`deleting clone '${cloneId}'`, options, () =>
+      this.failover.destroyClone(cloneId, options),
+    );
+  }
+
+  /** Lists the clones on the pool (see `FailoverHooks`). */
+  async listClones(replica?: Replica, options?: OperationOptions): Promise<CloneInfo[]> {
+    return this.failoverCall('listing clones', options, () => this.failover.listClones(replica, options));
+  }
+
+  /** Promotes the replica at its newest point and starts it (see `FailoverHooks`). */
+  async promoteReplica(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`promoting replica '${replica?.id}'`, options, () =>
+      this.failover.promote(replica, point, options),
+    );
+  }
+
+  /** Returns a promoted replica to its point (see `FailoverHooks`). */
+  async demoteReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`undoing the failover of replica '${replica?.id}'`, options, async () => {
+      await this.abdTarget?.abortAll(); // ABD wiring (issue 17): as for a revert
+      return this.failover.demote(replica, options);
+    });
+  }
+
+  /** Makes a promotion final (see `FailoverHooks`). */
+  async commitFailover(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`committing the failover of replica '${replica?.id}'`, options, () =>
+      this.failover.commit(replica, options),
+    );
+  }
+
+  /** Turns a committed replica into an ordinary VM of the pool (see `FailoverHooks`). */
+  async retireReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`retiring replica '${replica?.id}'`, options, () =>
+      this.failover.retire(replica, options),
+    );
+  }
+
+  /** The replica's failover state (see `FailoverHooks`). */
+  async failoverMark(replica: Replica, options?: OperationOptions): Promise<ReplicaFailoverMark> {
+    return this.failoverCall(`reading the failover state of replica '${replica?.id}'`, options, () =>
+      this.failover.mark(replica, options),
+    );
+  }
+
+  /** Stops a VM at once (`VM.hard_shutdown`), without asking its guest (see `FailoverHooks`). */
+  async powerOff(vmId: string, options?: OperationOptions): Promise<void> {
+    this._checkId(vmId, 'VM id');
+    return this.failoverCall(`powering off VM '${vmId}'`, options, () => this.failover.powerOff(vmId, options));
+  }
+
+  /** Checks the driver is open and the signal, runs `fn`, and wraps what is not a replikit error. */
+  private async failoverCall<T>(what: string, options: OperationOptions | undefined, fn: () => Promise<T>): Promise<T> {
+    this.assertOpen();
+    throwIfAborted(options?.signal);
+    try {
+      return await fn();
+    } catch (error) {
+      throw wrapXapiError(error, `xen driver: ${what}`, options?.signal);
+    }
   }
 
   // ── XVA (whole-VM transfer, src/xva/) ───────────────────────────────────────────────────────

@@ -11,6 +11,8 @@ import {
   type RestorePoint,
   StateError,
 } from '@replikit/core';
+import { RETIRED_KEY } from './failover/failover-keys.js';
+import { assertNotFailedOver } from './failover/vm-config.js';
 import { xapiCodeOf } from './xapi/xapi-error.js';
 import type { XenConnection } from './xapi/xen-connection.js';
 import { diskVbds, otherConfig, type PoolView, presentedSize, type XRecord } from './xen-records.js';
@@ -83,6 +85,19 @@ function pointLabelOf(replicaVm: XRecord | undefined, snapshot: XRecord): string
 
 const NULL_REF = 'OpaqueRef:NULL';
 
+/**
+ * True when a VM's retired mark (see `RETIRED_KEY`) says it was replica `name` (of any source: the
+ * name is what a job would write into).
+ */
+function retiredAs(raw: string, name: string): boolean {
+  try {
+    const mark = JSON.parse(raw) as { name?: unknown };
+    return mark.name === name;
+  } catch {
+    return false;
+  }
+}
+
 /** XAPI codes that mean "no CBT here": the fingerprint then leaves CBT out for that disk. */
 const CBT_UNSUPPORTED = new Set([
   'SR_OPERATION_NOT_SUPPORTED',
@@ -144,6 +159,16 @@ export class XenTarget {
         otherConfig(vm)[REPLICA_NAME_KEY] === spec.name &&
         otherConfig(vm)[REPLICA_OF_KEY] === spec.source.id,
     );
+    const retired = Object.values(view.vms).find((vm) => {
+      const raw = otherConfig(vm)[RETIRED_KEY];
+      return vm.is_a_snapshot !== true && raw !== undefined && retiredAs(raw, spec.name);
+    });
+    if (!found && retired) {
+      throw new ConflictError(
+        `replica '${spec.name}' was failed over permanently: VM ${str(retired.uuid)} is a production VM now and is never overwritten; name another replica`,
+        { details: { vmId: str(retired.uuid) } },
+      );
+    }
     if (found) {
       const sizes = diskVbds(view, found[1]).map(({ vdi }) => presentedSize(vdi));
       const same = sizes.length === spec.disks.length && spec.disks.every((d, i) => sizes[i] === d.size);
@@ -248,8 +273,19 @@ export class XenTarget {
     const s = sig(options);
     const vmRef = await this.vmRef(replica, options);
     const record = JSON.stringify(owner);
+    assertNotFailedOver(await this.config(replica, options), replica.id);
     try {
       await this.connection.call('VM.add_to_other_config', [vmRef, REPLICA_OWNER_KEY, record], s);
+      // A promotion that ended between the check and the hold: give the hold back.
+      const now = await this.config(replica, options);
+      try {
+        assertNotFailedOver(now, replica.id);
+      } catch (error) {
+        if (now[REPLICA_OWNER_KEY] === record) {
+          await this.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_OWNER_KEY], s);
+        }
+        throw error;
+      }
       await this.dropPending(replica, options, owner.runId);
       return owner;
     } catch (error) {
@@ -540,6 +576,7 @@ export class XenTarget {
     const run = runId ?? '';
     const known = replica.disks.find((d) => d.id === disk.id);
     if (!known) throw new NotFoundError(`replica '${replica.id}' has no disk '${disk.id}'`);
+    assertNotFailedOver(await this.config(replica, options), replica.id);
     const holder = await this.owner(replica, options);
     if (holder && holder.runId !== runId) {
       throw new ConflictError(`replica '${replica.id}' is held by run '${holder.runId}'; wait for it or resume it`);

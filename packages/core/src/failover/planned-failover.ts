@@ -41,8 +41,10 @@ async function replicateOnce(ctx: OperationContext): Promise<string> {
 /** Shuts the source down, forced after `timeoutMs`; resolves with whether it was forced. */
 async function shutDownSource(ctx: OperationContext, timeoutMs: number): Promise<boolean> {
   const source = await ctx.source();
-  const vm = ctx.job.source.vm;
-  if ((await source.getVM(vm)).powerState === 'stopped') return false;
+  // The job may name the VM; power and powerOff take its id (the xen driver knows VMs by uuid).
+  const found = await source.getVM(ctx.job.source.vm);
+  const vm = found.id;
+  if (found.powerState === 'stopped') return false;
   try {
     await source.power(vm, 'shutdown', { signal: AbortSignal.timeout(timeoutMs) });
     if ((await source.getVM(vm)).powerState === 'stopped') return false;

@@ -28,6 +28,7 @@ export const BUILTIN_DRIVER_KINDS: ReadonlyMap<string, Capabilities> = new Map([
       changeTracking: true,
       formats: ['vhd', 'xva', 'raw'],
       restorePoints: true,
+      failover: true,
     }),
   ],
   [

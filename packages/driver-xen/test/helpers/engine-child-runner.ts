@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -12,13 +12,13 @@ const childSource = join(here, 'engine-child.ts');
  * The command that runs `engine-child.ts`: bundled once with the esbuild that tsx brings (plain
  * `node` then starts in a fraction of a second), else through tsx.
  */
-export async function prepareEngineChild(outDir: string): Promise<string[]> {
+export async function prepareEngineChild(outDir: string, source = childSource): Promise<string[]> {
   try {
     const require = createRequire(createRequire(import.meta.url).resolve('tsx'));
     const esbuild = require('esbuild') as { build(options: Record<string, unknown>): Promise<unknown> };
-    const outfile = join(outDir, 'engine-child.mjs');
+    const outfile = join(outDir, `${basename(source, '.ts')}.mjs`);
     await esbuild.build({
-      entryPoints: [childSource],
+      entryPoints: [source],
       bundle: true,
       platform: 'node',
       format: 'esm',
@@ -33,7 +33,7 @@ export async function prepareEngineChild(outDir: string): Promise<string[]> {
     });
     return [process.execPath, outfile];
   } catch {
-    return [process.execPath, '--conditions=@replikit/source', '--import', 'tsx', childSource];
+    return [process.execPath, '--conditions=@replikit/source', '--import', 'tsx', source];
   }
 }
 

@@ -1,0 +1,89 @@
+import type {
+  CloneInfo,
+  CloneOptions,
+  DiskRef,
+  OperationOptions,
+  Replica,
+  ReplicaFailoverMark,
+  RestorePoint,
+} from '@replikit/core';
+import type { XenConnection } from '../xapi/xen-connection.js';
+import type { XenTarget } from '../xen-target.js';
+import { cloneDiskVdi } from './clone-disk.js';
+import { listClones } from './clone-records.js';
+import { cloneRestorePoint } from './clone-restore-point.js';
+import { commitFailover } from './commit-failover.js';
+import { demoteReplica } from './demote-replica.js';
+import { destroyClone } from './destroy-clone.js';
+import { sig, type XenFailoverContext, type XenFailoverFaultHook } from './failover-context.js';
+import { promoteReplica } from './promote-replica.js';
+import { retireReplica } from './retire-replica.js';
+import { assertReplicaConfig, configOf, publicMark, storedMark, vmRefOf } from './vm-config.js';
+
+/**
+ * The failover hooks of the Xen driver (see `FailoverHooks` in `@replikit/core`), over XAPI only.
+ * A replica's failover state is its `replikit:failover` mark; a test clone is `VM.clone` of a
+ * restore point's snapshot marked `replikit:clone`. Each hook is idempotent: asked again after a
+ * crash at any instant, it finishes what the crashed call started.
+ */
+export class XenFailover {
+  private readonly ctx: XenFailoverContext;
+
+  constructor(connection: XenConnection, target: XenTarget, faultHook?: XenFailoverFaultHook) {
+    this.ctx = { connection, target, faultHook };
+  }
+
+  /** See `FailoverHooks.cloneRestorePoint`. */
+  clone(replica: Replica, point: RestorePoint, options: CloneOptions): Promise<CloneInfo> {
+    return cloneRestorePoint(this.ctx, replica, point, options);
+  }
+
+  /** See `FailoverHooks.destroyClone`. */
+  destroyClone(cloneId: string, options?: OperationOptions): Promise<void> {
+    return destroyClone(this.ctx, cloneId, options);
+  }
+
+  /** See `FailoverHooks.listClones`. */
+  listClones(replica?: Replica, options?: OperationOptions): Promise<CloneInfo[]> {
+    return listClones(this.ctx, replica?.id, options);
+  }
+
+  /** See `FailoverHooks.promoteReplica`. */
+  promote(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    return promoteReplica(this.ctx, replica, point, options);
+  }
+
+  /** See `FailoverHooks.demoteReplica`. */
+  demote(replica: Replica, options?: OperationOptions): Promise<void> {
+    return demoteReplica(this.ctx, replica, options);
+  }
+
+  /** See `FailoverHooks.commitFailover`. */
+  commit(replica: Replica, options?: OperationOptions): Promise<void> {
+    return commitFailover(this.ctx, replica, options);
+  }
+
+  /** See `FailoverHooks.retireReplica`. */
+  retire(replica: Replica, options?: OperationOptions): Promise<void> {
+    return retireReplica(this.ctx, replica, options);
+  }
+
+  /** See `FailoverHooks.failoverMark`. */
+  async mark(replica: Replica, options?: OperationOptions): Promise<ReplicaFailoverMark> {
+    const config = await configOf(this.ctx, await vmRefOf(this.ctx, replica.id, options), options);
+    assertReplicaConfig(config, replica.id);
+    return publicMark(storedMark(config, replica.id));
+  }
+
+  /** See `FailoverHooks.powerOff`: `VM.hard_shutdown` unless halted. */
+  async powerOff(vmId: string, options?: OperationOptions): Promise<void> {
+    const ref = await vmRefOf(this.ctx, vmId, options);
+    const state = await this.ctx.connection.call<string>('VM.get_power_state', [ref], sig(options));
+    if (state !== 'Halted') await this.ctx.connection.callAsync('VM.hard_shutdown', [ref], sig(options));
+  }
+
+  /** The VDI ref of a clone's disk, or undefined when `disk` is not one (see {@link cloneDiskVdi}). */
+  cloneDiskVdi(disk: DiskRef, options?: OperationOptions): Promise<string | undefined> {
+    return cloneDiskVdi(this.ctx, disk, options);
+  }
+}
