@@ -13,7 +13,7 @@ import { worldEngines, worldJob } from './failover-world.js';
 
 interface FailoverCrashRequest {
   dir: string;
-  op: 'test' | 'unplanned' | 'undo' | 'planned' | 'commit' | 'permanent';
+  op: 'test' | 'unplanned' | 'undo' | 'planned' | 'commit' | 'permanent' | 'reverse' | 'failback';
   killAt: number;
 }
 
@@ -31,6 +31,8 @@ else if (request.op === 'unplanned') await failover.unplanned(job, { force: true
 else if (request.op === 'undo') await failover.undo(job);
 else if (request.op === 'planned') await failover.planned(job, { shutdownTimeoutMs: 60_000 });
 else if (request.op === 'commit') await failover.commit(job);
+else if (request.op === 'reverse') await failover.reverse(job);
+else if (request.op === 'failback') await failover.failback(job, { shutdownTimeoutMs: 60_000 });
 else await failover.permanent(job);
 await replication.close();
 process.stdout.write(`done calls=${calls}\n`);
