@@ -124,6 +124,46 @@ describe('reverse replication and failback with the file driver', () => {
     await w.replication.close();
   });
 
+  it('after an unplanned failover while the original kept running: its writes since the last run are counted and sent, and the original ends equal to the replica', async () => {
+    const w = await world([8, 4]); // 192 blocks
+    const { vms, replicas } = worldPaths(w.dir);
+    await w.failover.unplanned(w.job, { force: true }); // the original still runs and writes
+    const onOriginal = await writeBlocks(
+      vms,
+      'web',
+      [
+        ['d0', 10],
+        ['d1', 60],
+      ],
+      4,
+    );
+    await w.source.power('web', 'shutdown');
+    const onReplica = await writeBlocks(
+      replicas,
+      REPLICA,
+      [
+        ['d0', 10],
+        ['d0', 100],
+      ],
+      5,
+    );
+    const union = new Set([...onReplica, ...onOriginal]);
+    const result = await w.failover.reverse(w.job);
+    expect(result.commonSnapshot?.id).toBe((await w.stateStore.loadJob('web-dr'))!.baseSnapshot!.id);
+    expect(result.reverse.disks.map((d) => [d.mode, d.blocksPromoted, d.blocksOriginal])).toEqual([
+      ['tracked', 2, 1],
+      ['tracked', 0, 1],
+    ]);
+    expect(result.reverse.blocksSent).toBeLessThanOrEqual(union.size);
+    expect(await liveDigest(w.source, 'web')).toBe(await liveDigest(w.target, REPLICA));
+    // A second pass sends what the replica wrote since, plus the blocks the first pass wrote (the original's tracker counts them).
+    await writeBlocks(replicas, REPLICA, [['d1', 3]], 6);
+    const again = await w.failover.reverse(w.job);
+    expect(again.reverse.blocksSent).toBeLessThanOrEqual(union.size + 1);
+    expect(await liveDigest(w.source, 'web')).toBe(await liveDigest(w.target, REPLICA));
+    await w.replication.close();
+  });
+
   it('refusals: a replica that is not failed over, no common point (unless --full), a retired job, a driver without the hooks', async () => {
     const w = await world();
     await expect(w.failover.reverse(w.job)).rejects.toMatchObject({ code: 'E_FAILED_OVER' });
