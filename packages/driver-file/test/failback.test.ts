@@ -214,6 +214,28 @@ describe('reverse replication and failback with the file driver', () => {
     await w.replication.close();
   });
 
+  it('failback --full without a common point: the original ends equal to the replica, and the job replicates again', async () => {
+    const w = await world();
+    const replica = (await w.stateStore.loadJob('web-dr'))!.replica!;
+    const [first] = await w.target.listRestorePoints(replica);
+    await guestWrite(w.dir, 5);
+    await w.replication.run(w.job);
+    await w.source.power('web', 'shutdown');
+    await w.failover.unplanned(w.job, { pointId: first!.id });
+    await writeBlocks(worldPaths(w.dir).replicas, REPLICA, [['d0', 2]], 8);
+    const replicaNow = await liveDigest(w.target, REPLICA);
+    await expect(w.failover.failback(w.job)).rejects.toMatchObject({ details: { reason: 'no-common-point' } });
+    const back = await w.failover.failback(w.job, { full: true, shutdownTimeoutMs: 60_000 });
+    expect(back.passes.final.disks.map((d) => d.mode)).toEqual(['full', 'full']);
+    expect(await vmDigest(w.source, 'web')).toBe(replicaNow);
+    expect(await vmDigest(w.target, REPLICA)).toBe(replicaNow);
+    expect((await w.failover.status(w.job)).state).toBe('ready');
+    await guestWrite(w.dir, 9);
+    expect((await w.replication.run(w.job)).state).toBe('completed');
+    expect(await vmDigest(w.target, REPLICA)).toBe(await vmDigest(w.source, 'web'));
+    await w.replication.close();
+  });
+
   it('reverse refuses to write an original that runs (unplanned failover with --force)', async () => {
     const w = await world();
     await w.failover.unplanned(w.job, { force: true });
