@@ -30,8 +30,8 @@ function diskOf(vm: VmJson, diskId: string, vmId: string): VmDiskJson {
   return disk;
 }
 
-async function readAt(fh: FileHandle, offset: number, length: number, what: string): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
+async function readAt(fh: FileHandle, offset: number, length: number, what: string): Promise<Buffer> {
+  const out = Buffer.alloc(length);
   if ((await readFully(fh, out, 0, length, offset)) < length) {
     throw new FormatError(`${what} is shorter than ${offset + length} bytes; it was truncated`);
   }
@@ -66,8 +66,8 @@ export async function promotedChanges(
     try {
       for (let at = 0; at < disk.size; at += COMPARE_CHUNK) {
         const n = Math.min(COMPARE_CHUNK, disk.size - at);
-        const a = Buffer.from(await readAt(base, at, n, basePath));
-        const b = Buffer.from(await readAt(live, at, n, `disk '${diskId}' of replica '${replicaId}'`));
+        const a = await readAt(base, at, n, basePath);
+        const b = await readAt(live, at, n, `disk '${diskId}' of replica '${replicaId}'`);
         for (let g = 0; g < n; g += ALLOCATION_GRANULE) {
           const end = Math.min(g + ALLOCATION_GRANULE, n);
           if (a.subarray(g, end).equals(b.subarray(g, end))) continue;
