@@ -136,4 +136,28 @@ describe('reverse replication and failback survive SIGKILL at any point (child p
       expect(kills.length).toBe(POINTS);
     }, 240_000);
   }
+
+  // A kill after the replica's failover flag is cleared and before its failover hold is dropped
+  // left the hold of a dead process: the resumed demote returned early, and the next run of the
+  // job (the failback's own forward run, or any run after an undo) was refused with E_CONFLICT.
+  for (const op of ['failback', 'undo'] as const) {
+    it(`${op} killed right after the replica's failover flag is cleared: after a resume the job replicates again`, async () => {
+      const dir = await makeTempRoot(`rk-fb-flag-${op}-`);
+      await createWorld(dir);
+      const engines = worldEngines(dir);
+      if (op === 'failback') await engines.failover.planned(worldJob(dir), { shutdownTimeoutMs: 60_000 });
+      else await engines.failover.unplanned(worldJob(dir), { force: true });
+      await engines.replication.close();
+      const outcome = await runCrashChild(command, { dir, op, killAt: 0, killAtName: 'demote:flag-cleared' });
+      expect(outcome.signal, outcome.stderr).toBe('SIGKILL');
+      const { failover, replication } = worldEngines(dir);
+      await failover.resume(worldJob(dir));
+      expect((await failover.status(worldJob(dir))).state).toBe('ready');
+      if (op === 'failback') await createFileDriver({ root: worldPaths(dir).vms }).power('web', 'shutdown');
+      await guestWrite(dir, 11);
+      const run = await replication.run(worldJob(dir));
+      expect(run.state).toBe('completed');
+      await replication.close();
+    }, 120_000);
+  }
 });

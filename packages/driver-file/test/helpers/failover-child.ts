@@ -5,7 +5,7 @@
  *
  * The request names a world folder (see failover-world.ts), an operation, and `killAt`: the
  * process kills itself with SIGKILL at the `killAt`-th fault point it reaches (driver and failover
- * engine points counted together; 0 never). It prints `started` before the operation and
+ * engine points counted together; 0 never), or at the first fault point named `killAtName`. It prints `started` before the operation and
  * `done calls=<n>` after it.
  */
 import { readFileSync } from 'node:fs';
@@ -15,13 +15,14 @@ interface FailoverCrashRequest {
   dir: string;
   op: 'test' | 'unplanned' | 'undo' | 'planned' | 'commit' | 'permanent' | 'reverse' | 'failback';
   killAt: number;
+  killAtName?: string;
 }
 
 const request = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as FailoverCrashRequest;
 let calls = 0;
-const hit = () => {
+const hit = (point: string) => {
   calls += 1;
-  if (calls === request.killAt) process.kill(process.pid, 'SIGKILL');
+  if (calls === request.killAt || point === request.killAtName) process.kill(process.pid, 'SIGKILL');
 };
 const { failover, replication } = worldEngines(request.dir, { driver: hit, failover: hit });
 const job = worldJob(request.dir);
