@@ -46,6 +46,13 @@ usage:
   replikit failover unplanned <job> [--point ID] [--force]
                                    promote and start the replica at its newest (or a chosen)
                                    restore point; refused while the source runs unless --force
+  replikit failover reverse <job> [--full]
+                                   copy the blocks changed on the promoted replica since the
+                                   common point, and on the original since its last snapshot,
+                                   onto the stopped original (--full: no common point, copy all)
+  replikit failover failback <job> [--shutdown-timeout SECONDS] [--full]
+                                   reverse pass, shut the replica down, final pass, start the
+                                   original; a forward run makes the new common point
   replikit failover undo|commit|permanent|resume|status <job> [--json]
                                    undo: back to the point, byte for byte, replicating again;
                                    commit: no undo any more; permanent: the replica becomes the
@@ -192,6 +199,7 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
         force: values.force,
         ...(values['map-network'] ? { mapNetwork: values['map-network'] } : {}),
         ...(values['shutdown-timeout'] ? { shutdownTimeout: values['shutdown-timeout'] } : {}),
+        full: values.full,
         json: values.json,
       });
     case 'points':

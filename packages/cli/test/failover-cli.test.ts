@@ -116,3 +116,36 @@ describe('replikit status --orphans', () => {
     expect(text.stdout).toMatch(/job 'dr': orphan snapshot .*dr-crashed-run/);
   });
 });
+
+describe('replikit failover reverse and failback', () => {
+  it('reverse copies the promoted replica back onto the stopped original; failback starts the original and the job replicates again', async () => {
+    const job = await replicatedJob();
+    const source = createFileDriver({ root: join(dir, 'vms') });
+    const target = createFileDriver({ root: join(dir, 'replicas') });
+    await source.power('web', 'start');
+    expect((await runCli(['failover', 'planned', job], { cwd: dir })).code).toBe(0);
+    await writeGuestDisk(join(dir, 'replicas'), 'web-replica', 'd0', 3 * 65536, Buffer.alloc(4096, 7));
+    const original = () => readFile(join(dir, 'vms', 'web', 'd0.raw'));
+    expect((await replicaImage()).equals(await original())).toBe(false);
+
+    const reverse = await runCli(['failover', 'reverse', job], { cwd: dir });
+    expect(reverse.code, reverse.stderr).toBe(0);
+    expect(reverse.stdout).toMatch(/from the common snapshot .*: pass: 1 blocks of 65536 bytes sent onto the original/);
+    // The original of this VM tracks no changes: every block of both sides is compared, one differs.
+    expect(reverse.stdout).toMatch(/disk 0 compared \(replica 1, original \?\): 1\]/);
+    expect((await replicaImage()).equals(await original())).toBe(true);
+    const status = await runCli(['failover', 'status', job], { cwd: dir });
+    expect(status.stdout).toMatch(/last operation: reverse succeeded .*1 blocks sent onto the original/);
+
+    const back = await runCli(['failover', 'failback', job, '--shutdown-timeout', '60', '--json'], { cwd: dir });
+    expect(back.code, back.stderr).toBe(0);
+    expect(JSON.parse(back.stdout)).toMatchObject({ forced: false, run: expect.any(String) });
+    expect((await source.getVM('web')).powerState).toBe('running');
+    expect((await target.getVM('web-replica')).powerState).toBe('stopped');
+    expect((await replicaImage()).equals(await original())).toBe(true);
+    expect((await runCli(['run', job], { cwd: dir })).code).toBe(0);
+    const refused = await runCli(['failover', 'failback', job], { cwd: dir });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('E_FAILED_OVER');
+  });
+});

@@ -197,8 +197,11 @@ export async function demoteReplica(paths: FileVmPaths, replicaId: string, ctx: 
   assertReplica(paths, first);
   const f = first.replica!.failover;
   if (!f) {
+    // An ordinary replica already. A demote killed after it cleared the flag left its failover
+    // hold (a dead process's): drop it, or the job's next run would be refused.
+    await dropOwner(paths, `failover-${replicaId}`);
     await rm(baseDir(paths), { recursive: true, force: true });
-    return; // an ordinary replica already
+    return;
   }
   if (f.state === 'committed') {
     throw new FailedOverError(

@@ -14,6 +14,7 @@ import {
   type Hypervisor,
   InputError,
   isReplikitError,
+  type LiveDisk,
   NotFoundError,
   type OperationOptions,
   type Replica,
@@ -77,6 +78,7 @@ import {
 } from './replica-commit.js';
 import { dropOverlay, dropOwner, readOverlayRun, readOwner, takeOwner, writeOverlayRun } from './replica-owner.js';
 import { type PointRecord, readPoints } from './restore-points.js';
+import { openLiveDisk, promotedChanges } from './reverse-ops.js';
 import { deleteSnapshotOf, hasPendingMerge, recoverSnapshotMerge } from './snapshot-merge.js';
 import {
   type ChainLayer,
@@ -684,6 +686,26 @@ class FileDriver extends AbstractHypervisor {
   async failoverMark(replica: Replica, options?: OperationOptions): Promise<ReplicaFailoverMark> {
     return this.failoverCall(`reading the failover state of replica '${replica?.id}'`, options, async () =>
       failoverMarkOf(await this.replicaPaths(replica)),
+    );
+  }
+
+  /** The promoted replica's changes since its promotion (see `FailoverHooks`). */
+  async promotedChanges(replica: Replica, diskId: string, options?: OperationOptions): Promise<Extent[] | undefined> {
+    return this.failoverCall(`reading the changes of promoted replica '${replica?.id}'`, options, async () =>
+      promotedChanges(await this.replicaPaths(replica), replica.id, diskId),
+    );
+  }
+
+  /** Opens a VM's live disk for reverse replication (see `FailoverHooks`). */
+  async openLiveDisk(
+    vmId: string,
+    diskId: string,
+    mode: 'read' | 'write',
+    options?: OperationOptions,
+  ): Promise<LiveDisk> {
+    this._checkId(vmId, 'VM id');
+    return this.failoverCall(`opening disk '${diskId}' of VM '${vmId}'`, options, async () =>
+      openLiveDisk(this.root, fileVmPaths(this.root, vmId), vmId, diskId, mode),
     );
   }
 

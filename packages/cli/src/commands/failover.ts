@@ -7,6 +7,7 @@ import {
   type JobSpec,
   NotFoundError,
   type Orphan,
+  type ReversePassStats,
 } from '@replikit/core';
 import { UsageError } from '../cli-error.js';
 import type { CliContext } from '../context.js';
@@ -24,13 +25,40 @@ export interface FailoverCommandOptions {
   force?: boolean;
   /** `--map-network FROM=TO` (repeated): a test clone's networks; isolated without. */
   mapNetwork?: string[];
-  /** `--shutdown-timeout SECONDS` (planned). */
+  /** `--shutdown-timeout SECONDS` (planned, failback). */
   shutdownTimeout?: string;
+  /** `--full`: reverse or fail back with a full copy when the two sides share no restore point. */
+  full?: boolean;
   /** `--json`. */
   json?: boolean;
 }
 
-const SUBCOMMANDS = ['test', 'planned', 'unplanned', 'undo', 'commit', 'permanent', 'resume', 'status'] as const;
+const SUBCOMMANDS = [
+  'test',
+  'planned',
+  'unplanned',
+  'undo',
+  'commit',
+  'permanent',
+  'reverse',
+  'failback',
+  'resume',
+  'status',
+] as const;
+
+/** One line per reverse pass: what it sent and how each disk chose its blocks. */
+function renderPass(name: string, pass: ReversePassStats): string {
+  const disks = pass.disks
+    .map((d) => {
+      const known =
+        d.blocksPromoted === undefined && d.blocksOriginal === undefined
+          ? ''
+          : ` (replica ${d.blocksPromoted ?? '?'}, original ${d.blocksOriginal ?? '?'})`;
+      return `disk ${d.position} ${d.mode}${known}: ${d.blocksSent}`;
+    })
+    .join('; ');
+  return `${name}: ${pass.blocksSent} blocks of ${pass.blockSize} bytes sent onto the original [${disks}]`;
+}
 
 /** The clone network of `--map-network FROM=TO ...`: isolated without any. */
 function networkOf(values: string[] | undefined): CloneNetwork {
@@ -65,14 +93,15 @@ function renderRecord(record: FailoverRecord, orphans: Orphan[]): string {
     const verdict = last.verdict
       ? `, verdict ${last.verdict.passed ? 'passed' : `failed: ${last.verdict.reason}`}`
       : '';
-    lines.push(`last operation: ${last.kind} ${last.outcome} at ${last.endedAt}${verdict}`);
+    const sent = last.sent ? `, ${last.sent.blocks} blocks sent onto the original` : '';
+    lines.push(`last operation: ${last.kind} ${last.outcome} at ${last.endedAt}${verdict}${sent}`);
   }
   for (const orphan of orphans) lines.push(`orphan ${orphan.kind} ${orphan.id} (${orphan.name}): ${orphan.reason}`);
   return `${lines.join('\n')}\n`;
 }
 
 /**
- * `replikit failover test|planned|unplanned|undo|commit|permanent|resume|status <job>`: the
+ * `replikit failover test|planned|unplanned|undo|commit|permanent|reverse|failback|resume|status <job>`: the
  * failover family of a job's replica (see docs/failover.md). `test <job> [-- CMD ARG...]` runs CMD
  * without a shell as the health check, with the clone in its environment. Exit status: 0 done (a
  * test whose verdict passed), 1 a test whose verdict failed or an operation that failed.
@@ -156,6 +185,34 @@ export async function failoverCommand(
           `permanent failover of job '${job.name}': the replica is the production VM; the job is retired\n`,
         );
         return 0;
+      case 'reverse': {
+        const result = await failover.reverse(job, { full: options.full === true });
+        print(
+          result,
+          `reverse replication of job '${job.name}' ${result.commonSnapshot ? `from the common snapshot ${result.commonSnapshot.id}` : '(full copy)'}: ${renderPass('pass', result.reverse)}; the replica keeps running\n`,
+        );
+        return 0;
+      }
+      case 'failback': {
+        const timeout = secondsOf(options.shutdownTimeout);
+        const result = await withProgress(replication, context, () =>
+          failover.failback(job, {
+            full: options.full === true,
+            ...(timeout === undefined ? {} : { shutdownTimeoutMs: timeout }),
+          }),
+        );
+        print(
+          result,
+          [
+            `failback of job '${job.name}':`,
+            renderPass('first pass (replica running)', result.passes.first),
+            `replica shut down${result.forced ? ' (forced)' : ''}`,
+            renderPass('final pass', result.passes.final),
+            `original started; run ${result.run} made restore point ${result.point.id}, the new common point; the job replicates again\n`,
+          ].join('\n'),
+        );
+        return 0;
+      }
       case 'resume': {
         const record = await withProgress(replication, context, () => failover.resume(job));
         print(record, renderRecord(record, []));

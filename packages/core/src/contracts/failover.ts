@@ -1,4 +1,4 @@
-import type { OperationOptions } from './disk.js';
+import type { Extent, OperationOptions } from './disk.js';
 import type { PowerState, Replica, RestorePoint } from './hypervisor.js';
 
 /**
@@ -57,6 +57,21 @@ export interface ReplicaFailoverMark {
 }
 
 /**
+ * A VM's live disk opened by {@link FailoverHooks.openLiveDisk}: what reverse replication reads
+ * from a promoted replica and writes into the original VM.
+ */
+export interface LiveDisk {
+  /** Virtual size in bytes. */
+  readonly size: number;
+  /** Reads `length` bytes at `offset` of the live image. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Writes `data` at `offset` (as the guest would; tracked writes stay tracked). Only when opened for `write`. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes the writes durable and releases the disk. Calling it twice is harmless. */
+  close(): Promise<void>;
+}
+
+/**
  * The optional hooks of a `Hypervisor` that can fail over (declared by
  * `capabilities.failover`). The engine's failover operations (`@replikit/core`'s
  * `FailoverEngine`) journal every step, so each hook must be idempotent: called again after a
@@ -102,4 +117,18 @@ export interface FailoverHooks {
   failoverMark?(replica: Replica, options?: OperationOptions): Promise<ReplicaFailoverMark>;
   /** Stops a VM at once, without asking the guest (the force after a shutdown timed out). */
   powerOff?(vmId: string, options?: OperationOptions): Promise<void>;
+  /**
+   * Reverse replication (optional; without it `failover reverse` and `failback` are refused with
+   * `E_UNSUPPORTED`): the extents of disk `diskId` of the promoted `replica` written since its
+   * promotion, ascending and not overlapping, or `undefined` when the driver cannot tell (the
+   * engine then compares every block of both sides).
+   */
+  promotedChanges?(replica: Replica, diskId: string, options?: OperationOptions): Promise<Extent[] | undefined>;
+  /**
+   * Reverse replication: opens disk `diskId` of VM `vmId` as it is now. `read` works on a running
+   * VM (a promoted replica); `write` is for a stopped VM that is not a replica (the original VM)
+   * and rejects with `E_CONFLICT` otherwise. A tracking driver records the writes in its change
+   * tracking, so the next forward run sees them as changed.
+   */
+  openLiveDisk?(vmId: string, diskId: string, mode: 'read' | 'write', options?: OperationOptions): Promise<LiveDisk>;
 }

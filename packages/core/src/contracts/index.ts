@@ -8,7 +8,14 @@ export type {
 export type { Capabilities } from './capabilities.js';
 export type { ChangeTracker } from './change-tracker.js';
 export type { DiskReader, DiskRef, DiskWriter, Extent, FileSpan, OperationOptions } from './disk.js';
-export type { CloneInfo, CloneNetwork, CloneOptions, FailoverHooks, ReplicaFailoverMark } from './failover.js';
+export type {
+  CloneInfo,
+  CloneNetwork,
+  CloneOptions,
+  FailoverHooks,
+  LiveDisk,
+  ReplicaFailoverMark,
+} from './failover.js';
 export type {
   DiskPullResult,
   Hypervisor,

@@ -4,6 +4,7 @@ import type { ReplicationEngine } from '../engine/run-engine.js';
 import type { StateStore } from '../engine/state-store.js';
 import { FailedOverError, isReplikitError } from '../errors.js';
 import type { JobSpec } from '../job/job-spec.js';
+import { type FailbackOptions, type FailbackResult, runFailback } from './failback.js';
 import {
   type FailoverKind,
   type FailoverOperation,
@@ -20,6 +21,7 @@ import {
   runUnplannedFailover,
   type UnplannedFailoverOptions,
 } from './promote-ops.js';
+import { type ReverseOptions, type ReversePassStats, type ReverseResult, runReverse } from './reverse-replication.js';
 import { runTestFailover, type TestFailoverOptions, type TestFailoverResult } from './test-failover.js';
 
 /** Options of {@link FailoverEngine}. */
@@ -44,6 +46,19 @@ export interface FailoverEngineOptions {
 
 const MAX_HISTORY = 50;
 
+/** The blocks a reverse replication or a failback sent (all passes), from its result. */
+function sentOf(result: unknown): FailoverRecord['history'][number]['sent'] {
+  const r = result as { reverse?: ReversePassStats; passes?: Record<string, ReversePassStats> } | undefined;
+  if (!r || typeof r !== 'object') return undefined;
+  const passes = r.reverse ? [r.reverse] : r.passes ? Object.values(r.passes) : [];
+  if (passes.length === 0) return undefined;
+  return {
+    blocks: passes.reduce((n, p) => n + p.blocksSent, 0),
+    bytes: passes.reduce((n, p) => n + p.bytesSent, 0),
+    blockSize: passes[0]!.blockSize,
+  };
+}
+
 function newOperationId(kind: FailoverKind, job: string): string {
   const time = new Date()
     .toISOString()
@@ -55,7 +70,8 @@ function newOperationId(kind: FailoverKind, job: string): string {
 /**
  * The failover family of a job's replica, as a journaled state machine:
  * `ready` ─► (test failover: a disposable clone, replica untouched) ─► `failed-over` (planned or
- * unplanned; undo possible) ─► `committed` ─► `retired` (permanent), or back to `ready` by undo.
+ * unplanned; undo possible) ─► `committed` ─► `retired` (permanent), or back to `ready` by undo or
+ * by failback (reverse replication onto the original, then the original runs again).
  *
  * Every operation journals each step before going on, so a process that dies anywhere can run
  * {@link resume} (or the same operation again) and the replica ends in the operation's before- or
@@ -118,6 +134,23 @@ export class FailoverEngine {
   }
 
   /**
+   * Reverse replication: copies the promoted replica's blocks changed since the common point, and
+   * the original's, onto the stopped original VM (`E_FAILED_OVER` with `details.reason:
+   * 'no-common-point'` when they share none, unless `full`). The replica keeps running.
+   */
+  reverse(job: JobSpec, options: ReverseOptions = {}): Promise<ReverseResult> {
+    return this.execute(job, 'reverse', { ...options }, (ctx) => runReverse(ctx, options));
+  }
+
+  /**
+   * Planned failback: reverse pass, the replica's shutdown, final reverse pass, the replica back to
+   * an ordinary replica, the original started, and a forward run that makes the new common point.
+   */
+  failback(job: JobSpec, options: FailbackOptions = {}): Promise<FailbackResult> {
+    return this.execute(job, 'failback', { ...options }, (ctx) => runFailback(ctx, options));
+  }
+
+  /**
    * Finishes the operation a dead process left (a test failover is torn down, the others are
    * completed from their last journaled step). Resolves with the record; does nothing when no
    * operation is under way.
@@ -134,6 +167,8 @@ export class FailoverEngine {
       undo: (ctx) => runUndo(ctx),
       commit: (ctx) => runCommit(ctx),
       permanent: (ctx) => runPermanent(ctx),
+      reverse: (ctx) => runReverse(ctx, o as ReverseOptions),
+      failback: (ctx) => runFailback(ctx, o as FailbackOptions),
     };
     await this.execute(job, op.kind, o, bodies[op.kind]);
     return this.status(job);
@@ -196,7 +231,9 @@ export class FailoverEngine {
       }
       delete record.operation;
       const extra = result as { verdict?: unknown; point?: { id?: string } } | undefined;
+      const sent = sentOf(result);
       this.remember(record, op, 'succeeded', {
+        ...(sent ? { sent } : {}),
         ...(extra && typeof extra === 'object' && extra.verdict ? { verdict: extra.verdict } : {}),
         ...(record.point ? { pointId: record.point.id } : {}),
         ...(extra && typeof extra === 'object' && extra.point?.id ? { pointId: extra.point.id } : {}),

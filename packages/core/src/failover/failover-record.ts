@@ -10,7 +10,7 @@ import type { RestorePoint } from '../contracts/hypervisor.js';
 export type ReplicaLifecycle = 'ready' | 'failed-over' | 'committed' | 'retired';
 
 /** The failover operations. */
-export type FailoverKind = 'test' | 'unplanned' | 'planned' | 'undo' | 'commit' | 'permanent';
+export type FailoverKind = 'test' | 'unplanned' | 'planned' | 'undo' | 'commit' | 'permanent' | 'reverse' | 'failback';
 
 /** An operation that started and has not ended: what a resume continues. Plain data. */
 export interface FailoverOperation {
@@ -55,6 +55,8 @@ export interface FailoverOutcome {
   verdict?: HealthVerdict;
   /** Why it was refused. */
   error?: { code: string; message: string };
+  /** Blocks and bytes a reverse replication or a failback sent onto the original VM (all passes). */
+  sent?: { blocks: number; bytes: number; blockSize: number };
 }
 
 /** Everything the failover engine keeps about a job: its lifecycle state and its operations. */

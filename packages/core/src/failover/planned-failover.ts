@@ -24,8 +24,8 @@ export interface PlannedFailoverResult {
   point: RestorePoint;
 }
 
-/** Runs the job once (or finishes its unfinished run) and resolves with the run's id. */
-async function replicateOnce(ctx: OperationContext): Promise<string> {
+/** Runs the job once (or finishes its unfinished run) and resolves with the run's id (planned failover, failback). */
+export async function replicateOnce(ctx: OperationContext): Promise<string> {
   const engine = ctx.replication;
   if (!engine) {
     throw new InputError('a planned failover replicates the job: give the FailoverEngine a `replication` engine');

@@ -6,6 +6,7 @@ import { checkAbortHonoured, checkChangeTrackerModel, checkCloseReleases } from 
 import type { DriverConformanceOptions } from './conformance-types.js';
 import { checkEngineEndToEnd } from './engine-check.js';
 import { defineFailoverCases } from './failover-checks.js';
+import { defineReverseCases } from './reverse-checks.js';
 import { compareBytes, readWholeDisk, testPattern } from './test-data.js';
 import { checkCapabilitiesAgree, checkConcurrentWrites } from './write-and-capability-checks.js';
 
@@ -603,6 +604,7 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
     }
 
     defineFailoverCases({ hv: () => hv, fixtures, size, seedReplica: (tag) => seedReplica(tag), unique });
+    defineReverseCases({ hv: () => hv, fixtures, size, seedReplica: (tag) => seedReplica(tag), unique });
 
     it('deletes a replica', async (ctx) => {
       if (!hv.capabilities.canBeTarget) ctx.skip();

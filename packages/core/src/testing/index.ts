@@ -28,6 +28,7 @@ export { checkEngineEndToEnd, type EngineCheckOptions } from './engine-check.js'
 export { defineFailoverCases, type FailoverCaseEnv } from './failover-checks.js';
 export { MEMORY_BLOCK_SIZE, type MemoryDriver, memoryFixtures } from './memory-driver.js';
 export type { MemoryDriverFaults, MemoryTrackerFaults } from './memory-faults.js';
+export { defineReverseCases } from './reverse-checks.js';
 
 export { compareBytes, firstDifference, readWholeDisk, testPattern } from './test-data.js';
 export { checkCapabilitiesAgree, checkConcurrentWrites } from './write-and-capability-checks.js';

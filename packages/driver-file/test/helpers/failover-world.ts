@@ -86,14 +86,14 @@ export async function guestWrite(dir: string, seed: number, vm = 'web', root = w
   }
 }
 
-/** Creates the source VM `web` (running) with data, and replicates it once. */
-export async function createWorld(dir: string): Promise<void> {
+/** Creates the source VM `web` (running) with data, and replicates it once; `sizesMiB` sizes its two disks (2 and 1 MiB). */
+export async function createWorld(dir: string, sizesMiB: [number, number] = [2, 1]): Promise<void> {
   const { vms } = worldPaths(dir);
   await createFileVM(vms, {
     name: 'web',
     disks: [
-      { id: 'd0', size: 2 * MiB },
-      { id: 'd1', size: MiB },
+      { id: 'd0', size: sizesMiB[0] * MiB },
+      { id: 'd1', size: sizesMiB[1] * MiB },
     ],
     changeTracking: true,
   });
