@@ -145,6 +145,40 @@ describe('maintenance windows', () => {
     expect(daemon.states()[0]!.missedTotal).toBeGreaterThanOrEqual(4);
   });
 
+  it('when the window opens between slots: the held run is resumed, then one catch-up run for the slots outside', async () => {
+    const clock = new FakeClock(T0);
+    const daemon = new Daemon({
+      engine,
+      jobs: [job({ schedule: '5,15,25,35,45,55 * * * *', windows: [{ cron: '0 * * * *', duration: '30m' }] })],
+      clock,
+      requestPollMs: 0,
+    });
+    let moved = false;
+    target.hooks.beforeWrite = () => {
+      if (!moved) {
+        moved = true;
+        clock.advanceTo(T0 + 30 * MIN);
+      }
+    };
+    const first = nth<DaemonRunEndEvent>(daemon, 'run-end', 1);
+    await daemon.start();
+    await clock.whenSleeping(1);
+    clock.advanceTo(T0 + 5 * MIN);
+    expect((await first)[0]).toMatchObject({ outcome: 'stopped' });
+    // 10:35, 10:45 and 10:55 fall outside the window; it opens at 11:00, before the 11:05 slot.
+    const later = nth<DaemonRunEndEvent>(daemon, 'run-end', 2);
+    for (const t of [35, 45, 55, 60]) {
+      await clock.whenSleeping(1);
+      clock.advanceTo(T0 + t * MIN);
+    }
+    const [resumed, caughtUp] = await later;
+    const at = clock.now();
+    await daemon.stop();
+    expect(resumed).toMatchObject({ reason: 'resume', outcome: 'completed' });
+    expect(caughtUp).toMatchObject({ reason: 'catch-up', outcome: 'completed' });
+    expect(at).toBe(T0 + 60 * MIN);
+  });
+
   it('works out open and closed stretches across midnight, in a time zone, with touching windows', () => {
     const nights = new WindowCalendar([{ cron: '0 22 * * *', duration: '8h', timezone: 'Europe/Paris' }]);
     // 22:00 Paris in March (before daylight saving) is 21:00 UTC.

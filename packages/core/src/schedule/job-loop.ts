@@ -187,7 +187,11 @@ export class JobLoop {
         } else {
           this.missed(slots.count, now);
           // Slots outside the windows are caught up when one opens, by the catch-up policy.
-          if (this.runnable() && this.policies.catchUp === 'once') this.pending ??= 'catch-up';
+          if (this.runnable() && this.policies.catchUp === 'once') {
+            // A run held at the window's end is resumed first; the catch-up takes a fresh point after it.
+            if (this.pending === 'resume') this.catchUpAfterResume = true;
+            else this.pending ??= 'catch-up';
+          }
         }
       }
       await this.save();
