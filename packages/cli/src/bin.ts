@@ -1,22 +1,26 @@
 #!/usr/bin/env node
-import { interruptNotice, main } from './main.js';
+import { checkpointsOn, interruptNotice, main } from './main.js';
 
+const argv = process.argv.slice(2);
 const controller = new AbortController();
+const stop = new AbortController();
 let interrupted = 0;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     interrupted++;
     if (interrupted > 1) process.exit(130);
-    process.stderr.write(interruptNotice(process.argv.slice(2), signal));
-    controller.abort();
+    process.stderr.write(interruptNotice(argv, signal));
+    if (checkpointsOn(argv, signal)) stop.abort();
+    else controller.abort();
   });
 }
 
-const code = await main(process.argv.slice(2), {
+const code = await main(argv, {
   stdout: process.stdout,
   stderr: process.stderr,
   cwd: process.cwd(),
   env: process.env,
   signal: controller.signal,
+  stop: stop.signal,
 });
 process.exitCode = code;

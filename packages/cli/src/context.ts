@@ -7,8 +7,13 @@ export interface CliContext {
   stderr: NodeJS.WriteStream;
   cwd: string;
   env: NodeJS.ProcessEnv;
-  /** Cancelled on SIGINT/SIGTERM. */
+  /** Cancelled on SIGINT/SIGTERM (a run is rolled back), except where {@link stop} is aborted instead. */
   signal: AbortSignal;
+  /**
+   * Aborted instead of {@link signal} on SIGTERM of `run` and `resume` and on SIGINT/SIGTERM of
+   * `daemon` (see `checkpointsOn`): a run stops at a checkpoint, unfinished and resumable.
+   */
+  stop?: AbortSignal;
 }
 
 /**

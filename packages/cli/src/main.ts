@@ -15,17 +15,23 @@ usage:
                                    method, verify every replica
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
-  replikit run <job> [--full]      run a job once (--full: read and send every block)
+  replikit run <job> [--full]      run a job once (--full: read and send every block); SIGTERM
+                                   stops it at a checkpoint (replikit resume <runId> goes on),
+                                   Ctrl-C rolls it back
   replikit plan <job> [--json]     what the next run would do and why, without doing it
                                    (exit 2 when something would stop it)
   replikit resume <runId> [--rollback | --abandon]
                                    finish a run that stopped, roll back its own writes, or
                                    abandon it (end it, reverting nothing, releasing its replica)
   replikit runs [--json]           list the runs
-  replikit daemon <folder|job>... [--metrics-port N]
+  replikit daemon <folder|job>... [--metrics-port N] [--window 'CRON for DURATION [in TZ]']...
                                    run the jobs on their options.schedule until SIGTERM (which
-                                   cancels a running run); an unfinished run is resumed first;
-                                   --metrics-port serves Prometheus text on 127.0.0.1:N/metrics
+                                   stops a running run at a checkpoint; the next start resumes
+                                   it); --window: the default maintenance windows; --metrics-port
+                                   serves Prometheus text on 127.0.0.1:N/metrics
+  replikit daemon pause|resume <job>...
+                                   pause a job (no run starts) or resume it (lifts a pause or a
+                                   hold); a running daemon applies it within a second
   replikit status [--json]         every scheduled job: state, last run and why it failed,
                                    achieved RPO against its target, next due time, RPO debt
   replikit status --orphans [--json]
@@ -116,6 +122,7 @@ const OPTIONS = {
   copy: { type: 'boolean', default: false },
   disk: { type: 'string', multiple: true },
   'metrics-port': { type: 'string' },
+  window: { type: 'string', multiple: true },
   orphans: { type: 'boolean', default: false },
   point: { type: 'string' },
   force: { type: 'boolean', default: false },
@@ -185,8 +192,17 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
     case 'runs':
       return (await import('./commands/runs.js')).runsCommand(context, stateDir, { json: values.json });
     case 'daemon':
+      if (rest[0] === 'pause' || rest[0] === 'resume') {
+        return (await import('./commands/daemon-request.js')).daemonRequestCommand(
+          context,
+          rest[0],
+          rest.slice(1),
+          stateDir,
+        );
+      }
       return (await import('./commands/daemon.js')).daemonCommand(context, rest, stateDir, {
         ...(values['metrics-port'] === undefined ? {} : { metricsPort: values['metrics-port'] }),
+        ...(values.window ? { windows: values.window } : {}),
       });
     case 'status':
       return (await import('./commands/status.js')).statusCommand(context, stateDir, {
@@ -249,13 +265,26 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
 const RUN_COMMANDS = new Set(['run', 'resume', 'demo', 'daemon']);
 
 /**
+ * True when `signal` stops `replikit <argv>`'s run at a checkpoint, leaving it unfinished and
+ * resumable, instead of rolling it back: SIGTERM (what service managers send) of `run` and
+ * `resume`, and either signal of `daemon`. SIGINT (Ctrl-C) of `run` still rolls back.
+ */
+export function checkpointsOn(argv: string[], signal: string): boolean {
+  const [command] = argv.filter((arg) => !arg.startsWith('-'));
+  if (command === 'daemon') return true;
+  return signal === 'SIGTERM' && (command === 'run' || command === 'resume');
+}
+
+/**
  * The line printed when `signal` interrupts `replikit <argv>`: only commands that run a
- * replication speak of rolling a run back; `disk convert` says its output is left as it was.
+ * replication speak of the run (stopped at a checkpoint, or rolled back); `disk convert` says its
+ * output is left as it was.
  */
 export function interruptNotice(argv: string[], signal: string): string {
   const [command, sub] = argv.filter((arg) => !arg.startsWith('-'));
-  const what =
-    command !== undefined && RUN_COMMANDS.has(command)
+  const what = checkpointsOn(argv, signal)
+    ? 'stopping at a checkpoint; the run stays unfinished and is resumed later'
+    : command !== undefined && RUN_COMMANDS.has(command)
       ? 'stopping; the run is rolled back'
       : command === 'disk' && sub === 'convert'
         ? 'stopping; the output file is left as it was'

@@ -136,8 +136,11 @@ describe('replikit disk on what is not a file', () => {
 
   it('the message on SIGTERM speaks of a run only for commands that run one', async () => {
     const { interruptNotice } = await import('../src/main.js');
-    expect(interruptNotice(['run', 'job.yaml'], 'SIGTERM')).toMatch(/the run is rolled back/);
+    expect(interruptNotice(['run', 'job.yaml'], 'SIGINT')).toMatch(/the run is rolled back/);
     expect(interruptNotice(['resume', 'r1'], 'SIGINT')).toMatch(/the run is rolled back/);
+    // SIGTERM of a run, and either signal of the daemon, stop the run at a checkpoint (resumable).
+    expect(interruptNotice(['run', 'job.yaml'], 'SIGTERM')).toMatch(/at a checkpoint; the run stays unfinished/);
+    expect(interruptNotice(['daemon', 'jobs/'], 'SIGINT')).toMatch(/at a checkpoint/);
     for (const argv of [['disk', 'info', 'x.raw'], ['disk', 'compare', 'a', 'b'], ['validate', 'j.yaml'], []]) {
       const notice = interruptNotice(argv, 'SIGTERM');
       expect(notice).toMatch(/^replikit: SIGTERM: stopping/);

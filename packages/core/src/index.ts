@@ -72,6 +72,7 @@ export type {
   TransferStats,
 } from './engine/run-record.js';
 export { isTerminal, type RunOutcome, type RunState } from './engine/run-state.js';
+export { isRunStopped, type StopReason } from './engine/run-stop.js';
 export type { StateStore } from './engine/state-store.js';
 export * from './errors.js';
 export * from './failover/index.js';

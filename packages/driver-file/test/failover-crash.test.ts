@@ -3,26 +3,21 @@ import { join } from 'node:path';
 import type { Hypervisor } from '@replikit/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFileDriver, openGuestDisk } from '../src/index.js';
+import { type FailoverOp, failoverCrashPoints } from './helpers/crash-points.js';
 import { prepareCrashChild, runCrashChild } from './helpers/crash-runner.js';
 import { createWorld, guestWrite, vmDigest, worldEngines, worldJob, worldPaths } from './helpers/failover-world.js';
 import { makeTempRoot, removeTempRoots } from './helpers/temp-root.js';
 
 const REPLICA = 'web-replica';
 /**
- * Kills per operation: at random fault points it reaches, then after random delays. Each kill costs
- * a child process (~1 s on a loaded machine), so the one-step flips (commit, permanent) get 5 by
- * default; REPLIKIT_FAILOVER_CRASH_POINTS=<n> gives every operation max(n, 10).
+ * Kills per operation (`failoverCrashPoints`): 10 each by default, at random fault points it
+ * reaches, then after random delays. Each kill costs a child process (~1 s on a loaded machine);
+ * REPLIKIT_CRASH_POINTS caps them (`.ci/run` on Node 22 and 24), REPLIKIT_FAILOVER_CRASH_POINTS raises them.
  */
-const FROM_ENV = Number(process.env.REPLIKIT_FAILOVER_CRASH_POINTS ?? 0);
-/** `.ci/run` lowers every SIGKILL matrix on Node 22 and 24 with REPLIKIT_CRASH_POINTS (Node 20 runs them whole). */
-const CAP = Number(process.env.REPLIKIT_CRASH_POINTS ?? 0);
-const pointsFor = (op: Op): number => {
-  const points = FROM_ENV > 0 ? Math.max(10, FROM_ENV) : op === 'commit' || op === 'permanent' ? 5 : 10;
-  return CAP > 0 ? Math.min(CAP, points) : points;
-};
+const pointsFor = (op: Op): number => failoverCrashPoints(op, process.env);
 const childSource = join(import.meta.dirname, 'helpers/failover-child.ts');
 
-type Op = 'test' | 'unplanned' | 'undo' | 'planned' | 'commit' | 'permanent';
+type Op = FailoverOp;
 
 /** What a world looks like, to tell a before-state from an after-state. */
 interface Observed {

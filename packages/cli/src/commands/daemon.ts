@@ -1,7 +1,16 @@
 import { readdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join, resolve } from 'node:path';
-import { Daemon, DaemonMetrics, formatDuration, type JobSpec, NotFoundError } from '@replikit/core';
+import {
+  Daemon,
+  DaemonMetrics,
+  formatDuration,
+  JobError,
+  type JobSpec,
+  NotFoundError,
+  type WindowOption,
+  windowSchema,
+} from '@replikit/core';
 import { UsageError } from '../cli-error.js';
 import type { CliContext } from '../context.js';
 import { createEngine } from '../create-engine.js';
@@ -55,18 +64,43 @@ function portOf(value: string | undefined): number | undefined {
 }
 
 /**
- * `replikit daemon <folder|job…> [--metrics-port N]`: runs the jobs on their schedules until
- * SIGINT/SIGTERM, which cancels a running run (rolled back) and stops. An unfinished run of a
- * job (the daemon was killed) is resumed first. One line per event on stderr.
+ * Parses `--window 'CRON for DURATION [in TIME-ZONE]'` (`'0 22 * * 1-5 for 8h in Europe/Paris'`)
+ * into a maintenance window, checked as a job's `options.windows` entry is.
+ */
+export function windowOf(text: string): WindowOption {
+  const match = /^\s*(.+?)\s+for\s+(\S+)(?:\s+in\s+(\S+))?\s*$/.exec(text);
+  if (!match) {
+    throw new UsageError(
+      `--window takes 'CRON for DURATION [in TIME-ZONE]', such as '0 22 * * 1-5 for 8h', got '${text}'`,
+    );
+  }
+  const parsed = windowSchema.safeParse({
+    cron: match[1],
+    duration: match[2],
+    ...(match[3] ? { timezone: match[3] } : {}),
+  });
+  if (!parsed.success) {
+    throw new JobError(`--window '${text}': ${parsed.error.issues.map((issue) => issue.message).join('; ')}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * `replikit daemon <folder|job…> [--metrics-port N] [--window W]...`: runs the jobs on their
+ * schedules until SIGINT/SIGTERM, which stops a running run at a checkpoint (left unfinished; the
+ * next start resumes it) and exits. An unfinished run of a job (the daemon was stopped or killed)
+ * is resumed first. `--window` sets the maintenance windows of jobs without `options.windows`.
+ * One line per event on stderr.
  */
 export async function daemonCommand(
   context: CliContext,
   args: readonly string[],
   stateDir: string,
-  options: { metricsPort?: string } = {},
+  options: { metricsPort?: string; windows?: readonly string[] } = {},
 ): Promise<number> {
   if (args.length === 0) throw new UsageError('daemon needs a folder of job files or at least one job file');
   const port = portOf(options.metricsPort);
+  const windows = options.windows?.map(windowOf);
   const jobs: JobSpec[] = [];
   for (const file of await jobFilesOf(args, context.cwd)) {
     const job = await loadJobForCli(file, context.cwd);
@@ -79,13 +113,13 @@ export async function daemonCommand(
     jobs.push(job);
   }
   const engine = createEngine(stateDir, context.env);
-  const daemon = new Daemon({ engine, jobs });
+  const daemon = new Daemon({ engine, jobs, ...(windows ? { windows } : {}) });
   const metrics = new DaemonMetrics(daemon);
   const log = (line: string) => context.stderr.write(`${new Date().toISOString()} ${line}\n`);
   daemon.on('run-start', (e) => log(`${e.job}: run starts (${e.reason}${e.runId ? ` ${e.runId}` : ''})`));
   daemon.on('run-end', (e) =>
     log(
-      `${e.job}: run ${e.runId ? `${e.runId} ` : ''}${e.outcome} in ${formatDuration(e.durationSeconds * 1000)}${e.code ? `: ${e.code} (${e.errorClass}) ${e.message}` : ''}${e.retryAt ? `; retry at ${e.retryAt}` : ''}`,
+      `${e.job}: run ${e.runId ? `${e.runId} ` : ''}${e.outcome} in ${formatDuration(e.durationSeconds * 1000)}${e.code ? `: ${e.code}${e.errorClass ? ` (${e.errorClass})` : ''} ${e.message}` : ''}${e.retryAt ? `; retry at ${e.retryAt}` : ''}`,
     ),
   );
   daemon.on('slot-missed', (e) => log(`${e.job}: ${e.count} slot(s) missed; RPO debt ${e.debt} slot(s)`));
@@ -95,6 +129,14 @@ export async function daemonCommand(
     ),
   );
   daemon.on('held', (e) => log(`${e.job}: held until resumed: ${e.code} ${e.message}`));
+  daemon.on('window', (e) =>
+    log(
+      e.open
+        ? `${e.job}: maintenance window open${e.closesAt ? ` until ${e.closesAt}` : ''}`
+        : `${e.job}: maintenance window closed; held until ${e.opensAt ?? 'no window opens again'}`,
+    ),
+  );
+  daemon.on('control', (e) => log(`${e.job}: ${e.paused ? 'paused' : 'resumed'} (asked at ${e.requestedAt})`));
   daemon.on('error', (e) =>
     log(`${e.job}: scheduling failed, starting again in 30s: ${(e.error as Error).message ?? e.error}`),
   );
@@ -105,9 +147,12 @@ export async function daemonCommand(
     if (address && typeof address === 'object') log(`metrics at http://127.0.0.1:${address.port}/metrics`);
     await daemon.start();
     log(`daemon started: ${jobs.map((job) => job.name).join(', ')}; state in ${stateDir}`);
+    // Either signal stops running runs at a checkpoint (bin.ts aborts `stop` for the daemon).
     const stop = () => void daemon.stop();
-    if (context.signal.aborted) stop();
-    context.signal.addEventListener('abort', stop, { once: true });
+    for (const signal of [context.signal, context.stop]) {
+      if (signal?.aborted) stop();
+      signal?.addEventListener('abort', stop, { once: true });
+    }
     await daemon.done;
     log('daemon stopped');
     return 0;

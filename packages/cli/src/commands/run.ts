@@ -36,7 +36,11 @@ export async function runCommand(
   }
   const engine = createEngine(stateDir, context.env);
   const record: RunRecord = await withProgress(engine, context, () =>
-    engine.run(job, { signal: context.signal, full: options.full === true }),
+    engine.run(job, {
+      signal: context.signal,
+      ...(context.stop ? { suspend: context.stop } : {}),
+      full: options.full === true,
+    }),
   );
   context.stdout.write(`${renderRunSummary(record)}\n`);
   return 0;
@@ -54,7 +58,12 @@ export async function resumeCommand(
 ): Promise<number> {
   const engine = createEngine(stateDir, context.env);
   const record = await withProgress(engine, context, () =>
-    engine.resume(runId, { rollback: options.rollback, abandon: options.abandon ?? false, signal: context.signal }),
+    engine.resume(runId, {
+      rollback: options.rollback,
+      abandon: options.abandon ?? false,
+      signal: context.signal,
+      ...(context.stop ? { suspend: context.stop } : {}),
+    }),
   );
   context.stdout.write(`${renderRunSummary(record)}\n`);
   const ended = (options.rollback || options.abandon) && record.state === 'cancelled';

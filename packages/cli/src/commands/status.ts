@@ -3,6 +3,7 @@ import {
   FileStateStore,
   formatDuration,
   type JobSpec,
+  type JobStatus,
   type Orphan,
   readJobStatuses,
 } from '@replikit/core';
@@ -13,6 +14,19 @@ import { renderTable } from '../output/table.js';
 
 const seconds = (value: number | undefined) => (value === undefined ? '-' : formatDuration(value * 1000));
 const time = (iso: string | undefined) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '-');
+
+/** The reason column: why the job is held or paused, or why its last run failed. */
+function reasonOf(s: JobStatus): string {
+  const failed = s.lastRun?.code
+    ? `${s.lastRun.code}${s.lastRun.errorClass ? ` (${s.lastRun.errorClass})` : ''} ${s.lastRun.message?.split('\n')[0] ?? ''}`
+    : '';
+  if (s.held) return `held: ${s.held.code}${failed ? `; ${failed}` : ''}`;
+  if (s.state === 'held' && s.window) {
+    return `maintenance window closed; reopens ${s.window.opensAt ? time(s.window.opensAt) : 'never'}`;
+  }
+  if (s.paused) return `paused (replikit daemon resume ${s.job})`;
+  return failed;
+}
 
 /**
  * `replikit status [--json]`: every job the daemon has scheduled with this state folder: its
@@ -38,14 +52,10 @@ export async function statusCommand(
     s.job,
     s.state,
     s.lastRun ? `${s.lastRun.outcome} ${time(s.lastRun.finishedAt)}` : '-',
-    s.lastRun?.code
-      ? `${s.lastRun.code} (${s.lastRun.errorClass}) ${s.lastRun.message?.split('\n')[0] ?? ''}`
-      : s.held
-        ? `held: ${s.held.code}`
-        : '',
+    reasonOf(s),
     `${seconds(s.achievedRpoSeconds)} / ${seconds(s.rpoTargetSeconds)}`,
     s.rpoLevel,
-    time(s.retryAt ?? s.nextDue),
+    time(s.retryAt ?? s.window?.opensAt ?? s.nextDue),
     String(s.rpoDebtSlots),
   ]);
   context.stdout.write(

@@ -83,11 +83,19 @@ export function throttled(engine: ReplicationEngine, clock: FakeClock, durationM
       log.ends.push(clock.now());
     }
   };
+  // The daemon stops a run through `suspend` (at a checkpoint): the clock's wait ends on it too.
   return {
     store: engine.store,
-    run: (job: JobSpec, options) => around((signal) => engine.run(job, signal ? { signal } : {}), options.signal),
+    run: (job: JobSpec, options) =>
+      around(
+        () => engine.run(job, options.suspend ? { suspend: options.suspend } : {}),
+        options.signal ?? options.suspend,
+      ),
     resume: (runId: string, options) =>
-      around((signal) => engine.resume(runId, signal ? { signal } : {}), options.signal),
+      around(
+        () => engine.resume(runId, options.suspend ? { suspend: options.suspend } : {}),
+        options.signal ?? options.suspend,
+      ),
   };
 }
 

@@ -54,6 +54,13 @@ export interface DiskTransferOptions {
   blockSize: number;
   hasher: BlockHasher;
   signal?: AbortSignal;
+  /**
+   * Stop at the next segment's end: the disk's progress is made durable and journaled there
+   * (a checkpoint), then `stopped()`'s error is thrown.
+   */
+  suspend?: AbortSignal;
+  /** The error thrown once the disk stopped at its checkpoint. */
+  stopped?(): Error;
   /** Make progress durable at least this often. */
   checkpointEveryMs: number;
   /** Makes side records (new cache, backup) durable up to a block, before each checkpoint is journaled. */
@@ -182,6 +189,12 @@ export async function transferDisk(options: DiskTransferOptions): Promise<void> 
       stats.bytesScanned += Math.min(count * blockSize, record.size - first * blockSize);
       sender.syncCounters();
       options.onProgress(record);
+      if (options.suspend?.aborted) {
+        // Everything up to here is sent: journaled (as a periodic checkpoint would), it is never
+        // sent again when the run resumes.
+        await checkpoint(first + count);
+        throw options.stopped?.() ?? new Error('the transfer was stopped');
+      }
       if (performance.now() - lastCheckpoint >= options.checkpointEveryMs) await checkpoint(first + count);
     }
     await compare?.carryTo(blockCount);

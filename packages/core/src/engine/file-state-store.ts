@@ -1,7 +1,7 @@
 import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ConflictError, FormatError, InputError, toStorageError } from '../errors.js';
-import type { ScheduleState } from '../schedule/schedule-state.js';
+import type { ScheduleRequest, ScheduleState } from '../schedule/schedule-state.js';
 import { fsyncDirectory, writeFileAtomic } from '../util/atomic-file.js';
 import { isProcessAlive } from '../util/process-alive.js';
 import { toJournal } from './journal-format.js';
@@ -200,6 +200,19 @@ export class FileStateStore implements StateStore {
       if (state) states.push(state);
     }
     return states;
+  }
+
+  async saveScheduleRequest(request: ScheduleRequest): Promise<void> {
+    // Beside the schedule states, not among them: `listSchedules` lists only states.
+    const dir = await this.ensure('schedule-requests');
+    await writeFileAtomic(
+      join(dir, `${checkId(request.job, 'job name')}.json`),
+      `${JSON.stringify(request, null, 2)}\n`,
+    );
+  }
+
+  async loadScheduleRequest(name: string): Promise<ScheduleRequest | undefined> {
+    return readJson<ScheduleRequest>(join(this.dir, 'schedule-requests', `${checkId(name, 'job name')}.json`));
   }
 
   async lockJob(name: string, runId: string): Promise<() => Promise<void>> {

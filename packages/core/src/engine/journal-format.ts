@@ -17,6 +17,7 @@ function headerOf(run: RunJournal | RunRecord): Header {
     ...(run.finishedAt ? { finishedAt: run.finishedAt } : {}),
     pid: run.pid,
     ...(run.host !== undefined ? { host: run.host } : {}),
+    ...(run.stopped ? { stopped: run.stopped } : {}),
     history: run.history,
     ...(run.forced ? { forced: true } : {}),
     blockSize: run.blockSize,

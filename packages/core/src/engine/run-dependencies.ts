@@ -25,6 +25,8 @@ export interface RunDependencies {
   backup?: BackupSink;
   ruleSets?: readonly RuleSet[];
   checkpointEveryMs: number;
+  /** How long a stopped run may take to reach a checkpoint before its work is aborted (see `EngineOptions.stopGraceMs`). */
+  stopGraceMs: number;
   readAhead: number;
   /** Read buffers kept between disks and runs. */
   buffers: BufferShelf;

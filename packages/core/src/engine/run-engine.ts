@@ -79,6 +79,14 @@ export interface EngineOptions {
    */
   checkpointEveryMs?: number;
   /**
+   * How long a run asked to stop (`RunOptions.suspend`) may take to reach its checkpoint. A push
+   * transfer reaches one within a segment of each disk; work without checkpoints (a pull, a
+   * whole-VM copy, a slow driver call) is aborted when the grace runs out and the run is left as
+   * its journal last said, as after a crash.
+   * @default 5000
+   */
+  stopGraceMs?: number;
+  /**
    * Source reads kept in flight per disk (1 MiB each, or one block when blocks are larger: then
    * fewer are kept in flight for about the same bytes, but at least two).
    * @default 4
@@ -97,6 +105,16 @@ export interface EngineOptions {
 export interface RunOptions {
   /** Cancels the run: it is rolled back and ends `cancelled`. */
   signal?: AbortSignal;
+  /**
+   * Stops the run at its next checkpoint and leaves it unfinished, to be resumed from its journal
+   * (`resume`, or the daemon's next start) without sending again what it sent: a transfer journals
+   * how far every disk got, a run that has not reached its transfer stops between stages, a run
+   * that has transferred everything commits first. The call rejects with `E_ABORTED` whose
+   * `details.stopped` is the reason (the signal's `reason` when it is a string, else `stopped`),
+   * and the journal says `stopped: { reason, at }` until the run resumes. `signal` wins over it.
+   * What `replikit run` and `replikit daemon` do on SIGTERM.
+   */
+  suspend?: AbortSignal;
 }
 
 /** Options of {@link ReplicationEngine.run}. */
@@ -164,6 +182,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       hasher: createNodeHasher,
       digest: 'sha256',
       checkpointEveryMs: 1000,
+      stopGraceMs: 5000,
       readAhead: 4,
       keepHashers: false,
       ...options,
@@ -338,12 +357,14 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           ...(this.options.backup ? { backup: this.options.backup } : {}),
           ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
           checkpointEveryMs: this.options.checkpointEveryMs,
+          stopGraceMs: this.options.stopGraceMs,
           readAhead: this.options.readAhead,
           buffers: this.buffers,
           ...(this.store.location === undefined ? {} : { stateDir: this.store.location }),
         },
         record,
         signal,
+        options.suspend,
       );
       return toRunRecord(await execution.drive({ rollback: mode === 'rollback', abandon: mode === 'abandon' }));
     } finally {

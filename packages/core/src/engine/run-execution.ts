@@ -1,11 +1,13 @@
 import type { Hypervisor } from '../contracts/hypervisor.js';
 import { isReplikitError, ReplikitError, throwIfAborted } from '../errors.js';
 import type { WarningCode } from '../warnings.js';
+import { toJournal } from './journal-format.js';
 import { ProgressReporter } from './progress-reporter.js';
 import type { RunDependencies } from './run-dependencies.js';
 import type { RunJournal } from './run-journal.js';
 import type { JobRecord } from './run-record.js';
 import { assertTransition, isTerminal, type RunState } from './run-state.js';
+import { isRunStopped, runStoppedError, stopReasonOf } from './run-stop.js';
 import { cleanUp } from './stages/cleanup-stage.js';
 import { commitStage } from './stages/commit-stage.js';
 import { planStage } from './stages/plan-stage.js';
@@ -38,16 +40,33 @@ export class RunExecution {
   private history: Promise<JobRecord | undefined> | undefined;
   /** What the stages see of this execution. */
   private readonly context: RunContext;
+  /** Aborted when a stop's grace runs out: the work ends where it is, as a crash would end it. */
+  private readonly halt = new AbortController();
+  private graceTimer: NodeJS.Timeout | undefined;
 
+  /**
+   * @param signal - cancels the run: it is rolled back.
+   * @param suspend - stops the run at its next checkpoint and leaves it unfinished (resumable).
+   */
   constructor(
     private readonly deps: RunDependencies,
     readonly record: RunJournal,
-    signal: AbortSignal,
+    private readonly signal: AbortSignal,
+    private readonly suspend?: AbortSignal,
   ) {
+    const onStop = () => {
+      // A checkpoint comes within a segment of every disk; work that has none (a pull, a whole-VM
+      // copy, a slow driver call) is ended after the grace, leaving the journal as it last was.
+      this.graceTimer = setTimeout(() => this.halt.abort(this.stoppedError()), deps.stopGraceMs);
+      this.graceTimer.unref();
+    };
+    if (suspend?.aborted) onStop();
+    else suspend?.addEventListener('abort', onStop, { once: true });
     this.context = {
       record,
       deps,
-      signal,
+      signal: AbortSignal.any([signal, this.halt.signal]),
+      ...(suspend ? { suspend } : {}),
       progress: new ProgressReporter(record, deps.events),
       drivers: () => this.drivers(),
       jobHistory: () => {
@@ -65,8 +84,18 @@ export class RunExecution {
    * `rollback` undoes the run's own writes; `abandon` ends it without reverting anything.
    */
   async drive(options: { rollback?: boolean; abandon?: boolean } = {}): Promise<RunJournal> {
+    try {
+      return await this.driveStages(options);
+    } finally {
+      clearTimeout(this.graceTimer);
+    }
+  }
+
+  private async driveStages(options: { rollback?: boolean; abandon?: boolean }): Promise<RunJournal> {
     const record = this.record;
     const resumedAt = STAGES.findIndex((stage) => stage.state === record.state);
+    // A parked run goes on: it is no longer stopped (journaled with its next save).
+    delete record.stopped;
     await this.endEarly(options);
     let failure: unknown;
     try {
@@ -78,11 +107,17 @@ export class RunExecution {
         if (record.state === 'created') await this.transition('validate');
         if (record.state !== stage.state) continue;
         throwIfAborted(this.context.signal);
+        // A stop lets a run that has transferred everything commit; before that, it parks here.
+        if (this.suspend?.aborted && stage !== commitStage) throw this.stoppedError();
         await stage.run(this.context);
         if (stage === commitStage) record.outcome = 'completed';
         await this.transition(stage === commitStage ? 'cleanup' : STAGES[STAGES.indexOf(stage) + 1]!.state);
       }
     } catch (error) {
+      if (this.parks(error)) {
+        await this.park();
+        throw this.stoppedError();
+      }
       failure = error;
       record.outcome = isReplikitError(error, 'E_ABORTED') ? 'cancelled' : 'failed';
       record.error = describeError(error);
@@ -109,6 +144,36 @@ export class RunExecution {
       throw new ReplikitError(record.error.code as never, record.error.message, { details: { runId: record.runId } });
     }
     return record;
+  }
+
+  /**
+   * True when the run stops unfinished instead of being rolled back: a stop was asked (and not a
+   * cancel), and the error is the stop itself or any failure after the stop's grace ran out.
+   */
+  private parks(error: unknown): boolean {
+    if (!this.suspend?.aborted || this.signal.aborted) return false;
+    if (this.record.state === 'cleanup' || isTerminal(this.record.state)) return false;
+    return isRunStopped(error) || this.halt.signal.aborted || isReplikitError(error, 'E_ABORTED');
+  }
+
+  private stoppedError() {
+    return runStoppedError(this.record.runId, stopReasonOf(this.suspend!));
+  }
+
+  /**
+   * Leaves the run unfinished, as its journal last said (what a crash at this moment would leave,
+   * which resume handles), marked stopped with the reason. A push transfer journaled a checkpoint
+   * of every disk just before, so nothing it wrote is sent again.
+   */
+  private async park(): Promise<void> {
+    await this.saving;
+    const stored = await this.deps.store.loadRun(this.record.runId);
+    // A run stopped before its first save has done nothing (validate acts on nothing): it is journaled as it is.
+    const journal = stored ? toJournal(stored) : this.record;
+    journal.stopped = { reason: stopReasonOf(this.suspend!), at: new Date().toISOString() };
+    journal.pid = process.pid;
+    await this.deps.store.saveRun(journal);
+    await this.closeDrivers();
   }
 
   /** A rollback or an abandon of an unfinished run goes straight to cleanup. */

@@ -89,6 +89,11 @@ export interface RunHeader {
   pid: number;
   /** Host name of the machine driving the run (absent in records of older versions). */
   host?: string;
+  /**
+   * Set while the run is parked: it was stopped at a checkpoint (SIGTERM, a maintenance window's
+   * edge) and left unfinished on purpose, to be resumed from its journal. Cleared when it resumes.
+   */
+  stopped?: { reason: string; at: string };
   /** Every state entered, with its time. */
   history: Array<{ state: RunState; at: string }>;
   /** True when the user asked for a full run (`replikit run --full`): every disk is planned `FORCED`. */

@@ -1,4 +1,4 @@
-import type { ScheduleState } from '../schedule/schedule-state.js';
+import type { ScheduleRequest, ScheduleState } from '../schedule/schedule-state.js';
 import type { RunJournal } from './run-journal.js';
 import type { JobRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
@@ -46,6 +46,13 @@ export interface StateStore {
   loadSchedule?(name: string): Promise<ScheduleState | undefined>;
   /** Every job's schedule state, by job name. */
   listSchedules?(): Promise<ScheduleState[]>;
+  /**
+   * Saves (replaces) the pause or resume asked for a job, atomically: what `replikit daemon
+   * pause|resume` writes and a running daemon polls. Optional, with {@link loadScheduleRequest}.
+   */
+  saveScheduleRequest?(request: ScheduleRequest): Promise<void>;
+  /** The pause or resume last asked for a job, or `undefined`. */
+  loadScheduleRequest?(name: string): Promise<ScheduleRequest | undefined>;
 }
 
 /** The oldest unfinished run of job `name` in `store`: from its index when it has one, else from every record. */

@@ -16,7 +16,11 @@ export interface DaemonRunEndEvent {
   job: string;
   reason: RunReason;
   runId?: string;
-  outcome: 'completed' | 'failed' | 'cancelled';
+  /**
+   * `stopped`: the run was stopped at a checkpoint (the daemon stopping, a maintenance window's
+   * end) and is left unfinished, to be resumed.
+   */
+  outcome: 'completed' | 'failed' | 'cancelled' | 'stopped';
   code?: string;
   message?: string;
   errorClass?: ErrorClass;
@@ -59,6 +63,29 @@ export interface DaemonHeldEvent {
   at: string;
 }
 
+/**
+ * A job's maintenance window closed (transfers are held: a running run is stopped at a
+ * checkpoint) or opened again.
+ */
+export interface DaemonWindowEvent {
+  job: string;
+  open: boolean;
+  /** When closed: when a window opens again (absent: never). */
+  opensAt?: string;
+  /** When open: when it closes (absent: never). */
+  closesAt?: string;
+  at: string;
+}
+
+/** A pause or resume asked through the state store (`replikit daemon pause|resume`) was applied. */
+export interface DaemonControlEvent {
+  job: string;
+  paused: boolean;
+  /** When it was asked. */
+  requestedAt: string;
+  at: string;
+}
+
 /** Something the daemon itself could not do (save a job's schedule state, say); the job's loop starts again 30 s later. */
 export interface DaemonErrorEvent {
   job: string;
@@ -72,5 +99,7 @@ export interface DaemonEvents {
   'slot-missed': (event: DaemonSlotMissedEvent) => void;
   rpo: (event: DaemonRpoEvent) => void;
   held: (event: DaemonHeldEvent) => void;
+  window: (event: DaemonWindowEvent) => void;
+  control: (event: DaemonControlEvent) => void;
   error: (event: DaemonErrorEvent) => void;
 }

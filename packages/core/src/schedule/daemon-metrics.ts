@@ -8,7 +8,7 @@ const LEVELS: Record<RpoLevel, number> = { unknown: -1, ok: 0, warning: 1, criti
 
 /** Totals the daemon counted since it started, per job. */
 interface JobTotals {
-  runs: Record<'completed' | 'failed' | 'cancelled', number>;
+  runs: Record<'completed' | 'failed' | 'cancelled' | 'stopped', number>;
   bytesSent: number;
   runSeconds: number;
 }
@@ -59,7 +59,7 @@ export class DaemonMetrics {
       const span = spans.get(event.job);
       spans.delete(event.job);
       if (event.runId) span?.setAttribute('replikit.run_id', event.runId);
-      if (event.outcome !== 'completed')
+      if (event.outcome !== 'completed' && event.outcome !== 'stopped')
         span?.setStatus({ code: SpanStatusCode.ERROR, message: event.code ?? event.outcome });
       span?.end();
     });
@@ -90,7 +90,7 @@ export class DaemonMetrics {
   private count(event: DaemonRunEndEvent): void {
     let totals = this.totals.get(event.job);
     if (!totals) {
-      totals = { runs: { completed: 0, failed: 0, cancelled: 0 }, bytesSent: 0, runSeconds: 0 };
+      totals = { runs: { completed: 0, failed: 0, cancelled: 0, stopped: 0 }, bytesSent: 0, runSeconds: 0 };
       this.totals.set(event.job, totals);
     }
     totals.runs[event.outcome]++;
@@ -142,7 +142,7 @@ export class DaemonMetrics {
       'counter',
       'Runs the daemon ended, by outcome.',
       totals.flatMap(([job, t]) =>
-        (['completed', 'failed', 'cancelled'] as const).map(
+        (['completed', 'failed', 'cancelled', 'stopped'] as const).map(
           (o) => [`${label(job)},outcome="${o}"`, t.runs[o]] as [string, number],
         ),
       ),

@@ -5,6 +5,7 @@ import { parseJob } from '../job/parse-job.js';
 import { type Clock, systemClock } from './clock.js';
 import type { DaemonEvents } from './daemon-events.js';
 import { type DaemonEngine, JobLoop, type ScheduleStore } from './job-loop.js';
+import type { WindowOption } from './schedule-options.js';
 import type { ScheduleState } from './schedule-state.js';
 
 /** How long the daemon waits before it starts a failed job loop again: 30 s. */
@@ -26,6 +27,19 @@ export interface DaemonOptions {
    * @default Math.random
    */
   random?: () => number;
+  /**
+   * Maintenance windows of the jobs that set no `options.windows` (same shape: `{ cron, duration,
+   * timezone? }`): transfers run only while one is open.
+   * @default none: always open
+   */
+  windows?: readonly WindowOption[];
+  /**
+   * How often the daemon reads the pause and resume requests of the store
+   * (`replikit daemon pause|resume`, `saveScheduleRequest`), in milliseconds of real time; `0`
+   * reads them only at start.
+   * @default 1000
+   */
+  requestPollMs?: number;
 }
 
 function scheduleStoreOf(engine: DaemonEngine): ScheduleStore {
@@ -40,9 +54,9 @@ function scheduleStoreOf(engine: DaemonEngine): ScheduleStore {
 
 /**
  * Runs jobs on their schedules (`options.schedule`) through an engine: one run of a job at a
- * time, the overlap, catch-up and retry policies of each job, an unfinished run resumed at start,
- * and each job's schedule state and RPO kept durable in the state store. {@link stop} cancels the
- * running runs through their abort signal and ends every wait.
+ * time, the overlap, catch-up and retry policies of each job, its maintenance windows, an
+ * unfinished run resumed at start, and each job's schedule state and RPO kept durable in the state
+ * store. {@link stop} stops the running runs at a checkpoint (resumable) and ends every wait.
  *
  * @example
  * ```ts
@@ -58,11 +72,14 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   private readonly stopper = new AbortController();
   private running: Promise<void> | undefined;
   private readonly clock: Clock;
+  private readonly requestPollMs: number;
+  private poller: NodeJS.Timeout | undefined;
 
   constructor(options: DaemonOptions) {
     super();
     const store = scheduleStoreOf(options.engine);
     this.clock = options.clock ?? systemClock;
+    this.requestPollMs = options.requestPollMs ?? 1000;
     const context = {
       engine: options.engine,
       store,
@@ -70,6 +87,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       random: options.random ?? Math.random,
       events: this,
       stop: this.stopper.signal,
+      ...(options.windows ? { windows: options.windows } : {}),
     };
     for (const input of options.jobs) {
       const job = parseJob(input, 'job');
@@ -82,6 +100,26 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   async start(): Promise<void> {
     if (this.running) throw new InputError('the daemon is already started');
     this.running = Promise.all([...this.loops.values()].map((loop) => this.keep(loop))).then(() => undefined);
+    if (this.requestPollMs > 0) {
+      let polling = false;
+      this.poller = setInterval(() => {
+        if (polling || this.stopper.signal.aborted) return;
+        polling = true;
+        void this.applyRequests().finally(() => {
+          polling = false;
+        });
+      }, this.requestPollMs);
+      this.poller.unref();
+    }
+  }
+
+  /**
+   * Applies the pause and resume requests saved in the store since they were last read (what the
+   * daemon does every `requestPollMs`, and each job at start). A request that cannot be read is
+   * tried again at the next poll.
+   */
+  async applyRequests(): Promise<void> {
+    for (const loop of this.loops.values()) await loop.applyRequest().catch(() => undefined);
   }
 
   /**
@@ -105,8 +143,12 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     return this.running ?? Promise.resolve();
   }
 
-  /** Cancels running runs (rolled back by the engine), ends every wait, and resolves once all loops stopped. */
+  /**
+   * Stops every running run at a checkpoint (left unfinished, resumed at the next start), ends
+   * every wait, and resolves once all loops stopped.
+   */
   async stop(): Promise<void> {
+    clearInterval(this.poller);
     this.stopper.abort();
     await this.done;
   }

@@ -2,6 +2,7 @@ export { backoffDelay } from './backoff.js';
 export { type Clock, FakeClock, systemClock } from './clock.js';
 export { Daemon, type DaemonOptions, LOOP_RESTART_MS } from './daemon.js';
 export type {
+  DaemonControlEvent,
   DaemonErrorEvent,
   DaemonEvents,
   DaemonHeldEvent,
@@ -9,6 +10,7 @@ export type {
   DaemonRunEndEvent,
   DaemonRunStartEvent,
   DaemonSlotMissedEvent,
+  DaemonWindowEvent,
 } from './daemon-events.js';
 export { DaemonMetrics } from './daemon-metrics.js';
 export { formatDuration, parseDuration } from './duration.js';
@@ -24,6 +26,9 @@ export {
   type SchedulePolicies,
   schedulePolicies,
   scheduleSchema,
+  type WindowOption,
+  windowSchema,
 } from './schedule-options.js';
-export type { JobActivity, LastOutcome, RunReason, ScheduleState } from './schedule-state.js';
+export type { JobActivity, LastOutcome, RunReason, ScheduleRequest, ScheduleState } from './schedule-state.js';
 export { type SlotCalendar, slotCalendar } from './slot-calendar.js';
+export { WindowCalendar, type WindowPosition } from './window-calendar.js';

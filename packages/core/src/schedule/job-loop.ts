@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { EventEmitter } from 'eventemitter3';
 import type { RunRecord } from '../engine/run-record.js';
+import { isRunStopped } from '../engine/run-stop.js';
 import { findUnfinished, type StateStore } from '../engine/state-store.js';
 import { isReplikitError } from '../errors.js';
 import type { JobSpec } from '../job/job-spec.js';
@@ -9,16 +10,21 @@ import type { Clock } from './clock.js';
 import type { DaemonEvents } from './daemon-events.js';
 import { classifyError } from './error-class.js';
 import { nextRpoChange, rpoLevel, rpoTargets } from './rpo.js';
-import { type SchedulePolicies, schedulePolicies } from './schedule-options.js';
-import { newScheduleState, type RunReason, type ScheduleState } from './schedule-state.js';
+import { type SchedulePolicies, schedulePolicies, type WindowOption } from './schedule-options.js';
+import { type JobActivity, newScheduleState, type RunReason, type ScheduleState } from './schedule-state.js';
 import { type SlotCalendar, slotCalendar } from './slot-calendar.js';
+import { WindowCalendar } from './window-calendar.js';
 
 /** What the daemon needs of an engine: {@link ReplicationEngine} has it. */
 export interface DaemonEngine {
   /** The store runs and schedule states are kept in; it must have the schedule methods. */
   readonly store: StateStore;
-  run(job: JobSpec, options: { signal?: AbortSignal }): Promise<RunRecord>;
-  resume(runId: string, options: { signal?: AbortSignal; rollback?: boolean }): Promise<RunRecord>;
+  /** `suspend` stops the run at a checkpoint, unfinished (see `RunOptions.suspend`). */
+  run(job: JobSpec, options: { signal?: AbortSignal; suspend?: AbortSignal }): Promise<RunRecord>;
+  resume(
+    runId: string,
+    options: { signal?: AbortSignal; suspend?: AbortSignal; rollback?: boolean },
+  ): Promise<RunRecord>;
 }
 
 /** A store with the schedule methods. */
@@ -31,8 +37,10 @@ export interface JobLoopContext {
   clock: Clock;
   random: () => number;
   events: EventEmitter<DaemonEvents>;
-  /** Aborted when the daemon stops: the running run is cancelled, waits end. */
+  /** Aborted when the daemon stops: the running run is stopped at a checkpoint, waits end. */
   stop: AbortSignal;
+  /** The daemon's maintenance windows, for jobs without `options.windows`. */
+  windows?: readonly WindowOption[];
 }
 
 /**
@@ -43,6 +51,8 @@ export interface JobLoopContext {
 export class JobLoop {
   private state: ScheduleState;
   private readonly calendar: SlotCalendar | undefined;
+  /** The job's maintenance windows (its own, else the daemon's); `undefined`: always open. */
+  private readonly windows: WindowCalendar | undefined;
   private readonly targets;
   private readonly policies: SchedulePolicies;
   /** Aborted to cut the current wait short (pause, resume). */
@@ -61,7 +71,56 @@ export class JobLoop {
     this.calendar = schedule === undefined ? undefined : slotCalendar(schedule);
     this.targets = rpoTargets(job.options);
     this.policies = schedulePolicies(job.options);
+    const windows = job.options.windows ?? context.windows;
+    this.windows = windows && windows.length > 0 ? new WindowCalendar(windows) : undefined;
     this.state = newScheduleState(job.name, context.clock.now());
+  }
+
+  /**
+   * Applies the pause or resume last asked through the store (`replikit daemon pause|resume`),
+   * once: a request already applied (same time) is skipped.
+   */
+  async applyRequest(): Promise<void> {
+    const request = await this.context.store.loadScheduleRequest?.(this.job.name);
+    if (!request || request.job !== this.job.name || request.at === this.state.controlAt) return;
+    this.state.controlAt = request.at;
+    if (request.paused) await this.pause();
+    else await this.resume();
+    const at = new Date(this.context.clock.now()).toISOString();
+    this.context.events.emit('control', { job: this.job.name, paused: request.paused, requestedAt: request.at, at });
+  }
+
+  /** What the job is doing when no run goes: held, paused, outside its windows, retrying or waiting. */
+  private resting(): JobActivity {
+    if (this.state.held) return 'held';
+    if (this.state.paused) return 'paused';
+    if (this.state.window) return 'held';
+    return this.state.retryAt ? 'retrying' : 'waiting';
+  }
+
+  /**
+   * Notes whether the job's windows are open at `now`; announces a change. Outside them the job
+   * is `held`, with the time one opens again.
+   */
+  private checkWindow(now: number): void {
+    if (!this.windows) {
+      delete this.state.window;
+      return;
+    }
+    const position = this.windows.at(now);
+    const at = new Date(now).toISOString();
+    if (!position.open) {
+      const opensAt = position.opensAt === undefined ? undefined : new Date(position.opensAt).toISOString();
+      const closedNow = this.state.window === undefined;
+      this.state.window = { since: this.state.window?.since ?? at, ...(opensAt ? { opensAt } : {}) };
+      if (closedNow)
+        this.context.events.emit('window', { job: this.job.name, open: false, ...(opensAt ? { opensAt } : {}), at });
+    } else if (this.state.window) {
+      delete this.state.window;
+      const closesAt = position.closesAt === undefined ? undefined : new Date(position.closesAt).toISOString();
+      this.context.events.emit('window', { job: this.job.name, open: true, ...(closesAt ? { closesAt } : {}), at });
+    }
+    if (this.state.activity !== 'running') this.state.activity = this.resting();
   }
 
   /** The job's schedule state as the loop last saved it (a copy). */
@@ -72,7 +131,7 @@ export class JobLoop {
   /** Stops starting runs of the job (a running run finishes); persisted. */
   async pause(): Promise<void> {
     this.state.paused = true;
-    if (this.state.activity !== 'running') this.state.activity = 'paused';
+    if (this.state.activity !== 'running') this.state.activity = this.resting();
     await this.save();
     this.poke();
   }
@@ -92,7 +151,7 @@ export class JobLoop {
     }
     this.state.paused = false;
     delete this.state.held;
-    if (this.state.activity !== 'running') this.state.activity = 'waiting';
+    if (this.state.activity !== 'running') this.state.activity = this.resting();
     await this.save();
     this.poke();
   }
@@ -102,7 +161,7 @@ export class JobLoop {
     const { clock, stop } = this.context;
     await this.begin();
     while (!stop.aborted) {
-      if (this.pending && this.runnable()) {
+      if (this.pending && this.runnable() && !this.state.window) {
         const reason = this.pending;
         this.pending = undefined;
         await this.execute(reason);
@@ -113,6 +172,7 @@ export class JobLoop {
       if (stop.aborted) break;
       const now = clock.now();
       await this.checkRpo(now);
+      this.checkWindow(now);
       if (this.state.retryAt !== undefined && Date.parse(this.state.retryAt) <= now && this.runnable()) {
         delete this.state.retryAt;
         this.pending = 'retry';
@@ -120,12 +180,18 @@ export class JobLoop {
       const slots = this.slotsSince(now);
       if (slots.count > 0) {
         this.state.lastSlot = new Date(slots.latest!).toISOString();
-        if (this.runnable()) {
+        if (this.runnable() && !this.state.window) {
           if (this.pending === 'retry') this.state.attempt = 0;
           this.pending = 'slot';
           this.missed(slots.count - 1, now);
         } else {
           this.missed(slots.count, now);
+          // Slots outside the windows are caught up when one opens, by the catch-up policy.
+          if (this.runnable() && this.policies.catchUp === 'once') {
+            // A run held at the window's end is resumed first; the catch-up takes a fresh point after it.
+            if (this.pending === 'resume') this.catchUpAfterResume = true;
+            else this.pending ??= 'catch-up';
+          }
         }
       }
       await this.save();
@@ -143,7 +209,8 @@ export class JobLoop {
     if (stored) this.state = stored;
     if (this.targets) this.state.rpo = { ...this.targets };
     else delete this.state.rpo;
-    this.state.activity = this.state.held ? 'held' : this.state.paused ? 'paused' : 'waiting';
+    this.checkWindow(now);
+    this.state.activity = this.resting();
     if (this.state.lastPointAt === undefined) await this.pointFromHistory();
     if (await findUnfinished(store, this.job.name)) this.pending = 'resume';
     if (this.state.lastSlot === undefined) {
@@ -162,6 +229,7 @@ export class JobLoop {
     }
     await this.checkRpo(now);
     await this.save();
+    await this.applyRequest();
   }
 
   /** The newest complete restore point of a job the daemon has not run yet: its last completed run's snapshot. */
@@ -224,6 +292,8 @@ export class JobLoop {
     this.state.nextDue = nextSlot === undefined ? undefined : new Date(nextSlot).toISOString();
     if (this.state.nextDue === undefined) delete this.state.nextDue;
     const candidates = [nextRpoChange(this.pointAt(), this.targets, now)];
+    const position = this.windows?.at(now);
+    if (position) candidates.push(position.open ? position.closesAt : position.opensAt);
     if (this.runnable()) {
       candidates.push(nextSlot);
       if (this.state.retryAt !== undefined) candidates.push(Date.parse(this.state.retryAt));
@@ -285,12 +355,27 @@ export class JobLoop {
     });
     let record: RunRecord | undefined;
     let failure: unknown;
+    // The daemon stopping, or the window closing, stops the run at a checkpoint: it is resumed later.
+    const edge = new AbortController();
+    const ended = new AbortController();
+    const position = this.windows?.at(startedAt);
+    if (position?.open && position.closesAt !== undefined) {
+      clock.sleepUntil(position.closesAt, ended.signal).then(
+        () => edge.abort('window'),
+        () => undefined,
+      );
+    }
+    const suspend = AbortSignal.any([stop, edge.signal]);
+    // A run the daemon stopped itself is always resumed; `unfinished: rollback` is for crashes.
+    const rollback = this.policies.unfinished === 'rollback' && unfinished?.stopped === undefined;
     try {
       record = unfinished
-        ? await engine.resume(unfinished.runId, { signal: stop, rollback: this.policies.unfinished === 'rollback' })
-        : await engine.run(this.job, { signal: stop });
+        ? await engine.resume(unfinished.runId, { suspend, rollback })
+        : await engine.run(this.job, { suspend });
     } catch (error) {
       failure = error;
+    } finally {
+      ended.abort();
     }
     const now = clock.now();
     const at = new Date(now).toISOString();
@@ -298,12 +383,18 @@ export class JobLoop {
     delete this.state.currentRunId;
     const base = { reason: actual, startedAt: new Date(startedAt).toISOString(), finishedAt: at };
     let retryAt: string | undefined;
-    if (record && record.state === 'completed') {
+    if (isRunStopped(failure)) {
+      // Parked at a checkpoint: no failure, no retry; the next execution resumes it first.
+      const message = (failure as Error).message;
+      this.state.lastOutcome = { ...(runId ? { runId } : {}), outcome: 'stopped', code: 'E_ABORTED', message, ...base };
+      if (!stop.aborted) this.pending ??= 'resume';
+      this.checkWindow(now);
+    } else if (record && record.state === 'completed') {
       this.state.lastOutcome = { ...(runId ? { runId } : {}), outcome: 'completed', ...base };
       this.state.lastPointAt = pointTime(actual, record, startedAt);
       this.state.missedSlots = 0;
       this.state.attempt = 0;
-    } else if (record && actual === 'resume' && this.policies.unfinished === 'rollback' && !stop.aborted) {
+    } else if (record && actual === 'resume' && rollback && !stop.aborted) {
       // Rolled back by policy: the replica is back at its previous point; nothing failed.
       this.state.lastOutcome = { ...(runId ? { runId } : {}), outcome: 'cancelled', ...base };
     } else {
@@ -330,7 +421,7 @@ export class JobLoop {
         retryAt = this.afterFailure(code, message, errorClass, now);
       }
     }
-    this.state.activity = this.state.held ? 'held' : this.state.paused ? 'paused' : retryAt ? 'retrying' : 'waiting';
+    this.state.activity = this.resting();
     await this.checkRpo(now);
     await this.save();
     const outcome = this.state.lastOutcome;
@@ -339,7 +430,8 @@ export class JobLoop {
       reason: actual,
       ...(runId ? { runId } : {}),
       outcome: outcome.outcome,
-      ...(outcome.code ? { code: outcome.code, message: outcome.message!, errorClass: outcome.errorClass! } : {}),
+      ...(outcome.code ? { code: outcome.code, message: outcome.message! } : {}),
+      ...(outcome.errorClass ? { errorClass: outcome.errorClass } : {}),
       ...(record ? { bytesSent: record.stats?.bytesSent ?? 0 } : {}),
       durationSeconds: (now - startedAt) / 1000,
       ...(retryAt ? { retryAt } : {}),

@@ -31,8 +31,15 @@ export interface JobStatus {
   retryAt?: string;
   /** The RPO debt: slots since the last successful run that made no restore point (missed, or their run failed). */
   rpoDebtSlots: number;
-  /** Why the job is held, when it is. */
+  /** Why the job is held, when a failure needs a decision. */
   held?: { code: string; message: string; at: string };
+  /**
+   * Set while the job's maintenance windows are all closed (state `held`): since when, and when
+   * one opens again (absent: never).
+   */
+  window?: { since: string; opensAt?: string };
+  /** True when the job is paused (`replikit daemon pause`); it may be held too. */
+  paused: boolean;
   /** When the daemon last saved the job's state. */
   updatedAt: string;
 }
@@ -52,7 +59,9 @@ export function jobStatusOf(state: ScheduleState, now: number): JobStatus {
       ? 'paused'
       : state.activity !== 'stopped' && daemonGone(state)
         ? 'down'
-        : state.activity;
+        : state.window && state.activity !== 'stopped' && state.activity !== 'running'
+          ? 'held'
+          : state.activity;
   return {
     job: state.job,
     state: activity,
@@ -73,6 +82,8 @@ export function jobStatusOf(state: ScheduleState, now: number): JobStatus {
     ...(state.retryAt ? { retryAt: state.retryAt } : {}),
     rpoDebtSlots: state.missedSlots,
     ...(state.held ? { held: state.held } : {}),
+    ...(state.window ? { window: state.window } : {}),
+    paused: state.paused,
     updatedAt: state.updatedAt,
   };
 }

@@ -60,6 +60,28 @@ export const scheduleSchema = z
     if (problem) ctx.addIssue({ code: 'custom', message: problem });
   });
 
+/**
+ * One maintenance window: it opens at each occurrence of `cron` (five fields, or six with seconds
+ * first; in `timezone`, default the daemon's) and stays open for `duration`. Transfers run only
+ * while a window of the job is open.
+ */
+export const windowSchema = z
+  .object({
+    cron: z.string(),
+    /** How long the window stays open after each occurrence (at least 1 s). */
+    duration: durationSchema,
+    /** An IANA time zone, such as `Europe/Paris`; default: the daemon's. */
+    timezone: z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((value, ctx) => {
+    const problem = cronProblem(value.cron, value.timezone);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem, path: ['cron'] });
+    if (!(safeDuration(value.duration) >= 1000)) {
+      ctx.addIssue({ code: 'custom', message: 'a window lasts at least 1s', path: ['duration'] });
+    }
+  });
+
 /** `options.retry`: how a failed run is retried (transient errors only, see `classifyError`). */
 export const retrySchema = z
   .object({
@@ -82,6 +104,12 @@ export const scheduleOptionFields = {
   retry: retrySchema.optional(),
   /** What the daemon does with a run of the job left unfinished (a crash): `resume` it or `rollback` its writes. @default 'resume' */
   unfinished: z.enum(['resume', 'rollback']).optional(),
+  /**
+   * Maintenance windows: transfers run only while one is open; a run that reaches a window's end is
+   * stopped at a checkpoint and resumed when one opens again. `[]`: no windows, whatever the
+   * daemon's default. @default the daemon's `windows` (none: always open)
+   */
+  windows: z.array(windowSchema).optional(),
   /** The recovery point objective: the newest complete restore point should be at most this old. */
   rpo: durationSchema.optional(),
   /** Achieved RPO above this is `warning`. @default rpo */
@@ -92,6 +120,8 @@ export const scheduleOptionFields = {
 
 /** A parsed `options.schedule`. */
 export type ScheduleOption = z.output<typeof scheduleSchema>;
+/** A parsed maintenance window (`options.windows[i]`), its duration as written. */
+export type WindowOption = z.output<typeof windowSchema>;
 /** A parsed `options.retry`, durations as written. */
 export type RetryInput = z.output<typeof retrySchema>;
 

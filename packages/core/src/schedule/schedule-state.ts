@@ -7,7 +7,8 @@ export type JobActivity = 'waiting' | 'running' | 'retrying' | 'paused' | 'held'
 /** How a job's last run ended, as the schedule keeps it. */
 export interface LastOutcome {
   runId?: string;
-  outcome: 'completed' | 'failed' | 'cancelled';
+  /** `stopped`: stopped at a checkpoint (daemon stop, window end) and left unfinished, to be resumed. */
+  outcome: 'completed' | 'failed' | 'cancelled' | 'stopped';
   /** The error's code and message when it failed. */
   code?: string;
   message?: string;
@@ -50,6 +51,13 @@ export interface ScheduleState {
   paused: boolean;
   /** Set when a failure needs a decision: the job is held until it is resumed. */
   held?: { code: string; message: string; at: string };
+  /**
+   * Set while the job's maintenance windows are all closed: transfers are held (activity `held`)
+   * until one opens, at `opensAt` (absent: none opens again).
+   */
+  window?: { opensAt?: string; since: string };
+  /** The time of the last pause or resume asked through the store that the daemon applied. */
+  controlAt?: string;
   /** What the daemon is doing with the job. */
   activity: JobActivity;
   /** The run now going, if any. */
@@ -82,4 +90,18 @@ export function newScheduleState(job: string, now: number): ScheduleState {
     rpoLevel: 'unknown',
     updatedAt: new Date(now).toISOString(),
   };
+}
+
+/**
+ * A pause or resume of a job asked through the state store (`replikit daemon pause|resume`), kept
+ * until replaced; the daemon applies each request once (it keeps the request's time as
+ * {@link ScheduleState.controlAt}), whether it runs now or starts later.
+ */
+export interface ScheduleRequest {
+  version: 1;
+  job: string;
+  /** True: pause the job; false: resume it (lift a pause, a hold, or both). */
+  paused: boolean;
+  /** ISO time of the request; a newer request replaces an older one. */
+  at: string;
 }

@@ -15,8 +15,17 @@ export interface RunContext {
   /** The run's journal; a stage writes its own part of it (`record.stages.<stage>`). */
   readonly record: RunJournal;
   readonly deps: RunDependencies;
-  /** Aborts the run. */
+  /**
+   * Aborts the run's work: the user's cancel (the run is rolled back), or the hard end of a stop
+   * whose grace ran out (the run is left as a crash would leave it).
+   */
   readonly signal: AbortSignal;
+  /**
+   * Asks the run to stop at its next checkpoint and stay unfinished (`RunOptions.suspend`): a push
+   * transfer journals how far each disk got and throws `runStoppedError`; the stages check it between
+   * them.
+   */
+  readonly suspend?: AbortSignal;
   /** Throttled progress events of the transfer. */
   readonly progress: ProgressReporter;
   /** The run's source and target drivers, created once per execution. */

@@ -11,6 +11,7 @@ import { toRunRecord } from '../journal-format.js';
 import { ALWAYS_FULL_METHODS } from '../plan/plan-disk.js';
 import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
 import { type DiskRecord, sumStats } from '../run-record.js';
+import { isRunStopped, runStoppedError, stopReasonOf } from '../run-stop.js';
 import { segmentBytes } from '../segment-reader.js';
 import { transferSteps } from '../transfer/transfer-steps.js';
 import { cacheKeyOf } from './cache-key.js';
@@ -39,8 +40,11 @@ class TransferStage {
     const { source, target } = await this.ctx.drivers();
     // Idempotent on resume: a crash may have come before the mark was written.
     await target.markReplica(replica, 'in-progress', { signal: this.ctx.signal });
-    if (ALWAYS_FULL_METHODS.has(record.job.method)) return transferWholeVm(this.ctx, source, target);
-    if (record.job.options.direction === 'pull') return transferByPull(this.ctx, source, target);
+    // A whole-VM copy and a pull have no checkpoint of their own: a stop ends them where they are.
+    const suspend = this.ctx.suspend;
+    const unchecked = suspend ? { ...this.ctx, signal: AbortSignal.any([this.ctx.signal, suspend]) } : this.ctx;
+    if (ALWAYS_FULL_METHODS.has(record.job.method)) return transferWholeVm(unchecked, source, target);
+    if (record.job.options.direction === 'pull') return transferByPull(unchecked, source, target);
     const transport = await this.ctx.deps.transport(target, toRunRecord(record), this.ctx.deps.hasher);
     const channel = await transport.open(
       { runId: record.runId, replica, blockSize: record.blockSize, digest: record.digest },
@@ -62,10 +66,13 @@ class TransferStage {
       .map((disk) =>
         limit(async () => {
           try {
+            // A disk that has not started when the run is stopped does not start.
+            if (this.ctx.suspend?.aborted) throw runStoppedError(record.runId, stopReasonOf(this.ctx.suspend));
             await this.transferOne(source, disk, channel, { signal, throttle, digestOnWire, backup });
           } catch (error) {
             firstError ??= error;
-            inner.abort(error);
+            // A disk stopped at its checkpoint leaves the others to reach theirs.
+            if (!isRunStopped(error)) inner.abort(error);
           }
         }),
       );
@@ -178,6 +185,12 @@ class TransferStage {
           ranges,
           examineAll,
           checkpointEveryMs: this.ctx.deps.checkpointEveryMs,
+          ...(this.ctx.suspend
+            ? {
+                suspend: this.ctx.suspend,
+                stopped: () => runStoppedError(record.runId, stopReasonOf(this.ctx.suspend!)),
+              }
+            : {}),
           beforeCheckpoint: async (count: number) => {
             await cacheWriter?.checkpoint(count);
             await options.backup?.checkpoint();
