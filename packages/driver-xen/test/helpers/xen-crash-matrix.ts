@@ -219,6 +219,31 @@ export async function runCrashMatrix(spec: CrashMatrixSpec, held: CrashMatrixHel
     ).toEqual([]);
   }
 
+  /**
+   * For a failed resume's message: the appliances' VBDs (device, VDI uuid, attached, owner mark),
+   * what their agents were told is plugged (devices.json) and the end of their agent.log.
+   */
+  async function applianceState(): Promise<string> {
+    const lines: string[] = [];
+    const vbds = await p.call<XRecords>('VBD.get_all_records');
+    for (const appliance of await p.appliances()) {
+      lines.push(`appliance ${appliance.uuid} ${appliance.power}`);
+      for (const vbd of Object.values(vbds).filter((v) => v.VM === appliance.ref)) {
+        const vdi = vbd.VDI === 'OpaqueRef:NULL' ? '-' : await p.call<string>('VDI.get_uuid', vbd.VDI);
+        lines.push(
+          `  VBD #${vbd.userdevice} ${vdi} attached=${vbd.currently_attached} ${JSON.stringify(otherConfig(vbd))}`,
+        );
+      }
+      const folder = p.sim.appliance(appliance.ref)?.folder;
+      if (folder === undefined) continue;
+      for (const file of ['devices.json', 'agent.log']) {
+        const text = await readFile(join(folder, file), 'utf8').catch((error: Error) => error.message);
+        lines.push(`  ${file}: ${text.slice(-3000)}`);
+      }
+    }
+    return `\n${lines.join('\n')}`;
+  }
+
   const allRuns = () => new FileStateStore(stateDir).listRuns();
   const unfinishedRuns = async () => (await allRuns()).filter((r) => !isTerminal(r.state));
 
@@ -296,7 +321,7 @@ export async function runCrashMatrix(spec: CrashMatrixSpec, held: CrashMatrixHel
       const resumed = await runToEnd({ resume: run.runId, rollback });
       trace(`point ${point} resumed: ${JSON.stringify(resumed.result)} ${resumed.stderr}`);
       expect(resumed.code, `${context}: ${resumed.stderr}`).toBe(0);
-      expect(resumed.error, context).toBeUndefined();
+      expect(resumed.error, `${context}${resumed.error ? await applianceState() : ''}`).toBeUndefined();
       outcome = rollback ? `rollback-from-${run.state}` : `resumed-from-${run.state}`;
       const committed = run.state === 'cleanup' && run.outcome === 'completed';
       if (!rollback || committed) {
