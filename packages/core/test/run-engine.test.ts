@@ -242,6 +242,34 @@ describe('ReplicationEngine', () => {
     expect(source.snapshots.size).toBe(1);
   });
 
+  it("deletes at its next run a late snapshot of this job's failed run, and no other job's, store's or user's snapshot", async () => {
+    const e = engine();
+    await e.run(job());
+    fill(source.vms.get('vm1')!.disks.get('a')!, 9, 0, 2 * MiB);
+    target.hooks.beforeWrite = () => {
+      throw Object.assign(new Error('no space'), { code: 'ENOSPC' });
+    };
+    await e.run(job()).catch(() => undefined);
+    target.hooks.beforeWrite = undefined;
+    const failed = (await e.listRuns()).at(-1)!;
+    expect(failed.state).toBe('failed');
+    // A killed process's snapshot call reaches the source after the rollback looked for it.
+    const late = await source.snapshot('vm1', `replikit-${failed.runId}`);
+    // Another state store's run of this job, another job's run, and a user's own snapshot.
+    const others = [
+      await source.snapshot('vm1', 'replikit-unit-20261206T000000Z-0a0b0c'),
+      await source.snapshot('vm1', 'replikit-other-20261206T000000Z-0a0b0c'),
+      await source.snapshot('vm1', `replikit-${failed.runId}-mine`),
+      await source.snapshot('vm1', 'before the upgrade'),
+    ];
+    const next = await e.run(job());
+    expect(next.state).toBe('completed');
+    const left = [...source.snapshots.values()].map((s) => s.snapshot.id);
+    expect(left).not.toContain(late.id);
+    expect(left.sort()).toEqual([...others.map((s) => s.id), next.snapshot!.id].sort());
+    expect(same(replicaDisk('a'), source.vms.get('vm1')!.disks.get('a')!)).toBe(true);
+  });
+
   it('removes a first replica that never completed', async () => {
     target.hooks.beforeWrite = () => {
       throw new Error('disk on fire');

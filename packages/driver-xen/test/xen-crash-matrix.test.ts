@@ -1,313 +1,37 @@
-import { createHash, randomInt } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { FileStateStore, isTerminal } from '@replikit/core';
-import { readWholeDisk, testPattern } from '@replikit/core/testing';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { XenDriver } from '../src/index.js';
-import { type AbdPool, startAbdPool } from './helpers/abd-pool.js';
-import { type EngineChildOutcome, prepareEngineChild, startEngineChild } from './helpers/engine-child-runner.js';
-import { PASSWORD_ENV } from './helpers/xen-pool.js';
+import { randomInt } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { afterEach, describe, it } from 'vitest';
+import { type CrashMatrixHeld, runCrashMatrix } from './helpers/xen-crash-matrix.js';
 
 /*
- * Issue 17, crash safety: the engine runs in a child process against a simulated pool served by
- * this process, and is SIGKILLed at seeded random points of a run (half the points at the Nth
- * XAPI call the pool receives, half after a random delay; both drawn over a calibration run's
- * whole timeline). A new child then resumes the run (every fourth point: rolls it back). After
- * each point the replica equals the source as the run snapshotted it, or the previous version,
- * never a mix; it is ready and XAPI refuses to start it; nothing is plugged into the appliance,
- * the appliance is halted, and no snapshot, pending VDI or stray VBD is left behind.
+ * Issue 17, crash safety: the engine is SIGKILLed at seeded random points of a xen ► xen `cbt`
+ * run and of an `abd` (push) run, both writing through the target appliance, then resumed or
+ * rolled back; see helpers/xen-crash-matrix.ts for what each point checks.
  *
  * REPLIKIT_XEN_CRASH_POINTS (default 20) and REPLIKIT_XEN_CRASH_SEED choose the points;
  * REPLIKIT_XEN_CRASH_TRACE=1 prints each step and the XAPI calls before each kill.
  */
 
-const MiB = 1024 * 1024;
-const BLOCK = 64 * 1024;
 // `.ci/run` lowers every SIGKILL matrix on Node 22 and 24 with REPLIKIT_CRASH_POINTS; Node 20 runs 20 points.
 const POINTS = Number(process.env.REPLIKIT_XEN_CRASH_POINTS ?? process.env.REPLIKIT_CRASH_POINTS ?? 20);
 const SEED = Number(process.env.REPLIKIT_XEN_CRASH_SEED ?? randomInt(2 ** 31));
-const SIZES = [4 * MiB, 3 * MiB + 512];
-
-/** A small seeded generator (mulberry32): the same seed draws the same points. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
-const t0 = performance.now();
-const trace = (what: string) => {
-  if (process.env.REPLIKIT_XEN_CRASH_TRACE) process.stderr.write(`[${Math.round(performance.now() - t0)}] ${what}\n`);
-};
-const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex').slice(0, 16);
-
-type XRecords = Record<string, Record<string, unknown>>;
-const otherConfig = (r: Record<string, unknown>) => (r.other_config ?? {}) as Record<string, string>;
 
 describe('SIGKILL of the engine at random points of a xen ► xen run, then resume', () => {
-  let pool: AbdPool | undefined;
-  let xen: XenDriver | undefined;
-  let dir: string | undefined;
+  const held: CrashMatrixHeld = {};
   afterEach(async () => {
-    await xen?.close();
-    await pool?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
-    pool = undefined;
-    xen = undefined;
-    dir = undefined;
+    await held.xen?.close();
+    await held.pool?.close();
+    if (held.dir) await rm(held.dir, { recursive: true, force: true });
+    held.xen = undefined;
+    held.pool = undefined;
+    held.dir = undefined;
   });
 
   for (const method of ['cbt', 'abd'] as const) {
     it(`${method}, writing through the target appliance: ${POINTS} kills, each replica is the new or the previous version`, async () => {
-      const random = seeded(SEED + (method === 'cbt' ? 0 : 1));
-      console.info(`xen crash matrix (${method}): seed ${SEED} (REPLIKIT_XEN_CRASH_SEED=${SEED} repeats it)`);
-      pool = await startAbdPool();
-      const p = pool;
-      dir = await mkdtemp(join(tmpdir(), 'rk-xen-crash-'));
-      const stateDir = join(dir, 'state');
-      const command = await prepareEngineChild(dir);
-      xen = await p.driver();
-      const hv = xen;
-
-      // Every XAPI call the pool receives, so that a point can be "the Nth call of the run".
-      let calls = 0;
-      let onCall: ((n: number) => void) | undefined;
-      const original = p.sim.state.call.bind(p.sim.state);
-      const recent: string[] = [];
-      p.sim.state.call = (name, params) => {
-        calls++;
-        if (process.env.REPLIKIT_XEN_CRASH_TRACE && onCall) {
-          recent.push(`${calls} ${name} ${JSON.stringify(params.slice(1, 3)).slice(0, 120)}`);
-          if (recent.length > 12) recent.shift();
-        }
-        onCall?.(calls);
-        return original(name, params);
-      };
-
-      const name = `crash ${method}`;
-      const vm = await p.makeVM(name, SIZES);
-      const vdis = await Promise.all(
-        (await hv.getVM(vm.uuid)).disks.map((d) => p.call<string>('VDI.get_by_uuid', d.id)),
-      );
-      const diskIds = (await hv.getVM(vm.uuid)).disks.map((d) => d.id);
-      await p.writeGuest(vm.uuid, diskIds[0]!, 4095, testPattern(1, 300_000));
-      await p.writeGuest(vm.uuid, diskIds[1]!, SIZES[1]! - 519, testPattern(2, 519));
-      const endpoint = { driver: 'xen', url: p.sim.url, passwordEnv: PASSWORD_ENV, abd: { ips: p.ips } };
-      const job = {
-        name: `crash-${method}`,
-        source: { ...endpoint, vm: name },
-        target: { ...endpoint, replicaName: `crash-${method}-replica` },
-        method,
-      };
-      const attachedAtStart = await attachedVbds();
-
-      /** The source disks as the guest left them (the run's snapshot will hold exactly this). */
-      async function sourceDigests(): Promise<string[]> {
-        return Promise.all(
-          vdis.map(async (vdi, i) => {
-            const bytes = new Uint8Array(SIZES[i]!);
-            bytes.set((await readFile(p.sim.vdiPath(vdi))).subarray(0, SIZES[i]!));
-            return sha(bytes);
-          }),
-        );
-      }
-
-      async function guestWritesOnePercent(round: number): Promise<void> {
-        for (const [i, id] of diskIds.entries()) {
-          const blocks = Math.ceil(SIZES[i]! / BLOCK);
-          const count = Math.max(2, Math.floor(blocks / 100));
-          for (let n = 0; n < count; n++) {
-            const block = Math.floor(random() * blocks);
-            const length = Math.min(BLOCK, SIZES[i]! - block * BLOCK);
-            await p.writeGuest(vm.uuid, id, block * BLOCK, testPattern(round * 100 + n, length));
-          }
-        }
-      }
-
-      /**
-       * The attached VBDs. An NBD connection's dom0 VBD goes when the pool sees the connection
-       * close, a moment after the reader (or the killed process) closed it: wait for that on
-       * XAPI's events.
-       */
-      async function attachedVbds(): Promise<string[]> {
-        let token = '';
-        let all = await p.call<XRecords>('VBD.get_all_records');
-        for (let events = 0; events < 20; events++) {
-          if (!Object.values(all).some((vbd) => otherConfig(vbd)['xapi-sim'] === 'nbd')) break;
-          token = (await p.call<{ token: string }>('event.from', ['vbd'], token, 1)).token;
-          all = await p.call<XRecords>('VBD.get_all_records');
-        }
-        const vms = await p.call<XRecords>('VM.get_all_records');
-        return Object.values(all)
-          .filter((vbd) => vbd.currently_attached === true)
-          .map((vbd) => {
-            const owner = vms[vbd.VM as string]!;
-            return `${owner.name_label}${owner.is_a_snapshot === true ? ' (snapshot)' : ''} ${owner.power_state} #${vbd.userdevice}`;
-          })
-          .sort();
-      }
-
-      /** The replica's digests (read back through XAPI), its mark, and what XAPI says to a start. */
-      async function replicaView() {
-        const all = await p.call<XRecords>('VM.get_all_records');
-        const found = Object.entries(all).filter(
-          ([, r]) => r.is_a_snapshot !== true && otherConfig(r)['replikit:replica'] === job.target.replicaName,
-        );
-        expect(found.length).toBe(1);
-        const [ref, record] = found[0]!;
-        const info = await hv.getVM(record.uuid as string);
-        const digests = await Promise.all(info.disks.map(async (d) => sha(await readWholeDisk(hv, d))));
-        const start = await p.call('VM.start', ref, false, false).then(
-          () => 'started',
-          (error: { xapiCode?: string }) => error.xapiCode,
-        );
-        return { digests, mark: otherConfig(record)['replikit:mark'], start, ref };
-      }
-
-      /** What a run may leave: the source's one base snapshot, restore points within retention. */
-      async function expectNothingLeft(context: string): Promise<void> {
-        expect(await p.applianceVbds(), context).toEqual([]);
-        expect(
-          (await p.appliances()).map((a) => a.power),
-          context,
-        ).toEqual(['Halted']);
-        expect(await attachedVbds(), context).toEqual(attachedAtStart);
-        const vms = await p.call<XRecords>('VM.get_all_records');
-        const snapshotsOfSource = Object.values(vms).filter(
-          (r) => r.is_a_snapshot === true && r.snapshot_of === vm.ref,
-        );
-        expect(snapshotsOfSource.length, `${context}: snapshots of the source`).toBeLessThanOrEqual(1);
-        const vdiRecords = await p.call<XRecords>('VDI.get_all_records');
-        const pending = Object.values(vdiRecords).filter((r) => otherConfig(r)['replikit:pending-of'] !== undefined);
-        expect(
-          pending.map((r) => r.name_label),
-          `${context}: pending VDIs`,
-        ).toEqual([]);
-        const loose = Object.values(vdiRecords).filter(
-          (r) =>
-            (r.VBDs as string[]).length === 0 &&
-            r.type !== 'cbt_metadata' &&
-            otherConfig(r)['replikit:abd'] === undefined,
-        );
-        expect(
-          loose.map((r) => `${r.name_label} (${JSON.stringify(otherConfig(r))})`),
-          `${context}: VDIs without a VBD`,
-        ).toEqual([]);
-      }
-
-      const allRuns = () => new FileStateStore(stateDir).listRuns();
-      const unfinishedRuns = async () => (await allRuns()).filter((r) => !isTerminal(r.state));
-
-      let requests = 0;
-      const requestFile = () => join(dir!, `request-${requests++}.json`);
-      async function runToEnd(request: Record<string, unknown>): Promise<EngineChildOutcome> {
-        const child = await startEngineChild(command, { stateDir, ...request }, requestFile());
-        return child.done;
-      }
-
-      // The first (full) run, then a calibration incremental: its length in calls and time.
-      trace('full run');
-      const full = await runToEnd({ job });
-      trace(`full run: ${JSON.stringify(full.result)}`);
-      expect(full.result?.outcome, full.stderr + JSON.stringify(full.error)).toBe('completed');
-      await guestWritesOnePercent(0);
-      const calibrationStartCalls = calls;
-      let started = 0;
-      const calibration = await startEngineChild(command, { stateDir, job }, requestFile(), () => {
-        started = performance.now();
-      });
-      const calibrated = await calibration.done;
-      trace(
-        `calibration: ${JSON.stringify(calibrated.result)} ${calibrated.states.map((st, i) => `${st}@${calibrated.stateTimes[i]}`).join(' ')}`,
-      );
-      const calibrationMs = performance.now() - started;
-      const calibrationCalls = calls - calibrationStartCalls;
-      expect(calibrated.result?.outcome, calibrated.stderr).toBe('completed');
-      let previous = await sourceDigests();
-      expect((await replicaView()).digests).toEqual(previous);
-      await expectNothingLeft('after the calibration run');
-
-      const outcomes: string[] = [];
-      const began = performance.now();
-      for (let point = 0; point < POINTS; point++) {
-        await guestWritesOnePercent(point + 1);
-        const wanted = await sourceDigests();
-        expect(wanted).not.toEqual(previous);
-        const byCall = point % 2 === 0;
-        const at = byCall ? 1 + Math.floor(random() * calibrationCalls) : Math.floor(random() * calibrationMs);
-        const where = byCall ? `at XAPI call ${at}/${calibrationCalls}` : `after ${at}/${Math.round(calibrationMs)} ms`;
-        let kill: () => void = () => undefined;
-        const first = calls;
-        const runsBefore = new Set((await allRuns()).map((r) => r.runId));
-        onCall = byCall
-          ? (n) => {
-              if (n - first === at) kill();
-            }
-          : undefined;
-        const child = await startEngineChild(command, { stateDir, job }, requestFile(), () => {
-          if (!byCall) setTimeout(() => kill(), at);
-        });
-        kill = child.kill;
-        const killed = await child.done;
-        trace(`point ${point} killed: ${killed.signal} ${killed.states.join(',')}\n    ${recent.join('\n    ')}`);
-        onCall = undefined;
-        const lastState = killed.states.at(-1) ?? 'none';
-        const context = `point ${point} (${where}, last state ${lastState}, seed ${SEED})`;
-
-        const unfinished = await unfinishedRuns();
-        expect(unfinished.length, context).toBeLessThanOrEqual(1);
-        const run = unfinished[0];
-        const rollback = point % 4 === 3;
-        let outcome: string;
-        if (killed.signal !== 'SIGKILL') {
-          // The run ended before its kill.
-          expect(killed.result?.outcome, context + killed.stderr).toBe('completed');
-          outcome = 'completed-before-kill';
-        } else if (!run) {
-          // Killed before the run was journaled, or after it ended (before the process exited).
-          const fresh = (await allRuns()).filter((r) => !runsBefore.has(r.runId));
-          expect(fresh.length, context).toBeLessThanOrEqual(1);
-          outcome = fresh[0] ? `${fresh[0].outcome}-at-kill` : 'killed-before-journal';
-        } else {
-          const resumed = await runToEnd({ resume: run.runId, rollback });
-          trace(`point ${point} resumed: ${JSON.stringify(resumed.result)} ${resumed.stderr}`);
-          expect(resumed.code, `${context}: ${resumed.stderr}`).toBe(0);
-          expect(resumed.error, context).toBeUndefined();
-          outcome = rollback ? `rollback-from-${run.state}` : `resumed-from-${run.state}`;
-          const committed = run.state === 'cleanup' && run.outcome === 'completed';
-          if (!rollback || committed) {
-            expect(resumed.result?.outcome, `${context}: ${JSON.stringify(resumed.result)}`).toBe('completed');
-          }
-        }
-        expect(await unfinishedRuns(), context).toEqual([]);
-
-        const view = await replicaView();
-        trace(`point ${point} view`);
-        const version =
-          JSON.stringify(view.digests) === JSON.stringify(wanted)
-            ? 'new'
-            : JSON.stringify(view.digests) === JSON.stringify(previous)
-              ? 'previous'
-              : 'mixed';
-        expect(version, `${context}: ${outcome}`).not.toBe('mixed');
-        if (outcome.startsWith('resumed') || outcome.startsWith('completed')) expect(version, context).toBe('new');
-        if (outcome === 'killed-before-journal') expect(version, context).toBe('previous');
-        expect(view.mark, context).toBe('ready');
-        expect(view.start, context).toBe('OPERATION_BLOCKED');
-        await expectNothingLeft(context);
-        outcomes.push(`${point}: ${where}, killed in ${lastState} → ${outcome} → ${version}`);
-        if (version === 'new') previous = wanted;
-      }
-      console.info(
-        `xen crash matrix (${method}), seed ${SEED}, calibration ${calibrationCalls} calls / ${Math.round(calibrationMs)} ms, ` +
-          `${POINTS} points in ${Math.round(performance.now() - began)} ms:\n  ${outcomes.join('\n  ')}`,
+      await runCrashMatrix(
+        { name: method, method, points: POINTS, seed: SEED, seedOffset: method === 'cbt' ? 0 : 1 },
+        held,
       );
     }, 180_000);
   }

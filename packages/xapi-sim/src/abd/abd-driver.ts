@@ -11,7 +11,7 @@ import {
   type VMInfo,
 } from '@replikit/core';
 import { z } from 'zod';
-import { DeviceMapView, type VisibleDisk } from './device-map-view.js';
+import { DeviceMapView, type VisibleDisk, visibleIn } from './device-map-view.js';
 import { openDataFile, PluggedDiskReader, PluggedDiskWriter } from './plugged-disk.js';
 
 /** The kind of the appliance-side driver, as `replikit-agent --driver` names it. */
@@ -64,7 +64,8 @@ export class XenAbdDriver extends AbstractHypervisor {
   protected async _listVMs(): Promise<VMInfo[]> {
     const map = await this.view.current();
     const disks = map.disks.filter((d) => map.srs[d.sr] !== undefined);
-    const visible = await Promise.all(disks.map((d) => this.view.resolve(d.vdi)));
+    // From this one read of the map: a disk unplugged meanwhile must not fail the listing.
+    const visible = disks.map((d) => visibleIn(map, d.vdi));
     return [
       {
         id: map.appliance.uuid,

@@ -28,6 +28,8 @@ interface Entry {
   readonly config: ApplianceConfig;
   readonly folder: string;
   agent: AgentProcess | undefined;
+  /** The device map rewrite in progress (settled), the next one waits for it. */
+  writing: Promise<void>;
 }
 
 /**
@@ -69,7 +71,12 @@ export class Appliances {
         );
       }
     }
-    this.entries.set(vm, { config, folder: resolve(this.dir, 'appliances', config.uuid), agent: undefined });
+    this.entries.set(vm, {
+      config,
+      folder: resolve(this.dir, 'appliances', config.uuid),
+      agent: undefined,
+      writing: Promise.resolve(),
+    });
   }
 
   /** Starts the agent of a claimed appliance whose VBDs are attached; the claim is dropped if it fails. */
@@ -173,8 +180,18 @@ export class Appliances {
     return { version: 1, appliance: { uuid: config.uuid, name: config.name }, srs, disks };
   }
 
-  private async writeMap(vm: string, entry: Entry): Promise<void> {
-    const map = this.deviceMap(vm, entry.config);
-    await writeFileAtomic(join(entry.folder, DEVICE_MAP_FILE), `${JSON.stringify(map, null, 2)}\n`);
+  /**
+   * Rewrites the device map with what is plugged when the rewrite begins. Rewrites of one
+   * appliance run one after the other: two at once (an unplug and a plug close together) could
+   * finish in either order, and the older map landing last hid a plugged disk from the agent.
+   */
+  private writeMap(vm: string, entry: Entry): Promise<void> {
+    const write = entry.writing.then(async () => {
+      if (!this.sim.db.has('VM', vm)) return;
+      const map = this.deviceMap(vm, entry.config);
+      await writeFileAtomic(join(entry.folder, DEVICE_MAP_FILE), `${JSON.stringify(map, null, 2)}\n`);
+    });
+    entry.writing = write.catch(() => undefined);
+    return write;
   }
 }

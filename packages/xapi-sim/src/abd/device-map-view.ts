@@ -55,29 +55,37 @@ export class DeviceMapView {
    * appliance is not configured to see or is plugged read-only and `write` is asked.
    */
   async resolve(id: string, write = false): Promise<VisibleDisk> {
-    const map = await this.current();
-    const byDevice = /^device:(\d{1,3})$/.exec(id)?.[1];
-    const disk = map.disks.find((d) => (byDevice === undefined ? d.vdi === id : d.device === byDevice));
-    const who = `appliance '${map.appliance.name}' (${map.appliance.uuid})`;
-    if (disk === undefined) {
-      throw new NotFoundError(`disk '${id}' is not plugged into ${who}; plug its VBD (VBD.plug) first`, {
-        details: { disk: id, appliance: map.appliance.uuid },
-      });
-    }
-    const folder = map.srs[disk.sr];
-    if (folder === undefined) {
-      throw new InputError(
-        `VDI ${disk.vdi} is on SR ${disk.sr}, which ${who} is not configured to see; add the SR to its xenstore_data vm-data/replikit/srs`,
-        { details: { vdi: disk.vdi, sr: disk.sr, appliance: map.appliance.uuid } },
-      );
-    }
-    if (write && disk.mode !== 'RW') {
-      throw new InputError(`VDI ${disk.vdi} is plugged into ${who} read-only (VBD mode RO); it cannot be written`, {
-        details: { vdi: disk.vdi, appliance: map.appliance.uuid },
-      });
-    }
-    // The file name comes from a checked uuid and nothing else: a data file stays in its SR folder.
-    if (!isUuid(disk.vdi)) throw new InputError(`VDI uuid '${disk.vdi}' is malformed`);
-    return { ...disk, path: join(folder, `${disk.vdi}.raw`) };
+    return visibleIn(await this.current(), id, write);
   }
+}
+
+/**
+ * The plugged disk named `id` in `map` (one read of the device map), as
+ * {@link DeviceMapView.resolve} answers it. Looking several disks up in one map keeps a disk
+ * unplugged meanwhile from failing the others' look-up.
+ */
+export function visibleIn(map: DeviceMap, id: string, write = false): VisibleDisk {
+  const byDevice = /^device:(\d{1,3})$/.exec(id)?.[1];
+  const disk = map.disks.find((d) => (byDevice === undefined ? d.vdi === id : d.device === byDevice));
+  const who = `appliance '${map.appliance.name}' (${map.appliance.uuid})`;
+  if (disk === undefined) {
+    throw new NotFoundError(`disk '${id}' is not plugged into ${who}; plug its VBD (VBD.plug) first`, {
+      details: { disk: id, appliance: map.appliance.uuid },
+    });
+  }
+  const folder = map.srs[disk.sr];
+  if (folder === undefined) {
+    throw new InputError(
+      `VDI ${disk.vdi} is on SR ${disk.sr}, which ${who} is not configured to see; add the SR to its xenstore_data vm-data/replikit/srs`,
+      { details: { vdi: disk.vdi, sr: disk.sr, appliance: map.appliance.uuid } },
+    );
+  }
+  if (write && disk.mode !== 'RW') {
+    throw new InputError(`VDI ${disk.vdi} is plugged into ${who} read-only (VBD mode RO); it cannot be written`, {
+      details: { vdi: disk.vdi, appliance: map.appliance.uuid },
+    });
+  }
+  // The file name comes from a checked uuid and nothing else: a data file stays in its SR folder.
+  if (!isUuid(disk.vdi)) throw new InputError(`VDI uuid '${disk.vdi}' is malformed`);
+  return { ...disk, path: join(folder, `${disk.vdi}.raw`) };
 }

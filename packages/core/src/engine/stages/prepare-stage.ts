@@ -2,6 +2,7 @@ import { ConflictError, InputError } from '../../errors.js';
 import { replicaNameOf } from '../../job/job-spec.js';
 import { replicaChangeOf } from '../plan/replica-change.js';
 import type { PrepareStart } from '../run-journal.js';
+import { dropFinishedRunSnapshots } from './finished-run-snapshots.js';
 import { holdForResume, holdReplica } from './replica-claim.js';
 import { abandonReplica, releaseReplica } from './replica-rollback.js';
 import type { RunContext, Stage } from './stage.js';
@@ -9,7 +10,8 @@ import type { RunContext, Stage } from './stage.js';
 /**
  * `prepare`: finds or creates the replica and journals it, takes its hold, refuses a running
  * replica, and on the run's first pass journals where the run starts from (the restore point a
- * rollback returns to, the base snapshot, whether the replica changed outside replikit).
+ * rollback returns to, the base snapshot, whether the replica changed outside replikit), and
+ * deletes source snapshots that failed or rolled-back runs of the job left behind.
  * Undo: an abandoned run that never planned says what it left; the hold is released.
  */
 export const prepareStage: Stage = {
@@ -70,6 +72,8 @@ export const prepareStage: Stage = {
         );
       }
       record.stages.prepare.start = start;
+      // A failed or rolled-back run of this job may have left a snapshot its undo never saw.
+      await dropFinishedRunSnapshots(ctx, source, vm.id, history?.baseSnapshot);
     }
     await ctx.save();
   },

@@ -21,8 +21,11 @@ export async function dropSnapshot(
   }
 }
 
-/** The label a run's source snapshot carries. */
-const runLabel = (runId: string): string => `replikit-${runId}`;
+/** The label a run's source snapshot carries: `replikit-<runId>`. */
+export const runLabel = (runId: string): string => `${RUN_LABEL_PREFIX}${runId}`;
+
+/** What a run's snapshot label starts with, before the run id. */
+export const RUN_LABEL_PREFIX = 'replikit-';
 
 /** The snapshot carrying this run's label that the journal does not name, if the source has one. */
 async function unjournaledSnapshot(ctx: RunContext, source: Hypervisor): Promise<Snapshot | undefined> {
