@@ -107,3 +107,23 @@ describe('checkpoints on the simulated host', () => {
     expect((await readdir(join(host.root, 'vms'))).filter((f) => f.endsWith('.avhdx'))).toEqual([]);
   });
 });
+
+describe('checkpoint merges across block sizes', () => {
+  it('keeps data the frozen file holds beyond the child file’s block count (1 MiB base blocks, 2 MiB child blocks)', async () => {
+    const disk = join(host.root, 'vms', 'small-blocks.vhdx');
+    await call('New-VHD -Path $p.path -SizeBytes $p.size -Dynamic -BlockSizeBytes $p.block', {
+      path: disk,
+      size: 6 * MIB + 5000,
+      block: MIB,
+    });
+    await call('New-VM -Name $p.name -Generation 2 -VHDPath $p.path', { name: 'sb', path: disk });
+    await host.guestWrite('sb', 0, 5 * MIB, new Uint8Array(4096).fill(8));
+    await host.guestWrite('sb', 0, 6 * MIB, new Uint8Array(5000).fill(9));
+    await call('Checkpoint-VM -Name $p.name -SnapshotName $p.snap', { name: 'sb', snap: 'x' });
+    await host.guestWrite('sb', 0, 0, new Uint8Array(512).fill(1));
+    await call('Remove-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'sb', snap: 'x' });
+    expect(await host.guestRead('sb', 0, 5 * MIB, 4096)).toEqual(new Uint8Array(4096).fill(8));
+    expect(await host.guestRead('sb', 0, 6 * MIB, 5000)).toEqual(new Uint8Array(5000).fill(9));
+    expect(await host.guestRead('sb', 0, 0, 512)).toEqual(new Uint8Array(512).fill(1));
+  });
+});
