@@ -91,7 +91,7 @@ describe('checkpoints on the simulated host', () => {
     await call('Rename-VMSnapshot -VMName $p.name -Name $p.snap -NewName $p.to', { name: 'db', snap: 'b', to: 'b2' });
     const frozenOf = async (snap: string) => {
       const [s] = await call('Get-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap });
-      return (s?.HardDrives as { Path: string }[])[0]?.Path as string;
+      return ((s?.HardDrives ?? []) as { Path: string }[])[0]?.Path as string;
     };
     const b = await frozenOf('b2');
     expect([await readFile(b, 0, 4096), await readFile(b, MIB, 4096), await readFile(b, 2 * MIB, 4096)]).toEqual([
