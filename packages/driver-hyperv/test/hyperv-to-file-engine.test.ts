@@ -6,8 +6,14 @@ import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing
 import { createFileDriver, fileDriver } from '@replikit/driver-file';
 import { localTransport } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createHyperVDriver, HYPERV_KIND_CAPABILITIES, hypervDriverOptionsSchema } from '../src/index.js';
-import { type SimHost, startSimHost } from './helpers/sim-host.js';
+import {
+  createHyperVDriver,
+  envelopedScript,
+  HYPERV_KIND_CAPABILITIES,
+  hypervDriverOptionsSchema,
+  SOURCE_SCRIPTS,
+} from '../src/index.js';
+import { FIXTURE_SCRIPTS, type SimHost, startSimHost } from './helpers/sim-host.js';
 
 const MiB = 2 ** 20;
 /** A VM name with every character class a script must never see: quotes, `$()`, backticks, `;`, a newline, non-ASCII, 300 characters. */
@@ -113,6 +119,11 @@ describe('the engine replicates a Hyper-V VM to the file driver, incrementally t
     }
     // The name never reached a script: every line and script the fake pwsh received is fixed text.
     const log = await sim.host.scriptLog();
+    // Every script received is one of the driver's enumerated scripts (or a fixture's).
+    const known = new Set([...SOURCE_SCRIPTS, ...FIXTURE_SCRIPTS].map(envelopedScript));
+    const sent = log.filter((e) => e.kind === 'script').map((e) => e.text);
+    expect(sent.length).toBeGreaterThan(20);
+    expect(sent.filter((text) => !known.has(text))).toEqual([]);
     for (const entry of log) {
       for (const part of ['Stop-Computer', 'Grüße', '日本', 'x'.repeat(40)])
         expect(entry.text.includes(part)).toBe(false);

@@ -22,6 +22,9 @@ const NEW_VM: PsScript = {
 const ADD_DRIVE: PsScript = { name: 'test-add-drive', body: 'Add-VMHardDiskDrive -VMName $p.name -Path $p.path' };
 const SET_CPUS: PsScript = { name: 'test-set-cpus', body: 'Set-VM -Name $p.name -ProcessorCount $p.cpus' };
 
+/** The scripts the fixtures send (not the driver's). */
+export const FIXTURE_SCRIPTS: readonly PsScript[] = [NEW_VHD, NEW_VM, ADD_DRIVE, SET_CPUS];
+
 /** A simulated host, a link to make fixtures with, and drivers on it. */
 export interface SimHost {
   readonly host: SimulatedHyperVHost;
