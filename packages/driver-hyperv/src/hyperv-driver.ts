@@ -10,6 +10,7 @@ import {
   type Snapshot,
 } from '@replikit/core';
 import { type ImageReader, openDisk } from '@replikit/formats';
+import { ChainReader } from './chain-reader.js';
 import {
   type CheckpointRow,
   type DriveRow,
@@ -196,12 +197,13 @@ export class HyperVDriver extends AbstractHypervisor {
       ? await this.frozenPath(vm, disk.snapshotId, disk)
       : (await this.drives(vm.Name)).find((d) => slotId(d) === disk.id)?.Path;
     if (!path) throw new NotFoundError(`VM '${vm.Name}' has no disk '${disk.id}'`);
-    const reader = await this.openImage(path);
-    if (reader.size !== disk.size) {
-      await reader.close();
-      throw new DriverError(`disk '${disk.id}' of VM '${vm.Name}' holds ${reader.size} bytes, not ${disk.size}`);
+    const image = await this.openImage(path);
+    if (image.size !== disk.size) {
+      await image.close();
+      throw new DriverError(`disk '${disk.id}' of VM '${vm.Name}' holds ${image.size} bytes, not ${disk.size}`);
     }
-    return reader;
+    const of = disk.snapshotId ? `snapshot '${disk.snapshotId}'` : `VM '${vm.Name}'`;
+    return new ChainReader(image, `disk '${disk.id}' of ${of}`);
   }
 
   protected override async _changes(

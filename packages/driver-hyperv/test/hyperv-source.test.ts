@@ -1,10 +1,43 @@
 import { isReplikitError } from '@replikit/core';
-import { checkChangeTrackerModel, compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
+import {
+  checkAbortHonoured,
+  checkChangeTrackerModel,
+  checkCloseReleases,
+  compareBytes,
+  type DriverConformanceFixtures,
+  readWholeDisk,
+  testPattern,
+} from '@replikit/core/testing';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { HyperVVMInfo } from '../src/index.js';
+import type { HyperVDriver, HyperVVMInfo } from '../src/index.js';
 import { type SimHost, startSimHost } from './helpers/sim-host.js';
 
 const MiB = 2 ** 20;
+
+/** The conformance fixtures of the source side: VMs made and written on the simulated host. */
+function sourceFixtures(sim: SimHost, hv: HyperVDriver): DriverConformanceFixtures {
+  return {
+    createSourceVM: async (_hv, spec) => {
+      await sim.makeVM(
+        spec.name,
+        spec.disks.map((d) => d.size),
+      );
+      return hv.getVM(spec.name);
+    },
+    writeGuest: async (_hv, vmId, diskId, offset, data) => {
+      const vm = await hv.getVM(vmId);
+      await sim.host.guestWrite(
+        vm.name,
+        vm.disks.findIndex((d) => d.id === diskId),
+        offset,
+        data,
+      );
+    },
+    writeOutside: async () => {
+      throw new Error('no replicas on the source side');
+    },
+  };
+}
 
 async function collect(answer: AsyncIterable<{ offset: number; length: number }> | undefined) {
   if (!answer) return undefined;
@@ -78,28 +111,8 @@ describe('the Hyper-V driver, source side, on the simulated host', { timeout: 18
       hv,
       name: 'model',
       size: 4 * MiB,
-      fixtures: {
-        createSourceVM: async (_hv, spec) => {
-          await sim.makeVM(
-            spec.name,
-            spec.disks.map((d) => d.size),
-          );
-          return hv.getVM(spec.name);
-        },
-        writeGuest: async (_hv, vmId, diskId, offset, data) => {
-          const vm = await hv.getVM(vmId);
-          await sim.host.guestWrite(
-            vm.name,
-            vm.disks.findIndex((d) => d.id === diskId),
-            offset,
-            data,
-          );
-        },
-        writeOutside: async () => {
-          throw new Error('no replicas on the source side');
-        },
-      },
-    } as Parameters<typeof checkChangeTrackerModel>[0]);
+      fixtures: sourceFixtures(sim, hv),
+    });
     expect(result.answered).toBeGreaterThan(4);
   });
 
@@ -134,5 +147,11 @@ describe('the Hyper-V driver, source side, on the simulated host', { timeout: 18
     const p2 = await plain.snapshot(vm.id, 'p2');
     expect(p1.meta).toMatchObject({ rct: false });
     expect(await plain.changeTracker!.changes(p2.disks[0]!, p1, p2)).toBeUndefined();
+  });
+
+  it('rejects every call on an aborted signal, doing nothing, and closes its readers on close() (conformance checks)', async () => {
+    const hv = await sim.driver();
+    await checkAbortHonoured({ hv, fixtures: sourceFixtures(sim, hv), name: 'abort', size: 4 * MiB });
+    await checkCloseReleases({ hv, fixtures: sourceFixtures(sim, hv), name: 'close', size: 4 * MiB });
   });
 });
