@@ -22,6 +22,9 @@ const HOSTILE = `web 'q' "d" $(Stop-Computer) \`n; Remove-Item C:\\ -Recurse\nGr
   300,
 );
 
+/** A disk file name with quotes, `$()`, a backtick, `;`, a newline and non-ASCII characters. */
+const HOSTILE_DISK = `d'1 "q" $(Get-Date) \`; \nÜber ✓`;
+
 describe('the engine replicates a Hyper-V VM to the file driver, incrementally through RCT', {
   timeout: 300_000,
 }, () => {
@@ -39,7 +42,7 @@ describe('the engine replicates a Hyper-V VM to the file driver, incrementally t
   it('full, 1 % guest writes, then a tracked run that reads only the changed ranges (counted by the host)', async () => {
     expect(HOSTILE.length).toBe(300);
     const size = 16 * MiB + 1536;
-    await sim.makeVM(HOSTILE, [size, 2 * MiB]);
+    const paths = await sim.makeVM(HOSTILE, [size, 2 * MiB], { diskName: HOSTILE_DISK });
     const write = (disk: number, offset: number, length: number, seed: number) =>
       sim.host.guestWrite(HOSTILE, disk, offset, testPattern(seed, length));
     await write(0, 4095, 3 * MiB, 1);
@@ -100,7 +103,7 @@ describe('the engine replicates a Hyper-V VM to the file driver, incrementally t
       // headers and BAT (about 1 MiB here, whatever changed): the second disk, unchanged, shows it.
       const readOf = (disk: number) =>
         [...sim.host.bytesRead()]
-          .filter(([path]) => path.includes(`disk-${disk + 1}`))
+          .filter(([path]) => path.startsWith(paths[disk]!.replace(/\.vhdx$/, '')))
           .reduce((sum, [path, n]) => sum + n - (before.get(path) ?? 0), 0);
       const opening = readOf(1);
       expect(opening).toBeLessThan(2 * MiB);
@@ -125,7 +128,7 @@ describe('the engine replicates a Hyper-V VM to the file driver, incrementally t
     expect(sent.length).toBeGreaterThan(20);
     expect(sent.filter((text) => !known.has(text))).toEqual([]);
     for (const entry of log) {
-      for (const part of ['Stop-Computer', 'Grüße', '日本', 'x'.repeat(40)])
+      for (const part of ['Stop-Computer', 'Grüße', '日本', 'x'.repeat(40), 'Get-Date', 'Über'])
         expect(entry.text.includes(part)).toBe(false);
     }
   });

@@ -28,11 +28,14 @@ export const FIXTURE_SCRIPTS: readonly PsScript[] = [NEW_VHD, NEW_VM, ADD_DRIVE,
 /** A simulated host, a link to make fixtures with, and drivers on it. */
 export interface SimHost {
   readonly host: SimulatedHyperVHost;
-  /** Makes a stopped VM with empty dynamic VHDX disks of `sizes` bytes; resolves with the disk paths. */
+  /**
+   * Makes a stopped VM with empty dynamic VHDX disks of `sizes` bytes (files `<diskName>-<n>.vhdx`);
+   * resolves with the disk paths.
+   */
   makeVM(
     name: string,
     sizes: number[],
-    options?: { version?: string; generation?: 1 | 2; cpus?: number; block?: number },
+    options?: { version?: string; generation?: 1 | 2; cpus?: number; block?: number; diskName?: string },
   ): Promise<string[]>;
   /** Adds one more empty disk to VM `name`. */
   addDisk(name: string, size: number): Promise<string>;
@@ -49,8 +52,8 @@ export async function startSimHost(): Promise<SimHost> {
   const host = await createSimulatedHost(dir);
   const link = new PowerShellLink({ executable: host.pwsh, timeoutMs: 60_000 });
   const drivers: HyperVDriver[] = [];
-  const newDisk = async (size: number, block: number) => {
-    const path = join(host.root, 'disks', `disk-${++serial}.vhdx`);
+  const newDisk = async (size: number, block: number, name = 'disk') => {
+    const path = join(host.root, 'disks', `${name}-${++serial}.vhdx`);
     await link.call(NEW_VHD, { path, size, block });
     return path;
   };
@@ -66,7 +69,7 @@ export async function startSimHost(): Promise<SimHost> {
       if (options.cpus) await link.call(SET_CPUS, { name, cpus: options.cpus });
       const paths: string[] = [];
       for (const size of sizes) {
-        const path = await newDisk(size, options.block ?? 2 ** 20);
+        const path = await newDisk(size, options.block ?? 2 ** 20, options.diskName);
         await link.call(ADD_DRIVE, { name, path });
         paths.push(path);
       }
