@@ -49,4 +49,16 @@ describe('a third-party driver package, @replikit/driver-<kind>', () => {
       'bad token',
     );
   });
+
+  it('finds the Hyper-V driver the CLI ships with, and checks its options', async () => {
+    expect(await loadDriverPackages(job('hyperv'))).toEqual([]);
+    expect(defaultDriverRegistry.has('hyperv')).toBe(true);
+    const bad = parseJob({
+      name: 'hv',
+      source: { driver: 'hyperv', vm: 'web', rtc: false },
+      target: { driver: 'file', root: '/tmp/replicas' },
+      method: 'qhybrid',
+    });
+    await expect(loadDriverPackages(bad)).rejects.toThrow(/source\.rtc/);
+  });
 });

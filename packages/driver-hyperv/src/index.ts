@@ -1,9 +1,21 @@
 /**
- * `@replikit/driver-hyperv`: the Hyper-V driver (in progress). For now: the PowerShell link that
- * drives a host through node-powershell, with scripts and parameters passed as base64.
+ * `@replikit/driver-hyperv`: the Hyper-V driver. The source side (VMs, recovery checkpoints,
+ * readers over VHDX chains, Resilient Change Tracking) on a PowerShell link that drives a host
+ * through node-powershell, with scripts and parameters passed as base64.
  *
  * @packageDocumentation
  */
+export {
+  HYPERV_DRIVER_KIND,
+  HYPERV_SOURCE_CAPABILITIES,
+  HyperVDriver,
+  type HyperVDriverInit,
+} from './hyperv-driver.js';
+export { createHyperVDriver, HYPERV_KIND_CAPABILITIES, hypervDriver } from './hyperv-driver-definition.js';
+export { type HyperVDriverJobOptions, type HyperVDriverOptions, hypervDriverOptionsSchema } from './hyperv-options.js';
+export type { HyperVNic, HyperVVMInfo } from './hyperv-records.js';
 export { unwrapEnvelope } from './powershell/envelope.js';
 export { PowerShellLink, type PowerShellLinkOptions } from './powershell/powershell-link.js';
 export { callLine, envelopedScript, type PsScript, SESSION_SETUP_LINE } from './powershell/ps-script.js';
+export type { StoredReferencePoint } from './rct/reference-points.js';
+export { SOURCE_SCRIPTS } from './scripts/hyperv-scripts.js';

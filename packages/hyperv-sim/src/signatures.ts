@@ -209,6 +209,8 @@ const TABLE: Record<string, readonly string[]> = {
   ],
   // hyper-v/restore-vmsnapshot
   'Restore-VMSnapshot': [...REMOTE, 'VMName', 'VM', 'VMSnapshot', 'Name', 'AsJob', 'Passthru'],
+  // hyper-v/rename-vmsnapshot
+  'Rename-VMSnapshot': [...REMOTE, 'VMName', 'VM', 'VMSnapshot', 'Name', 'NewName', 'Passthru'],
   // microsoft.powershell.core/import-module (only `Import-Module Hyper-V` is used)
   'Import-Module': ['Name', 'Force', 'Global', 'Prefix', 'PassThru', 'RequiredVersion', 'MinimumVersion', 'Scope'],
   // cimcmdlets/get-ciminstance

@@ -76,4 +76,54 @@ describe('checkpoints on the simulated host', () => {
     await call('Restore-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap: 'cp2' });
     expect(await host.guestRead('db', 0, 0, 4096)).toEqual(new Uint8Array(4096).fill(2));
   });
+
+  it('removes a checkpoint that is not the newest: the later ones keep their content, the chain stays whole', async () => {
+    await call('Remove-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap: 'cp2' });
+    const fill = (v: number) => new Uint8Array(4096).fill(v);
+    await host.guestWrite('db', 0, 0, fill(4));
+    await call('Checkpoint-VM -Name $p.name -SnapshotName $p.snap', { name: 'db', snap: 'a' });
+    await host.guestWrite('db', 0, MIB, fill(5));
+    await call('Checkpoint-VM -Name $p.name -SnapshotName $p.snap', { name: 'db', snap: 'b' });
+    await host.guestWrite('db', 0, 2 * MIB, fill(6));
+    await call('Checkpoint-VM -Name $p.name -SnapshotName $p.snap', { name: 'db', snap: 'c' });
+    await host.guestWrite('db', 0, 0, fill(7));
+    await call('Remove-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap: 'a' });
+    await call('Rename-VMSnapshot -VMName $p.name -Name $p.snap -NewName $p.to', { name: 'db', snap: 'b', to: 'b2' });
+    const frozenOf = async (snap: string) => {
+      const [s] = await call('Get-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap });
+      return ((s?.HardDrives ?? []) as { Path: string }[])[0]?.Path as string;
+    };
+    const b = await frozenOf('b2');
+    expect([await readFile(b, 0, 4096), await readFile(b, MIB, 4096), await readFile(b, 2 * MIB, 4096)]).toEqual([
+      fill(4),
+      fill(5),
+      new Uint8Array(4096),
+    ]);
+    const c = await frozenOf('c');
+    expect([await readFile(c, 0, 4096), await readFile(c, 2 * MIB, 4096)]).toEqual([fill(4), fill(6)]);
+    expect(await host.guestRead('db', 0, 0, 4096)).toEqual(fill(7));
+    for (const snap of ['c', 'b2']) await call('Remove-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'db', snap });
+    expect(await host.guestRead('db', 0, 2 * MIB, 4096)).toEqual(fill(6));
+    expect((await readdir(join(host.root, 'vms'))).filter((f) => f.endsWith('.avhdx'))).toEqual([]);
+  });
+});
+
+describe('checkpoint merges across block sizes', () => {
+  it('keeps data the frozen file holds beyond the child file’s block count (1 MiB base blocks, 2 MiB child blocks)', async () => {
+    const disk = join(host.root, 'vms', 'small-blocks.vhdx');
+    await call('New-VHD -Path $p.path -SizeBytes $p.size -Dynamic -BlockSizeBytes $p.block', {
+      path: disk,
+      size: 6 * MIB + 5000,
+      block: MIB,
+    });
+    await call('New-VM -Name $p.name -Generation 2 -VHDPath $p.path', { name: 'sb', path: disk });
+    await host.guestWrite('sb', 0, 5 * MIB, new Uint8Array(4096).fill(8));
+    await host.guestWrite('sb', 0, 6 * MIB, new Uint8Array(5000).fill(9));
+    await call('Checkpoint-VM -Name $p.name -SnapshotName $p.snap', { name: 'sb', snap: 'x' });
+    await host.guestWrite('sb', 0, 0, new Uint8Array(512).fill(1));
+    await call('Remove-VMSnapshot -VMName $p.name -Name $p.snap', { name: 'sb', snap: 'x' });
+    expect(await host.guestRead('sb', 0, 5 * MIB, 4096)).toEqual(new Uint8Array(4096).fill(8));
+    expect(await host.guestRead('sb', 0, 6 * MIB, 5000)).toEqual(new Uint8Array(5000).fill(9));
+    expect(await host.guestRead('sb', 0, 0, 512)).toEqual(new Uint8Array(512).fill(1));
+  });
 });

@@ -101,6 +101,7 @@ const getSnapshot: CmdletHandler = async (c) => {
   const vm = findVm(c.state, c.arg('VMName'), 'Get-VMSnapshot');
   let list = snapshots(c.state).filter((s) => s.vmName === vm.name);
   if (c.has('Name')) list = list.filter((s) => s.name === String(c.arg('Name')));
+  if (c.has('Id')) list = list.filter((s) => s.id === String(c.arg('Id')));
   if (c.has('SnapshotType')) list = list.filter((s) => s.snapshotType === String(c.arg('SnapshotType')));
   return list.map((s) => snapshotView(s, vm));
 };
@@ -125,22 +126,47 @@ const removeSnapshot: CmdletHandler = async (c) => {
   return null;
 };
 
-/** Deletes the newest checkpoint `s` of `vm`, merging its live `.avhdx` files into the frozen ones. */
+/**
+ * Deletes checkpoint `s` of `vm`, merging the files written after it into the files it froze, as
+ * Hyper-V merges a deleted checkpoint's differencing disk. For each drive, the file on top of the
+ * frozen one (the next checkpoint's frozen file, or the live file) is merged into it and removed;
+ * whatever stood on that file (a later checkpoint's file or the live file) is re-linked onto the
+ * merged one. The frozen file keeps its path, so a disk's base VHDX stays its identity.
+ */
 export async function mergeCheckpoint(c: CmdletContext, vm: VmRecord, s: SnapshotRecord): Promise<void> {
-  requireNewest(c.state, vm, s);
-  // The merge: the live child's blocks go into the frozen file, which becomes the live file again.
+  const own = snapshots(c.state).filter((x) => x.vmName === vm.name);
+  const at = own.indexOf(s);
+  const next = own[at + 1];
   for (const [i, drive] of vm.drives.entries()) {
     const frozen = s.frozen[i] as string;
-    const live = await openVhdx(drive.path);
-    const old = await openVhdx(frozen);
+    // The drive's chain above the frozen file: later checkpoints' files, then the live file.
+    const chain = [...own.slice(at + 1).map((x) => x.frozen[i] as string), drive.path];
+    const child = chain[0] as string;
+    const above = chain.slice(1);
+    // Opened before the merge: their chains still name the files as they were. Every file above
+    // the removed one is re-linked (rewritten on its new parent), one after the other.
+    const aboveReaders = [];
     try {
-      await rewriteVhdx(frozen, live, [old], old.info.parent);
+      for (const path of above) aboveReaders.push(await openVhdx(path));
+      const top = await openVhdx(child);
+      const old = await openVhdx(frozen);
+      try {
+        await rewriteVhdx(frozen, top, [old], old.info.parent);
+      } finally {
+        await top.close();
+        await old.close();
+      }
+      let parent = frozen;
+      for (const [k, reader] of aboveReaders.entries()) {
+        await rewriteVhdx(above[k] as string, reader, [], parent);
+        parent = above[k] as string;
+      }
     } finally {
-      await live.close();
-      await old.close();
+      for (const reader of aboveReaders) await reader.close();
     }
-    await rm(drive.path, { force: true });
-    drive.path = frozen;
+    await rm(child, { force: true });
+    if (next) next.frozen[i] = frozen;
+    else drive.path = frozen;
   }
   c.state.snapshots = snapshots(c.state).filter((x) => x !== s);
   c.markDirty();
@@ -162,10 +188,27 @@ const restoreSnapshot: CmdletHandler = async (c) => {
   return null;
 };
 
+const renameSnapshot: CmdletHandler = async (c) => {
+  const vm = findVm(c.state, c.arg('VMName'), 'Rename-VMSnapshot');
+  const s = findSnapshot(c.state, vm, c.arg('Name'), 'Rename-VMSnapshot');
+  const newName = String(c.arg('NewName') ?? '');
+  if (newName === '') {
+    throw new PsError(
+      'InvalidArgument',
+      'The NewName parameter is empty.',
+      'InvalidParameter,Microsoft.HyperV.PowerShell.Commands.RenameVMSnapshot',
+    );
+  }
+  s.name = newName;
+  c.markDirty();
+  return c.has('Passthru') ? snapshotView(s, vm) : null;
+};
+
 /** The checkpoint cmdlets. */
 export const SNAPSHOT_CMDLETS: Record<string, CmdletHandler> = {
   'Checkpoint-VM': checkpointVm,
   'Get-VMSnapshot': getSnapshot,
   'Remove-VMSnapshot': removeSnapshot,
   'Restore-VMSnapshot': restoreSnapshot,
+  'Rename-VMSnapshot': renameSnapshot,
 };

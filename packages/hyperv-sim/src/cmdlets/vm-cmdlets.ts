@@ -29,6 +29,17 @@ function vmNotOff(vm: VmRecord, action: string): PsError {
 }
 
 const getVm: CmdletHandler = async (c) => {
+  if (c.has('Id')) {
+    const vm = c.state.vms.find((v) => v.id === String(c.arg('Id')).toLowerCase());
+    if (!vm) {
+      throw new PsError(
+        'InvalidArgument',
+        `Hyper-V was unable to find a virtual machine with id "${String(c.arg('Id'))}".`,
+        'InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM',
+      );
+    }
+    return vmView(vm);
+  }
   if (!c.has('Name')) return c.state.vms.map(vmView);
   return vmView(findVm(c.state, c.arg('Name'), 'Get-VM'));
 };

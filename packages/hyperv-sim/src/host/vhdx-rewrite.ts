@@ -6,11 +6,18 @@ import { createVhdx, openVhdx, type VhdxReader } from '@replikit/formats';
 /** A VHDX block's BAT state when it holds data of its own (fully or partially present). */
 const OWN_STATES = new Set([6, 7]);
 
-/** The block indexes whose data `reader`'s own file holds. */
-function ownBlocks(reader: VhdxReader): number[] {
-  const blocks: number[] = [];
-  for (let b = 0; b < reader.states.length; b++) if (OWN_STATES.has(reader.states[b] ?? 0)) blocks.push(b);
-  return blocks;
+/**
+ * The byte ranges whose data `reader`'s own file holds, in its own block size (a differencing
+ * child's blocks are often larger or smaller than its parent's).
+ */
+function ownRanges(reader: VhdxReader): [number, number][] {
+  const ranges: [number, number][] = [];
+  for (let b = 0; b < reader.states.length; b++) {
+    const start = b * reader.blockSize;
+    if (start >= reader.size || !OWN_STATES.has(reader.states[b] ?? 0)) continue;
+    ranges.push([start, Math.min(reader.size, start + reader.blockSize)]);
+  }
+  return ranges;
 }
 
 /**
@@ -37,11 +44,15 @@ export async function rewriteVhdx(
       ...(parent ? { parent } : {}),
     });
     try {
-      const blocks = new Set([...ownBlocks(view), ...alsoOwn.flatMap(ownBlocks)]);
-      for (const b of [...blocks].sort((x, y) => x - y)) {
-        const offset = b * view.blockSize;
-        const length = Math.min(view.blockSize, view.size - offset);
-        await writer.write(offset, await view.read(offset, length));
+      const ranges = [...ownRanges(view), ...alsoOwn.flatMap(ownRanges)].sort((x, y) => x[0] - y[0]);
+      let done = 0; // everything below `done` is copied
+      for (const [start, end] of ranges) {
+        for (let offset = Math.max(start, done); offset < end; ) {
+          const length = Math.min(view.blockSize, end - offset);
+          await writer.write(offset, await view.read(offset, length));
+          offset += length;
+        }
+        done = Math.max(done, end);
       }
       await edit((offset, data) => writer.write(offset, data));
     } finally {

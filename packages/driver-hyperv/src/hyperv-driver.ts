@@ -1,0 +1,375 @@
+import { lstat } from 'node:fs/promises';
+import {
+  AbstractHypervisor,
+  type Capabilities,
+  type DiskReader,
+  type DiskRef,
+  DriverError,
+  type Extent,
+  NotFoundError,
+  type Snapshot,
+} from '@replikit/core';
+import { type ImageReader, openDisk } from '@replikit/formats';
+import { ChainReader } from './chain-reader.js';
+import {
+  type CheckpointRow,
+  type DriveRow,
+  diskLabel,
+  diskRefOf,
+  type HyperVVMInfo,
+  type NicRow,
+  powerStateOf,
+  slotId,
+  type VhdRow,
+  type VmRow,
+  versionHasRct,
+} from './hyperv-records.js';
+import type { PowerShellLink } from './powershell/powershell-link.js';
+import { rctChangedExtents } from './rct/rct-changes.js';
+import { ReferencePointStore, type StoredReferencePoint } from './rct/reference-points.js';
+import {
+  CHECKPOINT_VM,
+  CONVERT_TO_REFERENCE_POINT,
+  CREATE_RECOVERY_CHECKPOINT,
+  DESTROY_REFERENCE_POINT,
+  GET_VHD,
+  GET_VM,
+  LIST_CHECKPOINTS,
+  LIST_VMS,
+  REMOVE_CHECKPOINT,
+  RENAME_CHECKPOINT,
+  VM_DRIVES,
+  VM_NICS,
+} from './scripts/hyperv-scripts.js';
+
+/** The driver kind. */
+export const HYPERV_DRIVER_KIND = 'hyperv';
+
+/**
+ * What a Hyper-V driver instance does today: the source side (`qhybrid` reads of checkpoints,
+ * `cbt` through RCT). The target side is not built yet; the kind's row in core declares both.
+ */
+export const HYPERV_SOURCE_CAPABILITIES: Capabilities = Object.freeze({
+  methods: Object.freeze(['qhybrid', 'cbt']) as string[],
+  canBeSource: true,
+  canBeTarget: false,
+  changeTracking: true,
+  formats: Object.freeze(['vhdx', 'vhd']) as string[],
+  restorePoints: false,
+});
+
+/** What a {@link HyperVDriver} is built from. */
+export interface HyperVDriverInit {
+  /** The host's PowerShell. The driver closes it on `close()`. */
+  link: PowerShellLink;
+  /**
+   * Use Resilient Change Tracking where a VM supports it.
+   * @default true
+   */
+  rct?: boolean;
+  /**
+   * Opens a VHDX (or VHD) file of the host, with its parents, for reading. The default opens the
+   * local file with `@replikit/formats`; a test gives the simulated host's counting opener.
+   */
+  openImage?: (path: string) => Promise<ImageReader>;
+}
+
+/** Snapshot `meta` of this driver. */
+interface SnapshotMeta {
+  /** The VM's name when the snapshot was taken (scripts name VMs by name). */
+  vm: string;
+  /** True for a recovery checkpoint taken for RCT. */
+  rct: boolean;
+}
+
+async function openLocalImage(path: string): Promise<ImageReader> {
+  if ((await lstat(path)).isSymbolicLink()) {
+    throw new DriverError(`${path} is a symbolic link; replikit reads disk files only, never through a link`);
+  }
+  return openDisk(path);
+}
+
+/**
+ * The Hyper-V driver (source side): VMs and their disks from `Get-VM`, `Get-VMHardDiskDrive` and
+ * `Get-VHD`; snapshots as recovery checkpoints of every disk at once (the VM's configured
+ * checkpoint type where RCT is unavailable); readers over a checkpoint's frozen VHDX chain; a
+ * change tracker from RCT. Every script is fixed text; values travel as the call's JSON.
+ */
+export class HyperVDriver extends AbstractHypervisor {
+  /** `hyperv`. */
+  readonly kind = HYPERV_DRIVER_KIND;
+  /** See {@link HYPERV_SOURCE_CAPABILITIES}. */
+  readonly capabilities = HYPERV_SOURCE_CAPABILITIES;
+  private readonly link: PowerShellLink;
+  private readonly rct: boolean;
+  private readonly openImage: (path: string) => Promise<ImageReader>;
+  /** Changed extents per (base, current, disk): two checkpoints never change, nor their changes. */
+  private readonly known = new Map<string, Extent[]>();
+  /** Virtual sizes of checkpoint files: a frozen file's size never changes (merges keep it). */
+  private readonly frozenSizes = new Map<string, number>();
+
+  constructor(init: HyperVDriverInit) {
+    super();
+    this.link = init.link;
+    this.rct = init.rct ?? true;
+    this.openImage = init.openImage ?? openLocalImage;
+  }
+
+  protected override async _listVMs(): Promise<HyperVVMInfo[]> {
+    const rows = await this.link.call<VmRow>(LIST_VMS);
+    return Promise.all(rows.map((row) => this.vmInfo(row)));
+  }
+
+  protected override async _getVM(idOrName: string): Promise<HyperVVMInfo | undefined> {
+    if (/^[0-9A-Fa-f]{8}-([0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$/.test(idOrName)) {
+      const row = await this.vmRow(idOrName);
+      if (row) return this.vmInfo(row);
+    }
+    const rows = await this.link.call<VmRow>(LIST_VMS);
+    const row = rows.find((r) => r.Name === idOrName);
+    return row ? this.vmInfo(row) : undefined;
+  }
+
+  protected override async _snapshot(vmId: string, label: string): Promise<Snapshot> {
+    const vm = await this.requireVm(vmId);
+    const drives = await this.drives(vm.Name);
+    const vhds = await Promise.all(drives.map((d) => this.vhd(d.Path)));
+    const rct = this.rct && versionHasRct(vm.Version) && vhds.every((v) => v.VhdFormat === 'VHDX');
+    let checkpoint: CheckpointRow | undefined;
+    if (rct) {
+      const [made] = await this.link.call<{ ReturnValue: number; ResultingSnapshot?: { Id: string } }>(
+        CREATE_RECOVERY_CHECKPOINT,
+        { vm: vm.Name },
+      );
+      const id = made?.ResultingSnapshot?.Id;
+      if (made?.ReturnValue !== 0 || !id) {
+        throw new DriverError(
+          `Hyper-V refused a recovery checkpoint of VM '${vm.Name}' (CreateSnapshot returned ${made?.ReturnValue}); check the VM's state and free space`,
+        );
+      }
+      const created = (await this.checkpoints(vm.Name)).find((c) => c.Id === id);
+      if (!created) throw new DriverError(`the recovery checkpoint ${id} of VM '${vm.Name}' vanished once taken`);
+      // Named by the run, so that a resumed run finds it again.
+      await this.link.call(RENAME_CHECKPOINT, { vm: vm.Name, name: created.Name, label });
+      checkpoint = { ...created, Name: label };
+    } else {
+      await this.link.call(CHECKPOINT_VM, { vm: vm.Name, label });
+      checkpoint = (await this.checkpoints(vm.Name)).filter((c) => c.Name === label).at(-1);
+      if (!checkpoint) throw new DriverError(`the checkpoint '${label}' of VM '${vm.Name}' vanished once taken`);
+    }
+    return this.snapshotOf(vm, drives, checkpoint, rct);
+  }
+
+  protected override async _listSnapshots(vmId: string): Promise<Snapshot[]> {
+    const vm = await this.requireVm(vmId);
+    const drives = await this.drives(vm.Name);
+    const list = await this.checkpoints(vm.Name);
+    return Promise.all(list.map((c) => this.snapshotOf(vm, drives, c, c.SnapshotType === 'Recovery')));
+  }
+
+  protected override async _deleteSnapshot(snapshot: Snapshot, keepMetadata: boolean): Promise<void> {
+    const vm = await this.requireVm(snapshot.vmId);
+    const meta = snapshot.meta as SnapshotMeta | undefined;
+    const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === snapshot.id);
+    const store = ReferencePointStore.of(vm.Path);
+    if (checkpoint) {
+      if (keepMetadata && meta?.rct && checkpoint.SnapshotType === 'Recovery') {
+        await this.convert(vm, checkpoint);
+      } else {
+        await this.link.call(REMOVE_CHECKPOINT, { vm: vm.Name, name: checkpoint.Name });
+      }
+      return;
+    }
+    const point = await store.get(vm.Id, snapshot.id);
+    if (!point) {
+      throw new NotFoundError(
+        `snapshot '${snapshot.id}' of VM '${vm.Name}' is gone: no checkpoint nor reference point`,
+      );
+    }
+    if (keepMetadata) return;
+    await this.link.call(DESTROY_REFERENCE_POINT, { point: point.instanceId });
+    await store.delete(vm.Id, snapshot.id);
+  }
+
+  protected override async _openReader(disk: DiskRef): Promise<DiskReader> {
+    const vm = await this.requireVm(disk.vmId);
+    const path = disk.snapshotId
+      ? await this.frozenPath(vm, disk.snapshotId, disk)
+      : (await this.drives(vm.Name)).find((d) => slotId(d) === disk.id)?.Path;
+    if (!path) throw new NotFoundError(`VM '${vm.Name}' has no disk '${disk.id}'`);
+    const image = await this.openImage(path);
+    if (image.size !== disk.size) {
+      await image.close();
+      throw new DriverError(`disk '${disk.id}' of VM '${vm.Name}' holds ${image.size} bytes, not ${disk.size}`);
+    }
+    const of = disk.snapshotId ? `snapshot '${disk.snapshotId}'` : `VM '${vm.Name}'`;
+    return new ChainReader(image, `disk '${disk.id}' of ${of}`);
+  }
+
+  protected override async _changes(
+    disk: DiskRef,
+    base: Snapshot,
+    current: Snapshot,
+  ): Promise<AsyncIterable<Extent> | undefined> {
+    // RCT off, not supported by the VM (configuration version, a VHD v1 disk): the planner's
+    // "tracking unavailable", and the engine compares hashes.
+    if (!(base.meta as SnapshotMeta | undefined)?.rct || !(current.meta as SnapshotMeta | undefined)?.rct) {
+      return undefined;
+    }
+    // The disk set changed (a disk added, removed, moved or resized): cannot tell.
+    const sameDisks =
+      base.disks.length === current.disks.length &&
+      base.disks.every((d, i) => d.id === current.disks[i]?.id && d.size === current.disks[i]?.size);
+    const index = current.disks.findIndex((d) => d.id === disk.id);
+    if (!sameDisks || index < 0 || base.vmId !== current.vmId) return undefined;
+    const key = `${base.id} ${current.id} ${index}`;
+    const cached = this.known.get(key);
+    if (cached) return iterate(cached);
+    const vm = await this.vmRow(current.vmId);
+    if (!vm) return undefined;
+    const point = await this.referencePointOf(vm, base.id);
+    const limitId = point?.rctIds[index];
+    if (!limitId) return undefined; // the base's RCT id is gone
+    // Looked up after the conversion: merging the base moves the files of later checkpoints.
+    const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === current.id);
+    const path = checkpoint?.HardDrives[index]?.Path;
+    if (!path) return undefined; // the current checkpoint is no longer there to ask about
+    const extents = await rctChangedExtents(this.link, path, limitId, current.disks[index]!.size);
+    if (!extents) return undefined;
+    this.known.set(key, extents);
+    if (this.known.size > 256) this.known.delete(this.known.keys().next().value!);
+    return iterate(extents);
+  }
+
+  protected override async _close(): Promise<void> {
+    await this.link.close();
+  }
+
+  // ── helpers ───────────────────────────────────────────────────────────────────────────────
+
+  /** The reference point of checkpoint `id`: stored, or made now when it is still a recovery checkpoint. */
+  private async referencePointOf(vm: VmRow, id: string): Promise<StoredReferencePoint | undefined> {
+    const stored = await ReferencePointStore.of(vm.Path).get(vm.Id, id);
+    if (stored) return stored;
+    const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === id);
+    if (checkpoint?.SnapshotType !== 'Recovery') return undefined;
+    return this.convert(vm, checkpoint);
+  }
+
+  /** `ConvertToReferencePoint`: the checkpoint goes (merged), its RCT ids are stored. */
+  private async convert(vm: VmRow, checkpoint: CheckpointRow): Promise<StoredReferencePoint> {
+    const [done] = await this.link.call<{
+      ReturnValue: number;
+      ResultingReferencePoint?: { InstanceID: string; ResilientChangeTrackingIdentifiers: string[] };
+    }>(CONVERT_TO_REFERENCE_POINT, { snapshot: checkpoint.Id });
+    const made = done?.ResultingReferencePoint;
+    if (done?.ReturnValue !== 0 || !made) {
+      throw new DriverError(
+        `Hyper-V refused to turn checkpoint '${checkpoint.Name}' of VM '${vm.Name}' into a reference point (ConvertToReferencePoint returned ${done?.ReturnValue})`,
+      );
+    }
+    const point = { instanceId: made.InstanceID, rctIds: [...made.ResilientChangeTrackingIdentifiers] };
+    await ReferencePointStore.of(vm.Path).set(vm.Id, checkpoint.Id, point);
+    return point;
+  }
+
+  private async frozenPath(vm: VmRow, snapshotId: string, disk: DiskRef): Promise<string> {
+    const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === snapshotId);
+    if (!checkpoint) {
+      throw new NotFoundError(
+        `snapshot '${snapshotId}' of VM '${vm.Name}' has no data any more (it was removed or became an RCT reference point)`,
+      );
+    }
+    const index = Number((disk.meta as { index?: number } | undefined)?.index ?? -1);
+    const path = checkpoint.HardDrives[index]?.Path;
+    if (!path) throw new NotFoundError(`snapshot '${snapshotId}' of VM '${vm.Name}' has no disk '${disk.id}'`);
+    return path;
+  }
+
+  private async vmRow(id: string): Promise<VmRow | undefined> {
+    try {
+      return (await this.link.call<VmRow>(GET_VM, { id }))[0];
+    } catch (error) {
+      if (error instanceof DriverError && /unable to find/i.test(error.message)) return undefined;
+      throw error;
+    }
+  }
+
+  private async requireVm(id: string): Promise<VmRow> {
+    const row = (await this.vmRow(id)) ?? (await this.link.call<VmRow>(LIST_VMS)).find((r) => r.Name === id);
+    if (!row) throw new NotFoundError(`no VM '${id}' on this Hyper-V host; list VMs to see what exists`);
+    return row;
+  }
+
+  private drives(vmName: string): Promise<DriveRow[]> {
+    return this.link.call<DriveRow>(VM_DRIVES, { vm: vmName });
+  }
+
+  private async vhd(path: string): Promise<VhdRow> {
+    const [row] = await this.link.call<VhdRow>(GET_VHD, { path });
+    if (!row) throw new DriverError(`Get-VHD told nothing about ${path}`);
+    return row;
+  }
+
+  private async frozenSize(path: string): Promise<number> {
+    const known = this.frozenSizes.get(path);
+    if (known !== undefined) return known;
+    const size = (await this.vhd(path)).Size;
+    this.frozenSizes.set(path, size);
+    if (this.frozenSizes.size > 1024) this.frozenSizes.delete(this.frozenSizes.keys().next().value!);
+    return size;
+  }
+
+  private checkpoints(vmName: string): Promise<CheckpointRow[]> {
+    return this.link.call<CheckpointRow>(LIST_CHECKPOINTS, { vm: vmName });
+  }
+
+  private async vmInfo(row: VmRow): Promise<HyperVVMInfo> {
+    const id = row.Id.toLowerCase();
+    const drives = await this.drives(row.Name);
+    const disks = await Promise.all(drives.map(async (d) => diskRefOf(id, d, await this.vhd(d.Path))));
+    const nics = await this.link.call<NicRow>(VM_NICS, { vm: row.Name });
+    return {
+      id,
+      name: row.Name,
+      cpus: row.ProcessorCount,
+      memoryMiB: Math.round(row.MemoryStartup / 2 ** 20),
+      powerState: powerStateOf(row.State),
+      disks,
+      networks: nics.map((n) => n.SwitchName ?? ''),
+      generation: row.Generation === 2 ? 2 : 1,
+      configurationVersion: row.Version,
+      nics: nics.map((n) => ({ name: n.Name, macAddress: n.MacAddress, switchName: n.SwitchName ?? null })),
+    };
+  }
+
+  private async snapshotOf(vm: VmRow, drives: DriveRow[], checkpoint: CheckpointRow, rct: boolean): Promise<Snapshot> {
+    const vmId = vm.Id.toLowerCase();
+    const disks = await Promise.all(
+      checkpoint.HardDrives.map(async (frozen, index): Promise<DiskRef> => {
+        const drive = drives[index];
+        return {
+          id: drive ? slotId(drive) : `disk-${index}`,
+          vmId,
+          snapshotId: checkpoint.Id,
+          size: await this.frozenSize(frozen.Path),
+          label: diskLabel(drive?.Path ?? frozen.Path),
+          meta: { index },
+        };
+      }),
+    );
+    const meta: SnapshotMeta = { vm: vm.Name, rct };
+    return {
+      id: checkpoint.Id,
+      vmId,
+      label: checkpoint.Name,
+      createdAt: checkpoint.CreationTime,
+      disks,
+      meta: { ...meta },
+    };
+  }
+}
+
+async function* iterate(extents: readonly Extent[]): AsyncIterable<Extent> {
+  for (const e of extents) yield { ...e };
+}

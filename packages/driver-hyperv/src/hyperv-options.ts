@@ -1,0 +1,83 @@
+import { z } from 'zod';
+
+const text = (what: string) =>
+  z
+    .string({ error: `expected ${what}` })
+    .min(1, `expected ${what}`)
+    .refine((v) => !v.includes('\0') && !/[\r\n]/.test(v), `${what} cannot hold NUL or line breaks`);
+
+const envName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name such as "HYPERV_PASSWORD"');
+
+/**
+ * A Hyper-V host reached through PowerShell remoting: its name, and the credentials by reference
+ * (an environment variable or a file), never in clear.
+ */
+const remoteHostSchema = z
+  .strictObject({
+    /** The host's name or address, as `Invoke-Command -ComputerName` takes it. */
+    computerName: text('a host name'),
+    /** The user remoting signs in as (`DOMAIN\\user`); unset: the current Windows identity. */
+    user: text('a user name').optional(),
+    /** The name of an environment variable holding the password. */
+    passwordEnv: envName.optional(),
+    /** A file holding the password (its first line). */
+    credentialsFile: text('a file path').optional(),
+    /** Never accepted: present only to refuse it with a clear message. */
+    password: z
+      .unknown()
+      .optional()
+      .refine((v) => v === undefined, {
+        error:
+          'a clear password is never accepted in a job; name an environment variable (passwordEnv) or a file (credentialsFile)',
+      }),
+  })
+  .superRefine((o, ctx) => {
+    if (o.passwordEnv !== undefined && o.credentialsFile !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['credentialsFile'],
+        message: 'give passwordEnv or credentialsFile, not both',
+      });
+    }
+  });
+
+/**
+ * The Hyper-V driver's fields in a job's `source` or `target` (besides `driver`, and `vm` or
+ * `replicaName`, which core owns).
+ */
+export const hypervDriverOptionsSchema = z.strictObject({
+  /**
+   * The host: `local` (replikit runs on the Hyper-V host and reads its VHDX files directly) or a
+   * remoting target. Remoting is accepted by the schema but not built yet: the driver refuses it.
+   * @default "local"
+   */
+  host: z.union([z.literal('local'), remoteHostSchema]).default('local'),
+  /**
+   * The PowerShell executable node-powershell spawns: `powershell` (Windows PowerShell 5.1),
+   * `pwsh`, a full path, or a simulated host's fake `pwsh`.
+   * @default "powershell" on Windows, "pwsh" elsewhere
+   */
+  pwsh: text('an executable').optional(),
+  /**
+   * How long one PowerShell call may take before the shell is killed and respawned, in ms.
+   * @default 120000
+   */
+  callTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+  /** Target side: the folder that receives the replica's VHDX files; unset: the host's default. */
+  replicaPath: text('a folder path').optional(),
+  /** Target side: source network (switch) name → target switch name; unmapped NICs are disconnected. */
+  networkMap: z.record(z.string().min(1), z.string().min(1)).default({}),
+  /**
+   * Source side: use Resilient Change Tracking where the VM supports it (recovery checkpoints);
+   * `false` takes the VM's configured checkpoint type and lets the engine compare hashes.
+   * @default true
+   */
+  rct: z.boolean().default(true),
+});
+
+/** The Hyper-V driver's options as a job gives them (defaults not applied). */
+export type HyperVDriverJobOptions = z.input<typeof hypervDriverOptionsSchema>;
+/** The Hyper-V driver's options once parsed (defaults applied). */
+export type HyperVDriverOptions = z.output<typeof hypervDriverOptionsSchema>;

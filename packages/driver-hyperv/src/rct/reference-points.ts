@@ -1,0 +1,66 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** The RCT reference point a converted checkpoint became: one RCT id per disk, in drive order. */
+export interface StoredReferencePoint {
+  /** The reference point's `InstanceID`, for `DestroyReferencePoint`. */
+  instanceId: string;
+  /** `ResilientChangeTrackingIdentifiers`, one per disk in the checkpoint's drive order. */
+  rctIds: string[];
+}
+
+/**
+ * Where the driver remembers which checkpoint became which reference point (WMI does not keep the
+ * checkpoint's id on the reference point): one JSON file per VM in a `replikit-rct` folder of the
+ * VM's own folder on the host, written atomically.
+ */
+export class ReferencePointStore {
+  constructor(private readonly folder: string) {}
+
+  /** The store of the VM whose configuration folder is `vmPath`. */
+  static of(vmPath: string): ReferencePointStore {
+    return new ReferencePointStore(join(vmPath, 'replikit-rct'));
+  }
+
+  /** The reference point checkpoint `checkpointId` of VM `vmId` became, if any. */
+  async get(vmId: string, checkpointId: string): Promise<StoredReferencePoint | undefined> {
+    return (await this.load(vmId))[checkpointId];
+  }
+
+  /** Records that checkpoint `checkpointId` became `point`. */
+  async set(vmId: string, checkpointId: string, point: StoredReferencePoint): Promise<void> {
+    const all = await this.load(vmId);
+    all[checkpointId] = point;
+    await this.save(vmId, all);
+  }
+
+  /** Forgets checkpoint `checkpointId`. */
+  async delete(vmId: string, checkpointId: string): Promise<void> {
+    const all = await this.load(vmId);
+    delete all[checkpointId];
+    await this.save(vmId, all);
+  }
+
+  private file(vmId: string): string {
+    if (!/^[0-9A-Fa-f-]{36}$/.test(vmId)) throw new Error(`'${vmId}' is not a Hyper-V VM id`);
+    return join(this.folder, `${vmId.toLowerCase()}.json`);
+  }
+
+  private async load(vmId: string): Promise<Record<string, StoredReferencePoint>> {
+    try {
+      return JSON.parse(await readFile(this.file(vmId), 'utf8')) as Record<string, StoredReferencePoint>;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw error;
+    }
+  }
+
+  private async save(vmId: string, all: Record<string, StoredReferencePoint>): Promise<void> {
+    await mkdir(this.folder, { recursive: true });
+    const target = this.file(vmId);
+    const tmp = `${target}.${randomUUID()}.tmp`;
+    await writeFile(tmp, `${JSON.stringify(all)}\n`);
+    await rename(tmp, target);
+  }
+}

@@ -1,0 +1,59 @@
+import { BUILTIN_DRIVER_KINDS, DriverRegistry, isReplikitError } from '@replikit/core';
+import { describe, expect, it } from 'vitest';
+import { HYPERV_SOURCE_CAPABILITIES, hypervDriver } from '../src/index.js';
+
+const parseError = (side: Record<string, unknown>): Error => {
+  try {
+    new DriverRegistry()
+      .register(hypervDriver)
+      .parseOptions({ driver: 'hyperv', vm: 'web', ...side }, { side: 'source' });
+  } catch (error) {
+    return error as Error;
+  }
+  throw new Error('the options were accepted');
+};
+
+describe('hypervDriver (the definition)', () => {
+  it("declares exactly core's built-in row for kind 'hyperv'; an instance declares the part built so far", () => {
+    expect(hypervDriver.kind).toBe('hyperv');
+    expect(hypervDriver.capabilities).toEqual(BUILTIN_DRIVER_KINDS.get('hyperv'));
+    const row = BUILTIN_DRIVER_KINDS.get('hyperv')!;
+    for (const m of HYPERV_SOURCE_CAPABILITIES.methods) expect(row.methods).toContain(m);
+    expect(HYPERV_SOURCE_CAPABILITIES.canBeTarget).toBe(false);
+  });
+
+  it('takes a local host by default and a remoting host with credentials by reference only', () => {
+    const registry = new DriverRegistry().register(hypervDriver);
+    expect(registry.parseOptions({ driver: 'hyperv', vm: 'web' }, { side: 'source' })).toMatchObject({
+      host: 'local',
+      rct: true,
+      networkMap: {},
+    });
+    const clear = parseError({ host: { computerName: 'hv1', user: 'CORP\\\\admin', password: 'hunter2' } });
+    expect(isReplikitError(clear, 'E_JOB')).toBe(true);
+    expect(clear.message).toMatch(/a clear password is never accepted/);
+    expect(clear.message).not.toContain('hunter2');
+    expect(parseError({ hosts: 'local' }).message).toMatch(/hosts/);
+    expect(parseError({ host: { computerName: 'hv1', passwordEnv: 'A', credentialsFile: '/x' } }).message).toMatch(
+      /give passwordEnv or credentialsFile, not both/,
+    );
+  });
+
+  it('refuses, with E_INPUT, what is not built yet: remoting and the target side', async () => {
+    const remote = await Promise.resolve(
+      hypervDriver.create(
+        { host: { computerName: 'hv1' }, callTimeoutMs: 120_000, networkMap: {}, rct: true },
+        { kind: 'hyperv', side: 'source' },
+      ),
+    ).catch((e: unknown) => e);
+    expect(isReplikitError(remote, 'E_INPUT')).toBe(true);
+    const target = await Promise.resolve(
+      hypervDriver.create(
+        { host: 'local', callTimeoutMs: 120_000, networkMap: {}, rct: true },
+        { kind: 'hyperv', side: 'target' },
+      ),
+    ).catch((e: unknown) => e);
+    expect(isReplikitError(target, 'E_INPUT')).toBe(true);
+    expect((target as Error).message).toMatch(/target side is not built yet/);
+  });
+});
