@@ -139,7 +139,7 @@ describe('engine runs of an abd pull job, xen ► xen across two pools', () => {
     expect(warnings.filter((w) => w.startsWith('cache-ignored-for-pull: '))).toHaveLength(1);
     await expectAppliancesIdle();
     await expectReplicaEqualsSnapshot(srcXen, dstXen, second);
-  });
+  }, 180_000); // two pools, four appliances and three runs: 15 s quiet, near 60 s at a load of 15
 
   it('the source appliance killed mid-pull: the run fails, the replica is rolled back to its last version, nothing stays plugged', async () => {
     // The target appliance reaches the source appliance through a relay here, so the test sees
@@ -184,7 +184,7 @@ describe('engine runs of an abd pull job, xen ► xen across two pools', () => {
     // was stopped by the run's end, like the target's.
     await expectAppliancesIdle();
     expect(await srcXen.listSnapshots(vm.uuid)).toHaveLength(1);
-  });
+  }, 180_000);
 });
 
 /**
