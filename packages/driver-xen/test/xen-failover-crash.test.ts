@@ -44,9 +44,10 @@ const MiB = 1024 * 1024;
 const FROM_ENV = Number(process.env.REPLIKIT_XEN_FAILOVER_CRASH_POINTS ?? 0);
 const CAP = Number(process.env.REPLIKIT_CRASH_POINTS ?? 0);
 /**
- * Each kill costs a world (a VM replicated once) and a child process: ~7 s on the loaded 2-core
- * machine (planned ~14 s), so the default is 2 kills for the multi-step failovers and 1 for the
- * others (~2.5 min there); REPLIKIT_XEN_FAILOVER_CRASH_POINTS=10 runs the issue's 10 per operation.
+ * Each kill costs a world (a VM replicated once) and a child process: ~5-8 s on the loaded 2-core
+ * machine (planned ~13 s), so the default is 2 kills for the multi-step failovers and 1 for the
+ * others (measured 104 s there); REPLIKIT_XEN_FAILOVER_CRASH_POINTS=10 runs the issue's 10 per
+ * operation (measured 434 s, 60 kills).
  */
 const pointsFor = (op: Op): number => {
   const points =
