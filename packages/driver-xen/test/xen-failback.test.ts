@@ -202,4 +202,29 @@ describe('reverse replication and failback xen ► xen', () => {
       code: 'E_NOT_FOUND',
     });
   });
+
+  it('a probe snapshot left by a process killed after taking it is destroyed by the next probe of that disk; promotedChanges still counts from the promotion point', async () => {
+    const w = await world();
+    await w.failover.unplanned(w.job, { force: true });
+    const written = await w.writeBlocks(w.replica.id, [['0', 42]], 7);
+    expect(written).toEqual(['0:42']);
+    const killed = await pool!.driver(
+      {},
+      {
+        failoverFaultHook: (point: string) => {
+          if (point === 'probe:taken') throw new Error('killed after the probe snapshot');
+        },
+      },
+    );
+    closers.push(() => killed.close());
+    const disk = w.replica.disks[0]!;
+    await expect(killed.promotedChanges!(w.replica, disk.id)).rejects.toThrow(/killed after the probe/);
+    await expect(killed.openLiveDisk!(w.replica.id, disk.id, 'read')).rejects.toThrow(/killed after the probe/);
+    expect(await looseSnapshotVdis(pool!)).toHaveLength(1); // the second probe dropped the first one's leftover
+    const changes = await w.xen.promotedChanges!(w.replica, disk.id);
+    expect(changes).toEqual([{ offset: 42 * BLOCK, length: BLOCK }]);
+    expect(await looseSnapshotVdis(pool!)).toEqual([]);
+    // Asked again, the same answer: the destroyed probes merged their CBT logs back into the chain.
+    expect(await w.xen.promotedChanges!(w.replica, disk.id)).toEqual([{ offset: 42 * BLOCK, length: BLOCK }]);
+  });
 });
