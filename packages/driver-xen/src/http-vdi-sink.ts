@@ -18,7 +18,8 @@ export interface BlockSource {
 }
 
 /**
- * A {@link VdiSink} through XAPI only: written ranges are gathered per 2 MiB block — a block
+ * A {@link VdiSink} through XAPI only: written ranges are gathered per 2 MiB block (or the
+ * block size given) — a block
  * written in part is first read from the VDI (`GET /export_raw_vdi`) — and `flush` uploads the
  * touched blocks as one VHD stream with `PUT /import_raw_vdi?format=vhd`, which writes only the
  * blocks the stream carries. Memory holds the blocks touched since the last upload: past 32
@@ -41,6 +42,12 @@ export class HttpVdiSink implements VdiSink {
     private readonly target: VdiSinkTarget,
     private readonly openSource: () => BlockSource | Promise<BlockSource> = () =>
       new HttpRawReader(connection, target.vdiRef, target.vdiSize, target.what),
+    /**
+     * The VHD block size of the uploads (a power of two, at least 512). XAPI's CBT marks every
+     * 64 KiB the uploaded blocks cover, so a writer whose writes must stay tracked block for block
+     * (reverse replication onto an original VM) uploads 64 KiB blocks.
+     */
+    private readonly blockSize: number = WRITE_BLOCK,
   ) {
     this.streamSize = Math.ceil(target.vdiSize / 512) * 512;
   }
@@ -90,7 +97,7 @@ export class HttpVdiSink implements VdiSink {
     const ready = new Map<number, Uint8Array>();
     for (const i of indices) ready.set(i, await this.blocks.get(i)!);
     await this.closeSource();
-    const shape = { size: this.streamSize, blockSize: WRITE_BLOCK, blocks: indices };
+    const shape = { size: this.streamSize, blockSize: this.blockSize, blocks: indices };
     const body = vhdStream({ ...shape, readBlock: async (i) => ready.get(i)! });
     await this.connection.put(
       '/import_raw_vdi',
@@ -126,9 +133,9 @@ export class HttpVdiSink implements VdiSink {
     let done = 0;
     while (done < length) {
       const position = offset + done;
-      const index = Math.floor(position / WRITE_BLOCK);
-      const at = position - index * WRITE_BLOCK;
-      const n = Math.min(length - done, WRITE_BLOCK - at);
+      const index = Math.floor(position / this.blockSize);
+      const at = position - index * this.blockSize;
+      const n = Math.min(length - done, this.blockSize - at);
       edit(await this.block(index), at, done, n);
       done += n;
     }
@@ -138,8 +145,8 @@ export class HttpVdiSink implements VdiSink {
   private block(index: number): Promise<Uint8Array> {
     let block = this.blocks.get(index);
     if (!block) {
-      const start = index * WRITE_BLOCK;
-      const buffer = new Uint8Array(Math.min(WRITE_BLOCK, this.streamSize - start));
+      const start = index * this.blockSize;
+      const buffer = new Uint8Array(Math.min(this.blockSize, this.streamSize - start));
       this.source ??= Promise.resolve(this.openSource());
       const inside = Math.max(0, Math.min(buffer.length, this.target.vdiSize - start));
       block = this.source.then((source) => source.readInto(start, buffer.subarray(0, inside))).then(() => buffer);

@@ -13,6 +13,7 @@ import {
   type Extent,
   InputError,
   type JobSpec,
+  type LiveDisk,
   NotFoundError,
   type OperationOptions,
   type PullDiskFromOptions,
@@ -36,8 +37,9 @@ import {
 import type { AbdSourceReads } from './abd/abd-source.js';
 import type { AbdTargetWrites } from './abd/abd-target.js';
 import type { AbdWriteStats } from './abd/abd-target-sink.js';
-import { changedExtents } from './cbt-bitmap.js';
+import { CBT_BLOCK, changedExtents } from './cbt-bitmap.js';
 import type { XenFailoverFaultHook } from './failover/failover-context.js';
+import type { LiveDiskIo } from './failover/live-disk.js';
 import { XenFailover } from './failover/xen-failover.js';
 import { HttpRawReader } from './http-raw-reader.js';
 import { HttpVdiSink } from './http-vdi-sink.js';
@@ -465,6 +467,22 @@ export class XenDriver extends AbstractHypervisor {
     return iterate(extents);
   }
 
+  /**
+   * See `ChangeTracker.pending`: CBT between the base snapshot's VDI and the live VDI. A running
+   * VM's attached VDI is asked through a probe snapshot destroyed at once (XAPI answers
+   * `VDI_IN_USE` otherwise; see failover/vdi-probe.ts), which leaves the CBT chain as it was.
+   */
+  protected override async _pending(
+    disk: DiskRef,
+    base: Snapshot,
+    options?: OperationOptions,
+  ): Promise<AsyncIterable<Extent> | undefined> {
+    const baseDisk = base.disks.find((d) => d.id === disk.id);
+    if (!baseDisk || baseDisk.size !== disk.size) return undefined;
+    const extents = await this.failover.changesSince(disk.vmId, disk.id, snapshotVdiUuid(baseDisk), options);
+    return extents && iterate(extents);
+  }
+
   protected override async _power(vmId: string, op: 'start' | 'shutdown', options?: OperationOptions): Promise<void> {
     const signal = options?.signal;
     const ref = await this.refOf('VM', vmId, options);
@@ -600,6 +618,38 @@ export class XenDriver extends AbstractHypervisor {
   async failoverMark(replica: Replica, options?: OperationOptions): Promise<ReplicaFailoverMark> {
     return this.failoverCall(`reading the failover state of replica '${replica?.id}'`, options, () =>
       this.failover.mark(replica, options),
+    );
+  }
+
+  /** The extents written on a promoted replica's disk since its promotion, from CBT (see `FailoverHooks`). */
+  async promotedChanges(replica: Replica, diskId: string, options?: OperationOptions): Promise<Extent[] | undefined> {
+    return this.failoverCall(`reading the changes of promoted replica '${replica?.id}'`, options, () =>
+      this.failover.promotedChanges(replica, diskId, options),
+    );
+  }
+
+  /** Opens a VM's live disk for reverse replication (see `FailoverHooks`, and failover/live-disk.ts). */
+  async openLiveDisk(
+    vmId: string,
+    diskId: string,
+    mode: 'read' | 'write',
+    options?: OperationOptions,
+  ): Promise<LiveDisk> {
+    this._checkId(vmId, 'VM id');
+    const io: LiveDiskIo = {
+      openVdi: (vdiRef, size, what, o) => this.openVdi(vdiRef, size, what, o),
+      // 64 KiB VHD blocks: CBT marks what an upload covers, so the original's tracking (and the
+      // forward run after a failback) sees the written blocks only, not whole 2 MiB blocks.
+      openSink: (target) =>
+        new HttpVdiSink(
+          this.connection,
+          target,
+          () => this.openVdi(target.vdiRef, target.vdiSize, target.what, { signal: target.signal }),
+          CBT_BLOCK,
+        ),
+    };
+    return this.failoverCall(`opening disk '${diskId}' of VM '${vmId}'`, options, () =>
+      this.failover.openLiveDisk(io, vmId, diskId, mode, options),
     );
   }
 

@@ -98,8 +98,9 @@ export async function runFailback(ctx: OperationContext, options: FailbackOption
   delete ctx.record.point;
   await ctx.save();
   await ctx.step('start-original', async () => {
-    const vm = ctx.job.source.vm;
-    if ((await source.getVM(vm)).powerState !== 'running') await source.power(vm, 'start');
+    // By the id getVM resolved: a driver may know the VM by name for getVM but power it by id only (xen).
+    const vm = await source.getVM(ctx.job.source.vm);
+    if (vm.powerState !== 'running') await source.power(vm.id, 'start');
     return true;
   });
   const run = await ctx.step('forward-run', () => replicateOnce(ctx));

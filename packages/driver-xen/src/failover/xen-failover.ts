@@ -2,6 +2,8 @@ import type {
   CloneInfo,
   CloneOptions,
   DiskRef,
+  Extent,
+  LiveDisk,
   OperationOptions,
   Replica,
   ReplicaFailoverMark,
@@ -16,7 +18,10 @@ import { commitFailover } from './commit-failover.js';
 import { demoteReplica } from './demote-replica.js';
 import { destroyClone } from './destroy-clone.js';
 import { sig, type XenFailoverContext, type XenFailoverFaultHook } from './failover-context.js';
+import { type LiveDiskIo, openLiveDisk } from './live-disk.js';
+import { liveVdiOf } from './live-vdi.js';
 import { promoteReplica } from './promote-replica.js';
+import { changesSinceSnapshot, promotedChanges } from './promoted-changes.js';
 import { retireReplica } from './retire-replica.js';
 import { assertReplicaConfig, configOf, publicMark, storedMark, vmRefOf } from './vm-config.js';
 
@@ -80,6 +85,39 @@ export class XenFailover {
     const ref = await vmRefOf(this.ctx, vmId, options);
     const state = await this.ctx.connection.call<string>('VM.get_power_state', [ref], sig(options));
     if (state !== 'Halted') await this.ctx.connection.callAsync('VM.hard_shutdown', [ref], sig(options));
+  }
+
+  /** See `FailoverHooks.promotedChanges`: CBT since the promotion point's snapshot. */
+  promotedChanges(replica: Replica, diskId: string, options?: OperationOptions): Promise<Extent[] | undefined> {
+    return promotedChanges(this.ctx, replica, diskId, options);
+  }
+
+  /** See `FailoverHooks.openLiveDisk` (`io`: the driver's VDI readers and writers). */
+  openLiveDisk(
+    io: LiveDiskIo,
+    vmId: string,
+    diskId: string,
+    mode: 'read' | 'write',
+    options?: OperationOptions,
+  ): Promise<LiveDisk> {
+    return openLiveDisk(this.ctx, io, vmId, diskId, mode, options);
+  }
+
+  /**
+   * What CBT reports written on disk `diskId` of VM `vmId` since the snapshot VDI with uuid
+   * `fromVdi` (`ChangeTracker.pending`); `undefined` when it cannot tell or that VDI is not a
+   * snapshot of the disk the VM has now.
+   */
+  async changesSince(
+    vmId: string,
+    diskId: string,
+    fromVdi: string,
+    options?: OperationOptions,
+  ): Promise<Extent[] | undefined> {
+    const disk = await liveVdiOf(this.ctx, vmId, diskId, options);
+    const from = Object.entries(disk.view.vdis).find(([, vdi]) => vdi.uuid === fromVdi);
+    if (!from || from[1].snapshot_of !== disk.vdiRef) return undefined;
+    return changesSinceSnapshot(this.ctx, disk, from[0], from[1], options);
   }
 
   /** The VDI ref of a clone's disk, or undefined when `disk` is not one (see {@link cloneDiskVdi}). */
