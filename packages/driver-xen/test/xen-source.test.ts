@@ -151,6 +151,22 @@ describe('the xen source side against the simulator', () => {
     expect(await extentsOf(hv, l2.disks[0]!, l1, l2)).toBeUndefined();
   });
 
+  it('pending (for `replikit plan`) takes no snapshot: a running VM answers "cannot tell", a halted one its CBT blocks', async () => {
+    const vm = await pool.makeVM('plan', [4 * MiB]); // makeVM starts it
+    const base = await hv.snapshot(vm.uuid, 'base');
+    const disk = (await hv.getVM(vm.uuid)).disks[0]!;
+    await pool.writeGuest(vm.uuid, disk.id, 2 * MiB + 5, new Uint8Array(10).fill(1));
+    const vdis = async () => Object.keys(await pool.call<Record<string, object>>('VDI.get_all_records')).length;
+    const before = await vdis();
+    expect(await hv.changeTracker!.pending!(disk, base)).toBeUndefined(); // attached: VDI_IN_USE
+    expect(await vdis()).toBe(before); // no probe snapshot was taken
+    await pool.call('VM.hard_shutdown', vm.ref);
+    const extents: Extent[] = [];
+    for await (const e of (await hv.changeTracker!.pending!(disk, base))!) extents.push({ ...e });
+    expect(extents).toEqual([{ offset: 2 * MiB, length: 64 * 1024 }]);
+    expect(await vdis()).toBe(before);
+  });
+
   it('deleteSnapshot leaves no snapshot VM, VBD or VDI behind', async () => {
     const vm = await pool.makeVM('clean', [MiB, MiB]);
     const count = async () => ({

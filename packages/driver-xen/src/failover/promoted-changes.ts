@@ -43,10 +43,14 @@ export async function changesSinceSnapshot(
   fromRef: string,
   from: XRecord,
   options?: OperationOptions,
+  read: { probe?: boolean } = {},
 ): Promise<Extent[] | undefined> {
   if (from.cbt_enabled !== true || disk.vdi.cbt_enabled !== true) return undefined;
   const direct = await listChanged(ctx, fromRef, disk.vdiRef, disk.size, options);
   if (direct !== 'in-use') return direct;
+  // A running VM's disk: only a probe snapshot can tell, and a caller that promised to take no
+  // snapshot (ChangeTracker.pending, for `replikit plan`) gets "cannot tell" instead.
+  if (read.probe === false) return undefined;
   const probe = await takeProbe(ctx, disk, options);
   try {
     const probed = await listChanged(ctx, fromRef, probe, disk.size, options);

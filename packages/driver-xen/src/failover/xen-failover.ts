@@ -117,7 +117,8 @@ export class XenFailover {
     const disk = await liveVdiOf(this.ctx, vmId, diskId, options);
     const from = Object.entries(disk.view.vdis).find(([, vdi]) => vdi.uuid === fromVdi);
     if (!from || from[1].snapshot_of !== disk.vdiRef) return undefined;
-    return changesSinceSnapshot(this.ctx, disk, from[0], from[1], options);
+    // No probe snapshot: `pending` takes none (see ChangeTracker.pending); a running disk cannot tell.
+    return changesSinceSnapshot(this.ctx, disk, from[0], from[1], options, { probe: false });
   }
 
   /** The VDI ref of a clone's disk, or undefined when `disk` is not one (see {@link cloneDiskVdi}). */
