@@ -1,6 +1,7 @@
 import {
   AbstractHypervisor,
   AuthError,
+  type BlockDigest,
   type Capabilities,
   type CloneInfo,
   type CloneOptions,
@@ -19,6 +20,7 @@ import {
   type PullDiskFromOptions,
   type PullSource,
   type Replica,
+  type ReplicaDigestsFrom,
   type ReplicaFailoverMark,
   type ReplicaFingerprint,
   ReplicaInProgressError,
@@ -34,6 +36,7 @@ import {
   type VmImportResult,
   type WriterOptions,
 } from '@replikit/core';
+import { agentDigests } from './abd/abd-replica-digests.js';
 import type { AbdSourceReads } from './abd/abd-source.js';
 import type { AbdTargetWrites } from './abd/abd-target.js';
 import type { AbdWriteStats } from './abd/abd-target-sink.js';
@@ -184,6 +187,18 @@ export class XenDriver extends AbstractHypervisor {
     options: PullDiskFromOptions,
   ) => Promise<DiskPullResult>;
 
+  /**
+   * ABD wiring (issue 17): set with an `abd` section; the target appliance digests the replica
+   * disk's committed VDI (plugged read-only into it), so a hash-diff run without a cache reads no
+   * replica bytes over NBD. `undefined` for an algorithm the agent does not compute. See
+   * `Hypervisor.replicaDigests` in @replikit/core.
+   */
+  readonly replicaDigests?: (
+    disk: DiskRef,
+    from: ReplicaDigestsFrom,
+    options?: OperationOptions,
+  ) => AsyncIterable<BlockDigest> | undefined;
+
   constructor(
     /** The pool session (closed with the driver). */
     readonly connection: XenConnection,
@@ -224,6 +239,8 @@ export class XenDriver extends AbstractHypervisor {
       };
     }
     if (abdTarget) {
+      this.replicaDigests = (disk, from, options) =>
+        agentDigests(from.algorithm) ? this.digestReplica(abdTarget, disk, from, options) : undefined;
       this.pullDiskFrom = async (from, replica, diskIndex, options) => {
         try {
           return await this.pullIntoReplica(abdTarget, from, replica, diskIndex, options);
@@ -406,6 +423,42 @@ export class XenDriver extends AbstractHypervisor {
       }
     }
     return http();
+  }
+
+  /**
+   * The digests of replica disk `disk` as {@link XenDriver._openReader} reads it, computed by the
+   * target appliance: its committed VDI (a test-failover clone's disk, which reads as the clone's
+   * VDI, too).
+   */
+  private async *digestReplica(
+    writes: AbdTargetWrites,
+    disk: DiskRef,
+    from: ReplicaDigestsFrom,
+    options?: OperationOptions,
+  ): AsyncIterable<BlockDigest> {
+    const signal = options?.signal;
+    let vdiRef: string;
+    try {
+      vdiRef = await this.replicaVdiRef(disk, options);
+    } catch (error) {
+      throw wrapXapiError(error, 'xen driver: replicaDigests', signal);
+    }
+    try {
+      yield* writes.digests(vdiRef, disk.size, from, signal);
+    } catch (error) {
+      throw wrapXapiError(error, 'xen driver: replicaDigests', signal);
+    }
+  }
+
+  /** The VDI a reader of replica disk `disk` reads: a test-failover clone's own, else the committed one. */
+  private async replicaVdiRef(disk: DiskRef, options?: OperationOptions): Promise<string> {
+    if (disk.snapshotId || disk.meta?.userdevice === undefined) {
+      throw new NotFoundError(`disk '${disk.id}' is not a replica disk (no userdevice, or a snapshot's)`);
+    }
+    const cloneVdi = await this.failover.cloneDiskVdi(disk, options);
+    if (cloneVdi) return cloneVdi;
+    const replica = { id: disk.vmId, name: '', disks: [disk], created: false };
+    return this.target.committedVdi(replica, String(disk.meta.userdevice ?? ''), options, disk.id);
   }
 
   /** A replica disk reads as its committed VDI (pending clones are not visible). */

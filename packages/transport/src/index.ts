@@ -48,6 +48,7 @@ export {
   FrameType,
   HEADER_BYTES,
   MAX_CONTROL_PAYLOAD,
+  MAX_DIGESTS_PER_FRAME,
   PROTOCOL_VERSION,
 } from './protocol/constants.js';
 export { FrameDecoder, type RawFrame } from './protocol/frame-decoder.js';
@@ -91,7 +92,7 @@ export {
   type PskCredentials,
   type Security,
 } from './security.js';
-export { MAX_DIGEST_SPAN, MAX_READ_BYTES, SourceReads } from './source-read-ops.js';
+export { MAX_DIGEST_SPAN, MAX_READ_BYTES, READ_DIGEST_ALGORITHMS, SourceReads } from './source-read-ops.js';
 export type { ReconnectPolicy } from './source-session.js';
 export { serveTargetControl, type TargetControlResult } from './target-control-server.js';
 export { serveTargetSession, type TargetSessionOptions, type TargetSessionResult } from './target-session.js';

@@ -18,7 +18,8 @@ export const MAX_DIGEST_SPAN = 256 * 1024 * 1024;
 const MAX_OPEN_READERS = 64;
 
 /** Digest algorithms `readDigests` computes (node:crypto's names). */
-const DIGESTS = new Set(['sha256', 'sha512', 'sha1', 'md5']);
+export const READ_DIGEST_ALGORITHMS: ReadonlySet<string> = new Set(['sha256', 'sha512', 'sha1', 'md5']);
+const DIGESTS = READ_DIGEST_ALGORITHMS;
 
 /**
  * The disk readers of one connection of an agent that serves reads (the `source` feature): a

@@ -4,6 +4,7 @@ import type { Capabilities } from './capabilities.js';
 import type { ChangeTracker } from './change-tracker.js';
 import type { DiskReader, DiskRef, DiskWriter, OperationOptions } from './disk.js';
 import type { FailoverHooks } from './failover.js';
+import type { BlockDigest } from './transport.js';
 
 /** Power state of a VM as the driver reports it. */
 export type PowerState = 'running' | 'stopped' | 'paused' | 'unknown';
@@ -213,6 +214,16 @@ export interface DiskPullResult {
   bytesWritten?: number;
 }
 
+/** What {@link Hypervisor.replicaDigests} digests: from which block, how big a block, with which hash. */
+export interface ReplicaDigestsFrom {
+  /** The first block whose digest is wanted (the run's checkpoint). */
+  fromBlock: number;
+  /** Bytes per block. */
+  blockSize: number;
+  /** Digest algorithm, node:crypto's name (`sha256`). */
+  algorithm: string;
+}
+
 /**
  * One connection to a virtualisation platform (a XenServer pool, a Hyper-V host, a folder).
  * Drivers implement it; the engine never talks to a platform except through it.
@@ -246,6 +257,25 @@ export interface Hypervisor extends FailoverHooks {
    * reads as its current content.
    */
   openReader(disk: DiskRef, options?: OperationOptions): Promise<DiskReader>;
+  /**
+   * Optional: digests of replica disk `disk` computed where the replica lives (a Xen target's
+   * appliance), so that a hash-diff run with no replication cache reads no replica bytes across
+   * the network. The digests are those of the disk EXACTLY as {@link openReader} reads it (the
+   * last restore point, never pending writes: a resumed run compares every block after its
+   * checkpoint with them), in block order from `from.fromBlock` to the end, `null` for an
+   * all-zero block, each made with `from.algorithm` (node:crypto's name) over `from.blockSize`
+   * bytes (the last block may be shorter).
+   *
+   * Returns `undefined` when this driver cannot compute them for this disk (an algorithm it does
+   * not support, no appliance configured): the caller then reads the disk through
+   * {@link openReader} and hashes it itself. Whatever it holds open for the walk (a plugged disk)
+   * is released when the iteration ends, is stopped early, or is aborted through `options.signal`.
+   */
+  replicaDigests?(
+    disk: DiskRef,
+    from: ReplicaDigestsFrom,
+    options?: OperationOptions,
+  ): AsyncIterable<BlockDigest> | undefined;
   /** Creates the replica VM, or finds it when one of that name exists. */
   ensureReplica(spec: ReplicaSpec, options?: OperationOptions): Promise<Replica>;
   /** Deletes a replica VM and its disks (used when its first run fails: it never was complete). */

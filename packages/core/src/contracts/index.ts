@@ -23,6 +23,7 @@ export type {
   PullDiskFromOptions,
   PullSource,
   Replica,
+  ReplicaDigestsFrom,
   ReplicaFingerprint,
   ReplicaOwner,
   ReplicaSpec,

@@ -1,8 +1,10 @@
+import type { BlockDigest, ReplicaDigestsFrom } from '@replikit/core';
 import type { PullDiskResult } from '@replikit/transport';
 import type { VdiSink, VdiSinkTarget } from '../vdi-sink.js';
 import type { XenConnection } from '../xapi/xen-connection.js';
 import type { AbdLease, PluggedVdi } from './abd-manager.js';
 import { type AbdPullFrom, type AbdPullOptions, pullIntoVdi } from './abd-pull.js';
+import { digestVdiThroughAbd } from './abd-replica-digests.js';
 import type { AbdSettings, AbdTiming } from './abd-settings.js';
 import { type AbdWriteStats, emptyAbdWriteStats, openAbdTargetSink } from './abd-target-sink.js';
 import { SharedAbdLease } from './shared-lease.js';
@@ -65,6 +67,21 @@ export class AbdTargetWrites {
     } finally {
       await lease.unplug(plugged);
     }
+  }
+
+  /**
+   * Digests of the committed replica VDI `vdiRef` (`size` bytes) computed by the pool's appliance
+   * (see {@link digestVdiThroughAbd}): the VDI is plugged read-only into it for the walk and
+   * unplugged after, also when the walk stops early, fails or is aborted.
+   */
+  async *digests(
+    vdiRef: string,
+    size: number,
+    from: ReplicaDigestsFrom,
+    signal?: AbortSignal,
+  ): AsyncIterable<BlockDigest> {
+    const lease = await this.shared.get(signal);
+    yield* digestVdiThroughAbd(lease, vdiRef, size, from, signal);
   }
 
   /**

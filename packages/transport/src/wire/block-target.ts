@@ -142,10 +142,22 @@ export class TargetDisk {
 
   /**
    * Digests of the replica's current content from `fromBlock` on, in order; `null` for an
-   * all-zero block. Reads ahead one request while hashing the previous one.
+   * all-zero block. When the hypervisor digests the replica where it lives
+   * ({@link Hypervisor.replicaDigests}), those are passed on (checked for order and length) and
+   * nothing is read here ({@link TargetDisk.bytesRead} stays 0); otherwise the replica is read,
+   * one request ahead while the previous one is hashed.
    */
   async *digests(fromBlock: number, options?: OperationOptions): AsyncIterable<BlockDigest> {
     if (!Number.isSafeInteger(fromBlock) || fromBlock < 0) throw new InputError(`invalid first block ${fromBlock}`);
+    const remote = this.hypervisor.replicaDigests?.(
+      this.disk,
+      { fromBlock, blockSize: this.blockSize, algorithm: this.hasher.algorithm },
+      options,
+    );
+    if (remote !== undefined) {
+      yield* this.checked(remote, fromBlock);
+      return;
+    }
     const reader = await this.openReader(options);
     // The next read is issued before this one is hashed; when the consumer stops early it may
     // still be running (or fail with the abort reason): it is always settled before the reader closes.
@@ -183,6 +195,30 @@ export class TargetDisk {
     } finally {
       await pending?.catch(() => undefined);
       await reader.close();
+    }
+  }
+
+  /** The digests a hypervisor computed, checked: one per block, in order, of the hasher's length. */
+  private async *checked(digests: AsyncIterable<BlockDigest>, fromBlock: number): AsyncIterable<BlockDigest> {
+    let expected = fromBlock;
+    for await (const { index, digest } of digests) {
+      if (index !== expected || index >= this.blockCount) {
+        throw new TransportError(
+          `the target driver digested block ${index} of replica disk ${this.disk.id} where block ${expected} was expected`,
+        );
+      }
+      if (digest !== null && digest.length !== this.hasher.digestLength) {
+        throw new TransportError(
+          `the target driver's digest of block ${index} of replica disk ${this.disk.id} has ${digest.length} bytes, not ${this.hasher.digestLength}`,
+        );
+      }
+      expected++;
+      yield { index, digest };
+    }
+    if (expected < this.blockCount) {
+      throw new TransportError(
+        `the target driver's digests of replica disk ${this.disk.id} end at block ${expected} of ${this.blockCount}`,
+      );
     }
   }
 
