@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createSimulatedHost, type SimulatedHyperVHost } from '@replikit/hyperv-sim';
 import {
   createHyperVDriver,
-  type HyperVDriver,
+  HyperVDriver,
   hypervDriverOptionsSchema,
   PowerShellLink,
   type PsScript,
@@ -28,6 +28,8 @@ export const FIXTURE_SCRIPTS: readonly PsScript[] = [NEW_VHD, NEW_VM, ADD_DRIVE,
 /** A simulated host, a link to make fixtures with, and drivers on it. */
 export interface SimHost {
   readonly host: SimulatedHyperVHost;
+  /** The fixtures' PowerShell link; {@link SimHost.sharedDriver} drives the host through it too. */
+  readonly link: PowerShellLink;
   /**
    * Makes a stopped VM with empty dynamic VHDX disks of `sizes` bytes (files `<diskName>-<n>.vhdx`);
    * resolves with the disk paths.
@@ -39,6 +41,11 @@ export interface SimHost {
   ): Promise<string[]>;
   /** Adds one more empty disk to VM `name`. */
   addDisk(name: string, size: number): Promise<string>;
+  /**
+   * A driver on the fixtures' link (no new fake `pwsh`: each costs seconds on a loaded machine),
+   * able to be a target with replicas in `<host>/replicas`.
+   */
+  sharedDriver(options?: { rct?: boolean; counted?: boolean }): HyperVDriver;
   /** A driver on the host (reads counted by the host when `counted`). */
   driver(options?: { rct?: boolean; counted?: boolean }): Promise<HyperVDriver>;
   close(): Promise<void>;
@@ -59,6 +66,18 @@ export async function startSimHost(): Promise<SimHost> {
   };
   return {
     host,
+    link,
+    sharedDriver(options = {}) {
+      const hv = new HyperVDriver({
+        link,
+        sharedLink: true,
+        rct: options.rct ?? true,
+        target: { replicaPath: join(host.root, 'replicas'), onWarning: () => undefined },
+        ...(options.counted ? { openImage: (path: string) => host.openDisk(path) } : {}),
+      });
+      drivers.push(hv);
+      return hv;
+    },
     async makeVM(name, sizes, options = {}) {
       await link.call(NEW_VM, {
         name,
