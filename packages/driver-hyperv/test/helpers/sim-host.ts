@@ -21,9 +21,13 @@ const NEW_VM: PsScript = {
 };
 const ADD_DRIVE: PsScript = { name: 'test-add-drive', body: 'Add-VMHardDiskDrive -VMName $p.name -Path $p.path' };
 const SET_CPUS: PsScript = { name: 'test-set-cpus', body: 'Set-VM -Name $p.name -ProcessorCount $p.cpus' };
+const ADD_NIC: PsScript = {
+  name: 'test-add-nic',
+  body: 'Add-VMNetworkAdapter -VMName $p.name -Name $p.nic -SwitchName $p.switch',
+};
 
 /** The scripts the fixtures send (not the driver's). */
-export const FIXTURE_SCRIPTS: readonly PsScript[] = [NEW_VHD, NEW_VM, ADD_DRIVE, SET_CPUS];
+export const FIXTURE_SCRIPTS: readonly PsScript[] = [NEW_VHD, NEW_VM, ADD_DRIVE, SET_CPUS, ADD_NIC];
 
 /** A simulated host, a link to make fixtures with, and drivers on it. */
 export interface SimHost {
@@ -39,6 +43,8 @@ export interface SimHost {
     sizes: number[],
     options?: { version?: string; generation?: 1 | 2; cpus?: number; block?: number; diskName?: string },
   ): Promise<string[]>;
+  /** Adds a network adapter `nic` on switch `switchName` to VM `name` (a MAC of the host's pool). */
+  addNic(name: string, nic: string, switchName: string): Promise<void>;
   /** Adds one more empty disk to VM `name`. */
   addDisk(name: string, size: number): Promise<string>;
   /**
@@ -93,6 +99,9 @@ export async function startSimHost(): Promise<SimHost> {
         paths.push(path);
       }
       return paths;
+    },
+    async addNic(name, nic, switchName) {
+      await link.call(ADD_NIC, { name, nic, switch: switchName });
     },
     async addDisk(name, size) {
       const path = await newDisk(size, 2 ** 20);
