@@ -110,7 +110,12 @@ export async function startSimHost(): Promise<SimHost> {
     },
     async driver(options = {}) {
       const hv = await createHyperVDriver(
-        hypervDriverOptionsSchema.parse({ pwsh: host.pwsh, rct: options.rct ?? true, callTimeoutMs: 60_000 }),
+        hypervDriverOptionsSchema.parse({
+          pwsh: host.pwsh,
+          rct: options.rct ?? true,
+          callTimeoutMs: 60_000,
+          replicaPath: join(host.root, 'replicas'),
+        }),
         options.counted ? { openImage: (path) => host.openDisk(path) } : {},
       );
       drivers.push(hv);
