@@ -12,6 +12,15 @@ const CHECKPOINT_TYPE: PsScript = {
   name: 'test-checkpoint-type',
   body: 'Set-VM -Name $p.name -CheckpointType $p.type',
 };
+// A checkpoint a user takes of the replica, and the list Hyper-V Manager shows.
+const USER_CHECKPOINT: PsScript = {
+  name: 'test-user-checkpoint',
+  body: 'Checkpoint-VM -Name $p.name -SnapshotName $p.label',
+};
+const CHECKPOINT_NAMES: PsScript = {
+  name: 'test-checkpoint-names',
+  body: "Get-VMSnapshot -VMName $p.name | Select-Object -Property 'Name'",
+};
 
 describe('the Hyper-V target side when a run is cut', { timeout: 180_000 }, () => {
   let sim: SimHost;
@@ -103,6 +112,28 @@ describe('the Hyper-V target side when a run is cut', { timeout: 180_000 }, () =
           expect((await hv.listRestorePoints(replica)).map((p) => p.label)).toEqual(['v1', 'v2']);
         }
       }
+    } finally {
+      await link.close();
+    }
+  });
+
+  it("a user's own checkpoint of the replica is no restore point: not listed, never pruned, seen by the fingerprint", async () => {
+    const link = new PowerShellLink({ executable: sim.host.pwsh, timeoutMs: 60_000 });
+    try {
+      const { replica, model } = await replicaAtV1();
+      const vmName = (await hv.getVM(replica.id)).name;
+      const before = (await hv.replicaState(replica)).value;
+      await link.call(USER_CHECKPOINT, { name: vmName, label: 'before the upgrade' });
+      expect((await hv.replicaState(replica)).value).not.toBe(before);
+      expect((await hv.listRestorePoints(replica)).map((p) => p.label)).toEqual(['v1']);
+      for (const [n, label] of ['v2', 'v3'].entries()) {
+        await write(replica, replica.disks[0]!, model[0]!, `run-${n + 2}`, 30 + n);
+        await hv.createRestorePoint(replica, label, { retention: 1 });
+      }
+      expect((await hv.listRestorePoints(replica)).map((p) => p.label)).toEqual(['v3']);
+      const names = (await link.call<{ Name: string }>(CHECKPOINT_NAMES, { name: vmName })).map((c) => c.Name);
+      expect(names).toEqual(['before the upgrade', 'v3']);
+      await expectDisks(replica, model);
     } finally {
       await link.close();
     }

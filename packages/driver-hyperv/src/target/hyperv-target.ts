@@ -42,10 +42,12 @@ import {
   readBoot,
   readMark,
   readOwner,
+  readPointIds,
   releaseOwner,
   replicaFolderName,
   runKey,
   writeMark,
+  writePointIds,
 } from './replica-files.js';
 import { type NicPlan, planNics, replicaGeneration } from './replica-shape.js';
 
@@ -255,6 +257,13 @@ export class HyperVTarget {
     const drives = await this.drives(vm.row.Name);
     const holder = await readOwner(vm.identity.dir);
     const pending = (await listPending(vm.identity.dir)).filter((p) => !p.temporary);
+    const recorded = await readPointIds(vm.identity.dir);
+    const newest = (await this.checkpoints(vm)).at(-1);
+    if (pending.length === 0 && newest?.Name === label && !recorded.includes(newest.Id)) {
+      // This point's checkpoint, taken by a commit cut before it was recorded: adopt it.
+      await writePointIds(vm.identity.dir, [...recorded, newest.Id]);
+      return this.toPoint(replica, newest);
+    }
     for (const [index, drive] of drives.entries()) {
       const mine = pending.filter((p) => p.index === index);
       const chosen = mine.find((p) => holder && p.key === runKey(holder.runId)) ?? mine.at(-1);
@@ -262,22 +271,27 @@ export class HyperVTarget {
       for (const p of mine) if (p !== chosen) await rm(p.path, { force: true });
     }
     await this.link.call(CHECKPOINT_REPLICA, { vm: vm.row.Name, label });
-    const made = (await this.checkpoints(vm)).filter((c) => c.Name === label).at(-1);
+    const made = (await this.checkpoints(vm)).filter((c) => c.Name === label && !recorded.includes(c.Id)).at(-1);
     if (!made) throw new NotFoundError(`the checkpoint '${label}' of replica '${replica.id}' vanished once taken`);
+    await writePointIds(vm.identity.dir, [...recorded, made.Id]);
     return this.toPoint(replica, made);
   }
 
-  /** The restore points (checkpoints of the replica VM), oldest first. */
+  /** The restore points (the checkpoints of the replica VM that replikit made), oldest first. */
   async points(replica: Replica): Promise<RestorePoint[]> {
     const vm = await this.vm(replica);
-    return (await this.checkpoints(vm)).map((c) => this.toPoint(replica, c));
+    return (await this.pointCheckpoints(vm)).map((c) => this.toPoint(replica, c));
   }
 
   /** Removes restore point `point` (Hyper-V merges its files). */
   async deletePoint(replica: Replica, point: RestorePoint): Promise<void> {
     const vm = await this.vm(replica);
-    const found = (await this.checkpoints(vm)).find((c) => c.Id === point.id);
+    const found = (await this.pointCheckpoints(vm)).find((c) => c.Id === point.id);
     if (found) await this.link.call(REMOVE_CHECKPOINT, { vm: vm.row.Name, name: found.Name });
+    await writePointIds(
+      vm.identity.dir,
+      (await readPointIds(vm.identity.dir)).filter((id) => id !== point.id),
+    );
   }
 
   /**
@@ -287,7 +301,8 @@ export class HyperVTarget {
   async revert(replica: Replica, point: RestorePoint): Promise<void> {
     const vm = await this.vm(replica);
     const list = await this.checkpoints(vm);
-    const at = list.findIndex((c) => c.Id === point.id);
+    const recorded = await readPointIds(vm.identity.dir);
+    const at = list.findIndex((c) => c.Id === point.id && recorded.includes(c.Id));
     if (at < 0) throw new NotFoundError(`replica '${replica.id}' has no restore point '${point.id}'`);
     for (const p of await listPending(vm.identity.dir)) await rm(p.path, { force: true });
     if (/^Running|^Paused/.test(vm.row.State)) await this.link.call(STOP_VM, { vm: vm.row.Name });
@@ -295,6 +310,11 @@ export class HyperVTarget {
       await this.link.call(REMOVE_CHECKPOINT, { vm: vm.row.Name, name: later.Name });
     }
     await this.link.call(RESTORE_CHECKPOINT, { vm: vm.row.Name, name: list[at]!.Name });
+    const kept = new Set(list.slice(0, at + 1).map((c) => c.Id));
+    await writePointIds(
+      vm.identity.dir,
+      recorded.filter((id) => kept.has(id)),
+    );
     await writeMark(vm.identity.dir, 'ready');
   }
 
@@ -362,6 +382,12 @@ export class HyperVTarget {
 
   private checkpoints(vm: ReplicaVm): Promise<CheckpointRow[]> {
     return this.link.call<CheckpointRow>(LIST_CHECKPOINTS, { vm: vm.row.Name });
+  }
+
+  /** The checkpoints that are restore points (recorded when made), oldest first. */
+  private async pointCheckpoints(vm: ReplicaVm): Promise<CheckpointRow[]> {
+    const recorded = new Set(await readPointIds(vm.identity.dir));
+    return (await this.checkpoints(vm)).filter((c) => recorded.has(c.Id));
   }
 
   private async diskSizes(vmName: string): Promise<number[]> {

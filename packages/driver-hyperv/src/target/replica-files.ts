@@ -79,6 +79,7 @@ async function writeAtomic(path: string, text: string): Promise<void> {
 }
 
 const MARK = 'replikit-mark';
+const POINTS = 'replikit-points.json';
 const OWNER = 'replikit-owner.json';
 const BOOT = 'replikit-boot';
 
@@ -153,4 +154,20 @@ export async function fileStamp(path: string): Promise<string> {
   } catch {
     return 'missing';
   }
+}
+
+/** The ids of the checkpoints replikit made as restore points (a user's own are not points). */
+export async function readPointIds(dir: string): Promise<string[]> {
+  try {
+    const parsed = JSON.parse(await readFile(join(dir, POINTS), 'utf8')) as unknown;
+    return Array.isArray(parsed) ? parsed.map(String) : [];
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new StateError(`the restore point list ${join(dir, POINTS)} is unreadable; delete it to list no point`);
+  }
+}
+
+/** Records the restore points' checkpoint ids. */
+export async function writePointIds(dir: string, ids: readonly string[]): Promise<void> {
+  await writeAtomic(join(dir, POINTS), JSON.stringify(ids));
 }
