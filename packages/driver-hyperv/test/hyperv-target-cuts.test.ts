@@ -1,3 +1,5 @@
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { DiskRef, Replica, ReplicaSpec } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -137,5 +139,26 @@ describe('the Hyper-V target side when a run is cut', { timeout: 180_000 }, () =
     } finally {
       await link.close();
     }
+  });
+
+  it("refuses to go on with a run's pending file that no longer opens, rather than forget its writes", async () => {
+    const { replica } = await replicaAtV1();
+    const disk = replica.disks[0]!;
+    const writer = await hv.openWriter(replica, disk, { runId: 'run-torn' });
+    await writer.write(0, testPattern(60, 4096));
+    await writer.flush();
+    // The process dies while the file is rewritten: its headers are gone.
+    const dir = (await readdir(join(sim.host.root, 'replicas'), { withFileTypes: true }))
+      .filter((e) => e.isDirectory())
+      .map((e) => join(sim.host.root, 'replicas', e.name));
+    const pending = (await Promise.all(dir.map(async (d) => (await readdir(d)).map((f) => join(d, f)))))
+      .flat()
+      .filter((f) => /replikit-pending-0-.*\.vhdx$/.test(f));
+    expect(pending).toHaveLength(1);
+    await writeFile(pending[0]!, new Uint8Array(MiB), { flag: 'r+' });
+    // The resumed run is another process: another driver.
+    const resumed = sim.sharedDriver();
+    await expect(resumed.openWriter(replica, disk, { runId: 'run-torn' })).rejects.toMatchObject({ code: 'E_STATE' });
+    await resumed.close();
   });
 });

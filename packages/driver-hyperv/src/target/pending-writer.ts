@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { rename, rm } from 'node:fs/promises';
+import { lstat, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AbstractDiskWriter } from '@replikit/core';
+import { AbstractDiskWriter, StateError } from '@replikit/core';
 import { createVhdx, openVhdx, type VhdxReader, type VhdxWriter } from '@replikit/formats';
 import { pendingName } from './replica-files.js';
 
@@ -72,6 +72,28 @@ class PendingWriter extends AbstractDiskWriter {
   }
 }
 
+async function exists(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * The pending file a writer of the same run left. One that does not open is refused rather than
+ * dropped: the run believes those writes done, and only a rollback may forget them.
+ */
+async function openEarlier(path: string, what: string): Promise<VhdxReader> {
+  try {
+    return await openVhdx(path);
+  } catch (error) {
+    throw new StateError(
+      `${what}: the pending writes this run left (${path}) are unreadable; roll the run back (replikit resume <run id> --rollback)`,
+      { cause: error },
+    );
+  }
+}
+
 /** Opens the pending writer of a run for one replica disk (see {@link PendingWriter}). */
 export async function openPendingWriter(init: PendingWriterInit): Promise<AbstractDiskWriter> {
   const finalPath = join(init.dir, pendingName(init.index, init.key));
@@ -84,7 +106,7 @@ export async function openPendingWriter(init: PendingWriterInit): Promise<Abstra
       blockSize: 2 * MiB,
       ...(parent ? { parent } : {}),
     });
-    const earlier = await openVhdx(finalPath).catch(() => undefined);
+    const earlier = (await exists(finalPath)) ? await openEarlier(finalPath, init.what) : undefined;
     if (earlier) {
       try {
         for (let b = 0; b < earlier.states.length; b++) {
