@@ -10,7 +10,7 @@ export const HYPERV_KIND_CAPABILITIES: Capabilities = BUILTIN_DRIVER_KINDS.get(H
  * Starts the host's PowerShell (through node-powershell) and returns a {@link HyperVDriver}.
  * `tuning.openImage` replaces the local VHDX opener (tests count what is read).
  *
- * @throws `E_INPUT` for what is not built yet: a remoting host, or the target side.
+ * @throws `E_INPUT` for what is not built yet: a remoting host.
  */
 export async function createHyperVDriver(
   options: HyperVDriverOptions,
@@ -21,14 +21,16 @@ export async function createHyperVDriver(
       `the hyperv driver reaches hosts through PowerShell remoting in a later version; run replikit on '${options.host.computerName}' with host: local`,
     );
   }
-  if (tuning.side === 'target') {
-    throw new InputError('the hyperv driver replicates from Hyper-V only for now; its target side is not built yet');
-  }
   const link = new PowerShellLink({
     executable: options.pwsh ?? (process.platform === 'win32' ? 'powershell' : 'pwsh'),
     timeoutMs: options.callTimeoutMs,
   });
-  return new HyperVDriver({ link, rct: options.rct, ...(tuning.openImage ? { openImage: tuning.openImage } : {}) });
+  return new HyperVDriver({
+    link,
+    rct: options.rct,
+    target: { replicaPath: options.replicaPath, networkMap: options.networkMap },
+    ...(tuning.openImage ? { openImage: tuning.openImage } : {}),
+  });
 }
 
 /**

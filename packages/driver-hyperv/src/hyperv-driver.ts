@@ -4,10 +4,19 @@ import {
   type Capabilities,
   type DiskReader,
   type DiskRef,
+  type DiskWriter,
   DriverError,
   type Extent,
   NotFoundError,
+  type OperationOptions,
+  type Replica,
+  type ReplicaFingerprint,
+  ReplicaInProgressError,
+  type ReplicaOwner,
+  type ReplicaSpec,
+  type RestorePoint,
   type Snapshot,
+  type WriterOptions,
 } from '@replikit/core';
 import { type ImageReader, openDisk } from '@replikit/formats';
 import { ChainReader } from './chain-reader.js';
@@ -41,27 +50,41 @@ import {
   VM_DRIVES,
   VM_NICS,
 } from './scripts/hyperv-scripts.js';
+import { START_VM, STOP_VM } from './scripts/target-scripts.js';
+import { HyperVTarget, type HyperVTargetInit } from './target/hyperv-target.js';
+import { readMark, writeBoot } from './target/replica-files.js';
 
 /** The driver kind. */
 export const HYPERV_DRIVER_KIND = 'hyperv';
 
 /**
- * What a Hyper-V driver instance does today: the source side (`qhybrid` reads of checkpoints,
- * `cbt` through RCT). The target side is not built yet; the kind's row in core declares both.
+ * What a Hyper-V driver instance does: the source side (`qhybrid` reads of checkpoints, `cbt`
+ * through RCT) and the target side (a replica VM with VHDX disks, restore points as checkpoints).
  */
-export const HYPERV_SOURCE_CAPABILITIES: Capabilities = Object.freeze({
+export const HYPERV_CAPABILITIES: Capabilities = Object.freeze({
   methods: Object.freeze(['qhybrid', 'cbt']) as string[],
   canBeSource: true,
-  canBeTarget: false,
+  canBeTarget: true,
   changeTracking: true,
   formats: Object.freeze(['vhdx', 'vhd']) as string[],
-  restorePoints: false,
+  restorePoints: true,
 });
+
+/** @deprecated The driver is a target too now: use {@link HYPERV_CAPABILITIES}. */
+export const HYPERV_SOURCE_CAPABILITIES: Capabilities = HYPERV_CAPABILITIES;
 
 /** What a {@link HyperVDriver} is built from. */
 export interface HyperVDriverInit {
-  /** The host's PowerShell. The driver closes it on `close()`. */
+  /** The host's PowerShell. The driver closes it on `close()` unless `sharedLink` is set. */
   link: PowerShellLink;
+  /**
+   * The link is shared with other drivers (tests start one fake `pwsh` per file): `close()` leaves
+   * it open.
+   * @default false
+   */
+  sharedLink?: boolean;
+  /** The target side's settings: where replicas go, how networks map. */
+  target?: HyperVTargetInit;
   /**
    * Use Resilient Change Tracking where a VM supports it.
    * @default true
@@ -98,9 +121,11 @@ async function openLocalImage(path: string): Promise<ImageReader> {
 export class HyperVDriver extends AbstractHypervisor {
   /** `hyperv`. */
   readonly kind = HYPERV_DRIVER_KIND;
-  /** See {@link HYPERV_SOURCE_CAPABILITIES}. */
-  readonly capabilities = HYPERV_SOURCE_CAPABILITIES;
+  /** See {@link HYPERV_CAPABILITIES}. */
+  readonly capabilities = HYPERV_CAPABILITIES;
   private readonly link: PowerShellLink;
+  private readonly sharedLink: boolean;
+  private readonly target: HyperVTarget;
   private readonly rct: boolean;
   private readonly openImage: (path: string) => Promise<ImageReader>;
   /** Changed extents per (base, current, disk): two checkpoints never change, nor their changes. */
@@ -111,6 +136,8 @@ export class HyperVDriver extends AbstractHypervisor {
   constructor(init: HyperVDriverInit) {
     super();
     this.link = init.link;
+    this.sharedLink = init.sharedLink ?? false;
+    this.target = new HyperVTarget(init.link, init.target);
     this.rct = init.rct ?? true;
     this.openImage = init.openImage ?? openLocalImage;
   }
@@ -193,17 +220,22 @@ export class HyperVDriver extends AbstractHypervisor {
 
   protected override async _openReader(disk: DiskRef): Promise<DiskReader> {
     const vm = await this.requireVm(disk.vmId);
+    const replica = disk.snapshotId ? undefined : await this.target.replicaById(vm.Id);
     const path = disk.snapshotId
       ? await this.frozenPath(vm, disk.snapshotId, disk)
-      : (await this.drives(vm.Name)).find((d) => slotId(d) === disk.id)?.Path;
+      : replica
+        ? await this.target.livePath(replica, disk.id)
+        : (await this.drives(vm.Name)).find((d) => slotId(d) === disk.id)?.Path;
     if (!path) throw new NotFoundError(`VM '${vm.Name}' has no disk '${disk.id}'`);
     const image = await this.openImage(path);
-    if (image.size !== disk.size) {
+    // A replica's VHDX is its disk's size rounded up to whole sectors (a Xen disk may end mid-sector).
+    const fits = replica ? image.size >= disk.size && image.size - disk.size < 4096 : image.size === disk.size;
+    if (!fits) {
       await image.close();
       throw new DriverError(`disk '${disk.id}' of VM '${vm.Name}' holds ${image.size} bytes, not ${disk.size}`);
     }
     const of = disk.snapshotId ? `snapshot '${disk.snapshotId}'` : `VM '${vm.Name}'`;
-    return new ChainReader(image, `disk '${disk.id}' of ${of}`);
+    return new ChainReader(image, `disk '${disk.id}' of ${of}`, disk.size);
   }
 
   protected override async _changes(
@@ -242,7 +274,88 @@ export class HyperVDriver extends AbstractHypervisor {
   }
 
   protected override async _close(): Promise<void> {
-    await this.link.close();
+    if (!this.sharedLink) await this.link.close();
+  }
+
+  // ── target side (see HyperVTarget) ──────────────────────────────────────────────────────────
+
+  protected override _ensureReplica(spec: ReplicaSpec): Promise<Replica> {
+    return this.target.ensure(spec);
+  }
+
+  protected override _deleteReplica(replica: Replica): Promise<void> {
+    return this.target.delete(replica);
+  }
+
+  protected override _openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
+    return this.target.openWriter(replica, disk, options?.runId);
+  }
+
+  protected override _claimReplica(replica: Replica, owner: ReplicaOwner): Promise<ReplicaOwner> {
+    return this.target.claim(replica, owner);
+  }
+
+  protected override _releaseReplica(replica: Replica, runId: string): Promise<void> {
+    return this.target.release(replica, runId);
+  }
+
+  protected override _replicaOwner(replica: Replica): Promise<ReplicaOwner | undefined> {
+    return this.target.owner(replica);
+  }
+
+  protected override _replicaState(replica: Replica): Promise<ReplicaFingerprint> {
+    return this.target.state(replica);
+  }
+
+  protected override _markReplica(replica: Replica, state: 'in-progress' | 'ready'): Promise<void> {
+    return this.target.mark(replica, state);
+  }
+
+  protected override _replicaMark(replica: Replica): Promise<'in-progress' | 'ready'> {
+    return this.target.markOf(replica);
+  }
+
+  protected override _createRestorePoint(replica: Replica, label: string): Promise<RestorePoint> {
+    return this.target.createPoint(replica, label);
+  }
+
+  protected override _hasPendingWrites(replica: Replica): Promise<boolean> {
+    return this.target.hasPending(replica);
+  }
+
+  protected override _deleteRestorePoint(replica: Replica, point: RestorePoint): Promise<void> {
+    return this.target.deletePoint(replica, point);
+  }
+
+  protected override _listRestorePoints(replica: Replica): Promise<RestorePoint[]> {
+    return this.target.points(replica);
+  }
+
+  protected override _revertTo(replica: Replica, point: RestorePoint): Promise<void> {
+    return this.target.revert(replica, point);
+  }
+
+  /**
+   * Starts or turns off a VM. Hyper-V cannot refuse a start by itself: the driver refuses to start
+   * a replica marked in progress, and a start it makes is recorded in the replica's fingerprint
+   * (a start made elsewhere changes the VM's state and its live disk files, also in the fingerprint).
+   */
+  protected override async _power(vmId: string, op: 'start' | 'shutdown', _options?: OperationOptions): Promise<void> {
+    const vm = await this.requireVm(vmId);
+    if (op === 'shutdown') {
+      await this.link.call(STOP_VM, { vm: vm.Name });
+      return;
+    }
+    const replica = await this.target.replicaById(vm.Id);
+    if (replica) {
+      if ((await readMark(replica.identity.dir)) !== 'ready') {
+        throw new ReplicaInProgressError(
+          `replica VM '${vm.Name}' is being written (marked in progress); wait for the run to finish or revert it to a restore point`,
+        );
+      }
+      await writeBoot(replica.identity.dir);
+    }
+    await this.link.call(START_VM, { vm: vm.Name });
   }
 
   // ── helpers ───────────────────────────────────────────────────────────────────────────────
@@ -282,6 +395,11 @@ export class HyperVDriver extends AbstractHypervisor {
     }
     const index = Number((disk.meta as { index?: number } | undefined)?.index ?? -1);
     const path = checkpoint.HardDrives[index]?.Path;
+    // The id names the drive as snapshotOf named it: a DiskRef of another disk is not this one.
+    const drive = (await this.drives(vm.Name))[index];
+    if (path && (drive ? slotId(drive) : `disk-${index}`) !== disk.id) {
+      throw new NotFoundError(`snapshot '${snapshotId}' of VM '${vm.Name}' has no disk '${disk.id}'`);
+    }
     if (!path) throw new NotFoundError(`snapshot '${snapshotId}' of VM '${vm.Name}' has no disk '${disk.id}'`);
     return path;
   }

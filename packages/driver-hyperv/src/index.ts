@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 export {
+  HYPERV_CAPABILITIES,
   HYPERV_DRIVER_KIND,
   HYPERV_SOURCE_CAPABILITIES,
   HyperVDriver,
@@ -19,3 +20,5 @@ export { PowerShellLink, type PowerShellLinkOptions } from './powershell/powersh
 export { callLine, envelopedScript, type PsScript, SESSION_SETUP_LINE } from './powershell/ps-script.js';
 export type { StoredReferencePoint } from './rct/reference-points.js';
 export { SOURCE_SCRIPTS } from './scripts/hyperv-scripts.js';
+export { TARGET_SCRIPTS } from './scripts/target-scripts.js';
+export type { HyperVTargetInit } from './target/hyperv-target.js';

@@ -1,6 +1,13 @@
 import { checkPowerShellScript } from '@replikit/hyperv-sim';
 import { describe, expect, it } from 'vitest';
-import { callLine, envelopedScript, type PsScript, SESSION_SETUP_LINE, SOURCE_SCRIPTS } from '../src/index.js';
+import {
+  callLine,
+  envelopedScript,
+  type PsScript,
+  SESSION_SETUP_LINE,
+  SOURCE_SCRIPTS,
+  TARGET_SCRIPTS,
+} from '../src/index.js';
 
 /** Every fixed text the link itself sends (the driver's own scripts join this list as they come). */
 const SAMPLE: PsScript = { name: 'sample', body: "Get-VM -Name $p.name | Select-Object -Property 'Name'" };
@@ -15,7 +22,9 @@ describe('the link’s PowerShell text', () => {
   it('parses every script the driver can send, each naming only documented cmdlets and parameters', async () => {
     expect(SOURCE_SCRIPTS.length).toBeGreaterThan(10);
     expect(new Set(SOURCE_SCRIPTS.map((s) => s.name)).size).toBe(SOURCE_SCRIPTS.length);
-    for (const script of SOURCE_SCRIPTS) {
+    const all = [...SOURCE_SCRIPTS, ...TARGET_SCRIPTS];
+    expect(new Set(all.map((s) => s.name)).size).toBe(all.length);
+    for (const script of all) {
       expect(await checkPowerShellScript(envelopedScript(script)), script.name).toMatchObject({ ok: true });
       // Values reach a script only as $p.<field>: no quote of a value, no string built from data.
       expect(script.body, script.name).not.toMatch(/\$\{|\+\s*\$p|"/);

@@ -192,6 +192,32 @@ const TABLE: Record<string, readonly string[]> = {
     'IsLegacy',
     'VMSnapshot',
   ],
+  // hyper-v/add-vmnetworkadapter
+  'Add-VMNetworkAdapter': [
+    ...REMOTE,
+    'VMName',
+    'VM',
+    'ManagementOS',
+    'SwitchName',
+    'IsLegacy',
+    'Name',
+    'DynamicMacAddress',
+    'StaticMacAddress',
+    'Passthru',
+    'ResourcePoolName',
+    'DeviceNaming',
+  ],
+  // hyper-v/remove-vmnetworkadapter
+  'Remove-VMNetworkAdapter': [
+    ...REMOTE,
+    'VMName',
+    'VM',
+    'Name',
+    'ManagementOS',
+    'SwitchName',
+    'VMNetworkAdapter',
+    'Passthru',
+  ],
   // hyper-v/checkpoint-vm
   'Checkpoint-VM': [...REMOTE, 'Name', 'VM', 'SnapshotName', 'AsJob', 'Passthru'],
   // hyper-v/get-vmsnapshot

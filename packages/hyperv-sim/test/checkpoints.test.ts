@@ -127,3 +127,32 @@ describe('checkpoint merges across block sizes', () => {
     expect(await host.guestRead('sb', 0, 0, 512)).toEqual(new Uint8Array(512).fill(1));
   });
 });
+
+describe('a removed VM on the simulated host', () => {
+  it('takes its checkpoints with it: a new VM of the same name has none', async () => {
+    await call('New-VM -Name $p.name -Generation 2 -NoVHD', { name: 'gone' });
+    await call('Checkpoint-VM -Name $p.name -SnapshotName $p.snap', { name: 'gone', snap: 'old' });
+    await call('Remove-VM -Name $p.name -Force', { name: 'gone' });
+    await call('New-VM -Name $p.name -Generation 2 -NoVHD', { name: 'gone' });
+    expect(await call('Get-VMSnapshot -VMName $p.name', { name: 'gone' })).toEqual([]);
+  });
+});
+
+describe('network adapters on the simulated host', () => {
+  it('adds an adapter with a static MAC on a switch, and removes one by name', async () => {
+    await call('New-VM -Name $p.name -Generation 2 -NoVHD', { name: 'nics' });
+    await call('Remove-VMNetworkAdapter -VMName $p.name -Name $p.nic', { name: 'nics', nic: 'Network Adapter' });
+    await call('Add-VMNetworkAdapter -VMName $p.name -Name $p.nic -StaticMacAddress $p.mac -SwitchName $p.switch', {
+      name: 'nics',
+      nic: 'lan',
+      mac: '00-15-5D-01-02-03',
+      switch: 'LAN',
+    });
+    await call('Add-VMNetworkAdapter -VMName $p.name -Name $p.nic', { name: 'nics', nic: 'spare' });
+    const nics = await call('Get-VMNetworkAdapter -VMName $p.name', { name: 'nics' });
+    expect(nics).toEqual([
+      { VMName: 'nics', Name: 'lan', MacAddress: '00155D010203', SwitchName: 'LAN' },
+      { VMName: 'nics', Name: 'spare', MacAddress: expect.stringMatching(/^00155D[0-9A-F]{6}$/), SwitchName: null },
+    ]);
+  });
+});

@@ -44,6 +44,12 @@ export interface DriverConformanceOptions {
    */
   trackedVMs?: boolean;
   /**
+   * The platform's disk size granule (Hyper-V: 512, whole logical sectors): a disk the suite makes
+   * with a partial last block has a size that is a multiple of it.
+   * @default 1
+   */
+  sizeGranule?: number;
+  /**
    * Size of the disks the suite creates: a multiple of 1 MiB, at least 4 MiB. Keep it small: every
    * case writes and reads whole disks.
    * @default 4 MiB

@@ -596,7 +596,12 @@ export function runDriverConformance(options: DriverConformanceOptions): void {
         const requireTracked = options.trackedVMs === true;
         const modes = await checkEngineEndToEnd(
           { hv, fixtures, name: unique('e2e'), size },
-          { tracked, requireTracked, transport: options.transport },
+          {
+            tracked,
+            requireTracked,
+            transport: options.transport,
+            ...(options.sizeGranule !== undefined ? { sizeGranule: options.sizeGranule } : {}),
+          },
         );
         expect(modes?.[0]).toBe('full');
         if (!tracked || requireTracked) expect(modes?.[1]).toBe(tracked ? 'tracked' : 'hash-diff');

@@ -28,6 +28,13 @@ export interface EngineCheckOptions {
    * its own; the wire format lives there).
    */
   transport: EngineOptions['transport'];
+  /**
+   * The platform's disk size granule: the disk the check makes (its size a little over a whole
+   * number of MiB, for a partial last block) is rounded up to a multiple of it. Hyper-V's VHDX
+   * sizes are whole logical sectors (512).
+   * @default 1
+   */
+  sizeGranule?: number;
 }
 
 /**
@@ -65,7 +72,8 @@ export async function checkEngineEndToEnd(
 ): Promise<PlanMode[] | undefined> {
   const { hv, fixtures } = ctx;
   if (!hv.capabilities.canBeSource || !hv.capabilities.canBeTarget) return undefined;
-  const size = ctx.size + 5000; // a last, partial block
+  const granule = options.sizeGranule ?? 1;
+  const size = Math.ceil((ctx.size + 5000) / granule) * granule; // a last, partial block
   const vm = await fixtures.createSourceVM(hv, { name: ctx.name, disks: [{ id: 'disk0', size }] });
   const diskId = vm.disks[0]!.id;
   const model = new Uint8Array(size);

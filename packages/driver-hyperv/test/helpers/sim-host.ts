@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createSimulatedHost, type SimulatedHyperVHost } from '@replikit/hyperv-sim';
 import {
   createHyperVDriver,
-  type HyperVDriver,
+  HyperVDriver,
   hypervDriverOptionsSchema,
   PowerShellLink,
   type PsScript,
@@ -21,13 +21,19 @@ const NEW_VM: PsScript = {
 };
 const ADD_DRIVE: PsScript = { name: 'test-add-drive', body: 'Add-VMHardDiskDrive -VMName $p.name -Path $p.path' };
 const SET_CPUS: PsScript = { name: 'test-set-cpus', body: 'Set-VM -Name $p.name -ProcessorCount $p.cpus' };
+const ADD_NIC: PsScript = {
+  name: 'test-add-nic',
+  body: 'Add-VMNetworkAdapter -VMName $p.name -Name $p.nic -SwitchName $p.switch',
+};
 
 /** The scripts the fixtures send (not the driver's). */
-export const FIXTURE_SCRIPTS: readonly PsScript[] = [NEW_VHD, NEW_VM, ADD_DRIVE, SET_CPUS];
+export const FIXTURE_SCRIPTS: readonly PsScript[] = [NEW_VHD, NEW_VM, ADD_DRIVE, SET_CPUS, ADD_NIC];
 
 /** A simulated host, a link to make fixtures with, and drivers on it. */
 export interface SimHost {
   readonly host: SimulatedHyperVHost;
+  /** The fixtures' PowerShell link; {@link SimHost.sharedDriver} drives the host through it too. */
+  readonly link: PowerShellLink;
   /**
    * Makes a stopped VM with empty dynamic VHDX disks of `sizes` bytes (files `<diskName>-<n>.vhdx`);
    * resolves with the disk paths.
@@ -37,8 +43,15 @@ export interface SimHost {
     sizes: number[],
     options?: { version?: string; generation?: 1 | 2; cpus?: number; block?: number; diskName?: string },
   ): Promise<string[]>;
+  /** Adds a network adapter `nic` on switch `switchName` to VM `name` (a MAC of the host's pool). */
+  addNic(name: string, nic: string, switchName: string): Promise<void>;
   /** Adds one more empty disk to VM `name`. */
   addDisk(name: string, size: number): Promise<string>;
+  /**
+   * A driver on the fixtures' link (no new fake `pwsh`: each costs seconds on a loaded machine),
+   * able to be a target with replicas in `<host>/replicas`.
+   */
+  sharedDriver(options?: { rct?: boolean; counted?: boolean }): HyperVDriver;
   /** A driver on the host (reads counted by the host when `counted`). */
   driver(options?: { rct?: boolean; counted?: boolean }): Promise<HyperVDriver>;
   close(): Promise<void>;
@@ -59,6 +72,18 @@ export async function startSimHost(): Promise<SimHost> {
   };
   return {
     host,
+    link,
+    sharedDriver(options = {}) {
+      const hv = new HyperVDriver({
+        link,
+        sharedLink: true,
+        rct: options.rct ?? true,
+        target: { replicaPath: join(host.root, 'replicas'), onWarning: () => undefined },
+        ...(options.counted ? { openImage: (path: string) => host.openDisk(path) } : {}),
+      });
+      drivers.push(hv);
+      return hv;
+    },
     async makeVM(name, sizes, options = {}) {
       await link.call(NEW_VM, {
         name,
@@ -75,6 +100,9 @@ export async function startSimHost(): Promise<SimHost> {
       }
       return paths;
     },
+    async addNic(name, nic, switchName) {
+      await link.call(ADD_NIC, { name, nic, switch: switchName });
+    },
     async addDisk(name, size) {
       const path = await newDisk(size, 2 ** 20);
       await link.call(ADD_DRIVE, { name, path });
@@ -82,7 +110,12 @@ export async function startSimHost(): Promise<SimHost> {
     },
     async driver(options = {}) {
       const hv = await createHyperVDriver(
-        hypervDriverOptionsSchema.parse({ pwsh: host.pwsh, rct: options.rct ?? true, callTimeoutMs: 60_000 }),
+        hypervDriverOptionsSchema.parse({
+          pwsh: host.pwsh,
+          rct: options.rct ?? true,
+          callTimeoutMs: 60_000,
+          replicaPath: join(host.root, 'replicas'),
+        }),
         options.counted ? { openImage: (path) => host.openDisk(path) } : {},
       );
       drivers.push(hv);

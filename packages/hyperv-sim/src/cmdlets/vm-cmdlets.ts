@@ -111,6 +111,8 @@ const removeVm: CmdletHandler = async (c) => {
   const vm = findVm(c.state, c.arg('Name'), 'Remove-VM');
   if (vm.state !== 'Off') throw vmNotOff(vm, 'be deleted');
   c.state.vms = c.state.vms.filter((v) => v !== vm);
+  // Its checkpoints go with it (Hyper-V deletes their configurations; the files stay on disk).
+  c.state.snapshots = (c.state.snapshots ?? []).filter((s) => s.vmName !== vm.name);
   c.markDirty();
   return null;
 };
@@ -199,6 +201,47 @@ const getNics: CmdletHandler = async (c) => {
   return vm.nics.map((n) => ({ VMName: vm.name, Name: n.name, MacAddress: n.macAddress, SwitchName: n.switchName }));
 };
 
+const addNic: CmdletHandler = async (c) => {
+  const vm = findVm(c.state, c.arg('VMName'), 'Add-VMNetworkAdapter');
+  let mac = randomMac();
+  if (c.has('StaticMacAddress')) {
+    mac = String(c.arg('StaticMacAddress')).replace(/[-:]/g, '').toUpperCase();
+    if (!/^[0-9A-F]{12}$/.test(mac)) {
+      throw new PsError(
+        'InvalidArgument',
+        `'${String(c.arg('StaticMacAddress'))}' is not a valid MAC address.`,
+        'InvalidParameter,Microsoft.HyperV.PowerShell.Commands.AddVMNetworkAdapter',
+      );
+    }
+  }
+  const nic = {
+    name: String(c.arg('Name') ?? 'Network Adapter'),
+    macAddress: mac,
+    switchName: c.has('SwitchName') ? String(c.arg('SwitchName')) : null,
+  };
+  vm.nics.push(nic);
+  c.markDirty();
+  return c.has('Passthru')
+    ? { VMName: vm.name, Name: nic.name, MacAddress: nic.macAddress, SwitchName: nic.switchName }
+    : null;
+};
+
+const removeNic: CmdletHandler = async (c) => {
+  const vm = findVm(c.state, c.arg('VMName'), 'Remove-VMNetworkAdapter');
+  const name = String(c.arg('Name') ?? '');
+  const kept = vm.nics.filter((n) => n.name !== name);
+  if (kept.length === vm.nics.length) {
+    throw new PsError(
+      'ObjectNotFound',
+      `No network adapter named "${name}" was found on virtual machine "${vm.name}".`,
+      'InvalidParameter,Microsoft.HyperV.PowerShell.Commands.RemoveVMNetworkAdapter',
+    );
+  }
+  vm.nics = kept;
+  c.markDirty();
+  return null;
+};
+
 async function drivePaths(c: CmdletContext, parameter: string, cmdlet: string) {
   const path = await hostPath(c.root, c.arg(parameter), cmdlet);
   return { path, basePath: path };
@@ -222,4 +265,6 @@ export const VM_CMDLETS: Record<string, CmdletHandler> = {
   'Get-VMHardDiskDrive': getDrives,
   'Add-VMHardDiskDrive': addDrive,
   'Get-VMNetworkAdapter': getNics,
+  'Add-VMNetworkAdapter': addNic,
+  'Remove-VMNetworkAdapter': removeNic,
 };
