@@ -23,7 +23,7 @@ export function runStoppedError(runId: string, reason: StopReason): AbortError {
   );
 }
 
-/** True for the error of a run stopped at a checkpoint ({@link runStoppedError}). */
+/** True for the error of a run stopped at a checkpoint: `E_ABORTED` whose `details.stopped` names the reason. */
 export function isRunStopped(error: unknown): boolean {
   return isReplikitError(error, 'E_ABORTED') && typeof error.details?.stopped === 'string';
 }

@@ -71,7 +71,7 @@ export class AbdTargetWrites {
 
   /**
    * Digests of the committed replica VDI `vdiRef` (`size` bytes) computed by the pool's appliance
-   * (see {@link digestVdiThroughAbd}): the VDI is plugged read-only into it for the walk and
+   * (see `digestVdiThroughAbd`): the VDI is plugged read-only into it for the walk and
    * unplugged after, also when the walk stops early, fails or is aborted.
    */
   async *digests(
