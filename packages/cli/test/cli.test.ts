@@ -41,7 +41,7 @@ describe('replikit validate', () => {
     const path = await jobFile({
       name: 'x2h',
       source: { driver: 'xen', vm: 'db', pool: 'p1', url: 'https://xen1.example', passwordEnv: 'XEN_PASSWORD' },
-      target: { driver: 'hyperv', host: 'hv1' },
+      target: { driver: 'hyperv', replicaPath: 'D:\\Replicas' },
       method: 'abd',
       options: { direction: 'pull', singlePass: false },
     });

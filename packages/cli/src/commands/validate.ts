@@ -1,15 +1,16 @@
 import { BUILTIN_DRIVER_KINDS, formatViolations, type JobSpec, type Violation, validateJob } from '@replikit/core';
 import type { CliContext } from '../context.js';
-import { driverPackageOf, loadDriverPackages } from '../drivers.js';
+import { type DriverPackageImporter, driverPackageOf, loadDriverPackages } from '../drivers.js';
 import { loadJobForCli } from '../job-file.js';
 
 /**
  * Warnings for the sides of `job` whose driver kind replikit knows (so its rules judged the job)
- * but whose driver package is not installed here: `replikit run` would stop on it.
+ * but whose driver package is not installed here: `replikit run` would stop on it. `importer`
+ * replaces `import()` (tests).
  */
-export async function missingDriverPackages(job: JobSpec): Promise<Violation[]> {
+export async function missingDriverPackages(job: JobSpec, importer?: DriverPackageImporter): Promise<Violation[]> {
   // A kind replikit does not know gets the rule validator's `unknown-driver-kind` note instead.
-  const missing = (await loadDriverPackages(job)).filter((kind) => BUILTIN_DRIVER_KINDS.has(kind));
+  const missing = (await loadDriverPackages(job, importer)).filter((kind) => BUILTIN_DRIVER_KINDS.has(kind));
   return missing.map((kind) => ({
     ruleId: 'driver-package-missing',
     severity: 'warning' as const,
