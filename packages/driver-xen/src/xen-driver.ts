@@ -36,7 +36,6 @@ import {
   type VmImportResult,
   type WriterOptions,
 } from '@replikit/core';
-import { agentDigests } from './abd/abd-replica-digests.js';
 import type { AbdSourceReads } from './abd/abd-source.js';
 import type { AbdTargetWrites } from './abd/abd-target.js';
 import type { AbdWriteStats } from './abd/abd-target-sink.js';
@@ -239,8 +238,7 @@ export class XenDriver extends AbstractHypervisor {
       };
     }
     if (abdTarget) {
-      this.replicaDigests = (disk, from, options) =>
-        agentDigests(from.algorithm) ? this.digestReplica(abdTarget, disk, from, options) : undefined;
+      this.replicaDigests = (disk, from, options) => this.digestReplica(abdTarget, disk, from, options);
       this.pullDiskFrom = async (from, replica, diskIndex, options) => {
         try {
           return await this.pullIntoReplica(abdTarget, from, replica, diskIndex, options);

@@ -24,7 +24,13 @@ import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
 import { ArenaPool } from './protocol/block-arena.js';
-import { FEATURE_DELTA, FEATURE_PULL_DISK, FEATURE_SOURCE, FEATURE_TARGET } from './protocol/constants.js';
+import {
+  FEATURE_DELTA,
+  FEATURE_PULL_DISK,
+  FEATURE_READ_DIGESTS_HASHER,
+  FEATURE_SOURCE,
+  FEATURE_TARGET,
+} from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { type Address, checkSecurity, createSecureServer, dial, type Security } from './security.js';
 import { serveTargetControl, type TargetControlResult } from './target-control-server.js';
@@ -263,7 +269,14 @@ export function createAgent(options: AgentOptions): Agent {
           role: 'target',
           dialer,
           codecs: availableCodecs(),
-          features: [FEATURE_DELTA, FEATURE_TARGET, FEATURE_PULL_DISK, ...(options.serveReads ? [FEATURE_SOURCE] : [])],
+          features: [
+            FEATURE_DELTA,
+            FEATURE_TARGET,
+            FEATURE_PULL_DISK,
+            ...(options.serveReads ? [FEATURE_SOURCE] : []),
+            // readDigests computes the block hasher's algorithms only with a hasher besides node:crypto's.
+            ...(options.serveReads && options.hasher ? [FEATURE_READ_DIGESTS_HASHER] : []),
+          ],
           key,
         });
         if (!dialer) admission.passed(peer);
@@ -292,7 +305,14 @@ export function createAgent(options: AgentOptions): Agent {
       }
       if (first.type === 'request') {
         onControl?.();
-        const control = await serveTargetControl(conn, options.target, first, stopping.signal, options.serveReads);
+        const control = await serveTargetControl(
+          conn,
+          options.target,
+          first,
+          stopping.signal,
+          options.serveReads,
+          options.hasher ? hasherFor : undefined,
+        );
         if (control.error && !stopping.signal.aborted) {
           log(`control connection from ${peer} ended: ${control.error.code} ${control.error.message}`);
         }

@@ -43,6 +43,7 @@ export {
 export { type ArenaMemorySource, ArenaPool, BlockArena } from './protocol/block-arena.js';
 export {
   FEATURE_PULL_DISK,
+  FEATURE_READ_DIGESTS_HASHER,
   FEATURE_SOURCE,
   FEATURE_TARGET,
   FrameType,

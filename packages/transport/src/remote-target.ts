@@ -83,6 +83,8 @@ export class RemoteTargetDriver implements Hypervisor {
   private nextId = 0;
   private closed = false;
   private readonly lifetime = new AbortController();
+  /** The protocol features the agent listed in its last `hello`. */
+  private features: readonly string[] = [];
 
   /**
    * @param kind - The kind of the agent's driver (the job's `target.driver`), for rules and messages.
@@ -109,6 +111,7 @@ export class RemoteTargetDriver implements Hypervisor {
         codecs: availableCodecs(),
         key: this.link.key,
       });
+      this.features = peerFeatures;
       if (!peerFeatures.includes(FEATURE_TARGET)) {
         const error = new TransportError(
           `${this.link.peer} does not host the target side (an older replikit-agent, without the protocol feature '${FEATURE_TARGET}'); upgrade replikit-agent there to this version`,
@@ -125,6 +128,15 @@ export class RemoteTargetDriver implements Hypervisor {
     conn.setMaxResponsePayload(MAX_RESPONSE_PAYLOAD);
     void this.pump(conn);
     return conn;
+  }
+
+  /**
+   * True when the agent lists protocol feature `feature` (connecting first when needed), such as
+   * `read-digests-hasher`.
+   */
+  async supports(feature: string, options?: OperationOptions): Promise<boolean> {
+    await this.connection(options?.signal);
+    return this.features.includes(feature);
   }
 
   /** The live control connection, opened when there is none. */

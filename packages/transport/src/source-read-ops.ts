@@ -1,5 +1,12 @@
 import { createHash } from 'node:crypto';
-import { type DiskReader, type Hypervisor, InputError, NotFoundError, type OperationOptions } from '@replikit/core';
+import {
+  type BlockHasher,
+  type DiskReader,
+  type Hypervisor,
+  InputError,
+  NotFoundError,
+  type OperationOptions,
+} from '@replikit/core';
 import { isZeroBlock } from '@replikit/core/internal';
 import { MAX_BLOCK_SIZE, MAX_DIGESTS_PER_FRAME } from './protocol/constants.js';
 import { ProtocolError } from './protocol/protocol-error.js';
@@ -29,7 +36,15 @@ const DIGESTS = READ_DIGEST_ALGORITHMS;
 export class SourceReads {
   private readonly readers = new Map<string, Promise<DiskReader>>();
 
-  constructor(private readonly driver: Hypervisor) {}
+  /**
+   * @param driver - The agent's driver, whose disks are read.
+   * @param hasherFor - The agent's block hasher by algorithm: `readDigests` computes the algorithms
+   * it makes too (`xxh128`…), besides node:crypto's. Absent: node:crypto's only.
+   */
+  constructor(
+    private readonly driver: Hypervisor,
+    readonly hasherFor?: (algorithm: string) => Promise<BlockHasher>,
+  ) {}
 
   /** The reader of disk `diskId` of VM `vmId`, opened on first use. */
   reader(vmId: string, diskId: string, options: OperationOptions): Promise<DiskReader> {
@@ -58,6 +73,20 @@ export class SourceReads {
     const open = [...this.readers.values()];
     this.readers.clear();
     await Promise.all(open.map((r) => r.then((reader) => reader.close()).catch(() => undefined)));
+  }
+}
+
+/** The agent's own hasher for `algorithm`, or the protocol error that names what it computes. */
+async function agentHasher(reads: SourceReads, algorithm: string): Promise<BlockHasher> {
+  const refuse = () =>
+    new ProtocolError(
+      `readDigests algorithm must be one of ${[...DIGESTS].join(', ')}${reads.hasherFor ? " or one of this agent's block hasher" : ''}, not '${algorithm}'`,
+    );
+  if (!reads.hasherFor) throw refuse();
+  try {
+    return await reads.hasherFor(algorithm);
+  } catch {
+    throw refuse();
   }
 }
 
@@ -112,8 +141,7 @@ export const SOURCE_OPS: Readonly<Record<string, SourceOp>> = {
       const vmId = stringOf(a.vmId, 'vmId');
       const diskId = stringOf(a.diskId, 'diskId');
       const algorithm = stringOf(a.algorithm, 'algorithm');
-      if (!DIGESTS.has(algorithm))
-        throw new ProtocolError(`readDigests algorithm must be one of ${[...DIGESTS].join(', ')}`);
+      const hasher = DIGESTS.has(algorithm) ? undefined : await agentHasher(reads, algorithm);
       const blockSize = integerOf(a.blockSize, 'blockSize', 512, MAX_BLOCK_SIZE);
       const { offset, length } = rangeOf(a, MAX_DIGEST_SPAN);
       if (Math.ceil(length / blockSize) > MAX_DIGESTS_PER_FRAME) {
@@ -124,7 +152,9 @@ export const SOURCE_OPS: Readonly<Record<string, SourceOp>> = {
       const digests: Array<string | null> = [];
       for (let at = offset; at < offset + length; at += blockSize) {
         const block = await reader.read(at, Math.min(blockSize, offset + length - at), o);
-        digests.push(isZeroBlock(block) ? null : createHash(algorithm).update(block).digest('hex'));
+        if (isZeroBlock(block)) digests.push(null);
+        else if (hasher) digests.push(Buffer.from((await hasher.hash([block]))[0]!).toString('hex'));
+        else digests.push(createHash(algorithm).update(block).digest('hex'));
       }
       return { digests };
     },

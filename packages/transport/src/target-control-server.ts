@@ -1,4 +1,4 @@
-import { DriverError, type Hypervisor, isReplikitError, type ReplikitError } from '@replikit/core';
+import { type BlockHasher, DriverError, type Hypervisor, isReplikitError, type ReplikitError } from '@replikit/core';
 import type { FrameConnection } from './connection.js';
 import type { RequestMessage } from './protocol/messages.js';
 import { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
@@ -37,7 +37,8 @@ function errorOf(error: unknown): { code: ReplikitError['code']; message: string
  * and answers it with its id. A driver error is answered, and the connection goes on; a malformed
  * request (unknown members are ignored, a missing or mistyped argument is not) ends it with a
  * protocol error, and nothing of it reaches the driver. With `serveReads` (the `source` feature)
- * it also answers the reads and digests of the driver's disks (`readDisk`, `readDigests`).
+ * it also answers the reads and digests of the driver's disks (`readDisk`, `readDigests`);
+ * `hasherFor` (the agent's block hasher) widens the digests `readDigests` computes.
  */
 export async function serveTargetControl(
   conn: FrameConnection,
@@ -45,9 +46,10 @@ export async function serveTargetControl(
   first: RequestMessage,
   stopping?: AbortSignal,
   serveReads = false,
+  hasherFor?: (algorithm: string) => Promise<BlockHasher>,
 ): Promise<TargetControlResult> {
   const result: TargetControlResult = { requests: 0 };
-  const reads = serveReads ? new SourceReads(target) : undefined;
+  const reads = serveReads ? new SourceReads(target, hasherFor) : undefined;
   const onStop = () => conn.interrupt();
   stopping?.addEventListener('abort', onStop, { once: true });
   try {

@@ -10,6 +10,7 @@ import type {
   Replica,
   ReplicaDigestsFrom,
 } from '@replikit/core';
+import { TransportError, UnsupportedError } from '@replikit/core';
 import { createNodeHasher } from '@replikit/core/internal';
 import { describe, expect, it } from 'vitest';
 import { TargetDisk } from '../src/wire/block-target.js';
@@ -90,6 +91,21 @@ describe('TargetDisk.digests with a driver that digests its replica itself', () 
     expect(asked).toHaveLength(1);
     expect(reads.length).toBeGreaterThan(0);
     expect(target.bytesRead).toBe(SIZE);
+  });
+
+  it('reads as before when the driver says E_UNSUPPORTED before its first digest; fails on any other error', async () => {
+    const { image, target } = setup(async function* () {
+      yield* [];
+      throw new UnsupportedError("the agent cannot digest with 'xxh128'");
+    });
+    expect(await collect(target.digests(0))).toEqual(await expected(image, 0));
+    expect(target.bytesRead).toBe(SIZE);
+    const broken = setup(async function* () {
+      yield* [];
+      throw new TransportError('the appliance went away');
+    });
+    await expect(collect(broken.target.digests(0))).rejects.toMatchObject({ code: 'E_TRANSPORT' });
+    expect(broken.reads).toEqual([]);
   });
 
   it('refuses driver digests out of order, of the wrong length or that stop short', async () => {

@@ -1,10 +1,36 @@
-import { type BlockDigest, InputError, type ReplicaDigestsFrom, throwIfAborted } from '@replikit/core';
-import { MAX_DIGEST_SPAN, MAX_DIGESTS_PER_FRAME, READ_DIGEST_ALGORITHMS } from '@replikit/transport';
+import {
+  type BlockDigest,
+  InputError,
+  type ReplicaDigestsFrom,
+  throwIfAborted,
+  UnsupportedError,
+} from '@replikit/core';
+import {
+  FEATURE_READ_DIGESTS_HASHER,
+  MAX_DIGEST_SPAN,
+  MAX_DIGESTS_PER_FRAME,
+  READ_DIGEST_ALGORITHMS,
+} from '@replikit/transport';
 import type { AbdLease } from './abd-manager.js';
 
-/** True when the appliance's agent computes digests with `algorithm` (node:crypto's names). */
+/** True when every appliance's agent computes digests with `algorithm` (node:crypto's names). */
 export function agentDigests(algorithm: string): boolean {
   return READ_DIGEST_ALGORITHMS.has(algorithm);
+}
+
+/**
+ * Resolves when the appliance's agent computes `algorithm`: node:crypto's always, others (the
+ * engine's default `xxh128`) when it lists `read-digests-hasher`.
+ *
+ * @throws `E_UNSUPPORTED` otherwise (the engine then reads the replica itself).
+ */
+async function checkAgentDigests(lease: AbdLease, algorithm: string, signal?: AbortSignal): Promise<void> {
+  if (agentDigests(algorithm)) return;
+  if (await lease.target().supports(FEATURE_READ_DIGESTS_HASHER, { signal })) return;
+  throw new UnsupportedError(
+    `appliance '${lease.appliance.name}' cannot digest with '${algorithm}' (its replikit-agent lacks '${FEATURE_READ_DIGESTS_HASHER}')`,
+    { details: { capability: FEATURE_READ_DIGESTS_HASHER } },
+  );
 }
 
 /**
@@ -14,7 +40,8 @@ export function agentDigests(algorithm: string): boolean {
  * of the caller (`null` for an all-zero block), and it is unplugged when the walk ends, stops
  * early, fails or is aborted. Nothing of the VDI crosses to the caller but the digests.
  *
- * @throws `E_INPUT` when the agent does not see the plugged VDI (abd.srs does not name its SR).
+ * @throws `E_UNSUPPORTED` (before anything is plugged) when the agent cannot compute
+ * `from.algorithm`; `E_INPUT` when the agent does not see the plugged VDI (abd.srs does not name its SR).
  */
 export async function* digestVdiThroughAbd(
   lease: AbdLease,
@@ -24,6 +51,7 @@ export async function* digestVdiThroughAbd(
   signal?: AbortSignal,
 ): AsyncIterable<BlockDigest> {
   const { fromBlock, blockSize, algorithm } = from;
+  await checkAgentDigests(lease, algorithm, signal);
   const plugged = await lease.plug(vdiRef, 'RO', signal);
   let pending: Promise<Array<Uint8Array | null>> | undefined;
   try {

@@ -120,3 +120,11 @@ export const FEATURE_SOURCE = 'source';
  * reads and brings one of its replica disks up to date from it (docs/protocol.md, section 13).
  */
 export const FEATURE_PULL_DISK = 'pull-disk';
+
+/**
+ * The `hello` feature of an agent whose `readDigests` (with {@link FEATURE_SOURCE}) also computes
+ * the algorithms of its own block hasher (`xxh128`, the engine's default, besides node:crypto's
+ * `sha256`…): a target appliance can then digest a replica for a run of any digest, and only the
+ * digests cross (docs/protocol.md, section 13).
+ */
+export const FEATURE_READ_DIGESTS_HASHER = 'read-digests-hasher';

@@ -7,6 +7,7 @@ import {
   type DiskWriter,
   type Hypervisor,
   InputError,
+  isReplikitError,
   NotFoundError,
   type OperationOptions,
   type Replica,
@@ -144,7 +145,8 @@ export class TargetDisk {
    * Digests of the replica's current content from `fromBlock` on, in order; `null` for an
    * all-zero block. When the hypervisor digests the replica where it lives
    * ({@link Hypervisor.replicaDigests}), those are passed on (checked for order and length) and
-   * nothing is read here ({@link TargetDisk.bytesRead} stays 0); otherwise the replica is read,
+   * nothing is read here ({@link TargetDisk.bytesRead} stays 0), unless the hook fails with
+   * `E_UNSUPPORTED` before its first digest; otherwise the replica is read,
    * one request ahead while the previous one is hashed.
    */
   async *digests(fromBlock: number, options?: OperationOptions): AsyncIterable<BlockDigest> {
@@ -155,8 +157,18 @@ export class TargetDisk {
       options,
     );
     if (remote !== undefined) {
-      yield* this.checked(remote, fromBlock);
-      return;
+      // `E_UNSUPPORTED` before the first digest (an agent without this algorithm): read instead.
+      const iterator = remote[Symbol.asyncIterator]();
+      let first: IteratorResult<BlockDigest> | undefined;
+      try {
+        first = await iterator.next();
+      } catch (error) {
+        if (!isReplikitError(error, 'E_UNSUPPORTED')) throw error;
+      }
+      if (first !== undefined) {
+        yield* this.checked(continueWith(first, iterator), fromBlock);
+        return;
+      }
     }
     const reader = await this.openReader(options);
     // The next read is issued before this one is hashed; when the consumer stops early it may
@@ -269,5 +281,21 @@ export class BlockTarget {
     if (!known) throw new NotFoundError(`replica ${replica.name} has no disk '${disk.id}'`);
     const writer = await this.hypervisor.openWriter(replica, known, options);
     return new TargetDisk(this.hypervisor, replica, known, writer, blockSize, this.hasherFor(digest));
+  }
+}
+
+/** `first`, then the rest of `iterator`; the iterator is returned however the walk ends. */
+async function* continueWith(
+  first: IteratorResult<BlockDigest>,
+  iterator: AsyncIterator<BlockDigest>,
+): AsyncIterable<BlockDigest> {
+  try {
+    let next = first;
+    while (!next.done) {
+      yield next.value;
+      next = await iterator.next();
+    }
+  } finally {
+    await iterator.return?.();
   }
 }

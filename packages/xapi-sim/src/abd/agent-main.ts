@@ -6,6 +6,7 @@
 // ends: the simulator holds the other end, so a simulator that dies (even by SIGKILL) leaves no
 // agent behind.
 import { DriverRegistry, isReplikitError } from '@replikit/core';
+import { createHashingPool } from '@replikit/dedup';
 import { runAgentCli } from '@replikit/transport';
 import { xenAbdDriver } from './abd-driver.js';
 import { AGENT_READY_PREFIX } from './agent-ready.js';
@@ -26,6 +27,8 @@ try {
     env: process.env,
     log: (line) => process.stdout.write(`${new Date().toISOString()} ${line}\n`),
     drivers,
+    // As the CLI's replikit-agent: its block hasher (xxh128…) also serves readDigests.
+    hasher: (algorithm) => createHashingPool({ algorithm }),
     signal: controller.signal,
     onReady: (address) => process.stdout.write(`${AGENT_READY_PREFIX}${address?.host}:${address?.port}\n`),
   });
