@@ -157,6 +157,37 @@ describe('a pull job in the engine', () => {
     expect(one.limits).toEqual([undefined, undefined, undefined]);
   });
 
+  it('a run cancelled while one disk pulls does not count the disks not started as done', async () => {
+    source.addVm('vm4', [
+      { id: 'f', size: MiB },
+      { id: 'g', size: MiB },
+    ]);
+    source.vms.get('vm4')!.disks.get('g')!.fill(4, 0, 1000);
+    const log = attachPullHooks(source, target);
+    const controller = new AbortController();
+    const pull = target.pullDiskFrom!.bind(target);
+    Object.assign(target, {
+      pullDiskFrom: async (...args: Parameters<typeof pull>) => {
+        const result = await pull(...args);
+        controller.abort(new Error('cancelled by the test')); // after the first disk's pull returned
+        return result;
+      },
+    });
+    const e = engine();
+    const outcome = await e
+      .run(
+        { ...job({ parallelDisks: 1 }), name: 'pull-cancel', source: { driver: 'memsrc', vm: 'vm4' } },
+        {
+          signal: controller.signal,
+        },
+      )
+      .then((r) => r.state)
+      .catch((error: { code?: string }) => error.code);
+    await e.close();
+    expect(outcome).not.toBe('completed');
+    expect(log.pulls).toHaveLength(1);
+  });
+
   it('a pull that fails mid-disk fails the run, rolls the replica back and closes the offer', async () => {
     const log = attachPullHooks(source, target);
     const e = engine();

@@ -1,6 +1,6 @@
 import pLimit from 'p-limit';
 import type { DiskPullResult, Hypervisor, Replica, Snapshot } from '../../contracts/hypervisor.js';
-import { DriverError } from '../../errors.js';
+import { DriverError, throwIfAborted } from '../../errors.js';
 import { preparedOf, snapshotOf } from '../run-journal.js';
 import { type DiskRecord, sumStats } from '../run-record.js';
 import type { RunContext } from './stage.js';
@@ -52,8 +52,10 @@ export async function transferByPull(ctx: RunContext, source: Hypervisor, target
     await Promise.all(
       pending.map((disk) =>
         run(async () => {
-          if (signal.aborted) return;
           try {
+            // A disk not started when the run is cancelled (or another disk failed) must fail the
+            // stage, never count as done.
+            throwIfAborted(signal);
             await pullOne(ctx, source, target, { disk, snapshot, replica, signal, share });
           } catch (error) {
             firstError ??= error;
