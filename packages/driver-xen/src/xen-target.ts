@@ -48,8 +48,14 @@ export interface XenTargetInit {
 type Signal = { signal?: AbortSignal };
 const sig = (options?: OperationOptions): Signal => (options?.signal ? { signal: options.signal } : {});
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
-/** A MAC address XAPI accepts on `VIF.create`. */
-const MAC_PATTERN = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+/**
+ * A source MAC as XAPI takes it on `VIF.create` (`aa:bb:cc:dd:ee:ff`), from any usual spelling
+ * (Hyper-V's `00155D0A0B0C`, `00-15-5D-…`); `''` (XAPI makes one) when it is not a MAC.
+ */
+function xapiMac(mac: string | undefined): string {
+  const bare = (mac ?? '').replace(/[-:.]/g, '').toLowerCase();
+  return /^[0-9a-f]{12}$/.test(bare) ? (bare.match(/../g) ?? []).join(':') : '';
+}
 
 /** The XAPI error code of `error`, wrapped (`details.xapiCode`) or not. */
 function codeOf(error: unknown): string | undefined {
@@ -787,7 +793,7 @@ export class XenTarget {
         continue;
       }
       // The source's MAC, so a failed-over replica keeps its addresses; XAPI makes one when ''.
-      const mac = spec.source.macs?.[i] ?? '';
+      const mac = xapiMac(spec.source.macs?.[i]);
       await this.connection.call(
         'VIF.create',
         [
@@ -795,7 +801,7 @@ export class XenTarget {
             VM: vmRef,
             network: netRef,
             device: String(i),
-            MAC: MAC_PATTERN.test(mac) ? mac : '',
+            MAC: mac,
             MTU: '1500',
             other_config: {},
           },

@@ -84,6 +84,24 @@ describe('xen ► xen: networks, MACs and firmware of the replica', () => {
       ['2', pool.sim.refs.network, info.macs![2]],
     ]);
     expect(await pool.call('VM.get_HVM_boot_params', replicaRef)).toMatchObject({ firmware: 'uefi' });
+    // A source of another kind spells its MACs its own way (Hyper-V: 12 bare hex digits).
+    const foreign = await xen.ensureReplica({
+      name: 'from-hyperv',
+      source: {
+        ...info,
+        id: 'hv-vm',
+        name: 'hv',
+        networks: [management, management],
+        macs: ['00155D0A0B0C', 'not a mac'],
+      },
+      disks: [{ sourceDiskId: 'hv-disk', size: MiB }],
+    });
+    const foreignRef = await pool.call<string>('VM.get_by_uuid', foreign.id);
+    const foreignMacs = await Promise.all(
+      (await pool.call<string[]>('VM.get_VIFs', foreignRef)).map((v) => pool.call<string>('VIF.get_MAC', v)),
+    );
+    expect(foreignMacs).toHaveLength(2); // 'not a mac' got one the pool made
+    expect(foreignMacs).toContain('00:15:5d:0a:0b:0c');
     expect((await xen.getVM(record.replica!.id)).firmware).toBe('uefi');
   });
 });
