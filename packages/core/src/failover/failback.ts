@@ -1,7 +1,8 @@
 import type { RestorePoint } from '../contracts/hypervisor.js';
 import { ConflictError, FailedOverError, isReplikitError } from '../errors.js';
-import { hookOf, type OperationContext, requireState, setLifecycle, withJobLock } from './operation-context.js';
+import { hookOf, type OperationContext, requireState, withJobLock } from './operation-context.js';
 import { replicateOnce } from './planned-failover.js';
+import { demoteAndRecord } from './promote-ops.js';
 import { findCommonPoint, type ReversePassStats, reversePass } from './reverse-replication.js';
 
 /** Options of a failback. */
@@ -60,7 +61,7 @@ export async function runFailback(ctx: OperationContext, options: FailbackOption
   requireState(ctx, ['failed-over'], 'fail back');
   const target = await ctx.target();
   const source = await ctx.source();
-  const demote = hookOf(target, 'demoteReplica');
+  hookOf(target, 'demoteReplica'); // every hook checked before the first step
   hookOf(target, 'promotedChanges');
   hookOf(target, 'openLiveDisk');
   hookOf(source, 'openLiveDisk');
@@ -70,30 +71,11 @@ export async function runFailback(ctx: OperationContext, options: FailbackOption
     });
   }
   const replica = await ctx.replica();
-  const point = ctx.record.point;
   const base = await ctx.step('common-point', () => findCommonPoint(ctx, options.full === true));
   const first = await withJobLock(ctx, () => reversePass(ctx, 'first-pass', base));
   const forced = await ctx.step('stop-replica', () => stopReplica(ctx, options.shutdownTimeoutMs ?? 900_000));
   const final = await withJobLock(ctx, () => reversePass(ctx, 'final-pass', base));
-  await withJobLock(ctx, async () => {
-    await ctx.step('demote', async () => {
-      await demote(replica);
-      return true;
-    });
-    await ctx.step('record', async () => {
-      const history = await ctx.history();
-      const trusted = point !== undefined && history?.lastCompletedRunId === point.label;
-      const state = trusted ? await target.replicaState(replica) : undefined;
-      await setLifecycle(
-        ctx,
-        undefined,
-        state
-          ? { replicaFingerprint: state.value, ...(state.details ? { replicaFingerprintDetails: state.details } : {}) }
-          : {},
-      );
-      return true;
-    });
-  });
+  await withJobLock(ctx, () => demoteAndRecord(ctx));
   ctx.record.state = 'ready';
   delete ctx.record.point;
   await ctx.save();

@@ -95,35 +95,43 @@ export async function runUnplannedFailover(
  */
 export async function runUndo(ctx: OperationContext): Promise<void> {
   requireState(ctx, ['failed-over'], 'undo the failover of');
-  const target = await ctx.target();
-  const demote = hookOf(target, 'demoteReplica');
-  const replica = await ctx.replica();
-  const point = ctx.record.point;
   await withJobLock(ctx, async () => {
-    await ctx.step('demote', async () => {
-      await demote(replica);
-      return true;
-    });
-    await ctx.step('record', async () => {
-      const history = await ctx.history();
-      const trusted = point !== undefined && history?.lastCompletedRunId === point.label;
-      const state = trusted ? await target.replicaState(replica) : undefined;
-      await setLifecycle(
-        ctx,
-        undefined,
-        state
-          ? { replicaFingerprint: state.value, ...(state.details ? { replicaFingerprintDetails: state.details } : {}) }
-          : {},
-      );
-      return true;
-    });
+    await demoteAndRecord(ctx);
     ctx.record.state = 'ready';
     delete ctx.record.point;
     await ctx.save();
   });
 }
 
-/** Commit: the failover is final (undo no longer possible); the job's runs stay refused. */
+/**
+ * The journaled steps `demote` (the replica back at the point it was promoted from) and `record`
+ * (the job's lifecycle cleared, with the replica's fingerprint kept when the point is the job's
+ * last completed run), shared by undo and failback. The caller holds the job lock.
+ */
+export async function demoteAndRecord(ctx: OperationContext): Promise<void> {
+  const target = await ctx.target();
+  const demote = hookOf(target, 'demoteReplica');
+  const replica = await ctx.replica();
+  const point = ctx.record.point;
+  await ctx.step('demote', async () => {
+    await demote(replica);
+    return true;
+  });
+  await ctx.step('record', async () => {
+    const history = await ctx.history();
+    const trusted = point !== undefined && history?.lastCompletedRunId === point.label;
+    const state = trusted ? await target.replicaState(replica) : undefined;
+    await setLifecycle(
+      ctx,
+      undefined,
+      state
+        ? { replicaFingerprint: state.value, ...(state.details ? { replicaFingerprintDetails: state.details } : {}) }
+        : {},
+    );
+    return true;
+  });
+}
+
 export async function runCommit(ctx: OperationContext): Promise<void> {
   requireState(ctx, ['failed-over'], 'commit the failover of');
   const target = await ctx.target();
