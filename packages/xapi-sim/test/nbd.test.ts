@@ -107,4 +107,27 @@ describe('NBD like xapi-nbd', () => {
     // while the connection is open, the VDI is attached to dom0 and cannot be destroyed
     await expect(fx.call('VDI.destroy', vdi)).rejects.toMatchObject({ xapiCode: 'VDI_IN_USE' });
   });
+
+  it('a client that dies while replies are queued (it stopped reading) still frees its dom0 VBD', async () => {
+    const c = await RawNbd.open(info.port);
+    await c.read(18);
+    c.write(Buffer.from([0, 0, 0, 1]));
+    c.option(5);
+    await c.reply();
+    await c.startTls();
+    c.option(1, Buffer.from(info.exportname));
+    await c.read(134);
+    c.socket.pause(); // read nothing more: the server's replies back up until it waits to drain
+    const r = Buffer.alloc(28);
+    r.writeUInt32BE(0x25609513, 0);
+    r.writeUInt32BE(4 * MiB, 24);
+    for (let i = 0; i < 64; i++) c.write(r);
+    const vbds = () => fx.call<string[]>('VDI.get_VBDs', vdi);
+    for (let i = 0; i < 100 && (await vbds()).length < 2; i++) await new Promise((w) => setTimeout(w, 20));
+    expect(await vbds()).toHaveLength(2);
+    await new Promise((w) => setTimeout(w, 200)); // let the server fill the socket and wait on it
+    c.socket.destroy();
+    for (let i = 0; i < 250 && (await vbds()).length > 1; i++) await new Promise((w) => setTimeout(w, 20));
+    expect(await vbds()).toHaveLength(1);
+  });
 });

@@ -194,7 +194,8 @@ export class XenConnection {
         });
         (async () => {
           for await (const chunk of body) {
-            if (!req.write(chunk)) await new Promise((r) => req.once('drain', r));
+            if (req.destroyed) throw new DriverError(`PUT ${path}: the connection closed during the upload`);
+            if (!req.write(chunk)) await drainOrClose(req);
           }
           req.end(resolve);
         })().catch((error) => {
@@ -254,4 +255,17 @@ export class XenConnection {
       }
     }
   }
+}
+
+/** Waits until `stream` drains or closes: a closed request never drains, and must not hang the upload. */
+function drainOrClose(stream: NodeJS.WritableStream & NodeJS.EventEmitter): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.once('drain', done);
+    stream.once('close', done);
+  });
 }

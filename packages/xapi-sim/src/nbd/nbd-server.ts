@@ -23,7 +23,19 @@ export interface NbdServer {
 
 async function send(socket: Duplex, ...parts: Buffer[]): Promise<void> {
   const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-  if (!socket.write(data)) await new Promise<void>((resolve) => socket.once('drain', resolve));
+  if (socket.write(data)) return;
+  // a peer that dies with replies queued never drains: 'close' ends the wait, and the next
+  // read fails, so the connection's dom0 VBD is freed
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.once('drain', done);
+    socket.once('close', done);
+    if (socket.destroyed) done();
+  });
 }
 
 /** Parses `/<vdi-uuid>?session_id=<ref>` into its parts, or undefined. */
