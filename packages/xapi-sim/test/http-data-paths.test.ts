@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
+import { type IncomingMessage, request } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Xapi } from 'xen-api';
@@ -39,27 +39,33 @@ describe('HTTP data paths through the real xen-api client', () => {
     return refs;
   }
 
-  // OPEN DEFECT (session 11): under load this export sometimes never ends: the client has read all
-  // 24 MiB but the close-delimited body does not end (diagnosed: bytes = 25165824, still in the
-  // body loop). Not understood yet; two retries keep CI honest about everything else meanwhile.
-  it('a long export to a slow reader waits for drain many times without piling up listeners', {
-    retry: 2,
-    timeout: 60_000,
-  }, async () => {
+  // Read with node:http, as the driver's own data path does (HttpRawReader): undici (inside the
+  // xen-api client) throws an uncatchable `assert(!this.paused)` when a close-delimited body ends
+  // while its reader applies back-pressure (nodejs/undici#5360, fixed only in undici 8, which
+  // needs Node 22), so xen-api's getResource cannot be the slow reader here. Seen in this test:
+  // the server ended and closed the socket, and the undici reader never saw the end.
+  it('a long export to a slow reader waits for drain many times without piling up listeners', async () => {
     const { vm, vdi } = await runningVm(24 * MiB);
     await fx.sim.guestWrite(vm, '0', 0, pattern(24 * MiB, 5));
     const warnings: string[] = [];
     const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
     process.on('warning', onWarning);
     try {
-      const response = await xapi.getResource('/export_raw_vdi', { query: { vdi, format: 'raw' } });
+      const url = new URL(fx.sim.url);
+      const path = `/export_raw_vdi?vdi=${vdi}&format=raw&session_id=${xapi.sessionId}`;
+      const response = await new Promise<IncomingMessage>((resolve, reject) => {
+        request({ host: url.hostname, port: url.port, path }, resolve)
+          .on('error', reject)
+          .end();
+      });
+      expect(response.statusCode).toBe(200);
+      expect(response.headers['content-length']).toBeUndefined();
       let bytes = 0;
       // Reading a chunk per macrotask keeps the socket full, so the server waits for `drain` often.
-      for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+      for await (const chunk of response as AsyncIterable<Buffer>) {
         bytes += chunk.length;
         await new Promise((resolve) => setTimeout(resolve, 0));
       }
-      await response.task;
       expect(bytes).toBe(24 * MiB);
     } finally {
       process.off('warning', onWarning);
