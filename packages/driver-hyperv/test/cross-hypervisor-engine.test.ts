@@ -182,6 +182,7 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
       (record) => record.error,
       (error: unknown) => error,
     );
+    expect(refused).toMatchObject({ code: 'E_RULE' });
     expect(String((refused as { message?: unknown })?.message)).toMatch(
       /xen-to-hyperv-needs-qhybrid|XenServer ► Hyper-V works only with method 'qhybrid'/,
     );
@@ -210,8 +211,16 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
       method: 'qhybrid',
     };
 
-    const first = await replicate(e, job, hv, xen);
+    const warnings: string[] = [];
+    const onWarning = (w: Error & { code?: string }) => {
+      if (w.code === 'REPLIKIT_XEN_NETWORK_UNMAPPED') warnings.push(w.message);
+    };
+    process.on('warning', onWarning);
+    const first = await replicate(e, job, hv, xen).finally(() => process.off('warning', onWarning));
     expect(first.disks.map((d) => d.mode)).toEqual(['full', 'full']);
+    // The adapter `New-VM` added is on no switch: said so, not named as a network to map.
+    expect(warnings).toEqual([expect.stringMatching(/1 source adapter connected to no network has no VIF/)]);
+    expect(warnings.join()).not.toMatch(/''/);
     const replica = await xen.getVM(first.replica!.id);
     expect(replica).toMatchObject({ firmware: 'uefi', cpus: 2, memoryMiB: 1024 });
     // `New-VM` adds an unnamed adapter with no switch; the two named ones follow.
