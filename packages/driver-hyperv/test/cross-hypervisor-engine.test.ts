@@ -155,6 +155,7 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     expect(replica.nics.map((n) => n.macAddress)).toEqual(['020000AA0001', '020000AA0002']);
     expect(replica.macs).toEqual(['02:00:00:aa:00:01', '02:00:00:aa:00:02']);
     expect(replica.nics.map((n) => n.switchName)).toEqual(['Replica LAN', 'Replica LAN']);
+    expect(replica.disks.map((d) => d.id)).toEqual(['SCSI:0:0', 'SCSI:0:1']); // generation 2 boots from SCSI
 
     // 1 % of the first disk, across block edges; the second disk untouched.
     await xapi.guestWrite(uefi.ref, '0', MiB - 3, testPattern(4, Math.round(size / 100)));
@@ -175,7 +176,9 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
       xen,
       hv,
     );
-    expect(await hv.getVM(bios.replica!.id)).toMatchObject({ generation: 1, firmware: 'bios' });
+    const biosReplica = await hv.getVM(bios.replica!.id);
+    expect(biosReplica).toMatchObject({ generation: 1, firmware: 'bios', macs: ['02:00:00:bb:00:01'] });
+    expect(biosReplica.disks.map((d) => d.id)).toEqual(['IDE:0:0']); // generation 1 boots from IDE 0:0
 
     // Any other method is refused before anything happens, with the rule's one-line reason.
     const refused = await e.run({ ...job, name: 'xen-to-hyperv-cbt', method: 'cbt' }).then(
