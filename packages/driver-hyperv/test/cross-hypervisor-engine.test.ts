@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,14 +8,14 @@ import {
   defineDriver,
   FileStateStore,
   type Hypervisor,
+  type JobSpecInput,
   ReplicationEngine,
   type RunRecord,
-  seedRules,
 } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { createXenDriver, type XenDriver, xenDriver, xenDriverOptionsSchema } from '@replikit/driver-xen';
 import { localTransport } from '@replikit/transport';
-import { startXapiSim, type XapiSim } from '@replikit/xapi-sim';
+import { populateDemo, startXapiSim, type XapiSim } from '@replikit/xapi-sim';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HYPERV_KIND_CAPABILITIES, HyperVDriver, type HyperVVMInfo, hypervDriverOptionsSchema } from '../src/index.js';
 import { type SimHost, startSimHost } from './helpers/sim-host.js';
@@ -47,6 +48,7 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     // source's exact size.
     xapi = await startXapiSim({ dir: join(dir, 'pool'), nbd: true, vdiSizeStep: 2 * MiB });
     session = (await xapi.call('session.login_with_password', 'root', 'password')) as string;
+    await populateDemo(xapi); // the appliance template a Xen target's ABD is made from
     const { driver: _kind, ...options } = xenEndpoint();
     xen = await createXenDriver(xenDriverOptionsSchema.parse(options));
     hv = hyperv.sharedDriver();
@@ -65,8 +67,8 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     ...(xapi.url.startsWith('https') ? { allowUnauthorized: true } : {}),
   });
 
-  /** The engine with both kinds; `hyperv` drives the simulated host through the test's one fake pwsh. */
-  function engine(ruleSets?: ConstructorParameters<typeof ReplicationEngine>[0]['ruleSets']): ReplicationEngine {
+  /** The engine with both kinds and every rule; `hyperv` drives the simulated host through the test's one fake pwsh. */
+  function engine(): ReplicationEngine {
     const hypervKind = defineDriver({
       kind: 'hyperv',
       capabilities: HYPERV_KIND_CAPABILITIES,
@@ -84,14 +86,13 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
       stateStore: new FileStateStore(join(dir, 'state')),
       drivers: new DriverRegistry().register(xenDriver).register(hypervKind),
       transport: localTransport(),
-      ...(ruleSets ? { ruleSets } : {}),
     });
   }
 
   /** Runs `job`; the run completes and each replica disk equals the snapshot disk it was read from. */
   async function replicate(
     e: ReplicationEngine,
-    job: Record<string, unknown>,
+    job: JobSpecInput,
     source: Hypervisor,
     target: Hypervisor,
   ): Promise<RunRecord> {
@@ -193,9 +194,11 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
   });
 
   it('Hyper-V ► XenServer: generation 2 → UEFI, MACs kept, CPUs and memory; full then RCT-tracked run', async () => {
-    // The Xen side writes through XAPI here: the ABD rule (xen-target-needs-abd) is left out, as in
-    // driver-xen's own target tests; every other seed rule applies.
-    const e = engine([{ name: 'seed', rules: seedRules.rules.filter((r) => r.id !== 'xen-target-needs-abd') }]);
+    // The Xen target writes through its ABD (an appliance VM the pool runs; rule xen-target-needs-abd),
+    // on loopback addresses of this run.
+    const e = engine();
+    const base = `127.${randomInt(64, 250)}.${randomInt(1, 250)}`;
+    const abd = { ips: [2, 3, 4].map((n) => `${base}.${n}`) };
     const network = await call<string>('network.get_uuid', xapi.refs.network);
     const size = 5 * MiB + 512; // whole sectors, not whole MiB: the SR rounds its VDI up to 6 MiB
     await hyperv.makeVM('hv gen2', [size, 2 * MiB], { generation: 2, cpus: 2 });
@@ -210,7 +213,7 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     const job = {
       name: 'hyperv-to-xen',
       source: { driver: 'hyperv', vm: 'hv gen2' },
-      target: { ...xenEndpoint(), networkMap: { LAN: network, DMZ: network }, replicaName: 'hv-gen2' },
+      target: { ...xenEndpoint(), abd, networkMap: { LAN: network, DMZ: network }, replicaName: 'hv-gen2' },
       method: 'qhybrid',
     };
 
@@ -239,6 +242,11 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     await hyperv.host.guestWrite('hv gen2', 0, size - 700, testPattern(15, 700));
     const second = await replicate(e, job, hv, xen);
     expect(second.disks.map((d) => d.mode)).toEqual(['tracked', 'tracked']);
+    // The writes went through the appliance the target made, halted again after the run.
+    const vms =
+      await call<Record<string, { other_config: Record<string, string>; power_state: string }>>('VM.get_all_records');
+    const appliances = Object.values(vms).filter((vm) => vm.other_config['replikit:abd'] === 'appliance');
+    expect(appliances.map((vm) => vm.power_state)).toEqual(['Halted']);
 
     // A generation 1 VM is a BIOS guest.
     await hyperv.makeVM('hv gen1', [MiB], { generation: 1 });
