@@ -89,15 +89,20 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     });
   }
 
-  /** Runs `job`; the run completes and each replica disk equals the snapshot disk it was read from. */
+  /**
+   * Runs `job`; the run completes, `afterRun` looks at it, and each replica disk equals the snapshot
+   * disk it was read from.
+   */
   async function replicate(
     e: ReplicationEngine,
     job: JobSpecInput,
     source: Hypervisor,
     target: Hypervisor,
+    afterRun?: (record: RunRecord) => void | Promise<void>,
   ): Promise<RunRecord> {
     const record = await e.run(job);
     expect(record.outcome, JSON.stringify(record.error)).toBe('completed');
+    await afterRun?.(record); // before the comparison below reads the source's disks whole
     for (const [i, disk] of record.snapshot!.disks.entries()) {
       const replicaDisk: DiskRef = record.replica!.disks[i]!;
       expect(replicaDisk.size).toBe(disk.size);
@@ -159,9 +164,27 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     expect(replica.disks.map((d) => d.id)).toEqual(['SCSI:0:0', 'SCSI:0:1']); // generation 2 boots from SCSI
 
     // 1 % of the first disk, across block edges; the second disk untouched.
-    await xapi.guestWrite(uefi.ref, '0', MiB - 3, testPattern(4, Math.round(size / 100)));
-    await xapi.guestWrite(uefi.ref, '0', size - 600, testPattern(5, 600));
-    const second = await replicate(e, job, xen, hv);
+    const writes: [number, number][] = [
+      [MiB - 3, Math.round(size / 100)],
+      [size - 600, 600],
+    ];
+    for (const [i, [offset, length]] of writes.entries()) {
+      await xapi.guestWrite(uefi.ref, '0', offset, testPattern(4 + i, length));
+    }
+    const touched = new Set(
+      writes.flatMap(([offset, length]) => {
+        const blocks: number[] = [];
+        for (let b = Math.floor(offset / 65_536); b <= Math.floor((offset + length - 1) / 65_536); b++) blocks.push(b);
+        return blocks;
+      }),
+    );
+    xapi.nbdStats.reset();
+    const second = await replicate(e, job, xen, hv, (record) => {
+      // Only what CBT reported crossed, counted where the pool's NBD server sends it.
+      const [d0, d1] = record.snapshot!.disks.map((d) => xapi.nbdStats.of(d.meta!.vdi as string));
+      expect(d0!.blocks).toBeLessThanOrEqual(touched.size);
+      expect(d1!.bytes).toBe(0);
+    });
     expect(second.disks.map((d) => d.mode)).toEqual(['tracked', 'tracked']);
 
     // A BIOS guest boots from IDE on a generation 1 VM.
@@ -240,7 +263,17 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
 
     await hyperv.host.guestWrite('hv gen2', 0, 2 * MiB - 9, testPattern(14, Math.round(size / 100)));
     await hyperv.host.guestWrite('hv gen2', 0, size - 700, testPattern(15, 700));
-    const second = await replicate(e, job, hv, xen);
+    const before = new Map(hyperv.host.bytesRead());
+    const vm = (await hyperv.host.state()).vms.find((v) => v.name === 'hv gen2')!;
+    const readOf = (disk: number) =>
+      [...hyperv.host.bytesRead()]
+        .filter(([path]) => path.startsWith(vm.drives[disk]!.basePath.replace(/\.vhdx$/, '')))
+        .reduce((sum, [path, n]) => sum + n - (before.get(path) ?? 0), 0);
+    const second = await replicate(e, job, hv, xen, () => {
+      // RCT said the second disk did not change: the host saw only its headers and BAT read.
+      expect(readOf(1)).toBeLessThan(2 * MiB);
+      expect(readOf(0)).toBeLessThan(size);
+    });
     expect(second.disks.map((d) => d.mode)).toEqual(['tracked', 'tracked']);
     // The writes went through the appliance the target made, halted again after the run.
     const vms =
