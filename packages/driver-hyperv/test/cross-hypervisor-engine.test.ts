@@ -204,15 +204,17 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     expect(biosReplica).toMatchObject({ generation: 1, firmware: 'bios', macs: ['02:00:00:bb:00:01'] });
     expect(biosReplica.disks.map((d) => d.id)).toEqual(['IDE:0:0']); // generation 1 boots from IDE 0:0
 
-    // Any other method is refused before anything happens, with the rule's one-line reason.
+    // Any other method is refused: E_RULE, the rule's id and reason on one line, then its fix.
     const refused = await e.run({ ...job, name: 'xen-to-hyperv-cbt', method: 'cbt' }).then(
       (record) => record.error,
       (error: unknown) => error,
     );
     expect(refused).toMatchObject({ code: 'E_RULE' });
-    expect(String((refused as { message?: unknown })?.message)).toMatch(
-      /xen-to-hyperv-needs-qhybrid|XenServer ► Hyper-V works only with method 'qhybrid'/,
-    );
+    expect(String((refused as { message?: unknown }).message).split('\n')).toEqual([
+      'the job breaks a rule:',
+      "error   xen-to-hyperv-needs-qhybrid: XenServer ► Hyper-V works only with method 'qhybrid', but the job's method is 'cbt'",
+      "        fix: Set method to 'qhybrid'.",
+    ]);
     await e.close();
   });
 
