@@ -22,9 +22,11 @@ import { type ImageReader, openDisk } from '@replikit/formats';
 import { ChainReader } from './chain-reader.js';
 import {
   type CheckpointRow,
+  coreMac,
   type DriveRow,
   diskLabel,
   diskRefOf,
+  firmwareOf,
   type HyperVVMInfo,
   type NicRow,
   powerStateOf,
@@ -447,6 +449,7 @@ export class HyperVDriver extends AbstractHypervisor {
     const drives = await this.drives(row.Name);
     const disks = await Promise.all(drives.map(async (d) => diskRefOf(id, d, await this.vhd(d.Path))));
     const nics = await this.link.call<NicRow>(VM_NICS, { vm: row.Name });
+    const generation = row.Generation === 2 ? 2 : 1;
     return {
       id,
       name: row.Name,
@@ -455,7 +458,10 @@ export class HyperVDriver extends AbstractHypervisor {
       powerState: powerStateOf(row.State),
       disks,
       networks: nics.map((n) => n.SwitchName ?? ''),
-      generation: row.Generation === 2 ? 2 : 1,
+      // Core's spelling, so a target of another kind (Xen) keeps the MACs and boots the same way.
+      macs: nics.map((n) => coreMac(n.MacAddress)),
+      firmware: firmwareOf(generation),
+      generation,
       configurationVersion: row.Version,
       nics: nics.map((n) => ({ name: n.Name, macAddress: n.MacAddress, switchName: n.SwitchName ?? null })),
     };

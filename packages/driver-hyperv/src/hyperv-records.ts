@@ -76,6 +76,21 @@ export function powerStateOf(state: string): PowerState {
   return 'unknown';
 }
 
+/** The boot firmware of a VM of `generation`: generation 1 boots BIOS, generation 2 UEFI. */
+export function firmwareOf(generation: 1 | 2): 'bios' | 'uefi' {
+  return generation === 2 ? 'uefi' : 'bios';
+}
+
+/**
+ * A Hyper-V MAC (`00155D0A0B0C`) as core's {@link VMInfo.macs} spells it (`00:15:5d:0a:0b:0c`);
+ * `''` for none, and for `000000000000`, which Hyper-V shows for a dynamic MAC not assigned yet.
+ */
+export function coreMac(mac: string | null | undefined): string {
+  const bare = (mac ?? '').replace(/[-:.]/g, '').toLowerCase();
+  if (!/^[0-9a-f]{12}$/.test(bare) || /^0+$/.test(bare)) return '';
+  return (bare.match(/../g) ?? []).join(':');
+}
+
 /** True when configuration version `version` supports Resilient Change Tracking (6.2 or later). */
 export function versionHasRct(version: string): boolean {
   const m = /^(\d+)\.(\d+)/.exec(version);

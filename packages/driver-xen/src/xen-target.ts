@@ -783,7 +783,13 @@ export class XenTarget {
     const networks = await this.connection.call<Record<string, XRecord>>('network.get_all_records', [], s);
     const byUuid = new Map(Object.entries(networks).map(([ref, n]) => [str(n.uuid), ref]));
     const unmapped: string[] = [];
+    let unconnected = 0;
     for (const [i, source] of (spec.source.networks ?? []).entries()) {
+      // An adapter of a source on no network at all (a Hyper-V adapter on no switch): nothing to map.
+      if (source === '') {
+        unconnected++;
+        continue;
+      }
       // A network the job maps goes where the map says; one the map leaves out but this pool has
       // (a replica on the source's own pool) stays on it.
       const target = map[source] ?? (byUuid.has(source) ? source : undefined);
@@ -809,12 +815,19 @@ export class XenTarget {
         s,
       );
     }
+    const warn =
+      this.init.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'REPLIKIT_XEN_NETWORK_UNMAPPED' }));
     if (unmapped.length > 0) {
-      const warn =
-        this.init.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'REPLIKIT_XEN_NETWORK_UNMAPPED' }));
       warn(
         `replica '${spec.name}': no VIF for source networks ${unmapped.map((n) => `'${n}'`).join(', ')}; add them to networkMap`,
       );
+    }
+    if (unconnected > 0) {
+      const adapters =
+        unconnected === 1
+          ? '1 source adapter connected to no network has'
+          : `${unconnected} source adapters connected to no network have`;
+      warn(`replica '${spec.name}': ${adapters} no VIF; connect it on the source, or add a VIF to the replica by hand`);
     }
   }
 
