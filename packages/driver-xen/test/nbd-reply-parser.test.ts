@@ -1,6 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NbdConnection, NbdExport } from '../src/index.js';
 import { NBD } from '../src/nbd/nbd-constants.js';
 import { type PendingRead, ReplyParser } from '../src/nbd/reply-parser.js';
+import { startHostileNbdServer } from './helpers/hostile-nbd-server.js';
+import { startPool, type TestPool } from './helpers/xen-pool.js';
 
 function reply(handle: bigint, errno: number, payload: Uint8Array = new Uint8Array(0)): Buffer {
   const b = Buffer.alloc(16 + payload.length);
@@ -91,4 +94,69 @@ describe('NBD reply parser (replies parsed as the TLS chunks arrive)', () => {
       expect(pending.has(2n)).toBe(true); // the read after the violation is left to the connection to fail
     }
   });
+});
+
+describe('a server that breaks the NBD protocol mid-export', () => {
+  const size = 64 * 1024;
+  const data = (offset: number, length: number) => Buffer.from(pattern(size, 7).subarray(offset, offset + length));
+  let pool: TestPool;
+  beforeAll(async () => {
+    pool = await startPool();
+  });
+  afterAll(async () => {
+    await pool.close();
+  });
+
+  it.each([
+    [
+      'a bad reply magic',
+      'bad reply magic',
+      (handle: Buffer, o: number, n: number) => {
+        const r = Buffer.concat([Buffer.alloc(16), data(o, n)]);
+        r.writeUInt32BE(0x12345678, 0);
+        handle.copy(r, 8);
+        return r;
+      },
+    ],
+    [
+      'an answer to a request never sent',
+      'never sent',
+      (_handle: Buffer, o: number, n: number) => {
+        const r = Buffer.concat([Buffer.alloc(16), data(o, n)]);
+        r.writeUInt32BE(NBD.SIMPLE_REPLY_MAGIC, 0);
+        r.writeBigUInt64BE(0xffffn, 8);
+        return r;
+      },
+    ],
+  ] as const)(
+    'drops the connection on %s, and the export reads the right bytes on a fresh one',
+    async (_what, message, broken) => {
+      const tls = pool.sim.tls!;
+      const server = await startHostileNbdServer(tls, size, (connection, handle, offset, length) => {
+        if (connection < 2) return broken(handle, offset, length); // the lone connection, the export's first
+        const r = Buffer.concat([Buffer.alloc(16), data(offset, length)]);
+        r.writeUInt32BE(NBD.SIMPLE_REPLY_MAGIC, 0);
+        handle.copy(r, 8);
+        return r;
+      });
+      try {
+        const endpoint = { host: '127.0.0.1', port: server.port, exportName: '/x', cert: tls.cert };
+        const one = await NbdConnection.open(endpoint);
+        await expect(one.read(0, new Uint8Array(4096))).rejects.toThrow(message);
+        expect(one.isBroken).toBe(true);
+        const nbd = await NbdExport.open(endpoint, { connections: 1, retry: { baseDelayMs: 1 } });
+        try {
+          const got = new Uint8Array(size);
+          await nbd.readInto(0, got);
+          expect(Buffer.compare(got, data(0, size))).toBe(0);
+          expect(nbd.reconnects).toBe(1);
+          expect(server.connections()).toBe(3);
+        } finally {
+          nbd.close();
+        }
+      } finally {
+        await server.close();
+      }
+    },
+  );
 });
