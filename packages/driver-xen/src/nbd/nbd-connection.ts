@@ -2,6 +2,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { AuthError, TransportError } from '@replikit/core';
 import { errnoName, NBD } from './nbd-constants.js';
+import { type PendingRead, ReplyParser } from './reply-parser.js';
 import { StreamReader } from './stream-reader.js';
 
 /** Where an export is and how to trust it (what `VDI.get_nbd_info` gives). */
@@ -32,13 +33,6 @@ export class NbdReplyError extends TransportError {
 /** The connection dropped or the server broke the protocol: reconnect and retry. */
 export class NbdConnectionError extends TransportError {}
 
-interface Pending {
-  target: Uint8Array;
-  offset: number;
-  resolve: () => void;
-  reject: (error: Error) => void;
-}
-
 const pemBody = (pem: string) => pem.replace(/-----[^-]+-----|\s/g, '');
 
 /**
@@ -47,13 +41,12 @@ const pemBody = (pem: string) => pem.replace(/-----[^-]+-----|\s/g, '');
  * read from the server is checked before use.
  */
 export class NbdConnection {
-  private readonly pending = new Map<bigint, Pending>();
+  private readonly pending = new Map<bigint, PendingRead>();
   private nextHandle = 1n;
   private broken: Error | undefined;
 
   private constructor(
     private readonly socket: TLSSocket,
-    private readonly reader: StreamReader,
     /** The export's size in bytes. */
     readonly size: number,
     raw: Socket,
@@ -67,7 +60,25 @@ export class NbdConnection {
     socket.on('error', (error) =>
       this.breakWith(new NbdConnectionError(`the NBD connection failed: ${error.message}`, { cause: error })),
     );
-    void this.replyLoop();
+    socket.on('end', () => {
+      this.breakWith(new NbdConnectionError('the NBD server closed the connection'));
+      socket.destroy();
+    });
+    // Replies are parsed in the data handler itself, the payload copied once into its target:
+    // an await per reply and a queue of TLS chunks cost more CPU than the TLS decryption.
+    const parser = new ReplyParser({
+      take: (handle) => this.pending.get(handle),
+      done: (handle, read, errno) => {
+        this.pending.delete(handle);
+        if (errno === 0) read.resolve();
+        else read.reject(new NbdReplyError(errno, read.offset, read.target.length));
+      },
+      violation: (message) => {
+        this.breakWith(new NbdConnectionError(message));
+        socket.destroy();
+      },
+    });
+    socket.on('data', (chunk: Buffer) => parser.push(chunk));
   }
 
   /** True once the connection can no longer serve reads. */
@@ -150,7 +161,9 @@ export class NbdConnection {
       if ((answer.readUInt16BE(8) & NBD.FLAG_HAS_FLAGS) === 0) {
         throw new NbdConnectionError('the NBD export reply lacks HAS_FLAGS');
       }
-      return new NbdConnection(tls, reader, Number(size), raw);
+      if (reader.pending > 0) throw new NbdConnectionError('the NBD server sent data before any request');
+      reader.detach();
+      return new NbdConnection(tls, Number(size), raw);
     } catch (error) {
       raw.destroy();
       throw error;
@@ -167,7 +180,7 @@ export class NbdConnection {
       return Promise.reject(new RangeError(`NBD read ${offset}+${target.length} is unaligned or past ${this.size}`));
     }
     const handle = this.nextHandle++;
-    const header = Buffer.alloc(28);
+    const header = Buffer.allocUnsafe(28); // every byte written below
     header.writeUInt32BE(NBD.REQUEST_MAGIC, 0);
     header.writeUInt32BE(NBD.CMD_READ, 4); // flags 0, type READ: xapi-nbd parses both as one number
     header.writeBigUInt64BE(handle, 8);
@@ -194,37 +207,6 @@ export class NbdConnection {
   /** Cuts the connection as a network failure would (tests). */
   destroy(): void {
     this.socket.destroy();
-  }
-
-  private async replyLoop(): Promise<void> {
-    const header = Buffer.allocUnsafe(16);
-    try {
-      for (;;) {
-        await this.reader.readInto(header);
-        if (header.readUInt32BE(0) !== NBD.SIMPLE_REPLY_MAGIC)
-          throw new NbdConnectionError('the NBD server sent a bad reply magic');
-        const errno = header.readUInt32BE(4);
-        const handle = header.readBigUInt64BE(8);
-        const request = this.pending.get(handle);
-        if (!request) throw new NbdConnectionError('the NBD server answered a request we never sent');
-        if (errno !== 0) {
-          this.pending.delete(handle);
-          request.reject(new NbdReplyError(errno, request.offset, request.target.length));
-          continue;
-        }
-        // Still pending while its data arrives: a drop now rejects it with the others.
-        await this.reader.readInto(request.target); // the length is ours, never the server's
-        this.pending.delete(handle);
-        request.resolve();
-      }
-    } catch (error) {
-      this.breakWith(
-        error instanceof NbdConnectionError
-          ? error
-          : new NbdConnectionError(`the NBD connection dropped: ${(error as Error).message}`),
-      );
-      this.socket.destroy();
-    }
   }
 
   private breakWith(error: Error): void {
