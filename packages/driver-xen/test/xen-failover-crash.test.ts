@@ -22,36 +22,41 @@ import { PASSWORD_ENV, startPool } from './helpers/xen-pool.js';
 
 /*
  * Issue 19, crash safety of the Xen failover operations: test, planned and unplanned failover,
- * undo, commit and permanent failover each run in a child process that SIGKILLs itself at its
+ * undo, commit, permanent failover, reverse replication and failback each run in a child process that SIGKILLs itself at its
  * n-th fault point (the engine's journaled steps and the Xen driver's own steps, counted
  * together; a calibration run lists them). Every kill gets a world of its own (a simulated pool,
  * a replicated VM, brought to the operation's before-state). At the kill, a running replica is one
  * marked failed over (or being promoted) whose last run completed, never one a run is writing,
  * and an unmarked replica cannot start. The parent then resumes the operation and compares the
  * world with the operation's before- and after-state (a clean run in its own world): failover
- * state, replica power, start blocked, marks, replica digest, source power, and the pool's
- * objects (VMs, snapshots, VDIs, test clones) counted, so nothing is orphaned.
+ * state, replica power, start blocked, marks, replica and source digests, source power, the
+ * operations the failover journal recorded as succeeded (so exactly one, or none), and the pool's
+ * objects (VMs, snapshots, VDIs, VBDs, test clones) counted, so nothing is orphaned (probe
+ * snapshots, appliance VBDs, pending VDIs). Reverse and failback start from a planned failover
+ * whose promoted replica's guest wrote a block, and whose original's guest wrote one after it.
  *
  * Kills per operation: see pointsFor (REPLIKIT_XEN_FAILOVER_CRASH_POINTS=<n> gives each max(n, 10));
  * REPLIKIT_CRASH_POINTS caps them (CI's Node 22/24 shard). The points are drawn with
  * REPLIKIT_XEN_FAILOVER_CRASH_SEED (printed); REPLIKIT_XEN_CRASH_TRACE=1 traces the kills.
  */
 
-type Op = 'test' | 'planned' | 'unplanned' | 'undo' | 'commit' | 'permanent';
-const OPS: readonly Op[] = ['test', 'planned', 'unplanned', 'undo', 'commit', 'permanent'];
+type Op = 'test' | 'planned' | 'unplanned' | 'undo' | 'commit' | 'permanent' | 'reverse' | 'failback';
+const OPS: readonly Op[] = ['test', 'planned', 'unplanned', 'undo', 'commit', 'permanent', 'reverse', 'failback'];
 
 const MiB = 1024 * 1024;
 const FROM_ENV = Number(process.env.REPLIKIT_XEN_FAILOVER_CRASH_POINTS ?? 0);
 const CAP = Number(process.env.REPLIKIT_CRASH_POINTS ?? 0);
 /**
  * Each kill costs a world (a VM replicated once) and a child process: ~5-8 s on the loaded 2-core
- * machine (planned ~13 s), so the default is 2 kills for the multi-step failovers and 1 for the
- * others (measured 104 s there); REPLIKIT_XEN_FAILOVER_CRASH_POINTS=10 runs the issue's 10 per
- * operation (measured 434 s, 60 kills).
+ * machine (planned ~13 s, reverse and failback 15-30 s), so the default is 2 kills for the
+ * multi-step operations and 1 for the others (the file measured 268 s there, with the two
+ * targeted kills below); REPLIKIT_XEN_FAILOVER_CRASH_POINTS=10 runs the issue's 10 per operation
+ * (measured per operation, loaded: test 91 s, planned 223 s, unplanned 54 s, undo 51 s, commit
+ * 156 s, permanent 42 s, reverse 121-386 s, failback 270 s).
  */
+const MULTI_STEP: ReadonlySet<Op> = new Set(['planned', 'unplanned', 'undo', 'reverse', 'failback']);
 const pointsFor = (op: Op): number => {
-  const points =
-    FROM_ENV > 0 ? Math.max(10, FROM_ENV) : op === 'planned' || op === 'unplanned' || op === 'undo' ? 2 : 1;
+  const points = FROM_ENV > 0 ? Math.max(10, FROM_ENV) : MULTI_STEP.has(op) ? 2 : 1;
   return CAP > 0 ? Math.min(CAP, points) : points;
 };
 const SEED = Number(process.env.REPLIKIT_XEN_FAILOVER_CRASH_SEED ?? randomInt(2 ** 31));
@@ -83,11 +88,17 @@ interface Observed {
   failover: string;
   /** `replikit:mark` (`ready` / in progress), `''` once retired. */
   mark: string;
+  /** A run's or the failover's hold (`replikit:owner`) is on the replica: none once an operation ended. */
+  held: boolean;
   replicaDigest: string;
+  sourceDigest: string;
   sourcePower: string;
+  /** Operations of the kind under test the failover journal recorded as succeeded. */
+  completed: number;
   vms: number;
   snapshots: number;
   vdis: number;
+  vbds: number;
   clones: number;
 }
 
@@ -125,6 +136,7 @@ async function poolCounts(pool: Pool) {
     vms: vms.filter((v) => v.is_a_snapshot !== true).length,
     snapshots: vms.filter((v) => v.is_a_snapshot === true).length,
     vdis: Object.keys(await pool.call<Record<string, XRecord>>('VDI.get_all_records')).length,
+    vbds: Object.keys(await pool.call<Record<string, XRecord>>('VBD.get_all_records')).length,
   };
 }
 
@@ -169,6 +181,21 @@ async function makeWorld(pool: Pool, op: Op, n: number, dir: string): Promise<Wo
     }
   }
   if (op === 'permanent') await failover.commit(job);
+  if (op === 'reverse' || op === 'failback') {
+    await failover.planned(job, { shutdownTimeoutMs: 60_000 });
+    const onDevice = async (vmRef: string, vmUuid: string, offset: number, fill: number) => {
+      for (const vbd of await pool.call<string[]>('VM.get_VBDs', vmRef)) {
+        if ((await pool.call<string>('VBD.get_userdevice', vbd)) !== '0') continue;
+        const vdi = await pool.call<string>('VDI.get_uuid', await pool.call<string>('VBD.get_VDI', vbd));
+        await pool.writeGuest(vmUuid, vdi, offset, new Uint8Array(30_000).fill(fill));
+      }
+    };
+    // The promoted replica's guest writes; the original's guest runs for a moment after its last snapshot.
+    await onDevice(replicaRef, replica.id, 0, 0xab);
+    await pool.call('VM.start', vm.ref, false, false);
+    await onDevice(vm.ref, vm.uuid, 200_000, 0xcd);
+    await pool.call('VM.hard_shutdown', vm.ref);
+  }
   // Objects are counted from here on: what the operation adds or leaves behind.
   const base = await poolCounts(pool);
 
@@ -193,11 +220,15 @@ async function makeWorld(pool: Pool, op: Op, n: number, dir: string): Promise<Wo
         startBlocked: 'start' in (await pool.call<Record<string, string>>('VM.get_blocked_operations', replicaRef)),
         failover: failoverOf(config),
         mark: config['replikit:mark'] ?? '',
+        held: config['replikit:owner'] !== undefined,
         replicaDigest: await vmDigest(pool, replicaRef),
+        sourceDigest: await vmDigest(pool, vm.ref),
         sourcePower: await pool.call<string>('VM.get_power_state', vm.ref),
+        completed: record.history.filter((h) => h.kind === op && h.outcome === 'succeeded').length,
         vms: counts.vms - base.vms,
         snapshots: counts.snapshots - base.snapshots,
         vdis: counts.vdis - base.vdis,
+        vbds: counts.vbds - base.vbds,
         clones: Object.values(await pool.call<Record<string, XRecord>>('VM.get_all_records')).filter(
           (v) => typeof v.other_config === 'object' && 'replikit:clone' in (v.other_config as object),
         ).length,
@@ -273,7 +304,7 @@ function chooseHits(hits: number, count: number, draw: (n: number) => number): n
 
 /** Each operation's after-state, checked on the clean run before any kill. */
 const expectations: Record<Op, (before: Observed, after: Observed) => void> = {
-  test: (before, after) => expect(after).toEqual(before),
+  test: (before, after) => expect(after).toEqual({ ...before, completed: 1 }),
   planned: (before, after) => {
     expect(before).toMatchObject({ state: 'ready', sourcePower: 'Running', replicaPower: 'Halted', failover: '' });
     expect(after).toMatchObject({ state: 'failed-over', sourcePower: 'Halted', replicaPower: 'Running' });
@@ -292,11 +323,26 @@ const expectations: Record<Op, (before: Observed, after: Observed) => void> = {
   },
   commit: (before, after) => {
     expect(before).toMatchObject({ state: 'failed-over', failover: 'promoted' });
-    expect(after).toMatchObject({ ...before, state: 'committed', failover: 'committed' });
+    expect(after).toMatchObject({ ...before, state: 'committed', failover: 'committed', completed: 1 });
   },
   permanent: (before, after) => {
     expect(before).toMatchObject({ state: 'committed', failover: 'committed' });
     expect(after).toMatchObject({ state: 'retired', failover: 'retired', replicaPower: 'Running', mark: '' });
+  },
+  reverse: (before, after) => {
+    expect(before).toMatchObject({ state: 'failed-over', replicaPower: 'Running', sourcePower: 'Halted' });
+    expect(before.sourceDigest).not.toBe(before.replicaDigest);
+    // The original now equals the promoted replica, which keeps running untouched.
+    expect(after).toMatchObject({ ...before, sourceDigest: before.replicaDigest, completed: 1 });
+  },
+  failback: (before, after) => {
+    expect(before).toMatchObject({ state: 'failed-over', replicaPower: 'Running', sourcePower: 'Halted' });
+    expect(after).toMatchObject({ state: 'ready', failover: '', mark: 'ready', startBlocked: true, completed: 1 });
+    expect(after).toMatchObject({ replicaPower: 'Halted', sourcePower: 'Running' });
+    // The original runs on the promoted replica's disks; the failback's forward run made them a restore point.
+    expect(after).toMatchObject({ sourceDigest: before.replicaDigest, replicaDigest: before.replicaDigest });
+    // Its forward run replaced the original's snapshot: no VM, snapshot or VBD more than before.
+    expect(after).toMatchObject({ vms: 0, snapshots: before.snapshots, vbds: 0, clones: 0 });
   },
 };
 
@@ -365,12 +411,44 @@ describe('SIGKILL anywhere in a xen failover operation, then resume: before- or 
           await w.resume();
           const { pending, ...now } = await w.observe();
           expect(pending, what).toBe(false);
-          if (op === 'test') expect(now, what).toEqual(beforeState);
+          if (op === 'test') expect({ ...now, completed: 0 }, what).toEqual(beforeState);
           else expect([beforeState, afterState], what).toContainEqual(now);
         } finally {
           await w.close();
         }
       }
     }, 600_000);
+  }
+
+  // A kill after the replica's failover mark was written (promote) or dropped (demote) and before
+  // the failover's hold was: the resumed hook saw its work done and returned early, leaving the
+  // hold of a dead process; failback's forward run was then refused (E_CONFLICT, held by
+  // failover-<uuid>), and a promoted replica kept a hold no operation would drop.
+  const marks = [
+    { op: 'failback', point: 'demote:unmarked' },
+    { op: 'planned', point: 'promote:marked' },
+  ] as const;
+  for (const { op, point } of marks) {
+    it(`${op} killed at ${point}: the resume ends it in its after-state, with no hold left on the replica`, async () => {
+      const pool = await startPool();
+      pools.push(pool);
+      const dir = await mkdtemp(join(work, `${op}-mark-`));
+      const w = await makeWorld(pool, op, 0, dir);
+      try {
+        const killed = await runChild(
+          command,
+          { stateDir: w.stateDir, job: w.jobInput, op, killAt: point },
+          join(work, `r${files++}.json`),
+        );
+        expect(killed.signal, killed.err).toBe('SIGKILL');
+        expect(killed.points.at(-1)).toBe(point);
+        await w.resume();
+        const now = await w.observe();
+        expect(now).toMatchObject({ pending: false, held: false, completed: 1 });
+        expect(now.state).toBe(op === 'failback' ? 'ready' : 'failed-over');
+      } finally {
+        await w.close();
+      }
+    }, 300_000);
   }
 });

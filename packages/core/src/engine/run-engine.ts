@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { type Context, context } from '@opentelemetry/api';
 import { EventEmitter } from 'eventemitter3';
 import type { BackupSink } from '../contracts/backup-sink.js';
 import type { Hypervisor } from '../contracts/hypervisor.js';
@@ -115,6 +116,12 @@ export interface RunOptions {
    * What `replikit run` and `replikit daemon` do on SIGTERM.
    */
   suspend?: AbortSignal;
+  /**
+   * The OpenTelemetry context the run's spans (`replikit.disk`, one per disk transfer) are
+   * children of: the daemon passes its `replikit.run` span's context.
+   * @default the active context (`context.active()` of `@opentelemetry/api`) when the run starts
+   */
+  traceContext?: Context;
 }
 
 /** Options of {@link ReplicationEngine.run}. */
@@ -365,6 +372,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
         record,
         signal,
         options.suspend,
+        options.traceContext ?? context.active(),
       );
       return toRunRecord(await execution.drive({ rollback: mode === 'rollback', abandon: mode === 'abandon' }));
     } finally {

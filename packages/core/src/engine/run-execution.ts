@@ -1,3 +1,4 @@
+import type { Context } from '@opentelemetry/api';
 import type { Hypervisor } from '../contracts/hypervisor.js';
 import { isReplikitError, ReplikitError, throwIfAborted } from '../errors.js';
 import type { WarningCode } from '../warnings.js';
@@ -47,12 +48,14 @@ export class RunExecution {
   /**
    * @param signal - cancels the run: it is rolled back.
    * @param suspend - stops the run at its next checkpoint and leaves it unfinished (resumable).
+   * @param traceContext - the OpenTelemetry context the run's disk spans are children of.
    */
   constructor(
     private readonly deps: RunDependencies,
     readonly record: RunJournal,
     private readonly signal: AbortSignal,
     private readonly suspend?: AbortSignal,
+    traceContext?: Context,
   ) {
     const onStop = () => {
       // A checkpoint comes within a segment of every disk; work that has none (a pull, a whole-VM
@@ -67,6 +70,7 @@ export class RunExecution {
       deps,
       signal: AbortSignal.any([signal, this.halt.signal]),
       ...(suspend ? { suspend } : {}),
+      ...(traceContext ? { traceContext } : {}),
       progress: new ProgressReporter(record, deps.events),
       drivers: () => this.drivers(),
       jobHistory: () => {

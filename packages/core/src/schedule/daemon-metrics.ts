@@ -1,4 +1,4 @@
-import { type Meter, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
+import { type Meter, metrics } from '@opentelemetry/api';
 import type { Daemon } from './daemon.js';
 import type { DaemonRunEndEvent } from './daemon-events.js';
 import { jobStatusOf } from './job-status.js';
@@ -21,7 +21,8 @@ interface JobTotals {
  * Metrics: `replikit_job_rpo_seconds` (achieved RPO), `replikit_job_rpo_target_seconds`,
  * `replikit_job_rpo_level` (-1 unknown, 0 ok, 1 warning, 2 critical), `replikit_job_rpo_debt_slots`,
  * `replikit_job_runs_total{outcome}`, `replikit_job_sent_bytes_total`, `replikit_job_run_seconds_total`.
- * Each daemon run is also a span `replikit.run` on the `@replikit/core` tracer.
+ * (Each daemon run is also a span `replikit.run` on the `@replikit/core` tracer, with a `replikit.disk`
+ * span per disk transfer under it: the daemon's job loop and the engine make them, see `startRunSpan`.)
  */
 export class DaemonMetrics {
   private readonly totals = new Map<string, JobTotals>();
@@ -36,17 +37,6 @@ export class DaemonMetrics {
     private readonly now: () => number = Date.now,
     meter: Meter = metrics.getMeter('@replikit/core'),
   ) {
-    const tracer = trace.getTracer('@replikit/core');
-    const spans = new Map<string, ReturnType<typeof tracer.startSpan>>();
-    daemon.on('run-start', (event) => {
-      spans.get(event.job)?.end();
-      spans.set(
-        event.job,
-        tracer.startSpan('replikit.run', {
-          attributes: { 'replikit.job': event.job, 'replikit.reason': event.reason },
-        }),
-      );
-    });
     const runs = meter.createCounter('replikit.job.runs', { description: 'runs the daemon started, by outcome' });
     const bytes = meter.createCounter('replikit.job.sent', { unit: 'By', description: 'bytes the runs sent' });
     const seconds = meter.createHistogram('replikit.job.run.duration', { unit: 's', description: 'run durations' });
@@ -56,12 +46,6 @@ export class DaemonMetrics {
       runs.add(1, attributes);
       bytes.add(event.bytesSent ?? 0, attributes);
       seconds.record(event.durationSeconds, attributes);
-      const span = spans.get(event.job);
-      spans.delete(event.job);
-      if (event.runId) span?.setAttribute('replikit.run_id', event.runId);
-      if (event.outcome !== 'completed' && event.outcome !== 'stopped')
-        span?.setStatus({ code: SpanStatusCode.ERROR, message: event.code ?? event.outcome });
-      span?.end();
     });
     const rpo = meter.createObservableGauge('replikit.job.rpo', {
       unit: 's',

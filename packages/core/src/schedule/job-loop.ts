@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import type { Context } from '@opentelemetry/api';
 import type { EventEmitter } from 'eventemitter3';
 import type { RunRecord } from '../engine/run-record.js';
 import { isRunStopped } from '../engine/run-stop.js';
@@ -10,6 +11,7 @@ import type { Clock } from './clock.js';
 import type { DaemonEvents } from './daemon-events.js';
 import { classifyError } from './error-class.js';
 import { nextRpoChange, rpoLevel, rpoTargets } from './rpo.js';
+import { startRunSpan } from './run-span.js';
 import { type SchedulePolicies, schedulePolicies, type WindowOption } from './schedule-options.js';
 import { type JobActivity, newScheduleState, type RunReason, type ScheduleState } from './schedule-state.js';
 import { type SlotCalendar, slotCalendar } from './slot-calendar.js';
@@ -19,11 +21,17 @@ import { WindowCalendar } from './window-calendar.js';
 export interface DaemonEngine {
   /** The store runs and schedule states are kept in; it must have the schedule methods. */
   readonly store: StateStore;
-  /** `suspend` stops the run at a checkpoint, unfinished (see `RunOptions.suspend`). */
-  run(job: JobSpec, options: { signal?: AbortSignal; suspend?: AbortSignal }): Promise<RunRecord>;
+  /**
+   * `suspend` stops the run at a checkpoint, unfinished (see `RunOptions.suspend`); `traceContext`
+   * carries the daemon's `replikit.run` span, the parent of the run's disk spans.
+   */
+  run(
+    job: JobSpec,
+    options: { signal?: AbortSignal; suspend?: AbortSignal; traceContext?: Context },
+  ): Promise<RunRecord>;
   resume(
     runId: string,
-    options: { signal?: AbortSignal; suspend?: AbortSignal; rollback?: boolean },
+    options: { signal?: AbortSignal; suspend?: AbortSignal; rollback?: boolean; traceContext?: Context },
   ): Promise<RunRecord>;
 }
 
@@ -353,6 +361,7 @@ export class JobLoop {
       ...(unfinished ? { runId: unfinished.runId } : {}),
       at: new Date(startedAt).toISOString(),
     });
+    const span = startRunSpan({ job: this.job.name, reason: actual });
     let record: RunRecord | undefined;
     let failure: unknown;
     // The daemon stopping, or the window closing, stops the run at a checkpoint: it is resumed later.
@@ -370,8 +379,8 @@ export class JobLoop {
     const rollback = this.policies.unfinished === 'rollback' && unfinished?.stopped === undefined;
     try {
       record = unfinished
-        ? await engine.resume(unfinished.runId, { suspend, rollback })
-        : await engine.run(this.job, { suspend });
+        ? await engine.resume(unfinished.runId, { suspend, rollback, traceContext: span.context })
+        : await engine.run(this.job, { suspend, traceContext: span.context });
     } catch (error) {
       failure = error;
     } finally {
@@ -425,6 +434,11 @@ export class JobLoop {
     await this.checkRpo(now);
     await this.save();
     const outcome = this.state.lastOutcome;
+    span.end({
+      ...(runId ? { runId } : {}),
+      outcome: outcome.outcome,
+      ...(outcome.code ? { code: outcome.code } : {}),
+    });
     events.emit('run-end', {
       job: this.job.name,
       reason: actual,

@@ -1,6 +1,6 @@
 import { FailedOverError, type OperationOptions, type Replica } from '@replikit/core';
 import { sig, type XenFailoverContext } from './failover-context.js';
-import { withFailoverHold } from './failover-hold.js';
+import { dropFailoverHold, withFailoverHold } from './failover-hold.js';
 import { assertReplicaConfig, configOf, storedMark, updateConfig, vmRefOf, withMark } from './vm-config.js';
 
 /**
@@ -19,7 +19,11 @@ export async function demoteReplica(
   const first = await configOf(ctx, vmRef, options);
   assertReplicaConfig(first, replica.id);
   const mark = storedMark(first, replica.id);
-  if (!mark) return; // an ordinary replica already
+  if (!mark) {
+    // An ordinary replica already; a call that died after it dropped the mark may have left its hold.
+    await dropFailoverHold(ctx, replica.id, vmRef, options);
+    return;
+  }
   if (mark.state === 'committed') {
     throw new FailedOverError(
       `replica '${replica.id}' is failed over and committed; it cannot return to restore point ${mark.pointId}`,

@@ -55,9 +55,26 @@ export async function withFailoverHold<T>(
   try {
     return await fn();
   } finally {
-    const raw = (await configOf(ctx, vmRef, options).catch(() => ({}) as Record<string, string>))[REPLICA_OWNER_KEY];
-    if (raw?.includes(`"runId":${JSON.stringify(runId)}`)) {
-      await ctx.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_OWNER_KEY], sig(options));
-    }
+    await dropFailoverHold(ctx, replicaId, vmRef, options, true);
+  }
+}
+
+/**
+ * Drops the failover pseudo-run's hold of the replica, if it is there (a run's hold is left as it
+ * is). A hook whose work a crashed call already finished (the mark written or dropped) calls it
+ * before it returns early: that call died before it dropped its hold, and no later hook would,
+ * so the job's next run would be refused (`E_CONFLICT`).
+ */
+export async function dropFailoverHold(
+  ctx: XenFailoverContext,
+  replicaId: string,
+  vmRef: string,
+  options?: OperationOptions,
+  quiet = false,
+): Promise<void> {
+  const read = configOf(ctx, vmRef, options);
+  const raw = (await (quiet ? read.catch(() => ({}) as Record<string, string>) : read))[REPLICA_OWNER_KEY];
+  if (raw?.includes(`"runId":${JSON.stringify(failoverRunId(replicaId))}`)) {
+    await ctx.connection.call('VM.remove_from_other_config', [vmRef, REPLICA_OWNER_KEY], sig(options));
   }
 }

@@ -2,7 +2,7 @@ import { ConflictError, FailedOverError, type OperationOptions, type Replica, ty
 import { diskVbds, type PoolView, type XRecord } from '../xen-records.js';
 import { REPLICA_BOOT_KEY, REPLICA_MARK_KEY } from '../xen-replica-keys.js';
 import { sig, str, type XenFailoverContext } from './failover-context.js';
-import { withFailoverHold } from './failover-hold.js';
+import { dropFailoverHold, withFailoverHold } from './failover-hold.js';
 import { assertReplicaConfig, configOf, storedMark, updateConfig, vmRefOf, withMark } from './vm-config.js';
 
 /**
@@ -82,7 +82,11 @@ export async function promoteReplica(
   assertReplicaConfig(first, replica.id);
   const found = storedMark(first, replica.id);
   if (found && (found.state !== 'promoting' || found.pointId !== point.id)) {
-    if (found.state === 'promoted' && found.pointId === point.id) return; // done already
+    if (found.state === 'promoted' && found.pointId === point.id) {
+      // Done already; a call that died after it wrote the mark may have left its hold.
+      await dropFailoverHold(ctx, replica.id, vmRef, options);
+      return;
+    }
     throw new FailedOverError(
       `replica '${replica.id}' is already failed over (${found.state} at restore point ${found.pointId}); undo that first`,
       { details: { state: found.state, pointId: found.pointId } },

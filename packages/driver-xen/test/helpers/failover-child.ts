@@ -1,6 +1,7 @@
 /**
- * Child process of the xen failover crash check: one FailoverEngine operation of a job against a
- * simulated pool the parent serves on loopback. Usage:
+ * Child process of the xen failover crash check: one FailoverEngine operation of a job (a failover,
+ * undo, commit, permanent failover, reverse replication or failback) against a simulated pool the
+ * parent serves on loopback. Usage:
  *
  *   node failover-child.mjs <request.json>
  *
@@ -26,7 +27,7 @@ import { createXenDriver, XEN_KIND_CAPABILITIES, xenDriverOptionsSchema } from '
 interface ChildRequest {
   stateDir: string;
   job: JobSpecInput;
-  op: 'test' | 'planned' | 'unplanned' | 'undo' | 'commit' | 'permanent';
+  op: 'test' | 'planned' | 'unplanned' | 'undo' | 'commit' | 'permanent' | 'reverse' | 'failback';
   killAt?: string;
   killAtHit?: number;
 }
@@ -63,7 +64,9 @@ try {
   else if (request.op === 'unplanned') await failover.unplanned(job, { force: true });
   else if (request.op === 'undo') await failover.undo(job);
   else if (request.op === 'commit') await failover.commit(job);
-  else await failover.permanent(job);
+  else if (request.op === 'permanent') await failover.permanent(job);
+  else if (request.op === 'reverse') await failover.reverse(job);
+  else await failover.failback(job, { shutdownTimeoutMs: 60_000 });
   process.stdout.write('result ok\n');
 } catch (error) {
   const { code, message } = error as { code?: string; message?: string };

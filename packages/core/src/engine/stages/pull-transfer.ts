@@ -1,6 +1,7 @@
 import pLimit from 'p-limit';
 import type { DiskPullResult, Hypervisor, Replica, Snapshot } from '../../contracts/hypervisor.js';
 import { DriverError, throwIfAborted } from '../../errors.js';
+import { startDiskSpan } from '../disk-span.js';
 import { preparedOf, snapshotOf } from '../run-journal.js';
 import { type DiskRecord, sumStats } from '../run-record.js';
 import type { RunContext } from './stage.js';
@@ -52,12 +53,15 @@ export async function transferByPull(ctx: RunContext, source: Hypervisor, target
     await Promise.all(
       pending.map((disk) =>
         run(async () => {
+          const span = startDiskSpan({ runId: record.runId, job: record.job.name }, disk, ctx.traceContext);
           try {
             // A disk not started when the run is cancelled (or another disk failed) must fail the
             // stage, never count as done.
             throwIfAborted(signal);
             await pullOne(ctx, source, target, { disk, snapshot, replica, signal, share });
+            span.end();
           } catch (error) {
+            span.end(error);
             firstError ??= error;
             inner.abort(error);
           }

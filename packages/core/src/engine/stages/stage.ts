@@ -1,3 +1,4 @@
+import type { Context } from '@opentelemetry/api';
 import type { Hypervisor } from '../../contracts/hypervisor.js';
 import type { WarningCode } from '../../warnings.js';
 import type { ProgressReporter } from '../progress-reporter.js';
@@ -28,6 +29,8 @@ export interface RunContext {
   readonly suspend?: AbortSignal;
   /** Throttled progress events of the transfer. */
   readonly progress: ProgressReporter;
+  /** The OpenTelemetry context the run's spans are children of (see `RunOptions.traceContext`). */
+  readonly traceContext?: Context;
   /** The run's source and target drivers, created once per execution. */
   drivers(): Promise<{ source: Hypervisor; target: Hypervisor }>;
   /** What the store keeps of the job, read once per execution. */

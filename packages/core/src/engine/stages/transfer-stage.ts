@@ -6,6 +6,7 @@ import type { Hypervisor } from '../../contracts/hypervisor.js';
 import type { BlockChannel } from '../../contracts/transport.js';
 import { TokenBucket } from '../../util/token-bucket.js';
 import { countBlocks, countBytes } from '../block-ranges.js';
+import { startDiskSpan } from '../disk-span.js';
 import { transferDisk } from '../disk-transfer.js';
 import { toRunRecord } from '../journal-format.js';
 import { ALWAYS_FULL_METHODS } from '../plan/plan-disk.js';
@@ -65,11 +66,14 @@ class TransferStage {
       .filter((disk) => !disk.done)
       .map((disk) =>
         limit(async () => {
+          const span = startDiskSpan({ runId: record.runId, job: record.job.name }, disk, this.ctx.traceContext);
           try {
             // A disk that has not started when the run is stopped does not start.
             if (this.ctx.suspend?.aborted) throw runStoppedError(record.runId, stopReasonOf(this.ctx.suspend));
             await this.transferOne(source, disk, channel, { signal, throttle, digestOnWire, backup });
+            span.end();
           } catch (error) {
+            span.end(error);
             firstError ??= error;
             // A disk stopped at its checkpoint leaves the others to reach theirs.
             if (!isRunStopped(error)) inner.abort(error);

@@ -1,5 +1,6 @@
 import type { Hypervisor, Replica } from '../../contracts/hypervisor.js';
 import { DriverError } from '../../errors.js';
+import { startDiskSpan } from '../disk-span.js';
 import { preparedOf, snapshotOf } from '../run-journal.js';
 import { sumStats } from '../run-record.js';
 import type { RunContext } from './stage.js';
@@ -10,7 +11,8 @@ import type { RunContext } from './stage.js';
  * ({@link Hypervisor.importVm}); `commit` then makes it the replica, as it does for blocks. The
  * bytes go from one platform to the other through this process, in the platform's own format:
  * the block transport and the replication cache take no part. A resumed run imports again (the
- * target replaces its own pending import); there is no checkpoint inside an export.
+ * target replaces its own pending import); there is no checkpoint inside an export. Each disk
+ * still has its `replikit.disk` span, all of them as long as the one stream.
  *
  * @throws `E_DRIVER` when either driver cannot move whole VMs.
  */
@@ -28,6 +30,10 @@ export async function transferWholeVm(ctx: RunContext, source: Hypervisor, targe
     disk.stats.blocksTotal = Math.ceil(disk.size / record.blockSize);
     disk.stats.bytesTotal = disk.size;
   }
+  const spans = record.disks.map((disk) =>
+    startDiskSpan({ runId: record.runId, job: record.job.name }, disk, ctx.traceContext),
+  );
+  let failure: unknown;
   ctx.progress.start();
   try {
     const exported = await source.exportVm(snapshotOf(record), { signal });
@@ -54,8 +60,12 @@ export async function transferWholeVm(ctx: RunContext, source: Hypervisor, targe
     }
     sumStats(record);
     await ctx.save();
+  } catch (error) {
+    failure = error;
+    throw error;
   } finally {
     ctx.progress.stop();
+    for (const span of spans) span.end(failure);
   }
   ctx.progress.emit(true);
 }
