@@ -2,10 +2,10 @@ import type { PsScript } from '../powershell/ps-script.js';
 
 // Every script of the target side. Fixed text: values arrive only as `$p.<field>`.
 
-/** Every VM of the host with its notes (where a replica carries its replikit identity) and state. */
+/** Every VM of the host with its notes (where a replica carries its replikit identity), state and folder. */
 export const LIST_VM_NOTES: PsScript = {
   name: 'list-vm-notes',
-  body: "Get-VM | Select-Object -Property 'Name', @{ Name = 'Id'; Expression = { $_.Id.ToString() } }, @{ Name = 'State'; Expression = { $_.State.ToString() } }, 'Notes'",
+  body: "Get-VM | Select-Object -Property 'Name', @{ Name = 'Id'; Expression = { $_.Id.ToString() } }, @{ Name = 'State'; Expression = { $_.State.ToString() } }, 'Notes', 'Path'",
 };
 
 /** A new VM `$p.name` without disks: generation `$p.generation`, `$p.memory` bytes, files in `$p.path`. */
