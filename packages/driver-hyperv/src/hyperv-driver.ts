@@ -58,7 +58,7 @@ import {
   VM_DRIVES,
   VM_NICS,
 } from './scripts/hyperv-scripts.js';
-import { START_VM, STOP_VM } from './scripts/target-scripts.js';
+import { SHUTDOWN_VM, START_VM, STOP_VM } from './scripts/target-scripts.js';
 import { HyperVTarget, type HyperVTargetInit } from './target/hyperv-target.js';
 import { readMark, writeBoot } from './target/replica-files.js';
 
@@ -365,7 +365,7 @@ export class HyperVDriver extends AbstractHypervisor {
   protected override async _power(vmId: string, op: 'start' | 'shutdown', _options?: OperationOptions): Promise<void> {
     const vm = await this.requireVm(vmId);
     if (op === 'shutdown') {
-      await this.link.call(STOP_VM, { vm: vm.Name });
+      await this.link.call(SHUTDOWN_VM, { vm: vm.Name });
       return;
     }
     const replica = await this.target.replicaById(vm.Id);

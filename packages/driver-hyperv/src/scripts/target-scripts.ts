@@ -71,6 +71,12 @@ export const RESTORE_CHECKPOINT: PsScript = {
 /** Starts VM `$p.vm`. */
 export const START_VM: PsScript = { name: 'start-vm', body: 'Start-VM -Name $p.vm' };
 
+/**
+ * Shuts VM `$p.vm` down through its guest (the integration services' shutdown; `-Force` answers
+ * the prompt a guest with open applications would raise, it does not cut power).
+ */
+export const SHUTDOWN_VM: PsScript = { name: 'shutdown-vm', body: 'Stop-VM -Name $p.vm -Force' };
+
 /** Turns VM `$p.vm` off. */
 export const STOP_VM: PsScript = { name: 'stop-vm', body: 'Stop-VM -Name $p.vm -TurnOff' };
 
@@ -91,6 +97,7 @@ export const TARGET_SCRIPTS: readonly PsScript[] = [
   CHECKPOINT_REPLICA,
   RESTORE_CHECKPOINT,
   START_VM,
+  SHUTDOWN_VM,
   STOP_VM,
   REMOVE_VM,
 ];
