@@ -28,6 +28,7 @@ import { type ImageReader, openDisk } from '@replikit/formats';
 import { ChainReader } from './chain-reader.js';
 import type { HyperVFailoverFaultHook } from './failover/failover-context.js';
 import { HyperVFailover } from './failover/hyperv-failover.js';
+import { writtenOver } from './failover/live-disk.js';
 import {
   type CheckpointRow,
   type DriveRow,
@@ -293,6 +294,24 @@ export class HyperVDriver extends AbstractHypervisor {
     this.known.set(key, extents);
     if (this.known.size > 256) this.known.delete(this.known.keys().next().value!);
     return iterate(extents);
+  }
+
+  /**
+   * The writes on a live disk since snapshot `base` while `base` is still a checkpoint: the live
+   * file is then a differencing file over the checkpoint's frozen file, and what it holds itself
+   * (to the sector) is what was written since, by the guest or by a failback. Once `base` became
+   * an RCT reference point, or the disk is another one, the driver cannot tell without a snapshot.
+   */
+  protected override async _pending(disk: DiskRef, base: Snapshot): Promise<AsyncIterable<Extent> | undefined> {
+    const vm = await this.vmRow(base.vmId);
+    if (!vm) return undefined;
+    const index = base.disks.findIndex((d) => d.id === disk.id);
+    const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === base.id);
+    const frozen = checkpoint?.HardDrives[index]?.Path;
+    const drive = (await this.drives(vm.Name))[index];
+    if (index < 0 || !frozen || !drive || slotId(drive) !== disk.id) return undefined;
+    const extents = await writtenOver(drive.Path, frozen);
+    return extents ? iterate(extents) : undefined;
   }
 
   protected override async _close(): Promise<void> {

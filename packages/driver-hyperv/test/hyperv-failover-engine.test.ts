@@ -212,7 +212,13 @@ describe('failover engine hyperv ► hyperv on the simulated host', { timeout: 3
     expect(await liveDigest(w.hv, w.vmId)).not.toBe(replicaNow);
 
     const result = await w.failover.reverse(w.job);
-    // 40 000 bytes at 1 MiB touch one 64 KiB block; the original's write one more.
+    // Tracked on both sides: 40 000 bytes at 1 MiB touch one 64 KiB block of the replica's first
+    // disk, the original's write one block of its second; only their union is sent.
+    expect(result.reverse.disks.map((d) => d.mode)).toEqual(['tracked', 'tracked']);
+    expect(result.reverse.disks.map((d) => [d.blocksPromoted, d.blocksOriginal])).toEqual([
+      [1, 0],
+      [0, 1],
+    ]);
     expect(result.reverse.blocksSent).toBe(2);
     expect(await liveDigest(w.hv, w.vmId)).toBe(replicaNow);
     expect((await w.failover.status(w.job)).state).toBe('failed-over');

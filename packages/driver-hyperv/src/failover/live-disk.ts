@@ -16,27 +16,32 @@ import { GET_VM, LIST_VMS } from '../scripts/hyperv-scripts.js';
 import { type HyperVFailoverContext, isOff } from './failover-context.js';
 import { readFailover } from './failover-files.js';
 
-/** BAT states of a VHDX block holding data of its own file (fully or partially present). */
-const OWN = new Set([6, 7]);
-
-/** The blocks a VHDX file holds itself (not through its parent), as extents. */
-function ownExtents(reader: VhdxReader): Extent[] {
+/** The extents a VHDX file holds itself (see `VhdxReader.ownExtents`). */
+async function ownExtents(reader: VhdxReader): Promise<Extent[]> {
   const out: Extent[] = [];
-  for (let b = 0; b < reader.states.length; b++) {
-    const offset = b * reader.blockSize;
-    if (offset >= reader.size || !OWN.has(reader.states[b] ?? 0)) continue;
-    const length = Math.min(reader.blockSize, reader.size - offset);
-    const last = out.at(-1);
-    if (last && last.offset + last.length === offset) last.length += length;
-    else out.push({ offset, length });
-  }
+  for await (const e of reader.ownExtents()) out.push(e);
   return out;
+}
+
+/**
+ * What was written on the live file at `livePath` since it was made over `parentPath`: the
+ * extents it holds itself (to the sector), or `undefined` when it is no child of that file.
+ */
+export async function writtenOver(livePath: string, parentPath: string): Promise<Extent[] | undefined> {
+  const reader = await openVhdx(livePath);
+  try {
+    const parent = reader.parent?.info.path ?? reader.info.parent;
+    if (!parent || resolve(parent) !== resolve(parentPath)) return undefined;
+    return await ownExtents(reader);
+  } finally {
+    await reader.close();
+  }
 }
 
 /**
  * See `FailoverHooks.promotedChanges`. Promotion applied the point's checkpoint, so each live
  * file is a fresh differencing VHDX over the point's frozen file, and the blocks it holds are
- * exactly what the guest wrote since (to the file's block size). When the live file is no child of
+ * exactly what the guest wrote since (to the sector: a block's sector bitmap says which). When the live file is no child of
  * the point's file any more (a checkpoint of the promoted VM was taken), the driver cannot tell.
  */
 export async function promotedChanges(
@@ -57,14 +62,7 @@ export async function promotedChanges(
   const live = (await ctx.target.drives(vm.row.Name))[index]?.Path;
   const frozen = point?.HardDrives[index]?.Path;
   if (!live || !frozen) return undefined;
-  const reader = await openVhdx(live);
-  try {
-    const parent = reader.parent?.info.path ?? reader.info.parent;
-    if (!parent || resolve(parent) !== resolve(frozen)) return undefined;
-    return ownExtents(reader);
-  } finally {
-    await reader.close();
-  }
+  return writtenOver(live, frozen);
 }
 
 /** A VM row by id or name. */
@@ -183,7 +181,7 @@ export async function openLiveDisk(
       logicalSectorSize: live.info.logicalSectorSize as 512 | 4096,
       ...(parent ? { parent } : {}),
     });
-    for (const e of ownExtents(live)) {
+    for (const e of await ownExtents(live)) {
       for (let at = e.offset; at < e.offset + e.length; at += live.blockSize) {
         const length = Math.min(live.blockSize, e.offset + e.length - at);
         await file.write(at, await live.read(at, length));
