@@ -279,9 +279,20 @@ export class HyperVDriver extends AbstractHypervisor {
     if (cached) return iterate(cached);
     const vm = await this.vmRow(current.vmId);
     if (!vm) return undefined;
-    // replikit wrote the disks itself after the base (a failback): RCT never saw those writes.
+    // replikit wrote the disks itself after the base (a failback): RCT never saw those writes, but
+    // while the base is still a checkpoint and `current` the next one, the file `current` froze is
+    // a differencing file over the base's and holds exactly what was written between the two.
     const untracked = await ReferencePointStore.of(vm.Path).distrustedBefore(vm.Id);
-    if (untracked !== undefined && Date.parse(base.createdAt) <= Date.parse(untracked)) return undefined;
+    if (untracked !== undefined && Date.parse(base.createdAt) <= Date.parse(untracked)) {
+      const list = await this.checkpoints(vm.Name);
+      const at = list.findIndex((c) => c.Id === base.id);
+      const from = list[at]?.HardDrives[index]?.Path;
+      const to = list[at + 1]?.Id === current.id ? list[at + 1]?.HardDrives[index]?.Path : undefined;
+      const written = at >= 0 && from && to ? await writtenOver(to, from) : undefined;
+      if (!written) return undefined;
+      this.known.set(key, written);
+      return iterate(written);
+    }
     const point = await this.referencePointOf(vm, base.id);
     const limitId = point?.rctIds[index];
     if (!limitId) return undefined; // the base's RCT id is gone

@@ -202,7 +202,7 @@ describe('failover engine hyperv ► hyperv on the simulated host', { timeout: 3
     expect((await w.hv.getVM(w.replica.id)).powerState).toBe('running');
   });
 
-  it('reverse replication and failback: only blocks that differ are sent, the original ends equal to the replica, and the original direction resumes', async () => {
+  it('reverse replication and failback: only the union of the changed blocks of both sides is sent, the original ends equal to the replica, and the original direction resumes tracked', async () => {
     const w = await world();
     await w.failover.planned(w.job, { shutdownTimeoutMs: 60_000 });
     // 1 % of the first disk written on the promoted replica, a few blocks on the (stopped) original.
@@ -231,6 +231,9 @@ describe('failover engine hyperv ► hyperv on the simulated host', { timeout: 3
     expect(await w.hv.failoverMark!(w.replica)).toEqual({ state: 'replica' });
     expect((await w.failover.status(w.job)).state).toBe('ready');
     expect(await pointDigest(w.hv, w.replica.id, w.replica.disks)).toBe(await liveDigest(w.hv, w.vmId));
+    // The forward run after the failback sends what the failback wrote, tracked (not a hash diff).
+    const failbackRun = await w.stateStore.loadRun(back.run);
+    expect(failbackRun?.disks.map((d) => d.mode)).toEqual(['tracked', 'tracked']);
 
     await w.guestWrite(10);
     const next = await w.replication.run(w.job);
