@@ -163,7 +163,8 @@ describe('failover engine hyperv ► hyperv on the simulated host', { timeout: 3
     expect((await w.hv.getVM(w.replica.id)).powerState).toBe('running');
     // The failed-over VM's guest writes on its first disk.
     await sim.host.guestWrite(w.replicaName, 0, 8192, new Uint8Array(70_000).fill(0xee));
-    expect(await w.hv.promotedChanges!(w.replica, w.replica.disks[0]!.id)).toEqual([{ offset: 0, length: 2 * MiB }]);
+    // What the guest wrote since the promotion, to the sector (70 000 bytes end mid-sector).
+    expect(await w.hv.promotedChanges!(w.replica, w.replica.disks[0]!.id)).toEqual([{ offset: 8192, length: 70_144 }]);
 
     await w.failover.undo(w.job);
     expect((await w.failover.status(w.job)).state).toBe('ready');

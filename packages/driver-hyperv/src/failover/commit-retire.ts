@@ -42,8 +42,7 @@ export async function retireReplica(ctx: HyperVFailoverContext, replica: Replica
   const identity = identityOf(row.Notes);
   const retired = retiredOf(row.Notes);
   if (!identity && retired) {
-    const dir = (retired as { dir?: unknown }).dir;
-    if (typeof dir === 'string') await dropReplicaFiles(dir);
+    if (typeof retired.dir === 'string') await dropReplicaFiles(retired.dir);
     return; // retired already
   }
   const vm = await ctx.target.vm(replica);

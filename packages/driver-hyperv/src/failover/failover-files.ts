@@ -61,7 +61,14 @@ export function assertNotFailedOver(f: StoredFailover | undefined, replicaId: st
 
 /** What a retired replica's notes hold: it became a production VM by a permanent failover. */
 export interface RetiredRecord {
-  replikitRetired: { name: string; of: string; pointId: string; retiredAt: string };
+  replikitRetired: {
+    name: string;
+    of: string;
+    pointId: string;
+    retiredAt: string;
+    /** The former replica's folder (its disks stay; replikit's own files go). */
+    dir?: string;
+  };
 }
 
 /** The retired record in a VM's notes, or undefined. */

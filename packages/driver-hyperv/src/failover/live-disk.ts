@@ -118,9 +118,12 @@ class LiveFileWriter implements LiveDisk {
     if (this.closed) return;
     this.closed = true;
     try {
-      await this.file.close();
-      await this.live.close();
-      await this.parent?.close();
+      try {
+        await this.file.close();
+      } finally {
+        await this.live.close();
+        await this.parent?.close();
+      }
       await rename(this.tmp, this.target);
     } catch (error) {
       await rm(this.tmp, { force: true });
