@@ -2,24 +2,33 @@ import { lstat } from 'node:fs/promises';
 import {
   AbstractHypervisor,
   type Capabilities,
+  type CloneInfo,
+  type CloneOptions,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
   DriverError,
   type Extent,
+  type LiveDisk,
   NotFoundError,
   type OperationOptions,
   type Replica,
+  type ReplicaFailoverMark,
   type ReplicaFingerprint,
   ReplicaInProgressError,
   type ReplicaOwner,
   type ReplicaSpec,
+  ReplikitError,
   type RestorePoint,
   type Snapshot,
+  throwIfAborted,
   type WriterOptions,
 } from '@replikit/core';
 import { type ImageReader, openDisk } from '@replikit/formats';
 import { ChainReader } from './chain-reader.js';
+import type { HyperVFailoverFaultHook } from './failover/failover-context.js';
+import { HyperVFailover } from './failover/hyperv-failover.js';
+import { writtenOver } from './failover/live-disk.js';
 import {
   type CheckpointRow,
   coreMac,
@@ -52,7 +61,7 @@ import {
   VM_DRIVES,
   VM_NICS,
 } from './scripts/hyperv-scripts.js';
-import { START_VM, STOP_VM } from './scripts/target-scripts.js';
+import { SHUTDOWN_VM, START_VM, STOP_VM } from './scripts/target-scripts.js';
 import { HyperVTarget, type HyperVTargetInit } from './target/hyperv-target.js';
 import { readMark, writeBoot } from './target/replica-files.js';
 
@@ -70,6 +79,7 @@ export const HYPERV_CAPABILITIES: Capabilities = Object.freeze({
   changeTracking: true,
   formats: Object.freeze(['vhdx', 'vhd']) as string[],
   restorePoints: true,
+  failover: true,
 });
 
 /** @deprecated The driver is a target too now: use {@link HYPERV_CAPABILITIES}. */
@@ -97,6 +107,8 @@ export interface HyperVDriverInit {
    * local file with `@replikit/formats`; a test gives the simulated host's counting opener.
    */
   openImage?: (path: string) => Promise<ImageReader>;
+  /** Called at the named steps of the failover hooks. For crash tests only. */
+  failoverFaultHook?: HyperVFailoverFaultHook | undefined;
 }
 
 /** Snapshot `meta` of this driver. */
@@ -130,6 +142,8 @@ export class HyperVDriver extends AbstractHypervisor {
   private readonly target: HyperVTarget;
   private readonly rct: boolean;
   private readonly openImage: (path: string) => Promise<ImageReader>;
+  /** The failover hooks (src/failover/). */
+  private readonly failover: HyperVFailover;
   /** Changed extents per (base, current, disk): two checkpoints never change, nor their changes. */
   private readonly known = new Map<string, Extent[]>();
   /** Virtual sizes of checkpoint files: a frozen file's size never changes (merges keep it). */
@@ -142,6 +156,12 @@ export class HyperVDriver extends AbstractHypervisor {
     this.target = new HyperVTarget(init.link, init.target);
     this.rct = init.rct ?? true;
     this.openImage = init.openImage ?? openLocalImage;
+    this.failover = new HyperVFailover({
+      link: init.link,
+      target: this.target,
+      openImage: this.openImage,
+      faultHook: init.failoverFaultHook,
+    });
   }
 
   protected override async _listVMs(): Promise<HyperVVMInfo[]> {
@@ -261,6 +281,20 @@ export class HyperVDriver extends AbstractHypervisor {
     if (cached) return iterate(cached);
     const vm = await this.vmRow(current.vmId);
     if (!vm) return undefined;
+    // replikit wrote the disks itself after the base (a failback): RCT never saw those writes, but
+    // while the base is still a checkpoint and `current` the next one, the file `current` froze is
+    // a differencing file over the base's and holds exactly what was written between the two.
+    const untracked = await ReferencePointStore.of(vm.Path).distrustedBefore(vm.Id);
+    if (untracked !== undefined && Date.parse(base.createdAt) <= Date.parse(untracked)) {
+      const list = await this.checkpoints(vm.Name);
+      const at = list.findIndex((c) => c.Id === base.id);
+      const from = list[at]?.HardDrives[index]?.Path;
+      const to = list[at + 1]?.Id === current.id ? list[at + 1]?.HardDrives[index]?.Path : undefined;
+      const written = at >= 0 && from && to ? await writtenOver(to, from) : undefined;
+      if (!written) return undefined;
+      this.known.set(key, written);
+      return iterate(written);
+    }
     const point = await this.referencePointOf(vm, base.id);
     const limitId = point?.rctIds[index];
     if (!limitId) return undefined; // the base's RCT id is gone
@@ -273,6 +307,24 @@ export class HyperVDriver extends AbstractHypervisor {
     this.known.set(key, extents);
     if (this.known.size > 256) this.known.delete(this.known.keys().next().value!);
     return iterate(extents);
+  }
+
+  /**
+   * The writes on a live disk since snapshot `base` while `base` is still a checkpoint: the live
+   * file is then a differencing file over the checkpoint's frozen file, and what it holds itself
+   * (to the sector) is what was written since, by the guest or by a failback. Once `base` became
+   * an RCT reference point, or the disk is another one, the driver cannot tell without a snapshot.
+   */
+  protected override async _pending(disk: DiskRef, base: Snapshot): Promise<AsyncIterable<Extent> | undefined> {
+    const vm = await this.vmRow(base.vmId);
+    if (!vm) return undefined;
+    const index = base.disks.findIndex((d) => d.id === disk.id);
+    const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === base.id);
+    const frozen = checkpoint?.HardDrives[index]?.Path;
+    const drive = (await this.drives(vm.Name))[index];
+    if (index < 0 || !frozen || !drive || slotId(drive) !== disk.id) return undefined;
+    const extents = await writtenOver(drive.Path, frozen);
+    return extents ? iterate(extents) : undefined;
   }
 
   protected override async _close(): Promise<void> {
@@ -345,7 +397,7 @@ export class HyperVDriver extends AbstractHypervisor {
   protected override async _power(vmId: string, op: 'start' | 'shutdown', _options?: OperationOptions): Promise<void> {
     const vm = await this.requireVm(vmId);
     if (op === 'shutdown') {
-      await this.link.call(STOP_VM, { vm: vm.Name });
+      await this.link.call(SHUTDOWN_VM, { vm: vm.Name });
       return;
     }
     const replica = await this.target.replicaById(vm.Id);
@@ -358,6 +410,105 @@ export class HyperVDriver extends AbstractHypervisor {
       await writeBoot(replica.identity.dir);
     }
     await this.link.call(START_VM, { vm: vm.Name });
+  }
+
+  // ── failover (src/failover/) ──────────────────────────────────────────────────────────────
+
+  /** Copies a restore point into a stopped VM of its own (see `FailoverHooks`). */
+  async cloneRestorePoint(replica: Replica, point: RestorePoint, options: CloneOptions): Promise<CloneInfo> {
+    this._checkId(options?.name, 'clone name');
+    return this.failoverCall(`cloning replica '${replica?.id}'`, options, () =>
+      this.failover.clone(replica, point, options),
+    );
+  }
+
+  /** Turns a clone off and deletes it with its files (see `FailoverHooks`). */
+  async destroyClone(cloneId: string, options?: OperationOptions): Promise<void> {
+    this._checkId(cloneId, 'clone id');
+    return this.failoverCall(`deleting clone '${cloneId}'`, options, () =>
+      this.failover.destroyClone(cloneId, options),
+    );
+  }
+
+  /** Lists the test-failover clones of the host (see `FailoverHooks`). */
+  async listClones(replica?: Replica, options?: OperationOptions): Promise<CloneInfo[]> {
+    return this.failoverCall('listing clones', options, () => this.failover.listClones(replica));
+  }
+
+  /** Promotes the replica at its newest point and starts it (see `FailoverHooks`). */
+  async promoteReplica(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`promoting replica '${replica?.id}'`, options, () =>
+      this.failover.promote(replica, point),
+    );
+  }
+
+  /** Returns a promoted replica to its point (see `FailoverHooks`). */
+  async demoteReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`undoing the failover of replica '${replica?.id}'`, options, () =>
+      this.failover.demote(replica),
+    );
+  }
+
+  /** Makes a promotion final (see `FailoverHooks`). */
+  async commitFailover(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`committing the failover of replica '${replica?.id}'`, options, () =>
+      this.failover.commit(replica),
+    );
+  }
+
+  /** Turns a committed replica into an ordinary VM of the host (see `FailoverHooks`). */
+  async retireReplica(replica: Replica, options?: OperationOptions): Promise<void> {
+    return this.failoverCall(`retiring replica '${replica?.id}'`, options, () => this.failover.retire(replica));
+  }
+
+  /** The replica's failover state (see `FailoverHooks`). */
+  async failoverMark(replica: Replica, options?: OperationOptions): Promise<ReplicaFailoverMark> {
+    return this.failoverCall(`reading the failover state of replica '${replica?.id}'`, options, () =>
+      this.failover.mark(replica),
+    );
+  }
+
+  /** The extents written on a promoted replica's disk since its promotion (see `FailoverHooks`). */
+  async promotedChanges(replica: Replica, diskId: string, options?: OperationOptions): Promise<Extent[] | undefined> {
+    return this.failoverCall(`reading the changes of promoted replica '${replica?.id}'`, options, () =>
+      this.failover.promotedChanges(replica, diskId),
+    );
+  }
+
+  /** Opens a VM's live disk for reverse replication (see `FailoverHooks` and failover/live-disk.ts). */
+  async openLiveDisk(
+    vmId: string,
+    diskId: string,
+    mode: 'read' | 'write',
+    options?: OperationOptions,
+  ): Promise<LiveDisk> {
+    this._checkId(vmId, 'VM id');
+    return this.failoverCall(`opening disk '${diskId}' of VM '${vmId}'`, options, () =>
+      this.failover.openLiveDisk(vmId, diskId, mode),
+    );
+  }
+
+  /** Turns a VM off at once (`Stop-VM -TurnOff`), without asking its guest (see `FailoverHooks`). */
+  async powerOff(vmId: string, options?: OperationOptions): Promise<void> {
+    this._checkId(vmId, 'VM id');
+    return this.failoverCall(`powering off VM '${vmId}'`, options, async () => {
+      const vm = await this.requireVm(vmId);
+      if (!/^(Off|Saved)/.test(vm.State)) await this.link.call(STOP_VM, { vm: vm.Name });
+    });
+  }
+
+  /** Checks the driver is open and the signal, runs `fn`, and wraps what is not a replikit error. */
+  private async failoverCall<T>(what: string, options: OperationOptions | undefined, fn: () => Promise<T>): Promise<T> {
+    this.assertOpen();
+    throwIfAborted(options?.signal);
+    try {
+      return await fn();
+    } catch (error) {
+      if (error instanceof ReplikitError) throw error;
+      throw new DriverError(`hyperv driver: ${what} failed: ${(error as Error)?.message ?? String(error)}`, {
+        cause: error,
+      });
+    }
   }
 
   // ── helpers ───────────────────────────────────────────────────────────────────────────────

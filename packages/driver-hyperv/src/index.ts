@@ -5,6 +5,8 @@
  *
  * @packageDocumentation
  */
+
+export type { HyperVFailoverFaultHook } from './failover/failover-context.js';
 export {
   HYPERV_CAPABILITIES,
   HYPERV_DRIVER_KIND,
@@ -19,6 +21,7 @@ export { unwrapEnvelope } from './powershell/envelope.js';
 export { PowerShellLink, type PowerShellLinkOptions } from './powershell/powershell-link.js';
 export { callLine, envelopedScript, type PsScript, SESSION_SETUP_LINE } from './powershell/ps-script.js';
 export type { StoredReferencePoint } from './rct/reference-points.js';
+export { FAILOVER_SCRIPTS } from './scripts/failover-scripts.js';
 export { SOURCE_SCRIPTS } from './scripts/hyperv-scripts.js';
 export { TARGET_SCRIPTS } from './scripts/target-scripts.js';
 export type { HyperVTargetInit } from './target/hyperv-target.js';

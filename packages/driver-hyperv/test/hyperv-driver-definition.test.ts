@@ -17,6 +17,8 @@ describe('hypervDriver (the definition)', () => {
   it("declares exactly core's built-in row for kind 'hyperv'; an instance is a source and a target", () => {
     expect(hypervDriver.kind).toBe('hyperv');
     expect(hypervDriver.capabilities).toEqual(BUILTIN_DRIVER_KINDS.get('hyperv'));
+    // What an instance declares is what the kind's row says (failover included).
+    expect({ ...HYPERV_CAPABILITIES }).toEqual({ ...BUILTIN_DRIVER_KINDS.get('hyperv') });
     const row = BUILTIN_DRIVER_KINDS.get('hyperv')!;
     for (const m of HYPERV_CAPABILITIES.methods) expect(row.methods).toContain(m);
     expect(HYPERV_CAPABILITIES).toMatchObject({ canBeSource: true, canBeTarget: true, restorePoints: true });

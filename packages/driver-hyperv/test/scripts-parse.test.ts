@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   callLine,
   envelopedScript,
+  FAILOVER_SCRIPTS,
   type PsScript,
   SESSION_SETUP_LINE,
   SOURCE_SCRIPTS,
@@ -22,7 +23,7 @@ describe('the link’s PowerShell text', () => {
   it('parses every script the driver can send, each naming only documented cmdlets and parameters', async () => {
     expect(SOURCE_SCRIPTS.length).toBeGreaterThan(10);
     expect(new Set(SOURCE_SCRIPTS.map((s) => s.name)).size).toBe(SOURCE_SCRIPTS.length);
-    const all = [...SOURCE_SCRIPTS, ...TARGET_SCRIPTS];
+    const all = [...SOURCE_SCRIPTS, ...TARGET_SCRIPTS, ...FAILOVER_SCRIPTS];
     expect(new Set(all.map((s) => s.name)).size).toBe(all.length);
     for (const script of all) {
       expect(await checkPowerShellScript(envelopedScript(script)), script.name).toMatchObject({ ok: true });

@@ -40,6 +40,7 @@ export const BUILTIN_DRIVER_KINDS: ReadonlyMap<string, Capabilities> = new Map([
       changeTracking: true,
       formats: ['vhdx', 'vhd'],
       restorePoints: true,
+      failover: true,
     }),
   ],
   [

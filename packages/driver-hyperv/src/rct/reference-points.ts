@@ -42,6 +42,28 @@ export class ReferencePointStore {
     await this.save(vmId, all);
   }
 
+  /**
+   * Records that the disks of VM `vmId` were written at `time` (ISO 8601) where RCT cannot see it
+   * (replikit rewrote a live file itself): changes since a snapshot older than that are unknown.
+   */
+  async distrustBefore(vmId: string, time: string): Promise<void> {
+    await mkdir(this.folder, { recursive: true });
+    const target = `${this.file(vmId)}.untracked`;
+    const tmp = `${target}.${randomUUID()}.tmp`;
+    await writeFile(tmp, `${time}\n`);
+    await rename(tmp, target);
+  }
+
+  /** When the disks of VM `vmId` were last written where RCT cannot see it (ISO 8601), or undefined. */
+  async distrustedBefore(vmId: string): Promise<string | undefined> {
+    try {
+      return (await readFile(`${this.file(vmId)}.untracked`, 'utf8')).trim() || undefined;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
   private file(vmId: string): string {
     if (!/^[0-9A-Fa-f-]{36}$/.test(vmId)) throw new Error(`'${vmId}' is not a Hyper-V VM id`);
     return join(this.folder, `${vmId.toLowerCase()}.json`);

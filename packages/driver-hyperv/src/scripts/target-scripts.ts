@@ -2,10 +2,10 @@ import type { PsScript } from '../powershell/ps-script.js';
 
 // Every script of the target side. Fixed text: values arrive only as `$p.<field>`.
 
-/** Every VM of the host with its notes (where a replica carries its replikit identity) and state. */
+/** Every VM of the host with its notes (where a replica carries its replikit identity), state and folder. */
 export const LIST_VM_NOTES: PsScript = {
   name: 'list-vm-notes',
-  body: "Get-VM | Select-Object -Property 'Name', @{ Name = 'Id'; Expression = { $_.Id.ToString() } }, @{ Name = 'State'; Expression = { $_.State.ToString() } }, 'Notes'",
+  body: "Get-VM | Select-Object -Property 'Name', @{ Name = 'Id'; Expression = { $_.Id.ToString() } }, @{ Name = 'State'; Expression = { $_.State.ToString() } }, 'Notes', 'Path'",
 };
 
 /** A new VM `$p.name` without disks: generation `$p.generation`, `$p.memory` bytes, files in `$p.path`. */
@@ -71,6 +71,12 @@ export const RESTORE_CHECKPOINT: PsScript = {
 /** Starts VM `$p.vm`. */
 export const START_VM: PsScript = { name: 'start-vm', body: 'Start-VM -Name $p.vm' };
 
+/**
+ * Shuts VM `$p.vm` down through its guest (the integration services' shutdown; `-Force` answers
+ * the prompt a guest with open applications would raise, it does not cut power).
+ */
+export const SHUTDOWN_VM: PsScript = { name: 'shutdown-vm', body: 'Stop-VM -Name $p.vm -Force' };
+
 /** Turns VM `$p.vm` off. */
 export const STOP_VM: PsScript = { name: 'stop-vm', body: 'Stop-VM -Name $p.vm -TurnOff' };
 
@@ -91,6 +97,7 @@ export const TARGET_SCRIPTS: readonly PsScript[] = [
   CHECKPOINT_REPLICA,
   RESTORE_CHECKPOINT,
   START_VM,
+  SHUTDOWN_VM,
   STOP_VM,
   REMOVE_VM,
 ];

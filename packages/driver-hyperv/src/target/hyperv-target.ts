@@ -13,6 +13,7 @@ import {
   type ReplicaSpec,
   type RestorePoint,
 } from '@replikit/core';
+import { assertNotFailedOver, readFailover, retiredAs } from '../failover/failover-files.js';
 import type { CheckpointRow, DriveRow, VhdRow } from '../hyperv-records.js';
 import type { PowerShellLink } from '../powershell/powershell-link.js';
 import { GET_VHD, LIST_CHECKPOINTS, REMOVE_CHECKPOINT, VM_DRIVES } from '../scripts/hyperv-scripts.js';
@@ -52,11 +53,13 @@ import {
 import { type NicPlan, planNics, replicaGeneration } from './replica-shape.js';
 
 /** A VM as the `list-vm-notes` script projects it. */
-interface NoteRow {
+export interface NoteRow {
   Name: string;
   Id: string;
   State: string;
   Notes: string | null;
+  /** The VM's folder (where its configuration lives). */
+  Path?: string | null;
 }
 
 /** A replica VM found on the host: its row and the identity in its notes. */
@@ -98,6 +101,14 @@ export class HyperVTarget {
 
   /** Finds the replica of `spec` by the identity in its notes, or creates it with its disks and NICs. */
   async ensure(spec: ReplicaSpec): Promise<Replica> {
+    const rows = await this.link.call<NoteRow>(LIST_VM_NOTES);
+    const retired = rows.find((row) => retiredAs(row.Notes, spec.name));
+    if (retired) {
+      throw new ConflictError(
+        `VM '${retired.Name}' was replica '${spec.name}' and became a production VM by a permanent failover; no run overwrites it: name another replica`,
+        { details: { vmId: retired.Id.toLowerCase() } },
+      );
+    }
     const found = (await this.replicaVms()).find(
       (r) => r.identity.replica === spec.name && r.identity.of === spec.source.id,
     );
@@ -166,6 +177,7 @@ export class HyperVTarget {
   /** Takes the hold (atomic: an exclusively created file); drops the pending writes of other runs. */
   async claim(replica: Replica, owner: ReplicaOwner): Promise<ReplicaOwner> {
     const { dir } = (await this.vm(replica)).identity;
+    assertNotFailedOver(await readFailover(dir), replica.id);
     const holder = await claimOwner(dir, owner);
     if (holder.runId === owner.runId) await this.dropPending(dir, runKey(owner.runId));
     return holder;
@@ -221,6 +233,7 @@ export class HyperVTarget {
     const known = replica.disks.find((d) => d.id === disk.id);
     if (index < 0 || !known) throw new NotFoundError(`replica '${replica.id}' has no disk '${disk.id}'`);
     const dir = vm.identity.dir;
+    assertNotFailedOver(await readFailover(dir), replica.id);
     const holder = await readOwner(dir);
     if (holder && holder.runId !== runId) {
       throw new ConflictError(`replica '${replica.id}' is held by run '${holder.runId}'; wait for it or resume it`);
@@ -358,8 +371,9 @@ export class HyperVTarget {
     }
   }
 
-  private async replicaVms(): Promise<ReplicaVm[]> {
-    const rows = await this.link.call<NoteRow>(LIST_VM_NOTES);
+  /** Every replica VM of the host (found by the identity in its notes). */
+  async replicaVms(): Promise<ReplicaVm[]> {
+    const rows = await this.noteRows();
     const out: ReplicaVm[] = [];
     for (const row of rows) {
       const identity = identityOf(row.Notes) as (ReplicaIdentity & { disks?: unknown }) | undefined;
@@ -370,22 +384,25 @@ export class HyperVTarget {
     return out;
   }
 
-  private async vm(replica: Replica): Promise<ReplicaVm> {
+  /** The replica VM of `replica`, or `E_NOT_FOUND`. */
+  async vm(replica: Replica): Promise<ReplicaVm> {
     const found = await this.replicaById(replica.id);
     if (!found) throw new NotFoundError(`replica '${replica.id}' no longer exists on this Hyper-V host`);
     return found;
   }
 
-  private drives(vmName: string): Promise<DriveRow[]> {
+  /** The hard disk drives of VM `vmName`, in drive order. */
+  drives(vmName: string): Promise<DriveRow[]> {
     return this.link.call<DriveRow>(VM_DRIVES, { vm: vmName });
   }
 
-  private checkpoints(vm: ReplicaVm): Promise<CheckpointRow[]> {
+  /** The checkpoints of a replica VM, oldest first. */
+  checkpoints(vm: ReplicaVm): Promise<CheckpointRow[]> {
     return this.link.call<CheckpointRow>(LIST_CHECKPOINTS, { vm: vm.row.Name });
   }
 
   /** The checkpoints that are restore points (recorded when made), oldest first. */
-  private async pointCheckpoints(vm: ReplicaVm): Promise<CheckpointRow[]> {
+  async pointCheckpoints(vm: ReplicaVm): Promise<CheckpointRow[]> {
     const recorded = new Set(await readPointIds(vm.identity.dir));
     return (await this.checkpoints(vm)).filter((c) => recorded.has(c.Id));
   }
@@ -401,6 +418,16 @@ export class HyperVTarget {
 
   private toPoint(replica: Replica, c: CheckpointRow): RestorePoint {
     return { id: c.Id, replicaId: replica.id, label: c.Name, createdAt: c.CreationTime };
+  }
+
+  /** Every VM of the host with its notes, state and folder. */
+  noteRows(): Promise<NoteRow[]> {
+    return this.link.call<NoteRow>(LIST_VM_NOTES);
+  }
+
+  /** Where replicas (and test clones) go, if set. */
+  get replicaPath(): string | undefined {
+    return this.init.replicaPath;
   }
 
   private toReplica(vm: ReplicaVm, spec: ReplicaSpec, created: boolean): Replica {

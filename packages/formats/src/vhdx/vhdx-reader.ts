@@ -92,6 +92,38 @@ export class VhdxReader implements ImageReader {
     );
   }
 
+  /**
+   * The extents whose data this file holds itself (not through its parent), ascending: a fully
+   * present block whole, a partially present block of a differencing file by its sector bitmap
+   * (to the sector). For a differencing file, what was written on it since it was made.
+   */
+  async *ownExtents(options: { signal?: AbortSignal } = {}): AsyncGenerator<Extent> {
+    const bs = this.blockSize;
+    const sector = this.metadata.logicalSectorSize;
+    const perBlock = bs / sector;
+    const { chunkRatio } = batGeometry(this.metadata);
+    const list: Extent[] = [];
+    for (let b = 0; b < this.states.length; b++) {
+      const start = b * bs;
+      if (start >= this.size) break;
+      const s = this.states[b];
+      if (s === BAT_STATE.fullyPresent) {
+        list.push({ offset: start, length: Math.min(bs, this.size - start) });
+      } else if (s === BAT_STATE.partiallyPresent) {
+        throwIfAborted(options.signal);
+        const chunk = Math.floor(b / chunkRatio);
+        const bitmap = await this.bitmap(chunk);
+        const first = (b - chunk * chunkRatio) * perBlock;
+        for (let i = 0; i < perBlock && start + i * sector < this.size; i++) {
+          const at = first + i;
+          if ((bitmap[at >> 3]! & (1 << (at & 7))) === 0) continue;
+          list.push({ offset: start + i * sector, length: Math.min(sector, this.size - start - i * sector) });
+        }
+      }
+    }
+    yield* coalesce(list);
+  }
+
   async read(offset: number, length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
     checkRange(this.size, offset, length, `reading ${this.source.name}`);
     const out = allocUninitialized(length);
