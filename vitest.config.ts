@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 // One config for the whole workspace: every package's tests run against its TypeScript
@@ -10,5 +11,10 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // At least two test files at a time (vitest's default is one per core minus one, so one on a
+    // two-core machine): most files wait on simulators, qemu and child processes rather than
+    // compute, and no test asserts a time, so two share two cores well.
+    maxWorkers: Math.max(2, availableParallelism() - 1),
+    minWorkers: 1,
   },
 });
