@@ -13,6 +13,9 @@ usage:
                                    the same through a local agent over TLS: push, then pull
   replikit demo --xen [--keep]     start a simulated XenServer pool, replicate its VM with each
                                    method, verify every replica
+  replikit demo --hyperv [--xen] [--keep]
+                                   start a simulated Hyper-V host, replicate its VM to a replica
+                                   VM through RCT, verify (--xen: also XenServer ► Hyper-V)
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
   replikit run <job> [--full]      run a job once (--full: read and send every block); SIGTERM
@@ -113,6 +116,7 @@ const OPTIONS = {
   'single-pass': { type: 'boolean', default: false },
   network: { type: 'boolean', default: false },
   xen: { type: 'boolean', default: false },
+  hyperv: { type: 'boolean', default: false },
   job: { type: 'string' },
   to: { type: 'string' },
   'block-size': { type: 'string' },
@@ -238,6 +242,13 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
         blockSize: values['block-size'],
       });
     case 'demo':
+      if (values.hyperv) {
+        if (values.network) throw new UsageError('demo takes --hyperv or --network, not both');
+        return (await import('./commands/demo-hyperv.js')).demoHyperVCommand(context, {
+          keep: values.keep,
+          xen: values.xen,
+        });
+      }
       if (values.xen) {
         if (values.network) throw new UsageError('demo takes --xen or --network, not both');
         return (await import('./commands/demo-xen.js')).demoXenCommand(context, { keep: values.keep });

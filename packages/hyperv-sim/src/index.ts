@@ -5,7 +5,9 @@
  * @packageDocumentation
  */
 
+export { adminCmdlet } from './admin.js';
 export { checkPowerShellScript, type ScriptCheck } from './check-script.js';
+export { type DemoHost, populateDemoHost } from './demo-host.js';
 export type { HostFaults, ScriptLogEntry } from './host/host-files.js';
 export type { DriveRecord, HostState, NicRecord, SnapshotRecord, VmRecord } from './host/host-state.js';
 export { createSimulatedHost, type SimulatedHyperVHost } from './hyperv-host.js';

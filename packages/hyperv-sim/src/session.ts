@@ -1,17 +1,12 @@
 import type { Node } from 'web-tree-sitter';
+import { CMDLETS as HANDLERS } from './cmdlets/all-cmdlets.js';
 import { hashtableArguments } from './cmdlets/cim-arguments.js';
-import { CIM_CMDLETS } from './cmdlets/cim-cmdlets.js';
 import type { CmdletContext, CmdletHandler } from './cmdlets/context.js';
-import { SNAPSHOT_CMDLETS } from './cmdlets/snapshot-cmdlets.js';
-import { VHD_CMDLETS } from './cmdlets/vhd-cmdlets.js';
-import { VM_CMDLETS } from './cmdlets/vm-cmdlets.js';
 import { firstParseError, powershellParser } from './grammar.js';
 import { logScript, takeHang } from './host/host-files.js';
 import { loadState, saveState } from './host/host-state.js';
 import { PsError } from './ps-error.js';
 import { argumentValue, type ScriptCommand, scriptCommands } from './script-commands.js';
-
-const HANDLERS: Record<string, CmdletHandler> = { ...VM_CMDLETS, ...VHD_CMDLETS, ...SNAPSHOT_CMDLETS, ...CIM_CMDLETS };
 
 /** node-powershell's delimiter lines: `[Console]::Out.WriteLine("<id>")` and the Error twin. */
 const DELIMITER = /^\[Console\]::(Out|Error)\.WriteLine\("([0-9A-Za-z]+)"\)$/;

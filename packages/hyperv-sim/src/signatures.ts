@@ -87,6 +87,28 @@ const TABLE: Record<string, readonly string[]> = {
     'AllowUnverifiedPaths',
     'Passthru',
   ],
+  // hyper-v/get-vmhost
+  'Get-VMHost': [...REMOTE],
+  // hyper-v/set-vmhost
+  'Set-VMHost': [
+    ...REMOTE,
+    'MaximumStorageMigrations',
+    'MaximumVirtualMachineMigrations',
+    'VirtualMachineMigrationPerformanceOption',
+    'NumaSpanningEnabled',
+    'ResourceMeteringSaveInterval',
+    'UseAnyNetworkForMigration',
+    'VirtualHardDiskPath',
+    'VirtualMachinePath',
+    'VirtualMachineMigrationAuthenticationType',
+    'MacAddressMinimum',
+    'MacAddressMaximum',
+    'FibreChannelWwnn',
+    'FibreChannelWwpnMaximum',
+    'FibreChannelWwpnMinimum',
+    'EnableEnhancedSessionMode',
+    'Passthru',
+  ],
   // hyper-v/remove-vm
   'Remove-VM': [...REMOTE, 'Name', 'VM', 'Force', 'Passthru'],
   // hyper-v/start-vm

@@ -83,6 +83,12 @@ export const STOP_VM: PsScript = { name: 'stop-vm', body: 'Stop-VM -Name $p.vm -
 /** Removes VM `$p.vm` (its configuration; the driver deletes the replica's folder itself). */
 export const REMOVE_VM: PsScript = { name: 'remove-vm', body: 'Remove-VM -Name $p.vm -Force' };
 
+/** The host's default folder for new virtual hard disks (where a replica goes without `replicaPath`). */
+export const HOST_DISK_FOLDER: PsScript = {
+  name: 'host-disk-folder',
+  body: "Get-VMHost | Select-Object -Property 'VirtualHardDiskPath'",
+};
+
 /** Every script of the target side, for the test that parses each one. */
 export const TARGET_SCRIPTS: readonly PsScript[] = [
   LIST_VM_NOTES,
@@ -100,4 +106,5 @@ export const TARGET_SCRIPTS: readonly PsScript[] = [
   SHUTDOWN_VM,
   STOP_VM,
   REMOVE_VM,
+  HOST_DISK_FOLDER,
 ];

@@ -23,6 +23,7 @@ import {
   ADD_NIC_DISCONNECTED,
   ADD_NIC_DYNAMIC,
   CHECKPOINT_REPLICA,
+  HOST_DISK_FOLDER,
   LIST_VM_NOTES,
   NEW_DYNAMIC_VHD,
   NEW_REPLICA_VM,
@@ -70,7 +71,7 @@ export interface ReplicaVm {
 
 /** Where replicas go and how their networks map; from the job's `target` section. */
 export interface HyperVTargetInit {
-  /** The folder receiving replicas (one sub-folder each); required to create a replica. */
+  /** The folder receiving replicas (one sub-folder each); unset: the host's default virtual hard disk folder. */
   replicaPath?: string | undefined;
   /** Source switch (network) name → target switch name; unmapped NICs are added disconnected. */
   networkMap?: Record<string, string> | undefined;
@@ -89,7 +90,8 @@ const DEFAULT_NIC = 'Network Adapter';
 
 /**
  * The target side of the Hyper-V driver: the replica VM (`New-VM`/`Set-VM`, its identity in the
- * VM's notes), its disks as VHDX in a folder of `replicaPath`, its marks and hold as files in that
+ * VM's notes), its disks as VHDX in a folder of `replicaPath` (or of the host's default virtual hard
+ * disk folder), its marks and hold as files in that
  * folder, its restore points as checkpoints, and its fingerprint. {@link HyperVDriver} delegates
  * its replica hooks here. replikit runs on the host (`host: local`), so it writes the files itself.
  */
@@ -122,10 +124,7 @@ export class HyperVTarget {
       }
       return this.toReplica(found, spec, false);
     }
-    if (!this.init.replicaPath) {
-      throw new InputError('the hyperv target needs replicaPath: the folder that receives the replica VHDX files');
-    }
-    const dir = join(this.init.replicaPath, replicaFolderName(spec.name, spec.source.id));
+    const dir = join(await this.replicaRoot(), replicaFolderName(spec.name, spec.source.id));
     await mkdir(dir, { recursive: true });
     await writeMark(dir, 'in-progress'); // before the VM exists: nothing may start a half-built replica
     const placement = spec.placement ?? {};
@@ -345,6 +344,19 @@ export class HyperVTarget {
   }
 
   // ── helpers ─────────────────────────────────────────────────────────────────────────────────
+
+  /** The job's `replicaPath`, or the host's default virtual hard disk folder (`Get-VMHost`). */
+  private async replicaRoot(): Promise<string> {
+    if (this.init.replicaPath) return this.init.replicaPath;
+    const [row] = await this.link.call<{ VirtualHardDiskPath: string | null }>(HOST_DISK_FOLDER);
+    const folder = row?.VirtualHardDiskPath;
+    if (typeof folder !== 'string' || folder === '') {
+      throw new InputError(
+        "the Hyper-V host reports no default virtual hard disk folder; set the job target's replicaPath",
+      );
+    }
+    return folder;
+  }
 
   private async addNics(vm: string, spec: ReplicaSpec, plan: NicPlan): Promise<void> {
     for (const nic of plan.nics) {

@@ -23,17 +23,35 @@ export async function guestWrite(
   offset: number,
   data: Uint8Array,
 ): Promise<void> {
+  await guestWrites(root, vmName, drive, [{ offset, data }]);
+}
+
+/**
+ * Several guest writes to one drive, applied in order with one rewrite of the live file (each
+ * write rewrites the whole file otherwise: a test that writes into many places of a big disk
+ * would take minutes). Each is recorded by change tracking as {@link guestWrite} records it.
+ */
+export async function guestWrites(
+  root: string,
+  vmName: string,
+  drive: number,
+  writes: readonly { offset: number; data: Uint8Array }[],
+): Promise<void> {
   const d = await liveDrive(root, vmName, drive);
   const live = await openVhdx(d.path);
   try {
-    await rewriteVhdx(d.path, live, [], live.info.parent, (write) => write(offset, data));
+    await rewriteVhdx(d.path, live, [], live.info.parent, async (write) => {
+      for (const w of writes) await write(w.offset, w.data);
+    });
   } finally {
     await live.close();
   }
   const rct = await loadRct(root);
   const t = tracking(rct, d.basePath);
-  t.seq += 1;
-  t.changes.push({ seq: t.seq, offset, length: data.length });
+  for (const w of writes) {
+    t.seq += 1;
+    t.changes.push({ seq: t.seq, offset: w.offset, length: w.data.length });
+  }
   await saveRct(root, rct);
 }
 

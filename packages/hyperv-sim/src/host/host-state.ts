@@ -52,10 +52,19 @@ export interface SnapshotRecord {
   creationTime: string;
 }
 
+/** The host's own settings (`Get-VMHost` / `Set-VMHost`); unset fields take the host's defaults. */
+export interface VmHostRecord {
+  /** Absolute path of the default folder for new virtual hard disks. */
+  virtualHardDiskPath?: string;
+  /** Absolute path of the default folder for VM configuration files. */
+  virtualMachinePath?: string;
+}
+
 /** Everything the simulated host knows, saved as `host.json` in its folder. */
 export interface HostState {
   vms: VmRecord[];
   snapshots?: SnapshotRecord[];
+  vmHost?: VmHostRecord;
 }
 
 /** The file that holds a host's state. */
