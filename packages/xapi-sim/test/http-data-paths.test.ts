@@ -54,9 +54,7 @@ describe('HTTP data paths through the real xen-api client', () => {
       const url = new URL(fx.sim.url);
       const path = `/export_raw_vdi?vdi=${vdi}&format=raw&session_id=${xapi.sessionId}`;
       const response = await new Promise<IncomingMessage>((resolve, reject) => {
-        request({ host: url.hostname, port: url.port, path }, resolve)
-          .on('error', reject)
-          .end();
+        request({ host: url.hostname, port: url.port, path }, resolve).on('error', reject).end();
       });
       expect(response.statusCode).toBe(200);
       expect(response.headers['content-length']).toBeUndefined();
