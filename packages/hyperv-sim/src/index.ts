@@ -9,7 +9,14 @@ export { adminCmdlet } from './admin.js';
 export { checkPowerShellScript, type ScriptCheck } from './check-script.js';
 export { type DemoHost, populateDemoHost } from './demo-host.js';
 export type { HostFaults, ScriptLogEntry } from './host/host-files.js';
-export type { DriveRecord, HostState, NicRecord, SnapshotRecord, VmRecord } from './host/host-state.js';
+export type {
+  DriveRecord,
+  HostState,
+  NicRecord,
+  SnapshotRecord,
+  VmHostRecord,
+  VmRecord,
+} from './host/host-state.js';
 export { createSimulatedHost, type SimulatedHyperVHost } from './hyperv-host.js';
 export { writeFakePwsh } from './launcher.js';
 export { type CmdletSignature, cmdletSignature, knownCmdlets } from './signatures.js';
