@@ -26,24 +26,30 @@ import { type SimHost, startSimHost } from './helpers/sim-host.js';
 
 /*
  * Issue 19, crash safety of the Hyper-V failover operations on the simulated host: test, planned
- * and unplanned failover, undo, commit and permanent failover each run in a child process that
+ * and unplanned failover, undo, commit, permanent failover, reverse replication and failback each
+ * run in a child process that
  * SIGKILLs itself at its n-th fault point (the engine's journaled steps and the driver's failover
  * steps, counted together; a clean run lists them). Every kill gets a world of its own (a source
  * VM replicated once, brought to the operation's before-state). At the kill, a running replica is
  * one failed over (or being promoted) and marked ready, never one a run is writing. The parent
  * then resumes the operation and compares the world with the operation's before- and after-state
- * (the clean run's): failover state, powers, marks, the replica's live digest, and the host's VMs,
- * checkpoints, clones and clone folders counted, so nothing is orphaned.
+ * (the clean run's): failover state, powers, marks, the replica's hold, the replica's and the
+ * original's live digests, the operations of that kind the failover journal recorded as succeeded
+ * (none or exactly one), and the host's VMs, checkpoints, VHDX files, clones and clone folders
+ * counted, so nothing is orphaned. Reverse and failback start from a planned failover whose
+ * promoted replica's guest wrote a block and whose original's guest wrote one after its last
+ * checkpoint; after them the original equals the promoted replica (digest).
  *
  * Kills per operation: 1 so CI stays quick (each kill costs a world and a child with its own fake
  * pwsh: the file took 12 min with 1-2 kills per operation started through tsx on the loaded
  * machine);
  * REPLIKIT_HYPERV_FAILOVER_CRASH_POINTS=<n> gives each max(n, 10); REPLIKIT_CRASH_POINTS caps
- * them. The points are drawn with REPLIKIT_HYPERV_FAILOVER_CRASH_SEED (printed).
+ * them. The points are drawn with REPLIKIT_HYPERV_FAILOVER_CRASH_SEED (printed);
+ * REPLIKIT_HYPERV_CRASH_TRACE=1 traces the fault points, the clean states and the kills.
  */
 
-type Op = 'test' | 'planned' | 'unplanned' | 'undo' | 'commit' | 'permanent';
-const OPS: readonly Op[] = ['test', 'planned', 'unplanned', 'undo', 'commit', 'permanent'];
+type Op = 'test' | 'planned' | 'unplanned' | 'undo' | 'commit' | 'permanent' | 'reverse' | 'failback';
+const OPS: readonly Op[] = ['test', 'planned', 'unplanned', 'undo', 'commit', 'permanent', 'reverse', 'failback'];
 const MiB = 2 ** 20;
 const FROM_ENV = Number(process.env.REPLIKIT_HYPERV_FAILOVER_CRASH_POINTS ?? 0);
 const CAP = Number(process.env.REPLIKIT_CRASH_POINTS ?? 0);
@@ -52,6 +58,9 @@ const pointsFor = (_op: Op): number => {
   return CAP > 0 ? Math.min(CAP, points) : points;
 };
 const SEED = Number(process.env.REPLIKIT_HYPERV_FAILOVER_CRASH_SEED ?? randomInt(2 ** 31));
+const trace = (what: string) => {
+  if (process.env.REPLIKIT_HYPERV_CRASH_TRACE) process.stderr.write(`${new Date().toISOString()} ${what}\n`);
+};
 const here = dirname(fileURLToPath(import.meta.url));
 const childSource = join(here, 'helpers', 'failover-child.ts');
 const repoRoot = resolve(here, '../../..');
@@ -65,10 +74,18 @@ interface Observed {
   failover: string;
   /** The replica's run mark, `''` once retired. */
   mark: string;
+  /** A run's or the failover's hold is on the replica: none once an operation ended. */
+  held: boolean;
   replicaDigest: string;
+  /** The original (source) VM's live digest. */
+  sourceDigest: string;
   sourcePower: string;
+  /** Operations of the kind under test the failover journal recorded as succeeded. */
+  completed: number;
   vms: number;
   checkpoints: number;
+  /** `.vhdx` and `.avhdx` files under the host's folder. */
+  vhdx: number;
   clones: number;
   cloneFolders: number;
 }
@@ -85,6 +102,12 @@ async function liveDigest(hv: Hypervisor, vmId: string): Promise<string> {
     }
   }
   return hash.digest('hex');
+}
+
+/** The `.vhdx` and `.avhdx` files under `dir`, counted. */
+async function countVhdx(dir: string): Promise<number> {
+  const entries = await readdir(dir, { recursive: true });
+  return entries.filter((e) => /\.a?vhdx$/i.test(e)).length;
 }
 
 /** Runs the child on `request`: how it ended and the fault points it printed. */
@@ -119,9 +142,23 @@ function drawer(seed: number) {
   };
 }
 
+/** `count` hit numbers in 1..`hits`: every one in a seeded order, again as often as needed. */
+function chooseHits(hits: number, count: number, draw: (n: number) => number): number[] {
+  const chosen: number[] = [];
+  while (chosen.length < count) {
+    const deck = Array.from({ length: hits }, (_, i) => i + 1);
+    for (let i = deck.length - 1; i > 0; i--) {
+      const j = draw(i + 1);
+      [deck[i], deck[j]] = [deck[j]!, deck[i]!];
+    }
+    chosen.push(...deck.slice(0, count - chosen.length));
+  }
+  return chosen;
+}
+
 /** Each operation's after-state, checked on the clean run before any kill. */
 const expectations: Record<Op, (before: Observed, after: Observed) => void> = {
-  test: (before, after) => expect(after).toEqual(before),
+  test: (before, after) => expect(after).toEqual({ ...before, completed: 1 }),
   planned: (before, after) => {
     expect(before).toMatchObject({
       state: 'ready',
@@ -145,11 +182,25 @@ const expectations: Record<Op, (before: Observed, after: Observed) => void> = {
   },
   commit: (before, after) => {
     expect(before).toMatchObject({ state: 'failed-over', failover: 'promoted' });
-    expect(after).toMatchObject({ ...before, state: 'committed', failover: 'committed' });
+    expect(after).toMatchObject({ ...before, state: 'committed', failover: 'committed', completed: 1 });
   },
   permanent: (before, after) => {
     expect(before).toMatchObject({ state: 'committed', failover: 'committed' });
     expect(after).toMatchObject({ state: 'retired', failover: 'retired', replicaPower: 'running', mark: '' });
+  },
+  reverse: (before, after) => {
+    expect(before).toMatchObject({ state: 'failed-over', replicaPower: 'running', sourcePower: 'stopped' });
+    expect(before.sourceDigest).not.toBe(before.replicaDigest);
+    // The original now equals the promoted replica, which keeps running untouched.
+    expect(after).toEqual({ ...before, sourceDigest: before.replicaDigest, completed: 1 });
+  },
+  failback: (before, after) => {
+    expect(before).toMatchObject({ state: 'failed-over', replicaPower: 'running', sourcePower: 'stopped' });
+    expect(after).toMatchObject({ state: 'ready', failover: 'replica', mark: 'ready', held: false, completed: 1 });
+    expect(after).toMatchObject({ replicaPower: 'stopped', sourcePower: 'running' });
+    // The original runs on the promoted replica's disks; the failback's forward run made them a restore point.
+    expect(after).toMatchObject({ sourceDigest: before.replicaDigest, replicaDigest: before.replicaDigest });
+    expect(after).toMatchObject({ vms: 0, clones: 0, cloneFolders: 0 });
   },
 };
 
@@ -224,10 +275,23 @@ describe('SIGKILL anywhere in a hyperv failover operation, then resume: before- 
       await sim.host.guestWrite(replicaName, 0, 0, new Uint8Array(30_000).fill(0xab));
     }
     if (op === 'permanent') await failover.commit(job);
+    if (op === 'reverse' || op === 'failback') {
+      await failover.planned(job, { shutdownTimeoutMs: 60_000 });
+      // The promoted replica's guest writes; the original's guest runs for a moment after its last checkpoint.
+      await sim.host.guestWrite(replicaName, 0, 0, new Uint8Array(30_000).fill(0xab));
+      await hv.power(name, 'start');
+      await sim.host.guestWrite(name, 0, 200_000, new Uint8Array(30_000).fill(0xcd));
+      await hv.power(name, 'shutdown');
+    }
     const count = async () => {
       const host = await sim.host.state();
       const folders = (await readdir(replicaPath)).filter((f) => f.startsWith('replikit-clone-')).length;
-      return { vms: host.vms.length, checkpoints: (host.snapshots ?? []).length, cloneFolders: folders };
+      return {
+        vms: host.vms.length,
+        checkpoints: (host.snapshots ?? []).length,
+        cloneFolders: folders,
+        vhdx: await countVhdx(sim.host.root),
+      };
     };
     const base = await count();
     const observe = async (): Promise<Observed> => {
@@ -243,10 +307,14 @@ describe('SIGKILL anywhere in a hyperv failover operation, then resume: before- 
         replicaPower: (await hv.getVM(replica.id)).powerState,
         failover: mark,
         mark: mark === 'retired' ? '' : await hv.replicaMark(replica),
+        held: mark === 'retired' ? false : (await hv.replicaOwner(replica)) !== undefined,
         replicaDigest: await liveDigest(hv, replica.id),
+        sourceDigest: await liveDigest(hv, name),
         sourcePower: (await hv.getVM(name)).powerState,
+        completed: record.history.filter((h) => h.kind === op && h.outcome === 'succeeded').length,
         vms: counts.vms - base.vms,
         checkpoints: counts.checkpoints - base.checkpoints,
+        vhdx: counts.vhdx - base.vhdx,
         clones: (await hv.listClones!()).length,
         cloneFolders: counts.cloneFolders - base.cloneFolders,
       };
@@ -285,33 +353,47 @@ describe('SIGKILL anywhere in a hyperv failover operation, then resume: before- 
         expect(run.out, run.err).toContain('result ok');
         after = await clean.observe();
         hits = run.points.length;
+        trace(`${op}: ${hits} fault points: ${run.points.join(' ')}`);
+        trace(`${op}: before ${JSON.stringify(before)}`);
+        trace(`${op}: after ${JSON.stringify(after)}`);
       } finally {
         await clean.close();
       }
       expectations[op](before, after);
       const { pending: _b, ...beforeState } = before;
       const { pending: _a, ...afterState } = after;
-      for (let k = 0; k < pointsFor(op); k++) {
-        const hit = 1 + draw(hits);
+      for (const hit of chooseHits(hits, pointsFor(op), draw)) {
         const w = await makeWorld(op);
         try {
+          const ownBefore = await w.observe();
+          {
+            const { replicaDigest: _x, sourceDigest: _y, pending: _p, ...shape } = ownBefore;
+            const { replicaDigest: _u, sourceDigest: _v, ...expected } = beforeState;
+            expect(shape, `${op}: a world's before-state`).toEqual(expected);
+          }
           const killed = await runChild(
             command,
             { pwsh: sim.host.pwsh, stateDir: w.stateDir, job: w.jobInput, op, killAtHit: hit },
             join(work, `r${files++}.json`),
           );
           const what = `${op} killed at fault point ${hit} (${killed.points.at(-1)})`;
+          trace(what);
           expect(killed.signal, `${what}: ${killed.err}`).toBe('SIGKILL');
           await w.checkNeverBetween(what);
           await w.resume();
           const { pending, ...now } = await w.observe();
           expect(pending, what).toBe(false);
-          const { replicaDigest: _d, ...shape } = now;
-          if (op === 'test') expect(now, what).toEqual(beforeState);
-          else {
+          const { replicaDigest: _d, sourceDigest: _s, ...shape } = now;
+          if (op === 'test') expect({ ...now, completed: 0 }, what).toEqual(beforeState);
+          else if (op === 'reverse' || op === 'failback') {
+            // This world's own digests: the original ends equal to the promoted replica, or as it was.
+            const { pending: _o, ...own } = ownBefore;
+            const ownAfter = { ...afterState, replicaDigest: own.replicaDigest, sourceDigest: own.replicaDigest };
+            expect([own, ownAfter], what).toContainEqual(now);
+          } else {
             // Digests differ between worlds (each source has its own data only where the ops write
             // nothing): the shape is compared with both states, the digest with this world's own.
-            const states = [beforeState, afterState].map(({ replicaDigest: _x, ...s }) => s);
+            const states = [beforeState, afterState].map(({ replicaDigest: _x, sourceDigest: _y, ...s }) => s);
             expect(states, what).toContainEqual(shape);
           }
         } finally {
@@ -320,4 +402,26 @@ describe('SIGKILL anywhere in a hyperv failover operation, then resume: before- 
       }
     }, 600_000);
   }
+
+  // A kill while a reverse pass replaced the original's live file (its new file complete, not yet
+  // renamed over the old one): the resumed pass wrote a new file, and the first one stayed in the
+  // original VM's folder, a VHDX no VM used.
+  it('reverse killed at live:replacing: the resume ends it in its after-state, with no file left behind', async () => {
+    const w = await makeWorld('reverse');
+    try {
+      const killed = await runChild(
+        command,
+        { pwsh: sim.host.pwsh, stateDir: w.stateDir, job: w.jobInput, op: 'reverse', killAt: 'live:replacing' },
+        join(work, `r${files++}.json`),
+      );
+      expect(killed.signal, killed.err).toBe('SIGKILL');
+      expect(killed.points.at(-1)).toBe('live:replacing');
+      await w.resume();
+      const now = await w.observe();
+      expect(now).toMatchObject({ pending: false, held: false, completed: 1, vhdx: 0, sourcePower: 'stopped' });
+      expect(now.sourceDigest).toBe(now.replicaDigest);
+    } finally {
+      await w.close();
+    }
+  }, 300_000);
 });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { rename, rm } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { readdir, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import {
   ConflictError,
   type Extent,
@@ -13,7 +13,7 @@ import { createVhdx, openVhdx, type VhdxReader, type VhdxWriter } from '@repliki
 import { slotId, type VmRow } from '../hyperv-records.js';
 import { ReferencePointStore } from '../rct/reference-points.js';
 import { GET_VM, LIST_VMS } from '../scripts/hyperv-scripts.js';
-import { type HyperVFailoverContext, isOff } from './failover-context.js';
+import { type HyperVFailoverContext, type HyperVFailoverFaultHook, isOff } from './failover-context.js';
 import { readFailover } from './failover-files.js';
 
 /** The extents a VHDX file holds itself (see `VhdxReader.ownExtents`). */
@@ -73,10 +73,27 @@ async function vmRow(ctx: HyperVFailoverContext, vmId: string): Promise<VmRow> {
   return row;
 }
 
+/** The start of the names of the new files that replace the live file `path` (see {@link LiveFileWriter}). */
+function newFilePrefix(path: string): string {
+  return `.replikit-live-${basename(path)}-`;
+}
+
+/**
+ * Deletes the new files a writer of the live file `path` killed before its rename left beside it:
+ * nothing refers to them, and the pass that wrote them is repeated from the live file.
+ */
+async function dropStaleNewFiles(path: string): Promise<void> {
+  const prefix = newFilePrefix(path);
+  for (const name of await readdir(dirname(path))) {
+    if (name.startsWith(prefix) && name.endsWith('.tmp.vhdx')) await rm(join(dirname(path), name), { force: true });
+  }
+}
+
 /**
  * Writes to a stopped VM's live file: a new file (same parent, same block size) gets the live
  * file's own blocks and the writes, and replaces the live file at `close` (one rename): a crash
- * before leaves the disk as it was, so a repeated pass writes the same bytes again.
+ * before leaves the disk as it was, so a repeated pass writes the same bytes again (and the new
+ * file of the killed pass is deleted when the disk is opened for writing again).
  */
 class LiveFileWriter implements LiveDisk {
   private closed = false;
@@ -87,6 +104,7 @@ class LiveFileWriter implements LiveDisk {
     private readonly tmp: string,
     private readonly target: string,
     private readonly parent: VhdxReader | undefined,
+    private readonly faultHook: HyperVFailoverFaultHook | undefined,
   ) {}
 
   /** The ranges written so far (a read of one of them reads the new file). */
@@ -124,6 +142,7 @@ class LiveFileWriter implements LiveDisk {
         await this.live.close();
         await this.parent?.close();
       }
+      await this.faultHook?.('live:replacing');
       await rename(this.tmp, this.target);
     } catch (error) {
       await rm(this.tmp, { force: true });
@@ -175,7 +194,8 @@ export async function openLiveDisk(
   const live = await openVhdx(path);
   const parentPath = live.info.parent;
   const parent = parentPath ? await openVhdx(parentPath) : undefined;
-  const tmp = join(dirname(path), `.replikit-live-${randomUUID()}.tmp.vhdx`);
+  await dropStaleNewFiles(path);
+  const tmp = join(dirname(path), `${newFilePrefix(path)}${randomUUID()}.tmp.vhdx`);
   let file: VhdxWriter | undefined;
   try {
     file = await createVhdx(tmp, {
@@ -190,7 +210,7 @@ export async function openLiveDisk(
         await file.write(at, await live.read(at, length));
       }
     }
-    return new LiveFileWriter(live, file, tmp, path, parent);
+    return new LiveFileWriter(live, file, tmp, path, parent, ctx.faultHook);
   } catch (error) {
     await file?.close().catch(() => undefined);
     await live.close();

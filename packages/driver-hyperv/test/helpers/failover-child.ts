@@ -1,11 +1,13 @@
 /**
  * Child process of the Hyper-V failover crash check: one FailoverEngine operation of a job on the
- * simulated host (its own fake `pwsh` on the host's folder). Usage:
+ * simulated host (its own fake `pwsh` on the host's folder): test, planned or unplanned failover,
+ * undo, commit, permanent failover, reverse replication or failback. Usage:
  *
  *   node --import tsx failover-child.ts <request.json>
  *
  * It prints `point <name>` at each fault point (the engine's `<kind>:<step>` and the driver's
- * failover steps) and kills itself with SIGKILL at the `killAtHit`-th one it reaches (1-based).
+ * failover steps) and kills itself with SIGKILL at the `killAtHit`-th one it reaches (1-based), or
+ * at the first one named `killAt`.
  */
 import { readFileSync } from 'node:fs';
 import {
@@ -26,8 +28,10 @@ interface ChildRequest {
   pwsh: string;
   stateDir: string;
   job: JobSpecInput;
-  op: 'test' | 'planned' | 'unplanned' | 'undo' | 'commit' | 'permanent';
+  op: 'test' | 'planned' | 'unplanned' | 'undo' | 'commit' | 'permanent' | 'reverse' | 'failback';
   killAtHit?: number;
+  /** Kills at the first fault point of this name instead. */
+  killAt?: string;
 }
 
 const request = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as ChildRequest;
@@ -35,7 +39,7 @@ let hits = 0;
 const point = (name: string) => {
   hits += 1;
   process.stdout.write(`point ${name}\n`);
-  if (hits === request.killAtHit) process.kill(process.pid, 'SIGKILL');
+  if (hits === request.killAtHit || name === request.killAt) process.kill(process.pid, 'SIGKILL');
 };
 const link = new PowerShellLink({ executable: request.pwsh, timeoutMs: 60_000 });
 const drivers = new DriverRegistry().register(
@@ -69,7 +73,9 @@ try {
   else if (request.op === 'unplanned') await failover.unplanned(job, { force: true });
   else if (request.op === 'undo') await failover.undo(job);
   else if (request.op === 'commit') await failover.commit(job);
-  else await failover.permanent(job);
+  else if (request.op === 'permanent') await failover.permanent(job);
+  else if (request.op === 'reverse') await failover.reverse(job);
+  else await failover.failback(job, { shutdownTimeoutMs: 60_000 });
   process.stdout.write('result ok\n');
 } catch (error) {
   const { code, message } = error as { code?: string; message?: string };
