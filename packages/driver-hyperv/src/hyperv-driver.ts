@@ -18,7 +18,6 @@ import {
   ReplicaInProgressError,
   type ReplicaOwner,
   type ReplicaSpec,
-  ReplikitError,
   type RestorePoint,
   type Snapshot,
   throwIfAborted,
@@ -497,17 +496,14 @@ export class HyperVDriver extends AbstractHypervisor {
     });
   }
 
-  /** Checks the driver is open and the signal, runs `fn`, and wraps what is not a replikit error. */
+  /** Checks the driver is open and the signal, runs `fn`, and wraps what is not a replikit error (`_wrapError`). */
   private async failoverCall<T>(what: string, options: OperationOptions | undefined, fn: () => Promise<T>): Promise<T> {
     this.assertOpen();
     throwIfAborted(options?.signal);
     try {
       return await fn();
     } catch (error) {
-      if (error instanceof ReplikitError) throw error;
-      throw new DriverError(`hyperv driver: ${what} failed: ${(error as Error)?.message ?? String(error)}`, {
-        cause: error,
-      });
+      throw this._wrapError(error, what, options?.signal);
     }
   }
 
