@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatBytes, type Hypervisor, type JobSpecInput, parseJob, type RunRecord } from '@replikit/core';
+import { formatBytes, type Hypervisor, type JobSpecInput, parseJob } from '@replikit/core';
 import { createHyperVDriver, hypervDriverOptionsSchema } from '@replikit/driver-hyperv';
 import { adminCmdlet, createSimulatedHost, populateDemoHost, type SimulatedHyperVHost } from '@replikit/hyperv-sim';
 import type { CliContext } from '../context.js';
 import { createEngine } from '../create-engine.js';
-import { diskDigest } from '../demo/disk-digest.js';
+import { verifyRun } from '../demo/verify-run.js';
 import { loadDriverPackages } from '../drivers.js';
 import { renderRunSummary } from '../output/run-summary.js';
 import { withProgress } from './run.js';
@@ -95,7 +95,7 @@ export async function demoHyperVCommand(context: CliContext, options: DemoHyperV
         }
         const record = await withProgress(engine, context, () => engine.run(job, { signal: context.signal }));
         out.write(`\n   [${pair.label}] run ${step + 1} (${label})\n${renderRunSummary(record)}\n`);
-        ok = (await verify(context, record, pair.reader, verifier)) && ok;
+        ok = (await verifyRun(context, record, pair.reader, verifier)) && ok;
       }
     }
     const { VirtualHardDiskPath } = (await adminCmdlet(host.root, 'Get-VMHost')) as { VirtualHardDiskPath: string };
@@ -161,21 +161,4 @@ async function xenPair(dir: string, closers: (() => Promise<void>)[]): Promise<D
       }
     },
   };
-}
-
-/** Compares each replica disk of a run with its source snapshot disk (sha256 of the whole disk). */
-async function verify(context: CliContext, record: RunRecord, source: Hypervisor, target: Hypervisor) {
-  if (record.outcome !== 'completed') {
-    context.stdout.write(`   the run ended ${record.outcome}: FAILED (${record.error?.message ?? 'no error'})\n`);
-    return false;
-  }
-  let ok = true;
-  for (const [i, disk] of record.snapshot!.disks.entries()) {
-    const [want, got] = await Promise.all([diskDigest(source, disk), diskDigest(target, record.replica!.disks[i]!)]);
-    ok &&= want === got;
-    context.stdout.write(
-      `   disk ${disk.id}: snapshot sha256 ${want.slice(0, 16)}…, replica ${got.slice(0, 16)}… ${want === got ? 'equal' : 'DIFFERENT'}\n`,
-    );
-  }
-  return ok;
 }

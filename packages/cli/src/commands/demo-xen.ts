@@ -2,13 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Hypervisor, type JobSpecInput, parseJob, type RunRecord } from '@replikit/core';
+import { type JobSpecInput, parseJob } from '@replikit/core';
 import { createFileDriver } from '@replikit/driver-file';
 import { createXenDriver, xenDriverOptionsSchema } from '@replikit/driver-xen';
 import { populateDemo, startXapiSim, type XapiSim } from '@replikit/xapi-sim';
 import type { CliContext } from '../context.js';
 import { createEngine } from '../create-engine.js';
-import { diskDigest } from '../demo/disk-digest.js';
+import { verifyRun } from '../demo/verify-run.js';
 import { loadDriverPackages } from '../drivers.js';
 import { renderRunSummary } from '../output/run-summary.js';
 import { withProgress } from './run.js';
@@ -104,7 +104,7 @@ export async function demoXenCommand(context: CliContext, options: DemoXenOption
             }
             const record = await withProgress(engine, context, () => engine.run(job, { signal: context.signal }));
             out.write(`\n   [${entry.method}] run ${step + 1} (${label})\n${renderRunSummary(record)}\n`);
-            ok = (await verify(context, record, verifier, target)) && ok;
+            ok = (await verifyRun(context, record, verifier, target)) && ok;
           }
         } finally {
           if (target !== verifier) await target.close();
@@ -144,21 +144,4 @@ async function guestWrites(sim: XapiSim, vm: string, seed: number): Promise<numb
   } finally {
     await sim.call('session.logout', session);
   }
-}
-
-/** Compares each replica disk of a run with its source snapshot disk (sha256 of the whole disk). */
-async function verify(context: CliContext, record: RunRecord, source: Hypervisor, target: Hypervisor) {
-  if (record.outcome !== 'completed') {
-    context.stdout.write(`   the run ended ${record.outcome}: FAILED\n`);
-    return false;
-  }
-  let ok = true;
-  for (const [i, disk] of record.snapshot!.disks.entries()) {
-    const [want, got] = await Promise.all([diskDigest(source, disk), diskDigest(target, record.replica!.disks[i]!)]);
-    ok &&= want === got;
-    context.stdout.write(
-      `   disk ${disk.id}: snapshot sha256 ${want.slice(0, 16)}…, replica ${got.slice(0, 16)}… ${want === got ? 'equal' : 'DIFFERENT'}\n`,
-    );
-  }
-  return ok;
 }
