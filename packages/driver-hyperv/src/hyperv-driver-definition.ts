@@ -28,7 +28,11 @@ export async function createHyperVDriver(
   return new HyperVDriver({
     link,
     rct: options.rct,
-    target: { replicaPath: options.replicaPath, networkMap: options.networkMap },
+    target: {
+      replicaPath: options.replicaPath,
+      networkMap: options.networkMap,
+      secureBootTemplate: options.secureBootTemplate,
+    },
     ...(tuning.openImage ? { openImage: tuning.openImage } : {}),
   });
 }

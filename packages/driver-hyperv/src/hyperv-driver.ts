@@ -34,6 +34,7 @@ import {
   type DriveRow,
   diskLabel,
   diskRefOf,
+  type FirmwareRow,
   firmwareOf,
   type HyperVVMInfo,
   type NicRow,
@@ -58,6 +59,7 @@ import {
   REMOVE_CHECKPOINT,
   RENAME_CHECKPOINT,
   VM_DRIVES,
+  VM_FIRMWARE,
   VM_NICS,
 } from './scripts/hyperv-scripts.js';
 import { SHUTDOWN_VM, START_VM, STOP_VM } from './scripts/target-scripts.js';
@@ -597,6 +599,7 @@ export class HyperVDriver extends AbstractHypervisor {
     const disks = await Promise.all(drives.map(async (d) => diskRefOf(id, d, await this.vhd(d.Path))));
     const nics = await this.link.call<NicRow>(VM_NICS, { vm: row.Name });
     const generation = row.Generation === 2 ? 2 : 1;
+    const [firmware] = generation === 2 ? await this.link.call<FirmwareRow>(VM_FIRMWARE, { vm: row.Name }) : [];
     return {
       id,
       name: row.Name,
@@ -608,6 +611,8 @@ export class HyperVDriver extends AbstractHypervisor {
       // Core's spelling, so a target of another kind (Xen) keeps the MACs and boots the same way.
       macs: nics.map((n) => coreMac(n.MacAddress)),
       firmware: firmwareOf(generation),
+      ...(firmware ? { secureBoot: firmware.SecureBoot === 'On' } : {}),
+      ...(firmware?.SecureBootTemplate ? { secureBootTemplate: firmware.SecureBootTemplate } : {}),
       generation,
       configurationVersion: row.Version,
       nics: nics.map((n) => ({ name: n.Name, macAddress: n.MacAddress, switchName: n.SwitchName ?? null })),

@@ -70,6 +70,12 @@ export const hypervDriverOptionsSchema = z.strictObject({
   /** Target side: source network (switch) name → target switch name; unmapped NICs are disconnected. */
   networkMap: z.record(z.string().min(1), z.string().min(1)).default({}),
   /**
+   * Target side: the Secure Boot template of a generation 2 replica of a Secure Boot source that
+   * names none (XenServer): `MicrosoftUEFICertificateAuthority` for Linux guests.
+   * @default "MicrosoftWindows"
+   */
+  secureBootTemplate: text('a Secure Boot template name').optional(),
+  /**
    * Source side: use Resilient Change Tracking where the VM supports it (recovery checkpoints);
    * `false` takes the VM's configured checkpoint type and lets the engine compare hashes.
    * @default true

@@ -66,6 +66,15 @@ export interface HyperVVMInfo extends VMInfo {
   configurationVersion: string;
   /** The network adapters with their MACs, in the host's order. */
   nics: HyperVNic[];
+  /** Generation 2: the Secure Boot template's name (`MicrosoftWindows`, …). */
+  secureBootTemplate?: string;
+}
+
+/** A generation 2 VM's firmware as the `vm-firmware` script projects it. */
+export interface FirmwareRow {
+  /** `On` or `Off`. */
+  SecureBoot: string;
+  SecureBootTemplate: string | null;
 }
 
 /** Hyper-V's VMState name (`Running`, `Off`, …) as core's power state. */

@@ -79,7 +79,12 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
           sharedLink: true,
           rct: options.rct,
           openImage: (path) => hyperv.host.openDisk(path),
-          target: { replicaPath: options.replicaPath, networkMap: options.networkMap, onWarning: () => undefined },
+          target: {
+            replicaPath: options.replicaPath,
+            networkMap: options.networkMap,
+            secureBootTemplate: options.secureBootTemplate,
+            onWarning: () => undefined,
+          },
         }) as Hypervisor,
     });
     return new ReplicationEngine({
@@ -111,8 +116,17 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     return record;
   }
 
-  /** A halted Xen VM with CBT on its disks, `firmware` boot and one VIF per MAC on the pool's network. */
-  async function makeXenVM(name: string, sizes: number[], firmware: 'bios' | 'uefi', macs: string[]) {
+  /**
+   * A halted Xen VM with CBT on its disks, `firmware` boot (with `platform` keys such as
+   * `secureboot`) and one VIF per MAC on the pool's network.
+   */
+  async function makeXenVM(
+    name: string,
+    sizes: number[],
+    firmware: 'bios' | 'uefi',
+    macs: string[],
+    platform: Record<string, string> = {},
+  ) {
     const ref = await call<string>('VM.create', {
       name_label: name,
       VCPUs_max: 3,
@@ -120,6 +134,7 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
       memory_static_max: 1536 * MiB,
       HVM_boot_policy: 'BIOS order',
       HVM_boot_params: { order: 'cd', firmware },
+      platform,
     });
     for (const [i, size] of sizes.entries()) {
       const vdi = await call<string>('VDI.create', {
@@ -138,19 +153,28 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     return { ref, uuid: await call<string>('VM.get_uuid', ref) };
   }
 
-  it('XenServer ► Hyper-V: UEFI → generation 2, BIOS → generation 1, MACs kept; full then CBT-tracked run; other methods refused', async () => {
+  it('XenServer ► Hyper-V: UEFI → generation 2 (Secure Boot kept), BIOS → generation 1, MACs kept; full then CBT-tracked run; other methods refused', async () => {
     const e = engine();
     const network = await call<string>('network.get_uuid', xapi.refs.network);
     const replicaPath = join(hyperv.host.root, 'replicas');
     const size = 6 * MiB + 777; // a Xen disk that ends mid-sector: the VHDX is rounded up to whole sectors
-    const uefi = await makeXenVM('xen uefi', [size, 2 * MiB], 'uefi', ['02:00:00:aa:00:01', '02:00:00:aa:00:02']);
+    const uefi = await makeXenVM('xen uefi', [size, 2 * MiB], 'uefi', ['02:00:00:aa:00:01', '02:00:00:aa:00:02'], {
+      secureboot: 'true',
+    });
     await xapi.guestWrite(uefi.ref, '0', 4095, testPattern(1, 300_000));
     await xapi.guestWrite(uefi.ref, '0', size - 5, testPattern(2, 5));
     await xapi.guestWrite(uefi.ref, '1', 0, testPattern(3, 512));
     const job = {
       name: 'xen-to-hyperv',
       source: { ...xenEndpoint(), vm: 'xen uefi' },
-      target: { driver: 'hyperv', replicaPath, networkMap: { [network]: 'Replica LAN' }, replicaName: 'xen-uefi' },
+      // A Linux guest: Secure Boot through the third-party UEFI CA template.
+      target: {
+        driver: 'hyperv',
+        replicaPath,
+        networkMap: { [network]: 'Replica LAN' },
+        replicaName: 'xen-uefi',
+        secureBootTemplate: 'MicrosoftUEFICertificateAuthority',
+      },
       method: 'qhybrid',
     };
 
@@ -158,6 +182,8 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     expect(first.disks.map((d) => d.mode)).toEqual(['full', 'full']);
     const replica = (await hv.getVM(first.replica!.id)) as HyperVVMInfo;
     expect(replica).toMatchObject({ generation: 2, firmware: 'uefi', cpus: 3, memoryMiB: 1536 });
+    // platform:secureboot=true → Set-VMFirmware -EnableSecureBoot On with the job's template.
+    expect(replica).toMatchObject({ secureBoot: true, secureBootTemplate: 'MicrosoftUEFICertificateAuthority' });
     expect(replica.nics.map((n) => n.macAddress)).toEqual(['020000AA0001', '020000AA0002']);
     expect(replica.macs).toEqual(['02:00:00:aa:00:01', '02:00:00:aa:00:02']);
     expect(replica.nics.map((n) => n.switchName)).toEqual(['Replica LAN', 'Replica LAN']);
@@ -202,6 +228,7 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     );
     const biosReplica = await hv.getVM(bios.replica!.id);
     expect(biosReplica).toMatchObject({ generation: 1, firmware: 'bios', macs: ['02:00:00:bb:00:01'] });
+    expect(biosReplica.secureBoot).toBeUndefined(); // generation 1 has no Secure Boot
     expect(biosReplica.disks.map((d) => d.id)).toEqual(['IDE:0:0']); // generation 1 boots from IDE 0:0
 
     // Any other method is refused: E_RULE, the rule's id and reason on one line, then its fix.
@@ -218,7 +245,7 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     await e.close();
   });
 
-  it('Hyper-V ► XenServer: generation 2 → UEFI, MACs kept, CPUs and memory; full then RCT-tracked run', async () => {
+  it('Hyper-V ► XenServer: generation 2 → UEFI (Secure Boot kept), MACs kept, CPUs and memory; full then RCT-tracked run', async () => {
     // The Xen target writes through its ABD (an appliance VM the pool runs; rule xen-target-needs-abd),
     // on loopback addresses of this run.
     const e = engine();
@@ -234,6 +261,8 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     await hyperv.host.guestWrite('hv gen2', 1, MiB, testPattern(13, 4096));
     const source = (await hv.getVM('hv gen2')) as HyperVVMInfo;
     expect(source.firmware).toBe('uefi');
+    // New-VM's generation 2 default, as Get-VMFirmware reports it.
+    expect(source).toMatchObject({ secureBoot: true, secureBootTemplate: 'MicrosoftWindows' });
     expect(source.macs).toEqual(source.nics.map((n) => n.macAddress.toLowerCase().match(/../g)!.join(':')));
     const job = {
       name: 'hyperv-to-xen',
@@ -253,13 +282,14 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     expect(warnings).toEqual([expect.stringMatching(/1 source adapter connected to no network has no VIF/)]);
     expect(warnings.join()).not.toMatch(/''/);
     const replica = await xen.getVM(first.replica!.id);
-    expect(replica).toMatchObject({ firmware: 'uefi', cpus: 2, memoryMiB: 1024 });
+    expect(replica).toMatchObject({ firmware: 'uefi', secureBoot: true, cpus: 2, memoryMiB: 1024 });
     // `New-VM` adds an unnamed adapter with no switch; the two named ones follow.
     const named = source.nics.filter((n) => n.switchName !== null);
     expect(replica.macs?.filter((_, i) => replica.networks?.[i] === network)).toEqual(
       named.map((n) => n.macAddress.toLowerCase().match(/../g)!.join(':')),
     );
     const vmRef = await call<string>('VM.get_by_uuid', first.replica!.id);
+    expect(await call<Record<string, string>>('VM.get_platform', vmRef)).toMatchObject({ secureboot: 'true' });
     const vdi = await call<string>('VBD.get_VDI', (await call<string[]>('VM.get_VBDs', vmRef))[0]);
     expect(Number(await call('VDI.get_virtual_size', vdi))).toBe(6 * MiB); // rounded by the SR
 

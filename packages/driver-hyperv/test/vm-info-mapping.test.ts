@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { coreMac, firmwareOf } from '../src/hyperv-records.js';
-import { hyperVMac, planNics, replicaGeneration } from '../src/target/replica-shape.js';
+import { hyperVMac, planNics, replicaFirmware, replicaGeneration } from '../src/target/replica-shape.js';
 
 // What a Hyper-V VM tells a target of another kind, and what a Hyper-V replica takes from one.
 describe('Hyper-V ⇄ core VMInfo mapping', () => {
@@ -18,6 +18,36 @@ describe('Hyper-V ⇄ core VMInfo mapping', () => {
     const xen = { id: 'x', name: 'x', cpus: 1, memoryMiB: 512, powerState: 'stopped' as const, disks: [] };
     expect(replicaGeneration({ ...xen, firmware: 'bios' })).toBe(1);
     expect(replicaGeneration({ ...xen, firmware: 'uefi' })).toBe(2);
+  });
+
+  it("Secure Boot: kept from a UEFI source that says, with its own template or the job's (Windows by default)", () => {
+    const xen = { id: 'x', name: 'x', cpus: 1, memoryMiB: 512, powerState: 'stopped' as const, disks: [] };
+    expect(replicaFirmware({ ...xen, firmware: 'uefi', secureBoot: true })).toEqual({
+      secureBoot: 'On',
+      template: 'MicrosoftWindows',
+    });
+    expect(
+      replicaFirmware({ ...xen, firmware: 'uefi', secureBoot: true }, 'MicrosoftUEFICertificateAuthority'),
+    ).toEqual({
+      secureBoot: 'On',
+      template: 'MicrosoftUEFICertificateAuthority',
+    });
+    expect(replicaFirmware({ ...xen, firmware: 'uefi', secureBoot: false })).toEqual({
+      secureBoot: 'Off',
+      template: 'MicrosoftWindows',
+    });
+    // A Hyper-V source's template wins over the job's.
+    const hv = {
+      ...xen,
+      generation: 2,
+      firmware: 'uefi' as const,
+      secureBoot: true,
+      secureBootTemplate: 'OpenSourceShieldedVM',
+    };
+    expect(replicaFirmware(hv, 'MicrosoftWindows')).toEqual({ secureBoot: 'On', template: 'OpenSourceShieldedVM' });
+    // Nothing said (XAPI `auto`), or a BIOS guest: Hyper-V's default stands / there is no Secure Boot.
+    expect(replicaFirmware({ ...xen, firmware: 'uefi' })).toBeUndefined();
+    expect(replicaFirmware({ ...xen, firmware: 'bios', secureBoot: true })).toBeUndefined();
   });
 
   it("a Xen source's MACs become static MACs of the replica's adapters, in order", () => {

@@ -40,6 +40,19 @@ export function vmFirmware(vm: XRecord): 'bios' | 'uefi' {
   return map(vm.HVM_boot_params).firmware === 'uefi' ? 'uefi' : 'bios';
 }
 
+/**
+ * Secure Boot of a UEFI VM, from `platform:secureboot`: `true` is on, `false` or unset is off;
+ * `auto` (on where the pool holds Secure Boot certificates) cannot be told from the VM alone, so
+ * it is reported as unknown, as is anything on a BIOS VM.
+ */
+export function vmSecureBoot(vm: XRecord): boolean | undefined {
+  if (vmFirmware(vm) !== 'uefi') return undefined;
+  const value = map(vm.platform).secureboot;
+  if (value === 'true') return true;
+  if (value === undefined || value === 'false') return false;
+  return undefined;
+}
+
 /** True for a VM a user replicates: no template, snapshot, control domain or ABD appliance. */
 export function isUserVM(vm: XRecord): boolean {
   return (
@@ -106,7 +119,14 @@ export function toVMInfo(view: PoolView, vm: XRecord): VMInfo {
     disks,
     ...nicInfo(view, vm),
     firmware: vmFirmware(vm),
+    ...secureBootInfo(vm),
   };
+}
+
+/** `secureBoot` of a VM, when it can be told. */
+function secureBootInfo(vm: XRecord): Pick<VMInfo, 'secureBoot'> {
+  const secureBoot = vmSecureBoot(vm);
+  return secureBoot === undefined ? {} : { secureBoot };
 }
 
 /** `networks` (network uuids) and `macs` of a VM, when the view has VIFs. */

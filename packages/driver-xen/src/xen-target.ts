@@ -207,6 +207,10 @@ export class XenTarget {
           // Boot as the source does (HVM, BIOS or UEFI firmware).
           HVM_boot_policy: 'BIOS order',
           HVM_boot_params: { order: 'cd', firmware: spec.source.firmware ?? 'bios' },
+          // Secure Boot as the source has it, where the source is UEFI and says (else the pool's default).
+          ...(spec.source.firmware === 'uefi' && spec.source.secureBoot !== undefined
+            ? { platform: { secureboot: String(spec.source.secureBoot) } }
+            : {}),
           other_config: {
             [REPLICA_NAME_KEY]: spec.name,
             [REPLICA_OF_KEY]: spec.source.id,

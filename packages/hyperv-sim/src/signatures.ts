@@ -202,6 +202,24 @@ const TABLE: Record<string, readonly string[]> = {
     'OverrideCacheAttributes',
     'Passthru',
   ],
+  // hyper-v/get-vmfirmware (generation 2 VMs only)
+  'Get-VMFirmware': [...REMOTE, 'VMName', 'VM', 'VMSnapshot'],
+  // hyper-v/set-vmfirmware (generation 2 VMs only)
+  'Set-VMFirmware': [
+    ...REMOTE,
+    'VMName',
+    'VM',
+    'VMFirmware',
+    'BootOrder',
+    'FirstBootDevice',
+    'EnableSecureBoot',
+    'SecureBootTemplate',
+    'SecureBootTemplateId',
+    'PreferredNetworkBootProtocol',
+    'ConsoleMode',
+    'PauseAfterBootFailure',
+    'Passthru',
+  ],
   // hyper-v/get-vmnetworkadapter
   'Get-VMNetworkAdapter': [
     ...REMOTE,

@@ -36,6 +36,12 @@ export interface VMInfo {
    * target of another kind maps it; absent when the driver cannot tell.
    */
   firmware?: 'bios' | 'uefi';
+  /**
+   * With `firmware: 'uefi'`: whether UEFI Secure Boot is on (XAPI `platform:secureboot`, Hyper-V
+   * `Get-VMFirmware`'s `SecureBoot`). Absent when the driver cannot tell; a target then keeps
+   * its platform's default.
+   */
+  secureBoot?: boolean;
 }
 
 /** A point-in-time view of all disks of a VM, taken at one instant. Plain data. */

@@ -41,6 +41,12 @@ export const VM_NICS: PsScript = {
   body: "Get-VMNetworkAdapter -VMName $p.vm | Select-Object -Property 'Name', 'MacAddress', 'SwitchName'",
 };
 
+/** Secure Boot of generation 2 VM `$p.vm` (`Get-VMFirmware` refuses generation 1). */
+export const VM_FIRMWARE: PsScript = {
+  name: 'vm-firmware',
+  body: `Get-VMFirmware -VMName $p.vm | Select-Object -Property ${asText('SecureBoot')}, 'SecureBootTemplate'`,
+};
+
 const SNAPSHOT_VIEW = `Select-Object -Property ${asText('Id')}, 'Name', ${asText('SnapshotType')}, @{ Name = 'CreationTime'; Expression = { $_.CreationTime.ToString('o') } }, @{ Name = 'HardDrives'; Expression = { @($_.HardDrives | Select-Object -Property 'Path') } }`;
 
 /** The checkpoints of VM `$p.vm`, oldest first, with the files each froze. */
@@ -110,6 +116,7 @@ export const SOURCE_SCRIPTS: readonly PsScript[] = [
   VM_DRIVES,
   GET_VHD,
   VM_NICS,
+  VM_FIRMWARE,
   LIST_CHECKPOINTS,
   CREATE_RECOVERY_CHECKPOINT,
   CHECKPOINT_VM,

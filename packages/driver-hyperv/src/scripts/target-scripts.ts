@@ -14,6 +14,15 @@ export const NEW_REPLICA_VM: PsScript = {
   body: 'New-VM -Name $p.name -Generation $p.generation -MemoryStartupBytes $p.memory -Path $p.path -NoVHD',
 };
 
+/**
+ * Secure Boot of generation 2 VM `$p.name`: `$p.secureBoot` (`On` or `Off`) with template
+ * `$p.template` (`MicrosoftWindows`, `MicrosoftUEFICertificateAuthority`, …).
+ */
+export const SET_REPLICA_FIRMWARE: PsScript = {
+  name: 'set-replica-firmware',
+  body: 'Set-VMFirmware -VMName $p.name -EnableSecureBoot $p.secureBoot -SecureBootTemplate $p.template',
+};
+
 /** Sets VM `$p.name`'s processor count (`$p.cpus`) and notes (`$p.notes`: the replica's identity). */
 export const SET_REPLICA_VM: PsScript = {
   name: 'set-replica-vm',
@@ -93,6 +102,7 @@ export const HOST_DISK_FOLDER: PsScript = {
 export const TARGET_SCRIPTS: readonly PsScript[] = [
   LIST_VM_NOTES,
   NEW_REPLICA_VM,
+  SET_REPLICA_FIRMWARE,
   SET_REPLICA_VM,
   REMOVE_NIC,
   ADD_NIC_CONNECTED,

@@ -30,6 +30,7 @@ import {
   REMOVE_NIC,
   REMOVE_VM,
   RESTORE_CHECKPOINT,
+  SET_REPLICA_FIRMWARE,
   SET_REPLICA_VM,
   STOP_VM,
 } from '../scripts/target-scripts.js';
@@ -51,7 +52,7 @@ import {
   writeMark,
   writePointIds,
 } from './replica-files.js';
-import { type NicPlan, planNics, replicaGeneration } from './replica-shape.js';
+import { type NicPlan, planNics, replicaFirmware, replicaGeneration } from './replica-shape.js';
 
 /** A VM as the `list-vm-notes` script projects it. */
 export interface NoteRow {
@@ -75,6 +76,12 @@ export interface HyperVTargetInit {
   replicaPath?: string | undefined;
   /** Source switch (network) name → target switch name; unmapped NICs are added disconnected. */
   networkMap?: Record<string, string> | undefined;
+  /**
+   * The Secure Boot template of a generation 2 replica whose source has Secure Boot on and names
+   * no template of its own (a XenServer source).
+   * @default "MicrosoftWindows"
+   */
+  secureBootTemplate?: string | undefined;
   /** Called with a warning (unmapped networks). @default `process.emitWarning` */
   onWarning?: ((message: string) => void) | undefined;
 }
@@ -142,6 +149,8 @@ export class HyperVTarget {
       memory: Math.max(32, Math.ceil(spec.source.memoryMiB / 2) * 2) * MiB,
       path: dir,
     });
+    const firmware = replicaFirmware(spec.source, this.init.secureBootTemplate);
+    if (firmware) await this.link.call(SET_REPLICA_FIRMWARE, { name, ...firmware });
     await this.link.call(SET_REPLICA_VM, {
       name,
       cpus: Math.max(1, spec.source.cpus),

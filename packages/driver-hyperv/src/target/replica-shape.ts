@@ -24,6 +24,33 @@ export function replicaGeneration(source: VMInfo): 1 | 2 {
   return 2;
 }
 
+/** The Secure Boot settings `Set-VMFirmware` gives a generation 2 replica. */
+export interface ReplicaFirmware {
+  /** `On` or `Off` (`-EnableSecureBoot`). */
+  secureBoot: 'On' | 'Off';
+  /** `-SecureBootTemplate`. */
+  template: string;
+}
+
+/** Hyper-V's template for a new generation 2 VM: trusts Windows' boot loader only. */
+export const DEFAULT_SECURE_BOOT_TEMPLATE = 'MicrosoftWindows';
+
+/**
+ * Secure Boot of the replica of `source`, or `undefined` to leave Hyper-V's default (on, with the
+ * Windows template): for a generation 2 replica whose source says whether Secure Boot is on. The
+ * template is the source's own (a Hyper-V source), else `template` (a Xen source names none:
+ * XenServer's Secure Boot trusts both Microsoft's Windows and third-party UEFI CAs, and no single
+ * Hyper-V template does, so the job chooses; Windows by default, as Hyper-V does).
+ */
+export function replicaFirmware(source: VMInfo, template?: string): ReplicaFirmware | undefined {
+  if (replicaGeneration(source) !== 2 || source.secureBoot === undefined) return undefined;
+  const own = (source as VMInfo & { secureBootTemplate?: unknown }).secureBootTemplate;
+  return {
+    secureBoot: source.secureBoot ? 'On' : 'Off',
+    template: typeof own === 'string' && own !== '' ? own : (template ?? DEFAULT_SECURE_BOOT_TEMPLATE),
+  };
+}
+
 /** A MAC as Hyper-V takes it (12 upper-case hex digits), or undefined when `mac` is none. */
 export function hyperVMac(mac: unknown): string | undefined {
   if (typeof mac !== 'string') return undefined;

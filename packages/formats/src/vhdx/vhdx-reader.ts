@@ -20,12 +20,16 @@ import {
   type VhdxRegion,
 } from './vhdx-structs.js';
 
+/** Sector bitmaps of payload blocks kept per reader (each at most 64 KiB). */
+const BITMAP_CACHE = 256;
+
 /** A reader of a VHDX image (fixed, dynamic or differencing). */
 export class VhdxReader implements ImageReader {
   readonly size: number;
   readonly blockSize: number;
   readonly info: ImageInfo;
-  private readonly bitmaps = new Map<number, Uint8Array>();
+  /** Sector bitmaps of payload blocks, by block: the read in flight or done (shared by concurrent reads). */
+  private readonly bitmaps = new Map<number, Promise<Uint8Array>>();
   private closed = false;
 
   /** @internal use {@link openVhdx}. */
@@ -101,7 +105,6 @@ export class VhdxReader implements ImageReader {
     const bs = this.blockSize;
     const sector = this.metadata.logicalSectorSize;
     const perBlock = bs / sector;
-    const { chunkRatio } = batGeometry(this.metadata);
     const list: Extent[] = [];
     for (let b = 0; b < this.states.length; b++) {
       const start = b * bs;
@@ -111,12 +114,9 @@ export class VhdxReader implements ImageReader {
         list.push({ offset: start, length: Math.min(bs, this.size - start) });
       } else if (s === BAT_STATE.partiallyPresent) {
         throwIfAborted(options.signal);
-        const chunk = Math.floor(b / chunkRatio);
-        const bitmap = await this.bitmap(chunk);
-        const first = (b - chunk * chunkRatio) * perBlock;
+        const bitmap = await this.blockBitmap(b);
         for (let i = 0; i < perBlock && start + i * sector < this.size; i++) {
-          const at = first + i;
-          if ((bitmap[at >> 3]! & (1 << (at & 7))) === 0) continue;
+          if ((bitmap[i >> 3]! & (1 << (i & 7))) === 0) continue;
           list.push({ offset: start + i * sector, length: Math.min(sector, this.size - start - i * sector) });
         }
       }
@@ -166,17 +166,13 @@ export class VhdxReader implements ImageReader {
     options: { signal?: AbortSignal },
   ): Promise<void> {
     const sectorSize = this.metadata.logicalSectorSize;
-    const { chunkRatio } = batGeometry(this.metadata);
-    const chunk = Math.floor(b / chunkRatio);
-    const bitmap = await this.bitmap(chunk);
-    // sector index within the chunk's bitmap
-    const firstSector = (b - chunk * chunkRatio) * (this.blockSize / sectorSize);
+    const bitmap = await this.blockBitmap(b);
     const n = target.length;
     let at = 0;
     while (at < n) {
-      const s = firstSector + Math.floor((inBlock + at) / sectorSize);
+      const s = Math.floor((inBlock + at) / sectorSize);
       const set = (bitmap[s >> 3]! & (1 << (s & 7))) !== 0;
-      const lastSector = firstSector + Math.floor((inBlock + n - 1) / sectorSize);
+      const lastSector = Math.floor((inBlock + n - 1) / sectorSize);
       let next = s + 1;
       while (next <= lastSector) {
         if ((next & 7) === 0 && next + 8 <= lastSector + 1 && bitmap[next >> 3] === (set ? 0xff : 0)) {
@@ -186,7 +182,7 @@ export class VhdxReader implements ImageReader {
         if (((bitmap[next >> 3]! & (1 << (next & 7))) !== 0) !== set) break;
         next++;
       }
-      const runEnd = Math.min(n, (next - firstSector) * sectorSize - inBlock);
+      const runEnd = Math.min(n, next * sectorSize - inBlock);
       const piece = target.subarray(at, runEnd);
       if (set) await this.source.readInto(piece, this.offsets[b]! + inBlock + at, `VHDX block ${b}`);
       else if (this.parent) await this.parent.readInto(pos + at, piece, options);
@@ -195,14 +191,33 @@ export class VhdxReader implements ImageReader {
     }
   }
 
-  private async bitmap(chunk: number): Promise<Uint8Array> {
-    let bitmap = this.bitmaps.get(chunk);
+  /**
+   * The sector bitmap of payload block `b` (one bit per logical sector, `blockSize / sectorSize / 8`
+   * bytes): only that slice of its chunk's 1 MiB sector bitmap block is read, once, and shared by
+   * concurrent reads of the block (reading the whole 1 MiB for each read of a partially present
+   * block made a small incremental read many times what changed).
+   */
+  private blockBitmap(b: number): Promise<Uint8Array> {
+    let bitmap = this.bitmaps.get(b);
     if (!bitmap) {
+      const { chunkRatio } = batGeometry(this.metadata);
+      const chunk = Math.floor(b / chunkRatio);
+      const bytes = this.blockSize / this.metadata.logicalSectorSize / 8;
       const offset = this.bitmapOffsets[chunk] ?? 0;
       bitmap =
-        offset === 0 ? new Uint8Array(MIB) : await readBytes(this.source, offset, MIB, `VHDX sector bitmap ${chunk}`);
-      if (this.bitmaps.size >= 16) this.bitmaps.clear();
-      this.bitmaps.set(chunk, bitmap);
+        offset === 0
+          ? Promise.resolve(new Uint8Array(bytes))
+          : readBytes(
+              this.source,
+              offset + (b - chunk * chunkRatio) * bytes,
+              bytes,
+              `VHDX sector bitmap of block ${b}`,
+            );
+      if (this.bitmaps.size >= BITMAP_CACHE) this.bitmaps.delete(this.bitmaps.keys().next().value!);
+      this.bitmaps.set(b, bitmap);
+      bitmap.catch(() => {
+        if (this.bitmaps.get(b) === bitmap) this.bitmaps.delete(b);
+      });
     }
     return bitmap;
   }
@@ -288,11 +303,7 @@ export async function openVhdxSource(source: ByteSource, options: ParentOptions 
       }
     }
   }
-  const metadata = parseMetadata(
-    await readBytes(source, metaRegion.offset, metaRegion.length, 'VHDX metadata region'),
-    file,
-    metaRegion.offset,
-  );
+  const metadata = parseMetadata(await readMetadataRegion(source, metaRegion), file, metaRegion.offset);
   const geo = batGeometry(metadata);
   if (geo.entries * 8 > batRegion.length) {
     throw new FormatError(
@@ -402,6 +413,37 @@ export async function openVhdxSource(source: ByteSource, options: ParentOptions 
     }
   }
   return new VhdxReader(source, header, metadata, states, offsets, bitmapOffsets, parent, parentPath);
+}
+
+/** The metadata table's size at the start of the metadata region (VHDX spec 3.5). */
+const METADATA_TABLE = 64 * 1024;
+
+/**
+ * The metadata region as {@link parseMetadata} checks it, read only as far as its items reach:
+ * the 64 KiB table, then up to the end of the farthest item (a few KiB past the table), not the
+ * whole region (1 MiB as Hyper-V and replikit write it), since every open of every file of a
+ * chain pays this. Bytes past the farthest item are zeros; no item refers to them.
+ */
+async function readMetadataRegion(source: ByteSource, region: VhdxRegion): Promise<Uint8Array> {
+  const tableLength = Math.min(METADATA_TABLE, region.length);
+  const table = await readBytes(source, region.offset, tableLength, 'VHDX metadata table');
+  const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+  let reach = tableLength;
+  const entries = tableLength >= 32 ? Math.min(view.getUint16(10, true), Math.floor((tableLength - 32) / 32)) : 0;
+  for (let i = 0; i < entries; i++) {
+    const at = 32 + 32 * i;
+    const end = view.getUint32(at + 16, true) + view.getUint32(at + 20, true);
+    reach = Math.max(reach, Math.min(region.length, end));
+  }
+  const bytes = new Uint8Array(region.length);
+  bytes.set(table);
+  if (reach > tableLength) {
+    bytes.set(
+      await readBytes(source, region.offset + tableLength, reach - tableLength, 'VHDX metadata items'),
+      tableLength,
+    );
+  }
+  return bytes;
 }
 
 /**

@@ -73,6 +73,8 @@ const newVm: CmdletHandler = async (c) => {
     checkpointType: 'Production',
     path: c.has('Path') ? await hostPath(c.root, c.arg('Path'), 'NewVM') : c.root,
     drives: [],
+    // New-VM's generation 2 default: Secure Boot on with the Windows template.
+    ...(generation === 2 ? { secureBoot: 'On' as const, secureBootTemplate: 'MicrosoftWindows' } : {}),
     nics: [
       {
         name: 'Network Adapter',

@@ -36,6 +36,13 @@ export interface VmRecord {
   path: string;
   drives: DriveRecord[];
   nics: NicRecord[];
+  /**
+   * Generation 2 only: Secure Boot (`Get-VMFirmware`'s `SecureBoot`). Absent (a host file from
+   * before the simulator modelled firmware) reads as Hyper-V's default for a new VM, `On`.
+   */
+  secureBoot?: 'On' | 'Off';
+  /** Generation 2 only: the Secure Boot template's name; absent reads as `MicrosoftWindows`. */
+  secureBootTemplate?: string;
 }
 
 /** A checkpoint: the files it froze, one per drive, in drive order. */
