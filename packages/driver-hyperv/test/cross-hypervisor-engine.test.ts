@@ -218,6 +218,51 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     await e.close();
   });
 
+  it('XenServer ► Hyper-V of a VM named like a Hyper-V VM already replicated to the host: each replica VM keeps to its own disks and checkpoints', async () => {
+    // What `replikit demo --hyperv` does: 'twin' on the Hyper-V host and 'twin' in the pool, of other
+    // disk sizes, both replicated to the host. Both replica VMs would be named 'twin-replica', and
+    // Hyper-V cmdlets that take a VM name act on every VM of that name.
+    const e = engine();
+    const replicaPath = join(hyperv.host.root, 'replicas');
+    await hyperv.makeVM('twin', [2 * MiB]);
+    await hyperv.host.guestWrite('twin', 0, 0, testPattern(21, 70_000));
+    const local = await replicate(
+      e,
+      {
+        name: 'twin-hv',
+        source: { driver: 'hyperv', vm: 'twin' },
+        target: { driver: 'hyperv', replicaPath, replicaName: 'twin-hv' },
+        method: 'qhybrid',
+        blockSize: 65_536,
+      },
+      hv,
+      hv,
+    );
+    const xenTwin = await makeXenVM('twin', [4 * MiB], 'uefi', ['02:00:00:cc:00:01']);
+    await xapi.guestWrite(xenTwin.ref, '0', 3 * MiB, testPattern(22, 70_000));
+    const job = {
+      name: 'twin-xen',
+      source: { ...xenEndpoint(), vm: 'twin' },
+      target: { driver: 'hyperv', replicaPath, replicaName: 'twin-xen' },
+      method: 'qhybrid',
+      blockSize: 65_536,
+    };
+    const fromXen = await replicate(e, job, xen, hv);
+    await xapi.guestWrite(xenTwin.ref, '0', 0, testPattern(23, 4096));
+    const again = await replicate(e, job, xen, hv);
+    expect(again.disks.map((d) => d.mode)).toEqual(['tracked']);
+    const names = [local, fromXen].map((r) => (r.replica!.meta as { vm: string }).vm);
+    expect(new Set(names).size).toBe(2);
+    // The Hyper-V replica still equals its source.
+    expect(
+      compareBytes(
+        await readWholeDisk(hv, local.replica!.disks[0]!),
+        await readWholeDisk(hv, local.snapshot!.disks[0]!),
+      ),
+    ).toBe('equal');
+    await e.close();
+  });
+
   it('Hyper-V ► XenServer: generation 2 → UEFI, MACs kept, CPUs and memory; full then RCT-tracked run', async () => {
     // The Xen target writes through its ABD (an appliance VM the pool runs; rule xen-target-needs-abd),
     // on loopback addresses of this run.
