@@ -14,6 +14,7 @@ import {
 } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { createXenDriver, type XenDriver, xenDriver, xenDriverOptionsSchema } from '@replikit/driver-xen';
+import { adminCmdlet } from '@replikit/hyperv-sim';
 import { localTransport } from '@replikit/transport';
 import { populateDemo, startXapiSim, type XapiSim } from '@replikit/xapi-sim';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -260,6 +261,17 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
         await readWholeDisk(hv, local.snapshot!.disks[0]!),
       ),
     ).toBe('equal');
+    // A VM made by hand afterwards with a replica VM's name: the next run is refused with E_CONFLICT,
+    // it does not act on the other VM's checkpoints.
+    await adminCmdlet(hyperv.host.root, 'New-VM', { Name: names[1], Generation: 2, NoVHD: true });
+    const refused = await e.run(job).then(
+      (record) => record.error,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({
+      code: 'E_CONFLICT',
+      message: expect.stringMatching(/another VM of the Hyper-V host is named .* rename the other VM/),
+    });
     await e.close();
   });
 
