@@ -13,9 +13,8 @@ usage:
                                    the same through a local agent over TLS: push, then pull
   replikit demo --xen [--keep]     start a simulated XenServer pool, replicate its VM with each
                                    method, verify every replica
-  replikit demo --hyperv [--xen] [--keep]
-                                   start a simulated Hyper-V host, replicate its VM to a replica
-                                   VM through RCT, verify (--xen: also XenServer ► Hyper-V)
+  replikit demo --hyperv [--keep]  start a simulated Hyper-V host and XenServer pool, replicate
+                                   Hyper-V ► Hyper-V (RCT) and XenServer ► Hyper-V (CBT), verify
   replikit validate <job>... [--json]
                                    check jobs against the rules, offline (exit 2 on an error)
   replikit run <job> [--full]      run a job once (--full: read and send every block); SIGTERM
@@ -244,10 +243,8 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
     case 'demo':
       if (values.hyperv) {
         if (values.network) throw new UsageError('demo takes --hyperv or --network, not both');
-        return (await import('./commands/demo-hyperv.js')).demoHyperVCommand(context, {
-          keep: values.keep,
-          xen: values.xen,
-        });
+        // `--xen` with `--hyperv` is accepted and changes nothing: XenServer ► Hyper-V is always part of it.
+        return (await import('./commands/demo-hyperv.js')).demoHyperVCommand(context, { keep: values.keep });
       }
       if (values.xen) {
         if (values.network) throw new UsageError('demo takes --xen or --network, not both');

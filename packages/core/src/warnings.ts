@@ -31,7 +31,7 @@ export const WARNING_CODES = [
  * - `W_ROLLBACK`: a run asked to roll back had already committed; it is finished instead.
  * - `W_NOT_ROLLED_BACK`: a run's writes could not be rolled back.
  * - `W_ABANDONED`: a run was abandoned.
- * - `W_CLEANUP`: a snapshot or temporary item could not be deleted after a run.
+ * - `W_CLEANUP`: a snapshot or temporary item could not be deleted after a run, or the cleanup of a failed run failed.
  * - `W_RUN_MORE_EXPENSIVE`: a disk is read more fully than in the previous run, for a reason the
  *   user may not expect (a write outside replikit, a booted replica, a lost cache).
  */

@@ -131,6 +131,47 @@ describe('ReplicationEngine', () => {
     expect(source.snapshots.size).toBe(0);
   });
 
+  it("a cleanup that fails does not hide the run's own error: the run throws it, the journal keeps both, resume finishes", async () => {
+    // The transfer fails (the source's reader), then the rollback fails too (the target's delete).
+    const failingReader = new Proxy(source, {
+      get(target, property, receiver) {
+        if (property !== 'openReader') return Reflect.get(target, property, receiver);
+        return async () => {
+          throw new DriverError('the source disk could not be read');
+        };
+      },
+    });
+    let deleteFails = true;
+    const failingDelete = new Proxy(target, {
+      get(t, property, receiver) {
+        if (property !== 'deleteReplica') return Reflect.get(t, property, receiver);
+        return async (...args: Parameters<MemoryDriver['deleteReplica']>) => {
+          if (deleteFails) throw new DriverError('the replica could not be deleted');
+          return t.deleteReplica(...args);
+        };
+      },
+    });
+    registry = new DriverRegistry()
+      .register(instanceDriver('memsrc', () => failingReader))
+      .register(instanceDriver('memdst', () => failingDelete));
+    const e = engine();
+    const thrown = await e.run(job()).catch((error: unknown) => error);
+    expect(thrown).toMatchObject({ code: 'E_DRIVER', message: expect.stringMatching(/source disk could not be read/) });
+    const [run] = await e.listRuns();
+    expect(run).toMatchObject({
+      state: 'cleanup',
+      outcome: 'failed',
+      error: { code: 'E_DRIVER', message: expect.stringMatching(/source disk could not be read/) },
+      cleanupError: { code: 'E_DRIVER', message: expect.stringMatching(/replica could not be deleted/) },
+    });
+    // The cleanup succeeds on resume: the run ends failed, still with its own error, and no cleanup error.
+    deleteFails = false;
+    await expect(e.resume(run!.runId)).rejects.toMatchObject({ message: expect.stringMatching(/source disk/) });
+    const [ended] = await e.listRuns();
+    expect(ended).toMatchObject({ state: 'failed', error: { message: expect.stringMatching(/source disk/) } });
+    expect(ended!.cleanupError).toBeUndefined();
+  });
+
   it('asks the change tracker before opening the snapshot reader (a tracker that cannot answer while its disk is attached)', async () => {
     // As XAPI refuses list_changed_blocks while the snapshot VDI is plugged into an appliance reader.
     let open = 0;

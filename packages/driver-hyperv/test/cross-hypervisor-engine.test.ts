@@ -14,6 +14,7 @@ import {
 } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { createXenDriver, type XenDriver, xenDriver, xenDriverOptionsSchema } from '@replikit/driver-xen';
+import { adminCmdlet } from '@replikit/hyperv-sim';
 import { localTransport } from '@replikit/transport';
 import { populateDemo, startXapiSim, type XapiSim } from '@replikit/xapi-sim';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -242,6 +243,62 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
       "error   xen-to-hyperv-needs-qhybrid: XenServer ► Hyper-V works only with method 'qhybrid', but the job's method is 'cbt'",
       "        fix: Set method to 'qhybrid'.",
     ]);
+    await e.close();
+  });
+
+  it('XenServer ► Hyper-V of a VM named like a Hyper-V VM already replicated to the host: each replica VM keeps to its own disks and checkpoints', async () => {
+    // What `replikit demo --hyperv` does: 'twin' on the Hyper-V host and 'twin' in the pool, of other
+    // disk sizes, both replicated to the host. Both replica VMs would be named 'twin-replica', and
+    // Hyper-V cmdlets that take a VM name act on every VM of that name.
+    const e = engine();
+    const replicaPath = join(hyperv.host.root, 'replicas');
+    await hyperv.makeVM('twin', [2 * MiB]);
+    await hyperv.host.guestWrite('twin', 0, 0, testPattern(21, 70_000));
+    const local = await replicate(
+      e,
+      {
+        name: 'twin-hv',
+        source: { driver: 'hyperv', vm: 'twin' },
+        target: { driver: 'hyperv', replicaPath, replicaName: 'twin-hv' },
+        method: 'qhybrid',
+        blockSize: 65_536,
+      },
+      hv,
+      hv,
+    );
+    const xenTwin = await makeXenVM('twin', [4 * MiB], 'uefi', ['02:00:00:cc:00:01']);
+    await xapi.guestWrite(xenTwin.ref, '0', 3 * MiB, testPattern(22, 70_000));
+    const job = {
+      name: 'twin-xen',
+      source: { ...xenEndpoint(), vm: 'twin' },
+      target: { driver: 'hyperv', replicaPath, replicaName: 'twin-xen' },
+      method: 'qhybrid',
+      blockSize: 65_536,
+    };
+    const fromXen = await replicate(e, job, xen, hv);
+    await xapi.guestWrite(xenTwin.ref, '0', 0, testPattern(23, 4096));
+    const again = await replicate(e, job, xen, hv);
+    expect(again.disks.map((d) => d.mode)).toEqual(['tracked']);
+    const names = [local, fromXen].map((r) => (r.replica!.meta as { vm: string }).vm);
+    expect(new Set(names).size).toBe(2);
+    // The Hyper-V replica still equals its source.
+    expect(
+      compareBytes(
+        await readWholeDisk(hv, local.replica!.disks[0]!),
+        await readWholeDisk(hv, local.snapshot!.disks[0]!),
+      ),
+    ).toBe('equal');
+    // A VM made by hand afterwards with a replica VM's name: the next run is refused with E_CONFLICT,
+    // it does not act on the other VM's checkpoints.
+    await adminCmdlet(hyperv.host.root, 'New-VM', { Name: names[1], Generation: 2, NoVHD: true });
+    const refused = await e.run(job).then(
+      (record) => record.error,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({
+      code: 'E_CONFLICT',
+      message: expect.stringMatching(/another VM of the Hyper-V host is named .* rename the other VM/),
+    });
     await e.close();
   });
 

@@ -16,6 +16,8 @@ export class HttpRawReader extends AbstractDiskReader {
   private iterator: AsyncIterator<Buffer> | undefined;
   private position = 0;
   private leftover: Buffer = Buffer.alloc(0);
+  /** The read in progress (see {@link HttpRawReader._readInto}). */
+  private queue: Promise<void> = Promise.resolve();
   /** Streams opened (tests: a forward-only read opens one). */
   opened = 0;
 
@@ -28,7 +30,17 @@ export class HttpRawReader extends AbstractDiskReader {
     super({ size, blockSize: 65_536, what });
   }
 
-  protected async _readInto(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void> {
+  /**
+   * Reads one at a time, in the order they were asked: they share one stream and its position,
+   * and reads the engine has in flight at once would otherwise take each other's bytes.
+   */
+  protected _readInto(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void> {
+    const read = this.queue.then(() => this.readInOrder(offset, target, options));
+    this.queue = read.catch(() => undefined);
+    return read;
+  }
+
+  private async readInOrder(offset: number, target: Uint8Array, options?: OperationOptions): Promise<void> {
     const signal = options?.signal;
     if (!this.iterator || offset < this.position) await this.reopen(signal);
     let filled = 0;

@@ -16,12 +16,6 @@ import { withProgress } from './run.js';
 export interface DemoHyperVOptions {
   /** Keep the demo's folder (the simulated host, its replicas and the state) afterwards. */
   keep?: boolean;
-  /**
-   * Also replicate a VM of a simulated XenServer pool to the Hyper-V host (`demo --hyperv --xen`).
-   * Off by default: XenServer ► Hyper-V is still being built (issue 20's cross-hypervisor part).
-   * @default false
-   */
-  xen?: boolean;
 }
 
 const BLOCK = 64 * 1024;
@@ -41,9 +35,9 @@ interface DemoPair {
  * `replikit demo --hyperv`: makes a simulated Hyper-V host (`@replikit/hyperv-sim`: a fake `pwsh`
  * and VHDX files in a folder, not Hyper-V) with VM `web-01` and two disks, and replicates it to a
  * replica VM on the same host: a full run, the guest writing into about 1 % of the blocks, an
- * incremental run that reads only what Resilient Change Tracking reports. With `xen: true`, a
- * VM of a simulated XenServer pool (`@replikit/xapi-sim`) is replicated to the Hyper-V host the
- * same way (Q-Hybrid, changed blocks from CBT). The replicas' VHDX go in the host's default
+ * incremental run that reads only what Resilient Change Tracking reports. Then a VM of a
+ * simulated XenServer pool (`@replikit/xapi-sim`), also named `web-01`, is replicated to the
+ * Hyper-V host the same way (Q-Hybrid, changed blocks from CBT). The replicas' VHDX go in the host's default
  * virtual hard disk folder (the jobs name no `replicaPath`). After each run every replica disk
  * must equal the snapshot it came from. Exit code 0 ("verification passed") when all are equal.
  */
@@ -71,7 +65,7 @@ export async function demoHyperVCommand(context: CliContext, options: DemoHyperV
         reader: verifier,
       },
     ];
-    if (options.xen) pairs.push(await xenPair(dir, closers));
+    pairs.push(await xenPair(dir, closers));
 
     const engine = createEngine(join(dir, 'state'), context.env);
     closers.unshift(() => engine.close());

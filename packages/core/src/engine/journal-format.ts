@@ -12,6 +12,7 @@ function headerOf(run: RunJournal | RunRecord): Header {
     state: run.state,
     ...(run.outcome ? { outcome: run.outcome } : {}),
     ...(run.error ? { error: run.error } : {}),
+    ...(run.cleanupError ? { cleanupError: run.cleanupError } : {}),
     startedAt: run.startedAt,
     updatedAt: run.updatedAt,
     ...(run.finishedAt ? { finishedAt: run.finishedAt } : {}),

@@ -130,11 +130,25 @@ export class RunExecution {
     if (record.state === 'cleanup') {
       try {
         await cleanUp(this.context, STAGES, record.outcome ?? 'completed');
+        delete record.cleanupError;
       } catch (error) {
-        record.error = describeError(error);
+        // A cleanup that fails never hides the run's own error: that one stays the run's error
+        // (journaled before cleanup began, or by the pass that first failed) and is what throws.
+        const own = record.outcome === 'completed' ? undefined : record.error;
+        if (own === undefined) {
+          record.error = describeError(error);
+        } else {
+          record.cleanupError = describeError(error);
+          this.context.warn(
+            'W_CLEANUP',
+            `run ${record.runId} failed, then its cleanup failed too (${record.cleanupError.code}: ${record.cleanupError.message}); \`replikit resume ${record.runId}\` tries the cleanup again`,
+          );
+        }
         await this.save();
         await this.closeDrivers();
-        throw error;
+        if (failure !== undefined) throw failure;
+        if (own === undefined) throw error;
+        throw new ReplikitError(own.code as never, own.message, { cause: error, details: { runId: record.runId } });
       }
       await this.closeDrivers();
       await this.transition(record.outcome ?? 'completed');

@@ -81,6 +81,11 @@ export interface RunHeader {
   outcome?: RunOutcome;
   /** The error that failed the run. */
   error?: { code: string; message: string };
+  /**
+   * The error that stopped the cleanup of a run that had already failed (its own error stays in
+   * `error`); the run waits in `cleanup` for a `resume`. Cleared once a cleanup succeeds.
+   */
+  cleanupError?: { code: string; message: string };
   /** ISO times. */
   startedAt: string;
   updatedAt: string;

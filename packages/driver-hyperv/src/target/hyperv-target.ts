@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import {
   ConflictError,
   type DiskRef,
@@ -134,8 +134,7 @@ export class HyperVTarget {
     const dir = join(await this.replicaRoot(), replicaFolderName(spec.name, spec.source.id));
     await mkdir(dir, { recursive: true });
     await writeMark(dir, 'in-progress'); // before the VM exists: nothing may start a half-built replica
-    const placement = spec.placement ?? {};
-    const name = typeof placement.vmName === 'string' ? placement.vmName : `${spec.source.name}-replica`;
+    const name = await this.freeVmName(spec, dir);
     const identity = {
       replikit: 1 as const,
       replica: spec.name,
@@ -354,6 +353,41 @@ export class HyperVTarget {
 
   // ── helpers ─────────────────────────────────────────────────────────────────────────────────
 
+  /**
+   * The name of a new replica VM: the placement's `vmName`, or `<source>-replica`, `<source>-replica-2`…
+   * whichever no VM of the host has. Hyper-V lets VMs share a name, and every cmdlet the driver
+   * sends names the VM, so a shared name would make them act on another VM's checkpoints and disks.
+   * A VM without notes left in `dir` by an interrupted `ensure` (made, not yet named a replica) is
+   * removed first.
+   */
+  private async freeVmName(spec: ReplicaSpec, dir: string): Promise<string> {
+    let rows = await this.noteRows();
+    // `New-VM -Path` keeps the VM's files in that folder (Hyper-V itself in a sub-folder of it).
+    const inDir = (path: string | null | undefined) => path === dir || path?.startsWith(`${dir}${sep}`) === true;
+    const orphans = rows.filter((row) => !identityOf(row.Notes) && inDir(row.Path));
+    for (const orphan of orphans) {
+      if (rows.filter((row) => row.Name === orphan.Name).length === 1) {
+        await this.link.call(REMOVE_VM, { vm: orphan.Name });
+      }
+    }
+    if (orphans.length > 0) rows = await this.noteRows();
+    const taken = new Set(rows.map((row) => row.Name.toLowerCase()));
+    const placed = spec.placement?.vmName;
+    if (typeof placed === 'string') {
+      if (taken.has(placed.toLowerCase())) {
+        throw new ConflictError(
+          `a VM named '${placed}' exists on the Hyper-V host; name the replica VM (placement.vmName) after no existing VM`,
+        );
+      }
+      return placed;
+    }
+    const base = `${spec.source.name}-replica`;
+    for (let n = 1; ; n++) {
+      const name = n === 1 ? base : `${base}-${n}`;
+      if (!taken.has(name.toLowerCase())) return name;
+    }
+  }
+
   /** The job's `replicaPath`, or the host's default virtual hard disk folder (`Get-VMHost`). */
   private async replicaRoot(): Promise<string> {
     if (this.init.replicaPath) return this.init.replicaPath;
@@ -394,7 +428,11 @@ export class HyperVTarget {
 
   /** Every replica VM of the host (found by the identity in its notes). */
   async replicaVms(): Promise<ReplicaVm[]> {
-    const rows = await this.noteRows();
+    return this.replicasOf(await this.noteRows());
+  }
+
+  /** The replica VMs among `rows`. */
+  private replicasOf(rows: NoteRow[]): ReplicaVm[] {
     const out: ReplicaVm[] = [];
     for (const row of rows) {
       const identity = identityOf(row.Notes) as (ReplicaIdentity & { disks?: unknown }) | undefined;
@@ -405,10 +443,21 @@ export class HyperVTarget {
     return out;
   }
 
-  /** The replica VM of `replica`, or `E_NOT_FOUND`. */
+  /**
+   * The replica VM of `replica`, or `E_NOT_FOUND`; `E_CONFLICT` when another VM of the host has
+   * its name (the cmdlets, which name the VM, would act on both).
+   */
   async vm(replica: Replica): Promise<ReplicaVm> {
-    const found = await this.replicaById(replica.id);
+    const rows = await this.noteRows();
+    const found = this.replicasOf(rows).find((r) => r.row.Id.toLowerCase() === replica.id.toLowerCase());
     if (!found) throw new NotFoundError(`replica '${replica.id}' no longer exists on this Hyper-V host`);
+    const name = found.row.Name.toLowerCase();
+    if (rows.filter((row) => row.Name.toLowerCase() === name).length > 1) {
+      throw new ConflictError(
+        `another VM of the Hyper-V host is named '${found.row.Name}' like replica '${replica.id}'; Hyper-V cmdlets would act on both: rename the other VM`,
+        { details: { vmId: found.row.Id.toLowerCase() } },
+      );
+    }
     return found;
   }
 
