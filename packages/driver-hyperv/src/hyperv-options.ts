@@ -42,8 +42,11 @@ const remoteHostSchema = z
     passwordEnv: envName.optional(),
     /** A file holding the password (its first line). */
     credentialsFile: text('a file path').optional(),
-    /** The `replikit-agent` on the host that serves its disk files (the data side). */
-    agent: agentSchema,
+    /**
+     * The `replikit-agent --host-files` on the host that serves its disk files (the data side).
+     * Required to create the driver; optional here so that other mistakes are named first.
+     */
+    agent: agentSchema.optional(),
     /** Never accepted: present only to refuse it with a clear message. */
     password: z
       .unknown()

@@ -61,5 +61,13 @@ describe('hypervDriver (the definition)', () => {
     ).catch((e: unknown) => e);
     expect(isReplikitError(remote, 'E_INPUT')).toBe(true);
     expect((remote as Error).message).toMatch(/RK_TEST_UNSET_PASSWORD is not set/);
+    const noAgent = await Promise.resolve(
+      hypervDriver.create(
+        { host: { computerName: 'hv1' }, callTimeoutMs: 120_000, networkMap: {}, rct: true },
+        { kind: 'hyperv', side: 'source' },
+      ),
+    ).catch((e: unknown) => e);
+    expect(isReplikitError(noAgent, 'E_INPUT')).toBe(true);
+    expect((noAgent as Error).message).toMatch(/needs its replikit-agent.*host\.agent/);
   });
 });

@@ -54,6 +54,11 @@ export async function remoteSessionTarget(
 /** The host's files through its `replikit-agent --host-files` (TLS-PSK). */
 export async function agentHostFiles(host: RemoteHostOptions, sources: SecretSources): Promise<HyperVHostFiles> {
   const { agent } = host;
+  if (!agent) {
+    throw new InputError(
+      `a remoting host needs its replikit-agent for the disk data: give host.agent (address, pskIdentity, pskKeyEnv or pskKeyFile) for '${host.computerName}'`,
+    );
+  }
   const hex = (
     await secret(`the key of the agent on '${host.computerName}'`, agent.pskKeyEnv, agent.pskKeyFile, sources)
   ).trim();
