@@ -37,6 +37,8 @@ export class PowerShellLink {
   private readonly startTimeoutMs: number;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /** A call is being sent or awaited on the shell. */
+  private busy = false;
   private readonly remote: RemoteSessionTarget | undefined;
 
   constructor(options: PowerShellLinkOptions = {}) {
@@ -63,8 +65,8 @@ export class PowerShellLink {
   /** Ends the shell (a later call fails). */
   async close(): Promise<void> {
     this.closed = true;
-    await this.queue;
-    if (this.remote && this.shell) {
+    // Only an idle shell is asked to close its session: a call in flight is killed with the shell.
+    if (this.remote && this.shell && !this.busy) {
       // Best effort: a session left open lingers on the host until WinRM's idle timeout.
       await this.invoke(this.shell, callLine(CLOSE_SESSION, {}), CLOSE_SESSION.name, this.startTimeoutMs).catch(
         () => undefined,
@@ -75,10 +77,15 @@ export class PowerShellLink {
 
   private async callNow(script: PsScript, params: Record<string, unknown>, timeoutMs: number): Promise<unknown[]> {
     if (this.closed) throw new DriverError(`PowerShell link to ${this.executable} is closed; open a new one`);
-    const shell = await this.ensureShell();
-    const line = this.remote ? remoteCallLine(script, params) : callLine(script, params);
-    const raw = await this.invoke(shell, line, script.name, timeoutMs);
-    return unwrapEnvelope(script.name, raw);
+    this.busy = true;
+    try {
+      const shell = await this.ensureShell();
+      const line = this.remote ? remoteCallLine(script, params) : callLine(script, params);
+      const raw = await this.invoke(shell, line, script.name, timeoutMs);
+      return unwrapEnvelope(script.name, raw);
+    } finally {
+      this.busy = false;
+    }
   }
 
   private async ensureShell(): Promise<PowerShell> {
