@@ -31,7 +31,7 @@ export {
 export { FrameConnection, RemoteError } from './connection.js';
 export { type HandshakeOptions, type HandshakeResult, handshake, PROTOCOL_NAME } from './handshake.js';
 export type { AnyHasherFactory } from './hasher.js';
-export { HOST_FILE_OPS, type HostImageFacts, MAX_EXTENTS_PER_ANSWER } from './host-file-ops.js';
+export { type HostImageFacts, MAX_EXTENTS_PER_ANSWER } from './host-file-ops.js';
 export { HostFileRoot, MAX_HOST_TEXT } from './host-files.js';
 export { createInProcessTransport, type InProcessTransportOptions, localTransport } from './inprocess-transport.js';
 export {
