@@ -33,7 +33,8 @@ const USER = 'CORP\\replikit';
 const PASSWORD = `p'a"s$(Stop-Computer)\`;Grüße`;
 const KEY = randomBytes(32);
 const SECURITY: Security = { kind: 'tls', psk: { identity: 'hv-src', key: KEY } };
-const VM = 'web remote';
+/** A VM name with quotes, `$()`, a backtick, `;`, a newline and non-ASCII characters. */
+const VM = `web 'r' "x" $(Remove-Item C:\\) \`n;\nRücken 日本`;
 
 describe('a Hyper-V source reached through PowerShell remoting and a replikit-agent', { timeout: 300_000 }, () => {
   let sim: SimHost;
@@ -156,7 +157,8 @@ describe('a Hyper-V source reached through PowerShell remoting and a replikit-ag
     const sessionScripts = new Set(REMOTE_SESSION_SCRIPTS.map(envelopedScript));
     expect(controllerScripts.filter((s) => !sessionScripts.has(s))).toEqual([]);
     for (const text of [...hostScripts, ...controllerScripts]) {
-      for (const part of ['Stop-Computer', 'Grüße', VM]) expect(text.includes(part)).toBe(false);
+      for (const part of ['Stop-Computer', 'Grüße', 'Remove-Item', 'Rücken', '日本'])
+        expect(text.includes(part)).toBe(false);
     }
   });
 
