@@ -8,7 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ReplikitError } from '@replikit/core';
 import { createFileDriver, createFileVM } from '@replikit/driver-file';
-import { createNetworkTransport, dial } from '@replikit/transport';
+import { createVhdx } from '@replikit/formats';
+import { createNetworkTransport, createRemoteTarget, dial, FEATURE_HOST_FILES } from '@replikit/transport';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 const agentBin = fileURLToPath(new URL('../src/agent-bin.ts', import.meta.url));
@@ -78,6 +79,43 @@ describe('replikit-agent', () => {
     agent.child.kill('SIGTERM');
     expect((await agent.exit).code).toBe(0);
     expect(agent.output()).toMatch(/stopping: finishing the blocks in flight[\s\S]*stopped/);
+  });
+
+  it('--host-files serves the images under --root to a remoting hyperv driver, and nothing outside it', async () => {
+    const key = randomBytes(32);
+    const root = join(dir, 'host');
+    await mkdir(root);
+    const image = await createVhdx(join(root, 'web.vhdx'), { size: 4 * 2 ** 20 });
+    await image.write(2 ** 20, new Uint8Array(4096).fill(7));
+    await image.close();
+    const agent = startAgent(['--root', root, '--host-files', '--listen', '127.0.0.1:0', '--psk-identity', 'hv'], {
+      REPLIKIT_AGENT_PSK: key.toString('hex'),
+    });
+    const [, port] = await agent.line(/listening on 127\.0\.0\.1:(\d+) \(tls\)/);
+    const target = createRemoteTarget({
+      kind: 'hyperv',
+      address: { host: '127.0.0.1', port: Number(port) },
+      security: { kind: 'tls', psk: { identity: 'hv', key } },
+    });
+    try {
+      expect(await target.supports(FEATURE_HOST_FILES)).toBe(true);
+      const disk = await target.hostFiles().openImage(join(root, 'web.vhdx'));
+      expect(disk.size).toBe(4 * 2 ** 20);
+      expect(Buffer.from(await disk.read(2 ** 20, 4096)).equals(Buffer.alloc(4096, 7))).toBe(true);
+      const extents = [];
+      for await (const e of disk.allocated()) extents.push(e);
+      expect(extents.some((e) => e.offset <= 2 ** 20 && e.offset + e.length >= 2 ** 20 + 4096)).toBe(true);
+      await disk.close();
+      const outside = await target
+        .hostFiles()
+        .readText(join(dir, 'elsewhere.json'))
+        .catch((e: unknown) => e);
+      expect((outside as ReplikitError).code).toBe('E_INPUT');
+    } finally {
+      await target.close();
+    }
+    agent.child.kill('SIGTERM');
+    expect((await agent.exit).code).toBe(0);
   });
 
   it('refuses to start without a key, with a clear message and exit code 2', async () => {

@@ -1,4 +1,5 @@
-import { BUILTIN_DRIVER_KINDS, type Capabilities, defineDriver, InputError } from '@replikit/core';
+import { BUILTIN_DRIVER_KINDS, type Capabilities, defineDriver } from '@replikit/core';
+import { agentHostFiles, remoteSessionTarget, type SecretSources } from './host-files/remote-host.js';
 import { HYPERV_DRIVER_KIND, HyperVDriver, type HyperVDriverInit } from './hyperv-driver.js';
 import { type HyperVDriverOptions, hypervDriverOptionsSchema } from './hyperv-options.js';
 import { PowerShellLink } from './powershell/powershell-link.js';
@@ -8,22 +9,25 @@ export const HYPERV_KIND_CAPABILITIES: Capabilities = BUILTIN_DRIVER_KINDS.get(H
 
 /**
  * Starts the host's PowerShell (through node-powershell) and returns a {@link HyperVDriver}.
- * `tuning.openImage` replaces the local VHDX opener (tests count what is read).
+ * `tuning.openImage` replaces the VHDX opener (tests count what is read).
  *
- * @throws `E_INPUT` for what is not built yet: a remoting host.
+ * With a remoting `host`, the shell opens a PowerShell remoting session to it (the password read
+ * from the environment variable or file the options name, from `tuning.env`, default
+ * `process.env`), and the host's files are reached through its `replikit-agent --host-files`.
+ *
+ * @throws `E_INPUT` when the password or the agent key cannot be read.
  */
 export async function createHyperVDriver(
   options: HyperVDriverOptions,
-  tuning: Pick<HyperVDriverInit, 'openImage'> & { side?: string | undefined } = {},
+  tuning: Pick<HyperVDriverInit, 'openImage'> & { side?: string | undefined; env?: NodeJS.ProcessEnv } = {},
 ): Promise<HyperVDriver> {
-  if (options.host !== 'local') {
-    throw new InputError(
-      `the hyperv driver reaches hosts through PowerShell remoting in a later version; run replikit on '${options.host.computerName}' with host: local`,
-    );
-  }
+  const sources: SecretSources = { env: tuning.env ?? process.env };
+  const remote = options.host === 'local' ? undefined : await remoteSessionTarget(options.host, sources);
+  const files = options.host === 'local' ? undefined : await agentHostFiles(options.host, sources);
   const link = new PowerShellLink({
     executable: options.pwsh ?? (process.platform === 'win32' ? 'powershell' : 'pwsh'),
     timeoutMs: options.callTimeoutMs,
+    ...(remote ? { remote } : {}),
   });
   return new HyperVDriver({
     link,
@@ -33,6 +37,7 @@ export async function createHyperVDriver(
       networkMap: options.networkMap,
       secureBootTemplate: options.secureBootTemplate,
     },
+    ...(files ? { files } : {}),
     ...(tuning.openImage ? { openImage: tuning.openImage } : {}),
   });
 }

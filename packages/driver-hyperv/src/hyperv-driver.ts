@@ -1,4 +1,3 @@
-import { lstat } from 'node:fs/promises';
 import {
   AbstractHypervisor,
   type Capabilities,
@@ -21,13 +20,15 @@ import {
   type RestorePoint,
   type Snapshot,
   throwIfAborted,
+  UnsupportedError,
   type WriterOptions,
 } from '@replikit/core';
-import { type ImageReader, openDisk } from '@replikit/formats';
+import type { ImageReader } from '@replikit/formats';
 import { ChainReader } from './chain-reader.js';
 import type { HyperVFailoverFaultHook } from './failover/failover-context.js';
 import { HyperVFailover } from './failover/hyperv-failover.js';
 import { writtenOver } from './failover/live-disk.js';
+import { type HyperVHostFiles, LOCAL_HOST_FILES } from './host-files/host-files.js';
 import {
   type CheckpointRow,
   coreMac,
@@ -108,6 +109,13 @@ export interface HyperVDriverInit {
    * local file with `@replikit/formats`; a test gives the simulated host's counting opener.
    */
   openImage?: (path: string) => Promise<ImageReader>;
+  /**
+   * How the host's files are reached. Unset: they are local (replikit runs on the host). A
+   * `replikit-agent --host-files` on the host (through `RemoteHostFiles`) for a host controlled
+   * through PowerShell remoting: the driver is then a source only (replicas, failover and the
+   * pending-writes check need local files in this version).
+   */
+  files?: HyperVHostFiles;
   /** Called at the named steps of the failover hooks. For crash tests only. */
   failoverFaultHook?: HyperVFailoverFaultHook | undefined;
 }
@@ -118,13 +126,6 @@ interface SnapshotMeta {
   vm: string;
   /** True for a recovery checkpoint taken for RCT. */
   rct: boolean;
-}
-
-async function openLocalImage(path: string): Promise<ImageReader> {
-  if ((await lstat(path)).isSymbolicLink()) {
-    throw new DriverError(`${path} is a symbolic link; replikit reads disk files only, never through a link`);
-  }
-  return openDisk(path);
 }
 
 /**
@@ -143,6 +144,10 @@ export class HyperVDriver extends AbstractHypervisor {
   private readonly target: HyperVTarget;
   private readonly rct: boolean;
   private readonly openImage: (path: string) => Promise<ImageReader>;
+  /** The host's files (local, or through an agent). */
+  private readonly files: HyperVHostFiles;
+  /** True when the host's files are not local: the target side and failover are refused. */
+  private readonly remoteFiles: boolean;
   /** The failover hooks (src/failover/). */
   private readonly failover: HyperVFailover;
   /** Changed extents per (base, current, disk): two checkpoints never change, nor their changes. */
@@ -156,7 +161,9 @@ export class HyperVDriver extends AbstractHypervisor {
     this.sharedLink = init.sharedLink ?? false;
     this.target = new HyperVTarget(init.link, init.target);
     this.rct = init.rct ?? true;
-    this.openImage = init.openImage ?? openLocalImage;
+    this.files = init.files ?? LOCAL_HOST_FILES;
+    this.remoteFiles = this.files !== LOCAL_HOST_FILES;
+    this.openImage = init.openImage ?? ((path) => this.files.openImage(path));
     this.failover = new HyperVFailover({
       link: init.link,
       target: this.target,
@@ -221,7 +228,7 @@ export class HyperVDriver extends AbstractHypervisor {
     const vm = await this.requireVm(snapshot.vmId);
     const meta = snapshot.meta as SnapshotMeta | undefined;
     const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === snapshot.id);
-    const store = ReferencePointStore.of(vm.Path);
+    const store = ReferencePointStore.of(vm.Path, this.files);
     if (checkpoint) {
       if (keepMetadata && meta?.rct && checkpoint.SnapshotType === 'Recovery') {
         await this.convert(vm, checkpoint);
@@ -243,7 +250,7 @@ export class HyperVDriver extends AbstractHypervisor {
 
   protected override async _openReader(disk: DiskRef): Promise<DiskReader> {
     const vm = await this.requireVm(disk.vmId);
-    const replica = disk.snapshotId ? undefined : await this.target.replicaById(vm.Id);
+    const replica = disk.snapshotId || this.remoteFiles ? undefined : await this.target.replicaById(vm.Id);
     const path = disk.snapshotId
       ? await this.frozenPath(vm, disk.snapshotId, disk)
       : replica
@@ -285,8 +292,9 @@ export class HyperVDriver extends AbstractHypervisor {
     // replikit wrote the disks itself after the base (a failback): RCT never saw those writes, but
     // while the base is still a checkpoint and `current` the next one, the file `current` froze is
     // a differencing file over the base's and holds exactly what was written between the two.
-    const untracked = await ReferencePointStore.of(vm.Path).distrustedBefore(vm.Id);
+    const untracked = await ReferencePointStore.of(vm.Path, this.files).distrustedBefore(vm.Id);
     if (untracked !== undefined && Date.parse(base.createdAt) <= Date.parse(untracked)) {
+      if (this.remoteFiles) return undefined; // the files to compare are not local
       const list = await this.checkpoints(vm.Name);
       const at = list.findIndex((c) => c.Id === base.id);
       const from = list[at]?.HardDrives[index]?.Path;
@@ -317,6 +325,7 @@ export class HyperVDriver extends AbstractHypervisor {
    * an RCT reference point, or the disk is another one, the driver cannot tell without a snapshot.
    */
   protected override async _pending(disk: DiskRef, base: Snapshot): Promise<AsyncIterable<Extent> | undefined> {
+    if (this.remoteFiles) return undefined; // the live files are not local: cannot tell
     const vm = await this.vmRow(base.vmId);
     if (!vm) return undefined;
     const index = base.disks.findIndex((d) => d.id === disk.id);
@@ -329,12 +338,26 @@ export class HyperVDriver extends AbstractHypervisor {
   }
 
   protected override async _close(): Promise<void> {
-    if (!this.sharedLink) await this.link.close();
+    try {
+      if (!this.sharedLink) await this.link.close();
+    } finally {
+      await this.files.close?.();
+    }
+  }
+
+  /** The target side and failover write local files: refused when the host's files are remote. */
+  private localOnly(what: string): void {
+    if (this.remoteFiles) {
+      throw new UnsupportedError(
+        `${what} needs the host's files locally; with a remoting host this version of the hyperv driver is a source only (run replikit on the target host with host: local)`,
+      );
+    }
   }
 
   // ── target side (see HyperVTarget) ──────────────────────────────────────────────────────────
 
-  protected override _ensureReplica(spec: ReplicaSpec): Promise<Replica> {
+  protected override async _ensureReplica(spec: ReplicaSpec): Promise<Replica> {
+    this.localOnly('a replica');
     return this.target.ensure(spec);
   }
 
@@ -342,7 +365,8 @@ export class HyperVDriver extends AbstractHypervisor {
     return this.target.delete(replica);
   }
 
-  protected override _openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
+  protected override async _openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
+    this.localOnly('writing a replica disk');
     return this.target.openWriter(replica, disk, options?.runId);
   }
 
@@ -401,7 +425,7 @@ export class HyperVDriver extends AbstractHypervisor {
       await this.link.call(SHUTDOWN_VM, { vm: vm.Name });
       return;
     }
-    const replica = await this.target.replicaById(vm.Id);
+    const replica = this.remoteFiles ? undefined : await this.target.replicaById(vm.Id);
     if (replica) {
       if ((await readMark(replica.identity.dir)) !== 'ready') {
         throw new ReplicaInProgressError(
@@ -503,6 +527,7 @@ export class HyperVDriver extends AbstractHypervisor {
     this.assertOpen();
     throwIfAborted(options?.signal);
     try {
+      this.localOnly(what);
       return await fn();
     } catch (error) {
       throw this._wrapError(error, what, options?.signal);
@@ -513,7 +538,7 @@ export class HyperVDriver extends AbstractHypervisor {
 
   /** The reference point of checkpoint `id`: stored, or made now when it is still a recovery checkpoint. */
   private async referencePointOf(vm: VmRow, id: string): Promise<StoredReferencePoint | undefined> {
-    const stored = await ReferencePointStore.of(vm.Path).get(vm.Id, id);
+    const stored = await ReferencePointStore.of(vm.Path, this.files).get(vm.Id, id);
     if (stored) return stored;
     const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === id);
     if (checkpoint?.SnapshotType !== 'Recovery') return undefined;
@@ -533,7 +558,7 @@ export class HyperVDriver extends AbstractHypervisor {
       );
     }
     const point = { instanceId: made.InstanceID, rctIds: [...made.ResilientChangeTrackingIdentifiers] };
-    await ReferencePointStore.of(vm.Path).set(vm.Id, checkpoint.Id, point);
+    await ReferencePointStore.of(vm.Path, this.files).set(vm.Id, checkpoint.Id, point);
     return point;
   }
 

@@ -11,6 +11,24 @@ const envName = z
   .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name such as "HYPERV_PASSWORD"');
 
 /**
+ * The `replikit-agent --host-files` on a remoting host, which serves its VHDX files over TLS-PSK.
+ */
+const agentSchema = z
+  .strictObject({
+    /** The agent's `HOST:PORT`. */
+    address: z.string().regex(/^.+:\d{1,5}$/, "expected the agent's address as HOST:PORT"),
+    /** The TLS-PSK identity the agent was started with (`--psk-identity`). */
+    pskIdentity: text('a PSK identity'),
+    /** The name of an environment variable holding the key (hex, at least 16 bytes). */
+    pskKeyEnv: envName.optional(),
+    /** A file holding the key (hex, at least 16 bytes). */
+    pskKeyFile: text('a file path').optional(),
+  })
+  .refine((o) => (o.pskKeyEnv === undefined) !== (o.pskKeyFile === undefined), {
+    error: 'give the agent key as pskKeyEnv or pskKeyFile (one of them)',
+  });
+
+/**
  * A Hyper-V host reached through PowerShell remoting: its name, and the credentials by reference
  * (an environment variable or a file), never in clear.
  */
@@ -24,6 +42,11 @@ const remoteHostSchema = z
     passwordEnv: envName.optional(),
     /** A file holding the password (its first line). */
     credentialsFile: text('a file path').optional(),
+    /**
+     * The `replikit-agent --host-files` on the host that serves its disk files (the data side).
+     * Required to create the driver; optional here so that other mistakes are named first.
+     */
+    agent: agentSchema.optional(),
     /** Never accepted: present only to refuse it with a clear message. */
     password: z
       .unknown()
@@ -34,6 +57,13 @@ const remoteHostSchema = z
       }),
   })
   .superRefine((o, ctx) => {
+    if (o.user !== undefined && o.passwordEnv === undefined && o.credentialsFile === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['user'],
+        message: 'a user needs a password: name it with passwordEnv or credentialsFile',
+      });
+    }
     if (o.passwordEnv !== undefined && o.credentialsFile !== undefined) {
       ctx.addIssue({
         code: 'custom',
@@ -50,7 +80,8 @@ const remoteHostSchema = z
 export const hypervDriverOptionsSchema = z.strictObject({
   /**
    * The host: `local` (replikit runs on the Hyper-V host and reads its VHDX files directly) or a
-   * remoting target. Remoting is accepted by the schema but not built yet: the driver refuses it.
+   * remoting target: control through a PowerShell remoting session, data through a
+   * `replikit-agent --host-files` on the host. A remoting host is a source only in this version.
    * @default "local"
    */
   host: z.union([z.literal('local'), remoteHostSchema]).default('local'),

@@ -7,6 +7,7 @@
  */
 
 export type { HyperVFailoverFaultHook } from './failover/failover-context.js';
+export { type HyperVHostFiles, LOCAL_HOST_FILES } from './host-files/host-files.js';
 export {
   HYPERV_CAPABILITIES,
   HYPERV_DRIVER_KIND,
@@ -19,7 +20,15 @@ export { type HyperVDriverJobOptions, type HyperVDriverOptions, hypervDriverOpti
 export type { HyperVNic, HyperVVMInfo } from './hyperv-records.js';
 export { unwrapEnvelope } from './powershell/envelope.js';
 export { PowerShellLink, type PowerShellLinkOptions } from './powershell/powershell-link.js';
-export { callLine, envelopedScript, type PsScript, SESSION_SETUP_LINE } from './powershell/ps-script.js';
+export {
+  CONTROLLER_SETUP_LINE,
+  callLine,
+  envelopedScript,
+  type PsScript,
+  remoteCallLine,
+  SESSION_SETUP_LINE,
+} from './powershell/ps-script.js';
+export { REMOTE_SESSION_SCRIPTS, type RemoteSessionTarget } from './powershell/remote-session.js';
 export type { StoredReferencePoint } from './rct/reference-points.js';
 export { FAILOVER_SCRIPTS } from './scripts/failover-scripts.js';
 export { SOURCE_SCRIPTS } from './scripts/hyperv-scripts.js';

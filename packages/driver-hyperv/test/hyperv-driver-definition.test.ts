@@ -42,13 +42,32 @@ describe('hypervDriver (the definition)', () => {
     );
   });
 
-  it('refuses, with E_INPUT, what is not built yet: remoting', async () => {
+  it('refuses, with E_INPUT, a remoting host whose password variable is not set (naming it, not a value)', async () => {
     const remote = await Promise.resolve(
       hypervDriver.create(
-        { host: { computerName: 'hv1' }, callTimeoutMs: 120_000, networkMap: {}, rct: true },
-        { kind: 'hyperv', side: 'target' },
+        {
+          host: {
+            computerName: 'hv1',
+            user: 'CORP\\admin',
+            passwordEnv: 'RK_TEST_UNSET_PASSWORD',
+            agent: { address: '127.0.0.1:7400', pskIdentity: 'site', pskKeyEnv: 'RK_TEST_UNSET_KEY' },
+          },
+          callTimeoutMs: 120_000,
+          networkMap: {},
+          rct: true,
+        },
+        { kind: 'hyperv', side: 'source' },
       ),
     ).catch((e: unknown) => e);
     expect(isReplikitError(remote, 'E_INPUT')).toBe(true);
+    expect((remote as Error).message).toMatch(/RK_TEST_UNSET_PASSWORD is not set/);
+    const noAgent = await Promise.resolve(
+      hypervDriver.create(
+        { host: { computerName: 'hv1' }, callTimeoutMs: 120_000, networkMap: {}, rct: true },
+        { kind: 'hyperv', side: 'source' },
+      ),
+    ).catch((e: unknown) => e);
+    expect(isReplikitError(noAgent, 'E_INPUT')).toBe(true);
+    expect((noAgent as Error).message).toMatch(/needs its replikit-agent.*host\.agent/);
   });
 });

@@ -1,10 +1,13 @@
 import { checkPowerShellScript } from '@replikit/hyperv-sim';
 import { describe, expect, it } from 'vitest';
 import {
+  CONTROLLER_SETUP_LINE,
   callLine,
   envelopedScript,
   FAILOVER_SCRIPTS,
   type PsScript,
+  REMOTE_SESSION_SCRIPTS,
+  remoteCallLine,
   SESSION_SETUP_LINE,
   SOURCE_SCRIPTS,
   TARGET_SCRIPTS,
@@ -30,6 +33,21 @@ describe('the link’s PowerShell text', () => {
       // Values reach a script only as $p.<field>: no quote of a value, no string built from data.
       expect(script.body, script.name).not.toMatch(/\$\{|\+\s*\$p|"/);
     }
+  });
+
+  it('parses the remoting set-up: the controller line, the session scripts, and a call through Invoke-Command', async () => {
+    expect(REMOTE_SESSION_SCRIPTS.length).toBe(3);
+    const texts = [
+      CONTROLLER_SETUP_LINE,
+      ...REMOTE_SESSION_SCRIPTS.map(envelopedScript),
+      remoteCallLine(SAMPLE, { name: "it's $(x)" }),
+    ];
+    for (const text of texts) expect(await checkPowerShellScript(text), text.slice(0, 60)).toMatchObject({ ok: true });
+    for (const script of REMOTE_SESSION_SCRIPTS) expect(script.body, script.name).not.toMatch(/\$\{|\+\s*\$p|"/);
+    // A misspelled remoting parameter is refused like any other.
+    expect(
+      await checkPowerShellScript(remoteCallLine(SAMPLE, {}).replace('-ArgumentList', '-ArgumentLst')),
+    ).toMatchObject({ ok: false, category: 'InvalidArgument' });
   });
 
   it('is refused when a cmdlet or parameter is misspelled', async () => {

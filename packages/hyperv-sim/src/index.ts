@@ -17,6 +17,7 @@ export type {
   VmHostRecord,
   VmRecord,
 } from './host/host-state.js';
+export { addRemoteHost, type RemoteHostEntry, rebootHost } from './host/remoting.js';
 export { createSimulatedHost, type SimulatedHyperVHost } from './hyperv-host.js';
 export { writeFakePwsh } from './launcher.js';
 export { type CmdletSignature, cmdletSignature, knownCmdlets } from './signatures.js';

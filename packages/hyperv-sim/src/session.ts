@@ -5,6 +5,7 @@ import type { CmdletContext, CmdletHandler } from './cmdlets/context.js';
 import { firstParseError, powershellParser } from './grammar.js';
 import { logScript, takeHang } from './host/host-files.js';
 import { loadState, saveState } from './host/host-state.js';
+import { bootId, readRemoteHosts } from './host/remoting.js';
 import { PsError } from './ps-error.js';
 import { argumentValue, type ScriptCommand, scriptCommands } from './script-commands.js';
 
@@ -17,6 +18,26 @@ const DELIMITER = /^\[Console\]::(Out|Error)\.WriteLine\("([0-9A-Za-z]+)"\)$/;
  */
 const CALL =
   /^& \(\[scriptblock\]::Create\(\[Text\.Encoding\]::UTF8\.GetString\(\[Convert\]::FromBase64String\('([A-Za-z0-9+/=]*)'\)\)\)\) '([A-Za-z0-9+/=]*)'$/;
+
+/**
+ * A call line through PowerShell remoting: the same script and parameters, run in the PSSession the
+ * driver opened (`$global:ReplikitSession`) by `Invoke-Command`.
+ */
+const INVOKE =
+  /^Invoke-Command -Session \$global:ReplikitSession -ScriptBlock \(\[scriptblock\]::Create\(\[Text\.Encoding\]::UTF8\.GetString\(\[Convert\]::FromBase64String\('([A-Za-z0-9+/=]*)'\)\)\)\) -ArgumentList '([A-Za-z0-9+/=]*)'$/;
+
+/** `-Credential ([pscredential]::new($p.<user>, $<secure string variable>))`, as the driver writes it. */
+const CREDENTIAL = /^\(\[pscredential\]::new\(\$p\.([A-Za-z_][A-Za-z0-9_]*), *\$[A-Za-z_][A-Za-z0-9_]*\)\)$/;
+
+/** A PSSession this shell opened to a simulated host. */
+interface OpenSession {
+  readonly computerName: string;
+  /** The host's boot id when the session opened: a reboot breaks the session. */
+  readonly boot: string;
+  readonly root: string;
+  /** The host side of the session: runs the scripts `Invoke-Command` sends. */
+  readonly shell: PwshSession;
+}
 
 /** Where a session writes. */
 export interface SessionOutput {
@@ -32,6 +53,9 @@ export type LineOutcome = 'done' | 'hang';
  * `-Command -` mode, one at a time.
  */
 export class PwshSession {
+  /** The PSSession opened by `New-PSSession` (one per shell, as the driver keeps one). */
+  private remote: OpenSession | undefined;
+
   constructor(
     private readonly root: string,
     private readonly out: SessionOutput,
@@ -56,6 +80,8 @@ export class PwshSession {
       this.out.stderr(parserError(failure));
       return 'done';
     }
+    const invoke = INVOKE.exec(line);
+    if (invoke) return this.invokeRemote(tree.rootNode, invoke[1] ?? '', invoke[2] ?? '');
     const call = CALL.exec(line);
     if (!call) return this.plainLine(tree.rootNode);
     return this.call(
@@ -104,6 +130,15 @@ export class PwshSession {
       this.out.stdout(`${envelopeOf(error)}\n`);
       return 'done';
     }
+    if (commands.some((c) => c.name === 'New-PSSession' || c.name === 'Remove-PSSession')) {
+      try {
+        const data = await this.sessionCommand(commands, params);
+        this.out.stdout(`${JSON.stringify({ ok: true, data })}\n`);
+      } catch (error) {
+        this.out.stdout(`${envelopeOf(error)}\n`);
+      }
+      return 'done';
+    }
     const runnable = commands.filter((c) => HANDLERS[c.name]);
     const first = runnable[0];
     if (first && (await takeHang(this.root, first.name))) return 'hang';
@@ -114,6 +149,112 @@ export class PwshSession {
       this.out.stdout(`${envelopeOf(error)}\n`);
     }
     return 'done';
+  }
+
+  /**
+   * `Invoke-Command -Session`: the decoded script runs on the session's host, and its envelope
+   * comes back as the command's output. No session, or a broken one (the host rebooted), is the
+   * non-terminating error real PowerShell writes to the error stream.
+   */
+  private async invokeRemote(root: Node, script: string, params: string): Promise<LineOutcome> {
+    try {
+      scriptCommands(root);
+    } catch (error) {
+      this.out.stderr(errorRecord(error));
+      return 'done';
+    }
+    const session = this.remote;
+    if (!session) {
+      this.out.stderr(
+        errorRecord(
+          new PsError(
+            'InvalidData',
+            "Invoke-Command: Cannot validate argument on parameter 'Session'. The argument is null or empty.",
+            'ParameterArgumentValidationError,Microsoft.PowerShell.Commands.InvokeCommandCommand',
+          ),
+        ),
+      );
+      return 'done';
+    }
+    if ((await bootId(session.root)) !== session.boot) {
+      this.out.stderr(
+        errorRecord(
+          new PsError(
+            'InvalidOperation',
+            `Invoke-Command: Because the session state for session ReplikitSession, ${session.computerName} is not equal to Open, you cannot run a command in the session. The session state is Broken.`,
+            'InvalidSessionState,Microsoft.PowerShell.Commands.InvokeCommandCommand',
+          ),
+        ),
+      );
+      return 'done';
+    }
+    return session.shell.call(
+      Buffer.from(script, 'base64').toString('utf8'),
+      Buffer.from(params, 'base64').toString('utf8'),
+    );
+  }
+
+  /**
+   * `New-PSSession -ComputerName … [-Credential …]` and `Remove-PSSession`: the computer name is
+   * looked up in this shell's folder's registry of simulated hosts; a host configured with a user
+   * and password refuses any other credential ("Access is denied"), as WinRM does.
+   */
+  private async sessionCommand(commands: ScriptCommand[], params: Record<string, unknown>): Promise<unknown[]> {
+    const value = (command: ScriptCommand | undefined, name: string) =>
+      command ? argumentValue(command.arguments.get(name), params) : undefined;
+    if (commands.some((c) => c.name === 'Remove-PSSession')) {
+      this.remote = undefined;
+      return [];
+    }
+    const open = commands.find((c) => c.name === 'New-PSSession')!;
+    const computerName = value(open, 'ComputerName');
+    if (typeof computerName !== 'string' || computerName === '') {
+      throw new PsError(
+        'InvalidArgument',
+        "Cannot validate argument on parameter 'ComputerName'. The argument is null or empty.",
+        'ParameterArgumentValidationError,Microsoft.PowerShell.Commands.NewPSSessionCommand',
+      );
+    }
+    let user: unknown;
+    let password: unknown;
+    if (open.arguments.has('Credential')) {
+      const field = CREDENTIAL.exec(open.arguments.get('Credential') ?? '');
+      if (!field?.[1]) {
+        throw new PsError(
+          'NotImplemented',
+          'The simulator takes -Credential only as ([pscredential]::new($p.<user>, $<secure string>)).',
+          'SimulatorUnsupportedScript',
+        );
+      }
+      user = params[field[1]];
+      password = value(
+        commands.find((c) => c.name === 'ConvertTo-SecureString'),
+        'String',
+      );
+    }
+    const host = (await readRemoteHosts(this.root))[computerName.toLowerCase()];
+    const failed = (why: string, id: string) =>
+      new PsError(
+        'OpenError',
+        `[${computerName}] Connecting to remote server ${computerName} failed with the following error message : ${why} For more information, see the about_Remote_Troubleshooting Help topic.`,
+        `${id},PSSessionOpenFailed`,
+      );
+    if (!host) {
+      throw failed(
+        'WinRM cannot process the request because the computer cannot be found or is not reachable.',
+        'NetworkPathNotFound',
+      );
+    }
+    if (host.password !== undefined && (user !== host.user || password !== host.password)) {
+      throw failed('Access is denied.', 'AccessDenied');
+    }
+    this.remote = {
+      computerName,
+      boot: await bootId(host.root),
+      root: host.root,
+      shell: new PwshSession(host.root, this.out),
+    };
+    return [{ Name: 'ReplikitSession', ComputerName: computerName, State: 'Opened' }];
   }
 
   private async run(commands: ScriptCommand[], params: Record<string, unknown>): Promise<unknown[]> {

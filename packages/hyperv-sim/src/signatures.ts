@@ -9,6 +9,9 @@
  *   (MicrosoftDocs/windows-powershell-docs docset/winserver2022-ps/hyper-v/<Cmdlet-Name>.md)
  * - CimCmdlets: https://learn.microsoft.com/powershell/module/cimcmdlets/<cmdlet-name>
  * - Microsoft.PowerShell.Utility / Core: https://learn.microsoft.com/powershell/module/microsoft.powershell.utility/<cmdlet-name>
+ * - Remoting (New-PSSession, Invoke-Command, Remove-PSSession):
+ *   https://learn.microsoft.com/powershell/module/microsoft.powershell.core/<cmdlet-name>
+ * - ConvertTo-SecureString: https://learn.microsoft.com/powershell/module/microsoft.powershell.security/convertto-securestring
  * - Common parameters: https://learn.microsoft.com/powershell/module/microsoft.powershell.core/about/about_commonparameters
  */
 
@@ -277,6 +280,83 @@ const TABLE: Record<string, readonly string[]> = {
   'Restore-VMSnapshot': [...REMOTE, 'VMName', 'VM', 'VMSnapshot', 'Name', 'AsJob', 'Passthru'],
   // hyper-v/rename-vmsnapshot
   'Rename-VMSnapshot': [...REMOTE, 'VMName', 'VM', 'VMSnapshot', 'Name', 'NewName', 'Passthru'],
+  // microsoft.powershell.core/new-pssession (every parameter set merged; 7.x docs, which add the
+  // VMId/VMName/ContainerId/SSH sets to 5.1's ComputerName/Uri/Session sets)
+  'New-PSSession': [
+    'ComputerName',
+    'Credential',
+    'Name',
+    'EnableNetworkAccess',
+    'ConfigurationName',
+    'Port',
+    'UseSSL',
+    'ApplicationName',
+    'ThrottleLimit',
+    'SessionOption',
+    'Authentication',
+    'CertificateThumbprint',
+    'ConnectionUri',
+    'AllowRedirection',
+    'VMId',
+    'VMName',
+    'Session',
+    'ContainerId',
+    'RunAsAdministrator',
+    'UseWindowsPowerShell',
+    'HostName',
+    'UserName',
+    'KeyFilePath',
+    'SSHTransport',
+    'SSHConnection',
+    'Subsystem',
+    'ConnectingTimeout',
+    'Options',
+  ],
+  // microsoft.powershell.core/invoke-command (every parameter set merged)
+  'Invoke-Command': [
+    'ScriptBlock',
+    'StrictMode',
+    'NoNewScope',
+    'InputObject',
+    'ArgumentList',
+    'Session',
+    'FilePath',
+    'ThrottleLimit',
+    'AsJob',
+    'HideComputerName',
+    'JobName',
+    'RemoteDebug',
+    'ComputerName',
+    'Credential',
+    'Port',
+    'UseSSL',
+    'ConfigurationName',
+    'ApplicationName',
+    'InDisconnectedSession',
+    'SessionName',
+    'SessionOption',
+    'Authentication',
+    'EnableNetworkAccess',
+    'CertificateThumbprint',
+    'ConnectionUri',
+    'AllowRedirection',
+    'VMId',
+    'VMName',
+    'ContainerId',
+    'RunAsAdministrator',
+    'HostName',
+    'UserName',
+    'KeyFilePath',
+    'SSHTransport',
+    'SSHConnection',
+    'Subsystem',
+    'ConnectingTimeout',
+    'Options',
+  ],
+  // microsoft.powershell.core/remove-pssession (sets Id, Session, InstanceId, Name, ComputerName)
+  'Remove-PSSession': ['Id', 'Session', 'InstanceId', 'Name', 'ComputerName'],
+  // microsoft.powershell.security/convertto-securestring (sets Secure, PlainText, Open)
+  'ConvertTo-SecureString': ['String', 'SecureKey', 'AsPlainText', 'Force', 'Key'],
   // microsoft.powershell.core/import-module (only `Import-Module Hyper-V` is used)
   'Import-Module': ['Name', 'Force', 'Global', 'Prefix', 'PassThru', 'RequiredVersion', 'MinimumVersion', 'Scope'],
   // cimcmdlets/get-ciminstance

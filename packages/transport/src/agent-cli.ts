@@ -43,6 +43,9 @@ usage:
                        (default 16; env REPLIKIT_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS)
   --serve-reads        also serve reads of the driver's disks to authenticated peers (the
                        source side of the abd method; env REPLIKIT_AGENT_SERVE_READS=1)
+  --host-files         also serve the VHDX files and state files under --root to a hyperv
+                       driver that controls this Hyper-V host through PowerShell remoting
+                       (env REPLIKIT_AGENT_HOST_FILES=1)
 security (TLS by default):
   --psk-identity ID    TLS-PSK identity; the key (hex, >= 16 bytes) comes from env REPLIKIT_AGENT_PSK
                        or --key-file
@@ -119,6 +122,7 @@ const FLAGS = {
   trust: { type: 'string' },
   tcp: { type: 'boolean', default: false },
   'serve-reads': { type: 'boolean', default: false },
+  'host-files': { type: 'boolean', default: false },
   'idle-timeout': { type: 'string' },
   'handshake-timeout': { type: 'string' },
   'max-unauthenticated': { type: 'string' },
@@ -223,6 +227,7 @@ export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<numbe
       ...(maxUnauthenticated !== undefined ? { maxUnauthenticated } : {}),
       ...(maxUnauthenticatedPerAddress !== undefined ? { maxUnauthenticatedPerAddress } : {}),
       ...(values['serve-reads'] || env.REPLIKIT_AGENT_SERVE_READS === '1' ? { serveReads: true } : {}),
+      ...(values['host-files'] || env.REPLIKIT_AGENT_HOST_FILES === '1' ? { hostFilesRoot: root } : {}),
     });
     let address: Address | undefined;
     try {

@@ -23,9 +23,11 @@ import { availableCodecs } from './codecs.js';
 import { FrameConnection } from './connection.js';
 import { handshake } from './handshake.js';
 import type { AnyHasherFactory } from './hasher.js';
+import { HostFileRoot } from './host-files.js';
 import { ArenaPool } from './protocol/block-arena.js';
 import {
   FEATURE_DELTA,
+  FEATURE_HOST_FILES,
   FEATURE_PULL_DISK,
   FEATURE_READ_DIGESTS_HASHER,
   FEATURE_SOURCE,
@@ -100,6 +102,13 @@ export interface AgentOptions {
    * @default false
    */
   serveReads?: boolean;
+  /**
+   * Also serve the images and state files under this folder to a `hyperv` driver that controls
+   * its host through PowerShell remoting (the `host-files` feature): reads of a checkpoint's VHDX
+   * chain, the driver's RCT reference-point files. Every path is confined to the folder.
+   * @default undefined (not served)
+   */
+  hostFilesRoot?: string;
 }
 
 /** A running `replikit-agent`: serves target sessions, pushed to it or pulled by it. */
@@ -233,6 +242,7 @@ export function createAgent(options: AgentOptions): Agent {
       options.onEvent?.({ type: 'dropped', peer, reason });
     },
   });
+  const hostFiles = options.hostFilesRoot === undefined ? undefined : new HostFileRoot(options.hostFilesRoot);
   const stopping = new AbortController();
   const servers: Server[] = [];
   const connections = new Set<FrameConnection>();
@@ -276,6 +286,7 @@ export function createAgent(options: AgentOptions): Agent {
             ...(options.serveReads ? [FEATURE_SOURCE] : []),
             // readDigests computes the block hasher's algorithms only with a hasher besides node:crypto's.
             ...(options.serveReads && options.hasher ? [FEATURE_READ_DIGESTS_HASHER] : []),
+            ...(hostFiles ? [FEATURE_HOST_FILES] : []),
           ],
           key,
         });
@@ -312,6 +323,7 @@ export function createAgent(options: AgentOptions): Agent {
           stopping.signal,
           options.serveReads,
           options.hasher ? hasherFor : undefined,
+          hostFiles,
         );
         if (control.error && !stopping.signal.aborted) {
           log(`control connection from ${peer} ended: ${control.error.code} ${control.error.message}`);

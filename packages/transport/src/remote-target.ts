@@ -25,11 +25,13 @@ import {
 import { availableCodecs } from './codecs.js';
 import { FrameConnection, RemoteError } from './connection.js';
 import { handshake } from './handshake.js';
+import { HOST_FILE_OPS } from './host-file-ops.js';
 import { FEATURE_TARGET, MAX_RESPONSE_PAYLOAD } from './protocol/constants.js';
 import type { Message } from './protocol/messages.js';
 import { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
 import { type PullDiskResult, pullDiskResultOf } from './pull-disk-op.js';
 import { RemoteDiskReader } from './remote-disk-reader.js';
+import { RemoteHostFiles } from './remote-host-files.js';
 import { SOURCE_OPS } from './source-read-ops.js';
 import { TARGET_OPS } from './target-control-ops.js';
 
@@ -184,7 +186,7 @@ export class RemoteTargetDriver implements Hypervisor {
         continue;
       }
       try {
-        const check = TARGET_OPS[waiting.op] ?? SOURCE_OPS[waiting.op];
+        const check = TARGET_OPS[waiting.op] ?? SOURCE_OPS[waiting.op] ?? HOST_FILE_OPS[waiting.op];
         waiting.resolve(check ? check.result(message.result) : pullDiskResultOf(message.result));
       } catch (error) {
         conn.abort(error as ProtocolError);
@@ -366,6 +368,16 @@ export class RemoteTargetDriver implements Hypervisor {
   ): Promise<PullDiskResult> {
     const { from, ...rest } = request;
     return this.call('pullDisk', { ...rest, from: { ...from, key: Buffer.from(from.key).toString('hex') } }, options);
+  }
+
+  /**
+   * The images and state files under the agent's `--host-files` root, for a `hyperv` driver that
+   * controls the host through PowerShell remoting (the protocol feature `host-files`).
+   *
+   * @throws `E_INPUT` (from the agent) on use when it does not serve host files.
+   */
+  hostFiles(): RemoteHostFiles {
+    return new RemoteHostFiles(this.link.peer, (op, args, options) => this.call(op, args, options));
   }
 
   /** Closes the control connection (and a pull listener). Calls waiting fail with `E_TRANSPORT`. */

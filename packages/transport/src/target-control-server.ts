@@ -1,5 +1,7 @@
 import { type BlockHasher, DriverError, type Hypervisor, isReplikitError, type ReplikitError } from '@replikit/core';
 import type { FrameConnection } from './connection.js';
+import { HOST_FILE_OPS, HostFileSession } from './host-file-ops.js';
+import type { HostFileRoot } from './host-files.js';
 import type { RequestMessage } from './protocol/messages.js';
 import { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
 import { runPullDisk } from './pull-disk-op.js';
@@ -38,7 +40,9 @@ function errorOf(error: unknown): { code: ReplikitError['code']; message: string
  * request (unknown members are ignored, a missing or mistyped argument is not) ends it with a
  * protocol error, and nothing of it reaches the driver. With `serveReads` (the `source` feature)
  * it also answers the reads and digests of the driver's disks (`readDisk`, `readDigests`);
- * `hasherFor` (the agent's block hasher) widens the digests `readDigests` computes.
+ * `hasherFor` (the agent's block hasher) widens the digests `readDigests` computes. With
+ * `hostFiles` (the `host-files` feature) it answers the image and state-file requests of a
+ * remoting `hyperv` driver, confined to that root.
  */
 export async function serveTargetControl(
   conn: FrameConnection,
@@ -47,9 +51,11 @@ export async function serveTargetControl(
   stopping?: AbortSignal,
   serveReads = false,
   hasherFor?: (algorithm: string) => Promise<BlockHasher>,
+  hostFiles?: HostFileRoot,
 ): Promise<TargetControlResult> {
   const result: TargetControlResult = { requests: 0 };
   const reads = serveReads ? new SourceReads(target, hasherFor) : undefined;
+  const files = hostFiles ? new HostFileSession(hostFiles) : undefined;
   const onStop = () => conn.interrupt();
   stopping?.addEventListener('abort', onStop, { once: true });
   try {
@@ -57,6 +63,7 @@ export async function serveTargetControl(
     while (next) {
       const op = Object.hasOwn(TARGET_OPS, next.op) ? TARGET_OPS[next.op] : undefined;
       const read = reads && Object.hasOwn(SOURCE_OPS, next.op) ? SOURCE_OPS[next.op] : undefined;
+      const file = files && Object.hasOwn(HOST_FILE_OPS, next.op) ? HOST_FILE_OPS[next.op] : undefined;
       let answer: { result: unknown } | { error: { code: ReplikitError['code']; message: string } };
       const options = stopping ? { signal: stopping } : {};
       const args = next.args;
@@ -64,9 +71,11 @@ export async function serveTargetControl(
       const extra =
         read && reads
           ? () => read.run(reads, args, options)
-          : next.op === 'pullDisk'
-            ? () => runPullDisk(target, args, options, dialSource)
-            : undefined;
+          : file && files
+            ? () => file.run(files, args, options)
+            : next.op === 'pullDisk'
+              ? () => runPullDisk(target, args, options, dialSource)
+              : undefined;
       if (extra) {
         try {
           answer = { result: await extra() };
@@ -110,6 +119,7 @@ export async function serveTargetControl(
   } finally {
     stopping?.removeEventListener('abort', onStop);
     await reads?.close();
+    await files?.close();
   }
   return result;
 }

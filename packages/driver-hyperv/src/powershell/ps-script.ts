@@ -42,6 +42,24 @@ export function callLine(script: PsScript, params: Record<string, unknown>): str
 }
 
 /**
+ * The one line sent to the local shell for a call that runs on a remote host: the same enveloped
+ * script and parameters, run by `Invoke-Command` in the PSSession the link opened
+ * (`$global:ReplikitSession`); the envelope the remote script prints comes back as the output.
+ */
+export function remoteCallLine(script: PsScript, params: Record<string, unknown>): string {
+  const s = Buffer.from(envelopedScript(script), 'utf8').toString('base64');
+  const p = Buffer.from(JSON.stringify(params), 'utf8').toString('base64');
+  return `Invoke-Command -Session $global:ReplikitSession -ScriptBlock ([scriptblock]::Create([Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('${s}')))) -ArgumentList '${p}'`;
+}
+
+/**
+ * The line that sets up a local shell that only drives a remote host: the same quiet streams and
+ * UTF-8 output, without the Hyper-V module (it loads in the remote session).
+ */
+export const CONTROLLER_SETUP_LINE =
+  "$ProgressPreference = 'SilentlyContinue'; $WarningPreference = 'SilentlyContinue'; $InformationPreference = 'SilentlyContinue'; $VerbosePreference = 'SilentlyContinue'; [Console]::OutputEncoding = [Text.UTF8Encoding]::new($false)";
+
+/**
  * The line that sets a new shell up: progress, warning, information and verbose streams
  * silenced, UTF-8 output, and the Hyper-V module loaded.
  */

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type HyperVHostFiles, LOCAL_HOST_FILES } from '../host-files/host-files.js';
 
 /** The RCT reference point a converted checkpoint became: one RCT id per disk, in drive order. */
 export interface StoredReferencePoint {
@@ -13,14 +12,18 @@ export interface StoredReferencePoint {
 /**
  * Where the driver remembers which checkpoint became which reference point (WMI does not keep the
  * checkpoint's id on the reference point): one JSON file per VM in a `replikit-rct` folder of the
- * VM's own folder on the host, written atomically.
+ * VM's own folder on the host, written atomically, through the driver's host files (local, or a
+ * `replikit-agent` on the host).
  */
 export class ReferencePointStore {
-  constructor(private readonly folder: string) {}
+  constructor(
+    private readonly folder: string,
+    private readonly files: HyperVHostFiles = LOCAL_HOST_FILES,
+  ) {}
 
   /** The store of the VM whose configuration folder is `vmPath`. */
-  static of(vmPath: string): ReferencePointStore {
-    return new ReferencePointStore(join(vmPath, 'replikit-rct'));
+  static of(vmPath: string, files: HyperVHostFiles = LOCAL_HOST_FILES): ReferencePointStore {
+    return new ReferencePointStore(join(vmPath, 'replikit-rct'), files);
   }
 
   /** The reference point checkpoint `checkpointId` of VM `vmId` became, if any. */
@@ -47,21 +50,12 @@ export class ReferencePointStore {
    * (replikit rewrote a live file itself): changes since a snapshot older than that are unknown.
    */
   async distrustBefore(vmId: string, time: string): Promise<void> {
-    await mkdir(this.folder, { recursive: true });
-    const target = `${this.file(vmId)}.untracked`;
-    const tmp = `${target}.${randomUUID()}.tmp`;
-    await writeFile(tmp, `${time}\n`);
-    await rename(tmp, target);
+    await this.files.writeText(`${this.file(vmId)}.untracked`, `${time}\n`);
   }
 
   /** When the disks of VM `vmId` were last written where RCT cannot see it (ISO 8601), or undefined. */
   async distrustedBefore(vmId: string): Promise<string | undefined> {
-    try {
-      return (await readFile(`${this.file(vmId)}.untracked`, 'utf8')).trim() || undefined;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
-    }
+    return (await this.files.readText(`${this.file(vmId)}.untracked`))?.trim() || undefined;
   }
 
   private file(vmId: string): string {
@@ -70,19 +64,11 @@ export class ReferencePointStore {
   }
 
   private async load(vmId: string): Promise<Record<string, StoredReferencePoint>> {
-    try {
-      return JSON.parse(await readFile(this.file(vmId), 'utf8')) as Record<string, StoredReferencePoint>;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
-      throw error;
-    }
+    const text = await this.files.readText(this.file(vmId));
+    return text === undefined ? {} : (JSON.parse(text) as Record<string, StoredReferencePoint>);
   }
 
   private async save(vmId: string, all: Record<string, StoredReferencePoint>): Promise<void> {
-    await mkdir(this.folder, { recursive: true });
-    const target = this.file(vmId);
-    const tmp = `${target}.${randomUUID()}.tmp`;
-    await writeFile(tmp, `${JSON.stringify(all)}\n`);
-    await rename(tmp, target);
+    await this.files.writeText(this.file(vmId), `${JSON.stringify(all)}\n`);
   }
 }

@@ -128,3 +128,12 @@ export const FEATURE_PULL_DISK = 'pull-disk';
  * digests cross (docs/protocol.md, section 13).
  */
 export const FEATURE_READ_DIGESTS_HASHER = 'read-digests-hasher';
+
+/**
+ * The `hello` feature of an agent that serves the files of a Hyper-V host under its root to a
+ * `hyperv` driver that controls the host through PowerShell remoting: reads of VHDX/VHD images
+ * (a checkpoint's frozen differencing chain, opened on the agent) and the driver's small state
+ * files (RCT reference points). Every path is confined to the agent's root. Off unless the agent
+ * is started with `--host-files`.
+ */
+export const FEATURE_HOST_FILES = 'host-files';
