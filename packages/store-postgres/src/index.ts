@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 
-export { type MigrationResult, migrate } from './migrate.js';
-export { MIGRATIONS, type Migration, SCHEMA_VERSION } from './migrations/index.js';
+export type { MigrationResult } from './migrate.js';
+export { SCHEMA_VERSION } from './migrations/index.js';
 export { PostgresFailoverStore } from './postgres-failover-store.js';
 export { PostgresStateStore, type PostgresStoreOptions } from './postgres-state-store.js';

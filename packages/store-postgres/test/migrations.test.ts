@@ -1,7 +1,9 @@
 import { isReplikitError } from '@replikit/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MIGRATIONS, migrate, PostgresStateStore, SCHEMA_VERSION } from '../src/index.js';
+import { PostgresStateStore } from '../src/index.js';
+import { migrate } from '../src/migrate.js';
+import { MIGRATIONS, SCHEMA_VERSION } from '../src/migrations/index.js';
 import { startTestPostgres, type TestPostgres } from '../src/testing/index.js';
 
 let server: TestPostgres;
