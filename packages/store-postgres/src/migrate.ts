@@ -1,9 +1,10 @@
 import { StoreVersionError } from '@replikit/core';
 import type pg from 'pg';
 import { MIGRATION_LOCK } from './advisory-keys.js';
+
 import { MIGRATIONS, type Migration } from './migrations/index.js';
 
-/** What {@link migrate} did. */
+/** What opening a store migrated: the schema version before and after ({@link PostgresStateStore.migration}). */
 export interface MigrationResult {
   /** The schema version before. */
   from: number;
