@@ -10,6 +10,8 @@ let store: PostgresStateStore;
 let registry: DriverRegistry;
 let source: ReturnType<typeof createMemoryDriver>;
 let target: ReturnType<typeof createMemoryDriver>;
+/** Called before the target's `createRestorePoint` (the commit), when set. */
+let beforeCommit: (() => Promise<void>) | undefined;
 
 const job = {
   name: 'pg-unit',
@@ -20,10 +22,18 @@ const job = {
 } as const;
 
 /** `driver`, kept open across runs (the engine closes the drivers it was given after each run). */
-function keptOpen<T extends object>(driver: T): T {
+function keptOpen<T extends object>(driver: T, before: Record<string, () => Promise<void>> = {}): T {
   return new Proxy(driver, {
     get(target, key) {
       if (key === 'close') return async () => undefined;
+      const hook = typeof key === 'string' ? before[key] : undefined;
+      if (hook) {
+        const method = Reflect.get(target, key, target) as (...args: unknown[]) => Promise<unknown>;
+        return async (...args: unknown[]) => {
+          await hook();
+          return method.apply(target, args);
+        };
+      }
       const value = Reflect.get(target, key, target);
       return typeof value === 'function' ? value.bind(target) : value;
     },
@@ -43,9 +53,16 @@ beforeEach(async () => {
   source.addVM('vm1', [{ id: 'a', size: 1024 * 1024 }]);
   registry = new DriverRegistry()
     .register(defineDriver({ kind: 'memsrc', capabilities: source.capabilities, create: () => keptOpen(source) }))
-    .register(defineDriver({ kind: 'memdst', capabilities: target.capabilities, create: () => keptOpen(target) }));
+    .register(
+      defineDriver({
+        kind: 'memdst',
+        capabilities: target.capabilities,
+        create: () => keptOpen(target, { createRestorePoint: async () => beforeCommit?.() }),
+      }),
+    );
 });
 afterEach(async () => {
+  beforeCommit = undefined;
   await store.close();
 });
 
@@ -98,6 +115,44 @@ describe('the engine on the PostgreSQL store', () => {
       expect((refused as Error).message).toContain('held-elsewhere');
     } finally {
       await release();
+      await other.close();
+    }
+  });
+
+  it('a run takes a lease on its replica, fences its journal with the epoch and releases it', async () => {
+    const run = await engine().run(job);
+    expect(run.state).toBe('completed');
+    const { rows } = await store.query<{ lease_epoch: string; released: boolean }>(
+      `SELECT r.lease_epoch, l.expires_at <= clock_timestamp() AS released
+       FROM replikit.runs r JOIN replikit.replica_leases l ON l.replica = r.job AND l.epoch = r.lease_epoch
+       WHERE r.run_id = $1`,
+      [run.runId],
+    );
+    expect(rows).toHaveLength(1);
+    expect(rows[0]?.released).toBe(true);
+  });
+
+  it('a run whose lease another worker took before its commit is journaled no further (E_LEASE_LOST)', async () => {
+    const other = await PostgresStateStore.open({ connectionString: store.connectionString });
+    let taken: number | undefined;
+    beforeCommit = async () => {
+      // The lease ends under the run (as if its worker had been paused past the TTL) and another takes it.
+      await other.query('UPDATE replikit.replica_leases SET expires_at = clock_timestamp() WHERE replica = $1', [
+        job.name,
+      ]);
+      taken = (await other.leaseReplica(job.name, { ttlMs: 60_000 })).epoch;
+    };
+    try {
+      const outcome = await engine()
+        .run(job)
+        .then((record) => record.error?.code ?? record.state)
+        .catch((error: unknown) => (isReplikitError(error) ? error.code : String(error)));
+      expect(outcome).toBe('E_LEASE_LOST');
+      expect(taken).toBeDefined();
+      const journaled = await other.findUnfinished(job.name);
+      expect(journaled?.state).not.toBe('completed');
+      expect(journaled?.stages.commit).toBeUndefined();
+    } finally {
       await other.close();
     }
   });
