@@ -150,6 +150,33 @@ function ensureBuilt(pnpm) {
   }
 }
 
+// True when `path` exists; `*` in a segment matches any name there, as in
+// /usr/lib/postgresql/*/bin/initdb (programs a package installs off PATH).
+function pathPresent(path) {
+  const segments = path.split('/').filter(Boolean);
+  const walk = (dir, rest) => {
+    if (rest.length === 0) return existsSync(dir);
+    const [segment, ...tail] = rest;
+    if (!segment.includes('*')) return walk(join(dir, segment), tail);
+    const escaped = segment.split('*').map((part) => part.replace(/[.+?^$|()[\]{}\\]/g, '\\$&'));
+    const pattern = new RegExp(`^${escaped.join('.*')}$`);
+    let names = [];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return false;
+    }
+    return names.some((name) => pattern.test(name) && walk(join(dir, name), tail));
+  };
+  return walk('/', segments);
+}
+
+/** True when `command` is on PATH, or, given as an absolute path (with `*` allowed), exists. */
+function commandPresent(command) {
+  if (command.startsWith('/')) return pathPresent(command);
+  return spawnSync('sh', ['-c', `command -v "$1"`, 'sh', command]).status === 0;
+}
+
 function ensureSystemPackages() {
   const listFile = join(root, 'scripts', 'system-packages.txt');
   if (!existsSync(listFile)) return;
@@ -159,9 +186,7 @@ function ensureSystemPackages() {
     .filter(Boolean)
     .map((line) => line.split(/\s+/))
     .filter(([, , purpose]) => purpose === 'test' || (purpose === 'bench' && args.has('--bench')));
-  const missing = wanted.filter(
-    ([, command]) => spawnSync('sh', ['-c', `command -v "$1"`, 'sh', command]).status !== 0,
-  );
+  const missing = wanted.filter(([, command]) => !commandPresent(command));
   if (missing.length === 0) return;
   const names = missing.map(([name]) => name);
   if (process.getuid?.() !== 0) {

@@ -23,6 +23,8 @@ export const ERROR_CODES = [
   'E_FAILED_OVER',
   'E_SPLIT_BRAIN',
   'E_UNSUPPORTED',
+  'E_LEASE_LOST',
+  'E_STORE_VERSION',
 ] as const;
 
 /**
@@ -48,6 +50,9 @@ export const ERROR_CODES = [
  *   promoted replica, an undo of a replica that was never failed over, a retired job).
  * - `E_SPLIT_BRAIN`: an unplanned failover was refused because the source VM is reachable and running.
  * - `E_UNSUPPORTED`: the driver lacks an optional capability the operation needs (failover hooks).
+ * - `E_LEASE_LOST`: a write fenced by a replica lease was refused: the lease expired or another
+ *   worker took it (its epoch is newer), so this worker must stop writing the replica.
+ * - `E_STORE_VERSION`: the state store's schema is newer than this version of replikit.
  * - `E_INTERNAL`: something that is not a replikit error was thrown (a bug); a run's journal keeps
  *   it under this code.
  */
@@ -180,6 +185,28 @@ export class SplitBrainError extends ReplikitError {
 export class UnsupportedError extends ReplikitError {
   constructor(message: string, options?: ReplikitErrorOptions) {
     super('E_UNSUPPORTED', message, options);
+  }
+}
+
+/**
+ * A write fenced by a replica lease was refused: the lease expired, was released, or was taken by
+ * another worker with a newer epoch. The worker that gets it must stop writing the replica; the
+ * lease's new holder resumes the run from the journal. `details` names the replica and the epoch.
+ */
+export class LeaseLostError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_LEASE_LOST', message, options);
+  }
+}
+
+/**
+ * The state store's schema is newer than this version of replikit knows (another worker was
+ * upgraded first): it is refused rather than written in an older shape. `details.found` and
+ * `details.supported` name the versions.
+ */
+export class StoreVersionError extends ReplikitError {
+  constructor(message: string, options?: ReplikitErrorOptions) {
+    super('E_STORE_VERSION', message, options);
   }
 }
 

@@ -45,6 +45,7 @@ export {
 } from './engine/plan/disk-plan.js';
 export { ALWAYS_FULL_METHODS, planDisk } from './engine/plan/plan-disk.js';
 export type { DiskForecast, RunBlocker, RunForecast } from './engine/plan/run-forecast.js';
+export type { LeaseFence, LeaseOptions, ReplicaLease, SaveRunOptions } from './engine/replica-lease.js';
 export {
   type EngineOptions,
   ReplicationEngine,

@@ -16,6 +16,7 @@ import {
   IoError,
   isReplikitError,
   JobError,
+  LeaseLostError,
   NoSpaceError,
   NotFoundError,
   REPLIKIT_ERROR_BRAND,
@@ -26,6 +27,7 @@ import {
   SplitBrainError,
   StateError,
   StorageError,
+  StoreVersionError,
   TransportError,
   toStorageError,
   UnsupportedError,
@@ -143,6 +145,8 @@ const CLASSES: Record<ErrorCode, new (message: string) => ReplikitError> = {
   E_FAILED_OVER: FailedOverError,
   E_SPLIT_BRAIN: SplitBrainError,
   E_UNSUPPORTED: UnsupportedError,
+  E_LEASE_LOST: LeaseLostError,
+  E_STORE_VERSION: StoreVersionError,
 };
 
 describe('error classes', () => {

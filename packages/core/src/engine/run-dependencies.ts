@@ -8,6 +8,7 @@ import type { BlockHasher } from './block-hasher.js';
 import type { BufferShelf } from './buffer-shelf.js';
 import type { DriverRegistry } from './driver-registry.js';
 import type { EngineEvents } from './events.js';
+import type { ReplicaLease, SaveRunOptions } from './replica-lease.js';
 import type { RunRecord } from './run-record.js';
 import type { StateStore } from './state-store.js';
 
@@ -32,4 +33,8 @@ export interface RunDependencies {
   buffers: BufferShelf;
   /** Where the store journals runs, named in the owner record the run puts on its replica. */
   stateDir?: string;
+  /** The run's lease on its replica, when the store has leases: checked before the commit. */
+  lease?: ReplicaLease;
+  /** The options of every journal write (the lease's fence). */
+  saveOptions?: SaveRunOptions;
 }

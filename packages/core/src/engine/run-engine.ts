@@ -20,6 +20,7 @@ import type { RunForecast } from './plan/run-forecast.js';
 import { adviceFor } from './replica-hold.js';
 import { RunExecution } from './run-execution.js';
 import type { RunJournal } from './run-journal.js';
+import { type HeldLease, holdRunLease } from './run-lease.js';
 import { emptyStats, type RunRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
 import { findUnfinished, type StateStore } from './state-store.js';
@@ -79,6 +80,15 @@ export interface EngineOptions {
    * @default 1000
    */
   checkpointEveryMs?: number;
+  /**
+   * The TTL of the lease a run takes on its replica (keyed by the job's name) when the state store
+   * has leases (`StateStore.leaseReplica`, the PostgreSQL store): renewed every third of it while
+   * the run executes, checked before the commit, and every journal write is fenced with its epoch.
+   * A run whose lease is lost is aborted and its writes are refused (`E_LEASE_LOST`). Ignored with
+   * a store without leases (the file store).
+   * @default 30000
+   */
+  leaseTtlMs?: number;
   /**
    * How long a run asked to stop (`RunOptions.suspend`) may take to reach its checkpoint. A push
    * transfer reaches one within a segment of each disk; work without checkpoints (a pull, a
@@ -190,6 +200,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
       digest: 'sha256',
       checkpointEveryMs: 1000,
       stopGraceMs: 5000,
+      leaseTtlMs: 30_000,
       readAhead: 4,
       keepHashers: false,
       ...options,
@@ -349,6 +360,15 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
   ): Promise<RunRecord> {
     const release = await this.store.lockJob(record.job.name, record.runId);
     const controller = new AbortController();
+    let held: HeldLease | undefined;
+    try {
+      held = await holdRunLease(this.store, record.job.name, this.options.leaseTtlMs, (error) =>
+        controller.abort(error),
+      );
+    } catch (error) {
+      await release();
+      throw error;
+    }
     this.active.set(record.runId, controller);
     const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
     try {
@@ -368,6 +388,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           readAhead: this.options.readAhead,
           buffers: this.buffers,
           ...(this.store.location === undefined ? {} : { stateDir: this.store.location }),
+          ...(held ? { lease: held.lease, saveOptions: held.saveOptions } : {}),
         },
         record,
         signal,
@@ -378,6 +399,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     } finally {
       this.active.delete(record.runId);
       if (!this.options.keepHashers) await hasher.close?.();
+      await held?.end().catch(() => undefined);
       await release();
     }
   }

@@ -190,7 +190,7 @@ export class RunExecution {
     const journal = stored ? toJournal(stored) : this.record;
     journal.stopped = { reason: stopReasonOf(this.suspend!), at: new Date().toISOString() };
     journal.pid = process.pid;
-    await this.deps.store.saveRun(journal);
+    await this.deps.store.saveRun(journal, this.deps.saveOptions);
     await this.closeDrivers();
   }
 
@@ -237,7 +237,7 @@ export class RunExecution {
     const next = this.saving.then(() => {
       record.updatedAt = new Date().toISOString();
       record.pid = process.pid;
-      return this.deps.store.saveRun(record);
+      return this.deps.store.saveRun(record, this.deps.saveOptions);
     });
     this.saving = next.catch(() => undefined);
     return next;

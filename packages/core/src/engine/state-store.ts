@@ -1,4 +1,5 @@
 import type { ScheduleRequest, ScheduleState } from '../schedule/schedule-state.js';
+import type { LeaseOptions, ReplicaLease, SaveRunOptions } from './replica-lease.js';
 import type { RunJournal } from './run-journal.js';
 import type { JobRecord } from './run-record.js';
 import { isTerminal } from './run-state.js';
@@ -6,7 +7,8 @@ import { isTerminal } from './run-state.js';
 /**
  * Where runs are journaled and jobs remember their last run. The engine saves a run's record at
  * every transition and durable checkpoint, so a store must make each `saveRun` atomic and durable.
- * The default is {@link FileStateStore}; the distributed queue keeps it in Redis.
+ * The default is {@link FileStateStore} (one machine); `@replikit/store-postgres` shares one store
+ * between many workers and adds replica leases with fencing ({@link leaseReplica}).
  */
 export interface StateStore {
   /**
@@ -14,8 +16,12 @@ export interface StateStore {
    * and in messages that tell how to resume a run. Optional.
    */
   readonly location?: string;
-  /** Saves (replaces) a run's journal, atomically and durably. */
-  saveRun(record: RunJournal): Promise<void>;
+  /**
+   * Saves (replaces) a run's journal, atomically and durably. With `options.fence`, a store that
+   * has {@link leaseReplica} writes only while that lease is current, and rejects with
+   * `E_LEASE_LOST` otherwise; a store without leases ignores the fence.
+   */
+  saveRun(record: RunJournal, options?: SaveRunOptions): Promise<void>;
   /**
    * Loads a run's journal, or `undefined` when there is none. A journal an earlier version saved
    * (a flat version 1 record) may be returned as it is: the engine reads it through `toJournal`.
@@ -53,6 +59,13 @@ export interface StateStore {
   saveScheduleRequest?(request: ScheduleRequest): Promise<void>;
   /** The pause or resume last asked for a job, or `undefined`. */
   loadScheduleRequest?(name: string): Promise<ScheduleRequest | undefined>;
+  /**
+   * Takes the lease on `replica` for this worker, with a new epoch (a fencing token greater than
+   * every earlier one of the replica). Rejects with `E_CONFLICT` while another worker's lease is
+   * unexpired. Optional: a store shared by several machines has it; the file store, used by one
+   * machine whose job locks already exclude other processes, does not.
+   */
+  leaseReplica?(replica: string, options: LeaseOptions): Promise<ReplicaLease>;
 }
 
 /** The oldest unfinished run of job `name` in `store`: from its index when it has one, else from every record. */

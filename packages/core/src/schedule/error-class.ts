@@ -27,6 +27,10 @@ export const ERROR_CLASSES: Readonly<Record<ErrorCode, ErrorClass>> = {
   E_STATE: 'permanent',
   E_INTERNAL: 'permanent',
   E_UNSUPPORTED: 'permanent',
+  // Upgrade this worker: the shared store was migrated by a newer version.
+  E_STORE_VERSION: 'permanent',
+  // The lease's new holder resumes the run; this worker tries again at its next slot or retry.
+  E_LEASE_LOST: 'transient',
   E_REPLICA_MODIFIED: 'needs-decision',
   E_REPLICA_IN_PROGRESS: 'needs-decision',
   E_NO_SPACE: 'needs-decision',

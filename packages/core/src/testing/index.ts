@@ -29,6 +29,11 @@ export { defineFailoverCases, type FailoverCaseEnv } from './failover-checks.js'
 export { MEMORY_BLOCK_SIZE, type MemoryDriver, memoryFixtures } from './memory-driver.js';
 export type { MemoryDriverFaults, MemoryTrackerFaults } from './memory-faults.js';
 export { defineReverseCases } from './reverse-checks.js';
+export {
+  runStateStoreConformance,
+  type StateStoreConformanceOptions,
+  sampleJournal,
+} from './state-store-conformance.js';
 
 export { compareBytes, firstDifference, readWholeDisk, testPattern } from './test-data.js';
 export { checkCapabilitiesAgree, checkConcurrentWrites } from './write-and-capability-checks.js';

@@ -16,6 +16,8 @@ export const commitStage: Stage = {
     const { replica } = preparedOf(record);
     const snapshot = snapshotOf(record);
     const plan = plannedOf(record);
+    // Under a lease, the commit is made only while it is still this worker's (E_LEASE_LOST otherwise).
+    await deps.lease?.heartbeat();
     const restorePoint = await target.createRestorePoint(replica, record.runId, {
       retention: record.job.options.retention,
       signal,
