@@ -8,6 +8,8 @@ export interface ScriptCommand {
   readonly name: string;
   /** Documented parameter name → the argument's source text (`undefined` for a switch). */
   readonly arguments: ReadonlyMap<string, string | undefined>;
+  /** The command's node in the parse tree (its pipeline is its parent's children). */
+  readonly node: Node;
 }
 
 /**
@@ -51,7 +53,7 @@ function checkedCommand(node: Node): ScriptCommand {
       pending = undefined;
     }
   }
-  return { name: signature.name, arguments: args };
+  return { name: signature.name, arguments: args, node };
 }
 
 /**

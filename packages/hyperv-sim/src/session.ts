@@ -6,6 +6,7 @@ import { firstParseError, powershellParser } from './grammar.js';
 import { logScript, takeHang } from './host/host-files.js';
 import { loadState, saveState } from './host/host-state.js';
 import { bootId, readRemoteHosts } from './host/remoting.js';
+import { runDownstream } from './pipeline.js';
 import { PsError } from './ps-error.js';
 import { argumentValue, type ScriptCommand, scriptCommands } from './script-commands.js';
 
@@ -260,7 +261,7 @@ export class PwshSession {
   private async run(commands: ScriptCommand[], params: Record<string, unknown>): Promise<unknown[]> {
     const state = await loadState(this.root);
     let dirty = false;
-    let last: unknown = null;
+    let last: unknown[] = [];
     try {
       for (const command of commands) {
         const context: CmdletContext = {
@@ -277,13 +278,12 @@ export class PwshSession {
           },
           has: (name) => command.arguments.has(name),
         };
-        last = await (HANDLERS[command.name] as CmdletHandler)(context);
+        last = runDownstream(command.node, await (HANDLERS[command.name] as CmdletHandler)(context));
       }
     } finally {
       if (dirty) await saveState(this.root, state);
     }
-    if (last === null || last === undefined) return [];
-    return Array.isArray(last) ? last : [last];
+    return last;
   }
 }
 

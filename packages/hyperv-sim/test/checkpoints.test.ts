@@ -55,8 +55,9 @@ describe('checkpoints on the simulated host', () => {
     await host.guestWrite('db', 0, 3 * MIB, new Uint8Array(512).fill(3));
     expect(await readFile(frozen, 0, 4096)).toEqual(new Uint8Array(4096).fill(1));
     expect(await readFile(String(drive?.Path), 0, 4096)).toEqual(new Uint8Array(4096).fill(2));
+    // Without a projection ConvertTo-Json writes the VhdType enum as its number (Differencing = 4).
     const vhd = await call('Get-VHD -Path $p.path', { path: drive?.Path });
-    expect(vhd[0]).toMatchObject({ VhdType: 'Differencing', ParentPath: frozen });
+    expect(vhd[0]).toMatchObject({ VhdType: 4, ParentPath: frozen });
   });
 
   it('merges the newest checkpoint on removal and keeps the guest content', async () => {
@@ -149,7 +150,10 @@ describe('network adapters on the simulated host', () => {
       switch: 'LAN',
     });
     await call('Add-VMNetworkAdapter -VMName $p.name -Name $p.nic', { name: 'nics', nic: 'spare' });
-    const nics = await call('Get-VMNetworkAdapter -VMName $p.name', { name: 'nics' });
+    const nics = await call(
+      "Get-VMNetworkAdapter -VMName $p.name | Select-Object -Property 'VMName', 'Name', 'MacAddress', 'SwitchName'",
+      { name: 'nics' },
+    );
     expect(nics).toEqual([
       { VMName: 'nics', Name: 'lan', MacAddress: '00155D010203', SwitchName: 'LAN' },
       { VMName: 'nics', Name: 'spare', MacAddress: expect.stringMatching(/^00155D[0-9A-F]{6}$/), SwitchName: null },

@@ -56,7 +56,8 @@ describe('the fake pwsh, spawned by node-powershell', () => {
     });
     expect(vhd.json).toMatchObject({
       ok: true,
-      data: [{ Path: disk, VhdFormat: 'VHDX', VhdType: 'Dynamic', Size: 8 * 2 ** 20 }],
+      // Enums unprojected are numbers, as ConvertTo-Json writes them: VHDX = 3, Dynamic = 3.
+      data: [{ Path: disk, VhdFormat: 3, VhdType: 3, Size: 8 * 2 ** 20 }],
     });
     const vm = await call('New-VM -Name $p.name -Generation 2 -MemoryStartupBytes $p.memory -NoVHD', {
       name: 'web',
@@ -64,17 +65,15 @@ describe('the fake pwsh, spawned by node-powershell', () => {
     });
     expect(vm.json).toMatchObject({
       ok: true,
-      data: [{ Name: 'web', Generation: 2, State: 'Off', MemoryStartup: 2 ** 30 }],
+      data: [{ Name: 'web', Generation: 2, State: 3, MemoryStartup: 2 ** 30 }],
     });
     await call('Add-VMHardDiskDrive -VMName $p.name -ControllerType SCSI -Path $p.path', { name: 'web', path: disk });
     const drives = await call(
       "Get-VMHardDiskDrive -VMName $p.name | Select-Object -Property 'Path', 'ControllerType'",
       { name: 'web' },
     );
-    expect(drives.json).toEqual({
-      ok: true,
-      data: [expect.objectContaining({ Path: disk, ControllerType: 'SCSI', ControllerLocation: 0 })],
-    });
+    // Only the selected properties come back, and the ControllerType enum as its number (SCSI = 1).
+    expect(drives.json).toEqual({ ok: true, data: [{ Path: disk, ControllerType: 1 }] });
   });
 
   it('answers a missing VM with the Hyper-V error in the envelope', async () => {

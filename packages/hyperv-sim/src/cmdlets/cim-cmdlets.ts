@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { HostState, SnapshotRecord, VmRecord } from '../host/host-state.js';
 import { type DiskTracking, loadRct, rctSeq, saveRct, tracking } from '../host/rct-log.js';
+import { TYPE_NAMES } from '../objects/documented-types.js';
+import { typed } from '../objects/ps-object.js';
 import { PsError } from '../ps-error.js';
 import type { CmdletContext, CmdletHandler } from './context.js';
 import { mergeCheckpoint, takeCheckpoint } from './snapshot-cmdlets.js';
@@ -75,18 +77,30 @@ function changedRanges(t: DiskTracking, from: number, upTo: number, start: numbe
 
 async function getVirtualDiskChanges(c: CmdletContext, a: Record<string, unknown>): Promise<unknown> {
   const found = diskAt(c.state, a.Path);
-  if (!found) return { ReturnValue: NOT_FOUND };
+  if (!found) return diskChanges(NOT_FOUND);
   const rct = await loadRct(c.root);
   const t = tracking(rct, (found.vm.drives[found.drive] as { basePath: string }).basePath);
   const from = rctSeq(t, a.LimitId);
   const offset = Number(a.ByteOffset ?? 0);
   const length = Number(a.ByteLength ?? 0);
   if (from === undefined || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || length <= 0) {
-    return { ReturnValue: INVALID_PARAMETER };
+    return diskChanges(INVALID_PARAMETER);
   }
   const processed = Math.min(length, PROCESS_LIMIT);
   const [offsets, lengths] = changedRanges(t, from, found.upTo ?? t.seq, offset, offset + processed);
-  return { ReturnValue: OK, ProcessedByteLength: processed, ChangedByteOffsets: offsets, ChangedByteLengths: lengths };
+  return diskChanges(OK, { ProcessedByteLength: processed, ChangedByteOffsets: offsets, ChangedByteLengths: lengths });
+}
+
+/** GetVirtualDiskChanges' result: `ReturnValue` and its out parameters (null when the call failed). */
+function diskChanges(returnValue: number, out: Record<string, unknown> = {}) {
+  return typed(TYPE_NAMES.diskChanges, {
+    ReturnValue: returnValue,
+    ProcessedByteLength: null,
+    ChangedByteOffsets: null,
+    ChangedByteLengths: null,
+    Job: null,
+    ...out,
+  });
 }
 
 async function createSnapshot(c: CmdletContext, a: Record<string, unknown>): Promise<unknown> {

@@ -1,4 +1,6 @@
 import { findVm, type VmRecord } from '../host/host-state.js';
+import { TYPE_NAMES } from '../objects/documented-types.js';
+import { typed } from '../objects/ps-object.js';
 import { PsError } from '../ps-error.js';
 import type { CmdletHandler } from './context.js';
 
@@ -17,12 +19,12 @@ export const SECURE_BOOT_TEMPLATES = ['MicrosoftWindows', 'MicrosoftUEFICertific
 
 /** The fields of `Microsoft.HyperV.PowerShell.VMFirmware` the simulator reports (enums as names). */
 function firmwareView(vm: VmRecord) {
-  return {
+  return typed(TYPE_NAMES.firmware, {
     VMName: vm.name,
     VMId: vm.id,
     SecureBoot: vm.secureBoot ?? 'On',
     SecureBootTemplate: vm.secureBootTemplate ?? 'MicrosoftWindows',
-  };
+  });
 }
 
 function generation2(vm: VmRecord, cmdlet: string): VmRecord {

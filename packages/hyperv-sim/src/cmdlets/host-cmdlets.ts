@@ -1,6 +1,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hostPath } from '../host/host-state.js';
+import { TYPE_NAMES } from '../objects/documented-types.js';
+import { typed } from '../objects/ps-object.js';
 import type { CmdletContext, CmdletHandler } from './context.js';
 
 /**
@@ -14,11 +16,11 @@ export function defaultHostFolders(root: string): { virtualHardDiskPath: string;
 
 function hostView(c: CmdletContext) {
   const defaults = defaultHostFolders(c.root);
-  return {
+  return typed(TYPE_NAMES.host, {
     ComputerName: 'SIMULATED-HOST',
     VirtualHardDiskPath: c.state.vmHost?.virtualHardDiskPath ?? defaults.virtualHardDiskPath,
     VirtualMachinePath: c.state.vmHost?.virtualMachinePath ?? defaults.virtualMachinePath,
-  };
+  });
 }
 
 const getVmHost: CmdletHandler = async (c) => hostView(c);

@@ -5,6 +5,8 @@ import { createVhdx, openVhdx } from '@replikit/formats';
 import { findVm, type HostState, type SnapshotRecord, type VmRecord } from '../host/host-state.js';
 import { loadRct, saveRct, tracking } from '../host/rct-log.js';
 import { rewriteVhdx } from '../host/vhdx-rewrite.js';
+import { TYPE_NAMES } from '../objects/documented-types.js';
+import { typed } from '../objects/ps-object.js';
 import { PsError } from '../ps-error.js';
 import type { CmdletContext, CmdletHandler } from './context.js';
 
@@ -14,15 +16,15 @@ function snapshots(state: HostState): SnapshotRecord[] {
 }
 
 function snapshotView(s: SnapshotRecord, vm: VmRecord) {
-  return {
+  return typed(TYPE_NAMES.snapshot, {
     Id: s.id,
     Name: s.name,
     VMName: vm.name,
     VMId: vm.id,
     SnapshotType: s.snapshotType,
     CreationTime: s.creationTime,
-    HardDrives: s.frozen.map((path) => ({ Path: path })),
-  };
+    HardDrives: s.frozen.map((path) => typed(TYPE_NAMES.drive, { Path: path })),
+  });
 }
 
 function findSnapshot(state: HostState, vm: VmRecord, name: unknown, cmdlet: string): SnapshotRecord {

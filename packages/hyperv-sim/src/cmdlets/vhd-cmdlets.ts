@@ -1,28 +1,43 @@
 import { lstat } from 'node:fs/promises';
-import { createVhdx, openVhdx } from '@replikit/formats';
+import { createVhdx, openVhd, openVhdx, VhdxReader } from '@replikit/formats';
 import { hostPath } from '../host/host-state.js';
+import { TYPE_NAMES } from '../objects/documented-types.js';
+import { typed } from '../objects/ps-object.js';
 import { PsError } from '../ps-error.js';
 import type { CmdletContext, CmdletHandler } from './context.js';
 
-/** The fields of `Microsoft.Vhd.PowerShell.VirtualHardDisk` the simulator reports (enums as names). */
+/**
+ * The fields of `Microsoft.Vhd.PowerShell.VirtualHardDisk` the simulator models (enums as names;
+ * the session converts them as ConvertTo-Json does), after
+ * https://learn.microsoft.com/powershell/module/hyper-v/get-vhd. A `.vhd` file is VhdFormat `VHD`
+ * with 512-byte sectors, a `.vhdx` file `VHDX`; a fixed VHD has BlockSize 0.
+ */
 export interface VhdView {
   Path: string;
-  VhdFormat: 'VHDX';
+  VhdFormat: 'VHD' | 'VHDX';
   VhdType: 'Fixed' | 'Dynamic' | 'Differencing';
   FileSize: number;
   Size: number;
+  /**
+   * The smallest size the disk can be shrunk to. A real host computes it from the guest's
+   * partitions; the simulator does not read partitions and reports null.
+   */
+  MinimumSize: number | null;
   BlockSize: number;
   LogicalSectorSize: number;
   PhysicalSectorSize: number;
   ParentPath: string | null;
   DiskIdentifier: string | null;
+  /** Whether the disk is mounted on the host (the simulator never mounts one: false). */
+  Attached: boolean;
 }
 
-/** Describes the VHDX at `path` (a host path already checked). */
+/** Describes the VHD or VHDX at `path` (a host path already checked). */
 export async function describeVhd(path: string): Promise<VhdView> {
-  let reader: Awaited<ReturnType<typeof openVhdx>>;
+  const v1 = /\.vhd$/i.test(path);
+  let reader: Awaited<ReturnType<typeof openVhdx>> | Awaited<ReturnType<typeof openVhd>>;
   try {
-    reader = await openVhdx(path);
+    reader = v1 ? await openVhd(path) : await openVhdx(path);
   } catch (error) {
     throw new PsError(
       'ObjectNotFound',
@@ -33,18 +48,20 @@ export async function describeVhd(path: string): Promise<VhdView> {
   try {
     const info = reader.info;
     const type = info.subformat === 'fixed' ? 'Fixed' : info.subformat === 'differencing' ? 'Differencing' : 'Dynamic';
-    return {
+    return typed(TYPE_NAMES.vhd, {
       Path: path,
-      VhdFormat: 'VHDX',
+      VhdFormat: v1 ? 'VHD' : 'VHDX',
       VhdType: type,
       FileSize: (await lstat(path)).size,
       Size: info.size,
-      BlockSize: info.blockSize,
+      MinimumSize: null,
+      BlockSize: v1 && type === 'Fixed' ? 0 : info.blockSize,
       LogicalSectorSize: info.logicalSectorSize,
-      PhysicalSectorSize: reader.metadata.physicalSectorSize,
+      PhysicalSectorSize: reader instanceof VhdxReader ? reader.metadata.physicalSectorSize : 512,
       ParentPath: info.parent ?? null,
       DiskIdentifier: info.id ?? null,
-    };
+      Attached: false,
+    } satisfies VhdView);
   } finally {
     await reader.close();
   }

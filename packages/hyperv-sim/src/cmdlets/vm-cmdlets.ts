@@ -1,11 +1,13 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { findVm, hostPath, type VmRecord } from '../host/host-state.js';
+import { findVm, hostPath, type NicRecord, type VmRecord } from '../host/host-state.js';
+import { TYPE_NAMES } from '../objects/documented-types.js';
+import { typed } from '../objects/ps-object.js';
 import { PsError } from '../ps-error.js';
 import type { CmdletContext, CmdletHandler } from './context.js';
 
 /** The fields of `Microsoft.HyperV.PowerShell.VirtualMachine` the simulator reports (enums as names). */
 export function vmView(vm: VmRecord) {
-  return {
+  return typed(TYPE_NAMES.vm, {
     Id: vm.id,
     Name: vm.name,
     State: vm.state,
@@ -17,7 +19,7 @@ export function vmView(vm: VmRecord) {
     Notes: vm.notes,
     CheckpointType: vm.checkpointType,
     Path: vm.path,
-  };
+  });
 }
 
 function vmNotOff(vm: VmRecord, action: string): PsError {
@@ -151,14 +153,16 @@ const setMemory: CmdletHandler = async (c) => {
 
 const getDrives: CmdletHandler = async (c) => {
   const vm = findVm(c.state, c.arg('VMName'), 'Get-VMHardDiskDrive');
-  return vm.drives.map((d) => ({
-    VMName: vm.name,
-    VMId: vm.id,
-    Path: d.path,
-    ControllerType: d.controllerType,
-    ControllerNumber: d.controllerNumber,
-    ControllerLocation: d.controllerLocation,
-  }));
+  return vm.drives.map((d) =>
+    typed(TYPE_NAMES.drive, {
+      VMName: vm.name,
+      VMId: vm.id,
+      Path: d.path,
+      ControllerType: d.controllerType,
+      ControllerNumber: d.controllerNumber,
+      ControllerLocation: d.controllerLocation,
+    }),
+  );
 };
 
 const addDrive: CmdletHandler = async (c: CmdletContext) => {
@@ -200,7 +204,7 @@ const addDrive: CmdletHandler = async (c: CmdletContext) => {
 
 const getNics: CmdletHandler = async (c) => {
   const vm = findVm(c.state, c.arg('VMName'), 'Get-VMNetworkAdapter');
-  return vm.nics.map((n) => ({ VMName: vm.name, Name: n.name, MacAddress: n.macAddress, SwitchName: n.switchName }));
+  return vm.nics.map((n) => nicView(vm, n));
 };
 
 const addNic: CmdletHandler = async (c) => {
@@ -223,9 +227,7 @@ const addNic: CmdletHandler = async (c) => {
   };
   vm.nics.push(nic);
   c.markDirty();
-  return c.has('Passthru')
-    ? { VMName: vm.name, Name: nic.name, MacAddress: nic.macAddress, SwitchName: nic.switchName }
-    : null;
+  return c.has('Passthru') ? nicView(vm, nic) : null;
 };
 
 const removeNic: CmdletHandler = async (c) => {
@@ -243,6 +245,17 @@ const removeNic: CmdletHandler = async (c) => {
   c.markDirty();
   return null;
 };
+
+/** The modelled fields of `Microsoft.HyperV.PowerShell.VMNetworkAdapter`. */
+function nicView(vm: VmRecord, nic: NicRecord) {
+  return typed(TYPE_NAMES.nic, {
+    VMName: vm.name,
+    VMId: vm.id,
+    Name: nic.name,
+    MacAddress: nic.macAddress,
+    SwitchName: nic.switchName,
+  });
+}
 
 async function drivePaths(c: CmdletContext, parameter: string, cmdlet: string) {
   const path = await hostPath(c.root, c.arg(parameter), cmdlet);
