@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 export { type ByteSource, isZero, memorySource, openFileSource } from './byte-source.js';
+export type { RandomAccessFile } from './file-io.js';
 export { type CheckReport, checkImage } from './check.js';
 export { type CompareResult, compareDisks } from './compare.js';
 export {

@@ -1,3 +1,4 @@
+import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 import { hostname } from 'node:os';
 import { ConflictError, type ReplicaOwner } from '@replikit/core';
 import type { ImageReader } from '@replikit/formats';
@@ -30,7 +31,7 @@ export function failoverRunId(replicaId: string): string {
 export async function withFailoverHold<T>(dir: string, replicaId: string, fn: () => Promise<T>): Promise<T> {
   const runId = failoverRunId(replicaId);
   const owner: ReplicaOwner = { runId, host: hostname(), pid: process.pid, startedAt: new Date().toISOString() };
-  const holder = await claimOwner(dir, owner);
+  const holder = await claimOwner(LOCAL_TARGET_FILES, dir, owner);
   if (holder.runId !== runId) {
     throw new ConflictError(
       `replica '${replicaId}' is held by run ${holder.runId} (host ${holder.host}, pid ${holder.pid}); finish, roll back or abandon that run ('replikit resume') before failing over`,
@@ -40,7 +41,7 @@ export async function withFailoverHold<T>(dir: string, replicaId: string, fn: ()
   try {
     return await fn();
   } finally {
-    await releaseOwner(dir, runId);
+    await releaseOwner(LOCAL_TARGET_FILES, dir, runId);
   }
 }
 
