@@ -13,7 +13,12 @@ export interface RandomAccessFile {
 }
 
 /** Writes all of `data` at `offset`, looping over short writes. */
-export async function writeAll(handle: RandomAccessFile, data: Uint8Array, offset: number, path: string): Promise<void> {
+export async function writeAll(
+  handle: RandomAccessFile,
+  data: Uint8Array,
+  offset: number,
+  path: string,
+): Promise<void> {
   let done = 0;
   try {
     while (done < data.length) {

@@ -7,7 +7,6 @@
  * @packageDocumentation
  */
 export { type ByteSource, isZero, memorySource, openFileSource } from './byte-source.js';
-export type { RandomAccessFile } from './file-io.js';
 export { type CheckReport, checkImage } from './check.js';
 export { type CompareResult, compareDisks } from './compare.js';
 export {
@@ -18,6 +17,7 @@ export {
   copyDisk,
 } from './convert.js';
 export { crc32c } from './crc32c.js';
+export type { RandomAccessFile } from './file-io.js';
 export type { ImageFormat, ImageInfo, ImageReader } from './image.js';
 export {
   type ImageKind,

@@ -212,7 +212,8 @@ export const HOST_FILE_OPS: Readonly<Record<string, HostFileOp>> = {
     result(value): HostFileStat | undefined {
       if (value === null) return undefined;
       const body = objectOf(value, 'hostFileStat result');
-      if (body.kind !== 'file' && body.kind !== 'folder') throw new ProtocolError('hostFileStat result.kind is unknown');
+      if (body.kind !== 'file' && body.kind !== 'folder')
+        throw new ProtocolError('hostFileStat result.kind is unknown');
       for (const key of ['dev', 'ino', 'mtimeNs'] as const) {
         if (typeof body[key] !== 'string' || !DECIMAL.test(body[key] as string)) {
           throw new ProtocolError(`hostFileStat result.${key} must be a decimal string`);

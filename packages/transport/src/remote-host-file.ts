@@ -10,10 +10,18 @@ import { MAX_READ_BYTES } from './source-read-ops.js';
  */
 export class RemoteHostFile {
   constructor(
-    /** The file's path on the host. */
-    readonly path: string,
+    /** The file's path on the host (see {@link RemoteHostFile.renamed}). */
+    public path: string,
     private readonly call: HostFileCall,
   ) {}
+
+  /**
+   * Follows a rename made on the host: later calls name `to` (a local handle follows its file
+   * through a rename; this one names its file in every request).
+   */
+  renamed(to: string): void {
+    this.path = to;
+  }
 
   /** Writes `length` bytes of `data` from `offset` at `position`, as requests of at most 32 KiB. */
   async write(data: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
@@ -32,7 +40,11 @@ export class RemoteHostFile {
     let done = 0;
     while (done < length) {
       const want = Math.min(MAX_READ_BYTES, length - done);
-      const bytes = (await this.call('hostFileRead', { path: this.path, offset: position + done, length: want })) as Uint8Array;
+      const bytes = (await this.call('hostFileRead', {
+        path: this.path,
+        offset: position + done,
+        length: want,
+      })) as Uint8Array;
       if (bytes.length > want) throw new RangeError(`the agent answered ${bytes.length} bytes for a read of ${want}`);
       buffer.set(bytes, offset + done);
       done += bytes.length;

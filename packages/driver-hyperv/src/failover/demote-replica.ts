@@ -1,7 +1,7 @@
-import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 import { FailedOverError, type Replica } from '@replikit/core';
 import { STOP_VM } from '../scripts/target-scripts.js';
 import { releaseOwner } from '../target/replica-files.js';
+import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 import { failoverRunId, type HyperVFailoverContext, isOff, withFailoverHold } from './failover-context.js';
 import { readFailover, writeFailover } from './failover-files.js';
 

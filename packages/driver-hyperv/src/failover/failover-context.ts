@@ -1,10 +1,10 @@
-import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 import { hostname } from 'node:os';
 import { ConflictError, type ReplicaOwner } from '@replikit/core';
 import type { ImageReader } from '@replikit/formats';
 import type { PowerShellLink } from '../powershell/powershell-link.js';
 import type { HyperVTarget } from '../target/hyperv-target.js';
 import { claimOwner, releaseOwner } from '../target/replica-files.js';
+import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 
 /** Called at the named steps of the failover hooks (crash tests only). */
 export type HyperVFailoverFaultHook = (step: string) => void | Promise<void>;

@@ -1,7 +1,7 @@
-import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 import { ConflictError, FailedOverError, type Replica, type RestorePoint } from '@replikit/core';
 import { RESTORE_CHECKPOINT, START_VM } from '../scripts/target-scripts.js';
 import { writeBoot, writeMark } from '../target/replica-files.js';
+import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 import { type HyperVFailoverContext, isOff, withFailoverHold } from './failover-context.js';
 import { readFailover, writeFailover } from './failover-files.js';
 

@@ -226,7 +226,10 @@ export class HyperVTarget {
       checkpoints: (await this.checkpoints(vm)).map((c) => c.Id),
       disks: await Promise.all(drives.map(async (d) => [d.Path, await fileStamp(this.files, d.Path)])),
       pending: await Promise.all(
-        (await listPending(this.files, vm.identity.dir)).map(async (p) => [p.path, await fileStamp(this.files, p.path)]),
+        (await listPending(this.files, vm.identity.dir)).map(async (p) => [
+          p.path,
+          await fileStamp(this.files, p.path),
+        ]),
       ),
       boot: await readBoot(this.files, vm.identity.dir),
     };
@@ -312,7 +315,8 @@ export class HyperVTarget {
     const vm = await this.vm(replica);
     const found = (await this.pointCheckpoints(vm)).find((c) => c.Id === point.id);
     if (found) await this.link.call(REMOVE_CHECKPOINT, { vm: vm.row.Name, name: found.Name });
-    await writePointIds(this.files, 
+    await writePointIds(
+      this.files,
       vm.identity.dir,
       (await readPointIds(this.files, vm.identity.dir)).filter((id) => id !== point.id),
     );
@@ -335,7 +339,8 @@ export class HyperVTarget {
     }
     await this.link.call(RESTORE_CHECKPOINT, { vm: vm.row.Name, name: list[at]!.Name });
     const kept = new Set(list.slice(0, at + 1).map((c) => c.Id));
-    await writePointIds(this.files, 
+    await writePointIds(
+      this.files,
       vm.identity.dir,
       recorded.filter((id) => kept.has(id)),
     );

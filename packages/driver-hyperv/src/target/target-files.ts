@@ -9,7 +9,7 @@ import {
   type VhdxReader,
   type VhdxWriter,
 } from '@replikit/formats';
-import { type RemoteHostFiles, remoteByteSource } from '@replikit/transport';
+import { type RemoteHostFile, type RemoteHostFiles, remoteByteSource } from '@replikit/transport';
 
 /**
  * What the target side does to the files of a replica's folder: local calls when replikit runs
@@ -94,6 +94,9 @@ export const LOCAL_TARGET_FILES: TargetFiles = Object.freeze({
  * (`hostFile*`, docs/protocol.md section 14), each path confined to the agent's root there.
  */
 export function agentTargetFiles(files: RemoteHostFiles): TargetFiles {
+  // The files VHDX writers have open, by their current path: a rename moves them (the pending
+  // writer renames its temporary file at its first flush and goes on writing it).
+  const open = new Map<string, RemoteHostFile>();
   return {
     makeFolder: (path) => files.makeFolder(path),
     readText: (path) => files.readText(path),
@@ -107,7 +110,15 @@ export function agentTargetFiles(files: RemoteHostFiles): TargetFiles {
         throw error;
       }
     },
-    rename: (from, to) => files.rename(from, to),
+    async rename(from, to) {
+      await files.rename(from, to);
+      const moved = open.get(from);
+      if (moved) {
+        open.delete(from);
+        moved.renamed(to);
+        open.set(to, moved);
+      }
+    },
     remove: (path, recursive = false) => files.remove(path, recursive),
     list: (path) => files.list(path),
     async stamp(path) {
@@ -117,7 +128,22 @@ export function agentTargetFiles(files: RemoteHostFiles): TargetFiles {
     exists: async (path) => (await files.stat(path)) !== undefined,
     async createVhdx(path, options) {
       await files.createFile(path);
-      return createVhdx(path, { ...options, file: files.file(path) });
+      const file = files.file(path);
+      open.set(path, file);
+      const forget = () => {
+        if (open.get(file.path) === file) open.delete(file.path);
+      };
+      const close = file.close.bind(file);
+      file.close = async () => {
+        forget();
+        await close();
+      };
+      try {
+        return await createVhdx(path, { ...options, file });
+      } catch (error) {
+        forget();
+        throw error;
+      }
     },
     async openVhdx(path) {
       const s = await files.stat(path);
