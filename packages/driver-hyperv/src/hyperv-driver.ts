@@ -159,10 +159,10 @@ export class HyperVDriver extends AbstractHypervisor {
     super();
     this.link = init.link;
     this.sharedLink = init.sharedLink ?? false;
-    this.target = new HyperVTarget(init.link, init.target);
     this.rct = init.rct ?? true;
     this.files = init.files ?? LOCAL_HOST_FILES;
     this.remoteFiles = this.files !== LOCAL_HOST_FILES;
+    this.target = new HyperVTarget(init.link, init.target, this.files.targetFiles);
     this.openImage = init.openImage ?? ((path) => this.files.openImage(path));
     this.failover = new HyperVFailover({
       link: init.link,
@@ -345,11 +345,20 @@ export class HyperVDriver extends AbstractHypervisor {
     }
   }
 
-  /** The target side and failover write local files: refused when the host's files are remote. */
+  /** Failover writes local files: refused when the host's files are remote. */
   private localOnly(what: string): void {
     if (this.remoteFiles) {
       throw new UnsupportedError(
-        `${what} needs the host's files locally; with a remoting host this version of the hyperv driver is a source only (run replikit on the target host with host: local)`,
+        `${what} needs the host's files locally; with a remoting host this version of the hyperv driver replicates to it but does not fail over (run replikit on the target host with host: local)`,
+      );
+    }
+  }
+
+  /** The target side needs the host's files: refused when they are reached without write operations. */
+  private targetFiles(what: string): void {
+    if (!this.files.targetFiles) {
+      throw new UnsupportedError(
+        `${what} needs write access to the host's files; these host files are read-only (a source only)`,
       );
     }
   }
@@ -357,7 +366,7 @@ export class HyperVDriver extends AbstractHypervisor {
   // ── target side (see HyperVTarget) ──────────────────────────────────────────────────────────
 
   protected override async _ensureReplica(spec: ReplicaSpec): Promise<Replica> {
-    this.localOnly('a replica');
+    this.targetFiles('a replica');
     return this.target.ensure(spec);
   }
 
@@ -366,7 +375,7 @@ export class HyperVDriver extends AbstractHypervisor {
   }
 
   protected override async _openWriter(replica: Replica, disk: DiskRef, options?: WriterOptions): Promise<DiskWriter> {
-    this.localOnly('writing a replica disk');
+    this.targetFiles('writing a replica disk');
     return this.target.openWriter(replica, disk, options?.runId);
   }
 
@@ -425,14 +434,14 @@ export class HyperVDriver extends AbstractHypervisor {
       await this.link.call(SHUTDOWN_VM, { vm: vm.Name });
       return;
     }
-    const replica = this.remoteFiles ? undefined : await this.target.replicaById(vm.Id);
+    const replica = this.files.targetFiles ? await this.target.replicaById(vm.Id) : undefined;
     if (replica) {
-      if ((await readMark(replica.identity.dir)) !== 'ready') {
+      if ((await readMark(this.target.files, replica.identity.dir)) !== 'ready') {
         throw new ReplicaInProgressError(
           `replica VM '${vm.Name}' is being written (marked in progress); wait for the run to finish or revert it to a restore point`,
         );
       }
-      await writeBoot(replica.identity.dir);
+      await writeBoot(this.target.files, replica.identity.dir);
     }
     await this.link.call(START_VM, { vm: vm.Name });
   }

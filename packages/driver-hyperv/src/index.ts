@@ -34,3 +34,4 @@ export { FAILOVER_SCRIPTS } from './scripts/failover-scripts.js';
 export { SOURCE_SCRIPTS } from './scripts/hyperv-scripts.js';
 export { TARGET_SCRIPTS } from './scripts/target-scripts.js';
 export type { HyperVTargetInit } from './target/hyperv-target.js';
+export { agentTargetFiles, LOCAL_TARGET_FILES, type TargetFiles } from './target/target-files.js';

@@ -13,6 +13,7 @@ import {
   startEngineChild,
 } from '../../driver-xen/test/helpers/engine-child-runner.js';
 import { identityOf, listPending, readMark } from '../src/target/replica-files.js';
+import { LOCAL_TARGET_FILES } from '../src/target/target-files.js';
 
 /*
  * Issue 20, crash safety: the engine (in a child process) is SIGKILLed at seeded random moments of
@@ -118,8 +119,8 @@ describe('SIGKILL of the engine at random moments of a hyperv ► hyperv run, th
       const snapshots = state.snapshots ?? [];
       return {
         digests,
-        mark: await readMark(folder),
-        pending: (await listPending(folder)).map((p) => p.path),
+        mark: await readMark(LOCAL_TARGET_FILES, folder),
+        pending: (await listPending(LOCAL_TARGET_FILES, folder)).map((p) => p.path),
         counts: {
           sourceCheckpoints: snapshots.filter((s) => s.vmName === VM).length,
           replicaCheckpoints: snapshots.filter((s) => s.vmName === REPLICA_VM).length,

@@ -17,6 +17,7 @@ export {
   copyDisk,
 } from './convert.js';
 export { crc32c } from './crc32c.js';
+export type { RandomAccessFile } from './file-io.js';
 export type { ImageFormat, ImageInfo, ImageReader } from './image.js';
 export {
   type ImageKind,

@@ -43,8 +43,9 @@ usage:
                        (default 16; env REPLIKIT_AGENT_MAX_UNAUTHENTICATED_PER_ADDRESS)
   --serve-reads        also serve reads of the driver's disks to authenticated peers (the
                        source side of the abd method; env REPLIKIT_AGENT_SERVE_READS=1)
-  --host-files         also serve the VHDX files and state files under --root to a hyperv
-                       driver that controls this Hyper-V host through PowerShell remoting
+  --host-files         also serve (read AND write) the VHDX files and state files under --root
+                       to a hyperv driver that controls this Hyper-V host through PowerShell
+                       remoting, as a source or as a replica target
                        (env REPLIKIT_AGENT_HOST_FILES=1)
 security (TLS by default):
   --psk-identity ID    TLS-PSK identity; the key (hex, >= 16 bytes) comes from env REPLIKIT_AGENT_PSK

@@ -105,7 +105,9 @@ export interface AgentOptions {
   /**
    * Also serve the images and state files under this folder to a `hyperv` driver that controls
    * its host through PowerShell remoting (the `host-files` feature): reads of a checkpoint's VHDX
-   * chain, the driver's RCT reference-point files. Every path is confined to the folder.
+   * chain, the driver's RCT reference-point files, and, for a replica on this host, the replica
+   * folder's files (create, write at an offset, rename, remove, fsync). Every path is confined to
+   * the folder; links are never followed.
    * @default undefined (not served)
    */
   hostFilesRoot?: string;

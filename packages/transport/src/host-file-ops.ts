@@ -1,6 +1,6 @@
 import { InputError, type OperationOptions } from '@replikit/core';
 import type { ImageReader } from '@replikit/formats';
-import { type HostFileRoot, MAX_HOST_TEXT } from './host-files.js';
+import { type HostFileRoot, type HostFileStat, MAX_HOST_LIST, MAX_HOST_TEXT } from './host-files.js';
 import { ProtocolError } from './protocol/protocol-error.js';
 import { MAX_READ_BYTES } from './source-read-ops.js';
 import { integerOf, objectOf, stringOf } from './target-control-shapes.js';
@@ -56,6 +56,37 @@ interface HostFileOp {
 }
 
 const pathOf = (args: Record<string, unknown>) => stringOf(args.path, 'path');
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * Most bytes one `hostFileWrite` carries: a request is a control frame of at most 64 KiB of JSON,
+ * so a larger write is sent as several.
+ */
+export const MAX_HOST_WRITE = 32 * 1024;
+
+/** Base64 `data` of at most `max` bytes, decoded. */
+function bytesOf(data: unknown, what: string, max = MAX_READ_BYTES): Buffer {
+  if (typeof data !== 'string' || data.length > Math.ceil(max / 3) * 4 || !BASE64.test(data)) {
+    throw new ProtocolError(`${what} must be base64 of at most ${max} bytes`);
+  }
+  return Buffer.from(data, 'base64');
+}
+
+const base64 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+
+/** The result of an operation that answers nothing. */
+function nothing(op: string) {
+  return (value: unknown) => {
+    if (value !== null) throw new ProtocolError(`the response of ${op} must be null`);
+    return null;
+  };
+}
+
+/** The largest offset or length a host-file write names: VHDX's 64 TiB and its metadata. */
+const MAX_FILE_OFFSET = 2 ** 47;
+
+const DECIMAL = /^\d{1,30}$/;
 
 const FORMATS = new Set(['raw', 'vhd', 'vhdx']);
 const SUBFORMATS = new Set(['raw', 'fixed', 'dynamic', 'differencing']);
@@ -172,5 +203,108 @@ export const HOST_FILE_OPS: Readonly<Record<string, HostFileOp>> = {
       if (value !== null) throw new ProtocolError('the response of hostTextWrite must be null');
       return null;
     },
+  },
+  // ── writes (docs/protocol.md, section 14): what the Hyper-V target does to a replica folder ──
+  hostFileStat: {
+    async run(session, a) {
+      return (await session.files.stat(pathOf(a))) ?? null;
+    },
+    result(value): HostFileStat | undefined {
+      if (value === null) return undefined;
+      const body = objectOf(value, 'hostFileStat result');
+      if (body.kind !== 'file' && body.kind !== 'folder')
+        throw new ProtocolError('hostFileStat result.kind is unknown');
+      for (const key of ['dev', 'ino', 'mtimeNs'] as const) {
+        if (typeof body[key] !== 'string' || !DECIMAL.test(body[key] as string)) {
+          throw new ProtocolError(`hostFileStat result.${key} must be a decimal string`);
+        }
+      }
+      return {
+        kind: body.kind,
+        size: integerOf(body.size, 'hostFileStat result.size'),
+        dev: body.dev as string,
+        ino: body.ino as string,
+        mtimeNs: body.mtimeNs as string,
+      };
+    },
+  },
+  hostFileList: {
+    async run(session, a) {
+      return { names: await session.files.list(pathOf(a)) };
+    },
+    result(value): string[] {
+      const names = objectOf(value, 'hostFileList result').names;
+      if (
+        !Array.isArray(names) ||
+        names.length > MAX_HOST_LIST ||
+        names.some((n) => typeof n !== 'string' || n === '' || n.length > 255 || /[\\/\0]/.test(n))
+      ) {
+        throw new ProtocolError('hostFileList result.names must be a list of file names');
+      }
+      return names as string[];
+    },
+  },
+  hostFolderMake: {
+    async run(session, a) {
+      await session.files.makeFolder(pathOf(a));
+      return null;
+    },
+    result: nothing('hostFolderMake'),
+  },
+  hostFileCreate: {
+    async run(session, a) {
+      const exclusive = a.exclusive === true;
+      const text = a.text === undefined ? '' : a.text;
+      if (typeof text !== 'string') throw new ProtocolError('text must be a string');
+      await session.files.createFile(pathOf(a), exclusive, text);
+      return null;
+    },
+    result: nothing('hostFileCreate'),
+  },
+  hostFileWrite: {
+    async run(session, a) {
+      const offset = integerOf(a.offset, 'offset', 0, MAX_FILE_OFFSET);
+      await session.files.writeAt(pathOf(a), offset, bytesOf(a.data, 'data', MAX_HOST_WRITE));
+      return null;
+    },
+    result: nothing('hostFileWrite'),
+  },
+  hostFileRead: {
+    async run(session, a) {
+      const offset = integerOf(a.offset, 'offset', 0, MAX_FILE_OFFSET);
+      const length = integerOf(a.length, 'length', 1, MAX_READ_BYTES);
+      return { data: base64(await session.files.readAt(pathOf(a), offset, length)) };
+    },
+    result(value) {
+      return bytesOf(objectOf(value, 'hostFileRead result').data, 'hostFileRead result.data');
+    },
+  },
+  hostFileTruncate: {
+    async run(session, a) {
+      await session.files.truncate(pathOf(a), integerOf(a.size, 'size', 0, MAX_FILE_OFFSET));
+      return null;
+    },
+    result: nothing('hostFileTruncate'),
+  },
+  hostFileSync: {
+    async run(session, a) {
+      await session.files.sync(pathOf(a));
+      return null;
+    },
+    result: nothing('hostFileSync'),
+  },
+  hostFileRename: {
+    async run(session, a) {
+      await session.files.rename(stringOf(a.from, 'from'), stringOf(a.to, 'to'));
+      return null;
+    },
+    result: nothing('hostFileRename'),
+  },
+  hostFileRemove: {
+    async run(session, a) {
+      await session.files.remove(pathOf(a), a.recursive === true);
+      return null;
+    },
+    result: nothing('hostFileRemove'),
   },
 };

@@ -1,11 +1,36 @@
 import { randomUUID } from 'node:crypto';
-import { lstat, mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import {
+  type FileHandle,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  writeFile,
+} from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
-import { InputError } from '@replikit/core';
+import { ConflictError, InputError, NotFoundError } from '@replikit/core';
 import { type ImageReader, openDisk } from '@replikit/formats';
 
 /** Most characters of a state file the agent reads or writes for a driver (`hostTextWrite`). */
 export const MAX_HOST_TEXT = 1024 * 1024;
+
+/** Most names one `hostFileList` answer holds (a replica folder holds a few dozen). */
+export const MAX_HOST_LIST = 10_000;
+
+/** A file's identity and change stamp, as `hostFileStat` answers it. */
+export interface HostFileStat {
+  kind: 'file' | 'folder';
+  size: number;
+  /** Device, inode and modification time (ns), as decimal strings: they exceed 2^53. */
+  dev: string;
+  ino: string;
+  mtimeNs: string;
+}
 
 /** Most differencing levels the agent opens under one image (a cycle guard). */
 const MAX_CHAIN = 32;
@@ -111,5 +136,143 @@ export class HostFileRoot {
       await rm(tmp, { force: true });
       throw error;
     }
+  }
+
+  /** The root itself is never renamed or removed. */
+  private async confineBelow(path: string): Promise<string> {
+    const file = await this.confine(path);
+    if (file === (await this.real)) throw new InputError(`'${path}' is the agent's root itself`);
+    return file;
+  }
+
+  /** Opens a file under the root without following a symbolic link (`ELOOP` becomes `E_INPUT`). */
+  private async openNoFollow(path: string, flags: number): Promise<FileHandle> {
+    const file = await this.confine(path);
+    try {
+      return await open(file, flags | constants.O_NOFOLLOW, 0o600);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP') throw new InputError(`'${path}' is a symbolic link; the agent never writes through a link`);
+      if (code === 'EEXIST') throw new ConflictError(`'${path}' exists`);
+      if (code === 'ENOENT') throw new NotFoundError(`'${path}' does not exist`);
+      throw error;
+    }
+  }
+
+  /** Runs `use` on the file at `path`, opened with `flags` (no link followed), and closes it. */
+  private async withFile<T>(path: string, flags: number, use: (handle: FileHandle) => Promise<T>): Promise<T> {
+    const handle = await this.openNoFollow(path, flags);
+    try {
+      return await use(handle);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** The kind, size and change stamp of `path` (not followed when a link: refused), or undefined. */
+  async stat(path: string): Promise<HostFileStat | undefined> {
+    const file = await this.confine(path);
+    let s: Awaited<ReturnType<typeof lstat>> & { ino: bigint };
+    try {
+      s = (await lstat(file, { bigint: true })) as typeof s;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+    if (s.isSymbolicLink()) throw new InputError(`'${path}' is a symbolic link`);
+    return {
+      kind: s.isDirectory() ? 'folder' : 'file',
+      size: Number(s.size),
+      dev: String(s.dev),
+      ino: String(s.ino),
+      mtimeNs: String((s as unknown as { mtimeNs: bigint }).mtimeNs),
+    };
+  }
+
+  /** The names in folder `path` (none when it does not exist), at most {@link MAX_HOST_LIST}. */
+  async list(path: string): Promise<string[]> {
+    const folder = await this.confine(path);
+    try {
+      const names = await readdir(folder);
+      if (names.length > MAX_HOST_LIST) throw new InputError(`'${path}' holds more than ${MAX_HOST_LIST} names`);
+      return names;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+  }
+
+  /** Makes folder `path` and its missing parents. */
+  async makeFolder(path: string): Promise<void> {
+    const folder = await this.confine(path);
+    await mkdir(folder, { recursive: true });
+    await this.confine(folder);
+  }
+
+  /**
+   * Creates file `path`: empty (an existing one truncated), or, `exclusive`, only when it does not
+   * exist (`E_CONFLICT` otherwise) holding `text`.
+   */
+  async createFile(path: string, exclusive: boolean, text = ''): Promise<void> {
+    if (text.length > MAX_HOST_TEXT) throw new InputError(`a created file holds at most ${MAX_HOST_TEXT} characters`);
+    const flags = constants.O_WRONLY | constants.O_CREAT | (exclusive ? constants.O_EXCL : constants.O_TRUNC);
+    await this.withFile(path, flags, async (handle) => {
+      if (text !== '') await handle.writeFile(text);
+    });
+  }
+
+  /** Writes `data` at `offset` of the existing file `path`. */
+  async writeAt(path: string, offset: number, data: Uint8Array): Promise<void> {
+    await this.withFile(path, constants.O_WRONLY, async (handle) => {
+      for (let done = 0; done < data.length; ) {
+        const { bytesWritten } = await handle.write(data, done, data.length - done, offset + done);
+        done += bytesWritten;
+      }
+    });
+  }
+
+  /** Up to `length` bytes at `offset` of file `path` (fewer at its end). */
+  async readAt(path: string, offset: number, length: number): Promise<Uint8Array> {
+    return this.withFile(path, constants.O_RDONLY, async (handle) => {
+      const out = new Uint8Array(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(out, done, length - done, offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return out.subarray(0, done);
+    });
+  }
+
+  /** Sets the length of file `path`. */
+  async truncate(path: string, size: number): Promise<void> {
+    await this.withFile(path, constants.O_WRONLY, (handle) => handle.truncate(size));
+  }
+
+  /** fsyncs file `path` (its data and size reach the disk). */
+  async sync(path: string): Promise<void> {
+    await this.withFile(path, constants.O_RDONLY, (handle) => handle.sync());
+  }
+
+  /** Renames `from` to `to` (atomic, replacing `to`), both under the root; a link is never moved. */
+  async rename(from: string, to: string): Promise<void> {
+    const source = await this.confineBelow(from);
+    const target = await this.confineBelow(to);
+    let s: Awaited<ReturnType<typeof lstat>>;
+    try {
+      s = await lstat(source);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`'${from}' does not exist`);
+      throw error;
+    }
+    if (s.isSymbolicLink()) throw new InputError(`'${from}' is a symbolic link; the agent never moves a link`);
+    await rename(source, target);
+  }
+
+  /** Removes file `path` (or, `recursive`, folder `path` with its content; links removed, not followed). */
+  async remove(path: string, recursive: boolean): Promise<void> {
+    const file = await this.confineBelow(path);
+    await rm(file, { force: true, recursive });
   }
 }

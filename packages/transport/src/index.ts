@@ -31,8 +31,8 @@ export {
 export { FrameConnection, RemoteError } from './connection.js';
 export { type HandshakeOptions, type HandshakeResult, handshake, PROTOCOL_NAME } from './handshake.js';
 export type { AnyHasherFactory } from './hasher.js';
-export { type HostImageFacts, MAX_EXTENTS_PER_ANSWER } from './host-file-ops.js';
-export { HostFileRoot, MAX_HOST_TEXT } from './host-files.js';
+export { type HostImageFacts, MAX_EXTENTS_PER_ANSWER, MAX_HOST_WRITE } from './host-file-ops.js';
+export { HostFileRoot, type HostFileStat, MAX_HOST_LIST, MAX_HOST_TEXT } from './host-files.js';
 export { createInProcessTransport, type InProcessTransportOptions, localTransport } from './inprocess-transport.js';
 export {
   createNetworkTransport,
@@ -84,6 +84,7 @@ export {
 export { isProtocolError, ProtocolError } from './protocol/protocol-error.js';
 export { type PullDiskResult, pullDiskResultOf, runPullDisk, type SourceDialer } from './pull-disk-op.js';
 export { RemoteDiskReader, type RemoteRead } from './remote-disk-reader.js';
+export { RemoteHostFile, remoteByteSource } from './remote-host-file.js';
 export { type HostFileCall, RemoteHostFiles, RemoteHostImage } from './remote-host-files.js';
 export { isRemoteTarget, RemoteTargetDriver, type TargetLink } from './remote-target.js';
 export { createPullRemoteTarget, createRemoteTarget, type RemoteKind } from './remote-target-link.js';

@@ -1,6 +1,8 @@
 import { AbstractDiskReader, type Extent, type OperationOptions } from '@replikit/core';
 import type { ImageInfo, ImageReader } from '@replikit/formats';
 import type { HostImageFacts } from './host-file-ops.js';
+import type { HostFileStat } from './host-files.js';
+import { RemoteHostFile } from './remote-host-file.js';
 import { MAX_READ_BYTES } from './source-read-ops.js';
 
 /** Sends one host-file request to the agent and returns its checked result. */
@@ -99,6 +101,41 @@ export class RemoteHostFiles {
   /** Writes a small state file atomically. */
   async writeText(path: string, text: string, options?: OperationOptions): Promise<void> {
     await this.call('hostTextWrite', { path, text }, options);
+  }
+
+  /** The kind, size and change stamp of `path`, or undefined when it does not exist. */
+  async stat(path: string, options?: OperationOptions): Promise<HostFileStat | undefined> {
+    return (await this.call('hostFileStat', { path }, options)) as HostFileStat | undefined;
+  }
+
+  /** The names in folder `path` (none when it does not exist). */
+  async list(path: string, options?: OperationOptions): Promise<string[]> {
+    return (await this.call('hostFileList', { path }, options)) as string[];
+  }
+
+  /** Makes folder `path` and its missing parents. */
+  async makeFolder(path: string, options?: OperationOptions): Promise<void> {
+    await this.call('hostFolderMake', { path }, options);
+  }
+
+  /** Creates file `path` empty, or `exclusive` (`E_CONFLICT` when it exists) holding `text`. */
+  async createFile(path: string, exclusive = false, text = '', options?: OperationOptions): Promise<void> {
+    await this.call('hostFileCreate', { path, exclusive, ...(text !== '' ? { text } : {}) }, options);
+  }
+
+  /** Renames `from` over `to` (atomic on the host). */
+  async rename(from: string, to: string, options?: OperationOptions): Promise<void> {
+    await this.call('hostFileRename', { from, to }, options);
+  }
+
+  /** Removes file `path`, or folder `path` with what it holds (`recursive`); nothing when absent. */
+  async remove(path: string, recursive = false, options?: OperationOptions): Promise<void> {
+    await this.call('hostFileRemove', { path, recursive }, options);
+  }
+
+  /** File `path` for writes and reads by offset (see {@link RemoteHostFile}). */
+  file(path: string): RemoteHostFile {
+    return new RemoteHostFile(path, this.call);
   }
 
   /** The agent these files are read through. */

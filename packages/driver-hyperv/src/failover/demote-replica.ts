@@ -1,6 +1,7 @@
 import { FailedOverError, type Replica } from '@replikit/core';
 import { STOP_VM } from '../scripts/target-scripts.js';
 import { releaseOwner } from '../target/replica-files.js';
+import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 import { failoverRunId, type HyperVFailoverContext, isOff, withFailoverHold } from './failover-context.js';
 import { readFailover, writeFailover } from './failover-files.js';
 
@@ -17,7 +18,7 @@ export async function demoteReplica(ctx: HyperVFailoverContext, replica: Replica
   const f = await readFailover(dir);
   if (!f) {
     // An ordinary replica already; a demote killed once it dropped the state left its hold.
-    await releaseOwner(dir, failoverRunId(replica.id));
+    await releaseOwner(LOCAL_TARGET_FILES, dir, failoverRunId(replica.id));
     return;
   }
   if (f.state === 'committed') {

@@ -4,6 +4,7 @@ import type { ImageReader } from '@replikit/formats';
 import type { PowerShellLink } from '../powershell/powershell-link.js';
 import type { HyperVTarget } from '../target/hyperv-target.js';
 import { claimOwner, releaseOwner } from '../target/replica-files.js';
+import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 
 /** Called at the named steps of the failover hooks (crash tests only). */
 export type HyperVFailoverFaultHook = (step: string) => void | Promise<void>;
@@ -30,7 +31,7 @@ export function failoverRunId(replicaId: string): string {
 export async function withFailoverHold<T>(dir: string, replicaId: string, fn: () => Promise<T>): Promise<T> {
   const runId = failoverRunId(replicaId);
   const owner: ReplicaOwner = { runId, host: hostname(), pid: process.pid, startedAt: new Date().toISOString() };
-  const holder = await claimOwner(dir, owner);
+  const holder = await claimOwner(LOCAL_TARGET_FILES, dir, owner);
   if (holder.runId !== runId) {
     throw new ConflictError(
       `replica '${replicaId}' is held by run ${holder.runId} (host ${holder.host}, pid ${holder.pid}); finish, roll back or abandon that run ('replikit resume') before failing over`,
@@ -40,7 +41,7 @@ export async function withFailoverHold<T>(dir: string, replicaId: string, fn: ()
   try {
     return await fn();
   } finally {
-    await releaseOwner(dir, runId);
+    await releaseOwner(LOCAL_TARGET_FILES, dir, runId);
   }
 }
 

@@ -17,14 +17,21 @@ export interface StoredFailover {
 const FAILOVER = 'replikit-failover.json';
 
 /** The failover state in replica folder `dir`, or undefined for an ordinary replica. */
-export async function readFailover(dir: string): Promise<StoredFailover | undefined> {
-  let text: string;
+async function readLocal(path: string): Promise<string | undefined> {
   try {
-    text = await readFile(join(dir, FAILOVER), 'utf8');
+    return await readFile(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
   }
+}
+
+export async function readFailover(
+  dir: string,
+  read: (path: string) => Promise<string | undefined> = readLocal,
+): Promise<StoredFailover | undefined> {
+  const text = await read(join(dir, FAILOVER));
+  if (text === undefined) return undefined;
   try {
     const parsed = JSON.parse(text) as StoredFailover;
     if (typeof parsed.pointId === 'string' && ['promoting', 'promoted', 'committed'].includes(parsed.state)) {

@@ -1,6 +1,7 @@
 import { ConflictError, FailedOverError, type Replica, type RestorePoint } from '@replikit/core';
 import { RESTORE_CHECKPOINT, START_VM } from '../scripts/target-scripts.js';
 import { writeBoot, writeMark } from '../target/replica-files.js';
+import { LOCAL_TARGET_FILES } from '../target/target-files.js';
 import { type HyperVFailoverContext, isOff, withFailoverHold } from './failover-context.js';
 import { readFailover, writeFailover } from './failover-files.js';
 
@@ -57,8 +58,8 @@ export async function promoteReplica(ctx: HyperVFailoverContext, replica: Replic
       await ctx.faultHook?.('promote:restored');
     }
     if (isOff((await ctx.target.vm(replica)).row.State)) {
-      await writeMark(dir, 'ready');
-      await writeBoot(dir);
+      await writeMark(LOCAL_TARGET_FILES, dir, 'ready');
+      await writeBoot(LOCAL_TARGET_FILES, dir);
       await ctx.faultHook?.('promote:unblocked');
       await ctx.link.call(START_VM, { vm: now.Name });
     }

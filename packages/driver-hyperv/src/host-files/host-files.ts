@@ -3,6 +3,7 @@ import { lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path';
 import { DriverError } from '@replikit/core';
 import { type ImageReader, openDisk } from '@replikit/formats';
+import { LOCAL_TARGET_FILES, type TargetFiles } from '../target/target-files.js';
 
 /**
  * How the driver reaches the files of its host (paths as the host names them: `Get-VHD`'s, the
@@ -16,6 +17,8 @@ export interface HyperVHostFiles {
   readText(path: string): Promise<string | undefined>;
   /** Writes a small state file atomically, making its folder when missing. */
   writeText(path: string, text: string): Promise<void>;
+  /** The target side's file operations on replica folders; unset: the host is a source only. */
+  targetFiles?: TargetFiles;
   /** Releases what reaches the files (an agent's connection). */
   close?(): Promise<void>;
 }
@@ -30,6 +33,7 @@ async function openLocalImage(path: string): Promise<ImageReader> {
 /** The host's files read and written in place: replikit runs on the Hyper-V host. */
 export const LOCAL_HOST_FILES: HyperVHostFiles = Object.freeze({
   openImage: openLocalImage,
+  targetFiles: LOCAL_TARGET_FILES,
   async readText(path: string): Promise<string | undefined> {
     try {
       return await readFile(path, 'utf8');

@@ -3,6 +3,7 @@ import { InputError } from '@replikit/core';
 import { createRemoteTarget } from '@replikit/transport';
 import type { HyperVDriverOptions } from '../hyperv-options.js';
 import type { RemoteSessionTarget } from '../powershell/remote-session.js';
+import { agentTargetFiles } from '../target/target-files.js';
 import type { HyperVHostFiles } from './host-files.js';
 
 /** A remoting `host` of the driver's options. */
@@ -76,6 +77,7 @@ export async function agentHostFiles(host: RemoteHostOptions, sources: SecretSou
     openImage: (path) => files.openImage(path),
     readText: (path) => files.readText(path),
     writeText: (path, text) => files.writeText(path, text),
+    targetFiles: agentTargetFiles(files),
     close: () => target.close(),
   };
 }

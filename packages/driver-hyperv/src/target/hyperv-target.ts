@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { mkdir, rename, rm } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import {
   ConflictError,
@@ -53,6 +52,7 @@ import {
   writePointIds,
 } from './replica-files.js';
 import { type NicPlan, planNics, replicaFirmware, replicaGeneration } from './replica-shape.js';
+import { LOCAL_TARGET_FILES, type TargetFiles } from './target-files.js';
 
 /** A VM as the `list-vm-notes` script projects it. */
 export interface NoteRow {
@@ -100,12 +100,15 @@ const DEFAULT_NIC = 'Network Adapter';
  * VM's notes), its disks as VHDX in a folder of `replicaPath` (or of the host's default virtual hard
  * disk folder), its marks and hold as files in that
  * folder, its restore points as checkpoints, and its fingerprint. {@link HyperVDriver} delegates
- * its replica hooks here. replikit runs on the host (`host: local`), so it writes the files itself.
+ * its replica hooks here. With `host: local` it writes the files itself; with a remoting host, through the host's
+ * `replikit-agent --host-files` ({@link TargetFiles}).
  */
 export class HyperVTarget {
   constructor(
     private readonly link: PowerShellLink,
     private readonly init: HyperVTargetInit = {},
+    /** The replica folders' files: local, or the host's through its agent. */
+    readonly files: TargetFiles = LOCAL_TARGET_FILES,
   ) {}
 
   /** Finds the replica of `spec` by the identity in its notes, or creates it with its disks and NICs. */
@@ -132,8 +135,8 @@ export class HyperVTarget {
       return this.toReplica(found, spec, false);
     }
     const dir = join(await this.replicaRoot(), replicaFolderName(spec.name, spec.source.id));
-    await mkdir(dir, { recursive: true });
-    await writeMark(dir, 'in-progress'); // before the VM exists: nothing may start a half-built replica
+    await this.files.makeFolder(dir);
+    await writeMark(this.files, dir, 'in-progress'); // before the VM exists: nothing may start a half-built replica
     const name = await this.freeVmName(spec, dir);
     const identity = {
       replikit: 1 as const,
@@ -159,7 +162,7 @@ export class HyperVTarget {
     await this.addNics(name, spec, planNics(spec.source, this.init.networkMap ?? {}));
     for (const [i, disk] of spec.disks.entries()) {
       const path = join(dir, baseDiskName(i));
-      await rm(path, { force: true }); // a file a killed ensure left
+      await this.files.remove(path); // a file a killed ensure left
       await this.link.call(NEW_DYNAMIC_VHD, { path, size: vhdxSize(disk.size), block: 2 * MiB });
       await this.link.call(ADD_DRIVE, { vm: name, path });
     }
@@ -178,36 +181,36 @@ export class HyperVTarget {
       await this.link.call(REMOVE_CHECKPOINT, { vm: vm.row.Name, name: c.Name });
     }
     await this.link.call(REMOVE_VM, { vm: vm.row.Name });
-    await rm(vm.identity.dir, { recursive: true, force: true });
+    await this.files.remove(vm.identity.dir, true);
   }
 
   /** Takes the hold (atomic: an exclusively created file); drops the pending writes of other runs. */
   async claim(replica: Replica, owner: ReplicaOwner): Promise<ReplicaOwner> {
     const { dir } = (await this.vm(replica)).identity;
-    assertNotFailedOver(await readFailover(dir), replica.id);
-    const holder = await claimOwner(dir, owner);
+    assertNotFailedOver(await readFailover(dir, (p) => this.files.readText(p)), replica.id);
+    const holder = await claimOwner(this.files, dir, owner);
     if (holder.runId === owner.runId) await this.dropPending(dir, runKey(owner.runId));
     return holder;
   }
 
   /** Ends the hold of `runId`. */
   async release(replica: Replica, runId: string): Promise<void> {
-    await releaseOwner((await this.vm(replica)).identity.dir, runId);
+    await releaseOwner(this.files, (await this.vm(replica)).identity.dir, runId);
   }
 
   /** The run holding the replica. */
   async owner(replica: Replica): Promise<ReplicaOwner | undefined> {
-    return readOwner((await this.vm(replica)).identity.dir);
+    return readOwner(this.files, (await this.vm(replica)).identity.dir);
   }
 
   /** Marks the replica (a file in its folder; Hyper-V has no place that blocks a start). */
   async mark(replica: Replica, state: 'in-progress' | 'ready'): Promise<void> {
-    await writeMark((await this.vm(replica)).identity.dir, state);
+    await writeMark(this.files, (await this.vm(replica)).identity.dir, state);
   }
 
   /** `in-progress` unless marked ready. */
   async markOf(replica: Replica): Promise<'in-progress' | 'ready'> {
-    return readMark((await this.vm(replica)).identity.dir);
+    return readMark(this.files, (await this.vm(replica)).identity.dir);
   }
 
   /**
@@ -221,11 +224,14 @@ export class HyperVTarget {
     const parts = {
       state: vm.row.State,
       checkpoints: (await this.checkpoints(vm)).map((c) => c.Id),
-      disks: await Promise.all(drives.map(async (d) => [d.Path, await fileStamp(d.Path)])),
+      disks: await Promise.all(drives.map(async (d) => [d.Path, await fileStamp(this.files, d.Path)])),
       pending: await Promise.all(
-        (await listPending(vm.identity.dir)).map(async (p) => [p.path, await fileStamp(p.path)]),
+        (await listPending(this.files, vm.identity.dir)).map(async (p) => [
+          p.path,
+          await fileStamp(this.files, p.path),
+        ]),
       ),
-      boot: await readBoot(vm.identity.dir),
+      boot: await readBoot(this.files, vm.identity.dir),
     };
     return { value: createHash('sha256').update(JSON.stringify(parts)).digest('hex'), details: parts };
   }
@@ -240,18 +246,19 @@ export class HyperVTarget {
     const known = replica.disks.find((d) => d.id === disk.id);
     if (index < 0 || !known) throw new NotFoundError(`replica '${replica.id}' has no disk '${disk.id}'`);
     const dir = vm.identity.dir;
-    assertNotFailedOver(await readFailover(dir), replica.id);
-    const holder = await readOwner(dir);
+    assertNotFailedOver(await readFailover(dir, (p) => this.files.readText(p)), replica.id);
+    const holder = await readOwner(this.files, dir);
     if (holder && holder.runId !== runId) {
       throw new ConflictError(`replica '${replica.id}' is held by run '${holder.runId}'; wait for it or resume it`);
     }
     const key = runKey(runId);
-    for (const p of await listPending(dir)) {
-      if (p.index === index && (p.key !== key || p.temporary)) await rm(p.path, { force: true });
+    for (const p of await listPending(this.files, dir)) {
+      if (p.index === index && (p.key !== key || p.temporary)) await this.files.remove(p.path);
     }
-    await writeMark(dir, 'in-progress');
+    await writeMark(this.files, dir, 'in-progress');
     const newest = (await this.checkpoints(vm)).at(-1);
     return openPendingWriter({
+      files: this.files,
       dir,
       index,
       key,
@@ -263,7 +270,7 @@ export class HyperVTarget {
 
   /** True when a run left writes pending. */
   async hasPending(replica: Replica): Promise<boolean> {
-    return (await listPending((await this.vm(replica)).identity.dir)).some((p) => !p.temporary);
+    return (await listPending(this.files, (await this.vm(replica)).identity.dir)).some((p) => !p.temporary);
   }
 
   /**
@@ -275,25 +282,25 @@ export class HyperVTarget {
   async createPoint(replica: Replica, label: string): Promise<RestorePoint> {
     const vm = await this.vm(replica);
     const drives = await this.drives(vm.row.Name);
-    const holder = await readOwner(vm.identity.dir);
-    const pending = (await listPending(vm.identity.dir)).filter((p) => !p.temporary);
-    const recorded = await readPointIds(vm.identity.dir);
+    const holder = await readOwner(this.files, vm.identity.dir);
+    const pending = (await listPending(this.files, vm.identity.dir)).filter((p) => !p.temporary);
+    const recorded = await readPointIds(this.files, vm.identity.dir);
     const newest = (await this.checkpoints(vm)).at(-1);
     if (pending.length === 0 && newest?.Name === label && !recorded.includes(newest.Id)) {
       // This point's checkpoint, taken by a commit cut before it was recorded: adopt it.
-      await writePointIds(vm.identity.dir, [...recorded, newest.Id]);
+      await writePointIds(this.files, vm.identity.dir, [...recorded, newest.Id]);
       return this.toPoint(replica, newest);
     }
     for (const [index, drive] of drives.entries()) {
       const mine = pending.filter((p) => p.index === index);
       const chosen = mine.find((p) => holder && p.key === runKey(holder.runId)) ?? mine.at(-1);
-      if (chosen) await rename(chosen.path, drive.Path);
-      for (const p of mine) if (p !== chosen) await rm(p.path, { force: true });
+      if (chosen) await this.files.rename(chosen.path, drive.Path);
+      for (const p of mine) if (p !== chosen) await this.files.remove(p.path);
     }
     await this.link.call(CHECKPOINT_REPLICA, { vm: vm.row.Name, label });
     const made = (await this.checkpoints(vm)).filter((c) => c.Name === label && !recorded.includes(c.Id)).at(-1);
     if (!made) throw new NotFoundError(`the checkpoint '${label}' of replica '${replica.id}' vanished once taken`);
-    await writePointIds(vm.identity.dir, [...recorded, made.Id]);
+    await writePointIds(this.files, vm.identity.dir, [...recorded, made.Id]);
     return this.toPoint(replica, made);
   }
 
@@ -309,8 +316,9 @@ export class HyperVTarget {
     const found = (await this.pointCheckpoints(vm)).find((c) => c.Id === point.id);
     if (found) await this.link.call(REMOVE_CHECKPOINT, { vm: vm.row.Name, name: found.Name });
     await writePointIds(
+      this.files,
       vm.identity.dir,
-      (await readPointIds(vm.identity.dir)).filter((id) => id !== point.id),
+      (await readPointIds(this.files, vm.identity.dir)).filter((id) => id !== point.id),
     );
   }
 
@@ -321,10 +329,10 @@ export class HyperVTarget {
   async revert(replica: Replica, point: RestorePoint): Promise<void> {
     const vm = await this.vm(replica);
     const list = await this.checkpoints(vm);
-    const recorded = await readPointIds(vm.identity.dir);
+    const recorded = await readPointIds(this.files, vm.identity.dir);
     const at = list.findIndex((c) => c.Id === point.id && recorded.includes(c.Id));
     if (at < 0) throw new NotFoundError(`replica '${replica.id}' has no restore point '${point.id}'`);
-    for (const p of await listPending(vm.identity.dir)) await rm(p.path, { force: true });
+    for (const p of await listPending(this.files, vm.identity.dir)) await this.files.remove(p.path);
     if (/^Running|^Paused/.test(vm.row.State)) await this.link.call(STOP_VM, { vm: vm.row.Name });
     for (const later of list.slice(at + 1).reverse()) {
       await this.link.call(REMOVE_CHECKPOINT, { vm: vm.row.Name, name: later.Name });
@@ -332,10 +340,11 @@ export class HyperVTarget {
     await this.link.call(RESTORE_CHECKPOINT, { vm: vm.row.Name, name: list[at]!.Name });
     const kept = new Set(list.slice(0, at + 1).map((c) => c.Id));
     await writePointIds(
+      this.files,
       vm.identity.dir,
       recorded.filter((id) => kept.has(id)),
     );
-    await writeMark(vm.identity.dir, 'ready');
+    await writeMark(this.files, vm.identity.dir, 'ready');
   }
 
   /** The replica VM with id `vmId`, or undefined when that VM is no replica. */
@@ -421,8 +430,8 @@ export class HyperVTarget {
   }
 
   private async dropPending(dir: string, keepKey: string): Promise<void> {
-    for (const p of await listPending(dir)) {
-      if (p.key !== keepKey || p.temporary) await rm(p.path, { force: true });
+    for (const p of await listPending(this.files, dir)) {
+      if (p.key !== keepKey || p.temporary) await this.files.remove(p.path);
     }
   }
 
@@ -473,7 +482,7 @@ export class HyperVTarget {
 
   /** The checkpoints that are restore points (recorded when made), oldest first. */
   async pointCheckpoints(vm: ReplicaVm): Promise<CheckpointRow[]> {
-    const recorded = new Set(await readPointIds(vm.identity.dir));
+    const recorded = new Set(await readPointIds(this.files, vm.identity.dir));
     return (await this.checkpoints(vm)).filter((c) => recorded.has(c.Id));
   }
 

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { lstat, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AbstractDiskWriter, StateError } from '@replikit/core';
-import { createVhdx, openVhdx, type VhdxReader, type VhdxWriter } from '@replikit/formats';
+import type { VhdxReader, VhdxWriter } from '@replikit/formats';
 import { pendingName } from './replica-files.js';
+import type { TargetFiles } from './target-files.js';
 
 const MiB = 2 ** 20;
 /** BAT states of a block holding data of its own file (fully or partially present). */
@@ -11,6 +11,8 @@ const OWN = new Set([6, 7]);
 
 /** What {@link openPendingWriter} needs. */
 export interface PendingWriterInit {
+  /** Where the replica's files are (this machine, or the host through its agent). */
+  files: TargetFiles;
   /** The replica's folder. */
   dir: string;
   /** The replica disk's index. */
@@ -37,6 +39,7 @@ class PendingWriter extends AbstractDiskWriter {
   private named = false;
 
   constructor(
+    private readonly files: TargetFiles,
     private readonly file: VhdxWriter,
     private readonly parent: VhdxReader | undefined,
     private readonly finalPath: string,
@@ -57,7 +60,7 @@ class PendingWriter extends AbstractDiskWriter {
   protected override async _flush(): Promise<void> {
     await this.file.flush();
     if (!this.named) {
-      await rename(this.file.path, this.finalPath);
+      await this.files.rename(this.file.path, this.finalPath);
       this.named = true;
     }
   }
@@ -67,25 +70,18 @@ class PendingWriter extends AbstractDiskWriter {
       await this.file.close();
     } finally {
       await this.parent?.close();
-      if (!this.named) await rm(this.file.path, { force: true });
+      if (!this.named) await this.files.remove(this.file.path);
     }
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 /**
  * The pending file a writer of the same run left. One that does not open is refused rather than
  * dropped: the run believes those writes done, and only a rollback may forget them.
  */
-async function openEarlier(path: string, what: string): Promise<VhdxReader> {
+async function openEarlier(files: TargetFiles, path: string, what: string): Promise<VhdxReader> {
   try {
-    return await openVhdx(path);
+    return await files.openVhdx(path);
   } catch (error) {
     throw new StateError(
       `${what}: the pending writes this run left (${path}) are unreadable; roll the run back (replikit resume <run id> --rollback)`,
@@ -98,15 +94,16 @@ async function openEarlier(path: string, what: string): Promise<VhdxReader> {
 export async function openPendingWriter(init: PendingWriterInit): Promise<AbstractDiskWriter> {
   const finalPath = join(init.dir, pendingName(init.index, init.key));
   const tmp = `${finalPath}.tmp-${randomUUID()}`;
-  const parent = init.parentPath ? await openVhdx(init.parentPath) : undefined;
+  const { files } = init;
+  const parent = init.parentPath ? await files.openVhdx(init.parentPath) : undefined;
   let file: VhdxWriter | undefined;
   try {
-    file = await createVhdx(tmp, {
+    file = await files.createVhdx(tmp, {
       size: Math.ceil(init.size / 512) * 512,
       blockSize: 2 * MiB,
       ...(parent ? { parent } : {}),
     });
-    const earlier = (await exists(finalPath)) ? await openEarlier(finalPath, init.what) : undefined;
+    const earlier = (await files.exists(finalPath)) ? await openEarlier(files, finalPath, init.what) : undefined;
     if (earlier) {
       try {
         for (let b = 0; b < earlier.states.length; b++) {
@@ -119,11 +116,11 @@ export async function openPendingWriter(init: PendingWriterInit): Promise<Abstra
         await earlier.close();
       }
     }
-    return new PendingWriter(file, parent, finalPath, init.size, init.what);
+    return new PendingWriter(files, file, parent, finalPath, init.size, init.what);
   } catch (error) {
     await file?.close().catch(() => undefined);
     await parent?.close();
-    await rm(tmp, { force: true });
+    await files.remove(tmp);
     throw error;
   }
 }

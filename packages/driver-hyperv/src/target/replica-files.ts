@@ -1,7 +1,7 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { type ReplicaOwner, StateError } from '@replikit/core';
+import type { TargetFiles } from './target-files.js';
 
 /** The replikit identity a replica VM carries in its notes (JSON), so it is found again. */
 export interface ReplicaIdentity {
@@ -61,21 +61,17 @@ export interface PendingFile {
 }
 
 /** The pending files of a replica folder (also a writer's temporary files, flagged `temporary`). */
-export async function listPending(dir: string): Promise<Array<PendingFile & { temporary: boolean }>> {
+export async function listPending(
+  files: TargetFiles,
+  dir: string,
+): Promise<Array<PendingFile & { temporary: boolean }>> {
   const out: Array<PendingFile & { temporary: boolean }> = [];
-  for (const name of await readdir(dir).catch(() => [] as string[])) {
+  for (const name of await files.list(dir)) {
     const tmp = /^(.*)\.tmp-[0-9a-f-]+$/.exec(name);
     const m = PENDING.exec(tmp ? tmp[1]! : name);
     if (m) out.push({ index: Number(m[1]), key: m[2]!, path: join(dir, name), temporary: tmp !== null });
   }
   return out.sort((a, b) => a.path.localeCompare(b.path));
-}
-
-/** Writes `text` to `path` atomically (temporary file, then rename). */
-async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${randomUUID()}.tmp`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
 }
 
 const MARK = 'replikit-mark';
@@ -84,35 +80,30 @@ const OWNER = 'replikit-owner.json';
 const BOOT = 'replikit-boot';
 
 /** `ready` only when the folder says so: a missing or unreadable mark is in progress. */
-export async function readMark(dir: string): Promise<'in-progress' | 'ready'> {
-  const text = await readFile(join(dir, MARK), 'utf8').catch(() => '');
+export async function readMark(files: TargetFiles, dir: string): Promise<'in-progress' | 'ready'> {
+  const text = (await files.readText(join(dir, MARK)).catch(() => '')) ?? '';
   return text.trim() === 'ready' ? 'ready' : 'in-progress';
 }
 
 /** Marks the replica folder. */
-export async function writeMark(dir: string, state: 'in-progress' | 'ready'): Promise<void> {
-  await writeAtomic(join(dir, MARK), `${state}\n`);
+export async function writeMark(files: TargetFiles, dir: string, state: 'in-progress' | 'ready'): Promise<void> {
+  await files.writeText(join(dir, MARK), `${state}\n`);
 }
 
 /** When replikit last started the replica (part of the fingerprint), or ''. */
-export async function readBoot(dir: string): Promise<string> {
-  return (await readFile(join(dir, BOOT), 'utf8').catch(() => '')).trim();
+export async function readBoot(files: TargetFiles, dir: string): Promise<string> {
+  return ((await files.readText(join(dir, BOOT)).catch(() => '')) ?? '').trim();
 }
 
 /** Records a start of the replica made through replikit. */
-export async function writeBoot(dir: string): Promise<void> {
-  await writeAtomic(join(dir, BOOT), `${new Date().toISOString()}\n`);
+export async function writeBoot(files: TargetFiles, dir: string): Promise<void> {
+  await files.writeText(join(dir, BOOT), `${new Date().toISOString()}\n`);
 }
 
 /** The run holding the replica, from its hold file. */
-export async function readOwner(dir: string): Promise<ReplicaOwner | undefined> {
-  let text: string;
-  try {
-    text = await readFile(join(dir, OWNER), 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
+export async function readOwner(files: TargetFiles, dir: string): Promise<ReplicaOwner | undefined> {
+  const text = await files.readText(join(dir, OWNER));
+  if (text === undefined) return undefined;
   try {
     return JSON.parse(text) as ReplicaOwner;
   } catch {
@@ -126,48 +117,39 @@ export async function readOwner(dir: string): Promise<ReplicaOwner | undefined> 
  * Takes the hold: the hold file is created exclusively (`wx`), which makes the claim atomic
  * between processes of this host. Resolves with the holder after the call.
  */
-export async function claimOwner(dir: string, owner: ReplicaOwner): Promise<ReplicaOwner> {
+export async function claimOwner(files: TargetFiles, dir: string, owner: ReplicaOwner): Promise<ReplicaOwner> {
   const path = join(dir, OWNER);
-  try {
-    await writeFile(path, JSON.stringify(owner), { flag: 'wx' });
-    return owner;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-  }
-  const holder = await readOwner(dir);
+  if (await files.createExclusive(path, JSON.stringify(owner))) return owner;
+  const holder = await readOwner(files, dir);
   if (holder && holder.runId !== owner.runId) return holder;
-  await writeAtomic(path, JSON.stringify(owner)); // the same run re-takes its hold (a resume)
+  await files.writeText(path, JSON.stringify(owner)); // the same run re-takes its hold (a resume)
   return owner;
 }
 
 /** Ends the hold of `runId`; nothing when another run (or none) holds the replica. */
-export async function releaseOwner(dir: string, runId: string): Promise<void> {
-  if ((await readOwner(dir))?.runId !== runId) return;
-  await rm(join(dir, OWNER), { force: true });
+export async function releaseOwner(files: TargetFiles, dir: string, runId: string): Promise<void> {
+  if ((await readOwner(files, dir))?.runId !== runId) return;
+  await files.remove(join(dir, OWNER));
 }
 
 /** Identity and change stamp of a file for the fingerprint: size, inode, modification time. */
-export async function fileStamp(path: string): Promise<string> {
-  try {
-    const s = await stat(path, { bigint: true });
-    return `${s.size}:${s.dev}:${s.ino}:${s.mtimeNs}`;
-  } catch {
-    return 'missing';
-  }
+export function fileStamp(files: TargetFiles, path: string): Promise<string> {
+  return files.stamp(path);
 }
 
 /** The ids of the checkpoints replikit made as restore points (a user's own are not points). */
-export async function readPointIds(dir: string): Promise<string[]> {
+export async function readPointIds(files: TargetFiles, dir: string): Promise<string[]> {
+  const text = await files.readText(join(dir, POINTS));
+  if (text === undefined) return [];
   try {
-    const parsed = JSON.parse(await readFile(join(dir, POINTS), 'utf8')) as unknown;
+    const parsed = JSON.parse(text) as unknown;
     return Array.isArray(parsed) ? parsed.map(String) : [];
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+  } catch {
     throw new StateError(`the restore point list ${join(dir, POINTS)} is unreadable; delete it to list no point`);
   }
 }
 
 /** Records the restore points' checkpoint ids. */
-export async function writePointIds(dir: string, ids: readonly string[]): Promise<void> {
-  await writeAtomic(join(dir, POINTS), JSON.stringify(ids));
+export async function writePointIds(files: TargetFiles, dir: string, ids: readonly string[]): Promise<void> {
+  await files.writeText(join(dir, POINTS), JSON.stringify(ids));
 }

@@ -1,10 +1,10 @@
-import { type FileHandle, open } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { dirname, relative, resolve } from 'node:path';
 import { type DiskWriter, InputError, throwIfAborted, toStorageError } from '@replikit/core';
 import { checkRange } from '@replikit/core/internal';
 import { ZERO_MIB } from '../byte-source.js';
 import { isPowerOfTwo, roundUp } from '../cursor.js';
-import { syncIf, writeAll } from '../file-io.js';
+import { type RandomAccessFile, syncIf, writeAll } from '../file-io.js';
 import { formatGuid, randomGuid } from '../guid.js';
 import type { VhdxReader } from './vhdx-reader.js';
 import { BAT_STATE, batGeometry, MIB, sealCrc, VHDX_GUID, VHDX_MAX_SIZE } from './vhdx-structs.js';
@@ -35,6 +35,12 @@ export interface CreateVhdxOptions {
    * @default true
    */
   sync?: boolean;
+  /**
+   * The file to write instead of creating `path` (a file on another host, written through an
+   * agent); it is written from its start and closed with the writer. `path` names it in messages
+   * and in a child's parent locator.
+   */
+  file?: RandomAccessFile;
 }
 
 /** A writer of a new VHDX file; `flush()`/`close()` write the BAT, then the headers last. */
@@ -86,9 +92,9 @@ export async function createVhdx(path: string, options: CreateVhdxOptions): Prom
   if (parent && parent.size !== size) {
     throw new InputError(`the child's size ${size} differs from the parent's ${parent.size}`);
   }
-  let handle: FileHandle;
+  let handle: RandomAccessFile;
   try {
-    handle = await open(path, 'w+');
+    handle = options.file ?? (await open(path, 'w+'));
   } catch (error) {
     throw toStorageError(error, `creating ${path}`);
   }
@@ -137,7 +143,7 @@ class VhdxFileWriter implements VhdxWriter {
 
   constructor(
     readonly path: string,
-    private readonly handle: FileHandle,
+    private readonly handle: RandomAccessFile,
     private readonly p: Params,
   ) {
     this.size = p.size;
