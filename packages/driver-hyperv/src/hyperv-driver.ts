@@ -56,6 +56,7 @@ import {
   GET_VHD,
   GET_VM,
   LIST_CHECKPOINTS,
+  LIST_REFERENCE_POINTS,
   LIST_VMS,
   REMOVE_CHECKPOINT,
   RENAME_CHECKPOINT,
@@ -118,6 +119,14 @@ export interface HyperVDriverInit {
   files?: HyperVHostFiles;
   /** Called at the named steps of the failover hooks. For crash tests only. */
   failoverFaultHook?: HyperVFailoverFaultHook | undefined;
+}
+
+/** One `Msvm_VirtualSystemReferencePoint`, as {@link LIST_REFERENCE_POINTS} projects it. */
+interface ReferencePointRow {
+  InstanceID: string;
+  ReferencePointType: number;
+  VirtualSystemIdentifier: string;
+  ResilientChangeTrackingIdentifiers?: string[];
 }
 
 /** Snapshot `meta` of this driver. */
@@ -189,6 +198,7 @@ export class HyperVDriver extends AbstractHypervisor {
 
   protected override async _snapshot(vmId: string, label: string): Promise<Snapshot> {
     const vm = await this.requireVm(vmId);
+    await this.settleConversion(vm);
     const drives = await this.drives(vm.Name);
     const vhds = await Promise.all(drives.map((d) => this.vhd(d.Path)));
     const rct = this.rct && versionHasRct(vm.Version) && vhds.every((v) => v.VhdFormat === 'VHDX');
@@ -237,6 +247,7 @@ export class HyperVDriver extends AbstractHypervisor {
       }
       return;
     }
+    await this.settleConversion(vm);
     const point = await store.get(vm.Id, snapshot.id);
     if (!point) {
       throw new NotFoundError(
@@ -538,6 +549,7 @@ export class HyperVDriver extends AbstractHypervisor {
 
   /** The reference point of checkpoint `id`: stored, or made now when it is still a recovery checkpoint. */
   private async referencePointOf(vm: VmRow, id: string): Promise<StoredReferencePoint | undefined> {
+    await this.settleConversion(vm);
     const stored = await ReferencePointStore.of(vm.Path, this.files).get(vm.Id, id);
     if (stored) return stored;
     const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === id);
@@ -545,8 +557,17 @@ export class HyperVDriver extends AbstractHypervisor {
     return this.convert(vm, checkpoint);
   }
 
-  /** `ConvertToReferencePoint`: the checkpoint goes (merged), its RCT ids are stored. */
+  /**
+   * `ConvertToReferencePoint`: the checkpoint goes (merged), its RCT ids are stored. The call is
+   * recorded as pending first (with the VM's reference points of that moment), so that a point the
+   * host made while the engine died, or while the call timed out, is found again
+   * ({@link settleConversion}).
+   */
   private async convert(vm: VmRow, checkpoint: CheckpointRow): Promise<StoredReferencePoint> {
+    await this.settleConversion(vm);
+    const store = ReferencePointStore.of(vm.Path, this.files);
+    const before = (await this.referencePointsOf(vm)).map((p) => p.InstanceID);
+    await store.beginConversion(vm.Id, { checkpointId: checkpoint.Id, before });
     const [done] = await this.link.call<{
       ReturnValue: number;
       ResultingReferencePoint?: { InstanceID: string; ResilientChangeTrackingIdentifiers: string[] };
@@ -558,8 +579,47 @@ export class HyperVDriver extends AbstractHypervisor {
       );
     }
     const point = { instanceId: made.InstanceID, rctIds: [...made.ResilientChangeTrackingIdentifiers] };
-    await ReferencePointStore.of(vm.Path, this.files).set(vm.Id, checkpoint.Id, point);
+    await store.set(vm.Id, checkpoint.Id, point);
+    await store.endConversion(vm.Id);
     return point;
+  }
+
+  /**
+   * Settles a conversion of VM `vm` whose end the driver did not see (the engine was killed between
+   * `ConvertToReferencePoint` and the record of its result, or the call timed out after the host
+   * made the point). Reference points carry no name or notes replikit could tag them with, so the
+   * driver recognises its own by when they appeared: a point of this VM that is not in the list
+   * taken just before the call, nor recorded, while the converted checkpoint is gone, is the one
+   * the call made. Exactly one such point is adopted as the checkpoint's reference point (the
+   * engine then uses or destroys it as usual); when there are several (another product converted a
+   * checkpoint of the same VM meanwhile) none is touched, since which is replikit's is not known.
+   */
+  private async settleConversion(vm: VmRow): Promise<void> {
+    const store = ReferencePointStore.of(vm.Path, this.files);
+    const pending = await store.pendingConversion(vm.Id);
+    if (!pending) return;
+    const stillThere = (await this.checkpoints(vm.Name)).some((c) => c.Id === pending.checkpointId);
+    if (!stillThere && !(await store.get(vm.Id, pending.checkpointId))) {
+      const known = new Set([...pending.before, ...(await store.recorded(vm.Id))]);
+      const fresh = (await this.referencePointsOf(vm)).filter((p) => !known.has(p.InstanceID));
+      const [only] = fresh;
+      if (fresh.length === 1 && only) {
+        await store.set(vm.Id, pending.checkpointId, {
+          instanceId: only.InstanceID,
+          rctIds: [...(only.ResilientChangeTrackingIdentifiers ?? [])],
+        });
+      }
+    }
+    await store.endConversion(vm.Id);
+  }
+
+  /** The RCT-based reference points of VM `vm` (`VirtualSystemIdentifier` is the VM's id). */
+  private async referencePointsOf(vm: VmRow): Promise<ReferencePointRow[]> {
+    const rows = await this.link.call<ReferencePointRow>(LIST_REFERENCE_POINTS);
+    const id = vm.Id.toLowerCase();
+    return rows.filter(
+      (r) => String(r.VirtualSystemIdentifier).toLowerCase() === id && Number(r.ReferencePointType) === 2,
+    );
   }
 
   private async frozenPath(vm: VmRow, snapshotId: string, disk: DiskRef): Promise<string> {
