@@ -3,6 +3,7 @@ import {
   type Capabilities,
   type CloneInfo,
   type CloneOptions,
+  ConflictError,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
@@ -192,7 +193,7 @@ export class HyperVDriver extends AbstractHypervisor {
       if (row) return this.vmInfo(row);
     }
     const rows = await this.link.call<VmRow>(LIST_VMS);
-    const row = rows.find((r) => r.Name === idOrName);
+    const row = onlyNamed(rows, idOrName);
     return row ? this.vmInfo(row) : undefined;
   }
 
@@ -649,8 +650,14 @@ export class HyperVDriver extends AbstractHypervisor {
     }
   }
 
+  /**
+   * The VM `id` (or name), refused with E_CONFLICT while another VM of the host has its name: the
+   * scripts that follow name the VM (`-VMName`), and two VMs of one name would be mixed up.
+   */
   private async requireVm(id: string): Promise<VmRow> {
-    const row = (await this.vmRow(id)) ?? (await this.link.call<VmRow>(LIST_VMS)).find((r) => r.Name === id);
+    const rows = await this.link.call<VmRow>(LIST_VMS);
+    const byId = await this.vmRow(id);
+    const row = byId ? onlyNamed(rows, byId.Name, byId) : onlyNamed(rows, id);
     if (!row) throw new NotFoundError(`no VM '${id}' on this Hyper-V host; list VMs to see what exists`);
     return row;
   }
@@ -729,6 +736,21 @@ export class HyperVDriver extends AbstractHypervisor {
       meta: { ...meta },
     };
   }
+}
+
+/**
+ * The one VM named `name` (Hyper-V compares names without case), or undefined; E_CONFLICT naming
+ * the ids when several VMs have that name. `self`, when given, is the VM already found by id.
+ */
+function onlyNamed(rows: readonly VmRow[], name: string, self?: VmRow): VmRow | undefined {
+  const named = rows.filter((r) => r.Name.toLowerCase() === name.toLowerCase());
+  if (named.length > 1) {
+    const ids = named.map((r) => r.Id.toLowerCase()).join(', ');
+    throw new ConflictError(
+      `${named.length} VMs of this Hyper-V host are named '${name}' (ids ${ids}); replikit's scripts address a source VM by name, so rename all but one of them`,
+    );
+  }
+  return self ?? named[0];
 }
 
 async function* iterate(extents: readonly Extent[]): AsyncIterable<Extent> {
