@@ -3,6 +3,7 @@ import {
   type Capabilities,
   type CloneInfo,
   type CloneOptions,
+  ConflictError,
   type DiskReader,
   type DiskRef,
   type DiskWriter,
@@ -56,6 +57,7 @@ import {
   GET_VHD,
   GET_VM,
   LIST_CHECKPOINTS,
+  LIST_REFERENCE_POINTS,
   LIST_VMS,
   REMOVE_CHECKPOINT,
   RENAME_CHECKPOINT,
@@ -118,6 +120,14 @@ export interface HyperVDriverInit {
   files?: HyperVHostFiles;
   /** Called at the named steps of the failover hooks. For crash tests only. */
   failoverFaultHook?: HyperVFailoverFaultHook | undefined;
+}
+
+/** One `Msvm_VirtualSystemReferencePoint`, as {@link LIST_REFERENCE_POINTS} projects it. */
+interface ReferencePointRow {
+  InstanceID: string;
+  ReferencePointType: number;
+  VirtualSystemIdentifier: string;
+  ResilientChangeTrackingIdentifiers?: string[];
 }
 
 /** Snapshot `meta` of this driver. */
@@ -183,12 +193,13 @@ export class HyperVDriver extends AbstractHypervisor {
       if (row) return this.vmInfo(row);
     }
     const rows = await this.link.call<VmRow>(LIST_VMS);
-    const row = rows.find((r) => r.Name === idOrName);
+    const row = onlyNamed(rows, idOrName);
     return row ? this.vmInfo(row) : undefined;
   }
 
   protected override async _snapshot(vmId: string, label: string): Promise<Snapshot> {
     const vm = await this.requireVm(vmId);
+    await this.settleConversion(vm);
     const drives = await this.drives(vm.Name);
     const vhds = await Promise.all(drives.map((d) => this.vhd(d.Path)));
     const rct = this.rct && versionHasRct(vm.Version) && vhds.every((v) => v.VhdFormat === 'VHDX');
@@ -237,6 +248,7 @@ export class HyperVDriver extends AbstractHypervisor {
       }
       return;
     }
+    await this.settleConversion(vm);
     const point = await store.get(vm.Id, snapshot.id);
     if (!point) {
       throw new NotFoundError(
@@ -547,6 +559,7 @@ export class HyperVDriver extends AbstractHypervisor {
 
   /** The reference point of checkpoint `id`: stored, or made now when it is still a recovery checkpoint. */
   private async referencePointOf(vm: VmRow, id: string): Promise<StoredReferencePoint | undefined> {
+    await this.settleConversion(vm);
     const stored = await ReferencePointStore.of(vm.Path, this.files).get(vm.Id, id);
     if (stored) return stored;
     const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === id);
@@ -554,8 +567,17 @@ export class HyperVDriver extends AbstractHypervisor {
     return this.convert(vm, checkpoint);
   }
 
-  /** `ConvertToReferencePoint`: the checkpoint goes (merged), its RCT ids are stored. */
+  /**
+   * `ConvertToReferencePoint`: the checkpoint goes (merged), its RCT ids are stored. The call is
+   * recorded as pending first (with the VM's reference points of that moment), so that a point the
+   * host made while the engine died, or while the call timed out, is found again
+   * ({@link settleConversion}).
+   */
   private async convert(vm: VmRow, checkpoint: CheckpointRow): Promise<StoredReferencePoint> {
+    await this.settleConversion(vm);
+    const store = ReferencePointStore.of(vm.Path, this.files);
+    const before = (await this.referencePointsOf(vm)).map((p) => p.InstanceID);
+    await store.beginConversion(vm.Id, { checkpointId: checkpoint.Id, before });
     const [done] = await this.link.call<{
       ReturnValue: number;
       ResultingReferencePoint?: { InstanceID: string; ResilientChangeTrackingIdentifiers: string[] };
@@ -567,8 +589,47 @@ export class HyperVDriver extends AbstractHypervisor {
       );
     }
     const point = { instanceId: made.InstanceID, rctIds: [...made.ResilientChangeTrackingIdentifiers] };
-    await ReferencePointStore.of(vm.Path, this.files).set(vm.Id, checkpoint.Id, point);
+    await store.set(vm.Id, checkpoint.Id, point);
+    await store.endConversion(vm.Id);
     return point;
+  }
+
+  /**
+   * Settles a conversion of VM `vm` whose end the driver did not see (the engine was killed between
+   * `ConvertToReferencePoint` and the record of its result, or the call timed out after the host
+   * made the point). Reference points carry no name or notes replikit could tag them with, so the
+   * driver recognises its own by when they appeared: a point of this VM that is not in the list
+   * taken just before the call, nor recorded, while the converted checkpoint is gone, is the one
+   * the call made. Exactly one such point is adopted as the checkpoint's reference point (the
+   * engine then uses or destroys it as usual); when there are several (another product converted a
+   * checkpoint of the same VM meanwhile) none is touched, since which is replikit's is not known.
+   */
+  private async settleConversion(vm: VmRow): Promise<void> {
+    const store = ReferencePointStore.of(vm.Path, this.files);
+    const pending = await store.pendingConversion(vm.Id);
+    if (!pending) return;
+    const stillThere = (await this.checkpoints(vm.Name)).some((c) => c.Id === pending.checkpointId);
+    if (!stillThere && !(await store.get(vm.Id, pending.checkpointId))) {
+      const known = new Set([...pending.before, ...(await store.recorded(vm.Id))]);
+      const fresh = (await this.referencePointsOf(vm)).filter((p) => !known.has(p.InstanceID));
+      const [only] = fresh;
+      if (fresh.length === 1 && only) {
+        await store.set(vm.Id, pending.checkpointId, {
+          instanceId: only.InstanceID,
+          rctIds: [...(only.ResilientChangeTrackingIdentifiers ?? [])],
+        });
+      }
+    }
+    await store.endConversion(vm.Id);
+  }
+
+  /** The RCT-based reference points of VM `vm` (`VirtualSystemIdentifier` is the VM's id). */
+  private async referencePointsOf(vm: VmRow): Promise<ReferencePointRow[]> {
+    const rows = await this.link.call<ReferencePointRow>(LIST_REFERENCE_POINTS);
+    const id = vm.Id.toLowerCase();
+    return rows.filter(
+      (r) => String(r.VirtualSystemIdentifier).toLowerCase() === id && Number(r.ReferencePointType) === 2,
+    );
   }
 
   private async frozenPath(vm: VmRow, snapshotId: string, disk: DiskRef): Promise<string> {
@@ -598,8 +659,14 @@ export class HyperVDriver extends AbstractHypervisor {
     }
   }
 
+  /**
+   * The VM `id` (or name), refused with E_CONFLICT while another VM of the host has its name: the
+   * scripts that follow name the VM (`-VMName`), and two VMs of one name would be mixed up.
+   */
   private async requireVm(id: string): Promise<VmRow> {
-    const row = (await this.vmRow(id)) ?? (await this.link.call<VmRow>(LIST_VMS)).find((r) => r.Name === id);
+    const rows = await this.link.call<VmRow>(LIST_VMS);
+    const byId = await this.vmRow(id);
+    const row = byId ? onlyNamed(rows, byId.Name, byId) : onlyNamed(rows, id);
     if (!row) throw new NotFoundError(`no VM '${id}' on this Hyper-V host; list VMs to see what exists`);
     return row;
   }
@@ -678,6 +745,21 @@ export class HyperVDriver extends AbstractHypervisor {
       meta: { ...meta },
     };
   }
+}
+
+/**
+ * The one VM named `name` (Hyper-V compares names without case), or undefined; E_CONFLICT naming
+ * the ids when several VMs have that name. `self`, when given, is the VM already found by id.
+ */
+function onlyNamed(rows: readonly VmRow[], name: string, self?: VmRow): VmRow | undefined {
+  const named = rows.filter((r) => r.Name.toLowerCase() === name.toLowerCase());
+  if (named.length > 1) {
+    const ids = named.map((r) => r.Id.toLowerCase()).join(', ');
+    throw new ConflictError(
+      `${named.length} VMs of this Hyper-V host are named '${name}' (ids ${ids}); replikit's scripts address a source VM by name, so rename all but one of them`,
+    );
+  }
+  return self ?? named[0];
 }
 
 async function* iterate(extents: readonly Extent[]): AsyncIterable<Extent> {

@@ -10,6 +10,17 @@ export interface StoredReferencePoint {
 }
 
 /**
+ * A `ConvertToReferencePoint` the driver began and has not seen the end of: the checkpoint it
+ * converts, and the VM's reference points just before the call.
+ */
+export interface PendingConversion {
+  /** The recovery checkpoint being converted. */
+  checkpointId: string;
+  /** `InstanceID`s of the VM's reference points before the call. */
+  before: string[];
+}
+
+/**
  * Where the driver remembers which checkpoint became which reference point (WMI does not keep the
  * checkpoint's id on the reference point): one JSON file per VM in a `replikit-rct` folder of the
  * VM's own folder on the host, written atomically, through the driver's host files (local, or a
@@ -43,6 +54,27 @@ export class ReferencePointStore {
     const all = await this.load(vmId);
     delete all[checkpointId];
     await this.save(vmId, all);
+  }
+
+  /** Every reference point recorded for VM `vmId` (their `InstanceID`s). */
+  async recorded(vmId: string): Promise<Set<string>> {
+    return new Set(Object.values(await this.load(vmId)).map((p) => p.instanceId));
+  }
+
+  /** Records, before the call, that a conversion of VM `vmId` begins. */
+  async beginConversion(vmId: string, pending: PendingConversion): Promise<void> {
+    await this.files.writeText(`${this.file(vmId)}.converting`, `${JSON.stringify(pending)}\n`);
+  }
+
+  /** The conversion of VM `vmId` that began and was not ended, if any. */
+  async pendingConversion(vmId: string): Promise<PendingConversion | undefined> {
+    const text = await this.files.readText(`${this.file(vmId)}.converting`);
+    return text?.trim() ? (JSON.parse(text) as PendingConversion) : undefined;
+  }
+
+  /** Records that the conversion of VM `vmId` is settled (its point recorded, or known not made). */
+  async endConversion(vmId: string): Promise<void> {
+    await this.files.writeText(`${this.file(vmId)}.converting`, '');
   }
 
   /**

@@ -109,6 +109,16 @@ export const DESTROY_REFERENCE_POINT: PsScript = {
   ].join('\n'),
 };
 
+/**
+ * Every reference point of the host (`Msvm_VirtualSystemReferencePoint` instances); the driver keeps
+ * those whose `VirtualSystemIdentifier` is the VM's id. The class has no name or notes a caller
+ * could set, so replikit cannot tag the ones it makes.
+ */
+export const LIST_REFERENCE_POINTS: PsScript = {
+  name: 'list-reference-points',
+  body: `Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemReferencePoint' | Select-Object -Property 'InstanceID', 'ReferencePointType', 'VirtualSystemIdentifier', 'ResilientChangeTrackingIdentifiers'`,
+};
+
 /** Every script of the source side, for the test that parses each one. */
 export const SOURCE_SCRIPTS: readonly PsScript[] = [
   LIST_VMS,
@@ -125,4 +135,5 @@ export const SOURCE_SCRIPTS: readonly PsScript[] = [
   CONVERT_TO_REFERENCE_POINT,
   GET_DISK_CHANGES,
   DESTROY_REFERENCE_POINT,
+  LIST_REFERENCE_POINTS,
 ];

@@ -16,15 +16,22 @@ import { mergeCheckpoint, takeCheckpoint } from './snapshot-cmdlets.js';
  *   https://learn.microsoft.com/windows/win32/hyperv_v2/msvm-virtualsystemsnapshotservice-converttoreferencepoint
  * - Msvm_VirtualSystemReferencePointService.DestroyReferencePoint:
  *   https://learn.microsoft.com/windows/win32/hyperv_v2/msvm-virtualsystemreferencepointservice-destroyreferencepoint
+ * - Msvm_VirtualSystemReferencePoint (the instances `Get-CimInstance -ClassName` enumerates, with
+ *   InstanceID, ReferencePointType, VirtualSystemIdentifier, VirtualDiskIdentifiers and
+ *   ResilientChangeTrackingIdentifiers):
+ *   https://learn.microsoft.com/windows/win32/hyperv_v2/msvm-virtualsystemreferencepoint
  * Simulator deviation: object arguments (`AffectedSystem`, `AffectedSnapshot`,
  * `AffectedReferencePoint`) are given as the VM's name, the checkpoint's id and the reference
  * point's InstanceID strings instead of CIM instances, and methods complete at once (no jobs).
  */
 const NAMESPACE = 'root\\virtualization\\v2';
+/** The class whose instances are the host's reference points (enumerated, not a service). */
+const REFERENCE_POINT_CLASS = 'Msvm_VirtualSystemReferencePoint';
 const CLASSES = new Set([
   'Msvm_ImageManagementService',
   'Msvm_VirtualSystemSnapshotService',
   'Msvm_VirtualSystemReferencePointService',
+  REFERENCE_POINT_CLASS,
 ]);
 
 /** `GetVirtualDiskChanges` answers for at most this many bytes a call, so callers must loop. */
@@ -45,8 +52,21 @@ const getCimInstance: CmdletHandler = async (c) => {
       'HRESULT 0x80041010,Microsoft.Management.Infrastructure.CimCmdlets.GetCimInstanceCommand',
     );
   }
+  if (className === REFERENCE_POINT_CLASS) return listReferencePoints(c);
   return { CimClass: `${NAMESPACE}:${className}` };
 };
+
+/** Every reference point of the host, as `Msvm_VirtualSystemReferencePoint` instances (RCT-based). */
+async function listReferencePoints(c: CmdletContext): Promise<unknown[]> {
+  const rct = await loadRct(c.root);
+  return rct.referencePoints.map((p) => ({
+    InstanceID: p.instanceId,
+    ReferencePointType: 2,
+    VirtualSystemIdentifier: c.state.vms.find((v) => v.name === p.vmName)?.id.toUpperCase() ?? '',
+    VirtualDiskIdentifiers: p.disks,
+    ResilientChangeTrackingIdentifiers: p.rctIds,
+  }));
+}
 
 /** The drive a disk path names: a VM drive's live, base or checkpoint-frozen file. */
 function diskAt(state: HostState, path: unknown): { vm: VmRecord; drive: number; upTo?: number } | undefined {
