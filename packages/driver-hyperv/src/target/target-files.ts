@@ -147,7 +147,7 @@ export function agentTargetFiles(files: RemoteHostFiles): TargetFiles {
     },
     async openVhdx(path) {
       const s = await files.stat(path);
-      if (!s || s.kind !== 'file') throw new NotFoundError(`${path} is not a file on the agent's host`);
+      if (s?.kind !== 'file') throw new NotFoundError(`${path} is not a file on the agent's host`);
       return openVhdxSource(remoteByteSource(files.file(path), s.size));
     },
   };
