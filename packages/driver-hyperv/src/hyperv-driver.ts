@@ -69,6 +69,8 @@ import { SHUTDOWN_VM, START_VM, STOP_VM } from './scripts/target-scripts.js';
 import { HyperVTarget, type HyperVTargetInit } from './target/hyperv-target.js';
 import { readMark, writeBoot } from './target/replica-files.js';
 
+/** What the labels of replikit's checkpoints start with (core's run labels: `replikit-<runId>`). */
+const REPLIKIT_LABEL_PREFIX = 'replikit-';
 /** The driver kind. */
 export const HYPERV_DRIVER_KIND = 'hyperv';
 
@@ -205,6 +207,10 @@ export class HyperVDriver extends AbstractHypervisor {
     const rct = this.rct && versionHasRct(vm.Version) && vhds.every((v) => v.VhdFormat === 'VHDX');
     let checkpoint: CheckpointRow | undefined;
     if (rct) {
+      const store = ReferencePointStore.of(vm.Path, this.files);
+      await this.settleSnapshot(vm);
+      const before = (await this.checkpoints(vm.Name)).map((c) => c.Id);
+      await store.beginSnapshot(vm.Id, { label, before });
       const [made] = await this.link.call<{ ReturnValue: number; ResultingSnapshot?: { Id: string } }>(
         CREATE_RECOVERY_CHECKPOINT,
         { vm: vm.Name },
@@ -219,6 +225,7 @@ export class HyperVDriver extends AbstractHypervisor {
       if (!created) throw new DriverError(`the recovery checkpoint ${id} of VM '${vm.Name}' vanished once taken`);
       // Named by the run, so that a resumed run finds it again.
       await this.link.call(RENAME_CHECKPOINT, { vm: vm.Name, name: created.Name, label });
+      await store.endSnapshot(vm.Id);
       checkpoint = { ...created, Name: label };
     } else {
       await this.link.call(CHECKPOINT_VM, { vm: vm.Name, label });
@@ -230,6 +237,7 @@ export class HyperVDriver extends AbstractHypervisor {
 
   protected override async _listSnapshots(vmId: string): Promise<Snapshot[]> {
     const vm = await this.requireVm(vmId);
+    await this.settleSnapshot(vm);
     const drives = await this.drives(vm.Name);
     const list = await this.checkpoints(vm.Name);
     return Promise.all(list.map((c) => this.snapshotOf(vm, drives, c, c.SnapshotType === 'Recovery')));
@@ -621,6 +629,33 @@ export class HyperVDriver extends AbstractHypervisor {
       }
     }
     await store.endConversion(vm.Id);
+  }
+
+  /**
+   * Names the recovery checkpoint a crashed run asked for and never named. `CreateSnapshot` gives
+   * a checkpoint Hyper-V's default name and the driver renames it to the run's label right after;
+   * the driver records the label and the VM's checkpoints before the call, so that a checkpoint
+   * that appeared since, of type Recovery, not named by replikit, is that run's: exactly one such
+   * checkpoint gets the label (the resumed run then finds and adopts it, or the engine deletes it
+   * with the run's other leftovers); with several (another product took one meanwhile), none is
+   * touched, since which is replikit's is not known.
+   */
+  private async settleSnapshot(vm: VmRow): Promise<void> {
+    const store = ReferencePointStore.of(vm.Path, this.files);
+    const pending = await store.pendingSnapshot(vm.Id);
+    if (!pending) return;
+    const list = await this.checkpoints(vm.Name);
+    if (!list.some((c) => c.Name === pending.label)) {
+      const before = new Set(pending.before);
+      const fresh = list.filter(
+        (c) => !before.has(c.Id) && c.SnapshotType === 'Recovery' && !c.Name.startsWith(REPLIKIT_LABEL_PREFIX),
+      );
+      const [only] = fresh;
+      if (fresh.length === 1 && only) {
+        await this.link.call(RENAME_CHECKPOINT, { vm: vm.Name, name: only.Name, label: pending.label });
+      }
+    }
+    await store.endSnapshot(vm.Id);
   }
 
   /** The RCT-based reference points of VM `vm` (`VirtualSystemIdentifier` is the VM's id). */

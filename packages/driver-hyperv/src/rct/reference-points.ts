@@ -21,6 +21,18 @@ export interface PendingConversion {
 }
 
 /**
+ * A recovery checkpoint the driver asked for and has not named yet: WMI's `CreateSnapshot` gives it
+ * Hyper-V's default name, and the driver renames it to the run's label next. A crash between the
+ * two would leave a checkpoint no run can find by its label.
+ */
+export interface PendingSnapshot {
+  /** The label the checkpoint is to get (`replikit-<runId>`). */
+  label: string;
+  /** Ids of the VM's checkpoints just before the call. */
+  before: string[];
+}
+
+/**
  * Where the driver remembers which checkpoint became which reference point (WMI does not keep the
  * checkpoint's id on the reference point): one JSON file per VM in a `replikit-rct` folder of the
  * VM's own folder on the host, written atomically, through the driver's host files (local, or a
@@ -75,6 +87,22 @@ export class ReferencePointStore {
   /** Records that the conversion of VM `vmId` is settled (its point recorded, or known not made). */
   async endConversion(vmId: string): Promise<void> {
     await this.files.writeText(`${this.file(vmId)}.converting`, '');
+  }
+
+  /** Records, before the call, that a recovery checkpoint of VM `vmId` labelled `pending.label` is asked for. */
+  async beginSnapshot(vmId: string, pending: PendingSnapshot): Promise<void> {
+    await this.files.writeText(`${this.file(vmId)}.snapshotting`, `${JSON.stringify(pending)}\n`);
+  }
+
+  /** The recovery checkpoint of VM `vmId` that was asked for and not named yet, if any. */
+  async pendingSnapshot(vmId: string): Promise<PendingSnapshot | undefined> {
+    const text = await this.files.readText(`${this.file(vmId)}.snapshotting`);
+    return text?.trim() ? (JSON.parse(text) as PendingSnapshot) : undefined;
+  }
+
+  /** Records that the checkpoint asked for VM `vmId` is named (or known not made). */
+  async endSnapshot(vmId: string): Promise<void> {
+    await this.files.writeText(`${this.file(vmId)}.snapshotting`, '');
   }
 
   /**
