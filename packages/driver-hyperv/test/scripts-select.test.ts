@@ -61,6 +61,17 @@ beforeAll(async () => {
   await adminCmdlet(host.root, 'Checkpoint-VM', { Name: demo.vm, SnapshotName: 'cp1' });
   const vm = (await host.state()).vms.find((v) => v.name === demo.vm);
   const disk = demo.disks[0]?.path as string;
+  shell = new PowerShell({ executable: host.pwsh, throwOnInvocationError: false });
+  // An RCT reference point of the VM, for list-reference-points: a recovery checkpoint, converted.
+  const script = (name: string) => SOURCE_SCRIPTS.find((s) => s.name === name) as PsScript;
+  const made = JSON.parse(
+    (await shell.invoke(callLine(script('create-recovery-checkpoint'), { vm: demo.vm }))).raw,
+  ) as Envelope;
+  const snapshot = (made.data?.[0]?.ResultingSnapshot as { Id: string } | undefined)?.Id;
+  const converted = JSON.parse(
+    (await shell.invoke(callLine(script('convert-to-reference-point'), { snapshot }))).raw,
+  ) as Envelope;
+  expect(converted.ok).toBe(true);
   params = {
     'list-vms': {},
     'get-vm': { id: vm?.id },
@@ -73,8 +84,8 @@ beforeAll(async () => {
     'get-virtual-disk-changes': { path: disk, limitId: 'rctX:none:0', offset: 0, length: 8 * 2 ** 20 },
     'list-vm-notes': {},
     'host-disk-folder': {},
+    'list-reference-points': {},
   };
-  shell = new PowerShell({ executable: host.pwsh, throwOnInvocationError: false });
 }, 120_000);
 
 afterAll(async () => {

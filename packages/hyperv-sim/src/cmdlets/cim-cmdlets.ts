@@ -59,13 +59,15 @@ const getCimInstance: CmdletHandler = async (c) => {
 /** Every reference point of the host, as `Msvm_VirtualSystemReferencePoint` instances (RCT-based). */
 async function listReferencePoints(c: CmdletContext): Promise<unknown[]> {
   const rct = await loadRct(c.root);
-  return rct.referencePoints.map((p) => ({
-    InstanceID: p.instanceId,
-    ReferencePointType: 2,
-    VirtualSystemIdentifier: c.state.vms.find((v) => v.name === p.vmName)?.id.toUpperCase() ?? '',
-    VirtualDiskIdentifiers: p.disks,
-    ResilientChangeTrackingIdentifiers: p.rctIds,
-  }));
+  return rct.referencePoints.map((p) =>
+    typed(TYPE_NAMES.referencePoint, {
+      InstanceID: p.instanceId,
+      ReferencePointType: 2,
+      VirtualSystemIdentifier: c.state.vms.find((v) => v.name === p.vmName)?.id.toUpperCase() ?? '',
+      VirtualDiskIdentifiers: p.disks,
+      ResilientChangeTrackingIdentifiers: p.rctIds,
+    }),
+  );
 }
 
 /** The drive a disk path names: a VM drive's live, base or checkpoint-frozen file. */

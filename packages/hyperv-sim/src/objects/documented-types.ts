@@ -225,6 +225,28 @@ const DISK_CHANGES_RESULT: DocumentedType = {
   ),
 };
 
+/**
+ * `Msvm_VirtualSystemReferencePoint` (root\\virtualization\\v2), as `Get-CimInstance` writes its
+ * instances: the class's own properties and those it inherits from CIM_ManagedElement, after
+ * https://learn.microsoft.com/windows/win32/hyperv_v2/msvm-virtualsystemreferencepoint.
+ */
+const REFERENCE_POINT: DocumentedType = {
+  name: 'Microsoft.Management.Infrastructure.CimInstance#root/virtualization/v2/Msvm_VirtualSystemReferencePoint',
+  properties: values(
+    'InstanceID',
+    'Caption',
+    'Description',
+    'ElementName',
+    'ReferencePointType',
+    'ConsistencyLevel',
+    'VirtualSystemIdentifier',
+    'HasAssociatedData',
+    'VirtualDiskIdentifiers',
+    'ResilientChangeTrackingIdentifiers',
+    'PSComputerName',
+  ),
+};
+
 /** The documented types by name. */
 export const DOCUMENTED_TYPES: ReadonlyMap<string, DocumentedType> = new Map(
   [
@@ -236,6 +258,7 @@ export const DOCUMENTED_TYPES: ReadonlyMap<string, DocumentedType> = new Map(
     VM_FIRMWARE,
     VM_HOST,
     DISK_CHANGES_RESULT,
+    REFERENCE_POINT,
   ].map((t) => [t.name, t]),
 );
 
@@ -249,4 +272,5 @@ export const TYPE_NAMES = {
   firmware: VM_FIRMWARE.name,
   host: VM_HOST.name,
   diskChanges: DISK_CHANGES_RESULT.name,
+  referencePoint: REFERENCE_POINT.name,
 } as const;
