@@ -35,9 +35,8 @@ describe('a recovery checkpoint a killed run took and never named', { timeout: 1
     await sim.close();
   });
 
-  // Found by the SIGKILL matrix in CI (seed 910313049, point 0, killed in snapshot): the resumed run
-  // looks for its snapshot by label, did not find the unnamed checkpoint, took another, and the
-  // first one stayed on the source VM for good.
+  // A kill between CreateSnapshot and the rename: the resumed run looks for its snapshot by label,
+  // did not find the unnamed checkpoint, took another, and the first one stayed on the source VM.
   it('gets the run label at the next look, so the resumed run adopts it; no second checkpoint is taken', async () => {
     await sim.makeVM('un', [4 * MiB]);
     const first = new HyperVDriver({ link: dyingBeforeRename(sim.link), sharedLink: true });
