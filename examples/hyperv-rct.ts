@@ -20,6 +20,7 @@ import { type DiskRef, FileStateStore, type Hypervisor, ReplicationEngine, regis
 import { createHyperVDriver, hypervDriver, hypervDriverOptionsSchema } from '@replikit/driver-hyperv';
 import { createSimulatedHost, populateDemoHost } from '@replikit/hyperv-sim';
 import { localTransport } from '@replikit/transport';
+import { liveHost } from './hyperv-live-host.js';
 
 async function sha256(driver: Hypervisor, disk: DiskRef): Promise<string> {
   const reader = await driver.openReader(disk);
@@ -28,26 +29,6 @@ async function sha256(driver: Hypervisor, disk: DiskRef): Promise<string> {
     hash.update(await reader.read(at, Math.min(4 << 20, reader.size - at)));
   await reader.close();
   return hash.digest('hex');
-}
-
-/** The driver options of the live host named by the environment. */
-function liveHost(env: NodeJS.ProcessEnv): Record<string, unknown> {
-  const name = env.REPLIKIT_HYPERV_HOST!;
-  if (name === 'local') return {};
-  const agent = env.REPLIKIT_HYPERV_AGENT;
-  if (!agent)
-    throw new Error('REPLIKIT_HYPERV_AGENT (HOST:PORT of replikit-agent --host-files) is needed with a remote host');
-  return {
-    host: {
-      computerName: name,
-      ...(env.REPLIKIT_HYPERV_USER ? { user: env.REPLIKIT_HYPERV_USER, passwordEnv: 'REPLIKIT_HYPERV_PASSWORD' } : {}),
-      agent: {
-        address: agent,
-        pskIdentity: env.REPLIKIT_HYPERV_AGENT_IDENTITY ?? 'replikit',
-        pskKeyEnv: 'REPLIKIT_HYPERV_AGENT_KEY',
-      },
-    },
-  };
 }
 
 const live = process.env.REPLIKIT_HYPERV_HOST !== undefined;
