@@ -224,7 +224,7 @@ export class HyperVDriver extends AbstractHypervisor {
       const created = (await this.checkpoints(vm.Name)).find((c) => c.Id === id);
       if (!created) throw new DriverError(`the recovery checkpoint ${id} of VM '${vm.Name}' vanished once taken`);
       // Named by the run, so that a resumed run finds it again.
-      await this.link.call(RENAME_CHECKPOINT, { vm: vm.Name, name: created.Name, label });
+      await this.nameCheckpoint(vm, created, label);
       await store.endSnapshot(vm.Id);
       checkpoint = { ...created, Name: label };
     } else {
@@ -656,6 +656,25 @@ export class HyperVDriver extends AbstractHypervisor {
       }
     }
     await store.endSnapshot(vm.Id);
+  }
+
+  /**
+   * Renames the checkpoint `created` just took to `label`. Another job of the same VM that lists
+   * its snapshots in between takes the unnamed checkpoint for one a killed run left
+   * ({@link settleSnapshot}) and gives it this run's label first; the rename then finds no
+   * checkpoint of Hyper-V's default name. A checkpoint that already carries `label` is what the
+   * rename wanted, so that failure is accepted; any other is thrown.
+   */
+  private async nameCheckpoint(vm: VmRow, created: CheckpointRow, label: string): Promise<void> {
+    try {
+      await this.link.call(RENAME_CHECKPOINT, { vm: vm.Name, name: created.Name, label });
+    } catch (error) {
+      const now = await this.checkpoints(vm.Name).then(
+        (list) => list.find((c) => c.Id === created.Id),
+        () => undefined,
+      );
+      if (now?.Name !== label) throw error;
+    }
   }
 
   /** The RCT-based reference points of VM `vm` (`VirtualSystemIdentifier` is the VM's id). */
