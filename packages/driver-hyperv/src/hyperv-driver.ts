@@ -218,7 +218,7 @@ export class HyperVDriver extends AbstractHypervisor {
       const id = made?.ResultingSnapshot?.Id;
       if (made?.ReturnValue !== 0 || !id) {
         throw new DriverError(
-          `Hyper-V refused a recovery checkpoint of VM '${vm.Name}' (CreateSnapshot returned ${made?.ReturnValue}); check the VM's state and free space`,
+          `Hyper-V refused a recovery checkpoint of VM '${vm.Name}' (${returned('CreateSnapshot', made?.ReturnValue)}); check the VM's state and free space`,
         );
       }
       const created = (await this.checkpoints(vm.Name)).find((c) => c.Id === id);
@@ -593,7 +593,7 @@ export class HyperVDriver extends AbstractHypervisor {
     const made = done?.ResultingReferencePoint;
     if (done?.ReturnValue !== 0 || !made) {
       throw new DriverError(
-        `Hyper-V refused to turn checkpoint '${checkpoint.Name}' of VM '${vm.Name}' into a reference point (ConvertToReferencePoint returned ${done?.ReturnValue})`,
+        `Hyper-V refused to turn checkpoint '${checkpoint.Name}' of VM '${vm.Name}' into a reference point (${returned('ConvertToReferencePoint', done?.ReturnValue)})`,
       );
     }
     const point = { instanceId: made.InstanceID, rctIds: [...made.ResilientChangeTrackingIdentifiers] };
@@ -814,6 +814,18 @@ function onlyNamed(rows: readonly VmRow[], name: string, self?: VmRow): VmRow | 
     );
   }
   return self ?? named[0];
+}
+
+/**
+ * What a WMI method's `ReturnValue` says, for an error message. 4096 ("Method Parameters Checked -
+ * Job Started") is named: a real host usually answers it, with a `Msvm_ConcreteJob` this version of
+ * the driver does not wait on yet.
+ */
+function returned(method: string, value: number | undefined): string {
+  if (value === 4096) {
+    return `${method} returned 4096: Hyper-V started a WMI job (Msvm_ConcreteJob), which this version of the driver does not wait on`;
+  }
+  return `${method} returned ${value}`;
 }
 
 async function* iterate(extents: readonly Extent[]): AsyncIterable<Extent> {
