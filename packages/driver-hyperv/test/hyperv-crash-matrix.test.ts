@@ -185,7 +185,10 @@ describe('SIGKILL of the engine at random moments of a hyperv ► hyperv run, th
       const rollback = (point % stages.length) % 2 !== Math.floor(point / stages.length) % 2;
       let outcome: string;
       if (killed.signal !== 'SIGKILL') {
-        expect(killed.result?.outcome, context + killed.stderr).toBe('completed');
+        expect(
+          killed.result?.outcome,
+          `${context}: ${JSON.stringify(killed.result ?? killed.error)} ${killed.stderr}`,
+        ).toBe('completed');
         outcome = 'completed-before-kill';
       } else if (!run) {
         const fresh = (await allRuns()).filter((r) => !runsBefore.has(r.runId));
