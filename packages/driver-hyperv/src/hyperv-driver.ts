@@ -218,13 +218,13 @@ export class HyperVDriver extends AbstractHypervisor {
       const id = made?.ResultingSnapshot?.Id;
       if (made?.ReturnValue !== 0 || !id) {
         throw new DriverError(
-          `Hyper-V refused a recovery checkpoint of VM '${vm.Name}' (CreateSnapshot returned ${made?.ReturnValue}); check the VM's state and free space`,
+          `Hyper-V refused a recovery checkpoint of VM '${vm.Name}' (${returned('CreateSnapshot', made?.ReturnValue)}); check the VM's state and free space`,
         );
       }
       const created = (await this.checkpoints(vm.Name)).find((c) => c.Id === id);
       if (!created) throw new DriverError(`the recovery checkpoint ${id} of VM '${vm.Name}' vanished once taken`);
       // Named by the run, so that a resumed run finds it again.
-      await this.link.call(RENAME_CHECKPOINT, { vm: vm.Name, name: created.Name, label });
+      await this.nameCheckpoint(vm, created, label);
       await store.endSnapshot(vm.Id);
       checkpoint = { ...created, Name: label };
     } else {
@@ -593,7 +593,7 @@ export class HyperVDriver extends AbstractHypervisor {
     const made = done?.ResultingReferencePoint;
     if (done?.ReturnValue !== 0 || !made) {
       throw new DriverError(
-        `Hyper-V refused to turn checkpoint '${checkpoint.Name}' of VM '${vm.Name}' into a reference point (ConvertToReferencePoint returned ${done?.ReturnValue})`,
+        `Hyper-V refused to turn checkpoint '${checkpoint.Name}' of VM '${vm.Name}' into a reference point (${returned('ConvertToReferencePoint', done?.ReturnValue)})`,
       );
     }
     const point = { instanceId: made.InstanceID, rctIds: [...made.ResilientChangeTrackingIdentifiers] };
@@ -656,6 +656,25 @@ export class HyperVDriver extends AbstractHypervisor {
       }
     }
     await store.endSnapshot(vm.Id);
+  }
+
+  /**
+   * Renames the checkpoint `created` just took to `label`. Another job of the same VM that lists
+   * its snapshots in between takes the unnamed checkpoint for one a killed run left
+   * ({@link settleSnapshot}) and gives it this run's label first; the rename then finds no
+   * checkpoint of Hyper-V's default name. A checkpoint that already carries `label` is what the
+   * rename wanted, so that failure is accepted; any other is thrown.
+   */
+  private async nameCheckpoint(vm: VmRow, created: CheckpointRow, label: string): Promise<void> {
+    try {
+      await this.link.call(RENAME_CHECKPOINT, { vm: vm.Name, name: created.Name, label });
+    } catch (error) {
+      const now = await this.checkpoints(vm.Name).then(
+        (list) => list.find((c) => c.Id === created.Id),
+        () => undefined,
+      );
+      if (now?.Name !== label) throw error;
+    }
   }
 
   /** The RCT-based reference points of VM `vm` (`VirtualSystemIdentifier` is the VM's id). */
@@ -795,6 +814,18 @@ function onlyNamed(rows: readonly VmRow[], name: string, self?: VmRow): VmRow | 
     );
   }
   return self ?? named[0];
+}
+
+/**
+ * What a WMI method's `ReturnValue` says, for an error message. 4096 ("Method Parameters Checked -
+ * Job Started") is named: a real host usually answers it, with a `Msvm_ConcreteJob` this version of
+ * the driver does not wait on yet.
+ */
+function returned(method: string, value: number | undefined): string {
+  if (value === 4096) {
+    return `${method} returned 4096: Hyper-V started a WMI job (Msvm_ConcreteJob), which this version of the driver does not wait on`;
+  }
+  return `${method} returned ${value}`;
 }
 
 async function* iterate(extents: readonly Extent[]): AsyncIterable<Extent> {

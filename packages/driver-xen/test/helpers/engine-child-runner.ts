@@ -60,13 +60,15 @@ export interface EngineChild {
 
 /**
  * Starts the engine child with `request` (see engine-child.ts). `onStarted` runs once the child
- * has loaded its modules (before the run starts).
+ * has loaded its modules (before the run starts); `onState` each time the child announces a state
+ * (as the line arrives, so a caller can act inside that state).
  */
 export async function startEngineChild(
   command: string[],
   request: Record<string, unknown>,
   requestFile: string,
   onStarted?: () => void,
+  onState?: (state: string) => void,
 ): Promise<EngineChild> {
   await writeFile(requestFile, JSON.stringify(request));
   const child = spawn(command[0]!, [...command.slice(1), requestFile], {
@@ -85,6 +87,7 @@ export async function startEngineChild(
         const [state, ms] = line.slice(6).split(' ');
         outcome.states.push(state!);
         outcome.stateTimes.push(Number(ms));
+        onState?.(state!);
       } else if (line.startsWith('result ')) outcome.result = JSON.parse(line.slice(7));
       else if (line.startsWith('error ')) outcome.error = JSON.parse(line.slice(6));
     }
