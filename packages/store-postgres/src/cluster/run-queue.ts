@@ -1,0 +1,69 @@
+import type { JobSpec, RunRecord } from '@replikit/core';
+import PgBoss from 'pg-boss';
+
+/** The pg-boss queue that carries run requests from the scheduling worker to any worker. */
+export const RUN_QUEUE = 'replikit-runs';
+
+/** The PostgreSQL schema pg-boss keeps its tables in (beside replikit's own `replikit`). */
+export const QUEUE_SCHEMA = 'replikit_queue';
+
+/** A request to run a job once, or to resume (or roll back) one of its runs. */
+export type RunRequest =
+  | { kind: 'run'; requestId: string; job: JobSpec }
+  | { kind: 'resume'; requestId: string; job: JobSpec; runId: string; rollback?: boolean };
+
+/** What a worker answers a request with (the queue job's output). */
+export interface RunAnswer {
+  /** The run's record, when it ended (completed, failed or cancelled). */
+  record?: RunRecord;
+  /** The run's error, when it rejected. */
+  error?: { code: string; message: string; details?: Record<string, unknown> };
+}
+
+/** Options of {@link openRunQueue}. */
+export interface RunQueueOptions {
+  /** The database (the same as the state store's). */
+  connectionString: string;
+  /**
+   * How long a delivered request may stay active before the queue hands it to another worker,
+   * in seconds: past it, a worker that died mid-run is replaced (the run lease decides who
+   * writes). A live worker's run that outlasts it is delivered again and that delivery waits for
+   * the run (its job lock) to end.
+   * @default 900
+   */
+  expireInSeconds?: number;
+  /**
+   * Delay before a request that met a busy job or replica (`E_CONFLICT`, `E_LEASE_LOST`) is
+   * delivered again, in seconds.
+   * @default 2
+   */
+  retryDelaySeconds?: number;
+  /**
+   * How often pg-boss looks for expired requests (those of dead workers) and does its upkeep, in
+   * seconds (≥ 1): a dead worker's request is delivered again at most this long after it expired.
+   * @default 30
+   */
+  superviseIntervalSeconds?: number;
+}
+
+/** A started pg-boss with the run queue created. */
+export async function openRunQueue(options: RunQueueOptions): Promise<PgBoss> {
+  const boss = new PgBoss({
+    connectionString: options.connectionString,
+    schema: QUEUE_SCHEMA,
+    application_name: 'replikit-queue',
+    max: 4,
+    maintenanceIntervalSeconds: options.superviseIntervalSeconds ?? 30,
+  });
+  // A broken connection is reported by the next call; the event must not crash the process.
+  boss.on('error', () => undefined);
+  await boss.start();
+  await boss.createQueue(RUN_QUEUE, {
+    name: RUN_QUEUE,
+    policy: 'standard',
+    retryLimit: 1_000_000,
+    retryDelay: options.retryDelaySeconds ?? 2,
+    expireInSeconds: options.expireInSeconds ?? 900,
+  });
+  return boss;
+}

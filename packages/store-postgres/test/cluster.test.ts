@@ -1,0 +1,212 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseJob, type RunRecord } from '@replikit/core';
+import { testPattern } from '@replikit/core/testing';
+import { createFileVM, openGuestDisk } from '@replikit/driver-file';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openRunQueue } from '../src/cluster/run-queue.js';
+import { listWorkers, PostgresStateStore, QueueEngine } from '../src/index.js';
+import { startTestPostgres, type TestPostgres } from '../src/testing/index.js';
+
+const MiB = 1024 * 1024;
+
+let server: TestPostgres;
+const folders: string[] = [];
+const children: ChildProcess[] = [];
+beforeAll(async () => {
+  server = await startTestPostgres();
+});
+afterAll(async () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await server?.stop();
+  for (const dir of folders) await rm(dir, { recursive: true, force: true });
+});
+
+interface WorkerEvent {
+  worker: string;
+  event: string;
+  runId?: string;
+  job?: string;
+  to?: string;
+  bytesSent?: number;
+  outcome?: string;
+  reason?: string;
+}
+
+/** A worker child process; `until(test)` resolves with its first event (from now on or queued) that passes `test`. */
+function startWorker(url: string, jobsFile: string, name: string, ttlMs: number, expireSeconds: number) {
+  const child = spawn(
+    process.execPath,
+    [
+      '--conditions=@replikit/source',
+      '--import',
+      'tsx',
+      fileURLToPath(new URL('./helpers/cluster-worker-child.ts', import.meta.url)),
+      url,
+      jobsFile,
+      name,
+      String(ttlMs),
+      String(expireSeconds),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  children.push(child);
+  const events: WorkerEvent[] = [];
+  const waiting: Array<{ test: (e: WorkerEvent) => boolean; resolve: (e: WorkerEvent) => void }> = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    const event = JSON.parse(line) as WorkerEvent;
+    events.push(event);
+    for (const w of waiting.splice(0)) {
+      if (w.test(event)) w.resolve(event);
+      else waiting.push(w);
+    }
+  });
+  const until = (test: (e: WorkerEvent) => boolean) =>
+    new Promise<WorkerEvent>((resolve) => {
+      const seen = events.find(test);
+      if (seen) resolve(seen);
+      else waiting.push({ test, resolve });
+    });
+  return { child, name, events, until };
+}
+
+async function world(jobs: unknown[]) {
+  const dir = await mkdtemp(join(tmpdir(), 'replikit-cluster-'));
+  folders.push(dir);
+  const jobsFile = join(dir, 'jobs.json');
+  await writeFile(jobsFile, JSON.stringify(jobs));
+  return { dir, jobsFile, vms: join(dir, 'vms'), replicas: join(dir, 'replicas') };
+}
+
+describe('a cluster of worker daemons on PostgreSQL (pg-boss queue)', () => {
+  it('a run whose worker is killed mid-run is resumed by the other worker from its journal', async () => {
+    const url = await server.createDatabase();
+    const w = await world([]);
+    const size = 24 * MiB;
+    await createFileVM(w.vms, { name: 'big', disks: [{ id: 'system', size }] });
+    const guest = await openGuestDisk(w.vms, 'big', 'system');
+    for (let at = 0; at < size; at += 4 * MiB) await guest.write(at, testPattern(at / MiB + 1, 4 * MiB));
+    await guest.close();
+    const job = parseJob({
+      name: 'big',
+      source: { driver: 'file', root: w.vms, vm: 'big', reflink: false },
+      target: { driver: 'file', root: w.replicas, reflink: false },
+      method: 'qhybrid',
+      options: { bandwidthLimit: 3 * MiB },
+    });
+    const store = await PostgresStateStore.open({ connectionString: url });
+    const boss = await openRunQueue({
+      connectionString: url,
+      expireInSeconds: 3,
+      retryDelaySeconds: 1,
+      superviseIntervalSeconds: 1,
+    });
+    const workers = [startWorker(url, w.jobsFile, 'w1', 2000, 3), startWorker(url, w.jobsFile, 'w2', 2000, 3)];
+    try {
+      for (const worker of workers) await worker.until((e) => e.event === 'ready');
+      const answer = new QueueEngine(store, boss).run(job).then(
+        (record) => record,
+        (error: unknown) => error,
+      );
+      // Wait for the event: some worker has sent a third of the disk (checkpoints every second).
+      const first = await Promise.race(
+        workers.map((worker) => worker.until((e) => e.event === 'progress' && (e.bytesSent ?? 0) > size / 3)),
+      );
+      const victim = workers.find((worker) => worker.name === first.worker)!;
+      const other = workers.find((worker) => worker !== victim)!;
+      victim.child.kill('SIGKILL');
+      await once(victim.child, 'exit');
+      const record = (await answer) as RunRecord;
+      expect(record.state).toBe('completed');
+      expect(record.runId).toBe(first.runId);
+      // The other worker resumed the run: its first progress is past zero, and it sent less than the disk.
+      const resumed = other.events.filter((e) => e.event === 'progress' && e.runId === record.runId);
+      expect(resumed.length).toBeGreaterThan(0);
+      const fromBytes = resumed[0]!.bytesSent!;
+      const sentOnResume = record.stats.bytesSent - fromBytes;
+      console.log(
+        `killed ${victim.name} at ${first.bytesSent} bytes sent; ${other.name} resumed run ${record.runId} from ${fromBytes} bytes and sent ${sentOnResume} of ${size} (total ${record.stats.bytesSent})`,
+      );
+      expect(fromBytes).toBeGreaterThan(0);
+      expect(sentOnResume).toBeLessThan(size);
+      const journal = await store.loadRun(record.runId);
+      expect(journal?.state).toBe('completed');
+      // One run of the job, and one restore point.
+      expect((await store.listRuns()).map((r) => r.runId)).toEqual([record.runId]);
+      const rows = await listWorkers(store);
+      expect(rows.map((r) => r.worker).sort()).toEqual(['w1', 'w2']);
+    } finally {
+      for (const worker of workers) if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
+      await boss.stop({ graceful: false, wait: false }).catch(() => undefined);
+      await store.close();
+    }
+  }, 120_000);
+
+  it('scheduled jobs run once per slot over two workers; SIGTERM drains a worker', async () => {
+    const url = await server.createDatabase();
+    const names = ['j1', 'j2', 'j3', 'j4'];
+    const w0 = await world([]);
+    const jobs = names.map((name) => ({
+      name,
+      source: { driver: 'file', root: w0.vms, vm: name, reflink: false },
+      target: { driver: 'file', root: w0.replicas, reflink: false },
+      method: 'qhybrid',
+      options: { schedule: '*/2 * * * * *' },
+    }));
+    const w = await world(jobs);
+    for (const name of names) await createFileVM(w0.vms, { name, disks: [{ id: 'system', size: MiB }] });
+    const store = await PostgresStateStore.open({ connectionString: url });
+    const workers = [startWorker(url, w.jobsFile, 'w1', 3000, 60), startWorker(url, w.jobsFile, 'w2', 3000, 60)];
+    try {
+      for (const worker of workers) await worker.until((e) => e.event === 'ready');
+      const scheduler = await Promise.race(workers.map((worker) => worker.until((e) => e.event === 'scheduler')));
+      const leader = workers.find((worker) => worker.name === scheduler.worker)!;
+      // Wait for the event: every job has completed three scheduled runs.
+      for (const name of names) {
+        let count = 0;
+        await leader.until((e) => e.event === 'run-end' && e.job === name && e.outcome === 'completed' && ++count >= 3);
+      }
+      for (const worker of workers) worker.child.kill('SIGTERM');
+      for (const worker of workers) await worker.until((e) => e.event === 'drained');
+      const runs = await store.listRuns();
+      const byWorker = new Map<string, number>();
+      for (const worker of workers) {
+        byWorker.set(
+          worker.name,
+          new Set(worker.events.filter((e) => e.event === 'state' && e.to === 'cleanup').map((e) => e.runId)).size,
+        );
+      }
+      console.log(
+        `runs: ${runs.length} (${runs.filter((r) => r.state === 'completed').length} completed); per worker ${JSON.stringify(Object.fromEntries(byWorker))}`,
+      );
+      for (const name of names) {
+        const own = runs
+          .filter((r) => r.job.name === name)
+          .map((r) => [Date.parse(r.startedAt), Date.parse(r.finishedAt ?? r.updatedAt)] as const)
+          .sort((a, b) => a[0] - b[0]);
+        expect(own.length).toBeGreaterThanOrEqual(3);
+        // One run of a job at a time: no two overlap.
+        for (let i = 1; i < own.length; i++) expect(own[i]![0]).toBeGreaterThanOrEqual(own[i - 1]![1]);
+      }
+      // Each run the schedulers asked for is one run in the journal: none lost, none run twice.
+      const asked = workers
+        .flatMap((worker) => worker.events)
+        .filter((e) => e.event === 'run-end' && e.reason !== 'resume');
+      for (const name of names) {
+        expect(runs.filter((r) => r.job.name === name).length, name).toBe(asked.filter((e) => e.job === name).length);
+      }
+      expect(runs.every((r) => r.state === 'completed' || r.stopped !== undefined)).toBe(true);
+      expect([...byWorker.values()].every((n) => n > 0)).toBe(true);
+      const seen = await listWorkers(store);
+      expect(seen.every((r) => r.stoppedAt !== undefined)).toBe(true);
+    } finally {
+      for (const worker of workers) if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
+      await store.close();
+    }
+  }, 120_000);
+});
