@@ -66,11 +66,13 @@ export class QueueEngine implements DaemonEngine {
         throw new ReplikitError(error.code as never, error.message, { details: error.details ?? {} });
       }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.pollMs);
-        suspend?.addEventListener('abort', () => {
+        const done = () => {
           clearTimeout(timer);
+          suspend?.removeEventListener('abort', done);
           resolve();
-        });
+        };
+        const timer = setTimeout(done, this.pollMs);
+        suspend?.addEventListener('abort', done, { once: true });
       });
     }
   }
