@@ -7,7 +7,16 @@
 
 export { ClusterWorker, type ClusterWorkerOptions, SCHEDULER_LEASE } from './cluster/cluster-worker.js';
 export { QueueEngine } from './cluster/queue-engine.js';
-export { RUN_QUEUE, type RunAnswer, type RunQueueOptions, type RunRequest } from './cluster/run-queue.js';
+export {
+  openRunQueue,
+  type ResumeRequest,
+  RUN_QUEUE,
+  type RunAnswer,
+  type RunAnswerError,
+  type RunQueueOptions,
+  type RunRequest,
+  type StartRequest,
+} from './cluster/run-queue.js';
 export { type RunningRun, RunWorker, type WorkerCounters } from './cluster/run-worker.js';
 export { listWorkers, type WorkerRow } from './cluster/workers.js';
 export type { MigrationResult } from './migrate.js';

@@ -7,11 +7,12 @@ import {
   type JobSpecInput,
   type ReplicaLease,
   type ReplicationEngine,
+  type RunRecord,
 } from '@replikit/core';
 import type PgBoss from 'pg-boss';
 import type { PostgresStateStore } from '../postgres-state-store.js';
 import { QueueEngine } from './queue-engine.js';
-import { openRunQueue, type RunQueueOptions } from './run-queue.js';
+import { openRunQueue, type RunQueueOptions, type RunRequest } from './run-queue.js';
 import { RunWorker } from './run-worker.js';
 
 /** The lease the scheduling worker holds (a replica lease on this reserved name). */
@@ -45,6 +46,11 @@ export interface ClusterWorkerOptions {
    * @default `<host>:<pid>:<random>`
    */
   name?: string;
+  /**
+   * Called when this worker ends carrying out a request: with the run's record, or with the error
+   * (one that sends the request back to the queue, such as `E_LEASE_LOST`, included).
+   */
+  onRunEnd?: (request: RunRequest, outcome: { record?: RunRecord; error?: unknown }) => void;
 }
 
 /**
@@ -62,6 +68,7 @@ export interface ClusterWorkerOptions {
  * ```
  */
 export class ClusterWorker {
+  /** The worker's name, as `replikit workers` shows it. */
   readonly name: string;
   private daemon: Daemon | undefined;
   private lease: ReplicaLease | undefined;
@@ -72,6 +79,7 @@ export class ClusterWorker {
   private constructor(
     private readonly options: ClusterWorkerOptions,
     private readonly boss: PgBoss,
+    /** The worker's run worker (its running runs and counters). */
     readonly runs: RunWorker,
   ) {
     this.name = options.name ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -81,7 +89,7 @@ export class ClusterWorker {
   static async start(options: ClusterWorkerOptions): Promise<ClusterWorker> {
     const boss = await openRunQueue({ connectionString: options.store.connectionString, ...options.queue });
     const name = options.name ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-    const runs = new RunWorker(options.engine, options.store, boss, name);
+    const runs = new RunWorker(options.engine, options.store, boss, name, options.onRunEnd);
     const worker = new ClusterWorker({ ...options, name }, boss, runs);
     await options.store.query(
       `INSERT INTO replikit.workers (worker, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, now(), now())

@@ -9,7 +9,7 @@ import {
 } from '@replikit/core';
 import type PgBoss from 'pg-boss';
 import type { PostgresStateStore } from '../postgres-state-store.js';
-import { RUN_QUEUE, type RunAnswer, type RunRequest } from './run-queue.js';
+import { type openRunQueue, RUN_QUEUE, type RunAnswer, type RunRequest } from './run-queue.js';
 
 /**
  * The engine the scheduling worker's {@link Daemon} drives: each run or resume becomes a request
@@ -18,16 +18,23 @@ import { RUN_QUEUE, type RunAnswer, type RunRequest } from './run-queue.js';
  * windows) are those of one machine, and the runs are spread over every worker.
  */
 export class QueueEngine implements DaemonEngine {
+  /**
+   * @param store - the shared store (the schedule states and journals).
+   * @param boss - a started pg-boss with the run queue ({@link openRunQueue}).
+   * @param pollMs - how often the answer of a request is looked for.
+   */
   constructor(
     readonly store: PostgresStateStore & StateStore,
     private readonly boss: PgBoss,
     private readonly pollMs = 250,
   ) {}
 
+  /** Sends a request to run `job` once; resolves with the run's record when a worker answered. */
   run(job: JobSpec, options: { suspend?: AbortSignal } = {}): Promise<RunRecord> {
     return this.request({ kind: 'run', requestId: randomUUID(), job }, options.suspend);
   }
 
+  /** Sends a request to resume (or roll back) run `runId`; resolves with its record when a worker answered. */
   async resume(runId: string, options: { suspend?: AbortSignal; rollback?: boolean } = {}): Promise<RunRecord> {
     const journal = await this.store.loadRun(runId);
     if (!journal) throw new ReplikitError('E_NOT_FOUND', `there is no run '${runId}'`);
@@ -47,7 +54,11 @@ export class QueueEngine implements DaemonEngine {
    * stops waiting: the run goes on where it is, and is found unfinished by whoever schedules next.
    */
   private async request(request: RunRequest, suspend?: AbortSignal): Promise<RunRecord> {
-    await this.boss.send(RUN_QUEUE, request, { id: request.requestId, singletonKey: request.job.name });
+    const sent = await this.boss.send(RUN_QUEUE, request, { id: request.requestId, singletonKey: request.job.name });
+    if (sent === null && !(await this.boss.getJobById(RUN_QUEUE, request.requestId, { includeArchive: true }))) {
+      // Never waits for a request the queue did not keep.
+      throw new ReplikitError('E_CONFLICT', `the run queue refused the request to run job '${request.job.name}'`);
+    }
     for (;;) {
       if (suspend?.aborted) {
         const runId = request.kind === 'resume' ? request.runId : await this.runIdOf(request.requestId);

@@ -8,16 +8,48 @@ export const RUN_QUEUE = 'replikit-runs';
 export const QUEUE_SCHEMA = 'replikit_queue';
 
 /** A request to run a job once, or to resume (or roll back) one of its runs. */
-export type RunRequest =
-  | { kind: 'run'; requestId: string; job: JobSpec }
-  | { kind: 'resume'; requestId: string; job: JobSpec; runId: string; rollback?: boolean };
+export type RunRequest = StartRequest | ResumeRequest;
+
+/** A request to run a job once. */
+export interface StartRequest {
+  /** Always `run`. */
+  kind: 'run';
+  /** The request's id (a UUID), also the queue job's id. */
+  requestId: string;
+  /** The job. */
+  job: JobSpec;
+}
+
+/** A request to resume (or roll back) a run of a job. */
+export interface ResumeRequest {
+  /** Always `resume`. */
+  kind: 'resume';
+  /** The request's id (a UUID), also the queue job's id. */
+  requestId: string;
+  /** The run's job. */
+  job: JobSpec;
+  /** The run to resume. */
+  runId: string;
+  /** Roll the run back instead of finishing it. */
+  rollback?: boolean;
+}
 
 /** What a worker answers a request with (the queue job's output). */
 export interface RunAnswer {
   /** The run's record, when it ended (completed, failed or cancelled). */
   record?: RunRecord;
   /** The run's error, when it rejected. */
-  error?: { code: string; message: string; details?: Record<string, unknown> };
+  error?: RunAnswerError;
+}
+
+/** The error of a {@link RunAnswer}: a `ReplikitError`'s code, message and details. */
+export interface RunAnswerError {
+  /** The error code (`E_…`). */
+  code: string;
+  /** What happened. */
+  message: string;
+  /** The error's details. */
+  details?: Record<string, unknown>;
 }
 
 /** Options of {@link openRunQueue}. */

@@ -15,8 +15,11 @@ export interface RunningRun {
 
 /** What a worker counts of its runs, for `replikit workers` and metrics. */
 export interface WorkerCounters {
+  /** Runs this worker completed. */
   runsDone: number;
+  /** Runs that failed or were cancelled on this worker (stopped runs are not counted). */
   runsFailed: number;
+  /** Bytes this worker's runs sent (each run's total, counted where it ended). */
   bytesSent: number;
 }
 
@@ -30,15 +33,21 @@ export interface WorkerCounters {
 export class RunWorker {
   /** The runs carried out now, by request id. */
   readonly running = new Map<string, RunningRun>();
+  /** What this worker counted since it started. */
   readonly counters: WorkerCounters = { runsDone: 0, runsFailed: 0, bytesSent: 0 };
   private readonly drain = new AbortController();
   private readonly workIds: string[] = [];
 
+  /**
+   * @param worker - this worker's name, recorded with each request it takes.
+   * @param onEnd - called when a request ends, with the run's record or the error.
+   */
   constructor(
     private readonly engine: ReplicationEngine,
     private readonly store: PostgresStateStore,
     private readonly boss: PgBoss,
     private readonly worker: string,
+    private readonly onEnd?: (request: RunRequest, outcome: { record?: RunRecord; error?: unknown }) => void,
   ) {}
 
   /** Starts taking requests. */
@@ -70,8 +79,10 @@ export class RunWorker {
     try {
       const record = await this.execute(request, running);
       this.count(record);
+      this.onEnd?.(request, { record });
       return { record };
     } catch (error) {
+      this.onEnd?.(request, { error });
       // Busy elsewhere: thrown, so the queue delivers the request again after its retry delay.
       if (isReplikitError(error, 'E_CONFLICT') || isReplikitError(error, 'E_LEASE_LOST')) {
         if (!isRunStopped(error)) throw error;

@@ -1,12 +1,15 @@
 import type { PostgresStateStore } from '../postgres-state-store.js';
-import type { RunningRun } from './run-worker.js';
+import type { RunningRun, WorkerCounters } from './run-worker.js';
 
 /** A worker as `replikit.workers` records it. */
 export interface WorkerRow {
   /** The worker's name (`<host>:<pid>:<random>` unless named). */
   worker: string;
+  /** The host it runs on. */
   host: string;
+  /** Its process id. */
   pid: number;
+  /** When it started. */
   startedAt: string;
   /** Its last heartbeat, by the database's clock. */
   heartbeatAt: string;
@@ -16,8 +19,11 @@ export interface WorkerRow {
   scheduler: boolean;
   /** The runs it carries out now. */
   running: RunningRun[];
+  /** Runs it completed (see {@link WorkerCounters}). */
   runsDone: number;
+  /** Runs that failed or were cancelled on it. */
   runsFailed: number;
+  /** Bytes its runs sent. */
   bytesSent: number;
   /** When it stopped (drained), if it did. */
   stoppedAt?: string;

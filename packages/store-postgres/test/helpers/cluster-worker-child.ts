@@ -30,6 +30,15 @@ const worker = await ClusterWorker.start({
   leaseTtlMs: Number(ttl),
   queue: { expireInSeconds: Number(expire), retryDelaySeconds: 1, superviseIntervalSeconds: 1 },
   daemon: { requestPollMs: 0 },
+  onRunEnd: (request, outcome) => {
+    const error = outcome.error as { code?: string } | undefined;
+    say({
+      event: 'request-end',
+      job: request.job.name,
+      kind: request.kind,
+      code: error?.code ?? outcome.record?.state,
+    });
+  },
 });
 let announced = false;
 setInterval(() => {
