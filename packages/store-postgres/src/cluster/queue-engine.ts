@@ -12,7 +12,7 @@ import type { PostgresStateStore } from '../postgres-state-store.js';
 import { type openRunQueue, RUN_QUEUE, type RunAnswer, type RunRequest } from './run-queue.js';
 
 /**
- * The engine the scheduling worker's {@link Daemon} drives: each run or resume becomes a request
+ * The engine the scheduling worker's `Daemon` (from `@replikit/core`) drives: each run or resume becomes a request
  * on the run queue, carried out by any worker ({@link RunWorker}); the call resolves with the
  * run's record once a worker answered. So the job loops (slots, overlap, catch-up, retries,
  * windows) are those of one machine, and the runs are spread over every worker.

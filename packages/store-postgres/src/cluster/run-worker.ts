@@ -101,10 +101,10 @@ export class RunWorker {
   private async execute(request: RunRequest, running: RunningRun): Promise<RunRecord> {
     const suspend = this.drain.signal;
     const { rows } = await this.store.query<{ run_id: string | null }>(
-      `INSERT INTO replikit.run_requests (request_id, job, worker) VALUES ($1, $2, $3)
+      `INSERT INTO replikit.run_requests (request_id, job, kind, worker) VALUES ($1, $2, $3, $4)
        ON CONFLICT (request_id) DO UPDATE SET worker = EXCLUDED.worker
        RETURNING run_id`,
-      [request.requestId, request.job.name, this.worker],
+      [request.requestId, request.job.name, request.kind, this.worker],
     );
     const known = request.kind === 'resume' ? request.runId : (rows[0]?.run_id ?? undefined);
     const unfinished = known ? undefined : (await this.store.findUnfinished(request.job.name))?.runId;

@@ -7,6 +7,7 @@ export const SCHEMA_V2 = `
 CREATE TABLE replikit.run_requests (
   request_id text PRIMARY KEY,
   job        text NOT NULL,
+  kind       text NOT NULL,
   run_id     text,
   worker     text,
   created_at timestamptz NOT NULL DEFAULT now()
