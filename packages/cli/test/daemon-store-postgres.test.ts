@@ -13,6 +13,8 @@ import { createRandomVm } from './helpers/file-vm.js';
 const MiB = 1024 * 1024;
 let dir: string;
 let server: TestPostgres;
+/** Every worker started, killed at the end if a failed test left it running. */
+const started: Array<ReturnType<typeof spawnCli>> = [];
 
 beforeAll(async () => {
   server = await startTestPostgres();
@@ -31,6 +33,7 @@ beforeAll(async () => {
   }
 });
 afterAll(async () => {
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await server?.stop();
   await rm(dir, { recursive: true, force: true });
 });
@@ -64,6 +67,7 @@ describe('replikit daemon --store postgres://', () => {
     const workers = [0, 1].map(() =>
       spawnCli(['daemon', 'jobs', '--store', url], { cwd: dir, env: { REPLIKIT_STATE_DIR: join(dir, '.replikit') } }),
     );
+    started.push(...workers);
     const watched = workers.map(watch);
     const exits = workers.map((child) => waitForExit(child));
     for (const w of watched) await w.when(/worker \S+ started on/);
