@@ -1,4 +1,4 @@
-import { isReplikitError, isRunStopped, type ReplicationEngine, type RunRecord } from '@replikit/core';
+import { ConflictError, isReplikitError, isRunStopped, type ReplicationEngine, type RunRecord } from '@replikit/core';
 import type PgBoss from 'pg-boss';
 import type { PostgresStateStore } from '../postgres-state-store.js';
 import { RUN_QUEUE, type RunAnswer, type RunRequest } from './run-queue.js';
@@ -55,7 +55,7 @@ export class RunWorker {
     for (let i = 0; i < concurrency; i++) {
       this.workIds.push(
         await this.boss.work<RunRequest>(RUN_QUEUE, { batchSize: 1, pollingIntervalSeconds }, async ([job]) =>
-          job ? this.carryOut(job.data) : {},
+          job ? this.take(job.data) : {},
         ),
       );
     }
@@ -63,7 +63,8 @@ export class RunWorker {
 
   /**
    * Stops taking requests and stops the running runs at a checkpoint (each answered as stopped,
-   * unfinished and resumable by any worker); resolves once they have.
+   * unfinished and resumable by any worker); resolves once they have. A request the queue hands
+   * over after this (its fetch was in flight) starts no run: it goes back to the queue.
    */
   async stop(): Promise<void> {
     for (const id of this.workIds.splice(0)) await this.boss.offWork({ id });
@@ -71,6 +72,24 @@ export class RunWorker {
     while (this.running.size > 0) {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
+  }
+
+  /**
+   * The queue's handler. pg-boss still delivers the request of a fetch that was in flight when
+   * the worker was stopped (`offWork` does not wait for it); such a request is refused (thrown, so
+   * the queue delivers it again, to a live worker) instead of starting a run on a worker whose
+   * queue and store are closing.
+   */
+  private async take(request: RunRequest): Promise<RunAnswer> {
+    if (this.drain.signal.aborted) {
+      const error = new ConflictError(
+        `worker ${this.worker} is draining: the request to run job '${request.job.name}' goes back to the queue`,
+        { details: { requestId: request.requestId } },
+      );
+      this.onEnd?.(request, { error });
+      throw error;
+    }
+    return this.carryOut(request);
   }
 
   private async carryOut(request: RunRequest): Promise<RunAnswer> {
