@@ -38,27 +38,65 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/**
+ * How long a wait for a worker's line may last before the test fails saying what was not printed
+ * (with the workers' stderr); below the test's own timeout, so that message is seen.
+ */
+const WAIT_LIMIT_MS = 90_000;
+
+type Watched = ReturnType<typeof watch>;
+
 /** Keeps the child's stderr; `when(pattern)` resolves with the first match, seen before or after the call. */
 function watch(child: ReturnType<typeof spawnCli>) {
   let seen = '';
-  const waiting: Array<{ pattern: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  const listeners = new Set<() => void>();
   child.stderr!.on('data', (chunk: Buffer) => {
     seen += chunk.toString();
     if (process.env.REPLIKIT_TEST_ECHO) process.stderr.write(chunk);
-    for (const w of waiting.splice(0)) {
-      const match = seen.match(w.pattern);
-      if (match) w.resolve(match);
-      else waiting.push(w);
-    }
+    for (const listener of [...listeners]) listener();
   });
-  const when = (pattern: RegExp) =>
-    new Promise<RegExpMatchArray>((resolve, reject) => {
-      const match = seen.match(pattern);
-      if (match) return resolve(match);
-      waiting.push({ pattern, resolve });
-      child.once('close', () => reject(new Error(`the process exited before printing ${pattern}:\n${seen}`)));
-    });
-  return { child, when };
+  child.once('close', () => {
+    for (const listener of [...listeners]) listener();
+  });
+  const watched = {
+    child,
+    listeners,
+    seen: () => seen,
+    when: (pattern: RegExp): Promise<RegExpMatchArray> => whenAny([watched], pattern),
+  };
+  return watched;
+}
+
+/**
+ * Resolves with the first match of `pattern` in the stderr of any of `workers` (seen before or
+ * after the call). Fails with the workers' stderr when every one exited first or after
+ * {@link WAIT_LIMIT_MS}: a test never waits forever.
+ */
+function whenAny(workers: Watched[], pattern: RegExp): Promise<RegExpMatchArray> {
+  return new Promise((resolve, reject) => {
+    const finish = (error?: Error, match?: RegExpMatchArray) => {
+      clearTimeout(timer);
+      for (const w of workers) w.listeners.delete(listener);
+      if (error) reject(error);
+      else resolve(match!);
+    };
+    const fail = (why: string) =>
+      finish(
+        new Error(
+          `${why} before a worker printed ${pattern}:\n${workers.map((w, i) => `--- worker ${i}:\n${w.seen()}`).join('\n')}`,
+        ),
+      );
+    const listener = () => {
+      for (const w of workers) {
+        const match = w.seen().match(pattern);
+        if (match) return finish(undefined, match);
+      }
+      if (workers.every((w) => w.child.exitCode !== null || w.child.signalCode !== null)) fail('every worker exited');
+    };
+    const timer = setTimeout(() => fail(`${WAIT_LIMIT_MS / 1000} s passed`), WAIT_LIMIT_MS);
+    for (const w of workers) w.listeners.add(listener);
+    listener();
+  });
 }
 
 describe('replikit daemon --store postgres://', () => {
@@ -71,9 +109,10 @@ describe('replikit daemon --store postgres://', () => {
     const watched = workers.map(watch);
     const exits = workers.map((child) => waitForExit(child));
     for (const w of watched) await w.when(/worker \S+ started on/);
-    const scheduler = await Promise.race(watched.map((w) => w.when(/schedules the jobs now/).then(() => w)));
-    await scheduler.when(/alpha: run \S+ completed/);
-    await scheduler.when(/beta: run \S+ completed/);
+    // The scheduler's daemon prints the runs' ends; the scheduler lease may move from one worker
+    // to the other meanwhile (a heartbeat late on a loaded machine), so either worker's line counts.
+    await whenAny(watched, /alpha: run \S+ completed/);
+    await whenAny(watched, /beta: run \S+ completed/);
     const listed = await runCli(['workers', '--store', url, '--json'], { cwd: dir });
     expect(listed.code, listed.stderr).toBe(0);
     const rows = JSON.parse(listed.stdout) as Array<{ worker: string; scheduler: boolean; runsDone: number }>;
@@ -86,6 +125,7 @@ describe('replikit daemon --store postgres://', () => {
     expect(status.stdout).toMatch(/alpha/);
     expect(status.stdout).toMatch(/beta/);
     for (const child of workers) child.kill('SIGTERM');
+    await Promise.all(watched.map((w) => w.when(/worker stopped/)));
     for (const exit of exits) expect((await exit).code).toBe(0);
     const after = JSON.parse((await runCli(['workers', '--store', url, '--json'], { cwd: dir })).stdout) as Array<{
       stoppedAt?: string;

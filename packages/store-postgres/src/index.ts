@@ -5,7 +5,12 @@
  * @packageDocumentation
  */
 
-export { ClusterWorker, type ClusterWorkerOptions, SCHEDULER_LEASE } from './cluster/cluster-worker.js';
+export {
+  ClusterWorker,
+  type ClusterWorkerOptions,
+  SCHEDULER_LEASE,
+  type SchedulerChange,
+} from './cluster/cluster-worker.js';
 export { QueueEngine } from './cluster/queue-engine.js';
 export {
   openRunQueue,

@@ -38,7 +38,15 @@ interface WorkerEvent {
   reason?: string;
 }
 
-/** A worker child process; `until(test)` resolves with its first event (from now on or queued) that passes `test`. */
+/**
+ * How long a wait for a worker's event may last before the test fails saying what did not happen
+ * (with every worker's events and stderr); below the test's own timeout, so that message is seen.
+ */
+const WAIT_LIMIT_MS = 90_000;
+
+type Worker = ReturnType<typeof startWorker>;
+
+/** A worker child process: its events (stdout lines) and stderr, kept. */
 function startWorker(url: string, jobsFile: string, name: string, ttlMs: number, expireSeconds: number) {
   const child = spawn(
     process.execPath,
@@ -53,27 +61,70 @@ function startWorker(url: string, jobsFile: string, name: string, ttlMs: number,
       String(ttlMs),
       String(expireSeconds),
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   children.push(child);
   const events: WorkerEvent[] = [];
-  const waiting: Array<{ test: (e: WorkerEvent) => boolean; resolve: (e: WorkerEvent) => void }> = [];
+  const listeners = new Set<() => void>();
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+    if (process.env.REPLIKIT_TEST_ECHO) process.stderr.write(chunk);
+  });
   createInterface({ input: child.stdout! }).on('line', (line) => {
     if (process.env.REPLIKIT_TEST_ECHO) process.stderr.write(`${line}\n`);
-    const event = JSON.parse(line) as WorkerEvent;
-    events.push(event);
-    for (const w of waiting.splice(0)) {
-      if (w.test(event)) w.resolve(event);
-      else waiting.push(w);
-    }
+    events.push(JSON.parse(line) as WorkerEvent);
+    for (const listener of [...listeners]) listener();
   });
-  const until = (test: (e: WorkerEvent) => boolean) =>
-    new Promise<WorkerEvent>((resolve) => {
-      const seen = events.find(test);
-      if (seen) resolve(seen);
-      else waiting.push({ test, resolve });
-    });
-  return { child, name, events, until };
+  child.once('exit', () => {
+    for (const listener of [...listeners]) listener();
+  });
+  const worker = {
+    child,
+    name,
+    events,
+    listeners,
+    stderr: () => stderr,
+    /** Resolves with the worker's first event (seen before or after the call) that passes `test`. */
+    until: (test: (e: WorkerEvent) => boolean, what: string): Promise<WorkerEvent> =>
+      untilCluster([worker], (all) => all.find(test), what) as Promise<WorkerEvent>,
+  };
+  return worker;
+}
+
+/**
+ * Resolves with `check`'s first defined answer over the events of all `workers` (checked now and
+ * after each new event). Fails, naming `what` and showing every worker's events and stderr, when
+ * every worker exited first or after {@link WAIT_LIMIT_MS}: a test never waits forever.
+ */
+function untilCluster<T>(workers: Worker[], check: (all: WorkerEvent[]) => T | undefined, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const finish = (error?: Error, value?: T) => {
+      clearTimeout(timer);
+      for (const worker of workers) worker.listeners.delete(listener);
+      if (error) reject(error);
+      else resolve(value as T);
+    };
+    const fail = (why: string) =>
+      finish(
+        new Error(
+          `${why} before ${what}\n${workers
+            .map(
+              (w) =>
+                `--- ${w.name} events:\n${w.events.map((e) => JSON.stringify(e)).join('\n')}\n--- ${w.name} stderr:\n${w.stderr()}`,
+            )
+            .join('\n')}`,
+        ),
+      );
+    const listener = () => {
+      const found = check(workers.flatMap((worker) => worker.events));
+      if (found !== undefined) return finish(undefined, found);
+      if (workers.every((w) => w.child.exitCode !== null || w.child.signalCode !== null)) fail('every worker exited');
+    };
+    const timer = setTimeout(() => fail(`${WAIT_LIMIT_MS / 1000} s passed`), WAIT_LIMIT_MS);
+    for (const worker of workers) worker.listeners.add(listener);
+    listener();
+  });
 }
 
 async function world(jobs: unknown[]) {
@@ -109,14 +160,16 @@ describe('a cluster of worker daemons on PostgreSQL (pg-boss queue)', () => {
     });
     const workers = [startWorker(url, w.jobsFile, 'w1', 2000, 3), startWorker(url, w.jobsFile, 'w2', 2000, 3)];
     try {
-      for (const worker of workers) await worker.until((e) => e.event === 'ready');
+      for (const worker of workers) await worker.until((e) => e.event === 'ready', `${worker.name} is ready`);
       const answer = new QueueEngine(store, boss).run(job).then(
         (record) => record,
         (error: unknown) => error,
       );
       // Wait for the event: some worker has sent a third of the disk (checkpoints every second).
-      const first = await Promise.race(
-        workers.map((worker) => worker.until((e) => e.event === 'progress' && (e.bytesSent ?? 0) > size / 3)),
+      const first = await untilCluster(
+        workers,
+        (all) => all.find((e) => e.event === 'progress' && (e.bytesSent ?? 0) > size / 3),
+        'a worker sent a third of the disk',
       );
       const victim = workers.find((worker) => worker.name === first.worker)!;
       const other = workers.find((worker) => worker !== victim)!;
@@ -164,16 +217,27 @@ describe('a cluster of worker daemons on PostgreSQL (pg-boss queue)', () => {
     const store = await PostgresStateStore.open({ connectionString: url });
     const workers = [startWorker(url, w.jobsFile, 'w1', 3000, 60), startWorker(url, w.jobsFile, 'w2', 3000, 60)];
     try {
-      for (const worker of workers) await worker.until((e) => e.event === 'ready');
-      const scheduler = await Promise.race(workers.map((worker) => worker.until((e) => e.event === 'scheduler')));
-      const leader = workers.find((worker) => worker.name === scheduler.worker)!;
-      // Wait for the event: every job has completed three scheduled runs.
-      for (const name of names) {
-        let count = 0;
-        await leader.until((e) => e.event === 'run-end' && e.job === name && e.outcome === 'completed' && ++count >= 3);
-      }
+      for (const worker of workers) await worker.until((e) => e.event === 'ready', `${worker.name} is ready`);
+      // Wait for the event: every job has completed three scheduled runs. The scheduler's daemon
+      // reports them; the scheduler lease may move from one worker to the other meanwhile (a
+      // heartbeat late on a loaded machine), so the reports of both workers count.
+      await untilCluster(
+        workers,
+        (all) => {
+          const done = (name: string) =>
+            new Set(
+              all
+                .filter((e) => e.event === 'run-end' && e.job === name && e.outcome === 'completed')
+                .map((e) => e.runId),
+            ).size;
+          return names.every((name) => done(name) >= 3) ? true : undefined;
+        },
+        'every job completed three scheduled runs',
+      );
       for (const worker of workers) worker.child.kill('SIGTERM');
-      for (const worker of workers) await worker.until((e) => e.event === 'drained');
+      for (const worker of workers) await worker.until((e) => e.event === 'drained', `${worker.name} drained`);
+      const moves = workers.flatMap((worker) => worker.events.filter((e) => e.event === 'scheduler-lost'));
+      if (moves.length > 0) console.log(`scheduler changes: ${moves.map((e) => JSON.stringify(e)).join('; ')}`);
       const runs = await store.listRuns();
       const byWorker = new Map<string, number>();
       for (const worker of workers) {

@@ -28,27 +28,32 @@ export async function clusterDaemon(
       store,
       jobs,
       ...(options.windows ? { daemon: { windows: options.windows } } : {}),
+      // Told before the scheduler's daemon starts, so none of its events is missed.
+      onSchedulerChange: (change) => {
+        if (!change.scheduling) {
+          log(`this worker no longer schedules (${change.reason ?? 'stopped'})`);
+          return;
+        }
+        log('this worker schedules the jobs now');
+        const daemon = change.daemon;
+        daemon?.on('run-end', (e) =>
+          log(
+            `${e.job}: run ${e.runId ? `${e.runId} ` : ''}${e.outcome} in ${formatDuration(e.durationSeconds * 1000)}${e.code ? `: ${e.code} ${e.message}` : ''}${e.retryAt ? `; retry at ${e.retryAt}` : ''}`,
+          ),
+        );
+        daemon?.on('held', (e) => log(`${e.job}: held until resumed: ${e.code} ${e.message}`));
+        daemon?.on('error', (e) =>
+          log(`${e.job}: scheduling failed, starting again in 30s: ${(e.error as Error).message ?? e.error}`),
+        );
+      },
     });
     log(`worker ${worker.name} started on ${store.location}: ${jobs.map((job) => job.name).join(', ')}`);
-    let scheduling = false;
-    const watch = setInterval(() => {
-      if (worker?.isScheduler === scheduling) return;
-      scheduling = worker?.isScheduler ?? false;
-      log(scheduling ? 'this worker schedules the jobs now' : 'this worker no longer schedules');
-      worker?.scheduler?.on('run-end', (e) =>
-        log(
-          `${e.job}: run ${e.runId ? `${e.runId} ` : ''}${e.outcome} in ${formatDuration(e.durationSeconds * 1000)}${e.code ? `: ${e.code} ${e.message}` : ''}`,
-        ),
-      );
-    }, 500);
-    watch.unref();
     await new Promise<void>((resolve) => {
       for (const signal of [context.signal, context.stop]) {
         if (signal?.aborted) resolve();
         signal?.addEventListener('abort', () => resolve(), { once: true });
       }
     });
-    clearInterval(watch);
     log('draining: running runs stop at a checkpoint; another worker resumes them');
     await worker.stop();
     log('worker stopped');

@@ -51,6 +51,24 @@ export interface ClusterWorkerOptions {
    * (one that sends the request back to the queue, such as `E_LEASE_LOST`, included).
    */
   onRunEnd?: (request: RunRequest, outcome: { record?: RunRecord; error?: unknown }) => void;
+  /**
+   * Called when this worker starts scheduling (with its new daemon, before the daemon starts, so
+   * no event of it is missed) and when it stops (with why: drained, or the lease's heartbeat
+   * failed and another worker may take over).
+   */
+  onSchedulerChange?: (change: SchedulerChange) => void;
+}
+
+/** What {@link ClusterWorkerOptions.onSchedulerChange} is told. */
+export interface SchedulerChange {
+  /** True when this worker now schedules the jobs, false when it stopped. */
+  scheduling: boolean;
+  /** The scheduler's daemon, when `scheduling`. */
+  daemon?: Daemon;
+  /** Why it stopped: `stopped` (drained) or the heartbeat's error message. */
+  reason?: string;
+  /** The scheduler lease's epoch. */
+  epoch?: number;
 }
 
 /**
@@ -125,7 +143,7 @@ export class ClusterWorker {
     this.stopped = true;
     clearInterval(this.timer);
     await this.ticking;
-    await this.stopScheduler();
+    await this.stopScheduler('stopped');
     await this.runs.stop();
     await this.boss.stop({ graceful: true, wait: true, timeout: 10_000 }).catch(() => undefined);
     await this.beat(true).catch(() => undefined);
@@ -138,8 +156,8 @@ export class ClusterWorker {
     if (this.lease) {
       try {
         await this.lease.heartbeat();
-      } catch {
-        await this.stopScheduler();
+      } catch (error) {
+        await this.stopScheduler(error instanceof Error ? error.message : String(error));
       }
     } else {
       try {
@@ -153,17 +171,19 @@ export class ClusterWorker {
           engine: new QueueEngine(store, this.boss),
           jobs: this.options.jobs,
         });
+        this.options.onSchedulerChange?.({ scheduling: true, daemon: this.daemon, epoch: this.lease.epoch });
         await this.daemon.start();
       }
     }
     await this.beat(false).catch(() => undefined);
   }
 
-  private async stopScheduler(): Promise<void> {
+  private async stopScheduler(reason: string): Promise<void> {
     const daemon = this.daemon;
     const lease = this.lease;
     this.daemon = undefined;
     this.lease = undefined;
+    if (lease) this.options.onSchedulerChange?.({ scheduling: false, reason, epoch: lease.epoch });
     await daemon?.stop().catch(() => undefined);
     await lease?.release().catch(() => undefined);
   }

@@ -1,5 +1,7 @@
 import type { JobSpec, RunRecord } from '@replikit/core';
+import pg from 'pg';
 import PgBoss from 'pg-boss';
+import { QUEUE_CREATION_LOCK } from '../advisory-keys.js';
 
 /** The pg-boss queue that carries run requests from the scheduling worker to any worker. */
 export const RUN_QUEUE = 'replikit-runs';
@@ -90,12 +92,40 @@ export async function openRunQueue(options: RunQueueOptions): Promise<PgBoss> {
   // A broken connection is reported by the next call; the event must not crash the process.
   boss.on('error', () => undefined);
   await boss.start();
-  await boss.createQueue(RUN_QUEUE, {
-    name: RUN_QUEUE,
-    policy: 'standard',
-    retryLimit: 1_000_000,
-    retryDelay: options.retryDelaySeconds ?? 2,
-    expireInSeconds: options.expireInSeconds ?? 900,
-  });
+  try {
+    await serialised(options.connectionString, () =>
+      boss.createQueue(RUN_QUEUE, {
+        name: RUN_QUEUE,
+        policy: 'standard',
+        retryLimit: 1_000_000,
+        retryDelay: options.retryDelaySeconds ?? 2,
+        expireInSeconds: options.expireInSeconds ?? 900,
+      }),
+    );
+  } catch (error) {
+    await boss.stop({ graceful: false, wait: true }).catch(() => undefined);
+    throw error;
+  }
   return boss;
+}
+
+/**
+ * Runs `create` while holding {@link QUEUE_CREATION_LOCK} on a connection of its own. pg-boss's
+ * `createQueue` inserts the queue's row, then creates and attaches its partition with a foreign
+ * key to the queue table in one transaction; two sessions creating the same queue at once (workers
+ * starting together on a new database) each wait for the other and PostgreSQL aborts one with
+ * "deadlock detected". Under the lock the second finds the queue made and does nothing.
+ */
+async function serialised(connectionString: string, create: () => Promise<void>): Promise<void> {
+  const client = new pg.Client({ connectionString, application_name: 'replikit-queue' });
+  // A connection lost while the lock is held ends the lock too; the error must not crash the process.
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1, $2)', QUEUE_CREATION_LOCK);
+    await create();
+  } finally {
+    // Ending the session releases the lock in any case.
+    await client.end().catch(() => undefined);
+  }
 }

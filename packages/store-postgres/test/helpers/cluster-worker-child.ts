@@ -1,6 +1,7 @@
 // A worker of the cluster tests: `cluster-worker-child.ts <url> <jobs.json> <name> <ttlMs> <expireSeconds>`.
-// Prints one JSON line per event: ready, scheduler (it took the scheduler lease), state, progress
-// (of the transfer, at most every 200 ms), run-end (of the scheduler's daemon), drained.
+// Prints one JSON line per event: ready, scheduler (it took the scheduler lease), scheduler-lost
+// (with why), state, progress (of the transfer, at most every 200 ms), run-end, held and
+// daemon-error (of the scheduler's daemon), request-end, drained.
 import { readFile } from 'node:fs/promises';
 import { ReplicationEngine, registerDriver } from '@replikit/core';
 import { fileDriver } from '@replikit/driver-file';
@@ -30,6 +31,16 @@ const worker = await ClusterWorker.start({
   leaseTtlMs: Number(ttl),
   queue: { expireInSeconds: Number(expire), retryDelaySeconds: 1, superviseIntervalSeconds: 1 },
   daemon: { requestPollMs: 0 },
+  onSchedulerChange: (change) => {
+    if (!change.scheduling) return say({ event: 'scheduler-lost', reason: change.reason, epoch: change.epoch });
+    // Told before the daemon starts: no event of it is missed.
+    say({ event: 'scheduler', epoch: change.epoch });
+    change.daemon?.on('run-end', (e) => say({ event: 'run-end', ...e }));
+    change.daemon?.on('held', (e) => say({ event: 'held', ...e }));
+    change.daemon?.on('error', (e) =>
+      say({ event: 'daemon-error', job: e.job, message: e.error instanceof Error ? e.error.message : String(e.error) }),
+    );
+  },
   onRunEnd: (request, outcome) => {
     const error = outcome.error as { code?: string } | undefined;
     say({
@@ -40,15 +51,6 @@ const worker = await ClusterWorker.start({
     });
   },
 });
-let announced = false;
-setInterval(() => {
-  if (worker.isScheduler && !announced) {
-    announced = true;
-    say({ event: 'scheduler' });
-    worker.scheduler?.on('run-end', (e) => say({ event: 'run-end', ...e }));
-  }
-  if (!worker.isScheduler) announced = false;
-}, 50).unref();
 say({ event: 'ready' });
 process.once('SIGTERM', () => {
   void worker.stop().then(async () => {
