@@ -25,8 +25,50 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('RunWorker.stop', () => {
-  it('a request delivered after stop began goes back to the queue and starts no run', async () => {
+describe('RunWorker', () => {
+  it('leaves no listener on its drain signal after each run (a long-lived worker would leak one per run)', async () => {
+    const url = await server.createDatabase();
+    const vms = join(dir, 'vms-many');
+    await createFileVM(vms, { name: 'many', disks: [{ id: 'system', size: 64 * 1024 }] });
+    const job = parseJob({
+      name: 'many',
+      source: { driver: 'file', root: vms, vm: 'many', reflink: false },
+      target: { driver: 'file', root: join(dir, 'replicas-many'), reflink: false },
+      method: 'qhybrid',
+    });
+    const store = await PostgresStateStore.open({ connectionString: url });
+    const boss = await openRunQueue({ connectionString: url, retryDelaySeconds: 1, superviseIntervalSeconds: 1 });
+    const engine = new ReplicationEngine({ transport: localTransport(), stateStore: store, leaseTtlMs: 5000 });
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => {
+      if (warning.name === 'MaxListenersExceededWarning') warnings.push(warning.message);
+    };
+    process.on('warning', onWarning);
+    const worker = new RunWorker(engine, store, boss, 'many', (_request, outcome) => ended(outcome));
+    let ended: (outcome: { record?: RunRecord; error?: unknown }) => void = () => undefined;
+    try {
+      await worker.start(1, 0.5);
+      // Node warns when an AbortSignal has more than 10 listeners: 12 runs, one after the other.
+      for (let i = 0; i < 12; i++) {
+        const end = new Promise<{ record?: RunRecord; error?: unknown }>((resolve) => {
+          ended = resolve;
+        });
+        await boss.send(RUN_QUEUE, { kind: 'run', requestId: randomUUID(), job } satisfies RunRequest);
+        expect((await end).record?.state).toBe('completed');
+      }
+      // The warning is emitted on the next tick after the listener that crosses the limit.
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      await worker.stop();
+      await boss.stop({ graceful: false, wait: false }).catch(() => undefined);
+      await engine.close?.();
+      await store.close();
+    }
+  }, 120_000);
+
+  it('stop: a request delivered after stop began goes back to the queue and starts no run', async () => {
     const url = await server.createDatabase();
     const vms = join(dir, 'vms');
     await createFileVM(vms, { name: 'late', disks: [{ id: 'system', size: 1024 * 1024 }] });

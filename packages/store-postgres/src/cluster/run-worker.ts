@@ -95,8 +95,15 @@ export class RunWorker {
   private async carryOut(request: RunRequest): Promise<RunAnswer> {
     const running: RunningRun = { job: request.job.name, requestId: request.requestId };
     this.running.set(request.requestId, running);
+    // The run's own stop signal, tied to the drain for this run only: the engine adds a listener
+    // to the signal it is given and keeps it, so giving it the worker-long drain signal would
+    // leave one listener (and its run) behind per run.
+    const suspend = new AbortController();
+    const onDrain = () => suspend.abort(this.drain.signal.reason);
+    if (this.drain.signal.aborted) onDrain();
+    else this.drain.signal.addEventListener('abort', onDrain, { once: true });
     try {
-      const record = await this.execute(request, running);
+      const record = await this.execute(request, running, suspend.signal);
       this.count(record);
       this.onEnd?.(request, { record });
       return { record };
@@ -113,12 +120,12 @@ export class RunWorker {
           : { code: 'E_INTERNAL', message: error instanceof Error ? error.message : String(error) },
       };
     } finally {
+      this.drain.signal.removeEventListener('abort', onDrain);
       this.running.delete(request.requestId);
     }
   }
 
-  private async execute(request: RunRequest, running: RunningRun): Promise<RunRecord> {
-    const suspend = this.drain.signal;
+  private async execute(request: RunRequest, running: RunningRun, suspend: AbortSignal): Promise<RunRecord> {
     const { rows } = await this.store.query<{ run_id: string | null }>(
       `INSERT INTO replikit.run_requests (request_id, job, kind, worker) VALUES ($1, $2, $3, $4)
        ON CONFLICT (request_id) DO UPDATE SET worker = EXCLUDED.worker
