@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { FileStateStore, ReplicationEngine } from '@replikit/core';
+import { FileStateStore, ReplicationEngine, type StateStore } from '@replikit/core';
 import { createHashingPool, FileCacheProvider } from '@replikit/dedup';
 import { blockStoreOf } from './commands/backup.js';
 import { registerBuiltinDrivers } from './drivers.js';
@@ -9,12 +9,17 @@ import { cliTargetDriver, cliTransport } from './engine-transport.js';
  * An engine with the built-in drivers, a file state store, xxh128 digests hashed on every core,
  * replication caches in `<stateDir>/cache` (jobs with `options.replicationCache`) and the block
  * store in `<stateDir>/store` (jobs with `options.singlePass`; encrypted with the key file
- * `env.REPLIKIT_STORE_KEY_FILE` names, if any).
+ * `env.REPLIKIT_STORE_KEY_FILE` names, if any). `stateStore` replaces the file state store (a
+ * shared PostgreSQL store: `replikit daemon --store postgres://…`).
  */
-export function createEngine(stateDir: string, env: NodeJS.ProcessEnv = process.env): ReplicationEngine {
+export function createEngine(
+  stateDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+  stateStore?: StateStore,
+): ReplicationEngine {
   registerBuiltinDrivers();
   return new ReplicationEngine({
-    stateStore: new FileStateStore(stateDir),
+    stateStore: stateStore ?? new FileStateStore(stateDir),
     digest: 'xxh128',
     hasher: (algorithm) => createHashingPool({ algorithm }),
     cache: new FileCacheProvider(join(stateDir, 'cache')),

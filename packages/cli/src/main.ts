@@ -31,10 +31,17 @@ usage:
                                    stops a running run at a checkpoint; the next start resumes
                                    it); --window: the default maintenance windows; --metrics-port
                                    serves Prometheus text on 127.0.0.1:N/metrics
+  replikit daemon <folder|job>... --store postgres://USER@HOST/DB
+                                   one worker of a cluster sharing that PostgreSQL store: any
+                                   worker runs the due runs; one schedules (see scale-out.md)
+  replikit workers --store URL [--json]
+                                   the cluster's workers: heartbeat age, scheduler, runs now,
+                                   runs done/failed, bytes sent
   replikit daemon pause|resume <job>...
                                    pause a job (no run starts) or resume it (lifts a pause or a
                                    hold); a running daemon applies it within a second
-  replikit status [--json]         every scheduled job: state, last run and why it failed,
+  replikit status [--store URL] [--json]
+                                   every scheduled job: state, last run and why it failed,
                                    achieved RPO against its target, next due time, RPO debt
   replikit status --orphans [--json]
                                    what each job that ran left behind that nothing cleans up:
@@ -131,6 +138,7 @@ const OPTIONS = {
   force: { type: 'boolean', default: false },
   'map-network': { type: 'string', multiple: true },
   'shutdown-timeout': { type: 'string' },
+  store: { type: 'string' },
 } as const;
 
 /** The CLI package's version, from its package.json (beside dist/ and src/). */
@@ -204,14 +212,18 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
         );
       }
       return (await import('./commands/daemon.js')).daemonCommand(context, rest, stateDir, {
+        ...(values.store === undefined ? {} : { store: values.store }),
         ...(values['metrics-port'] === undefined ? {} : { metricsPort: values['metrics-port'] }),
         ...(values.window ? { windows: values.window } : {}),
       });
     case 'status':
       return (await import('./commands/status.js')).statusCommand(context, stateDir, {
+        ...(values.store === undefined ? {} : { store: values.store }),
         json: values.json,
         orphans: values.orphans,
       });
+    case 'workers':
+      return (await import('./commands/workers.js')).workersCommand(context, values.store, { json: values.json });
     case 'failover':
       return (await import('./commands/failover.js')).failoverCommand(context, rest, stateDir, {
         ...(values.point ? { point: values.point } : {}),

@@ -4,6 +4,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import {
   AbstractHypervisor,
   type Capabilities,
+  type ClaimOptions,
   type CloneInfo,
   type CloneOptions,
   ConflictError,
@@ -26,6 +27,7 @@ import {
   type ReplikitError,
   type RestorePoint,
   type RestorePointOptions,
+  type RevertOptions,
   type Snapshot,
   throwIfAborted,
   toStorageError,
@@ -76,6 +78,7 @@ import {
   scanOverlay,
   withReplicaExclusive,
 } from './replica-commit.js';
+import { fenceClaim } from './replica-fence.js';
 import { dropOverlay, dropOwner, readOverlayRun, readOwner, takeOwner, writeOverlayRun } from './replica-owner.js';
 import { type PointRecord, readPoints } from './restore-points.js';
 import { openLiveDisk, promotedChanges } from './reverse-ops.js';
@@ -125,6 +128,7 @@ export const FILE_DRIVER_CAPABILITIES: Capabilities = Object.freeze({
   formats: Object.freeze(['raw']),
   restorePoints: true,
   failover: true,
+  fencing: true,
 });
 
 /**
@@ -532,11 +536,17 @@ class FileDriver extends AbstractHypervisor {
     });
   }
 
-  protected override async _claimReplica(replica: Replica, owner: ReplicaOwner): Promise<ReplicaOwner> {
+  protected override async _claimReplica(
+    replica: Replica,
+    owner: ReplicaOwner,
+    options?: ClaimOptions,
+  ): Promise<ReplicaOwner> {
     const paths = await this.replicaPaths(replica);
     const current = await readVmJson(paths.dir);
     assertReplica(paths, current);
     assertNotFailedOver(current, replica.id);
+    // A claim under a lease records its epoch first: older lease holders can no longer commit.
+    await fenceClaim(paths, options?.fence, `the claim of replica '${replica.id}' by run ${owner.runId}`);
     const fresh = (await readOwner(paths))?.runId !== owner.runId;
     const holder = await takeOwner(paths, owner);
     if (holder.runId !== owner.runId) return holder;
@@ -599,10 +609,11 @@ class FileDriver extends AbstractHypervisor {
       .map((p) => toRestorePoint(p, replica.id));
   }
 
-  protected override async _revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+  protected override async _revertTo(replica: Replica, point: RestorePoint, options?: RevertOptions): Promise<void> {
     const paths = await this.replicaPaths(replica);
     await revertReplica(paths, point.id, {
       ...(options?.signal ? { signal: options.signal } : {}),
+      ...(options?.fence ? { fence: options.fence } : {}),
       faultHook: this.faultHook,
     });
   }

@@ -7,6 +7,7 @@ import {
   NotFoundError,
   ReplicaInProgressError,
   type RestorePointOptions,
+  type TargetFence,
   throwIfAborted,
   toStorageError,
 } from '@replikit/core';
@@ -18,6 +19,7 @@ import { acquireLockFile, folderMutex, type LockHandle } from './locks.js';
 import { isSafeName } from './names.js';
 import { encodeRecordHeader, mergeRanges, walkRecords } from './overlay-log.js';
 import { diskImagePath, diskLockPath, type FileVmPaths, overlayPath, undoDir, undoPath } from './paths.js';
+import { checkAndRaiseFence } from './replica-fence.js';
 import { type PointRecord, readPoints, writePoints } from './restore-points.js';
 import { readVmJson, type VmJson, writeVmJson } from './vm-metadata.js';
 
@@ -100,6 +102,8 @@ export interface ReplicaOpOptions {
   signal?: AbortSignal;
   /** Crash injection for tests. */
   faultHook?: FaultHook;
+  /** The lease epoch the operation is made under: refused when the replica has seen a higher one. */
+  fence?: TargetFence;
 }
 
 /**
@@ -199,6 +203,8 @@ export async function commitReplica(
   const vm0 = await readVmJson(paths.dir);
   assertReplica(paths, vm0);
   return withReplicaExclusive(paths, vm0, async () => {
+    // Under the replica's lock, before anything changes: a stale lease holder commits nothing.
+    await checkAndRaiseFence(paths, options.fence, `the commit of restore point '${label}'`);
     await finishMarkersLocked(paths, options);
     const vm = await readVmJson(paths.dir);
     const points = await readPoints(paths.restorePoints);
@@ -352,6 +358,7 @@ export async function revertReplica(
   const vm0 = await readVmJson(paths.dir);
   assertReplica(paths, vm0);
   await withReplicaExclusive(paths, vm0, async () => {
+    await checkAndRaiseFence(paths, options.fence, `the revert to restore point '${pointId}'`);
     const revert = await readMarker<RevertMarker>(paths.revertMarker, 'revert');
     if (revert) await finishRevert(paths, revert, options);
     const commit = await readMarker<CommitMarker>(paths.commitMarker, 'commit');

@@ -37,6 +37,11 @@ export interface ReplicaJson {
   /** Id of the source VM. */
   sourceVm: string;
   /**
+   * The highest lease epoch a fenced claim, commit or revert has carried (`TargetFence`): one
+   * with a lower epoch is refused with `E_LEASE_LOST`. Absent until the first fenced operation.
+   */
+  fenceEpoch?: number;
+  /**
    * Present while the replica is failed over: `promoting` (a promotion is under way: runs are
    * refused, the VM is not started yet), `promoted` (started; undo possible) or `committed`.
    */
@@ -184,6 +189,8 @@ export function parseVmJson(text: string, file: string): VmJson {
     if (r.state !== 'in-progress' && r.state !== 'ready') bad('replica.state', "'in-progress' or 'ready'", r.state);
     if (!isCount(r.writeGeneration)) bad('replica.writeGeneration', 'a whole number ≥ 0', r.writeGeneration);
     if (typeof r.sourceVm !== 'string') bad('replica.sourceVm', 'a string', r.sourceVm);
+    if (r.fenceEpoch !== undefined && !isCount(r.fenceEpoch))
+      bad('replica.fenceEpoch', 'a whole number ≥ 0', r.fenceEpoch);
     let failover: ReplicaFailoverJson | undefined;
     if (r.failover !== undefined) {
       const f = r.failover;
@@ -200,6 +207,7 @@ export function parseVmJson(text: string, file: string): VmJson {
       state: r.state as ReplicaJson['state'],
       writeGeneration: r.writeGeneration as number,
       sourceVm: r.sourceVm as string,
+      ...(r.fenceEpoch === undefined ? {} : { fenceEpoch: r.fenceEpoch as number }),
       ...(failover ? { failover } : {}),
     };
   }

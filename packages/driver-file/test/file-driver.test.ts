@@ -57,6 +57,7 @@ describe('file driver', () => {
       formats: ['raw'],
       restorePoints: true,
       failover: true,
+      fencing: true,
     });
   });
 

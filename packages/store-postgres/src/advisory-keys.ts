@@ -11,3 +11,9 @@ export const MIGRATION_LOCK: [number, number] = [NAMESPACE, 0];
 export function jobLockKey(lockId: number): [number, number] {
   return [NAMESPACE, lockId];
 }
+
+/**
+ * The key pair of the lock that serialises creating the run queue (job lock ids are positive,
+ * so a negative second key never collides with one).
+ */
+export const QUEUE_CREATION_LOCK: [number, number] = [NAMESPACE, -1];

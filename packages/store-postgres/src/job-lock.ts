@@ -7,7 +7,8 @@ import { jobLockKey } from './advisory-keys.js';
  * Takes job `name`'s lock: a session-level advisory lock held by a connection of its own, so that
  * PostgreSQL releases it when the holding process dies (its connection closes). The holder's run
  * id and `host:pid` are kept in `replikit.job_locks` for the conflict message. Resolves to the
- * release function; rejects with `E_CONFLICT` while another session holds the lock.
+ * release function (which never rejects: a lock whose connection is lost has ended already);
+ * rejects with `E_CONFLICT` while another session holds the lock.
  */
 export async function takeJobLock(
   pool: pg.Pool,
@@ -59,6 +60,10 @@ export async function takeJobLock(
         runId,
       ]);
       await client.query('SELECT pg_advisory_unlock($1, $2)', jobLockKey(lockId));
+    } catch {
+      // The lock's connection is gone (the server ended it, the network cut it): the lock ended
+      // with it, which is what releasing wants. Ending the client below ends it in any case, so a
+      // release never fails and never hides the run's own outcome.
     } finally {
       await client.end().catch(() => undefined);
     }

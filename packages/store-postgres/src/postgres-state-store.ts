@@ -175,12 +175,31 @@ export class PostgresStateStore implements StateStore {
     return rows[0] && toJournal(rows[0].journal);
   }
 
-  async saveJob(record: JobRecord): Promise<void> {
-    await this.pool.query(
-      `INSERT INTO replikit.jobs (name, record) VALUES ($1, $2)
-       ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record`,
-      [record.name, JSON.stringify(record)],
+  /**
+   * Replaces the job's row. With `options.fence` (a run's commit), in the same statement: written
+   * only while that lease is current and unexpired (locked `FOR SHARE` as in {@link saveRun});
+   * otherwise rejects with `E_LEASE_LOST` and the row is unchanged.
+   */
+  async saveJob(record: JobRecord, options: SaveRunOptions = {}): Promise<void> {
+    const { fence } = options;
+    const upsert = 'ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record';
+    if (!fence) {
+      await this.pool.query(`INSERT INTO replikit.jobs (name, record) VALUES ($1, $2) ${upsert}`, [
+        record.name,
+        JSON.stringify(record),
+      ]);
+      return;
+    }
+    const result = await this.pool.query(
+      `WITH current_lease AS (
+         SELECT 1 FROM replikit.replica_leases
+         WHERE replica = $3 AND epoch = $4 AND expires_at > clock_timestamp()
+         FOR SHARE
+       )
+       INSERT INTO replikit.jobs (name, record) SELECT $1, $2 FROM current_lease ${upsert}`,
+      [record.name, JSON.stringify(record), fence.replica, fence.epoch],
     );
+    if (result.rowCount !== 1) throw leaseLost(fence.replica, fence.epoch, `record of job ${record.name}`);
   }
 
   async loadJob(name: string): Promise<JobRecord | undefined> {

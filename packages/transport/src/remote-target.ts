@@ -98,8 +98,13 @@ export class RemoteTargetDriver implements Hypervisor {
     private readonly link: TargetLink,
     readonly transport: Transport,
   ) {
-    // The agent's protocol carries no failover hooks: the proxy never claims them.
-    this.capabilities = Object.freeze({ ...(driverKinds().get(kind) ?? UNKNOWN_KIND), failover: false });
+    // The agent's protocol carries no failover hooks and no lease fence: the proxy claims neither
+    // (a run under a lease then checks its lease just before the commit).
+    this.capabilities = Object.freeze({
+      ...(driverKinds().get(kind) ?? UNKNOWN_KIND),
+      failover: false,
+      fencing: false,
+    });
   }
 
   /** Opens and checks a control connection: the agent must list the `target` feature. */

@@ -96,7 +96,7 @@ export async function daemonCommand(
   context: CliContext,
   args: readonly string[],
   stateDir: string,
-  options: { metricsPort?: string; windows?: readonly string[] } = {},
+  options: { metricsPort?: string; windows?: readonly string[]; store?: string } = {},
 ): Promise<number> {
   if (args.length === 0) throw new UsageError('daemon needs a folder of job files or at least one job file');
   const port = portOf(options.metricsPort);
@@ -111,6 +111,16 @@ export async function daemonCommand(
       );
     }
     jobs.push(job);
+  }
+  if (options.store !== undefined) {
+    if (port !== undefined)
+      throw new UsageError(
+        '--metrics-port is not served with --store yet: `replikit workers` shows each worker’s counters',
+      );
+    return (await import('./cluster-daemon.js')).clusterDaemon(context, jobs, stateDir, {
+      store: options.store,
+      ...(windows ? { windows } : {}),
+    });
   }
   const engine = createEngine(stateDir, context.env);
   const daemon = new Daemon({ engine, jobs, ...(windows ? { windows } : {}) });

@@ -7,6 +7,7 @@ import {
   type Orphan,
   readJobStatuses,
 } from '@replikit/core';
+import { listWorkers, PostgresStateStore } from '@replikit/store-postgres';
 import type { CliContext } from '../context.js';
 import { loadDriverPackages } from '../drivers.js';
 import { orphansOfJob } from '../job-orphans.js';
@@ -36,9 +37,10 @@ function reasonOf(s: JobStatus): string {
 export async function statusCommand(
   context: CliContext,
   stateDir: string,
-  options: { json: boolean; orphans?: boolean },
+  options: { json: boolean; orphans?: boolean; store?: string },
 ): Promise<number> {
   if (options.orphans) return orphansCommand(context, stateDir, options.json);
+  if (options.store !== undefined) return sharedStatus(context, options.store, options.json);
   const statuses = await readJobStatuses(new FileStateStore(stateDir));
   if (options.json) {
     context.stdout.write(`${JSON.stringify(statuses, null, 2)}\n`);
@@ -74,6 +76,57 @@ export async function statusCommand(
     )}\n`,
   );
   return 0;
+}
+
+/**
+ * `replikit status --store URL [--json]`: the jobs of a cluster's shared store, with the worker
+ * that runs each job's run now (from the workers' heartbeats).
+ */
+async function sharedStatus(context: CliContext, url: string, json: boolean): Promise<number> {
+  const store = await PostgresStateStore.open({ connectionString: url });
+  try {
+    const statuses = await readJobStatuses(store);
+    const runningOn = new Map<string, string>();
+    for (const worker of await listWorkers(store)) {
+      if (worker.stoppedAt) continue;
+      for (const run of worker.running) runningOn.set(run.job, `${worker.worker}${run.runId ? ` (${run.runId})` : ''}`);
+    }
+    if (json) {
+      const rows = statuses.map((s) => ({ ...s, worker: runningOn.get(s.job) ?? null }));
+      context.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      return 0;
+    }
+    if (statuses.length === 0) {
+      context.stdout.write(`no scheduled jobs in ${store.location} (\`replikit daemon --store\` schedules them)\n`);
+      return 0;
+    }
+    const rows = statuses.map((s) => [
+      s.job,
+      s.state,
+      runningOn.get(s.job) ?? '-',
+      s.lastRun ? `${s.lastRun.outcome} ${time(s.lastRun.finishedAt)}` : '-',
+      reasonOf(s),
+      `${seconds(s.achievedRpoSeconds)} / ${seconds(s.rpoTargetSeconds)}`,
+      time(s.retryAt ?? s.window?.opensAt ?? s.nextDue),
+    ]);
+    context.stdout.write(
+      `${renderTable(
+        [
+          { header: 'job' },
+          { header: 'state' },
+          { header: 'worker' },
+          { header: 'last run' },
+          { header: 'reason' },
+          { header: 'RPO / target', align: 'right' },
+          { header: 'next' },
+        ],
+        rows,
+      )}\n`,
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
 }
 
 /** What `status --orphans` reports for one job. */

@@ -21,4 +21,12 @@ export interface Capabilities {
    * @default false
    */
   failover?: boolean;
+  /**
+   * Whether the target fences its replicas: it keeps the highest lease epoch each replica has
+   * seen and refuses a claim, commit or revert carrying a lower one (`TargetFence`), atomically
+   * with it. Without it, a run under a lease checks the lease just before it commits, which
+   * leaves a window in which a worker paused past its lease may still commit.
+   * @default false
+   */
+  fencing?: boolean;
 }

@@ -140,10 +140,45 @@ export interface WriterOptions extends OperationOptions {
   runId?: string;
 }
 
+/**
+ * A fencing token a target operation carries: the epoch of the run's lease on its replica
+ * (`ReplicaLease.epoch`). A target whose driver fences (`capabilities.fencing`) keeps, for each
+ * replica, the highest epoch it has seen, refuses an operation with a lower one with
+ * `E_LEASE_LOST`, and raises it, atomically with the operation; so a worker paused past its lease
+ * can never commit once the lease's next holder has claimed the replica.
+ */
+export interface TargetFence {
+  /** The lease's epoch: a safe integer ≥ 1, greater for every later lease on the replica. */
+  epoch: number;
+}
+
 /** Options of {@link Hypervisor.createRestorePoint}. */
 export interface RestorePointOptions extends OperationOptions {
   /** Keep at most this many restore points; older ones are deleted. */
   retention?: number;
+  /**
+   * The run's lease epoch. A fencing driver refuses the commit (`E_LEASE_LOST`, nothing changed)
+   * when the replica has seen a higher epoch, and records this one with the commit. Ignored by a
+   * driver without `capabilities.fencing`.
+   */
+  fence?: TargetFence;
+}
+
+/** Options of {@link Hypervisor.revertTo}. */
+export interface RevertOptions extends OperationOptions {
+  /** The run's lease epoch, checked and recorded like {@link RestorePointOptions.fence}. */
+  fence?: TargetFence;
+}
+
+/** Options of {@link Hypervisor.claimReplica}. */
+export interface ClaimOptions extends OperationOptions {
+  /**
+   * The claiming run's lease epoch. A fencing driver refuses the claim (`E_LEASE_LOST`) when the
+   * replica has seen a higher epoch and otherwise records this one before the claim, so every
+   * later operation fenced with a lower epoch is refused. Ignored by a driver without
+   * `capabilities.fencing`.
+   */
+  fence?: TargetFence;
 }
 
 /**
@@ -301,7 +336,7 @@ export interface Hypervisor extends FailoverHooks {
    * The hold survives the process (a crashed run keeps the replica until it is resumed, rolled
    * back or abandoned).
    */
-  claimReplica(replica: Replica, owner: ReplicaOwner, options?: OperationOptions): Promise<ReplicaOwner>;
+  claimReplica(replica: Replica, owner: ReplicaOwner, options?: ClaimOptions): Promise<ReplicaOwner>;
   /** Ends the hold of run `runId`. Does nothing when the replica is free or held by another run. */
   releaseReplica(replica: Replica, runId: string, options?: OperationOptions): Promise<void>;
   /** The run holding the replica, or `undefined` when it is free. */
@@ -323,8 +358,11 @@ export interface Hypervisor extends FailoverHooks {
   createRestorePoint(replica: Replica, label: string, options?: RestorePointOptions): Promise<RestorePoint>;
   /** Lists the replica's restore points, oldest first. */
   listRestorePoints(replica: Replica, options?: OperationOptions): Promise<RestorePoint[]>;
-  /** Drops every write made after `point` and returns the replica to it. */
-  revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void>;
+  /**
+   * Drops every write made after `point` and returns the replica to it. With `options.fence`, a
+   * fencing driver refuses the revert of a stale lease holder like a commit.
+   */
+  revertTo(replica: Replica, point: RestorePoint, options?: RevertOptions): Promise<void>;
   /**
    * Optional, for methods that move whole VMs (`xva`, see core's `ALWAYS_FULL_METHODS`): exports
    * `snapshot` as one stream. Drivers without it cannot be the source of such a method.

@@ -17,6 +17,7 @@ export type {
   ReplicaFailoverMark,
 } from './failover.js';
 export type {
+  ClaimOptions,
   DiskPullResult,
   Hypervisor,
   PowerState,
@@ -29,7 +30,9 @@ export type {
   ReplicaSpec,
   RestorePoint,
   RestorePointOptions,
+  RevertOptions,
   Snapshot,
+  TargetFence,
   VMInfo,
   VmExport,
   VmImportResult,

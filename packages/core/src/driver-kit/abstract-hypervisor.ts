@@ -1,6 +1,7 @@
 import type {
   Capabilities,
   ChangeTracker,
+  ClaimOptions,
   DiskReader,
   DiskRef,
   DiskWriter,
@@ -13,6 +14,7 @@ import type {
   ReplicaSpec,
   RestorePoint,
   RestorePointOptions,
+  RevertOptions,
   Snapshot,
   VMInfo,
   WriterOptions,
@@ -30,6 +32,7 @@ import {
   assertId,
   assertOneOf,
   checkDiskRef,
+  checkFence,
   checkLabel,
   checkReplica,
   checkReplicaSpec,
@@ -190,9 +193,10 @@ export abstract class AbstractHypervisor implements Hypervisor {
   }
 
   /** Takes the replica for a run, atomically; resolves with the holder after the call. */
-  claimReplica(replica: Replica, owner: ReplicaOwner, options?: OperationOptions): Promise<ReplicaOwner> {
+  claimReplica(replica: Replica, owner: ReplicaOwner, options?: ClaimOptions): Promise<ReplicaOwner> {
     return this.change(`claiming replica '${replica?.id}'`, options, () => {
       this.replica(replica);
+      checkFence(options?.fence);
       if (typeof owner?.runId !== 'string' || owner.runId.length === 0) {
         throw new InputError('claimReplica: owner.runId must be a non-empty string');
       }
@@ -246,6 +250,7 @@ export abstract class AbstractHypervisor implements Hypervisor {
     return this.change(`creating restore point '${label}' of replica '${replica?.id}'`, options, async () => {
       this.replica(replica);
       checkLabel(label, 'a restore point label');
+      checkFence(options?.fence);
       const retention = options?.retention;
       if (retention !== undefined && (!Number.isSafeInteger(retention) || retention < 1)) {
         throw new InputError(`retention must be a whole number ≥ 1, got ${retention}`);
@@ -273,9 +278,10 @@ export abstract class AbstractHypervisor implements Hypervisor {
   }
 
   /** Drops every write made after `point` and returns the replica to it. */
-  revertTo(replica: Replica, point: RestorePoint, options?: OperationOptions): Promise<void> {
+  revertTo(replica: Replica, point: RestorePoint, options?: RevertOptions): Promise<void> {
     return this.change(`reverting replica '${replica?.id}'`, options, () => {
       checkRestorePoint(point, this.replica(replica), this.idCheck);
+      checkFence(options?.fence);
       return this._revertTo(replica, point, options);
     });
   }
@@ -376,7 +382,7 @@ export abstract class AbstractHypervisor implements Hypervisor {
     return this.unsupported('openWriter');
   }
   /** See {@link Hypervisor.claimReplica}. */
-  protected _claimReplica(_replica: Replica, _owner: ReplicaOwner, _options?: OperationOptions): Promise<ReplicaOwner> {
+  protected _claimReplica(_replica: Replica, _owner: ReplicaOwner, _options?: ClaimOptions): Promise<ReplicaOwner> {
     return this.unsupported('claimReplica');
   }
   /** See {@link Hypervisor.releaseReplica}. */
@@ -420,7 +426,7 @@ export abstract class AbstractHypervisor implements Hypervisor {
     return this.unsupported('listRestorePoints');
   }
   /** See {@link Hypervisor.revertTo}; `point` belongs to `replica`. */
-  protected _revertTo(_replica: Replica, _point: RestorePoint, _options?: OperationOptions): Promise<void> {
+  protected _revertTo(_replica: Replica, _point: RestorePoint, _options?: RevertOptions): Promise<void> {
     return this.unsupported('revertTo');
   }
   /** See {@link Hypervisor.power}. */

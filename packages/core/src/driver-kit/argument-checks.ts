@@ -1,4 +1,4 @@
-import type { DiskRef, Replica, ReplicaSpec, RestorePoint, Snapshot } from '../contracts/index.js';
+import type { DiskRef, Replica, ReplicaSpec, RestorePoint, Snapshot, TargetFence } from '../contracts/index.js';
 import { InputError } from '../errors.js';
 
 /** Longest id, name or label the driver base accepts. */
@@ -144,4 +144,17 @@ export function checkLabel(label: unknown, what: string): string {
     );
   }
   return label;
+}
+
+/**
+ * Checks an operation's fence, when there is one: an object whose `epoch` is a safe integer ≥ 1.
+ * @throws {@link InputError} otherwise.
+ */
+export function checkFence(fence: unknown): TargetFence | undefined {
+  if (fence === undefined) return undefined;
+  const epoch = (fence as { epoch?: unknown } | null)?.epoch;
+  if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 1) {
+    throw new InputError(`a fence's epoch must be a whole number ≥ 1, got ${shown(epoch)}`);
+  }
+  return fence as TargetFence;
 }

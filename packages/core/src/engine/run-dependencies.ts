@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'eventemitter3';
 import type { BackupSink } from '../contracts/backup-sink.js';
-import type { Hypervisor } from '../contracts/hypervisor.js';
+import type { Hypervisor, TargetFence } from '../contracts/hypervisor.js';
 import type { ReplicationCacheProvider } from '../contracts/replication-cache.js';
 import type { Transport } from '../contracts/transport.js';
 import type { RuleSet } from '../rules/rule.js';
@@ -37,4 +37,9 @@ export interface RunDependencies {
   lease?: ReplicaLease;
   /** The options of every journal write (the lease's fence). */
   saveOptions?: SaveRunOptions;
+  /**
+   * The lease's epoch as the fence of the run's target operations (claim, commit, revert): a
+   * fencing target refuses them once a newer lease holder has claimed the replica.
+   */
+  fence?: TargetFence;
 }

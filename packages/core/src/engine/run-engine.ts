@@ -388,7 +388,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
           readAhead: this.options.readAhead,
           buffers: this.buffers,
           ...(this.store.location === undefined ? {} : { stateDir: this.store.location }),
-          ...(held ? { lease: held.lease, saveOptions: held.saveOptions } : {}),
+          ...(held ? { lease: held.lease, saveOptions: held.saveOptions, fence: held.fence } : {}),
         },
         record,
         signal,

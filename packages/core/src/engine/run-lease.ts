@@ -1,3 +1,4 @@
+import type { TargetFence } from '../contracts/hypervisor.js';
 import type { ReplicaLease, SaveRunOptions } from './replica-lease.js';
 import type { StateStore } from './state-store.js';
 
@@ -7,6 +8,8 @@ export interface HeldLease {
   readonly lease: ReplicaLease;
   /** The `saveRun` options that fence a journal write with the lease. */
   readonly saveOptions: SaveRunOptions;
+  /** The fence of the run's target operations: the lease's epoch. */
+  readonly fence: TargetFence;
   /** Stops the renewals and releases the lease. */
   end(): Promise<void>;
 }
@@ -40,6 +43,7 @@ export async function holdRunLease(
   return {
     lease,
     saveOptions: { fence: { replica: lease.replica, epoch: lease.epoch } },
+    fence: { epoch: lease.epoch },
     async end() {
       clearInterval(timer);
       await renewing;

@@ -34,8 +34,12 @@ export interface StateStore {
    * it the engine looks through {@link listRuns}; a store with many runs answers it from an index.
    */
   findUnfinished?(name: string): Promise<RunJournal | undefined>;
-  /** Saves what the store keeps of a job. */
-  saveJob(record: JobRecord): Promise<void>;
+  /**
+   * Saves what the store keeps of a job. With `options.fence` (a run's commit writes the job's
+   * record under its lease), a store with leases writes only while that lease is current and
+   * rejects with `E_LEASE_LOST` otherwise; a store without leases ignores it.
+   */
+  saveJob(record: JobRecord, options?: SaveRunOptions): Promise<void>;
   /** Loads a job's record, or `undefined` before its first run. */
   loadJob(name: string): Promise<JobRecord | undefined>;
   /**

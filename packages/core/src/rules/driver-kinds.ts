@@ -53,6 +53,7 @@ export const BUILTIN_DRIVER_KINDS: ReadonlyMap<string, Capabilities> = new Map([
       formats: ['raw'],
       restorePoints: true,
       failover: true,
+      fencing: true,
     }),
   ],
 ]);

@@ -232,6 +232,26 @@ export function runStateStoreConformance(options: StateStoreConformanceOptions):
         expect((await other.loadRun('r-1'))?.state).toBe('transfer');
       });
 
+      it("a job's record written under a stale lease is refused with E_LEASE_LOST and left as it was", async () => {
+        const store = await create();
+        if (!store.leaseReplica) return;
+        const other = await reopen(store);
+        const record = { name: 'jf', method: 'qhybrid', lastRunId: 'jf-1', updatedAt: '2026-12-07T04:00:00.000Z' };
+        const stale = await store.leaseReplica('jf', { ttlMs: 1 });
+        let current = await other.leaseReplica!('jf', { ttlMs: 60_000 }).catch(() => undefined);
+        while (!current) {
+          await pause(5);
+          current = await other.leaseReplica!('jf', { ttlMs: 60_000 }).catch(() => undefined);
+        }
+        await other.saveJob(record, { fence: { replica: 'jf', epoch: current.epoch } });
+        const refused = await rejection(
+          store.saveJob({ ...record, lastRunId: 'jf-late' }, { fence: { replica: 'jf', epoch: stale.epoch } }),
+        );
+        expect(isReplikitError(refused, 'E_LEASE_LOST')).toBe(true);
+        expect((await other.loadJob('jf'))?.lastRunId).toBe('jf-1');
+        await current.release();
+      });
+
       it('heartbeats keep a lease alive past its TTL', async () => {
         const store = await create();
         if (!store.leaseReplica) return;

@@ -1,4 +1,5 @@
 import { SCHEMA_V1 } from './schema-v1.js';
+import { SCHEMA_V2 } from './schema-v2.js';
 
 /** One step of the schema: applied once, in order, inside the migration transaction. */
 export interface Migration {
@@ -13,6 +14,7 @@ export interface Migration {
 /** Every migration this version knows, oldest first; the last one's version is the code's schema version. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'runs, jobs, schedules, locks, leases', sql: SCHEMA_V1 },
+  { version: 2, name: 'run requests, workers', sql: SCHEMA_V2 },
 ];
 
 /** The schema version this code writes. */

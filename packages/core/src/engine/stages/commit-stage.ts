@@ -16,11 +16,14 @@ export const commitStage: Stage = {
     const { replica } = preparedOf(record);
     const snapshot = snapshotOf(record);
     const plan = plannedOf(record);
-    // Under a lease, the commit is made only while it is still this worker's (E_LEASE_LOST otherwise).
+    // Under a lease, the commit is made only while it is still this worker's (E_LEASE_LOST
+    // otherwise). The renewal checks it now; a fencing target checks the epoch again atomically
+    // with the commit, which closes the window between the two (a worker paused right here).
     await deps.lease?.heartbeat();
     const restorePoint = await target.createRestorePoint(replica, record.runId, {
       retention: record.job.options.retention,
       signal,
+      ...(deps.fence ? { fence: deps.fence } : {}),
     });
     record.stages.commit = { restorePoint };
     await ctx.save();
@@ -41,18 +44,21 @@ export const commitStage: Stage = {
         );
     }
     const previous = await ctx.jobHistory();
-    await deps.store.saveJob({
-      ...previous,
-      name: record.job.name,
-      method: record.job.method,
-      lastRunId: record.runId,
-      lastCompletedRunId: record.runId,
-      baseSnapshot: snapshot,
-      replica: { ...replica, created: false },
-      replicaFingerprint: fingerprint.value,
-      ...(fingerprint.details ? { replicaFingerprintDetails: fingerprint.details } : {}),
-      ...(plan.backup ? { lastBackupVersion: record.stages.commit.backupVersion } : {}),
-      updatedAt: new Date().toISOString(),
-    });
+    await deps.store.saveJob(
+      {
+        ...previous,
+        name: record.job.name,
+        method: record.job.method,
+        lastRunId: record.runId,
+        lastCompletedRunId: record.runId,
+        baseSnapshot: snapshot,
+        replica: { ...replica, created: false },
+        replicaFingerprint: fingerprint.value,
+        ...(fingerprint.details ? { replicaFingerprintDetails: fingerprint.details } : {}),
+        ...(plan.backup ? { lastBackupVersion: record.stages.commit.backupVersion } : {}),
+        updatedAt: new Date().toISOString(),
+      },
+      deps.saveOptions,
+    );
   },
 };

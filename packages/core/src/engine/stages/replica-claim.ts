@@ -19,10 +19,13 @@ export async function holdReplica(ctx: RunContext, target: Hypervisor, replica: 
   // The journal must name the run before its hold exists: a crash between the two leaves a
   // hold that `resume` can take again, never one no journal knows.
   await ctx.save();
-  let holder = await target.claimReplica(replica, owner, { signal: ctx.signal });
+  // Under a lease, the claim raises the target's fence to this run's epoch: from now on a worker
+  // that held an older lease (paused past it) can no longer commit or revert the replica.
+  const options = { signal: ctx.signal, ...(ctx.deps.fence ? { fence: ctx.deps.fence } : {}) };
+  let holder = await target.claimReplica(replica, owner, options);
   if (holder.runId !== record.runId && (await isStale(ctx, holder))) {
     await target.releaseReplica(replica, holder.runId, { signal: ctx.signal });
-    holder = await target.claimReplica(replica, owner, { signal: ctx.signal });
+    holder = await target.claimReplica(replica, owner, options);
   }
   if (holder.runId !== record.runId) {
     throw heldByAnother(replica.name, holder, `run ${record.runId} stopped before writing anything`);

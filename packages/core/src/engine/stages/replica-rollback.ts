@@ -4,6 +4,11 @@ import { heldByAnother, ownerOfRun } from '../replica-hold.js';
 import { newerPoint } from './replica-claim.js';
 import type { RunContext } from './stage.js';
 
+/** The run's lease fence as target options: a fencing target refuses a stale worker's revert. */
+function fenced(ctx: RunContext): { fence?: { epoch: number } } {
+  return ctx.deps.fence ? { fence: ctx.deps.fence } : {};
+}
+
 /** Records how the run ended in cleanup's part of the journal. */
 function endAs(ctx: RunContext, how: 'rolledBack'): void {
   ctx.record.stages.cleanup = { ...ctx.record.stages.cleanup, [how]: true };
@@ -19,7 +24,7 @@ export async function rollBack(ctx: RunContext, target: Hypervisor, replica: Rep
   const before = record.stages.prepare?.start?.restorePointBefore;
   let holder: ReplicaOwner;
   try {
-    holder = await target.claimReplica(replica, ownerOfRun(record, ctx.deps.stateDir));
+    holder = await target.claimReplica(replica, ownerOfRun(record, ctx.deps.stateDir), fenced(ctx));
   } catch (error) {
     if (!isReplikitError(error, 'E_NOT_FOUND')) throw error;
     // The replica is gone: a run that created it had already removed it; another cannot be undone.
@@ -44,7 +49,7 @@ export async function rollBack(ctx: RunContext, target: Hypervisor, replica: Rep
     ctx.warn('W_ROLLBACK', `run ${record.runId} had committed its restore point; the replica keeps that version`);
     await target.markReplica(replica, 'ready');
   } else if (before && (newest?.id === before.id || (ownNewest && points.at(-2)?.id === before.id))) {
-    await target.revertTo(replica, before);
+    await target.revertTo(replica, before, fenced(ctx));
     await target.markReplica(replica, 'ready');
     endAs(ctx, 'rolledBack');
   } else if (!before && points.every((point) => point.label === record.runId)) {
@@ -56,7 +61,7 @@ export async function rollBack(ctx: RunContext, target: Hypervisor, replica: Rep
   } else {
     // Returning to the newest point drops only what is pending: this run's writes (it holds the replica).
     if (newest) {
-      await target.revertTo(replica, newest);
+      await target.revertTo(replica, newest, fenced(ctx));
       await target.markReplica(replica, 'ready');
     }
     const why = (await newerPoint(ctx, target, replica)) ?? `replica '${replica.name}' moved on`;
@@ -95,7 +100,7 @@ export async function abandonReplica(ctx: RunContext, target: Hypervisor, replic
   const touched = record.stages.plan !== undefined;
   const newest = (await target.listRestorePoints(replica)).at(-1);
   if (touched && newest) {
-    await target.revertTo(replica, newest);
+    await target.revertTo(replica, newest, fenced(ctx));
     await target.markReplica(replica, 'ready');
   }
   ctx.warn(
