@@ -1,5 +1,6 @@
 import { plannedOf, preparedOf, snapshotOf } from '../run-journal.js';
 import { cacheKeyOf } from './cache-key.js';
+import { fenced } from './fence-option.js';
 import type { RunContext, Stage } from './stage.js';
 
 /**
@@ -23,7 +24,7 @@ export const commitStage: Stage = {
     const restorePoint = await target.createRestorePoint(replica, record.runId, {
       retention: record.job.options.retention,
       signal,
-      ...(deps.fence ? { fence: deps.fence } : {}),
+      ...fenced(ctx),
     });
     record.stages.commit = { restorePoint };
     await ctx.save();

@@ -6,6 +6,7 @@ import { heldByAnother, ownerOfRun, runIsAlive } from '../replica-hold.js';
 import type { RunJournal } from '../run-journal.js';
 import { emptyStats, sumStats } from '../run-record.js';
 import { isTerminal } from '../run-state.js';
+import { fenced } from './fence-option.js';
 import type { RunContext } from './stage.js';
 
 /**
@@ -21,7 +22,7 @@ export async function holdReplica(ctx: RunContext, target: Hypervisor, replica: 
   await ctx.save();
   // Under a lease, the claim raises the target's fence to this run's epoch: from now on a worker
   // that held an older lease (paused past it) can no longer commit or revert the replica.
-  const options = { signal: ctx.signal, ...(ctx.deps.fence ? { fence: ctx.deps.fence } : {}) };
+  const options = { signal: ctx.signal, ...fenced(ctx) };
   let holder = await target.claimReplica(replica, owner, options);
   if (holder.runId !== record.runId && (await isStale(ctx, holder))) {
     await target.releaseReplica(replica, holder.runId, { signal: ctx.signal });

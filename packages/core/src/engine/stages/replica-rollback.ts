@@ -1,13 +1,9 @@
 import type { Hypervisor, Replica, ReplicaOwner } from '../../contracts/hypervisor.js';
 import { isReplikitError } from '../../errors.js';
 import { heldByAnother, ownerOfRun } from '../replica-hold.js';
+import { fenced } from './fence-option.js';
 import { newerPoint } from './replica-claim.js';
 import type { RunContext } from './stage.js';
-
-/** The run's lease fence as target options: a fencing target refuses a stale worker's revert. */
-function fenced(ctx: RunContext): { fence?: { epoch: number } } {
-  return ctx.deps.fence ? { fence: ctx.deps.fence } : {};
-}
 
 /** Records how the run ended in cleanup's part of the journal. */
 function endAs(ctx: RunContext, how: 'rolledBack'): void {
