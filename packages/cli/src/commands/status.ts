@@ -7,7 +7,6 @@ import {
   type Orphan,
   readJobStatuses,
 } from '@replikit/core';
-import { listWorkers, PostgresStateStore } from '@replikit/store-postgres';
 import type { CliContext } from '../context.js';
 import { loadDriverPackages } from '../drivers.js';
 import { orphansOfJob } from '../job-orphans.js';
@@ -83,6 +82,8 @@ export async function statusCommand(
  * that runs each job's run now (from the workers' heartbeats).
  */
 async function sharedStatus(context: CliContext, url: string, json: boolean): Promise<number> {
+  // Loaded only here: a plain `replikit status` (file store) does not load pg and pg-boss.
+  const { listWorkers, PostgresStateStore } = await import('@replikit/store-postgres');
   const store = await PostgresStateStore.open({ connectionString: url });
   try {
     const statuses = await readJobStatuses(store);
