@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -148,5 +149,12 @@ describe('a run stopped at a checkpoint (RunOptions.suspend)', () => {
     const runs = await e.listRuns();
     expect(runs.at(-1)?.state).toBe('cancelled');
     expect(runs.at(-1)?.stopped).toBeUndefined();
+  });
+
+  it('leaves no listener on a stop signal that outlives its runs (a daemon passes one to every run)', async () => {
+    const e = engine();
+    const stop = new AbortController();
+    for (let i = 0; i < 3; i++) expect((await e.run(job, { suspend: stop.signal })).state).toBe('completed');
+    expect(getEventListeners(stop.signal, 'abort')).toHaveLength(0);
   });
 });

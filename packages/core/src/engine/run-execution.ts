@@ -44,6 +44,8 @@ export class RunExecution {
   /** Aborted when a stop's grace runs out: the work ends where it is, as a crash would end it. */
   private readonly halt = new AbortController();
   private graceTimer: NodeJS.Timeout | undefined;
+  /** Removes the stop listener from `suspend` (a daemon's stop signal outlives many runs). */
+  private readonly unlistenSuspend: () => void;
 
   /**
    * @param signal - cancels the run: it is rolled back.
@@ -65,6 +67,7 @@ export class RunExecution {
     };
     if (suspend?.aborted) onStop();
     else suspend?.addEventListener('abort', onStop, { once: true });
+    this.unlistenSuspend = () => suspend?.removeEventListener('abort', onStop);
     this.context = {
       record,
       deps,
@@ -91,6 +94,7 @@ export class RunExecution {
     try {
       return await this.driveStages(options);
     } finally {
+      this.unlistenSuspend();
       clearTimeout(this.graceTimer);
     }
   }
