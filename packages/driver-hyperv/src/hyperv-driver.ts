@@ -850,7 +850,8 @@ function onlyNamed(rows: readonly VmRow[], name: string, self?: VmRow): VmRow | 
 
 /**
  * `what` failed because of `error`: a {@link DriverError} from a WMI call is wrapped with what the
- * driver was doing (and `advice`); any other error (a cancellation, a dead shell) passes unchanged.
+ * driver was doing (and `advice`), a refusal, a failed job or a PowerShell error alike; any other
+ * error (a cancellation) passes unchanged.
  */
 function refused(what: string, error: unknown, advice?: string): unknown {
   if (!(error instanceof DriverError)) return error;
