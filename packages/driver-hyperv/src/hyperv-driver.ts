@@ -68,6 +68,8 @@ import {
 import { SHUTDOWN_VM, START_VM, STOP_VM } from './scripts/target-scripts.js';
 import { HyperVTarget, type HyperVTargetInit } from './target/hyperv-target.js';
 import { readMark, writeBoot } from './target/replica-files.js';
+import { checkpointIdOf, snapshotInstanceId } from './wmi/snapshot-instance.js';
+import { invokeWmiMethod } from './wmi/wmi-method.js';
 
 /** What the labels of replikit's checkpoints start with (core's run labels: `replikit-<runId>`). */
 const REPLIKIT_LABEL_PREFIX = 'replikit-';
@@ -199,7 +201,7 @@ export class HyperVDriver extends AbstractHypervisor {
     return row ? this.vmInfo(row) : undefined;
   }
 
-  protected override async _snapshot(vmId: string, label: string): Promise<Snapshot> {
+  protected override async _snapshot(vmId: string, label: string, options?: OperationOptions): Promise<Snapshot> {
     const vm = await this.requireVm(vmId);
     await this.settleConversion(vm);
     const drives = await this.drives(vm.Name);
@@ -211,17 +213,25 @@ export class HyperVDriver extends AbstractHypervisor {
       await this.settleSnapshot(vm);
       const before = (await this.checkpoints(vm.Name)).map((c) => c.Id);
       await store.beginSnapshot(vm.Id, { label, before });
-      const [made] = await this.link.call<{ ReturnValue: number; ResultingSnapshot?: { Id: string } }>(
+      const made = await invokeWmiMethod(
+        this.link,
         CREATE_RECOVERY_CHECKPOINT,
-        { vm: vm.Name },
-      );
-      const id = made?.ResultingSnapshot?.Id;
-      if (made?.ReturnValue !== 0 || !id) {
+        { vmId: vm.Id },
+        { method: 'CreateSnapshot', resultClass: 'Msvm_VirtualSystemSettingData', signal: options?.signal },
+      ).catch((error: unknown) => {
+        throw refused(
+          `Hyper-V refused a recovery checkpoint of VM '${vm.Name}'`,
+          error,
+          "check the VM's state and free space",
+        );
+      });
+      const id = made === undefined ? undefined : checkpointIdOf(made);
+      if (!id) {
         throw new DriverError(
-          `Hyper-V refused a recovery checkpoint of VM '${vm.Name}' (${returned('CreateSnapshot', made?.ReturnValue)}); check the VM's state and free space`,
+          `Hyper-V took a recovery checkpoint of VM '${vm.Name}' but named it as ${JSON.stringify(made)}, not Microsoft:<checkpoint id>`,
         );
       }
-      const created = (await this.checkpoints(vm.Name)).find((c) => c.Id === id);
+      const created = (await this.checkpoints(vm.Name)).find((c) => c.Id.toLowerCase() === id);
       if (!created) throw new DriverError(`the recovery checkpoint ${id} of VM '${vm.Name}' vanished once taken`);
       // Named by the run, so that a resumed run finds it again.
       await this.nameCheckpoint(vm, created, label);
@@ -243,7 +253,11 @@ export class HyperVDriver extends AbstractHypervisor {
     return Promise.all(list.map((c) => this.snapshotOf(vm, drives, c, c.SnapshotType === 'Recovery')));
   }
 
-  protected override async _deleteSnapshot(snapshot: Snapshot, keepMetadata: boolean): Promise<void> {
+  protected override async _deleteSnapshot(
+    snapshot: Snapshot,
+    keepMetadata: boolean,
+    options?: OperationOptions,
+  ): Promise<void> {
     const vm = await this.requireVm(snapshot.vmId);
     const meta = snapshot.meta as SnapshotMeta | undefined;
     const checkpoint = (await this.checkpoints(vm.Name)).find((c) => c.Id === snapshot.id);
@@ -264,7 +278,17 @@ export class HyperVDriver extends AbstractHypervisor {
       );
     }
     if (keepMetadata) return;
-    await this.link.call(DESTROY_REFERENCE_POINT, { point: point.instanceId });
+    // A point already gone (destroyed by an earlier attempt, or by the host) is only forgotten.
+    if ((await this.referencePointsOf(vm)).some((p) => p.InstanceID === point.instanceId)) {
+      await invokeWmiMethod(
+        this.link,
+        DESTROY_REFERENCE_POINT,
+        { point: point.instanceId },
+        { method: 'DestroyReferencePoint', signal: options?.signal },
+      ).catch((error: unknown) => {
+        throw refused(`Hyper-V refused to destroy reference point '${point.instanceId}' of VM '${vm.Name}'`, error);
+      });
+    }
     await store.delete(vm.Id, snapshot.id);
   }
 
@@ -586,17 +610,25 @@ export class HyperVDriver extends AbstractHypervisor {
     const store = ReferencePointStore.of(vm.Path, this.files);
     const before = (await this.referencePointsOf(vm)).map((p) => p.InstanceID);
     await store.beginConversion(vm.Id, { checkpointId: checkpoint.Id, before });
-    const [done] = await this.link.call<{
-      ReturnValue: number;
-      ResultingReferencePoint?: { InstanceID: string; ResilientChangeTrackingIdentifiers: string[] };
-    }>(CONVERT_TO_REFERENCE_POINT, { snapshot: checkpoint.Id });
-    const made = done?.ResultingReferencePoint;
-    if (done?.ReturnValue !== 0 || !made) {
+    const made = await invokeWmiMethod(
+      this.link,
+      CONVERT_TO_REFERENCE_POINT,
+      { snapshot: snapshotInstanceId(checkpoint.Id) },
+      { method: 'ConvertToReferencePoint', resultClass: 'Msvm_VirtualSystemReferencePoint' },
+    ).catch((error: unknown) => {
+      throw refused(
+        `Hyper-V refused to turn checkpoint '${checkpoint.Name}' of VM '${vm.Name}' into a reference point`,
+        error,
+      );
+    });
+    const listed =
+      made === undefined ? undefined : (await this.referencePointsOf(vm)).find((p) => p.InstanceID === made);
+    if (!listed) {
       throw new DriverError(
-        `Hyper-V refused to turn checkpoint '${checkpoint.Name}' of VM '${vm.Name}' into a reference point (${returned('ConvertToReferencePoint', done?.ReturnValue)})`,
+        `Hyper-V turned checkpoint '${checkpoint.Name}' of VM '${vm.Name}' into a reference point that it does not list (${JSON.stringify(made)})`,
       );
     }
-    const point = { instanceId: made.InstanceID, rctIds: [...made.ResilientChangeTrackingIdentifiers] };
+    const point = { instanceId: listed.InstanceID, rctIds: [...(listed.ResilientChangeTrackingIdentifiers ?? [])] };
     await store.set(vm.Id, checkpoint.Id, point);
     await store.endConversion(vm.Id);
     return point;
@@ -817,15 +849,16 @@ function onlyNamed(rows: readonly VmRow[], name: string, self?: VmRow): VmRow | 
 }
 
 /**
- * What a WMI method's `ReturnValue` says, for an error message. 4096 ("Method Parameters Checked -
- * Job Started") is named: a real host usually answers it, with a `Msvm_ConcreteJob` this version of
- * the driver does not wait on yet.
+ * `what` failed because of `error`: a {@link DriverError} from a WMI call is wrapped with what the
+ * driver was doing (and `advice`), a refusal, a failed job or a PowerShell error alike; any other
+ * error (a cancellation) passes unchanged.
  */
-function returned(method: string, value: number | undefined): string {
-  if (value === 4096) {
-    return `${method} returned 4096: Hyper-V started a WMI job (Msvm_ConcreteJob), which this version of the driver does not wait on`;
-  }
-  return `${method} returned ${value}`;
+function refused(what: string, error: unknown, advice?: string): unknown {
+  if (!(error instanceof DriverError)) return error;
+  return new DriverError(`${what}: ${error.message}${advice ? `; ${advice}` : ''}`, {
+    cause: error,
+    details: error.details,
+  });
 }
 
 async function* iterate(extents: readonly Extent[]): AsyncIterable<Extent> {

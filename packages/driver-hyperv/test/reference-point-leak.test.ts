@@ -56,10 +56,9 @@ describe('reference points a lost ConvertToReferencePoint made', { timeout: 180_
     await sim.makeVM('rp', [4 * MiB]);
     // A reference point another product made on the same VM: replikit never touches it.
     const script = (name: string) => SOURCE_SCRIPTS.find((s) => s.name === name)!;
-    const [made] = await sim.link.call<{ ResultingSnapshot: { Id: string } }>(script('create-recovery-checkpoint'), {
-      vm: 'rp',
-    });
-    await sim.link.call(script('convert-to-reference-point'), { snapshot: made!.ResultingSnapshot.Id });
+    const vmId = (await sim.host.state()).vms.find((v) => v.name === 'rp')!.id;
+    const [made] = await sim.link.call<{ Result: string }>(script('create-recovery-checkpoint'), { vmId });
+    await sim.link.call(script('convert-to-reference-point'), { snapshot: made!.Result });
     const [foreign] = await referencePoints();
 
     const first = new HyperVDriver({ link: losingFirstConversion(sim.link), sharedLink: true });

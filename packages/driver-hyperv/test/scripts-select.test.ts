@@ -62,16 +62,24 @@ beforeAll(async () => {
   const vm = (await host.state()).vms.find((v) => v.name === demo.vm);
   const disk = demo.disks[0]?.path as string;
   shell = new PowerShell({ executable: host.pwsh, throwOnInvocationError: false });
-  // An RCT reference point of the VM, for list-reference-points: a recovery checkpoint, converted.
+  // Two RCT reference points of the VM (one for destroy-reference-point to destroy, one for
+  // list-reference-points), a recovery checkpoint for convert-to-reference-point, and a finished
+  // CreateSnapshot job for the job scripts.
   const script = (name: string) => SOURCE_SCRIPTS.find((s) => s.name === name) as PsScript;
-  const made = JSON.parse(
-    (await shell.invoke(callLine(script('create-recovery-checkpoint'), { vm: demo.vm }))).raw,
-  ) as Envelope;
-  const snapshot = (made.data?.[0]?.ResultingSnapshot as { Id: string } | undefined)?.Id;
-  const converted = JSON.parse(
-    (await shell.invoke(callLine(script('convert-to-reference-point'), { snapshot }))).raw,
-  ) as Envelope;
-  expect(converted.ok).toBe(true);
+  const call = async (name: string, p: Record<string, unknown>) => {
+    const answer = JSON.parse((await shell.invoke(callLine(script(name), p))).raw) as Envelope;
+    expect(answer.ok, `${name}: ${answer.message}`).toBe(true);
+    return answer.data?.[0] ?? {};
+  };
+  const recoveryCheckpoint = async () => (await call('create-recovery-checkpoint', { vmId: vm?.id })).Result;
+  const points: unknown[] = [];
+  for (let i = 0; i < 2; i++) {
+    points.push((await call('convert-to-reference-point', { snapshot: await recoveryCheckpoint() })).Result);
+  }
+  const snapshot = await recoveryCheckpoint();
+  await host.armFaults({ wmiJobs: { polls: 0, methods: ['CreateSnapshot'] } });
+  const job = (await call('create-recovery-checkpoint', { vmId: vm?.id })).Job;
+  await host.armFaults({});
   params = {
     'list-vms': {},
     'get-vm': { id: vm?.id },
@@ -85,6 +93,11 @@ beforeAll(async () => {
     'list-vm-notes': {},
     'host-disk-folder': {},
     'list-reference-points': {},
+    'create-recovery-checkpoint': { vmId: vm?.id },
+    'convert-to-reference-point': { snapshot },
+    'destroy-reference-point': { point: points[0] },
+    'wmi-job-state': { job },
+    'wmi-job-result': { job, resultClass: 'Msvm_VirtualSystemSettingData' },
   };
 }, 120_000);
 

@@ -58,7 +58,8 @@ describe('a recovery checkpoint a killed run took and never named', { timeout: 1
     await expect(first.snapshot(vm.id, 'replikit-run-2')).rejects.toThrow(/died/);
     // Another product's recovery checkpoint of the same VM (a backup tool, through WMI), unnamed too.
     const create = SOURCE_SCRIPTS.find((s) => s.name === 'create-recovery-checkpoint')!;
-    await sim.link.call(create, { vm: 'two' });
+    const [made] = await sim.link.call<{ ReturnValue: number }>(create, { vmId: vm.id });
+    expect(made?.ReturnValue).toBe(0);
     const next = sim.sharedDriver();
     const names = (await next.listSnapshots(vm.id)).map((s) => s.label);
     expect(names).toHaveLength(2);

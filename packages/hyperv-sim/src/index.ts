@@ -8,7 +8,7 @@
 export { adminCmdlet } from './admin.js';
 export { checkPowerShellScript, type ScriptCheck } from './check-script.js';
 export { type DemoHost, populateDemoHost } from './demo-host.js';
-export type { HostFaults, ScriptLogEntry } from './host/host-files.js';
+export type { HostFaults, ScriptLogEntry, WmiJobMode } from './host/host-files.js';
 export type {
   DriveRecord,
   HostState,

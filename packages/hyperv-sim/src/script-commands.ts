@@ -56,17 +56,28 @@ function checkedCommand(node: Node): ScriptCommand {
   return { name: signature.name, arguments: args, node };
 }
 
+/** The variables a script assigned (`$name = <pipeline>`), by lower-case name. */
+export type ScriptVariables = ReadonlyMap<string, unknown>;
+
 /**
  * The value of an argument's source text: `$p.<field>` reads the call's decoded parameters;
- * quoted literals, integers and `$true`/`$false` are themselves. Anything else is `undefined`.
+ * `$<name>` a variable the script assigned earlier (`$null` when it did not); quoted literals,
+ * integers and `$true`/`$false` are themselves. Anything else is `undefined`.
  */
-export function argumentValue(text: string | undefined, params: Record<string, unknown>): unknown {
+export function argumentValue(
+  text: string | undefined,
+  params: Record<string, unknown>,
+  variables: ScriptVariables = new Map(),
+): unknown {
   if (text === undefined) return true;
   const field = /^\$p\.([A-Za-z_][A-Za-z0-9_]*)$/.exec(text);
   if (field?.[1] !== undefined) return params[field[1]];
   if (/^-?\d+$/.test(text)) return Number(text);
   if (/^\$true$/i.test(text)) return true;
   if (/^\$false$/i.test(text)) return false;
+  if (/^\$null$/i.test(text)) return null;
+  const variable = /^\$([A-Za-z_][A-Za-z0-9_]*)$/.exec(text);
+  if (variable?.[1] !== undefined) return variables.get(variable[1].toLowerCase()) ?? null;
   const single = /^'((?:[^']|'')*)'$/.exec(text);
   if (single?.[1] !== undefined) return single[1].replaceAll("''", "'");
   if (/^[A-Za-z][A-Za-z0-9]*$/.test(text)) return text;

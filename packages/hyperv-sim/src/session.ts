@@ -260,6 +260,7 @@ export class PwshSession {
 
   private async run(commands: ScriptCommand[], params: Record<string, unknown>): Promise<unknown[]> {
     const state = await loadState(this.root);
+    const variables = new Map<string, unknown>();
     let dirty = false;
     let last: unknown[] = [];
     try {
@@ -273,18 +274,38 @@ export class PwshSession {
           arg: (name) => {
             if (!command.arguments.has(name)) return undefined;
             const text = command.arguments.get(name);
-            if (text?.trim().startsWith('@{')) return hashtableArguments(text, params);
-            return argumentValue(text, params);
+            if (text?.trim().startsWith('@{')) return hashtableArguments(text, params, variables);
+            return argumentValue(text, params, variables);
           },
           has: (name) => command.arguments.has(name),
         };
-        last = runDownstream(command.node, await (HANDLERS[command.name] as CmdletHandler)(context));
+        const written = await (HANDLERS[command.name] as CmdletHandler)(context);
+        const target = assignedVariable(command.node);
+        if (target === undefined) {
+          last = runDownstream(command.node, written, params);
+        } else {
+          // As PowerShell assigns a pipeline's output: nothing is $null, one object is itself.
+          const kept = runDownstream(command.node, written, params, true);
+          variables.set(target, kept.length === 0 ? null : kept.length === 1 ? kept[0] : kept);
+        }
       }
     } finally {
       if (dirty) await saveState(this.root, state);
     }
     return last;
   }
+}
+
+/**
+ * The variable (lower-case, without `$`) a command's pipeline is assigned to
+ * (`$name = <command> | …`), or `undefined` when its output is not assigned.
+ */
+function assignedVariable(command: Node): string | undefined {
+  const assignment = command.parent?.parent?.parent;
+  if (assignment?.type !== 'assignment_expression') return undefined;
+  const left = assignment.namedChildren.find((c) => c?.type === 'left_assignment_expression');
+  const name = /^\$([A-Za-z_][A-Za-z0-9_]*)$/.exec(left?.text.trim() ?? '')?.[1];
+  return name?.toLowerCase();
 }
 
 function hasEnvelope(root: Node): boolean {

@@ -9,21 +9,28 @@ import { simShell } from './helpers/sim-shell.js';
 const MIB = 2 ** 20;
 const SIZE = 40 * MIB;
 
+const NS = "'root\\virtualization\\v2'";
 const CREATE_RECOVERY = [
-  "$svc = Get-CimInstance -Namespace 'root\\virtualization\\v2' -ClassName 'Msvm_VirtualSystemSnapshotService'",
-  "Invoke-CimMethod -InputObject $svc -MethodName 'CreateSnapshot' -Arguments @{ AffectedSystem = $p.vm; SnapshotType = [uint16]32768 }",
+  `$svc = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemSnapshotService'`,
+  `$vm = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_ComputerSystem' | Where-Object { $_.ElementName -eq $p.vm }`,
+  "Invoke-CimMethod -InputObject $svc -MethodName 'CreateSnapshot' -Arguments @{ AffectedSystem = $vm; SnapshotType = [uint16]32768 } | Select-Object -Property 'ReturnValue', @{ Name = 'Snapshot'; Expression = { $_.ResultingSnapshot.InstanceID } }",
 ].join('\n');
 const CONVERT = [
-  "$svc = Get-CimInstance -Namespace 'root\\virtualization\\v2' -ClassName 'Msvm_VirtualSystemSnapshotService'",
-  "Invoke-CimMethod -InputObject $svc -MethodName 'ConvertToReferencePoint' -Arguments @{ AffectedSnapshot = $p.snapshot }",
+  `$svc = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemSnapshotService'`,
+  `$snap = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemSettingData' | Where-Object { $_.InstanceID -eq $p.snapshot }`,
+  "Invoke-CimMethod -InputObject $svc -MethodName 'ConvertToReferencePoint' -Arguments @{ AffectedSnapshot = $snap } | Select-Object -Property 'ReturnValue', @{ Name = 'Point'; Expression = { $_.ResultingReferencePoint.InstanceID } }",
 ].join('\n');
+const POINTS = `Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemReferencePoint' | Select-Object -Property 'InstanceID', 'ResilientChangeTrackingIdentifiers'`;
+const CHECKPOINTS =
+  "Get-VMSnapshot -VMName $p.vm | Select-Object -Property @{ Name = 'Id'; Expression = { $_.Id.ToString() } }, @{ Name = 'HardDrives'; Expression = { @($_.HardDrives | Select-Object -Property 'Path') } }";
 const CHANGES = [
   "$ims = Get-CimInstance -Namespace 'root\\virtualization\\v2' -ClassName 'Msvm_ImageManagementService'",
   "Invoke-CimMethod -InputObject $ims -MethodName 'GetVirtualDiskChanges' -Arguments @{ Path = $p.path; LimitId = $p.limitId; ByteOffset = [uint64]$p.offset; ByteLength = [uint64]$p.length } | Select-Object -Property 'ReturnValue', 'ProcessedByteLength', 'ChangedByteOffsets', 'ChangedByteLengths'",
 ].join('\n');
 const DESTROY = [
-  "$rps = Get-CimInstance -Namespace 'root\\virtualization\\v2' -ClassName 'Msvm_VirtualSystemReferencePointService'",
-  "Invoke-CimMethod -InputObject $rps -MethodName 'DestroyReferencePoint' -Arguments @{ AffectedReferencePoint = $p.point }",
+  `$rps = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemReferencePointService'`,
+  `$point = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemReferencePoint' | Where-Object { $_.InstanceID -eq $p.point }`,
+  "Invoke-CimMethod -InputObject $rps -MethodName 'DestroyReferencePoint' -Arguments @{ AffectedReferencePoint = $point } | Select-Object -Property 'ReturnValue'",
 ].join('\n');
 
 let dir: string;
@@ -57,15 +64,25 @@ async function expectedAt(offset: number, length: number): Promise<Uint8Array> {
   return out;
 }
 
+/** A recovery checkpoint of `app` (its settings' InstanceID, `Microsoft:<id>`) and the file it froze. */
 async function recoveryCheckpoint() {
   const [made] = await call(CREATE_RECOVERY, { vm: 'app' });
-  const snapshot = made?.ResultingSnapshot as { Id: string; HardDrives: string[] };
-  return { id: snapshot.Id, frozen: snapshot.HardDrives[0] as string };
+  expect(made?.ReturnValue).toBe(0);
+  const instance = made?.Snapshot as string;
+  const list = await call(CHECKPOINTS, { vm: 'app' });
+  const found = list.find((c) => `Microsoft:${c.Id}`.toLowerCase() === instance.toLowerCase());
+  const drives = found?.HardDrives as { Path: string }[];
+  return { id: instance, frozen: drives[0]?.Path as string };
 }
 
 async function referencePoint(snapshot: string) {
   const [done] = await call(CONVERT, { snapshot });
-  return done?.ResultingReferencePoint as { InstanceID: string; ResilientChangeTrackingIdentifiers: string[] };
+  expect(done?.ReturnValue).toBe(0);
+  const points = await call(POINTS);
+  return points.find((p) => p.InstanceID === done?.Point) as {
+    InstanceID: string;
+    ResilientChangeTrackingIdentifiers: string[];
+  };
 }
 
 beforeAll(async () => {

@@ -48,6 +48,11 @@ export class PowerShellLink {
     this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
   }
 
+  /** How long one call may take before the shell is killed (ms), unless a call says otherwise. */
+  get callTimeoutMs(): number {
+    return this.timeoutMs;
+  }
+
   /**
    * Runs `script` with `params` (JSON-serialisable) and returns the objects it wrote.
    * `options.timeoutMs` overrides the link's timeout for this call.

@@ -4,7 +4,10 @@ import type { PsScript } from '../powershell/ps-script.js';
 // (the call's base64 JSON parameters). Enums and GUIDs are projected to strings, since Windows
 // PowerShell 5.1's ConvertTo-Json writes enums as numbers. The CIM scripts follow Microsoft's
 // root\virtualization\v2 method docs (CreateSnapshot, ConvertToReferencePoint,
-// GetVirtualDiskChanges, DestroyReferencePoint).
+// GetVirtualDiskChanges, DestroyReferencePoint): reference parameters get the CIM instance, looked
+// up by its key with Where-Object (never a WQL filter built from data), and a method's answer is
+// projected to ReturnValue and the InstanceIDs of its Job and result (a reference out parameter
+// carries only its key); src/wmi/wmi-method.ts waits on a job and reaches its result.
 
 const NS = "'root\\virtualization\\v2'";
 
@@ -55,12 +58,25 @@ export const LIST_CHECKPOINTS: PsScript = {
   body: `Get-VMSnapshot -VMName $p.vm | ${SNAPSHOT_VIEW}`,
 };
 
-/** A recovery checkpoint of every disk of VM `$p.vm` (SnapshotType 32768), through WMI. */
+/** `Select-Object` of a method's answer: `ReturnValue`, `Job` (its InstanceID) and `Result` (the InstanceID of `out`). */
+const METHOD_VIEW = (out?: string) =>
+  [
+    "Select-Object -Property 'ReturnValue'",
+    "@{ Name = 'Job'; Expression = { $_.Job.InstanceID } }",
+    ...(out ? [`@{ Name = 'Result'; Expression = { $_.${out}.InstanceID } }`] : []),
+  ].join(', ');
+
+/**
+ * A recovery checkpoint of every disk of VM `$p.vmId` (its id: `Msvm_ComputerSystem.Name`),
+ * SnapshotType 32768, through WMI. `Result` is the InstanceID of the checkpoint's
+ * `Msvm_VirtualSystemSettingData` when the method completed at once (ReturnValue 0).
+ */
 export const CREATE_RECOVERY_CHECKPOINT: PsScript = {
   name: 'create-recovery-checkpoint',
   body: [
     `$svc = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemSnapshotService'`,
-    "Invoke-CimMethod -InputObject $svc -MethodName 'CreateSnapshot' -Arguments @{ AffectedSystem = $p.vm; SnapshotType = [uint16]32768 }",
+    `$vm = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_ComputerSystem' | Where-Object { $_.Name -eq $p.vmId }`,
+    `Invoke-CimMethod -InputObject $svc -MethodName 'CreateSnapshot' -Arguments @{ AffectedSystem = $vm; SnapshotType = [uint16]32768 } | ${METHOD_VIEW('ResultingSnapshot')}`,
   ].join('\n'),
 };
 
@@ -82,12 +98,17 @@ export const REMOVE_CHECKPOINT: PsScript = {
   body: 'Remove-VMSnapshot -VMName $p.vm -Name $p.name',
 };
 
-/** Turns recovery checkpoint `$p.snapshot` (its id) into an RCT reference point; the checkpoint goes. */
+/**
+ * Turns recovery checkpoint `$p.snapshot` (the InstanceID of its `Msvm_VirtualSystemSettingData`)
+ * into an RCT reference point; the checkpoint goes. `Result` is the InstanceID of the new
+ * `Msvm_VirtualSystemReferencePoint` when the method completed at once.
+ */
 export const CONVERT_TO_REFERENCE_POINT: PsScript = {
   name: 'convert-to-reference-point',
   body: [
     `$svc = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemSnapshotService'`,
-    "Invoke-CimMethod -InputObject $svc -MethodName 'ConvertToReferencePoint' -Arguments @{ AffectedSnapshot = $p.snapshot }",
+    `$snap = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemSettingData' | Where-Object { $_.InstanceID -eq $p.snapshot }`,
+    `Invoke-CimMethod -InputObject $svc -MethodName 'ConvertToReferencePoint' -Arguments @{ AffectedSnapshot = $snap } | ${METHOD_VIEW('ResultingReferencePoint')}`,
   ].join('\n'),
 };
 
@@ -105,7 +126,26 @@ export const DESTROY_REFERENCE_POINT: PsScript = {
   name: 'destroy-reference-point',
   body: [
     `$rps = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemReferencePointService'`,
-    "Invoke-CimMethod -InputObject $rps -MethodName 'DestroyReferencePoint' -Arguments @{ AffectedReferencePoint = $p.point }",
+    `$point = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_VirtualSystemReferencePoint' | Where-Object { $_.InstanceID -eq $p.point }`,
+    `Invoke-CimMethod -InputObject $rps -MethodName 'DestroyReferencePoint' -Arguments @{ AffectedReferencePoint = $point } | ${METHOD_VIEW()}`,
+  ].join('\n'),
+};
+
+/** The state of WMI job `$p.job` (its InstanceID): `JobState` (7 Completed; 8, 9, 10 failed), and its error. */
+export const WMI_JOB_STATE: PsScript = {
+  name: 'wmi-job-state',
+  body: `Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_ConcreteJob' | Where-Object { $_.InstanceID -eq $p.job } | Select-Object -Property 'InstanceID', 'JobState', 'ErrorCode', 'ErrorDescription'`,
+};
+
+/**
+ * What WMI job `$p.job` made: the InstanceIDs of its affected elements of class `$p.resultClass`
+ * (`Msvm_AffectedJobElement`), e.g. the snapshot a `CreateSnapshot` job took.
+ */
+export const WMI_JOB_RESULT: PsScript = {
+  name: 'wmi-job-result',
+  body: [
+    `$job = Get-CimInstance -Namespace ${NS} -ClassName 'Msvm_ConcreteJob' | Where-Object { $_.InstanceID -eq $p.job }`,
+    "Get-CimAssociatedInstance -InputObject $job -Association 'Msvm_AffectedJobElement' -ResultClassName $p.resultClass | Select-Object -Property 'InstanceID'",
   ].join('\n'),
 };
 
@@ -136,4 +176,6 @@ export const SOURCE_SCRIPTS: readonly PsScript[] = [
   GET_DISK_CHANGES,
   DESTROY_REFERENCE_POINT,
   LIST_REFERENCE_POINTS,
+  WMI_JOB_STATE,
+  WMI_JOB_RESULT,
 ];

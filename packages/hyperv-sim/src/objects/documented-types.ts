@@ -1,3 +1,5 @@
+import { CIM_TYPES } from './cim-types.js';
+
 /**
  * How a property's value converts: `value` as it is (strings, numbers, booleans, null), `guid` and
  * `datetime` as .NET structs (projected by the driver through `.ToString()`), `enum:<Enum>` (see
@@ -259,6 +261,7 @@ export const DOCUMENTED_TYPES: ReadonlyMap<string, DocumentedType> = new Map(
     VM_HOST,
     DISK_CHANGES_RESULT,
     REFERENCE_POINT,
+    ...CIM_TYPES,
   ].map((t) => [t.name, t]),
 );
 

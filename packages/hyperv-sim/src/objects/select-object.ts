@@ -11,7 +11,7 @@ type Selector = { readonly name: string; readonly expression?: Node };
  * Carries out `Select-Object -Property …` (the only parameter the simulator performs) on the
  * objects a cmdlet wrote. Each entry must name a property of the input's documented type, or be a
  * calculated property whose expression is one of the forms the driver writes:
- * `$_.P`, `$_.P.ToString()`, `$_.P.ToString('o')`, `@($_.P | Select-Object -Property …)`.
+ * `$_.P`, `$_.P.Q`, `$_.P.ToString()`, `$_.P.ToString('o')`, `@($_.P | Select-Object -Property …)`.
  * Anything else is refused as a PowerShell error rather than guessed at.
  */
 export function selectObject(command: Node, input: readonly unknown[]): unknown[] {
@@ -89,6 +89,12 @@ function evaluate(block: Node, item: unknown, type: DocumentedType): unknown {
     if (rest === '') return jsonValue(kind, value);
     if (/^\.ToString\(\)$/i.test(rest ?? '')) return textValue(kind, value, property);
     if (/^\.ToString\((['"])o\1\)$/i.test(rest ?? '') && kind === 'datetime') return roundTripText(value, property);
+    const inner = /^\.([A-Za-z_][A-Za-z0-9_]*)$/.exec(rest ?? '')?.[1];
+    if (inner !== undefined) {
+      // A property of an object-valued property (a method's reference out parameter): $null on null.
+      if (value === null || value === undefined) return null;
+      return plainProperty(value, documentedTypeOf(value), inner);
+    }
   }
   const nested = /^@\( ?\$_\.([A-Za-z_][A-Za-z0-9_]*) ?\| ?Select-Object .*\)$/i.exec(text);
   const inner = body ? descendants(body, 'command')[0] : undefined;
