@@ -1,0 +1,153 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseJob, type RunRecord } from '@replikit/core';
+import { testPattern } from '@replikit/core/testing';
+import { createFileVM, openGuestDisk } from '@replikit/driver-file';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openRunQueue } from '../src/cluster/run-queue.js';
+import { PostgresStateStore, QueueEngine, type RunLimits } from '../src/index.js';
+import { startTestPostgres, type TestPostgres } from '../src/testing/index.js';
+
+const MiB = 1024 * 1024;
+
+let server: TestPostgres;
+const folders: string[] = [];
+const children: ChildProcess[] = [];
+beforeAll(async () => {
+  server = await startTestPostgres();
+});
+afterAll(async () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await server?.stop();
+  for (const dir of folders) await rm(dir, { recursive: true, force: true });
+});
+
+interface WorkerEvent {
+  worker: string;
+  event: string;
+  job?: string;
+  code?: string;
+}
+
+/** A worker child process under `limits`; resolves once it is ready. */
+async function startWorker(url: string, name: string, limits: RunLimits | null) {
+  const child = spawn(
+    process.execPath,
+    [
+      '--conditions=@replikit/source',
+      '--import',
+      'tsx',
+      fileURLToPath(new URL('./helpers/limits-worker-child.ts', import.meta.url)),
+      url,
+      name,
+      JSON.stringify(limits),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  children.push(child);
+  const events: WorkerEvent[] = [];
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const ready = new Promise<void>((resolve, reject) => {
+    child.once('exit', (code, signal) => reject(new Error(`worker ${name} exited (${code ?? signal}):\n${stderr}`)));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const event = JSON.parse(line) as WorkerEvent;
+      events.push(event);
+      if (event.event === 'ready') resolve();
+    });
+  });
+  await ready;
+  return { child, name, events };
+}
+
+/** The most intervals that overlap at one moment (an end and a start at the same instant do not overlap). */
+function maxOverlap(intervals: ReadonlyArray<readonly [number, number]>): number {
+  const edges = intervals.flatMap(([start, end]) => [
+    [start, 1],
+    [end, -1],
+  ]);
+  edges.sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]!);
+  let now = 0;
+  let most = 0;
+  for (const [, step] of edges) {
+    now += step!;
+    most = Math.max(most, now);
+  }
+  return most;
+}
+
+/**
+ * Three worker processes carry out one run of each of `count` jobs that all write to one target
+ * (and read from one source folder), under `limits`; returns the runs' records and journals.
+ */
+async function runBurst(limits: RunLimits | null, count: number) {
+  const url = await server.createDatabase();
+  const dir = await mkdtemp(join(tmpdir(), 'replikit-limits-'));
+  folders.push(dir);
+  const vms = join(dir, 'vms');
+  const size = 4 * MiB;
+  const jobs = [];
+  for (let i = 0; i < count; i++) {
+    const name = `vm${i}`;
+    await createFileVM(vms, { name, disks: [{ id: 'system', size }] });
+    const guest = await openGuestDisk(vms, name, 'system');
+    await guest.write(0, testPattern(i + 1, size));
+    await guest.close();
+    jobs.push(
+      parseJob({
+        name,
+        source: { driver: 'file', root: vms, vm: name, reflink: false },
+        target: { driver: 'file', root: join(dir, 'replicas'), reflink: false },
+        method: 'qhybrid',
+        // About a second a run, so that runs left alone would overlap.
+        options: { bandwidthLimit: 4 * MiB },
+      }),
+    );
+  }
+  const store = await PostgresStateStore.open({ connectionString: url });
+  const boss = await openRunQueue({ connectionString: url, retryDelaySeconds: 1, superviseIntervalSeconds: 1 });
+  try {
+    const workers = await Promise.all(['w1', 'w2', 'w3'].map((name) => startWorker(url, name, limits)));
+    const engine = new QueueEngine(store, boss, 50);
+    const records: RunRecord[] = await Promise.all(jobs.map((job) => engine.run(job)));
+    const journals = await store.listRuns();
+    for (const worker of workers) worker.child.kill('SIGKILL');
+    return { records, journals, events: workers.flatMap((worker) => worker.events) };
+  } finally {
+    await boss.stop({ graceful: false, wait: false }).catch(() => undefined);
+    await store.close();
+  }
+}
+
+describe('run limits across worker processes (advisory-lock slots in PostgreSQL)', () => {
+  for (const perTarget of [1, 2]) {
+    it(`at most ${perTarget} run(s) at once write to one target over three workers, and every run happens`, async () => {
+      const count = 6;
+      const { records, journals, events } = await runBurst({ perTarget }, count);
+      expect(records.map((record) => record.state)).toEqual(Array(count).fill('completed'));
+      // Every run happened once: one journal per job, each completed.
+      expect(journals.map((journal) => journal.job.name).sort()).toEqual(records.map((r) => r.job.name).sort());
+      expect(journals.every((journal) => journal.state === 'completed')).toBe(true);
+      const intervals = journals.map(
+        (journal) => [Date.parse(journal.startedAt), Date.parse(journal.finishedAt ?? journal.updatedAt)] as const,
+      );
+      const overlap = maxOverlap(intervals);
+      const waited = events.filter((e) => e.event === 'waiting').length;
+      const byWorker = Object.fromEntries(
+        ['w1', 'w2', 'w3'].map((w) => [w, events.filter((e) => e.worker === w && e.event === 'request-end').length]),
+      );
+      console.log(
+        `perTarget ${perTarget}: ${count} runs, most at once ${overlap}, ${waited} request(s) waited for a slot; requests per worker ${JSON.stringify(byWorker)}`,
+      );
+      expect(overlap).toBeLessThanOrEqual(perTarget);
+      // No request failed or went back to the queue: waiting for a slot burns no retry.
+      expect(events.filter((e) => e.event === 'request-end' && e.code !== 'completed')).toEqual([]);
+    }, 120_000);
+  }
+});
