@@ -51,7 +51,12 @@ export async function takeLimitSlots(
     if (!released) lost.abort(new Error('the connection that held the run-limit slots ended'));
   });
   let wake: (() => void) | undefined;
-  client.on('notification', () => wake?.());
+  // Counts the releases announced, so that one announced during a try is not missed by the wait after it.
+  let notices = 0;
+  client.on('notification', () => {
+    notices++;
+    wake?.();
+  });
   await client.connect();
   try {
     await client.query(`LISTEN ${SLOT_CHANNEL}`);
@@ -60,6 +65,7 @@ export async function takeLimitSlots(
     for (;;) {
       if (options.signal.aborted) throw stoppedWaiting(wants, options.signal.reason);
       if (lost.signal.aborted) throw lost.signal.reason;
+      const seen = notices;
       const attempt = await tryAll(client, wants);
       if (attempt.taken) {
         slots = attempt.taken;
@@ -70,6 +76,7 @@ export async function takeLimitSlots(
         waiting = true;
         options.onWait?.(full);
       }
+      if (notices !== seen) continue;
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);

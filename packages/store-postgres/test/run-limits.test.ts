@@ -142,8 +142,9 @@ describe('run limits across worker processes (advisory-lock slots in PostgreSQL)
       const byWorker = Object.fromEntries(
         ['w1', 'w2', 'w3'].map((w) => [w, events.filter((e) => e.worker === w && e.event === 'request-end').length]),
       );
+      const span = Math.max(...intervals.map((i) => i[1])) - Math.min(...intervals.map((i) => i[0]));
       console.log(
-        `perTarget ${perTarget}: ${count} runs, most at once ${overlap}, ${waited} request(s) waited for a slot; requests per worker ${JSON.stringify(byWorker)}`,
+        `perTarget ${perTarget}: ${count} runs in ${span} ms, most at once ${overlap}, ${waited} request(s) waited for a slot; requests per worker ${JSON.stringify(byWorker)}`,
       );
       expect(overlap).toBeLessThanOrEqual(perTarget);
       // No request failed or went back to the queue: waiting for a slot burns no retry.
