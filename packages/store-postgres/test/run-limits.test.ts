@@ -30,6 +30,7 @@ interface WorkerEvent {
   worker: string;
   event: string;
   job?: string;
+  runId?: string;
   code?: string;
 }
 
@@ -50,6 +51,7 @@ async function startWorker(url: string, name: string, limits: RunLimits | null) 
   );
   children.push(child);
   const events: WorkerEvent[] = [];
+  const listeners = new Set<(event: WorkerEvent) => void>();
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
@@ -60,11 +62,14 @@ async function startWorker(url: string, name: string, limits: RunLimits | null) 
       const event = JSON.parse(line) as WorkerEvent;
       events.push(event);
       if (event.event === 'ready') resolve();
+      for (const listener of [...listeners]) listener(event);
     });
   });
   await ready;
-  return { child, name, events };
+  return { child, name, events, listeners };
 }
+
+type Worker = Awaited<ReturnType<typeof startWorker>>;
 
 /** The most intervals that overlap at one moment (an end and a start at the same instant do not overlap). */
 function maxOverlap(intervals: ReadonlyArray<readonly [number, number]>): number {
@@ -86,7 +91,15 @@ function maxOverlap(intervals: ReadonlyArray<readonly [number, number]>): number
  * Three worker processes carry out one run of each of `count` jobs that all write to one target
  * (and read from one source folder), under `limits`; returns the runs' records and journals.
  */
-async function runBurst(limits: RunLimits | null, count: number) {
+async function runBurst(
+  limits: RunLimits | null,
+  count: number,
+  options: {
+    expireInSeconds?: number;
+    /** Called while the runs go on (after the requests were sent). */
+    during?: (workers: Worker[], store: PostgresStateStore) => Promise<void>;
+  } = {},
+) {
   const url = await server.createDatabase();
   const dir = await mkdtemp(join(tmpdir(), 'replikit-limits-'));
   folders.push(dir);
@@ -111,13 +124,20 @@ async function runBurst(limits: RunLimits | null, count: number) {
     );
   }
   const store = await PostgresStateStore.open({ connectionString: url });
-  const boss = await openRunQueue({ connectionString: url, retryDelaySeconds: 1, superviseIntervalSeconds: 1 });
+  const boss = await openRunQueue({
+    connectionString: url,
+    retryDelaySeconds: 1,
+    superviseIntervalSeconds: 1,
+    ...(options.expireInSeconds ? { expireInSeconds: options.expireInSeconds } : {}),
+  });
   try {
     const workers = await Promise.all(['w1', 'w2', 'w3'].map((name) => startWorker(url, name, limits)));
     const engine = new QueueEngine(store, boss, 50);
-    const records: RunRecord[] = await Promise.all(jobs.map((job) => engine.run(job)));
+    const answers = Promise.all(jobs.map((job) => engine.run(job)));
+    await options.during?.(workers, store);
+    const records: RunRecord[] = await answers;
     const journals = await store.listRuns();
-    for (const worker of workers) worker.child.kill('SIGKILL');
+    for (const worker of workers) if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
     return { records, journals, events: workers.flatMap((worker) => worker.events) };
   } finally {
     await boss.stop({ graceful: false, wait: false }).catch(() => undefined);
@@ -151,4 +171,53 @@ describe('run limits across worker processes (advisory-lock slots in PostgreSQL)
       expect(events.filter((e) => e.event === 'request-end' && e.code !== 'completed')).toEqual([]);
     }, 120_000);
   }
+
+  it('a worker SIGKILLed while it holds the slot: its slot ends with its session, the waiting runs go on, its run is resumed; every run completes', async () => {
+    const count = 4;
+    let killedAt = 0;
+    let victim = '';
+    let killedRun = '';
+    const { records, journals } = await runBurst({ perTarget: 1 }, count, {
+      expireInSeconds: 4,
+      during: async (workers) => {
+        // Wait for the event: a worker says one of its runs holds the target's slot.
+        const worker = await firstHolder(workers);
+        victim = worker.name;
+        killedRun = worker.events.find((e) => e.event === 'holding')!.runId!;
+        worker.child.kill('SIGKILL');
+        killedAt = Date.now();
+      },
+    });
+    expect(records.map((record) => record.state)).toEqual(Array(count).fill('completed'));
+    expect(journals.map((journal) => journal.job.name).sort()).toEqual(records.map((r) => r.job.name).sort());
+    const after = journals.filter((journal) => Date.parse(journal.startedAt) > killedAt);
+    const killed = journals.find((journal) => journal.runId === killedRun);
+    console.log(
+      `killed ${victim} holding the slot in run ${killedRun}; ${after.length} other run(s) started after the kill; every run completed (${records.length})`,
+    );
+    // The killed run was resumed (one journal, completed, started before the kill), not run again.
+    expect(killed?.state).toBe('completed');
+    expect(Date.parse(killed!.startedAt)).toBeLessThan(killedAt);
+    expect(records.map((record) => record.runId)).toContain(killedRun);
+    // Other runs took the freed slot.
+    expect(after.length).toBeGreaterThan(0);
+  }, 120_000);
 });
+
+/** Resolves with the first worker that says a run of its holds run-limit slots (fails after a minute). */
+function firstHolder(workers: Worker[]): Promise<Worker> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no worker held a slot within a minute')), 60_000);
+    const found = (worker: Worker) => {
+      clearTimeout(timer);
+      for (const w of workers) w.listeners.clear();
+      resolve(worker);
+    };
+    for (const worker of workers) {
+      if (worker.events.some((e) => e.event === 'holding')) return found(worker);
+      worker.listeners.add((event) => {
+        if (event.event === 'holding') found(worker);
+      });
+    }
+  });
+}

@@ -175,7 +175,11 @@ export class RunWorker {
        RETURNING run_id`,
       [request.requestId, request.job.name, request.kind, this.worker],
     );
-    const known = request.kind === 'resume' ? request.runId : (rows[0]?.run_id ?? undefined);
+    let known = request.kind === 'resume' ? request.runId : (rows[0]?.run_id ?? undefined);
+    // The run id is noted at the run's first transition, its journal written at its first save a
+    // little later: a worker that died in between noted a run that does not exist and did nothing
+    // that needs undoing (every step journals before it acts). Such a request starts the run.
+    if (known && request.kind === 'run' && !(await this.store.loadRun(known))) known = undefined;
     const unfinished = known ? undefined : (await this.store.findUnfinished(request.job.name))?.runId;
     const resumeId = known ?? unfinished;
     if (resumeId) {

@@ -1,6 +1,7 @@
 // A worker of the run-limit tests: `limits-worker-child.ts <url> <name> <limits.json>`. Carries out
 // run requests (no scheduled jobs) under the given run limits. Prints one JSON line per event:
-// ready, waiting (a request waits for a run-limit slot), request-end, drained.
+// ready, waiting (a request waits for a run-limit slot), holding (a request's run holds its slots
+// and has reached its transfer, so it is journaled; both seen within 50 ms), request-end, drained.
 import { ReplicationEngine, registerDriver } from '@replikit/core';
 import { fileDriver } from '@replikit/driver-file';
 import { localTransport } from '@replikit/transport';
@@ -26,14 +27,24 @@ const worker = await ClusterWorker.start({
     say({ event: 'request-end', job: request.job.name, code: error?.code ?? outcome.record?.state });
   },
 });
-const waited = new Set<string>();
+// Runs that reached their transfer: journaled by then (the stages before it saved), so resumable.
+const transferring = new Set<string>();
+engine.on('state', (e) => {
+  if (e.to === 'transfer') transferring.add(e.runId);
+});
+const told = new Set<string>();
 setInterval(() => {
   for (const run of worker.runs.running.values()) {
-    if (!run.waitingFor || waited.has(run.requestId)) continue;
-    waited.add(run.requestId);
-    say({ event: 'waiting', job: run.job, for: run.waitingFor });
+    if (run.waitingFor && !told.has(`w${run.requestId}`)) {
+      told.add(`w${run.requestId}`);
+      say({ event: 'waiting', job: run.job, for: run.waitingFor });
+    }
+    if (run.slots && run.runId && transferring.has(run.runId) && !told.has(`h${run.requestId}`)) {
+      told.add(`h${run.requestId}`);
+      say({ event: 'holding', job: run.job, runId: run.runId, slots: run.slots });
+    }
   }
-}, 100).unref();
+}, 50).unref();
 say({ event: 'ready' });
 process.once('SIGTERM', () => {
   void worker.stop().then(async () => {
