@@ -202,7 +202,58 @@ describe('run limits across worker processes (advisory-lock slots in PostgreSQL)
     // Other runs took the freed slot.
     expect(after.length).toBeGreaterThan(0);
   }, 120_000);
+
+  it('a worker SIGSTOPped while it holds the slot keeps it: no other run starts until it wakes, its lease lost; then every run completes', async () => {
+    const count = 4;
+    let stoppedAt = 0;
+    let wokeAt = 0;
+    let stoppedRun = '';
+    const { records, journals, events } = await runBurst({ perTarget: 1 }, count, {
+      expireInSeconds: 60,
+      during: async (workers, store) => {
+        const worker = await firstHolder(workers);
+        const holding = worker.events.find((e) => e.event === 'holding')!;
+        stoppedRun = holding.runId!;
+        worker.child.kill('SIGSTOP');
+        stoppedAt = Date.now();
+        try {
+          // Wait for the event: the stopped run's replica lease expired (5 s TTL, by the database's clock).
+          // (The engine leases the replica under the job's name.)
+          await untilLeaseExpired(store, holding.job!);
+        } finally {
+          wokeAt = Date.now();
+          worker.child.kill('SIGCONT');
+        }
+      },
+    });
+    expect(records.map((record) => record.state)).toEqual(Array(count).fill('completed'));
+    expect(journals.map((journal) => journal.job.name).sort()).toEqual(records.map((r) => r.job.name).sort());
+    const startedWhileStopped = journals.filter((journal) => {
+      const at = Date.parse(journal.startedAt);
+      return at > stoppedAt && at < wokeAt;
+    });
+    const refused = events.filter((e) => e.event === 'request-end' && e.code === 'E_LEASE_LOST');
+    console.log(
+      `stopped the holder of run ${stoppedRun} for ${wokeAt - stoppedAt} ms: ${startedWhileStopped.length} run(s) started meanwhile; ${refused.length} E_LEASE_LOST answer(s) after it woke; every run completed (${records.length})`,
+    );
+    expect(startedWhileStopped).toEqual([]);
+    expect(records.map((record) => record.runId)).toContain(stoppedRun);
+  }, 120_000);
 });
+
+/** Resolves once replica `replica`'s lease has expired, by the database's clock (fails after a minute). */
+async function untilLeaseExpired(store: PostgresStateStore, replica: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const { rows } = await store.query<{ expired: boolean }>(
+      'SELECT expires_at < clock_timestamp() AS expired FROM replikit.replica_leases WHERE replica = $1',
+      [replica],
+    );
+    if (rows[0]?.expired) return;
+    if (Date.now() > deadline) throw new Error(`the lease of ${replica} did not expire within a minute`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
 
 /** Resolves with the first worker that says a run of its holds run-limit slots (fails after a minute). */
 function firstHolder(workers: Worker[]): Promise<Worker> {
