@@ -45,8 +45,8 @@ export interface LimitWant {
 
 /**
  * The default key of one side of a job: its driver and the first of its `url`, `host` and `root`
- * that is a string (`file:/srv/vms`, `xen:https://pool1`, `hyperv:local`); the driver alone when
- * it has none of them.
+ * that is a string (`file:/srv/vms`, `xen:https://pool1`); the driver alone when it has none of
+ * them (`hyperv` for a job on the local Hyper-V host).
  */
 export function endpointKey(endpoint: JobSpec['source'] | JobSpec['target']): string {
   const fields = endpoint as Record<string, unknown>;
