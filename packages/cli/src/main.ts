@@ -31,9 +31,12 @@ usage:
                                    stops a running run at a checkpoint; the next start resumes
                                    it); --window: the default maintenance windows; --metrics-port
                                    serves Prometheus text on 127.0.0.1:N/metrics
-  replikit daemon <folder|job>... --store postgres://USER@HOST/DB
+  replikit daemon <folder|job>... --store postgres://USER@HOST/DB [--max-per-host N]
+                 [--max-per-target N]
                                    one worker of a cluster sharing that PostgreSQL store: any
-                                   worker runs the due runs; one schedules (see scale-out.md)
+                                   worker runs the due runs; one schedules (see scale-out.md);
+                                   --max-per-host/--max-per-target: runs at once per source
+                                   host / per target across all workers (give each the same)
   replikit workers --store URL [--json]
                                    the cluster's workers: heartbeat age, scheduler, runs now,
                                    runs done/failed, bytes sent
@@ -139,6 +142,8 @@ const OPTIONS = {
   'map-network': { type: 'string', multiple: true },
   'shutdown-timeout': { type: 'string' },
   store: { type: 'string' },
+  'max-per-host': { type: 'string' },
+  'max-per-target': { type: 'string' },
 } as const;
 
 /** The CLI package's version, from its package.json (beside dist/ and src/). */
@@ -215,6 +220,8 @@ async function dispatch(context: CliContext, argv: string[]): Promise<number> {
         ...(values.store === undefined ? {} : { store: values.store }),
         ...(values['metrics-port'] === undefined ? {} : { metricsPort: values['metrics-port'] }),
         ...(values.window ? { windows: values.window } : {}),
+        ...(values['max-per-host'] === undefined ? {} : { maxPerHost: values['max-per-host'] }),
+        ...(values['max-per-target'] === undefined ? {} : { maxPerTarget: values['max-per-target'] }),
       });
     case 'status':
       return (await import('./commands/status.js')).statusCommand(context, stateDir, {

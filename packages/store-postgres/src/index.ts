@@ -13,6 +13,14 @@ export {
 } from './cluster/cluster-worker.js';
 export { QueueEngine } from './cluster/queue-engine.js';
 export {
+  checkRunLimits,
+  endpointKey,
+  type LimitScope,
+  type LimitWant,
+  limitWantsOf,
+  type RunLimits,
+} from './cluster/run-limits.js';
+export {
   openRunQueue,
   type ResumeRequest,
   RUN_QUEUE,

@@ -1,5 +1,5 @@
 import { formatDuration, type JobSpec, type WindowOption } from '@replikit/core';
-import { ClusterWorker, PostgresStateStore } from '@replikit/store-postgres';
+import { ClusterWorker, PostgresStateStore, type RunLimits } from '@replikit/store-postgres';
 import type { CliContext } from '../context.js';
 import { createEngine } from '../create-engine.js';
 import { attachProgressView } from '../output/progress-view.js';
@@ -15,7 +15,7 @@ export async function clusterDaemon(
   context: CliContext,
   jobs: JobSpec[],
   stateDir: string,
-  options: { store: string; windows?: readonly WindowOption[] },
+  options: { store: string; windows?: readonly WindowOption[]; limits?: RunLimits },
 ): Promise<number> {
   const store = await PostgresStateStore.open({ connectionString: options.store });
   const engine = createEngine(stateDir, context.env, store);
@@ -28,6 +28,7 @@ export async function clusterDaemon(
       store,
       jobs,
       ...(options.windows ? { daemon: { windows: options.windows } } : {}),
+      ...(options.limits ? { limits: options.limits } : {}),
       // Told before the scheduler's daemon starts, so none of its events is missed.
       onSchedulerChange: (change) => {
         if (!change.scheduling) {
@@ -48,6 +49,7 @@ export async function clusterDaemon(
       },
     });
     log(`worker ${worker.name} started on ${store.location}: ${jobs.map((job) => job.name).join(', ')}`);
+    if (options.limits) log(`run limits across the workers: ${describeLimits(options.limits)}`);
     await new Promise<void>((resolve) => {
       for (const signal of [context.signal, context.stop]) {
         if (signal?.aborted) resolve();
@@ -64,4 +66,13 @@ export async function clusterDaemon(
     await engine.close();
     await store.close();
   }
+}
+
+/** `at most 2 runs at once per source host, 1 per target`. */
+function describeLimits(limits: RunLimits): string {
+  const parts = [
+    ...(limits.perHost !== undefined ? [`${limits.perHost} per source host`] : []),
+    ...(limits.perTarget !== undefined ? [`${limits.perTarget} per target`] : []),
+  ];
+  return `at most ${parts.join(', ')} at once`;
 }

@@ -63,6 +63,16 @@ function portOf(value: string | undefined): number | undefined {
   return port;
 }
 
+/** Parses `--max-per-host` or `--max-per-target`: a whole number of runs ≥ 1. */
+function limitOf(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const limit = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(limit) || limit < 1) {
+    throw new UsageError(`${flag} takes a whole number of runs at once, at least 1, got '${value}'`);
+  }
+  return limit;
+}
+
 /**
  * Parses `--window 'CRON for DURATION [in TIME-ZONE]'` (`'0 22 * * 1-5 for 8h in Europe/Paris'`)
  * into a maintenance window, checked as a job's `options.windows` entry is.
@@ -86,20 +96,36 @@ export function windowOf(text: string): WindowOption {
 }
 
 /**
- * `replikit daemon <folder|job…> [--metrics-port N] [--window W]...`: runs the jobs on their
+ * `replikit daemon <folder|job…> [--metrics-port N] [--window W]... [--store URL [--max-per-host N]
+ * [--max-per-target N]]`: runs the jobs on their
  * schedules until SIGINT/SIGTERM, which stops a running run at a checkpoint (left unfinished; the
  * next start resumes it) and exits. An unfinished run of a job (the daemon was stopped or killed)
  * is resumed first. `--window` sets the maintenance windows of jobs without `options.windows`.
+ * With `--store`, this process is one worker of a cluster; `--max-per-host`/`--max-per-target`
+ * limit the runs at once per source host and per target across all its workers.
  * One line per event on stderr.
  */
 export async function daemonCommand(
   context: CliContext,
   args: readonly string[],
   stateDir: string,
-  options: { metricsPort?: string; windows?: readonly string[]; store?: string } = {},
+  options: {
+    metricsPort?: string;
+    windows?: readonly string[];
+    store?: string;
+    maxPerHost?: string;
+    maxPerTarget?: string;
+  } = {},
 ): Promise<number> {
   if (args.length === 0) throw new UsageError('daemon needs a folder of job files or at least one job file');
   const port = portOf(options.metricsPort);
+  const perHost = limitOf(options.maxPerHost, '--max-per-host');
+  const perTarget = limitOf(options.maxPerTarget, '--max-per-target');
+  if ((perHost !== undefined || perTarget !== undefined) && options.store === undefined) {
+    throw new UsageError(
+      '--max-per-host and --max-per-target limit the runs of a cluster and need --store; the daemon without --store has no run limits yet (its jobs run at once)',
+    );
+  }
   const windows = options.windows?.map(windowOf);
   const jobs: JobSpec[] = [];
   for (const file of await jobFilesOf(args, context.cwd)) {
@@ -120,6 +146,14 @@ export async function daemonCommand(
     return (await import('./cluster-daemon.js')).clusterDaemon(context, jobs, stateDir, {
       store: options.store,
       ...(windows ? { windows } : {}),
+      ...(perHost !== undefined || perTarget !== undefined
+        ? {
+            limits: {
+              ...(perHost !== undefined ? { perHost } : {}),
+              ...(perTarget !== undefined ? { perTarget } : {}),
+            },
+          }
+        : {}),
     });
   }
   const engine = createEngine(stateDir, context.env);

@@ -30,7 +30,12 @@ export async function workersCommand(
       w.worker,
       w.stoppedAt ? `stopped ${w.stoppedAt}` : `${formatDuration(Math.round(w.heartbeatAgeSeconds * 1000))} ago`,
       w.scheduler && !w.stoppedAt ? 'yes' : '',
-      w.running.map((r) => `${r.job}${r.runId ? ` (${r.runId})` : ''}`).join(', ') || '-',
+      w.running
+        .map(
+          (r) =>
+            `${r.job}${r.runId ? ` (${r.runId})` : ''}${r.waitingFor ? ` waiting for a slot of ${r.waitingFor}` : ''}`,
+        )
+        .join(', ') || '-',
       String(w.runsDone),
       String(w.runsFailed),
       formatBytes(w.bytesSent),

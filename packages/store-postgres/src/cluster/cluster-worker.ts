@@ -12,6 +12,7 @@ import {
 import type PgBoss from 'pg-boss';
 import type { PostgresStateStore } from '../postgres-state-store.js';
 import { QueueEngine } from './queue-engine.js';
+import type { RunLimits } from './run-limits.js';
 import { openRunQueue, type RunQueueOptions, type RunRequest } from './run-queue.js';
 import { RunWorker } from './run-worker.js';
 
@@ -35,6 +36,12 @@ export interface ClusterWorkerOptions {
    * @default 1
    */
   concurrency?: number;
+  /**
+   * Limits on the runs at once across all workers, per source host and per target
+   * ({@link RunLimits}); give every worker the same. A run waits on its worker for a free slot.
+   * @default no limit
+   */
+  limits?: RunLimits;
   /**
    * TTL of the scheduler lease and of the worker's heartbeat row, in milliseconds: a scheduler
    * that stops renewing is replaced after it.
@@ -107,7 +114,13 @@ export class ClusterWorker {
   static async start(options: ClusterWorkerOptions): Promise<ClusterWorker> {
     const boss = await openRunQueue({ connectionString: options.store.connectionString, ...options.queue });
     const name = options.name ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-    const runs = new RunWorker(options.engine, options.store, boss, name, options.onRunEnd);
+    let runs: RunWorker;
+    try {
+      runs = new RunWorker(options.engine, options.store, boss, name, options.onRunEnd, options.limits);
+    } catch (error) {
+      await boss.stop({ graceful: false, wait: true }).catch(() => undefined);
+      throw error;
+    }
     const worker = new ClusterWorker({ ...options, name }, boss, runs);
     await options.store.query(
       `INSERT INTO replikit.workers (worker, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, now(), now())

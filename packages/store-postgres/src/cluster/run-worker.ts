@@ -1,6 +1,8 @@
 import { ConflictError, isReplikitError, isRunStopped, type ReplicationEngine, type RunRecord } from '@replikit/core';
 import type PgBoss from 'pg-boss';
+import { type HeldSlots, takeLimitSlots } from '../limit-slots.js';
 import type { PostgresStateStore } from '../postgres-state-store.js';
+import { checkRunLimits, limitWantsOf, type RunLimits } from './run-limits.js';
 import { RUN_QUEUE, type RunAnswer, type RunRequest } from './run-queue.js';
 
 /** A run this worker is carrying out. */
@@ -11,6 +13,10 @@ export interface RunningRun {
   runId?: string;
   /** The request's id (the queue job's). */
   requestId: string;
+  /** While the run waits for a slot of a run limit: which one (`scope:key`). */
+  waitingFor?: string;
+  /** The run-limit slots it holds (`scope:key#n`). */
+  slots?: string[];
 }
 
 /** What a worker counts of its runs, for `replikit workers` and metrics. */
@@ -29,6 +35,9 @@ export interface WorkerCounters {
  * known resumes that run (which returns a finished run as it is), and an unfinished run of the job
  * is resumed rather than a new one started. A job or replica busy elsewhere (`E_CONFLICT`, a lease
  * not yet expired, `E_LEASE_LOST`) sends the request back to the queue, delivered again later.
+ * With `limits` ({@link RunLimits}), a request first takes a slot of each limit its job counts
+ * against, shared by every worker through PostgreSQL; it waits on this worker while one is full
+ * (neither sent back to the queue nor started), and holds them until its run ends.
  */
 export class RunWorker {
   /** The runs carried out now, by request id. */
@@ -41,6 +50,7 @@ export class RunWorker {
   /**
    * @param worker - this worker's name, recorded with each request it takes.
    * @param onEnd - called when a request ends, with the run's record or the error.
+   * @param limits - the cluster's run limits (every worker should be given the same).
    */
   constructor(
     private readonly engine: ReplicationEngine,
@@ -48,7 +58,10 @@ export class RunWorker {
     private readonly boss: PgBoss,
     private readonly worker: string,
     private readonly onEnd?: (request: RunRequest, outcome: { record?: RunRecord; error?: unknown }) => void,
-  ) {}
+    private readonly limits?: RunLimits,
+  ) {
+    if (limits) checkRunLimits(limits);
+  }
 
   /** Starts taking requests. */
   async start(concurrency = 1, pollingIntervalSeconds = 0.5): Promise<void> {
@@ -102,7 +115,11 @@ export class RunWorker {
     const onDrain = () => suspend.abort(this.drain.signal.reason);
     if (this.drain.signal.aborted) onDrain();
     else this.drain.signal.addEventListener('abort', onDrain, { once: true });
+    let slots: HeldSlots | undefined;
+    const onSlotsLost = () => suspend.abort('run-limit slots lost');
     try {
+      slots = await this.takeSlots(request, running);
+      slots?.lost.addEventListener('abort', onSlotsLost, { once: true });
       const record = await this.execute(request, running, suspend.signal);
       this.count(record);
       this.onEnd?.(request, { record });
@@ -121,8 +138,34 @@ export class RunWorker {
       };
     } finally {
       this.drain.signal.removeEventListener('abort', onDrain);
+      slots?.lost.removeEventListener('abort', onSlotsLost);
+      await slots?.release();
       this.running.delete(request.requestId);
     }
+  }
+
+  /**
+   * Takes a slot of every run limit the request's job counts against, waiting while one is full;
+   * `undefined` without limits. A drain during the wait rejects with `E_CONFLICT` (the request
+   * goes back to the queue, no run started).
+   */
+  private async takeSlots(request: RunRequest, running: RunningRun): Promise<HeldSlots | undefined> {
+    const wants = limitWantsOf(request.job, this.limits);
+    if (wants.length === 0) return undefined;
+    const slots = await takeLimitSlots(
+      { connectionString: this.store.connectionString, application_name: 'replikit-slots' },
+      wants,
+      {
+        signal: this.drain.signal,
+        pollMs: this.limits?.pollMs ?? 500,
+        onWait: (full) => {
+          running.waitingFor = `${full.scope}:${full.key}`;
+        },
+      },
+    );
+    delete running.waitingFor;
+    running.slots = slots.slots;
+    return slots;
   }
 
   private async execute(request: RunRequest, running: RunningRun, suspend: AbortSignal): Promise<RunRecord> {
@@ -132,7 +175,11 @@ export class RunWorker {
        RETURNING run_id`,
       [request.requestId, request.job.name, request.kind, this.worker],
     );
-    const known = request.kind === 'resume' ? request.runId : (rows[0]?.run_id ?? undefined);
+    let known = request.kind === 'resume' ? request.runId : (rows[0]?.run_id ?? undefined);
+    // The run id is noted at the run's first transition, its journal written at its first save a
+    // little later: a worker that died in between noted a run that does not exist and did nothing
+    // that needs undoing (every step journals before it acts). Such a request starts the run.
+    if (known && request.kind === 'run' && !(await this.store.loadRun(known))) known = undefined;
     const unfinished = known ? undefined : (await this.store.findUnfinished(request.job.name))?.runId;
     const resumeId = known ?? unfinished;
     if (resumeId) {
