@@ -195,7 +195,7 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
         child.stdin!.on('error', () => undefined);
         createInterface({ input: child.stdout! }).on('line', (text) => {
           try {
-            lines.push({ proc, ...(JSON.parse(text) as { worker: string; event: string }) });
+            lines.push({ proc, seen: Date.now(), ...(JSON.parse(text) as { worker: string; event: string }) });
           } catch {
             // Not an event line.
           }
@@ -353,6 +353,23 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
           heartbeats.filter((h) => h.proc === stop.proc && h.t0 >= stop.contAt && h.epoch <= stop.epoch),
         );
         const lateAccepted = late.filter((w) => w.ok);
+        // A stopped worker that was the scheduler: what its daemon did after waking, before it saw
+        // that it had lost the scheduler lease (shown, not asserted: schedule states are not fenced).
+        const schedulerStops = stops.map((stop) => {
+          const own = lines.all.filter((l) => l.proc === stop.proc);
+          const last = own.findLast(
+            (l) => (l.event === 'scheduler' || l.event === 'scheduler-lost') && (l.seen as number) < stop.stopAt,
+          );
+          if (last?.event !== 'scheduler') return undefined;
+          const lost = own.find((l) => l.event === 'scheduler-lost' && (l.seen as number) >= stop.contAt);
+          const acted = own.filter(
+            (l) =>
+              (l.event === 'run-end' || l.event === 'held' || l.event === 'daemon-error') &&
+              (l.seen as number) >= stop.contAt &&
+              (!lost || (l.seen as number) <= (lost.seen as number)),
+          );
+          return `${stop.worker} was the scheduler; after waking its daemon reported ${acted.length} events before it gave up the lease (${lost?.reason ?? 'never'})`;
+        });
 
         // Each run request made at most one run (from the workers' answers), and each run came from
         // exactly one run request (from the journal's request table).
@@ -381,6 +398,10 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
         // request or was counted missed (overlap, catch-up) in its schedule state.
         const firstRequests = await store.query<{ job: string; first: Date; requests: string }>(
           `SELECT job, min(created_at) AS first, count(*) AS requests FROM replikit.run_requests WHERE kind = 'run' GROUP BY job`,
+          [],
+        );
+        const requestsWithoutRun = await store.query<{ n: string }>(
+          `SELECT count(*) AS n FROM replikit.run_requests WHERE kind = 'run' AND run_id IS NULL`,
           [],
         );
         const slotsLost: string[] = [];
@@ -424,9 +445,10 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
               (s) =>
                 `  stop: ${s.worker} in run ${s.runId} of ${s.job} (epoch ${s.epoch}), stopped ${s.contAt - s.stopAt} ms, taken over by ${s.takenOverBy}`,
             ),
+            ...schedulerStops.filter((x) => x !== undefined).map((x) => `  ${x}`),
             `runs the drain left unfinished, finished after it: ${finished}`,
             `vm.json fence epochs sampled: ${[...fenceSamples.values()].reduce((n, list) => n + list.length, 0)} over ${fenceSamples.size} replicas`,
-            `slots: ${schedules.reduce((n, st) => n + st.missedTotal, 0)} counted missed (overlap, catch-up), ${slotsLost.length} jobs with a slot neither run nor counted; ${slotsExtra} more run requests + missed than slots (retries; a new scheduler sending its predecessor's last slot again, adopted as above)`,
+            `slots: ${schedules.reduce((n, st) => n + st.missedTotal, 0)} counted missed (overlap, catch-up), ${slotsLost.length} jobs with a slot neither run nor counted; ${slotsExtra} more run requests + missed than slots (retries; a new scheduler sending its predecessor's last slot again, adopted as above); ${requestsWithoutRun.rows[0]?.n} run requests that started no run`,
             `runs from no run request: ${noRequest.rows.length}; run requests with two runs: ${requestTwice.length}; runs a second run request adopted (resumed, not started again): ${adopted.rows.length}`,
           ].join('\n'),
         );
