@@ -156,6 +156,7 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
   it(
     'every replica equals its source; no run lost or twice; no two leases wrote a replica; late writes refused',
     async () => {
+      const began = Date.now();
       const seed = Number(process.env.REPLIKIT_CHAOS_SEED ?? Date.now() % 1_000_000);
       const rand = random(seed);
       const url = await server.createDatabase();
@@ -219,7 +220,9 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
       };
       const stops: Stop[] = [];
       let kills = 0;
-      const until = Date.now() + seconds * 1000;
+      const chaosAt = Date.now();
+      const until = chaosAt + seconds * 1000;
+      let drainAt = 0;
       let quiesceAt = 0;
       try {
         /** Stops `victim` at the start of its next transfer, until another worker took its run over. */
@@ -309,6 +312,7 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
           );
         }
       } finally {
+        drainAt = Date.now();
         const exited = [...workers.values()].map(
           (child) =>
             new Promise((resolve) => (child.exitCode !== null ? resolve(undefined) : child.once('exit', resolve))),
@@ -321,6 +325,7 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
         await Promise.all(exited);
         clearTimeout(timer);
       }
+      const drainedAt = Date.now();
       // The workers are gone: the last fence epochs, before the finisher below takes its own leases.
       await sampleFences();
       try {
@@ -438,6 +443,7 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
 
         console.log(
           [
+            `phases: start ${((chaosAt - began) / 1000).toFixed(1)} s, chaos ${((quiesceAt - chaosAt) / 1000).toFixed(1)} s, quiesce ${((drainAt - quiesceAt) / 1000).toFixed(1)} s, drain ${((drainedAt - drainAt) / 1000).toFixed(1)} s, finish and checks ${((Date.now() - drainedAt) / 1000).toFixed(1)} s`,
             `chaos seed ${seed}: ${seconds} s, ${kills} kills, ${stops.length} stops inside a run; ${runs.length} runs (${runs.filter((r) => r.state === 'completed').length} completed)`,
             `fenced writes: ${writes.length}, refused ${refused.length} (saveRun ${refusedBy('saveRun')}, saveJob ${refusedBy('saveJob')}, claim ${refusedBy('claim')}, commit ${refusedBy('commit')}, revert ${refusedBy('revert')}); heartbeats refused ${heartbeats.filter((h) => !h.ok).length}`,
             `late writes of stopped workers: ${late.length}, refused ${late.length - lateAccepted.length}, accepted ${lateAccepted.length} (${late.map((w) => `${w.op}:${w.ok ? 'ACCEPTED' : w.code}`).join(', ')}); late heartbeats ${lateHeartbeats.length}, refused ${lateHeartbeats.filter((h) => !h.ok).length}`,
@@ -448,7 +454,7 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
             ...schedulerStops.filter((x) => x !== undefined).map((x) => `  ${x}`),
             `runs the drain left unfinished, finished after it: ${finished}`,
             `vm.json fence epochs sampled: ${[...fenceSamples.values()].reduce((n, list) => n + list.length, 0)} over ${fenceSamples.size} replicas`,
-            `slots: ${schedules.reduce((n, st) => n + st.missedTotal, 0)} counted missed (overlap, catch-up), ${slotsLost.length} jobs with a slot neither run nor counted; ${slotsExtra} more run requests + missed than slots (retries; a new scheduler sending its predecessor's last slot again, adopted as above); ${requestsWithoutRun.rows[0]?.n} run requests that started no run`,
+            `slots: ${schedules.reduce((n, st) => n + st.missedTotal, 0)} counted missed (overlap, catch-up), ${slotsLost.length} jobs with a slot neither run nor counted; ${slotsExtra} more run requests + missed than slots (retries, a new scheduler's first slot, and slots before a job's first request was taken, which this count starts from); ${requestsWithoutRun.rows[0]?.n} run requests that started no run`,
             `runs from no run request: ${noRequest.rows.length}; run requests with two runs: ${requestTwice.length}; runs a second run request adopted (resumed, not started again): ${adopted.rows.length}`,
           ].join('\n'),
         );
