@@ -78,6 +78,8 @@ interface Write extends Line {
 interface Stop {
   proc: number;
   worker: string;
+  /** Where it stopped: entering the transfer, or just before the target's commit. */
+  at: 'transfer' | 'commit';
   job: string;
   runId: string;
   epoch: number;
@@ -225,12 +227,15 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
       let drainAt = 0;
       let quiesceAt = 0;
       try {
-        /** Stops `victim` at the start of its next transfer, until another worker took its run over. */
-        const stopInsideRun = async (victim: string) => {
+        /**
+         * Stops `victim` at the start of its next transfer, or just before its next commit on the
+         * target (after the engine's last lease check), until another worker took its run over.
+         */
+        const stopInsideRun = async (victim: string, at: 'transfer' | 'commit') => {
           const child = workers.get(victim)!;
           const proc = procOf.get(child)!;
           const from = lines.all.length;
-          child.stdin!.write('arm\n');
+          child.stdin!.write(`arm ${at}\n`);
           const stopped = await lines.waitFor(
             from,
             `self-stop of ${victim}`,
@@ -261,9 +266,27 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
               l.runId === runId &&
               (l.epoch as number) > epoch,
           );
+          if (at === 'commit') {
+            // Woken once the new holder's own commit is done, so the late commit finds the replica's
+            // locks free and meets the fence (not the new holder's lock: that refusal is E_CONFLICT).
+            const replica = lines.all.findLast(
+              (l) => l.proc === proc && l.event === 'write' && l.op === 'claim' && l.runId === runId,
+            )?.replica;
+            await lines.waitFor(
+              from,
+              `the new holder's commit of ${job} (run ${runId})`,
+              (l) =>
+                l.proc !== proc &&
+                l.event === 'write' &&
+                l.op === 'commit' &&
+                l.ok === true &&
+                l.replica === replica &&
+                (l.epoch as number) > epoch,
+            );
+          }
           const contAt = Date.now();
           child.kill('SIGCONT');
-          stops.push({ proc, worker: victim, job, runId, epoch, stopAt, contAt, takenOverBy: takeover.worker });
+          stops.push({ proc, worker: victim, at, job, runId, epoch, stopAt, contAt, takenOverBy: takeover.worker });
           // Its run ends once it finds its lease lost; what it tried meanwhile is judged at the end.
           await lines.waitFor(
             from,
@@ -286,10 +309,11 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
           }
           await sampleFences();
           const victim = `w${1 + Math.floor(rand() * 3)}`;
-          // A stop now and then, and surely one in the first third of the round.
-          const stopDue = stops.length === 0 && Date.now() > until - (seconds * 1000 * 2) / 3;
-          if (stopDue || rand() < 0.2) {
-            await stopInsideRun(victim);
+          // A stop now and then, alternately entering a transfer and before a commit; surely one of
+          // each, the first in the first third of the round and the second in the second.
+          const elapsed = (Date.now() - chaosAt) / (seconds * 1000);
+          if (rand() < 0.2 || (stops.length === 0 && elapsed > 1 / 3) || (stops.length === 1 && elapsed > 2 / 3)) {
+            await stopInsideRun(victim, stops.length % 2 === 0 ? 'transfer' : 'commit');
           } else {
             workers.get(victim)!.kill('SIGKILL');
             kills++;
@@ -449,7 +473,7 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
             `late writes of stopped workers: ${late.length}, refused ${late.length - lateAccepted.length}, accepted ${lateAccepted.length} (${late.map((w) => `${w.op}:${w.ok ? 'ACCEPTED' : w.code}`).join(', ')}); late heartbeats ${lateHeartbeats.length}, refused ${lateHeartbeats.filter((h) => !h.ok).length}`,
             ...stops.map(
               (s) =>
-                `  stop: ${s.worker} in run ${s.runId} of ${s.job} (epoch ${s.epoch}), stopped ${s.contAt - s.stopAt} ms, taken over by ${s.takenOverBy}`,
+                `  stop: ${s.worker} at ${s.at} in run ${s.runId} of ${s.job} (epoch ${s.epoch}), stopped ${s.contAt - s.stopAt} ms, taken over by ${s.takenOverBy}`,
             ),
             ...schedulerStops.filter((x) => x !== undefined).map((x) => `  ${x}`),
             `runs the drain left unfinished, finished after it: ${finished}`,
@@ -475,8 +499,18 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
         expect(stops.length).toBeGreaterThan(0);
         expect(late.length).toBeGreaterThan(0);
         expect(lateAccepted).toEqual([]);
-        for (const w of late) expect(w.code).toBe('E_LEASE_LOST');
+        // Refused by the fence (E_LEASE_LOST), or, for a late commit, by the new holder's replica
+        // lock met first (E_CONFLICT): either way nothing was written.
+        for (const w of late) expect(['E_LEASE_LOST', 'E_CONFLICT'], `${w.op} of ${w.worker}`).toContain(w.code);
         expect(lateHeartbeats.filter((h) => h.ok)).toEqual([]);
+        // A worker stopped just before its commit tried that commit late (refused, as every late write).
+        expect(stops.filter((stop) => stop.at === 'commit').length).toBeGreaterThan(0);
+        for (const stop of stops.filter((x) => x.at === 'commit')) {
+          expect(
+            late.filter((w) => w.proc === stop.proc && w.op === 'commit' && w.t0 >= stop.contAt).length,
+            `late commits of ${stop.worker} in run ${stop.runId}`,
+          ).toBeGreaterThan(0);
+        }
 
         // No run lost or run twice.
         expect(requestTwice).toEqual([]);

@@ -9,8 +9,9 @@
 // `revert` — with its job, epoch, whether it was accepted, the error code when refused, and the
 // times `t0` before and `t1` after the call, by this process's clock in ms) and `heartbeat`
 // (a lease renewal, with the same fields). A line `arm` on stdin makes the worker stop itself
-// (SIGSTOP) at the start of its next transfer, after printing `self-stop`: the test then holds it
-// past its lease and wakes it to see its late writes refused.
+// (SIGSTOP) at the start of its next transfer (`arm transfer`) or just before its next commit on
+// the target, after the engine's last lease check (`arm commit`), after printing `self-stop`: the
+// test then holds it past its lease and wakes it to see its late writes refused.
 import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import {
@@ -32,6 +33,25 @@ const say = (event: Record<string, unknown>) => process.stdout.write(`${JSON.str
 
 /** The job of each run this worker has seen start (target operations name the run, not the job). */
 const jobOfRun = new Map<string, string>();
+
+/** Where the worker stops itself next (`arm transfer` or `arm commit` on stdin), if anywhere. */
+let armed: 'transfer' | 'commit' | undefined;
+/** The run entering its commit now (this worker runs one run at a time). */
+let committing: { runId: string; job: string } | undefined;
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const [word, where] = line.trim().split(' ');
+  if (word === 'arm' && (where === 'transfer' || where === 'commit')) armed = where;
+});
+
+/**
+ * Prints `self-stop` and stops this process (SIGSTOP) here, synchronously, inside the run: its
+ * next writes are made after the test wakes it.
+ */
+function stopHere(runId: string, job: string, at: 'transfer' | 'commit'): void {
+  armed = undefined;
+  say({ event: 'self-stop', runId, job, at, t: Date.now() });
+  process.kill(process.pid, 'SIGSTOP');
+}
 
 /** Runs `call` and prints a `kind` line with its outcome, its epoch and its start and end times. */
 async function logged<T>(event: 'write' | 'heartbeat', fields: Record<string, unknown>, call: () => Promise<T>) {
@@ -75,14 +95,19 @@ const instrumentedFileDriver = defineDriver({
               : method(replica, owner, opts);
         }
         if (key === 'createRestorePoint' || key === 'revertTo') {
-          return (replica: { name: string }, arg: unknown, opts: Fenced) =>
-            opts?.fence
+          return (replica: { name: string }, arg: unknown, opts: Fenced) => {
+            if (key === 'createRestorePoint' && armed === 'commit' && committing) {
+              // Stops after the engine's last lease check, just before the target's commit.
+              stopHere(committing.runId, committing.job, 'commit');
+            }
+            return opts?.fence
               ? logged(
                   'write',
                   fenced(key === 'revertTo' ? 'revert' : 'commit', replica, undefined, opts.fence.epoch),
                   () => method(replica, arg, opts),
                 )
               : method(replica, arg, opts);
+          };
         }
         return method;
       },
@@ -128,19 +153,11 @@ const engine: Engine = new ReplicationEngine({
   stateStore: store,
   leaseTtlMs: Number(ttl),
 });
-let armed = false;
-createInterface({ input: process.stdin }).on('line', (line) => {
-  if (line.trim() === 'arm') armed = true;
-});
 engine.on('state', (e) => {
   jobOfRun.set(e.runId, e.job);
   say({ event: 'state', runId: e.runId, job: e.job, from: e.from, to: e.to });
-  if (e.to === 'transfer' && armed) {
-    armed = false;
-    say({ event: 'self-stop', runId: e.runId, job: e.job, t: Date.now() });
-    // Stops here, synchronously, inside the run: its next writes are made after the test wakes it.
-    process.kill(process.pid, 'SIGSTOP');
-  }
+  committing = e.to === 'commit' ? { runId: e.runId, job: e.job } : undefined;
+  if (e.to === 'transfer' && armed === 'transfer') stopHere(e.runId, e.job, 'transfer');
 });
 let lastProgress = 0;
 engine.on('progress', (e) => {
@@ -149,6 +166,8 @@ engine.on('progress', (e) => {
   lastProgress = now;
   say({ event: 'progress', runId: e.runId, job: e.job, bytesSent: e.stats.bytesSent });
 });
+/** This worker, once started (a request may end before `start` resolves). */
+let current: ClusterWorker | undefined;
 const worker = await ClusterWorker.start({
   engine,
   store,
@@ -168,18 +187,20 @@ const worker = await ClusterWorker.start({
     );
   },
   onRunEnd: (request, outcome) => {
-    const error = outcome.error as { code?: string; details?: { runId?: string } } | undefined;
+    const error = outcome.error as { code?: string } | undefined;
     say({
       event: 'request-end',
       job: request.job.name,
       kind: request.kind,
       requestId: request.requestId,
-      runId: outcome.record?.runId ?? error?.details?.runId,
+      // The run this request carried out (an error's details may name another run, the one in the way).
+      runId: outcome.record?.runId ?? current?.runs.running.get(request.requestId)?.runId,
       code: error?.code ?? outcome.record?.state,
       t: Date.now(),
     });
   },
 });
+current = worker;
 say({ event: 'ready' });
 process.once('SIGTERM', () => {
   void worker.stop().then(async () => {
