@@ -1,12 +1,13 @@
 // The chaos test of issue 21 (runs by default; REPLIKIT_CHAOS_SECONDS shortens it for local runs,
 // default 180): 3 worker processes, 20 file-driver jobs every 2 s, guest writes on the sources, and
-// a driver that every 2–5 s SIGKILLs and restarts a random worker or stops one inside a run past
-// its lease. Afterwards, asserted from the journal and from every fenced write the workers print
+// a driver that every 2–5 s SIGKILLs and restarts a random worker or stops one inside a run (at
+// its transfer, or just before its commit) until another worker took the run over past its lease.
+// Afterwards, asserted from the journal and from every fenced write the workers print
 // (helpers/cluster-worker-child.ts):
-// - every replica equals its source's last replicated snapshot and is whole (ready, not held,
-//   its fingerprint the one the last commit recorded);
-// - each run request made at most one run, each run came from exactly one request, no two runs of
-//   a job overlapped, and every job's schedule went on to the end;
+// - every replica equals its source's last replicated snapshot and is whole (ready, its
+//   fingerprint the one the last commit recorded);
+// - each run request made at most one run, each run came from a run request, no two runs of a job
+//   overlapped, every slot got a run request or was counted missed, and every job ran after the chaos;
 // - no two leases wrote one replica: an accepted write never follows an accepted write of a newer
 //   epoch (journal and target), commits' epochs grow, `vm.json`'s fence epoch never goes down;
 // - the stopped worker's late writes (made after it was woken, under the lease it held when it
