@@ -425,4 +425,30 @@ describe('SIGKILL anywhere in a hyperv failover operation, then resume: before- 
       await w.close();
     }
   }, 300_000);
+
+  // A planned failover killed after the driver wrote `promoted` but before it left its hold: the
+  // resume found the promote done and returned without the hold, which stayed on the replica
+  // (CI, seed 312650958, fault point 10).
+  it('planned killed at promote:marked: the resume ends it failed over, with the hold released', async () => {
+    const w = await makeWorld('planned');
+    try {
+      const killed = await runChild(
+        command,
+        { pwsh: sim.host.pwsh, stateDir: w.stateDir, job: w.jobInput, op: 'planned', killAt: 'promote:marked' },
+        join(work, `r${files++}.json`),
+      );
+      expect(killed.signal, killed.err).toBe('SIGKILL');
+      expect(killed.points.at(-1)).toBe('promote:marked');
+      await w.resume();
+      expect(await w.observe()).toMatchObject({
+        pending: false,
+        held: false,
+        state: 'failed-over',
+        failover: 'promoted',
+        replicaPower: 'running',
+      });
+    } finally {
+      await w.close();
+    }
+  }, 300_000);
 });

@@ -12,7 +12,8 @@ import { type CrashMatrixHeld, runCrashMatrix } from './helpers/xen-crash-matrix
  * REPLIKIT_XEN_CRASH_TRACE=1 prints each step and the XAPI calls before each kill.
  */
 
-// `.ci/run` lowers every SIGKILL matrix on Node 22 and 24 with REPLIKIT_CRASH_POINTS; Node 20 runs 20 points.
+// `.ci/run` lowers every SIGKILL matrix on Node 22 and 24 with REPLIKIT_CRASH_POINTS, and this one to 10 points on
+// Node 20 (REPLIKIT_XEN_CRASH_POINTS, to keep CI under 45 min); run by hand it kills at 20.
 const POINTS = Number(process.env.REPLIKIT_XEN_CRASH_POINTS ?? process.env.REPLIKIT_CRASH_POINTS ?? 20);
 const SEED = Number(process.env.REPLIKIT_XEN_CRASH_SEED ?? randomInt(2 ** 31));
 
@@ -33,6 +34,6 @@ describe('SIGKILL of the engine at random points of a xen ► xen run, then resu
         { name: method, method, points: POINTS, seed: SEED, seedOffset: method === 'cbt' ? 0 : 1 },
         held,
       );
-    }, 180_000);
+    }, 600_000);
   }
 });

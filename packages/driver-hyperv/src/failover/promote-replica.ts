@@ -1,8 +1,8 @@
 import { ConflictError, FailedOverError, type Replica, type RestorePoint } from '@replikit/core';
 import { RESTORE_CHECKPOINT, START_VM } from '../scripts/target-scripts.js';
-import { writeBoot, writeMark } from '../target/replica-files.js';
+import { releaseOwner, writeBoot, writeMark } from '../target/replica-files.js';
 import { LOCAL_TARGET_FILES } from '../target/target-files.js';
-import { type HyperVFailoverContext, isOff, withFailoverHold } from './failover-context.js';
+import { failoverRunId, type HyperVFailoverContext, isOff, withFailoverHold } from './failover-context.js';
 import { readFailover, writeFailover } from './failover-files.js';
 
 /**
@@ -17,7 +17,11 @@ export async function promoteReplica(ctx: HyperVFailoverContext, replica: Replic
   const { dir } = vm.identity;
   const found = await readFailover(dir);
   if (found && (found.state !== 'promoting' || found.pointId !== point.id)) {
-    if (found.state === 'promoted' && found.pointId === point.id) return; // done already
+    if (found.state === 'promoted' && found.pointId === point.id) {
+      // Done already; a promote killed after it wrote `promoted` (still inside its hold) left its hold.
+      await releaseOwner(LOCAL_TARGET_FILES, dir, failoverRunId(replica.id));
+      return;
+    }
     throw new FailedOverError(
       `replica '${replica.id}' is already failed over (${found.state} at restore point ${found.pointId}); undo that first`,
       { details: { state: found.state, pointId: found.pointId } },
