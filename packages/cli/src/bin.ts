@@ -22,5 +22,6 @@ const code = await main(argv, {
   env: process.env,
   signal: controller.signal,
   stop: stop.signal,
+  oneShot: true,
 });
 process.exitCode = code;

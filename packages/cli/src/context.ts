@@ -14,6 +14,12 @@ export interface CliContext {
    * `daemon` (see `checkpointsOn`): a run stops at a checkpoint, unfinished and resumable.
    */
   stop?: AbortSignal;
+  /**
+   * True in the `replikit` process itself (not when `main` runs inside another program): `run` and
+   * `resume` then leave the file driver's background removals to a detached process, so that the
+   * command ends when its run does (see `removal-handoff.ts`).
+   */
+  oneShot?: boolean;
 }
 
 /**

@@ -25,7 +25,7 @@ export {
 export { assertSafeName, MAX_NAME_LENGTH } from './names.js';
 export { diskImagePath, type FileVmPaths, fileVmPaths, overlayPath } from './paths.js';
 export type { FaultHook, FaultPoint } from './replica-commit.js';
-export { settleDiscards } from './trash.js';
+export { handOffRemovals, settleDiscards } from './trash.js';
 export {
   type CloneJson,
   parseVmJson,

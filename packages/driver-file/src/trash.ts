@@ -29,8 +29,27 @@ export async function discard(snapshots: string, path: string, tag: string): Pro
   removeInBackground(target);
 }
 
-/** Starts removing `path` (recursively) in the background, once. */
+/** Who takes background removals instead of this process, when someone does: {@link handOffRemovals}. */
+let receiver: ((path: string) => void) | undefined;
+
+/**
+ * Hands every later background removal to `take` instead of starting it in this process; `undefined`
+ * goes back to removing in this process. For a one-shot program: a process waits for its removals
+ * before it exits, and unlinking a fragmented image can take seconds (the file system frees, and on
+ * a file system mounted with `discard` trims, every extent). The program collects the paths and gives
+ * them to a detached process as it ends (the CLI does). What is never removed stays a `.deleting-`
+ * entry, which the next snapshot of the VM removes. Removals already started are not affected.
+ */
+export function handOffRemovals(take: ((path: string) => void) | undefined): void {
+  receiver = take;
+}
+
+/** Starts removing `path` (recursively) in the background, once; or hands it off ({@link handOffRemovals}). */
 export function removeInBackground(path: string): void {
+  if (receiver) {
+    receiver(path);
+    return;
+  }
   if (pending.has(path)) return;
   const removal = rm(path, { recursive: true, force: true })
     .catch(() => undefined) // left for the next sweep

@@ -12,7 +12,9 @@ import {
   createFileVM,
   FILE_DRIVER_CAPABILITIES,
   fileVmPaths,
+  handOffRemovals,
   overlayPath,
+  settleDiscards,
   writeGuestDisk,
 } from '../src/index.js';
 import { createTempDriver, fileFixtures, makeTempRoot, removeTempRoots } from './helpers/temp-root.js';
@@ -238,6 +240,27 @@ describe('file driver', () => {
     await hv.deleteSnapshot(snap);
     expect(await hv.listSnapshots('vm')).toEqual([]);
     await hv.deleteSnapshot(snap); // already gone: nothing to do
+  });
+
+  it('hands background removals to a receiver when asked, and removes them itself otherwise', async () => {
+    const { root, hv } = await freshDriver();
+    await createFileVM(root, { name: 'vm', disks: [{ id: 'd0', size: MiB }] });
+    const snapshots = join(fileVmPaths(root, 'vm').dir, 'snapshots');
+    const handed: string[] = [];
+    handOffRemovals((path) => handed.push(path));
+    try {
+      await hv.deleteSnapshot(await hv.snapshot('vm', 'one'));
+    } finally {
+      handOffRemovals(undefined);
+    }
+    // Moved out of the way durably, then left to the receiver: nothing removed in this process.
+    expect(handed).toHaveLength(1);
+    expect(handed[0]!.startsWith(join(snapshots, '.deleting-'))).toBe(true);
+    expect(await readdir(snapshots)).toEqual([handed[0]!.slice(snapshots.length + 1)]);
+    // Without a receiver, the next snapshot sweeps the entry left behind, and a deletion removes its own.
+    await hv.deleteSnapshot(await hv.snapshot('vm', 'two'));
+    await settleDiscards();
+    expect(await readdir(snapshots)).toEqual([]);
   });
 
   it('sorts snapshot ids by creation', async () => {

@@ -5,17 +5,24 @@ import { driverPackageOf, loadDriverPackages } from '../drivers.js';
 import { loadJobForCli } from '../job-file.js';
 import { attachProgressView } from '../output/progress-view.js';
 import { renderRunSummary } from '../output/run-summary.js';
+import { detachRemovals } from '../removal-handoff.js';
 
-/** Runs `work` with the progress view attached to `engine`, detaching it afterwards. */
+/**
+ * Runs `work` with the progress view attached to `engine`, detaching it afterwards. In the
+ * `replikit` process itself ({@link CliContext.oneShot}), the file driver's background removals
+ * go to a detached process when `work` ends, so that the command need not wait for them.
+ */
 export async function withProgress<T>(
   engine: ReplicationEngine,
   context: CliContext,
   work: () => Promise<T>,
 ): Promise<T> {
   const detach = attachProgressView(engine, { stream: context.stderr });
+  const removeLater = context.oneShot ? detachRemovals() : undefined;
   try {
     return await work();
   } finally {
+    removeLater?.();
     detach();
   }
 }
