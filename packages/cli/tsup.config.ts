@@ -1,5 +1,6 @@
 import { rmSync } from 'node:fs';
 import { defineConfig, type Options } from 'tsup';
+import { commonJsNamedExports } from './build/commonjs-named-exports.js';
 
 /**
  * What the executables leave to `node_modules` (each a dependency in package.json):
@@ -58,6 +59,7 @@ export default defineConfig((options) => {
       noExternal: [new RegExp(`^(?!(${BIN_EXTERNAL.map(regExpLiteral).join('|')})(/|$))`)],
       external: BIN_EXTERNAL,
       banner: { js: COMMONJS_BANNER },
+      esbuildPlugins: [commonJsNamedExports],
       esbuildOptions(esbuild) {
         esbuild.chunkNames = 'bin-chunk-[hash]';
       },
