@@ -19,6 +19,7 @@ import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { gunzipSync } from 'node:zlib';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -260,20 +261,11 @@ const workerImports = [...readFileSync(workerFile, 'utf8').matchAll(/(?:\bfrom|\
   .map((match) => match[1])
   .filter((name) => !builtinModules.includes(name.replace(/^node:/, '')));
 if (workerImports.length > 0) fail(`dist/hash-worker.js imports ${workerImports.join(', ')}`);
-const workerStart = spawnSync(
-  'node',
-  [
-    '--input-type=module',
-    '-e',
-    `import { Worker } from 'node:worker_threads';
-const worker = new Worker(${JSON.stringify(workerFile)}, { workerData: { kind: 'xxh128', thread: 0, digestLength: 16 } });
-worker.once('message', () => { console.log('hash-worker.js started'); worker.terminate(); });
-worker.once('error', (error) => { console.error(error); process.exitCode = 1; });`,
-  ],
-  { cwd: project, encoding: 'utf8' },
-);
-if (workerStart.status !== 0 || !workerStart.stdout.includes('started')) {
-  fail(`dist/hash-worker.js did not start as a worker thread: ${workerStart.stderr}`);
-}
+const workerStarted = await new Promise((resolve) => {
+  const worker = new Worker(workerFile, { workerData: { kind: 'xxh128', thread: 0, digestLength: 16 }, execArgv: [] });
+  worker.once('message', () => worker.terminate().then(() => resolve(true)));
+  worker.once('error', (error) => resolve(error));
+});
+if (workerStarted !== true) fail(`dist/hash-worker.js did not start as a worker thread: ${workerStarted}`);
 log('dist/hash-worker.js: self-contained, starts as a worker thread');
 log(`all ${files.length} packages install and work from their tarballs`);
