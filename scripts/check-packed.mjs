@@ -8,14 +8,18 @@
 //      typescript and @types/node as a consumer would,
 //   4. runs an ESM script that replicates a small VM and compares the replica's bytes,
 //   5. typechecks a TypeScript consumer strictly (`--moduleResolution nodenext`, no skipLibCheck),
-//   6. runs `npx replikit demo` (and --single-pass, --network; small disks) from the installed CLI.
+//   6. runs `npx replikit demo` (and --single-pass, --network; small disks) from the installed CLI,
+//   7. checks that the installed `replikit` and `replikit-agent` are bundles (a command loads no
+//      file outside the CLI's dist/) and that the hashing pool's worker beside them starts.
 // Exits non-zero, naming the package and what is wrong, at the first failed check.
 //   node scripts/check-packed.mjs [--keep]
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { gunzipSync } from 'node:zlib';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -97,6 +101,7 @@ function checkTarball(file) {
 const consumerScript = `// Written by scripts/check-packed.mjs: the library as an ESM user imports it.
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStateStore, ReplicationEngine, registerDriver } from '@replikit/core';
@@ -204,4 +209,63 @@ for (const variant of [[], ['--single-pass'], ['--network']]) {
   log(`npx replikit ${['demo', ...variant].join(' ')} from the installed CLI`);
   run('npx', ['--no-install', 'replikit', 'demo', ...variant, '--size-a', '32MiB', '--size-b', '16MiB'], project);
 }
+
+// The executables are bundles: a command loads the CLI's own dist/ and Node's modules, nothing
+// from node_modules but what the CLI keeps external on purpose (none of it for these commands).
+// A module hook reports every file the process loads.
+writeFileSync(
+  join(project, 'load-hooks.mjs'),
+  `export async function load(url, context, nextLoad) {
+  if (url.startsWith('file:')) process.stderr.write('[loaded] ' + url + '\\n');
+  return nextLoad(url, context);
+}
+`,
+);
+writeFileSync(
+  join(project, 'report-loads.mjs'),
+  "import { register } from 'node:module';\nregister(new URL('./load-hooks.mjs', import.meta.url));\n",
+);
+// A YAML job of a driver the CLI ships as a package of its own: yaml and driver-xen are imported
+// on demand (as named exports, which Node gives a CommonJS package and a bundler may not).
+writeFileSync(
+  join(project, 'xen-job.yaml'),
+  [
+    'name: bundle-check',
+    'source: { driver: xen, url: "https://127.0.0.1:9", credentialsFile: xen-password, vm: web }',
+    'target: { driver: file, root: replicas }',
+    'method: qhybrid',
+    '',
+  ].join('\n'),
+);
+const cliDist = join(project, 'node_modules', '@replikit', 'cli', 'dist');
+for (const [bin, args] of [
+  ['bin.js', ['--version']],
+  ['bin.js', ['validate', 'xen-job.yaml']],
+  ['agent-bin.js', ['--help']],
+]) {
+  const command = `${bin} ${args.join(' ')}`;
+  const result = spawnSync('node', ['--import', './report-loads.mjs', join(cliDist, bin), ...args], {
+    cwd: project,
+    encoding: 'utf8',
+  });
+  if (result.status !== 0) fail(`${command} exited with ${result.status}: ${result.stderr}`);
+  const loaded = [...result.stderr.matchAll(/^\[loaded\] (file:.*)$/gm)].map((match) => fileURLToPath(match[1]));
+  const outside = loaded.filter((file) => !file.startsWith(`${cliDist}/`));
+  if (outside.length > 0) fail(`${command} loaded files outside the CLI's bundle: ${outside.slice(0, 5).join(', ')}`);
+  log(`${command}: ${loaded.length} files loaded, all from the CLI's dist/`);
+}
+// The hashing pool's thread, built beside the bundle's chunks: one file that imports only Node's
+// modules, and starts (it posts a first message when it is ready).
+const workerFile = join(cliDist, 'hash-worker.js');
+const workerImports = [...readFileSync(workerFile, 'utf8').matchAll(/(?:\bfrom|\bimport)\s*\(?\s*["']([^"']+)["']/g)]
+  .map((match) => match[1])
+  .filter((name) => !builtinModules.includes(name.replace(/^node:/, '')));
+if (workerImports.length > 0) fail(`dist/hash-worker.js imports ${workerImports.join(', ')}`);
+const workerStarted = await new Promise((resolve) => {
+  const worker = new Worker(workerFile, { workerData: { kind: 'xxh128', thread: 0, digestLength: 16 }, execArgv: [] });
+  worker.once('message', () => worker.terminate().then(() => resolve(true)));
+  worker.once('error', (error) => resolve(error));
+});
+if (workerStarted !== true) fail(`dist/hash-worker.js did not start as a worker thread: ${workerStarted}`);
+log('dist/hash-worker.js: self-contained, starts as a worker thread');
 log(`all ${files.length} packages install and work from their tarballs`);

@@ -17,6 +17,20 @@ export function driverPackageOf(kind: string): string {
 /** How {@link loadDriverPackages} imports a driver package (replaced in tests). */
 export type DriverPackageImporter = (name: string) => Promise<Record<string, unknown>>;
 
+/**
+ * The driver packages the CLI depends on, each imported by a literal name: the bundled
+ * `replikit` executable then holds them, with the one copy of @replikit/core its engine uses,
+ * instead of loading a second copy from node_modules (whose error classes and objects the
+ * engine's `instanceof` checks would not recognise).
+ */
+const SHIPPED_DRIVER_PACKAGES = new Map<string, () => Promise<Record<string, unknown>>>([
+  ['@replikit/driver-xen', () => import('@replikit/driver-xen')],
+  ['@replikit/driver-hyperv', () => import('@replikit/driver-hyperv')],
+]);
+
+/** Imports the driver package `name`: a shipped one as above, any other by its name. */
+const importDriverPackage: DriverPackageImporter = (name) => SHIPPED_DRIVER_PACKAGES.get(name)?.() ?? import(name);
+
 /** True when `error` says that the package `name` itself is not installed (not one of its imports). */
 function isPackageMissing(error: unknown, name: string): boolean {
   const { code, message } = error as NodeJS.ErrnoException;
@@ -35,7 +49,7 @@ function isPackageMissing(error: unknown, name: string): boolean {
  */
 export async function loadDriverPackages(
   job: JobSpec,
-  importer: DriverPackageImporter = (name) => import(name),
+  importer: DriverPackageImporter = importDriverPackage,
 ): Promise<string[]> {
   registerBuiltinDrivers();
   const missing: string[] = [];
