@@ -6,7 +6,7 @@ import {
   isDriverDefinition,
   type JobSide,
 } from '../drivers/define-driver.js';
-import { InputError, JobError, NotFoundError } from '../errors.js';
+import { InputError, isReplikitError, JobError, NotFoundError } from '../errors.js';
 import { CORE_ENDPOINT_FIELDS, type EndpointSpec, type JobSpec } from '../job/job-spec.js';
 import { toIssues } from '../job/zod-issues.js';
 import { BUILTIN_DRIVER_KINDS } from '../rules/driver-kinds.js';
@@ -144,8 +144,9 @@ export class DriverRegistry {
       try {
         this.parseOptions(job[side], { side });
       } catch (error) {
-        if (!(error instanceof JobError)) throw error;
-        failures.push(error);
+        // By code, not class: a driver's own check may throw from another copy of @replikit/core.
+        if (!isReplikitError(error, 'E_JOB')) throw error;
+        failures.push(error as JobError);
       }
     }
     if (failures.length === 1) throw failures[0];

@@ -1,5 +1,5 @@
 import type { Hypervisor, Snapshot } from '../../contracts/hypervisor.js';
-import { NotFoundError } from '../../errors.js';
+import { isReplikitError } from '../../errors.js';
 import type { RunContext, Stage } from './stage.js';
 
 /**
@@ -15,7 +15,8 @@ export async function dropSnapshot(
   try {
     await source.deleteSnapshot(snapshot);
   } catch (error) {
-    if (error instanceof NotFoundError) return;
+    // By code, not class: a driver package may bring its own copy of @replikit/core (the CLI's bundle has its own).
+    if (isReplikitError(error, 'E_NOT_FOUND')) return;
     if (!warnOnly) throw error;
     ctx.warn('W_CLEANUP', `could not delete snapshot ${snapshot.id}: ${(error as Error).message}`);
   }
