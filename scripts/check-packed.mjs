@@ -101,7 +101,6 @@ function checkTarball(file) {
 const consumerScript = `// Written by scripts/check-packed.mjs: the library as an ESM user imports it.
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStateStore, ReplicationEngine, registerDriver } from '@replikit/core';
