@@ -15,9 +15,10 @@ export interface CliContext {
    */
   stop?: AbortSignal;
   /**
-   * True in the `replikit` process itself (not when `main` runs inside another program): `run` and
-   * `resume` then leave the file driver's background removals to a detached process, so that the
-   * command ends when its run does (see `removal-handoff.ts`).
+   * True in the `replikit` process itself (not when `main` runs inside another program): the
+   * commands that run the engine through `withProgress` (`run`, `resume`, `failover`, the demos) then
+   * leave the file driver's background removals to a detached process, so that the command ends
+   * when its runs do (see `removal-handoff.ts`). The daemon, long-lived, removes them itself.
    */
   oneShot?: boolean;
 }

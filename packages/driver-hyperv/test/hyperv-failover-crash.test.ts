@@ -404,21 +404,26 @@ describe('SIGKILL anywhere in a hyperv failover operation, then resume: before- 
     }, 600_000);
   }
 
+  /** Runs `op` in a child killed at fault point `point` (and checks that it was), resumes it, and observes the world. */
+  async function killAtThenResume(w: Awaited<ReturnType<typeof makeWorld>>, op: Op, point: string) {
+    const killed = await runChild(
+      command,
+      { pwsh: sim.host.pwsh, stateDir: w.stateDir, job: w.jobInput, op, killAt: point },
+      join(work, `r${files++}.json`),
+    );
+    expect(killed.signal, killed.err).toBe('SIGKILL');
+    expect(killed.points.at(-1)).toBe(point);
+    await w.resume();
+    return w.observe();
+  }
+
   // A kill while a reverse pass replaced the original's live file (its new file complete, not yet
   // renamed over the old one): the resumed pass wrote a new file, and the first one stayed in the
   // original VM's folder, a VHDX no VM used.
   it('reverse killed at live:replacing: the resume ends it in its after-state, with no file left behind', async () => {
     const w = await makeWorld('reverse');
     try {
-      const killed = await runChild(
-        command,
-        { pwsh: sim.host.pwsh, stateDir: w.stateDir, job: w.jobInput, op: 'reverse', killAt: 'live:replacing' },
-        join(work, `r${files++}.json`),
-      );
-      expect(killed.signal, killed.err).toBe('SIGKILL');
-      expect(killed.points.at(-1)).toBe('live:replacing');
-      await w.resume();
-      const now = await w.observe();
+      const now = await killAtThenResume(w, 'reverse', 'live:replacing');
       expect(now).toMatchObject({ pending: false, held: false, completed: 1, vhdx: 0, sourcePower: 'stopped' });
       expect(now.sourceDigest).toBe(now.replicaDigest);
     } finally {
@@ -432,15 +437,7 @@ describe('SIGKILL anywhere in a hyperv failover operation, then resume: before- 
   it('planned killed at promote:marked: the resume ends it failed over, with the hold released', async () => {
     const w = await makeWorld('planned');
     try {
-      const killed = await runChild(
-        command,
-        { pwsh: sim.host.pwsh, stateDir: w.stateDir, job: w.jobInput, op: 'planned', killAt: 'promote:marked' },
-        join(work, `r${files++}.json`),
-      );
-      expect(killed.signal, killed.err).toBe('SIGKILL');
-      expect(killed.points.at(-1)).toBe('promote:marked');
-      await w.resume();
-      expect(await w.observe()).toMatchObject({
+      expect(await killAtThenResume(w, 'planned', 'promote:marked')).toMatchObject({
         pending: false,
         held: false,
         state: 'failed-over',
