@@ -267,7 +267,12 @@ export function createAgent(options: AgentOptions): Agent {
    * connection (its first frame is a `request`): such a connection stays open for as long as the
    * engine keeps its driver, so a pulling agent dials again for the block sessions meanwhile.
    */
-  const serve = async (socket: Duplex, peer: string, dialer: boolean, onControl?: () => void): Promise<void> => {
+  const serve = async (
+    socket: Duplex,
+    peer: string,
+    dialer: boolean,
+    hooks: { onControl?: () => void; onHandshake?: () => void; quietEarlyEnd?: boolean } = {},
+  ): Promise<void> => {
     const conn = new FrameConnection(socket, `source ${peer}`);
     conn.setIdleTimeout(idleTimeoutMs);
     connections.add(conn);
@@ -293,6 +298,7 @@ export function createAgent(options: AgentOptions): Agent {
           key,
         });
         if (!dialer) admission.passed(peer);
+        hooks.onHandshake?.();
       } catch (error) {
         const refusal = isReplikitError(error, 'E_AUTH') || (isReplikitError(error) && error.details.protocol === true);
         if (stopping.signal.aborted) return;
@@ -305,7 +311,7 @@ export function createAgent(options: AgentOptions): Agent {
               `closed idle connection from ${peer}: ${conn.error.message}`,
             );
           }
-        } else leftEarly(peer, 'connection dropped during the handshake');
+        } else if (!hooks.quietEarlyEnd) leftEarly(peer, 'connection dropped during the handshake');
         return;
       }
       let first: Message;
@@ -317,7 +323,7 @@ export function createAgent(options: AgentOptions): Agent {
         return;
       }
       if (first.type === 'request') {
-        onControl?.();
+        hooks.onControl?.();
         const control = await serveTargetControl(
           conn,
           options.target,
@@ -415,6 +421,13 @@ export function createAgent(options: AgentOptions): Agent {
       log(`pulling from ${peer} (${options.security.kind})`);
       const loop = async () => {
         let delay = 50;
+        let lastGreeted = false;
+        // Waits before the next dial, longer each time nothing got through: a peer that refuses,
+        // or accepts and closes at once, is not dialled in a tight loop.
+        const backOff = async () => {
+          await abortableDelay(delay, stopping.signal);
+          delay = Math.min(2000, delay * 2);
+        };
         while (!stopping.signal.aborted) {
           let socket: Duplex;
           try {
@@ -422,27 +435,26 @@ export function createAgent(options: AgentOptions): Agent {
           } catch (error) {
             if (stopping.signal.aborted) break;
             if (isReplikitError(error, 'E_AUTH')) refused(error, peer);
-            await new Promise<void>((resolve) => {
-              const wake = () => {
-                clearTimeout(timer);
-                resolve();
-              };
-              const timer = setTimeout(() => {
-                stopping.signal.removeEventListener('abort', wake);
-                resolve();
-              }, delay);
-              stopping.signal.addEventListener('abort', wake, { once: true });
-            });
-            delay = Math.min(2000, delay * 2);
+            await backOff();
             continue;
           }
-          delay = 50;
+          let greeted = false;
           // A control connection stays open while its engine runs: dial again for the sessions.
           await new Promise<void>((resolve) => {
-            const served = serve(socket, peer, true, resolve);
+            const served = serve(socket, peer, true, {
+              // The connection waiting after a run's last session ends with that run: not news.
+              quietEarlyEnd: lastGreeted,
+              onControl: resolve,
+              onHandshake: () => {
+                greeted = true;
+              },
+            });
             track(served);
             void served.finally(resolve);
           });
+          lastGreeted = greeted;
+          if (greeted) delay = 50;
+          else if (!stopping.signal.aborted) await backOff();
         }
       };
       track(loop());
@@ -463,4 +475,20 @@ export function createAgent(options: AgentOptions): Agent {
       log('stopped');
     },
   };
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const wake = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', wake);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', wake, { once: true });
+  });
 }
