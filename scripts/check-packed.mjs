@@ -248,6 +248,10 @@ for (const [bin, args] of [
     encoding: 'utf8',
   });
   if (result.status !== 0) fail(`${command} exited with ${result.status}: ${result.stderr}`);
+  // The usage is printed as is, not as a timestamped log line.
+  if (args[0] === '--help' && !result.stdout.startsWith('replikit-agent: ')) {
+    fail(`${command} printed ${JSON.stringify(result.stdout.slice(0, 40))}… instead of its usage`);
+  }
   const loaded = [...result.stderr.matchAll(/^\[loaded\] (file:.*)$/gm)].map((match) => fileURLToPath(match[1]));
   const outside = loaded.filter((file) => !file.startsWith(`${cliDist}/`));
   if (outside.length > 0) fail(`${command} loaded files outside the CLI's bundle: ${outside.slice(0, 5).join(', ')}`);

@@ -20,6 +20,7 @@ try {
   process.exitCode = await runAgentCli(process.argv.slice(2), {
     env: process.env,
     log: (line) => process.stdout.write(`${new Date().toISOString()} ${line}\n`),
+    print: (text) => process.stdout.write(`${text}\n`),
     drivers: defaultDriverRegistry,
     hasher: (algorithm) => createHashingPool({ algorithm }),
     signal: controller.signal,

@@ -12,6 +12,8 @@ export interface AgentCliIO {
   env: NodeJS.ProcessEnv;
   /** Where the one-line-per-session log goes. */
   log(line: string): void;
+  /** Where `--help` prints the usage, as is (no log prefix). @default {@link AgentCliIO.log} */
+  print?(text: string): void;
   /** The drivers the agent can serve (the CLI registers the built-in ones). */
   drivers: DriverRegistry;
   /** Aborted on SIGTERM/SIGINT: the agent stops gracefully and the promise resolves. */
@@ -190,7 +192,7 @@ async function securityOf(
 export async function runAgentCli(argv: string[], io: AgentCliIO): Promise<number> {
   const values = parseFlags(argv);
   if (values.help) {
-    io.log(AGENT_USAGE);
+    (io.print ?? io.log)(AGENT_USAGE);
     return 0;
   }
   const env = io.env;
