@@ -30,7 +30,7 @@ import {
  *   psk: { identity: site-a, keyFile: ./site-a.psk }   # TLS-PSK (or keyEnv: VAR), key in hex
  *   certificate: { cert: me.pem, key: me.key, trust: [<sha256 of the agent's certificate>] }
  *   key: { keyEnv: REPLIKIT_TRANSPORT_KEY }            # plain tcp: a shared key proven in hello
- *   codec: zlib-deflate            # none | deflate | zlib-deflate | brotli
+ *   codec: auto                    # auto (default) | none | deflate | zlib-deflate | brotli | zstd (Node 22.15+)
  *   window: 32MiB
  *   bandwidthLimit: 50MB/s         # cap on wire bytes (the job's own option caps data bytes)
  * ```

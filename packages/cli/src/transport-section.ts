@@ -1,4 +1,5 @@
 import { JobError, parseRate } from '@replikit/core';
+import { checkCodecChoice } from '@replikit/transport';
 
 /** The fields each mapping of a job's `transport` section takes (`''`: the section itself). */
 const FIELDS: Record<string, readonly string[]> = {
@@ -34,7 +35,8 @@ function hostPortProblem(value: unknown, path: string): string | undefined {
 
 /**
  * Checks a job's `transport` section as the CLI reads it, before anything runs: every field known
- * (a misspelt `address` for `agent` would otherwise surface only when the run connects), nested
+ * (a misspelt `address` for `agent` would otherwise surface only when the run connects), a codec
+ * this runtime has, nested
  * mappings that are mappings, a network section that says where its agent is (`agent`, push) or
  * where to wait for it (`pull.listen`), addresses as `host:port`, and sizes and rates that parse.
  * Keys and certificate files are read later, when a run needs them.
@@ -68,6 +70,16 @@ export function checkTransportSection(section: unknown): void {
     }
     if (section.agent !== undefined) problems.push(hostPortProblem(section.agent, 'transport.agent') ?? '');
     if (pull) problems.push(hostPortProblem(pull.listen, 'transport.pull.listen') ?? '');
+    if (section.codec !== undefined) {
+      if (typeof section.codec !== 'string') problems.push('transport.codec: expected a codec name such as "auto"');
+      else {
+        try {
+          checkCodecChoice(section.codec);
+        } catch (error) {
+          problems.push(`transport.codec: ${(error as Error).message}`);
+        }
+      }
+    }
     for (const field of ['window', 'bandwidthLimit']) {
       const value = section[field];
       if (value === undefined) continue;

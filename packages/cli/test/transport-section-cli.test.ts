@@ -47,6 +47,18 @@ describe("the job's transport section is checked before anything runs", () => {
     });
   }
 
+  it('names a codec this runtime does not have, before anything runs', async () => {
+    const result = await runCli(
+      ['validate', await jobFile({ kind: 'tls', agent: '10.0.0.7:7400', psk, codec: 'lz5' })],
+      {
+        cwd: dir,
+      },
+    );
+    expect(result.code).toBe(2);
+    expect(lines(result.stderr)).toHaveLength(1);
+    expect(result.stderr).toMatch(/transport\.codec: unknown codec 'lz5'; use auto or one of none, /);
+  });
+
   it('names a network section that says neither where the agent is nor where to wait for it', async () => {
     const { code, stderr } = await runCli(['validate', await jobFile({ kind: 'tcp' })], { cwd: dir });
     expect(code).toBe(2);

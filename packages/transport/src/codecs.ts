@@ -153,6 +153,11 @@ export function codecById(id: number): BlockCodec {
  * {@link @replikit/core!InputError} for an unknown name.
  */
 export function checkCodecChoice(name: string): string {
+  if (name === 'zstd' && !ZSTD) {
+    throw new InputError(
+      `codec 'zstd' needs Node 22.15 or later at both ends (this is Node ${process.versions.node}); use ${AUTO_CODEC}, which picks zstd wherever both ends have it`,
+    );
+  }
   if (name !== AUTO_CODEC && !availableCodecs().includes(name)) {
     throw new InputError(`unknown codec '${name}'; use ${AUTO_CODEC} or one of ${availableCodecs().join(', ')}`);
   }

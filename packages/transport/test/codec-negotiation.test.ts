@@ -3,7 +3,7 @@ import { isReplikitError } from '@replikit/core';
 import { createNodeHasher } from '@replikit/core/internal';
 import { createFileDriver } from '@replikit/driver-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { availableCodecs, codecById, negotiateCodec } from '../src/codecs.js';
+import { availableCodecs, checkCodecChoice, codecById, negotiateCodec } from '../src/codecs.js';
 import { FrameConnection } from '../src/connection.js';
 import { handshake } from '../src/handshake.js';
 import { createNetworkTransport } from '../src/network-transport.js';
@@ -107,6 +107,15 @@ describe('codec negotiation (pure)', () => {
     }
     expect(isReplikitError(error, 'E_INPUT')).toBe(true);
     expect((error as Error).message).toMatch(/does not offer codec 'zstd'.*'auto'/);
+  });
+});
+
+describe('a codec chosen in a job', () => {
+  it('zstd on a runtime without it is refused with the Node version it needs; elsewhere it is taken', () => {
+    if (HAS_ZSTD) expect(checkCodecChoice('zstd')).toBe('zstd');
+    else expect(() => checkCodecChoice('zstd')).toThrow(/zstd' needs Node 22\.15 or later .*use auto/);
+    expect(() => checkCodecChoice('lz5')).toThrow(/unknown codec 'lz5'/);
+    expect(checkCodecChoice('auto')).toBe('auto');
   });
 });
 
