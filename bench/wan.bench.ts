@@ -4,6 +4,7 @@
 // session's payload rate over the link's bandwidth, for each link shape, with the adaptive window
 // (the default) and with a constant window given as `windowBytes` (how the window was sized before).
 // Flags: --seconds=8 (data sent per case, in seconds of the link's bandwidth) --repeat=1
+// --links=150ms@100Mbit,20ms@1Gbit (the link shapes; these two by default)
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -26,6 +27,22 @@ const CASES: LinkCase[] = [
   { name: '150 ms, 100 Mbit/s', rttMs: 150, bitsPerSecond: 100e6 },
   { name: '20 ms, 1 Gbit/s', rttMs: 20, bitsPerSecond: 1e9 },
 ];
+
+/**
+ * Link shapes from `--links=RTT@RATE,...`, such as `300ms@50Mbit,5ms@10Gbit` (RTT in ms; rate in
+ * kbit, Mbit or Gbit per second).
+ */
+function parseLinks(text: string): LinkCase[] {
+  const units: Record<string, number> = { kbit: 1e3, mbit: 1e6, gbit: 1e9 };
+  return text.split(',').map((item) => {
+    const match = /^(\d+(?:\.\d+)?)ms@(\d+(?:\.\d+)?)(kbit|mbit|gbit)(?:\/s)?$/i.exec(item.trim());
+    if (!match) throw new Error(`--links: expected RTT@RATE such as 150ms@100Mbit, got ${JSON.stringify(item)}`);
+    const rttMs = Number(match[1]);
+    const bitsPerSecond = Number(match[2]) * units[match[3]!.toLowerCase()]!;
+    if (rttMs < 0 || bitsPerSecond < 1e5) throw new Error(`--links: ${item}: rate at least 100kbit`);
+    return { name: `${rttMs} ms, ${match[2]} ${match[3]}/s`, rttMs, bitsPerSecond };
+  });
+}
 
 function flag(flags: string[], name: string, fallback: string): string {
   return flags.find((f) => f.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
@@ -104,6 +121,7 @@ const CONSTANT_WINDOW = 32 * 1024 * 1024;
 export async function run(flags: string[]): Promise<void> {
   const seconds = Number(flag(flags, 'seconds', '8'));
   const repeat = Math.max(1, Number(flag(flags, 'repeat', '1')));
+  const links = flags.some((f) => f.startsWith('--links=')) ? parseLinks(flag(flags, 'links', '')) : CASES;
   const key = randomBytes(32);
   const hasher = await createHashingPool({ algorithm: 'xxh128' });
   const security: Security = { kind: 'tcp', key };
@@ -124,7 +142,7 @@ export async function run(flags: string[]): Promise<void> {
     console.log(
       `push session, codec none, random 64 KiB blocks, through the link emulator; ${seconds} s of link bandwidth per case`,
     );
-    for (const link of CASES) {
+    for (const link of links) {
       const count = Math.ceil(((link.bitsPerSecond / 8) * seconds) / BLOCK);
       // 256 distinct random blocks, repeated: the codec is `none`, so repeats cost as much as new data.
       const pool = Array.from({ length: 256 }, () => randomBytes(BLOCK));
