@@ -1,4 +1,5 @@
 import { isReplikitError } from '@replikit/core';
+import { printableLines } from './output/printable.js';
 
 /** A usage error of the command line (exit code 2). */
 export class UsageError extends Error {
@@ -21,8 +22,8 @@ export function exitCodeOf(error: unknown): number {
 /** The message printed for an error: one line per problem, never a stack unless `debug`. */
 export function describeForUser(error: unknown, debug: boolean): string {
   if (debug && error instanceof Error && error.stack) return error.stack;
-  if (error instanceof UsageError) return `replikit: ${error.message} (see \`replikit help\`)`;
-  if (isReplikitError(error)) return `replikit: ${error.code}: ${error.message}`;
-  const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof UsageError) return `replikit: ${printableLines(error.message)} (see \`replikit help\`)`;
+  if (isReplikitError(error)) return `replikit: ${error.code}: ${printableLines(error.message)}`;
+  const message = printableLines(error instanceof Error ? error.message : String(error));
   return `replikit: unexpected error: ${message} (set REPLIKIT_DEBUG=1 to see where it came from)`;
 }
