@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { NotFoundError } from '@replikit/core';
+import { NotFoundError, RuleError } from '@replikit/core';
 import { startXapiSim, type XapiSim } from '@replikit/xapi-sim';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -71,10 +71,12 @@ describe('hostile VM names in what the CLI prints', () => {
     expect(out.text).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
   });
 
-  it('an error naming such a VM reaches the terminal with no escape sequence', () => {
+  it('an error naming such a VM is one line, with no escape sequence; broken rules keep a line each', () => {
     const line = describeForUser(new NotFoundError(`no VM '${HOSTILE}' on this pool`), false);
-    expect(line).toContain('\\u001b[2J');
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: none but the line break may be printed
-    expect(line).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(line).toBe(
+      `replikit: E_NOT_FOUND: no VM 'web\\nfake-vm  running  \\u001b[2J\\u001b[31mred\\r\\u009b' on this pool`,
+    );
+    const rules = describeForUser(new RuleError('the job breaks 2 rules:\nerror a\nerror b \u001b[2J'), false);
+    expect(rules).toBe('replikit: E_RULE: the job breaks 2 rules:\nerror a\nerror b \\u001b[2J');
   });
 });
