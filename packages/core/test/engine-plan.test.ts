@@ -57,6 +57,14 @@ describe('engine.plan', () => {
     expect(forecast.throughput?.runs).toBeGreaterThanOrEqual(1);
   });
 
+  it('a first run with blocks bigger than a disk estimates no more to send than the disk holds', async () => {
+    source.addVm('small', [{ id: 'b', size: MiB + 512 }]);
+    const forecast = await engine.plan(job({ source: { driver: 'memsrc', vm: 'small' }, blockSize: 16 * MiB }));
+    expect(forecast.disks[0]).toMatchObject({ mode: 'full', blocksToRead: 1, bytesToRead: MiB + 512 });
+    expect(forecast.disks[0]!.bytesToSend).toBe(MiB + 512);
+    expect(forecast.bytesToSend).toBe(MiB + 512);
+  });
+
   it('names what would stop the run: a broken rule, an unfinished run', async () => {
     const broken = await engine.plan(job({ method: 'xva' }));
     expect(broken.canRun).toBe(false);

@@ -115,6 +115,13 @@ export const xenDriverOptionsSchema = z
         message: 'give passwordEnv or credentialsFile, not both',
       });
     }
+    if (o.fingerprint !== undefined && !/^https:/i.test(o.url)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fingerprint'],
+        message: 'a fingerprint pins a TLS certificate: it needs an https:// url (http:// has none to check)',
+      });
+    }
     if (o.fingerprint !== undefined && o.allowUnauthorized) {
       ctx.addIssue({
         code: 'custom',

@@ -188,7 +188,10 @@ export class XenTarget {
 
     const srRef = await this.srRef(options);
     const placement = spec.placement ?? {};
-    const name = typeof placement.vmName === 'string' ? placement.vmName : `${spec.source.name}-replica`;
+    // The job's target.replicaName names the VM; without one, `<source VM's name>-replica` (the
+    // source's name even when the job named the VM by uuid).
+    const named = placement.vmName ?? placement.replicaName;
+    const name = typeof named === 'string' ? named : `${spec.source.name}-replica`;
     const memory = String(Math.max(1, spec.source.memoryMiB) * 2 ** 20);
     const cpus = String(Math.max(1, spec.source.cpus));
     const vmRef = await this.connection.call<string>(
@@ -214,8 +217,8 @@ export class XenTarget {
           other_config: {
             [REPLICA_NAME_KEY]: spec.name,
             [REPLICA_OF_KEY]: spec.source.id,
-            [REPLICA_JOB_KEY]: typeof placement.job === 'string' ? placement.job : spec.name,
-            [REPLICA_METHOD_KEY]: typeof placement.method === 'string' ? placement.method : 'qhybrid',
+            // The job and method that made it, when the engine says (a direct driver call does not).
+            ...(spec.job ? { [REPLICA_JOB_KEY]: spec.job.name, [REPLICA_METHOD_KEY]: spec.job.method } : {}),
             [REPLICA_MARK_KEY]: 'in-progress',
           },
         },

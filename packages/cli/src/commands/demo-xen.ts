@@ -99,8 +99,11 @@ export async function demoXenCommand(context: CliContext, options: DemoXenOption
         try {
           for (const [step, label] of ['first run', 'after the guest writes'].entries()) {
             if (step === 1) {
-              const written = await guestWrites(sim, pool.vms[VM]!, 7000 + n);
-              out.write(`\n   the guest wrote 4 KiB into ${written} blocks (about 1 %)\n`);
+              const { written, blocks } = await guestWrites(sim, pool.vms[VM]!, 7000 + n);
+              const share = ((written / blocks) * 100).toFixed(1);
+              out.write(
+                `\n   the guest wrote 4 KiB into each of ${written} of its disk's ${blocks} blocks of 64 KiB (${share} %)\n`,
+              );
             }
             const record = await withProgress(engine, context, () => engine.run(job, { signal: context.signal }));
             out.write(`\n   [${entry.method}] run ${step + 1} (${label})\n${renderRunSummary(record)}\n`);
@@ -127,8 +130,11 @@ export async function demoXenCommand(context: CliContext, options: DemoXenOption
   }
 }
 
-/** The guest of `vm` writes 4 KiB into about 1 % of the 64 KiB blocks of its first disk. */
-async function guestWrites(sim: XapiSim, vm: string, seed: number): Promise<number> {
+/**
+ * The guest of `vm` writes 4 KiB into each of about 1 % of the 64 KiB blocks of its first disk;
+ * resolves with how many blocks it wrote into, of how many.
+ */
+async function guestWrites(sim: XapiSim, vm: string, seed: number): Promise<{ written: number; blocks: number }> {
   const session = (await sim.call('session.login_with_password', 'root', sim.credentials.password)) as string;
   try {
     const [vbd] = (await sim.call('VM.get_VBDs', session, vm)) as string[];
@@ -140,7 +146,7 @@ async function guestWrites(sim: XapiSim, vm: string, seed: number): Promise<numb
       const block = (seed * 7919 + i * 104_729) % blocks;
       await sim.guestWrite(vm, '0', block * BLOCK, randomBytes(4096));
     }
-    return count;
+    return { written: count, blocks };
   } finally {
     await sim.call('session.logout', session);
   }

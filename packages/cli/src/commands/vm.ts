@@ -5,6 +5,7 @@ import { UsageError } from '../cli-error.js';
 import type { CliContext } from '../context.js';
 import { driverPackageOf, loadDriverPackages } from '../drivers.js';
 import { loadJobForCli } from '../job-file.js';
+import { printableLine } from '../output/printable.js';
 
 /** Options of {@link vmCommand}. */
 export interface VmOptions {
@@ -86,7 +87,7 @@ export async function vmCommand(context: CliContext, args: string[], options: Vm
         } else {
           for (const vm of vms) {
             const disks = vm.disks.map((d) => `${d.id} ${formatBytes(d.size)}`).join(', ');
-            context.stdout.write(`${vm.name}  ${vm.powerState}  ${disks}\n`);
+            context.stdout.write(`${printableLine(`${vm.name}  ${vm.powerState}  ${disks}`)}\n`);
           }
         }
         return 0;

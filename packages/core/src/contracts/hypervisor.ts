@@ -73,6 +73,8 @@ export interface ReplicaSpec {
   disks: Array<{ sourceDiskId: string; size: number; label?: string }>;
   /** Driver-specific placement (target folder, SR, host path…), from the job's `target` section. */
   placement?: Record<string, unknown>;
+  /** The job that makes or finds the replica (the engine gives it), for a driver that marks its replicas. */
+  job?: { name: string; method: string };
 }
 
 /** A replica VM on the target. Plain data. */

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { connect } from 'node:tls';
 import { AuthError, TransportError } from '@replikit/core';
 
@@ -17,7 +18,9 @@ export function normaliseFingerprint(fingerprint: string): string {
 export async function checkPinnedCertificate(host: string, port: number, expected: string): Promise<void> {
   const want = normaliseFingerprint(expected);
   const got = await new Promise<string>((resolve, reject) => {
-    const socket = connect({ host, port, rejectUnauthorized: false, servername: host });
+    // SNI names a host, never an address (Node warns, RFC 6066 forbids it).
+    const servername = isIP(host) === 0 ? host : undefined;
+    const socket = connect({ host, port, rejectUnauthorized: false, ...(servername ? { servername } : {}) });
     socket.once('secureConnect', () => {
       const fp = socket.getPeerCertificate().fingerprint256 ?? '';
       socket.destroy();

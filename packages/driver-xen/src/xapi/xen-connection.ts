@@ -74,7 +74,9 @@ export class XenConnection {
     });
     const conn = new XenConnection(xapi, url, { ...DEFAULT_RETRY, ...options.retry }, insecure);
     try {
-      await conn.retrying('logging in', options.signal, true, () => raceAbort(xapi.connect(), options.signal));
+      await conn.retrying(`logging in to ${url.host}`, options.signal, true, () =>
+        raceAbort(xapi.connect(), options.signal),
+      );
       // The first fetch of watched records runs on after connect(): a disconnect during it makes
       // the client log an assertion. Wait for it.
       await raceAbort(xapi.objectsFetched, options.signal);

@@ -161,7 +161,13 @@ export async function forecastRun(
         blocksToRead,
         bytesToRead,
         blocksChanged,
-        bytesToSend: Math.round(blocksChanged * (sentPerBlock ?? job.blockSize)),
+        // Without past runs a changed block sends its bytes: never more than the blocks read hold
+        // (a disk's last block, or a block bigger than the disk, is short).
+        bytesToSend: Math.round(
+          sentPerBlock === undefined
+            ? Math.min(blocksChanged * job.blockSize, bytesToRead)
+            : blocksChanged * sentPerBlock,
+        ),
         basis,
       });
     }

@@ -38,6 +38,7 @@ export const prepareStage: Stage = {
           ...(disk.label ? { label: disk.label } : {}),
         })),
         placement,
+        job: { name: job.name, method: job.method },
       },
       { signal },
     );
