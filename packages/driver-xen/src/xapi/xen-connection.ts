@@ -1,10 +1,11 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { AbortError, AuthError, DriverError, throwIfAborted } from '@replikit/core';
 import { createClient, type Xapi } from 'xen-api';
 import { backoffDelay, DEFAULT_RETRY, type RetryPolicy, raceAbort, sleep } from './backoff.js';
 import { type CredentialRef, resolveCredentials } from './credentials.js';
-import { checkPinnedCertificate } from './tls-pin.js';
+import { pinXapiClient } from './pinned-client.js';
+import { checkPinnedCertificate, pinnedConnector } from './tls-pin.js';
 import { isDroppedConnection, RETRYABLE_XAPI_CODES, wrapXapiError, xapiCodeOf } from './xapi-error.js';
 
 /** How to reach a pool. */
@@ -46,7 +47,20 @@ export class XenConnection {
     readonly url: URL,
     private readonly policy: RetryPolicy,
     private readonly insecure: boolean,
+    /** The pinned fingerprint: each HTTPS request checks it before sending. */
+    private readonly pin?: string | undefined,
   ) {}
+
+  /** Request options that pin the certificate (when one is pinned) or accept any. */
+  private tlsOptions(): Pick<RequestOptions, 'rejectUnauthorized' | 'createConnection'> {
+    return this.pin !== undefined
+      ? {
+          rejectUnauthorized: false,
+          // the callback form: the request is written only once the pinned socket is handed over
+          createConnection: pinnedConnector(this.pin) as unknown as RequestOptions['createConnection'],
+        }
+      : { rejectUnauthorized: !this.insecure };
+  }
 
   /**
    * Resolves the credentials, checks the pinned certificate, logs in.
@@ -72,7 +86,11 @@ export class XenConnection {
       watchEvents: ['task'],
       debounce: 20,
     });
-    const conn = new XenConnection(xapi, url, { ...DEFAULT_RETRY, ...options.retry }, insecure);
+    // The check above gives the early answer; every connection of the client, and the driver's
+    // own GET and PUT, checks the pin again before it sends anything.
+    const pin = options.fingerprint !== undefined && https ? options.fingerprint : undefined;
+    if (pin !== undefined) pinXapiClient(xapi, pin);
+    const conn = new XenConnection(xapi, url, { ...DEFAULT_RETRY, ...options.retry }, insecure, pin);
     try {
       await conn.retrying(`logging in to ${url.host}`, options.signal, true, () =>
         raceAbort(xapi.connect(), options.signal),
@@ -139,7 +157,7 @@ export class XenConnection {
     for (const [k, v] of Object.entries({ ...query, session_id: this.sessionId })) target.searchParams.set(k, v);
     const request = target.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
-      const req = request(target, { method: 'GET', rejectUnauthorized: !this.insecure, signal }, (res) => {
+      const req = request(target, { method: 'GET', ...this.tlsOptions(), signal }, (res) => {
         if (res.statusCode !== 200) {
           res.resume();
           const code = res.statusCode === 401 ? 'E_AUTH' : 'E_DRIVER';
@@ -182,7 +200,7 @@ export class XenConnection {
         const req = request(target, {
           method: 'PUT',
           headers: { 'content-length': String(length) },
-          rejectUnauthorized: !this.insecure,
+          ...this.tlsOptions(),
           signal,
         });
         req.once('error', (error) => reject(signal?.aborted ? new AbortError() : error));
