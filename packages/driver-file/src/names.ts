@@ -23,7 +23,7 @@ export function assertSafeName(value: unknown, what: string): string {
   const hostile = /[/\\\u0000-\u001f\u007f]/.test(value) || value.startsWith('.') || value.includes('..');
   if (hostile || value.length > MAX_NAME_LENGTH) {
     throw new InputError(
-      `${what} ${describe(value)} is not a safe name: use at most ${MAX_NAME_LENGTH} letters, digits, '-', '_' or '.', ` +
+      `${what} ${describe(value)} is not a safe name: use one folder name of at most ${MAX_NAME_LENGTH} characters, ` +
         `without '/', '\\', '..', control characters or a leading '.'`,
       { details: { what, value } },
     );

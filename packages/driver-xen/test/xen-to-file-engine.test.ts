@@ -87,6 +87,40 @@ describe('the engine replicates a xen VM to the file driver (Q-Hybrid)', () => {
     });
   }
 
+  it('a VM whose name cannot be a folder (a line break, a slash, 300 characters) replicates into a folder of its own', async () => {
+    const names = ['web\nline', 'web/line', `${'é'.repeat(150)}${'x'.repeat(150)}`];
+    for (const name of names) await pool.makeVM(name, [MiB + 512]);
+    const folders: string[] = [];
+    for (const name of names) {
+      const { engine, target } = xenToFile(name);
+      try {
+        const record = await engine.run({
+          name: 'hostile-to-file',
+          source: { driver: 'xen', url: pool.sim.url, passwordEnv: PASSWORD_ENV, vm: name },
+          target: { driver: 'file', root: join(dir, 'replicas'), reflink: false },
+          method: 'qhybrid',
+        });
+        expect(record.outcome, JSON.stringify(record.error)).toBe('completed');
+        const replica = (await target.listVMs()).find((vm) => vm.name === record.replica!.name)!;
+        expect(
+          compareBytes(
+            await readWholeDisk(target, replica.disks[0]!),
+            await readWholeDisk(xen, record.snapshot!.disks[0]!),
+          ),
+        ).toBe('equal');
+        folders.push(record.replica!.name);
+      } finally {
+        await engine.close();
+        await target.close();
+      }
+    }
+    expect(new Set(folders).size).toBe(3);
+    for (const folder of folders) {
+      expect(folder).toMatch(/^[^/\\\n]+-[0-9a-f]{8}-replica$/);
+      expect(Buffer.byteLength(folder)).toBeLessThanOrEqual(255);
+    }
+  });
+
   it('after a tracked run, a CBT reset gives a hash-diff run with reason TRACKING_RESET, then tracked runs again', async () => {
     const size = 8 * MiB;
     const vm = await pool.makeVM('reset', [size]);

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { scheduleOptionFields } from '../schedule/schedule-options.js';
 import { parseRate } from '../util/sizes.js';
@@ -146,7 +147,32 @@ export const CORE_ENDPOINT_FIELDS = {
 /** The resolved `options` section of a job. */
 export type JobOptions = JobSpec['options'];
 
-/** The name the replica gets when the job does not set `target.replicaName`. */
+/** Longest folder name the file driver takes (its `MAX_NAME_LENGTH`). */
+const FILE_NAME_LIMIT = 200;
+
+/**
+ * The name the replica gets when the job does not set `target.replicaName`: `<vm>-replica`. On a
+ * file target that name is a folder; when the source VM's name cannot be one (a Xen or Hyper-V
+ * name may hold `/`, a line break, or 300 characters), the folder is the name with each such
+ * character made `_`, cut to fit, plus 8 hex digits of its SHA-256 so that two such VMs never
+ * share a replica.
+ */
 export function replicaNameOf(job: JobSpec): string {
-  return job.target.replicaName ?? `${job.source.vm}-replica`;
+  if (job.target.replicaName !== undefined) return job.target.replicaName;
+  const plain = `${job.source.vm}-replica`;
+  const fits = plain.length <= FILE_NAME_LIMIT && Buffer.byteLength(plain) <= 255;
+  if (job.target.driver !== 'file' || (!pathLike(plain) && fits)) return plain;
+  const tag = createHash('sha256').update(job.source.vm).digest('hex').slice(0, 8);
+  const safe = job.source.vm
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is replaced
+    .replace(/[/\\\u0000-\u001f\u007f]/g, '_')
+    .replace(/\.\./g, '__')
+    .replace(/^\./, '_');
+  // whole characters, at most 160 bytes of UTF-8: a file name has 255 bytes on most file systems
+  let cut = '';
+  for (const character of safe) {
+    if (Buffer.byteLength(cut + character) > 160) break;
+    cut += character;
+  }
+  return `${cut}-${tag}-replica`;
 }
