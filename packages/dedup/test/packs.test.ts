@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -99,6 +99,33 @@ describe('pack files', () => {
     expect((await stat(idx)).size).toBe(6 * INDEX_ENTRY_BYTES);
   });
 
+  it('skips a damaged record in the middle of a pack, never cutting the whole records after it', async () => {
+    const store = new FileBlockStore(dir);
+    const blocks = randomBlocks(6);
+    await backup(store, 'run-1', blocks);
+    const pack = await orphan((await packs())[0]!);
+    const path = join(dir, 'packs', pack);
+    const whole = (await stat(path)).size;
+    const record = RECORD_HEADER_BYTES + encodeChunk(blocks[0]!).length; // random blocks: all the same size
+    const bytes = await readFile(path);
+    bytes[PACK_MAGIC.length + 2 * record + RECORD_HEADER_BYTES + 100]! ^= 0x55; // one byte of block 2's payload
+    bytes[PACK_MAGIC.length + 4 * record + 10]! ^= 0x55; // one byte of block 4's header
+    await writeFile(path, bytes);
+    await rm(`${path}.idx`); // the pack is scanned: its index is lost
+    const reopened = new FileBlockStore(dir);
+    const report = await reopened.verify('vm1', 'run-1');
+    expect(report.bad.map((bad) => bad.address).sort()).toEqual(
+      [2, 4].map((i) => createHash('sha256').update(blocks[i]!).digest('hex')).sort(),
+    );
+    expect(reopened.cutPacks).toEqual([]);
+    expect((await stat(path)).size).toBe(whole);
+    for (const i of [0, 1, 3, 5]) {
+      const address = createHash('sha256').update(blocks[i]!).digest('hex');
+      expect(Buffer.compare(await new FileBlockStore(dir).readChunk(address), blocks[i]!)).toBe(0);
+    }
+    await expect(reopened.restore('vm1', 'run-1', 'd0', join(dir, 'out.raw'))).rejects.toThrow(/chunk/);
+  });
+
   it('gc repacks a mostly dead pack and keeps every live chunk', async () => {
     const store = new FileBlockStore(dir);
     const shared = randomBlocks(2);
@@ -122,7 +149,6 @@ describe('pack files', () => {
   });
 
   it('reads a store written before packs (one file per chunk) as it is, and writes new chunks to packs', async () => {
-    const { createHash } = await import('node:crypto');
     const blocks = randomBlocks(3);
     const table = Buffer.alloc(3 * 32);
     for (const [i, block] of blocks.entries()) {

@@ -11,6 +11,7 @@ import {
   parseRecordHeader,
   payloadIntact,
   RECORD_HEADER_BYTES,
+  RECORD_MAGIC_BYTES,
 } from './pack-format.js';
 
 /** A record of a pack: the chunk it holds and where. */
@@ -29,9 +30,10 @@ export function packOwner(name: string): number | undefined {
 /**
  * The store's view of its packs: which chunk lies where. Built from each pack's index file
  * (`<pack>.idx`) and, past the end of what that file covers (a stale or lost index), by scanning
- * the pack's records. A record that is torn (its header or payload CRC does not match, or it runs
- * past the file's end) ends the pack: when the pack's writer is dead the file is cut there and its
- * index file rewritten from the records before it.
+ * the pack's records. A record that is not whole (its header or payload CRC does not match, or it
+ * runs past the file's end) is skipped when a whole record follows it (damage inside the pack);
+ * otherwise it is the pack's torn tail: when the pack's writer is dead the file is cut there and
+ * its index file rewritten from the whole records.
  */
 export class PackIndex {
   /** Every known chunk: the first record found holding it, and whether that record is durable. */
@@ -103,8 +105,9 @@ export class PackIndex {
         const bytes = await readFile(`${path}.idx`).catch(() => Buffer.alloc(0));
         let end = PACK_MAGIC.length;
         for (const entry of parseIndex(bytes)) {
-          // An entry must follow the previous one exactly and lie inside the pack; else stop there.
-          if (entry.offset !== end || entry.offset + RECORD_HEADER_BYTES + entry.length > size) break;
+          // An entry must start at or after the end of the previous one (a gap is a damaged record
+          // the scan skipped) and lie inside the pack; else stop there.
+          if (entry.offset < end || entry.offset + RECORD_HEADER_BYTES + entry.length > size) break;
           this.add(name, entry, true);
           end = entry.offset + RECORD_HEADER_BYTES + entry.length;
           indexed++;
@@ -138,24 +141,57 @@ export class PackIndex {
     }
   }
 
-  /** Adds the whole, intact records from `from` on; returns where they end. */
+  /**
+   * Adds the whole, intact records from `from` on; returns where the last one ends. A record that
+   * is not whole is skipped when a whole record follows it (damage inside the pack: the records
+   * after it are kept); with none after it, it is the pack's torn tail and the scan ends there.
+   */
   private scan(fd: number, name: string, from: number, size: number, synced: boolean): { end: number; added: number } {
-    const header = Buffer.alloc(RECORD_HEADER_BYTES);
     let at = from;
     let added = 0;
     while (at + RECORD_HEADER_BYTES <= size) {
-      if (readSync(fd, header, 0, RECORD_HEADER_BYTES, at) !== RECORD_HEADER_BYTES) break;
-      const parsed = parseRecordHeader(header);
-      if (!parsed || at + RECORD_HEADER_BYTES + parsed.length > size) break;
-      const payload = Buffer.alloc(parsed.length);
-      if (readSync(fd, payload, 0, parsed.length, at + RECORD_HEADER_BYTES) !== parsed.length) break;
-      if (!payloadIntact(payload, parsed.payloadCrc)) break;
-      this.add(name, { address: parsed.address, offset: at, length: parsed.length }, synced);
-      at += RECORD_HEADER_BYTES + parsed.length;
+      const record = readWholeRecord(fd, at, size);
+      if (!record) {
+        const next = nextWholeRecord(fd, at + 1, size);
+        if (next === undefined) break;
+        at = next;
+        continue;
+      }
+      this.add(name, { address: record.address, offset: at, length: record.length }, synced);
+      at += RECORD_HEADER_BYTES + record.length;
       added++;
     }
     const entry = this.packs.get(name);
     if (entry) entry.covered = at;
     return { end: at, added };
   }
+}
+
+/** The record at `at` when it is whole (header and payload intact, inside the file), else `undefined`. */
+function readWholeRecord(fd: number, at: number, size: number): { address: string; length: number } | undefined {
+  const header = Buffer.alloc(RECORD_HEADER_BYTES);
+  if (readSync(fd, header, 0, RECORD_HEADER_BYTES, at) !== RECORD_HEADER_BYTES) return undefined;
+  const parsed = parseRecordHeader(header);
+  if (!parsed || at + RECORD_HEADER_BYTES + parsed.length > size) return undefined;
+  const payload = Buffer.alloc(parsed.length);
+  if (readSync(fd, payload, 0, parsed.length, at + RECORD_HEADER_BYTES) !== parsed.length) return undefined;
+  return payloadIntact(payload, parsed.payloadCrc) ? parsed : undefined;
+}
+
+/** Bytes searched at once for the next record's magic. */
+const SEARCH_BYTES = 1024 * 1024;
+
+/** The offset of the first whole record at or after `from`, or `undefined` when none follows. */
+function nextWholeRecord(fd: number, from: number, size: number): number | undefined {
+  const window = Buffer.alloc(SEARCH_BYTES);
+  for (let start = from; start + RECORD_HEADER_BYTES <= size; start += SEARCH_BYTES - RECORD_MAGIC_BYTES.length + 1) {
+    const read = readSync(fd, window, 0, Math.min(SEARCH_BYTES, size - start), start);
+    let hit = window.subarray(0, read).indexOf(RECORD_MAGIC_BYTES);
+    while (hit >= 0) {
+      if (readWholeRecord(fd, start + hit, size)) return start + hit;
+      hit = window.subarray(0, read).indexOf(RECORD_MAGIC_BYTES, hit + 1);
+    }
+    if (start + read >= size) break;
+  }
+  return undefined;
 }
