@@ -33,9 +33,9 @@ describe('REPLIKIT_STORE_KEY_FILE', () => {
       }),
     );
     const key = join(dir, 'store.key');
-    await writeFile(key, randomBytes(32).toString('hex'));
+    await writeFile(key, randomBytes(32).toString('hex'), { mode: 0o600 });
     const wrong = join(dir, 'wrong.key');
-    await writeFile(wrong, randomBytes(32));
+    await writeFile(wrong, randomBytes(32), { mode: 0o600 });
     const env = { REPLIKIT_STORE_KEY_FILE: key };
     expect((await runCli(['run', 'job.yaml'], { cwd: dir, env })).code).toBe(0);
     const record = JSON.parse(await readFile(join(dir, '.replikit', 'store', 'key.json'), 'utf8'));
