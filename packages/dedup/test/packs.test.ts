@@ -148,6 +148,34 @@ describe('pack files', () => {
     expect(await reopened.gc()).toMatchObject({ kept: 5, deleted: 0, bytesFreed: 0 });
   });
 
+  it('gc leaves a pack with a damaged live record in place, and collects the others', async () => {
+    const store = new FileBlockStore(dir);
+    const shared = randomBlocks(2);
+    const v1 = [...shared, ...randomBlocks(8)];
+    const v2 = [...shared, ...randomBlocks(3)];
+    const v3 = randomBlocks(4);
+    await backup(store, 'run-1', v1);
+    await backup(store, 'run-2', v2);
+    await backup(store, 'run-3', v3);
+    const [first, , third] = await packs();
+    const path = join(dir, 'packs', first!);
+    const bytes = await readFile(path);
+    bytes[PACK_MAGIC.length + RECORD_HEADER_BYTES + 100]! ^= 0x55; // shared[0], still named by run-2
+    await writeFile(path, bytes);
+    await store.delete('vm1', 'run-1');
+    await store.delete('vm1', 'run-3');
+    const report = await store.gc();
+    expect(report).toMatchObject({ deleted: 4, damaged: 1 });
+    expect(await packs()).toContain(first);
+    expect(await packs()).not.toContain(third);
+    const reopened = new FileBlockStore(dir);
+    const address = createHash('sha256').update(shared[1]!).digest('hex');
+    expect(Buffer.compare(await reopened.readChunk(address), shared[1]!)).toBe(0);
+    expect((await reopened.verify('vm1', 'run-2')).bad.map((bad) => bad.address)).toEqual([
+      createHash('sha256').update(shared[0]!).digest('hex'),
+    ]);
+  });
+
   it('reads a store written before packs (one file per chunk) as it is, and writes new chunks to packs', async () => {
     const blocks = randomBlocks(3);
     const table = Buffer.alloc(3 * 32);

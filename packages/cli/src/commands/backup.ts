@@ -78,6 +78,11 @@ export async function backupCommand(
       context.stdout.write(
         `${report.deleted} chunks deleted (${formatBytes(report.bytesFreed)}), ${report.kept} kept\n`,
       );
+      if (report.damaged > 0) {
+        context.stdout.write(
+          `${report.damaged} pack(s) left as they are: a chunk a version needs is damaged in them (\`replikit backup verify\` names it)\n`,
+        );
+      }
       return 0;
     }
     default:

@@ -70,6 +70,8 @@ export interface GcReport {
   kept: number;
   deleted: number;
   bytesFreed: number;
+  /** Packs left as they are because a live record in them is damaged (`verify` names it). */
+  damaged: number;
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -637,7 +639,7 @@ export class FileBlockStore implements BackupSink {
       for (const table of tables) {
         for await (const [, address] of readTable(table.path, table.blockCount)) if (address) live.add(address);
       }
-      const report: GcReport = { kept: 0, deleted: 0, bytesFreed: 0 };
+      const report: GcReport = { kept: 0, deleted: 0, bytesFreed: 0, damaged: 0 };
       await this.collectPacks(live, report, options);
       for (const a of await listDir(this.paths.chunks)) {
         for (const b of await listDir(join(this.paths.chunks, a))) {
@@ -683,9 +685,19 @@ export class FileBlockStore implements BackupSink {
         const liveBytes = kept.reduce((sum, record) => sum + RECORD_HEADER_BYTES + record.length, 0);
         report.kept += kept.length;
         if (liveBytes >= REPACK_LIVE_FRACTION * pack.covered) continue;
+        // Every live record is read (and checked) before any is copied: a pack holding a damaged
+        // live record stays as it is, for `verify` to report, and the other packs are collected.
+        const payloads: Buffer[] = [];
+        try {
+          for (const record of kept) payloads.push(reader.payload(record.address, { pack: name, ...record }));
+        } catch (error) {
+          if (!(error instanceof FormatError)) throw error;
+          report.damaged++;
+          continue;
+        }
         report.deleted += pack.records.length - kept.length;
-        for (const record of kept) {
-          const payload = reader.payload(record.address, { pack: name, ...record });
+        for (const [i, record] of kept.entries()) {
+          const payload = payloads[i]!;
           this.index.chunks.delete(record.address);
           writer ??= new PackWriter(this.index, this.options.packTargetBytes);
           await writer.append(Buffer.from(record.address, 'hex'), payload);
