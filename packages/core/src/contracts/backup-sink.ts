@@ -44,6 +44,11 @@ export interface BackupSession {
  * supplies the content-addressed block store.
  */
 export interface BackupSink {
+  /**
+   * Checks that runs can record versions here (an encrypted store's key, say), without writing
+   * any version: a run calls it in `prepare`, before it snapshots the source or touches the replica.
+   */
+  check?(options?: OperationOptions): Promise<void>;
   /** Starts, or after a crash continues, the pending version of `spec.runId`. */
   begin(spec: BackupVersionSpec, options?: OperationOptions): Promise<BackupSession>;
   /** Commits the pending version of a run; returns it, or `undefined` when there is none. */

@@ -285,6 +285,16 @@ export class FileBlockStore implements BackupSink {
     this.keys = fresh.keys;
   }
 
+  /**
+   * Checks the key (see {@link FileBlockStoreOptions.keyFile}) as a run's `begin` would, so that a
+   * run is refused before it snapshots anything; a new store given a key gets its key check record.
+   * @throws {@link @replikit/core!ReplikitError} `E_AUTH` or {@link @replikit/core!InputError} as `begin` does.
+   */
+  async check(options?: OperationOptions): Promise<void> {
+    throwIfAborted(options?.signal);
+    await this.unlock();
+  }
+
   /** The content address of a block: sha256, or HMAC-SHA-256 under the address key when encrypted. */
   addressOf(plain: Uint8Array): Buffer {
     return this.keys ? keyedAddress(this.keys, plain) : createHash('sha256').update(plain).digest();
