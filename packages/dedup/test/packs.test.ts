@@ -176,6 +176,23 @@ describe('pack files', () => {
     ]);
   });
 
+  it('refuses to begin on a base it cannot inherit from, rather than reading its blocks as zeros', async () => {
+    const store = new FileBlockStore(dir);
+    await backup(store, 'run-1', randomBlocks(4));
+    const spec = { vm: 'vm1', runId: 'run-2', blockSize: BLOCK, disks: [{ id: 'd0', size: 4 * BLOCK }] };
+    expect(await store.canInherit({ ...spec, baseVersion: 'run-1' })).toBe(true);
+    for (const other of [
+      { ...spec, blockSize: 2 * BLOCK, baseVersion: 'run-1' },
+      { ...spec, disks: [{ id: 'd0', size: 5 * BLOCK }], baseVersion: 'run-1' },
+      { ...spec, disks: [...spec.disks, { id: 'd1', size: BLOCK }], baseVersion: 'run-1' },
+      { ...spec, baseVersion: 'run-0' },
+    ]) {
+      expect(await store.canInherit(other)).toBe(false);
+      await expect(store.begin(other)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    }
+    await expect(stat(join(dir, 'pending', 'vm1', 'run-2'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   it('reads a store written before packs (one file per chunk) as it is, and writes new chunks to packs', async () => {
     const blocks = randomBlocks(3);
     const table = Buffer.alloc(3 * 32);

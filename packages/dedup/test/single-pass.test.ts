@@ -102,6 +102,24 @@ describe('single-pass backup and replicate', () => {
     await expectSame(await restoredImages(second.runId), await replicaImages());
   });
 
+  it('records a whole version when the base version was deleted or has another block size', async () => {
+    const first = await engine.run(job);
+    await store.delete('web', first.runId); // `replikit backup delete` of the newest version
+    await writeGuestDisk(join(dir, 'vms'), 'web', 'system', 0, randomFillSync(new Uint8Array(4096)));
+    expect((await engine.plan(job)).disks.map((disk) => disk.reason.code)).toEqual([
+      'BACKUP_BASE_MISSING',
+      'BACKUP_BASE_MISSING',
+    ]);
+    const second = await engine.run(job);
+    expect(second.backup?.baseVersion).toBeUndefined();
+    await expectSame(await restoredImages(second.runId), await replicaImages());
+
+    await writeGuestDisk(join(dir, 'vms'), 'web', 'system', MiB, randomFillSync(new Uint8Array(4096)));
+    const third = await engine.run({ ...job, blockSize: '1MiB' }); // the job's block size was edited
+    expect(third.backup?.baseVersion).toBeUndefined();
+    await expectSame(await restoredImages(third.runId), await replicaImages());
+  });
+
   it('fails in prepare without a block store, touching nothing', async () => {
     const bare = new ReplicationEngine({
       transport: localTransport(),

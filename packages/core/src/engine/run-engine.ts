@@ -339,6 +339,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
         drivers: this.options.drivers,
         ...(this.options.targetDriver ? { targetDriver: this.options.targetDriver } : {}),
         ...(this.options.cache ? { cache: this.options.cache } : {}),
+        ...(this.options.backup ? { backup: this.options.backup } : {}),
         ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
         digest: spec.options.strongDigests ? 'sha256' : this.options.digest,
       },

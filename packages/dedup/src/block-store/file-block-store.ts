@@ -388,6 +388,28 @@ export class FileBlockStore implements BackupSink {
     return decodeChunk(bytes, `chunk ${address}`, intact);
   }
 
+  /**
+   * Whether a version of `spec` can inherit from `spec.baseVersion`: it exists, with the same block
+   * size and, for every disk of `spec`, a disk of the same id and size.
+   */
+  async canInherit(spec: BackupVersionSpec & { baseVersion: string }, options?: OperationOptions): Promise<boolean> {
+    throwIfAborted(options?.signal);
+    return (await this.inheritable(spec, spec.baseVersion)) !== undefined;
+  }
+
+  /** The manifest of `baseVersion` when a version of `spec` can inherit from it. */
+  private async inheritable(
+    spec: BackupVersionSpec,
+    baseVersion: string,
+  ): Promise<(BackupVersionInfo & { blockSize: number }) | undefined> {
+    const base = await readJson<BackupVersionInfo & { blockSize: number }>(
+      this.paths.versionJson(spec.vm, baseVersion),
+    ).catch(() => undefined);
+    if (!base || base.blockSize !== spec.blockSize) return undefined;
+    const same = spec.disks.every((disk) => base.disks.some((d) => d.id === disk.id && d.size === disk.size));
+    return same ? base : undefined;
+  }
+
   async begin(spec: BackupVersionSpec, options?: OperationOptions): Promise<BackupSession> {
     throwIfAborted(options?.signal);
     await this.unlock();
@@ -395,16 +417,20 @@ export class FileBlockStore implements BackupSink {
     try {
       const existing = await readJson<PendingSpec>(join(dir, 'spec.json'));
       if (!existing) {
+        // Blocks the run does not put are the base's: a base that cannot give them is refused,
+        // never read as zeros (the run's plan asked `canInherit`; the base went since).
+        const base = spec.baseVersion ? await this.inheritable(spec, spec.baseVersion) : undefined;
+        if (spec.baseVersion && !base) {
+          throw new ConflictError(
+            `backup version '${spec.baseVersion}', the base of run ${spec.runId}, is gone or has other disks or another block size; run again: the next run records a whole version`,
+          );
+        }
         await rm(dir, { recursive: true, force: true });
         await mkdir(dir, { recursive: true });
-        const base = spec.baseVersion
-          ? await this.manifest(spec.vm, spec.baseVersion).catch(() => undefined)
-          : undefined;
         for (const disk of spec.disks) {
           const table = join(dir, diskFileName(disk.id));
           const blockCount = Math.ceil(disk.size / spec.blockSize);
-          const inherited = base?.disks.find((d) => d.id === disk.id && d.size === disk.size);
-          if (inherited && base?.blockSize === spec.blockSize) {
+          if (base) {
             await copyFile(join(this.paths.versionData(spec.vm, base.id), diskFileName(disk.id)), table);
           } else {
             await writeFile(table, '');
