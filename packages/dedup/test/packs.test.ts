@@ -176,6 +176,28 @@ describe('pack files', () => {
     ]);
   });
 
+  it('verify forgets a damaged record, so that a run that reads the block again stores it anew', async () => {
+    const store = new FileBlockStore(dir);
+    const blocks = randomBlocks(4);
+    await backup(store, 'run-1', blocks);
+    const pack = await orphan((await packs())[0]!);
+    const path = join(dir, 'packs', pack);
+    const bytes = await readFile(path);
+    const record = RECORD_HEADER_BYTES + encodeChunk(blocks[0]!).length;
+    bytes[PACK_MAGIC.length + record + RECORD_HEADER_BYTES + 100]! ^= 0x55; // block 1's payload
+    await writeFile(path, bytes);
+    const damaged = createHash('sha256').update(blocks[1]!).digest('hex');
+    const reopened = new FileBlockStore(dir);
+    expect((await reopened.verify('vm1', 'run-1')).bad).toEqual([
+      { address: damaged, reason: expect.stringMatching(/damaged/) },
+    ]);
+    await backup(new FileBlockStore(dir), 'run-2', blocks); // a full run: every block put again
+    const healed = new FileBlockStore(dir);
+    expect((await healed.verify('vm1', 'run-2')).bad).toEqual([]);
+    expect((await healed.verify('vm1', 'run-1')).bad).toEqual([]); // the same content address
+    expect(await restoredEquals(healed, 'run-1', blocks)).toBe(true);
+  });
+
   it('refuses to begin on a base it cannot inherit from, rather than reading its blocks as zeros', async () => {
     const store = new FileBlockStore(dir);
     await backup(store, 'run-1', randomBlocks(4));

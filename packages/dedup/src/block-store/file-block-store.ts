@@ -525,7 +525,11 @@ export class FileBlockStore implements BackupSink {
     return info;
   }
 
-  /** Re-hashes every chunk a version uses; reports missing or damaged ones. */
+  /**
+   * Re-hashes every chunk a version uses; reports missing or damaged ones. A damaged record in a
+   * pack no live process writes is forgotten (see `PackIndex.forget`), so that the next run that
+   * reads its block (`--full` reads them all) stores the chunk again and heals every version naming it.
+   */
   async verify(vm: string, id: string, options?: OperationOptions): Promise<VerifyReport> {
     await this.unlock(); // a wrong key is one error, not a report of every chunk as damaged
     const info = await this.manifest(vm, id);
@@ -542,7 +546,12 @@ export class FileBlockStore implements BackupSink {
           try {
             await this.readWith(reader, address);
           } catch (error) {
-            bad.push({ address, reason: (error as Error).message });
+            let reason = (error as Error).message;
+            // A damaged record is forgotten: a run that reads the block again stores it anew.
+            if ((error instanceof FormatError || error instanceof VerifyError) && (await this.index.forget(address))) {
+              reason += '; forgotten: a run that reads this block again (`replikit run --full`) stores it anew';
+            }
+            bad.push({ address, reason });
           }
         }
       }

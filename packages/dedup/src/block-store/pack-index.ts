@@ -72,6 +72,36 @@ export class PackIndex {
     this.packs.delete(pack);
   }
 
+  /**
+   * Forgets the record serving `address`, found damaged, when its pack's writer is dead: the pack's
+   * index file is rewritten without it (a gap the pack's next load accepts), so that the store no
+   * longer holds the chunk and the next run that reads the block stores it anew. Another record of
+   * the same chunk, if a pack holds one, serves it from then on. Returns whether it was forgotten.
+   */
+  async forget(address: string): Promise<boolean> {
+    const known = this.chunks.get(address);
+    const entry = known && this.packs.get(known.pack);
+    if (!known || !entry || this.active.has(known.pack)) return false;
+    const owner = packOwner(known.pack);
+    if (owner !== undefined && (owner === process.pid || isProcessAlive(owner))) return false;
+    const records = entry.records.filter((r) => r.offset !== known.offset);
+    const path = join(this.dir, known.pack);
+    await writeFileAtomic(
+      `${path}.idx`,
+      Buffer.concat(records.map((r) => indexEntry(Buffer.from(r.address, 'hex'), r.offset, r.length))),
+    );
+    entry.records = records;
+    this.chunks.delete(address);
+    for (const [pack, other] of this.packs) {
+      const copy = other.records.find((r) => r.address === address);
+      if (copy) {
+        this.chunks.set(address, { pack, offset: copy.offset, length: copy.length, synced: true });
+        break;
+      }
+    }
+    return true;
+  }
+
   /** Reads every pack not yet known or grown since; cuts torn tails of dead writers' packs. */
   async refresh(): Promise<void> {
     let names: string[];
