@@ -1,6 +1,7 @@
 // Single-pass backup and replicate: each run records a backup version of exactly the data it
 // replicated, reading the source once; the version restores byte-identical to the replica.
-import { randomFillSync } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,6 +119,34 @@ describe('single-pass backup and replicate', () => {
     const third = await engine.run({ ...job, blockSize: '1MiB' }); // the job's block size was edited
     expect(third.backup?.baseVersion).toBeUndefined();
     await expectSame(await restoredImages(third.runId), await replicaImages());
+  });
+
+  it('a resume given the wrong key is refused and leaves the stopped run resumable', async () => {
+    const keyed = (key: Buffer, name: string) => {
+      const path = join(dir, name);
+      writeFileSync(path, key, { mode: 0o600 });
+      return new ReplicationEngine({
+        transport: localTransport(),
+        stateStore: new FileStateStore(join(dir, 'state')),
+        drivers: new DriverRegistry().register(fileDriver),
+        digest: 'xxh128',
+        hasher: (algorithm) => createHashingPool({ algorithm, threads: 1 }),
+        backup: new FileBlockStore(join(dir, 'sealed'), { keyFile: path }),
+      });
+    };
+    const right = keyed(randomBytes(32), 'right.key');
+    const stop = new AbortController();
+    right.on('state', (s) => {
+      if (s.to === 'transfer') stop.abort('window');
+    });
+    await expect(right.run(job, { suspend: stop.signal })).rejects.toMatchObject({ code: 'E_ABORTED' });
+    right.removeAllListeners('state');
+    const parked = (await right.listRuns()).at(-1)!;
+    expect(parked.stopped).toBeDefined();
+
+    await expect(keyed(randomBytes(32), 'wrong.key').resume(parked.runId)).rejects.toMatchObject({ code: 'E_AUTH' });
+    expect((await right.listRuns()).at(-1)).toMatchObject({ state: parked.state, stopped: parked.stopped });
+    expect((await right.resume(parked.runId)).state).toBe('completed');
   });
 
   it('fails in prepare without a block store, touching nothing', async () => {
