@@ -148,6 +148,17 @@ describe('pack files', () => {
     expect(await reopened.gc()).toMatchObject({ kept: 5, deleted: 0, bytesFreed: 0 });
   });
 
+  it('gc reports the unused chunks it leaves in packs still mostly in use', async () => {
+    const store = new FileBlockStore(dir);
+    const v1 = randomBlocks(4);
+    await backup(store, 'run-1', v1);
+    await backup(store, 'run-2', [...v1.slice(0, 3), ...randomBlocks(1)]);
+    await store.delete('vm1', 'run-1'); // run-1's pack: 3 of 4 records still live, not repacked
+    const report = await store.gc();
+    expect(report).toMatchObject({ kept: 4, deleted: 0, unused: 1 });
+    expect(report.unusedBytes).toBeGreaterThan(BLOCK);
+  });
+
   it('gc leaves a pack with a damaged live record in place, and collects the others', async () => {
     const store = new FileBlockStore(dir);
     const shared = randomBlocks(2);

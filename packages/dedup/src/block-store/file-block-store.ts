@@ -44,7 +44,7 @@ import {
   sealChunk,
   unlockKeys,
 } from './chunk-crypto.js';
-import { RECORD_HEADER_BYTES } from './pack-format.js';
+import { PACK_MAGIC, RECORD_HEADER_BYTES } from './pack-format.js';
 import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
 import { PackWriter } from './pack-writer.js';
@@ -72,6 +72,12 @@ export interface GcReport {
   bytesFreed: number;
   /** Packs left as they are because a live record in them is damaged (`verify` names it). */
   damaged: number;
+  /**
+   * Chunks no version names that stay, in packs still mostly in use (a pack is rewritten once less
+   * than {@link REPACK_LIVE_FRACTION} of it is in use), and their bytes.
+   */
+  unused: number;
+  unusedBytes: number;
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -684,7 +690,7 @@ export class FileBlockStore implements BackupSink {
       for (const table of tables) {
         for await (const [, address] of readTable(table.path, table.blockCount)) if (address) live.add(address);
       }
-      const report: GcReport = { kept: 0, deleted: 0, bytesFreed: 0, damaged: 0 };
+      const report: GcReport = { kept: 0, deleted: 0, bytesFreed: 0, damaged: 0, unused: 0, unusedBytes: 0 };
       await this.collectPacks(live, report, options);
       for (const a of await listDir(this.paths.chunks)) {
         for (const b of await listDir(join(this.paths.chunks, a))) {
@@ -729,7 +735,11 @@ export class FileBlockStore implements BackupSink {
         );
         const liveBytes = kept.reduce((sum, record) => sum + RECORD_HEADER_BYTES + record.length, 0);
         report.kept += kept.length;
-        if (liveBytes >= REPACK_LIVE_FRACTION * pack.covered) continue;
+        if (liveBytes >= REPACK_LIVE_FRACTION * pack.covered) {
+          report.unused += pack.records.length - kept.length;
+          report.unusedBytes += pack.covered - PACK_MAGIC.length - liveBytes;
+          continue;
+        }
         // Every live record is read (and checked) before any is copied: a pack holding a damaged
         // live record stays as it is, for `verify` to report, and the other packs are collected.
         const payloads: Buffer[] = [];
