@@ -209,6 +209,15 @@ describe('pack files', () => {
     expect(await restoredEquals(healed, 'run-1', blocks)).toBe(true);
   });
 
+  it('refuses to restore onto a folder before reading anything, and leaves no partial file', async () => {
+    const store = new FileBlockStore(dir);
+    await backup(store, 'run-1', randomBlocks(2));
+    const folder = join(dir, 'restored');
+    await mkdir(folder);
+    await expect(store.restore('vm1', 'run-1', 'd0', folder)).rejects.toMatchObject({ code: 'E_INPUT' });
+    await expect(stat(`${folder}.restoring`)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   it('refuses to begin on a base it cannot inherit from, rather than reading its blocks as zeros', async () => {
     const store = new FileBlockStore(dir);
     await backup(store, 'run-1', randomBlocks(4));

@@ -580,6 +580,9 @@ export class FileBlockStore implements BackupSink {
         `version '${id}' has no disk '${diskId}' (it has ${info.disks.map((d) => d.id).join(', ')})`,
       );
     const table = join(this.paths.versionData(vm, id), diskFileName(disk.id));
+    if ((await stat(outPath).catch(() => undefined))?.isDirectory()) {
+      throw new InputError(`${outPath} is a folder: give the path of the raw image file to restore into`);
+    }
     const temp = `${outPath}.restoring`;
     if (!this.loaded) await this.refresh(); // unlocks the keys the address check needs
     const reader = new PackReader(this.paths.packs);
@@ -636,7 +639,10 @@ export class FileBlockStore implements BackupSink {
     await addresser.close();
     reader.close();
     await handle.close();
-    await rename(temp, outPath);
+    await rename(temp, outPath).catch(async (error: unknown) => {
+      await rm(temp, { force: true });
+      throw toStorageError(error, `renaming ${temp} to ${outPath}`);
+    });
   }
 
   /** Deletes a version (its chunks stay until {@link FileBlockStore.gc}). */
