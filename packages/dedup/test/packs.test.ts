@@ -209,6 +209,17 @@ describe('pack files', () => {
     expect(await restoredEquals(healed, 'run-1', blocks)).toBe(true);
   });
 
+  it('a long-lived store notices packs another process collected, and stores their chunks anew', async () => {
+    const daemon = new FileBlockStore(dir); // a daemon's store, alive across runs
+    const blocks = randomBlocks(3);
+    await backup(daemon, 'run-1', blocks);
+    const other = new FileBlockStore(dir); // `replikit backup delete` and `gc`, another process
+    await other.delete('vm1', 'run-1');
+    expect(await other.gc()).toMatchObject({ deleted: 3 });
+    await backup(daemon, 'run-2', blocks); // the same blocks again
+    expect((await new FileBlockStore(dir).verify('vm1', 'run-2')).bad).toEqual([]);
+  });
+
   it('refuses to restore onto a folder before reading anything, and leaves no partial file', async () => {
     const store = new FileBlockStore(dir);
     await backup(store, 'run-1', randomBlocks(2));

@@ -2,7 +2,7 @@
 // replicated, reading the source once; the version restores byte-identical to the replica.
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '@replikit/core';
@@ -119,6 +119,17 @@ describe('single-pass backup and replicate', () => {
     const third = await engine.run({ ...job, blockSize: '1MiB' }); // the job's block size was edited
     expect(third.backup?.baseVersion).toBeUndefined();
     await expectSame(await restoredImages(third.runId), await replicaImages());
+  });
+
+  it('records a whole version when chunks of the base version are gone (a pack lost)', async () => {
+    await engine.run(job);
+    const packs = join(dir, 'store', 'packs');
+    for (const name of await readdir(packs)) if (name.endsWith('.pack')) await rm(join(packs, name));
+    await writeGuestDisk(join(dir, 'vms'), 'web', 'system', 0, randomFillSync(new Uint8Array(4096)));
+    const second = await engine.run(job);
+    expect(second.backup?.baseVersion).toBeUndefined();
+    expect((await store.verify('web', second.runId)).bad).toEqual([]);
+    await expectSame(await restoredImages(second.runId), await replicaImages());
   });
 
   it('a resume given the wrong key is refused and leaves the stopped run resumable', async () => {

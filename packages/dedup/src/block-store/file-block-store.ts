@@ -396,11 +396,26 @@ export class FileBlockStore implements BackupSink {
 
   /**
    * Whether a version of `spec` can inherit from `spec.baseVersion`: it exists, with the same block
-   * size and, for every disk of `spec`, a disk of the same id and size.
+   * size and, for every disk of `spec`, a disk of the same id and size, and the store still holds
+   * every chunk it names (reads its block tables: 32 bytes per block).
    */
   async canInherit(spec: BackupVersionSpec & { baseVersion: string }, options?: OperationOptions): Promise<boolean> {
     throwIfAborted(options?.signal);
-    return (await this.inheritable(spec, spec.baseVersion)) !== undefined;
+    const base = await this.inheritable(spec, spec.baseVersion);
+    if (!base) return false;
+    // Every chunk the base names must still be here (a pack lost, a damaged record forgotten):
+    // else the blocks a run does not put would name chunks that are gone. A pre-pack store is not
+    // checked (a file system look-up per block).
+    await this.refresh();
+    if (this.legacy) return true;
+    for (const disk of base.disks) {
+      const table = join(this.paths.versionData(spec.vm, base.id), diskFileName(disk.id));
+      for await (const [, address] of readTable(table, Math.ceil(disk.size / base.blockSize))) {
+        if (address && !this.holds(address)) return false;
+      }
+      throwIfAborted(options?.signal);
+    }
+    return true;
   }
 
   /** The manifest of `baseVersion` when a version of `spec` can inherit from it. */

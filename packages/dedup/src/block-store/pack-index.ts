@@ -102,7 +102,10 @@ export class PackIndex {
     return true;
   }
 
-  /** Reads every pack not yet known or grown since; cuts torn tails of dead writers' packs. */
+  /**
+   * Reads every pack not yet known or grown since, and forgets packs gone since; cuts torn tails
+   * of dead writers' packs.
+   */
   async refresh(): Promise<void> {
     let names: string[];
     try {
@@ -110,6 +113,15 @@ export class PackIndex {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw toStorageError(error, `listing ${this.dir}`);
+    }
+    // A pack gone since (collected or repacked by another process's gc, lost): what this index
+    // knows may name chunks that no longer exist, or miss their new copies. Reload every pack.
+    const present = new Set(names);
+    if ([...this.packs.keys()].some((name) => !present.has(name) && !this.active.has(name))) {
+      for (const name of [...this.packs.keys()]) if (!this.active.has(name)) this.packs.delete(name);
+      for (const [address, location] of [...this.chunks]) {
+        if (!this.active.has(location.pack)) this.chunks.delete(address);
+      }
     }
     for (const name of names.sort()) {
       if (this.active.has(name)) continue;
