@@ -37,7 +37,7 @@ export async function run(flags: string[]): Promise<void> {
     let keyFile: string | undefined;
     if (flags.includes('--encrypt')) {
       keyFile = join(dir, 'store.key');
-      await writeFile(keyFile, randomBytes(32));
+      await writeFile(keyFile, randomBytes(32), { mode: 0o600 });
     }
     const store = new FileBlockStore(join(dir, 'sp', 'store'), keyFile ? { keyFile } : {});
     const engineFor = (name: string, backup?: FileBlockStore) =>

@@ -2,6 +2,11 @@
 import { checkpointsOn, interruptNotice, main } from './main.js';
 
 const argv = process.argv.slice(2);
+// `replikit … | head`: once the reader is gone, output is dropped and the command finishes its work
+// (a run is not cut short by its reader); any other error of the stream stays fatal.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+});
 const controller = new AbortController();
 const stop = new AbortController();
 let interrupted = 0;

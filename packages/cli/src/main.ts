@@ -297,9 +297,18 @@ const RUN_COMMANDS = new Set(['run', 'resume', 'demo', 'daemon']);
  * `resume`, and either signal of `daemon`. SIGINT (Ctrl-C) of `run` still rolls back.
  */
 export function checkpointsOn(argv: string[], signal: string): boolean {
-  const [command] = argv.filter((arg) => !arg.startsWith('-'));
+  const [command] = commandWords(argv);
   if (command === 'daemon') return true;
   return signal === 'SIGTERM' && (command === 'run' || command === 'resume');
+}
+
+/** The command line's words that are not options or their values (`--state-dir DIR run j` → run, j). */
+function commandWords(argv: string[]): string[] {
+  try {
+    return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false }).positionals;
+  } catch {
+    return argv.filter((arg) => !arg.startsWith('-'));
+  }
 }
 
 /**
@@ -308,7 +317,7 @@ export function checkpointsOn(argv: string[], signal: string): boolean {
  * output is left as it was.
  */
 export function interruptNotice(argv: string[], signal: string): string {
-  const [command, sub] = argv.filter((arg) => !arg.startsWith('-'));
+  const [command, sub] = commandWords(argv);
   const what = checkpointsOn(argv, signal)
     ? 'stopping at a checkpoint; the run stays unfinished and is resumed later'
     : command !== undefined && RUN_COMMANDS.has(command)

@@ -33,9 +33,9 @@ describe('REPLIKIT_STORE_KEY_FILE', () => {
       }),
     );
     const key = join(dir, 'store.key');
-    await writeFile(key, randomBytes(32).toString('hex'));
+    await writeFile(key, randomBytes(32).toString('hex'), { mode: 0o600 });
     const wrong = join(dir, 'wrong.key');
-    await writeFile(wrong, randomBytes(32));
+    await writeFile(wrong, randomBytes(32), { mode: 0o600 });
     const env = { REPLIKIT_STORE_KEY_FILE: key };
     expect((await runCli(['run', 'job.yaml'], { cwd: dir, env })).code).toBe(0);
     const record = JSON.parse(await readFile(join(dir, '.replikit', 'store', 'key.json'), 'utf8'));
@@ -56,5 +56,9 @@ describe('REPLIKIT_STORE_KEY_FILE', () => {
     expect(refused.stderr).toContain('E_AUTH');
     const again = await runCli(['run', 'job.yaml'], { cwd: dir, env: { REPLIKIT_STORE_KEY_FILE: wrong } });
     expect(again.code).not.toBe(0);
+    // Refused in prepare, before the source is snapshotted or the replica touched: one line.
+    expect(again.stderr).toContain('E_AUTH');
+    expect(again.stderr).not.toMatch(/\] (snapshot|plan|transfer)/);
+    expect(again.stderr.split('\n').filter((line) => line.startsWith('replikit:'))).toHaveLength(1);
   }, 60_000);
 });

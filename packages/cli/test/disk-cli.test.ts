@@ -147,5 +147,12 @@ describe('replikit disk on what is not a file', () => {
       expect(notice).not.toMatch(/\brun\b/);
     }
     expect(interruptNotice(['disk', 'convert', 'a', 'b', '--to', 'raw'], 'SIGTERM')).toMatch(/output .*as it was/);
+    // An option's value before the command is not the command (`--state-dir DIR run job.yaml`).
+    const { checkpointsOn } = await import('../src/main.js');
+    expect(checkpointsOn(['--state-dir', '/srv/state', 'run', 'job.yaml'], 'SIGTERM')).toBe(true);
+    expect(checkpointsOn(['--state-dir', '/srv/state', 'daemon', 'jobs/'], 'SIGINT')).toBe(true);
+    expect(checkpointsOn(['--state-dir=/srv/state', 'resume', 'r1'], 'SIGTERM')).toBe(true);
+    expect(checkpointsOn(['--state-dir', '/srv/state', 'run', 'job.yaml'], 'SIGINT')).toBe(false);
+    expect(interruptNotice(['--state-dir', 'st', 'run', 'job.yaml'], 'SIGINT')).toMatch(/the run is rolled back/);
   });
 });

@@ -1,5 +1,5 @@
 import { createHash, randomBytes, randomFillSync } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -16,9 +16,10 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function keyFile(name: string, content: string | Buffer): Promise<string> {
+async function keyFile(name: string, content: string | Buffer, mode = 0o600): Promise<string> {
   const path = join(dir, name);
-  await writeFile(path, content);
+  await writeFile(path, content, { mode });
+  await chmod(path, mode); // whatever the umask
   return path;
 }
 
@@ -103,4 +104,24 @@ describe('encrypted block store', () => {
       code: 'E_INPUT',
     });
   });
+
+  it.skipIf(process.platform === 'win32')(
+    'refuses a key file other users may read or write, in one line, before creating the store',
+    async () => {
+      const spec = { vm: 'vm1', runId: 'run-1', blockSize: BLOCK, disks: [{ id: 'd0', size: BLOCK }] };
+      for (const mode of [0o644, 0o640, 0o602]) {
+        const key = await keyFile(`open-${mode.toString(8)}.key`, randomBytes(32), mode);
+        const refused = await new FileBlockStore(store, { keyFile: key }).begin(spec).then(
+          () => undefined,
+          (error: unknown) => error as { code: string; message: string },
+        );
+        expect(refused?.code).toBe('E_INPUT');
+        expect(refused?.message).toContain(`chmod 600 ${key}`);
+        expect(refused?.message).not.toContain('\n');
+        await expect(stat(store)).rejects.toMatchObject({ code: 'ENOENT' });
+      }
+      const key = await keyFile('private.key', randomBytes(32), 0o400);
+      await backup(new FileBlockStore(store, { keyFile: key }), 'run-1', blocks());
+    },
+  );
 });

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -99,6 +99,33 @@ describe('pack files', () => {
     expect((await stat(idx)).size).toBe(6 * INDEX_ENTRY_BYTES);
   });
 
+  it('skips a damaged record in the middle of a pack, never cutting the whole records after it', async () => {
+    const store = new FileBlockStore(dir);
+    const blocks = randomBlocks(6);
+    await backup(store, 'run-1', blocks);
+    const pack = await orphan((await packs())[0]!);
+    const path = join(dir, 'packs', pack);
+    const whole = (await stat(path)).size;
+    const record = RECORD_HEADER_BYTES + encodeChunk(blocks[0]!).length; // random blocks: all the same size
+    const bytes = await readFile(path);
+    bytes[PACK_MAGIC.length + 2 * record + RECORD_HEADER_BYTES + 100]! ^= 0x55; // one byte of block 2's payload
+    bytes[PACK_MAGIC.length + 4 * record + 10]! ^= 0x55; // one byte of block 4's header
+    await writeFile(path, bytes);
+    await rm(`${path}.idx`); // the pack is scanned: its index is lost
+    const reopened = new FileBlockStore(dir);
+    const report = await reopened.verify('vm1', 'run-1');
+    expect(report.bad.map((bad) => bad.address).sort()).toEqual(
+      [2, 4].map((i) => createHash('sha256').update(blocks[i]!).digest('hex')).sort(),
+    );
+    expect(reopened.cutPacks).toEqual([]);
+    expect((await stat(path)).size).toBe(whole);
+    for (const i of [0, 1, 3, 5]) {
+      const address = createHash('sha256').update(blocks[i]!).digest('hex');
+      expect(Buffer.compare(await new FileBlockStore(dir).readChunk(address), blocks[i]!)).toBe(0);
+    }
+    await expect(reopened.restore('vm1', 'run-1', 'd0', join(dir, 'out.raw'))).rejects.toThrow(/chunk/);
+  });
+
   it('gc repacks a mostly dead pack and keeps every live chunk', async () => {
     const store = new FileBlockStore(dir);
     const shared = randomBlocks(2);
@@ -121,8 +148,105 @@ describe('pack files', () => {
     expect(await reopened.gc()).toMatchObject({ kept: 5, deleted: 0, bytesFreed: 0 });
   });
 
+  it('gc reports the unused chunks it leaves in packs still mostly in use', async () => {
+    const store = new FileBlockStore(dir);
+    const v1 = randomBlocks(4);
+    await backup(store, 'run-1', v1);
+    await backup(store, 'run-2', [...v1.slice(0, 3), ...randomBlocks(1)]);
+    await store.delete('vm1', 'run-1'); // run-1's pack: 3 of 4 records still live, not repacked
+    const report = await store.gc();
+    expect(report).toMatchObject({ kept: 4, deleted: 0, unused: 1 });
+    expect(report.unusedBytes).toBeGreaterThan(BLOCK);
+  });
+
+  it('gc leaves a pack with a damaged live record in place, and collects the others', async () => {
+    const store = new FileBlockStore(dir);
+    const shared = randomBlocks(2);
+    const v1 = [...shared, ...randomBlocks(8)];
+    const v2 = [...shared, ...randomBlocks(3)];
+    const v3 = randomBlocks(4);
+    await backup(store, 'run-1', v1);
+    await backup(store, 'run-2', v2);
+    await backup(store, 'run-3', v3);
+    const [first, , third] = await packs();
+    const path = join(dir, 'packs', first!);
+    const bytes = await readFile(path);
+    bytes[PACK_MAGIC.length + RECORD_HEADER_BYTES + 100]! ^= 0x55; // shared[0], still named by run-2
+    await writeFile(path, bytes);
+    await store.delete('vm1', 'run-1');
+    await store.delete('vm1', 'run-3');
+    const report = await store.gc();
+    expect(report).toMatchObject({ deleted: 4, damaged: 1 });
+    expect(await packs()).toContain(first);
+    expect(await packs()).not.toContain(third);
+    const reopened = new FileBlockStore(dir);
+    const address = createHash('sha256').update(shared[1]!).digest('hex');
+    expect(Buffer.compare(await reopened.readChunk(address), shared[1]!)).toBe(0);
+    expect((await reopened.verify('vm1', 'run-2')).bad.map((bad) => bad.address)).toEqual([
+      createHash('sha256').update(shared[0]!).digest('hex'),
+    ]);
+  });
+
+  it('verify forgets a damaged record, so that a run that reads the block again stores it anew', async () => {
+    const store = new FileBlockStore(dir);
+    const blocks = randomBlocks(4);
+    await backup(store, 'run-1', blocks);
+    const pack = await orphan((await packs())[0]!);
+    const path = join(dir, 'packs', pack);
+    const bytes = await readFile(path);
+    const record = RECORD_HEADER_BYTES + encodeChunk(blocks[0]!).length;
+    bytes[PACK_MAGIC.length + record + RECORD_HEADER_BYTES + 100]! ^= 0x55; // block 1's payload
+    await writeFile(path, bytes);
+    const damaged = createHash('sha256').update(blocks[1]!).digest('hex');
+    const reopened = new FileBlockStore(dir);
+    expect((await reopened.verify('vm1', 'run-1')).bad).toEqual([
+      { address: damaged, reason: expect.stringMatching(/damaged/) },
+    ]);
+    await backup(new FileBlockStore(dir), 'run-2', blocks); // a full run: every block put again
+    const healed = new FileBlockStore(dir);
+    expect((await healed.verify('vm1', 'run-2')).bad).toEqual([]);
+    expect((await healed.verify('vm1', 'run-1')).bad).toEqual([]); // the same content address
+    expect(await restoredEquals(healed, 'run-1', blocks)).toBe(true);
+  });
+
+  it('a long-lived store notices packs another process collected, and stores their chunks anew', async () => {
+    const daemon = new FileBlockStore(dir); // a daemon's store, alive across runs
+    const blocks = randomBlocks(3);
+    await backup(daemon, 'run-1', blocks);
+    const other = new FileBlockStore(dir); // `replikit backup delete` and `gc`, another process
+    await other.delete('vm1', 'run-1');
+    expect(await other.gc()).toMatchObject({ deleted: 3 });
+    await backup(daemon, 'run-2', blocks); // the same blocks again
+    expect((await new FileBlockStore(dir).verify('vm1', 'run-2')).bad).toEqual([]);
+  });
+
+  it('refuses to restore onto a folder before reading anything, and leaves no partial file', async () => {
+    const store = new FileBlockStore(dir);
+    await backup(store, 'run-1', randomBlocks(2));
+    const folder = join(dir, 'restored');
+    await mkdir(folder);
+    await expect(store.restore('vm1', 'run-1', 'd0', folder)).rejects.toMatchObject({ code: 'E_INPUT' });
+    await expect(stat(`${folder}.restoring`)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('refuses to begin on a base it cannot inherit from, rather than reading its blocks as zeros', async () => {
+    const store = new FileBlockStore(dir);
+    await backup(store, 'run-1', randomBlocks(4));
+    const spec = { vm: 'vm1', runId: 'run-2', blockSize: BLOCK, disks: [{ id: 'd0', size: 4 * BLOCK }] };
+    expect(await store.canInherit({ ...spec, baseVersion: 'run-1' })).toBe(true);
+    for (const other of [
+      { ...spec, blockSize: 2 * BLOCK, baseVersion: 'run-1' },
+      { ...spec, disks: [{ id: 'd0', size: 5 * BLOCK }], baseVersion: 'run-1' },
+      { ...spec, disks: [...spec.disks, { id: 'd1', size: BLOCK }], baseVersion: 'run-1' },
+      { ...spec, baseVersion: 'run-0' },
+    ]) {
+      expect(await store.canInherit(other)).toBe(false);
+      await expect(store.begin(other)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    }
+    await expect(stat(join(dir, 'pending', 'vm1', 'run-2'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   it('reads a store written before packs (one file per chunk) as it is, and writes new chunks to packs', async () => {
-    const { createHash } = await import('node:crypto');
     const blocks = randomBlocks(3);
     const table = Buffer.alloc(3 * 32);
     for (const [i, block] of blocks.entries()) {

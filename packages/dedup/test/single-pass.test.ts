@@ -1,7 +1,8 @@
 // Single-pass backup and replicate: each run records a backup version of exactly the data it
 // replicated, reading the source once; the version restores byte-identical to the replica.
-import { randomFillSync } from 'node:crypto';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverRegistry, FileStateStore, type JobSpecInput, ReplicationEngine } from '@replikit/core';
@@ -100,6 +101,63 @@ describe('single-pass backup and replicate', () => {
     const second = await engine.run(job);
     expect(second.backup?.baseVersion).toBeUndefined();
     await expectSame(await restoredImages(second.runId), await replicaImages());
+  });
+
+  it('records a whole version when the base version was deleted or has another block size', async () => {
+    const first = await engine.run(job);
+    await store.delete('web', first.runId); // `replikit backup delete` of the newest version
+    await writeGuestDisk(join(dir, 'vms'), 'web', 'system', 0, randomFillSync(new Uint8Array(4096)));
+    expect((await engine.plan(job)).disks.map((disk) => disk.reason.code)).toEqual([
+      'BACKUP_BASE_MISSING',
+      'BACKUP_BASE_MISSING',
+    ]);
+    const second = await engine.run(job);
+    expect(second.backup?.baseVersion).toBeUndefined();
+    await expectSame(await restoredImages(second.runId), await replicaImages());
+
+    await writeGuestDisk(join(dir, 'vms'), 'web', 'system', MiB, randomFillSync(new Uint8Array(4096)));
+    const third = await engine.run({ ...job, blockSize: '1MiB' }); // the job's block size was edited
+    expect(third.backup?.baseVersion).toBeUndefined();
+    await expectSame(await restoredImages(third.runId), await replicaImages());
+  });
+
+  it('records a whole version when chunks of the base version are gone (a pack lost)', async () => {
+    await engine.run(job);
+    const packs = join(dir, 'store', 'packs');
+    for (const name of await readdir(packs)) if (name.endsWith('.pack')) await rm(join(packs, name));
+    await writeGuestDisk(join(dir, 'vms'), 'web', 'system', 0, randomFillSync(new Uint8Array(4096)));
+    const second = await engine.run(job);
+    expect(second.backup?.baseVersion).toBeUndefined();
+    expect((await store.verify('web', second.runId)).bad).toEqual([]);
+    await expectSame(await restoredImages(second.runId), await replicaImages());
+  });
+
+  it('a resume given the wrong key is refused and leaves the stopped run resumable', async () => {
+    const keyed = (key: Buffer, name: string) => {
+      const path = join(dir, name);
+      writeFileSync(path, key, { mode: 0o600 });
+      return new ReplicationEngine({
+        transport: localTransport(),
+        stateStore: new FileStateStore(join(dir, 'state')),
+        drivers: new DriverRegistry().register(fileDriver),
+        digest: 'xxh128',
+        hasher: (algorithm) => createHashingPool({ algorithm, threads: 1 }),
+        backup: new FileBlockStore(join(dir, 'sealed'), { keyFile: path }),
+      });
+    };
+    const right = keyed(randomBytes(32), 'right.key');
+    const stop = new AbortController();
+    right.on('state', (s) => {
+      if (s.to === 'transfer') stop.abort('window');
+    });
+    await expect(right.run(job, { suspend: stop.signal })).rejects.toMatchObject({ code: 'E_ABORTED' });
+    right.removeAllListeners('state');
+    const parked = (await right.listRuns()).at(-1)!;
+    expect(parked.stopped).toBeDefined();
+
+    await expect(keyed(randomBytes(32), 'wrong.key').resume(parked.runId)).rejects.toMatchObject({ code: 'E_AUTH' });
+    expect((await right.listRuns()).at(-1)).toMatchObject({ state: parked.state, stopped: parked.stopped });
+    expect((await right.resume(parked.runId)).state).toBe('completed');
   });
 
   it('fails in prepare without a block store, touching nothing', async () => {

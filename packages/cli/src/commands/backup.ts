@@ -78,6 +78,16 @@ export async function backupCommand(
       context.stdout.write(
         `${report.deleted} chunks deleted (${formatBytes(report.bytesFreed)}), ${report.kept} kept\n`,
       );
+      if (report.unused > 0) {
+        context.stdout.write(
+          `${report.unused} unused chunks (${formatBytes(report.unusedBytes)}) stay in packs still mostly in use: a pack is rewritten once less than half of it is in use\n`,
+        );
+      }
+      if (report.damaged > 0) {
+        context.stdout.write(
+          `${report.damaged} pack(s) left as they are: a chunk a version needs is damaged in them (\`replikit backup verify\` names it)\n`,
+        );
+      }
       return 0;
     }
     default:

@@ -44,7 +44,21 @@ export interface BackupSession {
  * supplies the content-addressed block store.
  */
 export interface BackupSink {
-  /** Starts, or after a crash continues, the pending version of `spec.runId`. */
+  /**
+   * Checks that runs can record versions here (an encrypted store's key, say), without writing
+   * any version: a run calls it in `prepare`, before it snapshots the source or touches the replica.
+   */
+  check?(options?: OperationOptions): Promise<void>;
+  /**
+   * Whether a version of `spec` can take the blocks a run does not put from `spec.baseVersion`:
+   * that version still exists, with the same block size and the same disks (ids and sizes). A run
+   * plans every block to be read and put when it cannot (a deleted base, an edited block size).
+   */
+  canInherit?(spec: BackupVersionSpec & { baseVersion: string }, options?: OperationOptions): Promise<boolean>;
+  /**
+   * Starts, or after a crash continues, the pending version of `spec.runId`. A `baseVersion` it
+   * cannot inherit from (see {@link BackupSink.canInherit}) is refused, never read as zeros.
+   */
   begin(spec: BackupVersionSpec, options?: OperationOptions): Promise<BackupSession>;
   /** Commits the pending version of a run; returns it, or `undefined` when there is none. */
   commitPending(vm: string, runId: string): Promise<BackupVersionInfo | undefined>;

@@ -297,7 +297,8 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
    * with a warning. `abandon: true` ends the run without either (see {@link ResumeOptions}).
    *
    * @throws {@link NotFoundError} for an unknown run id; {@link ConflictError} when a live process
-   * still drives it, or when the replica is held by another run.
+   * still drives it, or when the replica is held by another run; what the block store's `check`
+   * throws (a wrong key) for a single-pass run, which then stays unfinished.
    */
   async resume(runId: string, options: ResumeOptions = {}): Promise<RunRecord> {
     const stored = await this.store.loadRun(runId);
@@ -305,8 +306,11 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
     // A journal of an earlier version (one flat record) resumes as a journal of this one.
     const record = toJournal(stored);
     if (isTerminal(record.state)) return toRunRecord(record);
-    const hasher = await this.hasherFor(record.digest);
     const mode = options.abandon ? 'abandon' : options.rollback ? 'rollback' : 'resume';
+    // A block store that refuses its key refuses the resume, and the run stays resumable (run in
+    // the stages, the refusal would fail the run and roll back what it had sent).
+    if (mode === 'resume' && record.job.options.singlePass) await this.options.backup?.check?.(options);
+    const hasher = await this.hasherFor(record.digest);
     return this.execute(record, hasher, options, mode);
   }
 
@@ -339,6 +343,7 @@ export class ReplicationEngine extends EventEmitter<EngineEvents> {
         drivers: this.options.drivers,
         ...(this.options.targetDriver ? { targetDriver: this.options.targetDriver } : {}),
         ...(this.options.cache ? { cache: this.options.cache } : {}),
+        ...(this.options.backup ? { backup: this.options.backup } : {}),
         ...(this.options.ruleSets ? { ruleSets: this.options.ruleSets } : {}),
         digest: spec.options.strongDigests ? 'sha256' : this.options.digest,
       },

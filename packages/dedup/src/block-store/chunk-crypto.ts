@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { FormatError, InputError, ReplikitError, VerifyError } from '@replikit/core';
 
 /** Bytes of a store key. */
@@ -33,24 +33,37 @@ export interface KeyCheckRecord {
 
 /**
  * Reads a key file: exactly 32 bytes, or (surrounding white space ignored) 64 hex digits, or the
- * base64 of 32 bytes.
- * @throws {@link @replikit/core!InputError} when it holds none of these or cannot be read.
+ * base64 of 32 bytes. Outside Windows the file must be private: no permission for its group or
+ * others (as `ssh` asks of a private key).
+ * @throws {@link @replikit/core!InputError} when it holds none of these, is not private, or cannot be read.
  */
 export async function readKeyFile(path: string): Promise<Buffer> {
   let bytes: Buffer;
+  let mode: number;
   try {
-    bytes = await readFile(path);
+    const handle = await open(path, 'r');
+    try {
+      mode = (await handle.stat()).mode;
+      bytes = await handle.readFile();
+    } finally {
+      await handle.close();
+    }
   } catch (error) {
     throw new InputError(`the block store key file ${path} cannot be read (${(error as Error).message})`, {
       cause: error,
     });
+  }
+  if (process.platform !== 'win32' && (mode & 0o077) !== 0) {
+    throw new InputError(
+      `the block store key file ${path} is open to other users (mode ${(mode & 0o777).toString(8).padStart(4, '0')}): make it private with \`chmod 600 ${path}\``,
+    );
   }
   if (bytes.length === KEY_BYTES) return bytes;
   const text = bytes.toString('latin1').trim();
   if (/^[0-9a-fA-F]{64}$/.test(text)) return Buffer.from(text, 'hex');
   if (/^[A-Za-z0-9+/]{43}=$/.test(text)) return Buffer.from(text, 'base64');
   throw new InputError(
-    `the block store key file ${path} holds no key: give 32 random bytes, 64 hex digits or their base64 (e.g. \`head -c 32 /dev/urandom > ${path}\`)`,
+    `the block store key file ${path} holds no key: give 32 random bytes, 64 hex digits or their base64 (e.g. \`(umask 077 && head -c 32 /dev/urandom > ${path})\`)`,
   );
 }
 

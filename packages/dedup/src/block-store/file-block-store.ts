@@ -44,7 +44,7 @@ import {
   sealChunk,
   unlockKeys,
 } from './chunk-crypto.js';
-import { RECORD_HEADER_BYTES } from './pack-format.js';
+import { PACK_MAGIC, RECORD_HEADER_BYTES } from './pack-format.js';
 import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
 import { PackWriter } from './pack-writer.js';
@@ -70,6 +70,14 @@ export interface GcReport {
   kept: number;
   deleted: number;
   bytesFreed: number;
+  /** Packs left as they are because a live record in them is damaged (`verify` names it). */
+  damaged: number;
+  /**
+   * Chunks no version names that stay, in packs still mostly in use (a pack is rewritten once less
+   * than {@link REPACK_LIVE_FRACTION} of it is in use), and their bytes.
+   */
+  unused: number;
+  unusedBytes: number;
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -283,6 +291,16 @@ export class FileBlockStore implements BackupSink {
     this.keys = fresh.keys;
   }
 
+  /**
+   * Checks the key (see {@link FileBlockStoreOptions.keyFile}) as a run's `begin` would, so that a
+   * run is refused before it snapshots anything; a new store given a key gets its key check record.
+   * @throws {@link @replikit/core!ReplikitError} `E_AUTH` or {@link @replikit/core!InputError} as `begin` does.
+   */
+  async check(options?: OperationOptions): Promise<void> {
+    throwIfAborted(options?.signal);
+    await this.unlock();
+  }
+
   /** The content address of a block: sha256, or HMAC-SHA-256 under the address key when encrypted. */
   addressOf(plain: Uint8Array): Buffer {
     return this.keys ? keyedAddress(this.keys, plain) : createHash('sha256').update(plain).digest();
@@ -376,6 +394,43 @@ export class FileBlockStore implements BackupSink {
     return decodeChunk(bytes, `chunk ${address}`, intact);
   }
 
+  /**
+   * Whether a version of `spec` can inherit from `spec.baseVersion`: it exists, with the same block
+   * size and, for every disk of `spec`, a disk of the same id and size, and the store still holds
+   * every chunk it names (reads its block tables: 32 bytes per block).
+   */
+  async canInherit(spec: BackupVersionSpec & { baseVersion: string }, options?: OperationOptions): Promise<boolean> {
+    throwIfAborted(options?.signal);
+    const base = await this.inheritable(spec, spec.baseVersion);
+    if (!base) return false;
+    // Every chunk the base names must still be here (a pack lost, a damaged record forgotten):
+    // else the blocks a run does not put would name chunks that are gone. A pre-pack store is not
+    // checked (a file system look-up per block).
+    await this.refresh();
+    if (this.legacy) return true;
+    for (const disk of base.disks) {
+      const table = join(this.paths.versionData(spec.vm, base.id), diskFileName(disk.id));
+      for await (const [, address] of readTable(table, Math.ceil(disk.size / base.blockSize))) {
+        if (address && !this.holds(address)) return false;
+      }
+      throwIfAborted(options?.signal);
+    }
+    return true;
+  }
+
+  /** The manifest of `baseVersion` when a version of `spec` can inherit from it. */
+  private async inheritable(
+    spec: BackupVersionSpec,
+    baseVersion: string,
+  ): Promise<(BackupVersionInfo & { blockSize: number }) | undefined> {
+    const base = await readJson<BackupVersionInfo & { blockSize: number }>(
+      this.paths.versionJson(spec.vm, baseVersion),
+    ).catch(() => undefined);
+    if (!base || base.blockSize !== spec.blockSize) return undefined;
+    const same = spec.disks.every((disk) => base.disks.some((d) => d.id === disk.id && d.size === disk.size));
+    return same ? base : undefined;
+  }
+
   async begin(spec: BackupVersionSpec, options?: OperationOptions): Promise<BackupSession> {
     throwIfAborted(options?.signal);
     await this.unlock();
@@ -383,16 +438,20 @@ export class FileBlockStore implements BackupSink {
     try {
       const existing = await readJson<PendingSpec>(join(dir, 'spec.json'));
       if (!existing) {
+        // Blocks the run does not put are the base's: a base that cannot give them is refused,
+        // never read as zeros (the run's plan asked `canInherit`; the base went since).
+        const base = spec.baseVersion ? await this.inheritable(spec, spec.baseVersion) : undefined;
+        if (spec.baseVersion && !base) {
+          throw new ConflictError(
+            `backup version '${spec.baseVersion}', the base of run ${spec.runId}, is gone or has other disks or another block size; run again: the next run records a whole version`,
+          );
+        }
         await rm(dir, { recursive: true, force: true });
         await mkdir(dir, { recursive: true });
-        const base = spec.baseVersion
-          ? await this.manifest(spec.vm, spec.baseVersion).catch(() => undefined)
-          : undefined;
         for (const disk of spec.disks) {
           const table = join(dir, diskFileName(disk.id));
           const blockCount = Math.ceil(disk.size / spec.blockSize);
-          const inherited = base?.disks.find((d) => d.id === disk.id && d.size === disk.size);
-          if (inherited && base?.blockSize === spec.blockSize) {
+          if (base) {
             await copyFile(join(this.paths.versionData(spec.vm, base.id), diskFileName(disk.id)), table);
           } else {
             await writeFile(table, '');
@@ -487,7 +546,11 @@ export class FileBlockStore implements BackupSink {
     return info;
   }
 
-  /** Re-hashes every chunk a version uses; reports missing or damaged ones. */
+  /**
+   * Re-hashes every chunk a version uses; reports missing or damaged ones. A damaged record in a
+   * pack no live process writes is forgotten (see `PackIndex.forget`), so that the next run that
+   * reads its block (`--full` reads them all) stores the chunk again and heals every version naming it.
+   */
   async verify(vm: string, id: string, options?: OperationOptions): Promise<VerifyReport> {
     await this.unlock(); // a wrong key is one error, not a report of every chunk as damaged
     const info = await this.manifest(vm, id);
@@ -504,7 +567,12 @@ export class FileBlockStore implements BackupSink {
           try {
             await this.readWith(reader, address);
           } catch (error) {
-            bad.push({ address, reason: (error as Error).message });
+            let reason = (error as Error).message;
+            // A damaged record is forgotten: a run that reads the block again stores it anew.
+            if ((error instanceof FormatError || error instanceof VerifyError) && (await this.index.forget(address))) {
+              reason += '; forgotten: a run that reads this block again (`replikit run --full`) stores it anew';
+            }
+            bad.push({ address, reason });
           }
         }
       }
@@ -527,6 +595,9 @@ export class FileBlockStore implements BackupSink {
         `version '${id}' has no disk '${diskId}' (it has ${info.disks.map((d) => d.id).join(', ')})`,
       );
     const table = join(this.paths.versionData(vm, id), diskFileName(disk.id));
+    if ((await stat(outPath).catch(() => undefined))?.isDirectory()) {
+      throw new InputError(`${outPath} is a folder: give the path of the raw image file to restore into`);
+    }
     const temp = `${outPath}.restoring`;
     if (!this.loaded) await this.refresh(); // unlocks the keys the address check needs
     const reader = new PackReader(this.paths.packs);
@@ -583,7 +654,10 @@ export class FileBlockStore implements BackupSink {
     await addresser.close();
     reader.close();
     await handle.close();
-    await rename(temp, outPath);
+    await rename(temp, outPath).catch(async (error: unknown) => {
+      await rm(temp, { force: true });
+      throw toStorageError(error, `renaming ${temp} to ${outPath}`);
+    });
   }
 
   /** Deletes a version (its chunks stay until {@link FileBlockStore.gc}). */
@@ -637,7 +711,7 @@ export class FileBlockStore implements BackupSink {
       for (const table of tables) {
         for await (const [, address] of readTable(table.path, table.blockCount)) if (address) live.add(address);
       }
-      const report: GcReport = { kept: 0, deleted: 0, bytesFreed: 0 };
+      const report: GcReport = { kept: 0, deleted: 0, bytesFreed: 0, damaged: 0, unused: 0, unusedBytes: 0 };
       await this.collectPacks(live, report, options);
       for (const a of await listDir(this.paths.chunks)) {
         for (const b of await listDir(join(this.paths.chunks, a))) {
@@ -682,10 +756,24 @@ export class FileBlockStore implements BackupSink {
         );
         const liveBytes = kept.reduce((sum, record) => sum + RECORD_HEADER_BYTES + record.length, 0);
         report.kept += kept.length;
-        if (liveBytes >= REPACK_LIVE_FRACTION * pack.covered) continue;
+        if (liveBytes >= REPACK_LIVE_FRACTION * pack.covered) {
+          report.unused += pack.records.length - kept.length;
+          report.unusedBytes += pack.covered - PACK_MAGIC.length - liveBytes;
+          continue;
+        }
+        // Every live record is read (and checked) before any is copied: a pack holding a damaged
+        // live record stays as it is, for `verify` to report, and the other packs are collected.
+        const payloads: Buffer[] = [];
+        try {
+          for (const record of kept) payloads.push(reader.payload(record.address, { pack: name, ...record }));
+        } catch (error) {
+          if (!(error instanceof FormatError)) throw error;
+          report.damaged++;
+          continue;
+        }
         report.deleted += pack.records.length - kept.length;
-        for (const record of kept) {
-          const payload = reader.payload(record.address, { pack: name, ...record });
+        for (const [i, record] of kept.entries()) {
+          const payload = payloads[i]!;
           this.index.chunks.delete(record.address);
           writer ??= new PackWriter(this.index, this.options.packTargetBytes);
           await writer.append(Buffer.from(record.address, 'hex'), payload);

@@ -9,6 +9,8 @@ export const RECORD_HEADER_BYTES = 4 + ADDRESS_BYTES + 4 + 4 + 4;
 export const INDEX_ENTRY_BYTES = ADDRESS_BYTES + 8 + 4;
 
 const RECORD_MAGIC = 0x31434b52; // "RKC1" little-endian
+/** The 4 bytes every record header starts with (`RKC1`). */
+export const RECORD_MAGIC_BYTES = Buffer.from('RKC1', 'latin1');
 
 /** Where a chunk lies: its pack, the offset of its record header, and its payload length. */
 export interface ChunkLocation {

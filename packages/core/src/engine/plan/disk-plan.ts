@@ -11,7 +11,8 @@ import type { PlanMode } from '../run-record.js';
  * - `FORCED`: the user asked for a full run (`replikit run --full`).
  * - `METHOD_ALWAYS_FULL`: the job's method reads the whole VM every time (`xva`).
  * - `BASE_SNAPSHOT_MISSING`: the snapshot the last run left as base is gone from the job's record.
- * - `BACKUP_BASE_MISSING`: a single-pass run has no previous backup version to inherit from.
+ * - `BACKUP_BASE_MISSING`: a single-pass run has no previous backup version to inherit from (none yet,
+ *   deleted, or of another block size or other disks).
  * - `DISK_RESIZED`: the disk's size differs from its size in the base snapshot.
  * - `DISK_SET_CHANGED`: the disk is not in the base snapshot (added, or moved in the disk order).
  * - `REPLICA_MODIFIED`: the replica changed since the last run (booted, or written outside replikit).

@@ -1,3 +1,4 @@
+import type { BackupSink } from '../../contracts/backup-sink.js';
 import type { Extent, OperationOptions } from '../../contracts/disk.js';
 import type { Hypervisor, Replica, RestorePoint } from '../../contracts/hypervisor.js';
 import type { ReplicationCacheProvider } from '../../contracts/replication-cache.js';
@@ -22,6 +23,8 @@ export interface ForecastSources {
   /** The job's target driver when it is not the registry's (a remote agent's); see `EngineOptions.targetDriver`. */
   targetDriver?: (job: JobSpec) => Hypervisor | undefined | Promise<Hypervisor | undefined>;
   cache?: ReplicationCacheProvider;
+  /** The block store of single-pass runs: asked whether the last backup version can still be inherited. */
+  backup?: BackupSink;
   ruleSets?: readonly RuleSet[];
   /** The digest the run would use (its cache is keyed by it). */
   digest: string;
@@ -80,6 +83,21 @@ export async function forecastRun(
     const firstRun = firstSeed || !base;
     const { options: jobOptions } = job;
     const cache = jobOptions.replicationCache && jobOptions.direction !== 'pull' ? sources.cache : undefined;
+    const lastBackup = history?.lastBackupVersion;
+    const backupBaseUsable =
+      jobOptions.singlePass === true &&
+      lastBackup !== undefined &&
+      (!sources.backup?.canInherit ||
+        (await sources.backup.canInherit(
+          {
+            vm: vm.id,
+            runId: 'forecast',
+            blockSize: job.blockSize,
+            disks: vm.disks.map((disk) => ({ id: disk.id, size: disk.size })),
+            baseVersion: lastBackup,
+          },
+          { signal },
+        )));
     const disks: DiskForecast[] = [];
     for (const [position, disk] of vm.disks.entries()) {
       const baseDisk = base?.disks[position];
@@ -113,7 +131,7 @@ export async function forecastRun(
         size: disk.size,
         baseSize: sameDisk?.size,
         backupBaseMissing:
-          jobOptions.singlePass === true && (firstRun || seen?.modified !== undefined || !history?.lastBackupVersion),
+          jobOptions.singlePass === true && (firstRun || seen?.modified !== undefined || !backupBaseUsable),
         replicaModified: seen?.modified,
         direction: jobOptions.direction,
         cacheRequested: jobOptions.replicationCache === true,

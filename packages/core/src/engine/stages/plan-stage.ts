@@ -25,6 +25,24 @@ function cacheOff(cache: ReplicationCacheProvider | undefined): DiskFacts['cache
 export class PlanStage {
   constructor(private readonly ctx: RunContext) {}
 
+  /**
+   * The backup version this run's version inherits unchanged blocks from: the job's last one, when
+   * the block store can still inherit from it (not deleted, same block size and disks).
+   */
+  private async backupBase(history: JobRecord | undefined, snapshot: Snapshot): Promise<string | undefined> {
+    const base = history?.lastBackupVersion;
+    const sink = this.ctx.deps.backup;
+    if (!base || !this.ctx.record.job.options.singlePass || !sink?.canInherit) return base;
+    const spec = {
+      vm: snapshot.vmId,
+      runId: this.ctx.record.runId,
+      blockSize: this.ctx.record.blockSize,
+      disks: snapshot.disks.map((disk) => ({ id: disk.id, size: disk.size })),
+      baseVersion: base,
+    };
+    return (await sink.canInherit(spec, { signal: this.ctx.signal })) ? base : undefined;
+  }
+
   /** Plans every disk and journals the plan; from here on the replica is written. */
   async run(): Promise<void> {
     const record = this.ctx.record;
@@ -39,7 +57,7 @@ export class PlanStage {
       cache && !firstRun ? (await target.replicaState(replica, { signal: this.ctx.signal })).value : '';
     const history = await this.ctx.jobHistory();
     // Blocks this run does not send are the previous version's, when the replica still holds it.
-    const backupBase = !firstRun && !start.replicaChange ? history?.lastBackupVersion : undefined;
+    const backupBase = !firstRun && !start.replicaChange ? await this.backupBase(history, snapshot) : undefined;
     const backup = options.singlePass ? (backupBase ? { baseVersion: backupBase } : {}) : undefined;
     const previous = await this.previousRun(history);
     record.disks = [];

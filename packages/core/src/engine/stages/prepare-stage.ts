@@ -24,6 +24,7 @@ export const prepareStage: Stage = {
         'options.singlePass needs a block store to record backup versions in; give the engine one (`backup: new FileBlockStore(dir)` from @replikit/dedup)',
       );
     }
+    if (job.options.singlePass) await ctx.deps.backup?.check?.({ signal });
     const { source, target } = await ctx.drivers();
     const history = await ctx.jobHistory();
     const vm = await source.getVM(job.source.vm, { signal });
