@@ -69,8 +69,8 @@ export function planDisk(facts: DiskFacts): DiskPlan {
   if (facts.replicaModified) {
     const how = {
       booted: 'was booted',
-      written: 'was written outside replikit',
-      changed: 'changed (booted or written outside replikit)',
+      written: 'was written outside a run (reverted to a restore point, or written outside replikit)',
+      changed: 'changed (booted, reverted to a restore point, or written outside replikit)',
     }[facts.replicaModified];
     return scan(
       reason('REPLICA_MODIFIED', `the replica ${how} since the last run: every block is compared with it`, {

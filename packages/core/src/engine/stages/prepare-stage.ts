@@ -70,7 +70,7 @@ export const prepareStage: Stage = {
         start.replicaChange = replicaChangeOf(history?.replicaFingerprintDetails, state.details);
         ctx.warn(
           'W_REPLICA_MODIFIED',
-          `replica '${replica.name}' changed since the last run (booted, written outside replikit, or left with another session's pending writes, which are dropped); this run compares every block with it`,
+          `replica '${replica.name}' changed since the last run (reverted to a restore point, booted, written outside replikit, or left with another session's pending writes, which are dropped); this run compares every block with it`,
         );
       }
       record.stages.prepare.start = start;
