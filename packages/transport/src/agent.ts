@@ -9,6 +9,7 @@ import {
   TransportError,
 } from '@replikit/core';
 import { createNodeHasher } from '@replikit/core/internal';
+import { abortableDelay } from './abortable-delay.js';
 import {
   Admission,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -475,20 +476,4 @@ export function createAgent(options: AgentOptions): Agent {
       log('stopped');
     },
   };
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise<void>((resolve) => {
-    const wake = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', wake);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', wake, { once: true });
-  });
 }

@@ -19,6 +19,7 @@ import {
   throwIfAborted,
 } from '@replikit/core';
 import { createNodeHasher, type TokenBucket, worthCompressing } from '@replikit/core/internal';
+import { abortableDelay } from './abortable-delay.js';
 import { CodecGovernor } from './codec-governor.js';
 import { availableCodecs, type BlockCodec, codecById, MIN_SAVING, maybeCompress, negotiateCodec } from './codecs.js';
 import { FrameConnection } from './connection.js';
@@ -789,19 +790,7 @@ export class SourceSession implements BlockChannel {
       let delay = policy.initialDelayMs;
       let last = cause;
       for (let i = 0; i < policy.attempts; i++) {
-        // The listener goes when the wait ends: one per attempt would pile up on the session's signal.
-        await new Promise<void>((resolve) => {
-          const signal = this.lifetime.signal;
-          const wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-          const timer = setTimeout(() => {
-            signal.removeEventListener('abort', wake);
-            resolve();
-          }, delay);
-          signal.addEventListener('abort', wake, { once: true });
-        });
+        await abortableDelay(delay, this.lifetime.signal);
         this.check();
         if (this.lifetime.signal.aborted) throw new AbortError('the session was closed');
         delay = Math.min(policy.maxDelayMs, delay * 2);
