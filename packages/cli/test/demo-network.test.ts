@@ -1,15 +1,6 @@
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { demoNetworkCommand } from '../src/commands/demo-network.js';
-
-class Capture extends Writable {
-  text = '';
-  isTTY = false;
-  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
-    this.text += chunk.toString();
-    callback();
-  }
-}
+import { Capture } from './helpers/cli-harness.js';
 
 describe('replikit demo --network', () => {
   it('replicates over TLS to a local agent by push, then by pull, and verifies the replica', async () => {

@@ -1,15 +1,6 @@
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { demoXenCommand, XEN_DEMO_METHODS } from '../src/commands/demo-xen.js';
-
-class Capture extends Writable {
-  text = '';
-  isTTY = false;
-  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
-    this.text += chunk.toString();
-    callback();
-  }
-}
+import { Capture } from './helpers/cli-harness.js';
 
 describe('replikit demo --xen', () => {
   it('replicates the simulated pool VM with every method, full then incremental, and verifies each replica', async () => {
@@ -35,5 +26,6 @@ describe('replikit demo --xen', () => {
     expect(stdout.text.match(/METHOD_ALWAYS_FULL/g)?.length).toBeGreaterThanOrEqual(2);
     expect(stdout.text).not.toMatch(/DIFFERENT|FAILED/);
     expect(stdout.text).toMatch(/verification passed/);
-  });
+    // ten runs against the simulator: about 30 s here, twice that on a loaded machine
+  }, 180_000);
 });

@@ -1,7 +1,6 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { NotFoundError, RuleError } from '@replikit/core';
 import { startXapiSim, type XapiSim } from '@replikit/xapi-sim';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,20 +8,12 @@ import { stringify } from 'yaml';
 import { describeForUser } from '../src/cli-error.js';
 import { vmCommand } from '../src/commands/vm.js';
 import type { CliContext } from '../src/context.js';
+import { Capture } from './helpers/cli-harness.js';
 
 /*
  * A VM name is anybody's text on a pool: printed by the CLI, it must neither break a listing into
  * lines that look like other VMs nor reach the terminal as an escape sequence.
  */
-
-class Capture extends Writable {
-  text = '';
-  isTTY = false;
-  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
-    this.text += chunk.toString();
-    callback();
-  }
-}
 
 const HOSTILE = 'web\nfake-vm  running  \u001b[2J\u001b[31mred\r\u009b';
 

@@ -1,7 +1,6 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { FileStateStore, type Hypervisor } from '@replikit/core';
 import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing';
 import { createFileDriver } from '@replikit/driver-file';
@@ -11,21 +10,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { runCommand } from '../src/commands/run.js';
 import type { CliContext } from '../src/context.js';
+import { Capture } from './helpers/cli-harness.js';
 
 /*
  * `replikit run` of Xen jobs as a user writes them, in YAML and in JSON, with block sizes as
  * strings ("4KiB", "16MiB"), on a VM of disks that are not a multiple of the block: a full run,
  * guest writes, an incremental run; after each, the replica equals the run's source snapshot.
  */
-
-class Capture extends Writable {
-  text = '';
-  isTTY = false;
-  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
-    this.text += chunk.toString();
-    callback();
-  }
-}
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -12,7 +12,8 @@ export const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url));
 /** The CLI's entry point, run from its TypeScript source through tsx. */
 export const binSource = fileURLToPath(new URL('../../src/bin.ts', import.meta.url));
 
-class Capture extends Writable {
+/** A writable stream that keeps what is written (a command's stdout or stderr), not a TTY. */
+export class Capture extends Writable {
   text = '';
   isTTY = false;
   override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
