@@ -15,7 +15,8 @@ import type { PlanMode } from '../run-record.js';
  *   deleted, or of another block size or other disks).
  * - `DISK_RESIZED`: the disk's size differs from its size in the base snapshot.
  * - `DISK_SET_CHANGED`: the disk is not in the base snapshot (added, or moved in the disk order).
- * - `REPLICA_MODIFIED`: the replica changed since the last run (booted, or written outside replikit).
+ * - `REPLICA_MODIFIED`: the replica changed since the last run (booted, reverted to a restore point, or
+ *   written outside replikit).
  * - `CACHE_MISSING`: the disk has no replication cache yet (or it was deleted).
  * - `CACHE_INVALID`: the replication cache exists but does not describe the replica.
  * - `PULL_IGNORES_CACHE`: a pull job asked for the replication cache, which a pull never uses: the
