@@ -47,6 +47,15 @@ const fflateCodec: BlockCodec = {
   },
 };
 
+/**
+ * node:zlib's output chunk for a block of `rawLength` bytes: one chunk for the whole block (and the
+ * byte that shows it decodes longer), never under zlib's minimum of 64 bytes (a disk's last block
+ * may be a few bytes long).
+ */
+function chunkSizeFor(rawLength: number): number {
+  return Math.max(constants.Z_MIN_CHUNK, rawLength + 1);
+}
+
 function zlibDecode(name: string, run: (payload: Uint8Array, max: number) => Buffer) {
   return (payload: Uint8Array, rawLength: number): Uint8Array => {
     let out: Buffer;
@@ -66,7 +75,7 @@ const zlibDeflateCodec: BlockCodec = {
   id: 2,
   encode: (block) => deflateRawSync(block, { level: 1 }),
   decode: zlibDecode('zlib-deflate', (payload, max) =>
-    inflateRawSync(payload, { maxOutputLength: max, chunkSize: max + 1 }),
+    inflateRawSync(payload, { maxOutputLength: max, chunkSize: chunkSizeFor(max) }),
   ),
 };
 
@@ -82,7 +91,7 @@ const brotliCodec: BlockCodec = {
   id: 3,
   encode: (block) => brotliCompressSync(block, brotliOptions(block)),
   decode: zlibDecode('brotli', (payload, max) =>
-    brotliDecompressSync(payload, { maxOutputLength: max, chunkSize: max + 1 }),
+    brotliDecompressSync(payload, { maxOutputLength: max, chunkSize: chunkSizeFor(max) }),
   ),
 };
 
@@ -113,7 +122,7 @@ function zstdCodec(api: ZstdApi): BlockCodec {
     id: 4,
     encode: (block) => api.zstdCompressSync(block, { params }),
     decode: zlibDecode('zstd', (payload, max) =>
-      api.zstdDecompressSync(payload, { maxOutputLength: max, chunkSize: max + 1 }),
+      api.zstdDecompressSync(payload, { maxOutputLength: max, chunkSize: chunkSizeFor(max) }),
     ),
   };
 }

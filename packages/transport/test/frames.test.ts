@@ -265,4 +265,16 @@ describe('codecs', () => {
       expect(() => codec.decode(randomBytes(100), 65536)).toThrow();
     }
   });
+
+  it("decode a disk's short last block, down to one byte (zlib's output chunk has a 64-byte floor)", () => {
+    for (const name of availableCodecs().filter((n) => n !== 'none')) {
+      const codec = codecByName(name)!;
+      for (const length of [1, 11, 63, 64, 65]) {
+        const block = Buffer.alloc(length, 0x61);
+        const packed = codec.encode(block);
+        expect(Buffer.from(codec.decode(packed, length)).equals(block), `${name}, ${length} bytes`).toBe(true);
+        expect(() => codec.decode(packed, length - 1), `${name}, ${length} bytes, one too many`).toThrow();
+      }
+    }
+  });
 });
