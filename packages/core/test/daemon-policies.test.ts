@@ -179,6 +179,79 @@ describe('an unfinished run at start', () => {
   });
 });
 
+describe('a daemon that dies between deciding a run and starting it', () => {
+  /**
+   * A daemon on `store` that dies at its first save of a running job (just after it saved the
+   * decision to run a slot, before its engine was called): that save never ends, nor does the
+   * daemon (it is never stopped), as a killed process.
+   */
+  function dyingDaemon(clock: FakeClock, options: Record<string, unknown>) {
+    let died!: () => void;
+    const death = new Promise<void>((resolve) => {
+      died = resolve;
+    });
+    const frozen = Object.create(store) as FileStateStore;
+    frozen.saveSchedule = async (state) => {
+      if (state.activity !== 'running') return store.saveSchedule(state);
+      died();
+      return new Promise<void>(() => undefined);
+    };
+    const engine = { ...scripted(clock, []), store: frozen };
+    engine.run = async () => {
+      throw new Error('a dead daemon started a run');
+    };
+    return { daemon: new Daemon({ engine, jobs: [job(options)], clock }), death };
+  }
+
+  it('the next daemon starts the run the dead one decided for a slot, neither losing nor repeating it', async () => {
+    const clock = new FakeClock(T0);
+    const first = dyingDaemon(clock, { schedule: { every: '10s' } });
+    await first.daemon.start();
+    await clock.whenSleeping(1);
+    clock.advanceToNext(); // the slot at 10 s
+    await first.death;
+    clock.advanceTo(T0 + 15_000); // restarted before the next slot
+    const engine = scripted(clock, []);
+    const reasons: string[] = [];
+    const second = new Daemon({ engine, jobs: [job({ schedule: { every: '10s' } })], clock });
+    second.on('run-start', (e) => reasons.push(e.reason));
+    await second.start();
+    await driveUntil(clock, T0 + 20_000);
+    const state = second.states()[0]!;
+    await second.stop();
+    // Without the decision kept, the slot at 10 s got no run and was not counted missed either.
+    expect(engine.starts).toEqual([T0 + 15_000, T0 + 20_000]);
+    expect(reasons).toEqual(['slot', 'slot']);
+    expect(state.missedTotal).toBe(0);
+  });
+
+  it('a run already started from the decision is not started again', async () => {
+    const clock = new FakeClock(T0 + 15_000);
+    const parsed = parseJob(job({ schedule: { every: '10s' } }));
+    // The decision (made when the job's last run was 'policy-old') and the run it started, completed.
+    await store.saveSchedule({
+      version: 1,
+      job: 'policy',
+      lastSlot: new Date(T0 + 10_000).toISOString(),
+      due: { reason: 'slot', after: 'policy-old' },
+      attempt: 0,
+      missedSlots: 0,
+      missedTotal: 0,
+      paused: false,
+      activity: 'running',
+      rpoLevel: 'unknown',
+      updatedAt: new Date(T0 + 10_000).toISOString(),
+    });
+    await store.saveJob({ name: 'policy', method: 'qhybrid', lastRunId: 'policy-new' } as never);
+    const engine = scripted(clock, []);
+    const second = new Daemon({ engine, jobs: [parsed], clock });
+    await second.start();
+    await driveUntil(clock, T0 + 20_000);
+    await second.stop();
+    expect(engine.starts).toEqual([T0 + 20_000]);
+  });
+});
+
 describe('an unfinished run, rolled back by policy', () => {
   it('rolls the run back instead of resuming it, as no failure, then runs at its next slot', async () => {
     const clock = new FakeClock(T0 + 25_000);

@@ -23,7 +23,7 @@ import { compareBytes, readWholeDisk, testPattern } from '@replikit/core/testing
 import { createFileDriver, createFileVM, fileDriver, openGuestDisk } from '@replikit/driver-file';
 import { localTransport } from '@replikit/transport';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStateStore } from '../src/index.js';
+import { PostgresStateStore, RUN_QUEUE } from '../src/index.js';
 import { startTestPostgres, type TestPostgres } from '../src/testing/index.js';
 
 const seconds = Number(process.env.REPLIKIT_CHAOS_SECONDS ?? 180);
@@ -425,10 +425,17 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
         );
         const schedules = await store.listSchedules();
         // Slot accounting: every slot from a job's first to its last handled one either got a run
-        // request or was counted missed (overlap, catch-up) in its schedule state.
-        const firstRequests = await store.query<{ job: string; first: Date; requests: string }>(
-          `SELECT job, min(created_at) AS first, count(*) AS requests FROM replikit.run_requests WHERE kind = 'run' GROUP BY job`,
-          [],
+        // request (sent to the queue, whether a worker took it before the drain or not), was counted
+        // missed (overlap, catch-up) in its schedule state, or is its state's due run (decided, not
+        // yet started: the next scheduler starts it).
+        const firstRequests = await store.query<{ job: string; first: Date; requests: string; taken: string }>(
+          `SELECT sent.data->'job'->>'name' AS job, min(sent.created_on) AS first, count(*) AS requests,
+             count(r.request_id) AS taken
+           FROM (SELECT id, created_on, data FROM replikit_queue.job WHERE name = $1
+                 UNION ALL SELECT id, created_on, data FROM replikit_queue.archive WHERE name = $1) AS sent
+           LEFT JOIN replikit.run_requests r ON r.request_id = sent.id::text
+           WHERE sent.data->>'kind' = 'run' GROUP BY 1`,
+          [RUN_QUEUE],
         );
         const requestsWithoutRun = await store.query<{ n: string }>(
           `SELECT count(*) AS n FROM replikit.run_requests WHERE kind = 'run' AND run_id IS NULL`,
@@ -444,9 +451,12 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
             continue;
           }
           const slots = (Date.parse(schedule.lastSlot) - Math.floor(row.first.getTime() / 2000) * 2000) / 2000 + 1;
-          const handled = Number(row.requests) + schedule.missedTotal;
+          const due = schedule.due ? 1 : 0;
+          const handled = Number(row.requests) + schedule.missedTotal + due;
           if (handled < slots)
-            slotsLost.push(`${name}: ${slots} slots, ${row.requests} run requests + ${schedule.missedTotal} missed`);
+            slotsLost.push(
+              `${name}: ${slots} slots, ${row.requests} run requests (${row.taken} taken) + ${schedule.missedTotal} missed + ${due} due`,
+            );
           slotsExtra += Math.max(0, handled - slots);
         }
         const commits = writes.filter((w) => w.op === 'commit' && w.ok).sort((a, b) => a.t1 - b.t1);
@@ -479,7 +489,7 @@ describe('chaos: 3 workers, 20 jobs, kills and stops', () => {
             ...schedulerStops.filter((x) => x !== undefined).map((x) => `  ${x}`),
             `runs the drain left unfinished, finished after it: ${finished}`,
             `vm.json fence epochs sampled: ${[...fenceSamples.values()].reduce((n, list) => n + list.length, 0)} over ${fenceSamples.size} replicas`,
-            `slots: ${schedules.reduce((n, st) => n + st.missedTotal, 0)} counted missed (overlap, catch-up), ${slotsLost.length} jobs with a slot neither run nor counted; ${slotsExtra} more run requests + missed than slots (retries, a new scheduler's first slot, and slots before a job's first request was taken, which this count starts from); ${requestsWithoutRun.rows[0]?.n} run requests that started no run`,
+            `slots: ${schedules.reduce((n, st) => n + st.missedTotal, 0)} counted missed (overlap, catch-up), ${slotsLost.length} jobs with a slot neither run nor counted; ${slotsExtra} more run requests + missed than slots (retries, a new scheduler's first slot, and slots before a job's first request was sent, which this count starts from); ${requestsWithoutRun.rows[0]?.n} run requests that started no run`,
             `runs from no run request: ${noRequest.rows.length}; run requests with two runs: ${requestTwice.length}; runs a second run request adopted (resumed, not started again): ${adopted.rows.length}`,
           ].join('\n'),
         );

@@ -29,6 +29,6 @@ export {
   type WindowOption,
   windowSchema,
 } from './schedule-options.js';
-export type { JobActivity, LastOutcome, RunReason, ScheduleRequest, ScheduleState } from './schedule-state.js';
+export type { DueRun, JobActivity, LastOutcome, RunReason, ScheduleRequest, ScheduleState } from './schedule-state.js';
 export { type SlotCalendar, slotCalendar } from './slot-calendar.js';
 export { WindowCalendar, type WindowPosition } from './window-calendar.js';

@@ -13,7 +13,13 @@ import { classifyError } from './error-class.js';
 import { nextRpoChange, rpoLevel, rpoTargets } from './rpo.js';
 import { startRunSpan } from './run-span.js';
 import { type SchedulePolicies, schedulePolicies, type WindowOption } from './schedule-options.js';
-import { type JobActivity, newScheduleState, type RunReason, type ScheduleState } from './schedule-state.js';
+import {
+  type DueRun,
+  type JobActivity,
+  newScheduleState,
+  type RunReason,
+  type ScheduleState,
+} from './schedule-state.js';
 import { type SlotCalendar, slotCalendar } from './slot-calendar.js';
 import { WindowCalendar } from './window-calendar.js';
 
@@ -70,6 +76,10 @@ export class JobLoop {
   private saving: Promise<void> = Promise.resolve();
   /** Set at start when slots were missed but an unfinished run is resumed first: the catch-up follows it. */
   private catchUpAfterResume = false;
+  /** The decided run being handed to the engine now (kept as due until the engine returns). */
+  private starting: DueRun['reason'] | undefined;
+  /** The job's last run id as the store last told it: a due run is started once it changes. */
+  private lastRunSeen: string | undefined;
 
   constructor(
     readonly job: JobSpec,
@@ -220,7 +230,12 @@ export class JobLoop {
     this.checkWindow(now);
     this.state.activity = this.resting();
     if (this.state.lastPointAt === undefined) await this.pointFromHistory();
-    if (await findUnfinished(store, this.job.name)) this.pending = 'resume';
+    this.lastRunSeen = (await store.loadJob(this.job.name))?.lastRunId;
+    // A run decided before a stop or a crash and not started since (the job's last run is the same):
+    // it goes first (resuming an unfinished run on the way), and stands for any catch-up.
+    const due = this.state.due?.after === this.lastRunSeen ? this.state.due?.reason : undefined;
+    if (due) this.pending = due;
+    else if (await findUnfinished(store, this.job.name)) this.pending = 'resume';
     if (this.state.lastSlot === undefined) {
       // A job the daemon never scheduled: nothing was missed; its first slot comes next.
       this.state.lastSlot = new Date(now).toISOString();
@@ -229,7 +244,7 @@ export class JobLoop {
       if (slots.count > 0) {
         this.state.lastSlot = new Date(slots.latest!).toISOString();
         this.missed(slots.count, now);
-        if (this.policies.catchUp === 'once') {
+        if (this.policies.catchUp === 'once' && !due) {
           if (this.pending === undefined) this.pending = 'catch-up';
           else this.catchUpAfterResume = true;
         }
@@ -349,6 +364,7 @@ export class JobLoop {
     const unfinished = await findUnfinished(store, this.job.name);
     const actual: RunReason = unfinished ? 'resume' : reason;
     if (unfinished && reason !== 'resume') this.pending = reason; // the wanted run follows the resumed one
+    if (!unfinished && reason !== 'resume') this.starting = reason;
     const startedAt = clock.now();
     this.state.activity = 'running';
     delete this.state.retryAt;
@@ -386,6 +402,9 @@ export class JobLoop {
     } finally {
       ended.abort();
     }
+    this.starting = undefined;
+    const history = await store.loadJob(this.job.name).catch(() => undefined);
+    this.lastRunSeen = history?.lastRunId ?? record?.runId ?? this.lastRunSeen;
     const now = clock.now();
     const at = new Date(now).toISOString();
     const runId = record?.runId ?? unfinished?.runId ?? runIdOf(failure);
@@ -474,6 +493,9 @@ export class JobLoop {
 
   /** Saves the state; saves are serialized so an older one never overtakes a newer one. */
   private save(): Promise<void> {
+    const due = this.starting ?? (this.pending === 'resume' ? undefined : this.pending);
+    if (due) this.state.due = { reason: due, ...(this.lastRunSeen ? { after: this.lastRunSeen } : {}) };
+    else delete this.state.due;
     this.state.updatedAt = new Date(this.context.clock.now()).toISOString();
     this.state.pid = process.pid;
     this.state.host = hostname();

@@ -24,6 +24,14 @@ export interface LastOutcome {
 /** Why the daemon started a run. */
 export type RunReason = 'slot' | 'catch-up' | 'buffered' | 'retry' | 'resume';
 
+/** A run decided and not yet started ({@link ScheduleState.due}). */
+export interface DueRun {
+  /** Why it was decided. */
+  reason: Exclude<RunReason, 'resume'>;
+  /** The job's last run id when it was decided (absent: the job had no run). */
+  after?: string;
+}
+
 /**
  * The durable schedule state of one job (version 1), saved atomically at every decision so a
  * restart neither loses nor replays a slot. Times are ISO strings.
@@ -34,6 +42,14 @@ export interface ScheduleState {
   job: string;
   /** The latest slot the daemon has handled (ran, buffered into a run, or counted as missed). */
   lastSlot?: string;
+  /**
+   * A run the daemon decided to start (for a slot, a catch-up, a buffered slot or a retry) and
+   * has not seen started yet; `after` is the job's last run id when it decided. A daemon that
+   * starts with it set and finds the job's last run still `after` starts that run; it was lost
+   * otherwise (a kill between the decision and the run's start, or a stop while a resumed run
+   * went first).
+   */
+  due?: DueRun;
   /** The next slot. */
   nextDue?: string;
   /** When a retry is due (transient failures). */
