@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { MIN_SAVING } from './codecs.js';
+import { MIN_ADAPTIVE_WINDOW } from './window-sizer.js';
 
 /** What the source side measured over one window of data blocks. */
 export interface CodecWindow {
@@ -108,6 +109,15 @@ export interface CodecGovernorOptions {
   progress?: () => { sent: number; acked: number };
   /** The clock, ms. @default performance.now */
   now?: () => number;
+  /**
+   * The session's first window is compressed and holds this many data bytes at least (the first
+   * window of unacked bytes, sent at once before the link's speed can show); it decides alone,
+   * without waiting for `horizonMs`: over a slow link it ends in a long wait for the link to
+   * take the burst, and compressing goes on; over a fast one it ends without one, and the burst
+   * cost a few ms of CPU. A burst sent raw would be lost for good on a short transfer. 0: start
+   * off, sampling. @default 4 MiB (the smallest adaptive window)
+   */
+  startBytes?: number;
 }
 
 /**
@@ -116,7 +126,8 @@ export interface CodecGovernorOptions {
  * {@link decideCompression} on `horizonMs` of steady windows summed (a trial on half of that).
  * While off it still compresses one block
  * in {@link CodecGovernorOptions.sampleEvery} (sent compressed when that pays), so the
- * compressor's speed and the data's ratio stay known. Starts off.
+ * compressor's speed and the data's ratio stay known. Starts on, for the first window only
+ * (see {@link CodecGovernorOptions.startOn}).
  */
 export class CodecGovernor {
   /** True while every block goes through the codec. */
@@ -158,6 +169,10 @@ export class CodecGovernor {
   private nextHoldOff = 1;
   private waiting = 0;
   private waitSince = 0;
+  /** False until the codec ran once: its first call pays its set-up, which says nothing of its speed. */
+  private warm = false;
+  /** See {@link CodecGovernorOptions.startBytes}. */
+  private readonly startBytes: number;
 
   constructor(options: CodecGovernorOptions = {}) {
     this.windowBytes = options.windowBytes ?? 1024 * 1024;
@@ -166,6 +181,8 @@ export class CodecGovernor {
     this.now = options.now ?? (() => performance.now());
     this.progress = options.progress;
     this.horizonMs = options.horizonMs ?? 500;
+    this.startBytes = options.startBytes ?? MIN_ADAPTIVE_WINDOW;
+    this.compressing = this.startBytes > 0;
   }
 
   /**
@@ -191,7 +208,11 @@ export class CodecGovernor {
       if (this.waiting > 0) this.waitSince = this.start;
     }
     this.rawBytes += rawBytes;
-    if (++this.blocks % this.sampleEvery === 0) this.sampleDue = true;
+    if (compressed && !this.warm) {
+      // The codec's first call: not counted, and the next block is sampled instead.
+      this.warm = true;
+      compressed = undefined;
+    } else if (++this.blocks % this.sampleEvery === 0) this.sampleDue = true;
     else if (compressed || (this.sampleDue && ++this.sampleTries >= SAMPLE_TRIES)) {
       this.sampleDue = false;
       this.sampleTries = 0;
@@ -201,7 +222,28 @@ export class CodecGovernor {
       this.compressedOut += compressed.outBytes;
       this.compressMs += compressed.ms;
     }
-    if (this.rawBytes >= this.windowBytes && this.now() - this.start >= this.windowMs) this.close(this.start);
+    // The start burst's window ends at the first block past the burst: one the sender could hand
+    // over only once the link took some of the burst, so the wait for it is part of the window.
+    const full =
+      this.windows === 0 && this.startBytes > 0
+        ? this.rawBytes > Math.max(this.windowBytes, this.startBytes)
+        : this.rawBytes >= this.windowBytes;
+    if (full && this.now() - this.start >= this.windowMs) this.close(this.start);
+  }
+
+  /** Folds the window's compressed blocks into the estimate (half the weight to the newest). */
+  private measure(): void {
+    if (this.compressedIn > 0) {
+      const ratio = this.compressedOut / this.compressedIn;
+      // A window too fast for the clock to see says the compressor is very fast: 1 µs then.
+      const bytesPerMs = this.compressedIn / Math.max(this.compressMs, 0.001);
+      // Data changes, and so does the CPU's load.
+      this.estimate = this.estimate
+        ? { ratio: (this.estimate.ratio + ratio) / 2, bytesPerMs: (this.estimate.bytesPerMs + bytesPerMs) / 2 }
+        : { ratio, bytesPerMs };
+    }
+    this.compressedIn = 0;
+    this.compressedOut = 0;
   }
 
   /**
@@ -230,15 +272,7 @@ export class CodecGovernor {
       this.linkWaitMs += end - this.waitSince;
       this.waitSince = end;
     }
-    if (this.compressedIn > 0) {
-      const ratio = this.compressedOut / this.compressedIn;
-      // A window too fast for the clock to see says the compressor is very fast: 1 µs then.
-      const bytesPerMs = this.compressedIn / Math.max(this.compressMs, 0.001);
-      // Half the weight to the newest window: data changes, and so does the CPU's load.
-      this.estimate = this.estimate
-        ? { ratio: (this.estimate.ratio + ratio) / 2, bytesPerMs: (this.estimate.bytesPerMs + bytesPerMs) / 2 }
-        : { ratio, bytesPerMs };
-    }
+    this.measure();
     const elapsedMs = end - start;
     const was = this.compressing;
     let next = was;
@@ -248,8 +282,10 @@ export class CodecGovernor {
       h.elapsedMs += elapsedMs;
       h.linkWaitMs += Math.min(this.linkWaitMs, elapsedMs);
       h.compressMs += this.compressMs;
+      // The start burst's window decides alone.
+      const early = this.windows === 0 && was && this.startBytes > 0;
       // A trial is judged on half the horizon: each one costs CPU when it does not pay.
-      if (h.elapsedMs >= (was ? this.horizonMs / 2 : this.horizonMs)) {
+      if (early || h.elapsedMs >= (was ? this.horizonMs / 2 : this.horizonMs)) {
         const rate = h.rawBytes / Math.max(h.elapsedMs, 0.001);
         // Only steady windows tell what compressing gains: before them, the target was still
         // taking the bytes queued before the switch.

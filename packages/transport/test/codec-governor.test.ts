@@ -75,7 +75,14 @@ describe('CodecGovernor', () => {
   /** A governor on a fake clock, with 1 MiB windows of 16 blocks of 64 KiB. */
   function governor() {
     let now = 0;
-    const g = new CodecGovernor({ windowBytes: MiB, windowMs: 0, horizonMs: 0, sampleEvery: 4, now: () => now });
+    const g = new CodecGovernor({
+      windowBytes: MiB,
+      windowMs: 0,
+      horizonMs: 0,
+      sampleEvery: 4,
+      startBytes: 0,
+      now: () => now,
+    });
     return { g, advance: (ms: number) => (now += ms) };
   }
   const BLOCK = 64 * 1024;
@@ -102,8 +109,8 @@ describe('CodecGovernor', () => {
 
   it('samples while off, switches on over a slow link, and off again when the link gets fast', () => {
     const state = governor();
-    // Window 1: off, one block in four is a sample.
-    expect(window(state, { msPerBlock: 5, waitPerBlock: 4.5 }).compressed).toBe(4);
+    // Window 1: off, one block in four is a sample (plus the first, which only warms the codec up).
+    expect(window(state, { msPerBlock: 5, waitPerBlock: 4.5 }).compressed).toBe(5);
     expect(state.g.compressing).toBe(true);
     expect(state.g.measured?.ratio).toBeCloseTo(0.5);
     // Window 2: every block compressed; the link still keeps the sender waiting.
@@ -134,6 +141,7 @@ describe('CodecGovernor', () => {
       windowMs: 0,
       horizonMs: 0,
       sampleEvery: 4,
+      startBytes: 0,
       now: () => now,
       progress: () => progress,
     });
@@ -163,7 +171,7 @@ describe('CodecGovernor', () => {
 
   it('decides on half a second of windows: a stall now and then starts nothing, a bursty slow link does', () => {
     let now = 0;
-    const g = new CodecGovernor({ windowBytes: MiB, windowMs: 0, sampleEvery: 4, now: () => now });
+    const g = new CodecGovernor({ windowBytes: MiB, windowMs: 0, sampleEvery: 4, startBytes: 0, now: () => now });
     const send = (blocks: number, wait: number, ms: number) => {
       for (let i = 0; i < blocks; i++) {
         g.waitBegin();
@@ -186,6 +194,53 @@ describe('CodecGovernor', () => {
       send(1, 1600, 1600);
     }
     expect(g.compressing).toBe(true);
+  });
+
+  describe('the start burst', () => {
+    /** A governor with the default start burst (4 MiB) and half-second decisions. */
+    function started() {
+      let now = 0;
+      const g = new CodecGovernor({ windowBytes: MiB, windowMs: 0, sampleEvery: 256, now: () => now });
+      const send = (blocks: number, wait: number, ms: number) => {
+        let compressed = 0;
+        for (let i = 0; i < blocks; i++) {
+          g.waitBegin();
+          now += wait;
+          g.waitEnd();
+          now += ms - wait;
+          if (g.wants()) {
+            compressed++;
+            g.block(BLOCK, { outBytes: BLOCK / 2, ms: 0.3 });
+          } else g.block(BLOCK);
+        }
+        return compressed;
+      };
+      return { g, send };
+    }
+
+    it('is compressed, and over a slow link compressing goes on at once', () => {
+      const { g, send } = started();
+      // 4 MiB handed to the socket at once (it takes them into its buffers)…
+      expect(send(64, 0, 0.05)).toBe(64);
+      // …then the next block only after a wait for the link to take some (100 Mbit/s, 2 MiB acked):
+      // the burst's window decides, without waiting for the half-second horizon.
+      expect(send(1, 170, 170)).toBe(1);
+      expect(g.windows).toBe(1);
+      expect(g.compressing).toBe(true);
+      expect(g.measured?.ratio).toBeCloseTo(0.5);
+      expect(send(16, 4.5, 5)).toBe(16);
+    });
+
+    it('over a fast link, is all that is compressed', () => {
+      const { g, send } = started();
+      expect(send(64, 0, 0.05)).toBe(64);
+      let compressed = 0;
+      for (let i = 0; i < 40; i++) compressed += send(64, 0.005, 0.06);
+      expect(g.compressing).toBe(false);
+      expect(g.windowsOn).toBe(0);
+      // The block that closed the burst's window, then one sample in 256 blocks.
+      expect(compressed).toBeLessThanOrEqual(12);
+    });
   });
 
   it('never switches on over a fast link', () => {

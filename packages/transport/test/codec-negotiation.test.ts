@@ -86,12 +86,13 @@ const withoutZstd = availableCodecs().filter((c) => c !== 'zstd');
 const withZstd = [...withoutZstd, 'zstd'];
 
 describe('codec negotiation (pure)', () => {
-  it('auto takes zstd only when both ends have it, else the deflate both have', () => {
+  it('auto takes zstd only when both ends have it, else brotli, else the deflate both have', () => {
     if (HAS_ZSTD) {
       expect(negotiateCodec('auto', withZstd, withZstd)).toMatchObject({ adaptive: true, codec: { name: 'zstd' } });
     }
-    expect(negotiateCodec('auto', withoutZstd, withZstd).codec?.name).toBe('zlib-deflate');
-    expect(negotiateCodec('auto', withZstd, withoutZstd).codec?.name).toBe('zlib-deflate');
+    expect(negotiateCodec('auto', withoutZstd, withZstd).codec?.name).toBe('brotli');
+    expect(negotiateCodec('auto', withZstd, withoutZstd).codec?.name).toBe('brotli');
+    expect(negotiateCodec('auto', ['none', 'deflate', 'zlib-deflate'], withoutZstd).codec?.name).toBe('zlib-deflate');
     expect(negotiateCodec('auto', ['none', 'deflate'], withoutZstd).codec?.name).toBe('deflate');
     expect(negotiateCodec('auto', ['none'], withoutZstd).codec).toBeUndefined();
     expect(negotiateCodec('none', withZstd, withZstd)).toEqual({ codec: undefined, adaptive: false });
@@ -124,13 +125,13 @@ describe('codec negotiation (sessions to agents of each kind; the replica equal 
     {
       name: 'auto, an agent with every codec of this runtime',
       offers: availableCodecs(),
-      settles: HAS_ZSTD ? 'zstd' : 'zlib-deflate',
+      settles: HAS_ZSTD ? 'zstd' : 'brotli',
     },
-    { name: 'auto, an agent without zstd (Node 20, older versions)', offers: withoutZstd, settles: 'zlib-deflate' },
+    { name: 'auto, an agent without zstd (Node 20, older versions)', offers: withoutZstd, settles: 'brotli' },
     {
       name: 'auto, an agent with zstd',
       offers: withZstd,
-      settles: HAS_ZSTD ? 'zstd' : 'zlib-deflate',
+      settles: HAS_ZSTD ? 'zstd' : 'brotli',
     },
     ...availableCodecs()
       .filter((c) => c !== 'none')
