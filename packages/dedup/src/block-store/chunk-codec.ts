@@ -17,16 +17,27 @@ const HEADER = 9;
  * even one that would still decode.
  */
 export function encodeChunk(plain: Uint8Array): Uint8Array {
+  const [header, payload] = encodeChunkParts(plain);
+  const out = new Uint8Array(header.length + payload.length);
+  out.set(header, 0);
+  out.set(payload, header.length);
+  return out;
+}
+
+/**
+ * The chunk {@link encodeChunk} makes, as its two parts: the 9-byte header and the payload. A raw
+ * payload is `plain` itself (not a copy), so a writer can write both parts without copying the block.
+ */
+export function encodeChunkParts(plain: Uint8Array): [header: Uint8Array, payload: Uint8Array] {
   const packed = worthCompressing(plain) ? deflateRawSync(plain, { level: 1 }) : undefined;
   const useDeflate = packed !== undefined && packed.length < plain.length - (plain.length >> 4);
   const payload = useDeflate ? packed : plain;
-  const out = new Uint8Array(HEADER + payload.length);
-  out[0] = useDeflate ? DEFLATE : RAW;
-  const view = new DataView(out.buffer);
+  const header = new Uint8Array(HEADER);
+  header[0] = useDeflate ? DEFLATE : RAW;
+  const view = new DataView(header.buffer);
   view.setUint32(1, plain.length, true);
   view.setUint32(5, crc32(payload), true);
-  out.set(payload, HEADER);
-  return out;
+  return [header, payload];
 }
 
 /**

@@ -1,18 +1,6 @@
 import { createHash } from 'node:crypto';
 import { statSync, writeSync } from 'node:fs';
-import {
-  copyFile,
-  type FileHandle,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  stat,
-  truncate,
-  writeFile,
-} from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
   type BackupDiskWriter,
@@ -32,8 +20,9 @@ import {
 } from '@replikit/core';
 import { fsyncDirectory, isProcessAlive, SendWindow, writeFileAtomic } from '@replikit/core/internal';
 import { BackgroundFlush } from './background-flush.js';
+import { BlockTableWriter } from './block-table-writer.js';
 import { ChunkAddresser } from './chunk-addresser.js';
-import { decodeChunk, encodeChunk } from './chunk-codec.js';
+import { decodeChunk, encodeChunk, encodeChunkParts } from './chunk-codec.js';
 import {
   type KeyCheckRecord,
   keyedAddress,
@@ -158,7 +147,7 @@ function addressMismatch(address: string): VerifyError {
 export const REPACK_LIVE_FRACTION = 0.5;
 
 class PendingVersion implements BackupSession {
-  private readonly tables = new Map<string, { handle: FileHandle; blockCount: number }>();
+  private readonly tables = new Map<string, BlockTableWriter>();
 
   constructor(
     private readonly store: FileBlockStore,
@@ -171,7 +160,7 @@ class PendingVersion implements BackupSession {
     for (const disk of this.spec.disks) {
       const path = join(this.dir, diskFileName(disk.id));
       const handle = await open(path, 'r+');
-      this.tables.set(disk.id, { handle, blockCount: Math.ceil(disk.size / this.spec.blockSize) });
+      this.tables.set(disk.id, new BlockTableWriter(handle, Math.ceil(disk.size / this.spec.blockSize), disk.id));
     }
   }
 
@@ -186,15 +175,11 @@ class PendingVersion implements BackupSession {
         let address: Buffer = ZERO_ADDRESS;
         if (data) {
           address = this.store.addressOf(data);
+          // The chunk is written before put returns (`data` is the caller's buffer, reused after).
           if (!this.store.holds(address.toString('hex'), this.packs))
-            await this.packs.append(address, this.store.seal(address, data));
+            await this.packs.append(address, this.store.sealParts(address, data));
         }
-        try {
-          // 32 bytes into a file of this run's own: a synchronous positional write.
-          writeSync(table.handle.fd, address, 0, ADDRESS_BYTES, index * ADDRESS_BYTES);
-        } catch (error) {
-          throw toStorageError(error, `recording block ${index} of disk '${id}' in the backup version`);
-        }
+        table.set(index, address);
       },
     };
   }
@@ -202,13 +187,19 @@ class PendingVersion implements BackupSession {
   /** Makes the packs durable (records, then their index entries), then the block tables. */
   async checkpoint(): Promise<void> {
     await this.packs.sync();
-    for (const table of this.tables.values()) await table.handle.datasync();
+    for (const table of this.tables.values()) {
+      table.flush();
+      await table.handle.datasync();
+    }
   }
 
   async close(): Promise<void> {
     try {
       await this.packs.close();
-      for (const table of this.tables.values()) await table.handle.datasync();
+      for (const table of this.tables.values()) {
+        table.flush();
+        await table.handle.datasync();
+      }
     } finally {
       for (const table of this.tables.values()) await table.handle.close().catch(() => undefined);
       this.tables.clear();
@@ -310,6 +301,16 @@ export class FileBlockStore implements BackupSink {
   seal(address: Buffer, plain: Uint8Array): Uint8Array {
     const encoded = encodeChunk(plain);
     return this.keys ? sealChunk(this.keys, address, encoded) : encoded;
+  }
+
+  /**
+   * {@link FileBlockStore.seal}'s bytes as consecutive parts: a plain store's raw chunk is its
+   * header and `plain` itself (no copy of the block). Used by the store's own sessions.
+   *
+   * @internal
+   */
+  sealParts(address: Buffer, plain: Uint8Array): Uint8Array[] {
+    return this.keys ? [this.seal(address, plain)] : encodeChunkParts(plain);
   }
 
   /** Loads (or brings up to date) the index of the packs, and notes a pre-pack `chunks/` folder. */
