@@ -88,25 +88,34 @@ async function listDir(path: string): Promise<string[]> {
   }
 }
 
-/** Reads a block table page by page: yields `[index, address | null]` for every block. */
-async function* readTable(path: string, blockCount: number): AsyncIterable<[number, string | null]> {
+/** Block-table entries read at once. */
+const TABLE_PAGE_ENTRIES = 32768;
+
+/** Reads a block table page by page: yields `[index of the page's first block, its entries]`. */
+async function* readTablePages(path: string, blockCount: number): AsyncIterable<[number, Buffer]> {
   const handle = await open(path, 'r').catch((error: unknown) => {
     throw toStorageError(error, `opening ${path}`);
   });
   try {
-    const perPage = 32768;
-    const buffer = Buffer.alloc(perPage * ADDRESS_BYTES);
-    for (let first = 0; first < blockCount; first += perPage) {
-      const count = Math.min(perPage, blockCount - first);
+    const buffer = Buffer.alloc(TABLE_PAGE_ENTRIES * ADDRESS_BYTES);
+    for (let first = 0; first < blockCount; first += TABLE_PAGE_ENTRIES) {
+      const count = Math.min(TABLE_PAGE_ENTRIES, blockCount - first);
       const { bytesRead } = await handle.read(buffer, 0, count * ADDRESS_BYTES, first * ADDRESS_BYTES);
       if (bytesRead !== count * ADDRESS_BYTES) throw new FormatError(`${path}: block table is truncated`);
-      for (let i = 0; i < count; i++) {
-        const entry = buffer.subarray(i * ADDRESS_BYTES, (i + 1) * ADDRESS_BYTES);
-        yield [first + i, entry.equals(ZERO_ADDRESS) ? null : entry.toString('hex')];
-      }
+      yield [first, buffer.subarray(0, count * ADDRESS_BYTES)];
     }
   } finally {
     await handle.close();
+  }
+}
+
+/** Reads a block table page by page: yields `[index, address | null]` for every block. */
+async function* readTable(path: string, blockCount: number): AsyncIterable<[number, string | null]> {
+  for await (const [first, page] of readTablePages(path, blockCount)) {
+    for (let i = 0; i * ADDRESS_BYTES < page.length; i++) {
+      const entry = page.subarray(i * ADDRESS_BYTES, (i + 1) * ADDRESS_BYTES);
+      yield [first + i, entry.equals(ZERO_ADDRESS) ? null : entry.toString('hex')];
+    }
   }
 }
 
@@ -411,10 +420,16 @@ export class FileBlockStore implements BackupSink {
     if (this.legacy) return true;
     for (const disk of base.disks) {
       const table = join(this.paths.versionData(spec.vm, base.id), diskFileName(disk.id));
-      for await (const [, address] of readTable(table, Math.ceil(disk.size / base.blockSize))) {
-        if (address && !this.holds(address)) return false;
+      // Entry by entry within a page (no await per block); an entry equal to the one before it
+      // (runs of zeros, of one repeated block) was just checked.
+      for await (const [, page] of readTablePages(table, Math.ceil(disk.size / base.blockSize))) {
+        for (let at = 0; at < page.length; at += ADDRESS_BYTES) {
+          if (at > 0 && page.compare(page, at - ADDRESS_BYTES, at, at, at + ADDRESS_BYTES) === 0) continue;
+          if (page.compare(ZERO_ADDRESS, 0, ADDRESS_BYTES, at, at + ADDRESS_BYTES) === 0) continue;
+          if (!this.holds(page.toString('hex', at, at + ADDRESS_BYTES))) return false;
+        }
+        throwIfAborted(options?.signal);
       }
-      throwIfAborted(options?.signal);
     }
     return true;
   }
