@@ -29,7 +29,10 @@ export function encodeChunk(plain: Uint8Array): Uint8Array {
  * payload is `plain` itself (not a copy), so a writer can write both parts without copying the block.
  */
 export function encodeChunkParts(plain: Uint8Array): [header: Uint8Array, payload: Uint8Array] {
-  const packed = worthCompressing(plain) ? deflateRawSync(plain, { level: 1 }) : undefined;
+  // One output chunk larger than any output worth keeping: no second pass, no concatenation (2x faster).
+  const packed = worthCompressing(plain)
+    ? deflateRawSync(plain, { level: 1, chunkSize: Math.max(64, plain.length + 64) })
+    : undefined;
   const useDeflate = packed !== undefined && packed.length < plain.length - (plain.length >> 4);
   const payload = useDeflate ? packed : plain;
   const header = new Uint8Array(HEADER);
@@ -65,7 +68,11 @@ export function decodeChunk(bytes: Uint8Array, what: string, intact = false): Ui
   if (codec !== DEFLATE) throw new FormatError(`${what}: unknown chunk codec ${codec}`);
   let plain: Buffer;
   try {
-    plain = inflateRawSync(payload, { maxOutputLength: Math.max(1, length) });
+    // One output chunk a byte larger than the block: zlib fills it in one pass and returns it as it
+    // is (a chunk the exact size, or the 16 KiB default, costs a second pass or a concatenation:
+    // 2.5-6x slower on 64 KiB blocks). The byte over is caught by the length check below.
+    const room = Math.max(64, length + 1);
+    plain = inflateRawSync(payload, { maxOutputLength: room, chunkSize: room });
   } catch (error) {
     throw new FormatError(`${what}: chunk does not inflate (${(error as Error).message})`, { cause: error });
   }

@@ -37,6 +37,7 @@ import { PACK_MAGIC, RECORD_HEADER_BYTES } from './pack-format.js';
 import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
 import { PackWriter } from './pack-writer.js';
+import { CHUNK_OVERHEAD_BYTES, type RestoreBatch, RestoreBatches } from './restore-batches.js';
 import { ADDRESS_BYTES, diskFileName, safeSegment, storePaths } from './store-paths.js';
 
 const ZERO_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
@@ -138,13 +139,6 @@ const RESTORE_BATCHES_IN_FLIGHT = 2;
 const RESTORE_BATCH_BYTES = 4 * 1024 * 1024;
 /** A restore asks the kernel to write back what it wrote every this many bytes, without waiting. */
 const RESTORE_FLUSH_BYTES = 64 * 1024 * 1024;
-
-/** A chunk a restore decoded: where it goes, its bytes, the address they must have. */
-interface RestoredChunk {
-  index: number;
-  plain: Uint8Array;
-  address: string;
-}
 
 function addressMismatch(address: string): VerifyError {
   return new VerifyError(`chunk ${address} is damaged: its content does not match its address`, {
@@ -386,8 +380,16 @@ export class FileBlockStore implements BackupSink {
     return plain;
   }
 
-  /** Reads and decodes one chunk (checksums and, when encrypted, its tag checked), its address not yet. */
-  private async decodeWith(reader: PackReader, address: string): Promise<Uint8Array> {
+  /**
+   * Reads and decodes one chunk (checksums and, when encrypted, its tag checked), its address not
+   * yet. `room`, when given, may offer a place for the chunk's pack record (its header and payload,
+   * `bytes` in all) to be read into; a raw chunk's bytes are then returned in place there.
+   */
+  private async decodeWith(
+    reader: PackReader,
+    address: string,
+    room?: (bytes: number) => Uint8Array | undefined,
+  ): Promise<Uint8Array> {
     if (!this.loaded) await this.refresh();
     let location = this.index.chunks.get(address);
     let bytes: Uint8Array | undefined;
@@ -396,7 +398,7 @@ export class FileBlockStore implements BackupSink {
       await this.refresh(); // another process may have written it since
       location = this.index.chunks.get(address);
     }
-    if (location) bytes = reader.payload(address, location);
+    if (location) bytes = reader.payload(address, location, room?.(RECORD_HEADER_BYTES + location.length));
     if (!bytes) throw new NotFoundError(`chunk ${address} is missing`);
     // A pack record's checksum covers exactly the encoded chunk of a plain store: no second CRC.
     const intact = location !== undefined && !this.keys;
@@ -627,33 +629,42 @@ export class FileBlockStore implements BackupSink {
       await handle.truncate(disk.size);
       addresser = await ChunkAddresser.open(this.keys ?? null);
       const check = addresser;
-      // Chunks are read and decoded here in batches; a batch's addresses are computed on the
-      // hashing threads while the next batch is decoded, and its blocks are written once they passed
-      // (synchronous positional writes: the file is ours).
-      const writeChecked = async (batch: RestoredChunk[]) => {
-        const addresses = await check.addressesOf(batch.map((chunk) => chunk.plain));
-        for (let i = 0; i < batch.length; i++) {
-          const { index, plain, address } = batch[i]!;
-          if (Buffer.from(addresses[i]!).toString('hex') !== address) throw addressMismatch(address);
-          writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
-          flush.wrote(plain.length);
+      // Chunks are read and decoded here into batch buffers (shared with the hashing threads, so
+      // that they hash the blocks where they lie); a batch's addresses are computed on the threads
+      // while the next batch is read, and its blocks are written once they passed (synchronous
+      // positional writes: the file is ours). A batch buffer is reused once its batch is written.
+      const batches = new RestoreBatches(
+        RESTORE_BATCH_BYTES + info.blockSize + RECORD_HEADER_BYTES + CHUNK_OVERHEAD_BYTES,
+        RESTORE_BATCHES_IN_FLIGHT + 1,
+        (bytes) => check.allocate(bytes),
+      );
+      const writeChecked = async (batch: RestoreBatch) => {
+        try {
+          const addresses = await check.addressesOf(batch.chunks.map((chunk) => chunk.plain));
+          for (let i = 0; i < batch.chunks.length; i++) {
+            const { index, plain, address } = batch.chunks[i]!;
+            if (Buffer.from(addresses[i]!).toString('hex') !== address) throw addressMismatch(address);
+            writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
+            flush.wrote(plain.length);
+          }
+        } finally {
+          batches.release(batch);
         }
       };
-      let batch: RestoredChunk[] = [];
-      let batchBytes = 0;
+      let batch = batches.take();
       for await (const [index, address] of readTable(table, Math.ceil(disk.size / info.blockSize))) {
         if (!address) continue;
         throwIfAborted(options?.signal);
-        const plain = await this.decodeWith(reader, address);
-        batch.push({ index, plain, address });
-        batchBytes += plain.length;
-        if (batchBytes < RESTORE_BATCH_BYTES) continue;
+        batch.add(index, address, await this.decodeWith(reader, address, (bytes) => batch.room(bytes, info.blockSize)));
+        if (batch.bytes < RESTORE_BATCH_BYTES) continue;
         const full = batch;
-        batch = [];
-        batchBytes = 0;
         await checks.start(() => writeChecked(full));
+        batch = batches.take();
       }
-      if (batch.length > 0) await checks.start(() => writeChecked(batch));
+      if (batch.chunks.length > 0) {
+        const last = batch;
+        await checks.start(() => writeChecked(last));
+      } else batches.release(batch);
       await checks.drain();
       await flush.settle();
       await handle.sync();
