@@ -39,6 +39,7 @@ import { PackReader } from './pack-reader.js';
 import { PackWriter } from './pack-writer.js';
 import { CHUNK_OVERHEAD_BYTES, type RestoreBatch, RestoreBatches } from './restore-batches.js';
 import { ADDRESS_BYTES, diskFileName, safeSegment, storePaths } from './store-paths.js';
+import { VerifiedChunks } from './verified-chunks.js';
 
 const ZERO_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
 
@@ -137,6 +138,8 @@ export interface FileBlockStoreOptions {
 const RESTORE_BATCHES_IN_FLIGHT = 2;
 /** Plain bytes per batch whose addresses a restore checks at once (on the hashing threads). */
 const RESTORE_BATCH_BYTES = 4 * 1024 * 1024;
+/** Bytes of checked chunks a restore keeps to write again where a later block names them. */
+const RESTORE_KEPT_BYTES = 32 * 1024 * 1024;
 /** A restore asks the kernel to write back what it wrote every this many bytes, without waiting. */
 const RESTORE_FLUSH_BYTES = 64 * 1024 * 1024;
 
@@ -633,11 +636,14 @@ export class FileBlockStore implements BackupSink {
       // that they hash the blocks where they lie); a batch's addresses are computed on the threads
       // while the next batch is read, and its blocks are written once they passed (synchronous
       // positional writes: the file is ours). A batch buffer is reused once its batch is written.
+      // A chunk checked once is kept for a while (`VerifiedChunks`): a later block naming it is
+      // written from that copy, not read, decoded and hashed again.
       const batches = new RestoreBatches(
         RESTORE_BATCH_BYTES + info.blockSize + RECORD_HEADER_BYTES + CHUNK_OVERHEAD_BYTES,
         RESTORE_BATCHES_IN_FLIGHT + 1,
         (bytes) => check.allocate(bytes),
       );
+      const verified = new VerifiedChunks(RESTORE_KEPT_BYTES);
       const writeChecked = async (batch: RestoreBatch) => {
         try {
           const addresses = await check.addressesOf(batch.chunks.map((chunk) => chunk.plain));
@@ -646,6 +652,7 @@ export class FileBlockStore implements BackupSink {
             if (Buffer.from(addresses[i]!).toString('hex') !== address) throw addressMismatch(address);
             writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
             flush.wrote(plain.length);
+            verified.remember(address, plain);
           }
         } finally {
           batches.release(batch);
@@ -655,6 +662,12 @@ export class FileBlockStore implements BackupSink {
       for await (const [index, address] of readTable(table, Math.ceil(disk.size / info.blockSize))) {
         if (!address) continue;
         throwIfAborted(options?.signal);
+        const known = verified.get(address);
+        if (known) {
+          writeSync(handle.fd, known, 0, known.length, index * info.blockSize);
+          flush.wrote(known.length);
+          continue;
+        }
         batch.add(index, address, await this.decodeWith(reader, address, (bytes) => batch.room(bytes, info.blockSize)));
         if (batch.bytes < RESTORE_BATCH_BYTES) continue;
         const full = batch;
