@@ -61,6 +61,13 @@ export interface HashingPoolOptions {
    * hashed whole all the same, alone in its message. @default 4 MiB
    */
   slotBytes?: number;
+  /**
+   * Start the threads now: the pool is returned once they are up, and every batch larger than a
+   * few blocks goes to them from the first one (a long job, like a restore, whose loop may not
+   * let the threads' start be noticed for a while). Without it they start with the first large
+   * batch, and batches are hashed on the calling thread until they are up. @default false
+   */
+  startThreads?: boolean;
 }
 
 interface Thread {
@@ -467,6 +474,7 @@ export async function createHashingPool(options: HashingPoolOptions = {}): Promi
     return settled.flatMap((result) => (result as PromiseFulfilledResult<Array<Uint8Array | null>>).value);
   }
 
+  if (options.startThreads) await ready();
   return {
     algorithm,
     digestLength,

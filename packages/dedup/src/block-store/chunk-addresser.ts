@@ -22,7 +22,17 @@ export class ChunkAddresser {
   static async open(keys: StoreKeys | null): Promise<ChunkAddresser> {
     if (keys) return new ChunkAddresser(keys, undefined);
     const threads = Math.max(1, availableParallelism() - 1);
-    return new ChunkAddresser(null, await createHashingPool({ algorithm: 'sha256', threads }));
+    // Threads started now: a restore's loop may not yield to the event loop for a long time, and
+    // until it does the pool would not notice them up and would hash every batch on this thread.
+    return new ChunkAddresser(null, await createHashingPool({ algorithm: 'sha256', threads, startThreads: true }));
+  }
+
+  /**
+   * A buffer whose blocks the pool's threads hash where they lie (no copy), when the store is
+   * plain (see `BlockHasher.allocate`); `undefined` for an encrypted one.
+   */
+  allocate(bytes: number): Uint8Array | undefined {
+    return this.pool?.allocate?.(bytes);
   }
 
   /** The 32-byte address of each block, in order. */

@@ -1,18 +1,6 @@
 import { createHash } from 'node:crypto';
 import { statSync, writeSync } from 'node:fs';
-import {
-  copyFile,
-  type FileHandle,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  stat,
-  truncate,
-  writeFile,
-} from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
   type BackupDiskWriter,
@@ -32,8 +20,9 @@ import {
 } from '@replikit/core';
 import { fsyncDirectory, isProcessAlive, SendWindow, writeFileAtomic } from '@replikit/core/internal';
 import { BackgroundFlush } from './background-flush.js';
+import { BlockTableWriter } from './block-table-writer.js';
 import { ChunkAddresser } from './chunk-addresser.js';
-import { decodeChunk, encodeChunk } from './chunk-codec.js';
+import { decodeChunk, encodeChunk, encodeChunkParts } from './chunk-codec.js';
 import {
   type KeyCheckRecord,
   keyedAddress,
@@ -48,7 +37,9 @@ import { PACK_MAGIC, RECORD_HEADER_BYTES } from './pack-format.js';
 import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
 import { PackWriter } from './pack-writer.js';
+import { CHUNK_OVERHEAD_BYTES, type RestoreBatch, RestoreBatches } from './restore-batches.js';
 import { ADDRESS_BYTES, diskFileName, safeSegment, storePaths } from './store-paths.js';
+import { VerifiedChunks } from './verified-chunks.js';
 
 const ZERO_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
 
@@ -99,25 +90,34 @@ async function listDir(path: string): Promise<string[]> {
   }
 }
 
-/** Reads a block table page by page: yields `[index, address | null]` for every block. */
-async function* readTable(path: string, blockCount: number): AsyncIterable<[number, string | null]> {
+/** Block-table entries read at once. */
+const TABLE_PAGE_ENTRIES = 32768;
+
+/** Reads a block table page by page: yields `[index of the page's first block, its entries]`. */
+async function* readTablePages(path: string, blockCount: number): AsyncIterable<[number, Buffer]> {
   const handle = await open(path, 'r').catch((error: unknown) => {
     throw toStorageError(error, `opening ${path}`);
   });
   try {
-    const perPage = 32768;
-    const buffer = Buffer.alloc(perPage * ADDRESS_BYTES);
-    for (let first = 0; first < blockCount; first += perPage) {
-      const count = Math.min(perPage, blockCount - first);
+    const buffer = Buffer.alloc(TABLE_PAGE_ENTRIES * ADDRESS_BYTES);
+    for (let first = 0; first < blockCount; first += TABLE_PAGE_ENTRIES) {
+      const count = Math.min(TABLE_PAGE_ENTRIES, blockCount - first);
       const { bytesRead } = await handle.read(buffer, 0, count * ADDRESS_BYTES, first * ADDRESS_BYTES);
       if (bytesRead !== count * ADDRESS_BYTES) throw new FormatError(`${path}: block table is truncated`);
-      for (let i = 0; i < count; i++) {
-        const entry = buffer.subarray(i * ADDRESS_BYTES, (i + 1) * ADDRESS_BYTES);
-        yield [first + i, entry.equals(ZERO_ADDRESS) ? null : entry.toString('hex')];
-      }
+      yield [first, buffer.subarray(0, count * ADDRESS_BYTES)];
     }
   } finally {
     await handle.close();
+  }
+}
+
+/** Reads a block table page by page: yields `[index, address | null]` for every block. */
+async function* readTable(path: string, blockCount: number): AsyncIterable<[number, string | null]> {
+  for await (const [first, page] of readTablePages(path, blockCount)) {
+    for (let i = 0; i * ADDRESS_BYTES < page.length; i++) {
+      const entry = page.subarray(i * ADDRESS_BYTES, (i + 1) * ADDRESS_BYTES);
+      yield [first + i, entry.equals(ZERO_ADDRESS) ? null : entry.toString('hex')];
+    }
   }
 }
 
@@ -138,15 +138,10 @@ export interface FileBlockStoreOptions {
 const RESTORE_BATCHES_IN_FLIGHT = 2;
 /** Plain bytes per batch whose addresses a restore checks at once (on the hashing threads). */
 const RESTORE_BATCH_BYTES = 4 * 1024 * 1024;
+/** Bytes of checked chunks a restore keeps to write again where a later block names them. */
+const RESTORE_KEPT_BYTES = 32 * 1024 * 1024;
 /** A restore asks the kernel to write back what it wrote every this many bytes, without waiting. */
 const RESTORE_FLUSH_BYTES = 64 * 1024 * 1024;
-
-/** A chunk a restore decoded: where it goes, its bytes, the address they must have. */
-interface RestoredChunk {
-  index: number;
-  plain: Uint8Array;
-  address: string;
-}
 
 function addressMismatch(address: string): VerifyError {
   return new VerifyError(`chunk ${address} is damaged: its content does not match its address`, {
@@ -158,7 +153,7 @@ function addressMismatch(address: string): VerifyError {
 export const REPACK_LIVE_FRACTION = 0.5;
 
 class PendingVersion implements BackupSession {
-  private readonly tables = new Map<string, { handle: FileHandle; blockCount: number }>();
+  private readonly tables = new Map<string, BlockTableWriter>();
 
   constructor(
     private readonly store: FileBlockStore,
@@ -171,7 +166,7 @@ class PendingVersion implements BackupSession {
     for (const disk of this.spec.disks) {
       const path = join(this.dir, diskFileName(disk.id));
       const handle = await open(path, 'r+');
-      this.tables.set(disk.id, { handle, blockCount: Math.ceil(disk.size / this.spec.blockSize) });
+      this.tables.set(disk.id, new BlockTableWriter(handle, Math.ceil(disk.size / this.spec.blockSize), disk.id));
     }
   }
 
@@ -186,15 +181,11 @@ class PendingVersion implements BackupSession {
         let address: Buffer = ZERO_ADDRESS;
         if (data) {
           address = this.store.addressOf(data);
+          // The chunk is written before put returns (`data` is the caller's buffer, reused after).
           if (!this.store.holds(address.toString('hex'), this.packs))
-            await this.packs.append(address, this.store.seal(address, data));
+            await this.packs.append(address, this.store.sealParts(address, data));
         }
-        try {
-          // 32 bytes into a file of this run's own: a synchronous positional write.
-          writeSync(table.handle.fd, address, 0, ADDRESS_BYTES, index * ADDRESS_BYTES);
-        } catch (error) {
-          throw toStorageError(error, `recording block ${index} of disk '${id}' in the backup version`);
-        }
+        table.set(index, address);
       },
     };
   }
@@ -202,13 +193,19 @@ class PendingVersion implements BackupSession {
   /** Makes the packs durable (records, then their index entries), then the block tables. */
   async checkpoint(): Promise<void> {
     await this.packs.sync();
-    for (const table of this.tables.values()) await table.handle.datasync();
+    for (const table of this.tables.values()) {
+      table.flush();
+      await table.handle.datasync();
+    }
   }
 
   async close(): Promise<void> {
     try {
       await this.packs.close();
-      for (const table of this.tables.values()) await table.handle.datasync();
+      for (const table of this.tables.values()) {
+        table.flush();
+        await table.handle.datasync();
+      }
     } finally {
       for (const table of this.tables.values()) await table.handle.close().catch(() => undefined);
       this.tables.clear();
@@ -312,6 +309,16 @@ export class FileBlockStore implements BackupSink {
     return this.keys ? sealChunk(this.keys, address, encoded) : encoded;
   }
 
+  /**
+   * {@link FileBlockStore.seal}'s bytes as consecutive parts: a plain store's raw chunk is its
+   * header and `plain` itself (no copy of the block). Used by the store's own sessions.
+   *
+   * @internal
+   */
+  sealParts(address: Buffer, plain: Uint8Array): Uint8Array[] {
+    return this.keys ? [this.seal(address, plain)] : encodeChunkParts(plain);
+  }
+
   /** Loads (or brings up to date) the index of the packs, and notes a pre-pack `chunks/` folder. */
   private async refresh(): Promise<void> {
     await this.unlock();
@@ -376,8 +383,16 @@ export class FileBlockStore implements BackupSink {
     return plain;
   }
 
-  /** Reads and decodes one chunk (checksums and, when encrypted, its tag checked), its address not yet. */
-  private async decodeWith(reader: PackReader, address: string): Promise<Uint8Array> {
+  /**
+   * Reads and decodes one chunk (checksums and, when encrypted, its tag checked), its address not
+   * yet. `room`, when given, may offer a place for the chunk's pack record (its header and payload,
+   * `bytes` in all) to be read into; a raw chunk's bytes are then returned in place there.
+   */
+  private async decodeWith(
+    reader: PackReader,
+    address: string,
+    room?: (bytes: number) => Uint8Array | undefined,
+  ): Promise<Uint8Array> {
     if (!this.loaded) await this.refresh();
     let location = this.index.chunks.get(address);
     let bytes: Uint8Array | undefined;
@@ -386,7 +401,7 @@ export class FileBlockStore implements BackupSink {
       await this.refresh(); // another process may have written it since
       location = this.index.chunks.get(address);
     }
-    if (location) bytes = reader.payload(address, location);
+    if (location) bytes = reader.payload(address, location, room?.(RECORD_HEADER_BYTES + location.length));
     if (!bytes) throw new NotFoundError(`chunk ${address} is missing`);
     // A pack record's checksum covers exactly the encoded chunk of a plain store: no second CRC.
     const intact = location !== undefined && !this.keys;
@@ -410,10 +425,16 @@ export class FileBlockStore implements BackupSink {
     if (this.legacy) return true;
     for (const disk of base.disks) {
       const table = join(this.paths.versionData(spec.vm, base.id), diskFileName(disk.id));
-      for await (const [, address] of readTable(table, Math.ceil(disk.size / base.blockSize))) {
-        if (address && !this.holds(address)) return false;
+      // Entry by entry within a page (no await per block); an entry equal to the one before it
+      // (runs of zeros, of one repeated block) was just checked.
+      for await (const [, page] of readTablePages(table, Math.ceil(disk.size / base.blockSize))) {
+        for (let at = 0; at < page.length; at += ADDRESS_BYTES) {
+          if (at > 0 && page.compare(page, at - ADDRESS_BYTES, at, at, at + ADDRESS_BYTES) === 0) continue;
+          if (page.compare(ZERO_ADDRESS, 0, ADDRESS_BYTES, at, at + ADDRESS_BYTES) === 0) continue;
+          if (!this.holds(page.toString('hex', at, at + ADDRESS_BYTES))) return false;
+        }
+        throwIfAborted(options?.signal);
       }
-      throwIfAborted(options?.signal);
     }
     return true;
   }
@@ -611,33 +632,52 @@ export class FileBlockStore implements BackupSink {
       await handle.truncate(disk.size);
       addresser = await ChunkAddresser.open(this.keys ?? null);
       const check = addresser;
-      // Chunks are read and decoded here in batches; a batch's addresses are computed on the
-      // hashing threads while the next batch is decoded, and its blocks are written once they passed
-      // (synchronous positional writes: the file is ours).
-      const writeChecked = async (batch: RestoredChunk[]) => {
-        const addresses = await check.addressesOf(batch.map((chunk) => chunk.plain));
-        for (let i = 0; i < batch.length; i++) {
-          const { index, plain, address } = batch[i]!;
-          if (Buffer.from(addresses[i]!).toString('hex') !== address) throw addressMismatch(address);
-          writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
-          flush.wrote(plain.length);
+      // Chunks are read and decoded here into batch buffers (shared with the hashing threads, so
+      // that they hash the blocks where they lie); a batch's addresses are computed on the threads
+      // while the next batch is read, and its blocks are written once they passed (synchronous
+      // positional writes: the file is ours). A batch buffer is reused once its batch is written.
+      // A chunk checked once is kept for a while (`VerifiedChunks`): a later block naming it is
+      // written from that copy, not read, decoded and hashed again.
+      const batches = new RestoreBatches(
+        RESTORE_BATCH_BYTES + info.blockSize + RECORD_HEADER_BYTES + CHUNK_OVERHEAD_BYTES,
+        RESTORE_BATCHES_IN_FLIGHT + 1,
+        (bytes) => check.allocate(bytes),
+      );
+      const verified = new VerifiedChunks(RESTORE_KEPT_BYTES);
+      const writeChecked = async (batch: RestoreBatch) => {
+        try {
+          const addresses = await check.addressesOf(batch.chunks.map((chunk) => chunk.plain));
+          for (let i = 0; i < batch.chunks.length; i++) {
+            const { index, plain, address } = batch.chunks[i]!;
+            if (Buffer.from(addresses[i]!).toString('hex') !== address) throw addressMismatch(address);
+            writeSync(handle.fd, plain, 0, plain.length, index * info.blockSize);
+            flush.wrote(plain.length);
+            verified.remember(address, plain);
+          }
+        } finally {
+          batches.release(batch);
         }
       };
-      let batch: RestoredChunk[] = [];
-      let batchBytes = 0;
+      let batch = batches.take();
       for await (const [index, address] of readTable(table, Math.ceil(disk.size / info.blockSize))) {
         if (!address) continue;
         throwIfAborted(options?.signal);
-        const plain = await this.decodeWith(reader, address);
-        batch.push({ index, plain, address });
-        batchBytes += plain.length;
-        if (batchBytes < RESTORE_BATCH_BYTES) continue;
+        const known = verified.get(address);
+        if (known) {
+          writeSync(handle.fd, known, 0, known.length, index * info.blockSize);
+          flush.wrote(known.length);
+          continue;
+        }
+        batch.add(index, address, await this.decodeWith(reader, address, (bytes) => batch.room(bytes, info.blockSize)));
+        if (batch.bytes < RESTORE_BATCH_BYTES) continue;
         const full = batch;
-        batch = [];
-        batchBytes = 0;
         await checks.start(() => writeChecked(full));
+        batch = batches.take();
       }
-      if (batch.length > 0) await checks.start(() => writeChecked(batch));
+      if (batch.chunks.length > 0) {
+        const last = batch;
+        await checks.start(() => writeChecked(last));
+      } else batches.release(batch);
       await checks.drain();
       await flush.settle();
       await handle.sync();

@@ -21,11 +21,22 @@ export interface ChunkLocation {
 
 /** A record header for `payload` (an encoded chunk) addressed `address` (32 bytes). */
 export function recordHeader(address: Uint8Array, payload: Uint8Array): Buffer {
+  return recordHeaderOf(address, [payload]);
+}
+
+/** A record header for a payload given as consecutive parts (see {@link recordHeader}). */
+export function recordHeaderOf(address: Uint8Array, parts: readonly Uint8Array[]): Buffer {
+  let length = 0;
+  let crc = 0;
+  for (const part of parts) {
+    length += part.length;
+    crc = crc32(part, crc);
+  }
   const header = Buffer.alloc(RECORD_HEADER_BYTES);
   header.writeUInt32LE(RECORD_MAGIC, 0);
   header.set(address, 4);
-  header.writeUInt32LE(payload.length, 4 + ADDRESS_BYTES);
-  header.writeUInt32LE(crc32(payload), 8 + ADDRESS_BYTES);
+  header.writeUInt32LE(length, 4 + ADDRESS_BYTES);
+  header.writeUInt32LE(crc, 8 + ADDRESS_BYTES);
   header.writeUInt32LE(crc32(header.subarray(0, 12 + ADDRESS_BYTES)), 12 + ADDRESS_BYTES);
   return header;
 }

@@ -14,12 +14,15 @@ export class PackReader {
 
   /**
    * The payload (an encoded chunk) of the record at `location`, checked: its header is intact,
-   * names `address`, and the payload matches its CRC-32.
+   * names `address`, and the payload matches its CRC-32. With `into` (at least the record's
+   * bytes), the record is read there and the payload returned is a view of it.
    * @throws {@link @replikit/core!FormatError} when it is not, {@link @replikit/core!NotFoundError} when the pack is gone.
    */
-  payload(address: string, location: ChunkLocation): Buffer {
+  payload(address: string, location: ChunkLocation, into?: Uint8Array): Buffer {
     const fd = this.fd(location.pack);
-    const bytes = Buffer.allocUnsafe(RECORD_HEADER_BYTES + location.length);
+    const bytes = into
+      ? Buffer.from(into.buffer, into.byteOffset, RECORD_HEADER_BYTES + location.length)
+      : Buffer.allocUnsafe(RECORD_HEADER_BYTES + location.length);
     let read: number;
     try {
       read = readSync(fd, bytes, 0, bytes.length, location.offset);

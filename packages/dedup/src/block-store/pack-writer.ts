@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasync, openSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, openSync, writeSync, writevSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { toStorageError } from '@replikit/core';
 import { fsyncDirectory } from '@replikit/core/internal';
-import { indexEntry, PACK_MAGIC, RECORD_HEADER_BYTES, recordHeader } from './pack-format.js';
+import { indexEntry, PACK_MAGIC, RECORD_HEADER_BYTES, recordHeaderOf } from './pack-format.js';
 import type { PackIndex } from './pack-index.js';
 
 const datasync = promisify(fdatasync);
@@ -44,8 +44,11 @@ export class PackWriter {
     private readonly target = PACK_TARGET_BYTES,
   ) {}
 
-  /** Appends one encoded chunk; records it in the index as not yet durable. */
-  async append(address: Buffer, payload: Uint8Array): Promise<void> {
+  /**
+   * Appends one encoded chunk, given whole or as consecutive parts (written as they are, with
+   * one system call and no copy); records it in the index as not yet durable.
+   */
+  async append(address: Buffer, payload: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.current && this.current.size >= this.target) {
       // Sealed: its sync runs in the background while the next pack fills (a sync waits behind
       // the file system's writeback, which a run's replica writes keep busy).
@@ -60,18 +63,20 @@ export class PackWriter {
       this.throwIfFailed();
     }
     const pack = this.current ?? this.open();
-    const header = recordHeader(address, payload);
+    const parts = payload instanceof Uint8Array ? [payload] : payload;
+    const header = recordHeaderOf(address, parts);
+    const length = parts.reduce((sum, part) => sum + part.length, 0);
     const offset = pack.size;
     try {
-      writeSync(pack.fd, Buffer.concat([header, payload]), 0, RECORD_HEADER_BYTES + payload.length, offset);
+      writeAll(pack.fd, [header, ...parts], RECORD_HEADER_BYTES + length, offset);
     } catch (error) {
       throw toStorageError(error, `appending chunk ${address.toString('hex')} to pack ${pack.name}`);
     }
-    pack.size += RECORD_HEADER_BYTES + payload.length;
-    pack.unsynced.push(indexEntry(address, offset, payload.length));
+    pack.size += RECORD_HEADER_BYTES + length;
+    pack.unsynced.push(indexEntry(address, offset, length));
     const hex = address.toString('hex');
     pack.addresses.push(hex);
-    this.index.add(pack.name, { address: hex, offset, length: payload.length }, false, this);
+    this.index.add(pack.name, { address: hex, offset, length }, false, this);
   }
 
   /** True when `address` was written by this writer (durable or not). */
@@ -160,5 +165,25 @@ export class PackWriter {
       this.sealing = [];
       this.current = undefined;
     }
+  }
+}
+
+/** Writes `parts` back to back at `position` (`total` bytes in all), resuming after a short write. */
+function writeAll(fd: number, parts: readonly Uint8Array[], total: number, position: number): void {
+  let written = writevSync(fd, parts as Uint8Array[], position);
+  while (written < total) {
+    // A short write (rare: a signal, a disk's last free bytes): what is left of the parts.
+    const rest: Uint8Array[] = [];
+    let skip = written;
+    for (const part of parts) {
+      if (skip >= part.length) skip -= part.length;
+      else {
+        rest.push(skip > 0 ? part.subarray(skip) : part);
+        skip = 0;
+      }
+    }
+    const more = writevSync(fd, rest, position + written);
+    if (more === 0) throw new Error(`wrote ${written} of ${total} bytes`);
+    written += more;
   }
 }
