@@ -47,7 +47,8 @@ function fraction(flags: string[], name: string, fallback: string): number {
 }
 
 /** (Also used by single-pass.bench.ts.) Fills 4 MiB stripes: a share `allocated` of them hold data (half text, half random), the rest stay holes. */
-export async function fillImage(path: string, size: number, allocated: number): Promise<void> {
+/** Fills `allocated` of the image with 4 MiB stripes: half one text stripe repeated, half random (all random with `unique`). */
+export async function fillImage(path: string, size: number, allocated: number, unique = false): Promise<void> {
   const handle = await open(path, 'r+');
   const stripe = 4 * 1024 * 1024;
   const text = Buffer.from('INFO request served in 12ms path=/api/v1/items status=200\n'.repeat(80000)).subarray(
@@ -59,7 +60,8 @@ export async function fillImage(path: string, size: number, allocated: number): 
     for (let offset = 0, i = 0; offset < size; offset += stripe, i++) {
       const u = ((i * 37) % 100) / 100;
       if (u >= allocated) continue;
-      await handle.write(u < allocated / 2 ? text : randomFillSync(noise), 0, Math.min(stripe, size - offset), offset);
+      const data = !unique && u < allocated / 2 ? text : randomFillSync(noise);
+      await handle.write(data, 0, Math.min(stripe, size - offset), offset);
     }
   } finally {
     await handle.close();
