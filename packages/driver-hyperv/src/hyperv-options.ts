@@ -124,8 +124,13 @@ export const hypervDriverOptionsSchema = z.strictObject({
    * @default 120000
    */
   callTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
-  /** Target side: the folder that receives the replica's VHDX files; unset: the host's default. */
-  replicaPath: text('a folder path').optional(),
+  /**
+   * Target side: the folder that receives the replica's VHDX files, absolute (`E:\Replicas`, a UNC
+   * path, or `/…` on a simulated host); unset: the host's default.
+   */
+  replicaPath: text('a folder path')
+    .regex(/^(?:[A-Za-z]:[\\/]|\\\\|\/)/, 'expected an absolute folder path (E:\\Replicas)')
+    .optional(),
   /** Target side: source network (switch) name → target switch name; unmapped NICs are disconnected. */
   networkMap: z.record(z.string().min(1), z.string().min(1)).default({}),
   /**
