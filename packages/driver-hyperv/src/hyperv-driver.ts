@@ -295,11 +295,13 @@ export class HyperVDriver extends AbstractHypervisor {
   protected override async _openReader(disk: DiskRef): Promise<DiskReader> {
     const vm = await this.requireVm(disk.vmId);
     const replica = disk.snapshotId || this.remoteFiles ? undefined : await this.target.replicaById(vm.Id);
+    // A replica's disk is named by its source disk's id (a run's refs) or by its slot (getVM's refs).
+    const bySlot = async () => (await this.drives(vm.Name)).find((d) => slotId(d) === disk.id)?.Path;
     const path = disk.snapshotId
       ? await this.frozenPath(vm, disk.snapshotId, disk)
       : replica
-        ? await this.target.livePath(replica, disk.id)
-        : (await this.drives(vm.Name)).find((d) => slotId(d) === disk.id)?.Path;
+        ? ((await this.target.livePath(replica, disk.id)) ?? (await bySlot()))
+        : await bySlot();
     if (!path) throw new NotFoundError(`VM '${vm.Name}' has no disk '${disk.id}'`);
     const image = await this.openImage(path);
     // A replica's VHDX is its disk's size rounded up to whole sectors (a Xen disk may end mid-sector).

@@ -73,6 +73,34 @@ const remoteHostSchema = z
     }
   });
 
+const REMOTE_HOST_FIELDS = 'computerName, user, passwordEnv, credentialsFile, agent';
+
+/**
+ * The message of a `host` that is neither `local` nor a remote host zod could go into (zod alone
+ * says only "Invalid input"): what a host is, and for an object, the fields it lacks or does not know.
+ */
+function hostIssue(issue: {
+  input?: unknown;
+  errors?: readonly (readonly { code: string; keys?: string[]; path?: PropertyKey[]; message?: string }[])[];
+}): string {
+  const { input } = issue;
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    return `expected 'local' or a remote host { ${REMOTE_HOST_FIELDS} }`;
+  }
+  const problems = (issue.errors ?? []).flat().filter((i) => i.code !== 'invalid_value');
+  const unknown = problems.flatMap((i) => (i.code === 'unrecognized_keys' ? (i.keys ?? []) : []));
+  const extra = unknown.length
+    ? `; unknown field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}`
+    : '';
+  if (!('computerName' in input)) {
+    return `a remote host needs computerName (it takes ${REMOTE_HOST_FIELDS}), got an object without it${extra}`;
+  }
+  const others = problems
+    .filter((i) => i.code !== 'unrecognized_keys')
+    .map((i) => `${(i.path ?? []).map(String).join('.')}: ${(i.message ?? '').replace(/^Invalid input: /, '')}`);
+  return `a remote host, but ${[...others, ...(unknown.length ? [extra.slice(2)] : [])].join('; ')} (got an object)`;
+}
+
 /**
  * The Hyper-V driver's fields in a job's `source` or `target` (besides `driver`, and `vm` or
  * `replicaName`, which core owns).
@@ -84,7 +112,7 @@ export const hypervDriverOptionsSchema = z.strictObject({
    * `replikit-agent --host-files` on the host. A remoting host is a source only in this version.
    * @default "local"
    */
-  host: z.union([z.literal('local'), remoteHostSchema]).default('local'),
+  host: z.union([z.literal('local'), remoteHostSchema], { error: hostIssue }).default('local'),
   /**
    * The PowerShell executable node-powershell spawns: `powershell` (Windows PowerShell 5.1),
    * `pwsh`, a full path, or a simulated host's fake `pwsh`.
@@ -96,8 +124,13 @@ export const hypervDriverOptionsSchema = z.strictObject({
    * @default 120000
    */
   callTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
-  /** Target side: the folder that receives the replica's VHDX files; unset: the host's default. */
-  replicaPath: text('a folder path').optional(),
+  /**
+   * Target side: the folder that receives the replica's VHDX files, absolute (`E:\Replicas`, a UNC
+   * path, or `/…` on a simulated host); unset: the host's default.
+   */
+  replicaPath: text('a folder path')
+    .regex(/^(?:[A-Za-z]:[\\/]|\\\\|\/)/, 'expected an absolute folder path (E:\\Replicas)')
+    .optional(),
   /** Target side: source network (switch) name → target switch name; unmapped NICs are disconnected. */
   networkMap: z.record(z.string().min(1), z.string().min(1)).default({}),
   /**

@@ -189,6 +189,10 @@ describe('cross-hypervisor replication with Q-Hybrid on the simulators', { timeo
     expect(replica.macs).toEqual(['02:00:00:aa:00:01', '02:00:00:aa:00:02']);
     expect(replica.nics.map((n) => n.switchName)).toEqual(['Replica LAN', 'Replica LAN']);
     expect(replica.disks.map((d) => d.id)).toEqual(['SCSI:0:0', 'SCSI:0:1']); // generation 2 boots from SCSI
+    // The replica VM's own disk refs read too (they were refused: "VM … has no disk 'SCSI:0:0'").
+    for (const [i, disk] of first.snapshot!.disks.entries()) {
+      expect(compareBytes(await readWholeDisk(hv, replica.disks[i]!), await readWholeDisk(xen, disk))).toBe('equal');
+    }
 
     // 1 % of the first disk, across block edges; the second disk untouched.
     const writes: [number, number][] = [

@@ -42,6 +42,31 @@ describe('hypervDriver (the definition)', () => {
     );
   });
 
+  it('refuses a relative replicaPath (the run made folders in the working folder, then failed in New-VM)', () => {
+    expect(parseError({ replicaPath: 'rel/dir' }).message).toBe(
+      'source.replicaPath: expected an absolute folder path (E:\\Replicas), got string "rel/dir"',
+    );
+    const registry = new DriverRegistry().register(hypervDriver);
+    for (const replicaPath of ['E:\\Replicas', '\\\\nas\\share\\r', '/srv/replicas']) {
+      expect(registry.parseOptions({ driver: 'hyperv', replicaPath }, { side: 'target' })).toMatchObject({
+        replicaPath,
+      });
+    }
+  });
+
+  it("names what is wrong with a host that is neither 'local' nor a remote host with computerName", () => {
+    // Was: "source.host: Invalid input, got an object" / "…, got string "remote"".
+    expect(parseError({ host: 'remote' }).message).toBe(
+      `source.host: expected 'local' or a remote host { computerName, user, passwordEnv, credentialsFile, agent }, got string "remote"`,
+    );
+    expect(parseError({ host: { computername: 'HV1' } }).message).toBe(
+      "source.host: a remote host needs computerName (it takes computerName, user, passwordEnv, credentialsFile, agent), got an object without it; unknown field 'computername'",
+    );
+    expect(parseError({ host: { computerName: 7 } }).message).toMatch(
+      /^source\.host: a remote host, but computerName: expected a host name/,
+    );
+  });
+
   it('refuses, with E_INPUT, a remoting host whose password variable is not set (naming it, not a value)', async () => {
     const remote = await Promise.resolve(
       hypervDriver.create(

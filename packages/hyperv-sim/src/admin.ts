@@ -1,5 +1,6 @@
 import { CMDLETS } from './cmdlets/all-cmdlets.js';
 import type { CmdletContext } from './cmdlets/context.js';
+import { withHostLock } from './host/host-lock.js';
 import { loadState, saveState } from './host/host-state.js';
 import { cmdletSignature } from './signatures.js';
 
@@ -22,20 +23,22 @@ export async function adminCmdlet(root: string, name: string, args: Record<strin
     if (!documented) throw new Error(`${signature.name} has no parameter '${key}'`);
     bound.set(documented.toLowerCase(), value);
   }
-  const state = await loadState(root);
-  let dirty = false;
-  const context: CmdletContext = {
-    root,
-    state,
-    markDirty: () => {
-      dirty = true;
-    },
-    arg: (parameter) => bound.get(parameter.toLowerCase()),
-    has: (parameter) => bound.has(parameter.toLowerCase()),
-  };
-  try {
-    return await handler(context);
-  } finally {
-    if (dirty) await saveState(root, state);
-  }
+  return withHostLock(root, async () => {
+    const state = await loadState(root);
+    let dirty = false;
+    const context: CmdletContext = {
+      root,
+      state,
+      markDirty: () => {
+        dirty = true;
+      },
+      arg: (parameter) => bound.get(parameter.toLowerCase()),
+      has: (parameter) => bound.has(parameter.toLowerCase()),
+    };
+    try {
+      return await handler(context);
+    } finally {
+      if (dirty) await saveState(root, state);
+    }
+  });
 }

@@ -4,6 +4,7 @@ import { hashtableArguments } from './cmdlets/cim-arguments.js';
 import type { CmdletContext, CmdletHandler } from './cmdlets/context.js';
 import { firstParseError, powershellParser } from './grammar.js';
 import { logScript, takeHang } from './host/host-files.js';
+import { withHostLock } from './host/host-lock.js';
 import { loadState, saveState } from './host/host-state.js';
 import { bootId, readRemoteHosts } from './host/remoting.js';
 import { runDownstream } from './pipeline.js';
@@ -258,7 +259,11 @@ export class PwshSession {
     return [{ Name: 'ReplikitSession', ComputerName: computerName, State: 'Opened' }];
   }
 
-  private async run(commands: ScriptCommand[], params: Record<string, unknown>): Promise<unknown[]> {
+  private run(commands: ScriptCommand[], params: Record<string, unknown>): Promise<unknown[]> {
+    return withHostLock(this.root, () => this.runLocked(commands, params));
+  }
+
+  private async runLocked(commands: ScriptCommand[], params: Record<string, unknown>): Promise<unknown[]> {
     const state = await loadState(this.root);
     const variables = new Map<string, unknown>();
     let dirty = false;

@@ -1,4 +1,5 @@
 import { openVhdx } from '@replikit/formats';
+import { withHostLock } from './host-lock.js';
 import { loadState } from './host-state.js';
 import { loadRct, saveRct, tracking } from './rct-log.js';
 import { rewriteVhdx } from './vhdx-rewrite.js';
@@ -32,6 +33,15 @@ export async function guestWrite(
  * would take minutes). Each is recorded by change tracking as {@link guestWrite} records it.
  */
 export async function guestWrites(
+  root: string,
+  vmName: string,
+  drive: number,
+  writes: readonly { offset: number; data: Uint8Array }[],
+): Promise<void> {
+  await withHostLock(root, () => writeLocked(root, vmName, drive, writes));
+}
+
+async function writeLocked(
   root: string,
   vmName: string,
   drive: number,
