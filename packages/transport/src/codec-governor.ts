@@ -45,6 +45,12 @@ export const SAMPLE_TRIES = 16;
 export const MAX_TRANSIENT = 3;
 /** After a trial that did not pay, compressing is not tried again for up to this many decisions. */
 export const MAX_HOLD_OFF = 128;
+/**
+ * Compressing goes on after the start burst when the target acked the burst's data at most
+ * 1/`START_ACK_FACTOR` as fast as the compressor runs: a link that slow keeps the sender
+ * waiting whatever the compressor costs.
+ */
+export const START_ACK_FACTOR = 8;
 
 /**
  * The decision for the next window, as a pure function: compress only while the link (its
@@ -173,6 +179,8 @@ export class CodecGovernor {
   private warm = false;
   /** See {@link CodecGovernorOptions.startBytes}. */
   private readonly startBytes: number;
+  /** Payload acked when the first window began. */
+  private ackedAtStart = 0;
 
   constructor(options: CodecGovernorOptions = {}) {
     this.windowBytes = options.windowBytes ?? 1024 * 1024;
@@ -206,6 +214,7 @@ export class CodecGovernor {
       this.start = this.now();
       this.linkWaitMs = 0;
       if (this.waiting > 0) this.waitSince = this.start;
+      this.ackedAtStart = this.progress?.().acked ?? 0;
     }
     this.rawBytes += rawBytes;
     if (compressed && !this.warm) {
@@ -222,12 +231,7 @@ export class CodecGovernor {
       this.compressedOut += compressed.outBytes;
       this.compressMs += compressed.ms;
     }
-    // The start burst's window ends at the first block past the burst: one the sender could hand
-    // over only once the link took some of the burst, so the wait for it is part of the window.
-    const full =
-      this.windows === 0 && this.startBytes > 0
-        ? this.rawBytes > Math.max(this.windowBytes, this.startBytes)
-        : this.rawBytes >= this.windowBytes;
+    const full = this.windows === 0 && this.startBytes > 0 ? this.startDone() : this.rawBytes >= this.windowBytes;
     if (full && this.now() - this.start >= this.windowMs) this.close(this.start);
   }
 
@@ -265,6 +269,35 @@ export class CodecGovernor {
     return this.estimate;
   }
 
+  /**
+   * Whether the start burst's window is over: past the burst, and once the target acked some of
+   * it (the first ack tells how fast the link takes data: within milliseconds on a fast one, only
+   * after the link carried half a window on a slow one), or past four bursts without an ack.
+   * Without acks to look at (no `progress`), at the first block past the burst: one the sender
+   * could hand over only once the link took some of it.
+   */
+  private startDone(): boolean {
+    const burst = Math.max(this.windowBytes, this.startBytes);
+    if (this.rawBytes <= burst) return false;
+    const acked = this.progress?.().acked;
+    return acked === undefined || acked > this.ackedAtStart || this.rawBytes > 4 * burst;
+  }
+
+  /**
+   * Whether compressing goes on after the start burst's window. With the target's acks known:
+   * while the link took the burst at most 1/{@link START_ACK_FACTOR} of the compressor's speed
+   * (the socket's and the link's buffers take a burst in at once, so the sender's own wait says
+   * little yet; acks come only as fast as the link delivers). Without them: the keep rule.
+   */
+  private keepAfterStart(window: CodecWindow, elapsedMs: number): boolean {
+    const acked = this.progress?.().acked;
+    const estimate = this.estimate;
+    if (acked === undefined || !estimate) return decideCompression(true, window, estimate);
+    if (estimate.ratio > 1 - MIN_SAVING) return false;
+    const linkBytesPerMs = (acked - this.ackedAtStart) / Math.max(elapsedMs, 0.001);
+    return estimate.bytesPerMs >= START_ACK_FACTOR * linkBytesPerMs;
+  }
+
   private close(start: number): void {
     const end = this.now();
     if (this.waiting > 0) {
@@ -289,7 +322,9 @@ export class CodecGovernor {
         const rate = h.rawBytes / Math.max(h.elapsedMs, 0.001);
         // Only steady windows tell what compressing gains: before them, the target was still
         // taking the bytes queued before the switch.
-        next = decideCompression(was, h, this.estimate, was ? this.offRate : undefined);
+        next = early
+          ? this.keepAfterStart(h, elapsedMs)
+          : decideCompression(was, h, this.estimate, was ? this.offRate : undefined);
         if (!was) {
           this.offRate = rate;
           if (next && this.holdOff > 0) {

@@ -241,6 +241,48 @@ describe('CodecGovernor', () => {
       // The block that closed the burst's window, then one sample in 256 blocks.
       expect(compressed).toBeLessThanOrEqual(12);
     });
+
+    /** A governor with the start burst and the target's acks: the link acks `ackPerMs` bytes a ms. */
+    function withAcks(ackPerMs: number) {
+      let now = 0;
+      const progress = { sent: 0, acked: 0 };
+      const g = new CodecGovernor({
+        windowBytes: MiB,
+        windowMs: 0,
+        sampleEvery: 256,
+        now: () => now,
+        progress: () => progress,
+      });
+      const send = (blocks: number, ms: number) => {
+        for (let i = 0; i < blocks; i++) {
+          now += ms;
+          progress.acked = Math.min(progress.sent, Math.floor(now * ackPerMs));
+          progress.sent += g.compressing ? BLOCK / 2 : BLOCK;
+          if (g.wants()) g.block(BLOCK, { outBytes: BLOCK / 2, ms: 0.3 });
+          else g.block(BLOCK);
+        }
+      };
+      return { g, send };
+    }
+
+    it('waits for the first ack when it has the acks: a slow link keeps compressing on', () => {
+      // 100 Mbit/s: 12.5 bytes a µs; the socket takes the burst without a wait.
+      const { g, send } = withAcks(12_500);
+      let blocks = 0;
+      for (; g.windows === 0 && blocks < 1000; blocks++) send(1, 0.3);
+      // Past the 64 blocks of the burst, and past the first ack: 2 MiB taken by the link.
+      expect(blocks).toBeGreaterThan(64);
+      expect(g.compressing).toBe(true);
+    });
+
+    it('waits for the first ack when it has the acks: a fast link turns compressing off', () => {
+      // Loopback: the target acks 400 MB/s, faster than the compressor's 218 MB/s can feed it.
+      const { g, send } = withAcks(400_000);
+      let blocks = 0;
+      for (; g.windows === 0 && blocks < 1000; blocks++) send(1, 0.3);
+      expect(blocks).toBe(65);
+      expect(g.compressing).toBe(false);
+    });
   });
 
   it('never switches on over a fast link', () => {
