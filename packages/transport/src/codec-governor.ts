@@ -133,7 +133,7 @@ export interface CodecGovernorOptions {
  * While off it still compresses one block
  * in {@link CodecGovernorOptions.sampleEvery} (sent compressed when that pays), so the
  * compressor's speed and the data's ratio stay known. Starts on, for the first window only
- * (see {@link CodecGovernorOptions.startOn}).
+ * (see {@link CodecGovernorOptions.startBytes}).
  */
 export class CodecGovernor {
   /** True while every block goes through the codec. */
