@@ -262,14 +262,19 @@ describe('CodecGovernor', () => {
           else g.block(BLOCK);
         }
       };
-      return { g, send };
+      /** Sends blocks 0.3 ms apart until the first decision; how many it took. */
+      const untilDecided = () => {
+        let blocks = 0;
+        for (; g.windows === 0 && blocks < 1000; blocks++) send(1, 0.3);
+        return blocks;
+      };
+      return { g, untilDecided };
     }
 
     it('waits for the first ack when it has the acks: a slow link keeps compressing on', () => {
       // 100 Mbit/s: 12.5 bytes a µs; the socket takes the burst without a wait.
-      const { g, send } = withAcks(12_500);
-      let blocks = 0;
-      for (; g.windows === 0 && blocks < 1000; blocks++) send(1, 0.3);
+      const { g, untilDecided } = withAcks(12_500);
+      const blocks = untilDecided();
       // Past the 64 blocks of the burst, and past the first ack: 2 MiB taken by the link.
       expect(blocks).toBeGreaterThan(64);
       expect(g.compressing).toBe(true);
@@ -277,9 +282,8 @@ describe('CodecGovernor', () => {
 
     it('waits for the first ack when it has the acks: a fast link turns compressing off', () => {
       // Loopback: the target acks 400 MB/s, faster than the compressor's 218 MB/s can feed it.
-      const { g, send } = withAcks(400_000);
-      let blocks = 0;
-      for (; g.windows === 0 && blocks < 1000; blocks++) send(1, 0.3);
+      const { g, untilDecided } = withAcks(400_000);
+      const blocks = untilDecided();
       expect(blocks).toBe(65);
       expect(g.compressing).toBe(false);
     });

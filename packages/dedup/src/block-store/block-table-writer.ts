@@ -1,7 +1,7 @@
-import { writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { toStorageError } from '@replikit/core';
 import { ADDRESS_BYTES } from './store-paths.js';
+import { writeAll } from './write-all.js';
 
 /** Entries of consecutive blocks gathered before they are written in one call. */
 const RUN_ENTRIES = 2048;
@@ -36,12 +36,7 @@ export class BlockTableWriter {
     if (this.count === 0) return;
     const bytes = this.count * ADDRESS_BYTES;
     try {
-      let done = 0;
-      while (done < bytes) {
-        const n = writeSync(this.handle.fd, this.run, done, bytes - done, this.first * ADDRESS_BYTES + done);
-        if (n === 0) throw new Error(`wrote ${done} of ${bytes} bytes`);
-        done += n;
-      }
+      writeAll(this.handle.fd, [this.run.subarray(0, bytes)], bytes, this.first * ADDRESS_BYTES);
     } catch (error) {
       throw toStorageError(
         error,

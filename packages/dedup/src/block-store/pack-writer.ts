@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasync, openSync, writeSync, writevSync } from 'node:fs';
+import { closeSync, fdatasync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { toStorageError } from '@replikit/core';
 import { fsyncDirectory } from '@replikit/core/internal';
 import { indexEntry, PACK_MAGIC, RECORD_HEADER_BYTES, recordHeaderOf } from './pack-format.js';
 import type { PackIndex } from './pack-index.js';
+import { writeAll } from './write-all.js';
 
 const datasync = promisify(fdatasync);
 
@@ -165,25 +166,5 @@ export class PackWriter {
       this.sealing = [];
       this.current = undefined;
     }
-  }
-}
-
-/** Writes `parts` back to back at `position` (`total` bytes in all), resuming after a short write. */
-function writeAll(fd: number, parts: readonly Uint8Array[], total: number, position: number): void {
-  let written = writevSync(fd, parts as Uint8Array[], position);
-  while (written < total) {
-    // A short write (rare: a signal, a disk's last free bytes): what is left of the parts.
-    const rest: Uint8Array[] = [];
-    let skip = written;
-    for (const part of parts) {
-      if (skip >= part.length) skip -= part.length;
-      else {
-        rest.push(skip > 0 ? part.subarray(skip) : part);
-        skip = 0;
-      }
-    }
-    const more = writevSync(fd, rest, position + written);
-    if (more === 0) throw new Error(`wrote ${written} of ${total} bytes`);
-    written += more;
   }
 }
